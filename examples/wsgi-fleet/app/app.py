@@ -1,0 +1,41 @@
+"""A small WSGI app for nodrop's example fleet.
+
+It reports the release it runs (header X-App-Version and body), which instance answered
+(X-App-Instance), has a /health path, a /slow path and accepts POST /submit. A release
+directory holds a VERSION file; a release with a BROKEN file fails its health check.
+"""
+import json
+import os
+import time
+from urllib.parse import parse_qs
+
+RELEASE = os.environ.get("APP_RELEASE", os.path.dirname(os.path.abspath(__file__)))
+with open(os.path.join(RELEASE, "VERSION"), encoding="utf-8") as f:
+    VERSION = f.read().strip()
+BROKEN = os.path.exists(os.path.join(RELEASE, "BROKEN"))
+INSTANCE = os.environ.get("APP_INSTANCE", "?")
+
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    method = environ.get("REQUEST_METHOD", "GET")
+    headers = [("Content-Type", "application/json"), ("X-App-Version", VERSION), ("X-App-Instance", INSTANCE)]
+
+    if path == "/health":
+        if BROKEN:
+            start_response("503 Service Unavailable", headers)
+            return [json.dumps({"status": "broken", "version": VERSION}).encode()]
+        start_response("200 OK", headers)
+        return [json.dumps({"status": "ok", "version": VERSION}).encode()]
+
+    if path == "/slow":
+        ms = int(parse_qs(environ.get("QUERY_STRING", "")).get("ms", ["500"])[0])
+        time.sleep(min(ms, 10_000) / 1000)
+
+    body = b""
+    if method == "POST":
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+
+    start_response("200 OK", headers)
+    return [json.dumps({"version": VERSION, "instance": INSTANCE, "path": path, "received": len(body)}).encode()]

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Controls one gunicorn instance of the example fleet; nodrop's command templates call it:
+#   fleet.sh FLEET_DIR start PORT | stop PORT | update PORT VERSION
+# Releases live in ./releases/<version>; an instance's current release is a symlink.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+fleet=$1 cmd=$2 port=$3
+dir="$fleet/instances/$port"
+pidfile="$dir/gunicorn.pid"
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+case "$cmd" in
+  update)
+    version=$4
+    [ -f "$here/releases/$version/VERSION" ] || { echo "no release $version in $here/releases" >&2; exit 1; }
+    if running; then echo "instance $port is running; stop it before updating" >&2; exit 1; fi
+    mkdir -p "$dir"
+    ln -sfn "$here/releases/$version" "$dir/current"
+    ;;
+  start)
+    [ -L "$dir/current" ] || { echo "instance $port has no release; update it first" >&2; exit 1; }
+    if running; then echo "instance $port is already running" >&2; exit 1; fi
+    # gthread workers: slow requests must not block the others. The graceful timeout bounds a stop.
+    gunicorn --daemon --pid "$pidfile" --bind "127.0.0.1:$port" \
+      --workers 2 --threads 8 --worker-class gthread --graceful-timeout 20 \
+      --chdir "$here/app" --env "APP_RELEASE=$dir/current" --env "APP_INSTANCE=$port" \
+      --error-logfile "$dir/gunicorn.log" app:application
+    ;;
+  stop)
+    if ! running; then rm -f "$pidfile"; exit 0; fi
+    pid=$(cat "$pidfile")
+    kill -TERM "$pid"
+    # SIGTERM is graceful: in-flight requests finish (within --graceful-timeout), then the master exits.
+    for _ in $(seq 1 250); do kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; exit 0; }; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$pidfile"
+    ;;
+  *) echo "usage: fleet.sh FLEET_DIR start|stop|update PORT [VERSION]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,207 @@
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { type InstanceSpec, shellQuote, singlePool, sleep } from "@nodrop/core";
+import { renderNginxConfig } from "@nodrop/nginx";
+import { stringify } from "yaml";
+
+const run = promisify(execFile);
+
+/** examples/wsgi-fleet, where fleet.sh, app/ and releases/ live. */
+export const exampleDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+export interface FleetOptions {
+  /** Working directory; a fresh temporary one by default. */
+  dir?: string;
+  /** Instance ports (default 8011-8014). */
+  ports?: readonly number[];
+  /** nginx listens here on 127.0.0.1 (default 18080). */
+  proxyPort?: number;
+  /** Version the instances start on (default v1). */
+  version?: string;
+  /** Strategy section written into the config (default rolling, one at a time). */
+  strategy?: Record<string, unknown>;
+  /** nginx worker processes (default 2). */
+  nginxWorkers?: number;
+}
+
+export interface Fleet {
+  readonly dir: string;
+  /** The nodrop config for this fleet. */
+  readonly configFile: string;
+  /** The public URL through nginx. */
+  readonly url: string;
+  readonly ports: readonly number[];
+  readonly nginxConf: string;
+  readonly includeFile: string;
+  readonly pidFile: string;
+  /** Runs nginx with this fleet's prefix and conf. */
+  nginx(...args: string[]): Promise<{ stdout: string; stderr: string }>;
+  /** Each instance's version, probed directly ("down" when it does not answer). */
+  versions(): Promise<Record<number, string>>;
+  /** Stops nginx and every instance, and removes the directory it created. */
+  stop(): Promise<void>;
+}
+
+/** Starts the example fleet: gunicorn instances on v1 behind a user-owned nginx prefix. */
+export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
+  const ownDir = options.dir === undefined;
+  const dir = options.dir ?? (await mkdtemp(path.join(os.tmpdir(), "nodrop-fleet-")));
+  const ports = options.ports ?? [8011, 8012, 8013, 8014];
+  const proxyPort = options.proxyPort ?? 18080;
+  const version = options.version ?? "v1";
+  await mkdir(path.join(dir, "nodrop"), { recursive: true });
+  await mkdir(path.join(dir, "logs"), { recursive: true });
+  await mkdir(path.join(dir, "tmp"), { recursive: true });
+  const nginxConf = path.join(dir, "nginx.conf");
+  const includeFile = path.join(dir, "nodrop", "web.conf");
+  const pidFile = path.join(dir, "nginx.pid");
+  const errorLog = path.join(dir, "logs", "error.log");
+  const fleetSh = path.join(exampleDir, "fleet.sh");
+
+  await writeFile(nginxConf, nginxConfText({ dir, includeFile, pidFile, errorLog, proxyPort, workers: options.nginxWorkers ?? 2 }));
+  const configFile = path.join(dir, "nodrop.yaml");
+  const config = {
+    app: "web",
+    instances: ports.map((port) => ({ id: `web-${port}`, port })),
+    commands: {
+      stop: `${shellQuote(fleetSh)} ${shellQuote(dir)} stop {port}`,
+      update: `${shellQuote(fleetSh)} ${shellQuote(dir)} update {port} {version}`,
+      start: `${shellQuote(fleetSh)} ${shellQuote(dir)} start {port}`,
+      timeout: "60s",
+    },
+    health: { path: "/health", versionHeader: "X-App-Version", interval: "100ms", successes: 2, deadline: "20s" },
+    proxy: { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s" },
+    strategy: options.strategy ?? { name: "rolling", batchSize: 1 },
+  };
+  await writeFile(configFile, `# nodrop config for the example fleet in ${dir}\n${stringify(config)}`);
+
+  const fleet: Fleet = {
+    dir,
+    configFile,
+    url: `http://127.0.0.1:${proxyPort}`,
+    ports,
+    nginxConf,
+    includeFile,
+    pidFile,
+    nginx: (...args) => run("nginx", ["-p", dir, "-c", nginxConf, ...args]),
+    async versions() {
+      const out: Record<number, string> = {};
+      await Promise.all(
+        ports.map(async (port) => {
+          try {
+            const response = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(2000) });
+            out[port] = response.headers.get("x-app-version") ?? "unknown";
+          } catch {
+            out[port] = "down";
+          }
+        }),
+      );
+      return out;
+    },
+    async stop() {
+      try {
+        const pid = Number((await readFile(pidFile, "utf8")).trim());
+        process.kill(pid, "SIGTERM");
+        for (let i = 0; i < 100; i++) {
+          try {
+            process.kill(pid, 0);
+            await sleep(50);
+          } catch {
+            break;
+          }
+        }
+      } catch {
+        // nginx was not running
+      }
+      await Promise.all(ports.map((port) => run(fleetSh, [dir, "stop", String(port)]).catch(() => undefined)));
+      if (ownDir) await rm(dir, { recursive: true, force: true });
+    },
+  };
+
+  try {
+    await Promise.all(
+      ports.map(async (port) => {
+        await run(fleetSh, [dir, "update", String(port), version]);
+        await run(fleetSh, [dir, "start", String(port)]);
+      }),
+    );
+    // The one-time setup a user does: create the include file nodrop owns, then start nginx.
+    const instances: InstanceSpec[] = ports.map((port) => ({ id: `web-${port}`, host: "local", address: "127.0.0.1", port }));
+    await writeFile(includeFile, renderNginxConfig({ name: "web", routing: singlePool(instances.map((i) => i.id)), instances, generation: 1, versionCookie: "nodrop_version" }));
+    await fleet.nginx();
+    await waitFor(async () => Object.values(await fleet.versions()).every((v) => v === version), 20_000, `instances on ${version}`);
+    await waitFor(async () => (await fetch(fleet.url, { signal: AbortSignal.timeout(2000) })).ok, 10_000, "nginx serving");
+  } catch (error) {
+    await fleet.stop();
+    throw error;
+  }
+  return fleet;
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+interface NginxConfInput {
+  dir: string;
+  includeFile: string;
+  pidFile: string;
+  errorLog: string;
+  proxyPort: number;
+  workers: number;
+}
+
+/**
+ * The site config a user writes once. Its two nodrop lines: the include of the file nodrop owns,
+ * and proxy_pass to the pool variable that file defines.
+ */
+export function nginxConfText(input: NginxConfInput): string {
+  const temp = (name: string) => path.join(input.dir, "tmp", name);
+  return `# nginx for the nodrop example fleet (user-owned prefix; started with -p and -c)
+worker_processes ${input.workers};
+pid ${input.pidFile};
+# notice: nodrop reads reload failures ([emerg]) from here
+error_log ${input.errorLog} notice;
+# bounds every drain; above the longest legitimate request
+worker_shutdown_timeout 30s;
+
+events { worker_connections 4096; }
+
+http {
+    access_log off;
+    client_body_temp_path ${temp("body")};
+    proxy_temp_path ${temp("proxy")};
+    fastcgi_temp_path ${temp("fastcgi")};
+    uwsgi_temp_path ${temp("uwsgi")};
+    scgi_temp_path ${temp("scgi")};
+
+    include ${input.includeFile};   # nodrop line 1: the file nodrop owns
+
+    server {
+        listen 127.0.0.1:${input.proxyPort};
+        keepalive_timeout 30s;
+        keepalive_requests 100000;
+        location / {
+            proxy_pass http://$nodrop_web_pool;   # nodrop line 2: the pool nodrop steers
+            proxy_next_upstream error timeout;     # the default: never add non_idempotent
+            proxy_next_upstream_tries 3;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 60s;
+        }
+    }
+}
+`;
+}

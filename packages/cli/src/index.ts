@@ -1,0 +1,7 @@
+export { main, USAGE } from "./main.js";
+export type { Io } from "./main.js";
+export { createDeployment, checkVersion } from "./setup.js";
+export type { Deployment } from "./setup.js";
+export { strategies, proxies } from "./registry.js";
+export type { StrategyEntry, ProxyEntry } from "./registry.js";
+export { formatReport, formatPlan, fleetConverged, progressReporter } from "./reporter.js";

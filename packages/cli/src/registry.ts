@@ -1,0 +1,27 @@
+import { type Executor, type Proxy, type Schema, type Strategy } from "@nodrop/core";
+import { type NginxOptions, nginxOptionsSchema, nginxProxy } from "@nodrop/nginx";
+import { rollingStrategy } from "@nodrop/strategy-rolling";
+
+/**
+ * Built-in adapters and strategies, resolved through static imports so that bundles
+ * (the GitHub Action) carry them; nothing is looked up by name at run time.
+ */
+export interface StrategyEntry {
+  readonly create: () => Strategy<any> & { optionsSchema: Schema<any> };
+}
+
+export interface ProxyEntry<Options = any> {
+  readonly optionsSchema: Schema<Options>;
+  readonly create: (input: { app: string; options: Options; executor: Executor }) => Proxy & { render?: unknown };
+}
+
+export const strategies: Readonly<Record<string, StrategyEntry>> = {
+  rolling: { create: rollingStrategy },
+};
+
+export const proxies: Readonly<Record<string, ProxyEntry>> = {
+  nginx: {
+    optionsSchema: nginxOptionsSchema,
+    create: ({ app, options, executor }: { app: string; options: NginxOptions; executor: Executor }) => nginxProxy({ ...options, app, executor }),
+  } satisfies ProxyEntry<NginxOptions>,
+};

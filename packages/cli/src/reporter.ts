@@ -1,0 +1,140 @@
+import { type DeployEvent, type DeployPlan, type DeployReport, type InstanceReport, type ObservedInstance, formatDuration } from "@nodrop/core";
+
+export interface Output {
+  write(text: string): void;
+  readonly isTTY: boolean;
+}
+
+/**
+ * Progress while a deploy runs: on a terminal, one live line per instance redrawn in place;
+ * elsewhere (CI logs, pipes), one plain line per event.
+ */
+export function progressReporter(out: Output, started = performance.now()): (event: DeployEvent) => void {
+  const at = () => `[${formatDuration(performance.now() - started).padStart(6)}]`;
+  if (!out.isTTY) {
+    return (event) => {
+      const line = plainLine(event);
+      if (line) out.write(`${at()} ${line}\n`);
+    };
+  }
+  const rows = new Map<string, string>();
+  let drawn = 0;
+  let status = "";
+  const redraw = () => {
+    if (drawn > 0) out.write(`\x1b[${drawn}A`);
+    const lines = [...rows.entries()].map(([id, text]) => `  ${id.padEnd(14)} ${text}`);
+    lines.push(status);
+    out.write(lines.map((l) => `\x1b[2K${l}\n`).join(""));
+    drawn = lines.length;
+  };
+  return (event) => {
+    switch (event.type) {
+      case "preflight":
+        for (const i of event.instances) rows.set(i.id, `${i.version ?? "?"}  waiting`);
+        break;
+      case "step":
+        if (event.instance) {
+          const mark = event.status === "start" ? "…" : event.status === "ok" ? `✓ ${formatDuration(event.ms ?? 0)}` : "✗";
+          rows.set(event.instance, `${event.phase.padEnd(16)} ${event.kind.padEnd(6)} ${mark}`);
+        } else if (event.kind === "route" && event.status === "start") status = `${at()} proxy: reloading and draining…`;
+        break;
+      case "route":
+        status = `${at()} proxy gen ${event.generation}: ${event.why} (confirm ${formatDuration(event.confirmMs)}, drain ${formatDuration(event.drainMs)})`;
+        break;
+      case "recovery":
+        status = `${at()} recovering: ${event.reason.split("\n")[0]}`;
+        break;
+      case "done":
+        break;
+      default:
+        return;
+    }
+    if (rows.size > 0) redraw();
+  };
+}
+
+function plainLine(event: DeployEvent): string | undefined {
+  switch (event.type) {
+    case "preflight":
+      return `preflight: ${event.instances.map((i) => `${i.id}=${i.version ?? "?"}`).join(" ")}`;
+    case "plan":
+      return `plan: ${event.plan.phases.length} phases${event.plan.notes.length ? `; ${event.plan.notes.join("; ")}` : ""}`;
+    case "phase":
+      return `${event.phase}`;
+    case "step":
+      if (event.status === "start") return undefined;
+      return `  ${event.kind}${event.instance ? ` ${event.instance}` : ""} ${event.status === "ok" ? "ok" : "FAILED"} ${formatDuration(event.ms ?? 0)}${event.detail ? `: ${event.detail.split("\n")[0]}` : ""}`;
+    case "route":
+      return `  proxy generation ${event.generation}: ${event.why} (confirmed in ${formatDuration(event.confirmMs)}, drained in ${formatDuration(event.drainMs)})`;
+    case "recovery":
+      return `recovery after: ${event.reason.split("\n")[0]}`;
+    case "done":
+      return undefined;
+  }
+}
+
+export function formatPlan(plan: DeployPlan, observed: readonly ObservedInstance[]): string {
+  const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
+  lines.push("instances now:");
+  for (const i of observed) lines.push(`  ${i.id.padEnd(14)} ${i.address}:${i.port}  ${i.version ?? "?"}${i.healthy ? "" : "  (unhealthy)"}`);
+  for (const note of plan.notes) lines.push(`note: ${note}`);
+  plan.phases.forEach((phase, index) => {
+    lines.push(`${index + 1}. ${phase.name}${phase.instances.length ? ` [${phase.instances.join(", ")}]` : ""}`);
+    for (const step of phase.steps) {
+      if (step.kind === "route") {
+        const pools = Object.entries(step.routing.pools).map(([name, ids]) => `${name}={${ids.join(",")}}`).join(" ");
+        const pins = Object.entries(step.routing.pins).map(([v, p]) => `${v}->${p}`).join(" ");
+        lines.push(`   - proxy: ${step.why} (${pools}; default ${step.routing.defaultPool}${pins ? `; pins ${pins}` : ""}); wait for the old generation to drain`);
+      } else if (step.kind === "soak") lines.push(`   - soak ${formatDuration(step.ms)}`);
+      else lines.push(`   - ${step.kind} ${step.instances.join(", ")}`);
+    }
+  });
+  if (plan.phases.length === 0) lines.push("nothing to do");
+  return lines.join("\n");
+}
+
+/** Whether every instance runs the version and is in the pool: the only success `deploy` reports. */
+export function fleetConverged(report: DeployReport): boolean {
+  return report.ok && report.instances.every((i) => i.version === report.version && i.inPool);
+}
+
+export function formatReport(report: DeployReport): string {
+  const lines: string[] = [];
+  const state = fleetConverged(report) ? "DEPLOYED" : "FAILED";
+  lines.push(`${state}: ${report.version} with ${report.strategy} in ${formatDuration(report.durationMs)}`);
+  if (report.error) {
+    lines.push(`error [${report.error.code}]${report.error.step ? ` at ${report.error.step}` : ""}${report.error.instance ? ` (instance ${report.error.instance})` : ""}:`);
+    lines.push(`  ${report.error.message.split("\n").join("\n  ")}`);
+  }
+  if (report.recovery) lines.push(`recovery: ${report.recovery}`);
+  lines.push("");
+  const header = ["instance", "address", "before", "now", "in pool", "outcome", "stop", "update", "start", "check"];
+  const rows = report.instances.map((i) => [
+    i.id,
+    `${i.address}:${i.port}`,
+    i.from ?? "?",
+    i.version ?? "?",
+    i.inPool ? "yes" : "no",
+    i.outcome,
+    ...(["stop", "update", "start", "check"] as const).map((k) => stepTime(i, k)),
+  ]);
+  lines.push(...table([header, ...rows]));
+  if (report.routes.length > 0) {
+    const drain = report.routes.reduce((s, r) => s + r.drainMs, 0);
+    const confirm = report.routes.reduce((s, r) => s + r.confirmMs, 0);
+    lines.push("", `proxy: ${report.routes.length} reloads, confirm ${formatDuration(confirm)} and drain ${formatDuration(drain)} in total`);
+  }
+  for (const i of report.instances) if (i.error) lines.push(`${i.id}: ${i.error.split("\n")[0]}`);
+  return lines.join("\n");
+}
+
+function stepTime(instance: InstanceReport, kind: string): string {
+  const steps = instance.steps.filter((s) => s.kind === kind);
+  if (steps.length === 0) return "-";
+  return steps.map((s) => `${formatDuration(s.ms)}${s.ok ? "" : "!"}`).join("+");
+}
+
+export function table(rows: readonly (readonly string[])[]): string[] {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length)));
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd());
+}

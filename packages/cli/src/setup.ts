@@ -1,0 +1,84 @@
+import {
+  type ConfigIssue,
+  type DeployOptions,
+  type Executor,
+  type NodropConfig,
+  NodropError,
+  type Proxy,
+  SAFE_NAME,
+  commandInstance,
+  httpHealthCheck,
+  localExecutor,
+
+  sectionOptions,
+} from "@nodrop/core";
+import { proxies, strategies } from "./registry.js";
+
+export interface Deployment {
+  readonly options: Omit<DeployOptions<unknown>, "version">;
+  readonly proxy: Proxy;
+  readonly executors: ReadonlyMap<string, Executor>;
+  dispose(): Promise<void>;
+}
+
+/** Checks a version given on the command line: it reaches shell commands and nginx config. */
+export function checkVersion(version: string | undefined, flag = "--version"): string {
+  if (version === undefined || version === "") throw new NodropError("E_ARGS", `${flag} is required (the version to deploy, e.g. ${flag} v2)`);
+  if (!SAFE_NAME.test(version)) {
+    throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(version)}: expected letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)`);
+  }
+  return version;
+}
+
+/** Turns a validated config into the engine's inputs: executors, instances, proxy, strategy. */
+export function createDeployment(config: NodropConfig, overrides: { strategy?: string | undefined } = {}): Deployment {
+  const issues: ConfigIssue[] = [];
+  const configured = String(config.strategy.name);
+  const strategyName = overrides.strategy ?? configured;
+  const strategyEntry = strategies[strategyName];
+  if (!strategyEntry) {
+    const where = overrides.strategy ? "--strategy" : "strategy.name";
+    throw new NodropError("E_CONFIG", `${where}: unknown strategy "${strategyName}" (available: ${Object.keys(strategies).join(", ")})`);
+  }
+  const strategy = strategyEntry.create();
+  // Options written for another strategy do not apply to an override.
+  const rawStrategyOptions = strategyName === configured ? sectionOptions(config.strategy, ["name"]) : {};
+  const strategyOptions = strategy.optionsSchema.parse(rawStrategyOptions, "strategy", issues);
+
+  const proxyType = String(config.proxy.type);
+  const proxyEntry = proxies[proxyType];
+  if (!proxyEntry) throw new NodropError("E_CONFIG", `proxy.type: unknown proxy "${proxyType}" (available: ${Object.keys(proxies).join(", ")})`);
+  const proxyHost = config.proxy.host ?? "local";
+  const proxyOptions = proxyEntry.optionsSchema.parse(sectionOptions(config.proxy, ["type", "host"]), "proxy", issues);
+  if (proxyHost !== "local") issues.push({ path: "proxy.host", message: `unknown host "${String(proxyHost)}" (only "local" is defined)` });
+  config.instances.forEach((instance, index) => {
+    if (instance.host !== "local") issues.push({ path: `instances[${index}].host`, message: `unknown host "${instance.host}" (only "local" is defined)` });
+  });
+  if (issues.length > 0) {
+    throw new NodropError("E_CONFIG", `invalid config in ${config.source}:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
+  }
+
+  const executors = new Map<string, Executor>([["local", localExecutor({ cwd: config.commands.cwd })]]);
+  const executorFor = (host: string) => executors.get(host)!;
+  const proxy = proxyEntry.create({ app: config.app, options: proxyOptions, executor: executorFor("local") });
+  const instances = config.instances.map((spec) =>
+    commandInstance({ spec, executor: executorFor(spec.host), commands: config.commands, timeoutMs: config.commands.timeout }),
+  );
+  return {
+    proxy,
+    executors,
+    options: {
+      instances,
+      proxy,
+      strategy,
+      strategyOptions,
+      health: httpHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout }),
+      healthWait: { successes: config.health.successes, intervalMs: config.health.interval, deadlineMs: config.health.deadline },
+      parallel: config.parallel,
+    },
+    async dispose() {
+      await Promise.all([...executors.values()].map((e) => e.dispose?.()));
+    },
+  };
+}
+

@@ -1,0 +1,131 @@
+import { readFile } from "node:fs/promises";
+import { isIP } from "node:net";
+import path from "node:path";
+import { parse as parseYaml, YAMLParseError } from "yaml";
+import { type ConfigIssue, NodropError } from "./errors.js";
+import { type Infer, bool, duration, int, list, mapping, object, optional, parseOrThrow, section, str } from "./schema.js";
+import { SAFE_NAME, checkTemplate } from "./template.js";
+
+const safeName = (doc: string) =>
+  str({ pattern: SAFE_NAME, hint: "a name of letters, digits, '.', '_' or '-' (starting with a letter or digit)", doc });
+
+const template = (doc: string) => str({ minLength: 1, hint: "a command template", doc });
+
+export const instanceSchema = object({
+  id: optional(safeName("Unique instance name; defaults to <host>-<port>.")),
+  host: optional(safeName("The host whose executor runs this instance's commands."), "local"),
+  address: optional(str({ hint: "an IP address (nginx resolves names only at reload)", doc: "Address that nginx and the health check use." }), "127.0.0.1"),
+  port: int({ min: 1, max: 65535, doc: "The instance's port." }),
+});
+
+export const commandsSchema = object(
+  {
+    stop: template("Stops the instance gracefully and returns once it has exited. Placeholders: {id} {host} {address} {port} {version} {previous}."),
+    update: template("Puts {version} in place for the instance (it is stopped)."),
+    start: template("Starts the instance; the health check then waits for it."),
+    cwd: optional(str({ minLength: 1, doc: "Working directory for local commands, relative to the config file." })),
+    timeout: optional(duration({ min: 1, doc: "Each command is ended when it runs longer." }), 60_000),
+  },
+  { doc: "Command templates; every placeholder value is validated and shell-quoted." },
+);
+
+export const healthSchema = object(
+  {
+    path: optional(str({ pattern: /^\/[A-Za-z0-9._~\/?=&%-]*$/, hint: "a URL path starting with /", doc: "Probed directly on each instance." }), "/health"),
+    versionHeader: optional(str({ pattern: /^[A-Za-z0-9-]+$/, hint: "an HTTP header name", doc: "Response header that carries the running version." }), "X-App-Version"),
+    timeout: optional(duration({ min: 1, doc: "Per probe." }), 2000),
+    interval: optional(duration({ min: 10, doc: "Between probes." }), 250),
+    successes: optional(int({ min: 1, max: 100, doc: "Consecutive good probes needed." }), 2),
+    deadline: optional(duration({ min: 100, doc: "An instance that is not healthy by then fails the deploy." }), 30_000),
+  },
+  { doc: "Health check, probed directly against each instance for the expected version." },
+);
+
+export const configSchema = object({
+  app: safeName("Application name; names the generated upstreams."),
+  instances: list(instanceSchema, { min: 1, doc: "The fleet." }),
+  commands: commandsSchema,
+  health: section(healthSchema),
+  proxy: mapping({ hint: "a mapping with a type (nginx)", doc: "The proxy adapter and its settings; see the adapter's reference." }),
+  strategy: optional(mapping({ hint: "a mapping with a name (rolling)", doc: "The strategy and its options." }), { name: "rolling" }),
+  parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once." }), 8),
+  allowDowngrade: optional(bool({ doc: "Allow deploying a version older than one a client may have seen." }), false),
+});
+
+type RawConfig = Infer<typeof configSchema>;
+export type InstanceConfig = Required<Infer<typeof instanceSchema>>;
+
+export interface NodropConfig extends Omit<RawConfig, "instances" | "health" | "strategy" | "commands"> {
+  readonly instances: readonly InstanceConfig[];
+  readonly commands: Infer<typeof commandsSchema> & { cwd: string };
+  readonly health: Infer<typeof healthSchema>;
+  readonly strategy: Record<string, unknown>;
+  /** Directory of the config file; relative paths are resolved from it. */
+  readonly baseDir: string;
+  /** Where the config came from, for messages. */
+  readonly source: string;
+}
+
+/** Validates a parsed config object. Throws one E_CONFIG error listing every problem with its path. */
+export function validateConfig(raw: unknown, options: { baseDir: string; source?: string }): NodropConfig {
+  const source = options.source ?? "config";
+  const parsed = parseOrThrow(configSchema, raw, "", source);
+  const issues: ConfigIssue[] = [];
+
+  const instances = parsed.instances.map((i) => ({ ...i, id: i.id ?? `${i.host}-${i.port}` }) as InstanceConfig);
+  const ids = new Map<string, number>();
+  const endpoints = new Map<string, number>();
+  instances.forEach((instance, index) => {
+    const at = `instances[${index}]`;
+    if (isIP(instance.address) === 0) issues.push({ path: `${at}.address`, message: `expected an IP address, got ${JSON.stringify(instance.address)}` });
+    const seen = ids.get(instance.id);
+    if (seen !== undefined) issues.push({ path: `${at}.id`, message: `duplicate instance id "${instance.id}" (also instances[${seen}])` });
+    else ids.set(instance.id, index);
+    const endpoint = `${instance.address}:${instance.port}`;
+    const twin = endpoints.get(endpoint);
+    if (twin !== undefined) issues.push({ path: `${at}.port`, message: `duplicate address ${endpoint} (also instances[${twin}])` });
+    else endpoints.set(endpoint, index);
+  });
+  for (const key of ["stop", "update", "start"] as const) {
+    for (const problem of checkTemplate(parsed.commands[key])) issues.push({ path: `commands.${key}`, message: problem });
+  }
+  const strategyName = parsed.strategy?.name;
+  if (typeof strategyName !== "string") issues.push({ path: "strategy.name", message: "required: a strategy name such as rolling" });
+  if (typeof parsed.proxy.type !== "string") issues.push({ path: "proxy.type", message: "required: a proxy type such as nginx" });
+
+  if (issues.length > 0) {
+    throw new NodropError("E_CONFIG", `invalid config in ${source}:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
+  }
+  return {
+    ...parsed,
+    instances,
+    health: parsed.health,
+    strategy: parsed.strategy ?? { name: "rolling" },
+    commands: { ...parsed.commands, cwd: path.resolve(options.baseDir, parsed.commands.cwd ?? ".") },
+    baseDir: options.baseDir,
+    source,
+  };
+}
+
+/** Reads and validates a YAML (or JSON) config file. */
+export async function loadConfig(file: string): Promise<NodropConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (error) {
+    throw new NodropError("E_CONFIG", `cannot read config file ${file}: ${(error as Error).message}`, { cause: error });
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+  } catch (error) {
+    const message = error instanceof YAMLParseError ? error.message.split("\n")[0] : String(error);
+    throw new NodropError("E_CONFIG", `config file ${file} is not valid YAML: ${message}`, { cause: error });
+  }
+  return validateConfig(raw, { baseDir: path.dirname(path.resolve(file)), source: file });
+}
+
+/** Separates a section's own keys (`type`, `name`, `host`) from the options its owner validates. */
+export function sectionOptions(section: Record<string, unknown>, ownKeys: readonly string[]): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(section).filter(([key]) => !ownKeys.includes(key)));
+}

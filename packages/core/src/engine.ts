@@ -1,0 +1,287 @@
+import { forEachLimit } from "./concurrency.js";
+import { sleep } from "./duration.js";
+import { NodropError, abortError, toNodropError } from "./errors.js";
+import type { DeployListener } from "./events.js";
+import { type WaitHealthyOptions, waitHealthy } from "./health.js";
+import type { DeployReport, InstanceOutcome, InstanceReport, RouteReport, StepTiming } from "./report.js";
+import { servingInstances, singlePool, validateRouting } from "./routing.js";
+import type {
+  DeployPlan,
+  HealthCheck,
+  InstanceControl,
+  ObservedInstance,
+  PlanPhase,
+  PlanStep,
+  Proxy,
+  Routing,
+  StepKind,
+  Strategy,
+} from "./types.js";
+
+export interface DeployOptions<StrategyOptions> {
+  version: string;
+  instances: readonly InstanceControl[];
+  proxy: Proxy;
+  strategy: Strategy<StrategyOptions>;
+  strategyOptions: StrategyOptions;
+  health: HealthCheck;
+  healthWait: Omit<WaitHealthyOptions, "signal">;
+  /** Most instance commands and checks at once. */
+  parallel?: number;
+  signal?: AbortSignal;
+  onEvent?: DeployListener;
+  /** Bounds the recovery after a failure or an abort (default 5 minutes). */
+  recoveryTimeoutMs?: number;
+}
+
+interface Tracked {
+  control: InstanceControl;
+  from: string | undefined;
+  version: string | undefined;
+  touched: boolean;
+  outcome: InstanceOutcome;
+  steps: StepTiming[];
+  error?: string;
+}
+
+/** Probes every instance directly: which version it runs and whether it is healthy. */
+export async function observeInstances(
+  instances: readonly InstanceControl[],
+  health: HealthCheck,
+  options: { parallel?: number; signal?: AbortSignal } = {},
+): Promise<ObservedInstance[]> {
+  const observed = new Map<string, ObservedInstance>();
+  await forEachLimit(instances, options.parallel ?? 8, async (instance) => {
+    const probe = await health.probe(instance.spec, options.signal);
+    observed.set(instance.spec.id, { ...instance.spec, version: probe.ok ? probe.version : undefined, healthy: probe.ok && probe.version !== undefined });
+  });
+  return instances.map((i) => observed.get(i.spec.id)!);
+}
+
+/** Preflight and plan, touching nothing: what `nodrop plan` shows. */
+export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">): Promise<{ plan: DeployPlan; observed: ObservedInstance[] }> {
+  const check = await options.proxy.check({ signal: options.signal });
+  if (!check.ok) {
+    throw new NodropError("E_PROXY_SETUP", `proxy ${options.proxy.name} is not set up for nodrop:\n  ${check.details.join("\n  ")}`);
+  }
+  const observed = await observeInstances(options.instances, options.health, options);
+  const unhealthy = observed.filter((i) => !i.healthy);
+  if (unhealthy.length > 0) {
+    throw new NodropError(
+      "E_PREFLIGHT",
+      `refusing to deploy: ${unhealthy.map((i) => `${i.id} (${i.address}:${i.port})`).join(", ")} not healthy before the deploy; fix or remove ${unhealthy.length === 1 ? "it" : "them"} from the config first`,
+      { instance: unhealthy[0]!.id },
+    );
+  }
+  const plan = options.strategy.plan({ instances: observed, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
+  const known = new Set(observed.map((i) => i.id));
+  for (const phase of plan.phases) {
+    for (const step of phase.steps) {
+      if (step.kind === "route") validateRouting(step.routing, known);
+      else if (step.kind !== "soak") for (const id of step.instances) if (!known.has(id)) throw new NodropError("E_PLAN", `plan names unknown instance "${id}"`);
+    }
+  }
+  return { plan, observed };
+}
+
+/**
+ * Applies a strategy's plan step by step. The failure rules live here, not in strategies:
+ * a failed instance step reverts (or isolates) its phase and restores a routing of healthy
+ * instances; a failed proxy change leaves the previous config in force and stops.
+ */
+export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport> {
+  const startedAt = new Date();
+  const started = performance.now();
+  const emit = options.onEvent ?? (() => {});
+  const parallel = options.parallel ?? 8;
+  const signal = options.signal;
+  const routes: RouteReport[] = [];
+  const tracked = new Map<string, Tracked>();
+  let serving = new Set<string>();
+  let observed: ObservedInstance[] = [];
+
+  const report = (error?: NodropError, step?: string, recovery?: string): DeployReport => {
+    const result: DeployReport = {
+      ok: error === undefined,
+      strategy: options.strategy.name,
+      version: options.version,
+      startedAt: startedAt.toISOString(),
+      durationMs: performance.now() - started,
+      routes,
+      instances: options.instances.map((control): InstanceReport => {
+        const t = tracked.get(control.spec.id);
+        const base = { id: control.spec.id, host: control.spec.host, address: control.spec.address, port: control.spec.port };
+        if (!t) return { ...base, from: undefined, version: undefined, inPool: serving.has(control.spec.id), outcome: "not-reached", steps: [] };
+        return {
+          ...base,
+          from: t.from,
+          version: t.version,
+          inPool: serving.has(control.spec.id),
+          outcome: t.outcome,
+          steps: t.steps,
+          ...(t.error === undefined ? {} : { error: t.error }),
+        };
+      }),
+      ...(error ? { error: { code: error.code, message: error.message, ...(error.instance ? { instance: error.instance } : {}), ...(step ? { step } : {}) } } : {}),
+      ...(recovery ? { recovery } : {}),
+    };
+    emit({ type: "done", report: result });
+    return result;
+  };
+
+  // Preflight: nothing has been touched if this throws.
+  let plan: DeployPlan;
+  try {
+    ({ plan, observed } = await planDeploy(options));
+  } catch (error) {
+    return report(toNodropError(error, "E_PREFLIGHT"), "preflight");
+  }
+  emit({ type: "preflight", instances: observed });
+  emit({ type: "plan", plan });
+  const initial = await options.proxy.current({ signal }).catch(() => undefined);
+  serving = initial ? servingInstances(initial) : new Set(observed.map((i) => i.id));
+  for (const o of observed) {
+    const control = options.instances.find((i) => i.spec.id === o.id)!;
+    tracked.set(o.id, { control, from: o.version, version: o.version, touched: false, outcome: o.version === options.version ? "unchanged" : "not-reached", steps: [] });
+  }
+
+  const timed = async (phase: string, kind: StepKind, id: string | undefined, fn: () => Promise<void>) => {
+    emit({ type: "step", phase, kind, instance: id, status: "start" });
+    const t0 = performance.now();
+    try {
+      await fn();
+      const ms = performance.now() - t0;
+      if (id) tracked.get(id)!.steps.push({ kind, ms, ok: true });
+      emit({ type: "step", phase, kind, instance: id, status: "ok", ms });
+    } catch (error) {
+      const ms = performance.now() - t0;
+      const e = toNodropError(error, "E_INSTANCE", id ? `${kind} of ${id}` : kind);
+      if (id) {
+        const t = tracked.get(id)!;
+        t.steps.push({ kind, ms, ok: false });
+        t.error = e.message;
+      }
+      emit({ type: "step", phase, kind, instance: id, status: "fail", ms, detail: e.message });
+      throw e;
+    }
+  };
+
+  const applyRouting = async (routing: Routing, why: string, phase: string, routeSignal: AbortSignal | undefined) => {
+    await timed(phase, "route", undefined, async () => {
+      const result = await options.proxy.apply(routing, options.instances.map((i) => i.spec), { signal: routeSignal });
+      serving = servingInstances(routing);
+      routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs });
+      emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...serving] });
+    });
+  };
+
+  const runStep = async (phase: PlanPhase, step: PlanStep) => {
+    if (signal?.aborted) throw abortError(signal);
+    switch (step.kind) {
+      case "route":
+        return applyRouting(step.routing, step.why, phase.name, signal);
+      case "soak":
+        return timed(phase.name, "soak", undefined, () => sleep(step.ms, signal).catch(() => Promise.reject(abortError(signal))));
+      default:
+        return forEachLimit(step.instances, parallel, (id) => {
+          const t = tracked.get(id)!;
+          return timed(phase.name, step.kind, id, async () => {
+            if (serving.has(id) && step.kind !== "check") {
+              // The engine's own guard: a strategy must never stop an instance that can still get requests.
+              throw new NodropError("E_PLAN", `plan would ${step.kind} ${id} while it is in the pool`, { instance: id });
+            }
+            t.touched = true;
+            if (step.kind === "stop") await t.control.stop({ version: t.version, signal });
+            else if (step.kind === "update") {
+              await t.control.update({ version: options.version, previous: t.from, signal });
+              t.version = options.version;
+            } else if (step.kind === "start") await t.control.start({ version: options.version, signal });
+            else {
+              await waitHealthy(options.health, t.control.spec, options.version, { ...options.healthWait, signal });
+              t.outcome = "updated";
+            }
+          });
+        });
+    }
+  };
+
+  let phaseIndex = 0;
+  for (const phase of plan.phases) {
+    emit({ type: "phase", phase: phase.name, index: phaseIndex++, total: plan.phases.length });
+    let currentStep: PlanStep | undefined;
+    try {
+      for (const step of phase.steps) {
+        currentStep = step;
+        await runStep(phase, step);
+      }
+    } catch (error) {
+      const failure = NodropError.is(error) ? error : toNodropError(error, "E_INSTANCE");
+      const stepName = `${phase.name}: ${currentStep?.kind ?? "?"}`;
+      if (failure.code.startsWith("E_PROXY")) {
+        // The adapter left the previous config in force; another proxy change would likely fail too.
+        return report(failure, stepName, "the proxy kept its previous config; no instance was changed after the failure");
+      }
+      const recovery = await recover(phase, failure);
+      return report(failure, stepName, recovery);
+    }
+  }
+  return report();
+
+  async function recover(phase: PlanPhase, failure: NodropError): Promise<string> {
+    emit({ type: "recovery", reason: failure.message });
+    // Recovery must finish even after an abort: it gets its own deadline instead of the deploy's signal.
+    const recoverySignal = AbortSignal.timeout(options.recoveryTimeoutMs ?? 300_000);
+    const touched = phase.instances.map((id) => tracked.get(id)!).filter((t) => t.touched);
+    const lines: string[] = [];
+    if (phase.onFailure === "revert") {
+      await forEachLimit(touched, parallel, async (t) => {
+        const id = t.control.spec.id;
+        const previous = t.from;
+        if (previous === undefined) {
+          t.outcome = "failed";
+          return;
+        }
+        if (serving.has(id)) {
+          // Already back in the pool on the new version: it was healthy; reverting it means draining it first.
+          return;
+        }
+        try {
+          await timed(`${phase.name} (revert)`, "stop", id, () => t.control.stop({ version: t.version, signal: recoverySignal }));
+          await timed(`${phase.name} (revert)`, "update", id, () => t.control.update({ version: previous, previous: options.version, signal: recoverySignal }));
+          t.version = previous;
+          await timed(`${phase.name} (revert)`, "start", id, () => t.control.start({ version: previous, signal: recoverySignal }));
+          await timed(`${phase.name} (revert)`, "check", id, () => waitHealthy(options.health, t.control.spec, previous, { ...options.healthWait, signal: recoverySignal }).then(() => undefined));
+          t.outcome = "reverted";
+        } catch {
+          t.outcome = "failed";
+        }
+      });
+      const reverted = touched.filter((t) => t.outcome === "reverted").map((t) => t.control.spec.id);
+      const failed = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
+      if (reverted.length) lines.push(`reverted ${reverted.join(", ")} to their previous version`);
+      if (failed.length) lines.push(`could not revert ${failed.join(", ")}: left out of the pool`);
+    } else {
+      for (const t of touched) if (t.outcome !== "updated") t.outcome = "failed";
+      lines.push(`left ${touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id).join(", ")} out of the pool; the routing in force is kept`);
+    }
+
+    if (phase.onFailure === "revert") {
+      const healthyWithVersions = observed
+        .filter((o) => tracked.get(o.id)!.outcome !== "failed")
+        .map((o) => ({ ...o, version: tracked.get(o.id)!.version }));
+      if (healthyWithVersions.length > 0) {
+        const routing = options.strategy.recoveryRouting?.(healthyWithVersions) ?? singlePool(healthyWithVersions.map((o) => o.id));
+        try {
+          validateRouting(routing, new Set(observed.map((o) => o.id)));
+          await applyRouting(routing, "recovery: healthy instances back in the pool", `${phase.name} (revert)`, recoverySignal);
+          lines.push(`pool restored: ${[...serving].join(", ")}`);
+        } catch (error) {
+          lines.push(`could not restore the pool (${toNodropError(error, "E_PROXY_RELOAD").message}); the previous proxy config is in force`);
+        }
+      } else {
+        lines.push("no healthy instance to route to; the proxy config in force was kept");
+      }
+    }
+    return lines.join("; ");
+  }
+}

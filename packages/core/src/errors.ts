@@ -1,0 +1,70 @@
+/**
+ * One error type for every package, told apart by string codes (changesets style).
+ * The brand survives two copies of core being loaded, where `instanceof` would not.
+ */
+export type NodropErrorCode =
+  | "E_CONFIG"
+  | "E_ARGS"
+  | "E_TEMPLATE"
+  | "E_EXEC"
+  | "E_TIMEOUT"
+  | "E_PREFLIGHT"
+  | "E_PLAN"
+  | "E_HEALTHCHECK"
+  | "E_INSTANCE"
+  | "E_PROXY_SETUP"
+  | "E_PROXY_RENDER"
+  | "E_PROXY_TEST"
+  | "E_PROXY_RELOAD"
+  | "E_PROXY_DRAIN"
+  | "E_ABORTED";
+
+const BRAND = Symbol.for("@nodrop/core/NodropError");
+
+export interface NodropErrorOptions extends ErrorOptions {
+  /** The instance the error is about, when there is one. */
+  instance?: string | undefined;
+  /** Config paths with their problem, for E_CONFIG. */
+  issues?: readonly ConfigIssue[] | undefined;
+}
+
+export interface ConfigIssue {
+  path: string;
+  message: string;
+}
+
+export class NodropError extends Error {
+  readonly code: NodropErrorCode;
+  readonly instance: string | undefined;
+  readonly issues: readonly ConfigIssue[];
+  readonly [BRAND] = true;
+
+  constructor(code: NodropErrorCode, message: string, options: NodropErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "NodropError";
+    this.code = code;
+    this.instance = options.instance;
+    this.issues = options.issues ?? [];
+  }
+
+  static is(error: unknown): error is NodropError {
+    return typeof error === "object" && error !== null && (error as Record<symbol, unknown>)[BRAND] === true;
+  }
+}
+
+/** Wraps anything thrown into a NodropError, keeping the original as `cause`. */
+export function toNodropError(error: unknown, code: NodropErrorCode, context?: string): NodropError {
+  if (NodropError.is(error)) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new NodropError(code, context ? `${context}: ${message}` : message, { cause: error });
+}
+
+export function abortError(signal: AbortSignal | undefined): NodropError {
+  const reason = signal?.reason;
+  const detail = reason instanceof Error ? reason.message : typeof reason === "string" ? reason : "aborted";
+  return new NodropError("E_ABORTED", `deploy aborted: ${detail}`);
+}
+
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw abortError(signal);
+}

@@ -1,0 +1,22 @@
+import type { DeployReport } from "./report.js";
+import type { DeployPlan, ObservedInstance, StepKind } from "./types.js";
+
+/** What the engine tells reporters (CLI progress, the action's log groups) as it goes. */
+export type DeployEvent =
+  | { readonly type: "preflight"; readonly instances: readonly ObservedInstance[] }
+  | { readonly type: "plan"; readonly plan: DeployPlan }
+  | { readonly type: "phase"; readonly phase: string; readonly index: number; readonly total: number }
+  | {
+      readonly type: "step";
+      readonly phase: string;
+      readonly kind: StepKind;
+      readonly instance: string | undefined;
+      readonly status: "start" | "ok" | "fail";
+      readonly ms?: number;
+      readonly detail?: string;
+    }
+  | { readonly type: "route"; readonly why: string; readonly generation: string; readonly confirmMs: number; readonly drainMs: number; readonly serving: readonly string[] }
+  | { readonly type: "recovery"; readonly reason: string }
+  | { readonly type: "done"; readonly report: DeployReport };
+
+export type DeployListener = (event: DeployEvent) => void;

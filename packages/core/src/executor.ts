@@ -1,0 +1,114 @@
+import { spawn } from "node:child_process";
+import { NodropError, abortError } from "./errors.js";
+
+export interface ExecOptions {
+  signal?: AbortSignal | undefined;
+  /** Ends the command (its whole process group) when it runs longer. */
+  timeoutMs?: number | undefined;
+  /** Written to the command's standard input. */
+  input?: string | undefined;
+}
+
+export interface ExecResult {
+  /** Exit code; null when ended by a signal. */
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}
+
+/**
+ * Runs shell commands on one host. Resolves with the exit code, also when it is non-zero:
+ * the caller decides what a failure means. Rejects on timeout (E_TIMEOUT), abort (E_ABORTED),
+ * or when the command could not be run at all (E_EXEC).
+ */
+export interface Executor {
+  readonly name: string;
+  /** Where commands run, for messages ("local", "web1"). */
+  readonly host: string;
+  exec(command: string, options?: ExecOptions): Promise<ExecResult>;
+  dispose?(): Promise<void>;
+}
+
+export interface LocalExecutorOptions {
+  /** Working directory of every command (default: the process's). */
+  cwd?: string;
+  /** Extra environment for the commands. */
+  env?: Record<string, string>;
+  /** Output kept per stream; the rest is dropped (a runaway command must not eat memory). */
+  maxOutputBytes?: number;
+}
+
+/** Runs commands with bash on this machine. */
+export function localExecutor(options: LocalExecutorOptions = {}): Executor {
+  const maxOutput = options.maxOutputBytes ?? 1 << 20;
+  return {
+    name: "local",
+    host: "local",
+    exec(command, execOptions = {}) {
+      const { signal, timeoutMs, input } = execOptions;
+      if (signal?.aborted) return Promise.reject(abortError(signal));
+      const started = performance.now();
+      return new Promise<ExecResult>((resolve, reject) => {
+        // detached: the command leads its own process group, so a timeout ends its children too.
+        const child = spawn("bash", ["-c", command], {
+          cwd: options.cwd,
+          env: { ...process.env, ...options.env },
+          detached: true,
+          stdio: ["pipe", "pipe", "pipe"],
+        });
+        let stdout = "";
+        let stderr = "";
+        let failure: NodropError | undefined;
+        child.stdout.on("data", (chunk: Buffer) => {
+          if (stdout.length < maxOutput) stdout += chunk.toString("utf8");
+        });
+        child.stderr.on("data", (chunk: Buffer) => {
+          if (stderr.length < maxOutput) stderr += chunk.toString("utf8");
+        });
+        const killGroup = () => {
+          try {
+            if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+          } catch {
+            // already gone
+          }
+        };
+        const timer =
+          timeoutMs === undefined
+            ? undefined
+            : setTimeout(() => {
+                failure = new NodropError("E_TIMEOUT", `command timed out after ${timeoutMs}ms on local: ${command}`);
+                killGroup();
+              }, timeoutMs);
+        const onAbort = () => {
+          failure = abortError(signal);
+          killGroup();
+        };
+        signal?.addEventListener("abort", onAbort, { once: true });
+        child.on("error", (error) => {
+          failure ??= new NodropError("E_EXEC", `could not run command on local: ${error.message}`, { cause: error });
+        });
+        child.on("close", (code) => {
+          if (timer) clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+          if (failure) return reject(failure);
+          resolve({ code, stdout, stderr, durationMs: performance.now() - started });
+        });
+        child.stdin.on("error", () => {
+          // the command may exit without reading its input; its exit code tells the story
+        });
+        child.stdin.end(input ?? "");
+      });
+    },
+  };
+}
+
+/** Runs a command and rejects with E_EXEC, naming what and where, when it exits non-zero. */
+export async function execOrThrow(executor: Executor, command: string, what: string, options: ExecOptions = {}): Promise<ExecResult> {
+  const result = await executor.exec(command, options);
+  if (result.code !== 0) {
+    const detail = (result.stderr.trim() || result.stdout.trim()).split("\n").slice(-5).join("\n");
+    throw new NodropError("E_EXEC", `${what} failed on ${executor.host} (exit ${result.code ?? "signal"})${detail ? `: ${detail}` : ""}`);
+  }
+  return result;
+}

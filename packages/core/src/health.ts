@@ -1,0 +1,100 @@
+import http from "node:http";
+import { sleep } from "./duration.js";
+import { NodropError, abortError } from "./errors.js";
+import type { HealthCheck, HealthProbe, InstanceSpec } from "./types.js";
+
+export interface HttpHealthCheckOptions {
+  /** Path probed on the instance itself, not through the proxy. */
+  path: string;
+  /** Response header carrying the version the instance runs. */
+  versionHeader: string;
+  /** Per probe. */
+  timeoutMs: number;
+}
+
+/** Probes http://address:port/path directly and reads the version header. */
+export function httpHealthCheck(options: HttpHealthCheckOptions): HealthCheck {
+  const header = options.versionHeader.toLowerCase();
+  return {
+    probe(instance, signal) {
+      return new Promise<HealthProbe>((resolve) => {
+        const request = http.get(
+          {
+            host: instance.address,
+            port: instance.port,
+            path: options.path,
+            agent: false,
+            timeout: options.timeoutMs,
+            signal,
+            headers: { "user-agent": "nodrop-healthcheck", connection: "close" },
+          },
+          (response) => {
+            response.resume();
+            response.on("end", () => {
+              const raw = response.headers[header];
+              const version = Array.isArray(raw) ? raw[0] : raw;
+              const status = response.statusCode ?? 0;
+              resolve({
+                ok: status >= 200 && status < 300,
+                version,
+                detail: `status ${status}${version ? `, ${options.versionHeader}: ${version}` : `, no ${options.versionHeader} header`}`,
+              });
+            });
+            response.on("error", (error) => resolve({ ok: false, version: undefined, detail: error.message }));
+          },
+        );
+        request.on("timeout", () => request.destroy(new Error(`no answer within ${options.timeoutMs}ms`)));
+        request.on("error", (error: NodeJS.ErrnoException) =>
+          resolve({ ok: false, version: undefined, detail: error.code === "ECONNREFUSED" ? "connection refused" : error.message }),
+        );
+      });
+    },
+  };
+}
+
+export interface WaitHealthyOptions {
+  /** Consecutive good probes needed. */
+  successes: number;
+  intervalMs: number;
+  /** Give up after this long. */
+  deadlineMs: number;
+  signal?: AbortSignal | undefined;
+}
+
+/**
+ * Probes until the instance reports `version` healthy `successes` times in a row.
+ * Throws E_HEALTHCHECK naming the instance and what it saw last.
+ */
+export async function waitHealthy(
+  check: HealthCheck,
+  instance: InstanceSpec,
+  version: string,
+  options: WaitHealthyOptions,
+): Promise<{ probes: number; ms: number }> {
+  const started = performance.now();
+  let streak = 0;
+  let probes = 0;
+  let last = "no probe yet";
+  for (;;) {
+    if (options.signal?.aborted) throw abortError(options.signal);
+    const probe = await check.probe(instance, options.signal);
+    probes += 1;
+    last = probe.detail;
+    if (probe.ok && probe.version === version) {
+      streak += 1;
+      if (streak >= options.successes) return { probes, ms: performance.now() - started };
+    } else {
+      streak = 0;
+    }
+    if (performance.now() - started + options.intervalMs > options.deadlineMs) {
+      throw new NodropError(
+        "E_HEALTHCHECK",
+        `instance ${instance.id}: health check at http://${instance.address}:${instance.port} did not report ${version} healthy ${options.successes}x within ${options.deadlineMs}ms (last seen: ${last})`,
+        { instance: instance.id },
+      );
+    }
+    await sleep(options.intervalMs, options.signal).catch(() => {
+      throw abortError(options.signal);
+    });
+  }
+}

@@ -1,0 +1,40 @@
+import { NodropError } from "./errors.js";
+import type { Routing } from "./types.js";
+
+/** One pool of the given instances; the shape nearly every steady state has. */
+export function singlePool(ids: readonly string[], name = "all", pins: Record<string, string> = {}): Routing {
+  return { pools: { [name]: [...ids] }, defaultPool: name, pins };
+}
+
+/** The instances any request can reach under this routing. */
+export function servingInstances(routing: Routing): Set<string> {
+  const pools = new Set([routing.defaultPool, ...Object.values(routing.pins)]);
+  const ids = new Set<string>();
+  for (const pool of pools) for (const id of routing.pools[pool] ?? []) ids.add(id);
+  return ids;
+}
+
+const POOL_NAME = /^[a-z][a-z0-9_]{0,31}$/;
+const PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/**
+ * Checks a routing before any proxy sees it: pools are non-empty, named safely, list known
+ * instances, and every pool named by the default or a pin exists (nginx -t would not notice).
+ */
+export function validateRouting(routing: Routing, knownIds: ReadonlySet<string>): void {
+  const problems: string[] = [];
+  const pools = Object.entries(routing.pools);
+  if (pools.length === 0) problems.push("no pools");
+  for (const [name, ids] of pools) {
+    if (!POOL_NAME.test(name)) problems.push(`pool name "${name}" must match ${POOL_NAME}`);
+    if (ids.length === 0) problems.push(`pool "${name}" is empty`);
+    if (new Set(ids).size !== ids.length) problems.push(`pool "${name}" lists an instance twice`);
+    for (const id of ids) if (!knownIds.has(id)) problems.push(`pool "${name}" names unknown instance "${id}"`);
+  }
+  if (!(routing.defaultPool in routing.pools)) problems.push(`default pool "${routing.defaultPool}" is not defined`);
+  for (const [version, pool] of Object.entries(routing.pins)) {
+    if (!PIN_VERSION.test(version)) problems.push(`pinned version "${version}" is not a safe version string`);
+    if (!(pool in routing.pools)) problems.push(`pin ${version} -> "${pool}" names a pool that is not defined`);
+  }
+  if (problems.length > 0) throw new NodropError("E_PLAN", `invalid routing: ${problems.join("; ")}`);
+}

@@ -1,0 +1,326 @@
+import { parseDuration } from "./duration.js";
+import { type ConfigIssue, NodropError } from "./errors.js";
+
+/**
+ * A small schema language for config: it validates with exact paths in its errors
+ * (`instances[2].port: expected an integer 1-65535`) and describes itself, so the
+ * config reference is generated from the same source and cannot drift.
+ */
+export interface Schema<T> {
+  readonly kind: string;
+  readonly doc: string | undefined;
+  /** Returns the parsed value, or records issues and returns undefined. */
+  parse(value: unknown, path: string, issues: ConfigIssue[]): T | undefined;
+  /** One line saying what values are accepted. */
+  describe(): string;
+}
+
+export type Infer<S> = S extends Schema<infer T> ? T : never;
+
+interface Common {
+  doc?: string;
+}
+
+function typeName(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object") return "a mapping";
+  if (typeof value === "string") return `string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  return `${typeof value} ${String(value)}`;
+}
+
+export function str(options: Common & { pattern?: RegExp; hint?: string; minLength?: number; maxLength?: number } = {}): Schema<string> {
+  const hint = options.hint ?? (options.pattern ? `a string matching ${options.pattern}` : "a string");
+  return {
+    kind: "string",
+    doc: options.doc,
+    describe: () => hint,
+    parse(value, path, issues) {
+      if (typeof value !== "string") {
+        issues.push({ path, message: `expected ${hint}, got ${typeName(value)}` });
+        return undefined;
+      }
+      if ((options.minLength ?? 0) > value.length || (options.pattern && !options.pattern.test(value)) || (options.maxLength !== undefined && value.length > options.maxLength)) {
+        issues.push({ path, message: `expected ${hint}, got ${typeName(value)}` });
+        return undefined;
+      }
+      return value;
+    },
+  };
+}
+
+export function int(options: Common & { min?: number; max?: number } = {}): Schema<number> {
+  const min = options.min ?? Number.MIN_SAFE_INTEGER;
+  const max = options.max ?? Number.MAX_SAFE_INTEGER;
+  const hint =
+    options.min !== undefined && options.max !== undefined
+      ? `an integer ${min}-${max}`
+      : options.min !== undefined
+        ? `an integer >= ${min}`
+        : "an integer";
+  return {
+    kind: "integer",
+    doc: options.doc,
+    describe: () => hint,
+    parse(value, path, issues) {
+      if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+        issues.push({ path, message: `expected ${hint}, got ${typeName(value)}` });
+        return undefined;
+      }
+      return value;
+    },
+  };
+}
+
+export function bool(options: Common = {}): Schema<boolean> {
+  return {
+    kind: "boolean",
+    doc: options.doc,
+    describe: () => "true or false",
+    parse(value, path, issues) {
+      if (typeof value !== "boolean") {
+        issues.push({ path, message: `expected true or false, got ${typeName(value)}` });
+        return undefined;
+      }
+      return value;
+    },
+  };
+}
+
+/** A duration such as "500ms", "30s" or "2m"; parsed to milliseconds. */
+export function duration(options: Common & { min?: number; max?: number } = {}): Schema<number> {
+  const hint = "a duration such as 500ms, 30s or 2m";
+  return {
+    kind: "duration",
+    doc: options.doc,
+    describe: () => hint,
+    parse(value, path, issues) {
+      const ms = parseDuration(value);
+      if (ms === undefined) {
+        issues.push({ path, message: `expected ${hint}, got ${typeName(value)}` });
+        return undefined;
+      }
+      if ((options.min !== undefined && ms < options.min) || (options.max !== undefined && ms > options.max)) {
+        issues.push({ path, message: `expected a duration between ${options.min ?? 0}ms and ${options.max ?? "∞"}ms, got ${typeName(value)}` });
+        return undefined;
+      }
+      return ms;
+    },
+  };
+}
+
+export function oneOf<const T extends string>(values: readonly T[], options: Common = {}): Schema<T> {
+  const hint = `one of ${values.map((v) => JSON.stringify(v)).join(", ")}`;
+  return {
+    kind: "enum",
+    doc: options.doc,
+    describe: () => hint,
+    parse(value, path, issues) {
+      if (typeof value !== "string" || !(values as readonly string[]).includes(value)) {
+        issues.push({ path, message: `expected ${hint}, got ${typeName(value)}` });
+        return undefined;
+      }
+      return value as T;
+    },
+  };
+}
+
+export interface ListSchema<T> extends Schema<T[]> {
+  readonly itemSchema: Schema<T>;
+}
+
+export function list<T>(item: Schema<T>, options: Common & { min?: number } = {}): ListSchema<T> {
+  const min = options.min ?? 0;
+  return {
+    kind: "list",
+    itemSchema: item,
+    doc: options.doc,
+    describe: () => `a list${min > 0 ? ` of at least ${min}` : ""} of ${item.describe()}`,
+    parse(value, path, issues) {
+      if (!Array.isArray(value)) {
+        issues.push({ path, message: `expected a list, got ${typeName(value)}` });
+        return undefined;
+      }
+      if (value.length < min) {
+        issues.push({ path, message: `expected at least ${min} item${min === 1 ? "" : "s"}, got ${value.length}` });
+        return undefined;
+      }
+      const before = issues.length;
+      const out = value.map((v, i) => item.parse(v, `${path}[${i}]`, issues));
+      return issues.length === before ? (out as T[]) : undefined;
+    },
+  };
+}
+
+/** A custom check on top of another schema; `check` returns an error message or undefined. */
+export function refine<T>(base: Schema<T>, check: (value: T) => string | undefined, hint?: string): Schema<T> {
+  return {
+    kind: base.kind,
+    doc: base.doc,
+    describe: () => hint ?? base.describe(),
+    parse(value, path, issues) {
+      const parsed = base.parse(value, path, issues);
+      if (parsed === undefined) return undefined;
+      const problem = check(parsed);
+      if (problem) {
+        issues.push({ path, message: problem });
+        return undefined;
+      }
+      return parsed;
+    },
+  };
+}
+
+/** Accepts the first alternative whose parse succeeds. */
+export function either<A, B>(a: Schema<A>, b: Schema<B>, options: Common & { hint?: string } = {}): Schema<A | B> {
+  const hint = options.hint ?? `${a.describe()} or ${b.describe()}`;
+  return {
+    kind: "either",
+    doc: options.doc,
+    describe: () => hint,
+    parse(value, path, issues) {
+      const scratch: ConfigIssue[] = [];
+      const first = a.parse(value, path, scratch);
+      if (first !== undefined) return first;
+      const second = b.parse(value, path, scratch);
+      if (second !== undefined) return second;
+      issues.push({ path, message: `expected ${hint}, got ${typeName(value)}` });
+      return undefined;
+    },
+  };
+}
+
+export interface Field<T> {
+  schema: Schema<T>;
+  required: boolean;
+  default?: T;
+}
+
+export function optional<T>(schema: Schema<T>): Field<T>;
+export function optional<T>(schema: Schema<T>, defaultValue: T): Field<T> & { default: T };
+export function optional<T>(schema: Schema<T>, defaultValue?: T): Field<T> {
+  return defaultValue === undefined ? { schema, required: false } : { schema, required: false, default: defaultValue };
+}
+
+export type Shape = Record<string, Schema<unknown> | Field<unknown>>;
+
+/** An optional nested mapping: when absent it is parsed from {}, so its fields' defaults apply. */
+export function section<T>(schema: Schema<T>): Field<T> & { default: T } {
+  return { schema, required: false, default: {} as T };
+}
+type FieldType<F> = F extends Field<infer T> ? T : F extends Schema<infer T> ? T : never;
+type IsOptional<F> = F extends Field<unknown> ? (F extends { default: unknown } ? false : true) : false;
+export type ObjectOf<S extends Shape> = {
+  [K in keyof S as IsOptional<S[K]> extends true ? never : K]: FieldType<S[K]>;
+} & {
+  [K in keyof S as IsOptional<S[K]> extends true ? K : never]?: FieldType<S[K]>;
+};
+
+export interface ObjectSchema<S extends Shape> extends Schema<ObjectOf<S>> {
+  readonly fields: { [K in keyof S]: { schema: Schema<unknown>; required: boolean; default?: unknown } };
+}
+
+function asField(entry: Schema<unknown> | Field<unknown>): Field<unknown> {
+  return "parse" in entry ? { schema: entry, required: true } : entry;
+}
+
+/** A mapping with known keys; unknown keys are errors (a typo must not be silently ignored). */
+export function object<S extends Shape>(shape: S, options: Common = {}): ObjectSchema<S> {
+  const fields = Object.fromEntries(Object.entries(shape).map(([k, v]) => [k, asField(v)])) as ObjectSchema<S>["fields"];
+  return {
+    kind: "object",
+    doc: options.doc,
+    fields,
+    describe: () => "a mapping",
+    parse(value, path, issues) {
+      if (typeof value !== "object" || value === null || Array.isArray(value)) {
+        issues.push({ path: path || "(top level)", message: `expected a mapping, got ${typeName(value)}` });
+        return undefined;
+      }
+      const before = issues.length;
+      const input = value as Record<string, unknown>;
+      const out: Record<string, unknown> = {};
+      for (const key of Object.keys(input)) {
+        if (!(key in fields)) {
+          const known = Object.keys(fields).join(", ");
+          issues.push({ path: join(path, key), message: `unknown key (known keys: ${known})` });
+        }
+      }
+      for (const [key, field] of Object.entries(fields) as [string, Field<unknown>][]) {
+        const raw = input[key];
+        if (raw === undefined || raw === null) {
+          if (field.required) issues.push({ path: join(path, key), message: `required: ${field.schema.describe()}` });
+          // Defaults go through the schema too, so a missing section gets its fields' defaults.
+          else if (field.default !== undefined) out[key] = field.schema.parse(structuredClone(field.default), join(path, key), issues);
+          continue;
+        }
+        const parsed = field.schema.parse(raw, join(path, key), issues);
+        if (parsed !== undefined) out[key] = parsed;
+      }
+      return issues.length === before ? (out as ObjectOf<S>) : undefined;
+    },
+  };
+}
+
+function join(path: string, key: string): string {
+  return path ? `${path}.${key}` : key;
+}
+
+/** Parses or throws one E_CONFIG error that lists every problem, each with its path. */
+export function parseOrThrow<T>(schema: Schema<T>, value: unknown, path = "", source?: string): T {
+  const issues: ConfigIssue[] = [];
+  const parsed = schema.parse(value, path, issues);
+  if (parsed === undefined || issues.length > 0) {
+    const where = source ? ` in ${source}` : "";
+    const lines = issues.map((i) => `  ${i.path}: ${i.message}`).join("\n");
+    throw new NodropError("E_CONFIG", `invalid config${where}:\n${lines}`, { issues });
+  }
+  return parsed;
+}
+
+export interface SchemaDocRow {
+  path: string;
+  required: boolean;
+  type: string;
+  default: string | undefined;
+  doc: string;
+}
+
+/** Flattens an object schema into rows for the generated config reference. */
+export function documentSchema(schema: Schema<unknown>, path = ""): SchemaDocRow[] {
+  const rows: SchemaDocRow[] = [];
+  const fields = (schema as Partial<ObjectSchema<Shape>>).fields;
+  if (!fields) return rows;
+  for (const [key, field] of Object.entries(fields)) {
+    const p = join(path, key);
+    const inner = field.schema;
+    rows.push({
+      path: p,
+      required: field.required,
+      type: inner.describe(),
+      default: field.default === undefined ? undefined : JSON.stringify(field.default),
+      doc: inner.doc ?? "",
+    });
+    rows.push(...documentSchema(inner, p));
+    const item = (inner as Partial<ListSchema<unknown>>).itemSchema;
+    if (item) rows.push(...documentSchema(item, `${p}[]`));
+  }
+  return rows;
+}
+
+/** Any mapping, checked later by the adapter or strategy that owns it (`proxy`, `strategy`). */
+export function mapping(options: Common & { hint?: string } = {}): Schema<Record<string, unknown>> {
+  const hint = options.hint ?? "a mapping";
+  return {
+    kind: "mapping",
+    doc: options.doc,
+    describe: () => hint,
+    parse(value, path, issues) {
+      if (typeof value !== "object" || value === null || Array.isArray(value)) {
+        issues.push({ path, message: `expected ${hint}, got ${typeName(value)}` });
+        return undefined;
+      }
+      return value as Record<string, unknown>;
+    },
+  };
+}

@@ -1,0 +1,150 @@
+import type { Executor } from "./executor.js";
+
+/** An app process reachable at address:port, on a host that an Executor reaches. */
+export interface InstanceSpec {
+  /** Unique, safe in shell and nginx config ("web-8011"). */
+  readonly id: string;
+  /** Name of the host whose executor runs this instance's commands ("local", "web1"). */
+  readonly host: string;
+  /** The address nginx and the health check use (an IP literal). */
+  readonly address: string;
+  readonly port: number;
+}
+
+/** What preflight saw of an instance before anything changed. */
+export interface ObservedInstance extends InstanceSpec {
+  /** The version it reported, when it answered its health check. */
+  readonly version: string | undefined;
+  readonly healthy: boolean;
+}
+
+/**
+ * The routing a proxy must put into effect. Pools list live instances only (never `down`
+ * siblings); clients pinned to a version (a cookie) go to that version's pool.
+ */
+export interface Routing {
+  /** pool name -> instance ids; every pool is non-empty. */
+  readonly pools: Readonly<Record<string, readonly string[]>>;
+  /** The pool that takes requests of unpinned clients. */
+  readonly defaultPool: string;
+  /** version -> pool, for clients pinned to that version. */
+  readonly pins: Readonly<Record<string, string>>;
+}
+
+export interface ProxyCapabilities {
+  /** Can route clients pinned to a version to that version's pool. */
+  readonly versionPinning: boolean;
+  /** apply() returns only after every proxy worker that could route by the old routing has gone. */
+  readonly drainsOldRouting: boolean;
+}
+
+export interface ProxyApplyResult {
+  /** Identifies the proxy config now in force (nginx: the generation number). */
+  readonly generation: string;
+  /** Time from the change until the proxy was confirmed on the new routing. */
+  readonly confirmMs: number;
+  /** Time spent waiting for the old routing's workers to finish. */
+  readonly drainMs: number;
+}
+
+export interface ProxyCheck {
+  readonly ok: boolean;
+  /** What is in place and what is missing, one line each. */
+  readonly details: readonly string[];
+}
+
+export interface ProxyContext {
+  readonly signal?: AbortSignal | undefined;
+  readonly log?: ((message: string) => void) | undefined;
+}
+
+/**
+ * A proxy adapter. apply() validates, puts the routing into effect, confirms it and waits
+ * for the old routing to drain; when anything fails, the previous config stays in force.
+ */
+export interface Proxy {
+  readonly name: string;
+  readonly capabilities: ProxyCapabilities;
+  /** Checks the one-time setup (nginx: the include and proxy_pass) without changing anything. */
+  check(context?: ProxyContext): Promise<ProxyCheck>;
+  apply(routing: Routing, instances: readonly InstanceSpec[], context?: ProxyContext): Promise<ProxyApplyResult>;
+  /** The routing currently in force, if this proxy wrote it. */
+  current(context?: ProxyContext): Promise<Routing | undefined>;
+  dispose?(): Promise<void>;
+}
+
+export interface InstanceContext {
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** Controls one instance: stop it, put a version in place, start it. */
+export interface InstanceControl {
+  readonly spec: InstanceSpec;
+  stop(context: InstanceContext & { version: string | undefined }): Promise<void>;
+  update(context: InstanceContext & { version: string; previous: string | undefined }): Promise<void>;
+  start(context: InstanceContext & { version: string }): Promise<void>;
+}
+
+/** Answers whether an instance is healthy and which version it runs, probed directly. */
+export interface HealthCheck {
+  /** One probe. */
+  probe(instance: InstanceSpec, signal?: AbortSignal): Promise<HealthProbe>;
+}
+
+export interface HealthProbe {
+  readonly ok: boolean;
+  readonly version: string | undefined;
+  /** What was seen, for messages ("status 503", "connection refused"). */
+  readonly detail: string;
+}
+
+export type StepKind = "route" | "stop" | "update" | "start" | "check" | "soak";
+
+export type PlanStep =
+  | { readonly kind: "route"; readonly routing: Routing; readonly why: string }
+  | { readonly kind: "stop" | "update" | "start" | "check"; readonly instances: readonly string[] }
+  | { readonly kind: "soak"; readonly ms: number };
+
+/**
+ * What the engine does when a phase fails:
+ * - "revert": the phase's instances go back to the version they ran, are checked and rejoin;
+ * - "isolate": they stay out of the pool and the routing already in force is kept.
+ */
+export type FailurePolicy = "revert" | "isolate";
+
+export interface PlanPhase {
+  readonly name: string;
+  /** The instances this phase changes. */
+  readonly instances: readonly string[];
+  readonly steps: readonly PlanStep[];
+  readonly onFailure: FailurePolicy;
+}
+
+export interface DeployPlan {
+  readonly strategy: string;
+  readonly version: string;
+  readonly phases: readonly PlanPhase[];
+  /** Lines for the user before anything runs (capacity during the deploy, skipped instances). */
+  readonly notes: readonly string[];
+}
+
+export interface PlanInput<Options> {
+  readonly instances: readonly ObservedInstance[];
+  readonly version: string;
+  readonly proxy: ProxyCapabilities;
+  readonly options: Options;
+}
+
+/** A strategy plans; it never does I/O. The engine applies its plan. */
+export interface Strategy<Options = unknown> {
+  readonly name: string;
+  plan(input: PlanInput<Options>): DeployPlan;
+  /**
+   * The routing to restore after a failure, given the instances that are healthy and serving.
+   * Defaults to one pool of all of them.
+   */
+  recoveryRouting?(healthy: readonly ObservedInstance[]): Routing;
+}
+
+/** A host name -> executor lookup; instances and the proxy name hosts. */
+export type ExecutorFor = (host: string) => Executor;

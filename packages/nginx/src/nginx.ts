@@ -1,0 +1,231 @@
+import {
+  type Executor,
+  type InstanceSpec,
+  NodropError,
+  type Proxy,
+  type ProxyApplyResult,
+  type ProxyCheck,
+  type Routing,
+  shellQuote,
+  sleep,
+} from "@nodrop/core";
+import type { NginxOptions } from "./options.js";
+import { nginxName, parseRenderedConfig, poolVariable, renderNginxConfig } from "./render.js";
+import { nginxFeatures, parseNginxVersion } from "./version.js";
+
+export interface NginxProxyOptions extends NginxOptions {
+  /** Runs commands on the proxy's host (local or SSH). */
+  executor: Executor;
+  /** The app name; names the upstreams and the pool variable. */
+  app: string;
+}
+
+interface Worker {
+  pid: number;
+  shuttingDown: boolean;
+}
+
+/**
+ * Proxy adapter for open-source nginx (1.22 and newer). It owns one include file and follows
+ * the safe sequence: write atomically keeping the previous file, `nginx -t` (restore on failure),
+ * reload, confirm a new worker generation and no [emerg] in the log (restore on failure), then
+ * wait until every worker of the old generation has exited.
+ */
+export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file: string; render(routing: Routing, instances: readonly InstanceSpec[], generation: number): string } {
+  const { executor, configFile } = options;
+  const name = nginxName(options.app);
+  const sudo = options.sudo ? "sudo -n " : "";
+  const nginx = [
+    sudo + shellQuote(options.binary ?? "nginx"),
+    ...(options.prefix ? ["-p", shellQuote(options.prefix)] : []),
+    ...(options.conf ? ["-c", shellQuote(options.conf)] : []),
+  ].join(" ");
+  const file = shellQuote(configFile);
+  const tmp = shellQuote(`${configFile}.nodrop-tmp`);
+  const prev = shellQuote(`${configFile}.nodrop-prev`);
+  const pidFile = shellQuote(options.pidFile ?? "/run/nginx.pid");
+  const confirmTimeout = options.confirmTimeout ?? 10_000;
+  const drainTimeout = options.drainTimeout ?? 90_000;
+  const pollInterval = options.pollInterval ?? 50;
+  let queue: Promise<unknown> = Promise.resolve();
+
+  const run = (command: string, signal?: AbortSignal, input?: string) => executor.exec(command, { signal, input, timeoutMs: 60_000 });
+
+  const workers = async (signal?: AbortSignal): Promise<Worker[]> => {
+    const result = await run(`p=$(cat ${pidFile}) && ps -o pid=,args= --ppid "$p"`, signal);
+    if (result.code !== 0) {
+      throw new NodropError("E_PROXY_RELOAD", `cannot list nginx workers on ${executor.host} (pid file ${options.pidFile ?? "/run/nginx.pid"}): ${result.stderr.trim() || `exit ${result.code}`}`);
+    }
+    return result.stdout
+      .split("\n")
+      .map((line) => /^\s*(\d+)\s+nginx: worker process( is shutting down)?/.exec(line))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => ({ pid: Number(m[1]), shuttingDown: m[2] !== undefined }));
+  };
+
+  const readCurrent = async (signal?: AbortSignal) => {
+    const result = await run(`if [ -f ${file} ]; then cat ${file}; fi`, signal);
+    return result.code === 0 ? parseRenderedConfig(result.stdout) : undefined;
+  };
+
+  const restore = async (hadPrevious: boolean) => {
+    // The previous file goes back whatever happens next: disk must match the config in force.
+    await run(hadPrevious ? `mv -f ${prev} ${file}` : `rm -f ${file}`);
+  };
+
+  const errorLogSize = async (signal?: AbortSignal): Promise<number | undefined> => {
+    if (!options.errorLog) return undefined;
+    const result = await run(`stat -c %s ${shellQuote(options.errorLog)} 2>/dev/null || echo 0`, signal);
+    return Number(result.stdout.trim()) || 0;
+  };
+
+  const errorLogSince = async (offset: number | undefined): Promise<string[]> => {
+    if (!options.errorLog || offset === undefined) return [];
+    const result = await run(`tail -c +${offset + 1} ${shellQuote(options.errorLog)} 2>/dev/null || true`);
+    return result.stdout.split("\n").filter((line) => /\[(emerg|alert)\]/.test(line));
+  };
+
+  const apply = async (routing: Routing, instances: readonly InstanceSpec[], signal?: AbortSignal): Promise<ProxyApplyResult> => {
+    const current = await readCurrent(signal);
+    const generation = (current?.generation ?? 0) + 1;
+    const text = renderNginxConfig({ name, routing, instances, generation, versionCookie: options.versionCookie ?? "nodrop_version" });
+    const before = await workers(signal);
+    if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
+    const oldPids = new Set(before.map((w) => w.pid));
+
+    // From here on, no abort until the change is finished or undone: a half-applied proxy change is worse than a late stop.
+    const write = await run(
+      `set -e; cat > ${tmp}; if [ -f ${file} ]; then cp -p ${file} ${prev}; echo had-previous; fi; mv -f ${tmp} ${file}`,
+      undefined,
+      text,
+    );
+    if (write.code !== 0) {
+      await run(`rm -f ${tmp}`);
+      throw new NodropError("E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${write.stderr.trim()}`);
+    }
+    const hadPrevious = write.stdout.includes("had-previous");
+
+    const test = await run(`${nginx} -t 2>&1`);
+    if (test.code !== 0) {
+      await restore(hadPrevious);
+      throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}; the previous ${configFile} was restored and nginx was not reloaded:\n${lastLines(test.stdout)}`);
+    }
+
+    const logOffset = await errorLogSize();
+    const t0 = performance.now();
+    const reload = await run(`${nginx} -s reload 2>&1`);
+    if (reload.code !== 0) {
+      await restore(hadPrevious);
+      throw new NodropError("E_PROXY_RELOAD", `nginx -s reload failed on ${executor.host}; the previous ${configFile} was restored:\n${lastLines(reload.stdout)}`);
+    }
+
+    // `nginx -s reload` only sends a signal: confirm that a new generation of workers exists.
+    let confirmed = false;
+    while (performance.now() - t0 < confirmTimeout) {
+      const now = await workers();
+      if (now.some((w) => !oldPids.has(w.pid) && !w.shuttingDown)) {
+        confirmed = true;
+        break;
+      }
+      await sleep(pollInterval);
+    }
+    const confirmMs = performance.now() - t0;
+    const emerg = await errorLogSince(logOffset);
+    if (!confirmed || emerg.length > 0) {
+      await restore(hadPrevious);
+      const why = emerg.length > 0 ? `nginx logged:\n${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeout}ms`;
+      throw new NodropError("E_PROXY_RELOAD", `nginx reload on ${executor.host} did not take effect (${why}); the previous ${configFile} was restored and the old config is still in force`);
+    }
+
+    // The old generation still routes with the old config until its workers exit.
+    const d0 = performance.now();
+    for (;;) {
+      const now = await workers();
+      if (!now.some((w) => oldPids.has(w.pid))) break;
+      if (performance.now() - d0 > drainTimeout) {
+        throw new NodropError(
+          "E_PROXY_DRAIN",
+          `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms; the new routing is in force but instances it removed may still get requests (set worker_shutdown_timeout below proxy.drainTimeout)`,
+        );
+      }
+      await sleep(pollInterval * 2);
+    }
+    return { generation: String(generation), confirmMs, drainMs: performance.now() - d0 };
+  };
+
+  return {
+    name: "nginx",
+    file: configFile,
+    capabilities: { versionPinning: true, drainsOldRouting: true },
+    render: (routing, instances, generation) =>
+      renderNginxConfig({ name, routing, instances, generation, versionCookie: options.versionCookie ?? "nodrop_version" }),
+    async check(context = {}): Promise<ProxyCheck> {
+      const details: string[] = [];
+      let ok = true;
+      const version = await run(`${nginx} -v 2>&1`, context.signal);
+      const detected = parseNginxVersion(version.stdout);
+      if (detected) {
+        const f = nginxFeatures(detected);
+        details.push(`nginx ${detected} on ${executor.host} (keepalive_min_timeout: ${f.keepaliveMinTimeout ? "yes" : "no"}, sticky/drain: ${f.stickyAndDrain ? "yes" : "no"})`);
+      } else {
+        ok = false;
+        details.push(`cannot run ${options.binary ?? "nginx"} on ${executor.host}: ${version.stdout.trim() || `exit ${version.code}`}`);
+      }
+      const dump = await run(`${nginx} -T 2>&1`, context.signal);
+      if (dump.code !== 0) {
+        ok = false;
+        details.push(`nginx -T fails: ${lastLines(dump.stdout, 3)}${dump.stdout.includes(configFile) ? "" : ` (if ${configFile} does not exist yet, run \`nodrop init\`)`}`);
+      } else {
+        if (dump.stdout.includes(`# configuration file ${configFile}:`)) details.push(`${configFile} is included`);
+        else {
+          ok = false;
+          details.push(`${configFile} is not included: add \`include ${configFile};\` inside http {} (run \`nodrop init\` to create it)`);
+        }
+        const variable = poolVariable(name).replace("$", "\\$");
+        if (new RegExp(`proxy_pass\\s+https?://${variable}\\b`).test(dump.stdout)) details.push(`proxy_pass uses ${poolVariable(name)}`);
+        else {
+          ok = false;
+          details.push(`no \`proxy_pass http://${poolVariable(name)};\` found in the nginx config: point your location at it`);
+        }
+        if (!/^\s*worker_shutdown_timeout\s/m.test(dump.stdout)) details.push("warning: worker_shutdown_timeout is not set; a stuck connection can hold a drain until proxy.drainTimeout");
+      }
+      try {
+        const w = await workers(context.signal);
+        if (w.length === 0) {
+          ok = false;
+          details.push("nginx master has no workers");
+        } else details.push(`nginx master running with ${w.filter((x) => !x.shuttingDown).length} workers`);
+      } catch (error) {
+        ok = false;
+        details.push((error as Error).message);
+      }
+      return { ok, details };
+    },
+    apply(routing, instances, context = {}) {
+      // Reloads are serialized: generations must not pile up (reload storms).
+      const next = queue.then(() => apply(routing, instances, context.signal));
+      queue = next.catch(() => undefined);
+      return next;
+    },
+    async current(context = {}) {
+      return (await readCurrent(context.signal))?.routing;
+    },
+    async dispose() {
+      await executor.dispose?.();
+    },
+  };
+}
+
+/** Writes the file without reloading: the one-time setup before nginx includes it. */
+export async function initNginxConfig(proxy: ReturnType<typeof nginxProxy>, executor: Executor, routing: Routing, instances: readonly InstanceSpec[]): Promise<boolean> {
+  const file = shellQuote(proxy.file);
+  const exists = await executor.exec(`[ -f ${file} ]`);
+  if (exists.code === 0) return false;
+  const result = await executor.exec(`mkdir -p "$(dirname ${file})" && cat > ${file}`, { input: proxy.render(routing, instances, 1) });
+  if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot write ${proxy.file} on ${executor.host}: ${result.stderr.trim()}`);
+  return true;
+}
+
+function lastLines(text: string, count = 8): string {
+  return text.trim().split("\n").slice(-count).join("\n");
+}

@@ -1,0 +1,19 @@
+import { schema } from "@nodrop/core";
+
+const path = (doc: string) => schema.str({ pattern: /^\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters", doc });
+
+export const nginxOptionsSchema = schema.object({
+  configFile: path("The include file nodrop owns and rewrites (upstreams and the routing map). Your nginx config includes it inside `http {}`."),
+  binary: schema.optional(schema.str({ pattern: /^[A-Za-z0-9._\/-]+$/, hint: "a program name or path", doc: "The nginx program." }), "nginx"),
+  prefix: schema.optional(path("nginx -p: the prefix the running master was started with.")),
+  conf: schema.optional(path("nginx -c: the main config file the running master was started with.")),
+  sudo: schema.optional(schema.bool({ doc: "Run nginx commands through `sudo -n`." }), false),
+  pidFile: schema.optional(path("The master's pid file (the `pid` directive)."), "/run/nginx.pid"),
+  errorLog: schema.optional(path("The error log; read after each reload to catch [emerg] lines that `nginx -s reload` does not report.")),
+  versionCookie: schema.optional(schema.str({ pattern: /^[A-Za-z0-9_]{1,48}$/, hint: "a cookie name of letters, digits and _", doc: "Cookie that pins a client to a version." }), "nodrop_version"),
+  confirmTimeout: schema.optional(schema.duration({ min: 100, doc: "How long a reload may take to show a new worker generation." }), 10_000),
+  drainTimeout: schema.optional(schema.duration({ min: 100, doc: "Ceiling on waiting for the old workers to exit; set it above worker_shutdown_timeout." }), 90_000),
+  pollInterval: schema.optional(schema.duration({ min: 10, doc: "Between checks of the worker processes." }), 50),
+});
+
+export type NginxOptions = schema.Infer<typeof nginxOptionsSchema>;

@@ -1,0 +1,15 @@
+import { schema } from "@nodrop/core";
+
+const percent = schema.str({ pattern: /^(100|[1-9][0-9]?)%$/, hint: 'a percentage such as "25%"' });
+
+export const rollingOptionsSchema = schema.object({
+  name: schema.optional(schema.str({ doc: "rolling" })),
+  batchSize: schema.optional(
+    schema.either(schema.int({ min: 1 }), percent, { hint: 'a count (1) or a percentage of the fleet ("25%")', doc: "Instances updated at once." }),
+    1,
+  ),
+  minInPool: schema.optional(schema.int({ min: 1, doc: "Fewest instances left serving while a batch is out; a plan that would go below is refused." }), 1),
+  soak: schema.optional(schema.duration({ doc: "Wait after a batch is back in the pool before the next one starts." }), 0),
+});
+
+export type RollingOptions = schema.Infer<typeof rollingOptionsSchema>;

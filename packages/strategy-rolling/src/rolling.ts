@@ -1,0 +1,67 @@
+import { type DeployPlan, NodropError, type PlanInput, type PlanPhase, type PlanStep, type Strategy, singlePool } from "@nodrop/core";
+import { type RollingOptions, rollingOptionsSchema } from "./options.js";
+
+/** Resolves a batch size ("25%" or a count) against the fleet size; at least 1. */
+export function batchCount(batchSize: number | string, fleetSize: number): number {
+  if (typeof batchSize === "number") return batchSize;
+  return Math.max(1, Math.floor((fleetSize * Number(batchSize.slice(0, -1))) / 100));
+}
+
+/** Splits items into consecutive batches of `size`. */
+export function toBatches<T>(items: readonly T[], size: number): T[][] {
+  const batches: T[][] = [];
+  for (let i = 0; i < items.length; i += size) batches.push(items.slice(i, i + size));
+  return batches;
+}
+
+/**
+ * Rolling deploy: each batch leaves the pool (one reload, then the old nginx generation drains),
+ * is stopped, updated, started and checked directly, then rejoins. Without soak, a batch rejoins
+ * in the same reload that takes the next batch out: one reload and one drain per batch.
+ */
+export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: typeof rollingOptionsSchema } {
+  return {
+    name: "rolling",
+    optionsSchema: rollingOptionsSchema,
+    plan({ instances, version, options }: PlanInput<RollingOptions>): DeployPlan {
+      const all = instances.map((i) => i.id);
+      const todo = instances.filter((i) => i.version !== version).map((i) => i.id);
+      const notes: string[] = [];
+      const skipped = all.length - todo.length;
+      if (skipped > 0) notes.push(`${skipped} instance${skipped === 1 ? "" : "s"} already on ${version}: left as they are`);
+      if (todo.length === 0) return { strategy: "rolling", version, phases: [], notes: [...notes, "nothing to do"] };
+
+      const size = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
+      const minInPool = options.minInPool ?? 1;
+      if (all.length - size < minInPool) {
+        throw new NodropError(
+          "E_PLAN",
+          all.length === 1
+            ? "strategy.batchSize: a fleet of one instance cannot be updated without dropping requests; add a second instance"
+            : `strategy.batchSize: a batch of ${size} out of ${all.length} instances leaves ${all.length - size} serving, below strategy.minInPool (${minInPool})`,
+        );
+      }
+      const batches = toBatches(todo, size);
+      notes.push(`${batches.length} batch${batches.length === 1 ? "" : "es"} of up to ${size}; ${all.length - size} of ${all.length} instances serve while a batch is out`);
+      const soak = options.soak ?? 0;
+      const phases: PlanPhase[] = batches.map((batch, index): PlanPhase => {
+        const out = new Set(batch);
+        const steps: PlanStep[] = [
+          { kind: "route", routing: singlePool(all.filter((id) => !out.has(id))), why: `batch ${index + 1} out: ${batch.join(", ")}` },
+          { kind: "stop", instances: batch },
+          { kind: "update", instances: batch },
+          { kind: "start", instances: batch },
+          { kind: "check", instances: batch },
+        ];
+        if (soak > 0) {
+          steps.push({ kind: "route", routing: singlePool(all), why: `batch ${index + 1} back: ${batch.join(", ")}` }, { kind: "soak", ms: soak });
+        }
+        return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" };
+      });
+      if (soak === 0) {
+        phases.push({ name: "finish", instances: [], steps: [{ kind: "route", routing: singlePool(all), why: "all instances in the pool" }], onFailure: "revert" });
+      }
+      return { strategy: "rolling", version, phases, notes };
+    },
+  };
+}
