@@ -1,0 +1,57 @@
+// `pnpm demo`: starts the example fleet (4 gunicorn instances behind nginx, all on v1), sends
+// load through nginx, deploys v2 with nodrop while the load runs, prints what happened, and
+// stops everything it started.
+import { parseArgs } from "node:util";
+import { formatReport } from "@nodrop/cli";
+import { formatDuration } from "@nodrop/core";
+import { formatStats } from "@nodrop/loadgen";
+import { startFleet } from "./fleet.js";
+import { deployUnderLoad } from "./under-load.js";
+
+const { values } = parseArgs({
+  options: {
+    strategy: { type: "string", default: "rolling" },
+    to: { type: "string", default: "v2" },
+    clients: { type: "string", default: "24" },
+    requests: { type: "string", default: "5000" },
+  },
+});
+
+const fleet = await startFleet({ version: "v1" });
+let exitCode = 1;
+const stopAll = async () => {
+  await fleet.stop();
+};
+process.on("SIGINT", () => void stopAll().then(() => process.exit(130)));
+try {
+  console.log(`fleet: 4 gunicorn instances on ${fleet.ports.join(", ")} (v1), nginx on ${fleet.url}, config ${fleet.configFile}`);
+  console.log(`load: ${values.clients} keep-alive clients, 10% POST, 10% slow (500 ms); deploying ${values.to} with ${values.strategy}\n`);
+  const result = await deployUnderLoad({
+    fleet,
+    version: values.to,
+    strategy: values.strategy,
+    load: { clients: Number(values.clients) },
+    minRequests: Number(values.requests),
+    onStderr: (text) => process.stdout.write(text),
+  });
+  const versions = await fleet.versions();
+  console.log("");
+  if (result.report) console.log(formatReport(result.report));
+  else console.log(`nodrop printed no report (exit ${result.cli.code}):\n${result.cli.stderr}`);
+  console.log(`\nload through nginx during the deploy:\n${formatStats(result.stats)}`);
+  console.log(`\nafter: ${Object.entries(versions).map(([port, v]) => `${port}=${v}`).join(" ")}`);
+  const allNew = Object.values(versions).every((v) => v === values.to);
+  const summary = {
+    requests: result.stats.requests,
+    rps: Math.round(result.stats.rps),
+    failed: result.stats.failed,
+    regressions: result.stats.versionRegressions,
+    deploy: result.report ? formatDuration(result.report.durationMs) : "?",
+    allOn: allNew ? values.to : "mixed",
+  };
+  console.log(`\nsummary: ${Object.entries(summary).map(([k, v]) => `${k}=${v}`).join(" ")}`);
+  exitCode = result.cli.code === 0 && result.stats.failed === 0 && allNew ? 0 : 1;
+} finally {
+  await stopAll();
+}
+process.exit(exitCode);
