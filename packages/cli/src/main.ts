@@ -92,6 +92,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         });
         if (values.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         else io.stdout.write(`\n${formatReport(report)}\n`);
+        if (report.error) io.stderr.write(`nodrop: error [${report.error.code}]: ${report.error.message}\n`);
         return fleetConverged(report) ? 0 : 1;
       }
       case "status": {

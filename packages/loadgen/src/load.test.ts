@@ -77,15 +77,27 @@ describe("startLoad / runLoad", () => {
     }
   });
 
-  it("never retries a POST", async () => {
+  it("with retry: idempotent (Go's rule) never resends a POST", async () => {
+    const server = await serve((req, res, nth) => (nth === 1 ? reply(res) : req.socket.destroy()));
+    try {
+      const { stats, records } = await runLoad({ url: server.url, clients: 1, maxRequests: 10, postRatio: 1, slowRatio: 0, retry: "idempotent" });
+      expect(records.every((r) => r.kind === "post")).toBe(true);
+      expect(stats).toMatchObject({ requests: 10, ok: 5, failed: 5, rawFailed: 5, strictFailed: 5, retried: 0, retriedPost: 0 });
+      expect(records.filter((r) => r.status === 0)).toHaveLength(5);
+      for (const key of Object.keys(stats.errors)) expect(["ECONNRESET", "EPIPE"]).toContain(key);
+      expect(server.seen()).toBe(10);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("by default (browser rule) resends a POST once on a stale reused socket, and counts it as a Go-rule failure", async () => {
     const server = await serve((req, res, nth) => (nth === 1 ? reply(res) : req.socket.destroy()));
     try {
       const { stats, records } = await runLoad({ url: server.url, clients: 1, maxRequests: 10, postRatio: 1, slowRatio: 0 });
       expect(records.every((r) => r.kind === "post")).toBe(true);
-      expect(stats).toMatchObject({ requests: 10, ok: 5, failed: 5, rawFailed: 5, retried: 0 });
-      expect(records.filter((r) => r.status === 0)).toHaveLength(5);
-      for (const key of Object.keys(stats.errors)) expect(["ECONNRESET", "EPIPE"]).toContain(key);
-      expect(server.seen()).toBe(10);
+      // Every request after the first goes out on the socket its predecessor reused, which the server kills.
+      expect(stats).toMatchObject({ requests: 10, ok: 10, failed: 0, retried: 9, retriedPost: 9, rawFailed: 9, strictFailed: 9 });
     } finally {
       await server.close();
     }

@@ -26,6 +26,7 @@ interface Settings {
   localAddresses: string[];
   cookies: boolean;
   requestTimeoutMs: number;
+  retry: "browser" | "idempotent";
   seed: number;
 }
 
@@ -76,6 +77,7 @@ function resolveSettings(o: LoadOptions): Settings {
     localAddresses: o.localAddresses ?? [],
     cookies: o.cookies ?? true,
     requestTimeoutMs: positive("requestTimeoutMs", o.requestTimeoutMs ?? 30_000, false),
+    retry: o.retry ?? "browser",
     seed: (o.seed ?? Math.floor(Math.random() * 2 ** 32)) >>> 0,
   };
 }
@@ -159,9 +161,10 @@ export function startLoad(options: LoadOptions): LoadRun {
         seq++;
         let result = await send();
         let retried = false;
-        // Browser / Go client rule: an idempotent request whose reused keep-alive socket was closed
-        // before any response byte is retried once, on a fresh connection.
-        if (result.staleSocket && kind !== "post" && deadline - now() > 0) {
+        // A request whose reused keep-alive socket was closed before any response byte is retried
+        // once on a fresh connection. "browser" (Chromium, curl) does so for every method: nginx
+        // closed the idle connection without reading the request. "idempotent" (Go) never resends a POST.
+        if (result.staleSocket && (s.retry === "browser" || kind !== "post") && deadline - now() > 0) {
           retried = true;
           dropIdleSockets(agent);
           result = await send();

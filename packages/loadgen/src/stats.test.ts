@@ -109,7 +109,7 @@ describe("summarize", () => {
     expect(stats.firstNewAt).toBeUndefined();
     const text = formatStats(summarize([rec({ start: 0, end: 1, version: "v1" })], 1000));
     expect(text).toContain("requests: 1");
-    expect(text).toContain("failed: 0 (raw 0), retried: 0");
+    expect(text).toContain("failed: 0 (without the resend of stale keep-alive requests: 0; resending GETs only, like Go: 0), resent: 0 (POST 0)");
     expect(text).toContain("by version: v1=1");
   });
 });

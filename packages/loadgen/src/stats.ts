@@ -26,6 +26,8 @@ export function summarize(records: readonly RequestRecord[], durationMs: number,
   let ok = 0;
   let retried = 0;
   let recovered = 0;
+  let retriedPost = 0;
+  let postRecovered = 0;
   const byVersion: Record<string, number> = {};
   const byStatus: Record<string, number> = {};
   const errors: Record<string, number> = {};
@@ -40,6 +42,10 @@ export function summarize(records: readonly RequestRecord[], durationMs: number,
     if (r.retried) {
       retried++;
       if (good) recovered++;
+      if (r.kind === "post") {
+        retriedPost++;
+        if (good) postRecovered++;
+      }
     }
     bump(byStatus, String(r.status));
     if (r.version !== undefined) {
@@ -100,6 +106,8 @@ export function summarize(records: readonly RequestRecord[], durationMs: number,
     failed,
     rawFailed: failed + recovered,
     retried,
+    retriedPost,
+    strictFailed: records.length - ok + postRecovered,
     durationMs,
     rps: durationMs > 0 ? requests / (durationMs / 1000) : 0,
     byVersion,
@@ -123,7 +131,7 @@ function formatCounts(map: Record<string, number>): string {
 export function formatStats(stats: LoadStats): string {
   const lines = [
     `requests: ${stats.requests} in ${(stats.durationMs / 1000).toFixed(1)}s (${stats.rps.toFixed(1)} rps), ok ${stats.ok}`,
-    `failed: ${stats.failed} (raw ${stats.rawFailed}), retried: ${stats.retried}`,
+    `failed: ${stats.failed} (without the resend of stale keep-alive requests: ${stats.rawFailed}; resending GETs only, like Go: ${stats.strictFailed}), resent: ${stats.retried} (POST ${stats.retriedPost})`,
   ];
   if (Object.keys(stats.errors).length > 0) lines.push(`errors: ${formatCounts(stats.errors)}`);
   let versions = `version regressions: ${stats.versionRegressions}, late old-version responses: ${stats.lateOld}`;

@@ -26,6 +26,12 @@ export interface LoadOptions {
   cookies?: boolean;
   /** Default 30000; covers the whole request (including the one retry and reading the body). A timeout is a failure. */
   requestTimeoutMs?: number;
+  /**
+   * Which requests are resent once when their reused keep-alive socket was closed before any
+   * response byte: "browser" (default; Chromium and curl resend any method, the server had not
+   * read it) or "idempotent" (Go's client: never a POST). Stats report both counts either way.
+   */
+  retry?: "browser" | "idempotent";
   /** Stop early: no new requests, in-flight ones finish, then `done` resolves. */
   signal?: AbortSignal;
   /** Seed of the PRNG choosing request kinds (each client gets its own stream derived from it). */
@@ -56,10 +62,14 @@ export interface LoadStats {
   ok: number;
   /** As users see it: after the one allowed retry; any error or non-2xx. */
   failed: number;
+  /** Failures under Go's rule, which never resends a POST (= failed + POSTs saved by a resend). */
+  strictFailed: number;
   /** Failures before the retry would have hidden them (= failed + retried-and-recovered). */
   rawFailed: number;
-  /** Idempotent requests retried once because a reused keep-alive socket was closed before any response byte. */
+  /** Requests retried once because a reused keep-alive socket was closed before any response byte. */
   retried: number;
+  /** Of those, POSTs. */
+  retriedPost: number;
   durationMs: number;
   rps: number;
   byVersion: Record<string, number>;

@@ -1,0 +1,283 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { loadConfig, validateConfig } from "./config.js";
+import { NodropError } from "./errors.js";
+import { int, object, optional, parseOrThrow } from "./schema.js";
+
+function base(): Record<string, unknown> {
+  return {
+    app: "web",
+    instances: [{ port: 8011 }, { port: 8012 }],
+    commands: { stop: "./stop {port}", update: "./update {version} {previous}", start: "./start {port} {version}" },
+    proxy: { type: "nginx" },
+  };
+}
+
+/** Runs fn, expects it to throw, and returns the error as a NodropError. */
+function thrown(fn: () => unknown): NodropError {
+  try {
+    fn();
+  } catch (error) {
+    expect(NodropError.is(error)).toBe(true);
+    return error as NodropError;
+  }
+  throw new Error("expected a throw, got none");
+}
+
+async function rejected(promise: Promise<unknown>): Promise<NodropError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(NodropError.is(error)).toBe(true);
+    return error as NodropError;
+  }
+  throw new Error("expected a rejection, got none");
+}
+
+function invalid(mutate: (config: Record<string, unknown>) => void): NodropError {
+  const config = structuredClone(base());
+  mutate(config);
+  const error = thrown(() => validateConfig(config, { baseDir: "/srv/app", source: "nodrop.yml" }));
+  expect(error.code).toBe("E_CONFIG");
+  expect(error.message).toContain("nodrop.yml");
+  return error;
+}
+
+const instances = (c: Record<string, unknown>) => c.instances as Record<string, unknown>[];
+const section = (c: Record<string, unknown>, key: string) => c[key] as Record<string, unknown>;
+
+describe("validateConfig: a valid config", () => {
+  it("fills in the defaults", () => {
+    const config = validateConfig(base(), { baseDir: "/srv/app" });
+    expect(config.app).toBe("web");
+    expect(config.instances).toEqual([
+      { id: "local-8011", host: "local", address: "127.0.0.1", port: 8011 },
+      { id: "local-8012", host: "local", address: "127.0.0.1", port: 8012 },
+    ]);
+    expect(config.health.path).toBe("/health");
+    expect(config.health.versionHeader).toBe("X-App-Version");
+    expect(config.health.successes).toBe(2);
+    expect(config.health.deadline).toBe(30_000);
+    expect(config.commands.timeout).toBe(60_000);
+    expect(config.commands.cwd).toBe("/srv/app");
+    expect(config.strategy).toEqual({ name: "rolling" });
+    expect(config.parallel).toBe(8);
+    expect(config.allowDowngrade).toBe(false);
+    expect(config.baseDir).toBe("/srv/app");
+    expect(config.source).toBe("config");
+  });
+
+  it("keeps given values and parses durations", () => {
+    const raw = base();
+    raw.instances = [
+      { id: "a", host: "web1", address: "10.0.0.5", port: 8011 },
+      { id: "b", host: "web1", address: "::1", port: 8011 },
+    ];
+    raw.commands = { ...section(raw, "commands"), timeout: "2m", cwd: "deploy" };
+    raw.health = { path: "/ready?full=1", successes: 3, interval: "500ms" };
+    raw.strategy = { name: "rolling", batchSize: "50%" };
+    const config = validateConfig(raw, { baseDir: "/srv/app", source: "x.yml" });
+    expect(config.instances.map((i) => i.id)).toEqual(["a", "b"]);
+    expect(config.instances[1]?.address).toBe("::1");
+    expect(config.commands.timeout).toBe(120_000);
+    expect(config.commands.cwd).toBe("/srv/app/deploy");
+    expect(config.health.path).toBe("/ready?full=1");
+    expect(config.health.successes).toBe(3);
+    expect(config.health.interval).toBe(500);
+    expect(config.health.timeout).toBe(2000);
+    expect(config.strategy).toEqual({ name: "rolling", batchSize: "50%" });
+    expect(config.source).toBe("x.yml");
+  });
+
+  it("accepts literal braces written as {{ and }}", () => {
+    const raw = base();
+    raw.commands = { ...section(raw, "commands"), stop: "awk '{{print $1}}' {port}" };
+    expect(validateConfig(raw, { baseDir: "/" }).commands.stop).toBe("awk '{{print $1}}' {port}");
+  });
+});
+
+describe("validateConfig: invalid configs name the exact path", () => {
+  const cases: [string, (c: Record<string, unknown>) => void, string][] = [
+    ["unknown top-level key (typo)", (c) => (c.instance = [{ port: 1 }]), "instance: unknown key (known keys: app, instances,"],
+    ["missing app", (c) => delete c.app, "app: required: a name of letters"],
+    ["app with a space", (c) => (c.app = "my app"), 'app: expected a name of letters, digits, \'.\', \'_\' or \'-\' (starting with a letter or digit), got string "my app"'],
+    ["app with a shell metacharacter", (c) => (c.app = "web;rm"), 'app: expected a name of letters, digits, \'.\', \'_\' or \'-\' (starting with a letter or digit), got string "web;rm"'],
+    ["instances empty", (c) => (c.instances = []), "instances: expected at least 1 item, got 0"],
+    ["instances not a list", (c) => (c.instances = { port: 8011 }), "instances: expected a list, got a mapping"],
+    ["port 0", (c) => (instances(c)[1]!.port = 0), "instances[1].port: expected an integer 1-65535, got number 0"],
+    ["port 70000", (c) => (instances(c)[0]!.port = 70000), "instances[0].port: expected an integer 1-65535, got number 70000"],
+    ["port as a string", (c) => (instances(c)[1]!.port = "8011"), 'instances[1].port: expected an integer 1-65535, got string "8011"'],
+    ["port not an integer", (c) => (instances(c)[1]!.port = 80.5), "instances[1].port: expected an integer 1-65535, got number 80.5"],
+    ["missing port", (c) => delete instances(c)[0]!.port, "instances[0].port: required: an integer 1-65535"],
+    [
+      "duplicate ids",
+      (c) => {
+        instances(c)[0]!.id = "same";
+        instances(c)[1]!.id = "same";
+      },
+      'instances[1].id: duplicate instance id "same" (also instances[0])',
+    ],
+    ["duplicate address:port", (c) => (c.instances = [{ id: "a", port: 8011 }, { id: "b", port: 8011 }]), "instances[1].port: duplicate address 127.0.0.1:8011 (also instances[0])"],
+    ["address that is a hostname", (c) => (instances(c)[1]!.address = "localhost"), 'instances[1].address: expected an IP address, got "localhost"'],
+    ["address with an injection", (c) => (instances(c)[0]!.address = "127.0.0.1; deny all"), 'instances[0].address: expected an IP address, got "127.0.0.1; deny all"'],
+    ["instance id with a newline", (c) => (instances(c)[0]!.id = "web\n"), 'instances[0].id: expected a name of letters, digits, \'.\', \'_\' or \'-\' (starting with a letter or digit), got string "web\\n"'],
+    ["instance id with a quote", (c) => (instances(c)[1]!.id = 'we"b'), "instances[1].id: expected a name of letters"],
+    ["host with a space", (c) => (instances(c)[1]!.host = "web 1"), "instances[1].host: expected a name of letters"],
+    ["unknown key in an instance", (c) => (instances(c)[1]!.adress = "10.0.0.1"), "instances[1].adress: unknown key (known keys: id, host, address, port)"],
+    ["unknown placeholder", (c) => (section(c, "commands").stop = "./stop {verison}"), "commands.stop: unknown placeholder {verison} (known: {version}, {previous}, {host}, {address}, {port}, {id})"],
+    ["stray brace", (c) => (section(c, "commands").start = "./start {port"), 'commands.start: stray "{" at 8 (write {{ or }} for a literal brace)'],
+    ["empty command", (c) => (section(c, "commands").update = ""), 'commands.update: expected a command template, got string ""'],
+    ["missing command", (c) => delete section(c, "commands").start, "commands.start: required: a command template"],
+    ["bad duration", (c) => (section(c, "commands").timeout = "30 seconds"), 'commands.timeout: expected a duration such as 500ms, 30s or 2m, got string "30 seconds"'],
+    ["zero timeout", (c) => (section(c, "commands").timeout = "0s"), 'commands.timeout: expected a duration between 1ms and ∞ms, got string "0s"'],
+    ["health.path without a leading slash", (c) => (c.health = { path: "health" }), 'health.path: expected a URL path starting with /, got string "health"'],
+    ["health.successes 0", (c) => (c.health = { successes: 0 }), "health.successes: expected an integer 1-100, got number 0"],
+    ["health not a mapping", (c) => (c.health = "yes"), 'health: expected a mapping, got string "yes"'],
+    ["missing proxy", (c) => delete c.proxy, "proxy: required: a mapping with a type (nginx)"],
+    ["missing proxy.type", (c) => (c.proxy = { configFile: "/etc/nginx/nodrop.conf" }), "proxy.type: required: a proxy type such as nginx"],
+    ["strategy without name", (c) => (c.strategy = { batchSize: 2 }), "strategy.name: required: a strategy name such as rolling"],
+    ["strategy as a list", (c) => (c.strategy = ["rolling"]), "strategy: expected a mapping with a name (rolling), got a list"],
+    ["parallel 0", (c) => (c.parallel = 0), "parallel: expected an integer 1-64, got number 0"],
+    ["allowDowngrade as a string", (c) => (c.allowDowngrade = "yes"), 'allowDowngrade: expected true or false, got string "yes"'],
+  ];
+
+  it.each(cases)("%s", (_name, mutate, expected) => {
+    const error = invalid(mutate);
+    expect(error.message).toContain(`  ${expected}`);
+    expect(error.issues).toHaveLength(1);
+    const [path] = expected.split(": ");
+    expect(error.issues[0]?.path).toBe(path);
+  });
+
+  it("has at least 14 invalid variants", () => {
+    expect(cases.length).toBeGreaterThanOrEqual(14);
+  });
+
+  it("a config that is not a mapping names the top level", () => {
+    const error = thrown(() => validateConfig(["app"], { baseDir: "/" }));
+    expect(error.code).toBe("E_CONFIG");
+    expect(error.issues).toEqual([{ path: "(top level)", message: "expected a mapping, got a list" }]);
+  });
+
+  it("lists every schema problem in one error", () => {
+    const error = invalid((c) => {
+      delete c.app;
+      c.instance = [];
+      instances(c)[0]!.port = 0;
+      instances(c)[1]!.port = "x";
+      c.health = { successes: 0, path: "nope" };
+    });
+    expect(error.issues.map((i) => i.path).sort()).toEqual(
+      ["app", "health.path", "health.successes", "instance", "instances[0].port", "instances[1].port"].sort(),
+    );
+    for (const issue of error.issues) expect(error.message).toContain(`  ${issue.path}: ${issue.message}`);
+  });
+
+  it("lists every cross-field problem in one error", () => {
+    const error = invalid((c) => {
+      c.instances = [
+        { id: "a", port: 8011, address: "localhost" },
+        { id: "a", port: 8012 },
+        { id: "c", port: 8012 },
+      ];
+      section(c, "commands").stop = "{verison}";
+      section(c, "commands").update = "x }";
+      c.proxy = {};
+      c.strategy = {};
+    });
+    expect(error.issues.map((i) => i.path)).toEqual([
+      "instances[0].address",
+      "instances[1].id",
+      "instances[2].port",
+      "commands.stop",
+      "commands.update",
+      "strategy.name",
+      "proxy.type",
+    ]);
+  });
+  // Bug (contract): validateConfig promises "one E_CONFIG error listing every problem", but the
+  // cross-field checks (IP addresses, duplicates, placeholders, proxy.type, strategy.name) run only
+  // when the schema pass found nothing, so a typo elsewhere hides them until the next run.
+  it.fails("lists schema and cross-field problems together", () => {
+    const error = invalid((c) => {
+      c.instance = [];
+      section(c, "commands").stop = "./stop {verison}";
+    });
+    expect(error.issues.map((i) => i.path)).toEqual(["instance", "commands.stop"]);
+  });
+});
+
+describe("parseOrThrow", () => {
+  it("prefixes paths with the given root path", () => {
+    const schema = object({ size: optional(int({ min: 1 }), 1) });
+    expect(parseOrThrow(schema, {}, "strategy")).toEqual({ size: 1 });
+    const error = thrown(() => parseOrThrow(schema, { size: 0, extra: true }, "strategy"));
+    expect(error.code).toBe("E_CONFIG");
+    expect(error.issues.map((i) => i.path)).toEqual(["strategy.extra", "strategy.size"]);
+    expect(error.message).toContain("strategy.size: expected an integer >= 1, got number 0");
+  });
+});
+
+describe("loadConfig", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "nodrop-config-test-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const write = (name: string, text: string) => {
+    const file = path.join(dir, name);
+    writeFileSync(file, text);
+    return file;
+  };
+  const validYaml = [
+    "app: web",
+    "instances:",
+    "  - port: 8011",
+    "  - port: 8012",
+    "commands:",
+    "  stop: ./stop {port}",
+    "  update: ./update {version}",
+    "  start: ./start {port}",
+    "  cwd: bin",
+    "proxy:",
+    "  type: nginx",
+    "",
+  ].join("\n");
+
+  it("loads a valid YAML file relative to its directory", async () => {
+    const file = write("good.yml", validYaml);
+    const config = await loadConfig(file);
+    expect(config.source).toBe(file);
+    expect(config.baseDir).toBe(dir);
+    expect(config.commands.cwd).toBe(path.join(dir, "bin"));
+    expect(config.instances.map((i) => i.id)).toEqual(["local-8011", "local-8012"]);
+  });
+
+  it("invalid YAML syntax is E_CONFIG naming the file", async () => {
+    const file = write("syntax.yml", "app: web\ninstances: [port: 8011\n");
+    const error = await rejected(loadConfig(file));
+    expect(error.code).toBe("E_CONFIG");
+    expect(error.message).toContain(`config file ${file} is not valid YAML`);
+  });
+
+  it("duplicate keys are E_CONFIG naming the file", async () => {
+    const file = write("dupes.yml", validYaml.replace("app: web", "app: web\napp: other"));
+    const error = await rejected(loadConfig(file));
+    expect(error.code).toBe("E_CONFIG");
+    expect(error.message).toContain(`config file ${file} is not valid YAML`);
+  });
+
+  it("a validation problem names the file and the path", async () => {
+    const file = write("bad.yml", validYaml.replace("port: 8012", "port: 0"));
+    const error = await rejected(loadConfig(file));
+    expect(error.code).toBe("E_CONFIG");
+    expect(error.message).toContain(`invalid config in ${file}`);
+    expect(error.issues).toEqual([{ path: "instances[1].port", message: "expected an integer 1-65535, got number 0" }]);
+  });
+
+  it("a missing file is E_CONFIG naming the file", async () => {
+    const file = path.join(dir, "missing.yml");
+    const error = await rejected(loadConfig(file));
+    expect(error.code).toBe("E_CONFIG");
+    expect(error.message).toContain(`cannot read config file ${file}`);
+  });
+});
