@@ -151,10 +151,6 @@ describe("validateConfig: invalid configs name the exact path", () => {
     expect(error.issues[0]?.path).toBe(path);
   });
 
-  it("has at least 14 invalid variants", () => {
-    expect(cases.length).toBeGreaterThanOrEqual(14);
-  });
-
   it("a config that is not a mapping names the top level", () => {
     const error = thrown(() => validateConfig(["app"], { baseDir: "/" }));
     expect(error.code).toBe("E_CONFIG");
@@ -193,14 +189,14 @@ describe("validateConfig: invalid configs name the exact path", () => {
       "instances[2].port",
       "commands.stop",
       "commands.update",
-      "strategy.name",
       "proxy.type",
+      "strategy.name",
     ]);
   });
   // Bug (contract): validateConfig promises "one E_CONFIG error listing every problem", but the
   // cross-field checks (IP addresses, duplicates, placeholders, proxy.type, strategy.name) run only
   // when the schema pass found nothing, so a typo elsewhere hides them until the next run.
-  it.fails("lists schema and cross-field problems together", () => {
+  it("lists schema and cross-field problems together", () => {
     const error = invalid((c) => {
       c.instance = [];
       section(c, "commands").stop = "./stop {verison}";

@@ -3,7 +3,7 @@ import { isIP } from "node:net";
 import path from "node:path";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 import { type ConfigIssue, NodropError } from "./errors.js";
-import { type Infer, bool, duration, int, list, mapping, object, optional, parseOrThrow, section, str } from "./schema.js";
+import { type Infer, bool, duration, int, list, mapping, object, optional, section, str } from "./schema.js";
 import { SAFE_NAME, checkTemplate } from "./template.js";
 
 const safeName = (doc: string) =>
@@ -53,7 +53,7 @@ export const configSchema = object({
 });
 
 type RawConfig = Infer<typeof configSchema>;
-export type InstanceConfig = Required<Infer<typeof instanceSchema>>;
+export type InstanceConfig = Infer<typeof instanceSchema> & { readonly id: string };
 
 export interface NodropConfig extends Omit<RawConfig, "instances" | "health" | "strategy" | "commands"> {
   readonly instances: readonly InstanceConfig[];
@@ -69,42 +69,73 @@ export interface NodropConfig extends Omit<RawConfig, "instances" | "health" | "
 /** Validates a parsed config object. Throws one E_CONFIG error listing every problem with its path. */
 export function validateConfig(raw: unknown, options: { baseDir: string; source?: string }): NodropConfig {
   const source = options.source ?? "config";
-  const parsed = parseOrThrow(configSchema, raw, "", source);
   const issues: ConfigIssue[] = [];
-
-  const instances = parsed.instances.map((i) => ({ ...i, id: i.id ?? `${i.host}-${i.port}` }) as InstanceConfig);
-  const ids = new Map<string, number>();
-  const endpoints = new Map<string, number>();
-  instances.forEach((instance, index) => {
-    const at = `instances[${index}]`;
-    if (isIP(instance.address) === 0) issues.push({ path: `${at}.address`, message: `expected an IP address, got ${JSON.stringify(instance.address)}` });
-    const seen = ids.get(instance.id);
-    if (seen !== undefined) issues.push({ path: `${at}.id`, message: `duplicate instance id "${instance.id}" (also instances[${seen}])` });
-    else ids.set(instance.id, index);
-    const endpoint = `${instance.address}:${instance.port}`;
-    const twin = endpoints.get(endpoint);
-    if (twin !== undefined) issues.push({ path: `${at}.port`, message: `duplicate address ${endpoint} (also instances[${twin}])` });
-    else endpoints.set(endpoint, index);
-  });
-  for (const key of ["stop", "update", "start"] as const) {
-    for (const problem of checkTemplate(parsed.commands[key])) issues.push({ path: `commands.${key}`, message: problem });
-  }
-  const strategyName = parsed.strategy?.name;
-  if (typeof strategyName !== "string") issues.push({ path: "strategy.name", message: "required: a strategy name such as rolling" });
-  if (typeof parsed.proxy.type !== "string") issues.push({ path: "proxy.type", message: "required: a proxy type such as nginx" });
-
-  if (issues.length > 0) {
+  const parsed = configSchema.parse(raw, "", issues);
+  crossFieldIssues(raw, issues);
+  if (parsed === undefined || issues.length > 0) {
+    issues.sort((x, y) => issueOrder(x.path) - issueOrder(y.path));
     throw new NodropError("E_CONFIG", `invalid config in ${source}:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
   }
   return {
     ...parsed,
-    instances,
-    health: parsed.health,
+    instances: parsed.instances.map((i) => ({ ...i, id: instanceId(i)! })),
     strategy: parsed.strategy ?? { name: "rolling" },
     commands: { ...parsed.commands, cwd: path.resolve(options.baseDir, parsed.commands.cwd ?? ".") },
     baseDir: options.baseDir,
     source,
   };
+}
+
+const TOP_LEVEL = Object.keys(configSchema.fields);
+/** Keeps issues in config order (top-level key order), so one listing reads like the file. */
+function issueOrder(path: string): number {
+  const key = /^[A-Za-z]+/.exec(path)?.[0] ?? "";
+  const index = TOP_LEVEL.indexOf(key);
+  return index < 0 ? -1 : index;
+}
+
+function instanceId(i: { id?: unknown; host?: unknown; port?: unknown }): string | undefined {
+  if (typeof i.id === "string") return i.id;
+  return typeof i.port === "number" ? `${typeof i.host === "string" ? i.host : "local"}-${i.port}` : undefined;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/**
+ * Checks that span fields (duplicates) or need more than the field's type (IP literals,
+ * placeholders, required keys of adapter sections). They run on the raw input, next to the
+ * schema pass, so a single run lists every problem.
+ */
+function crossFieldIssues(raw: unknown, issues: ConfigIssue[]): void {
+  if (!isRecord(raw)) return;
+  if (Array.isArray(raw.instances)) {
+    const ids = new Map<string, number>();
+    const endpoints = new Map<string, number>();
+    raw.instances.forEach((instance: unknown, index) => {
+      if (!isRecord(instance)) return;
+      const at = `instances[${index}]`;
+      const address = instance.address ?? "127.0.0.1";
+      if (typeof address === "string" && isIP(address) === 0) issues.push({ path: `${at}.address`, message: `expected an IP address, got ${JSON.stringify(address)}` });
+      const id = instanceId(instance);
+      const seen = id === undefined ? undefined : ids.get(id);
+      if (seen !== undefined) issues.push({ path: `${at}.id`, message: `duplicate instance id "${id}" (also instances[${seen}])` });
+      else if (id !== undefined) ids.set(id, index);
+      if (typeof address === "string" && typeof instance.port === "number") {
+        const endpoint = `${address}:${instance.port}`;
+        const twin = endpoints.get(endpoint);
+        if (twin !== undefined) issues.push({ path: `${at}.port`, message: `duplicate address ${endpoint} (also instances[${twin}])` });
+        else endpoints.set(endpoint, index);
+      }
+    });
+  }
+  if (isRecord(raw.commands)) {
+    for (const key of ["stop", "update", "start"] as const) {
+      const template = raw.commands[key];
+      if (typeof template === "string") for (const problem of checkTemplate(template)) issues.push({ path: `commands.${key}`, message: problem });
+    }
+  }
+  if (isRecord(raw.strategy) && typeof raw.strategy.name !== "string") issues.push({ path: "strategy.name", message: "required: a strategy name such as rolling" });
+  if (isRecord(raw.proxy) && typeof raw.proxy.type !== "string") issues.push({ path: "proxy.type", message: "required: a proxy type such as nginx" });
 }
 
 /** Reads and validates a YAML (or JSON) config file. */

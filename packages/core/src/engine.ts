@@ -76,9 +76,14 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   const plan = options.strategy.plan({ instances: observed, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
   const known = new Set(observed.map((i) => i.id));
   for (const phase of plan.phases) {
+    for (const id of phase.instances) if (!known.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" names unknown instance "${id}"`);
+    const own = new Set(phase.instances);
     for (const step of phase.steps) {
       if (step.kind === "route") validateRouting(step.routing, known);
-      else if (step.kind !== "soak") for (const id of step.instances) if (!known.has(id)) throw new NodropError("E_PLAN", `plan names unknown instance "${id}"`);
+      else if (step.kind !== "soak") {
+        // Recovery works per phase: a step may only touch the instances its phase declares.
+        for (const id of step.instances) if (!own.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step.kind}s "${id}", which is not one of its instances`);
+      }
     }
   }
   return { plan, observed };
@@ -134,6 +139,9 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   try {
     ({ plan, observed } = await planDeploy(options));
   } catch (error) {
+    // Nothing was touched: report pool membership as the proxy has it.
+    const routing = await options.proxy.current({ signal }).catch(() => undefined);
+    serving = routing ? servingInstances(routing) : new Set(options.instances.map((i) => i.spec.id));
     return report(toNodropError(error, "E_PREFLIGHT"), "preflight");
   }
   emit({ type: "preflight", instances: observed });
@@ -168,7 +176,15 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
 
   const applyRouting = async (routing: Routing, why: string, phase: string, routeSignal: AbortSignal | undefined) => {
     await timed(phase, "route", undefined, async () => {
-      const result = await options.proxy.apply(routing, options.instances.map((i) => i.spec), { signal: routeSignal });
+      const result = await options.proxy
+        .apply(routing, options.instances.map((i) => i.spec), { signal: routeSignal })
+        .catch((error: unknown) => {
+          // A proxy failure must stop the deploy as one, whatever the adapter threw.
+          const e = toNodropError(error, "E_PROXY_RELOAD", `proxy ${options.proxy.name}`);
+          // A drain that ran out of time still put the new routing in force.
+          if (e.code === "E_PROXY_DRAIN") serving = servingInstances(routing);
+          throw e;
+        });
       serving = servingInstances(routing);
       routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs });
       emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...serving] });
@@ -217,7 +233,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
     } catch (error) {
       const failure = NodropError.is(error) ? error : toNodropError(error, "E_INSTANCE");
       const stepName = `${phase.name}: ${currentStep?.kind ?? "?"}`;
-      if (failure.code.startsWith("E_PROXY")) {
+      if (failure.code.startsWith("E_PROXY") && failure.code !== "E_PROXY_DRAIN") {
         // The adapter left the previous config in force; another proxy change would likely fail too.
         return report(failure, stepName, "the proxy kept its previous config; no instance was changed after the failure");
       }

@@ -10,7 +10,7 @@ export function singlePool(ids: readonly string[], name = "all", pins: Record<st
 export function servingInstances(routing: Routing): Set<string> {
   const pools = new Set([routing.defaultPool, ...Object.values(routing.pins)]);
   const ids = new Set<string>();
-  for (const pool of pools) for (const id of routing.pools[pool] ?? []) ids.add(id);
+  for (const pool of pools) for (const id of Object.hasOwn(routing.pools, pool) ? (routing.pools[pool] ?? []) : []) ids.add(id);
   return ids;
 }
 
@@ -31,10 +31,10 @@ export function validateRouting(routing: Routing, knownIds: ReadonlySet<string>)
     if (new Set(ids).size !== ids.length) problems.push(`pool "${name}" lists an instance twice`);
     for (const id of ids) if (!knownIds.has(id)) problems.push(`pool "${name}" names unknown instance "${id}"`);
   }
-  if (!(routing.defaultPool in routing.pools)) problems.push(`default pool "${routing.defaultPool}" is not defined`);
+  if (!Object.hasOwn(routing.pools, routing.defaultPool)) problems.push(`default pool "${routing.defaultPool}" is not defined`);
   for (const [version, pool] of Object.entries(routing.pins)) {
     if (!PIN_VERSION.test(version)) problems.push(`pinned version "${version}" is not a safe version string`);
-    if (!(pool in routing.pools)) problems.push(`pin ${version} -> "${pool}" names a pool that is not defined`);
+    if (!Object.hasOwn(routing.pools, pool)) problems.push(`pin ${version} -> "${pool}" names a pool that is not defined`);
   }
   if (problems.length > 0) throw new NodropError("E_PLAN", `invalid routing: ${problems.join("; ")}`);
 }

@@ -79,10 +79,18 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
     return Number(result.stdout.trim()) || 0;
   };
 
-  const errorLogSince = async (offset: number | undefined): Promise<string[]> => {
+  /**
+   * [emerg]/[alert] lines that belong to our reload: those after the last "reconfiguring" line
+   * written since `offset`. Lines before it come from an earlier reload the master was still busy
+   * with (a refused bind() is retried for 2.5 s), and with no such line yet the master has not
+   * started on our signal.
+   */
+  const reloadErrors = async (offset: number | undefined): Promise<string[]> => {
     if (!options.errorLog || offset === undefined) return [];
     const result = await run(`tail -c +${offset + 1} ${shellQuote(options.errorLog)} 2>/dev/null || true`);
-    return result.stdout.split("\n").filter((line) => /\[(emerg|alert)\]/.test(line));
+    const lines = result.stdout.split("\n");
+    const start = lines.findLastIndex((line) => line.includes("reconfiguring"));
+    return start < 0 ? [] : lines.slice(start + 1).filter((line) => /\[(emerg|alert)\]/.test(line));
   };
 
   const apply = async (routing: Routing, instances: readonly InstanceSpec[], signal?: AbortSignal): Promise<ProxyApplyResult> => {
@@ -121,16 +129,19 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
 
     // `nginx -s reload` only sends a signal: confirm that a new generation of workers exists.
     let confirmed = false;
-    while (performance.now() - t0 < confirmTimeout) {
+    let emerg: string[] = [];
+    for (let poll = 1; performance.now() - t0 < confirmTimeout; poll++) {
       const now = await workers();
       if (now.some((w) => !oldPids.has(w.pid) && !w.shuttingDown)) {
         confirmed = true;
         break;
       }
+      // A master that refused the new config says so only in its log; stop waiting once it has.
+      if (poll % 10 === 0 && (emerg = await reloadErrors(logOffset)).length > 0) break;
       await sleep(pollInterval);
     }
     const confirmMs = performance.now() - t0;
-    const emerg = await errorLogSince(logOffset);
+    if (confirmed) emerg = await reloadErrors(logOffset);
     if (!confirmed || emerg.length > 0) {
       await restore(hadPrevious);
       const why = emerg.length > 0 ? `nginx logged:\n${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeout}ms`;

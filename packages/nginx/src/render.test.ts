@@ -100,7 +100,7 @@ describe("renderNginxConfig", () => {
 
   // Bug: formatAddress only accepts [0-9.]+ or [0-9a-fA-F:]+, so an IPv4-mapped IPv6 address that
   // config validation accepts (net.isIP("::ffff:127.0.0.1") === 6) fails at render time.
-  it.fails("brackets an IPv4-mapped IPv6 address that config validation accepts", () => {
+  it("brackets an IPv4-mapped IPv6 address that config validation accepts", () => {
     const mapped: InstanceSpec[] = [{ id: "m", host: "local", address: "::ffff:127.0.0.1", port: 9000 }];
     const text = renderNginxConfig(input({ instances: mapped, routing: { pools: { all: ["m"] }, defaultPool: "all", pins: {} } }));
     expect(text).toContain("    server [::ffff:127.0.0.1]:9000; # m\n");

@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { type InstanceSpec, NodropError, type Routing, validateRouting } from "@nodrop/core";
 
 export interface RenderInput {
@@ -57,8 +58,9 @@ export function renderNginxConfig(input: RenderInput): string {
 }
 
 function formatAddress(address: string): string {
-  if (/^[0-9.]+$/.test(address)) return address;
-  if (/^[0-9a-fA-F:]+$/.test(address)) return `[${address}]`;
+  const family = isIP(address);
+  if (family === 4) return address;
+  if (family === 6) return `[${address}]`;
   throw new NodropError("E_PROXY_RENDER", `instance address "${address}" is not an IP literal`);
 }
 
