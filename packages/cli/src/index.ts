@@ -4,4 +4,5 @@ export { createDeployment, checkVersion } from "./setup.js";
 export type { Deployment } from "./setup.js";
 export { strategies, proxies } from "./registry.js";
 export type { StrategyEntry, ProxyEntry } from "./registry.js";
+export { configReference } from "./reference.js";
 export { formatReport, formatPlan, fleetConverged, progressReporter } from "./reporter.js";

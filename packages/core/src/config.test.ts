@@ -64,7 +64,6 @@ describe("validateConfig: a valid config", () => {
     expect(config.commands.cwd).toBe("/srv/app");
     expect(config.strategy).toEqual({ name: "rolling" });
     expect(config.parallel).toBe(8);
-    expect(config.allowDowngrade).toBe(false);
     expect(config.baseDir).toBe("/srv/app");
     expect(config.source).toBe("config");
   });
@@ -140,7 +139,6 @@ describe("validateConfig: invalid configs name the exact path", () => {
     ["strategy without name", (c) => (c.strategy = { batchSize: 2 }), "strategy.name: required: a strategy name such as rolling"],
     ["strategy as a list", (c) => (c.strategy = ["rolling"]), "strategy: expected a mapping with a name (rolling), got a list"],
     ["parallel 0", (c) => (c.parallel = 0), "parallel: expected an integer 1-64, got number 0"],
-    ["allowDowngrade as a string", (c) => (c.allowDowngrade = "yes"), 'allowDowngrade: expected true or false, got string "yes"'],
   ];
 
   it.each(cases)("%s", (_name, mutate, expected) => {

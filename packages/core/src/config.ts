@@ -3,7 +3,7 @@ import { isIP } from "node:net";
 import path from "node:path";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 import { type ConfigIssue, NodropError } from "./errors.js";
-import { type Infer, bool, duration, int, list, mapping, object, optional, section, str } from "./schema.js";
+import { type Infer, duration, int, list, mapping, object, optional, section, str } from "./schema.js";
 import { SAFE_NAME, checkTemplate } from "./template.js";
 
 const safeName = (doc: string) =>
@@ -49,7 +49,6 @@ export const configSchema = object({
   proxy: mapping({ hint: "a mapping with a type (nginx)", doc: "The proxy adapter and its settings; see the adapter's reference." }),
   strategy: optional(mapping({ hint: "a mapping with a name (rolling)", doc: "The strategy and its options." }), { name: "rolling" }),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once." }), 8),
-  allowDowngrade: optional(bool({ doc: "Allow deploying a version older than one a client may have seen." }), false),
 });
 
 type RawConfig = Infer<typeof configSchema>;

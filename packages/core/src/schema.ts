@@ -298,7 +298,7 @@ export function documentSchema(schema: Schema<unknown>, path = ""): SchemaDocRow
       path: p,
       required: field.required,
       type: inner.describe(),
-      default: field.default === undefined ? undefined : JSON.stringify(field.default),
+      default: field.default === undefined ? undefined : inner.kind === "duration" && typeof field.default === "number" ? msText(field.default) : JSON.stringify(field.default),
       doc: inner.doc ?? "",
     });
     rows.push(...documentSchema(inner, p));
@@ -323,4 +323,8 @@ export function mapping(options: Common & { hint?: string } = {}): Schema<Record
       return value as Record<string, unknown>;
     },
   };
+}
+
+function msText(ms: number): string {
+  return ms % 1000 === 0 && ms > 0 ? `${ms / 1000}s` : `${ms}ms`;
 }

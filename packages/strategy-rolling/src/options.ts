@@ -3,7 +3,6 @@ import { schema } from "@nodrop/core";
 const percent = schema.str({ pattern: /^(100|[1-9][0-9]?)%$/, hint: 'a percentage such as "25%"' });
 
 export const rollingOptionsSchema = schema.object({
-  name: schema.optional(schema.str({ doc: "rolling" })),
   batchSize: schema.optional(
     schema.either(schema.int({ min: 1 }), percent, { hint: 'a count (1) or a percentage of the fleet ("25%")', doc: "Instances updated at once." }),
     1,

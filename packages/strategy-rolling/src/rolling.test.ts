@@ -168,7 +168,7 @@ describe("rollingOptionsSchema", () => {
   }
 
   it("fills in defaults", () => {
-    expect(parse({ name: "rolling" })).toEqual({ name: "rolling", batchSize: 1, minInPool: 1, soak: 0 });
+    expect(parse({})).toEqual({ batchSize: 1, minInPool: 1, soak: 0 });
     expect(parse({ batchSize: "25%", soak: "30s", minInPool: 2 })).toEqual({ batchSize: "25%", minInPool: 2, soak: 30_000 });
   });
 
