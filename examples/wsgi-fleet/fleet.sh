@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Controls one gunicorn instance of the example fleet; nodrop's command templates call it:
-#   fleet.sh FLEET_DIR start PORT | stop PORT | update PORT VERSION
+#   fleet.sh FLEET_DIR start PORT [ADDRESS] | stop PORT | update PORT VERSION
 # Releases live in ./releases/<version>; an instance's current release is a symlink.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +22,8 @@ case "$cmd" in
     [ -L "$dir/current" ] || { echo "instance $port has no release; update it first" >&2; exit 1; }
     if running; then echo "instance $port is already running" >&2; exit 1; fi
     # gthread workers: slow requests must not block the others. The graceful timeout bounds a stop.
-    gunicorn --daemon --pid "$pidfile" --bind "127.0.0.1:$port" \
+    address=${4:-127.0.0.1}
+    gunicorn --daemon --pid "$pidfile" --bind "$address:$port" \
       --workers 2 --threads 8 --worker-class gthread --graceful-timeout 20 \
       --chdir "$here/app" --env "APP_RELEASE=$dir/current" --env "APP_INSTANCE=$port" \
       --error-logfile "$dir/gunicorn.log" app:application

@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { type InstanceSpec, shellQuote, singlePool, sleep } from "@nodrop/core";
 import { renderNginxConfig } from "@nodrop/nginx";
+import type { TestHosts } from "@nodrop/testhosts";
 import { stringify } from "yaml";
 
 const run = promisify(execFile);
@@ -16,7 +17,7 @@ export const exampleDir = path.resolve(path.dirname(fileURLToPath(import.meta.ur
 export interface FleetOptions {
   /** Working directory; a fresh temporary one by default. */
   dir?: string;
-  /** Instance ports (default 8011-8014). */
+  /** Instance ports (default 8011-8014; on each host when `hosts` is given). */
   ports?: readonly number[];
   /** nginx listens here on 127.0.0.1 (default 18080). */
   proxyPort?: number;
@@ -26,6 +27,19 @@ export interface FleetOptions {
   strategy?: Record<string, unknown>;
   /** nginx worker processes (default 2). */
   nginxWorkers?: number;
+  /** Health settings merged into the config's health section. */
+  health?: Record<string, unknown>;
+  /** Run the instances on these SSH test hosts instead of this machine; nodrop reaches them over SSH. */
+  hosts?: TestHosts;
+  /** SSH settings merged into every host entry (e.g. a wrong key, for tests). */
+  ssh?: Record<string, unknown>;
+}
+
+export interface FleetInstance {
+  readonly id: string;
+  readonly host: string;
+  readonly address: string;
+  readonly port: number;
 }
 
 export interface Fleet {
@@ -35,24 +49,29 @@ export interface Fleet {
   /** The public URL through nginx. */
   readonly url: string;
   readonly ports: readonly number[];
+  readonly instances: readonly FleetInstance[];
   readonly nginxConf: string;
   readonly includeFile: string;
   readonly pidFile: string;
   /** Runs nginx with this fleet's prefix and conf. */
   nginx(...args: string[]): Promise<{ stdout: string; stderr: string }>;
-  /** Each instance's version, probed directly ("down" when it does not answer). */
-  versions(): Promise<Record<number, string>>;
+  /** Each instance's version, probed directly ("down" when it does not answer), by port (local) or id. */
+  versions(): Promise<Record<string, string>>;
   /** Stops nginx and every instance, and removes the directory it created. */
   stop(): Promise<void>;
 }
 
-/** Starts the example fleet: gunicorn instances on v1 behind a user-owned nginx prefix. */
+/**
+ * Starts the example fleet: gunicorn instances on v1 behind a user-owned nginx prefix, on this
+ * machine or on SSH test hosts.
+ */
 export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const ownDir = options.dir === undefined;
   const dir = options.dir ?? (await mkdtemp(path.join(os.tmpdir(), "nodrop-fleet-")));
   const ports = options.ports ?? [8011, 8012, 8013, 8014];
   const proxyPort = options.proxyPort ?? 18080;
   const version = options.version ?? "v1";
+  const remote = options.hosts;
   await mkdir(path.join(dir, "nodrop"), { recursive: true });
   await mkdir(path.join(dir, "logs"), { recursive: true });
   await mkdir(path.join(dir, "tmp"), { recursive: true });
@@ -62,18 +81,34 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const errorLog = path.join(dir, "logs", "error.log");
   const fleetSh = path.join(exampleDir, "fleet.sh");
 
+  const instances: FleetInstance[] = remote
+    ? remote.hosts.flatMap((h) => ports.map((port) => ({ id: `${h.name}-${port}`, host: h.name, address: h.address, port })))
+    : ports.map((port) => ({ id: `web-${port}`, host: "local", address: "127.0.0.1", port }));
+  // Each host keeps its instances' state in its own directory (hosts share this machine's disk).
+  const fleetDir = (host: string) => (remote ? path.join(remote.host(host).dir, "fleet") : dir);
+  const onHost = (host: string, args: string[]) =>
+    remote ? remote.sh(host, [fleetSh, ...args].map((a) => shellQuote(a)).join(" ")) : run(fleetSh, args).then((r) => r.stdout);
+
   await writeFile(nginxConf, nginxConfText({ dir, includeFile, pidFile, errorLog, proxyPort, workers: options.nginxWorkers ?? 2 }));
   const configFile = path.join(dir, "nodrop.yaml");
-  const config = {
+  // On remote hosts each host's fleet directory differs; the template reads it from the host name.
+  const fleetArg = remote ? `${shellQuote(remote.dir)}/{host}/fleet` : shellQuote(dir);
+  const config: Record<string, unknown> = {
     app: "web",
-    instances: ports.map((port) => ({ id: `web-${port}`, port })),
+    ...(remote
+      ? {
+          ssh: { user: "root", privateKeyFile: remote.pemKey.path, knownHosts: remote.knownHosts, ...options.ssh },
+          hosts: Object.fromEntries(remote.hosts.map((h) => [h.name, { address: h.address, port: h.sshPort }])),
+        }
+      : {}),
+    instances: remote ? instances.map(({ id, host, address, port }) => ({ id, host, address, port })) : instances.map(({ id, port }) => ({ id, port })),
     commands: {
-      stop: `${shellQuote(fleetSh)} ${shellQuote(dir)} stop {port}`,
-      update: `${shellQuote(fleetSh)} ${shellQuote(dir)} update {port} {version}`,
-      start: `${shellQuote(fleetSh)} ${shellQuote(dir)} start {port}`,
+      stop: `${shellQuote(fleetSh)} ${fleetArg} stop {port}`,
+      update: `${shellQuote(fleetSh)} ${fleetArg} update {port} {version}`,
+      start: `${shellQuote(fleetSh)} ${fleetArg} start {port} {address}`,
       timeout: "60s",
     },
-    health: { path: "/health", versionHeader: "X-App-Version", interval: "100ms", successes: 2, deadline: "20s" },
+    health: { path: "/health", versionHeader: "X-App-Version", interval: "100ms", successes: 2, deadline: "20s", ...options.health },
     proxy: { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s" },
     strategy: options.strategy ?? { name: "rolling", batchSize: 1 },
   };
@@ -84,19 +119,21 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     configFile,
     url: `http://127.0.0.1:${proxyPort}`,
     ports,
+    instances,
     nginxConf,
     includeFile,
     pidFile,
     nginx: (...args) => run("nginx", ["-p", dir, "-c", nginxConf, ...args]),
     async versions() {
-      const out: Record<number, string> = {};
+      const out: Record<string, string> = {};
       await Promise.all(
-        ports.map(async (port) => {
+        instances.map(async (i) => {
+          const key = remote ? i.id : String(i.port);
           try {
-            const response = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(2000) });
-            out[port] = response.headers.get("x-app-version") ?? "unknown";
+            const response = await fetch(`http://${i.address}:${i.port}/health`, { signal: AbortSignal.timeout(2000) });
+            out[key] = response.headers.get("x-app-version") ?? "unknown";
           } catch {
-            out[port] = "down";
+            out[key] = "down";
           }
         }),
       );
@@ -117,21 +154,21 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       } catch {
         // nginx was not running
       }
-      await Promise.all(ports.map((port) => run(fleetSh, [dir, "stop", String(port)]).catch(() => undefined)));
+      await Promise.all(instances.map((i) => onHost(i.host, [fleetDir(i.host), "stop", String(i.port)]).catch(() => undefined)));
       if (ownDir) await rm(dir, { recursive: true, force: true });
     },
   };
 
   try {
     await Promise.all(
-      ports.map(async (port) => {
-        await run(fleetSh, [dir, "update", String(port), version]);
-        await run(fleetSh, [dir, "start", String(port)]);
+      instances.map(async (i) => {
+        await onHost(i.host, [fleetDir(i.host), "update", String(i.port), version]);
+        await onHost(i.host, [fleetDir(i.host), "start", String(i.port), i.address]);
       }),
     );
     // The one-time setup a user does: create the include file nodrop owns, then start nginx.
-    const instances: InstanceSpec[] = ports.map((port) => ({ id: `web-${port}`, host: "local", address: "127.0.0.1", port }));
-    await writeFile(includeFile, renderNginxConfig({ name: "web", routing: singlePool(instances.map((i) => i.id)), instances, generation: 1, versionCookie: "nodrop_version" }));
+    const specs: InstanceSpec[] = instances.map(({ id, host, address, port }) => ({ id, host, address, port }));
+    await writeFile(includeFile, renderNginxConfig({ name: "web", routing: singlePool(specs.map((i) => i.id)), instances: specs, generation: 1, versionCookie: "nodrop_version" }));
     await fleet.nginx();
     await waitFor(async () => Object.values(await fleet.versions()).every((v) => v === version), 20_000, `instances on ${version}`);
     await waitFor(async () => (await fetch(fleet.url, { signal: AbortSignal.timeout(2000) })).ok, 10_000, "nginx serving");

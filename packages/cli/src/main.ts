@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import {
   type DeployReport,
+  type Executor,
   NodropError,
   deploy,
   loadConfig,
@@ -12,6 +13,7 @@ import {
   toNodropError,
 } from "@nodrop/core";
 import { initNginxConfig, nginxProxy } from "@nodrop/nginx";
+import type { SshExecutor } from "@nodrop/ssh";
 import { type Output, fleetConverged, formatPlan, formatReport, progressReporter, table } from "./reporter.js";
 import { checkVersion, createDeployment } from "./setup.js";
 
@@ -73,7 +75,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
   if (!["deploy", "plan", "status", "init"].includes(command)) throw new NodropError("E_ARGS", `unknown command "${command}"\n${USAGE}`);
   if (!values.config) throw new NodropError("E_ARGS", "--config is required (the nodrop YAML file)");
   const config = await loadConfig(values.config);
-  const deployment = createDeployment(config, { strategy: values.strategy });
+  const deployment = createDeployment(config, { strategy: values.strategy }, { log: (message) => io.stderr.write(`nodrop: ${message}\n`) });
   try {
     switch (command) {
       case "plan": {
@@ -90,8 +92,9 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           signal: io.signal,
           onEvent: progressReporter(values.json ? io.stderr : io.stdout),
         });
-        if (values.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-        else io.stdout.write(`\n${formatReport(report)}\n`);
+        const ssh = sshConnections(deployment.executors);
+        if (values.json) io.stdout.write(`${JSON.stringify(ssh ? { ...report, ssh } : report, null, 2)}\n`);
+        else io.stdout.write(`\n${formatReport(report)}${ssh ? `\nssh: ${ssh.connections} connections to ${ssh.hosts} hosts` : ""}\n`);
         if (report.error) io.stderr.write(`nodrop: error [${report.error.code}]: ${report.error.message}\n`);
         return fleetConverged(report) ? 0 : 1;
       }
@@ -113,7 +116,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
       case "init": {
         const proxy = deployment.proxy as ReturnType<typeof nginxProxy>;
         const specs = config.instances;
-        const wrote = await initNginxConfig(proxy, deployment.executors.get("local")!, singlePool(specs.map((i) => i.id)), specs);
+        const wrote = await initNginxConfig(proxy, deployment.proxyExecutor, singlePool(specs.map((i) => i.id)), specs);
         io.stdout.write(
           `${wrote ? `wrote ${proxy.file} (all ${specs.length} instances in one pool)` : `${proxy.file} exists; left as it is`}\n` +
             `one-time nginx setup, then reload nginx yourself:\n  inside http {}:        include ${proxy.file};\n  in your location:      proxy_pass http://$nodrop_${config.app.replace(/[^A-Za-z0-9_]/g, "_")}_pool;\n`,
@@ -125,4 +128,17 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
   } finally {
     await deployment.dispose();
   }
+}
+
+/** SSH connections the deploy opened, for the report (one per host touched is the goal). */
+function sshConnections(executors: ReadonlyMap<string, Executor>): { connections: number; hosts: number } | undefined {
+  let connections = 0;
+  let hosts = 0;
+  for (const executor of executors.values()) {
+    const count = (executor as Partial<SshExecutor>).connectionsOpened?.();
+    if (count === undefined) continue;
+    connections += count;
+    if (count > 0) hosts += 1;
+  }
+  return hosts > 0 ? { connections, hosts } : undefined;
 }

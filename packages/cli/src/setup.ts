@@ -7,16 +7,20 @@ import {
   type Proxy,
   SAFE_NAME,
   commandInstance,
+  hostHealthCheck,
   httpHealthCheck,
   localExecutor,
 
   sectionOptions,
 } from "@nodrop/core";
+import { type HostSetupOptions, sshExecutors } from "./hosts.js";
 import { proxies, strategies } from "./registry.js";
 
 export interface Deployment {
   readonly options: Omit<DeployOptions<unknown>, "version">;
   readonly proxy: Proxy;
+  /** Runs commands on the proxy's host. */
+  readonly proxyExecutor: Executor;
   readonly executors: ReadonlyMap<string, Executor>;
   dispose(): Promise<void>;
 }
@@ -31,7 +35,7 @@ export function checkVersion(version: string | undefined, flag = "--version"): s
 }
 
 /** Turns a validated config into the engine's inputs: executors, instances, proxy, strategy. */
-export function createDeployment(config: NodropConfig, overrides: { strategy?: string | undefined } = {}): Deployment {
+export function createDeployment(config: NodropConfig, overrides: { strategy?: string | undefined } = {}, hostOptions: HostSetupOptions = {}): Deployment {
   const issues: ConfigIssue[] = [];
   const configured = String(config.strategy.name);
   const strategyName = overrides.strategy ?? configured;
@@ -48,31 +52,35 @@ export function createDeployment(config: NodropConfig, overrides: { strategy?: s
   const proxyType = String(config.proxy.type);
   const proxyEntry = proxies[proxyType];
   if (!proxyEntry) throw new NodropError("E_CONFIG", `proxy.type: unknown proxy "${proxyType}" (available: ${Object.keys(proxies).join(", ")})`);
-  const proxyHost = config.proxy.host ?? "local";
+  const proxyHost = typeof config.proxy.host === "string" ? config.proxy.host : "local";
   const proxyOptions = proxyEntry.optionsSchema.parse(sectionOptions(config.proxy, ["type", "host"]), "proxy", issues);
-  if (proxyHost !== "local") issues.push({ path: "proxy.host", message: `unknown host "${String(proxyHost)}" (only "local" is defined)` });
-  config.instances.forEach((instance, index) => {
-    if (instance.host !== "local") issues.push({ path: `instances[${index}].host`, message: `unknown host "${instance.host}" (only "local" is defined)` });
-  });
   if (issues.length > 0) {
     throw new NodropError("E_CONFIG", `invalid config in ${config.source}:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
   }
 
-  const executors = new Map<string, Executor>([["local", localExecutor({ cwd: config.commands.cwd })]]);
-  const executorFor = (host: string) => executors.get(host)!;
-  const proxy = proxyEntry.create({ app: config.app, options: proxyOptions, executor: executorFor("local") });
+  const executors = new Map<string, Executor>([["local", localExecutor({ cwd: config.commands.cwd })], ...sshExecutors(config, hostOptions)]);
+  const executorFor = (host: string) => {
+    const executor = executors.get(host);
+    if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
+    return executor;
+  };
+  const proxy = proxyEntry.create({ app: config.app, options: proxyOptions, executor: executorFor(proxyHost) });
   const instances = config.instances.map((spec) =>
     commandInstance({ spec, executor: executorFor(spec.host), commands: config.commands, timeoutMs: config.commands.timeout }),
   );
   return {
     proxy,
+    proxyExecutor: executorFor(proxyHost),
     executors,
     options: {
       instances,
       proxy,
       strategy,
       strategyOptions,
-      health: httpHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout }),
+      health:
+        config.health.via === "host"
+          ? hostHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout, executorFor })
+          : httpHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout }),
       healthWait: { successes: config.health.successes, intervalMs: config.health.interval, deadlineMs: config.health.deadline },
       parallel: config.parallel,
     },

@@ -3,7 +3,7 @@ import { isIP } from "node:net";
 import path from "node:path";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 import { type ConfigIssue, NodropError } from "./errors.js";
-import { type Infer, duration, int, list, mapping, object, optional, section, str } from "./schema.js";
+import { type Infer, duration, int, list, mapping, object, oneOf, optional, section, str } from "./schema.js";
 import { SAFE_NAME, checkTemplate } from "./template.js";
 
 const safeName = (doc: string) =>
@@ -37,6 +37,7 @@ export const healthSchema = object(
     interval: optional(duration({ min: 10, doc: "Between probes." }), 250),
     successes: optional(int({ min: 1, max: 100, doc: "Consecutive good probes needed." }), 2),
     deadline: optional(duration({ min: 100, doc: "An instance that is not healthy by then fails the deploy." }), 30_000),
+    via: optional(oneOf(["direct", "host"] as const, { doc: "direct: nodrop probes address:port itself. host: the probe runs on the instance's host over its executor (curl), for instances only their host can reach." }), "direct"),
   },
   { doc: "Health check, probed directly against each instance for the expected version." },
 );
@@ -46,6 +47,8 @@ export const configSchema = object({
   instances: list(instanceSchema, { min: 1, doc: "The fleet." }),
   commands: commandsSchema,
   health: section(healthSchema),
+  hosts: optional(mapping({ hint: "a mapping of host names to SSH settings", doc: "Remote hosts by name; instances and the proxy name one (or \"local\")." })),
+  ssh: optional(mapping({ hint: "SSH settings shared by every host", doc: "Defaults merged into every entry of hosts (user, privateKeyFile, knownHostsFile, ...)." })),
   proxy: mapping({ hint: "a mapping with a type (nginx)", doc: "The proxy adapter and its settings; see the adapter's reference." }),
   strategy: optional(mapping({ hint: "a mapping with a name (rolling)", doc: "The strategy and its options." }), { name: "rolling" }),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once." }), 8),
@@ -131,6 +134,28 @@ function crossFieldIssues(raw: unknown, issues: ConfigIssue[]): void {
     for (const key of ["stop", "update", "start"] as const) {
       const template = raw.commands[key];
       if (typeof template === "string") for (const problem of checkTemplate(template)) issues.push({ path: `commands.${key}`, message: problem });
+    }
+  }
+  // Every host an instance or the proxy names must be defined (or be this machine).
+  const hostNames = new Set(["local", ...(isRecord(raw.hosts) ? Object.keys(raw.hosts) : [])]);
+  const known = () => [...hostNames].map((h) => JSON.stringify(h)).join(", ");
+  if (Array.isArray(raw.instances)) {
+    raw.instances.forEach((instance: unknown, index) => {
+      if (isRecord(instance) && typeof instance.host === "string" && !hostNames.has(instance.host)) {
+        issues.push({ path: `instances[${index}].host`, message: `unknown host "${instance.host}" (defined: ${known()})` });
+      }
+    });
+  }
+  if (isRecord(raw.proxy) && typeof raw.proxy.host === "string" && !hostNames.has(raw.proxy.host)) {
+    issues.push({ path: "proxy.host", message: `unknown host "${raw.proxy.host}" (defined: ${known()})` });
+  }
+  if (isRecord(raw.hosts)) {
+    for (const [name, entry] of Object.entries(raw.hosts)) {
+      if (name === "local") issues.push({ path: "hosts.local", message: '"local" is this machine and cannot be redefined' });
+      else if (!SAFE_NAME.test(name)) issues.push({ path: `hosts.${name}`, message: "host names are letters, digits, '.', '_' or '-'" });
+      if (isRecord(entry) && typeof entry.jump === "string" && !hostNames.has(entry.jump)) {
+        issues.push({ path: `hosts.${name}.jump`, message: `unknown host "${entry.jump}" (defined: ${known()})` });
+      }
     }
   }
   if (isRecord(raw.strategy) && typeof raw.strategy.name !== "string") issues.push({ path: "strategy.name", message: "required: a strategy name such as rolling" });

@@ -17,6 +17,11 @@ export type NodropErrorCode =
   | "E_PROXY_TEST"
   | "E_PROXY_RELOAD"
   | "E_PROXY_DRAIN"
+  | "E_SSH_CONNECT"
+  | "E_SSH_HOSTKEY"
+  | "E_SSH_AUTH"
+  /** The connection dropped while a command ran: whether it took effect is unknown. */
+  | "E_SSH_DROPPED"
   | "E_ABORTED";
 
 const BRAND = Symbol.for("@nodrop/core/NodropError");

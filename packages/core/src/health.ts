@@ -1,6 +1,8 @@
 import http from "node:http";
+import type { Executor } from "./executor.js";
 import { sleep } from "./duration.js";
 import { NodropError, abortError } from "./errors.js";
+import { shellQuote } from "./template.js";
 import type { HealthCheck, HealthProbe, InstanceSpec } from "./types.js";
 
 export interface HttpHealthCheckOptions {
@@ -97,4 +99,36 @@ export async function waitHealthy(
       throw abortError(options.signal);
     });
   }
+}
+
+export interface HostHealthCheckOptions extends HttpHealthCheckOptions {
+  /** The executor of each instance's host. */
+  executorFor: (host: string) => Executor;
+}
+
+/**
+ * Probes from the instance's own host, over its executor (curl), for instances that only their
+ * host can reach (bound to 127.0.0.1 there, or behind a firewall).
+ */
+export function hostHealthCheck(options: HostHealthCheckOptions): HealthCheck {
+  const header = options.versionHeader.toLowerCase();
+  return {
+    async probe(instance, signal) {
+      const url = `http://${instance.address.includes(":") ? `[${instance.address}]` : instance.address}:${instance.port}${options.path}`;
+      const seconds = (options.timeoutMs / 1000).toFixed(3);
+      try {
+        const result = await options
+          .executorFor(instance.host)
+          .exec(`curl -sS -o /dev/null -D - --max-time ${seconds} ${shellQuote(url)}`, { signal, timeoutMs: options.timeoutMs + 5000 });
+        if (result.code !== 0) return { ok: false, version: undefined, detail: result.stderr.trim().split("\n").pop() || `curl exit ${result.code}` };
+        const lines = result.stdout.split(/\r?\n/);
+        const status = Number(/^HTTP\/[\d.]+ (\d{3})/.exec(lines[0] ?? "")?.[1] ?? 0);
+        const versionLine = lines.find((l) => l.toLowerCase().startsWith(`${header}:`));
+        const version = versionLine?.slice(versionLine.indexOf(":") + 1).trim() || undefined;
+        return { ok: status >= 200 && status < 300, version, detail: `status ${status} (from ${instance.host})${version ? `, ${options.versionHeader}: ${version}` : ""}` };
+      } catch (error) {
+        return { ok: false, version: undefined, detail: (error as Error).message };
+      }
+    },
+  };
 }

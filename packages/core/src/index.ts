@@ -9,8 +9,8 @@ export { renderTemplate, checkTemplate, shellQuote, PLACEHOLDERS, SAFE_NAME } fr
 export type { Placeholder, TemplateValues } from "./template.js";
 export { localExecutor, execOrThrow } from "./executor.js";
 export type { Executor, ExecOptions, ExecResult, LocalExecutorOptions } from "./executor.js";
-export { httpHealthCheck, waitHealthy } from "./health.js";
-export type { HttpHealthCheckOptions, WaitHealthyOptions } from "./health.js";
+export { httpHealthCheck, hostHealthCheck, waitHealthy } from "./health.js";
+export type { HttpHealthCheckOptions, HostHealthCheckOptions, WaitHealthyOptions } from "./health.js";
 export { commandInstance } from "./instance.js";
 export type { CommandInstanceOptions } from "./instance.js";
 export { singlePool, servingInstances, validateRouting } from "./routing.js";

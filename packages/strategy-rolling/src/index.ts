@@ -1,3 +1,3 @@
-export { rollingStrategy, batchCount, toBatches } from "./rolling.js";
+export { rollingStrategy, batchCount, toBatches, spreadByHost } from "./rolling.js";
 export { rollingOptionsSchema } from "./options.js";
 export type { RollingOptions } from "./options.js";

@@ -183,3 +183,17 @@ describe("rollingOptionsSchema", () => {
     expect(error.issues.map((i) => i.path)).toEqual(["strategy.batchsize", "strategy.minInPool", "strategy.soak"]);
   });
 });
+
+describe("spreadByHost", () => {
+  it("interleaves hosts so each batch spreads over them, keeping each host's order", async () => {
+    const { spreadByHost } = await import("./rolling.js");
+    const order = spreadByHost([
+      { id: "a1", host: "a" },
+      { id: "a2", host: "a" },
+      { id: "b1", host: "b" },
+      { id: "c1", host: "c" },
+      { id: "b2", host: "b" },
+    ]).map((i) => i.id);
+    expect(order).toEqual(["a1", "b1", "c1", "a2", "b2"]);
+  });
+});

@@ -7,6 +7,20 @@ export function batchCount(batchSize: number | string, fleetSize: number): numbe
   return Math.max(1, Math.floor((fleetSize * Number(batchSize.slice(0, -1))) / 100));
 }
 
+/** Orders instances host by host in turn (a1, b1, c1, a2, b2, ...), keeping each host's order. */
+export function spreadByHost<T extends { host: string }>(instances: readonly T[]): T[] {
+  const byHost = new Map<string, T[]>();
+  for (const instance of instances) {
+    const list = byHost.get(instance.host) ?? [];
+    list.push(instance);
+    byHost.set(instance.host, list);
+  }
+  const out: T[] = [];
+  const lists = [...byHost.values()];
+  for (let round = 0; out.length < instances.length; round++) for (const list of lists) if (round < list.length) out.push(list[round]!);
+  return out;
+}
+
 /** Splits items into consecutive batches of `size`. */
 export function toBatches<T>(items: readonly T[], size: number): T[][] {
   const batches: T[][] = [];
@@ -25,7 +39,8 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
     optionsSchema: rollingOptionsSchema,
     plan({ instances, version, options }: PlanInput<RollingOptions>): DeployPlan {
       const all = instances.map((i) => i.id);
-      const todo = instances.filter((i) => i.version !== version).map((i) => i.id);
+      // Interleaved by host, so that a batch spreads over hosts and each host keeps serving.
+      const todo = spreadByHost(instances.filter((i) => i.version !== version)).map((i) => i.id);
       const notes: string[] = [];
       const skipped = all.length - todo.length;
       if (skipped > 0) notes.push(`${skipped} instance${skipped === 1 ? "" : "s"} already on ${version}: left as they are`);

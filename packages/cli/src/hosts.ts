@@ -1,0 +1,101 @@
+import { existsSync, readFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { type ConfigIssue, type Executor, type NodropConfig, NodropError } from "@nodrop/core";
+import { type SshHostOptions, type SshTarget, sshExecutor, sshHostSchema } from "@nodrop/ssh";
+
+export interface HostSetupOptions {
+  /** Where secrets named by `privateKeyEnv` / `passphraseEnv` are read from. */
+  env?: NodeJS.ProcessEnv;
+  log?: (message: string) => void;
+}
+
+const expand = (file: string, baseDir: string) => (file.startsWith("~/") ? path.join(os.homedir(), file.slice(2)) : path.resolve(baseDir, file));
+
+/**
+ * Validates every entry of `hosts` (with the `ssh` defaults merged in) and builds one SSH executor
+ * per host. Key material is read here and only handed to the executor; messages name the field,
+ * the file or the variable, never its content.
+ */
+export function sshExecutors(config: NodropConfig, options: HostSetupOptions = {}): Map<string, Executor> {
+  const env = options.env ?? process.env;
+  const issues: ConfigIssue[] = [];
+  const parsed = new Map<string, SshHostOptions>();
+  for (const [name, entry] of Object.entries(config.hosts ?? {})) {
+    const merged = { ...(config.ssh ?? {}), ...(entry as Record<string, unknown>) };
+    const host = sshHostSchema.parse(merged, `hosts.${name}`, issues);
+    if (host) parsed.set(name, host);
+  }
+  const targets = new Map<string, SshTarget>();
+  const resolving = new Set<string>();
+  const target = (name: string): SshTarget | undefined => {
+    const done = targets.get(name);
+    if (done) return done;
+    const host = parsed.get(name);
+    if (!host) return undefined;
+    const at = `hosts.${name}`;
+    if (resolving.has(name)) {
+      issues.push({ path: `${at}.jump`, message: `jump hosts form a loop through "${name}"` });
+      return undefined;
+    }
+    resolving.add(name);
+    let privateKey: string | undefined;
+    if (host.privateKeyFile) {
+      const file = expand(host.privateKeyFile, config.baseDir);
+      try {
+        privateKey = readFileSync(file, "utf8");
+      } catch (error) {
+        issues.push({ path: `${at}.privateKeyFile`, message: `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? "error"}` });
+      }
+    }
+    if (host.privateKeyEnv) {
+      privateKey = env[host.privateKeyEnv];
+      if (!privateKey) issues.push({ path: `${at}.privateKeyEnv`, message: `environment variable ${host.privateKeyEnv} is not set` });
+    }
+    let passphrase: string | undefined;
+    if (host.passphraseEnv) {
+      passphrase = env[host.passphraseEnv];
+      if (passphrase === undefined) issues.push({ path: `${at}.passphraseEnv`, message: `environment variable ${host.passphraseEnv} is not set` });
+    }
+    const agent = host.agent ? env.SSH_AUTH_SOCK : undefined;
+    if (host.agent && !agent) issues.push({ path: `${at}.agent`, message: "SSH_AUTH_SOCK is not set: no ssh-agent to use" });
+    if (!privateKey && !host.agent) issues.push({ path: at, message: "no credentials: set privateKeyFile, privateKeyEnv or agent: true" });
+
+    let knownHosts = host.knownHosts ?? "";
+    let recordTo: string | undefined;
+    const defaultFile = !host.knownHosts && !host.knownHostsFile && !host.fingerprint ? "~/.ssh/known_hosts" : undefined;
+    const knownFile = host.knownHostsFile ?? defaultFile;
+    if (knownFile) {
+      const file = expand(knownFile, config.baseDir);
+      recordTo = file;
+      if (existsSync(file)) knownHosts += `\n${readFileSync(file, "utf8")}`;
+      else if (host.knownHostsFile && host.hostKeyPolicy !== "accept-new") {
+        issues.push({ path: `${at}.knownHostsFile`, message: `${file} does not exist` });
+      }
+    }
+    const jump = host.jump ? target(host.jump) : undefined;
+    const result: SshTarget = {
+      name,
+      address: host.address,
+      port: host.port,
+      user: host.user,
+      privateKey,
+      passphrase,
+      agent,
+      hostKeys: { knownHosts, fingerprints: host.fingerprint ? [host.fingerprint] : [], policy: host.hostKeyPolicy, recordTo },
+      jump,
+      connectTimeoutMs: host.connectTimeout,
+      keepaliveIntervalMs: host.keepaliveInterval,
+    };
+    resolving.delete(name);
+    targets.set(name, result);
+    return result;
+  };
+  for (const name of parsed.keys()) target(name);
+  if (issues.length > 0) {
+    throw new NodropError("E_CONFIG", `invalid config in ${config.source}:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
+  }
+  const executors = new Map<string, Executor>();
+  for (const [name, t] of targets) executors.set(name, sshExecutor({ ...t, maxSessions: parsed.get(name)!.maxSessions, log: options.log }));
+  return executors;
+}

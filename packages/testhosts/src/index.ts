@@ -1,0 +1,2 @@
+export { startTestHosts } from "./hosts.js";
+export type { TestHost, TestHosts, TestHostsOptions } from "./hosts.js";
