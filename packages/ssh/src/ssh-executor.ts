@@ -51,8 +51,11 @@ export interface SshExecutorOptions extends SshTarget {
 export interface SshExecutor extends Executor {
   /** Connections opened so far (a deploy should open one per host). */
   readonly connectionsOpened: () => number;
+  /** Closes the connection; the next command opens a new one. */
+  dispose(): Promise<void>;
 }
 
+const PGID_MARK = "@nodrop-pgid=";
 const RETRYABLE = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|Timed out while waiting for handshake/;
 
 /**
@@ -103,12 +106,15 @@ export function sshExecutor(options: SshExecutorOptions): SshExecutor {
     const release = await sessions.acquire(signal);
     try {
       const conn = await connection();
-      // The host ends the command itself at the deadline, even if this connection is gone by then.
-      const remote =
-        timeoutMs === undefined
-          ? `bash -c ${shellQuote(command)}`
-          : `timeout --kill-after=5 ${(timeoutMs / 1000).toFixed(3)}s bash -c ${shellQuote(command)}`;
-      return await runChannel(conn, remote, { command, signal, timeoutMs, input });
+      // Connecting can take a while (a passphrase-protected key is slow to decrypt); an abort meanwhile still counts.
+      if (signal?.aborted) throw abortError(signal);
+      // The host ends the command itself at the deadline, even if this connection is gone by then:
+      // `timeout` runs it in a process group of its own and kills the whole group. The wrapper first
+      // reports that group's id, so an abort can end it too (an SSH signal request cannot reach a
+      // channel whose input is already closed).
+      const limit = timeoutMs === undefined ? "24h" : `${(timeoutMs / 1000).toFixed(3)}s`;
+      const wrapped = `echo "${PGID_MARK}$$" >&2; exec timeout --kill-after=5 ${limit} bash -c ${shellQuote(command)}`;
+      return await runChannel(conn, `bash -c ${shellQuote(wrapped)}`, { command, signal, timeoutMs, input });
     } finally {
       release();
     }
@@ -137,8 +143,16 @@ export function sshExecutor(options: SshExecutorOptions): SshExecutor {
         finish(new NodropError("E_SSH_DROPPED", `${error.message} while running \`${o.command}\`: whether it took effect is unknown`));
       dropListeners.add(onDrop);
       let channel: ssh2.ClientChannel | undefined;
+      let pgid: number | undefined;
+      const killRemote = () => {
+        if (pgid === undefined) return;
+        // A separate session on the same connection ends the command's process group.
+        conn.exec(`kill -TERM -- -${pgid} 2>/dev/null; sleep 2; kill -KILL -- -${pgid} 2>/dev/null; true`, (error, stream) => {
+          if (!error) stream.resume().on("close", () => undefined).end();
+        });
+      };
       const onAbort = () => {
-        channel?.signal("TERM");
+        killRemote();
         channel?.close();
         finish(abortError(o.signal));
       };
@@ -153,7 +167,7 @@ export function sshExecutor(options: SshExecutorOptions): SshExecutor {
         if (o.timeoutMs !== undefined) {
           // Backstop if the host's own `timeout` cannot act (a wedged host): stop waiting.
           timer = setTimeout(() => {
-            stream.signal("KILL");
+            killRemote();
             stream.close();
             finish(new NodropError("E_TIMEOUT", `command timed out after ${o.timeoutMs}ms on ${options.name} (no answer from the host): ${o.command}`));
           }, o.timeoutMs + 10_000);
@@ -166,6 +180,14 @@ export function sshExecutor(options: SshExecutorOptions): SshExecutor {
         });
         stream.stderr.on("data", (chunk: Buffer) => {
           if (stderr.length < 1 << 20) stderr += chunk.toString("utf8");
+          if (pgid === undefined) {
+            const match = new RegExp(`^${PGID_MARK}(\\d+)\\n`).exec(stderr);
+            if (match) {
+              pgid = Number(match[1]);
+              stderr = stderr.slice(match[0].length);
+              if (settled) killRemote();
+            }
+          }
         });
         stream.on("close", () => finish(undefined));
         stream.end(o.input ?? "");

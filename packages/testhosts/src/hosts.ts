@@ -36,7 +36,8 @@ export interface TestHosts {
   host(name: string): TestHost;
   /** Runs a command on a host directly (not over SSH), for checks. */
   sh(name: string, command: string): Promise<string>;
-  stopSshd(name: string): Promise<void>;
+  /** Kills the host's sshd; with `sessions`, also every open SSH session (the host drops off the network for SSH). */
+  stopSshd(name: string, options?: { sessions?: boolean }): Promise<void>;
   startSshd(name: string): Promise<void>;
   stop(): Promise<void>;
 }
@@ -169,8 +170,19 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
     const [cmd, args] = inHost(h, [sshd, "-f", path.join(h.dir, "sshd_config"), "-E", path.join(h.dir, "sshd.log")]);
     await run(cmd, args);
   };
-  const stopSshd = async (name: string) => {
+  const stopSshd = async (name: string, options: { sessions?: boolean } = {}) => {
     const h = host(name);
+    if (options.sessions) {
+      // Session processes are sshd children serving established connections to this host's port.
+      const out = await result.sh(name, `ss -Htnp state established '( sport = :${h.sshPort} )' src ${h.address} || true`);
+      for (const match of out.matchAll(/pid=(\d+)/g)) {
+        try {
+          process.kill(Number(match[1]), "SIGKILL");
+        } catch {
+          // gone already
+        }
+      }
+    }
     const pid = Number((await readFile(path.join(h.dir, "sshd.pid"), "utf8").catch(() => "0")).trim());
     if (pid > 0) {
       try {
