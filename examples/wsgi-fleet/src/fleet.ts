@@ -125,19 +125,18 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     pidFile,
     nginx: (...args) => run("nginx", ["-p", dir, "-c", nginxConf, ...args]),
     async versions() {
-      const out: Record<string, string> = {};
-      await Promise.all(
+      const seen = await Promise.all(
         instances.map(async (i) => {
-          const key = remote ? i.id : String(i.port);
           try {
             const response = await fetch(`http://${i.address}:${i.port}/health`, { signal: AbortSignal.timeout(2000) });
-            out[key] = response.headers.get("x-app-version") ?? "unknown";
+            return response.headers.get("x-app-version") ?? "unknown";
           } catch {
-            out[key] = "down";
+            return "down";
           }
         }),
       );
-      return out;
+      // Keys in instance order, so two snapshots compare equal when nothing changed.
+      return Object.fromEntries(instances.map((i, index) => [remote ? i.id : String(i.port), seen[index]!]));
     },
     async stop() {
       try {

@@ -64,6 +64,10 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   if (!check.ok) {
     throw new NodropError("E_PROXY_SETUP", `proxy ${options.proxy.name} is not set up for nodrop:\n  ${check.details.join("\n  ")}`);
   }
+  // Every host must be reachable (SSH host key, credentials) before the first proxy change.
+  await forEachLimit(options.instances, options.parallel ?? 8, async (instance) => {
+    await instance.reach?.({ signal: options.signal });
+  });
   const observed = await observeInstances(options.instances, options.health, options);
   const unhealthy = observed.filter((i) => !i.healthy);
   if (unhealthy.length > 0) {

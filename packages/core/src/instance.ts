@@ -29,5 +29,11 @@ export function commandInstance(options: CommandInstanceOptions): InstanceContro
     stop: ({ version, signal }) => run("stop", version === undefined ? {} : { version }, signal),
     update: ({ version, previous, signal }) => run("update", previous === undefined ? { version } : { version, previous }, signal),
     start: ({ version, signal }) => run("start", { version }, signal),
+    async reach({ signal }) {
+      const result = await executor.exec("true", { signal, timeoutMs: 30_000 }).catch((error: unknown) => {
+        throw NodropError.is(error) ? new NodropError(error.code, error.message, { instance: spec.id, cause: error }) : error;
+      });
+      if (result.code !== 0) throw new NodropError("E_EXEC", `${executor.host} cannot run commands for ${spec.id} (exit ${result.code})`, { instance: spec.id });
+    },
   };
 }

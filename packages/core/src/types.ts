@@ -83,6 +83,8 @@ export interface InstanceControl {
   stop(context: InstanceContext & { version: string | undefined }): Promise<void>;
   update(context: InstanceContext & { version: string; previous: string | undefined }): Promise<void>;
   start(context: InstanceContext & { version: string }): Promise<void>;
+  /** Confirms, before anything changes, that the instance's host can be reached to run its commands. */
+  reach?(context: InstanceContext): Promise<void>;
 }
 
 /** Answers whether an instance is healthy and which version it runs, probed directly. */

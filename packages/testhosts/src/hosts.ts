@@ -172,6 +172,15 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
   };
   const stopSshd = async (name: string, options: { sessions?: boolean } = {}) => {
     const h = host(name);
+    // The listener first, so nothing reconnects in between.
+    const pid = Number((await readFile(path.join(h.dir, "sshd.pid"), "utf8").catch(() => "0")).trim());
+    if (pid > 0) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
     if (options.sessions) {
       // Session processes are sshd children serving established connections to this host's port.
       const out = await result.sh(name, `ss -Htnp state established '( sport = :${h.sshPort} )' src ${h.address} || true`);
@@ -181,14 +190,6 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
         } catch {
           // gone already
         }
-      }
-    }
-    const pid = Number((await readFile(path.join(h.dir, "sshd.pid"), "utf8").catch(() => "0")).trim());
-    if (pid > 0) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // already gone
       }
     }
   };
