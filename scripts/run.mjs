@@ -40,8 +40,11 @@ const system = [
   ["gunicorn", "gunicorn"],
   ["ps", "procps"],
   ["curl", "curl"],
+  ["sshd", "openssh-server", "/usr/sbin/sshd"],
+  ["ssh-keygen", "openssh-client"],
+  ["ip", "iproute2"],
 ];
-const missing = system.filter(([program]) => !has(program)).map(([, pkg]) => pkg);
+const missing = system.filter(([program, , file]) => !has(program) && !(file && existsSync(file))).map(([, pkg]) => pkg);
 if (missing.length > 0) {
   const command = `apt-get update && apt-get install -y ${missing.join(" ")}`;
   if (process.getuid?.() === 0 && has("apt-get")) {
@@ -64,7 +67,10 @@ switch (task) {
   case "demo":
     process.exit(run("node", ["examples/wsgi-fleet/dist/demo.js", ...extra]));
     break;
+  case "bench":
+    process.exit(run("node", ["examples/wsgi-fleet/dist/bench.js", ...extra]));
+    break;
   default:
-    console.error("usage: node scripts/run.mjs test|demo [args]");
+    console.error("usage: node scripts/run.mjs test|demo|bench [args]");
     process.exit(2);
 }

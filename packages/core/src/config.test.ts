@@ -77,6 +77,7 @@ describe("validateConfig: a valid config", () => {
     raw.commands = { ...section(raw, "commands"), timeout: "2m", cwd: "deploy" };
     raw.health = { path: "/ready?full=1", successes: 3, interval: "500ms" };
     raw.strategy = { name: "rolling", batchSize: "50%" };
+    raw.hosts = { web1: { address: "10.0.0.5", user: "deploy" } };
     const config = validateConfig(raw, { baseDir: "/srv/app", source: "x.yml" });
     expect(config.instances.map((i) => i.id)).toEqual(["a", "b"]);
     expect(config.instances[1]?.address).toBe("::1");
@@ -88,6 +89,16 @@ describe("validateConfig: a valid config", () => {
     expect(config.health.timeout).toBe(2000);
     expect(config.strategy).toEqual({ name: "rolling", batchSize: "50%" });
     expect(config.source).toBe("x.yml");
+  });
+
+  it("refuses instances, the proxy and jump hosts that name an undefined host, and redefining local", () => {
+    const error = invalid((c) => {
+      instances(c)[0]!.host = "web9";
+      section(c, "proxy").host = "lb";
+      c.hosts = { local: { address: "1.2.3.4" }, web1: { address: "10.0.0.1", jump: "bastion" } };
+    });
+    expect(error.issues.map((i) => i.path)).toEqual(["instances[0].host", "hosts.local", "hosts.web1.jump", "proxy.host"]);
+    expect(error.message).toContain('instances[0].host: unknown host "web9" (defined: "local", "web1")');
   });
 
   it("accepts literal braces written as {{ and }}", () => {

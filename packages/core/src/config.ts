@@ -141,7 +141,7 @@ function crossFieldIssues(raw: unknown, issues: ConfigIssue[]): void {
   const known = () => [...hostNames].map((h) => JSON.stringify(h)).join(", ");
   if (Array.isArray(raw.instances)) {
     raw.instances.forEach((instance: unknown, index) => {
-      if (isRecord(instance) && typeof instance.host === "string" && !hostNames.has(instance.host)) {
+      if (isRecord(instance) && typeof instance.host === "string" && SAFE_NAME.test(instance.host) && !hostNames.has(instance.host)) {
         issues.push({ path: `instances[${index}].host`, message: `unknown host "${instance.host}" (defined: ${known()})` });
       }
     });
