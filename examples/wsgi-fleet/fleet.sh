@@ -10,6 +10,9 @@ pidfile="$dir/gunicorn.pid"
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
+# Fault injection for tests: a file named fail-<command> in the instance's directory makes that command fail.
+if [ -e "$dir/fail-$cmd" ]; then echo "instance $port: $cmd failed (injected by $dir/fail-$cmd)" >&2; exit 1; fi
+
 case "$cmd" in
   update)
     version=$4

@@ -232,6 +232,7 @@ http {
         keepalive_requests 100000;
         location / {
             proxy_pass http://$nodrop_web_pool;   # nodrop line 2: the pool nodrop steers
+            add_header Set-Cookie $nodrop_web_cookie always;  # nodrop line 3: pins a client to the version that served it
             proxy_next_upstream error timeout;     # the default: never add non_idempotent
             proxy_next_upstream_tries 3;
             proxy_connect_timeout 2s;

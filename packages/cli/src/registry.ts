@@ -1,5 +1,6 @@
 import { type Executor, type Proxy, type Schema, type Strategy } from "@nodrop/core";
 import { type NginxOptions, nginxOptionsSchema, nginxProxy } from "@nodrop/nginx";
+import { halfSplitStrategy } from "@nodrop/strategy-half-split";
 import { rollingStrategy } from "@nodrop/strategy-rolling";
 
 /**
@@ -17,6 +18,7 @@ export interface ProxyEntry<Options = any> {
 
 export const strategies: Readonly<Record<string, StrategyEntry>> = {
   rolling: { create: rollingStrategy },
+  "half-split": { create: halfSplitStrategy },
 };
 
 export const proxies: Readonly<Record<string, ProxyEntry>> = {

@@ -82,7 +82,7 @@ class FakeFleet {
 
 class FakeProxy implements Proxy {
   readonly name = "fake";
-  readonly capabilities = { versionPinning: true, drainsOldRouting: true };
+  readonly capabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true };
   readonly applied: Routing[] = [];
   checks = 0;
   /** Returns an error to throw instead of applying the nth (0-based) routing. */
@@ -369,7 +369,7 @@ describe("deploy: preflight", () => {
     expect(report.error?.code).toBe("E_PREFLIGHT");
     expect(report.error?.instance).toBe("b");
     expect(report.error?.step).toBe("preflight");
-    expect(report.error?.message).toContain("b (127.0.0.1:8012) not healthy");
+    expect(report.error?.message).toContain("b (127.0.0.1:8012) in the pool but not healthy");
     expect(report.error?.message).not.toContain("a (");
     expect(proxy.applied).toHaveLength(0);
     expect(fleet.calls).toEqual([]);

@@ -48,12 +48,18 @@ interface Tracked {
 export async function observeInstances(
   instances: readonly InstanceControl[],
   health: HealthCheck,
-  options: { parallel?: number; signal?: AbortSignal } = {},
+  options: { parallel?: number; signal?: AbortSignal | undefined; serving?: ReadonlySet<string> | undefined } = {},
 ): Promise<ObservedInstance[]> {
   const observed = new Map<string, ObservedInstance>();
   await forEachLimit(instances, options.parallel ?? 8, async (instance) => {
     const probe = await health.probe(instance.spec, options.signal);
-    observed.set(instance.spec.id, { ...instance.spec, version: probe.ok ? probe.version : undefined, healthy: probe.ok && probe.version !== undefined });
+    observed.set(instance.spec.id, {
+      ...instance.spec,
+      version: probe.ok ? probe.version : undefined,
+      healthy: probe.ok && probe.version !== undefined,
+      // Without a routing written by this proxy, everything counts as serving.
+      inPool: options.serving ? options.serving.has(instance.spec.id) : true,
+    });
   });
   return instances.map((i) => observed.get(i.spec.id)!);
 }
@@ -68,14 +74,20 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   await forEachLimit(options.instances, options.parallel ?? 8, async (instance) => {
     await instance.reach?.({ signal: options.signal });
   });
-  const observed = await observeInstances(options.instances, options.health, options);
-  const unhealthy = observed.filter((i) => !i.healthy);
+  const routing = await options.proxy.current({ signal: options.signal });
+  const observed = await observeInstances(options.instances, options.health, { ...options, serving: routing ? servingInstances(routing) : undefined });
+  // An unhealthy instance out of the pool (a failed earlier deploy) is fine: the deploy repairs it.
+  // One in the pool is a problem nodrop did not cause and must not hide.
+  const unhealthy = observed.filter((i) => !i.healthy && i.inPool);
   if (unhealthy.length > 0) {
     throw new NodropError(
       "E_PREFLIGHT",
-      `refusing to deploy: ${unhealthy.map((i) => `${i.id} (${i.address}:${i.port})`).join(", ")} not healthy before the deploy; fix or remove ${unhealthy.length === 1 ? "it" : "them"} from the config first`,
+      `refusing to deploy: ${unhealthy.map((i) => `${i.id} (${i.address}:${i.port})`).join(", ")} in the pool but not healthy before the deploy; fix or remove ${unhealthy.length === 1 ? "it" : "them"} first`,
       { instance: unhealthy[0]!.id },
     );
+  }
+  if (!observed.some((i) => i.healthy && i.inPool)) {
+    throw new NodropError("E_PREFLIGHT", "refusing to deploy: no instance is healthy and in the pool, so there is nothing to keep serving while others change");
   }
   const plan = options.strategy.plan({ instances: observed, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
   const known = new Set(observed.map((i) => i.id));
@@ -150,8 +162,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   }
   emit({ type: "preflight", instances: observed });
   emit({ type: "plan", plan });
-  const initial = await options.proxy.current({ signal }).catch(() => undefined);
-  serving = initial ? servingInstances(initial) : new Set(observed.map((i) => i.id));
+  serving = new Set(observed.filter((i) => i.inPool).map((i) => i.id));
   for (const o of observed) {
     const control = options.instances.find((i) => i.spec.id === o.id)!;
     tracked.set(o.id, { control, from: o.version, version: o.version, touched: false, outcome: o.version === options.version ? "unchanged" : "not-reached", steps: [] });
@@ -178,18 +189,38 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
     }
   };
 
+  let routingInForce: Routing | undefined;
+  /**
+   * Whether a request can still reach the instance. A pin for the version being deployed counts
+   * only for instances already running it: a client can hold that pin only after one served it.
+   */
+  const reachable = (id: string): boolean => {
+    if (!routingInForce) return serving.has(id);
+    const r = routingInForce;
+    const pools = [r.defaultPool, ...(r.switchDefault ? [r.switchDefault.to] : [])];
+    for (const [version, pool] of Object.entries(r.pins)) if (version !== options.version) pools.push(pool);
+    if (pools.some((pool) => r.pools[pool]?.includes(id))) return true;
+    const pinned = r.pins[options.version];
+    return pinned !== undefined && (r.pools[pinned]?.includes(id) ?? false) && tracked.get(id)?.version === options.version;
+  };
+
   const applyRouting = async (routing: Routing, why: string, phase: string, routeSignal: AbortSignal | undefined) => {
     await timed(phase, "route", undefined, async () => {
+      const instances = options.instances.map((i) => ({ ...i.spec, version: tracked.get(i.spec.id)?.version }));
       const result = await options.proxy
-        .apply(routing, options.instances.map((i) => i.spec), { signal: routeSignal })
+        .apply(routing, instances, { signal: routeSignal })
         .catch((error: unknown) => {
           // A proxy failure must stop the deploy as one, whatever the adapter threw.
           const e = toNodropError(error, "E_PROXY_RELOAD", `proxy ${options.proxy.name}`);
           // A drain that ran out of time still put the new routing in force.
-          if (e.code === "E_PROXY_DRAIN") serving = servingInstances(routing);
+          if (e.code === "E_PROXY_DRAIN") {
+            serving = servingInstances(routing);
+            routingInForce = routing;
+          }
           throw e;
         });
       serving = servingInstances(routing);
+      routingInForce = routing;
       routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs });
       emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...serving] });
     });
@@ -206,7 +237,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
         return forEachLimit(step.instances, parallel, (id) => {
           const t = tracked.get(id)!;
           return timed(phase.name, step.kind, id, async () => {
-            if (serving.has(id) && step.kind !== "check") {
+            if ((step.kind === "stop" || step.kind === "update") && reachable(id)) {
               // The engine's own guard: a strategy must never stop an instance that can still get requests.
               throw new NodropError("E_PLAN", `plan would ${step.kind} ${id} while it is in the pool`, { instance: id });
             }
@@ -261,8 +292,8 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
           t.outcome = "failed";
           return;
         }
-        if (serving.has(id)) {
-          // Already back in the pool on the new version: it was healthy; reverting it means draining it first.
+        if (t.outcome === "updated" && reachable(id)) {
+          // Checked healthy on the new version and already serving it: reverting it would mean draining it first.
           return;
         }
         try {
@@ -286,8 +317,13 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
     }
 
     if (phase.onFailure === "revert") {
+      // Instances nodrop checked healthy: updated or reverted ones, and untouched ones that were healthy to begin with.
       const healthyWithVersions = observed
-        .filter((o) => tracked.get(o.id)!.outcome !== "failed")
+        .filter((o) => {
+          const outcome = tracked.get(o.id)!.outcome;
+          const t = tracked.get(o.id)!;
+          return outcome === "updated" || outcome === "reverted" || (!t.touched && (outcome === "not-reached" || outcome === "unchanged") && o.healthy);
+        })
         .map((o) => ({ ...o, version: tracked.get(o.id)!.version }));
       if (healthyWithVersions.length > 0) {
         const routing = options.strategy.recoveryRouting?.(healthyWithVersions) ?? singlePool(healthyWithVersions.map((o) => o.id));

@@ -8,7 +8,7 @@ export function singlePool(ids: readonly string[], name = "all", pins: Record<st
 
 /** The instances any request can reach under this routing. */
 export function servingInstances(routing: Routing): Set<string> {
-  const pools = new Set([routing.defaultPool, ...Object.values(routing.pins)]);
+  const pools = new Set([routing.defaultPool, ...Object.values(routing.pins), ...(routing.switchDefault ? [routing.switchDefault.to] : [])]);
   const ids = new Set<string>();
   for (const pool of pools) for (const id of Object.hasOwn(routing.pools, pool) ? (routing.pools[pool] ?? []) : []) ids.add(id);
   return ids;
@@ -32,6 +32,9 @@ export function validateRouting(routing: Routing, knownIds: ReadonlySet<string>)
     for (const id of ids) if (!knownIds.has(id)) problems.push(`pool "${name}" names unknown instance "${id}"`);
   }
   if (!Object.hasOwn(routing.pools, routing.defaultPool)) problems.push(`default pool "${routing.defaultPool}" is not defined`);
+  if (routing.switchDefault && !Object.hasOwn(routing.pools, routing.switchDefault.to)) {
+    problems.push(`default switch to "${routing.switchDefault.to}" names a pool that is not defined`);
+  }
   for (const [version, pool] of Object.entries(routing.pins)) {
     if (!PIN_VERSION.test(version)) problems.push(`pinned version "${version}" is not a safe version string`);
     if (!Object.hasOwn(routing.pools, pool)) problems.push(`pin ${version} -> "${pool}" names a pool that is not defined`);

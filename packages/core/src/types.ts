@@ -16,6 +16,8 @@ export interface ObservedInstance extends InstanceSpec {
   /** The version it reported, when it answered its health check. */
   readonly version: string | undefined;
   readonly healthy: boolean;
+  /** Whether the proxy routes to it now. An instance out of the pool can be changed right away. */
+  readonly inPool: boolean;
 }
 
 /**
@@ -29,6 +31,17 @@ export interface Routing {
   readonly defaultPool: string;
   /** version -> pool, for clients pinned to that version. */
   readonly pins: Readonly<Record<string, string>>;
+  /**
+   * A switch of the default pool at one instant, in every proxy worker at once, instead of at the
+   * reload (where old and new workers overlap and disagree). The proxy picks the instant, at least
+   * `afterMs` after this routing is confirmed, and apply() returns only once it has passed.
+   */
+  readonly switchDefault?: { readonly to: string; readonly afterMs: number };
+}
+
+/** An instance as the proxy sees it: where it is and, when known, which version it runs. */
+export interface ProxyInstance extends InstanceSpec {
+  readonly version?: string | undefined;
 }
 
 export interface ProxyCapabilities {
@@ -36,6 +49,8 @@ export interface ProxyCapabilities {
   readonly versionPinning: boolean;
   /** apply() returns only after every proxy worker that could route by the old routing has gone. */
   readonly drainsOldRouting: boolean;
+  /** Supports `Routing.switchDefault`. */
+  readonly timedSwitch: boolean;
 }
 
 export interface ProxyApplyResult {
@@ -67,7 +82,7 @@ export interface Proxy {
   readonly capabilities: ProxyCapabilities;
   /** Checks the one-time setup (nginx: the include and proxy_pass) without changing anything. */
   check(context?: ProxyContext): Promise<ProxyCheck>;
-  apply(routing: Routing, instances: readonly InstanceSpec[], context?: ProxyContext): Promise<ProxyApplyResult>;
+  apply(routing: Routing, instances: readonly ProxyInstance[], context?: ProxyContext): Promise<ProxyApplyResult>;
   /** The routing currently in force, if this proxy wrote it. */
   current(context?: ProxyContext): Promise<Routing | undefined>;
   dispose?(): Promise<void>;

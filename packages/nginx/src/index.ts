@@ -2,7 +2,7 @@ export { nginxProxy, initNginxConfig } from "./nginx.js";
 export type { NginxProxyOptions } from "./nginx.js";
 export { nginxOptionsSchema } from "./options.js";
 export type { NginxOptions } from "./options.js";
-export { renderNginxConfig, parseRenderedConfig, nginxName, poolVariable, upstreamName } from "./render.js";
+export { renderNginxConfig, parseRenderedConfig, nginxName, poolVariable, cookieVariable, upstreamName, msecAtLeast } from "./render.js";
 export type { RenderInput } from "./render.js";
 export { parseNginxVersion, nginxFeatures, compareVersions } from "./version.js";
 export type { NginxFeatures } from "./version.js";

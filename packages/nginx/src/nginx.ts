@@ -1,7 +1,7 @@
 import {
   type Executor,
-  type InstanceSpec,
   NodropError,
+  type ProxyInstance,
   type Proxy,
   type ProxyApplyResult,
   type ProxyCheck,
@@ -10,7 +10,7 @@ import {
   sleep,
 } from "@nodrop/core";
 import type { NginxOptions } from "./options.js";
-import { nginxName, parseRenderedConfig, poolVariable, renderNginxConfig } from "./render.js";
+import { cookieVariable, nginxName, parseRenderedConfig, poolVariable, renderNginxConfig } from "./render.js";
 import { nginxFeatures, parseNginxVersion } from "./version.js";
 
 export interface NginxProxyOptions extends NginxOptions {
@@ -31,7 +31,7 @@ interface Worker {
  * reload, confirm a new worker generation and no [emerg] in the log (restore on failure), then
  * wait until every worker of the old generation has exited.
  */
-export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file: string; render(routing: Routing, instances: readonly InstanceSpec[], generation: number): string } {
+export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file: string; render(routing: Routing, instances: readonly ProxyInstance[], generation: number): string } {
   const { executor, configFile } = options;
   const name = nginxName(options.app);
   const sudo = options.sudo ? "sudo -n " : "";
@@ -93,10 +93,20 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
     return start < 0 ? [] : lines.slice(start + 1).filter((line) => /\[(emerg|alert)\]/.test(line));
   };
 
-  const apply = async (routing: Routing, instances: readonly InstanceSpec[], signal?: AbortSignal): Promise<ProxyApplyResult> => {
+  const apply = async (routing: Routing, instances: readonly ProxyInstance[], signal?: AbortSignal): Promise<ProxyApplyResult> => {
     const current = await readCurrent(signal);
     const generation = (current?.generation ?? 0) + 1;
-    const text = renderNginxConfig({ name, routing, instances, generation, versionCookie: options.versionCookie ?? "nodrop_version" });
+    // A timed switch runs on the proxy host's clock, which nginx's workers read.
+    let switchAt: number | undefined;
+    let clockOffset = 0;
+    if (routing.switchDefault) {
+      const now = await run("date +%s%3N", signal);
+      const hostNow = Number(now.stdout.trim());
+      if (!Number.isFinite(hostNow) || hostNow <= 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the clock on ${executor.host}: ${now.stderr.trim() || now.stdout.trim()}`);
+      clockOffset = hostNow - Date.now();
+      switchAt = hostNow + routing.switchDefault.afterMs;
+    }
+    const text = renderNginxConfig({ name, routing, instances, generation, switchAt, versionCookie: options.versionCookie ?? "nodrop_version" });
     const before = await workers(signal);
     if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
     const oldPids = new Set(before.map((w) => w.pid));
@@ -161,13 +171,19 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
       }
       await sleep(pollInterval * 2);
     }
-    return { generation: String(generation), confirmMs, drainMs: performance.now() - d0 };
+    const drainMs = performance.now() - d0;
+    if (switchAt !== undefined) {
+      // The old generation stopped taking requests long before; return once the switch happened.
+      const wait = switchAt + 50 - (Date.now() + clockOffset);
+      if (wait > 0) await sleep(wait);
+    }
+    return { generation: String(generation), confirmMs, drainMs };
   };
 
   return {
     name: "nginx",
     file: configFile,
-    capabilities: { versionPinning: true, drainsOldRouting: true },
+    capabilities: { versionPinning: true, drainsOldRouting: true, timedSwitch: true },
     render: (routing, instances, generation) =>
       renderNginxConfig({ name, routing, instances, generation, versionCookie: options.versionCookie ?? "nodrop_version" }),
     async check(context = {}): Promise<ProxyCheck> {
@@ -198,6 +214,9 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
           ok = false;
           details.push(`no \`proxy_pass http://${poolVariable(name)};\` found in the nginx config: point your location at it`);
         }
+        const cookie = cookieVariable(name).replace("$", "\\$");
+        if (new RegExp(`add_header\\s+Set-Cookie\\s+${cookie}\\b`).test(dump.stdout)) details.push(`the version cookie is set (add_header Set-Cookie ${cookieVariable(name)})`);
+        else details.push(`note: no \`add_header Set-Cookie ${cookieVariable(name)} always;\`: clients are not pinned to the version that served them (half-split and sticky need it)`);
         if (!/^\s*worker_shutdown_timeout\s/m.test(dump.stdout)) details.push("warning: worker_shutdown_timeout is not set; a stuck connection can hold a drain until proxy.drainTimeout");
       }
       try {
@@ -228,7 +247,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
 }
 
 /** Writes the file without reloading: the one-time setup before nginx includes it. */
-export async function initNginxConfig(proxy: ReturnType<typeof nginxProxy>, executor: Executor, routing: Routing, instances: readonly InstanceSpec[]): Promise<boolean> {
+export async function initNginxConfig(proxy: ReturnType<typeof nginxProxy>, executor: Executor, routing: Routing, instances: readonly ProxyInstance[]): Promise<boolean> {
   const file = shellQuote(proxy.file);
   const exists = await executor.exec(`[ -f ${file} ]`);
   if (exists.code === 0) return false;

@@ -1,7 +1,7 @@
 import { type InstanceSpec, NodropError, type Routing, schema } from "@nodrop/core";
 import { describe, expect, it } from "vitest";
 import { nginxOptionsSchema } from "./options.js";
-import { nginxName, parseRenderedConfig, poolVariable, renderNginxConfig, type RenderInput, upstreamName } from "./render.js";
+import { msecAtLeast, nginxName, parseRenderedConfig, poolVariable, renderNginxConfig, type RenderInput, upstreamName } from "./render.js";
 
 const instances: InstanceSpec[] = [
   { id: "web-8011", host: "local", address: "127.0.0.1", port: 8011 },
@@ -51,8 +51,55 @@ describe("renderNginxConfig", () => {
         '    "v1.0" nodrop_web_a;',
         "}",
         "",
+        "map $upstream_addr $nodrop_web_served {",
+        '    default "";',
+        "}",
+        "",
+        "map $nodrop_web_served $nodrop_web_cookie {",
+        '    "" "";',
+        '    default "nodrop_version=$nodrop_web_served; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax";',
+        "}",
+        "",
       ].join("\n"),
     );
+  });
+
+  it("maps each instance's address to the version nodrop knows it runs, for the version cookie", () => {
+    const text = renderNginxConfig({
+      ...input(),
+      instances: [
+        { id: "web-8011", host: "local", address: "127.0.0.1", port: 8011, version: "v2" },
+        { id: "web-8012", host: "local", address: "127.0.0.1", port: 8012, version: "v1" },
+        { id: "web-8013", host: "local", address: "10.0.0.7", port: 8013 },
+      ],
+    });
+    expect(text).toContain('    "~(?:^|\\s)127\\.0\\.0\\.1:8011$" "v2";');
+    expect(text).toContain('    "~(?:^|\\s)127\\.0\\.0\\.1:8012$" "v1";');
+    expect(text).not.toContain("8013$");
+  });
+
+  it("a timed switch routes by $msec: the old default until the instant, the new one from it", () => {
+    const at = Date.UTC(2026, 10, 27, 18, 0, 0, 250);
+    const text = renderNginxConfig({ ...input(), routing: { ...twoPools, switchDefault: { to: "b", afterMs: 1500 } }, switchAt: at });
+    expect(text).toContain("map $msec $nodrop_web_default {");
+    expect(text).toContain("    default nodrop_web_a;");
+    expect(text).toContain("    default $nodrop_web_default;");
+    const regex = /"~\^\(\?:(.*)\)\$" nodrop_web_b;/.exec(text)?.[1];
+    expect(regex).toBeDefined();
+    const matches = new RegExp(`^(?:${regex!.replace(/\\\\/g, "\\")})$`);
+    const msec = (ms: number) => `${Math.floor(ms / 1000)}.${String(ms % 1000).padStart(3, "0")}`;
+    for (const delta of [-86_400_000, -1000, -1, 0, 1, 749, 750, 60_000]) expect(matches.test(msec(at + delta))).toBe(delta >= 0);
+  });
+
+  it("msecAtLeast agrees with numeric comparison over many instants", () => {
+    for (let k = 0; k < 500; k++) {
+      const at = 1_700_000_000_000 + Math.floor(((k * 7919) % 1000) * 1e6 + k);
+      const re = new RegExp(`^(?:${msecAtLeast(at)})$`);
+      for (const delta of [-1_000_001, -1001, -10, -1, 0, 1, 10, 999, 1000, 123_457]) {
+        const v = at + delta;
+        expect(re.test(`${Math.floor(v / 1000)}.${String(v % 1000).padStart(3, "0")}`)).toBe(delta >= 0);
+      }
+    }
   });
 
   it("lists live servers only: no down siblings, no unrouted instances", () => {

@@ -1,12 +1,14 @@
 import { isIP } from "node:net";
-import { type InstanceSpec, NodropError, type Routing, validateRouting } from "@nodrop/core";
+import { NodropError, type ProxyInstance, type Routing, validateRouting } from "@nodrop/core";
 
 export interface RenderInput {
   /** Prefix of every name in the file ("web" -> upstream nodrop_web_all, variable $nodrop_web_pool). */
   readonly name: string;
   readonly routing: Routing;
-  readonly instances: readonly InstanceSpec[];
+  readonly instances: readonly ProxyInstance[];
   readonly generation: number;
+  /** With `routing.switchDefault`: the instant (epoch ms, the proxy host's clock) of the switch. */
+  readonly switchAt?: number | undefined;
   /** Cookie that pins a client to a version. */
   readonly versionCookie: string;
 }
@@ -15,6 +17,7 @@ const NGINX_NAME = /^[A-Za-z0-9_]{1,48}$/;
 
 export const upstreamName = (name: string, pool: string) => `nodrop_${name}_${pool}`;
 export const poolVariable = (name: string) => `$nodrop_${name}_pool`;
+export const cookieVariable = (name: string) => `$nodrop_${name}_cookie`;
 
 /** Derives a name usable in nginx identifiers from an app name ("my-app.v2" -> "my_app_v2"). */
 export function nginxName(app: string): string {
@@ -50,11 +53,54 @@ export function renderNginxConfig(input: RenderInput): string {
     }
     lines.push("}", "");
   }
+  let defaultTarget = upstreamName(name, routing.defaultPool);
+  if (routing.switchDefault) {
+    if (input.switchAt === undefined) throw new NodropError("E_PROXY_RENDER", "a default switch needs its instant");
+    // Every worker compares the same clock, so all of them switch at once, whatever generation they are.
+    lines.push(`# default pool until ${new Date(input.switchAt).toISOString()}, then ${routing.switchDefault.to}`);
+    lines.push(`map $msec $nodrop_${name}_default {`);
+    lines.push(`    default ${defaultTarget};`);
+    lines.push(`    "~^(?:${msecAtLeast(input.switchAt)})$" ${upstreamName(name, routing.switchDefault.to)};`);
+    lines.push("}", "");
+    defaultTarget = `$nodrop_${name}_default`;
+  }
   lines.push(`map $cookie_${versionCookie} ${poolVariable(name)} {`);
-  lines.push(`    default ${upstreamName(name, routing.defaultPool)};`);
+  lines.push(`    default ${defaultTarget};`);
   for (const [version, pool] of Object.entries(routing.pins)) lines.push(`    "${version}" ${upstreamName(name, pool)};`);
   lines.push("}", "");
+
+  // The version cookie: from what nodrop knows each instance runs, keyed by the address that
+  // answered (the last one in $upstream_addr when nginx retried). No change to the app needed.
+  lines.push(`map $upstream_addr $nodrop_${name}_served {`, '    default "";');
+  for (const instance of input.instances) {
+    if (instance.version === undefined) continue;
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(instance.version)) throw new NodropError("E_PROXY_RENDER", `version "${instance.version}" of ${instance.id} is not a safe version string`);
+    const address = `${formatAddress(instance.address)}:${instance.port}`.replace(/[.[\]]/g, "\\$&");
+    lines.push(`    "~(?:^|\\s)${address}$" "${instance.version}";`);
+  }
+  lines.push("}", "");
+  lines.push(`map $nodrop_${name}_served ${cookieVariable(name)} {`, '    "" "";', `    default "${versionCookie}=$nodrop_${name}_served; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax";`, "}", "");
   return lines.join("\n");
+}
+
+/**
+ * A regular expression matching nginx's $msec ("1732700000.123") at or after `at` (epoch ms):
+ * one alternative per digit that can be the first to exceed, plus the instant itself.
+ */
+export function msecAtLeast(at: number): string {
+  const digits = `${Math.floor(at / 1000)}${String(at % 1000).padStart(3, "0")}`;
+  const secondsDigits = digits.length - 3;
+  const render = (tokens: string[]) => tokens.map((t, i) => (i === secondsDigits ? `\\.${t}` : t)).join("");
+  const alternatives: string[] = [render([...digits])];
+  for (let i = digits.length - 1; i >= 0; i--) {
+    const d = Number(digits[i]);
+    if (d === 9) continue;
+    const tokens = [...digits.slice(0, i)].concat(d === 8 ? "9" : `[${d + 1}-9]`, Array(digits.length - i - 1).fill("\\d"));
+    alternatives.push(render(tokens));
+  }
+  // A later date with more seconds digits is later too.
+  alternatives.push(`\\d{${secondsDigits + 1},}\\.\\d{3}`);
+  return alternatives.join("|");
 }
 
 function formatAddress(address: string): string {

@@ -39,12 +39,38 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
     optionsSchema: rollingOptionsSchema,
     plan({ instances, version, options }: PlanInput<RollingOptions>): DeployPlan {
       const all = instances.map((i) => i.id);
-      // Interleaved by host, so that a batch spreads over hosts and each host keeps serving.
-      const todo = spreadByHost(instances.filter((i) => i.version !== version)).map((i) => i.id);
       const notes: string[] = [];
-      const skipped = all.length - todo.length;
+      // Instances out of the pool (left there by a failed deploy) change first: nothing routes to them.
+      const outside = instances.filter((i) => !i.inPool && (i.version !== version || !i.healthy)).map((i) => i.id);
+      // Interleaved by host, so that a batch spreads over hosts and each host keeps serving.
+      const todo = spreadByHost(instances.filter((i) => i.inPool && i.version !== version)).map((i) => i.id);
+      const skipped = all.length - todo.length - outside.length;
       if (skipped > 0) notes.push(`${skipped} instance${skipped === 1 ? "" : "s"} already on ${version}: left as they are`);
-      if (todo.length === 0) return { strategy: "rolling", version, phases: [], notes: [...notes, "nothing to do"] };
+      const allIn = singlePool(all);
+      const outOfPool = instances.some((i) => !i.inPool);
+      if (todo.length === 0 && outside.length === 0) {
+        const phases: PlanPhase[] = outOfPool ? [{ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" }] : [];
+        return { strategy: "rolling", version, phases, notes: [...notes, outOfPool ? "instances out of the pool rejoin it" : "nothing to do"] };
+      }
+      const phases: PlanPhase[] = [];
+      if (outside.length > 0) {
+        notes.push(`${outside.join(", ")} out of the pool: updated first, without a proxy change`);
+        phases.push({
+          name: "out of pool",
+          instances: outside,
+          onFailure: "isolate",
+          steps: [
+            { kind: "stop", instances: outside },
+            { kind: "update", instances: outside },
+            { kind: "start", instances: outside },
+            { kind: "check", instances: outside },
+          ],
+        });
+      }
+      if (todo.length === 0) {
+        phases.push({ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" });
+        return { strategy: "rolling", version, phases, notes };
+      }
 
       const size = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
       const minInPool = options.minInPool ?? 1;
@@ -59,23 +85,20 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
       const batches = toBatches(todo, size);
       notes.push(`${batches.length} batch${batches.length === 1 ? "" : "es"} of up to ${size}; ${all.length - size} of ${all.length} instances serve while a batch is out`);
       const soak = options.soak ?? 0;
-      const phases: PlanPhase[] = batches.map((batch, index): PlanPhase => {
+      batches.forEach((batch, index) => {
         const out = new Set(batch);
+        const previous = index > 0 && soak === 0 ? `${batches[index - 1]!.join(", ")} back, ` : "";
         const steps: PlanStep[] = [
-          { kind: "route", routing: singlePool(all.filter((id) => !out.has(id))), why: `batch ${index + 1} out: ${batch.join(", ")}` },
+          { kind: "route", routing: singlePool(all.filter((id) => !out.has(id))), why: `${previous}batch ${index + 1} out: ${batch.join(", ")}` },
           { kind: "stop", instances: batch },
           { kind: "update", instances: batch },
           { kind: "start", instances: batch },
           { kind: "check", instances: batch },
         ];
-        if (soak > 0) {
-          steps.push({ kind: "route", routing: singlePool(all), why: `batch ${index + 1} back: ${batch.join(", ")}` }, { kind: "soak", ms: soak });
-        }
-        return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" };
+        if (soak > 0) steps.push({ kind: "route", routing: allIn, why: `batch ${index + 1} back: ${batch.join(", ")}` }, { kind: "soak", ms: soak });
+        phases.push({ name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" });
       });
-      if (soak === 0) {
-        phases.push({ name: "finish", instances: [], steps: [{ kind: "route", routing: singlePool(all), why: "all instances in the pool" }], onFailure: "revert" });
-      }
+      if (soak === 0) phases.push({ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" });
       return { strategy: "rolling", version, phases, notes };
     },
   };

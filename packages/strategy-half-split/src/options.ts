@@ -1,0 +1,21 @@
+import { schema } from "@nodrop/core";
+
+const ids = schema.list(schema.str({ pattern: /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, hint: "an instance id" }), { min: 1 });
+
+export const halfSplitOptionsSchema = schema.object({
+  split: schema.optional(
+    schema.oneOf(["balanced", "by-host", "explicit"] as const, {
+      doc: "balanced: each half keeps instances on every host. by-host: each half is whole hosts. explicit: the lists in `a` and `b`.",
+    }),
+    "balanced",
+  ),
+  a: schema.optional(schema.list(ids.itemSchema, { min: 1, doc: "With split: explicit, the instances updated first." })),
+  b: schema.optional(schema.list(ids.itemSchema, { min: 1, doc: "With split: explicit, the instances updated after the switch." })),
+  minHalf: schema.optional(schema.int({ min: 1, doc: "Fewest instances a half may have; a smaller half is refused (it must carry all traffic alone)." }), 1),
+  switchDelay: schema.optional(
+    schema.duration({ min: 200, max: 60_000, doc: "How long after the switch reload every nginx worker flips to the new half at once (covers the reload overlap)." }),
+    1500,
+  ),
+});
+
+export type HalfSplitOptions = schema.Infer<typeof halfSplitOptionsSchema>;
