@@ -20,7 +20,9 @@ interface Scenario {
 
 const scenarios: Scenario[] = [
   { name: "local 4 instances, rolling 1 at a time", ports: [8311, 8312, 8313, 8314], strategy: { name: "rolling", batchSize: 1 } },
+  { name: "local 4 instances, half-split", ports: [8331, 8332, 8333, 8334], strategy: { name: "half-split" } },
   { name: "3 hosts x 4 instances over SSH, rolling batches of 3 across hosts", hosts: ["web1", "web2", "web3"], ports: [8321, 8322, 8323, 8324], strategy: { name: "rolling", batchSize: 3 } },
+  { name: "3 hosts x 4 instances over SSH, half-split by host", hosts: ["web1", "web2", "web3"], ports: [8341, 8342, 8343, 8344], strategy: { name: "half-split", split: "by-host" } },
 ];
 
 interface Result {
@@ -32,6 +34,8 @@ interface Result {
   strictFailed: number;
   versionRegressions: number;
   lateOld: number;
+  /** From the first response of the new version to the last of the old one (ms; negative: no overlap). */
+  mixedMs: number | undefined;
   deployMs: number;
   /** Sum over instances of their own stop + update + start + check time. */
   instanceSumMs: number;
@@ -60,6 +64,7 @@ function measure(name: string, report: DeployReport & { ssh?: { connections: num
     strictFailed: stats.strictFailed,
     versionRegressions: stats.versionRegressions,
     lateOld: stats.lateOld,
+    mixedMs: stats.firstNewAt !== undefined && stats.lastOldAt !== undefined ? Math.round(stats.lastOldAt - stats.firstNewAt) : undefined,
     deployMs: Math.round(report.durationMs),
     instanceSumMs: Math.round(report.instances.reduce((sum, i) => sum + own(i), 0)),
     batchCriticalMs: Math.round([...batches.values()].reduce((a, b) => a + b, 0)),
@@ -95,11 +100,11 @@ for (const scenario of scenarios) {
 
 const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
 const table = [
-  "| scenario | requests | req/s | failed | without resend | Go rule | regressions | deploy | instances' own time (sum) | per-batch critical path | deploy / critical path | reloads | drains | SSH connections |",
-  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  "| scenario | requests | req/s | failed | without resend | Go rule | regressions | late old | first new → last old | deploy | instances' own time (sum) | per-batch critical path | deploy / critical path | reloads | drains | SSH connections |",
+  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ...results.map(
     (r) =>
-      `| ${r.scenario} | ${r.requests} | ${r.rps} | ${r.failed} | ${r.rawFailed} | ${r.strictFailed} | ${r.versionRegressions} | ${(r.deployMs / 1000).toFixed(1)} s | ${(r.instanceSumMs / 1000).toFixed(1)} s | ${(r.batchCriticalMs / 1000).toFixed(1)} s | ${(r.deployMs / r.batchCriticalMs).toFixed(2)} | ${r.reloads} | ${(r.drainMs / 1000).toFixed(1)} s | ${r.sshConnections === undefined ? "-" : `${r.sshConnections} (${r.sshHosts} hosts)`} |`,
+      `| ${r.scenario} | ${r.requests} | ${r.rps} | ${r.failed} | ${r.rawFailed} | ${r.strictFailed} | ${r.versionRegressions} | ${r.lateOld} | ${r.mixedMs === undefined ? "-" : `${(r.mixedMs / 1000).toFixed(2)} s`} | ${(r.deployMs / 1000).toFixed(1)} s | ${(r.instanceSumMs / 1000).toFixed(1)} s | ${(r.batchCriticalMs / 1000).toFixed(1)} s | ${(r.deployMs / r.batchCriticalMs).toFixed(2)} | ${r.reloads} | ${(r.drainMs / 1000).toFixed(1)} s | ${r.sshConnections === undefined ? "-" : `${r.sshConnections} (${r.sshHosts} hosts)`} |`,
   ),
 ].join("\n");
 const docs = path.resolve(exampleDir, "..", "..", "docs");

@@ -2,6 +2,7 @@ import { type Executor, type Proxy, type Schema, type Strategy } from "@nodrop/c
 import { type NginxOptions, nginxOptionsSchema, nginxProxy } from "@nodrop/nginx";
 import { halfSplitStrategy } from "@nodrop/strategy-half-split";
 import { rollingStrategy } from "@nodrop/strategy-rolling";
+import { stickyStrategy } from "@nodrop/strategy-sticky";
 
 /**
  * Built-in adapters and strategies, resolved through static imports so that bundles
@@ -19,6 +20,7 @@ export interface ProxyEntry<Options = any> {
 export const strategies: Readonly<Record<string, StrategyEntry>> = {
   rolling: { create: rollingStrategy },
   "half-split": { create: halfSplitStrategy },
+  sticky: { create: stickyStrategy },
 };
 
 export const proxies: Readonly<Record<string, ProxyEntry>> = {

@@ -82,7 +82,7 @@ class FakeFleet {
 
 class FakeProxy implements Proxy {
   readonly name = "fake";
-  readonly capabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true };
+  readonly capabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true };
   readonly applied: Routing[] = [];
   checks = 0;
   /** Returns an error to throw instead of applying the nth (0-based) routing. */

@@ -197,11 +197,16 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   const reachable = (id: string): boolean => {
     if (!routingInForce) return serving.has(id);
     const r = routingInForce;
+    const pinned = r.pins[options.version];
+    return routedRegardless(id) || (pinned !== undefined && (r.pools[pinned]?.includes(id) ?? false) && tracked.get(id)?.version === options.version);
+  };
+  /** Reached by the default pool, a default switch or the pin of another version. */
+  const routedRegardless = (id: string): boolean => {
+    if (!routingInForce) return serving.has(id);
+    const r = routingInForce;
     const pools = [r.defaultPool, ...(r.switchDefault ? [r.switchDefault.to] : [])];
     for (const [version, pool] of Object.entries(r.pins)) if (version !== options.version) pools.push(pool);
-    if (pools.some((pool) => r.pools[pool]?.includes(id))) return true;
-    const pinned = r.pins[options.version];
-    return pinned !== undefined && (r.pools[pinned]?.includes(id) ?? false) && tracked.get(id)?.version === options.version;
+    return pools.some((pool) => r.pools[pool]?.includes(id));
   };
 
   const applyRouting = async (routing: Routing, why: string, phase: string, routeSignal: AbortSignal | undefined) => {
@@ -292,8 +297,9 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
           t.outcome = "failed";
           return;
         }
-        if (t.outcome === "updated" && reachable(id)) {
-          // Checked healthy on the new version and already serving it: reverting it would mean draining it first.
+        if (routedRegardless(id) || (t.outcome === "updated" && reachable(id))) {
+          // Requests can reach it (serving as it is, or checked healthy on the new version):
+          // reverting it would mean draining it first. It stays as it is.
           return;
         }
         try {

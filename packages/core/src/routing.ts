@@ -15,6 +15,7 @@ export function servingInstances(routing: Routing): Set<string> {
 }
 
 const POOL_NAME = /^[a-z][a-z0-9_]{0,31}$/;
+const AFFINITY_KEY = /^\$(remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1,64})$/;
 const PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /**
@@ -32,6 +33,12 @@ export function validateRouting(routing: Routing, knownIds: ReadonlySet<string>)
     for (const id of ids) if (!knownIds.has(id)) problems.push(`pool "${name}" names unknown instance "${id}"`);
   }
   if (!Object.hasOwn(routing.pools, routing.defaultPool)) problems.push(`default pool "${routing.defaultPool}" is not defined`);
+  if (routing.affinity) {
+    const ring = new Set(routing.affinity.ring);
+    if (!AFFINITY_KEY.test(routing.affinity.key)) problems.push(`affinity key "${routing.affinity.key}" must be $remote_addr, $cookie_NAME or $http_NAME`);
+    for (const id of routing.affinity.ring) if (!knownIds.has(id)) problems.push(`affinity ring names unknown instance "${id}"`);
+    for (const [name, ids] of pools) for (const id of ids) if (!ring.has(id)) problems.push(`pool "${name}" lists "${id}", which is not on the affinity ring`);
+  }
   if (routing.switchDefault && !Object.hasOwn(routing.pools, routing.switchDefault.to)) {
     problems.push(`default switch to "${routing.switchDefault.to}" names a pool that is not defined`);
   }

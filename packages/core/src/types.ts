@@ -37,6 +37,12 @@ export interface Routing {
    * `afterMs` after this routing is confirmed, and apply() returns only once it has passed.
    */
   readonly switchDefault?: { readonly to: string; readonly afterMs: number };
+  /**
+   * Instance affinity: every pool balances by a consistent hash of `key` over the same `ring` of
+   * instances (those not in the pool are listed as down), so a client keeps its instance while it
+   * is in the pool, moves only while it is out, and comes back to it afterwards.
+   */
+  readonly affinity?: { readonly key: string; readonly ring: readonly string[] };
 }
 
 /** An instance as the proxy sees it: where it is and, when known, which version it runs. */
@@ -51,6 +57,8 @@ export interface ProxyCapabilities {
   readonly drainsOldRouting: boolean;
   /** Supports `Routing.switchDefault`. */
   readonly timedSwitch: boolean;
+  /** Supports `Routing.affinity`. */
+  readonly affinity: boolean;
 }
 
 export interface ProxyApplyResult {

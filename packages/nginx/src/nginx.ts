@@ -11,7 +11,7 @@ import {
 } from "@nodrop/core";
 import type { NginxOptions } from "./options.js";
 import { cookieVariable, nginxName, parseRenderedConfig, poolVariable, renderNginxConfig } from "./render.js";
-import { nginxFeatures, parseNginxVersion } from "./version.js";
+import { type NginxFeatures, nginxFeatures, parseNginxVersion } from "./version.js";
 
 export interface NginxProxyOptions extends NginxOptions {
   /** Runs commands on the proxy's host (local or SSH). */
@@ -93,6 +93,15 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
     return start < 0 ? [] : lines.slice(start + 1).filter((line) => /\[(emerg|alert)\]/.test(line));
   };
 
+  let detected: NginxFeatures | undefined;
+  /** What this nginx supports, from `nginx -v`, asked once. */
+  const features = async (signal?: AbortSignal): Promise<NginxFeatures | undefined> => {
+    if (detected) return detected;
+    const version = parseNginxVersion((await run(`${nginx} -v 2>&1`, signal)).stdout);
+    detected = version ? nginxFeatures(version) : undefined;
+    return detected;
+  };
+
   const apply = async (routing: Routing, instances: readonly ProxyInstance[], signal?: AbortSignal): Promise<ProxyApplyResult> => {
     const current = await readCurrent(signal);
     const generation = (current?.generation ?? 0) + 1;
@@ -106,7 +115,8 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
       clockOffset = hostNow - Date.now();
       switchAt = hostNow + routing.switchDefault.afterMs;
     }
-    const text = renderNginxConfig({ name, routing, instances, generation, switchAt, versionCookie: options.versionCookie ?? "nodrop_version" });
+    const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
+    const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
     const before = await workers(signal);
     if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
     const oldPids = new Set(before.map((w) => w.pid));
@@ -183,7 +193,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
   return {
     name: "nginx",
     file: configFile,
-    capabilities: { versionPinning: true, drainsOldRouting: true, timedSwitch: true },
+    capabilities: { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true },
     render: (routing, instances, generation) =>
       renderNginxConfig({ name, routing, instances, generation, versionCookie: options.versionCookie ?? "nodrop_version" }),
     async check(context = {}): Promise<ProxyCheck> {

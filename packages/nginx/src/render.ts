@@ -9,6 +9,11 @@ export interface RenderInput {
   readonly generation: number;
   /** With `routing.switchDefault`: the instant (epoch ms, the proxy host's clock) of the switch. */
   readonly switchAt?: number | undefined;
+  /**
+   * nginx >= 1.29.6: affinity with the open-source `sticky cookie` (and `zone`) instead of the
+   * consistent-hash ring. Only when `nginx -v` says so; never assumed.
+   */
+  readonly nativeSticky?: boolean | undefined;
   /** Cookie that pins a client to a version. */
   readonly versionCookie: string;
 }
@@ -47,9 +52,23 @@ export function renderNginxConfig(input: RenderInput): string {
   ];
   for (const [pool, ids] of Object.entries(routing.pools)) {
     lines.push(`upstream ${upstreamName(name, pool)} {`);
-    for (const id of ids) {
-      const instance = byId.get(id)!;
-      lines.push(`    server ${formatAddress(instance.address)}:${instance.port}; # ${id}`);
+    if (routing.affinity) {
+      // Every pool lists the whole ring in one order, with the instances it does not route to as
+      // `down`: the hash ring stays the same, so only the clients of a removed instance move.
+      // max_fails=0: with down siblings, one failure must not take the last live server out (fact 16).
+      if (input.nativeSticky) {
+        lines.push(`    zone ${upstreamName(name, pool)} 64k;`, `    sticky cookie ${versionCookie}_srv path=/ httponly;`);
+      } else lines.push(`    hash ${routing.affinity.key} consistent;`);
+      const live = new Set(ids);
+      for (const id of routing.affinity.ring) {
+        const instance = byId.get(id)!;
+        lines.push(`    server ${formatAddress(instance.address)}:${instance.port} ${live.has(id) ? "max_fails=0" : "down"}; # ${id}`);
+      }
+    } else {
+      for (const id of ids) {
+        const instance = byId.get(id)!;
+        lines.push(`    server ${formatAddress(instance.address)}:${instance.port}; # ${id}`);
+      }
     }
     lines.push("}", "");
   }

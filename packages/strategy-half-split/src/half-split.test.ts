@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { halfSplitStrategy, splitHalves } from "./half-split.js";
 import { halfSplitOptionsSchema } from "./options.js";
 
-const caps: ProxyCapabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true };
+const caps: ProxyCapabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true };
 const options = schema.parseOrThrow(halfSplitOptionsSchema, {}, "strategy");
 
 function fleet(spec: [host: string, count: number][], version = "v1"): ObservedInstance[] {

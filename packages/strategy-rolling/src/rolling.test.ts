@@ -7,7 +7,7 @@ function fleet(versions: string[]): ObservedInstance[] {
   return versions.map((version, index) => ({ id: `web-${8011 + index}`, host: "local", address: "127.0.0.1", port: 8011 + index, version, healthy: true, inPool: true }));
 }
 
-const capabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true };
+const capabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true };
 const ALL4 = ["web-8011", "web-8012", "web-8013", "web-8014"];
 
 function plan(versions: string[], options: Partial<RollingOptions> = {}): DeployPlan {
