@@ -4,7 +4,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { type InstanceSpec, shellQuote, singlePool, sleep } from "@nodrop/core";
+import { createDeployment } from "@nodrop/cli";
+import { type InstanceSpec, loadConfig, shellQuote, sleep } from "@nodrop/core";
 import { renderNginxConfig } from "@nodrop/nginx";
 import type { TestHosts } from "@nodrop/testhosts";
 import { stringify } from "yaml";
@@ -167,7 +168,9 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     );
     // The one-time setup a user does: create the include file nodrop owns, then start nginx.
     const specs: InstanceSpec[] = instances.map(({ id, host, address, port }) => ({ id, host, address, port }));
-    await writeFile(includeFile, renderNginxConfig({ name: "web", routing: singlePool(specs.map((i) => i.id)), instances: specs, generation: 1, versionCookie: "nodrop_version" }));
+    // What `nodrop init` writes: the strategy's routing at rest (a consistent-hash ring for sticky).
+    const { steadyRouting } = createDeployment(await loadConfig(configFile));
+    await writeFile(includeFile, renderNginxConfig({ name: "web", routing: steadyRouting, instances: specs, generation: 1, versionCookie: "nodrop_version" }));
     await fleet.nginx();
     await waitFor(async () => Object.values(await fleet.versions()).every((v) => v === version), 20_000, `instances on ${version}`);
     await waitFor(async () => (await fetch(fleet.url, { signal: AbortSignal.timeout(2000) })).ok, 10_000, "nginx serving");

@@ -9,7 +9,6 @@ import {
   observeInstances,
   planDeploy,
   servingInstances,
-  singlePool,
   toNodropError,
 } from "@nodrop/core";
 import { initNginxConfig, nginxProxy } from "@nodrop/nginx";
@@ -116,7 +115,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
       case "init": {
         const proxy = deployment.proxy as ReturnType<typeof nginxProxy>;
         const specs = config.instances;
-        const wrote = await initNginxConfig(proxy, deployment.proxyExecutor, singlePool(specs.map((i) => i.id)), specs);
+        const wrote = await initNginxConfig(proxy, deployment.proxyExecutor, deployment.steadyRouting, specs);
         io.stdout.write(
           `${wrote ? `wrote ${proxy.file} (all ${specs.length} instances in one pool)` : `${proxy.file} exists; left as it is`}\n` +
             `one-time nginx setup, then reload nginx yourself:\n  inside http {}:        include ${proxy.file};\n  in your location:      proxy_pass http://$nodrop_${config.app.replace(/[^A-Za-z0-9_]/g, "_")}_pool;\n`,

@@ -5,6 +5,7 @@ import {
   type NodropConfig,
   NodropError,
   type Proxy,
+  type Routing,
   SAFE_NAME,
   commandInstance,
   hostHealthCheck,
@@ -12,11 +13,14 @@ import {
   localExecutor,
 
   sectionOptions,
+  singlePool,
 } from "@nodrop/core";
 import { type HostSetupOptions, sshExecutors } from "./hosts.js";
 import { proxies, strategies } from "./registry.js";
 
 export interface Deployment {
+  /** The routing of the fleet at rest, as the strategy wants it (affinity for sticky). */
+  readonly steadyRouting: Routing;
   readonly options: Omit<DeployOptions<unknown>, "version">;
   readonly proxy: Proxy;
   /** Runs commands on the proxy's host. */
@@ -68,7 +72,9 @@ export function createDeployment(config: NodropConfig, overrides: { strategy?: s
   const instances = config.instances.map((spec) =>
     commandInstance({ spec, executor: executorFor(spec.host), commands: config.commands, timeoutMs: config.commands.timeout }),
   );
+  const ids = config.instances.map((i) => i.id);
   return {
+    steadyRouting: strategy.steadyRouting?.(ids, strategyOptions) ?? singlePool(ids),
     proxy,
     proxyExecutor: executorFor(proxyHost),
     executors,

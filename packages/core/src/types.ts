@@ -169,6 +169,8 @@ export interface Strategy<Options = unknown> {
    * Defaults to one pool of all of them.
    */
   recoveryRouting?(healthy: readonly ObservedInstance[]): Routing;
+  /** The routing of a fleet at rest (what `nodrop init` writes). Defaults to one pool of all. */
+  steadyRouting?(ids: readonly string[], options: Options): Routing;
 }
 
 /** A host name -> executor lookup; instances and the proxy name hosts. */

@@ -91,6 +91,10 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
       phases.push({ name: "finish", instances: [], onFailure: "revert", steps: [{ kind: "route", routing: routingFor(new Set()), why: `all instances on ${version}` }] });
       return { strategy: "sticky", version, phases, notes };
     },
+    steadyRouting(ids, options) {
+      const affinity = (options.mode ?? "both") !== "version";
+      return { pools: { live: [...ids] }, defaultPool: "live", pins: {}, ...(affinity ? { affinity: { key: affinityKey(options), ring: [...ids] } } : {}) };
+    },
     recoveryRouting(healthy) {
       // After a failure versions may be mixed: a client pinned to a version goes to instances of
       // that version or newer, so nobody goes back.
@@ -103,7 +107,7 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
           pins[v] = "live";
           return;
         }
-        const pool = `v${index}`;
+        const pool = `newer${index}`;
         pools[pool] = healthy.filter((i) => i.version !== undefined && compareVersions(i.version, v) >= 0).map((i) => i.id);
         pins[v] = pool;
       });

@@ -1,0 +1,59 @@
+// Sticky under load (real nginx + gunicorn): 50 clients, each with its own cookie jar and its own
+// source address on loopback, so address affinity is real.
+import { afterAll, describe, expect, it } from "vitest";
+import type { RequestRecord } from "@nodrop/loadgen";
+import { type Fleet, deployUnderLoad, startFleet } from "../src/index.js";
+
+const addresses = Array.from({ length: 50 }, (_, i) => `127.0.6.${i + 1}`);
+
+/** Each client's instances in order, with repeats folded: ["8261", "8262", "8261"]. */
+function instancePaths(records: readonly RequestRecord[]): string[][] {
+  const paths = new Map<number, string[]>();
+  for (const r of [...records].filter((r) => r.status === 200 && r.instance).sort((a, b) => a.start - b.start)) {
+    const path = paths.get(r.client) ?? [];
+    if (path.at(-1) !== r.instance) path.push(r.instance!);
+    paths.set(r.client, path);
+  }
+  return [...paths.values()];
+}
+
+describe("sticky deploy of 4 instances under load (real nginx + gunicorn)", () => {
+  const fleets: Fleet[] = [];
+  afterAll(async () => {
+    for (const fleet of fleets) await fleet.stop();
+  });
+
+  it("0 failed, 0 version regressions, and each client stays on one instance except while it is out of the pool", async () => {
+    const fleet = await startFleet({ ports: [8261, 8262, 8263, 8264], proxyPort: 18261, strategy: { name: "sticky" } });
+    fleets.push(fleet);
+    const result = await deployUnderLoad({ fleet, version: "v2", load: { clients: 50, seed: 31, localAddresses: addresses } });
+    expect(result.cli.stderr).not.toContain("error [");
+    expect(result.cli.code).toBe(0);
+    expect(result.stats.errors).toEqual({});
+    expect(result.stats.failed).toBe(0);
+    expect(result.stats.versionRegressions).toBe(0);
+    expect(result.stats.byVersion.v1).toBeGreaterThan(0);
+    expect(result.stats.byVersion.v2).toBeGreaterThan(0);
+
+    // One instance at a time leaves: a client moves away only while its own instance is out, and
+    // comes back to it: at most home -> elsewhere -> home.
+    const paths = instancePaths(result.records);
+    expect(paths).toHaveLength(50);
+    for (const path of paths) {
+      expect(path.length).toBeLessThanOrEqual(3);
+      expect(path.at(-1)).toBe(path[0]);
+    }
+    // The clients really were spread over the instances by their addresses.
+    expect(new Set(paths.map((p) => p[0])).size).toBeGreaterThan(1);
+    expect(Object.values(await fleet.versions())).toEqual(["v2", "v2", "v2", "v2"]);
+  });
+
+  it("the same load and deploy with the rolling strategy, for comparison (reported, not asserted)", async () => {
+    const fleet = await startFleet({ ports: [8265, 8266, 8267, 8268], proxyPort: 18265, strategy: { name: "rolling" } });
+    fleets.push(fleet);
+    const result = await deployUnderLoad({ fleet, version: "v2", load: { clients: 50, seed: 31, localAddresses: addresses } });
+    const switches = instancePaths(result.records).reduce((sum, path) => sum + path.length - 1, 0);
+    console.log(`rolling, same load: ${result.stats.requests} requests, ${result.stats.failed} failed, ${result.stats.versionRegressions} version regressions, ${switches} instance switches`);
+    expect(result.cli.code).toBe(0);
+  });
+});

@@ -1,0 +1,71 @@
+import type { ObservedInstance, PlanStep, ProxyCapabilities, Routing } from "@nodrop/core";
+import { schema } from "@nodrop/core";
+import { describe, expect, it } from "vitest";
+import { affinityKey, stickyOptionsSchema } from "./options.js";
+import { compareVersions, stickyStrategy } from "./sticky.js";
+
+const caps: ProxyCapabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true };
+const parse = (raw: Record<string, unknown> = {}) => schema.parseOrThrow(stickyOptionsSchema, raw, "strategy");
+const fleet = (versions: string[]): ObservedInstance[] =>
+  versions.map((version, i) => ({ id: `i${i + 1}`, host: "local", address: "127.0.0.1", port: 8011 + i, version, healthy: true, inPool: true }));
+const routes = (steps: readonly PlanStep[]) => steps.filter((s): s is Extract<PlanStep, { kind: "route" }> => s.kind === "route").map((s) => s.routing);
+
+describe("stickyStrategy().plan", () => {
+  const plan = (versions: string[], raw: Record<string, unknown> = {}, proxy = caps) => stickyStrategy().plan({ instances: fleet(versions), version: "v2", proxy, options: parse(raw) });
+
+  it("keeps one ring for every pool, pins old clients to old-or-newer and new clients to new", () => {
+    const result = plan(["v1", "v1", "v1", "v1"]);
+    const all = ["i1", "i2", "i3", "i4"];
+    const r = result.phases.map((p) => routes(p.steps)[0]!);
+    for (const routing of r) expect(routing.affinity).toEqual({ key: "$remote_addr", ring: all });
+    // Batch 1: nobody serves v2 yet; its pin is staged.
+    expect(r[0]).toEqual({ pools: { live: ["i2", "i3", "i4"], old: ["i2", "i3", "i4"] }, defaultPool: "old", pins: { v1: "live", v2: "live" }, affinity: { key: "$remote_addr", ring: all } } satisfies Routing);
+    // Batch 2: i1 on v2; new clients still go to v1 (25% < 50%).
+    expect(r[1]!.pools).toEqual({ live: ["i1", "i3", "i4"], new: ["i1"], old: ["i3", "i4"] });
+    expect([r[1]!.defaultPool, r[1]!.pins]).toEqual(["old", { v1: "live", v2: "new" }]);
+    // Batch 3: half on v2: new clients go to v2.
+    expect(r[2]!.defaultPool).toBe("new");
+    // Finish: all on v2.
+    expect(r[4]).toMatchObject({ pools: { live: all, new: all }, defaultPool: "new", pins: { v1: "live", v2: "new" } });
+  });
+
+  it("newShare decides when new clients move to the new version", () => {
+    const r = plan(["v1", "v1", "v1", "v1"], { newShare: 25 }).phases.map((p) => routes(p.steps)[0]!);
+    expect(r[1]!.defaultPool).toBe("new");
+  });
+
+  it("mode instance: affinity only, no pins; mode version: pins only, no ring", () => {
+    const instance = routes(plan(["v1", "v1"], { mode: "instance" }).phases[0]!.steps)[0]!;
+    expect(instance.pins).toEqual({});
+    expect(instance.defaultPool).toBe("live");
+    expect(instance.affinity?.ring).toEqual(["i1", "i2"]);
+    const version = routes(plan(["v1", "v1"], { mode: "version" }).phases[0]!.steps)[0]!;
+    expect(version.affinity).toBeUndefined();
+    expect(version.pins).toEqual({ v1: "live", v2: "live" });
+  });
+
+  it("keys by a cookie or a header, and needs its name", () => {
+    expect(affinityKey(parse({ key: "cookie", keyName: "session-id" }))).toBe("$cookie_session_id");
+    expect(affinityKey(parse({ key: "header", keyName: "X-Session" }))).toBe("$http_x_session");
+    expect(() => plan(["v1", "v1"], { key: "cookie" })).toThrow(/strategy.keyName is required/);
+  });
+
+  it("refuses a proxy without pinning or affinity, and instances out of the pool", () => {
+    expect(() => plan(["v1", "v1"], {}, { ...caps, affinity: false })).toThrow(/needs a proxy with instance affinity/);
+    expect(() => plan(["v1", "v1"], { mode: "version" }, { ...caps, versionPinning: false })).toThrow(/pins clients to a version/);
+    const out = fleet(["v1", "v1"]).map((i, n) => (n === 0 ? { ...i, inPool: false } : i));
+    expect(() => stickyStrategy().plan({ instances: out, version: "v2", proxy: caps, options: parse() })).toThrow(/out of the pool/);
+  });
+
+  it("recovery pins every version to instances of that version or newer", () => {
+    const healthy = fleet(["v1", "v2", "v10", "v2"]);
+    const routing = stickyStrategy().recoveryRouting!(healthy);
+    expect(routing.pins).toEqual({ v1: "live", v2: "newer1", v10: "newer2" });
+    expect(routing.pools.newer1).toEqual(["i2", "i3", "i4"]);
+    expect(routing.pools.newer2).toEqual(["i3"]);
+  });
+
+  it("compares versions naturally", () => {
+    expect(["v10", "v2", "v1", "1.10.0", "1.9.3"].sort(compareVersions)).toEqual(["1.9.3", "1.10.0", "v1", "v2", "v10"]);
+  });
+});
