@@ -21,6 +21,7 @@ interface Scenario {
 const scenarios: Scenario[] = [
   { name: "local 4 instances, rolling 1 at a time", ports: [8311, 8312, 8313, 8314], strategy: { name: "rolling", batchSize: 1 } },
   { name: "local 4 instances, half-split", ports: [8331, 8332, 8333, 8334], strategy: { name: "half-split" } },
+  { name: "local 4 instances, sticky", ports: [8351, 8352, 8353, 8354], strategy: { name: "sticky" } },
   { name: "3 hosts x 4 instances over SSH, rolling batches of 3 across hosts", hosts: ["web1", "web2", "web3"], ports: [8321, 8322, 8323, 8324], strategy: { name: "rolling", batchSize: 3 } },
   { name: "3 hosts x 4 instances over SSH, half-split by host", hosts: ["web1", "web2", "web3"], ports: [8341, 8342, 8343, 8344], strategy: { name: "half-split", split: "by-host" } },
 ];
@@ -34,6 +35,9 @@ interface Result {
   strictFailed: number;
   versionRegressions: number;
   lateOld: number;
+  /** Instance changes per client (between consecutive successful responses), mean and max. */
+  switchesMean: number;
+  switchesMax: number;
   /** From the first response of the new version to the last of the old one (ms; negative: no overlap). */
   mixedMs: number | undefined;
   deployMs: number;
@@ -64,6 +68,8 @@ function measure(name: string, report: DeployReport & { ssh?: { connections: num
     strictFailed: stats.strictFailed,
     versionRegressions: stats.versionRegressions,
     lateOld: stats.lateOld,
+    switchesMean: Number((stats.switchesPerClient.reduce((a, b) => a + b, 0) / Math.max(1, stats.switchesPerClient.length)).toFixed(1)),
+    switchesMax: Math.max(0, ...stats.switchesPerClient),
     mixedMs: stats.firstNewAt !== undefined && stats.lastOldAt !== undefined ? Math.round(stats.lastOldAt - stats.firstNewAt) : undefined,
     deployMs: Math.round(report.durationMs),
     instanceSumMs: Math.round(report.instances.reduce((sum, i) => sum + own(i), 0)),
@@ -75,7 +81,9 @@ function measure(name: string, report: DeployReport & { ssh?: { connections: num
   };
 }
 
-const { values } = parseArgs({ options: { only: { type: "string" }, clients: { type: "string", default: "24" } } });
+const { values } = parseArgs({ options: { only: { type: "string" }, clients: { type: "string", default: "48" } } });
+// Every client has its own cookie jar and its own loopback source address (address affinity is real).
+const addresses = Array.from({ length: Number(values.clients) }, (_, i) => `127.0.${10 + Math.floor(i / 250)}.${(i % 250) + 1}`);
 const results: Result[] = [];
 for (const scenario of scenarios) {
   if (values.only && !scenario.name.includes(values.only)) continue;
@@ -83,7 +91,7 @@ for (const scenario of scenarios) {
   const hosts = scenario.hosts ? await startTestHosts({ names: scenario.hosts }) : undefined;
   const fleet = await startFleet({ ports: scenario.ports, proxyPort: 18301, strategy: scenario.strategy, ...(hosts ? { hosts } : {}) });
   try {
-    const run = await deployUnderLoad({ fleet, version: "v2", load: { clients: Number(values.clients), seed: 7 } });
+    const run = await deployUnderLoad({ fleet, version: "v2", load: { clients: Number(values.clients), seed: 7, localAddresses: addresses } });
     if (!run.report) throw new Error(`no report: ${run.cli.stderr}`);
     const result = measure(scenario.name, run.report, run.stats);
     results.push(result);
@@ -100,16 +108,16 @@ for (const scenario of scenarios) {
 
 const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
 const table = [
-  "| scenario | requests | req/s | failed | without resend | Go rule | regressions | late old | first new → last old | deploy | instances' own time (sum) | per-batch critical path | deploy / critical path | reloads | drains | SSH connections |",
-  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  "| scenario | requests | req/s | failed | without resend | Go rule | regressions | late old | instance switches per client (mean / max) | first new → last old | deploy | instances' own time (sum) | per-batch critical path | deploy / critical path | reloads | drains | SSH connections |",
+  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ...results.map(
     (r) =>
-      `| ${r.scenario} | ${r.requests} | ${r.rps} | ${r.failed} | ${r.rawFailed} | ${r.strictFailed} | ${r.versionRegressions} | ${r.lateOld} | ${r.mixedMs === undefined ? "-" : `${(r.mixedMs / 1000).toFixed(2)} s`} | ${(r.deployMs / 1000).toFixed(1)} s | ${(r.instanceSumMs / 1000).toFixed(1)} s | ${(r.batchCriticalMs / 1000).toFixed(1)} s | ${(r.deployMs / r.batchCriticalMs).toFixed(2)} | ${r.reloads} | ${(r.drainMs / 1000).toFixed(1)} s | ${r.sshConnections === undefined ? "-" : `${r.sshConnections} (${r.sshHosts} hosts)`} |`,
+      `| ${r.scenario} | ${r.requests} | ${r.rps} | ${r.failed} | ${r.rawFailed} | ${r.strictFailed} | ${r.versionRegressions} | ${r.lateOld} | ${r.switchesMean} / ${r.switchesMax} | ${r.mixedMs === undefined ? "-" : `${(r.mixedMs / 1000).toFixed(2)} s`} | ${(r.deployMs / 1000).toFixed(1)} s | ${(r.instanceSumMs / 1000).toFixed(1)} s | ${(r.batchCriticalMs / 1000).toFixed(1)} s | ${(r.deployMs / r.batchCriticalMs).toFixed(2)} | ${r.reloads} | ${(r.drainMs / 1000).toFixed(1)} s | ${r.sshConnections === undefined ? "-" : `${r.sshConnections} (${r.sshHosts} hosts)`} |`,
   ),
 ].join("\n");
 const docs = path.resolve(exampleDir, "..", "..", "docs");
 if (!values.only) {
-  await writeFile(path.join(docs, "bench.md"), `# Benchmark\n\nMeasured by \`pnpm bench\` on ${new Date().toISOString().slice(0, 10)}: ${machine}.\n\n${table}\n`);
+  await writeFile(path.join(docs, "bench.md"), `# Benchmark\n\nMeasured by \`pnpm bench\` on ${new Date().toISOString().slice(0, 10)}: ${machine}; nginx 1.22.1, gunicorn 20.1.0.\n\nLoad: ${values.clients} keep-alive clients, each with its own cookie jar and loopback source address; 10% POST, 10% slow requests of 500 ms. "failed" counts what users see (a request on a reused keep-alive connection closed before any answer byte is resent once, as browsers do); "without resend" and "Go rule" (resends GETs only) show the same run counted stricter. "regressions": a client got an older version after a newer one. "late old": a request started after the first new-version answer and answered by the old version. "instances' own time": the sum of every instance's stop, update, start and check; "per-batch critical path": the sum over batches of the slowest instance in the batch.\n\n${table}\n`);
   await writeFile(path.join(docs, "bench.json"), `${JSON.stringify({ machine, date: new Date().toISOString(), results }, null, 2)}\n`);
 }
 console.log(`\n${table}`);

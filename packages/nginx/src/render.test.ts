@@ -210,3 +210,41 @@ describe("nginxOptionsSchema", () => {
     }
   });
 });
+
+describe("renderNginxConfig with affinity", () => {
+  const ring = ["web-8011", "web-8012", "web-8013"];
+  const routing: Routing = {
+    pools: { live: ["web-8011", "web-8013"], new: ["web-8013"] },
+    defaultPool: "live",
+    pins: { v2: "new" },
+    affinity: { key: "$remote_addr", ring },
+  };
+
+  it("on nginx 1.22: every pool is the whole ring under one consistent hash, absent instances down", () => {
+    const text = renderNginxConfig({ ...input(), routing });
+    const live = /upstream nodrop_web_live \{([^}]*)\}/.exec(text)?.[1] ?? "";
+    expect(live).toContain("hash $remote_addr consistent;");
+    expect(live.trim().split("\n").slice(1).map((l) => l.trim())).toEqual([
+      "server 127.0.0.1:8011 max_fails=0; # web-8011",
+      "server 127.0.0.1:8012 down; # web-8012",
+      "server 10.0.0.7:8013 max_fails=0; # web-8013",
+    ]);
+    const fresh = /upstream nodrop_web_new \{([^}]*)\}/.exec(text)?.[1] ?? "";
+    expect(fresh).toContain("server 127.0.0.1:8011 down;");
+    expect(fresh).toContain("server 10.0.0.7:8013 max_fails=0;");
+    expect(text).not.toContain("sticky");
+  });
+
+  it("on nginx >= 1.29.6: the native sticky cookie with a zone instead of the hash", () => {
+    const text = renderNginxConfig({ ...input(), routing, nativeSticky: true });
+    expect(text).toContain("    zone nodrop_web_live 64k;");
+    expect(text).toContain("    sticky cookie nodrop_version_srv path=/ httponly;");
+    expect(text).not.toContain("hash $remote_addr");
+    expect(text).toContain("server 127.0.0.1:8012 down; # web-8012");
+  });
+
+  it("refuses an affinity key that is not an address, cookie or header variable", () => {
+    const bad = { ...routing, affinity: { key: "$remote_addr; include /etc/passwd", ring } };
+    expect(renderError({ routing: bad }).message).toContain("affinity key");
+  });
+});
