@@ -1,6 +1,7 @@
 // `pnpm bench`: deploys under the same load in several scenarios on real nginx, gunicorn and sshd,
 // and writes what it measured to docs/bench.md and docs/bench.json. Numbers only come from here:
 // tests assert counts and states, never timings.
+import { execSync } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -106,7 +107,14 @@ for (const scenario of scenarios) {
   }
 }
 
-const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
+const versionOf = (command: string) => {
+  try {
+    return execSync(`${command} 2>&1`).toString().trim().split("\n")[0]!;
+  } catch {
+    return `${command}: not found`;
+  }
+};
+const machine = `${versionOf("nginx -v").replace("nginx version: ", "")}, gunicorn ${versionOf("gunicorn --version").replace(/^gunicorn \(version (.*)\)$/, "$1")}; ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
 const table = [
   "| scenario | requests | req/s | failed | without resend | Go rule | regressions | late old | instance switches per client (mean / max) | first new → last old | deploy | instances' own time (sum) | per-batch critical path | deploy / critical path | reloads | drains | SSH connections |",
   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -117,7 +125,7 @@ const table = [
 ].join("\n");
 const docs = path.resolve(exampleDir, "..", "..", "docs");
 if (!values.only) {
-  await writeFile(path.join(docs, "bench.md"), `# Benchmark\n\nMeasured by \`pnpm bench\` on ${new Date().toISOString().slice(0, 10)}: ${machine}; nginx 1.22.1, gunicorn 20.1.0.\n\nLoad: ${values.clients} keep-alive clients, each with its own cookie jar and loopback source address; 10% POST, 10% slow requests of 500 ms. "failed" counts what users see (a request on a reused keep-alive connection closed before any answer byte is resent once, as browsers do); "without resend" and "Go rule" (resends GETs only) show the same run counted stricter. "regressions": a client got an older version after a newer one. "late old": a request started after the first new-version answer and answered by the old version. "instances' own time": the sum of every instance's stop, update, start and check; "per-batch critical path": the sum over batches of the slowest instance in the batch.\n\n${table}\n`);
+  await writeFile(path.join(docs, "bench.md"), `# Benchmark\n\nMeasured by \`pnpm bench\` on ${new Date().toISOString().slice(0, 10)}: ${machine}.\n\nLoad: ${values.clients} keep-alive clients, each with its own cookie jar and loopback source address; 10% POST, 10% slow requests of 500 ms. "failed" counts what users see (a request on a reused keep-alive connection closed before any answer byte is resent once, as browsers do); "without resend" and "Go rule" (resends GETs only) show the same run counted stricter. "regressions": a client got an older version after a newer one. "late old": a request started after the first new-version answer and answered by the old version. "instances' own time": the sum of every instance's stop, update, start and check; "per-batch critical path": the sum over batches of the slowest instance in the batch.\n\n${table}\n`);
   await writeFile(path.join(docs, "bench.json"), `${JSON.stringify({ machine, date: new Date().toISOString(), results }, null, 2)}\n`);
 }
 console.log(`\n${table}`);

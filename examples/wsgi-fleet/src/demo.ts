@@ -17,7 +17,7 @@ const { values } = parseArgs({
   },
 });
 
-const fleet = await startFleet({ version: "v1" });
+const fleet = await startFleet({ version: "v1", strategy: { name: values.strategy } });
 let exitCode = 1;
 const stopAll = async () => {
   await fleet.stop();
@@ -29,8 +29,8 @@ try {
   const result = await deployUnderLoad({
     fleet,
     version: values.to,
-    strategy: values.strategy,
-    load: { clients: Number(values.clients) },
+    // Each client has its own loopback address, so address affinity (sticky) is real.
+    load: { clients: Number(values.clients), localAddresses: Array.from({ length: Number(values.clients) }, (_, i) => `127.0.20.${i + 1}`) },
     minRequests: Number(values.requests),
     onStderr: (text) => process.stdout.write(text),
   });
@@ -46,6 +46,7 @@ try {
     rps: Math.round(result.stats.rps),
     failed: result.stats.failed,
     regressions: result.stats.versionRegressions,
+    switchesPerClient: (result.stats.switchesPerClient.reduce((a, b) => a + b, 0) / Math.max(1, result.stats.switchesPerClient.length)).toFixed(1),
     deploy: result.report ? formatDuration(result.report.durationMs) : "?",
     allOn: allNew ? values.to : "mixed",
   };

@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { loadConfig, validateConfig } from "./config.js";
 import { NodropError } from "./errors.js";
 import { int, object, optional, parseOrThrow } from "./schema.js";
+import { rejected, thrown } from "./test-support.js";
 
 function base(): Record<string, unknown> {
   return {
@@ -15,26 +16,7 @@ function base(): Record<string, unknown> {
   };
 }
 
-/** Runs fn, expects it to throw, and returns the error as a NodropError. */
-function thrown(fn: () => unknown): NodropError {
-  try {
-    fn();
-  } catch (error) {
-    expect(NodropError.is(error)).toBe(true);
-    return error as NodropError;
-  }
-  throw new Error("expected a throw, got none");
-}
 
-async function rejected(promise: Promise<unknown>): Promise<NodropError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(NodropError.is(error)).toBe(true);
-    return error as NodropError;
-  }
-  throw new Error("expected a rejection, got none");
-}
 
 function invalid(mutate: (config: Record<string, unknown>) => void): NodropError {
   const config = structuredClone(base());

@@ -4,19 +4,11 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { NodropError } from "./errors.js";
 import { execOrThrow, type Executor, localExecutor } from "./executor.js";
+import { rejected } from "./test-support.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "nodrop-executor-test-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function rejected(promise: Promise<unknown>): Promise<NodropError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(NodropError.is(error)).toBe(true);
-    return error as NodropError;
-  }
-  throw new Error("expected a rejection, got none");
-}
 
 /** Whether a process still runs; a zombie (killed, not yet reaped by its new parent) does not. */
 function running(pid: number): boolean {

@@ -15,6 +15,7 @@ export { commandInstance } from "./instance.js";
 export type { CommandInstanceOptions } from "./instance.js";
 export { singlePool, servingInstances, validateRouting } from "./routing.js";
 export { forEachLimit } from "./concurrency.js";
+export { replaceSteps, checkBatchCapacity } from "./plan-helpers.js";
 export { deploy, planDeploy, observeInstances } from "./engine.js";
 export type { DeployOptions } from "./engine.js";
 export type { DeployEvent, DeployListener } from "./events.js";

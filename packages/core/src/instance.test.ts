@@ -5,18 +5,10 @@ import type { ExecOptions, ExecResult, Executor } from "./executor.js";
 import { waitHealthy } from "./health.js";
 import { commandInstance } from "./instance.js";
 import type { HealthCheck, HealthProbe, InstanceSpec } from "./types.js";
+import { rejected } from "./test-support.js";
 
 const spec: InstanceSpec = { id: "web-8011", host: "web1", address: "10.0.0.5", port: 8011 };
 
-async function rejected(promise: Promise<unknown>): Promise<NodropError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(NodropError.is(error)).toBe(true);
-    return error as NodropError;
-  }
-  throw new Error("expected a rejection, got none");
-}
 
 function recordingExecutor(answer: (command: string) => ExecResult | Error): Executor & { commands: string[]; options: ExecOptions[] } {
   const commands: string[] = [];

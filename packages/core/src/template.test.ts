@@ -5,18 +5,10 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { NodropError } from "./errors.js";
 import { checkTemplate, renderTemplate, SAFE_NAME, shellQuote } from "./template.js";
+import { thrown } from "./test-support.js";
 
 const bash = (script: string) => execFileSync("bash", ["-c", script], { encoding: "utf8" });
 
-function thrown(fn: () => unknown): NodropError {
-  try {
-    fn();
-  } catch (error) {
-    expect(NodropError.is(error)).toBe(true);
-    return error as NodropError;
-  }
-  throw new Error("expected a throw, got none");
-}
 
 describe("shellQuote", () => {
   it("leaves plain words alone", () => {

@@ -1,4 +1,4 @@
-import { type DeployPlan, NodropError, type ObservedInstance, type PlanInput, type PlanPhase, type Routing, type Strategy, singlePool } from "@nodrop/core";
+import { type DeployPlan, NodropError, type ObservedInstance, type PlanInput, type PlanPhase, type Routing, type Strategy, replaceSteps, singlePool } from "@nodrop/core";
 import { type HalfSplitOptions, halfSplitOptionsSchema } from "./options.js";
 
 export interface Halves {
@@ -83,10 +83,7 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
               instances: ids,
               onFailure: "isolate",
               steps: [
-                { kind: "stop", instances: ids },
-                { kind: "update", instances: ids },
-                { kind: "start", instances: ids },
-                { kind: "check", instances: ids },
+                ...replaceSteps(ids),
                 { kind: "route", routing: singlePool(all, "all", pins("all")), why: `${ids.join(", ")} back: all instances on ${version}` },
               ],
             },
@@ -120,10 +117,7 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
           onFailure: "revert",
           steps: [
             { kind: "route", routing: phase1, why: `half A out (${a.join(", ")}); ${version} pinned to it before it serves` },
-            { kind: "stop", instances: a },
-            { kind: "update", instances: a },
-            { kind: "start", instances: a },
-            { kind: "check", instances: a },
+            ...replaceSteps(a),
           ],
         },
         {
@@ -134,10 +128,7 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
             { kind: "route", routing: switched, why: `switch: every new request to half A (${version})` },
             // After the instant, a plain routing to A; waiting for its drain means nothing routes to B.
             ...(proxy.timedSwitch ? [{ kind: "route" as const, routing: { pools: { a }, defaultPool: "a", pins: pins("a") }, why: `half B out (${b.join(", ")})` }] : []),
-            { kind: "stop", instances: b },
-            { kind: "update", instances: b },
-            { kind: "start", instances: b },
-            { kind: "check", instances: b },
+            ...replaceSteps(b),
           ],
         },
         {

@@ -1,4 +1,4 @@
-import { type DeployPlan, NodropError, type PlanInput, type PlanPhase, type PlanStep, type Strategy, singlePool } from "@nodrop/core";
+import { type DeployPlan, type PlanInput, type PlanPhase, type PlanStep, type Strategy, checkBatchCapacity, replaceSteps, singlePool } from "@nodrop/core";
 import { type RollingOptions, rollingOptionsSchema } from "./options.js";
 
 /** Resolves a batch size ("25%" or a count) against the fleet size; at least 1. */
@@ -59,12 +59,7 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
           name: "out of pool",
           instances: outside,
           onFailure: "isolate",
-          steps: [
-            { kind: "stop", instances: outside },
-            { kind: "update", instances: outside },
-            { kind: "start", instances: outside },
-            { kind: "check", instances: outside },
-          ],
+          steps: replaceSteps(outside),
         });
       }
       if (todo.length === 0) {
@@ -74,14 +69,7 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
 
       const size = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
       const minInPool = options.minInPool ?? 1;
-      if (all.length - size < minInPool) {
-        throw new NodropError(
-          "E_PLAN",
-          all.length === 1
-            ? "strategy.batchSize: a fleet of one instance cannot be updated without dropping requests; add a second instance"
-            : `strategy.batchSize: a batch of ${size} out of ${all.length} instances leaves ${all.length - size} serving, below strategy.minInPool (${minInPool})`,
-        );
-      }
+      checkBatchCapacity(size, all.length, minInPool);
       const batches = toBatches(todo, size);
       notes.push(`${batches.length} batch${batches.length === 1 ? "" : "es"} of up to ${size}; ${all.length - size} of ${all.length} instances serve while a batch is out`);
       const soak = options.soak ?? 0;
@@ -90,10 +78,7 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
         const previous = index > 0 && soak === 0 ? `${batches[index - 1]!.join(", ")} back, ` : "";
         const steps: PlanStep[] = [
           { kind: "route", routing: singlePool(all.filter((id) => !out.has(id))), why: `${previous}batch ${index + 1} out: ${batch.join(", ")}` },
-          { kind: "stop", instances: batch },
-          { kind: "update", instances: batch },
-          { kind: "start", instances: batch },
-          { kind: "check", instances: batch },
+          ...replaceSteps(batch),
         ];
         if (soak > 0) steps.push({ kind: "route", routing: allIn, why: `batch ${index + 1} back: ${batch.join(", ")}` }, { kind: "soak", ms: soak });
         phases.push({ name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" });

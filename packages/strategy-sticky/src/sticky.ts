@@ -1,4 +1,4 @@
-import { type DeployPlan, NodropError, type PlanInput, type PlanPhase, type Routing, type Strategy } from "@nodrop/core";
+import { type DeployPlan, NodropError, type PlanInput, type PlanPhase, type Routing, type Strategy, checkBatchCapacity, replaceSteps } from "@nodrop/core";
 import { type StickyOptions, affinityKey, stickyOptionsSchema } from "./options.js";
 
 /**
@@ -38,14 +38,7 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
       if (todo.length === 0) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
       const oldVersions = [...new Set(instances.filter((i) => i.version !== version).map((i) => i.version!))];
       const size = Math.min(options.batchSize ?? 1, todo.length);
-      if (ring.length - size < (options.minInPool ?? 1)) {
-        throw new NodropError(
-          "E_PLAN",
-          ring.length === 1
-            ? "strategy.batchSize: a fleet of one instance cannot be updated without dropping requests; add a second instance"
-            : `strategy.batchSize: a batch of ${size} out of ${ring.length} instances leaves ${ring.length - size} serving, below strategy.minInPool (${options.minInPool ?? 1})`,
-        );
-      }
+      checkBatchCapacity(size, ring.length, options.minInPool ?? 1);
       const share = options.newShare ?? 50;
       notes.push(
         `${mode === "both" ? "affinity by " + key + " within the client's version or newer" : mode === "instance" ? "affinity by " + key : "version pinning"}; new clients go to ${version} from ${share}% of the instances`,
@@ -80,10 +73,7 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
           onFailure: "revert",
           steps: [
             { kind: "route", routing: routingFor(new Set(batch)), why: `${previous}${batch.join(", ")} out` },
-            { kind: "stop", instances: batch },
-            { kind: "update", instances: batch },
-            { kind: "start", instances: batch },
-            { kind: "check", instances: batch },
+            ...replaceSteps(batch),
           ],
         });
         for (const id of batch) done.add(id);
