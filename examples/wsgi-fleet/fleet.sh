@@ -27,7 +27,7 @@ case "$cmd" in
     # gthread workers: slow requests must not block the others. The graceful timeout bounds a stop.
     address=${4:-127.0.0.1}
     gunicorn --daemon --pid "$pidfile" --bind "$address:$port" \
-      --workers 2 --threads 8 --worker-class gthread --graceful-timeout 20 \
+      --workers 2 --threads 8 --worker-class gthread --graceful-timeout 10 \
       --chdir "$here/app" --env "APP_RELEASE=$dir/current" --env "APP_INSTANCE=$port" \
       --error-logfile "$dir/gunicorn.log" app:application
     ;;

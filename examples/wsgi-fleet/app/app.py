@@ -28,6 +28,20 @@ def application(environ, start_response):
         start_response("200 OK", headers)
         return [json.dumps({"status": "ok", "version": VERSION}).encode()]
 
+    if path == "/events":
+        # Server-sent events for `ms` milliseconds: a long-lived connection, as a WebSocket would be.
+        ms = int(parse_qs(environ.get("QUERY_STRING", "")).get("ms", ["10000"])[0])
+        start_response("200 OK", [("Content-Type", "text/event-stream"), ("X-Accel-Buffering", "no"), ("X-App-Version", VERSION), ("X-App-Instance", INSTANCE)])
+
+        def events():
+            end = time.time() + min(ms, 120_000) / 1000
+            while time.time() < end:
+                yield f"data: {VERSION} {INSTANCE}\n\n".encode()
+                time.sleep(0.2)
+            yield b"event: end\ndata: done\n\n"
+
+        return events()
+
     if path == "/slow":
         ms = int(parse_qs(environ.get("QUERY_STRING", "")).get("ms", ["500"])[0])
         time.sleep(min(ms, 10_000) / 1000)

@@ -34,6 +34,10 @@ export interface FleetOptions {
   hosts?: TestHosts;
   /** SSH settings merged into every host entry (e.g. a wrong key, for tests). */
   ssh?: Record<string, unknown>;
+  /** Proxy settings merged into the config's proxy section (e.g. drainTimeout). */
+  proxy?: Record<string, unknown>;
+  /** nginx's worker_shutdown_timeout in seconds (default 30). */
+  workerShutdownTimeout?: number;
 }
 
 export interface FleetInstance {
@@ -90,7 +94,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const onHost = (host: string, args: string[]) =>
     remote ? remote.sh(host, [fleetSh, ...args].map((a) => shellQuote(a)).join(" ")) : run(fleetSh, args).then((r) => r.stdout);
 
-  await writeFile(nginxConf, nginxConfText({ dir, includeFile, pidFile, errorLog, proxyPort, workers: options.nginxWorkers ?? 2 }));
+  await writeFile(nginxConf, nginxConfText({ dir, includeFile, pidFile, errorLog, proxyPort, workers: options.nginxWorkers ?? 2, shutdownTimeout: options.workerShutdownTimeout ?? 30 }));
   const configFile = path.join(dir, "nodrop.yaml");
   // On remote hosts each host's fleet directory differs; the template reads it from the host name.
   const fleetArg = remote ? `${shellQuote(remote.dir)}/{host}/fleet` : shellQuote(dir);
@@ -110,7 +114,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       timeout: "60s",
     },
     health: { path: "/health", versionHeader: "X-App-Version", interval: "100ms", successes: 2, deadline: "20s", ...options.health },
-    proxy: { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s" },
+    proxy: { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s", ...options.proxy },
     strategy: options.strategy ?? { name: "rolling", batchSize: 1 },
   };
   await writeFile(configFile, `# nodrop config for the example fleet in ${dir}\n${stringify(config)}`);
@@ -201,6 +205,7 @@ interface NginxConfInput {
   errorLog: string;
   proxyPort: number;
   workers: number;
+  shutdownTimeout: number;
 }
 
 /**
@@ -215,7 +220,7 @@ pid ${input.pidFile};
 # notice: nodrop reads reload failures ([emerg]) from here
 error_log ${input.errorLog} notice;
 # bounds every drain; above the longest legitimate request
-worker_shutdown_timeout 30s;
+worker_shutdown_timeout ${input.shutdownTimeout}s;
 
 events { worker_connections 4096; }
 

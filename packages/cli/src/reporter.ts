@@ -122,7 +122,9 @@ export function formatReport(report: DeployReport): string {
   if (report.routes.length > 0) {
     const drain = report.routes.reduce((s, r) => s + r.drainMs, 0);
     const confirm = report.routes.reduce((s, r) => s + r.confirmMs, 0);
+    const cut = report.routes.reduce((s, r) => s + r.cut, 0);
     lines.push("", `proxy: ${report.routes.length} reloads, confirm ${formatDuration(confirm)} and drain ${formatDuration(drain)} in total`);
+    if (cut > 0) lines.push(`long-lived connections cut at the drain ceiling (proxy.drainTimeout): ${cut}`);
   }
   for (const i of report.instances) if (i.error) lines.push(`${i.id}: ${i.error.split("\n")[0]}`);
   return lines.join("\n");

@@ -226,7 +226,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
         });
       serving = servingInstances(routing);
       routingInForce = routing;
-      routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs });
+      routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 });
       emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...serving] });
     });
   };

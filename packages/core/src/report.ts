@@ -39,6 +39,8 @@ export interface RouteReport {
   readonly generation: string;
   readonly confirmMs: number;
   readonly drainMs: number;
+  /** Long-lived connections still open at the drain ceiling, cut when their instance stopped. */
+  readonly cut: number;
 }
 
 export interface DeployReport {

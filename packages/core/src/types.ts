@@ -68,6 +68,11 @@ export interface ProxyApplyResult {
   readonly confirmMs: number;
   /** Time spent waiting for the old routing's workers to finish. */
   readonly drainMs: number;
+  /**
+   * Long-lived connections (WebSocket, server-sent events) to instances this routing removed that
+   * were still open when the drain ceiling came; they end when those instances stop.
+   */
+  readonly cut?: number;
 }
 
 export interface ProxyCheck {

@@ -6,6 +6,7 @@ import {
   type ProxyApplyResult,
   type ProxyCheck,
   type Routing,
+  servingInstances,
   shellQuote,
   sleep,
 } from "@nodrop/core";
@@ -168,16 +169,23 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
       throw new NodropError("E_PROXY_RELOAD", `nginx reload on ${executor.host} did not take effect (${why}); the previous ${configFile} was restored and the old config is still in force`);
     }
 
-    // The old generation still routes with the old config until its workers exit.
+    // The old generation still routes with the old config until its workers exit. Its workers no
+    // longer take new requests; what keeps one alive is a long-lived connection (WebSocket, SSE).
     const d0 = performance.now();
+    let cut = 0;
     for (;;) {
       const now = await workers();
       if (!now.some((w) => oldPids.has(w.pid))) break;
       if (performance.now() - d0 > drainTimeout) {
-        throw new NodropError(
-          "E_PROXY_DRAIN",
-          `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms; the new routing is in force but instances it removed may still get requests (set worker_shutdown_timeout below proxy.drainTimeout)`,
-        );
+        const removed = instances.filter((i) => !servingInstances(routing).has(i.id));
+        cut = await heldConnections(oldPids, removed);
+        if ((options.onDrainTimeout ?? "cut") === "fail") {
+          throw new NodropError(
+            "E_PROXY_DRAIN",
+            `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms with ${cut} connections to removed instances; the new routing is in force (set worker_shutdown_timeout below proxy.drainTimeout)`,
+          );
+        }
+        break;
       }
       await sleep(pollInterval * 2);
     }
@@ -187,7 +195,21 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
       const wait = switchAt + 50 - (Date.now() + clockOffset);
       if (wait > 0) await sleep(wait);
     }
-    return { generation: String(generation), confirmMs, drainMs };
+    return { generation: String(generation), confirmMs, drainMs, cut };
+  };
+
+  /** Connections the given nginx workers hold to these instances (ss on the proxy host). */
+  const heldConnections = async (pids: ReadonlySet<number>, targets: readonly ProxyInstance[]): Promise<number> => {
+    if (targets.length === 0) return 0;
+    const peers = new Set(targets.map((t) => `${t.address.includes(":") ? `[${t.address}]` : t.address}:${t.port}`));
+    const result = await run("ss -Htnp state established 2>/dev/null || true");
+    let count = 0;
+    for (const line of result.stdout.split("\n")) {
+      const columns = line.trim().split(/\s+/);
+      const pid = /pid=(\d+)/.exec(line)?.[1];
+      if (columns[3] && peers.has(columns[3]) && pid && pids.has(Number(pid))) count += 1;
+    }
+    return count;
   };
 
   return {

@@ -12,7 +12,14 @@ export const nginxOptionsSchema = schema.object({
   errorLog: schema.optional(path("The error log; read after each reload to catch [emerg] lines that `nginx -s reload` does not report.")),
   versionCookie: schema.optional(schema.str({ pattern: /^[A-Za-z0-9_]{1,48}$/, hint: "a cookie name of letters, digits and _", doc: "Cookie that pins a client to a version." }), "nodrop_version"),
   confirmTimeout: schema.optional(schema.duration({ min: 100, doc: "How long a reload may take to show a new worker generation." }), 10_000),
-  drainTimeout: schema.optional(schema.duration({ min: 100, doc: "Ceiling on waiting for the old workers to exit; set it above worker_shutdown_timeout." }), 90_000),
+  drainTimeout: schema.optional(
+    schema.duration({ min: 100, doc: "Ceiling on waiting for the old workers to finish: long-lived connections (WebSocket, server-sent events) to a removed instance are held this long, then counted as cut when it stops." }),
+    90_000,
+  ),
+  onDrainTimeout: schema.optional(
+    schema.oneOf(["cut", "fail"] as const, { doc: "At the ceiling: cut (go on; the report counts the connections cut) or fail (stop the deploy)." }),
+    "cut",
+  ),
   pollInterval: schema.optional(schema.duration({ min: 10, doc: "Between checks of the worker processes." }), 50),
 });
 

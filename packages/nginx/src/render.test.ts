@@ -194,6 +194,7 @@ describe("nginxOptionsSchema", () => {
       versionCookie: "nodrop_version",
       confirmTimeout: 10_000,
       drainTimeout: 90_000,
+      onDrainTimeout: "cut",
       pollInterval: 50,
     });
   });

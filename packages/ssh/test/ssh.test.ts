@@ -214,3 +214,32 @@ describe("sshExecutor against real sshd", () => {
     }
   });
 });
+
+describe("health checks from the instance's host", () => {
+  it("probes an instance that only its host can reach, over the SSH connection", async () => {
+    const { hostHealthCheck, waitHealthy } = await import("@nodrop/core");
+    const ssh = sshExecutor(target("web1"));
+    const port = 18999;
+    // A server bound to 127.0.0.1 inside the host: this machine cannot reach it directly in namespace mode.
+    const server = `import http.server as h
+class H(h.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("X-App-Version", "v7"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+h.HTTPServer(("127.0.0.1", ${port}), H).serve_forever()`;
+    try {
+      await hosts.sh("web1", `cat > ${hosts.host("web1").dir}/health.py <<'PY'\n${server}\nPY\nnohup python3 ${hosts.host("web1").dir}/health.py >/dev/null 2>&1 &`);
+      const check = hostHealthCheck({ path: "/health", versionHeader: "X-App-Version", timeoutMs: 2000, executorFor: () => ssh });
+      const instance = { id: "web1-local", host: "web1", address: "127.0.0.1", port };
+      await waitHealthy(check, instance, "v7", { successes: 2, intervalMs: 100, deadlineMs: 10_000 });
+      const probe = await check.probe(instance);
+      expect(probe).toMatchObject({ ok: true, version: "v7" });
+      expect(probe.detail).toContain("from web1");
+      const closed = await check.probe({ ...instance, port: port + 1 });
+      expect(closed.ok).toBe(false);
+    } finally {
+      await hosts.sh("web1", `pkill -f '^python3 ${hosts.host("web1").dir}/health.py' || true`);
+      await ssh.dispose();
+    }
+  });
+});
