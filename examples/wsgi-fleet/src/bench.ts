@@ -1,7 +1,7 @@
 // `pnpm bench`: deploys under the same load in several scenarios on real nginx, gunicorn and sshd,
 // and writes what it measured to docs/bench.md and docs/bench.json. Numbers only come from here:
 // tests assert counts and states, never timings.
-import { execSync } from "node:child_process";
+import { execSync, spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -10,7 +10,7 @@ import type { DeployReport } from "@nodrop/core";
 import { type LoadStats, formatStats } from "@nodrop/loadgen";
 import { startTestHosts } from "@nodrop/testhosts";
 import { exampleDir, startFleet } from "./fleet.js";
-import { deployUnderLoad } from "./under-load.js";
+import { deployUnderLoad, nodropBin } from "./under-load.js";
 
 interface Scenario {
   name: string;
@@ -107,6 +107,33 @@ for (const scenario of scenarios) {
   }
 }
 
+/** Median time (ms) from spawning `node file args` to its first line of output. */
+async function firstLine(file: string, args: string[], env: Record<string, string> = {}): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    times.push(
+      await new Promise<number>((resolve, reject) => {
+        const t0 = performance.now();
+        const child = spawn(process.execPath, [file, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+        const done = () => {
+          resolve(performance.now() - t0);
+          child.kill();
+        };
+        child.stdout.once("data", done);
+        child.stderr.once("data", done);
+        child.on("error", reject);
+      }),
+    );
+  }
+  return times.sort((a, b) => a - b)[2]!;
+}
+
+const repo = path.resolve(exampleDir, "..", "..");
+const cliStart = await firstLine(nodropBin, ["--version"]);
+// The action with a config that does not exist: it starts, reads its inputs and prints its first line.
+const actionStart = await firstLine(path.join(repo, "actions", "deploy", "dist", "index.js"), [], { "INPUT_CONFIG": "/nonexistent/nodrop.yaml", "INPUT_DRY-RUN": "true" });
+console.log(`\nstart-up (median of 5): nodrop --version ${Math.round(cliStart)} ms; action bundle first line ${Math.round(actionStart)} ms`);
+
 const versionOf = (command: string) => {
   try {
     return execSync(`${command} 2>&1`).toString().trim().split("\n")[0]!;
@@ -125,7 +152,7 @@ const table = [
 ].join("\n");
 const docs = path.resolve(exampleDir, "..", "..", "docs");
 if (!values.only) {
-  await writeFile(path.join(docs, "bench.md"), `# Benchmark\n\nMeasured by \`pnpm bench\` on ${new Date().toISOString().slice(0, 10)}: ${machine}.\n\nLoad: ${values.clients} keep-alive clients, each with its own cookie jar and loopback source address; 10% POST, 10% slow requests of 500 ms. "failed" counts what users see (a request on a reused keep-alive connection closed before any answer byte is resent once, as browsers do); "without resend" and "Go rule" (resends GETs only) show the same run counted stricter. "regressions": a client got an older version after a newer one. "late old": a request started after the first new-version answer and answered by the old version. "instances' own time": the sum of every instance's stop, update, start and check; "per-batch critical path": the sum over batches of the slowest instance in the batch.\n\n${table}\n`);
+  await writeFile(path.join(docs, "bench.md"), `# Benchmark\n\nMeasured by \`pnpm bench\` on ${new Date().toISOString().slice(0, 10)}: ${machine}.\n\nStart-up (median of 5 runs to the first line of output): \`nodrop --version\` ${Math.round(cliStart)} ms; the GitHub Action bundle ${Math.round(actionStart)} ms.\n\nLoad: ${values.clients} keep-alive clients, each with its own cookie jar and loopback source address; 10% POST, 10% slow requests of 500 ms. "failed" counts what users see (a request on a reused keep-alive connection closed before any answer byte is resent once, as browsers do); "without resend" and "Go rule" (resends GETs only) show the same run counted stricter. "regressions": a client got an older version after a newer one. "late old": a request started after the first new-version answer and answered by the old version. "instances' own time": the sum of every instance's stop, update, start and check; "per-batch critical path": the sum over batches of the slowest instance in the batch.\n\n${table}\n`);
   await writeFile(path.join(docs, "bench.json"), `${JSON.stringify({ machine, date: new Date().toISOString(), results }, null, 2)}\n`);
 }
 console.log(`\n${table}`);

@@ -1,0 +1,29 @@
+import * as core from "@actions/core";
+
+export interface ActionInputs {
+  config: string;
+  version: string;
+  strategy: string | undefined;
+  sshPrivateKey: string | undefined;
+  sshPassphrase: string | undefined;
+  knownHosts: string | undefined;
+  dryRun: boolean;
+}
+
+/** Reads the inputs; every secret is masked before anything else can print it. */
+export function readInputs(env: NodeJS.ProcessEnv = process.env): ActionInputs {
+  const sshPrivateKey = core.getInput("ssh-private-key") || undefined;
+  const sshPassphrase = core.getInput("ssh-passphrase") || undefined;
+  if (sshPrivateKey) core.setSecret(sshPrivateKey);
+  if (sshPassphrase) core.setSecret(sshPassphrase);
+  const version = core.getInput("version") || env.GITHUB_SHA || "";
+  return {
+    config: core.getInput("config", { required: true }),
+    version,
+    strategy: core.getInput("strategy") || undefined,
+    sshPrivateKey: sshPrivateKey ? `${sshPrivateKey.trim()}\n` : undefined,
+    sshPassphrase,
+    knownHosts: core.getInput("known-hosts") || undefined,
+    dryRun: core.getBooleanInput("dry-run"),
+  };
+}

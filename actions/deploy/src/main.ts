@@ -1,0 +1,109 @@
+import * as core from "@actions/core";
+import { checkVersion, createDeployment, fleetConverged, formatPlan } from "@nodrop/cli";
+import { type DeployEvent, type DeployReport, type NodropConfig, deploy, formatDuration, loadConfig, planDeploy, toNodropError } from "@nodrop/core";
+import { readInputs } from "./inputs.js";
+import { writeSummary } from "./summary.js";
+
+const KEY_ENV = "NODROP_ACTION_SSH_KEY";
+const PASSPHRASE_ENV = "NODROP_ACTION_SSH_PASSPHRASE";
+
+/**
+ * The action: read the inputs, deploy (or plan), and report through outputs, log groups, an
+ * annotation and the step summary. SIGINT/SIGTERM from the runner abort the deploy; the engine
+ * then finishes or undoes the current proxy change and restores a healthy pool.
+ */
+export async function run(signal: AbortSignal): Promise<void> {
+  try {
+    const inputs = readInputs();
+    const version = checkVersion(inputs.version, "version");
+    const loaded = await loadConfig(inputs.config);
+    // Action inputs become the defaults of every host; a host's own settings still win.
+    const config: NodropConfig = {
+      ...loaded,
+      ssh: {
+        ...loaded.ssh,
+        ...(inputs.sshPrivateKey ? { privateKeyEnv: KEY_ENV } : {}),
+        ...(inputs.sshPassphrase ? { passphraseEnv: PASSPHRASE_ENV } : {}),
+        ...(inputs.knownHosts ? { knownHosts: inputs.knownHosts } : {}),
+      },
+    };
+    const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
+    const deployment = createDeployment(config, { strategy: inputs.strategy }, { env, log: (message) => core.info(message) });
+    try {
+      if (inputs.dryRun) {
+        const { plan, observed } = await planDeploy({ ...deployment.options, version, signal });
+        core.info(formatPlan(plan, observed));
+        core.setOutput("version", version);
+        core.setOutput("result", JSON.stringify({ dryRun: true, plan }));
+        return;
+      }
+      core.saveState("deploying", version);
+      const report = await deploy({ ...deployment.options, version, signal, onEvent: logEvents() });
+      // Kept for the post step while the fleet is not all on the version and in the pool.
+      core.saveState("deploying", fleetConverged(report) ? "" : version);
+      publish(report);
+      await writeSummary(report);
+      if (!fleetConverged(report)) {
+        const e = report.error;
+        core.error(e ? e.message : "not every instance runs the version in the pool", {
+          title: `nodrop ${e?.code ?? "E_DEPLOY"}${e?.instance ? ` on ${e.instance}` : ""}${e?.step ? ` at ${e.step}` : ""}`,
+        });
+        core.setFailed(`deploy of ${version} failed${e ? `: [${e.code}] ${e.message.split("\n")[0]}` : ""}`);
+      }
+    } finally {
+      await deployment.dispose();
+    }
+  } catch (error) {
+    const e = toNodropError(error, "E_ARGS");
+    core.error(e.message, { title: `nodrop ${e.code}` });
+    core.setFailed(`[${e.code}] ${e.message}`);
+  }
+}
+
+function publish(report: DeployReport): void {
+  core.setOutput("result", JSON.stringify(report));
+  core.setOutput("version", report.version);
+  core.setOutput(
+    "instances",
+    JSON.stringify(report.instances.map((i) => ({ id: i.id, host: i.host, port: i.port, from: i.from, version: i.version, inPool: i.inPool, outcome: i.outcome }))),
+  );
+}
+
+/** One collapsible group per phase (batch), plain lines inside. */
+function logEvents(): (event: DeployEvent) => void {
+  let open = false;
+  const close = () => {
+    if (open) core.endGroup();
+    open = false;
+  };
+  return (event) => {
+    switch (event.type) {
+      case "preflight":
+        core.info(`preflight: ${event.instances.map((i) => `${i.id}=${i.version ?? "?"}`).join(" ")}`);
+        break;
+      case "plan":
+        for (const note of event.plan.notes) core.info(`plan: ${note}`);
+        break;
+      case "phase":
+        close();
+        core.startGroup(`${event.phase} (${event.index + 1}/${event.total})`);
+        open = true;
+        break;
+      case "step":
+        if (event.status !== "start") core.info(`${event.kind}${event.instance ? ` ${event.instance}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}`);
+        break;
+      case "route":
+        core.info(`nginx generation ${event.generation}: ${event.why}; confirmed in ${formatDuration(event.confirmMs)}, drained in ${formatDuration(event.drainMs)}`);
+        break;
+      case "recovery":
+        close();
+        core.startGroup("recovery");
+        open = true;
+        core.warning(`recovering after: ${event.reason.split("\n")[0]}`);
+        break;
+      case "done":
+        close();
+        break;
+    }
+  };
+}

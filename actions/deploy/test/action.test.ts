@@ -1,0 +1,187 @@
+// The committed bundle, run the way the runner runs it: `node dist/index.js` with INPUT_* variables
+// (hyphens kept) and GITHUB_OUTPUT, GITHUB_STEP_SUMMARY and GITHUB_STATE files, against the real
+// local fleet and against SSH test hosts.
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Fleet, startFleet } from "@nodrop/example-wsgi-fleet";
+import { startTestHosts } from "@nodrop/testhosts";
+import { parse, stringify } from "yaml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "dist");
+
+interface ActionRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  outputs: Record<string, string>;
+  summary: string;
+  state: Record<string, string>;
+}
+
+/** Parses the runner's `name<<delimiter ... delimiter` file format. */
+function parseFileCommands(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const match = /^([^<]+)<<(.+)$/.exec(lines[i]!);
+    if (!match) continue;
+    const value: string[] = [];
+    for (i++; i < lines.length && lines[i] !== match[2]; i++) value.push(lines[i]!);
+    out[match[1]!] = value.join("\n");
+  }
+  return out;
+}
+
+function runAction(entry: "index" | "post", inputs: Record<string, string>, options: { env?: Record<string, string>; onStdout?: (text: string, child: ChildProcess) => void } = {}): Promise<ActionRun> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "nodrop-action-"));
+  for (const file of ["output", "summary", "state"]) writeFileSync(path.join(dir, file), "");
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? "",
+    HOME: process.env.HOME ?? "/root",
+    GITHUB_OUTPUT: path.join(dir, "output"),
+    GITHUB_STEP_SUMMARY: path.join(dir, "summary"),
+    GITHUB_STATE: path.join(dir, "state"),
+    GITHUB_SHA: "0123456789abcdef0123456789abcdef01234567",
+    ...options.env,
+  };
+  for (const [name, value] of Object.entries(inputs)) env[`INPUT_${name.toUpperCase()}`] = value;
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [path.join(dist, `${entry}.js`)], { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+      options.onStdout?.(stdout, child);
+    });
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("close", (code) =>
+      resolve({
+        code,
+        stdout,
+        stderr,
+        outputs: parseFileCommands(readFileSync(path.join(dir, "output"), "utf8")),
+        summary: readFileSync(path.join(dir, "summary"), "utf8"),
+        state: parseFileCommands(readFileSync(path.join(dir, "state"), "utf8")),
+      }),
+    );
+  });
+}
+
+describe("the action bundle against the local fleet (real nginx + gunicorn)", () => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await startFleet({ ports: [8291, 8292, 8293], proxyPort: 18291 });
+  });
+  afterAll(async () => {
+    await fleet?.stop();
+  });
+
+  it("deploys, sets the outputs and writes the step summary", async () => {
+    const run = await runAction("index", { config: fleet.configFile, version: "v2", "dry-run": "false" });
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain("::group::batch 1/3 (1/4)");
+    const result = JSON.parse(run.outputs.result!) as { ok: boolean; version: string };
+    expect(result).toMatchObject({ ok: true, version: "v2" });
+    expect(run.outputs.version).toBe("v2");
+    expect(JSON.parse(run.outputs.instances!)).toEqual(
+      [8291, 8292, 8293].map((port) => ({ id: `web-${port}`, host: "local", port, from: "v1", version: "v2", inPool: true, outcome: "updated" })),
+    );
+    expect(run.summary).toContain("<h2>nodrop: deployed v2 (rolling)</h2>");
+    for (const port of [8291, 8292, 8293]) expect(run.summary).toContain(`<td>web-${port}</td><td>local</td><td>${port}</td><td>v1</td><td>v2</td>`);
+    expect(run.state.deploying).toBe("");
+  });
+
+  it("a dry run prints the plan and changes nothing", async () => {
+    const before = await readFile(fleet.includeFile, "utf8");
+    const run = await runAction("index", { config: fleet.configFile, version: "v1", "dry-run": "true" });
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain("strategy rolling, deploying v1");
+    expect(await readFile(fleet.includeFile, "utf8")).toBe(before);
+    expect(Object.values(await fleet.versions())).toEqual(["v2", "v2", "v2"]);
+  });
+
+  it("a failing health check: exit non-zero, an annotation naming the instance and step, the fleet restored", async () => {
+    const run = await runAction("index", { config: fleet.configFile, version: "v3", "dry-run": "false" });
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/::error title=nodrop E_HEALTHCHECK on web-8291 at batch 1\/3%3A check::instance web-8291: health check/);
+    expect(JSON.parse(run.outputs.result!)).toMatchObject({ ok: false, error: { code: "E_HEALTHCHECK", instance: "web-8291" } });
+    expect(run.summary).toContain("nodrop: FAILED v3");
+    expect(Object.values(await fleet.versions())).toEqual(["v2", "v2", "v2"]);
+    expect(JSON.parse(run.outputs.instances!).every((i: { inPool: boolean; version: string }) => i.inPool && i.version === "v2")).toBe(true);
+  });
+
+  it("SIGINT in the middle: nginx stays valid and serving, the state of each instance is reported, the post step says it is incomplete", async () => {
+    const run = await runAction("index", { config: fleet.configFile, version: "v1", "dry-run": "false" }, {
+      onStdout: (text, child) => {
+        // As the runner does on cancel: SIGINT once the first instance is being changed.
+        if (text.includes("update web-8291: ok") && !child.killed) child.kill("SIGINT");
+      },
+    });
+    expect(run.code).toBe(1);
+    const result = JSON.parse(run.outputs.result!) as { error: { code: string }; instances: { id: string; version: string; inPool: boolean }[] };
+    expect(result.error.code).toBe("E_ABORTED");
+    // Every instance is reported, and what the report says matches what runs.
+    const versions = await fleet.versions();
+    for (const i of result.instances) expect(versions[String(i.id.slice(4))]).toBe(i.version);
+    expect(result.instances.filter((i) => i.inPool).length).toBeGreaterThan(0);
+    await fleet.nginx("-t");
+    expect((await fetch(fleet.url)).status).toBe(200);
+    expect(run.state.deploying).toBe("v1");
+
+    const post = await runAction("post", {}, { env: { STATE_deploying: run.state.deploying! } });
+    expect(post.code).toBe(0);
+    expect(post.stdout).toContain("::warning title=nodrop%3A deploy left incomplete::the deploy of v1 did not finish");
+  });
+});
+
+describe("the action bundle against SSH hosts", () => {
+  it("deploys with the key from an input and the key appears nowhere in stdout, stderr, the summary or the outputs", async () => {
+    const hosts = await startTestHosts({ names: ["web1", "web2"] });
+    let fleet: Fleet | undefined;
+    try {
+      fleet = await startFleet({ hosts, ports: [8295], proxyPort: 18295 });
+      // The config names no key and no known hosts: both come from the action's inputs.
+      const config = parse(await readFile(fleet.configFile, "utf8")) as { ssh: Record<string, unknown> };
+      delete config.ssh.privateKeyFile;
+      delete config.ssh.knownHosts;
+      const file = path.join(fleet.dir, "action.yaml");
+      writeFileSync(file, stringify(config));
+      const key = hosts.clientKey.privateKey;
+      const run = await runAction("index", {
+        config: file,
+        version: "v2",
+        "dry-run": "false",
+        "ssh-private-key": key,
+        "ssh-passphrase": hosts.clientKey.passphrase,
+        "known-hosts": hosts.knownHosts,
+      });
+      expect(run.code).toBe(0);
+      expect(JSON.parse(run.outputs.result!)).toMatchObject({ ok: true });
+      // The runner learns secrets from ::add-mask:: commands and never shows them; everything else must not carry the key.
+      const visible = run.stdout.split("\n").filter((line) => !line.startsWith("::add-mask::")).join("\n");
+      expect(run.stdout).toContain("::add-mask::");
+      const secrets = [...key.split("\n").filter((l) => l && !l.startsWith("-----")), hosts.clientKey.passphrase];
+      for (const text of [visible, run.stderr, run.summary, JSON.stringify(run.outputs)]) {
+        for (const secret of secrets) expect(text).not.toContain(secret);
+      }
+    } finally {
+      await fleet?.stop();
+      await hosts.stop();
+    }
+  });
+});
+
+describe("the committed bundle", () => {
+  it("is what a fresh build produces (pnpm test builds first; a stale dist shows as a change)", async () => {
+    const { execFileSync } = await import("node:child_process");
+    const root = path.resolve(dist, "..", "..", "..");
+    const changed = execFileSync("git", ["status", "--porcelain", "--", "actions/deploy/dist"], { cwd: root }).toString().trim();
+    expect(changed, "rebuild and commit actions/deploy/dist").toBe("");
+  });
+});
