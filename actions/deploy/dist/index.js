@@ -47543,7 +47543,10 @@ var configSchema = object({
   ssh: optional(mapping({ hint: "SSH settings shared by every host", doc: "Defaults merged into every entry of hosts (user, privateKeyFile, knownHostsFile, ...)." })),
   proxy: mapping({ hint: "a mapping with a type (nginx)", doc: "The proxy adapter and its settings; see the adapter's reference." }),
   strategy: optional(mapping({ hint: "a mapping with a name (rolling)", doc: "The strategy and its options." }), { name: "rolling" }),
-  parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once." }), 8)
+  parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once." }), 8),
+  stateDir: optional(
+    str({ pattern: /^\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters", doc: "On the proxy host: where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." })
+  )
 });
 function validateConfig(raw, options) {
   const source = options.source ?? "config";
@@ -47953,7 +47956,17 @@ async function deploy(options) {
   const tracked = /* @__PURE__ */ new Map();
   let serving = /* @__PURE__ */ new Set();
   let observed = [];
-  const report = (error2, step2, recovery) => {
+  const deployId = `${startedAt.toISOString()}-${process.pid}`;
+  let journalRequired = true;
+  const record = async (entry) => {
+    if (!options.journal) return;
+    try {
+      await options.journal.append(entry);
+    } catch (error2) {
+      if (journalRequired) throw error2;
+    }
+  };
+  const report = async (error2, step2, recovery) => {
     const result = {
       ok: error2 === void 0,
       strategy: options.strategy.name,
@@ -47978,9 +47991,14 @@ async function deploy(options) {
       ...error2 ? { error: { code: error2.code, message: error2.message, ...error2.instance ? { instance: error2.instance } : {}, ...step2 ? { step: step2 } : {} } } : {},
       ...recovery ? { recovery } : {}
     };
+    if (plannedAndRecorded) {
+      journalRequired = false;
+      await record({ type: "end", id: deployId, ok: result.ok, ...result.error ? { error: result.error.message.split("\n")[0] } : {}, instances: result.instances.map((i) => ({ id: i.id, version: i.version, inPool: i.inPool, outcome: i.outcome })) });
+    }
     emit({ type: "done", report: result });
     return result;
   };
+  let plannedAndRecorded = false;
   let plan;
   try {
     ({ plan, observed } = await planDeploy(options));
@@ -47992,6 +48010,12 @@ async function deploy(options) {
   emit({ type: "preflight", instances: observed });
   emit({ type: "plan", plan });
   serving = new Set(observed.filter((i) => i.inPool).map((i) => i.id));
+  try {
+    await record({ type: "deploy", id: deployId, version: options.version, strategy: options.strategy.name, instances: observed.map((o) => ({ id: o.id, from: o.version })) });
+  } catch (error2) {
+    return report(toNodropError(error2, "E_JOURNAL"), "journal");
+  }
+  plannedAndRecorded = true;
   for (const o of observed) {
     const control = options.instances.find((i) => i.spec.id === o.id);
     tracked.set(o.id, { control, from: o.version, version: o.version, touched: false, outcome: o.version === options.version ? "unchanged" : "not-reached", steps: [] });
@@ -48000,9 +48024,11 @@ async function deploy(options) {
     emit({ type: "step", phase, kind, instance: id, status: "start" });
     const t0 = performance.now();
     try {
+      await record({ type: "step", id: deployId, phase, kind, instance: id, status: "start" });
       await fn();
       const ms = performance.now() - t0;
       if (id) tracked.get(id).steps.push({ kind, ms, ok: true });
+      await record({ type: "step", id: deployId, phase, kind, instance: id, status: "ok" });
       emit({ type: "step", phase, kind, instance: id, status: "ok", ms });
     } catch (error2) {
       const ms = performance.now() - t0;
@@ -48013,6 +48039,7 @@ async function deploy(options) {
         t.error = e.message;
       }
       emit({ type: "step", phase, kind, instance: id, status: "fail", ms, detail: e.message });
+      await record({ type: "step", id: deployId, phase, kind, instance: id, status: "fail", detail: e.message.split("\n")[0] }).catch(() => void 0);
       throw e;
     }
   };
@@ -48097,6 +48124,7 @@ async function deploy(options) {
   return report();
   async function recover(phase, failure) {
     emit({ type: "recovery", reason: failure.message });
+    journalRequired = false;
     const recoverySignal = AbortSignal.timeout(options.recoveryTimeoutMs ?? 3e5);
     const touched = phase.instances.map((id) => tracked.get(id)).filter((t) => t.touched);
     const lines = [];
@@ -48843,7 +48871,7 @@ function compareVersions2(a, b) {
   return 0;
 }
 
-// ../../packages/cli/dist/chunk-6P4GHDKH.js
+// ../../packages/cli/dist/chunk-4CEXFDAU.js
 import { existsSync as existsSync2, readFileSync } from "fs";
 import os5 from "os";
 import path3 from "path";
@@ -49190,7 +49218,7 @@ var sshHostSchema = schema_exports.object({
   keepaliveInterval: schema_exports.optional(schema_exports.duration({ min: 100, doc: "SSH keep-alive interval." }), 5e3)
 });
 
-// ../../packages/cli/dist/chunk-6P4GHDKH.js
+// ../../packages/cli/dist/chunk-4CEXFDAU.js
 import { readFileSync as readFileSync2 } from "fs";
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
@@ -49352,6 +49380,7 @@ ${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
     steadyRouting: strategy.steadyRouting?.(ids2, strategyOptions) ?? singlePool(ids2),
     proxy,
     proxyExecutor: executorFor(proxyHost),
+    stateDir: config.stateDir ?? `/var/lib/nodrop/${config.app}`,
     executors,
     options: {
       instances,

@@ -116,6 +116,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     health: { path: "/health", versionHeader: "X-App-Version", interval: "100ms", successes: 2, deadline: "20s", ...options.health },
     proxy: { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s", ...options.proxy },
     strategy: options.strategy ?? { name: "rolling", batchSize: 1 },
+    stateDir: path.join(dir, "state"),
   };
   await writeFile(configFile, `# nodrop config for the example fleet in ${dir}\n${stringify(config)}`);
 

@@ -26,6 +26,37 @@ const cases: { name: string; mutate?: (c: Config) => void; args?: (file: string)
   { name: "strategy option of the wrong type", mutate: (c) => (c.strategy.batchSize = "half"), expect: /strategy\.batchSize: expected a count/ },
   { name: "batch that would empty the pool", mutate: (c) => (c.strategy.batchSize = 4), expect: /strategy\.batchSize: a batch of 4 out of 4 instances leaves 0 serving/ },
   { name: "unknown host", mutate: (c) => (c.instances[1].host = "web9"), expect: /instances\[1\]\.host: unknown host "web9"/ },
+  { name: "port negative", mutate: (c) => (c.instances[0].port = -1), expect: /instances\[0\]\.port: expected an integer 1-65535/ },
+  { name: "IPv6-looking address that injects", mutate: (c) => (c.instances[1].address = "::1]; server evil:80; #"), expect: /instances\[1\]\.address: expected an IP address/ },
+  { name: "empty stop command", mutate: (c) => (c.commands.stop = ""), expect: /commands\.stop: expected a command template/ },
+  { name: "stray brace in a command", mutate: (c) => (c.commands.start = "start {port"), expect: /commands\.start: stray "\{"/ },
+  { name: "health path without a slash", mutate: (c) => (c.health.path = "health"), expect: /health\.path: expected a URL path starting with \// },
+  { name: "health successes zero", mutate: (c) => (c.health.successes = 0), expect: /health\.successes: expected an integer 1-100/ },
+  { name: "health header with a space", mutate: (c) => (c.health.versionHeader = "X App"), expect: /health\.versionHeader: expected an HTTP header name/ },
+  { name: "health via unknown", mutate: (c) => (c.health.via = "proxy"), expect: /health\.via: expected one of "direct", "host"/ },
+  { name: "parallel zero", mutate: (c) => (c.parallel = 0), expect: /parallel: expected an integer 1-64/ },
+  { name: "relative state directory", mutate: (c) => (c.stateDir = "state"), expect: /stateDir: expected an absolute path/ },
+  { name: "proxy cookie name that injects a header", mutate: (c) => (c.proxy.versionCookie = "v; Domain=evil"), expect: /proxy\.versionCookie: expected a cookie name/ },
+  { name: "proxy binary with a semicolon", mutate: (c) => (c.proxy.binary = "nginx;reboot"), expect: /proxy\.binary: expected a program name or path/ },
+  { name: "proxy pid file with a space", mutate: (c) => (c.proxy.pidFile = "/run/ngi nx.pid"), expect: /proxy\.pidFile: expected an absolute path/ },
+  { name: "proxy drain timeout not a duration", mutate: (c) => (c.proxy.drainTimeout = "forever"), expect: /proxy\.drainTimeout: expected a duration/ },
+  { name: "proxy drain policy unknown", mutate: (c) => (c.proxy.onDrainTimeout = "ignore"), expect: /proxy\.onDrainTimeout: expected one of "cut", "fail"/ },
+  { name: "proxy sudo as a string", mutate: (c) => (c.proxy.sudo = "yes"), expect: /proxy\.sudo: expected true or false/ },
+  { name: "rolling soak not a duration", mutate: (c) => (c.strategy.soak = "a while"), expect: /strategy\.soak: expected a duration/ },
+  { name: "rolling batch of 0%", mutate: (c) => (c.strategy.batchSize = "0%"), expect: /strategy\.batchSize: expected a count/ },
+  { name: "half-split half below minimum", mutate: (c) => (c.strategy = { name: "half-split", minHalf: 3 }), expect: /strategy\.minHalf: halves of 2 and 2 instances/ },
+  { name: "sticky mode unknown", mutate: (c) => (c.strategy = { name: "sticky", mode: "magic" }), expect: /strategy\.mode: expected one of "both", "instance", "version"/ },
+  { name: "sticky cookie key without a name", mutate: (c) => (c.strategy = { name: "sticky", key: "cookie" }), expect: /strategy\.keyName is required with key: cookie/ },
+  { name: "ssh host without a user", mutate: (c) => (c.hosts = { web9: { address: "10.9.9.9", privateKeyFile: "/nonexistent" } }), expect: /hosts\.web9\.user: required/ },
+  { name: "ssh fingerprint in the wrong form", mutate: (c) => (c.hosts = { web9: { address: "10.9.9.9", user: "deploy", fingerprint: "aa:bb:cc" } }), expect: /hosts\.web9\.fingerprint: expected an OpenSSH fingerprint/ },
+  { name: "ssh key variable not set", mutate: (c) => (c.hosts = { web9: { address: "10.9.9.9", user: "deploy", privateKeyEnv: "NODROP_TEST_UNSET_KEY" } }), expect: /hosts\.web9\.privateKeyEnv: environment variable NODROP_TEST_UNSET_KEY is not set/ },
+  { name: "ssh jump host undefined", mutate: (c) => (c.hosts = { web9: { address: "10.9.9.9", user: "deploy", agent: true, jump: "bastion" } }), expect: /hosts\.web9\.jump: unknown host "bastion"/ },
+  { name: "ssh host key policy unknown", mutate: (c) => (c.hosts = { web9: { address: "10.9.9.9", user: "deploy", hostKeyPolicy: "yolo" } }), expect: /hosts\.web9\.hostKeyPolicy: expected one of "strict", "accept-new"/ },
+  { name: "redefining local", mutate: (c) => (c.hosts = { local: { address: "10.9.9.9", user: "deploy" } }), expect: /hosts\.local: "local" is this machine/ },
+  { name: "version with a newline", args: (f) => ["deploy", "--config", f, "--version", "v2\nrm -rf /"], expect: /--version "v2\\nrm -rf \/": expected letters/ },
+  { name: "lock wait not a duration", args: (f) => ["deploy", "--config", f, "--version", "v2", "--lock-wait", "soon"], expect: /--lock-wait "soon": expected a duration/ },
+  { name: "unknown command", args: (f) => ["destroy", "--config", f], expect: /unknown command "destroy"/ },
+  { name: "unknown flag", args: (f) => ["deploy", "--config", f, "--version", "v2", "--force"], expect: /Unknown option '--force'/ },
   { name: "version with shell metacharacters", args: (f) => ["deploy", "--config", f, "--version", "v2; rm -rf /"], expect: /--version "v2; rm -rf \/": expected letters/ },
   { name: "version with a quote", args: (f) => ["deploy", "--config", f, "--version", "v2'"], expect: /--version "v2'": expected letters/ },
   { name: "missing version", args: (f) => ["deploy", "--config", f], expect: /--version is required/ },
@@ -54,8 +85,8 @@ describe("invalid input is refused before anything is touched (real fleet)", () 
     await fleet?.stop();
   });
 
-  it("has at least 20 cases", () => {
-    expect(cases.length).toBeGreaterThanOrEqual(20);
+  it("has at least 40 cases", () => {
+    expect(cases.length).toBeGreaterThanOrEqual(40);
   });
 
   it.each(cases)("$name", async ({ mutate, args, expect: pattern }) => {

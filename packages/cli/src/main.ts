@@ -5,7 +5,11 @@ import {
   type Executor,
   NodropError,
   deploy,
+  deployLock,
+  fileJournal,
+  lastDeploy,
   loadConfig,
+  parseDuration,
   observeInstances,
   planDeploy,
   servingInstances,
@@ -19,7 +23,10 @@ import { checkVersion, createDeployment } from "./setup.js";
 export const USAGE = `nodrop: deploy new code to app instances behind nginx without dropping a request
 
 usage:
-  nodrop deploy --config FILE --version V [--strategy S] [--json]
+  nodrop deploy   --config FILE --version V [--strategy S] [--lock-wait DURATION] [--json]
+  nodrop resume   --config FILE [--lock-wait DURATION] [--json]          finishes a deploy that did not end
+  nodrop rollback --config FILE [--to V] [--lock-wait DURATION] [--json] back to the version before the last deploy
+  nodrop lock status|release --config FILE
   nodrop plan   --config FILE --version V [--strategy S] [--json]   prints the steps; touches nothing
   nodrop status --config FILE [--json]                              versions, health and pool membership
   nodrop init   --config FILE                                       writes the proxy file nodrop owns, once
@@ -62,6 +69,8 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
       strategy: { type: "string", short: "s" },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
+      "lock-wait": { type: "string" },
+      to: { type: "string" },
     },
   });
   const command = positionals[0];
@@ -70,11 +79,16 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
     return 0;
   }
   if (command === undefined) throw new NodropError("E_ARGS", `a command is required\n${USAGE}`);
-  if (positionals.length > 1) throw new NodropError("E_ARGS", `unexpected argument "${positionals[1]}"`);
-  if (!["deploy", "plan", "status", "init"].includes(command)) throw new NodropError("E_ARGS", `unknown command "${command}"\n${USAGE}`);
+  const sub = command === "lock" ? positionals[1] : undefined;
+  if (command === "lock" && sub !== "status" && sub !== "release") throw new NodropError("E_ARGS", "nodrop lock needs status or release");
+  if (positionals.length > (command === "lock" ? 2 : 1)) throw new NodropError("E_ARGS", `unexpected argument "${positionals.at(-1)}"`);
+  if (!["deploy", "plan", "status", "init", "resume", "rollback", "lock"].includes(command)) throw new NodropError("E_ARGS", `unknown command "${command}"\n${USAGE}`);
+  const lockWait = values["lock-wait"] === undefined ? 0 : parseDuration(values["lock-wait"]);
+  if (lockWait === undefined) throw new NodropError("E_ARGS", `--lock-wait ${JSON.stringify(values["lock-wait"])}: expected a duration such as 30s or 15m`);
   if (!values.config) throw new NodropError("E_ARGS", "--config is required (the nodrop YAML file)");
   const config = await loadConfig(values.config);
-  const deployment = createDeployment(config, { strategy: values.strategy }, { log: (message) => io.stderr.write(`nodrop: ${message}\n`) });
+  const hostOptions = { log: (message: string) => io.stderr.write(`nodrop: ${message}\n`) };
+  const deployment = createDeployment(config, { strategy: values.strategy }, hostOptions);
   try {
     switch (command) {
       case "plan": {
@@ -83,34 +97,88 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         io.stdout.write(values.json ? `${JSON.stringify({ plan, observed }, null, 2)}\n` : `${formatPlan(plan, observed)}\n`);
         return 0;
       }
-      case "deploy": {
-        const version = checkVersion(values.version);
-        const report: DeployReport = await deploy({
-          ...deployment.options,
-          version,
-          signal: io.signal,
-          onEvent: progressReporter(values.json ? io.stderr : io.stdout),
-        });
+      case "deploy":
+      case "resume":
+      case "rollback": {
+        const journal = fileJournal(deployment.proxyExecutor, `${deployment.stateDir}/journal.jsonl`);
+        let version: string;
+        let strategyOverride: string | undefined;
+        if (command === "deploy") version = checkVersion(values.version);
+        else {
+          const last = lastDeploy(await journal.read());
+          if (!last) throw new NodropError("E_JOURNAL", `no deploy in the journal on ${deployment.proxyExecutor.host} (${deployment.stateDir}): nothing to ${command}`);
+          if (command === "resume") {
+            if (last.finished && last.ok) throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) finished; nothing to resume`);
+            version = last.version;
+            io.stderr.write(`nodrop: resuming the deploy of ${version} started ${last.at} (last step: ${last.lastStep ?? "none"})\n`);
+          } else {
+            const previous = values.to ?? mostCommon(Object.values(last.from));
+            if (!previous) throw new NodropError("E_JOURNAL", "the journal does not say which version ran before; name it with --to");
+            version = checkVersion(previous, "--to");
+            // Back with the drain rules, one batch at a time; version pins of the newer version are dropped.
+            strategyOverride = "rolling";
+            io.stderr.write(`nodrop: rolling back from ${last.version} to ${version}\n`);
+          }
+        }
+        const active = strategyOverride ? createDeployment(config, { strategy: strategyOverride }, hostOptions) : deployment;
+        const lock = deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
+        const held = await lock.acquire(version, lockWait, io.signal);
+        let report: DeployReport;
+        try {
+          report = await deploy({
+            ...active.options,
+            version,
+            journal,
+            signal: io.signal,
+            onEvent: progressReporter(values.json ? io.stderr : io.stdout),
+          });
+        } finally {
+          await held.release();
+          if (active !== deployment) await active.dispose();
+        }
         const ssh = sshConnections(deployment.executors);
         if (values.json) io.stdout.write(`${JSON.stringify(ssh ? { ...report, ssh } : report, null, 2)}\n`);
         else io.stdout.write(`\n${formatReport(report)}${ssh ? `\nssh: ${ssh.connections} connections to ${ssh.hosts} hosts` : ""}\n`);
         if (report.error) io.stderr.write(`nodrop: error [${report.error.code}]: ${report.error.message}\n`);
         return fleetConverged(report) ? 0 : 1;
       }
+      case "lock": {
+        const lock = deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
+        if (sub === "release") {
+          const was = await lock.forceRelease();
+          io.stdout.write(was ? `released the lock held by ${was.who}@${was.from} (deploying ${was.version} since ${was.since})\n` : "no lock was held\n");
+          return 0;
+        }
+        const holder = await lock.status();
+        if (values.json) io.stdout.write(`${JSON.stringify({ held: holder !== undefined, stale: holder ? lock.isStale(holder) : false, holder }, null, 2)}\n`);
+        else io.stdout.write(holder ? `held by ${holder.who}@${holder.from} (pid ${holder.pid}) deploying ${holder.version} since ${holder.since}, last heartbeat ${holder.heartbeat}${lock.isStale(holder) ? " (stale: its holder stopped beating)" : ""}\n` : "not held\n");
+        return 0;
+      }
       case "status": {
+        const journal = fileJournal(deployment.proxyExecutor, `${deployment.stateDir}/journal.jsonl`);
+        const last = lastDeploy(await journal.read());
+        const lockHolder = await deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir }).status();
         const check = await deployment.proxy.check({ signal: io.signal });
         const routing = await deployment.proxy.current({ signal: io.signal });
         const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal: io.signal });
         const serving = routing ? servingInstances(routing) : undefined;
         const instances = observed.map((i) => ({ ...i, inPool: serving ? serving.has(i.id) : undefined }));
         if (values.json) {
-          io.stdout.write(`${JSON.stringify({ proxy: check, routing, instances }, null, 2)}\n`);
+          io.stdout.write(`${JSON.stringify({ proxy: check, routing, instances, lastDeploy: last, lock: lockHolder ?? null }, null, 2)}\n`);
         } else {
+          if (last) {
+            io.stdout.write(
+              last.finished
+                ? `last deploy: ${last.version} (${last.strategy}) at ${last.at}: ${last.ok ? "finished" : "failed"}\n`
+                : `last deploy: ${last.version} (${last.strategy}) at ${last.at} DID NOT FINISH; last step: ${last.lastStep ?? "none"}. Run \`nodrop resume\` or \`nodrop rollback\`.\n`,
+            );
+          }
+          if (lockHolder) io.stdout.write(`lock: held by ${lockHolder.who}@${lockHolder.from} deploying ${lockHolder.version} since ${lockHolder.since}\n`);
           const rows = instances.map((i) => [i.id, `${i.address}:${i.port}`, i.version ?? "?", i.healthy ? "healthy" : "unhealthy", i.inPool === undefined ? "?" : i.inPool ? "yes" : "no"]);
           io.stdout.write(`${table([["instance", "address", "version", "health", "in pool"], ...rows]).join("\n")}\n`);
           io.stdout.write(`proxy ${deployment.proxy.name}: ${check.ok ? "ready" : "NOT READY"}\n  ${check.details.join("\n  ")}\n`);
         }
-        return check.ok && instances.every((i) => i.healthy) ? 0 : 1;
+        return check.ok && instances.every((i) => i.healthy) && (!last || last.finished) ? 0 : 1;
       }
       case "init": {
         const proxy = deployment.proxy as ReturnType<typeof nginxProxy>;
@@ -140,4 +208,10 @@ function sshConnections(executors: ReadonlyMap<string, Executor>): { connections
     if (count > 0) hosts += 1;
   }
   return hosts > 0 ? { connections, hosts } : undefined;
+}
+
+function mostCommon(values: readonly (string | undefined)[]): string | undefined {
+  const counts = new Map<string, number>();
+  for (const v of values) if (v !== undefined) counts.set(v, (counts.get(v) ?? 0) + 1);
+  return [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
 }

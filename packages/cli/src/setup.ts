@@ -25,6 +25,8 @@ export interface Deployment {
   readonly proxy: Proxy;
   /** Runs commands on the proxy's host. */
   readonly proxyExecutor: Executor;
+  /** On the proxy host: the deploy lock and the journal. */
+  readonly stateDir: string;
   readonly executors: ReadonlyMap<string, Executor>;
   dispose(): Promise<void>;
 }
@@ -77,6 +79,7 @@ export function createDeployment(config: NodropConfig, overrides: { strategy?: s
     steadyRouting: strategy.steadyRouting?.(ids, strategyOptions) ?? singlePool(ids),
     proxy,
     proxyExecutor: executorFor(proxyHost),
+    stateDir: config.stateDir ?? `/var/lib/nodrop/${config.app}`,
     executors,
     options: {
       instances,

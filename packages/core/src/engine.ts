@@ -3,6 +3,7 @@ import { sleep } from "./duration.js";
 import { NodropError, abortError, toNodropError } from "./errors.js";
 import type { DeployListener } from "./events.js";
 import { type WaitHealthyOptions, waitHealthy } from "./health.js";
+import type { Journal } from "./journal.js";
 import type { DeployReport, InstanceOutcome, InstanceReport, RouteReport, StepTiming } from "./report.js";
 import { servingInstances, singlePool, validateRouting } from "./routing.js";
 import type {
@@ -32,6 +33,8 @@ export interface DeployOptions<StrategyOptions> {
   onEvent?: DeployListener;
   /** Bounds the recovery after a failure or an abort (default 5 minutes). */
   recoveryTimeoutMs?: number;
+  /** Records every step before and after it runs; a step whose record cannot be written does not run. */
+  journal?: Journal;
 }
 
 interface Tracked {
@@ -120,8 +123,20 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   const tracked = new Map<string, Tracked>();
   let serving = new Set<string>();
   let observed: ObservedInstance[] = [];
+  const deployId = `${startedAt.toISOString()}-${process.pid}`;
+  // During recovery the journal is best effort: a full disk must not stop the fleet being restored.
+  let journalRequired = true;
+  const record = async (entry: Parameters<Journal["append"]>[0]) => {
+    if (!options.journal) return;
+    try {
+      await options.journal.append(entry);
+    } catch (error) {
+      if (journalRequired) throw error;
+    }
+  };
 
-  const report = (error?: NodropError, step?: string, recovery?: string): DeployReport => {
+
+  const report = async (error?: NodropError, step?: string, recovery?: string): Promise<DeployReport> => {
     const result: DeployReport = {
       ok: error === undefined,
       strategy: options.strategy.name,
@@ -146,9 +161,14 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
       ...(error ? { error: { code: error.code, message: error.message, ...(error.instance ? { instance: error.instance } : {}), ...(step ? { step } : {}) } } : {}),
       ...(recovery ? { recovery } : {}),
     };
+    if (plannedAndRecorded) {
+      journalRequired = false;
+      await record({ type: "end", id: deployId, ok: result.ok, ...(result.error ? { error: result.error.message.split("\n")[0]! } : {}), instances: result.instances.map((i) => ({ id: i.id, version: i.version, inPool: i.inPool, outcome: i.outcome })) });
+    }
     emit({ type: "done", report: result });
     return result;
   };
+  let plannedAndRecorded = false;
 
   // Preflight: nothing has been touched if this throws.
   let plan: DeployPlan;
@@ -163,6 +183,12 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   emit({ type: "preflight", instances: observed });
   emit({ type: "plan", plan });
   serving = new Set(observed.filter((i) => i.inPool).map((i) => i.id));
+  try {
+    await record({ type: "deploy", id: deployId, version: options.version, strategy: options.strategy.name, instances: observed.map((o) => ({ id: o.id, from: o.version })) });
+  } catch (error) {
+    return report(toNodropError(error, "E_JOURNAL"), "journal");
+  }
+  plannedAndRecorded = true;
   for (const o of observed) {
     const control = options.instances.find((i) => i.spec.id === o.id)!;
     tracked.set(o.id, { control, from: o.version, version: o.version, touched: false, outcome: o.version === options.version ? "unchanged" : "not-reached", steps: [] });
@@ -172,9 +198,12 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
     emit({ type: "step", phase, kind, instance: id, status: "start" });
     const t0 = performance.now();
     try {
+      await record({ type: "step", id: deployId, phase, kind, instance: id, status: "start" });
       await fn();
       const ms = performance.now() - t0;
       if (id) tracked.get(id)!.steps.push({ kind, ms, ok: true });
+      // The journal first: what anyone sees has already been recorded.
+      await record({ type: "step", id: deployId, phase, kind, instance: id, status: "ok" });
       emit({ type: "step", phase, kind, instance: id, status: "ok", ms });
     } catch (error) {
       const ms = performance.now() - t0;
@@ -185,6 +214,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
         t.error = e.message;
       }
       emit({ type: "step", phase, kind, instance: id, status: "fail", ms, detail: e.message });
+      await record({ type: "step", id: deployId, phase, kind, instance: id, status: "fail", detail: e.message.split("\n")[0]! }).catch(() => undefined);
       throw e;
     }
   };
@@ -285,6 +315,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
 
   async function recover(phase: PlanPhase, failure: NodropError): Promise<string> {
     emit({ type: "recovery", reason: failure.message });
+    journalRequired = false;
     // Recovery must finish even after an abort: it gets its own deadline instead of the deploy's signal.
     const recoverySignal = AbortSignal.timeout(options.recoveryTimeoutMs ?? 300_000);
     const touched = phase.instances.map((id) => tracked.get(id)!).filter((t) => t.touched);

@@ -22,6 +22,8 @@ export type NodropErrorCode =
   | "E_SSH_AUTH"
   /** The connection dropped while a command ran: whether it took effect is unknown. */
   | "E_SSH_DROPPED"
+  | "E_LOCK"
+  | "E_JOURNAL"
   | "E_ABORTED";
 
 const BRAND = Symbol.for("@nodrop/core/NodropError");
