@@ -10,8 +10,11 @@ pidfile="$dir/gunicorn.pid"
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
-# Fault injection for tests: a file named fail-<command> in the instance's directory makes that command fail.
+# Fault injection for tests, by files in the instance's directory: fail-<command> makes that command
+# fail every time, fail-once-<command> the next time only, hang-once-<command> makes it hang.
 if [ -e "$dir/fail-$cmd" ]; then echo "instance $port: $cmd failed (injected by $dir/fail-$cmd)" >&2; exit 1; fi
+if [ -e "$dir/fail-once-$cmd" ]; then rm -f "$dir/fail-once-$cmd"; echo "instance $port: $cmd failed once (injected)" >&2; exit 1; fi
+if [ -e "$dir/hang-once-$cmd" ]; then rm -f "$dir/hang-once-$cmd"; sleep 600; fi
 
 case "$cmd" in
   update)

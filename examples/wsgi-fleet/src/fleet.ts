@@ -38,6 +38,8 @@ export interface FleetOptions {
   proxy?: Record<string, unknown>;
   /** nginx's worker_shutdown_timeout in seconds (default 30). */
   workerShutdownTimeout?: number;
+  /** commands.timeout in the config (default 60s). */
+  commandTimeout?: string;
 }
 
 export interface FleetInstance {
@@ -111,7 +113,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       stop: `${shellQuote(fleetSh)} ${fleetArg} stop {port}`,
       update: `${shellQuote(fleetSh)} ${fleetArg} update {port} {version}`,
       start: `${shellQuote(fleetSh)} ${fleetArg} start {port} {address}`,
-      timeout: "60s",
+      timeout: options.commandTimeout ?? "60s",
     },
     health: { path: "/health", versionHeader: "X-App-Version", interval: "100ms", successes: 2, deadline: "20s", ...options.health },
     proxy: { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s", ...options.proxy },
