@@ -47545,7 +47545,7 @@ var configSchema = object({
   strategy: optional(mapping({ hint: "a mapping with a name (rolling)", doc: "The strategy and its options." }), { name: "rolling" }),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once." }), 8),
   stateDir: optional(
-    str({ pattern: /^\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters", doc: "On the proxy host: where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." })
+    str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host: where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." })
   )
 });
 function validateConfig(raw, options) {
@@ -48510,7 +48510,7 @@ ${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeo
 function lastLines(text, count = 8) {
   return text.trim().split("\n").slice(-count).join("\n");
 }
-var path2 = (doc) => schema_exports.str({ pattern: /^\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters", doc });
+var path2 = (doc) => schema_exports.str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc });
 var nginxOptionsSchema = schema_exports.object({
   configFile: path2("The include file nodrop owns and rewrites (upstreams and the routing map). Your nginx config includes it inside `http {}`."),
   binary: schema_exports.optional(schema_exports.str({ pattern: /^[A-Za-z0-9._\/-]+$/, hint: "a program name or path", doc: "The nginx program." }), "nginx"),

@@ -35,6 +35,8 @@ const cases: { name: string; mutate?: (c: Config) => void; args?: (file: string)
   { name: "health header with a space", mutate: (c) => (c.health.versionHeader = "X App"), expect: /health\.versionHeader: expected an HTTP header name/ },
   { name: "health via unknown", mutate: (c) => (c.health.via = "proxy"), expect: /health\.via: expected one of "direct", "host"/ },
   { name: "parallel zero", mutate: (c) => (c.parallel = 0), expect: /parallel: expected an integer 1-64/ },
+  { name: "proxy file that climbs out with ..", mutate: (c) => (c.proxy.configFile = "/etc/nginx/nodrop/../../passwd"), expect: /proxy\.configFile: expected an absolute path of plain characters without \.\./ },
+  { name: "state directory that climbs out with ..", mutate: (c) => (c.stateDir = "/var/lib/nodrop/../../../etc"), expect: /stateDir: expected an absolute path of plain characters without \.\./ },
   { name: "relative state directory", mutate: (c) => (c.stateDir = "state"), expect: /stateDir: expected an absolute path/ },
   { name: "proxy cookie name that injects a header", mutate: (c) => (c.proxy.versionCookie = "v; Domain=evil"), expect: /proxy\.versionCookie: expected a cookie name/ },
   { name: "proxy binary with a semicolon", mutate: (c) => (c.proxy.binary = "nginx;reboot"), expect: /proxy\.binary: expected a program name or path/ },

@@ -53,7 +53,7 @@ export const configSchema = object({
   strategy: optional(mapping({ hint: "a mapping with a name (rolling)", doc: "The strategy and its options." }), { name: "rolling" }),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once." }), 8),
   stateDir: optional(
-    str({ pattern: /^\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters", doc: "On the proxy host: where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." }),
+    str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host: where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." }),
   ),
 });
 

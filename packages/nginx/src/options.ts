@@ -1,6 +1,7 @@
 import { schema } from "@nodrop/core";
 
-const path = (doc: string) => schema.str({ pattern: /^\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters", doc });
+// Absolute, plain characters, and no ".." segment: a path cannot climb out of where it says it is.
+const path = (doc: string) => schema.str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc });
 
 export const nginxOptionsSchema = schema.object({
   configFile: path("The include file nodrop owns and rewrites (upstreams and the routing map). Your nginx config includes it inside `http {}`."),
