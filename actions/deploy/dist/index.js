@@ -48446,9 +48446,7 @@ ${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeo
   };
   return {
     name: "nginx",
-    file: configFile,
     capabilities: { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true },
-    render: (routing, instances, generation) => renderNginxConfig({ name, routing, instances, generation, versionCookie: options.versionCookie ?? "nodrop_version" }),
     async check(context = {}) {
       const details = [];
       let ok = true;
@@ -48501,6 +48499,26 @@ ${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeo
     },
     async current(context = {}) {
       return (await readCurrent(context.signal))?.routing;
+    },
+    async initialize(routing, instances, context = {}) {
+      const exists2 = await run2(`[ -f ${file} ]`, context.signal);
+      let wrote = false;
+      if (exists2.code !== 0) {
+        const text = renderNginxConfig({ name, routing, instances, generation: 1, versionCookie: options.versionCookie ?? "nodrop_version" });
+        const result = await run2(`mkdir -p "$(dirname ${file})" && cat > ${file}`, context.signal, text);
+        if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot write ${configFile} on ${executor.host}: ${result.stderr.trim()}`);
+        wrote = true;
+      }
+      return {
+        wrote,
+        file: configFile,
+        instructions: [
+          `inside http {}:    include ${configFile};`,
+          `in your location:  proxy_pass http://${poolVariable(name)};`,
+          `in your location:  add_header Set-Cookie ${cookieVariable(name)} always;   (half-split and sticky)`,
+          "then test and reload nginx yourself (nginx -t && nginx -s reload); `nodrop plan` checks the setup"
+        ]
+      };
     },
     async dispose() {
       await executor.dispose?.();
@@ -48871,7 +48889,7 @@ function compareVersions2(a, b) {
   return 0;
 }
 
-// ../../packages/cli/dist/chunk-4CEXFDAU.js
+// ../../packages/cli/dist/chunk-VUP7BY57.js
 import { existsSync as existsSync2, readFileSync } from "fs";
 import os5 from "os";
 import path3 from "path";
@@ -49218,7 +49236,7 @@ var sshHostSchema = schema_exports.object({
   keepaliveInterval: schema_exports.optional(schema_exports.duration({ min: 100, doc: "SSH keep-alive interval." }), 5e3)
 });
 
-// ../../packages/cli/dist/chunk-4CEXFDAU.js
+// ../../packages/cli/dist/chunk-VUP7BY57.js
 import { readFileSync as readFileSync2 } from "fs";
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];

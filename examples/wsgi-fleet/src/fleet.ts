@@ -6,7 +6,6 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createDeployment } from "@nodrop/cli";
 import { type InstanceSpec, loadConfig, shellQuote, sleep } from "@nodrop/core";
-import { renderNginxConfig } from "@nodrop/nginx";
 import type { TestHosts } from "@nodrop/testhosts";
 import { stringify } from "yaml";
 
@@ -175,9 +174,10 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     );
     // The one-time setup a user does: create the include file nodrop owns, then start nginx.
     const specs: InstanceSpec[] = instances.map(({ id, host, address, port }) => ({ id, host, address, port }));
-    // What `nodrop init` writes: the strategy's routing at rest (a consistent-hash ring for sticky).
-    const { steadyRouting } = createDeployment(await loadConfig(configFile));
-    await writeFile(includeFile, renderNginxConfig({ name: "web", routing: steadyRouting, instances: specs, generation: 1, versionCookie: "nodrop_version" }));
+    // What `nodrop init` does: write the strategy's routing at rest (a consistent-hash ring for sticky).
+    const deployment = createDeployment(await loadConfig(configFile));
+    await deployment.proxy.initialize!(deployment.steadyRouting, specs);
+    await deployment.dispose();
     await fleet.nginx();
     await waitFor(async () => Object.values(await fleet.versions()).every((v) => v === version), 20_000, `instances on ${version}`);
     await waitFor(async () => (await fetch(fleet.url, { signal: AbortSignal.timeout(2000) })).ok, 10_000, "nginx serving");

@@ -15,7 +15,6 @@ import {
   servingInstances,
   toNodropError,
 } from "@nodrop/core";
-import { initNginxConfig, nginxProxy } from "@nodrop/nginx";
 import type { SshExecutor } from "@nodrop/ssh";
 import { type Output, fleetConverged, formatPlan, formatReport, progressReporter, table } from "./reporter.js";
 import { checkVersion, createDeployment } from "./setup.js";
@@ -181,12 +180,11 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         return check.ok && instances.every((i) => i.healthy) && (!last || last.finished) ? 0 : 1;
       }
       case "init": {
-        const proxy = deployment.proxy as ReturnType<typeof nginxProxy>;
-        const specs = config.instances;
-        const wrote = await initNginxConfig(proxy, deployment.proxyExecutor, deployment.steadyRouting, specs);
+        if (!deployment.proxy.initialize) throw new NodropError("E_PROXY_SETUP", `proxy ${deployment.proxy.name} needs no initial file`);
+        const result = await deployment.proxy.initialize(deployment.steadyRouting, config.instances, { signal: io.signal });
         io.stdout.write(
-          `${wrote ? `wrote ${proxy.file} (all ${specs.length} instances in one pool)` : `${proxy.file} exists; left as it is`}\n` +
-            `one-time nginx setup, then reload nginx yourself:\n  inside http {}:        include ${proxy.file};\n  in your location:      proxy_pass http://$nodrop_${config.app.replace(/[^A-Za-z0-9_]/g, "_")}_pool;\n`,
+          `${result.wrote ? `wrote ${result.file} (${config.instances.length} instances, routing of the ${String(config.strategy.name)} strategy at rest)` : `${result.file} exists; left as it is`}\n` +
+            `one-time setup:\n  ${result.instructions.join("\n  ")}\n`,
         );
         return 0;
       }

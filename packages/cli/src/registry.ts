@@ -1,4 +1,4 @@
-import { type Executor, type Proxy, type Schema, type Strategy } from "@nodrop/core";
+import type { Executor, Proxy, Schema, Strategy } from "@nodrop/core";
 import { type NginxOptions, nginxOptionsSchema, nginxProxy } from "@nodrop/nginx";
 import { halfSplitStrategy } from "@nodrop/strategy-half-split";
 import { rollingStrategy } from "@nodrop/strategy-rolling";
@@ -14,7 +14,7 @@ export interface StrategyEntry {
 
 export interface ProxyEntry<Options = any> {
   readonly optionsSchema: Schema<Options>;
-  readonly create: (input: { app: string; options: Options; executor: Executor }) => Proxy & { render?: unknown };
+  readonly create: (input: { app: string; options: Options; executor: Executor }) => Proxy;
 }
 
 export const strategies: Readonly<Record<string, StrategyEntry>> = {

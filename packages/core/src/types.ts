@@ -98,6 +98,11 @@ export interface Proxy {
   apply(routing: Routing, instances: readonly ProxyInstance[], context?: ProxyContext): Promise<ProxyApplyResult>;
   /** The routing currently in force, if this proxy wrote it. */
   current(context?: ProxyContext): Promise<Routing | undefined>;
+  /**
+   * The one-time setup (`nodrop init`): writes the proxy's own file for this routing when it does
+   * not exist yet, without reloading, and says what the user must add to their config.
+   */
+  initialize?(routing: Routing, instances: readonly ProxyInstance[], context?: ProxyContext): Promise<{ wrote: boolean; file: string; instructions: readonly string[] }>;
   dispose?(): Promise<void>;
 }
 

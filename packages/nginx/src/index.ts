@@ -1,4 +1,4 @@
-export { nginxProxy, initNginxConfig } from "./nginx.js";
+export { nginxProxy } from "./nginx.js";
 export type { NginxProxyOptions } from "./nginx.js";
 export { nginxOptionsSchema } from "./options.js";
 export type { NginxOptions } from "./options.js";

@@ -32,7 +32,7 @@ interface Worker {
  * reload, confirm a new worker generation and no [emerg] in the log (restore on failure), then
  * wait until every worker of the old generation has exited.
  */
-export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file: string; render(routing: Routing, instances: readonly ProxyInstance[], generation: number): string } {
+export function nginxProxy(options: NginxProxyOptions): Proxy {
   const { executor, configFile } = options;
   const name = nginxName(options.app);
   const sudo = options.sudo ? "sudo -n " : "";
@@ -214,10 +214,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
 
   return {
     name: "nginx",
-    file: configFile,
     capabilities: { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true },
-    render: (routing, instances, generation) =>
-      renderNginxConfig({ name, routing, instances, generation, versionCookie: options.versionCookie ?? "nodrop_version" }),
     async check(context = {}): Promise<ProxyCheck> {
       const details: string[] = [];
       let ok = true;
@@ -272,20 +269,30 @@ export function nginxProxy(options: NginxProxyOptions): Proxy & { readonly file:
     async current(context = {}) {
       return (await readCurrent(context.signal))?.routing;
     },
+    async initialize(routing, instances, context = {}) {
+      const exists = await run(`[ -f ${file} ]`, context.signal);
+      let wrote = false;
+      if (exists.code !== 0) {
+        const text = renderNginxConfig({ name, routing, instances, generation: 1, versionCookie: options.versionCookie ?? "nodrop_version" });
+        const result = await run(`mkdir -p "$(dirname ${file})" && cat > ${file}`, context.signal, text);
+        if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot write ${configFile} on ${executor.host}: ${result.stderr.trim()}`);
+        wrote = true;
+      }
+      return {
+        wrote,
+        file: configFile,
+        instructions: [
+          `inside http {}:    include ${configFile};`,
+          `in your location:  proxy_pass http://${poolVariable(name)};`,
+          `in your location:  add_header Set-Cookie ${cookieVariable(name)} always;   (half-split and sticky)`,
+          "then test and reload nginx yourself (nginx -t && nginx -s reload); `nodrop plan` checks the setup",
+        ],
+      };
+    },
     async dispose() {
       await executor.dispose?.();
     },
   };
-}
-
-/** Writes the file without reloading: the one-time setup before nginx includes it. */
-export async function initNginxConfig(proxy: ReturnType<typeof nginxProxy>, executor: Executor, routing: Routing, instances: readonly ProxyInstance[]): Promise<boolean> {
-  const file = shellQuote(proxy.file);
-  const exists = await executor.exec(`[ -f ${file} ]`);
-  if (exists.code === 0) return false;
-  const result = await executor.exec(`mkdir -p "$(dirname ${file})" && cat > ${file}`, { input: proxy.render(routing, instances, 1) });
-  if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot write ${proxy.file} on ${executor.host}: ${result.stderr.trim()}`);
-  return true;
 }
 
 function lastLines(text: string, count = 8): string {
