@@ -47213,6 +47213,7 @@ function sleep(ms, signal) {
 var schema_exports = {};
 __export(schema_exports, {
   bool: () => bool,
+  configError: () => configError,
   documentSchema: () => documentSchema,
   duration: () => duration,
   either: () => either,
@@ -47425,13 +47426,13 @@ function join(path22, key) {
 function parseOrThrow(schema, value, path22 = "", source) {
   const issues = [];
   const parsed = schema.parse(value, path22, issues);
-  if (parsed === void 0 || issues.length > 0) {
-    const where = source ? ` in ${source}` : "";
-    const lines = issues.map((i) => `  ${i.path}: ${i.message}`).join("\n");
-    throw new NodropError("E_CONFIG", `invalid config${where}:
-${lines}`, { issues });
-  }
+  if (parsed === void 0 || issues.length > 0) throw configError(issues, source);
   return parsed;
+}
+function configError(issues, source) {
+  const where = source ? ` in ${source}` : "";
+  return new NodropError("E_CONFIG", `invalid config${where}:
+${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
 }
 function documentSchema(schema, path22 = "") {
   const rows = [];
@@ -47555,8 +47556,7 @@ function validateConfig(raw, options) {
   crossFieldIssues(raw, issues);
   if (parsed === void 0 || issues.length > 0) {
     issues.sort((x, y) => issueOrder(x.path) - issueOrder(y.path));
-    throw new NodropError("E_CONFIG", `invalid config in ${source}:
-${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
+    throw configError(issues, source);
   }
   return {
     ...parsed,
@@ -48341,12 +48341,14 @@ function nginxProxy(options) {
     return start < 0 ? [] : lines.slice(start + 1).filter((line) => /\[(emerg|alert)\]/.test(line));
   };
   let detected;
-  const features = async (signal) => {
-    if (detected) return detected;
-    const version = parseNginxVersion((await run2(`${nginx} -v 2>&1`, signal)).stdout);
-    detected = version ? nginxFeatures(version) : void 0;
-    return detected;
+  const probeVersion = async (signal) => {
+    if (detected) return { ...detected, output: "" };
+    const result = await run2(`${nginx} -v 2>&1`, signal);
+    const version = parseNginxVersion(result.stdout);
+    if (version) detected = { version, features: nginxFeatures(version) };
+    return { ...detected, output: result.stdout.trim() || `exit ${result.code}` };
   };
+  const features = async (signal) => (await probeVersion(signal)).features;
   const apply = async (routing, instances, signal) => {
     const current = await readCurrent(signal);
     const generation = (current?.generation ?? 0) + 1;
@@ -48450,14 +48452,13 @@ ${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeo
     async check(context = {}) {
       const details = [];
       let ok = true;
-      const version = await run2(`${nginx} -v 2>&1`, context.signal);
-      const detected2 = parseNginxVersion(version.stdout);
-      if (detected2) {
-        const f = nginxFeatures(detected2);
-        details.push(`nginx ${detected2} on ${executor.host} (keepalive_min_timeout: ${f.keepaliveMinTimeout ? "yes" : "no"}, sticky/drain: ${f.stickyAndDrain ? "yes" : "no"})`);
+      const probe = await probeVersion(context.signal);
+      if (probe.version && probe.features) {
+        const f = probe.features;
+        details.push(`nginx ${probe.version} on ${executor.host} (keepalive_min_timeout: ${f.keepaliveMinTimeout ? "yes" : "no"}, sticky/drain: ${f.stickyAndDrain ? "yes" : "no"})`);
       } else {
         ok = false;
-        details.push(`cannot run ${options.binary ?? "nginx"} on ${executor.host}: ${version.stdout.trim() || `exit ${version.code}`}`);
+        details.push(`cannot run ${options.binary ?? "nginx"} on ${executor.host}: ${probe.output}`);
       }
       const dump = await run2(`${nginx} -T 2>&1`, context.signal);
       if (dump.code !== 0) {
@@ -48889,7 +48890,7 @@ function compareVersions2(a, b) {
   return 0;
 }
 
-// ../../packages/cli/dist/chunk-VUP7BY57.js
+// ../../packages/cli/dist/chunk-JG5TZPPZ.js
 import { existsSync as existsSync2, readFileSync } from "fs";
 import os5 from "os";
 import path3 from "path";
@@ -49236,7 +49237,7 @@ var sshHostSchema = schema_exports.object({
   keepaliveInterval: schema_exports.optional(schema_exports.duration({ min: 100, doc: "SSH keep-alive interval." }), 5e3)
 });
 
-// ../../packages/cli/dist/chunk-VUP7BY57.js
+// ../../packages/cli/dist/chunk-JG5TZPPZ.js
 import { readFileSync as readFileSync2 } from "fs";
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
@@ -49348,8 +49349,7 @@ ${readFileSync(file, "utf8")}`;
   };
   for (const name of parsed.keys()) target(name);
   if (issues.length > 0) {
-    throw new NodropError("E_CONFIG", `invalid config in ${config.source}:
-${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
+    throw schema_exports.configError(issues, config.source);
   }
   const executors = /* @__PURE__ */ new Map();
   for (const [name, t] of targets) executors.set(name, sshExecutor({ ...t, maxSessions: parsed.get(name).maxSessions, log: options.log }));
@@ -49380,8 +49380,7 @@ function createDeployment(config, overrides = {}, hostOptions = {}) {
   const proxyHost = typeof config.proxy.host === "string" ? config.proxy.host : "local";
   const proxyOptions = proxyEntry.optionsSchema.parse(sectionOptions(config.proxy, ["type", "host"]), "proxy", issues);
   if (issues.length > 0) {
-    throw new NodropError("E_CONFIG", `invalid config in ${config.source}:
-${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
+    throw schema_exports.configError(issues, config.source);
   }
   const executors = new Map([["local", localExecutor({ cwd: config.commands.cwd })], ...sshExecutors(config, hostOptions)]);
   const executorFor = (host) => {

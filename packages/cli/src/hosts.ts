@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { type ConfigIssue, type Executor, type NodropConfig, NodropError } from "@nodrop/core";
+import { type ConfigIssue, type Executor, type NodropConfig, schema } from "@nodrop/core";
 import { type SshHostOptions, type SshTarget, sshExecutor, sshHostSchema } from "@nodrop/ssh";
 
 export interface HostSetupOptions {
@@ -93,7 +93,7 @@ export function sshExecutors(config: NodropConfig, options: HostSetupOptions = {
   };
   for (const name of parsed.keys()) target(name);
   if (issues.length > 0) {
-    throw new NodropError("E_CONFIG", `invalid config in ${config.source}:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
+    throw schema.configError(issues, config.source);
   }
   const executors = new Map<string, Executor>();
   for (const [name, t] of targets) executors.set(name, sshExecutor({ ...t, maxSessions: parsed.get(name)!.maxSessions, log: options.log }));

@@ -11,7 +11,7 @@ import {
   hostHealthCheck,
   httpHealthCheck,
   localExecutor,
-
+  schema,
   sectionOptions,
   singlePool,
 } from "@nodrop/core";
@@ -61,7 +61,7 @@ export function createDeployment(config: NodropConfig, overrides: { strategy?: s
   const proxyHost = typeof config.proxy.host === "string" ? config.proxy.host : "local";
   const proxyOptions = proxyEntry.optionsSchema.parse(sectionOptions(config.proxy, ["type", "host"]), "proxy", issues);
   if (issues.length > 0) {
-    throw new NodropError("E_CONFIG", `invalid config in ${config.source}:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
+    throw schema.configError(issues, config.source);
   }
 
   const executors = new Map<string, Executor>([["local", localExecutor({ cwd: config.commands.cwd })], ...sshExecutors(config, hostOptions)]);

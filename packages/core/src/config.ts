@@ -3,7 +3,7 @@ import { isIP } from "node:net";
 import path from "node:path";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 import { type ConfigIssue, NodropError } from "./errors.js";
-import { type Infer, duration, int, list, mapping, object, oneOf, optional, section, str } from "./schema.js";
+import { type Infer, configError, duration, int, list, mapping, object, oneOf, optional, section, str } from "./schema.js";
 import { SAFE_NAME, checkTemplate } from "./template.js";
 
 const safeName = (doc: string) =>
@@ -79,7 +79,7 @@ export function validateConfig(raw: unknown, options: { baseDir: string; source?
   crossFieldIssues(raw, issues);
   if (parsed === undefined || issues.length > 0) {
     issues.sort((x, y) => issueOrder(x.path) - issueOrder(y.path));
-    throw new NodropError("E_CONFIG", `invalid config in ${source}:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
+    throw configError(issues, source);
   }
   return {
     ...parsed,

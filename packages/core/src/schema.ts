@@ -270,12 +270,14 @@ function join(path: string, key: string): string {
 export function parseOrThrow<T>(schema: Schema<T>, value: unknown, path = "", source?: string): T {
   const issues: ConfigIssue[] = [];
   const parsed = schema.parse(value, path, issues);
-  if (parsed === undefined || issues.length > 0) {
-    const where = source ? ` in ${source}` : "";
-    const lines = issues.map((i) => `  ${i.path}: ${i.message}`).join("\n");
-    throw new NodropError("E_CONFIG", `invalid config${where}:\n${lines}`, { issues });
-  }
+  if (parsed === undefined || issues.length > 0) throw configError(issues, source);
   return parsed;
+}
+
+/** One E_CONFIG error listing every problem, each on its own line with its path. */
+export function configError(issues: readonly ConfigIssue[], source?: string): NodropError {
+  const where = source ? ` in ${source}` : "";
+  return new NodropError("E_CONFIG", `invalid config${where}:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
 }
 
 export interface SchemaDocRow {

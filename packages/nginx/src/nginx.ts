@@ -94,14 +94,16 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     return start < 0 ? [] : lines.slice(start + 1).filter((line) => /\[(emerg|alert)\]/.test(line));
   };
 
-  let detected: NginxFeatures | undefined;
-  /** What this nginx supports, from `nginx -v`, asked once. */
-  const features = async (signal?: AbortSignal): Promise<NginxFeatures | undefined> => {
-    if (detected) return detected;
-    const version = parseNginxVersion((await run(`${nginx} -v 2>&1`, signal)).stdout);
-    detected = version ? nginxFeatures(version) : undefined;
-    return detected;
+  let detected: { version: string; features: NginxFeatures } | undefined;
+  /** What this nginx is and supports, from `nginx -v`, asked once (until it answers). */
+  const probeVersion = async (signal?: AbortSignal) => {
+    if (detected) return { ...detected, output: "" };
+    const result = await run(`${nginx} -v 2>&1`, signal);
+    const version = parseNginxVersion(result.stdout);
+    if (version) detected = { version, features: nginxFeatures(version) };
+    return { ...detected, output: result.stdout.trim() || `exit ${result.code}` };
   };
+  const features = async (signal?: AbortSignal) => (await probeVersion(signal)).features;
 
   const apply = async (routing: Routing, instances: readonly ProxyInstance[], signal?: AbortSignal): Promise<ProxyApplyResult> => {
     const current = await readCurrent(signal);
@@ -218,14 +220,13 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     async check(context = {}): Promise<ProxyCheck> {
       const details: string[] = [];
       let ok = true;
-      const version = await run(`${nginx} -v 2>&1`, context.signal);
-      const detected = parseNginxVersion(version.stdout);
-      if (detected) {
-        const f = nginxFeatures(detected);
-        details.push(`nginx ${detected} on ${executor.host} (keepalive_min_timeout: ${f.keepaliveMinTimeout ? "yes" : "no"}, sticky/drain: ${f.stickyAndDrain ? "yes" : "no"})`);
+      const probe = await probeVersion(context.signal);
+      if (probe.version && probe.features) {
+        const f = probe.features;
+        details.push(`nginx ${probe.version} on ${executor.host} (keepalive_min_timeout: ${f.keepaliveMinTimeout ? "yes" : "no"}, sticky/drain: ${f.stickyAndDrain ? "yes" : "no"})`);
       } else {
         ok = false;
-        details.push(`cannot run ${options.binary ?? "nginx"} on ${executor.host}: ${version.stdout.trim() || `exit ${version.code}`}`);
+        details.push(`cannot run ${options.binary ?? "nginx"} on ${executor.host}: ${probe.output}`);
       }
       const dump = await run(`${nginx} -T 2>&1`, context.signal);
       if (dump.code !== 0) {
