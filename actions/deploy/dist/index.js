@@ -46,8 +46,8 @@ var require_tunnel = __commonJS({
     "use strict";
     var net = __require("net");
     var tls = __require("tls");
-    var http2 = __require("http");
-    var https = __require("https");
+    var http4 = __require("http");
+    var https3 = __require("https");
     var events = __require("events");
     var assert = __require("assert");
     var util = __require("util");
@@ -57,24 +57,24 @@ var require_tunnel = __commonJS({
     exports.httpsOverHttps = httpsOverHttps2;
     function httpOverHttp2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = http2.request;
+      agent.request = http4.request;
       return agent;
     }
     function httpsOverHttp2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = http2.request;
+      agent.request = http4.request;
       agent.createSocket = createSecureSocket;
       agent.defaultPort = 443;
       return agent;
     }
     function httpOverHttps2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = https.request;
+      agent.request = https3.request;
       return agent;
     }
     function httpsOverHttps2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = https.request;
+      agent.request = https3.request;
       agent.createSocket = createSecureSocket;
       agent.defaultPort = 443;
       return agent;
@@ -83,7 +83,7 @@ var require_tunnel = __commonJS({
       var self2 = this;
       self2.options = options || {};
       self2.proxyOptions = self2.options.proxy || {};
-      self2.maxSockets = self2.options.maxSockets || http2.Agent.defaultMaxSockets;
+      self2.maxSockets = self2.options.maxSockets || http4.Agent.defaultMaxSockets;
       self2.requests = [];
       self2.sockets = [];
       self2.on("free", function onFree(socket, host, port, localAddress) {
@@ -2524,7 +2524,7 @@ var require_connect = __commonJS({
     var util = require_util();
     var { InvalidArgumentError, ConnectTimeoutError } = require_errors();
     var timers = require_timers();
-    function noop() {
+    function noop2() {
     }
     var tls;
     var SessionCache;
@@ -2649,7 +2649,7 @@ var require_connect = __commonJS({
     }
     var setupConnectTimeout = process.platform === "win32" ? (socketWeakRef, opts) => {
       if (!opts.timeout) {
-        return noop;
+        return noop2;
       }
       let s1 = null;
       let s2 = null;
@@ -2665,7 +2665,7 @@ var require_connect = __commonJS({
       };
     } : (socketWeakRef, opts) => {
       if (!opts.timeout) {
-        return noop;
+        return noop2;
       }
       let s1 = null;
       const fastTimer = timers.setFastTimeout(() => {
@@ -5456,7 +5456,7 @@ var require_body = __commonJS({
       random = (max) => Math.floor(Math.random(max));
     }
     var textEncoder = new TextEncoder();
-    function noop() {
+    function noop2() {
     }
     var hasFinalizationRegistry = globalThis.FinalizationRegistry && process.version.indexOf("v18") !== 0;
     var streamRegistry;
@@ -5464,7 +5464,7 @@ var require_body = __commonJS({
       streamRegistry = new FinalizationRegistry((weakRef) => {
         const stream = weakRef.deref();
         if (stream && !stream.locked && !isDisturbed(stream) && !isErrored(stream)) {
-          stream.cancel("Response object has been garbage collected").catch(noop);
+          stream.cancel("Response object has been garbage collected").catch(noop2);
         }
       });
     }
@@ -6904,11 +6904,11 @@ var require_client_h2 = __commonJS({
     var kOpenStreams = /* @__PURE__ */ Symbol("open streams");
     var extractBody;
     var h2ExperimentalWarned = false;
-    var http2;
+    var http22;
     try {
-      http2 = __require("http2");
+      http22 = __require("http2");
     } catch {
-      http2 = { constants: {} };
+      http22 = { constants: {} };
     }
     var {
       constants: {
@@ -6920,7 +6920,7 @@ var require_client_h2 = __commonJS({
         HTTP2_HEADER_EXPECT,
         HTTP2_HEADER_STATUS
       }
-    } = http2;
+    } = http22;
     function parseH2Headers(headers) {
       const result = [];
       for (const [name, value] of Object.entries(headers)) {
@@ -6946,7 +6946,7 @@ var require_client_h2 = __commonJS({
           code: "UNDICI-H2"
         });
       }
-      const session = http2.connect(client[kUrl], {
+      const session = http22.connect(client[kUrl], {
         createConnection: () => socket,
         peerMaxConcurrentStreams: client[kMaxConcurrentStreams]
       });
@@ -7629,7 +7629,7 @@ var require_client = __commonJS({
     "use strict";
     var assert = __require("assert");
     var net = __require("net");
-    var http2 = __require("http");
+    var http4 = __require("http");
     var util = require_util();
     var { channels } = require_diagnostics();
     var Request = require_request();
@@ -7686,7 +7686,7 @@ var require_client = __commonJS({
     var connectH2 = require_client_h2();
     var deprecatedInterceptorWarned = false;
     var kClosedResolve = /* @__PURE__ */ Symbol("kClosedResolve");
-    var noop = () => {
+    var noop2 = () => {
     };
     function getPipelining(client) {
       return client[kPipelining] ?? client[kHTTPContext]?.defaultPipelining ?? 1;
@@ -7818,7 +7818,7 @@ var require_client = __commonJS({
         this[kUrl] = util.parseOrigin(url);
         this[kConnector] = connect3;
         this[kPipelining] = pipelining != null ? pipelining : 1;
-        this[kMaxHeadersSize] = maxHeaderSize || http2.maxHeaderSize;
+        this[kMaxHeadersSize] = maxHeaderSize || http4.maxHeaderSize;
         this[kKeepAliveDefaultTimeout] = keepAliveTimeout == null ? 4e3 : keepAliveTimeout;
         this[kKeepAliveMaxTimeout] = keepAliveMaxTimeout == null ? 6e5 : keepAliveMaxTimeout;
         this[kKeepAliveTimeoutThreshold] = keepAliveTimeoutThreshold == null ? 2e3 : keepAliveTimeoutThreshold;
@@ -7978,14 +7978,14 @@ var require_client = __commonJS({
           });
         });
         if (client.destroyed) {
-          util.destroy(socket.on("error", noop), new ClientDestroyedError());
+          util.destroy(socket.on("error", noop2), new ClientDestroyedError());
           return;
         }
         assert(socket);
         try {
           client[kHTTPContext] = socket.alpnProtocol === "h2" ? await connectH2(client, socket) : await connectH1(client, socket);
         } catch (err) {
-          socket.destroy().on("error", noop);
+          socket.destroy().on("error", noop2);
           throw err;
         }
         client[kConnecting] = false;
@@ -8730,7 +8730,7 @@ var require_proxy_agent = __commonJS({
     function defaultFactory(origin, opts) {
       return new Pool(origin, opts);
     }
-    var noop = () => {
+    var noop2 = () => {
     };
     function defaultAgentFactory(origin, opts) {
       if (opts.connections === 1) {
@@ -8847,7 +8847,7 @@ var require_proxy_agent = __commonJS({
                 servername: this[kProxyTls]?.servername || proxyHostname
               });
               if (statusCode !== 200) {
-                socket.on("error", noop).destroy();
+                socket.on("error", noop2).destroy();
                 callback(new RequestAbortedError(`Proxy response (${statusCode}) !== 200 when HTTP Tunneling`));
               }
               if (opts2.protocol !== "https:") {
@@ -9463,7 +9463,7 @@ var require_readable = __commonJS({
     var kAbort = /* @__PURE__ */ Symbol("kAbort");
     var kContentType = /* @__PURE__ */ Symbol("kContentType");
     var kContentLength = /* @__PURE__ */ Symbol("kContentLength");
-    var noop = () => {
+    var noop2 = () => {
     };
     var BodyReadable = class extends Readable {
       constructor({
@@ -9595,7 +9595,7 @@ var require_readable = __commonJS({
             } else {
               resolve(null);
             }
-          }).on("error", noop).on("data", function(chunk) {
+          }).on("error", noop2).on("data", function(chunk) {
             limit -= chunk.length;
             if (limit <= 0) {
               this.destroy();
@@ -34269,7 +34269,7 @@ var require_agent2 = __commonJS({
       buf2.copy(combined, buf1.length);
       return combined;
     }
-    function noop() {
+    function noop2() {
     }
     var EMPTY_BUF = Buffer.alloc(0);
     var binaryParser = makeBufferParser();
@@ -34848,7 +34848,7 @@ var require_agent2 = __commonJS({
           data.copy(buf, p += 4);
           writeUInt32BE(buf, flags, p += dataLen);
           if (typeof cb !== "function")
-            cb = noop;
+            cb = noop2;
           this[SYM_REQS].push({ type, cb });
           return this.push(buf);
         }
@@ -34861,7 +34861,7 @@ var require_agent2 = __commonJS({
           writeUInt32BE(buf, buf.length - 4, p);
           buf[p += 4] = type;
           if (typeof cb !== "function")
-            cb = noop;
+            cb = noop2;
           this[SYM_REQS].push({ type, cb });
           return this.push(buf);
         }
@@ -34986,7 +34986,7 @@ var require_agent2 = __commonJS({
       }
       init(cb) {
         if (typeof cb !== "function")
-          cb = noop;
+          cb = noop2;
         if (this[SYM_AGENT_KEYS] === null) {
           if (this[SYM_AGENT_CBS] === null) {
             this[SYM_AGENT_CBS] = [cb];
@@ -37938,7 +37938,7 @@ var require_Protocol = __commonJS({
       1
     ]);
     var NO_TERMINAL_MODES_BUFFER = Buffer.from([TERMINAL_MODE.TTY_OP_END]);
-    function noop() {
+    function noop2() {
     }
     var Protocol = class {
       constructor(config) {
@@ -37961,14 +37961,14 @@ var require_Protocol = __commonJS({
         const onHeader = config.onHeader;
         this._onHeader = typeof onHeader === "function" ? (...args) => {
           onHeader(...args);
-        } : noop;
+        } : noop2;
         const onPacket = config.onPacket;
         this._onPacket = typeof onPacket === "function" ? () => {
           onPacket();
-        } : noop;
+        } : noop2;
         let onHandshakeComplete = config.onHandshakeComplete;
         if (typeof onHandshakeComplete !== "function")
-          onHandshakeComplete = noop;
+          onHandshakeComplete = noop2;
         let firstHandshake;
         this._onHandshakeComplete = (...args) => {
           this._debug && this._debug("Handshake completed");
@@ -39654,7 +39654,7 @@ var require_SFTP = __commonJS({
       end: () => {
       }
     };
-    function noop() {
+    function noop2() {
     }
     var SFTP = class extends EventEmitter {
       constructor(client, chanInfo, cfg) {
@@ -39787,7 +39787,7 @@ var require_SFTP = __commonJS({
         }
       }
       _init() {
-        this._init = noop;
+        this._init = noop2;
         if (!this.server)
           sendOrBuffer(this, CLIENT_VERSION_BUFFER);
       }
@@ -41138,7 +41138,7 @@ var require_SFTP = __commonJS({
       }
       writeUInt32BE(out, len, p += 8);
       if (typeof cb !== "function")
-        cb = noop;
+        cb = noop2;
       const req = req_ || {
         nb: 0,
         position,
@@ -41702,24 +41702,24 @@ var require_SFTP = __commonJS({
       [RESPONSE.STATUS]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const errorCode = bufferParser.readUInt32BE();
+        const errorCode2 = bufferParser.readUInt32BE();
         const errorMsg = bufferParser.readString(true);
         bufferParser.clear();
         if (sftp._debug) {
           const jsonMsg = JSON.stringify(errorMsg);
           sftp._debug(
-            `SFTP: Inbound: Received STATUS (id:${reqID}, ${errorCode}, ${jsonMsg})`
+            `SFTP: Inbound: Received STATUS (id:${reqID}, ${errorCode2}, ${jsonMsg})`
           );
         }
         const req = sftp._requests[reqID];
         delete sftp._requests[reqID];
         if (req && typeof req.cb === "function") {
-          if (errorCode === STATUS_CODE.OK) {
+          if (errorCode2 === STATUS_CODE.OK) {
             req.cb();
             return;
           }
-          const err = new Error(errorMsg || STATUS_CODE_STR[errorCode] || "Unknown status");
-          err.code = errorCode;
+          const err = new Error(errorMsg || STATUS_CODE_STR[errorCode2] || "Unknown status");
+          err.code = errorCode2;
           req.cb(err);
         }
       },
@@ -43150,7 +43150,7 @@ var require_client2 = __commonJS({
     var bufferParser = makeBufferParser();
     var sigParser = makeBufferParser();
     var RE_OPENSSH = /^OpenSSH_(?:(?![0-4])\d)|(?:\d{2,})/;
-    var noop = (err) => {
+    var noop2 = (err) => {
     };
     var Client2 = class extends EventEmitter {
       constructor() {
@@ -44278,7 +44278,7 @@ var require_client2 = __commonJS({
           dstPort
         };
         if (typeof cb !== "function")
-          cb = noop;
+          cb = noop2;
         openChannel(this, "direct-tcpip", cfg, cb);
         return this;
       }
@@ -44369,7 +44369,7 @@ var require_client2 = __commonJS({
         if (!this._sock || !isWritable(this._sock))
           throw new Error("Not connected");
         if (typeof cb !== "function")
-          cb = noop;
+          cb = noop2;
         if (!this.config.strictVendor || this.config.strictVendor && RE_OPENSSH.test(this._remoteVer)) {
           openChannel(this, "direct-streamlocal@openssh.com", { socketPath }, cb);
           return this;
@@ -44800,7 +44800,7 @@ var require_client2 = __commonJS({
       if (!client._sock || !isWritable(client._sock))
         return;
       if (typeof cb !== "function")
-        cb = noop;
+        cb = noop2;
       if (!Array.isArray(keys_))
         throw new TypeError("Invalid keys argument type");
       const keys = [];
@@ -44941,15 +44941,15 @@ var require_http_agents = __commonJS({
       }
       exports[ctor === HttpAgent ? "SSHTTPAgent" : "SSHTTPSAgent"] = SSHAgent;
     }
-    function noop() {
+    function noop2() {
     }
     function decorateStream(stream, ctor, options) {
       if (ctor === HttpAgent) {
-        stream.setKeepAlive = noop;
-        stream.setNoDelay = noop;
-        stream.setTimeout = noop;
-        stream.ref = noop;
-        stream.unref = noop;
+        stream.setKeepAlive = noop2;
+        stream.setNoDelay = noop2;
+        stream.setTimeout = noop2;
+        stream.ref = noop2;
+        stream.unref = noop2;
         stream.destroySoon = stream.destroy;
         return stream;
       }
@@ -46537,7 +46537,7 @@ var require_keygen = __commonJS({
           throw new Error("Invalid output key format");
       }
     }
-    function noop() {
+    function noop2() {
     }
     module.exports = {
       generateKeyPair: (keyType2, opts, cb) => {
@@ -46546,7 +46546,7 @@ var require_keygen = __commonJS({
           opts = void 0;
         }
         if (typeof cb !== "function")
-          cb = noop;
+          cb = noop2;
         const args = makeArgs(keyType2, opts);
         generateKeyPair_(...args, (err, pub, priv) => {
           if (err)
@@ -47148,8 +47148,12 @@ var import_yaml = __toESM(require_dist(), 1);
 import { readFile } from "fs/promises";
 import { isIP } from "net";
 import path from "path";
-import { spawn } from "child_process";
+import http2 from "http";
+import https2 from "https";
 import http from "http";
+import https from "https";
+import { spawn } from "child_process";
+import http3 from "http";
 var __defProp2 = Object.defineProperty;
 var __export = (target, all) => {
   for (var name in all)
@@ -47505,6 +47509,262 @@ function renderTemplate(template2, values, what = "command") {
     return shellQuote(value);
   });
 }
+var CookieJar = class {
+  #cookies = /* @__PURE__ */ new Map();
+  /** Applies the Set-Cookie header(s) of a response. */
+  store(setCookie, now = Date.now()) {
+    if (setCookie === void 0) return;
+    for (const line of typeof setCookie === "string" ? [setCookie] : setCookie) this.#storeOne(line, now);
+  }
+  #storeOne(line, now) {
+    const [pair = "", ...attributes] = line.split(";");
+    const eq = pair.indexOf("=");
+    if (eq <= 0) return;
+    const name = pair.slice(0, eq).trim();
+    const value = pair.slice(eq + 1).trim();
+    if (name === "") return;
+    let expired = false;
+    for (const attribute of attributes) {
+      const aeq = attribute.indexOf("=");
+      const key = (aeq < 0 ? attribute : attribute.slice(0, aeq)).trim().toLowerCase();
+      const val = aeq < 0 ? "" : attribute.slice(aeq + 1).trim();
+      if (key === "max-age") {
+        const seconds = Number(val);
+        if (val !== "" && Number.isFinite(seconds) && seconds <= 0) expired = true;
+      } else if (key === "expires") {
+        const at = Date.parse(val);
+        if (Number.isFinite(at) && at <= now) expired = true;
+      }
+    }
+    if (expired) this.#cookies.delete(name);
+    else this.#cookies.set(name, value);
+  }
+  /** Value of one cookie, if present. */
+  get(name) {
+    return this.#cookies.get(name);
+  }
+  get size() {
+    return this.#cookies.size;
+  }
+  /** The Cookie request header value, or undefined when the jar is empty. */
+  header() {
+    if (this.#cookies.size === 0) return void 0;
+    return Array.from(this.#cookies, ([name, value]) => `${name}=${value}`).join("; ");
+  }
+  clear() {
+    this.#cookies.clear();
+  }
+};
+var RESET_CODES = /* @__PURE__ */ new Set(["ECONNRESET", "EPIPE"]);
+function errorCode(err) {
+  if (err && typeof err === "object") {
+    const code = err.code;
+    if (typeof code === "string" && code !== "") return code;
+    const message = err.message;
+    if (typeof message === "string" && message !== "") return message;
+  }
+  return "EUNKNOWN";
+}
+function isReset(err) {
+  const code = err?.code;
+  const message = err?.message;
+  return typeof code === "string" && RESET_CODES.has(code) || message === "socket hang up";
+}
+function codedError(code, message) {
+  return Object.assign(new Error(message), { code });
+}
+var noop = () => {
+};
+function exchange(agent, target, timeoutMs) {
+  return new Promise((resolve) => {
+    let settled = false;
+    let status = 0;
+    let headers;
+    let socket;
+    let bytesBefore = 0;
+    let req;
+    const finish = (error2, staleSocket = false) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      const result = { status, staleSocket };
+      if (headers) result.headers = headers;
+      if (error2 !== void 0) result.error = errorCode(error2);
+      resolve(result);
+    };
+    const options = {
+      agent,
+      hostname: target.hostname,
+      port: target.port,
+      method: target.method,
+      path: target.path,
+      headers: target.headers
+    };
+    if (target.localAddress !== void 0) options.localAddress = target.localAddress;
+    const timer = setTimeout(() => {
+      const err = codedError("ETIMEDOUT", `request timed out after ${timeoutMs}ms`);
+      finish(err);
+      req?.destroy(err);
+    }, Math.max(1, timeoutMs));
+    const onResponse = (res) => {
+      status = res.statusCode ?? 0;
+      headers = res.headers;
+      res.on("data", noop);
+      res.on("end", () => finish());
+      res.on("error", (err) => finish(err));
+      res.on("close", () => {
+        if (!res.complete) finish(codedError("EABORTED", "response aborted before it was complete"));
+      });
+    };
+    try {
+      req = (target.protocol === "https:" ? https : http).request(options, onResponse);
+    } catch (err) {
+      finish(err);
+      return;
+    }
+    const request = req;
+    request.on("socket", (s) => {
+      socket = s;
+      bytesBefore = socket.bytesRead;
+    });
+    request.on("error", (err) => {
+      const stale = headers === void 0 && request.reusedSocket && isReset(err) && socket !== void 0 && socket.bytesRead === bytesBefore;
+      finish(err, stale);
+    });
+    request.on("close", () => {
+      if (!settled && headers === void 0) finish(codedError("ECONNRESET", "connection closed before the response completed"));
+    });
+    request.end(target.body);
+  });
+}
+function dropIdleSockets(agent) {
+  for (const list2 of Object.values(agent.freeSockets)) {
+    for (const s of list2 ?? []) s.destroy();
+  }
+}
+function verifyUrlProblem(raw) {
+  let url;
+  try {
+    url = new URL(raw);
+  } catch {
+    return `expected an http:// or https:// URL, got ${JSON.stringify(raw)}`;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return `expected an http:// or https:// URL, got a ${url.protocol} URL`;
+  if (url.username || url.password) return "credentials in the URL are not supported (they would appear in reports)";
+  return void 0;
+}
+function httpVerifier(options) {
+  const problem = verifyUrlProblem(options.url);
+  if (problem) throw new NodropError("E_CONFIG", `verify.url: ${problem}`);
+  const url = new URL(options.url);
+  const secure = url.protocol === "https:";
+  const shown = `${url.origin}${url.pathname}`;
+  const header = options.versionHeader.toLowerCase();
+  const concurrency = options.concurrency ?? 4;
+  const enforce = options.enforce ?? true;
+  const agent = secure ? new https2.Agent({ keepAlive: true, maxSockets: concurrency }) : new http2.Agent({ keepAlive: true, maxSockets: concurrency });
+  const jar = options.cookies ? new CookieJar() : void 0;
+  const counts = { requests: 0, ok: 0, failed: 0, resent: 0, regressions: 0 };
+  const byVersion = {};
+  const errors = {};
+  let target = "";
+  let started = 0;
+  let newSeenAt;
+  let timer;
+  const inFlight = /* @__PURE__ */ new Set();
+  const now = () => performance.now() - started;
+  const send = () => {
+    const headers = { accept: "*/*", "user-agent": "nodrop-verify" };
+    const cookie = jar?.header();
+    if (cookie !== void 0) headers.cookie = cookie;
+    return exchange(agent, { protocol: url.protocol, hostname: url.hostname, port: Number(url.port || (secure ? 443 : 80)), method: "GET", path: `${url.pathname}${url.search}`, headers }, options.timeoutMs);
+  };
+  const probeOnce = async () => {
+    const t0 = now();
+    let result = await send();
+    if (result.staleSocket) {
+      counts.resent += 1;
+      dropIdleSockets(agent);
+      result = await send();
+    }
+    jar?.store(result.headers?.["set-cookie"]);
+    const raw = result.headers?.[header];
+    const version = Array.isArray(raw) ? raw[0] : raw;
+    counts.requests += 1;
+    const good = result.error === void 0 && result.status >= 200 && result.status < 400;
+    if (good) {
+      counts.ok += 1;
+      byVersion[version ?? "unknown"] = (byVersion[version ?? "unknown"] ?? 0) + 1;
+      if (version === target && newSeenAt === void 0) newSeenAt = now();
+      else if (version !== void 0 && version !== target && newSeenAt !== void 0 && t0 > newSeenAt) counts.regressions += 1;
+    } else {
+      counts.failed += 1;
+      const kind = result.error ?? `http_${result.status}`;
+      errors[kind] = (errors[kind] ?? 0) + 1;
+    }
+    return result;
+  };
+  const track = (promise) => {
+    const done = promise.then(() => void 0);
+    inFlight.add(done);
+    void done.finally(() => inFlight.delete(done));
+  };
+  const crossed = () => {
+    if (counts.failed > options.maxFailed) return `verify: ${counts.failed} of ${counts.requests} requests to ${shown} failed (allowed: ${options.maxFailed}; ${describe(errors)})`;
+    if (options.maxRegressions !== void 0 && counts.regressions > options.maxRegressions) {
+      return `verify: ${counts.regressions} requests to ${shown} were answered by another version after ${target} had answered (allowed: ${options.maxRegressions})`;
+    }
+    return void 0;
+  };
+  const breach = () => enforce ? crossed() : void 0;
+  return {
+    url: shown,
+    async start({ version }) {
+      target = version;
+      started = performance.now();
+      const first = await probeOnce();
+      if (enforce && (first.error !== void 0 || first.status < 200 || first.status >= 400)) {
+        agent.destroy();
+        throw new NodropError(
+          "E_VERIFY",
+          `verify: ${shown} does not answer before the deploy (${first.error ?? `status ${first.status}`}); nothing was changed. A deploy cannot be judged on a site that already fails: fix the URL, or use --verify report to deploy a fix`
+        );
+      }
+      timer = setInterval(() => {
+        if (inFlight.size < concurrency) track(probeOnce());
+      }, 1e3 / options.ratePerSecond);
+    },
+    breach,
+    async stop() {
+      if (timer) {
+        await sleep(options.settleMs);
+        clearInterval(timer);
+        timer = void 0;
+      }
+      await Promise.all(inFlight);
+      agent.destroy();
+      const problem2 = breach();
+      return {
+        url: shown,
+        requests: counts.requests,
+        ok: counts.ok,
+        failed: counts.failed,
+        resent: counts.resent,
+        regressions: counts.regressions,
+        byVersion: { ...byVersion },
+        errors: { ...errors },
+        durationMs: started === 0 ? 0 : now(),
+        maxFailed: options.maxFailed,
+        enforced: enforce,
+        ...options.maxRegressions === void 0 ? {} : { maxRegressions: options.maxRegressions },
+        ...problem2 ? { breach: problem2 } : {}
+      };
+    }
+  };
+}
+function describe(errors) {
+  return Object.entries(errors).sort((a, b) => b[1] - a[1]).map(([kind, n]) => `${kind} ${n}`).join(", ");
+}
 var safeName = (doc) => str({ pattern: SAFE_NAME, hint: "a name of letters, digits, '.', '_' or '-' (starting with a letter or digit)", doc });
 var template = (doc) => str({ minLength: 1, hint: "a command template", doc });
 var instanceSchema = object({
@@ -47535,6 +47795,22 @@ var healthSchema = object(
   },
   { doc: "Health check, probed directly against each instance for the expected version." }
 );
+var verifySchema = object(
+  {
+    url: refine(
+      str({ minLength: 1, hint: "an http:// or https:// URL", doc: "The public URL, through the proxy, as users reach the site (credentials in it are refused: reports show it)." }),
+      verifyUrlProblem
+    ),
+    rate: optional(int({ min: 1, max: 200, doc: "Requests started per second." }), 10),
+    cookies: optional(bool({ doc: "Keep the cookies the site sets, as a browser does (version pins are cookies)." }), true),
+    versionHeader: optional(str({ pattern: /^[A-Za-z0-9-]+$/, hint: "an HTTP header name", doc: "Response header naming the version that answered; defaults to health.versionHeader." })),
+    timeout: optional(duration({ min: 1, doc: "Per request; no complete answer by then is a failure." }), 1e4),
+    settle: optional(duration({ doc: "Keeps probing this long after the last step." }), 1e3),
+    maxFailed: optional(int({ min: 0, doc: "More failed requests than this fail the deploy (it stops at the next step)." }), 0),
+    maxRegressions: optional(int({ min: 0, doc: "More answers from another version after the new one than this fail the deploy; unlimited when absent (a rolling deploy mixes versions by design)." }))
+  },
+  { doc: "A probe that sends its own requests through the proxy for the whole deploy and reports what users would have seen." }
+);
 var configSchema = object({
   app: safeName("Application name; names the generated upstreams."),
   instances: list(instanceSchema, { min: 1, doc: "The fleet." }),
@@ -47545,6 +47821,7 @@ var configSchema = object({
   proxy: mapping({ hint: "a mapping with a type (nginx)", doc: "The proxy adapter and its settings; see the adapter's reference." }),
   strategy: optional(mapping({ hint: "a mapping with a name (rolling)", doc: "The strategy and its options." }), { name: "rolling" }),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once." }), 8),
+  verify: optional(verifySchema),
   stateDir: optional(
     str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host: where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." })
   )
@@ -47718,7 +47995,7 @@ function httpHealthCheck(options) {
   return {
     probe(instance, signal) {
       return new Promise((resolve) => {
-        const request = http.get(
+        const request = http3.get(
           {
             host: instance.address,
             port: instance.port,
@@ -47966,7 +48243,13 @@ async function deploy(options) {
       if (journalRequired) throw error2;
     }
   };
+  let verifying = false;
   const report = async (error2, step2, recovery) => {
+    const verify = verifying ? await options.verify.stop() : void 0;
+    if (!error2 && verify?.breach) {
+      error2 = new NodropError("E_VERIFY", verify.breach);
+      step2 = "verify";
+    }
     const result = {
       ok: error2 === void 0,
       strategy: options.strategy.name,
@@ -47989,7 +48272,8 @@ async function deploy(options) {
         };
       }),
       ...error2 ? { error: { code: error2.code, message: error2.message, ...error2.instance ? { instance: error2.instance } : {}, ...step2 ? { step: step2 } : {} } } : {},
-      ...recovery ? { recovery } : {}
+      ...recovery ? { recovery } : {},
+      ...verify ? { verify } : {}
     };
     if (plannedAndRecorded) {
       journalRequired = false;
@@ -48010,6 +48294,14 @@ async function deploy(options) {
   emit({ type: "preflight", instances: observed });
   emit({ type: "plan", plan });
   serving = new Set(observed.filter((i) => i.inPool).map((i) => i.id));
+  if (options.verify) {
+    try {
+      await options.verify.start({ version: options.version });
+    } catch (error2) {
+      return report(toNodropError(error2, "E_VERIFY"), "verify");
+    }
+    verifying = true;
+  }
   try {
     await record({ type: "deploy", id: deployId, version: options.version, strategy: options.strategy.name, instances: observed.map((o) => ({ id: o.id, from: o.version })) });
   } catch (error2) {
@@ -48076,6 +48368,8 @@ async function deploy(options) {
   };
   const runStep = async (phase, step2) => {
     if (signal?.aborted) throw abortError(signal);
+    const breach = options.verify?.breach();
+    if (breach) throw new NodropError("E_VERIFY", `${breach}; stopping the deploy (\`nodrop rollback\` returns every instance to the previous version)`);
     switch (step2.kind) {
       case "route":
         return applyRouting(step2.routing, step2.why, phase.name, signal);
@@ -48890,7 +49184,7 @@ function compareVersions2(a, b) {
   return 0;
 }
 
-// ../../packages/cli/dist/chunk-JG5TZPPZ.js
+// ../../packages/cli/dist/chunk-4PQXPPVM.js
 import { existsSync as existsSync2, readFileSync } from "fs";
 import os5 from "os";
 import path3 from "path";
@@ -49237,7 +49531,7 @@ var sshHostSchema = schema_exports.object({
   keepaliveInterval: schema_exports.optional(schema_exports.duration({ min: 100, doc: "SSH keep-alive interval." }), 5e3)
 });
 
-// ../../packages/cli/dist/chunk-JG5TZPPZ.js
+// ../../packages/cli/dist/chunk-4PQXPPVM.js
 import { readFileSync as readFileSync2 } from "fs";
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
@@ -49260,6 +49554,12 @@ function formatPlan(plan, observed) {
 }
 function fleetConverged(report) {
   return report.ok && report.instances.every((i) => i.version === report.version && i.inPool);
+}
+function formatVerify(verify) {
+  const versions = Object.entries(verify.byVersion).map(([v, n]) => `${v} ${n}`).join(", ");
+  const errors = Object.entries(verify.errors).map(([kind, n]) => `${kind} ${n}`).join(", ");
+  const limits = verify.enforced ? `allowed ${verify.maxFailed} failed${verify.maxRegressions === void 0 ? "" : `, ${verify.maxRegressions} regressions`}` : "counted only";
+  return `${verify.requests} requests to ${verify.url} in ${formatDuration(verify.durationMs)}: ${verify.failed} failed${errors ? ` (${errors})` : ""}, ${verify.regressions} version regressions, ${verify.resent} resent on a closed keep-alive connection; answered by ${versions || "none"} (${limits})${verify.breach ? " \u2014 THRESHOLD CROSSED" : ""}`;
 }
 var strategies = {
   rolling: { create: rollingStrategy },
@@ -49355,6 +49655,11 @@ ${readFileSync(file, "utf8")}`;
   for (const [name, t] of targets) executors.set(name, sshExecutor({ ...t, maxSessions: parsed.get(name).maxSessions, log: options.log }));
   return executors;
 }
+function checkVerifyMode(value, flag = "--verify") {
+  if (value === void 0 || value === "") return void 0;
+  if (value === "enforce" || value === "report" || value === "off") return value;
+  throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected enforce, report or off`);
+}
 function checkVersion(version, flag = "--version") {
   if (version === void 0 || version === "") throw new NodropError("E_ARGS", `${flag} is required (the version to deploy, e.g. ${flag} v2)`);
   if (!SAFE_NAME.test(version)) {
@@ -49406,7 +49711,20 @@ function createDeployment(config, overrides = {}, hostOptions = {}) {
       strategyOptions,
       health: config.health.via === "host" ? hostHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout, executorFor }) : httpHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout }),
       healthWait: { successes: config.health.successes, intervalMs: config.health.interval, deadlineMs: config.health.deadline },
-      parallel: config.parallel
+      parallel: config.parallel,
+      ...config.verify && overrides.verify !== "off" ? {
+        verify: httpVerifier({
+          url: config.verify.url,
+          ratePerSecond: config.verify.rate,
+          cookies: config.verify.cookies,
+          versionHeader: config.verify.versionHeader ?? config.health.versionHeader,
+          timeoutMs: config.verify.timeout,
+          settleMs: config.verify.settle,
+          maxFailed: config.verify.maxFailed,
+          maxRegressions: config.verify.maxRegressions,
+          enforce: overrides.verify !== "report"
+        })
+      } : {}
     },
     async dispose() {
       await Promise.all([...executors.values()].map((e) => e.dispose?.()));
@@ -49430,7 +49748,8 @@ function readInputs(env = process.env) {
 ` : void 0,
     sshPassphrase,
     knownHosts: getInput("known-hosts") || void 0,
-    dryRun: getBooleanInput("dry-run")
+    dryRun: getBooleanInput("dry-run"),
+    verify: getInput("verify") || void 0
   };
 }
 
@@ -49447,7 +49766,8 @@ async function writeSummary(report) {
   summary.addHeading(`nodrop: ${report.ok ? "deployed" : "FAILED"} ${report.version} (${report.strategy})`, 2).addTable([header, ...rows]).addList([
     `duration ${formatDuration(report.durationMs)}`,
     `${report.routes.length} nginx reloads, drains ${formatDuration(drain)} in total${cut ? `, ${cut} long-lived connections cut` : ""}`,
-    `${report.instances.filter((i) => i.version === report.version && i.inPool).length} of ${report.instances.length} instances on ${report.version} and in the pool`
+    `${report.instances.filter((i) => i.version === report.version && i.inPool).length} of ${report.instances.length} instances on ${report.version} and in the pool`,
+    ...report.verify ? [`verify probe: ${formatVerify(report.verify)}`] : []
   ]);
   if (report.error) summary.addRaw(`
 **${report.error.code}**${report.error.step ? ` at ${report.error.step}` : ""}: ${report.error.message}
@@ -49476,7 +49796,8 @@ async function run(signal) {
       }
     };
     const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
-    const deployment = createDeployment(config, { strategy: inputs.strategy }, { env, log: (message) => info(message) });
+    const verify = checkVerifyMode(inputs.verify, "verify");
+    const deployment = createDeployment(config, { strategy: inputs.strategy, verify }, { env, log: (message) => info(message) });
     try {
       if (inputs.dryRun) {
         const { plan, observed } = await planDeploy({ ...deployment.options, version, signal });
@@ -49513,6 +49834,10 @@ function publish(report) {
     "instances",
     JSON.stringify(report.instances.map((i) => ({ id: i.id, host: i.host, port: i.port, from: i.from, version: i.version, inPool: i.inPool, outcome: i.outcome })))
   );
+  if (report.verify) {
+    const { requests, failed, regressions } = report.verify;
+    setOutput("verify", JSON.stringify({ requests, failed, regressions, breach: report.verify.breach ?? null }));
+  }
 }
 function logEvents() {
   let open2 = false;

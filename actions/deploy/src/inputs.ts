@@ -8,6 +8,8 @@ export interface ActionInputs {
   sshPassphrase: string | undefined;
   knownHosts: string | undefined;
   dryRun: boolean;
+  /** enforce, report or off; checked where it is used. */
+  verify: string | undefined;
 }
 
 /** Reads the inputs; every secret is masked before anything else can print it. */
@@ -25,5 +27,6 @@ export function readInputs(env: NodeJS.ProcessEnv = process.env): ActionInputs {
     sshPassphrase,
     knownHosts: core.getInput("known-hosts") || undefined,
     dryRun: core.getBooleanInput("dry-run"),
+    verify: core.getInput("verify") || undefined,
   };
 }

@@ -1,5 +1,5 @@
 import * as core from "@actions/core";
-import { checkVersion, createDeployment, fleetConverged, formatPlan } from "@nodrop/cli";
+import { checkVerifyMode, checkVersion, createDeployment, fleetConverged, formatPlan } from "@nodrop/cli";
 import { type DeployEvent, type DeployReport, type NodropConfig, deploy, formatDuration, loadConfig, planDeploy, toNodropError } from "@nodrop/core";
 import { readInputs } from "./inputs.js";
 import { writeSummary } from "./summary.js";
@@ -28,7 +28,8 @@ export async function run(signal: AbortSignal): Promise<void> {
       },
     };
     const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
-    const deployment = createDeployment(config, { strategy: inputs.strategy }, { env, log: (message) => core.info(message) });
+    const verify = checkVerifyMode(inputs.verify, "verify");
+    const deployment = createDeployment(config, { strategy: inputs.strategy, verify }, { env, log: (message) => core.info(message) });
     try {
       if (inputs.dryRun) {
         const { plan, observed } = await planDeploy({ ...deployment.options, version, signal });
@@ -67,6 +68,10 @@ function publish(report: DeployReport): void {
     "instances",
     JSON.stringify(report.instances.map((i) => ({ id: i.id, host: i.host, port: i.port, from: i.from, version: i.version, inPool: i.inPool, outcome: i.outcome }))),
   );
+  if (report.verify) {
+    const { requests, failed, regressions } = report.verify;
+    core.setOutput("verify", JSON.stringify({ requests, failed, regressions, breach: report.verify.breach ?? null }));
+  }
 }
 
 /** One collapsible group per phase (batch), plain lines inside. */

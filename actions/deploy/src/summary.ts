@@ -1,4 +1,5 @@
 import * as core from "@actions/core";
+import { formatVerify } from "@nodrop/cli";
 import { type DeployReport, type InstanceReport, formatDuration } from "@nodrop/core";
 
 const step = (i: InstanceReport, kind: string) => {
@@ -19,6 +20,7 @@ export async function writeSummary(report: DeployReport): Promise<void> {
       `duration ${formatDuration(report.durationMs)}`,
       `${report.routes.length} nginx reloads, drains ${formatDuration(drain)} in total${cut ? `, ${cut} long-lived connections cut` : ""}`,
       `${report.instances.filter((i) => i.version === report.version && i.inPool).length} of ${report.instances.length} instances on ${report.version} and in the pool`,
+      ...(report.verify ? [`verify probe: ${formatVerify(report.verify)}`] : []),
     ]);
   if (report.error) core.summary.addRaw(`\n**${report.error.code}**${report.error.step ? ` at ${report.error.step}` : ""}: ${report.error.message}\n`, true);
   if (report.recovery) core.summary.addRaw(`\nrecovery: ${report.recovery}\n`, true);

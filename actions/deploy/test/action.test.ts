@@ -75,7 +75,7 @@ function runAction(entry: "index" | "post", inputs: Record<string, string>, opti
 describe("the action bundle against the local fleet (real nginx + gunicorn)", () => {
   let fleet: Fleet;
   beforeAll(async () => {
-    fleet = await startFleet({ ports: [8291, 8292, 8293], proxyPort: 18291 });
+    fleet = await startFleet({ ports: [8291, 8292, 8293], proxyPort: 18291, verify: { rate: 20 } });
   });
   afterAll(async () => {
     await fleet?.stop();
@@ -95,6 +95,13 @@ describe("the action bundle against the local fleet (real nginx + gunicorn)", ()
     expect(run.summary).toContain("<h2>nodrop: deployed v2 (rolling)</h2>");
     for (const port of [8291, 8292, 8293]) expect(run.summary).toContain(`<td>web-${port}</td><td>local</td><td>${port}</td><td>v1</td><td>v2</td>`);
     expect(run.state.deploying).toBe("");
+    // The verify probe ran through nginx for the whole deploy: its counts are in the summary and an output.
+    const verify = JSON.parse(run.outputs.verify!) as { requests: number; failed: number; regressions: number; breach: string | null };
+    expect(verify.failed).toBe(0);
+    expect(verify.breach).toBeNull();
+    expect(verify.requests).toBeGreaterThan(10);
+    expect(run.summary).toContain(`verify probe: ${verify.requests} requests to http://127.0.0.1:18291/ in`);
+    expect(run.summary).toContain(": 0 failed, ");
   });
 
   it("a dry run prints the plan and changes nothing", async () => {

@@ -2,7 +2,9 @@
 
 It reports the release it runs (header X-App-Version and body), which instance answered
 (X-App-Instance), has a /health path, a /slow path and accepts POST /submit. A release
-directory holds a VERSION file; a release with a BROKEN file fails its health check.
+directory holds a VERSION file; a release with a BROKEN file fails its health check; a release with
+a FAILING file passes its health check but answers 500 to everything else (only a probe of real
+pages, nodrop's verify section, can catch it).
 """
 import json
 import os
@@ -13,6 +15,7 @@ RELEASE = os.environ.get("APP_RELEASE", os.path.dirname(os.path.abspath(__file__
 with open(os.path.join(RELEASE, "VERSION"), encoding="utf-8") as f:
     VERSION = f.read().strip()
 BROKEN = os.path.exists(os.path.join(RELEASE, "BROKEN"))
+FAILING = os.path.exists(os.path.join(RELEASE, "FAILING"))
 INSTANCE = os.environ.get("APP_INSTANCE", "?")
 
 
@@ -27,6 +30,10 @@ def application(environ, start_response):
             return [json.dumps({"status": "broken", "version": VERSION}).encode()]
         start_response("200 OK", headers)
         return [json.dumps({"status": "ok", "version": VERSION}).encode()]
+
+    if FAILING:
+        start_response("500 Internal Server Error", headers)
+        return [json.dumps({"error": "this release fails every page but /health", "version": VERSION}).encode()]
 
     if path == "/events":
         # Server-sent events for `ms` milliseconds: a long-lived connection, as a WebSocket would be.

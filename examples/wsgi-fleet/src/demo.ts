@@ -17,7 +17,8 @@ const { values } = parseArgs({
   },
 });
 
-const fleet = await startFleet({ version: "v1", strategy: { name: values.strategy } });
+// The config's verify section: nodrop's own probe through nginx, reported with the deploy.
+const fleet = await startFleet({ version: "v1", strategy: { name: values.strategy }, verify: { rate: 20 } });
 let exitCode = 1;
 const stopAll = async () => {
   await fleet.stop();
@@ -48,6 +49,7 @@ try {
     regressions: result.stats.versionRegressions,
     switchesPerClient: (result.stats.switchesPerClient.reduce((a, b) => a + b, 0) / Math.max(1, result.stats.switchesPerClient.length)).toFixed(1),
     deploy: result.report ? formatDuration(result.report.durationMs) : "?",
+    probeFailed: result.report?.verify?.failed ?? "?",
     allOn: allNew ? values.to : "mixed",
   };
   console.log(`\nsummary: ${Object.entries(summary).map(([k, v]) => `${k}=${v}`).join(" ")}`);

@@ -39,6 +39,10 @@ export interface FleetOptions {
   workerShutdownTimeout?: number;
   /** commands.timeout in the config (default 60s). */
   commandTimeout?: string;
+  /** A verify section for the config; its url defaults to the fleet's public URL. */
+  verify?: Record<string, unknown>;
+  /** nginx writes an access log (logs/access.log: status, user agent, version that answered), for counting requests. */
+  accessLog?: boolean;
 }
 
 export interface FleetInstance {
@@ -59,6 +63,8 @@ export interface Fleet {
   readonly nginxConf: string;
   readonly includeFile: string;
   readonly pidFile: string;
+  /** nginx's access log when `accessLog` was set: `<status> <version or -> "<user agent>"` per request. */
+  readonly accessLogFile: string;
   /** Runs nginx with this fleet's prefix and conf. */
   nginx(...args: string[]): Promise<{ stdout: string; stderr: string }>;
   /** Each instance's version, probed directly ("down" when it does not answer), by port (local) or id. */
@@ -95,7 +101,11 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const onHost = (host: string, args: string[]) =>
     remote ? remote.sh(host, [fleetSh, ...args].map((a) => shellQuote(a)).join(" ")) : run(fleetSh, args).then((r) => r.stdout);
 
-  await writeFile(nginxConf, nginxConfText({ dir, includeFile, pidFile, errorLog, proxyPort, workers: options.nginxWorkers ?? 2, shutdownTimeout: options.workerShutdownTimeout ?? 30 }));
+  const accessLogFile = path.join(dir, "logs", "access.log");
+  await writeFile(
+    nginxConf,
+    nginxConfText({ dir, includeFile, pidFile, errorLog, proxyPort, workers: options.nginxWorkers ?? 2, shutdownTimeout: options.workerShutdownTimeout ?? 30, ...(options.accessLog ? { accessLog: accessLogFile } : {}) }),
+  );
   const configFile = path.join(dir, "nodrop.yaml");
   // On remote hosts each host's fleet directory differs; the template reads it from the host name.
   const fleetArg = remote ? `${shellQuote(remote.dir)}/{host}/fleet` : shellQuote(dir);
@@ -117,6 +127,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     health: { path: "/health", versionHeader: "X-App-Version", interval: "100ms", successes: 2, deadline: "20s", ...options.health },
     proxy: { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s", ...options.proxy },
     strategy: options.strategy ?? { name: "rolling", batchSize: 1 },
+    ...(options.verify ? { verify: { url: `http://127.0.0.1:${proxyPort}/`, ...options.verify } } : {}),
     stateDir: path.join(dir, "state"),
   };
   await writeFile(configFile, `# nodrop config for the example fleet in ${dir}\n${stringify(config)}`);
@@ -130,6 +141,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     nginxConf,
     includeFile,
     pidFile,
+    accessLogFile,
     nginx: (...args) => run("nginx", ["-p", dir, "-c", nginxConf, ...args]),
     async versions() {
       const seen = await Promise.all(
@@ -209,6 +221,8 @@ interface NginxConfInput {
   proxyPort: number;
   workers: number;
   shutdownTimeout: number;
+  /** Where to write an access log; none when absent (the default: it costs time under load). */
+  accessLog?: string;
 }
 
 /**
@@ -228,7 +242,8 @@ worker_shutdown_timeout ${input.shutdownTimeout}s;
 events { worker_connections 4096; }
 
 http {
-    access_log off;
+    ${input.accessLog ? `log_format nodrop_count '$status $upstream_http_x_app_version "$http_user_agent"';
+    access_log ${input.accessLog} nodrop_count;` : "access_log off;"}
     client_body_temp_path ${temp("body")};
     proxy_temp_path ${temp("proxy")};
     fastcgi_temp_path ${temp("fastcgi")};

@@ -17,21 +17,23 @@ import {
 } from "@nodrop/core";
 import type { SshExecutor } from "@nodrop/ssh";
 import { type Output, fleetConverged, formatPlan, formatReport, progressReporter, table } from "./reporter.js";
-import { checkVersion, createDeployment } from "./setup.js";
+import { checkVerifyMode, checkVersion, createDeployment } from "./setup.js";
 
 export const USAGE = `nodrop: deploy new code to app instances behind nginx without dropping a request
 
 usage:
-  nodrop deploy   --config FILE --version V [--strategy S] [--lock-wait DURATION] [--json]
-  nodrop resume   --config FILE [--lock-wait DURATION] [--json]          finishes a deploy that did not end
-  nodrop rollback --config FILE [--to V] [--lock-wait DURATION] [--json] back to the version before the last deploy
+  nodrop deploy   --config FILE --version V [--strategy S] [--verify MODE] [--lock-wait DURATION] [--json]
+  nodrop resume   --config FILE [--verify MODE] [--lock-wait DURATION] [--json]          finishes a deploy that did not end
+  nodrop rollback --config FILE [--to V] [--verify MODE] [--lock-wait DURATION] [--json] back to the version before the last deploy
   nodrop lock status|release --config FILE
   nodrop plan   --config FILE --version V [--strategy S] [--json]   prints the steps; touches nothing
   nodrop status --config FILE [--json]                              versions, health and pool membership
   nodrop init   --config FILE                                       writes the proxy file nodrop owns, once
   nodrop --version | --help
 
-deploy exits 0 only when every instance runs V and is in the pool.`;
+deploy exits 0 only when every instance runs V and is in the pool.
+--verify (with a verify section in the config): enforce (default; rollback: report) stops the deploy at
+the probe's thresholds, report only counts, off does not probe.`;
 
 export interface Io {
   stdout: Output;
@@ -70,6 +72,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
       help: { type: "boolean", short: "h" },
       "lock-wait": { type: "string" },
       to: { type: "string" },
+      verify: { type: "string" },
     },
   });
   const command = positionals[0];
@@ -87,7 +90,9 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
   if (!values.config) throw new NodropError("E_ARGS", "--config is required (the nodrop YAML file)");
   const config = await loadConfig(values.config);
   const hostOptions = { log: (message: string) => io.stderr.write(`nodrop: ${message}\n`) };
-  const deployment = createDeployment(config, { strategy: values.strategy }, hostOptions);
+  const verifyMode = checkVerifyMode(values.verify);
+  // A rollback repairs a site that may be failing right now: its probe counts but does not stop it.
+  const deployment = createDeployment(config, { strategy: values.strategy, verify: verifyMode ?? (command === "rollback" ? "report" : "enforce") }, hostOptions);
   try {
     switch (command) {
       case "plan": {
@@ -119,7 +124,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
             io.stderr.write(`nodrop: rolling back from ${last.version} to ${version}\n`);
           }
         }
-        const active = strategyOverride ? createDeployment(config, { strategy: strategyOverride }, hostOptions) : deployment;
+        const active = strategyOverride ? createDeployment(config, { strategy: strategyOverride, verify: verifyMode ?? "report" }, hostOptions) : deployment;
         const lock = deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
         const held = await lock.acquire(version, lockWait, io.signal);
         let report: DeployReport;

@@ -1,4 +1,4 @@
-import { type DeployEvent, type DeployPlan, type DeployReport, type InstanceReport, type ObservedInstance, formatDuration } from "@nodrop/core";
+import { type DeployEvent, type DeployPlan, type DeployReport, type InstanceReport, type ObservedInstance, type VerifyReport, formatDuration } from "@nodrop/core";
 
 export interface Output {
   write(text: string): void;
@@ -126,8 +126,20 @@ export function formatReport(report: DeployReport): string {
     lines.push("", `proxy: ${report.routes.length} reloads, confirm ${formatDuration(confirm)} and drain ${formatDuration(drain)} in total`);
     if (cut > 0) lines.push(`long-lived connections cut at the drain ceiling (proxy.drainTimeout): ${cut}`);
   }
+  if (report.verify) lines.push(`verify: ${formatVerify(report.verify)}`);
   for (const i of report.instances) if (i.error) lines.push(`${i.id}: ${i.error.split("\n")[0]}`);
   return lines.join("\n");
+}
+
+/** One line of the verify probe's counts, the same in the CLI report and the action summary. */
+export function formatVerify(verify: VerifyReport): string {
+  const versions = Object.entries(verify.byVersion).map(([v, n]) => `${v} ${n}`).join(", ");
+  const errors = Object.entries(verify.errors).map(([kind, n]) => `${kind} ${n}`).join(", ");
+  const limits = verify.enforced ? `allowed ${verify.maxFailed} failed${verify.maxRegressions === undefined ? "" : `, ${verify.maxRegressions} regressions`}` : "counted only";
+  return (
+    `${verify.requests} requests to ${verify.url} in ${formatDuration(verify.durationMs)}: ${verify.failed} failed${errors ? ` (${errors})` : ""}, ` +
+    `${verify.regressions} version regressions, ${verify.resent} resent on a closed keep-alive connection; answered by ${versions || "none"} (${limits})${verify.breach ? " — THRESHOLD CROSSED" : ""}`
+  );
 }
 
 function stepTime(instance: InstanceReport, kind: string): string {

@@ -10,6 +10,7 @@ import {
   commandInstance,
   hostHealthCheck,
   httpHealthCheck,
+  httpVerifier,
   localExecutor,
   schema,
   sectionOptions,
@@ -31,6 +32,13 @@ export interface Deployment {
   dispose(): Promise<void>;
 }
 
+/** Checks a --verify value. */
+export function checkVerifyMode(value: string | undefined, flag = "--verify"): VerifyMode | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (value === "enforce" || value === "report" || value === "off") return value;
+  throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected enforce, report or off`);
+}
+
 /** Checks a version given on the command line: it reaches shell commands and nginx config. */
 export function checkVersion(version: string | undefined, flag = "--version"): string {
   if (version === undefined || version === "") throw new NodropError("E_ARGS", `${flag} is required (the version to deploy, e.g. ${flag} v2)`);
@@ -41,7 +49,14 @@ export function checkVersion(version: string | undefined, flag = "--version"): s
 }
 
 /** Turns a validated config into the engine's inputs: executors, instances, proxy, strategy. */
-export function createDeployment(config: NodropConfig, overrides: { strategy?: string | undefined } = {}, hostOptions: HostSetupOptions = {}): Deployment {
+/** What the verify probe does: stop the deploy at its thresholds, only count, or not run. */
+export type VerifyMode = "enforce" | "report" | "off";
+
+export function createDeployment(
+  config: NodropConfig,
+  overrides: { strategy?: string | undefined; verify?: VerifyMode | undefined } = {},
+  hostOptions: HostSetupOptions = {},
+): Deployment {
   const issues: ConfigIssue[] = [];
   const configured = String(config.strategy.name);
   const strategyName = overrides.strategy ?? configured;
@@ -92,6 +107,21 @@ export function createDeployment(config: NodropConfig, overrides: { strategy?: s
           : httpHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout }),
       healthWait: { successes: config.health.successes, intervalMs: config.health.interval, deadlineMs: config.health.deadline },
       parallel: config.parallel,
+      ...(config.verify && overrides.verify !== "off"
+        ? {
+            verify: httpVerifier({
+              url: config.verify.url,
+              ratePerSecond: config.verify.rate,
+              cookies: config.verify.cookies,
+              versionHeader: config.verify.versionHeader ?? config.health.versionHeader,
+              timeoutMs: config.verify.timeout,
+              settleMs: config.verify.settle,
+              maxFailed: config.verify.maxFailed,
+              maxRegressions: config.verify.maxRegressions,
+              enforce: overrides.verify !== "report",
+            }),
+          }
+        : {}),
     },
     async dispose() {
       await Promise.all([...executors.values()].map((e) => e.dispose?.()));

@@ -83,6 +83,13 @@ describe("validateConfig: a valid config", () => {
     expect(error.message).toContain('instances[0].host: unknown host "web9" (defined: "local", "web1")');
   });
 
+  it("fills in the verify probe's defaults", () => {
+    const raw = base();
+    raw.verify = { url: "https://shop.example.com/" };
+    expect(validateConfig(raw, { baseDir: "/" }).verify).toEqual({ url: "https://shop.example.com/", rate: 10, cookies: true, timeout: 10_000, settle: 1000, maxFailed: 0 });
+    expect(validateConfig(base(), { baseDir: "/" }).verify).toBeUndefined();
+  });
+
   it("accepts literal braces written as {{ and }}", () => {
     const raw = base();
     raw.commands = { ...section(raw, "commands"), stop: "awk '{{print $1}}' {port}" };
@@ -132,6 +139,12 @@ describe("validateConfig: invalid configs name the exact path", () => {
     ["strategy without name", (c) => (c.strategy = { batchSize: 2 }), "strategy.name: required: a strategy name such as rolling"],
     ["strategy as a list", (c) => (c.strategy = ["rolling"]), "strategy: expected a mapping with a name (rolling), got a list"],
     ["parallel 0", (c) => (c.parallel = 0), "parallel: expected an integer 1-64, got number 0"],
+    ["verify without url", (c) => (c.verify = { rate: 5 }), "verify.url: required: an http:// or https:// URL"],
+    ["verify.url not http", (c) => (c.verify = { url: "ftp://example.com/" }), "verify.url: expected an http:// or https:// URL, got a ftp: URL"],
+    ["verify.url with credentials", (c) => (c.verify = { url: "https://admin:hunter2@example.com/" }), "verify.url: credentials in the URL are not supported (they would appear in reports)"],
+    ["verify.rate 0", (c) => (c.verify = { url: "http://127.0.0.1/", rate: 0 }), "verify.rate: expected an integer 1-200, got number 0"],
+    ["verify.maxFailed negative", (c) => (c.verify = { url: "http://127.0.0.1/", maxFailed: -1 }), "verify.maxFailed: expected an integer"],
+    ["unknown key in verify", (c) => (c.verify = { url: "http://127.0.0.1/", treshold: 1 }), "verify.treshold: unknown key (known keys: url, rate, cookies, versionHeader, timeout, settle, maxFailed, maxRegressions)"],
   ];
 
   it.each(cases)("%s", (_name, mutate, expected) => {

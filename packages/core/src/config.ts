@@ -3,8 +3,9 @@ import { isIP } from "node:net";
 import path from "node:path";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 import { type ConfigIssue, NodropError } from "./errors.js";
-import { type Infer, configError, duration, int, list, mapping, object, oneOf, optional, section, str } from "./schema.js";
+import { type Infer, bool, configError, duration, int, list, mapping, object, oneOf, optional, refine, section, str } from "./schema.js";
 import { SAFE_NAME, checkTemplate } from "./template.js";
+import { verifyUrlProblem } from "./verify.js";
 
 const safeName = (doc: string) =>
   str({ pattern: SAFE_NAME, hint: "a name of letters, digits, '.', '_' or '-' (starting with a letter or digit)", doc });
@@ -42,6 +43,23 @@ export const healthSchema = object(
   { doc: "Health check, probed directly against each instance for the expected version." },
 );
 
+export const verifySchema = object(
+  {
+    url: refine(
+      str({ minLength: 1, hint: "an http:// or https:// URL", doc: "The public URL, through the proxy, as users reach the site (credentials in it are refused: reports show it)." }),
+      verifyUrlProblem,
+    ),
+    rate: optional(int({ min: 1, max: 200, doc: "Requests started per second." }), 10),
+    cookies: optional(bool({ doc: "Keep the cookies the site sets, as a browser does (version pins are cookies)." }), true),
+    versionHeader: optional(str({ pattern: /^[A-Za-z0-9-]+$/, hint: "an HTTP header name", doc: "Response header naming the version that answered; defaults to health.versionHeader." })),
+    timeout: optional(duration({ min: 1, doc: "Per request; no complete answer by then is a failure." }), 10_000),
+    settle: optional(duration({ doc: "Keeps probing this long after the last step." }), 1000),
+    maxFailed: optional(int({ min: 0, doc: "More failed requests than this fail the deploy (it stops at the next step)." }), 0),
+    maxRegressions: optional(int({ min: 0, doc: "More answers from another version after the new one than this fail the deploy; unlimited when absent (a rolling deploy mixes versions by design)." })),
+  },
+  { doc: "A probe that sends its own requests through the proxy for the whole deploy and reports what users would have seen." },
+);
+
 export const configSchema = object({
   app: safeName("Application name; names the generated upstreams."),
   instances: list(instanceSchema, { min: 1, doc: "The fleet." }),
@@ -52,6 +70,7 @@ export const configSchema = object({
   proxy: mapping({ hint: "a mapping with a type (nginx)", doc: "The proxy adapter and its settings; see the adapter's reference." }),
   strategy: optional(mapping({ hint: "a mapping with a name (rolling)", doc: "The strategy and its options." }), { name: "rolling" }),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once." }), 8),
+  verify: optional(verifySchema),
   stateDir: optional(
     str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host: where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." }),
   ),

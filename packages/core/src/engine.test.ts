@@ -6,6 +6,7 @@ import type { DeployReport, InstanceReport } from "./report.js";
 import { servingInstances, singlePool } from "./routing.js";
 import type {
   DeployPlan,
+  DeployVerifier,
   FailurePolicy,
   HealthCheck,
   InstanceControl,
@@ -547,5 +548,83 @@ describe("deploy: known defects", () => {
     expect(report.error?.code).toBe("E_PLAN");
     expect(report.error?.step).toBe("preflight");
     expect(proxy.applied).toHaveLength(0);
+  });
+});
+
+/** A verifier whose counts the test scripts: it crosses its threshold when `crossAt` says so. */
+function scriptedVerifier(crossAt: (calls: readonly string[]) => boolean, fleet: FakeFleet, startError?: Error) {
+  const seen = { started: 0, stopped: 0 };
+  let crossed: string | undefined;
+  const verifier: DeployVerifier = {
+    url: "http://127.0.0.1:1/",
+    async start() {
+      seen.started += 1;
+      if (startError) throw startError;
+    },
+    breach() {
+      if (crossed === undefined && crossAt(fleet.calls)) crossed = "verify: 3 of 40 requests to http://127.0.0.1:1/ failed (allowed: 0; http_500 3)";
+      return crossed;
+    },
+    async stop() {
+      seen.stopped += 1;
+      verifier.breach();
+      return { url: verifier.url, requests: 40, ok: crossed ? 37 : 40, failed: crossed ? 3 : 0, resent: 0, regressions: 0, byVersion: {}, errors: {}, durationMs: 1, maxFailed: 0, enforced: true, ...(crossed ? { breach: crossed } : {}) };
+    },
+  };
+  return { verifier, seen };
+}
+
+describe("deploy: the verify probe", () => {
+  it("runs for the whole deploy and its counts land in the report", async () => {
+    const { fleet, options } = setup(V1, oneByOne());
+    const { verifier, seen } = scriptedVerifier(() => false, fleet);
+    const report = await deploy({ ...options, verify: verifier });
+    expect(report.ok).toBe(true);
+    expect(seen).toEqual({ started: 1, stopped: 1 });
+    expect(report.verify).toMatchObject({ requests: 40, failed: 0 });
+    expect(report.verify?.breach).toBeUndefined();
+  });
+
+  it("a crossed threshold stops the deploy at the next step and applies the phase's failure rule", async () => {
+    const { fleet, proxy, options } = setup(V1, oneByOne());
+    // Crossed once b is updated: b's phase is reverted and c is never touched.
+    const { verifier, seen } = scriptedVerifier((calls) => calls.includes("start b v2"), fleet);
+    const report = await deploy({ ...options, verify: verifier });
+    expect(report.ok).toBe(false);
+    expect(report.error?.code).toBe("E_VERIFY");
+    expect(report.error?.message).toContain("3 of 40 requests");
+    expect(report.error?.message).toContain("nodrop rollback");
+    expect(report.error?.step).toBe("b: check");
+    const r = byId(report);
+    expect(r.a).toMatchObject({ version: "v2", outcome: "updated", inPool: true });
+    expect(r.b).toMatchObject({ version: "v1", outcome: "reverted", inPool: true });
+    expect(r.c).toMatchObject({ version: "v1", outcome: "not-reached", inPool: true });
+    expect(fleet.callsFor("c")).toEqual([]);
+    expect(proxy.servingLists().at(-1)).toEqual(["a", "b", "c"]);
+    expect(report.verify?.breach).toContain("3 of 40");
+    expect(seen.stopped).toBe(1);
+  });
+
+  it("a threshold crossed after the last step fails the deploy with every instance done", async () => {
+    const { fleet, options } = setup(V1, oneByOne());
+    let finished = false;
+    const { verifier } = scriptedVerifier(() => finished, fleet);
+    const report = await deploy({ ...options, verify: verifier, onEvent: (e) => { if (e.type === "route" && e.why === "all back") finished = true; } });
+    // Nothing was crossed between steps; stop(), after the last step, sees it.
+    expect(report.ok).toBe(false);
+    expect(report.error).toMatchObject({ code: "E_VERIFY", step: "verify" });
+    expect(report.instances.every((i) => i.version === "v2" && i.inPool)).toBe(true);
+  });
+
+  it("a site that does not answer before the deploy changes nothing", async () => {
+    const { fleet, proxy, options } = setup(V1, oneByOne());
+    const { verifier, seen } = scriptedVerifier(() => false, fleet, new NodropError("E_VERIFY", "verify: http://127.0.0.1:1/ does not answer before the deploy (ECONNREFUSED); nothing was changed"));
+    const report = await deploy({ ...options, verify: verifier });
+    expect(report.ok).toBe(false);
+    expect(report.error).toMatchObject({ code: "E_VERIFY", step: "verify" });
+    expect(fleet.calls).toEqual([]);
+    expect(proxy.applied).toEqual([]);
+    expect(seen.stopped).toBe(0);
+    expect(report.verify).toBeUndefined();
   });
 });

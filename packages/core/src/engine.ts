@@ -8,6 +8,7 @@ import type { DeployReport, InstanceOutcome, InstanceReport, RouteReport, StepTi
 import { servingInstances, singlePool, validateRouting } from "./routing.js";
 import type {
   DeployPlan,
+  DeployVerifier,
   HealthCheck,
   InstanceControl,
   ObservedInstance,
@@ -35,6 +36,8 @@ export interface DeployOptions<StrategyOptions> {
   recoveryTimeoutMs?: number;
   /** Records every step before and after it runs; a step whose record cannot be written does not run. */
   journal?: Journal;
+  /** Probes the site through the proxy for the whole deploy; crossing its threshold stops the deploy. */
+  verify?: DeployVerifier;
 }
 
 interface Tracked {
@@ -136,7 +139,14 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   };
 
 
+  let verifying = false;
   const report = async (error?: NodropError, step?: string, recovery?: string): Promise<DeployReport> => {
+    const verify = verifying ? await options.verify!.stop() : undefined;
+    if (!error && verify?.breach) {
+      // Crossed after the last step: every instance is done, but the deploy did not meet its bar.
+      error = new NodropError("E_VERIFY", verify.breach);
+      step = "verify";
+    }
     const result: DeployReport = {
       ok: error === undefined,
       strategy: options.strategy.name,
@@ -160,6 +170,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
       }),
       ...(error ? { error: { code: error.code, message: error.message, ...(error.instance ? { instance: error.instance } : {}), ...(step ? { step } : {}) } } : {}),
       ...(recovery ? { recovery } : {}),
+      ...(verify ? { verify } : {}),
     };
     if (plannedAndRecorded) {
       journalRequired = false;
@@ -183,6 +194,14 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   emit({ type: "preflight", instances: observed });
   emit({ type: "plan", plan });
   serving = new Set(observed.filter((i) => i.inPool).map((i) => i.id));
+  if (options.verify) {
+    try {
+      await options.verify.start({ version: options.version });
+    } catch (error) {
+      return report(toNodropError(error, "E_VERIFY"), "verify");
+    }
+    verifying = true;
+  }
   try {
     await record({ type: "deploy", id: deployId, version: options.version, strategy: options.strategy.name, instances: observed.map((o) => ({ id: o.id, from: o.version })) });
   } catch (error) {
@@ -263,6 +282,9 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
 
   const runStep = async (phase: PlanPhase, step: PlanStep) => {
     if (signal?.aborted) throw abortError(signal);
+    // Checked between steps: a step in progress finishes, then the phase's failure rule applies.
+    const breach = options.verify?.breach();
+    if (breach) throw new NodropError("E_VERIFY", `${breach}; stopping the deploy (\`nodrop rollback\` returns every instance to the previous version)`);
     switch (step.kind) {
       case "route":
         return applyRouting(step.routing, step.why, phase.name, signal);

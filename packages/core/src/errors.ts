@@ -24,6 +24,8 @@ export type NodropErrorCode =
   | "E_SSH_DROPPED"
   | "E_LOCK"
   | "E_JOURNAL"
+  /** The verify probe saw more failures or regressions than allowed. */
+  | "E_VERIFY"
   | "E_ABORTED";
 
 const BRAND = Symbol.for("@nodrop/core/NodropError");

@@ -59,4 +59,32 @@ export interface DeployReport {
   };
   /** Set when a failure was followed by recovery: what it did. */
   readonly recovery?: string;
+  /** What the verify probe saw through the proxy during the deploy, when one was configured. */
+  readonly verify?: VerifyReport;
+}
+
+/** The verify probe's counts for one deploy. */
+export interface VerifyReport {
+  /** The page probed (origin and path; the query string is left out). */
+  readonly url: string;
+  readonly requests: number;
+  /** Answered 2xx or 3xx. */
+  readonly ok: number;
+  /** No complete answer, or 4xx/5xx, after the one resend a browser makes on a stale connection. */
+  readonly failed: number;
+  /** Sent again once because the proxy closed an idle keep-alive connection first (as browsers do). */
+  readonly resent: number;
+  /** Answers from another version after the deployed version had answered. */
+  readonly regressions: number;
+  /** Successful answers by the version that gave them ("unknown" without the version header). */
+  readonly byVersion: Readonly<Record<string, number>>;
+  /** Failures by kind: an error code or http_<status>. */
+  readonly errors: Readonly<Record<string, number>>;
+  readonly durationMs: number;
+  readonly maxFailed: number;
+  readonly maxRegressions?: number;
+  /** Whether the thresholds could stop the deploy (false: counted only, as during a rollback). */
+  readonly enforced: boolean;
+  /** Set when a threshold was crossed: the deploy failed because of it. */
+  readonly breach?: string;
 }

@@ -1,4 +1,5 @@
 import type { Executor } from "./executor.js";
+import type { VerifyReport } from "./report.js";
 
 /** An app process reachable at address:port, on a host that an Executor reaches. */
 export interface InstanceSpec {
@@ -185,3 +186,19 @@ export interface Strategy<Options = unknown> {
 
 /** A host name -> executor lookup; instances and the proxy name hosts. */
 export type ExecutorFor = (host: string) => Executor;
+
+/**
+ * Watches the site from the outside for the whole deploy (the config's `verify` section): the
+ * engine starts it after planning, stops the deploy when a threshold is crossed, and puts its
+ * counts in the report.
+ */
+export interface DeployVerifier {
+  /** The page probed, as reports show it. */
+  readonly url: string;
+  /** Starts probing; rejects (with nothing changed) when the site does not answer now. */
+  start(context: { version: string }): Promise<void>;
+  /** Why the deploy must stop, once a threshold has been crossed. */
+  breach(): string | undefined;
+  /** Probes a little longer, stops, waits for requests in flight and returns the counts. */
+  stop(): Promise<VerifyReport>;
+}

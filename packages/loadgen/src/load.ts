@@ -1,10 +1,8 @@
 import http from "node:http";
 import type { OutgoingHttpHeaders } from "node:http";
 import { performance } from "node:perf_hooks";
-import { CookieJar } from "./cookie-jar.js";
 import { clientSeed, mulberry32 } from "./prng.js";
-import { dropIdleSockets, exchange } from "./request.js";
-import type { ExchangeResult, ExchangeTarget } from "./request.js";
+import { CookieJar, type ExchangeResult, type ExchangeTarget, dropIdleSockets, exchange } from "@nodrop/core";
 import { summarize } from "./stats.js";
 import type { LoadOptions, LoadResult, LoadRun, RequestKind, RequestRecord } from "./types.js";
 

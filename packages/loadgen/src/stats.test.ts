@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { CookieJar } from "./cookie-jar.js";
 import { mulberry32 } from "./prng.js";
 import { formatStats, summarize } from "./stats.js";
 import type { RequestRecord } from "./types.js";
@@ -29,23 +28,6 @@ describe("mulberry32", () => {
     expect(Array.from({ length: 5 }, () => b())).toEqual(xs);
     for (const x of xs) expect(x >= 0 && x < 1).toBe(true);
     expect(mulberry32(43)()).not.toBe(xs[0]);
-  });
-});
-
-describe("CookieJar", () => {
-  it("stores name=value, sends them back, deletes expired cookies", () => {
-    const jar = new CookieJar();
-    expect(jar.header()).toBeUndefined();
-    jar.store(["sid=abc; Path=/; HttpOnly", "theme=dark"]);
-    expect(jar.header()).toBe("sid=abc; theme=dark");
-    jar.store("sid=def; Max-Age=3600");
-    expect(jar.get("sid")).toBe("def");
-    jar.store("theme=; Max-Age=0");
-    expect(jar.get("theme")).toBeUndefined();
-    jar.store("sid=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
-    expect(jar.size).toBe(0);
-    jar.store("broken");
-    expect(jar.size).toBe(0);
   });
 });
 

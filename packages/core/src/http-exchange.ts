@@ -1,8 +1,11 @@
 import http from "node:http";
+import https from "node:https";
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import type { Socket } from "node:net";
 
 export interface ExchangeTarget {
+  /** Default "http:"; with "https:" the agent must be an https.Agent. */
+  protocol?: "http:" | "https:";
   hostname: string;
   port: number;
   method: "GET" | "POST";
@@ -52,6 +55,8 @@ const noop = () => {};
 /**
  * One HTTP exchange: sends the request, reads the whole response body, and settles (never
  * rejects) with the outcome. A timeout destroys the request and is reported as ETIMEDOUT.
+ * It tells a stale keep-alive socket apart from any other failure, so callers can resend the way
+ * browsers do (the load generator and the verify probe count failures by the same rule).
  */
 export function exchange(agent: http.Agent, target: ExchangeTarget, timeoutMs: number): Promise<ExchangeResult> {
   return new Promise((resolve) => {
@@ -100,7 +105,7 @@ export function exchange(agent: http.Agent, target: ExchangeTarget, timeoutMs: n
     };
 
     try {
-      req = http.request(options, onResponse);
+      req = (target.protocol === "https:" ? https : http).request(options, onResponse);
     } catch (err) {
       finish(err); // e.g. an invalid header value or local address
       return;
