@@ -14,16 +14,38 @@ export interface CliRun {
   code: number;
   stdout: string;
   stderr: string;
+  /** Peak resident memory of the process, when measured. */
+  peakRssKb?: number;
 }
 
-/** Runs `nodrop ARGS`; `onStderr` sees progress as it comes. */
-export function runNodrop(args: readonly string[], options: { onStderr?: (text: string) => void; signalAfterMs?: { signal: NodeJS.Signals; ms: number } } = {}): Promise<CliRun> {
+export interface RunOptions {
+  /** Sees stderr (progress) as it comes. */
+  onStderr?: (text: string) => void;
+  signalAfterMs?: { signal: NodeJS.Signals; ms: number };
+  /** Reports the process's peak resident memory (from getrusage, at exit) in `peakRssKb`. */
+  measureMemory?: boolean;
+}
+
+/** Runs `nodrop ARGS`, a separate process the way a user runs it. */
+export function runNodrop(args: readonly string[], options: RunOptions = {}): Promise<CliRun> {
+  return runProcess(process.execPath, [nodropBin, ...args], options);
+}
+
+// Writes the process's own peak RSS to fd 3 as it exits: exact (getrusage), and nothing in nodrop changes.
+const PEAK_RSS_PRELOAD = `data:text/javascript,${encodeURIComponent('process.on("exit", () => { try { process.getBuiltinModule("node:fs").writeSync(3, String(process.resourceUsage().maxRSS)); } catch {} });')}`;
+
+/** Runs a command; with measureMemory (node processes only) its peak RSS comes back too. */
+export function runProcess(command: string, args: readonly string[], options: RunOptions = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [nodropBin, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const nodeArgs = options.measureMemory ? ["--import", PEAK_RSS_PRELOAD] : [];
+    // fd 3 carries the peak-memory figure when measured; "ignore" keeps it closed otherwise.
+    const child = spawn(command, [...nodeArgs, ...args], { stdio: ["ignore", "pipe", "pipe", options.measureMemory ? "pipe" : "ignore"] });
+    let peak = "";
+    (child.stdio[3] as NodeJS.ReadableStream | undefined)?.on("data", (d: Buffer) => (peak += d.toString()));
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => {
+    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on("data", (d: Buffer) => {
       stderr += d.toString();
       options.onStderr?.(d.toString());
     });
@@ -31,7 +53,7 @@ export function runNodrop(args: readonly string[], options: { onStderr?: (text: 
     child.on("error", reject);
     child.on("close", (code) => {
       if (timer) clearTimeout(timer);
-      resolve({ code: code ?? 1, stdout, stderr });
+      resolve({ code: code ?? 1, stdout, stderr, ...(peak ? { peakRssKb: Number(peak) } : {}) });
     });
   });
 }
@@ -49,6 +71,10 @@ export interface DeployUnderLoadOptions {
   /** Keep the load going after the deploy until this many requests were made (bounded by 60 s more). */
   minRequests?: number;
   onStderr?: (text: string) => void;
+  /** Measure the deploying process's peak memory. */
+  measureMemory?: boolean;
+  /** Deploys some other way than `nodrop deploy` (the benchmark's naive baselines). */
+  deployer?: (options: RunOptions) => Promise<CliRun>;
 }
 
 export interface DeployUnderLoadResult {
@@ -57,6 +83,11 @@ export interface DeployUnderLoadResult {
   report: DeployReport | undefined;
   stats: LoadStats;
   records: RequestRecord[];
+  /** When the deploy ran, in ms since the load started (the records' clock). */
+  deployStartMs: number;
+  deployEndMs: number;
+  /** Each line the deploying process wrote to stderr, with when it arrived (ms since the load started). */
+  stderrLines: { atMs: number; text: string }[];
 }
 
 /** Runs `nodrop deploy --json` against the fleet while the load generator sends traffic through nginx. */
@@ -70,11 +101,24 @@ export async function deployUnderLoad(options: DeployUnderLoadOptions): Promise<
     durationMs: 180_000,
     ...options.load,
   });
+  // The load generator's clock starts with startLoad: records are in ms since then.
+  const loadStart = performance.now();
+  const stderrLines: { atMs: number; text: string }[] = [];
+  let partial = "";
+  const onStderr = (text: string) => {
+    options.onStderr?.(text);
+    const lines = (partial + text).split("\n");
+    partial = lines.pop() ?? "";
+    for (const line of lines) stderrLines.push({ atMs: performance.now() - loadStart, text: line });
+  };
   try {
     await sleep(options.warmupMs ?? 1500);
     const args = ["deploy", "--config", options.fleet.configFile, "--version", options.version, "--json"];
     if (options.strategy) args.push("--strategy", options.strategy);
-    const cli = await runNodrop(args, { onStderr: options.onStderr });
+    const deployStartMs = performance.now() - loadStart;
+    const runOptions: RunOptions = { onStderr, ...(options.measureMemory ? { measureMemory: true } : {}) };
+    const cli = await (options.deployer ? options.deployer(runOptions) : runNodrop(args, runOptions));
+    const deployEndMs = performance.now() - loadStart;
     await sleep(options.cooldownMs ?? 1500);
     const until = performance.now() + 60_000;
     while (options.minRequests && load.completed() < options.minRequests && performance.now() < until) await sleep(100);
@@ -86,7 +130,7 @@ export async function deployUnderLoad(options: DeployUnderLoadOptions): Promise<
     } catch {
       report = undefined;
     }
-    return { cli, report, stats, records };
+    return { cli, report, stats, records, deployStartMs, deployEndMs, stderrLines };
   } finally {
     load.stop();
   }

@@ -18,3 +18,24 @@ export async function forEachLimit<T>(items: readonly T[], limit: number, fn: (i
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
   if (firstError) throw firstError.error;
 }
+
+/**
+ * forEachLimit with the limit applied per host: hosts work side by side, and each runs at most
+ * `limit` at once (an SSH connection's sessions, a host's CPU). Same error rule as forEachLimit.
+ */
+export async function forEachPerHost<T>(items: readonly T[], hostOf: (item: T) => string, limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  const byHost = new Map<string, T[]>();
+  for (const item of items) {
+    const host = hostOf(item);
+    byHost.set(host, [...(byHost.get(host) ?? []), item]);
+  }
+  let firstError: { error: unknown } | undefined;
+  await Promise.all(
+    [...byHost.values()].map((group) =>
+      forEachLimit(group, limit, fn).catch((error: unknown) => {
+        firstError ??= { error };
+      }),
+    ),
+  );
+  if (firstError) throw firstError.error;
+}

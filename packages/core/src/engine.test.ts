@@ -213,6 +213,12 @@ describe("deploy: every step succeeds", () => {
     expect(events.filter((e) => e.type === "phase").map((e) => (e.type === "phase" ? `${e.index}/${e.total}` : ""))).toEqual(["0/4", "1/4", "2/4", "3/4"]);
     expect(events.filter((e) => e.type === "done")).toHaveLength(1);
     expect(events.filter((e) => e.type === "step" && e.status === "fail")).toHaveLength(0);
+    expect(report.phases.map((p) => [p.name, p.ok])).toEqual([["a", true], ["b", true], ["c", true], ["finish", true]]);
+    // Phases follow one another within the deploy.
+    for (const [i, p] of report.phases.entries()) {
+      expect(p.startMs).toBeGreaterThanOrEqual(i === 0 ? 0 : report.phases[i - 1]!.startMs + report.phases[i - 1]!.ms);
+      expect(p.startMs + p.ms).toBeLessThanOrEqual(report.durationMs);
+    }
   });
 
   it("leaves instances already on the target version unchanged", async () => {
@@ -259,6 +265,7 @@ describe("deploy: a health check fails in the second batch", () => {
     expect(report.ok).toBe(false);
     expect(report.error?.code).toBe("E_HEALTHCHECK");
     expect(report.error?.instance).toBe("b");
+    expect(report.phases.map((p) => [p.name, p.ok])).toEqual([["a", true], ["b", false]]);
     expect(report.error?.step).toBe("b: check");
     expect(report.error?.message).toContain("did not report v2 healthy 1x");
     expect(report.error?.message).toContain("status 503");

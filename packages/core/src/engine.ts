@@ -1,10 +1,10 @@
-import { forEachLimit } from "./concurrency.js";
+import { forEachPerHost } from "./concurrency.js";
 import { sleep } from "./duration.js";
 import { NodropError, abortError, toNodropError } from "./errors.js";
 import type { DeployListener } from "./events.js";
 import { type WaitHealthyOptions, waitHealthy } from "./health.js";
 import type { Journal } from "./journal.js";
-import type { DeployReport, InstanceOutcome, InstanceReport, RouteReport, StepTiming } from "./report.js";
+import type { DeployReport, InstanceOutcome, InstanceReport, PhaseReport, RouteReport, StepTiming } from "./report.js";
 import { servingInstances, singlePool, validateRouting } from "./routing.js";
 import type {
   DeployPlan,
@@ -28,7 +28,7 @@ export interface DeployOptions<StrategyOptions> {
   strategyOptions: StrategyOptions;
   health: HealthCheck;
   healthWait: Omit<WaitHealthyOptions, "signal">;
-  /** Most instance commands and checks at once. */
+  /** Most instance commands and checks at once on one host (hosts work side by side). */
   parallel?: number;
   signal?: AbortSignal;
   onEvent?: DeployListener;
@@ -57,7 +57,7 @@ export async function observeInstances(
   options: { parallel?: number; signal?: AbortSignal | undefined; serving?: ReadonlySet<string> | undefined } = {},
 ): Promise<ObservedInstance[]> {
   const observed = new Map<string, ObservedInstance>();
-  await forEachLimit(instances, options.parallel ?? 8, async (instance) => {
+  await forEachPerHost(instances, (i) => i.spec.host, options.parallel ?? 8, async (instance) => {
     const probe = await health.probe(instance.spec, options.signal);
     observed.set(instance.spec.id, {
       ...instance.spec,
@@ -76,10 +76,10 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   if (!check.ok) {
     throw new NodropError("E_PROXY_SETUP", `proxy ${options.proxy.name} is not set up for nodrop:\n  ${check.details.join("\n  ")}`);
   }
-  // Every host must be reachable (SSH host key, credentials) before the first proxy change.
-  await forEachLimit(options.instances, options.parallel ?? 8, async (instance) => {
-    await instance.reach?.({ signal: options.signal });
-  });
+  // Every host must be reachable (SSH host key, credentials) before the first proxy change. Once
+  // per host: a host's instances share its executor, and a busy host pays for every login shell.
+  const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i] as const)).values()];
+  await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
   const routing = await options.proxy.current({ signal: options.signal });
   const observed = await observeInstances(options.instances, options.health, { ...options, serving: routing ? servingInstances(routing) : undefined });
   // An unhealthy instance out of the pool (a failed earlier deploy) is fine: the deploy repairs it.
@@ -123,6 +123,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   const parallel = options.parallel ?? 8;
   const signal = options.signal;
   const routes: RouteReport[] = [];
+  const phases: PhaseReport[] = [];
   const tracked = new Map<string, Tracked>();
   let serving = new Set<string>();
   let observed: ObservedInstance[] = [];
@@ -154,6 +155,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
       startedAt: startedAt.toISOString(),
       durationMs: performance.now() - started,
       routes,
+      phases,
       instances: options.instances.map((control): InstanceReport => {
         const t = tracked.get(control.spec.id);
         const base = { id: control.spec.id, host: control.spec.host, address: control.spec.address, port: control.spec.port };
@@ -291,7 +293,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
       case "soak":
         return timed(phase.name, "soak", undefined, () => sleep(step.ms, signal).catch(() => Promise.reject(abortError(signal))));
       default:
-        return forEachLimit(step.instances, parallel, (id) => {
+        return forEachPerHost(step.instances, (id) => tracked.get(id)!.control.spec.host, parallel, (id) => {
           const t = tracked.get(id)!;
           return timed(phase.name, step.kind, id, async () => {
             if ((step.kind === "stop" || step.kind === "update") && reachable(id)) {
@@ -317,19 +319,24 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   for (const phase of plan.phases) {
     emit({ type: "phase", phase: phase.name, index: phaseIndex++, total: plan.phases.length });
     let currentStep: PlanStep | undefined;
+    const phaseStart = performance.now();
+    const endPhase = (ok: boolean) => phases.push({ name: phase.name, startMs: phaseStart - started, ms: performance.now() - phaseStart, ok });
     try {
       for (const step of phase.steps) {
         currentStep = step;
         await runStep(phase, step);
       }
+      endPhase(true);
     } catch (error) {
       const failure = NodropError.is(error) ? error : toNodropError(error, "E_INSTANCE");
       const stepName = `${phase.name}: ${currentStep?.kind ?? "?"}`;
       if (failure.code.startsWith("E_PROXY") && failure.code !== "E_PROXY_DRAIN") {
+        endPhase(false);
         // The adapter left the previous config in force; another proxy change would likely fail too.
         return report(failure, stepName, "the proxy kept its previous config; no instance was changed after the failure");
       }
       const recovery = await recover(phase, failure);
+      endPhase(false);
       return report(failure, stepName, recovery);
     }
   }
@@ -343,7 +350,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
     const touched = phase.instances.map((id) => tracked.get(id)!).filter((t) => t.touched);
     const lines: string[] = [];
     if (phase.onFailure === "revert") {
-      await forEachLimit(touched, parallel, async (t) => {
+      await forEachPerHost(touched, (t) => t.control.spec.host, parallel, async (t) => {
         const id = t.control.spec.id;
         const previous = t.from;
         if (previous === undefined) {

@@ -1,4 +1,6 @@
 import { spawn } from "node:child_process";
+import { appendFile, mkdir } from "node:fs/promises";
+import path from "node:path";
 import { NodropError, abortError } from "./errors.js";
 
 export interface ExecOptions {
@@ -27,6 +29,12 @@ export interface Executor {
   /** Where commands run, for messages ("local", "web1"). */
   readonly host: string;
   exec(command: string, options?: ExecOptions): Promise<ExecResult>;
+  /**
+   * Appends text to a file on the host, creating its directory. Optional: without it, callers
+   * append with a shell command. It exists because a deploy appends to its journal twice per step,
+   * and a process per line costs more than the step itself on a fast fleet.
+   */
+  appendFile?(file: string, text: string): Promise<void>;
   dispose?(): Promise<void>;
 }
 
@@ -45,6 +53,11 @@ export function localExecutor(options: LocalExecutorOptions = {}): Executor {
   return {
     name: "local",
     host: "local",
+    async appendFile(file, text) {
+      const target = path.resolve(options.cwd ?? process.cwd(), file);
+      await mkdir(path.dirname(target), { recursive: true });
+      await appendFile(target, text);
+    },
     exec(command, execOptions = {}) {
       const { signal, timeoutMs, input } = execOptions;
       if (signal?.aborted) return Promise.reject(abortError(signal));

@@ -14,7 +14,7 @@ export type { HttpHealthCheckOptions, HostHealthCheckOptions, WaitHealthyOptions
 export { commandInstance } from "./instance.js";
 export type { CommandInstanceOptions } from "./instance.js";
 export { singlePool, servingInstances, validateRouting } from "./routing.js";
-export { forEachLimit } from "./concurrency.js";
+export { forEachLimit, forEachPerHost } from "./concurrency.js";
 export { replaceSteps, checkBatchCapacity } from "./plan-helpers.js";
 export { deploy, planDeploy, observeInstances } from "./engine.js";
 export { deployLock } from "./state.js";
@@ -23,7 +23,7 @@ export { fileJournal, lastDeploy } from "./journal.js";
 export type { Journal, JournalEntry, JournalRecord, LastDeploy } from "./journal.js";
 export type { DeployOptions } from "./engine.js";
 export type { DeployEvent, DeployListener } from "./events.js";
-export type { DeployReport, InstanceReport, InstanceOutcome, RouteReport, StepTiming, VerifyReport } from "./report.js";
+export type { DeployReport, InstanceReport, InstanceOutcome, PhaseReport, RouteReport, StepTiming, VerifyReport } from "./report.js";
 export { httpVerifier, verifyUrlProblem } from "./verify.js";
 export type { HttpVerifierOptions } from "./verify.js";
 export { exchange, dropIdleSockets } from "./http-exchange.js";

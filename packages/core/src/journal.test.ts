@@ -1,5 +1,10 @@
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { type JournalRecord, lastDeploy } from "./journal.js";
+import { localExecutor } from "./executor.js";
+import { type JournalRecord, fileJournal, lastDeploy } from "./journal.js";
+import { rejected } from "./test-support.js";
 
 const at = "2026-11-27T18:00:00.000Z";
 
@@ -24,5 +29,37 @@ describe("lastDeploy", () => {
     });
     expect(lastDeploy(records.slice(0, 2))).toMatchObject({ id: "a", finished: true, ok: true });
     expect(lastDeploy([])).toBeUndefined();
+  });
+});
+
+describe("fileJournal", () => {
+  const entries = [
+    { type: "deploy", id: "a", version: "v2", strategy: "rolling", instances: [{ id: "x", from: "v1" }] },
+    { type: "step", id: "a", phase: "batch 1/1", kind: "stop", instance: "x", status: "start" },
+    { type: "step", id: "a", phase: "batch 1/1", kind: "stop", instance: "x", status: "ok" },
+  ] as const;
+
+  it("writes the same lines through the executor's appendFile and through a shell command", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "nodrop-journal-"));
+    const local = localExecutor();
+    // An executor without appendFile (as over SSH) appends with `cat >>`.
+    const shellOnly = { name: "shell", host: "local", exec: local.exec };
+    for (const [name, executor] of [["fast", local], ["shell", shellOnly]] as const) {
+      const journal = fileJournal(executor, path.join(dir, name, "journal.jsonl"));
+      await Promise.all(entries.map((e) => journal.append(e)));
+      const records = await journal.read();
+      expect(records.map(({ at: _, ...rest }) => rest)).toEqual(entries);
+    }
+    const strip = (file: string) => readFileSync(file, "utf8").replace(/"at":"[^"]+",/g, "");
+    expect(strip(path.join(dir, "fast", "journal.jsonl"))).toBe(strip(path.join(dir, "shell", "journal.jsonl")));
+  });
+
+  it("a journal that cannot be written is E_JOURNAL naming the file", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "nodrop-journal-"));
+    writeFileSync(path.join(dir, "blocker"), "a file where a directory should be");
+    const file = path.join(dir, "blocker", "journal.jsonl");
+    const error = await rejected(fileJournal(localExecutor(), file).append(entries[0]));
+    expect(error.code).toBe("E_JOURNAL");
+    expect(error.message).toContain(`cannot write the journal ${file} on local`);
   });
 });

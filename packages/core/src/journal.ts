@@ -29,6 +29,12 @@ export function fileJournal(executor: Executor, file: string): Journal {
       const line = `${JSON.stringify({ at: new Date().toISOString(), ...entry })}\n`;
       // Appends are serialized so the file keeps the order things happened in.
       const next = queue.then(async () => {
+        if (executor.appendFile) {
+          await executor.appendFile(file, line).catch((error: unknown) => {
+            throw new NodropError("E_JOURNAL", `cannot write the journal ${file} on ${executor.host}: ${(error as Error).message}`, { cause: error });
+          });
+          return;
+        }
         const result = await executor.exec(`mkdir -p "$(dirname ${path})" && cat >> ${path}`, { input: line, timeoutMs: 30_000 });
         if (result.code !== 0) throw new NodropError("E_JOURNAL", `cannot write the journal ${file} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
       });

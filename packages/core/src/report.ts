@@ -43,6 +43,14 @@ export interface RouteReport {
   readonly cut: number;
 }
 
+export interface PhaseReport {
+  readonly name: string;
+  /** When the phase began, in ms since the deploy started. */
+  readonly startMs: number;
+  readonly ms: number;
+  readonly ok: boolean;
+}
+
 export interface DeployReport {
   readonly ok: boolean;
   readonly strategy: string;
@@ -51,6 +59,8 @@ export interface DeployReport {
   readonly durationMs: number;
   readonly instances: readonly InstanceReport[];
   readonly routes: readonly RouteReport[];
+  /** The plan's phases that ran, with their timing (recovery counts as part of the failed phase). */
+  readonly phases: readonly PhaseReport[];
   readonly error?: {
     readonly code: NodropErrorCode;
     readonly message: string;

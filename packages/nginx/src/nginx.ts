@@ -7,14 +7,16 @@ import {
   type ProxyCheck,
   type Routing,
   servingInstances,
+  type schema,
   shellQuote,
   sleep,
 } from "@nodrop/core";
-import type { NginxOptions } from "./options.js";
+import type { nginxOptionsSchema } from "./options.js";
 import { cookieVariable, nginxName, parseRenderedConfig, poolVariable, renderNginxConfig } from "./render.js";
 import { type NginxFeatures, nginxFeatures, parseNginxVersion } from "./version.js";
 
-export interface NginxProxyOptions extends NginxOptions {
+/** The options of the `proxy:` section (those with a default may be left out), and what nginxProxy() needs besides. */
+export interface NginxProxyOptions extends schema.Input<typeof nginxOptionsSchema> {
   /** Runs commands on the proxy's host (local or SSH). */
   executor: Executor;
   /** The app name; names the upstreams and the pool variable. */
@@ -47,7 +49,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   const pidFile = shellQuote(options.pidFile ?? "/run/nginx.pid");
   const confirmTimeout = options.confirmTimeout ?? 10_000;
   const drainTimeout = options.drainTimeout ?? 90_000;
-  const pollInterval = options.pollInterval ?? 50;
+  const pollInterval = options.pollInterval ?? 25;
   let queue: Promise<unknown> = Promise.resolve();
 
   const run = (command: string, signal?: AbortSignal, input?: string) => executor.exec(command, { signal, input, timeoutMs: 60_000 });
@@ -189,7 +191,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         }
         break;
       }
-      await sleep(pollInterval * 2);
+      await sleep(pollInterval);
     }
     const drainMs = performance.now() - d0;
     if (switchAt !== undefined) {

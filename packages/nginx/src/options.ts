@@ -21,7 +21,7 @@ export const nginxOptionsSchema = schema.object({
     schema.oneOf(["cut", "fail"] as const, { doc: "At the ceiling: cut (go on; the report counts the connections cut) or fail (stop the deploy)." }),
     "cut",
   ),
-  pollInterval: schema.optional(schema.duration({ min: 10, doc: "Between checks of the worker processes." }), 50),
+  pollInterval: schema.optional(schema.duration({ min: 10, doc: "Between checks of the worker processes (the reload confirmation and the drain)." }), 25),
 });
 
 export type NginxOptions = schema.Infer<typeof nginxOptionsSchema>;

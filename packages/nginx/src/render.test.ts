@@ -195,7 +195,7 @@ describe("nginxOptionsSchema", () => {
       confirmTimeout: 10_000,
       drainTimeout: 90_000,
       onDrainTimeout: "cut",
-      pollInterval: 50,
+      pollInterval: 25,
     });
   });
 

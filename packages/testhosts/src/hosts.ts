@@ -115,6 +115,14 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
       const inside = `ndv${tag}${index}b`.slice(0, 15);
       await run("ip", ["netns", "add", netns]);
       const ns = netns;
+      // A host of its own has its own root home: `ip netns exec` bind-mounts /etc/netns/<ns>/passwd
+      // over /etc/passwd, so sshd's sessions start in hostDir instead of this machine's /root, whose
+      // shell start-up files (a pyenv init here) would cost every SSH command ~300 ms of CPU.
+      const etc = path.join("/etc/netns", ns);
+      await mkdir(etc, { recursive: true });
+      const passwd = await readFile("/etc/passwd", "utf8");
+      await writeFile(path.join(etc, "passwd"), passwd.replace(/^root:([^:]*):0:0:([^:]*):[^:]*:/m, `root:$1:0:0:$2:${hostDir}:`));
+      cleanups.push(() => rm(etc, { recursive: true, force: true }));
       cleanups.push(async () => {
         // Processes left in the namespace (sshd, gunicorn) die with it only if killed first.
         const pids = await run("ip", ["netns", "pids", ns]).then((r) => r.stdout.split(/\s+/).filter(Boolean)).catch(() => []);
