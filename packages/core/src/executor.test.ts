@@ -149,3 +149,13 @@ describe("execOrThrow", () => {
     expect(error.message).toBe("update of c failed on local (exit 4): nope");
   });
 });
+
+describe("localExecutor output decoding", () => {
+  it("keeps multi-byte characters whole when they straddle two reads", async () => {
+    // One write of "x" and 40,000 "é" (2 bytes each): the pipe hands it over in reads of at most
+    // 64 KiB, and the first one ends in the middle of a character.
+    const result = await localExecutor().exec(`printf 'x%s' "$(printf 'é%.0s' {1..40000})"`);
+    expect(result.stdout).toBe(`x${"é".repeat(40000)}`);
+    expect(result.stdout.includes("\uFFFD")).toBe(false);
+  });
+});

@@ -73,11 +73,14 @@ export function localExecutor(options: LocalExecutorOptions = {}): Executor {
         let stdout = "";
         let stderr = "";
         let failure: NodropError | undefined;
-        child.stdout.on("data", (chunk: Buffer) => {
-          if (stdout.length < maxOutput) stdout += chunk.toString("utf8");
+        // Decoded by the stream, so a character split across two reads stays whole.
+        child.stdout.setEncoding("utf8");
+        child.stderr.setEncoding("utf8");
+        child.stdout.on("data", (chunk: string) => {
+          if (stdout.length < maxOutput) stdout += chunk;
         });
-        child.stderr.on("data", (chunk: Buffer) => {
-          if (stderr.length < maxOutput) stderr += chunk.toString("utf8");
+        child.stderr.on("data", (chunk: string) => {
+          if (stderr.length < maxOutput) stderr += chunk;
         });
         const killGroup = () => {
           try {

@@ -175,11 +175,14 @@ export function sshExecutor(options: SshExecutorOptions): SshExecutor {
         stream.on("exit", (exitCode: number | null) => {
           code = exitCode;
         });
-        stream.on("data", (chunk: Buffer) => {
-          if (stdout.length < 1 << 20) stdout += chunk.toString("utf8");
+        // Decoded by the stream, so a character split across two packets stays whole.
+        stream.setEncoding("utf8");
+        stream.stderr.setEncoding("utf8");
+        stream.on("data", (chunk: string) => {
+          if (stdout.length < 1 << 20) stdout += chunk;
         });
-        stream.stderr.on("data", (chunk: Buffer) => {
-          if (stderr.length < 1 << 20) stderr += chunk.toString("utf8");
+        stream.stderr.on("data", (chunk: string) => {
+          if (stderr.length < 1 << 20) stderr += chunk;
           if (pgid === undefined) {
             const match = new RegExp(`^${PGID_MARK}(\\d+)\\n`).exec(stderr);
             if (match) {
