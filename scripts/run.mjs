@@ -43,6 +43,8 @@ const system = [
   ["sshd", "openssh-server", "/usr/sbin/sshd"],
   ["ssh-keygen", "openssh-client"],
   ["ip", "iproute2"],
+  // The custom-adapter example runs against a real HAProxy.
+  ["haproxy", "haproxy", "/usr/sbin/haproxy"],
 ];
 const missing = system.filter(([program, , file]) => !has(program) && !(file && existsSync(file))).map(([, pkg]) => pkg);
 if (missing.length > 0) {
@@ -62,6 +64,8 @@ must("pnpm", ["exec", "turbo", "run", "build", "--output-logs=errors-only"]);
 switch (task) {
   case "test":
     must("pnpm", ["exec", "turbo", "run", "typecheck", "--output-logs=errors-only"]);
+    // Every public package as it would be published: publint, are-the-types-wrong, package rules.
+    must("node", ["scripts/lint-packages.mjs"]);
     process.exit(run("pnpm", ["exec", "vitest", "run", "--reporter=default", "--reporter=json", "--outputFile.json=.vitest-results.json", ...extra]));
     break;
   case "demo":

@@ -1081,14 +1081,14 @@ var require_util = __commonJS({
         }
         const port = url.port != null ? url.port : url.protocol === "https:" ? 443 : 80;
         let origin = url.origin != null ? url.origin : `${url.protocol || ""}//${url.hostname || ""}:${port}`;
-        let path4 = url.path != null ? url.path : `${url.pathname || ""}${url.search || ""}`;
+        let path5 = url.path != null ? url.path : `${url.pathname || ""}${url.search || ""}`;
         if (origin[origin.length - 1] === "/") {
           origin = origin.slice(0, origin.length - 1);
         }
-        if (path4 && path4[0] !== "/") {
-          path4 = `/${path4}`;
+        if (path5 && path5[0] !== "/") {
+          path5 = `/${path5}`;
         }
-        return new URL(`${origin}${path4}`);
+        return new URL(`${origin}${path5}`);
       }
       if (!isHttpOrHttpsPrefixed(url.origin || url.protocol)) {
         throw new InvalidArgumentError("Invalid URL protocol: the URL must start with `http:` or `https:`.");
@@ -1539,39 +1539,39 @@ var require_diagnostics = __commonJS({
       });
       diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
         const {
-          request: { method, path: path4, origin }
+          request: { method, path: path5, origin }
         } = evt;
-        debuglog("sending request to %s %s/%s", method, origin, path4);
+        debuglog("sending request to %s %s/%s", method, origin, path5);
       });
       diagnosticsChannel.channel("undici:request:headers").subscribe((evt) => {
         const {
-          request: { method, path: path4, origin },
+          request: { method, path: path5, origin },
           response: { statusCode }
         } = evt;
         debuglog(
           "received response to %s %s/%s - HTTP %d",
           method,
           origin,
-          path4,
+          path5,
           statusCode
         );
       });
       diagnosticsChannel.channel("undici:request:trailers").subscribe((evt) => {
         const {
-          request: { method, path: path4, origin }
+          request: { method, path: path5, origin }
         } = evt;
-        debuglog("trailers received from %s %s/%s", method, origin, path4);
+        debuglog("trailers received from %s %s/%s", method, origin, path5);
       });
       diagnosticsChannel.channel("undici:request:error").subscribe((evt) => {
         const {
-          request: { method, path: path4, origin },
+          request: { method, path: path5, origin },
           error: error2
         } = evt;
         debuglog(
           "request to %s %s/%s errored - %s",
           method,
           origin,
-          path4,
+          path5,
           error2.message
         );
       });
@@ -1620,9 +1620,9 @@ var require_diagnostics = __commonJS({
         });
         diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
           const {
-            request: { method, path: path4, origin }
+            request: { method, path: path5, origin }
           } = evt;
-          debuglog("sending request to %s %s/%s", method, origin, path4);
+          debuglog("sending request to %s %s/%s", method, origin, path5);
         });
       }
       diagnosticsChannel.channel("undici:websocket:open").subscribe((evt) => {
@@ -1685,7 +1685,7 @@ var require_request = __commonJS({
     var kHandler = /* @__PURE__ */ Symbol("handler");
     var Request = class {
       constructor(origin, {
-        path: path4,
+        path: path5,
         method,
         body,
         headers,
@@ -1700,11 +1700,11 @@ var require_request = __commonJS({
         expectContinue,
         servername
       }, handler) {
-        if (typeof path4 !== "string") {
+        if (typeof path5 !== "string") {
           throw new InvalidArgumentError("path must be a string");
-        } else if (path4[0] !== "/" && !(path4.startsWith("http://") || path4.startsWith("https://")) && method !== "CONNECT") {
+        } else if (path5[0] !== "/" && !(path5.startsWith("http://") || path5.startsWith("https://")) && method !== "CONNECT") {
           throw new InvalidArgumentError("path must be an absolute URL or start with a slash");
-        } else if (invalidPathRegex.test(path4)) {
+        } else if (invalidPathRegex.test(path5)) {
           throw new InvalidArgumentError("invalid request path");
         }
         if (typeof method !== "string") {
@@ -1770,7 +1770,7 @@ var require_request = __commonJS({
         this.completed = false;
         this.aborted = false;
         this.upgrade = upgrade || null;
-        this.path = query ? buildURL(path4, query) : path4;
+        this.path = query ? buildURL(path5, query) : path5;
         this.origin = origin;
         this.idempotent = idempotent == null ? method === "HEAD" || method === "GET" : idempotent;
         this.blocking = blocking == null ? false : blocking;
@@ -6463,7 +6463,7 @@ var require_client_h1 = __commonJS({
       return method !== "GET" && method !== "HEAD" && method !== "OPTIONS" && method !== "TRACE" && method !== "CONNECT";
     }
     function writeH1(client, request) {
-      const { method, path: path4, host, upgrade, blocking, reset } = request;
+      const { method, path: path5, host, upgrade, blocking, reset } = request;
       let { body, headers, contentLength } = request;
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH" || method === "QUERY" || method === "PROPFIND" || method === "PROPPATCH";
       if (util.isFormDataLike(body)) {
@@ -6544,7 +6544,7 @@ var require_client_h1 = __commonJS({
       if (blocking) {
         socket[kBlocking] = true;
       }
-      let header = `${method} ${path4} HTTP/1.1\r
+      let header = `${method} ${path5} HTTP/1.1\r
 `;
       if (typeof host === "string") {
         header += `host: ${host}\r
@@ -7073,7 +7073,7 @@ var require_client_h2 = __commonJS({
     }
     function writeH2(client, request) {
       const session = client[kHTTP2Session];
-      const { method, path: path4, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
+      const { method, path: path5, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
       let { body } = request;
       if (upgrade) {
         util.errorRequest(client, request, new Error("Upgrade not supported for H2"));
@@ -7170,7 +7170,7 @@ var require_client_h2 = __commonJS({
         });
         return true;
       }
-      headers[HTTP2_HEADER_PATH] = path4;
+      headers[HTTP2_HEADER_PATH] = path5;
       headers[HTTP2_HEADER_SCHEME] = "https";
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH";
       if (body && typeof body.read === "function") {
@@ -7523,9 +7523,9 @@ var require_redirect_handler = __commonJS({
           return this.handler.onHeaders(statusCode, headers, resume, statusText);
         }
         const { origin, pathname, search } = util.parseURL(new URL(this.location, this.opts.origin && new URL(this.opts.path, this.opts.origin)));
-        const path4 = search ? `${pathname}${search}` : pathname;
+        const path5 = search ? `${pathname}${search}` : pathname;
         this.opts.headers = cleanRequestHeaders(this.opts.headers, statusCode === 303, this.opts.origin !== origin);
-        this.opts.path = path4;
+        this.opts.path = path5;
         this.opts.origin = origin;
         this.opts.maxRedirections = 0;
         this.opts.query = null;
@@ -8765,10 +8765,10 @@ var require_proxy_agent = __commonJS({
         };
         const {
           origin,
-          path: path4 = "/",
+          path: path5 = "/",
           headers = {}
         } = opts;
-        opts.path = origin + path4;
+        opts.path = origin + path5;
         if (!("host" in headers) && !("Host" in headers)) {
           const { host } = new URL2(origin);
           headers.host = host;
@@ -10742,20 +10742,20 @@ var require_mock_utils = __commonJS({
       }
       return true;
     }
-    function safeUrl(path4) {
-      if (typeof path4 !== "string") {
-        return path4;
+    function safeUrl(path5) {
+      if (typeof path5 !== "string") {
+        return path5;
       }
-      const pathSegments = path4.split("?");
+      const pathSegments = path5.split("?");
       if (pathSegments.length !== 2) {
-        return path4;
+        return path5;
       }
       const qp = new URLSearchParams(pathSegments.pop());
       qp.sort();
       return [...pathSegments, qp.toString()].join("?");
     }
-    function matchKey(mockDispatch2, { path: path4, method, body, headers }) {
-      const pathMatch = matchValue(mockDispatch2.path, path4);
+    function matchKey(mockDispatch2, { path: path5, method, body, headers }) {
+      const pathMatch = matchValue(mockDispatch2.path, path5);
       const methodMatch = matchValue(mockDispatch2.method, method);
       const bodyMatch = typeof mockDispatch2.body !== "undefined" ? matchValue(mockDispatch2.body, body) : true;
       const headersMatch = matchHeaders(mockDispatch2, headers);
@@ -10777,7 +10777,7 @@ var require_mock_utils = __commonJS({
     function getMockDispatch(mockDispatches, key) {
       const basePath = key.query ? buildURL(key.path, key.query) : key.path;
       const resolvedPath = typeof basePath === "string" ? safeUrl(basePath) : basePath;
-      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path4 }) => matchValue(safeUrl(path4), resolvedPath));
+      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path5 }) => matchValue(safeUrl(path5), resolvedPath));
       if (matchedMockDispatches.length === 0) {
         throw new MockNotMatchedError(`Mock dispatch not matched for path '${resolvedPath}'`);
       }
@@ -10815,9 +10815,9 @@ var require_mock_utils = __commonJS({
       }
     }
     function buildKey(opts) {
-      const { path: path4, method, body, headers, query } = opts;
+      const { path: path5, method, body, headers, query } = opts;
       return {
-        path: path4,
+        path: path5,
         method,
         body,
         headers,
@@ -11280,10 +11280,10 @@ var require_pending_interceptors_formatter = __commonJS({
       }
       format(pendingInterceptors) {
         const withPrettyHeaders = pendingInterceptors.map(
-          ({ method, path: path4, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
+          ({ method, path: path5, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
             Method: method,
             Origin: origin,
-            Path: path4,
+            Path: path5,
             "Status code": statusCode,
             Persistent: persist ? PERSISTENT : NOT_PERSISTENT,
             Invocations: timesInvoked,
@@ -16162,9 +16162,9 @@ var require_util6 = __commonJS({
         }
       }
     }
-    function validateCookiePath(path4) {
-      for (let i = 0; i < path4.length; ++i) {
-        const code = path4.charCodeAt(i);
+    function validateCookiePath(path5) {
+      for (let i = 0; i < path5.length; ++i) {
+        const code = path5.charCodeAt(i);
         if (code < 32 || // exclude CTLs (0-31)
         code > 126 || // exclude DEL and non-ascii
         code === 59) {
@@ -19084,11 +19084,11 @@ var require_undici = __commonJS({
           if (typeof opts.path !== "string") {
             throw new InvalidArgumentError("invalid opts.path");
           }
-          let path4 = opts.path;
+          let path5 = opts.path;
           if (!opts.path.startsWith("/")) {
-            path4 = `/${path4}`;
+            path5 = `/${path5}`;
           }
-          url = new URL(util.parseOrigin(url).origin + path4);
+          url = new URL(util.parseOrigin(url).origin + path5);
         } else {
           if (!opts) {
             opts = typeof url === "object" ? url : {};
@@ -19236,17 +19236,17 @@ var require_visit = __commonJS({
     visit.BREAK = BREAK;
     visit.SKIP = SKIP;
     visit.REMOVE = REMOVE;
-    function visit_(key, node, visitor, path4) {
-      const ctrl = callVisitor(key, node, visitor, path4);
+    function visit_(key, node, visitor, path5) {
+      const ctrl = callVisitor(key, node, visitor, path5);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path4, ctrl);
-        return visit_(key, ctrl, visitor, path4);
+        replaceNode(key, path5, ctrl);
+        return visit_(key, ctrl, visitor, path5);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node)) {
-          path4 = Object.freeze(path4.concat(node));
+          path5 = Object.freeze(path5.concat(node));
           for (let i = 0; i < node.items.length; ++i) {
-            const ci = visit_(i, node.items[i], visitor, path4);
+            const ci = visit_(i, node.items[i], visitor, path5);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -19257,13 +19257,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node)) {
-          path4 = Object.freeze(path4.concat(node));
-          const ck = visit_("key", node.key, visitor, path4);
+          path5 = Object.freeze(path5.concat(node));
+          const ck = visit_("key", node.key, visitor, path5);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node.key = null;
-          const cv = visit_("value", node.value, visitor, path4);
+          const cv = visit_("value", node.value, visitor, path5);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -19284,17 +19284,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node, visitor, path4) {
-      const ctrl = await callVisitor(key, node, visitor, path4);
+    async function visitAsync_(key, node, visitor, path5) {
+      const ctrl = await callVisitor(key, node, visitor, path5);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path4, ctrl);
-        return visitAsync_(key, ctrl, visitor, path4);
+        replaceNode(key, path5, ctrl);
+        return visitAsync_(key, ctrl, visitor, path5);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node)) {
-          path4 = Object.freeze(path4.concat(node));
+          path5 = Object.freeze(path5.concat(node));
           for (let i = 0; i < node.items.length; ++i) {
-            const ci = await visitAsync_(i, node.items[i], visitor, path4);
+            const ci = await visitAsync_(i, node.items[i], visitor, path5);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -19305,13 +19305,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node)) {
-          path4 = Object.freeze(path4.concat(node));
-          const ck = await visitAsync_("key", node.key, visitor, path4);
+          path5 = Object.freeze(path5.concat(node));
+          const ck = await visitAsync_("key", node.key, visitor, path5);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node.key = null;
-          const cv = await visitAsync_("value", node.value, visitor, path4);
+          const cv = await visitAsync_("value", node.value, visitor, path5);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -19338,23 +19338,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node, visitor, path4) {
+    function callVisitor(key, node, visitor, path5) {
       if (typeof visitor === "function")
-        return visitor(key, node, path4);
+        return visitor(key, node, path5);
       if (identity.isMap(node))
-        return visitor.Map?.(key, node, path4);
+        return visitor.Map?.(key, node, path5);
       if (identity.isSeq(node))
-        return visitor.Seq?.(key, node, path4);
+        return visitor.Seq?.(key, node, path5);
       if (identity.isPair(node))
-        return visitor.Pair?.(key, node, path4);
+        return visitor.Pair?.(key, node, path5);
       if (identity.isScalar(node))
-        return visitor.Scalar?.(key, node, path4);
+        return visitor.Scalar?.(key, node, path5);
       if (identity.isAlias(node))
-        return visitor.Alias?.(key, node, path4);
+        return visitor.Alias?.(key, node, path5);
       return void 0;
     }
-    function replaceNode(key, path4, node) {
-      const parent = path4[path4.length - 1];
+    function replaceNode(key, path5, node) {
+      const parent = path5[path5.length - 1];
       if (identity.isCollection(parent)) {
         parent.items[key] = node;
       } else if (identity.isPair(parent)) {
@@ -19966,10 +19966,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path4, value) {
+    function collectionFromPath(schema, path5, value) {
       let v = value;
-      for (let i = path4.length - 1; i >= 0; --i) {
-        const k = path4[i];
+      for (let i = path5.length - 1; i >= 0; --i) {
+        const k = path5[i];
         if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
           const a = [];
           a[k] = v;
@@ -19988,7 +19988,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path4) => path4 == null || typeof path4 === "object" && !!path4[Symbol.iterator]().next().done;
+    var isEmptyPath = (path5) => path5 == null || typeof path5 === "object" && !!path5[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -20018,11 +20018,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path4, value) {
-        if (isEmptyPath(path4))
+      addIn(path5, value) {
+        if (isEmptyPath(path5))
           this.add(value);
         else {
-          const [key, ...rest] = path4;
+          const [key, ...rest] = path5;
           const node = this.get(key, true);
           if (identity.isCollection(node))
             node.addIn(rest, value);
@@ -20036,8 +20036,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path4) {
-        const [key, ...rest] = path4;
+      deleteIn(path5) {
+        const [key, ...rest] = path5;
         if (rest.length === 0)
           return this.delete(key);
         const node = this.get(key, true);
@@ -20051,8 +20051,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path4, keepScalar) {
-        const [key, ...rest] = path4;
+      getIn(path5, keepScalar) {
+        const [key, ...rest] = path5;
         const node = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity.isScalar(node) ? node.value : node;
@@ -20070,8 +20070,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path4) {
-        const [key, ...rest] = path4;
+      hasIn(path5) {
+        const [key, ...rest] = path5;
         if (rest.length === 0)
           return this.has(key);
         const node = this.get(key, true);
@@ -20081,8 +20081,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path4, value) {
-        const [key, ...rest] = path4;
+      setIn(path5, value) {
+        const [key, ...rest] = path5;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -22597,9 +22597,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path4, value) {
+      addIn(path5, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path4, value);
+          this.contents.addIn(path5, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -22674,14 +22674,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path4) {
-        if (Collection.isEmptyPath(path4)) {
+      deleteIn(path5) {
+        if (Collection.isEmptyPath(path5)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path4) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path5) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -22696,10 +22696,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path4, keepScalar) {
-        if (Collection.isEmptyPath(path4))
+      getIn(path5, keepScalar) {
+        if (Collection.isEmptyPath(path5))
           return !keepScalar && identity.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity.isCollection(this.contents) ? this.contents.getIn(path4, keepScalar) : void 0;
+        return identity.isCollection(this.contents) ? this.contents.getIn(path5, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -22710,10 +22710,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path4) {
-        if (Collection.isEmptyPath(path4))
+      hasIn(path5) {
+        if (Collection.isEmptyPath(path5))
           return this.contents !== void 0;
-        return identity.isCollection(this.contents) ? this.contents.hasIn(path4) : false;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path5) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -22730,13 +22730,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path4, value) {
-        if (Collection.isEmptyPath(path4)) {
+      setIn(path5, value) {
+        if (Collection.isEmptyPath(path5)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path4), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path5), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path4, value);
+          this.contents.setIn(path5, value);
         }
       }
       /**
@@ -24697,9 +24697,9 @@ var require_cst_visit = __commonJS({
     visit.BREAK = BREAK;
     visit.SKIP = SKIP;
     visit.REMOVE = REMOVE;
-    visit.itemAtPath = (cst, path4) => {
+    visit.itemAtPath = (cst, path5) => {
       let item = cst;
-      for (const [field, index] of path4) {
+      for (const [field, index] of path5) {
         const tok = item?.[field];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -24708,23 +24708,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit.parentCollection = (cst, path4) => {
-      const parent = visit.itemAtPath(cst, path4.slice(0, -1));
-      const field = path4[path4.length - 1][0];
+    visit.parentCollection = (cst, path5) => {
+      const parent = visit.itemAtPath(cst, path5.slice(0, -1));
+      const field = path5[path5.length - 1][0];
       const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path4, item, visitor) {
-      let ctrl = visitor(item, path4);
+    function _visit(path5, item, visitor) {
+      let ctrl = visitor(item, path5);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field of ["key", "value"]) {
         const token = item[field];
         if (token && "items" in token) {
           for (let i = 0; i < token.items.length; ++i) {
-            const ci = _visit(Object.freeze(path4.concat([[field, i]])), token.items[i], visitor);
+            const ci = _visit(Object.freeze(path5.concat([[field, i]])), token.items[i], visitor);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -24735,10 +24735,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field === "key")
-            ctrl = ctrl(item, path4);
+            ctrl = ctrl(item, path5);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path4) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path5) : ctrl;
     }
     exports.visit = visit;
   }
@@ -34546,11 +34546,11 @@ var require_agent2 = __commonJS({
       };
     })();
     var WINDOWS_PIPE_REGEX = /^[/\\][/\\]\.[/\\]pipe[/\\].+/;
-    function createAgent(path4) {
-      if (process.platform === "win32" && !WINDOWS_PIPE_REGEX.test(path4)) {
-        return path4 === "pageant" ? new PageantAgent() : new CygwinAgent(path4);
+    function createAgent(path5) {
+      if (process.platform === "win32" && !WINDOWS_PIPE_REGEX.test(path5)) {
+        return path5 === "pageant" ? new PageantAgent() : new CygwinAgent(path5);
       }
-      return new OpenSSHAgent(path4);
+      return new OpenSSHAgent(path5);
     }
     var AgentProtocol = (() => {
       const SSH_AGENTC_REQUEST_IDENTITIES = 11;
@@ -39794,17 +39794,17 @@ var require_SFTP = __commonJS({
       // ===========================================================================
       // Client-specific ===========================================================
       // ===========================================================================
-      createReadStream(path4, options) {
+      createReadStream(path5, options) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        return new ReadStream(this, path4, options);
+        return new ReadStream(this, path5, options);
       }
-      createWriteStream(path4, options) {
+      createWriteStream(path5, options) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        return new WriteStream(this, path4, options);
+        return new WriteStream(this, path5, options);
       }
-      open(path4, flags_, attrs, cb) {
+      open(path5, flags_, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         if (typeof attrs === "function") {
@@ -39823,7 +39823,7 @@ var require_SFTP = __commonJS({
           attrsFlags = attrs.flags;
           attrsLen = attrs.nb;
         }
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen + 4 + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -39831,7 +39831,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         writeUInt32BE(buf, attrsFlags, p += 4);
         if (attrsLen) {
@@ -39962,7 +39962,7 @@ var require_SFTP = __commonJS({
           throw new Error("Client-only method called in server mode");
         fastXfer(fs3, this, localPath, remotePath, opts, cb);
       }
-      readFile(path4, options, callback_) {
+      readFile(path5, options, callback_) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let callback;
@@ -40035,13 +40035,13 @@ var require_SFTP = __commonJS({
             return callback && callback(er, buffer);
           });
         };
-        this.open(path4, flag, 438, (er, handle_) => {
+        this.open(path5, flag, 438, (er, handle_) => {
           if (er)
             return callback && callback(er);
           handle = handle_;
           const tryStat = (er2, st) => {
             if (er2) {
-              this.stat(path4, (er_, st_) => {
+              this.stat(path5, (er_, st_) => {
                 if (er_) {
                   return this.close(handle, () => {
                     callback && callback(er2);
@@ -40062,7 +40062,7 @@ var require_SFTP = __commonJS({
           this.fstat(handle, tryStat);
         });
       }
-      writeFile(path4, data, options, callback_) {
+      writeFile(path5, data, options, callback_) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let callback;
@@ -40081,7 +40081,7 @@ var require_SFTP = __commonJS({
         if (options.encoding && !Buffer.isEncoding(options.encoding))
           throw new Error(`Unknown encoding: ${options.encoding}`);
         const flag = options.flag || "w";
-        this.open(path4, flag, options.mode, (openErr, handle) => {
+        this.open(path5, flag, options.mode, (openErr, handle) => {
           if (openErr) {
             callback && callback(openErr);
           } else {
@@ -40090,7 +40090,7 @@ var require_SFTP = __commonJS({
             if (position === null) {
               const tryStat = (er, st) => {
                 if (er) {
-                  this.stat(path4, (er_, st_) => {
+                  this.stat(path5, (er_, st_) => {
                     if (er_) {
                       return this.close(handle, () => {
                         callback && callback(er);
@@ -40109,7 +40109,7 @@ var require_SFTP = __commonJS({
           }
         });
       }
-      appendFile(path4, data, options, callback_) {
+      appendFile(path5, data, options, callback_) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let callback;
@@ -40127,12 +40127,12 @@ var require_SFTP = __commonJS({
           throw new TypeError("Bad arguments");
         if (!options.flag)
           options = Object.assign({ flag: "a" }, options);
-        this.writeFile(path4, data, options, callback);
+        this.writeFile(path5, data, options, callback);
       }
-      exists(path4, cb) {
+      exists(path5, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        this.stat(path4, (err) => {
+        this.stat(path5, (err) => {
           cb && cb(err ? false : true);
         });
       }
@@ -40175,7 +40175,7 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} RENAME`
         );
       }
-      mkdir(path4, attrs, cb) {
+      mkdir(path5, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let flags = 0;
@@ -40189,7 +40189,7 @@ var require_SFTP = __commonJS({
           flags = attrs.flags;
           attrsLen = attrs.nb;
         }
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40197,7 +40197,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         if (attrsLen) {
           p += 4;
@@ -40213,10 +40213,10 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} MKDIR`
         );
       }
-      rmdir(path4, cb) {
+      rmdir(path5, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40224,7 +40224,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
@@ -40314,10 +40314,10 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} FSTAT`
         );
       }
-      stat(path4, cb) {
+      stat(path5, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40325,17 +40325,17 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} STAT`
         );
       }
-      lstat(path4, cb) {
+      lstat(path5, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40343,17 +40343,17 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} LSTAT`
         );
       }
-      opendir(path4, cb) {
+      opendir(path5, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40361,14 +40361,14 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} OPENDIR`
         );
       }
-      setstat(path4, attrs, cb) {
+      setstat(path5, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let flags = 0;
@@ -40380,7 +40380,7 @@ var require_SFTP = __commonJS({
         } else if (typeof attrs === "function") {
           cb = attrs;
         }
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40388,7 +40388,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         if (attrsLen) {
           p += 4;
@@ -40448,8 +40448,8 @@ var require_SFTP = __commonJS({
           mtime: toUnixTimestamp(mtime)
         }, cb);
       }
-      utimes(path4, atime, mtime, cb) {
-        return this.setstat(path4, {
+      utimes(path5, atime, mtime, cb) {
+        return this.setstat(path5, {
           atime: toUnixTimestamp(atime),
           mtime: toUnixTimestamp(mtime)
         }, cb);
@@ -40460,8 +40460,8 @@ var require_SFTP = __commonJS({
           gid
         }, cb);
       }
-      chown(path4, uid, gid, cb) {
-        return this.setstat(path4, {
+      chown(path5, uid, gid, cb) {
+        return this.setstat(path5, {
           uid,
           gid
         }, cb);
@@ -40471,15 +40471,15 @@ var require_SFTP = __commonJS({
           mode
         }, cb);
       }
-      chmod(path4, mode, cb) {
-        return this.setstat(path4, {
+      chmod(path5, mode, cb) {
+        return this.setstat(path5, {
           mode
         }, cb);
       }
-      readlink(path4, cb) {
+      readlink(path5, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40487,7 +40487,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         this._requests[reqid] = {
           cb: (err, names) => {
             if (typeof cb !== "function")
@@ -40532,10 +40532,10 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} SYMLINK`
         );
       }
-      realpath(path4, cb) {
+      realpath(path5, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40543,7 +40543,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         this._requests[reqid] = {
           cb: (err, names) => {
             if (typeof cb !== "function")
@@ -40588,13 +40588,13 @@ var require_SFTP = __commonJS({
           this._debug(`SFTP: Outbound: ${which2} posix-rename@openssh.com`);
         }
       }
-      ext_openssh_statvfs(path4, cb) {
+      ext_openssh_statvfs(path5, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         const ext = this._extensions["statvfs@openssh.com"];
         if (!ext || ext !== "2")
           throw new Error("Server does not support this extended request");
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + 19 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40604,7 +40604,7 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, 19, p);
         buf.utf8Write("statvfs@openssh.com", p += 4, 19);
         writeUInt32BE(buf, pathLen, p += 19);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         this._requests[reqid] = { extended: "statvfs@openssh.com", cb };
         const isBuffered = sendOrBuffer(this, buf);
         if (this._debug) {
@@ -40690,7 +40690,7 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} fsync@openssh.com`
         );
       }
-      ext_openssh_lsetstat(path4, attrs, cb) {
+      ext_openssh_lsetstat(path5, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         const ext = this._extensions["lsetstat@openssh.com"];
@@ -40705,7 +40705,7 @@ var require_SFTP = __commonJS({
         } else if (typeof attrs === "function") {
           cb = attrs;
         }
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + 20 + 4 + pathLen + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40715,7 +40715,7 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, 20, p);
         buf.utf8Write("lsetstat@openssh.com", p += 4, 20);
         writeUInt32BE(buf, pathLen, p += 20);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         if (attrsLen) {
           p += 4;
@@ -40732,13 +40732,13 @@ var require_SFTP = __commonJS({
           this._debug(`SFTP: Outbound: ${status} lsetstat@openssh.com`);
         }
       }
-      ext_openssh_expandPath(path4, cb) {
+      ext_openssh_expandPath(path5, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         const ext = this._extensions["expand-path@openssh.com"];
         if (ext !== "1")
           throw new Error("Server does not support this extended request");
-        const pathLen = Buffer.byteLength(path4);
+        const pathLen = Buffer.byteLength(path5);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + 23 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40748,7 +40748,7 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, 23, p);
         buf.utf8Write("expand-path@openssh.com", p += 4, 23);
         writeUInt32BE(buf, pathLen, p += 20);
-        buf.utf8Write(path4, p += 4, pathLen);
+        buf.utf8Write(path5, p += 4, pathLen);
         this._requests[reqid] = {
           cb: (err, names) => {
             if (typeof cb !== "function")
@@ -42026,12 +42026,12 @@ var require_SFTP = __commonJS({
       [REQUEST.LSTAT]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path4 = bufferParser.readString(true);
+        const path5 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path4 === void 0)
+        if (path5 === void 0)
           return doFatalSFTPError(sftp, "Malformed LSTAT packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received LSTAT (id:${reqID})`);
-        if (!sftp.emit("LSTAT", reqID, path4)) {
+        if (!sftp.emit("LSTAT", reqID, path5)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42050,13 +42050,13 @@ var require_SFTP = __commonJS({
       [REQUEST.SETSTAT]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path4 = bufferParser.readString(true);
+        const path5 = bufferParser.readString(true);
         const attrs = readAttrs(sftp._biOpt);
         bufferParser.clear();
         if (attrs === void 0)
           return doFatalSFTPError(sftp, "Malformed SETSTAT packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received SETSTAT (id:${reqID})`);
-        if (!sftp.emit("SETSTAT", reqID, path4, attrs)) {
+        if (!sftp.emit("SETSTAT", reqID, path5, attrs)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42078,12 +42078,12 @@ var require_SFTP = __commonJS({
       [REQUEST.OPENDIR]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path4 = bufferParser.readString(true);
+        const path5 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path4 === void 0)
+        if (path5 === void 0)
           return doFatalSFTPError(sftp, "Malformed OPENDIR packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received OPENDIR (id:${reqID})`);
-        if (!sftp.emit("OPENDIR", reqID, path4)) {
+        if (!sftp.emit("OPENDIR", reqID, path5)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42102,63 +42102,63 @@ var require_SFTP = __commonJS({
       [REQUEST.REMOVE]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path4 = bufferParser.readString(true);
+        const path5 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path4 === void 0)
+        if (path5 === void 0)
           return doFatalSFTPError(sftp, "Malformed REMOVE packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received REMOVE (id:${reqID})`);
-        if (!sftp.emit("REMOVE", reqID, path4)) {
+        if (!sftp.emit("REMOVE", reqID, path5)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.MKDIR]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path4 = bufferParser.readString(true);
+        const path5 = bufferParser.readString(true);
         const attrs = readAttrs(sftp._biOpt);
         bufferParser.clear();
         if (attrs === void 0)
           return doFatalSFTPError(sftp, "Malformed MKDIR packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received MKDIR (id:${reqID})`);
-        if (!sftp.emit("MKDIR", reqID, path4, attrs)) {
+        if (!sftp.emit("MKDIR", reqID, path5, attrs)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.RMDIR]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path4 = bufferParser.readString(true);
+        const path5 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path4 === void 0)
+        if (path5 === void 0)
           return doFatalSFTPError(sftp, "Malformed RMDIR packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received RMDIR (id:${reqID})`);
-        if (!sftp.emit("RMDIR", reqID, path4)) {
+        if (!sftp.emit("RMDIR", reqID, path5)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.REALPATH]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path4 = bufferParser.readString(true);
+        const path5 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path4 === void 0)
+        if (path5 === void 0)
           return doFatalSFTPError(sftp, "Malformed REALPATH packet");
         sftp._debug && sftp._debug(
           `SFTP: Inbound: Received REALPATH (id:${reqID})`
         );
-        if (!sftp.emit("REALPATH", reqID, path4)) {
+        if (!sftp.emit("REALPATH", reqID, path5)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.STAT]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path4 = bufferParser.readString(true);
+        const path5 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path4 === void 0)
+        if (path5 === void 0)
           return doFatalSFTPError(sftp, "Malformed STAT packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received STAT (id:${reqID})`);
-        if (!sftp.emit("STAT", reqID, path4)) {
+        if (!sftp.emit("STAT", reqID, path5)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42178,14 +42178,14 @@ var require_SFTP = __commonJS({
       [REQUEST.READLINK]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path4 = bufferParser.readString(true);
+        const path5 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path4 === void 0)
+        if (path5 === void 0)
           return doFatalSFTPError(sftp, "Malformed READLINK packet");
         sftp._debug && sftp._debug(
           `SFTP: Inbound: Received READLINK (id:${reqID})`
         );
-        if (!sftp.emit("READLINK", reqID, path4)) {
+        if (!sftp.emit("READLINK", reqID, path5)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42256,7 +42256,7 @@ var require_SFTP = __commonJS({
     function roundUpToMultipleOf8(n) {
       return n + 7 & ~7;
     }
-    function ReadStream(sftp, path4, options) {
+    function ReadStream(sftp, path5, options) {
       if (options === void 0)
         options = {};
       else if (typeof options === "string")
@@ -42270,7 +42270,7 @@ var require_SFTP = __commonJS({
       options.emitClose = false;
       options.autoDestroy = false;
       ReadableStream2.call(this, options);
-      this.path = path4;
+      this.path = path5;
       this.flags = options.flags === void 0 ? "r" : options.flags;
       this.mode = options.mode === void 0 ? 438 : options.mode;
       this.start = options.start;
@@ -42401,7 +42401,7 @@ var require_SFTP = __commonJS({
       },
       configurable: true
     });
-    function WriteStream(sftp, path4, options) {
+    function WriteStream(sftp, path5, options) {
       if (options === void 0)
         options = {};
       else if (typeof options === "string")
@@ -42413,7 +42413,7 @@ var require_SFTP = __commonJS({
       options.emitClose = false;
       options.autoDestroy = false;
       WritableStream.call(this, options);
-      this.path = path4;
+      this.path = path5;
       this.flags = options.flags === void 0 ? "w" : options.flags;
       this.mode = options.mode === void 0 ? 438 : options.mode;
       this.start = options.start;
@@ -47153,7 +47153,10 @@ import https2 from "https";
 import http from "http";
 import https from "https";
 import { spawn } from "child_process";
+import { appendFile as appendFile2, mkdir as mkdir2 } from "fs/promises";
+import path2 from "path";
 import http3 from "http";
+import os5 from "os";
 var __defProp2 = Object.defineProperty;
 var __export = (target, all) => {
   for (var name in all)
@@ -47245,13 +47248,13 @@ function str(options = {}) {
     kind: "string",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path22, issues) {
+    parse(value, path32, issues) {
       if (typeof value !== "string") {
-        issues.push({ path: path22, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       if ((options.minLength ?? 0) > value.length || options.pattern && !options.pattern.test(value) || options.maxLength !== void 0 && value.length > options.maxLength) {
-        issues.push({ path: path22, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       return value;
@@ -47266,9 +47269,9 @@ function int(options = {}) {
     kind: "integer",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path22, issues) {
+    parse(value, path32, issues) {
       if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-        issues.push({ path: path22, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       return value;
@@ -47280,9 +47283,9 @@ function bool(options = {}) {
     kind: "boolean",
     doc: options.doc,
     describe: () => "true or false",
-    parse(value, path22, issues) {
+    parse(value, path32, issues) {
       if (typeof value !== "boolean") {
-        issues.push({ path: path22, message: `expected true or false, got ${typeName(value)}` });
+        issues.push({ path: path32, message: `expected true or false, got ${typeName(value)}` });
         return void 0;
       }
       return value;
@@ -47295,14 +47298,14 @@ function duration(options = {}) {
     kind: "duration",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path22, issues) {
+    parse(value, path32, issues) {
       const ms = parseDuration(value);
       if (ms === void 0) {
-        issues.push({ path: path22, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       if (options.min !== void 0 && ms < options.min || options.max !== void 0 && ms > options.max) {
-        issues.push({ path: path22, message: `expected a duration between ${options.min ?? 0}ms and ${options.max ?? "\u221E"}ms, got ${typeName(value)}` });
+        issues.push({ path: path32, message: `expected a duration between ${options.min ?? 0}ms and ${options.max ?? "\u221E"}ms, got ${typeName(value)}` });
         return void 0;
       }
       return ms;
@@ -47315,9 +47318,9 @@ function oneOf(values, options = {}) {
     kind: "enum",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path22, issues) {
+    parse(value, path32, issues) {
       if (typeof value !== "string" || !values.includes(value)) {
-        issues.push({ path: path22, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       return value;
@@ -47331,17 +47334,17 @@ function list(item, options = {}) {
     itemSchema: item,
     doc: options.doc,
     describe: () => `a list${min > 0 ? ` of at least ${min}` : ""} of ${item.describe()}`,
-    parse(value, path22, issues) {
+    parse(value, path32, issues) {
       if (!Array.isArray(value)) {
-        issues.push({ path: path22, message: `expected a list, got ${typeName(value)}` });
+        issues.push({ path: path32, message: `expected a list, got ${typeName(value)}` });
         return void 0;
       }
       if (value.length < min) {
-        issues.push({ path: path22, message: `expected at least ${min} item${min === 1 ? "" : "s"}, got ${value.length}` });
+        issues.push({ path: path32, message: `expected at least ${min} item${min === 1 ? "" : "s"}, got ${value.length}` });
         return void 0;
       }
       const before = issues.length;
-      const out = value.map((v, i) => item.parse(v, `${path22}[${i}]`, issues));
+      const out = value.map((v, i) => item.parse(v, `${path32}[${i}]`, issues));
       return issues.length === before ? out : void 0;
     }
   };
@@ -47351,12 +47354,12 @@ function refine(base, check, hint) {
     kind: base.kind,
     doc: base.doc,
     describe: () => hint ?? base.describe(),
-    parse(value, path22, issues) {
-      const parsed = base.parse(value, path22, issues);
+    parse(value, path32, issues) {
+      const parsed = base.parse(value, path32, issues);
       if (parsed === void 0) return void 0;
       const problem = check(parsed);
       if (problem) {
-        issues.push({ path: path22, message: problem });
+        issues.push({ path: path32, message: problem });
         return void 0;
       }
       return parsed;
@@ -47369,13 +47372,13 @@ function either(a, b, options = {}) {
     kind: "either",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path22, issues) {
+    parse(value, path32, issues) {
       const scratch = [];
-      const first = a.parse(value, path22, scratch);
+      const first = a.parse(value, path32, scratch);
       if (first !== void 0) return first;
-      const second = b.parse(value, path22, scratch);
+      const second = b.parse(value, path32, scratch);
       if (second !== void 0) return second;
-      issues.push({ path: path22, message: `expected ${hint}, got ${typeName(value)}` });
+      issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
       return void 0;
     }
   };
@@ -47396,9 +47399,9 @@ function object(shape, options = {}) {
     doc: options.doc,
     fields,
     describe: () => "a mapping",
-    parse(value, path22, issues) {
+    parse(value, path32, issues) {
       if (typeof value !== "object" || value === null || Array.isArray(value)) {
-        issues.push({ path: path22 || "(top level)", message: `expected a mapping, got ${typeName(value)}` });
+        issues.push({ path: path32 || "(top level)", message: `expected a mapping, got ${typeName(value)}` });
         return void 0;
       }
       const before = issues.length;
@@ -47407,29 +47410,29 @@ function object(shape, options = {}) {
       for (const key of Object.keys(input)) {
         if (!(key in fields)) {
           const known = Object.keys(fields).join(", ");
-          issues.push({ path: join(path22, key), message: `unknown key (known keys: ${known})` });
+          issues.push({ path: join(path32, key), message: `unknown key (known keys: ${known})` });
         }
       }
       for (const [key, field] of Object.entries(fields)) {
         const raw = input[key];
         if (raw === void 0 || raw === null) {
-          if (field.required) issues.push({ path: join(path22, key), message: `required: ${field.schema.describe()}` });
-          else if (field.default !== void 0) out[key] = field.schema.parse(structuredClone(field.default), join(path22, key), issues);
+          if (field.required) issues.push({ path: join(path32, key), message: `required: ${field.schema.describe()}` });
+          else if (field.default !== void 0) out[key] = field.schema.parse(structuredClone(field.default), join(path32, key), issues);
           continue;
         }
-        const parsed = field.schema.parse(raw, join(path22, key), issues);
+        const parsed = field.schema.parse(raw, join(path32, key), issues);
         if (parsed !== void 0) out[key] = parsed;
       }
       return issues.length === before ? out : void 0;
     }
   };
 }
-function join(path22, key) {
-  return path22 ? `${path22}.${key}` : key;
+function join(path32, key) {
+  return path32 ? `${path32}.${key}` : key;
 }
-function parseOrThrow(schema, value, path22 = "", source) {
+function parseOrThrow(schema, value, path32 = "", source) {
   const issues = [];
-  const parsed = schema.parse(value, path22, issues);
+  const parsed = schema.parse(value, path32, issues);
   if (parsed === void 0 || issues.length > 0) throw configError(issues, source);
   return parsed;
 }
@@ -47438,12 +47441,12 @@ function configError(issues, source) {
   return new NodropError("E_CONFIG", `invalid config${where}:
 ${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
 }
-function documentSchema(schema, path22 = "") {
+function documentSchema(schema, path32 = "") {
   const rows = [];
   const fields = schema.fields;
   if (!fields) return rows;
   for (const [key, field] of Object.entries(fields)) {
-    const p = join(path22, key);
+    const p = join(path32, key);
     const inner = field.schema;
     rows.push({
       path: p,
@@ -47464,9 +47467,9 @@ function mapping(options = {}) {
     kind: "mapping",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path22, issues) {
+    parse(value, path32, issues) {
       if (typeof value !== "object" || value === null || Array.isArray(value)) {
-        issues.push({ path: path22, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       return value;
@@ -47820,7 +47823,7 @@ var configSchema = object({
   ssh: optional(mapping({ hint: "SSH settings shared by every host", doc: "Defaults merged into every entry of hosts (user, privateKeyFile, knownHostsFile, ...)." })),
   proxy: mapping({ hint: "a mapping with a type (nginx)", doc: "The proxy adapter and its settings; see the adapter's reference." }),
   strategy: optional(mapping({ hint: "a mapping with a name (rolling)", doc: "The strategy and its options." }), { name: "rolling" }),
-  parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once." }), 8),
+  parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once on one host; hosts work side by side." }), 8),
   verify: optional(verifySchema),
   stateDir: optional(
     str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host: where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." })
@@ -47845,8 +47848,8 @@ function validateConfig(raw, options) {
   };
 }
 var TOP_LEVEL = Object.keys(configSchema.fields);
-function issueOrder(path22) {
-  const key = /^[A-Za-z]+/.exec(path22)?.[0] ?? "";
+function issueOrder(path32) {
+  const key = /^[A-Za-z]+/.exec(path32)?.[0] ?? "";
   const index = TOP_LEVEL.indexOf(key);
   return index < 0 ? -1 : index;
 }
@@ -47931,6 +47934,11 @@ function localExecutor(options = {}) {
   return {
     name: "local",
     host: "local",
+    async appendFile(file, text) {
+      const target = path2.resolve(options.cwd ?? process.cwd(), file);
+      await mkdir2(path2.dirname(target), { recursive: true });
+      await appendFile2(target, text);
+    },
     exec(command, execOptions = {}) {
       const { signal, timeoutMs, input } = execOptions;
       if (signal?.aborted) return Promise.reject(abortError(signal));
@@ -47945,11 +47953,13 @@ function localExecutor(options = {}) {
         let stdout = "";
         let stderr = "";
         let failure;
+        child.stdout.setEncoding("utf8");
+        child.stderr.setEncoding("utf8");
         child.stdout.on("data", (chunk) => {
-          if (stdout.length < maxOutput) stdout += chunk.toString("utf8");
+          if (stdout.length < maxOutput) stdout += chunk;
         });
         child.stderr.on("data", (chunk) => {
-          if (stderr.length < maxOutput) stderr += chunk.toString("utf8");
+          if (stderr.length < maxOutput) stderr += chunk;
         });
         const killGroup = () => {
           try {
@@ -48157,6 +48167,22 @@ async function forEachLimit(items, limit, fn) {
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
   if (firstError) throw firstError.error;
 }
+async function forEachPerHost(items, hostOf, limit, fn) {
+  const byHost = /* @__PURE__ */ new Map();
+  for (const item of items) {
+    const host = hostOf(item);
+    byHost.set(host, [...byHost.get(host) ?? [], item]);
+  }
+  let firstError;
+  await Promise.all(
+    [...byHost.values()].map(
+      (group) => forEachLimit(group, limit, fn).catch((error2) => {
+        firstError ??= { error: error2 };
+      })
+    )
+  );
+  if (firstError) throw firstError.error;
+}
 function replaceSteps(ids2) {
   return [
     { kind: "stop", instances: ids2 },
@@ -48174,7 +48200,7 @@ function checkBatchCapacity(size, fleet, minInPool) {
 }
 async function observeInstances(instances, health, options = {}) {
   const observed = /* @__PURE__ */ new Map();
-  await forEachLimit(instances, options.parallel ?? 8, async (instance) => {
+  await forEachPerHost(instances, (i) => i.spec.host, options.parallel ?? 8, async (instance) => {
     const probe = await health.probe(instance.spec, options.signal);
     observed.set(instance.spec.id, {
       ...instance.spec,
@@ -48192,9 +48218,8 @@ async function planDeploy(options) {
     throw new NodropError("E_PROXY_SETUP", `proxy ${options.proxy.name} is not set up for nodrop:
   ${check.details.join("\n  ")}`);
   }
-  await forEachLimit(options.instances, options.parallel ?? 8, async (instance) => {
-    await instance.reach?.({ signal: options.signal });
-  });
+  const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i])).values()];
+  await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
   const routing = await options.proxy.current({ signal: options.signal });
   const observed = await observeInstances(options.instances, options.health, { ...options, serving: routing ? servingInstances(routing) : void 0 });
   const unhealthy = observed.filter((i) => !i.healthy && i.inPool);
@@ -48230,6 +48255,7 @@ async function deploy(options) {
   const parallel = options.parallel ?? 8;
   const signal = options.signal;
   const routes = [];
+  const phases = [];
   const tracked = /* @__PURE__ */ new Map();
   let serving = /* @__PURE__ */ new Set();
   let observed = [];
@@ -48257,6 +48283,7 @@ async function deploy(options) {
       startedAt: startedAt.toISOString(),
       durationMs: performance.now() - started,
       routes,
+      phases,
       instances: options.instances.map((control) => {
         const t = tracked.get(control.spec.id);
         const base = { id: control.spec.id, host: control.spec.host, address: control.spec.address, port: control.spec.port };
@@ -48376,7 +48403,7 @@ async function deploy(options) {
       case "soak":
         return timed(phase.name, "soak", void 0, () => sleep(step2.ms, signal).catch(() => Promise.reject(abortError(signal))));
       default:
-        return forEachLimit(step2.instances, parallel, (id) => {
+        return forEachPerHost(step2.instances, (id) => tracked.get(id).control.spec.host, parallel, (id) => {
           const t = tracked.get(id);
           return timed(phase.name, step2.kind, id, async () => {
             if ((step2.kind === "stop" || step2.kind === "update") && reachable(id)) {
@@ -48400,18 +48427,23 @@ async function deploy(options) {
   for (const phase of plan.phases) {
     emit({ type: "phase", phase: phase.name, index: phaseIndex++, total: plan.phases.length });
     let currentStep;
+    const phaseStart = performance.now();
+    const endPhase = (ok) => phases.push({ name: phase.name, startMs: phaseStart - started, ms: performance.now() - phaseStart, ok });
     try {
       for (const step2 of phase.steps) {
         currentStep = step2;
         await runStep(phase, step2);
       }
+      endPhase(true);
     } catch (error2) {
       const failure = NodropError.is(error2) ? error2 : toNodropError(error2, "E_INSTANCE");
       const stepName = `${phase.name}: ${currentStep?.kind ?? "?"}`;
       if (failure.code.startsWith("E_PROXY") && failure.code !== "E_PROXY_DRAIN") {
+        endPhase(false);
         return report(failure, stepName, "the proxy kept its previous config; no instance was changed after the failure");
       }
       const recovery = await recover(phase, failure);
+      endPhase(false);
       return report(failure, stepName, recovery);
     }
   }
@@ -48423,7 +48455,7 @@ async function deploy(options) {
     const touched = phase.instances.map((id) => tracked.get(id)).filter((t) => t.touched);
     const lines = [];
     if (phase.onFailure === "revert") {
-      await forEachLimit(touched, parallel, async (t) => {
+      await forEachPerHost(touched, (t) => t.control.spec.host, parallel, async (t) => {
         const id = t.control.spec.id;
         const previous = t.from;
         if (previous === void 0) {
@@ -48473,6 +48505,114 @@ async function deploy(options) {
     }
     return lines.join("; ");
   }
+}
+function deployLock(options) {
+  const { executor } = options;
+  const dir = options.dir;
+  const lockDir = `${dir}/lock`;
+  const info2 = `${lockDir}/holder.json`;
+  const staleAfter = options.staleAfterMs ?? 6e4;
+  const heartbeat = options.heartbeatMs ?? 5e3;
+  const read = async () => {
+    const result = await executor.exec(`cat ${shellQuote(info2)} 2>/dev/null`);
+    if (result.code !== 0 || !result.stdout.trim()) return void 0;
+    try {
+      return JSON.parse(result.stdout);
+    } catch {
+      return void 0;
+    }
+  };
+  const isStale = (holder) => {
+    if (holder === void 0 || Date.now() - Date.parse(holder.heartbeat) > staleAfter) return true;
+    if (holder.from !== os5.hostname() || holder.pid === process.pid) return false;
+    try {
+      process.kill(holder.pid, 0);
+      return false;
+    } catch (error2) {
+      return error2.code === "ESRCH";
+    }
+  };
+  const write = async (holder) => {
+    const result = await executor.exec(`cat > ${shellQuote(`${info2}.tmp`)} && mv -f ${shellQuote(`${info2}.tmp`)} ${shellQuote(info2)}`, { input: JSON.stringify(holder) });
+    if (result.code !== 0) throw new NodropError("E_LOCK", `cannot write the deploy lock on ${executor.host}: ${result.stderr.trim()}`);
+  };
+  return {
+    status: read,
+    isStale,
+    /** Takes the lock, waiting up to `waitMs` for a running deploy to finish. */
+    async acquire(version, waitMs = 0, signal) {
+      const deadline = Date.now() + waitMs;
+      const now = (/* @__PURE__ */ new Date()).toISOString();
+      const holder = { who: os5.userInfo().username, from: os5.hostname(), version, since: now, heartbeat: now, pid: process.pid };
+      await executor.exec(`mkdir -p ${shellQuote(dir)}`);
+      for (; ; ) {
+        const taken = await executor.exec(`mkdir ${shellQuote(lockDir)}`);
+        if (taken.code === 0) break;
+        const current2 = await read();
+        if (current2 && isStale(current2)) {
+          const moved = await executor.exec(`mv ${shellQuote(lockDir)} ${shellQuote(`${lockDir}.stale.${process.pid}`)} && rm -rf ${shellQuote(`${lockDir}.stale.${process.pid}`)}`);
+          if (moved.code === 0) continue;
+        }
+        if (Date.now() >= deadline) {
+          const by = current2 ? `${current2.who}@${current2.from} deploying ${current2.version} since ${current2.since} (last heartbeat ${current2.heartbeat})` : "another deploy (no details yet)";
+          throw new NodropError("E_LOCK", `the deploy lock on ${executor.host} is held by ${by}; wait with --lock-wait, or run \`nodrop lock release\` if that deploy is gone`);
+        }
+        await sleep(Math.min(1e3, Math.max(50, deadline - Date.now())), signal);
+      }
+      await write(holder);
+      let current = holder;
+      const timer = setInterval(() => {
+        current = { ...current, heartbeat: (/* @__PURE__ */ new Date()).toISOString() };
+        void write(current).catch(() => void 0);
+      }, heartbeat);
+      timer.unref();
+      return {
+        holder,
+        async release() {
+          clearInterval(timer);
+          await executor.exec(`rm -rf ${shellQuote(lockDir)}`);
+        }
+      };
+    },
+    /** Removes the lock whoever holds it (`nodrop lock release`). */
+    async forceRelease() {
+      const current = await read();
+      await executor.exec(`rm -rf ${shellQuote(lockDir)}`);
+      return current;
+    }
+  };
+}
+function fileJournal(executor, file) {
+  const path32 = shellQuote(file);
+  let queue = Promise.resolve();
+  return {
+    append(entry) {
+      const line = `${JSON.stringify({ at: (/* @__PURE__ */ new Date()).toISOString(), ...entry })}
+`;
+      const next = queue.then(async () => {
+        if (executor.appendFile) {
+          await executor.appendFile(file, line).catch((error2) => {
+            throw new NodropError("E_JOURNAL", `cannot write the journal ${file} on ${executor.host}: ${error2.message}`, { cause: error2 });
+          });
+          return;
+        }
+        const result = await executor.exec(`mkdir -p "$(dirname ${path32})" && cat >> ${path32}`, { input: line, timeoutMs: 3e4 });
+        if (result.code !== 0) throw new NodropError("E_JOURNAL", `cannot write the journal ${file} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+      });
+      queue = next.catch(() => void 0);
+      return next;
+    },
+    async read() {
+      const result = await executor.exec(`cat ${path32} 2>/dev/null || true`);
+      return result.stdout.split("\n").filter((line) => line.trim().startsWith("{")).flatMap((line) => {
+        try {
+          return [JSON.parse(line)];
+        } catch {
+          return [];
+        }
+      });
+    }
+  };
 }
 
 // ../../packages/nginx/dist/index.js
@@ -48605,7 +48745,7 @@ function nginxProxy(options) {
   const pidFile = shellQuote(options.pidFile ?? "/run/nginx.pid");
   const confirmTimeout = options.confirmTimeout ?? 1e4;
   const drainTimeout = options.drainTimeout ?? 9e4;
-  const pollInterval = options.pollInterval ?? 50;
+  const pollInterval = options.pollInterval ?? 25;
   let queue = Promise.resolve();
   const run2 = (command, signal, input) => executor.exec(command, { signal, input, timeoutMs: 6e4 });
   const workers = async (signal) => {
@@ -48719,7 +48859,7 @@ ${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeo
         }
         break;
       }
-      await sleep(pollInterval * 2);
+      await sleep(pollInterval);
     }
     const drainMs = performance.now() - d0;
     if (switchAt !== void 0) {
@@ -48823,15 +48963,15 @@ ${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeo
 function lastLines(text, count = 8) {
   return text.trim().split("\n").slice(-count).join("\n");
 }
-var path2 = (doc) => schema_exports.str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc });
+var path3 = (doc) => schema_exports.str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc });
 var nginxOptionsSchema = schema_exports.object({
-  configFile: path2("The include file nodrop owns and rewrites (upstreams and the routing map). Your nginx config includes it inside `http {}`."),
+  configFile: path3("The include file nodrop owns and rewrites (upstreams and the routing map). Your nginx config includes it inside `http {}`."),
   binary: schema_exports.optional(schema_exports.str({ pattern: /^[A-Za-z0-9._\/-]+$/, hint: "a program name or path", doc: "The nginx program." }), "nginx"),
-  prefix: schema_exports.optional(path2("nginx -p: the prefix the running master was started with.")),
-  conf: schema_exports.optional(path2("nginx -c: the main config file the running master was started with.")),
+  prefix: schema_exports.optional(path3("nginx -p: the prefix the running master was started with.")),
+  conf: schema_exports.optional(path3("nginx -c: the main config file the running master was started with.")),
   sudo: schema_exports.optional(schema_exports.bool({ doc: "Run nginx commands through `sudo -n`." }), false),
-  pidFile: schema_exports.optional(path2("The master's pid file (the `pid` directive)."), "/run/nginx.pid"),
-  errorLog: schema_exports.optional(path2("The error log; read after each reload to catch [emerg] lines that `nginx -s reload` does not report.")),
+  pidFile: schema_exports.optional(path3("The master's pid file (the `pid` directive)."), "/run/nginx.pid"),
+  errorLog: schema_exports.optional(path3("The error log; read after each reload to catch [emerg] lines that `nginx -s reload` does not report.")),
   versionCookie: schema_exports.optional(schema_exports.str({ pattern: /^[A-Za-z0-9_]{1,48}$/, hint: "a cookie name of letters, digits and _", doc: "Cookie that pins a client to a version." }), "nodrop_version"),
   confirmTimeout: schema_exports.optional(schema_exports.duration({ min: 100, doc: "How long a reload may take to show a new worker generation." }), 1e4),
   drainTimeout: schema_exports.optional(
@@ -48842,7 +48982,7 @@ var nginxOptionsSchema = schema_exports.object({
     schema_exports.oneOf(["cut", "fail"], { doc: "At the ceiling: cut (go on; the report counts the connections cut) or fail (stop the deploy)." }),
     "cut"
   ),
-  pollInterval: schema_exports.optional(schema_exports.duration({ min: 10, doc: "Between checks of the worker processes." }), 50)
+  pollInterval: schema_exports.optional(schema_exports.duration({ min: 10, doc: "Between checks of the worker processes (the reload confirmation and the drain)." }), 25)
 });
 
 // ../../packages/strategy-half-split/dist/index.js
@@ -49184,13 +49324,13 @@ function compareVersions2(a, b) {
   return 0;
 }
 
-// ../../packages/cli/dist/chunk-4PQXPPVM.js
+// ../../packages/cli/dist/chunk-3ME73NSC.js
 import { existsSync as existsSync2, readFileSync } from "fs";
-import os5 from "os";
-import path3 from "path";
+import os6 from "os";
+import path4 from "path";
 
 // ../../packages/ssh/dist/index.js
-import { appendFile as appendFile2 } from "fs/promises";
+import { appendFile as appendFile3 } from "fs/promises";
 var import_ssh2 = __toESM(require_lib2(), 1);
 import { createHash, createHmac } from "crypto";
 function fingerprint(keyBlob) {
@@ -49385,11 +49525,13 @@ function sshExecutor(options) {
       stream.on("exit", (exitCode) => {
         code = exitCode;
       });
+      stream.setEncoding("utf8");
+      stream.stderr.setEncoding("utf8");
       stream.on("data", (chunk) => {
-        if (stdout.length < 1 << 20) stdout += chunk.toString("utf8");
+        if (stdout.length < 1 << 20) stdout += chunk;
       });
       stream.stderr.on("data", (chunk) => {
-        if (stderr.length < 1 << 20) stderr += chunk.toString("utf8");
+        if (stderr.length < 1 << 20) stderr += chunk;
         if (pgid === void 0) {
           const match = new RegExp(`^${PGID_MARK}(\\d+)\\n`).exec(stderr);
           if (match) {
@@ -49499,7 +49641,7 @@ async function connect(target, log) {
   if (jumpClient) conn.on("close", () => jumpClient?.end());
   if (toRecord) {
     if (target.hostKeys.recordTo) {
-      await appendFile2(target.hostKeys.recordTo, `${toRecord.line}
+      await appendFile3(target.hostKeys.recordTo, `${toRecord.line}
 `, { mode: 384 });
       log(`recorded the new host key of ${where}: ${toRecord.seen}, in ${target.hostKeys.recordTo}`);
     } else log(`accepted the new host key of ${where}: ${toRecord.seen} (not recorded: no known hosts file)`);
@@ -49531,7 +49673,7 @@ var sshHostSchema = schema_exports.object({
   keepaliveInterval: schema_exports.optional(schema_exports.duration({ min: 100, doc: "SSH keep-alive interval." }), 5e3)
 });
 
-// ../../packages/cli/dist/chunk-4PQXPPVM.js
+// ../../packages/cli/dist/chunk-3ME73NSC.js
 import { readFileSync as readFileSync2 } from "fs";
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
@@ -49561,6 +49703,24 @@ function formatVerify(verify) {
   const limits = verify.enforced ? `allowed ${verify.maxFailed} failed${verify.maxRegressions === void 0 ? "" : `, ${verify.maxRegressions} regressions`}` : "counted only";
   return `${verify.requests} requests to ${verify.url} in ${formatDuration(verify.durationMs)}: ${verify.failed} failed${errors ? ` (${errors})` : ""}, ${verify.regressions} version regressions, ${verify.resent} resent on a closed keep-alive connection; answered by ${versions || "none"} (${limits})${verify.breach ? " \u2014 THRESHOLD CROSSED" : ""}`;
 }
+function deploymentJournal(deployment) {
+  return fileJournal(deployment.proxyExecutor, `${deployment.stateDir}/journal.jsonl`);
+}
+async function lockedDeploy(deployment, options) {
+  const lock = deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
+  const held = await lock.acquire(options.version, options.lockWaitMs ?? 0, options.signal);
+  try {
+    return await deploy({
+      ...deployment.options,
+      version: options.version,
+      journal: deploymentJournal(deployment),
+      ...options.signal ? { signal: options.signal } : {},
+      ...options.onEvent ? { onEvent: options.onEvent } : {}
+    });
+  } finally {
+    await held.release();
+  }
+}
 var strategies = {
   rolling: { create: rollingStrategy },
   "half-split": { create: halfSplitStrategy },
@@ -49572,7 +49732,7 @@ var proxies = {
     create: ({ app, options, executor }) => nginxProxy({ ...options, app, executor })
   }
 };
-var expand = (file, baseDir) => file.startsWith("~/") ? path3.join(os5.homedir(), file.slice(2)) : path3.resolve(baseDir, file);
+var expand = (file, baseDir) => file.startsWith("~/") ? path4.join(os6.homedir(), file.slice(2)) : path4.resolve(baseDir, file);
 function sshExecutors(config, options = {}) {
   const env = options.env ?? process.env;
   const issues = [];
@@ -49749,7 +49909,8 @@ function readInputs(env = process.env) {
     sshPassphrase,
     knownHosts: getInput("known-hosts") || void 0,
     dryRun: getBooleanInput("dry-run"),
-    verify: getInput("verify") || void 0
+    verify: getInput("verify") || void 0,
+    lockWait: getInput("lock-wait") || void 0
   };
 }
 
@@ -49797,6 +49958,8 @@ async function run(signal) {
     };
     const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
     const verify = checkVerifyMode(inputs.verify, "verify");
+    const lockWaitMs = inputs.lockWait === void 0 ? 0 : parseDuration(inputs.lockWait);
+    if (lockWaitMs === void 0) throw new NodropError("E_ARGS", `lock-wait ${JSON.stringify(inputs.lockWait)}: expected a duration such as 30s or 15m`);
     const deployment = createDeployment(config, { strategy: inputs.strategy, verify }, { env, log: (message) => info(message) });
     try {
       if (inputs.dryRun) {
@@ -49807,7 +49970,7 @@ async function run(signal) {
         return;
       }
       saveState("deploying", version);
-      const report = await deploy({ ...deployment.options, version, signal, onEvent: logEvents() });
+      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent: logEvents() });
       saveState("deploying", fleetConverged(report) ? "" : version);
       publish(report);
       await writeSummary(report);

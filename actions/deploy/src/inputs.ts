@@ -10,6 +10,8 @@ export interface ActionInputs {
   dryRun: boolean;
   /** enforce, report or off; checked where it is used. */
   verify: string | undefined;
+  /** A duration; checked where it is used. */
+  lockWait: string | undefined;
 }
 
 /** Reads the inputs; every secret is masked before anything else can print it. */
@@ -28,5 +30,6 @@ export function readInputs(env: NodeJS.ProcessEnv = process.env): ActionInputs {
     knownHosts: core.getInput("known-hosts") || undefined,
     dryRun: core.getBooleanInput("dry-run"),
     verify: core.getInput("verify") || undefined,
+    lockWait: core.getInput("lock-wait") || undefined,
   };
 }

@@ -1,6 +1,6 @@
 import * as core from "@actions/core";
-import { checkVerifyMode, checkVersion, createDeployment, fleetConverged, formatPlan } from "@nodrop/cli";
-import { type DeployEvent, type DeployReport, type NodropConfig, deploy, formatDuration, loadConfig, planDeploy, toNodropError } from "@nodrop/core";
+import { checkVerifyMode, checkVersion, createDeployment, fleetConverged, formatPlan, lockedDeploy } from "@nodrop/cli";
+import { type DeployEvent, type DeployReport, NodropError, type NodropConfig, formatDuration, loadConfig, parseDuration, planDeploy, toNodropError } from "@nodrop/core";
 import { readInputs } from "./inputs.js";
 import { writeSummary } from "./summary.js";
 
@@ -29,6 +29,8 @@ export async function run(signal: AbortSignal): Promise<void> {
     };
     const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
     const verify = checkVerifyMode(inputs.verify, "verify");
+    const lockWaitMs = inputs.lockWait === undefined ? 0 : parseDuration(inputs.lockWait);
+    if (lockWaitMs === undefined) throw new NodropError("E_ARGS", `lock-wait ${JSON.stringify(inputs.lockWait)}: expected a duration such as 30s or 15m`);
     const deployment = createDeployment(config, { strategy: inputs.strategy, verify }, { env, log: (message) => core.info(message) });
     try {
       if (inputs.dryRun) {
@@ -39,7 +41,9 @@ export async function run(signal: AbortSignal): Promise<void> {
         return;
       }
       core.saveState("deploying", version);
-      const report = await deploy({ ...deployment.options, version, signal, onEvent: logEvents() });
+      // The same lock and journal as the CLI: a terminal deploy waits for (or is refused by) this one,
+      // and `nodrop status` / `resume` see it.
+      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent: logEvents() });
       // Kept for the post step while the fleet is not all on the version and in the pool.
       core.saveState("deploying", fleetConverged(report) ? "" : version);
       publish(report);

@@ -6,3 +6,5 @@ export { strategies, proxies } from "./registry.js";
 export type { StrategyEntry, ProxyEntry } from "./registry.js";
 export { configReference } from "./reference.js";
 export { formatReport, formatPlan, formatVerify, fleetConverged, progressReporter } from "./reporter.js";
+export { lockedDeploy, deploymentJournal } from "./locked-deploy.js";
+export type { LockedDeployOptions } from "./locked-deploy.js";

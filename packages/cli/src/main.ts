@@ -4,9 +4,7 @@ import {
   type DeployReport,
   type Executor,
   NodropError,
-  deploy,
   deployLock,
-  fileJournal,
   lastDeploy,
   loadConfig,
   parseDuration,
@@ -17,6 +15,7 @@ import {
 } from "@nodrop/core";
 import type { SshExecutor } from "@nodrop/ssh";
 import { type Output, fleetConverged, formatPlan, formatReport, progressReporter, table } from "./reporter.js";
+import { deploymentJournal, lockedDeploy } from "./locked-deploy.js";
 import { checkVerifyMode, checkVersion, createDeployment } from "./setup.js";
 
 export const USAGE = `nodrop: deploy new code to app instances behind nginx without dropping a request
@@ -104,7 +103,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
       case "deploy":
       case "resume":
       case "rollback": {
-        const journal = fileJournal(deployment.proxyExecutor, `${deployment.stateDir}/journal.jsonl`);
+        const journal = deploymentJournal(deployment);
         let version: string;
         let strategyOverride: string | undefined;
         if (command === "deploy") version = checkVersion(values.version);
@@ -125,19 +124,10 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           }
         }
         const active = strategyOverride ? createDeployment(config, { strategy: strategyOverride, verify: verifyMode ?? "report" }, hostOptions) : deployment;
-        const lock = deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
-        const held = await lock.acquire(version, lockWait, io.signal);
         let report: DeployReport;
         try {
-          report = await deploy({
-            ...active.options,
-            version,
-            journal,
-            signal: io.signal,
-            onEvent: progressReporter(values.json ? io.stderr : io.stdout),
-          });
+          report = await lockedDeploy(active, { version, lockWaitMs: lockWait, signal: io.signal, onEvent: progressReporter(values.json ? io.stderr : io.stdout) });
         } finally {
-          await held.release();
           if (active !== deployment) await active.dispose();
         }
         const ssh = sshConnections(deployment.executors);
@@ -159,7 +149,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         return 0;
       }
       case "status": {
-        const journal = fileJournal(deployment.proxyExecutor, `${deployment.stateDir}/journal.jsonl`);
+        const journal = deploymentJournal(deployment);
         const last = lastDeploy(await journal.read());
         const lockHolder = await deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir }).status();
         const check = await deployment.proxy.check({ signal: io.signal });

@@ -216,6 +216,16 @@ export type ObjectOf<S extends Shape> = {
   [K in keyof S as IsOptional<S[K]> extends true ? K : never]?: FieldType<S[K]>;
 };
 
+type IsOptionalInput<F> = F extends Field<unknown> ? true : false;
+/** What a caller may pass for an object: fields with a default are optional too (parse() fills them in). */
+export type InputOf<S extends Shape> = {
+  [K in keyof S as IsOptionalInput<S[K]> extends true ? never : K]: FieldType<S[K]>;
+} & {
+  [K in keyof S as IsOptionalInput<S[K]> extends true ? K : never]?: FieldType<S[K]> | undefined;
+};
+/** The input type of a schema: for an object, its fields with defaults are optional (see Infer for the parsed type). */
+export type Input<S> = S extends ObjectSchema<infer T> ? InputOf<T> : Infer<S>;
+
 export interface ObjectSchema<S extends Shape> extends Schema<ObjectOf<S>> {
   readonly fields: { [K in keyof S]: { schema: Schema<unknown>; required: boolean; default?: unknown } };
 }

@@ -18,4 +18,5 @@ export const halfSplitOptionsSchema = schema.object({
   ),
 });
 
-export type HalfSplitOptions = schema.Infer<typeof halfSplitOptionsSchema>;
+/** What plan() takes; fields left out take their defaults (the parsed config section has them all). */
+export type HalfSplitOptions = schema.Input<typeof halfSplitOptionsSchema>;

@@ -11,4 +11,5 @@ export const rollingOptionsSchema = schema.object({
   soak: schema.optional(schema.duration({ doc: "Wait after a batch is back in the pool before the next one starts." }), 0),
 });
 
-export type RollingOptions = schema.Infer<typeof rollingOptionsSchema>;
+/** What plan() takes; fields left out take their defaults (the parsed config section has them all). */
+export type RollingOptions = schema.Input<typeof rollingOptionsSchema>;

@@ -14,7 +14,8 @@ export const stickyOptionsSchema = schema.object({
   minInPool: schema.optional(schema.int({ min: 1, doc: "Fewest instances left serving while a batch is out." }), 1),
 });
 
-export type StickyOptions = schema.Infer<typeof stickyOptionsSchema>;
+/** What plan() takes; fields left out take their defaults (the parsed config section has them all). */
+export type StickyOptions = schema.Input<typeof stickyOptionsSchema>;
 
 /** The nginx variable that keys affinity. */
 export function affinityKey(options: StickyOptions): string {

@@ -1,0 +1,14 @@
+export type { TestApi, TestFn, SuiteOptions } from "./api.js";
+export { ConformanceError } from "./assert.js";
+export { strategySuite } from "./strategy-suite.js";
+export type { StrategySuiteOptions } from "./strategy-suite.js";
+export { executorSuite, SHELL_VALUES } from "./executor-suite.js";
+export type { ExecutorSuiteOptions } from "./executor-suite.js";
+export { instanceSuite } from "./instance-suite.js";
+export type { InstanceSuiteOptions, InstanceFixture } from "./instance-suite.js";
+export { proxySuite } from "./proxy-suite.js";
+export type { ProxySuiteOptions, ProxyFixture } from "./proxy-suite.js";
+export { fleetOf, fleetScenarios, ALL_CAPABILITIES, NO_CAPABILITIES } from "./fleet.js";
+export type { FleetOfOptions, FleetScenario, FleetScenarioOptions } from "./fleet.js";
+export { planProblems } from "./plan-check.js";
+export type { PlanProblem, PlanRule } from "./plan-check.js";
