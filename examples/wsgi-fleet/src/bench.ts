@@ -67,7 +67,9 @@ interface Result {
   /** nodrop only: time waiting for in-flight requests at the old proxy routing (summed over reloads). */
   drainMs: number | undefined;
   batches: number | undefined;
-  /** nodrop only: (deploy - critical path - drains) / batches: what nodrop itself adds per batch. */
+  /** nodrop only: from the start to the first phase (proxy check, hosts reached, every instance probed, the plan). */
+  preflightMs: number | undefined;
+  /** nodrop only: (deploy - preflight - critical path - drains) / batches: what nodrop itself adds per batch. */
   overheadPerBatchMs: number | undefined;
   reloads: number | undefined;
   sshConnections: number | undefined;
@@ -80,11 +82,12 @@ interface Result {
 function measure(scenario: Scenario, run: DeployUnderLoadResult, report: (DeployReport & { ssh?: { connections: number; hosts: number } }) | undefined): Result {
   const { stats } = run;
   const deployMs = Math.round(report?.durationMs ?? run.deployEndMs - run.deployStartMs);
-  let nodrop: Pick<Result, "instanceSumMs" | "batchCriticalMs" | "drainMs" | "batches" | "overheadPerBatchMs" | "reloads"> = {
+  let nodrop: Pick<Result, "instanceSumMs" | "batchCriticalMs" | "drainMs" | "batches" | "preflightMs" | "overheadPerBatchMs" | "reloads"> = {
     instanceSumMs: undefined,
     batchCriticalMs: undefined,
     drainMs: undefined,
     batches: undefined,
+    preflightMs: undefined,
     overheadPerBatchMs: undefined,
     reloads: undefined,
   };
@@ -98,12 +101,14 @@ function measure(scenario: Scenario, run: DeployUnderLoadResult, report: (Deploy
     }
     const critical = [...batches.values()].reduce((a, b) => a + b, 0);
     const drain = report.routes.reduce((sum, r) => sum + r.drainMs, 0);
+    const preflight = report.phases[0]?.startMs ?? 0;
     nodrop = {
       instanceSumMs: Math.round(report.instances.reduce((sum, i) => sum + own(i), 0)),
       batchCriticalMs: Math.round(critical),
       drainMs: Math.round(drain),
       batches: batches.size,
-      overheadPerBatchMs: Math.round((report.durationMs - critical - drain) / batches.size),
+      preflightMs: Math.round(preflight),
+      overheadPerBatchMs: Math.round((report.durationMs - preflight - critical - drain) / batches.size),
       reloads: report.routes.length,
     };
   }
@@ -184,7 +189,7 @@ for (const scenario of scenarios) {
       `deploy ${(result.deployMs / 1000).toFixed(1)}s (exit ${result.exitCode})` +
         (result.batchCriticalMs === undefined
           ? ""
-          : `; per-batch critical path ${(result.batchCriticalMs / 1000).toFixed(1)}s + drains ${(result.drainMs! / 1000).toFixed(1)}s; overhead per batch ${result.overheadPerBatchMs} ms over ${result.batches} batches; ${result.reloads} reloads`) +
+          : `; preflight ${result.preflightMs} ms; per-batch critical path ${(result.batchCriticalMs / 1000).toFixed(1)}s + drains ${(result.drainMs! / 1000).toFixed(1)}s; overhead per batch ${result.overheadPerBatchMs} ms over ${result.batches} batches; ${result.reloads} reloads`) +
         (result.sshConnections === undefined ? "" : `; SSH connections ${result.sshConnections} for ${result.sshHosts} hosts`) +
         (result.peakRssMb === undefined ? "" : `; peak memory ${result.peakRssMb} MB`),
     );
@@ -231,14 +236,14 @@ const versionOf = (command: string) => {
 const machine = `${versionOf("nginx -v").replace("nginx version: ", "")}, gunicorn ${versionOf("gunicorn --version").replace(/^gunicorn \(version (.*)\)$/, "$1")}; ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
 const s = (ms: number | undefined) => (ms === undefined ? "-" : `${(ms / 1000).toFixed(1)} s`);
 const table = [
-  "| scenario | requests | failed | without resend | Go rule | time with failures | regressions | late old | switches per client (mean / max) | first new → last old | deploy | per-batch critical path | drains | overhead per batch | deploy / (critical + drains) | instances' own time (sum) | SSH connections | peak memory |",
-  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  "| scenario | requests | failed | without resend | Go rule | time with failures | regressions | late old | switches per client (mean / max) | first new → last old | deploy | preflight | per-batch critical path | drains | overhead per batch | deploy / (critical + drains) | instances' own time (sum) | SSH connections | peak memory |",
+  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ...results.map((r) => {
     const unavoidable = r.batchCriticalMs === undefined ? undefined : r.batchCriticalMs + r.drainMs!;
-    return `| [${r.scenario}](${r.chart}) | ${r.requests} | **${r.failed}** | ${r.rawFailed} | ${r.strictFailed} | ${r.failingSeconds} s | ${r.versionRegressions} | ${r.lateOld} | ${r.switchesMean} / ${r.switchesMax} | ${r.mixedMs === undefined ? "-" : `${(r.mixedMs / 1000).toFixed(2)} s`} | ${s(r.deployMs)} | ${s(r.batchCriticalMs)} | ${s(r.drainMs)} | ${r.overheadPerBatchMs === undefined ? "-" : `${r.overheadPerBatchMs} ms`} | ${unavoidable === undefined ? "-" : (r.deployMs / unavoidable).toFixed(2)} | ${s(r.instanceSumMs)} | ${r.sshConnections === undefined ? "-" : `${r.sshConnections} (${r.sshHosts} hosts)`} | ${r.peakRssMb === undefined ? "-" : `${r.peakRssMb} MB`} |`;
+    return `| [${r.scenario}](${r.chart}) | ${r.requests} | **${r.failed}** | ${r.rawFailed} | ${r.strictFailed} | ${r.failingSeconds} s | ${r.versionRegressions} | ${r.lateOld} | ${r.switchesMean} / ${r.switchesMax} | ${r.mixedMs === undefined ? "-" : `${(r.mixedMs / 1000).toFixed(2)} s`} | ${s(r.deployMs)} | ${r.preflightMs === undefined ? "-" : `${r.preflightMs} ms`} | ${s(r.batchCriticalMs)} | ${s(r.drainMs)} | ${r.overheadPerBatchMs === undefined ? "-" : `${r.overheadPerBatchMs} ms`} | ${unavoidable === undefined ? "-" : (r.deployMs / unavoidable).toFixed(2)} | ${s(r.instanceSumMs)} | ${r.sshConnections === undefined ? "-" : `${r.sshConnections} (${r.sshHosts} hosts)`} | ${r.peakRssMb === undefined ? "-" : `${r.peakRssMb} MB`} |`;
   }),
 ].join("\n");
-const legend = `Load: ${values.clients} keep-alive clients, each with its own cookie jar and loopback source address; 10% POST, 10% slow requests of 500 ms. "failed" counts what users see (a request on a reused keep-alive connection closed before any answer byte is resent once, as browsers do); "without resend" and "Go rule" (resends GETs only) count the same run stricter. "time with failures": how long requests were failing, in 250 ms slots (a failing instance answers at once, so clients that never wait between requests multiply the failed count; this column does not). "regressions": a client got an older version after a newer one. "late old": a request started after the first new-version answer and answered by the old version. "per-batch critical path": the sum over batches of the slowest instance's own stop, update, start and health check; "drains": waiting for requests in flight at the old routing; "overhead per batch": deploy time minus both, per batch (what nodrop itself adds: reloads, confirmations, the journal, SSH round trips). Baselines are plain bash scripts in examples/wsgi-fleet/baselines/; nginx is never told, so its columns are "-". Each scenario name links to its timeline chart.`;
+const legend = `Load: ${values.clients} keep-alive clients, each with its own cookie jar and loopback source address; 10% POST, 10% slow requests of 500 ms. "failed" counts what users see (a request on a reused keep-alive connection closed before any answer byte is resent once, as browsers do); "without resend" and "Go rule" (resends GETs only) count the same run stricter. "time with failures": how long requests were failing, in 250 ms slots (a failing instance answers at once, so clients that never wait between requests multiply the failed count; this column does not). "regressions": a client got an older version after a newer one. "late old": a request started after the first new-version answer and answered by the old version. "per-batch critical path": the sum over batches of the slowest instance's own stop, update, start and health check; "drains": waiting for requests in flight at the old routing; "preflight": from the start to the first change (the proxy checked, every host reached, every instance probed directly: an instance busy with slow requests answers its probe late). "overhead per batch": deploy time minus preflight, critical path and drains, per batch (what nodrop itself adds: config tests, reloads and their confirmation, the journal, SSH round trips). Baselines are plain bash scripts in examples/wsgi-fleet/baselines/; nginx is never told, so its columns are "-". Each scenario name links to its timeline chart.`;
 const measuredOn = `Measured by \`pnpm bench\` on ${new Date().toISOString().slice(0, 10)} in ${benchMinutes.toFixed(1)} minutes: ${machine}.`;
 const startup = `Start-up (median of 5 runs to the first line of output): \`nodrop --version\` ${Math.round(cliStart)} ms; the GitHub Action bundle ${Math.round(actionStart)} ms.`;
 if (!values.only) {

@@ -78,7 +78,7 @@ describe("halfSplitStrategy().plan", () => {
   it("refuses halves below minHalf and fleets of one", () => {
     const small = () => plan(fleet([["local", 3]]), { ...options, minHalf: 2 });
     expect(small).toThrow(NodropError);
-    expect(small).toThrow(/strategy.minHalf: halves of 2 and 1 instances/);
+    expect(small).toThrow(/strategy.minHalf: halves of 2 and 1 serving instances/);
     expect(() => plan(fleet([["local", 1]]))).toThrow(/at least two instances/);
   });
 
@@ -92,5 +92,34 @@ describe("halfSplitStrategy().plan", () => {
 
   it("plans nothing when every instance already runs the version", () => {
     expect(plan(fleet([["local", 4]], "v2")).phases).toHaveLength(0);
+  });
+
+  it("brings back instances left out when every instance already runs the version", () => {
+    const instances = fleet([["local", 4]], "v2").map((i, index) => (index === 3 ? { ...i, inPool: false } : i));
+    const result = plan(instances);
+    expect(result.phases.map((p) => p.name)).toEqual(["rejoin"]);
+    expect(routes(result.phases[0]!.steps)).toEqual([{ pools: { all: ["local-8011", "local-8012", "local-8013", "local-8014"] }, defaultPool: "all", pins: { v2: "all" } }]);
+  });
+
+  it("a mixed fleet: instances already on the version are not replaced, keep their pinned clients and join A at the switch", () => {
+    // local-8012 and local-8014 run v2 already (a deploy stopped halfway), all in the pool.
+    const instances = fleet([["local", 4]]).map((i, index) => (index % 2 === 1 ? { ...i, version: "v2" } : i));
+    const result = plan(instances);
+    const replaced = result.phases.flatMap((p) => p.steps.filter((s) => s.kind === "stop").flatMap((s) => ("instances" in s ? s.instances : [])));
+    expect(replaced.sort()).toEqual(["local-8011", "local-8013"]);
+    const [phase1, switched] = routes(result.phases.flatMap((p) => p.steps));
+    // From the first reload on, one version takes new requests; v2 clients stay on v2 instances.
+    expect(phase1).toEqual({ pools: { b: ["local-8013"], n: ["local-8012", "local-8014"] }, defaultPool: "b", pins: { v2: "n" } });
+    expect(switched?.switchDefault).toEqual({ to: "a", afterMs: 1500 });
+    expect(switched?.pools.a).toEqual(["local-8011", "local-8012", "local-8014"]);
+  });
+
+  it("never serves from an instance that is down: it is replaced with half A, B serves from healthy instances", () => {
+    const instances = fleet([["local", 4]]).map((i, index) => (index === 3 ? { ...i, healthy: false, inPool: false, version: undefined } : i));
+    const result = plan(instances);
+    const [phase1] = routes(result.phases[0]!.steps);
+    expect(phase1!.pools[phase1!.defaultPool]).not.toContain("local-8014");
+    expect(phase1!.pools[phase1!.defaultPool]!.length).toBeGreaterThan(0);
+    expect(result.phases.flatMap((p) => p.instances)).toContain("local-8014");
   });
 });

@@ -63,10 +63,19 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
     plan({ instances, version, proxy, options }: PlanInput<HalfSplitOptions>): DeployPlan {
       const all = instances.map((i) => i.id);
       const notes: string[] = [];
-      const todo = instances.filter((i) => i.version !== version || !i.healthy);
-      if (todo.length === 0) return { strategy: "half-split", version, phases: [], notes: [`all ${all.length} instances already run ${version}`] };
       const pinned = proxy.versionPinning;
-      const pins = (pool: string): Record<string, string> => (pinned ? { [version]: pool } : {});
+      const todo = instances.filter((i) => i.version !== version || !i.healthy);
+      if (todo.length === 0) {
+        const out = instances.filter((i) => !i.inPool).map((i) => i.id);
+        if (out.length === 0) return { strategy: "half-split", version, phases: [], notes: [`all ${all.length} instances already run ${version}`] };
+        // Every instance runs the version and is healthy; some were left out (a repaired half B): bring them back.
+        return {
+          strategy: "half-split",
+          version,
+          notes: [`all ${all.length} instances already run ${version}; ${out.join(", ")} rejoin the pool`],
+          phases: [{ name: "rejoin", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", pinned ? { [version]: "all" } : {}), why: `${out.join(", ")} back: all instances on ${version}` }] }],
+        };
+      }
 
       // Repair: the instances left out (a failed half B) are the only ones not on the version yet.
       const serving = instances.filter((i) => i.inPool);
@@ -84,21 +93,39 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
               onFailure: "isolate",
               steps: [
                 ...replaceSteps(ids),
-                { kind: "route", routing: singlePool(all, "all", pins("all")), why: `${ids.join(", ")} back: all instances on ${version}` },
+                { kind: "route", routing: singlePool(all, "all", pinned ? { [version]: "all" } : {}), why: `${ids.join(", ")} back: all instances on ${version}` },
               ],
             },
           ],
         };
       }
 
-      const { a, b } = splitHalves(instances, options);
+      // A fleet a failed deploy left mixed: instances that already run the version healthy are not
+      // replaced. They leave the default pool with half A (so one version takes new requests from
+      // the first reload on), keep their pinned clients, and join A at the switch.
+      const done = instances.filter((i) => i.version === version && i.healthy).map((i) => i.id);
+      const rest = instances.filter((i) => !done.includes(i.id));
+      let { a, b } = splitHalves(rest, options.split === "explicit" ? { ...options, a: (options.a ?? []).filter((id) => !done.includes(id)), b: (options.b ?? []).filter((id) => !done.includes(id)) } : options);
+      // Half B carries every new request while A is replaced: only its healthy members in the pool can.
+      const canServe = (id: string) => rest.some((i) => i.id === id && i.healthy && i.inPool);
+      if (!b.some(canServe) && a.some(canServe)) [a, b] = [b, a];
+      const bServing = b.filter(canServe);
+      if (bServing.length === 0 && all.length >= 2 && (options.minHalf ?? 1) > 0) {
+        throw new NodropError("E_PLAN", `strategy: no healthy instance in the pool on the old version to serve while half A is updated (half B: ${b.join(", ") || "empty"})`);
+      }
+      if (done.length > 0) notes.push(`${done.join(", ")} already run ${version}: not replaced; they rejoin with half A at the switch`);
+      const pinPool = done.length > 0 ? "n" : "a";
+      const pins = (pool: string): Record<string, string> => (pinned ? { [version]: pool } : {});
       const minHalf = options.minHalf ?? 1;
-      if (a.length < minHalf || b.length < minHalf) {
+      // Each side carries all traffic alone at some point: B while A is replaced, A (with the
+      // instances already on the version) after the switch.
+      const newSide = a.length + done.length;
+      if (all.length < 2 || bServing.length < minHalf || newSide < minHalf) {
         throw new NodropError(
           "E_PLAN",
           all.length < 2
             ? "strategy: half-split needs at least two instances"
-            : `strategy.minHalf: halves of ${a.length} and ${b.length} instances; each must have at least ${minHalf}, as it carries all traffic alone`,
+            : `strategy.minHalf: halves of ${newSide} and ${bServing.length} serving instances; each must have at least ${minHalf}, as it carries all traffic alone`,
         );
       }
       notes.push(`half A (${a.length}): ${a.join(", ")}; half B (${b.length}): ${b.join(", ")}`);
@@ -106,18 +133,22 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
       if (!pinned) notes.push("the proxy cannot pin clients to a version: clients of the new version are not protected during the drain");
       if (!proxy.timedSwitch) notes.push("the proxy cannot switch at one instant: during the switch reload, old workers may still answer with the old version");
 
-      const phase1: Routing = { pools: { a, b }, defaultPool: "b", pins: pins("a") };
+      // Pools list only instances that can take requests: A is stopped during phase 1, so the pin
+      // points at A (nobody holds it yet) or, in a mixed fleet, at the instances already on it.
+      const newHalf = [...a, ...done];
+      const phase1: Routing =
+        done.length > 0 ? { pools: { b: bServing, ...(pinned ? { n: done } : {}) }, defaultPool: "b", pins: pins(pinPool) } : { pools: { a, b: bServing }, defaultPool: "b", pins: pins("a") };
       const switched: Routing = proxy.timedSwitch
-        ? { pools: { a, b }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? 1500 } }
-        : { pools: { a }, defaultPool: "a", pins: pins("a") };
+        ? { pools: { a: newHalf, b: bServing }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? 1500 } }
+        : { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") };
       const phases: PlanPhase[] = [
         {
           name: "half A",
           instances: a,
           onFailure: "revert",
           steps: [
-            { kind: "route", routing: phase1, why: `half A out (${a.join(", ")}); ${version} pinned to it before it serves` },
-            ...replaceSteps(a),
+            { kind: "route", routing: phase1, why: `half A out (${a.join(", ") || "none"}); ${version} pinned to ${done.length > 0 ? done.join(", ") : "it before it serves"}` },
+            ...(a.length > 0 ? replaceSteps(a) : []),
           ],
         },
         {
@@ -127,7 +158,7 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
           steps: [
             { kind: "route", routing: switched, why: `switch: every new request to half A (${version})` },
             // After the instant, a plain routing to A; waiting for its drain means nothing routes to B.
-            ...(proxy.timedSwitch ? [{ kind: "route" as const, routing: { pools: { a }, defaultPool: "a", pins: pins("a") }, why: `half B out (${b.join(", ")})` }] : []),
+            ...(proxy.timedSwitch ? [{ kind: "route" as const, routing: { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") }, why: `half B out (${b.join(", ")})` }] : []),
             ...replaceSteps(b),
           ],
         },
