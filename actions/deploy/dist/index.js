@@ -49044,10 +49044,18 @@ function halfSplitStrategy() {
     plan({ instances, version, proxy, options }) {
       const all = instances.map((i) => i.id);
       const notes = [];
-      const todo = instances.filter((i) => i.version !== version || !i.healthy);
-      if (todo.length === 0) return { strategy: "half-split", version, phases: [], notes: [`all ${all.length} instances already run ${version}`] };
       const pinned = proxy.versionPinning;
-      const pins = (pool) => pinned ? { [version]: pool } : {};
+      const todo = instances.filter((i) => i.version !== version || !i.healthy);
+      if (todo.length === 0) {
+        const out = instances.filter((i) => !i.inPool).map((i) => i.id);
+        if (out.length === 0) return { strategy: "half-split", version, phases: [], notes: [`all ${all.length} instances already run ${version}`] };
+        return {
+          strategy: "half-split",
+          version,
+          notes: [`all ${all.length} instances already run ${version}; ${out.join(", ")} rejoin the pool`],
+          phases: [{ name: "rejoin", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", pinned ? { [version]: "all" } : {}), why: `${out.join(", ")} back: all instances on ${version}` }] }]
+        };
+      }
       const serving = instances.filter((i) => i.inPool);
       if (serving.length > 0 && serving.every((i) => i.version === version && i.healthy)) {
         const ids2 = todo.map((i) => i.id);
@@ -49063,34 +49071,47 @@ function halfSplitStrategy() {
               onFailure: "isolate",
               steps: [
                 ...replaceSteps(ids2),
-                { kind: "route", routing: singlePool(all, "all", pins("all")), why: `${ids2.join(", ")} back: all instances on ${version}` }
+                { kind: "route", routing: singlePool(all, "all", pinned ? { [version]: "all" } : {}), why: `${ids2.join(", ")} back: all instances on ${version}` }
               ]
             }
           ]
         };
       }
-      const { a, b } = splitHalves(instances, options);
+      const done = instances.filter((i) => i.version === version && i.healthy).map((i) => i.id);
+      const rest = instances.filter((i) => !done.includes(i.id));
+      let { a, b } = splitHalves(rest, options.split === "explicit" ? { ...options, a: (options.a ?? []).filter((id) => !done.includes(id)), b: (options.b ?? []).filter((id) => !done.includes(id)) } : options);
+      const canServe = (id) => rest.some((i) => i.id === id && i.healthy && i.inPool);
+      if (!b.some(canServe) && a.some(canServe)) [a, b] = [b, a];
+      const bServing = b.filter(canServe);
+      if (bServing.length === 0 && all.length >= 2 && (options.minHalf ?? 1) > 0) {
+        throw new NodropError("E_PLAN", `strategy: no healthy instance in the pool on the old version to serve while half A is updated (half B: ${b.join(", ") || "empty"})`);
+      }
+      if (done.length > 0) notes.push(`${done.join(", ")} already run ${version}: not replaced; they rejoin with half A at the switch`);
+      const pinPool = done.length > 0 ? "n" : "a";
+      const pins = (pool) => pinned ? { [version]: pool } : {};
       const minHalf = options.minHalf ?? 1;
-      if (a.length < minHalf || b.length < minHalf) {
+      const newSide = a.length + done.length;
+      if (all.length < 2 || bServing.length < minHalf || newSide < minHalf) {
         throw new NodropError(
           "E_PLAN",
-          all.length < 2 ? "strategy: half-split needs at least two instances" : `strategy.minHalf: halves of ${a.length} and ${b.length} instances; each must have at least ${minHalf}, as it carries all traffic alone`
+          all.length < 2 ? "strategy: half-split needs at least two instances" : `strategy.minHalf: halves of ${newSide} and ${bServing.length} serving instances; each must have at least ${minHalf}, as it carries all traffic alone`
         );
       }
       notes.push(`half A (${a.length}): ${a.join(", ")}; half B (${b.length}): ${b.join(", ")}`);
       notes.push(`capacity while half A is updated: ${b.length} of ${all.length} instances (${Math.round(100 * b.length / all.length)}%); after the switch: ${a.length} of ${all.length}`);
       if (!pinned) notes.push("the proxy cannot pin clients to a version: clients of the new version are not protected during the drain");
       if (!proxy.timedSwitch) notes.push("the proxy cannot switch at one instant: during the switch reload, old workers may still answer with the old version");
-      const phase1 = { pools: { a, b }, defaultPool: "b", pins: pins("a") };
-      const switched = proxy.timedSwitch ? { pools: { a, b }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? 1500 } } : { pools: { a }, defaultPool: "a", pins: pins("a") };
+      const newHalf = [...a, ...done];
+      const phase1 = done.length > 0 ? { pools: { b: bServing, ...pinned ? { n: done } : {} }, defaultPool: "b", pins: pins(pinPool) } : { pools: { a, b: bServing }, defaultPool: "b", pins: pins("a") };
+      const switched = proxy.timedSwitch ? { pools: { a: newHalf, b: bServing }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? 1500 } } : { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") };
       const phases = [
         {
           name: "half A",
           instances: a,
           onFailure: "revert",
           steps: [
-            { kind: "route", routing: phase1, why: `half A out (${a.join(", ")}); ${version} pinned to it before it serves` },
-            ...replaceSteps(a)
+            { kind: "route", routing: phase1, why: `half A out (${a.join(", ") || "none"}); ${version} pinned to ${done.length > 0 ? done.join(", ") : "it before it serves"}` },
+            ...a.length > 0 ? replaceSteps(a) : []
           ]
         },
         {
@@ -49100,7 +49121,7 @@ function halfSplitStrategy() {
           steps: [
             { kind: "route", routing: switched, why: `switch: every new request to half A (${version})` },
             // After the instant, a plain routing to A; waiting for its drain means nothing routes to B.
-            ...proxy.timedSwitch ? [{ kind: "route", routing: { pools: { a }, defaultPool: "a", pins: pins("a") }, why: `half B out (${b.join(", ")})` }] : [],
+            ...proxy.timedSwitch ? [{ kind: "route", routing: { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") }, why: `half B out (${b.join(", ")})` }] : [],
             ...replaceSteps(b)
           ]
         },
