@@ -49,7 +49,7 @@ const cases: { name: string; mutate?: (c: Config) => void; args?: (file: string)
   { name: "proxy sudo as a string", mutate: (c) => (c.proxy.sudo = "yes"), expect: /proxy\.sudo: expected true or false/ },
   { name: "rolling soak not a duration", mutate: (c) => (c.strategy.soak = "a while"), expect: /strategy\.soak: expected a duration/ },
   { name: "rolling batch of 0%", mutate: (c) => (c.strategy.batchSize = "0%"), expect: /strategy\.batchSize: expected a count/ },
-  { name: "half-split half below minimum", mutate: (c) => (c.strategy = { name: "half-split", minHalf: 3 }), expect: /strategy\.minHalf: halves of 2 and 2 instances/ },
+  { name: "half-split half below minimum", mutate: (c) => (c.strategy = { name: "half-split", minHalf: 3 }), expect: /strategy\.minHalf: halves of 2 and 2 serving instances/ },
   { name: "sticky mode unknown", mutate: (c) => (c.strategy = { name: "sticky", mode: "magic" }), expect: /strategy\.mode: expected one of "both", "instance", "version"/ },
   { name: "sticky cookie key without a name", mutate: (c) => (c.strategy = { name: "sticky", key: "cookie" }), expect: /strategy\.keyName is required with key: cookie/ },
   { name: "ssh host without a user", mutate: (c) => (c.hosts = { web9: { address: "10.9.9.9", privateKeyFile: "/nonexistent" } }), expect: /hosts\.web9\.user: required/ },
