@@ -48213,7 +48213,7 @@ async function observeInstances(instances, health, options = {}) {
   return instances.map((i) => observed.get(i.spec.id));
 }
 async function planDeploy(options) {
-  const check = await options.proxy.check({ signal: options.signal });
+  const check = await options.proxy.check({ signal: options.signal, instances: options.instances.map((i) => i.spec) });
   if (!check.ok) {
     throw new NodropError("E_PROXY_SETUP", `proxy ${options.proxy.name} is not set up for nodrop:
   ${check.details.join("\n  ")}`);

@@ -256,6 +256,17 @@ export function haproxyProxy(options: HaproxyProxyOptions): Proxy {
         } else details.push(`backend "${backend}": ${servers.map((s) => `${s.name} ${s.admin}${s.operational === "running" ? "" : ` (${s.operational})`}`).join(", ")}`);
         const unnamed = servers.filter((s) => !SAFE_NAME.test(s.name)).map((s) => s.name);
         if (unnamed.length > 0) details.push(`note: ${unnamed.join(", ")} cannot be instance ids; nodrop leaves them as they are`);
+        // At preflight the engine passes the fleet: every instance must be a server here, at its address.
+        for (const instance of context.instances ?? []) {
+          const server = servers.find((s) => s.name === instance.id);
+          if (!server) {
+            ok = false;
+            details.push(`instance ${instance.id} (${instance.address}:${instance.port}) has no server in backend "${backend}": add \`server ${instance.id} ${instance.address}:${instance.port}\``);
+          } else if (server.address !== instance.address || server.port !== instance.port) {
+            ok = false;
+            details.push(`server ${backend}/${instance.id} points at ${server.address}:${server.port}, but instance ${instance.id} is ${instance.address}:${instance.port}`);
+          }
+        }
       } catch (error) {
         ok = false;
         details.push((error as Error).message);

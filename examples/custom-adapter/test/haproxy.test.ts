@@ -57,6 +57,16 @@ describe("haproxyProxy against real HAProxy and gunicorn", () => {
       expect(check.ok).toBe(true);
     });
 
+    it("check() with the fleet (as preflight passes it) names an instance HAProxy does not know or points elsewhere", async () => {
+      expect((await proxy().check({ instances: env.instances })).ok).toBe(true);
+      const stranger = { id: "web-8799", host: "local", address: "127.0.0.1", port: 8799 };
+      const moved = { ...env.instances[0]!, port: 8798 };
+      const check = await proxy().check({ instances: [...env.instances.slice(1), stranger, moved] });
+      expect(check.ok).toBe(false);
+      expect(check.details).toContain('instance web-8799 (127.0.0.1:8799) has no server in backend "web": add `server web-8799 127.0.0.1:8799`');
+      expect(check.details).toContain(`server web/${moved.id} points at 127.0.0.1:${env.instances[0]!.port}, but instance ${moved.id} is 127.0.0.1:8798`);
+    });
+
     it("check() fails, saying why, on a socket below admin, a missing backend and a missing socket", async () => {
       const operator = await haproxyProxy({ socket: env.operatorSocket, backend: "web" }).check();
       expect(operator.ok).toBe(false);

@@ -72,7 +72,7 @@ export async function observeInstances(
 
 /** Preflight and plan, touching nothing: what `nodrop plan` shows. */
 export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">): Promise<{ plan: DeployPlan; observed: ObservedInstance[] }> {
-  const check = await options.proxy.check({ signal: options.signal });
+  const check = await options.proxy.check({ signal: options.signal, instances: options.instances.map((i) => i.spec) });
   if (!check.ok) {
     throw new NodropError("E_PROXY_SETUP", `proxy ${options.proxy.name} is not set up for nodrop:\n  ${check.details.join("\n  ")}`);
   }

@@ -87,6 +87,14 @@ export interface ProxyContext {
   readonly log?: ((message: string) => void) | undefined;
 }
 
+export interface ProxyCheckContext extends ProxyContext {
+  /**
+   * The fleet, when the caller knows it (preflight does): lets check() confirm that the proxy knows
+   * every instance before anything changes, instead of the first apply() finding out.
+   */
+  readonly instances?: readonly InstanceSpec[] | undefined;
+}
+
 /**
  * A proxy adapter. apply() validates, puts the routing into effect, confirms it and waits
  * for the old routing to drain; when anything fails, the previous config stays in force.
@@ -95,7 +103,7 @@ export interface Proxy {
   readonly name: string;
   readonly capabilities: ProxyCapabilities;
   /** Checks the one-time setup (nginx: the include and proxy_pass) without changing anything. */
-  check(context?: ProxyContext): Promise<ProxyCheck>;
+  check(context?: ProxyCheckContext): Promise<ProxyCheck>;
   apply(routing: Routing, instances: readonly ProxyInstance[], context?: ProxyContext): Promise<ProxyApplyResult>;
   /** The routing currently in force, if this proxy wrote it. */
   current(context?: ProxyContext): Promise<Routing | undefined>;

@@ -104,7 +104,7 @@ describe("proxySuite", () => {
     ["accepts-unknown", "apply() of a routing naming an unknown instance rejects with a NodropError; the previous routing stays in force"],
     ["stale-current", "current() returns the routing in force (when the adapter reads it back)"],
     ["undefined-capability", "name and capabilities: a string and four booleans"],
-    ["not-ok", "check() is ok and says what it checked"],
+    ["not-ok", "check() is ok and says what it checked, with and without the fleet"],
     ["same-generation", "apply(a pool without one instance): once it resolves, no request reaches that instance"],
     ["drops-one", "apply(one pool of every instance): requests reach only the pool, and each of its instances"],
   ] as const)("fails a proxy with defect %s on: %s", async (defect, title) => {

@@ -83,8 +83,11 @@ export function proxySuite(api: TestApi, options: ProxySuiteOptions): void {
       ok(missed.length === 0, () => `${after}, no request reached ${missed.join(", ")} (reached: ${[...seen].map(([id, n]) => `${id} ${n}x`).join(", ")})`);
     };
 
-    test("check() is ok and says what it checked", async () => {
+    test("check() is ok and says what it checked, with and without the fleet", async () => {
       const f = await get();
+      // Preflight passes the fleet; a proxy that knows these instances must still be ok.
+      const withFleet = await f.proxy.check({ instances: f.instances });
+      ok(withFleet?.ok === true, () => `check({ instances }) is not ok for the fleet the proxy serves:\n  ${withFleet?.details?.join("\n  ")}`);
       const check = await f.proxy.check();
       ok(Array.isArray(check?.details) && check.details.length > 0 && check.details.every((d) => typeof d === "string"), `check().details must be a non-empty list of strings, got ${show(check?.details)}`);
       ok(check.ok === true, () => `check() is not ok for a proxy set up for nodrop:\n  ${check.details.join("\n  ")}`);
