@@ -7,14 +7,12 @@ import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { type ProxyInstance, shellQuote, sleep } from "@nodrop/core";
+import { fleetCommands, fleetSh, instanceVersion } from "@nodrop/example-wsgi-fleet";
 
 const run = promisify(execFile);
 
-/** The example fleet's control script: `fleet.sh FLEET_DIR start PORT [ADDRESS] | stop PORT | update PORT VERSION`. */
-export const fleetSh = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../wsgi-fleet/fleet.sh");
 
 export interface HaproxyFleetOptions {
   ports: readonly number[];
@@ -34,7 +32,7 @@ export interface HaproxyFleet {
   /** The public URL, through HAProxy. */
   readonly url: string;
   readonly instances: readonly ProxyInstance[];
-  /** The command templates a nodrop config would hold (copied from examples/wsgi-fleet/src/fleet.ts). */
+  /** The command templates a nodrop config would hold (the example fleet's, from fleetCommands). */
   readonly commands: { readonly stop: string; readonly update: string; readonly start: string };
   readonly haproxyVersion: string;
   readonly config: string;
@@ -118,11 +116,7 @@ export async function startHaproxyFleet(options: HaproxyFleetOptions): Promise<H
     backend,
     url: `http://127.0.0.1:${options.proxyPort}`,
     instances,
-    commands: {
-      stop: `${shellQuote(fleetSh)} ${shellQuote(dir)} stop {port}`,
-      update: `${shellQuote(fleetSh)} ${shellQuote(dir)} update {port} {version}`,
-      start: `${shellQuote(fleetSh)} ${shellQuote(dir)} start {port} {address}`,
-    },
+    commands: fleetCommands(shellQuote(dir)),
     haproxyVersion: /version (\S+)/.exec(version.stdout)?.[1] ?? version.stdout.split("\n")[0]!,
     config,
     async servers() {
@@ -146,16 +140,7 @@ export async function startHaproxyFleet(options: HaproxyFleetOptions): Promise<H
       return out;
     },
     async versions() {
-      const seen = await Promise.all(
-        instances.map(async (i) => {
-          try {
-            const response = await fetch(`http://${i.address}:${i.port}/health`, { signal: AbortSignal.timeout(2000) });
-            return response.headers.get("x-app-version") ?? "unknown";
-          } catch {
-            return "down";
-          }
-        }),
-      );
+      const seen = await Promise.all(instances.map(instanceVersion));
       return Object.fromEntries(instances.map((i, index) => [i.id, seen[index]!]));
     },
     async stop() {

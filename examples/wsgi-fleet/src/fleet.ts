@@ -14,6 +14,28 @@ const run = promisify(execFile);
 /** examples/wsgi-fleet, where fleet.sh, app/ and releases/ live. */
 export const exampleDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
+/** The script that controls one instance: `fleet.sh FLEET_DIR start PORT [ADDRESS] | stop PORT | update PORT VERSION`. */
+export const fleetSh = path.join(exampleDir, "fleet.sh");
+
+/** The config's command templates for instances whose state lives in `fleetArg` (already shell-quoted; may hold {host}). */
+export function fleetCommands(fleetArg: string): { stop: string; update: string; start: string } {
+  return {
+    stop: `${shellQuote(fleetSh)} ${fleetArg} stop {port}`,
+    update: `${shellQuote(fleetSh)} ${fleetArg} update {port} {version}`,
+    start: `${shellQuote(fleetSh)} ${fleetArg} start {port} {address}`,
+  };
+}
+
+/** The version an instance reports on /health, probed directly: "down" when it does not answer. */
+export async function instanceVersion(instance: { readonly address: string; readonly port: number }): Promise<string> {
+  try {
+    const response = await fetch(`http://${instance.address}:${instance.port}/health`, { signal: AbortSignal.timeout(2000) });
+    return response.headers.get("x-app-version") ?? "unknown";
+  } catch {
+    return "down";
+  }
+}
+
 export interface FleetOptions {
   /** Working directory; a fresh temporary one by default. */
   dir?: string;
@@ -91,7 +113,6 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const includeFile = path.join(dir, "nodrop", "web.conf");
   const pidFile = path.join(dir, "nginx.pid");
   const errorLog = path.join(dir, "logs", "error.log");
-  const fleetSh = path.join(exampleDir, "fleet.sh");
 
   const instances: FleetInstance[] = remote
     ? remote.hosts.flatMap((h) => ports.map((port) => ({ id: `${h.name}-${port}`, host: h.name, address: h.address, port })))
@@ -119,9 +140,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       : {}),
     instances: remote ? instances.map(({ id, host, address, port }) => ({ id, host, address, port })) : instances.map(({ id, port }) => ({ id, port })),
     commands: {
-      stop: `${shellQuote(fleetSh)} ${fleetArg} stop {port}`,
-      update: `${shellQuote(fleetSh)} ${fleetArg} update {port} {version}`,
-      start: `${shellQuote(fleetSh)} ${fleetArg} start {port} {address}`,
+      ...fleetCommands(fleetArg),
       timeout: options.commandTimeout ?? "60s",
     },
     health: { path: "/health", versionHeader: "X-App-Version", interval: "100ms", successes: 2, deadline: "20s", ...options.health },
@@ -144,16 +163,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     accessLogFile,
     nginx: (...args) => run("nginx", ["-p", dir, "-c", nginxConf, ...args]),
     async versions() {
-      const seen = await Promise.all(
-        instances.map(async (i) => {
-          try {
-            const response = await fetch(`http://${i.address}:${i.port}/health`, { signal: AbortSignal.timeout(2000) });
-            return response.headers.get("x-app-version") ?? "unknown";
-          } catch {
-            return "down";
-          }
-        }),
-      );
+      const seen = await Promise.all(instances.map(instanceVersion));
       // Keys in instance order, so two snapshots compare equal when nothing changed.
       return Object.fromEntries(instances.map((i, index) => [remote ? i.id : String(i.port), seen[index]!]));
     },

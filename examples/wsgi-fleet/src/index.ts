@@ -1,4 +1,4 @@
-export { startFleet, nginxConfText, exampleDir } from "./fleet.js";
+export { startFleet, nginxConfText, exampleDir, fleetSh, fleetCommands, instanceVersion } from "./fleet.js";
 export type { Fleet, FleetInstance, FleetOptions } from "./fleet.js";
 export { deployUnderLoad, runNodrop, nodropBin } from "./under-load.js";
 export type { DeployUnderLoadOptions, DeployUnderLoadResult, CliRun } from "./under-load.js";

@@ -1,15 +1,14 @@
 // instanceSuite over core's commandInstance with localExecutor, controlling one gunicorn instance
-// of the example fleet through examples/wsgi-fleet/fleet.sh (the command templates and health
-// settings of examples/wsgi-fleet/src/fleet.ts), on port 8621.
+// of the example fleet through examples/wsgi-fleet/fleet.sh (the example's own command templates and
+// health settings), on port 8621.
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { commandInstance, execOrThrow, httpHealthCheck, localExecutor, shellQuote, waitHealthy } from "@nodrop/core";
+import { fleetCommands, fleetSh } from "@nodrop/example-wsgi-fleet";
 import { afterAll, beforeAll, describe, it } from "vitest";
 import { instanceSuite } from "../src/index.js";
 
-const fleetSh = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../examples/wsgi-fleet/fleet.sh");
 const port = 8621;
 
 instanceSuite(
@@ -25,7 +24,7 @@ instanceSuite(
       const control = commandInstance({
         spec,
         executor,
-        commands: { stop: `${fleet} stop {port}`, update: `${fleet} update {port} {version}`, start: `${fleet} start {port} {address}` },
+        commands: fleetCommands(shellQuote(dir)),
         timeoutMs: 60_000,
       });
       const health = httpHealthCheck({ path: "/health", versionHeader: "X-App-Version", timeoutMs: 2000 });
