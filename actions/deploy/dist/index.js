@@ -47676,6 +47676,7 @@ function httpVerifier(options) {
   let timer;
   const inFlight = /* @__PURE__ */ new Set();
   const now = () => performance.now() - started;
+  const answered = (result) => result.error === void 0 && result.status >= 200 && result.status < 400;
   const send = () => {
     const headers = { accept: "*/*", "user-agent": "nodrop-verify" };
     const cookie = jar?.header();
@@ -47694,8 +47695,7 @@ function httpVerifier(options) {
     const raw = result.headers?.[header];
     const version = Array.isArray(raw) ? raw[0] : raw;
     counts.requests += 1;
-    const good = result.error === void 0 && result.status >= 200 && result.status < 400;
-    if (good) {
+    if (answered(result)) {
       counts.ok += 1;
       byVersion[version ?? "unknown"] = (byVersion[version ?? "unknown"] ?? 0) + 1;
       if (version === target && newSeenAt === void 0) newSeenAt = now();
@@ -47726,7 +47726,7 @@ function httpVerifier(options) {
       target = version;
       started = performance.now();
       const first = await probeOnce();
-      if (enforce && (first.error !== void 0 || first.status < 200 || first.status >= 400)) {
+      if (enforce && !answered(first)) {
         agent.destroy();
         throw new NodropError(
           "E_VERIFY",
@@ -49045,6 +49045,7 @@ function halfSplitStrategy() {
       const all = instances.map((i) => i.id);
       const notes = [];
       const pinned = proxy.versionPinning;
+      const pins = (pool) => pinned ? { [version]: pool } : {};
       const todo = instances.filter((i) => i.version !== version || !i.healthy);
       if (todo.length === 0) {
         const out = instances.filter((i) => !i.inPool).map((i) => i.id);
@@ -49053,7 +49054,7 @@ function halfSplitStrategy() {
           strategy: "half-split",
           version,
           notes: [`all ${all.length} instances already run ${version}; ${out.join(", ")} rejoin the pool`],
-          phases: [{ name: "rejoin", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", pinned ? { [version]: "all" } : {}), why: `${out.join(", ")} back: all instances on ${version}` }] }]
+          phases: [{ name: "rejoin", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", pins("all")), why: `${out.join(", ")} back: all instances on ${version}` }] }]
         };
       }
       const serving = instances.filter((i) => i.inPool);
@@ -49071,7 +49072,7 @@ function halfSplitStrategy() {
               onFailure: "isolate",
               steps: [
                 ...replaceSteps(ids2),
-                { kind: "route", routing: singlePool(all, "all", pinned ? { [version]: "all" } : {}), why: `${ids2.join(", ")} back: all instances on ${version}` }
+                { kind: "route", routing: singlePool(all, "all", pins("all")), why: `${ids2.join(", ")} back: all instances on ${version}` }
               ]
             }
           ]
@@ -49083,12 +49084,10 @@ function halfSplitStrategy() {
       const canServe = (id) => rest.some((i) => i.id === id && i.healthy && i.inPool);
       if (!b.some(canServe) && a.some(canServe)) [a, b] = [b, a];
       const bServing = b.filter(canServe);
-      if (bServing.length === 0 && all.length >= 2 && (options.minHalf ?? 1) > 0) {
+      if (bServing.length === 0 && all.length >= 2) {
         throw new NodropError("E_PLAN", `strategy: no healthy instance in the pool on the old version to serve while half A is updated (half B: ${b.join(", ") || "empty"})`);
       }
       if (done.length > 0) notes.push(`${done.join(", ")} already run ${version}: not replaced; they rejoin with half A at the switch`);
-      const pinPool = done.length > 0 ? "n" : "a";
-      const pins = (pool) => pinned ? { [version]: pool } : {};
       const minHalf = options.minHalf ?? 1;
       const newSide = a.length + done.length;
       if (all.length < 2 || bServing.length < minHalf || newSide < minHalf) {
@@ -49102,7 +49101,7 @@ function halfSplitStrategy() {
       if (!pinned) notes.push("the proxy cannot pin clients to a version: clients of the new version are not protected during the drain");
       if (!proxy.timedSwitch) notes.push("the proxy cannot switch at one instant: during the switch reload, old workers may still answer with the old version");
       const newHalf = [...a, ...done];
-      const phase1 = done.length > 0 ? { pools: { b: bServing, ...pinned ? { n: done } : {} }, defaultPool: "b", pins: pins(pinPool) } : { pools: { a, b: bServing }, defaultPool: "b", pins: pins("a") };
+      const phase1 = done.length > 0 ? { pools: { b: bServing, ...pinned ? { n: done } : {} }, defaultPool: "b", pins: pins("n") } : { pools: { a, b: bServing }, defaultPool: "b", pins: pins("a") };
       const switched = proxy.timedSwitch ? { pools: { a: newHalf, b: bServing }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? 1500 } } : { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") };
       const phases = [
         {
@@ -49345,7 +49344,7 @@ function compareVersions2(a, b) {
   return 0;
 }
 
-// ../../packages/cli/dist/chunk-3ME73NSC.js
+// ../../packages/cli/dist/chunk-X4BW5CGX.js
 import { existsSync as existsSync2, readFileSync } from "fs";
 import os6 from "os";
 import path4 from "path";
@@ -49694,7 +49693,7 @@ var sshHostSchema = schema_exports.object({
   keepaliveInterval: schema_exports.optional(schema_exports.duration({ min: 100, doc: "SSH keep-alive interval." }), 5e3)
 });
 
-// ../../packages/cli/dist/chunk-3ME73NSC.js
+// ../../packages/cli/dist/chunk-X4BW5CGX.js
 import { readFileSync as readFileSync2 } from "fs";
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
@@ -49724,12 +49723,14 @@ function formatVerify(verify) {
   const limits = verify.enforced ? `allowed ${verify.maxFailed} failed${verify.maxRegressions === void 0 ? "" : `, ${verify.maxRegressions} regressions`}` : "counted only";
   return `${verify.requests} requests to ${verify.url} in ${formatDuration(verify.durationMs)}: ${verify.failed} failed${errors ? ` (${errors})` : ""}, ${verify.regressions} version regressions, ${verify.resent} resent on a closed keep-alive connection; answered by ${versions || "none"} (${limits})${verify.breach ? " \u2014 THRESHOLD CROSSED" : ""}`;
 }
+function deploymentLock(deployment) {
+  return deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
+}
 function deploymentJournal(deployment) {
   return fileJournal(deployment.proxyExecutor, `${deployment.stateDir}/journal.jsonl`);
 }
 async function lockedDeploy(deployment, options) {
-  const lock = deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
-  const held = await lock.acquire(options.version, options.lockWaitMs ?? 0, options.signal);
+  const held = await deploymentLock(deployment).acquire(options.version, options.lockWaitMs ?? 0, options.signal);
   try {
     return await deploy({
       ...deployment.options,
@@ -49840,6 +49841,12 @@ function checkVerifyMode(value, flag = "--verify") {
   if (value === void 0 || value === "") return void 0;
   if (value === "enforce" || value === "report" || value === "off") return value;
   throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected enforce, report or off`);
+}
+function checkLockWait(value, flag = "--lock-wait") {
+  if (value === void 0) return 0;
+  const ms = parseDuration(value);
+  if (ms === void 0) throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected a duration such as 30s or 15m`);
+  return ms;
 }
 function checkVersion(version, flag = "--version") {
   if (version === void 0 || version === "") throw new NodropError("E_ARGS", `${flag} is required (the version to deploy, e.g. ${flag} v2)`);
@@ -49979,8 +49986,7 @@ async function run(signal) {
     };
     const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
     const verify = checkVerifyMode(inputs.verify, "verify");
-    const lockWaitMs = inputs.lockWait === void 0 ? 0 : parseDuration(inputs.lockWait);
-    if (lockWaitMs === void 0) throw new NodropError("E_ARGS", `lock-wait ${JSON.stringify(inputs.lockWait)}: expected a duration such as 30s or 15m`);
+    const lockWaitMs = checkLockWait(inputs.lockWait, "lock-wait");
     const deployment = createDeployment(config, { strategy: inputs.strategy, verify }, { env, log: (message) => info(message) });
     try {
       if (inputs.dryRun) {

@@ -1,6 +1,6 @@
 import * as core from "@actions/core";
-import { checkVerifyMode, checkVersion, createDeployment, fleetConverged, formatPlan, lockedDeploy } from "@nodrop/cli";
-import { type DeployEvent, type DeployReport, NodropError, type NodropConfig, formatDuration, loadConfig, parseDuration, planDeploy, toNodropError } from "@nodrop/core";
+import { checkLockWait, checkVerifyMode, checkVersion, createDeployment, fleetConverged, formatPlan, lockedDeploy } from "@nodrop/cli";
+import { type DeployEvent, type DeployReport, type NodropConfig, formatDuration, loadConfig, planDeploy, toNodropError } from "@nodrop/core";
 import { readInputs } from "./inputs.js";
 import { writeSummary } from "./summary.js";
 
@@ -29,8 +29,7 @@ export async function run(signal: AbortSignal): Promise<void> {
     };
     const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
     const verify = checkVerifyMode(inputs.verify, "verify");
-    const lockWaitMs = inputs.lockWait === undefined ? 0 : parseDuration(inputs.lockWait);
-    if (lockWaitMs === undefined) throw new NodropError("E_ARGS", `lock-wait ${JSON.stringify(inputs.lockWait)}: expected a duration such as 30s or 15m`);
+    const lockWaitMs = checkLockWait(inputs.lockWait, "lock-wait");
     const deployment = createDeployment(config, { strategy: inputs.strategy, verify }, { env, log: (message) => core.info(message) });
     try {
       if (inputs.dryRun) {

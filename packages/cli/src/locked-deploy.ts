@@ -1,6 +1,11 @@
 import { type DeployListener, type DeployReport, type Journal, deploy, deployLock, fileJournal } from "@nodrop/core";
 import type { Deployment } from "./setup.js";
 
+/** The deploy lock of a deployment's fleet, on the proxy host. */
+export function deploymentLock(deployment: Deployment): ReturnType<typeof deployLock> {
+  return deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
+}
+
 /** The journal of a deployment's fleet, on the proxy host next to the lock. */
 export function deploymentJournal(deployment: Deployment): Journal {
   return fileJournal(deployment.proxyExecutor, `${deployment.stateDir}/journal.jsonl`);
@@ -19,8 +24,7 @@ export interface LockedDeployOptions {
  * every step in the journal, so `nodrop status`, `resume` and a second deploy see it whoever started it.
  */
 export async function lockedDeploy(deployment: Deployment, options: LockedDeployOptions): Promise<DeployReport> {
-  const lock = deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
-  const held = await lock.acquire(options.version, options.lockWaitMs ?? 0, options.signal);
+  const held = await deploymentLock(deployment).acquire(options.version, options.lockWaitMs ?? 0, options.signal);
   try {
     return await deploy({
       ...deployment.options,

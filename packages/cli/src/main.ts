@@ -1,13 +1,10 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import {
-  type DeployReport,
   type Executor,
   NodropError,
-  deployLock,
   lastDeploy,
   loadConfig,
-  parseDuration,
   observeInstances,
   planDeploy,
   servingInstances,
@@ -15,8 +12,8 @@ import {
 } from "@nodrop/core";
 import type { SshExecutor } from "@nodrop/ssh";
 import { type Output, fleetConverged, formatPlan, formatReport, progressReporter, table } from "./reporter.js";
-import { deploymentJournal, lockedDeploy } from "./locked-deploy.js";
-import { checkVerifyMode, checkVersion, createDeployment } from "./setup.js";
+import { deploymentJournal, deploymentLock, lockedDeploy } from "./locked-deploy.js";
+import { checkLockWait, checkVerifyMode, checkVersion, createDeployment } from "./setup.js";
 
 export const USAGE = `nodrop: deploy new code to app instances behind nginx without dropping a request
 
@@ -84,14 +81,17 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
   if (command === "lock" && sub !== "status" && sub !== "release") throw new NodropError("E_ARGS", "nodrop lock needs status or release");
   if (positionals.length > (command === "lock" ? 2 : 1)) throw new NodropError("E_ARGS", `unexpected argument "${positionals.at(-1)}"`);
   if (!["deploy", "plan", "status", "init", "resume", "rollback", "lock"].includes(command)) throw new NodropError("E_ARGS", `unknown command "${command}"\n${USAGE}`);
-  const lockWait = values["lock-wait"] === undefined ? 0 : parseDuration(values["lock-wait"]);
-  if (lockWait === undefined) throw new NodropError("E_ARGS", `--lock-wait ${JSON.stringify(values["lock-wait"])}: expected a duration such as 30s or 15m`);
+  const lockWait = checkLockWait(values["lock-wait"]);
   if (!values.config) throw new NodropError("E_ARGS", "--config is required (the nodrop YAML file)");
   const config = await loadConfig(values.config);
-  const hostOptions = { log: (message: string) => io.stderr.write(`nodrop: ${message}\n`) };
   const verifyMode = checkVerifyMode(values.verify);
-  // A rollback repairs a site that may be failing right now: its probe counts but does not stop it.
-  const deployment = createDeployment(config, { strategy: values.strategy, verify: verifyMode ?? (command === "rollback" ? "report" : "enforce") }, hostOptions);
+  // A rollback goes back with the drain rules, one batch at a time (version pins of the newer
+  // version are dropped), and repairs a site that may be failing right now: its probe counts but
+  // does not stop it.
+  const rollback = command === "rollback";
+  const deployment = createDeployment(config, { strategy: rollback ? "rolling" : values.strategy, verify: verifyMode ?? (rollback ? "report" : "enforce") }, {
+    log: (message) => io.stderr.write(`nodrop: ${message}\n`),
+  });
   try {
     switch (command) {
       case "plan": {
@@ -105,7 +105,6 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
       case "rollback": {
         const journal = deploymentJournal(deployment);
         let version: string;
-        let strategyOverride: string | undefined;
         if (command === "deploy") version = checkVersion(values.version);
         else {
           const last = lastDeploy(await journal.read());
@@ -118,18 +117,10 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
             const previous = values.to ?? mostCommon(Object.values(last.from));
             if (!previous) throw new NodropError("E_JOURNAL", "the journal does not say which version ran before; name it with --to");
             version = checkVersion(previous, "--to");
-            // Back with the drain rules, one batch at a time; version pins of the newer version are dropped.
-            strategyOverride = "rolling";
             io.stderr.write(`nodrop: rolling back from ${last.version} to ${version}\n`);
           }
         }
-        const active = strategyOverride ? createDeployment(config, { strategy: strategyOverride, verify: verifyMode ?? "report" }, hostOptions) : deployment;
-        let report: DeployReport;
-        try {
-          report = await lockedDeploy(active, { version, lockWaitMs: lockWait, signal: io.signal, onEvent: progressReporter(values.json ? io.stderr : io.stdout) });
-        } finally {
-          if (active !== deployment) await active.dispose();
-        }
+        const report = await lockedDeploy(deployment, { version, lockWaitMs: lockWait, signal: io.signal, onEvent: progressReporter(values.json ? io.stderr : io.stdout) });
         const ssh = sshConnections(deployment.executors);
         if (values.json) io.stdout.write(`${JSON.stringify(ssh ? { ...report, ssh } : report, null, 2)}\n`);
         else io.stdout.write(`\n${formatReport(report)}${ssh ? `\nssh: ${ssh.connections} connections to ${ssh.hosts} hosts` : ""}\n`);
@@ -137,7 +128,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         return fleetConverged(report) ? 0 : 1;
       }
       case "lock": {
-        const lock = deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
+        const lock = deploymentLock(deployment);
         if (sub === "release") {
           const was = await lock.forceRelease();
           io.stdout.write(was ? `released the lock held by ${was.who}@${was.from} (deploying ${was.version} since ${was.since})\n` : "no lock was held\n");
@@ -151,7 +142,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
       case "status": {
         const journal = deploymentJournal(deployment);
         const last = lastDeploy(await journal.read());
-        const lockHolder = await deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir }).status();
+        const lockHolder = await deploymentLock(deployment).status();
         const check = await deployment.proxy.check({ signal: io.signal });
         const routing = await deployment.proxy.current({ signal: io.signal });
         const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal: io.signal });

@@ -12,6 +12,7 @@ import {
   httpHealthCheck,
   httpVerifier,
   localExecutor,
+  parseDuration,
   schema,
   sectionOptions,
   singlePool,
@@ -32,11 +33,22 @@ export interface Deployment {
   dispose(): Promise<void>;
 }
 
+/** What the verify probe does: stop the deploy at its thresholds, only count, or not run. */
+export type VerifyMode = "enforce" | "report" | "off";
+
 /** Checks a --verify value. */
 export function checkVerifyMode(value: string | undefined, flag = "--verify"): VerifyMode | undefined {
   if (value === undefined || value === "") return undefined;
   if (value === "enforce" || value === "report" || value === "off") return value;
   throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected enforce, report or off`);
+}
+
+/** Checks a --lock-wait value: how long to wait for a deploy holding the lock (0 when absent). */
+export function checkLockWait(value: string | undefined, flag = "--lock-wait"): number {
+  if (value === undefined) return 0;
+  const ms = parseDuration(value);
+  if (ms === undefined) throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected a duration such as 30s or 15m`);
+  return ms;
 }
 
 /** Checks a version given on the command line: it reaches shell commands and nginx config. */
@@ -49,9 +61,6 @@ export function checkVersion(version: string | undefined, flag = "--version"): s
 }
 
 /** Turns a validated config into the engine's inputs: executors, instances, proxy, strategy. */
-/** What the verify probe does: stop the deploy at its thresholds, only count, or not run. */
-export type VerifyMode = "enforce" | "report" | "off";
-
 export function createDeployment(
   config: NodropConfig,
   overrides: { strategy?: string | undefined; verify?: VerifyMode | undefined } = {},

@@ -75,6 +75,8 @@ export function httpVerifier(options: HttpVerifierOptions): DeployVerifier {
   const inFlight = new Set<Promise<void>>();
 
   const now = () => performance.now() - started;
+  /** A complete 2xx or 3xx answer: what a user would take as the page. */
+  const answered = (result: ExchangeResult) => result.error === undefined && result.status >= 200 && result.status < 400;
   const send = (): Promise<ExchangeResult> => {
     const headers: http.OutgoingHttpHeaders = { accept: "*/*", "user-agent": "nodrop-verify" };
     const cookie = jar?.header();
@@ -95,8 +97,7 @@ export function httpVerifier(options: HttpVerifierOptions): DeployVerifier {
     const raw = result.headers?.[header];
     const version = Array.isArray(raw) ? raw[0] : raw;
     counts.requests += 1;
-    const good = result.error === undefined && result.status >= 200 && result.status < 400;
-    if (good) {
+    if (answered(result)) {
       counts.ok += 1;
       byVersion[version ?? "unknown"] = (byVersion[version ?? "unknown"] ?? 0) + 1;
       if (version === target && newSeenAt === undefined) newSeenAt = now();
@@ -130,7 +131,7 @@ export function httpVerifier(options: HttpVerifierOptions): DeployVerifier {
       started = performance.now();
       // The site must answer before anything changes: a wrong URL must not fail a deploy halfway.
       const first = await probeOnce();
-      if (enforce && (first.error !== undefined || first.status < 200 || first.status >= 400)) {
+      if (enforce && !answered(first)) {
         agent.destroy();
         throw new NodropError(
           "E_VERIFY",

@@ -64,6 +64,7 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
       const all = instances.map((i) => i.id);
       const notes: string[] = [];
       const pinned = proxy.versionPinning;
+      const pins = (pool: string): Record<string, string> => (pinned ? { [version]: pool } : {});
       const todo = instances.filter((i) => i.version !== version || !i.healthy);
       if (todo.length === 0) {
         const out = instances.filter((i) => !i.inPool).map((i) => i.id);
@@ -73,7 +74,7 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
           strategy: "half-split",
           version,
           notes: [`all ${all.length} instances already run ${version}; ${out.join(", ")} rejoin the pool`],
-          phases: [{ name: "rejoin", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", pinned ? { [version]: "all" } : {}), why: `${out.join(", ")} back: all instances on ${version}` }] }],
+          phases: [{ name: "rejoin", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", pins("all")), why: `${out.join(", ")} back: all instances on ${version}` }] }],
         };
       }
 
@@ -93,7 +94,7 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
               onFailure: "isolate",
               steps: [
                 ...replaceSteps(ids),
-                { kind: "route", routing: singlePool(all, "all", pinned ? { [version]: "all" } : {}), why: `${ids.join(", ")} back: all instances on ${version}` },
+                { kind: "route", routing: singlePool(all, "all", pins("all")), why: `${ids.join(", ")} back: all instances on ${version}` },
               ],
             },
           ],
@@ -110,12 +111,10 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
       const canServe = (id: string) => rest.some((i) => i.id === id && i.healthy && i.inPool);
       if (!b.some(canServe) && a.some(canServe)) [a, b] = [b, a];
       const bServing = b.filter(canServe);
-      if (bServing.length === 0 && all.length >= 2 && (options.minHalf ?? 1) > 0) {
+      if (bServing.length === 0 && all.length >= 2) {
         throw new NodropError("E_PLAN", `strategy: no healthy instance in the pool on the old version to serve while half A is updated (half B: ${b.join(", ") || "empty"})`);
       }
       if (done.length > 0) notes.push(`${done.join(", ")} already run ${version}: not replaced; they rejoin with half A at the switch`);
-      const pinPool = done.length > 0 ? "n" : "a";
-      const pins = (pool: string): Record<string, string> => (pinned ? { [version]: pool } : {});
       const minHalf = options.minHalf ?? 1;
       // Each side carries all traffic alone at some point: B while A is replaced, A (with the
       // instances already on the version) after the switch.
@@ -137,7 +136,7 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
       // points at A (nobody holds it yet) or, in a mixed fleet, at the instances already on it.
       const newHalf = [...a, ...done];
       const phase1: Routing =
-        done.length > 0 ? { pools: { b: bServing, ...(pinned ? { n: done } : {}) }, defaultPool: "b", pins: pins(pinPool) } : { pools: { a, b: bServing }, defaultPool: "b", pins: pins("a") };
+        done.length > 0 ? { pools: { b: bServing, ...(pinned ? { n: done } : {}) }, defaultPool: "b", pins: pins("n") } : { pools: { a, b: bServing }, defaultPool: "b", pins: pins("a") };
       const switched: Routing = proxy.timedSwitch
         ? { pools: { a: newHalf, b: bServing }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? 1500 } }
         : { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") };
