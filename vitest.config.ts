@@ -4,6 +4,8 @@ import { defineConfig } from "vitest/config";
 // run one file at a time, because this machine has 2 cores and they put it under load.
 export default defineConfig({
   test: {
+    // Sums the adversarial suite's tally (tests/adversarial/tally.ts) over every file.
+    globalSetup: ["tests/adversarial/global-setup.ts"],
     projects: [
       {
         test: {
