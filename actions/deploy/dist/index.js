@@ -1081,14 +1081,14 @@ var require_util = __commonJS({
         }
         const port = url.port != null ? url.port : url.protocol === "https:" ? 443 : 80;
         let origin = url.origin != null ? url.origin : `${url.protocol || ""}//${url.hostname || ""}:${port}`;
-        let path5 = url.path != null ? url.path : `${url.pathname || ""}${url.search || ""}`;
+        let path6 = url.path != null ? url.path : `${url.pathname || ""}${url.search || ""}`;
         if (origin[origin.length - 1] === "/") {
           origin = origin.slice(0, origin.length - 1);
         }
-        if (path5 && path5[0] !== "/") {
-          path5 = `/${path5}`;
+        if (path6 && path6[0] !== "/") {
+          path6 = `/${path6}`;
         }
-        return new URL(`${origin}${path5}`);
+        return new URL(`${origin}${path6}`);
       }
       if (!isHttpOrHttpsPrefixed(url.origin || url.protocol)) {
         throw new InvalidArgumentError("Invalid URL protocol: the URL must start with `http:` or `https:`.");
@@ -1539,39 +1539,39 @@ var require_diagnostics = __commonJS({
       });
       diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
         const {
-          request: { method, path: path5, origin }
+          request: { method, path: path6, origin }
         } = evt;
-        debuglog("sending request to %s %s/%s", method, origin, path5);
+        debuglog("sending request to %s %s/%s", method, origin, path6);
       });
       diagnosticsChannel.channel("undici:request:headers").subscribe((evt) => {
         const {
-          request: { method, path: path5, origin },
+          request: { method, path: path6, origin },
           response: { statusCode }
         } = evt;
         debuglog(
           "received response to %s %s/%s - HTTP %d",
           method,
           origin,
-          path5,
+          path6,
           statusCode
         );
       });
       diagnosticsChannel.channel("undici:request:trailers").subscribe((evt) => {
         const {
-          request: { method, path: path5, origin }
+          request: { method, path: path6, origin }
         } = evt;
-        debuglog("trailers received from %s %s/%s", method, origin, path5);
+        debuglog("trailers received from %s %s/%s", method, origin, path6);
       });
       diagnosticsChannel.channel("undici:request:error").subscribe((evt) => {
         const {
-          request: { method, path: path5, origin },
+          request: { method, path: path6, origin },
           error: error2
         } = evt;
         debuglog(
           "request to %s %s/%s errored - %s",
           method,
           origin,
-          path5,
+          path6,
           error2.message
         );
       });
@@ -1620,9 +1620,9 @@ var require_diagnostics = __commonJS({
         });
         diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
           const {
-            request: { method, path: path5, origin }
+            request: { method, path: path6, origin }
           } = evt;
-          debuglog("sending request to %s %s/%s", method, origin, path5);
+          debuglog("sending request to %s %s/%s", method, origin, path6);
         });
       }
       diagnosticsChannel.channel("undici:websocket:open").subscribe((evt) => {
@@ -1685,7 +1685,7 @@ var require_request = __commonJS({
     var kHandler = /* @__PURE__ */ Symbol("handler");
     var Request = class {
       constructor(origin, {
-        path: path5,
+        path: path6,
         method,
         body,
         headers,
@@ -1700,11 +1700,11 @@ var require_request = __commonJS({
         expectContinue,
         servername
       }, handler) {
-        if (typeof path5 !== "string") {
+        if (typeof path6 !== "string") {
           throw new InvalidArgumentError("path must be a string");
-        } else if (path5[0] !== "/" && !(path5.startsWith("http://") || path5.startsWith("https://")) && method !== "CONNECT") {
+        } else if (path6[0] !== "/" && !(path6.startsWith("http://") || path6.startsWith("https://")) && method !== "CONNECT") {
           throw new InvalidArgumentError("path must be an absolute URL or start with a slash");
-        } else if (invalidPathRegex.test(path5)) {
+        } else if (invalidPathRegex.test(path6)) {
           throw new InvalidArgumentError("invalid request path");
         }
         if (typeof method !== "string") {
@@ -1770,7 +1770,7 @@ var require_request = __commonJS({
         this.completed = false;
         this.aborted = false;
         this.upgrade = upgrade || null;
-        this.path = query ? buildURL(path5, query) : path5;
+        this.path = query ? buildURL(path6, query) : path6;
         this.origin = origin;
         this.idempotent = idempotent == null ? method === "HEAD" || method === "GET" : idempotent;
         this.blocking = blocking == null ? false : blocking;
@@ -5792,7 +5792,7 @@ var require_client_h1 = __commonJS({
       kResume,
       kHTTPContext
     } = require_symbols();
-    var constants3 = require_constants2();
+    var constants4 = require_constants2();
     var EMPTY_BUF = Buffer.alloc(0);
     var FastBuffer = Buffer[Symbol.species];
     var addListener = util.addListener;
@@ -5867,7 +5867,7 @@ var require_client_h1 = __commonJS({
       constructor(client, socket, { exports: exports2 }) {
         assert(Number.isFinite(client[kMaxHeadersSize]) && client[kMaxHeadersSize] > 0);
         this.llhttp = exports2;
-        this.ptr = this.llhttp.llhttp_alloc(constants3.TYPE.RESPONSE);
+        this.ptr = this.llhttp.llhttp_alloc(constants4.TYPE.RESPONSE);
         this.client = client;
         this.socket = socket;
         this.timeout = null;
@@ -5962,11 +5962,11 @@ var require_client_h1 = __commonJS({
             currentBufferRef = null;
           }
           const offset = llhttp.llhttp_get_error_pos(this.ptr) - currentBufferPtr;
-          if (ret !== constants3.ERROR.OK) {
+          if (ret !== constants4.ERROR.OK) {
             const body = data.subarray(offset);
-            if (ret === constants3.ERROR.PAUSED_UPGRADE) {
+            if (ret === constants4.ERROR.PAUSED_UPGRADE) {
               this.onUpgrade(body);
-            } else if (ret === constants3.ERROR.PAUSED) {
+            } else if (ret === constants4.ERROR.PAUSED) {
               this.paused = true;
               socket.unshift(body);
             } else {
@@ -5989,10 +5989,10 @@ var require_client_h1 = __commonJS({
         } finally {
           currentParser = null;
         }
-        if (ret === constants3.ERROR.OK) {
+        if (ret === constants4.ERROR.OK) {
           return null;
         }
-        if (ret === constants3.ERROR.PAUSED || ret === constants3.ERROR.PAUSED_UPGRADE) {
+        if (ret === constants4.ERROR.PAUSED || ret === constants4.ERROR.PAUSED_UPGRADE) {
           this.paused = true;
           return null;
         }
@@ -6009,7 +6009,7 @@ var require_client_h1 = __commonJS({
           const len = new Uint8Array(llhttp.memory.buffer, ptr).indexOf(0);
           message = "Response does not match the HTTP/1.1 protocol (" + Buffer.from(llhttp.memory.buffer, ptr, len).toString() + ")";
         }
-        return new HTTPParserError(message, constants3.ERROR[ret], data);
+        return new HTTPParserError(message, constants4.ERROR[ret], data);
       }
       destroy() {
         assert(this.ptr != null);
@@ -6189,7 +6189,7 @@ var require_client_h1 = __commonJS({
           socket[kBlocking] = false;
           client[kResume]();
         }
-        return pause ? constants3.ERROR.PAUSED : 0;
+        return pause ? constants4.ERROR.PAUSED : 0;
       }
       onBody(buf) {
         const { client, socket, statusCode, maxResponseSize } = this;
@@ -6211,7 +6211,7 @@ var require_client_h1 = __commonJS({
         }
         this.bytesRead += buf.length;
         if (request.onData(buf) === false) {
-          return constants3.ERROR.PAUSED;
+          return constants4.ERROR.PAUSED;
         }
       }
       onMessageComplete() {
@@ -6247,13 +6247,13 @@ var require_client_h1 = __commonJS({
         if (socket[kWriting]) {
           assert(client[kRunning] === 0);
           util.destroy(socket, new InformationalError("reset"));
-          return constants3.ERROR.PAUSED;
+          return constants4.ERROR.PAUSED;
         } else if (!shouldKeepAlive) {
           util.destroy(socket, new InformationalError("reset"));
-          return constants3.ERROR.PAUSED;
+          return constants4.ERROR.PAUSED;
         } else if (socket[kReset] && client[kRunning] === 0) {
           util.destroy(socket, new InformationalError("reset"));
-          return constants3.ERROR.PAUSED;
+          return constants4.ERROR.PAUSED;
         } else if (client[kPipelining] == null || client[kPipelining] === 1) {
           setImmediate(() => client[kResume]());
         } else {
@@ -6463,7 +6463,7 @@ var require_client_h1 = __commonJS({
       return method !== "GET" && method !== "HEAD" && method !== "OPTIONS" && method !== "TRACE" && method !== "CONNECT";
     }
     function writeH1(client, request) {
-      const { method, path: path5, host, upgrade, blocking, reset } = request;
+      const { method, path: path6, host, upgrade, blocking, reset } = request;
       let { body, headers, contentLength } = request;
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH" || method === "QUERY" || method === "PROPFIND" || method === "PROPPATCH";
       if (util.isFormDataLike(body)) {
@@ -6544,7 +6544,7 @@ var require_client_h1 = __commonJS({
       if (blocking) {
         socket[kBlocking] = true;
       }
-      let header = `${method} ${path5} HTTP/1.1\r
+      let header = `${method} ${path6} HTTP/1.1\r
 `;
       if (typeof host === "string") {
         header += `host: ${host}\r
@@ -7073,7 +7073,7 @@ var require_client_h2 = __commonJS({
     }
     function writeH2(client, request) {
       const session = client[kHTTP2Session];
-      const { method, path: path5, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
+      const { method, path: path6, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
       let { body } = request;
       if (upgrade) {
         util.errorRequest(client, request, new Error("Upgrade not supported for H2"));
@@ -7170,7 +7170,7 @@ var require_client_h2 = __commonJS({
         });
         return true;
       }
-      headers[HTTP2_HEADER_PATH] = path5;
+      headers[HTTP2_HEADER_PATH] = path6;
       headers[HTTP2_HEADER_SCHEME] = "https";
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH";
       if (body && typeof body.read === "function") {
@@ -7523,9 +7523,9 @@ var require_redirect_handler = __commonJS({
           return this.handler.onHeaders(statusCode, headers, resume, statusText);
         }
         const { origin, pathname, search } = util.parseURL(new URL(this.location, this.opts.origin && new URL(this.opts.path, this.opts.origin)));
-        const path5 = search ? `${pathname}${search}` : pathname;
+        const path6 = search ? `${pathname}${search}` : pathname;
         this.opts.headers = cleanRequestHeaders(this.opts.headers, statusCode === 303, this.opts.origin !== origin);
-        this.opts.path = path5;
+        this.opts.path = path6;
         this.opts.origin = origin;
         this.opts.maxRedirections = 0;
         this.opts.query = null;
@@ -8765,10 +8765,10 @@ var require_proxy_agent = __commonJS({
         };
         const {
           origin,
-          path: path5 = "/",
+          path: path6 = "/",
           headers = {}
         } = opts;
-        opts.path = origin + path5;
+        opts.path = origin + path6;
         if (!("host" in headers) && !("Host" in headers)) {
           const { host } = new URL2(origin);
           headers.host = host;
@@ -10742,20 +10742,20 @@ var require_mock_utils = __commonJS({
       }
       return true;
     }
-    function safeUrl(path5) {
-      if (typeof path5 !== "string") {
-        return path5;
+    function safeUrl(path6) {
+      if (typeof path6 !== "string") {
+        return path6;
       }
-      const pathSegments = path5.split("?");
+      const pathSegments = path6.split("?");
       if (pathSegments.length !== 2) {
-        return path5;
+        return path6;
       }
       const qp = new URLSearchParams(pathSegments.pop());
       qp.sort();
       return [...pathSegments, qp.toString()].join("?");
     }
-    function matchKey(mockDispatch2, { path: path5, method, body, headers }) {
-      const pathMatch = matchValue(mockDispatch2.path, path5);
+    function matchKey(mockDispatch2, { path: path6, method, body, headers }) {
+      const pathMatch = matchValue(mockDispatch2.path, path6);
       const methodMatch = matchValue(mockDispatch2.method, method);
       const bodyMatch = typeof mockDispatch2.body !== "undefined" ? matchValue(mockDispatch2.body, body) : true;
       const headersMatch = matchHeaders(mockDispatch2, headers);
@@ -10777,7 +10777,7 @@ var require_mock_utils = __commonJS({
     function getMockDispatch(mockDispatches, key) {
       const basePath = key.query ? buildURL(key.path, key.query) : key.path;
       const resolvedPath = typeof basePath === "string" ? safeUrl(basePath) : basePath;
-      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path5 }) => matchValue(safeUrl(path5), resolvedPath));
+      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path6 }) => matchValue(safeUrl(path6), resolvedPath));
       if (matchedMockDispatches.length === 0) {
         throw new MockNotMatchedError(`Mock dispatch not matched for path '${resolvedPath}'`);
       }
@@ -10815,9 +10815,9 @@ var require_mock_utils = __commonJS({
       }
     }
     function buildKey(opts) {
-      const { path: path5, method, body, headers, query } = opts;
+      const { path: path6, method, body, headers, query } = opts;
       return {
-        path: path5,
+        path: path6,
         method,
         body,
         headers,
@@ -11280,10 +11280,10 @@ var require_pending_interceptors_formatter = __commonJS({
       }
       format(pendingInterceptors) {
         const withPrettyHeaders = pendingInterceptors.map(
-          ({ method, path: path5, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
+          ({ method, path: path6, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
             Method: method,
             Origin: origin,
-            Path: path5,
+            Path: path6,
             "Status code": statusCode,
             Persistent: persist ? PERSISTENT : NOT_PERSISTENT,
             Invocations: timesInvoked,
@@ -11650,7 +11650,7 @@ var require_dump = __commonJS({
 var require_dns = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/interceptor/dns.js"(exports, module) {
     "use strict";
-    var { isIP: isIP3 } = __require("net");
+    var { isIP: isIP4 } = __require("net");
     var { lookup } = __require("dns");
     var DecoratorHandler = require_decorator_handler();
     var { InvalidArgumentError, InformationalError } = require_errors();
@@ -11905,7 +11905,7 @@ var require_dns = __commonJS({
       return (dispatch) => {
         return function dnsInterceptor(origDispatchOpts, handler) {
           const origin = origDispatchOpts.origin.constructor === URL ? origDispatchOpts.origin : new URL(origDispatchOpts.origin);
-          if (isIP3(origin.hostname) !== 0) {
+          if (isIP4(origin.hostname) !== 0) {
             return dispatch(origDispatchOpts, handler);
           }
           instance.runLookup(origin, origDispatchOpts, (err, newOrigin) => {
@@ -16162,9 +16162,9 @@ var require_util6 = __commonJS({
         }
       }
     }
-    function validateCookiePath(path5) {
-      for (let i = 0; i < path5.length; ++i) {
-        const code = path5.charCodeAt(i);
+    function validateCookiePath(path6) {
+      for (let i = 0; i < path6.length; ++i) {
+        const code = path6.charCodeAt(i);
         if (code < 32 || // exclude CTLs (0-31)
         code > 126 || // exclude DEL and non-ascii
         code === 59) {
@@ -19084,11 +19084,11 @@ var require_undici = __commonJS({
           if (typeof opts.path !== "string") {
             throw new InvalidArgumentError("invalid opts.path");
           }
-          let path5 = opts.path;
+          let path6 = opts.path;
           if (!opts.path.startsWith("/")) {
-            path5 = `/${path5}`;
+            path6 = `/${path6}`;
           }
-          url = new URL(util.parseOrigin(url).origin + path5);
+          url = new URL(util.parseOrigin(url).origin + path6);
         } else {
           if (!opts) {
             opts = typeof url === "object" ? url : {};
@@ -19236,17 +19236,17 @@ var require_visit = __commonJS({
     visit.BREAK = BREAK;
     visit.SKIP = SKIP;
     visit.REMOVE = REMOVE;
-    function visit_(key, node, visitor, path5) {
-      const ctrl = callVisitor(key, node, visitor, path5);
+    function visit_(key, node, visitor, path6) {
+      const ctrl = callVisitor(key, node, visitor, path6);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path5, ctrl);
-        return visit_(key, ctrl, visitor, path5);
+        replaceNode(key, path6, ctrl);
+        return visit_(key, ctrl, visitor, path6);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node)) {
-          path5 = Object.freeze(path5.concat(node));
+          path6 = Object.freeze(path6.concat(node));
           for (let i = 0; i < node.items.length; ++i) {
-            const ci = visit_(i, node.items[i], visitor, path5);
+            const ci = visit_(i, node.items[i], visitor, path6);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -19257,13 +19257,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node)) {
-          path5 = Object.freeze(path5.concat(node));
-          const ck = visit_("key", node.key, visitor, path5);
+          path6 = Object.freeze(path6.concat(node));
+          const ck = visit_("key", node.key, visitor, path6);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node.key = null;
-          const cv = visit_("value", node.value, visitor, path5);
+          const cv = visit_("value", node.value, visitor, path6);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -19284,17 +19284,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node, visitor, path5) {
-      const ctrl = await callVisitor(key, node, visitor, path5);
+    async function visitAsync_(key, node, visitor, path6) {
+      const ctrl = await callVisitor(key, node, visitor, path6);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path5, ctrl);
-        return visitAsync_(key, ctrl, visitor, path5);
+        replaceNode(key, path6, ctrl);
+        return visitAsync_(key, ctrl, visitor, path6);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node)) {
-          path5 = Object.freeze(path5.concat(node));
+          path6 = Object.freeze(path6.concat(node));
           for (let i = 0; i < node.items.length; ++i) {
-            const ci = await visitAsync_(i, node.items[i], visitor, path5);
+            const ci = await visitAsync_(i, node.items[i], visitor, path6);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -19305,13 +19305,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node)) {
-          path5 = Object.freeze(path5.concat(node));
-          const ck = await visitAsync_("key", node.key, visitor, path5);
+          path6 = Object.freeze(path6.concat(node));
+          const ck = await visitAsync_("key", node.key, visitor, path6);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node.key = null;
-          const cv = await visitAsync_("value", node.value, visitor, path5);
+          const cv = await visitAsync_("value", node.value, visitor, path6);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -19338,23 +19338,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node, visitor, path5) {
+    function callVisitor(key, node, visitor, path6) {
       if (typeof visitor === "function")
-        return visitor(key, node, path5);
+        return visitor(key, node, path6);
       if (identity.isMap(node))
-        return visitor.Map?.(key, node, path5);
+        return visitor.Map?.(key, node, path6);
       if (identity.isSeq(node))
-        return visitor.Seq?.(key, node, path5);
+        return visitor.Seq?.(key, node, path6);
       if (identity.isPair(node))
-        return visitor.Pair?.(key, node, path5);
+        return visitor.Pair?.(key, node, path6);
       if (identity.isScalar(node))
-        return visitor.Scalar?.(key, node, path5);
+        return visitor.Scalar?.(key, node, path6);
       if (identity.isAlias(node))
-        return visitor.Alias?.(key, node, path5);
+        return visitor.Alias?.(key, node, path6);
       return void 0;
     }
-    function replaceNode(key, path5, node) {
-      const parent = path5[path5.length - 1];
+    function replaceNode(key, path6, node) {
+      const parent = path6[path6.length - 1];
       if (identity.isCollection(parent)) {
         parent.items[key] = node;
       } else if (identity.isPair(parent)) {
@@ -19966,10 +19966,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path5, value) {
+    function collectionFromPath(schema, path6, value) {
       let v = value;
-      for (let i = path5.length - 1; i >= 0; --i) {
-        const k = path5[i];
+      for (let i = path6.length - 1; i >= 0; --i) {
+        const k = path6[i];
         if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
           const a = [];
           a[k] = v;
@@ -19988,7 +19988,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path5) => path5 == null || typeof path5 === "object" && !!path5[Symbol.iterator]().next().done;
+    var isEmptyPath = (path6) => path6 == null || typeof path6 === "object" && !!path6[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -20018,11 +20018,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path5, value) {
-        if (isEmptyPath(path5))
+      addIn(path6, value) {
+        if (isEmptyPath(path6))
           this.add(value);
         else {
-          const [key, ...rest] = path5;
+          const [key, ...rest] = path6;
           const node = this.get(key, true);
           if (identity.isCollection(node))
             node.addIn(rest, value);
@@ -20036,8 +20036,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path5) {
-        const [key, ...rest] = path5;
+      deleteIn(path6) {
+        const [key, ...rest] = path6;
         if (rest.length === 0)
           return this.delete(key);
         const node = this.get(key, true);
@@ -20051,8 +20051,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path5, keepScalar) {
-        const [key, ...rest] = path5;
+      getIn(path6, keepScalar) {
+        const [key, ...rest] = path6;
         const node = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity.isScalar(node) ? node.value : node;
@@ -20070,8 +20070,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path5) {
-        const [key, ...rest] = path5;
+      hasIn(path6) {
+        const [key, ...rest] = path6;
         if (rest.length === 0)
           return this.has(key);
         const node = this.get(key, true);
@@ -20081,8 +20081,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path5, value) {
-        const [key, ...rest] = path5;
+      setIn(path6, value) {
+        const [key, ...rest] = path6;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -22597,9 +22597,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path5, value) {
+      addIn(path6, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path5, value);
+          this.contents.addIn(path6, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -22674,14 +22674,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path5) {
-        if (Collection.isEmptyPath(path5)) {
+      deleteIn(path6) {
+        if (Collection.isEmptyPath(path6)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path5) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path6) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -22696,10 +22696,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path5, keepScalar) {
-        if (Collection.isEmptyPath(path5))
+      getIn(path6, keepScalar) {
+        if (Collection.isEmptyPath(path6))
           return !keepScalar && identity.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity.isCollection(this.contents) ? this.contents.getIn(path5, keepScalar) : void 0;
+        return identity.isCollection(this.contents) ? this.contents.getIn(path6, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -22710,10 +22710,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path5) {
-        if (Collection.isEmptyPath(path5))
+      hasIn(path6) {
+        if (Collection.isEmptyPath(path6))
           return this.contents !== void 0;
-        return identity.isCollection(this.contents) ? this.contents.hasIn(path5) : false;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path6) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -22730,13 +22730,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path5, value) {
-        if (Collection.isEmptyPath(path5)) {
+      setIn(path6, value) {
+        if (Collection.isEmptyPath(path6)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path5), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path6), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path5, value);
+          this.contents.setIn(path6, value);
         }
       }
       /**
@@ -24697,9 +24697,9 @@ var require_cst_visit = __commonJS({
     visit.BREAK = BREAK;
     visit.SKIP = SKIP;
     visit.REMOVE = REMOVE;
-    visit.itemAtPath = (cst, path5) => {
+    visit.itemAtPath = (cst, path6) => {
       let item = cst;
-      for (const [field, index] of path5) {
+      for (const [field, index] of path6) {
         const tok = item?.[field];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -24708,23 +24708,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit.parentCollection = (cst, path5) => {
-      const parent = visit.itemAtPath(cst, path5.slice(0, -1));
-      const field = path5[path5.length - 1][0];
+    visit.parentCollection = (cst, path6) => {
+      const parent = visit.itemAtPath(cst, path6.slice(0, -1));
+      const field = path6[path6.length - 1][0];
       const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path5, item, visitor) {
-      let ctrl = visitor(item, path5);
+    function _visit(path6, item, visitor) {
+      let ctrl = visitor(item, path6);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field of ["key", "value"]) {
         const token = item[field];
         if (token && "items" in token) {
           for (let i = 0; i < token.items.length; ++i) {
-            const ci = _visit(Object.freeze(path5.concat([[field, i]])), token.items[i], visitor);
+            const ci = _visit(Object.freeze(path6.concat([[field, i]])), token.items[i], visitor);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -24735,10 +24735,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field === "key")
-            ctrl = ctrl(item, path5);
+            ctrl = ctrl(item, path6);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path5) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path6) : ctrl;
     }
     exports.visit = visit;
   }
@@ -34546,11 +34546,11 @@ var require_agent2 = __commonJS({
       };
     })();
     var WINDOWS_PIPE_REGEX = /^[/\\][/\\]\.[/\\]pipe[/\\].+/;
-    function createAgent(path5) {
-      if (process.platform === "win32" && !WINDOWS_PIPE_REGEX.test(path5)) {
-        return path5 === "pageant" ? new PageantAgent() : new CygwinAgent(path5);
+    function createAgent(path6) {
+      if (process.platform === "win32" && !WINDOWS_PIPE_REGEX.test(path6)) {
+        return path6 === "pageant" ? new PageantAgent() : new CygwinAgent(path6);
       }
-      return new OpenSSHAgent(path5);
+      return new OpenSSHAgent(path6);
     }
     var AgentProtocol = (() => {
       const SSH_AGENTC_REQUEST_IDENTITIES = 11;
@@ -39526,7 +39526,7 @@ var require_SFTP = __commonJS({
     "use strict";
     var EventEmitter = __require("events");
     var fs3 = __require("fs");
-    var { constants: constants3 } = fs3;
+    var { constants: constants4 } = fs3;
     var {
       Readable: ReadableStream2,
       Writable: WritableStream
@@ -39794,17 +39794,17 @@ var require_SFTP = __commonJS({
       // ===========================================================================
       // Client-specific ===========================================================
       // ===========================================================================
-      createReadStream(path5, options) {
+      createReadStream(path6, options) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        return new ReadStream(this, path5, options);
+        return new ReadStream(this, path6, options);
       }
-      createWriteStream(path5, options) {
+      createWriteStream(path6, options) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        return new WriteStream(this, path5, options);
+        return new WriteStream(this, path6, options);
       }
-      open(path5, flags_, attrs, cb) {
+      open(path6, flags_, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         if (typeof attrs === "function") {
@@ -39823,7 +39823,7 @@ var require_SFTP = __commonJS({
           attrsFlags = attrs.flags;
           attrsLen = attrs.nb;
         }
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen + 4 + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -39831,7 +39831,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         writeUInt32BE(buf, attrsFlags, p += 4);
         if (attrsLen) {
@@ -39962,7 +39962,7 @@ var require_SFTP = __commonJS({
           throw new Error("Client-only method called in server mode");
         fastXfer(fs3, this, localPath, remotePath, opts, cb);
       }
-      readFile(path5, options, callback_) {
+      readFile(path6, options, callback_) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let callback;
@@ -40035,13 +40035,13 @@ var require_SFTP = __commonJS({
             return callback && callback(er, buffer);
           });
         };
-        this.open(path5, flag, 438, (er, handle_) => {
+        this.open(path6, flag, 438, (er, handle_) => {
           if (er)
             return callback && callback(er);
           handle = handle_;
           const tryStat = (er2, st) => {
             if (er2) {
-              this.stat(path5, (er_, st_) => {
+              this.stat(path6, (er_, st_) => {
                 if (er_) {
                   return this.close(handle, () => {
                     callback && callback(er2);
@@ -40062,7 +40062,7 @@ var require_SFTP = __commonJS({
           this.fstat(handle, tryStat);
         });
       }
-      writeFile(path5, data, options, callback_) {
+      writeFile(path6, data, options, callback_) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let callback;
@@ -40081,7 +40081,7 @@ var require_SFTP = __commonJS({
         if (options.encoding && !Buffer.isEncoding(options.encoding))
           throw new Error(`Unknown encoding: ${options.encoding}`);
         const flag = options.flag || "w";
-        this.open(path5, flag, options.mode, (openErr, handle) => {
+        this.open(path6, flag, options.mode, (openErr, handle) => {
           if (openErr) {
             callback && callback(openErr);
           } else {
@@ -40090,7 +40090,7 @@ var require_SFTP = __commonJS({
             if (position === null) {
               const tryStat = (er, st) => {
                 if (er) {
-                  this.stat(path5, (er_, st_) => {
+                  this.stat(path6, (er_, st_) => {
                     if (er_) {
                       return this.close(handle, () => {
                         callback && callback(er);
@@ -40109,7 +40109,7 @@ var require_SFTP = __commonJS({
           }
         });
       }
-      appendFile(path5, data, options, callback_) {
+      appendFile(path6, data, options, callback_) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let callback;
@@ -40127,12 +40127,12 @@ var require_SFTP = __commonJS({
           throw new TypeError("Bad arguments");
         if (!options.flag)
           options = Object.assign({ flag: "a" }, options);
-        this.writeFile(path5, data, options, callback);
+        this.writeFile(path6, data, options, callback);
       }
-      exists(path5, cb) {
+      exists(path6, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        this.stat(path5, (err) => {
+        this.stat(path6, (err) => {
           cb && cb(err ? false : true);
         });
       }
@@ -40175,7 +40175,7 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} RENAME`
         );
       }
-      mkdir(path5, attrs, cb) {
+      mkdir(path6, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let flags = 0;
@@ -40189,7 +40189,7 @@ var require_SFTP = __commonJS({
           flags = attrs.flags;
           attrsLen = attrs.nb;
         }
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40197,7 +40197,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         if (attrsLen) {
           p += 4;
@@ -40213,10 +40213,10 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} MKDIR`
         );
       }
-      rmdir(path5, cb) {
+      rmdir(path6, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40224,7 +40224,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
@@ -40314,10 +40314,10 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} FSTAT`
         );
       }
-      stat(path5, cb) {
+      stat(path6, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40325,17 +40325,17 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} STAT`
         );
       }
-      lstat(path5, cb) {
+      lstat(path6, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40343,17 +40343,17 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} LSTAT`
         );
       }
-      opendir(path5, cb) {
+      opendir(path6, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40361,14 +40361,14 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} OPENDIR`
         );
       }
-      setstat(path5, attrs, cb) {
+      setstat(path6, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let flags = 0;
@@ -40380,7 +40380,7 @@ var require_SFTP = __commonJS({
         } else if (typeof attrs === "function") {
           cb = attrs;
         }
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40388,7 +40388,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         if (attrsLen) {
           p += 4;
@@ -40448,8 +40448,8 @@ var require_SFTP = __commonJS({
           mtime: toUnixTimestamp(mtime)
         }, cb);
       }
-      utimes(path5, atime, mtime, cb) {
-        return this.setstat(path5, {
+      utimes(path6, atime, mtime, cb) {
+        return this.setstat(path6, {
           atime: toUnixTimestamp(atime),
           mtime: toUnixTimestamp(mtime)
         }, cb);
@@ -40460,8 +40460,8 @@ var require_SFTP = __commonJS({
           gid
         }, cb);
       }
-      chown(path5, uid, gid, cb) {
-        return this.setstat(path5, {
+      chown(path6, uid, gid, cb) {
+        return this.setstat(path6, {
           uid,
           gid
         }, cb);
@@ -40471,15 +40471,15 @@ var require_SFTP = __commonJS({
           mode
         }, cb);
       }
-      chmod(path5, mode, cb) {
-        return this.setstat(path5, {
+      chmod(path6, mode, cb) {
+        return this.setstat(path6, {
           mode
         }, cb);
       }
-      readlink(path5, cb) {
+      readlink(path6, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40487,7 +40487,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         this._requests[reqid] = {
           cb: (err, names) => {
             if (typeof cb !== "function")
@@ -40532,10 +40532,10 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} SYMLINK`
         );
       }
-      realpath(path5, cb) {
+      realpath(path6, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40543,7 +40543,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         this._requests[reqid] = {
           cb: (err, names) => {
             if (typeof cb !== "function")
@@ -40588,13 +40588,13 @@ var require_SFTP = __commonJS({
           this._debug(`SFTP: Outbound: ${which2} posix-rename@openssh.com`);
         }
       }
-      ext_openssh_statvfs(path5, cb) {
+      ext_openssh_statvfs(path6, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         const ext = this._extensions["statvfs@openssh.com"];
         if (!ext || ext !== "2")
           throw new Error("Server does not support this extended request");
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + 19 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40604,7 +40604,7 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, 19, p);
         buf.utf8Write("statvfs@openssh.com", p += 4, 19);
         writeUInt32BE(buf, pathLen, p += 19);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         this._requests[reqid] = { extended: "statvfs@openssh.com", cb };
         const isBuffered = sendOrBuffer(this, buf);
         if (this._debug) {
@@ -40690,7 +40690,7 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} fsync@openssh.com`
         );
       }
-      ext_openssh_lsetstat(path5, attrs, cb) {
+      ext_openssh_lsetstat(path6, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         const ext = this._extensions["lsetstat@openssh.com"];
@@ -40705,7 +40705,7 @@ var require_SFTP = __commonJS({
         } else if (typeof attrs === "function") {
           cb = attrs;
         }
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + 20 + 4 + pathLen + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40715,7 +40715,7 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, 20, p);
         buf.utf8Write("lsetstat@openssh.com", p += 4, 20);
         writeUInt32BE(buf, pathLen, p += 20);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         if (attrsLen) {
           p += 4;
@@ -40732,13 +40732,13 @@ var require_SFTP = __commonJS({
           this._debug(`SFTP: Outbound: ${status} lsetstat@openssh.com`);
         }
       }
-      ext_openssh_expandPath(path5, cb) {
+      ext_openssh_expandPath(path6, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         const ext = this._extensions["expand-path@openssh.com"];
         if (ext !== "1")
           throw new Error("Server does not support this extended request");
-        const pathLen = Buffer.byteLength(path5);
+        const pathLen = Buffer.byteLength(path6);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + 23 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40748,7 +40748,7 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, 23, p);
         buf.utf8Write("expand-path@openssh.com", p += 4, 23);
         writeUInt32BE(buf, pathLen, p += 20);
-        buf.utf8Write(path5, p += 4, pathLen);
+        buf.utf8Write(path6, p += 4, pathLen);
         this._requests[reqid] = {
           cb: (err, names) => {
             if (typeof cb !== "function")
@@ -41381,25 +41381,25 @@ var require_SFTP = __commonJS({
         this.extended = initial && initial.extended;
       }
       isDirectory() {
-        return (this.mode & constants3.S_IFMT) === constants3.S_IFDIR;
+        return (this.mode & constants4.S_IFMT) === constants4.S_IFDIR;
       }
       isFile() {
-        return (this.mode & constants3.S_IFMT) === constants3.S_IFREG;
+        return (this.mode & constants4.S_IFMT) === constants4.S_IFREG;
       }
       isBlockDevice() {
-        return (this.mode & constants3.S_IFMT) === constants3.S_IFBLK;
+        return (this.mode & constants4.S_IFMT) === constants4.S_IFBLK;
       }
       isCharacterDevice() {
-        return (this.mode & constants3.S_IFMT) === constants3.S_IFCHR;
+        return (this.mode & constants4.S_IFMT) === constants4.S_IFCHR;
       }
       isSymbolicLink() {
-        return (this.mode & constants3.S_IFMT) === constants3.S_IFLNK;
+        return (this.mode & constants4.S_IFMT) === constants4.S_IFLNK;
       }
       isFIFO() {
-        return (this.mode & constants3.S_IFMT) === constants3.S_IFIFO;
+        return (this.mode & constants4.S_IFMT) === constants4.S_IFIFO;
       }
       isSocket() {
-        return (this.mode & constants3.S_IFMT) === constants3.S_IFSOCK;
+        return (this.mode & constants4.S_IFMT) === constants4.S_IFSOCK;
       }
     };
     function attrsToBytes(attrs) {
@@ -42026,12 +42026,12 @@ var require_SFTP = __commonJS({
       [REQUEST.LSTAT]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path5 = bufferParser.readString(true);
+        const path6 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path5 === void 0)
+        if (path6 === void 0)
           return doFatalSFTPError(sftp, "Malformed LSTAT packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received LSTAT (id:${reqID})`);
-        if (!sftp.emit("LSTAT", reqID, path5)) {
+        if (!sftp.emit("LSTAT", reqID, path6)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42050,13 +42050,13 @@ var require_SFTP = __commonJS({
       [REQUEST.SETSTAT]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path5 = bufferParser.readString(true);
+        const path6 = bufferParser.readString(true);
         const attrs = readAttrs(sftp._biOpt);
         bufferParser.clear();
         if (attrs === void 0)
           return doFatalSFTPError(sftp, "Malformed SETSTAT packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received SETSTAT (id:${reqID})`);
-        if (!sftp.emit("SETSTAT", reqID, path5, attrs)) {
+        if (!sftp.emit("SETSTAT", reqID, path6, attrs)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42078,12 +42078,12 @@ var require_SFTP = __commonJS({
       [REQUEST.OPENDIR]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path5 = bufferParser.readString(true);
+        const path6 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path5 === void 0)
+        if (path6 === void 0)
           return doFatalSFTPError(sftp, "Malformed OPENDIR packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received OPENDIR (id:${reqID})`);
-        if (!sftp.emit("OPENDIR", reqID, path5)) {
+        if (!sftp.emit("OPENDIR", reqID, path6)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42102,63 +42102,63 @@ var require_SFTP = __commonJS({
       [REQUEST.REMOVE]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path5 = bufferParser.readString(true);
+        const path6 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path5 === void 0)
+        if (path6 === void 0)
           return doFatalSFTPError(sftp, "Malformed REMOVE packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received REMOVE (id:${reqID})`);
-        if (!sftp.emit("REMOVE", reqID, path5)) {
+        if (!sftp.emit("REMOVE", reqID, path6)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.MKDIR]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path5 = bufferParser.readString(true);
+        const path6 = bufferParser.readString(true);
         const attrs = readAttrs(sftp._biOpt);
         bufferParser.clear();
         if (attrs === void 0)
           return doFatalSFTPError(sftp, "Malformed MKDIR packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received MKDIR (id:${reqID})`);
-        if (!sftp.emit("MKDIR", reqID, path5, attrs)) {
+        if (!sftp.emit("MKDIR", reqID, path6, attrs)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.RMDIR]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path5 = bufferParser.readString(true);
+        const path6 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path5 === void 0)
+        if (path6 === void 0)
           return doFatalSFTPError(sftp, "Malformed RMDIR packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received RMDIR (id:${reqID})`);
-        if (!sftp.emit("RMDIR", reqID, path5)) {
+        if (!sftp.emit("RMDIR", reqID, path6)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.REALPATH]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path5 = bufferParser.readString(true);
+        const path6 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path5 === void 0)
+        if (path6 === void 0)
           return doFatalSFTPError(sftp, "Malformed REALPATH packet");
         sftp._debug && sftp._debug(
           `SFTP: Inbound: Received REALPATH (id:${reqID})`
         );
-        if (!sftp.emit("REALPATH", reqID, path5)) {
+        if (!sftp.emit("REALPATH", reqID, path6)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.STAT]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path5 = bufferParser.readString(true);
+        const path6 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path5 === void 0)
+        if (path6 === void 0)
           return doFatalSFTPError(sftp, "Malformed STAT packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received STAT (id:${reqID})`);
-        if (!sftp.emit("STAT", reqID, path5)) {
+        if (!sftp.emit("STAT", reqID, path6)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42178,14 +42178,14 @@ var require_SFTP = __commonJS({
       [REQUEST.READLINK]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path5 = bufferParser.readString(true);
+        const path6 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path5 === void 0)
+        if (path6 === void 0)
           return doFatalSFTPError(sftp, "Malformed READLINK packet");
         sftp._debug && sftp._debug(
           `SFTP: Inbound: Received READLINK (id:${reqID})`
         );
-        if (!sftp.emit("READLINK", reqID, path5)) {
+        if (!sftp.emit("READLINK", reqID, path6)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42256,7 +42256,7 @@ var require_SFTP = __commonJS({
     function roundUpToMultipleOf8(n) {
       return n + 7 & ~7;
     }
-    function ReadStream(sftp, path5, options) {
+    function ReadStream(sftp, path6, options) {
       if (options === void 0)
         options = {};
       else if (typeof options === "string")
@@ -42270,7 +42270,7 @@ var require_SFTP = __commonJS({
       options.emitClose = false;
       options.autoDestroy = false;
       ReadableStream2.call(this, options);
-      this.path = path5;
+      this.path = path6;
       this.flags = options.flags === void 0 ? "r" : options.flags;
       this.mode = options.mode === void 0 ? 438 : options.mode;
       this.start = options.start;
@@ -42401,7 +42401,7 @@ var require_SFTP = __commonJS({
       },
       configurable: true
     });
-    function WriteStream(sftp, path5, options) {
+    function WriteStream(sftp, path6, options) {
       if (options === void 0)
         options = {};
       else if (typeof options === "string")
@@ -42413,7 +42413,7 @@ var require_SFTP = __commonJS({
       options.emitClose = false;
       options.autoDestroy = false;
       WritableStream.call(this, options);
-      this.path = path5;
+      this.path = path6;
       this.flags = options.flags === void 0 ? "w" : options.flags;
       this.mode = options.mode === void 0 ? 438 : options.mode;
       this.start = options.start;
@@ -47146,14 +47146,16 @@ function saveState(name, value) {
 // ../../packages/core/dist/index.js
 var import_yaml = __toESM(require_dist(), 1);
 import { readFile } from "fs/promises";
-import { isIP } from "net";
+import { isIP as isIP2 } from "net";
 import path from "path";
+import { isIP } from "net";
 import http2 from "http";
 import https2 from "https";
 import http from "http";
 import https from "https";
 import { spawn } from "child_process";
-import { appendFile as appendFile2, mkdir as mkdir2 } from "fs/promises";
+import { constants as constants3 } from "fs";
+import { lstat as lstat2, mkdir as mkdir2, open as open2, readlink as readlink2 } from "fs/promises";
 import path2 from "path";
 import http3 from "http";
 import os5 from "os";
@@ -47190,12 +47192,17 @@ function abortError(signal) {
   return new NodropError("E_ABORTED", `deploy aborted: ${detail}`);
 }
 var UNITS = { ms: 1, s: 1e3, m: 6e4, h: 36e5 };
+var MAX_DURATION_MS = 24 * 36e5;
 function parseDuration(value) {
-  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value : void 0;
-  if (typeof value !== "string") return void 0;
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value.trim());
-  if (!match) return void 0;
-  return Math.round(Number(match[1]) * UNITS[match[2]]);
+  let ms;
+  if (typeof value === "number") ms = value;
+  else if (typeof value === "string") {
+    const match = /^(\d{1,15}(?:\.\d{1,15})?)(ms|s|m|h)$/.exec(value.trim());
+    if (!match) return void 0;
+    ms = Math.round(Number(match[1]) * UNITS[match[2]]);
+  } else return void 0;
+  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_DURATION_MS) return void 0;
+  return ms === 0 ? 0 : ms;
 }
 function formatDuration(ms) {
   if (ms < 1e3) return `${Math.round(ms)}ms`;
@@ -47240,6 +47247,7 @@ function typeName(value) {
   if (Array.isArray(value)) return "a list";
   if (typeof value === "object") return "a mapping";
   if (typeof value === "string") return `string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}\u2026` : value)}`;
+  if (typeof value === "number") return `number ${Object.is(value, -0) ? "-0" : String(value).length > 40 ? `${String(value).slice(0, 40)}\u2026` : String(value)}`;
   return `${typeof value} ${String(value)}`;
 }
 function str(options = {}) {
@@ -47293,7 +47301,7 @@ function bool(options = {}) {
   };
 }
 function duration(options = {}) {
-  const hint = "a duration such as 500ms, 30s or 2m";
+  const hint = "a duration such as 500ms, 30s or 2m (at most 24h)";
   return {
     kind: "duration",
     doc: options.doc,
@@ -47305,7 +47313,7 @@ function duration(options = {}) {
         return void 0;
       }
       if (options.min !== void 0 && ms < options.min || options.max !== void 0 && ms > options.max) {
-        issues.push({ path: path32, message: `expected a duration between ${options.min ?? 0}ms and ${options.max ?? "\u221E"}ms, got ${typeName(value)}` });
+        issues.push({ path: path32, message: `expected a duration between ${options.min ?? 0}ms and ${options.max === void 0 ? "24h" : `${options.max}ms`}, got ${typeName(value)}` });
         return void 0;
       }
       return ms;
@@ -47408,13 +47416,13 @@ function object(shape, options = {}) {
       const input = value;
       const out = {};
       for (const key of Object.keys(input)) {
-        if (!(key in fields)) {
+        if (!Object.hasOwn(fields, key)) {
           const known = Object.keys(fields).join(", ");
           issues.push({ path: join(path32, key), message: `unknown key (known keys: ${known})` });
         }
       }
       for (const [key, field] of Object.entries(fields)) {
-        const raw = input[key];
+        const raw = Object.hasOwn(input, key) ? input[key] : void 0;
         if (raw === void 0 || raw === null) {
           if (field.required) issues.push({ path: join(path32, key), message: `required: ${field.schema.describe()}` });
           else if (field.default !== void 0) out[key] = field.schema.parse(structuredClone(field.default), join(path32, key), issues);
@@ -47482,6 +47490,30 @@ function msText(ms) {
 var PLACEHOLDERS = ["version", "previous", "host", "address", "port", "id"];
 var TOKEN = /\{\{|\}\}|\{([a-z]+)\}|[{}]/g;
 var SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+function isSafeName(value) {
+  return typeof value === "string" && SAFE_NAME.test(value);
+}
+function describeValue(value, max = 60) {
+  const text = typeof value === "string" ? value : typeof value === "number" ? String(value) : value === void 0 ? "undefined" : JSON.stringify(value) ?? String(value);
+  const cut = text.length > max ? `${text.slice(0, max)}\u2026` : text;
+  return JSON.stringify(cut);
+}
+var nameRule = (value) => SAFE_NAME.test(value) ? void 0 : "letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)";
+var RULES = {
+  version: nameRule,
+  previous: nameRule,
+  id: nameRule,
+  host: nameRule,
+  address: (value) => isIP(value) !== 0 ? void 0 : "an IP address",
+  port: (value) => /^[1-9][0-9]{0,4}$/.test(value) && Number(value) <= 65535 ? void 0 : "an integer 1-65535"
+};
+function placeholderProblem(name, value) {
+  if (typeof value !== "string" && typeof value !== "number") return `expected a string or a number, got ${typeof value}`;
+  const text = String(value);
+  if (text.startsWith("-")) return `${describeValue(text)} starts with "-" (a command could read it as an option)`;
+  const rule = RULES[name](text);
+  return rule === void 0 ? void 0 : `${describeValue(text)} is not ${rule}`;
+}
 function shellQuote(value) {
   const text = String(value);
   if (/^[A-Za-z0-9_./:@%+=,-]+$/.test(text)) return text;
@@ -47499,15 +47531,21 @@ function checkTemplate(template2) {
   }
   return problems;
 }
-function renderTemplate(template2, values, what = "command") {
+function renderTemplate(template2, values, what = "command", sources = {}) {
   const problems = checkTemplate(template2);
   if (problems.length > 0) throw new NodropError("E_TEMPLATE", `${what}: ${problems.join("; ")}`);
   return template2.replace(TOKEN, (token, name) => {
     if (token === "{{") return "{";
     if (token === "}}") return "}";
-    const value = values[name];
+    const placeholder = name;
+    const value = Object.hasOwn(values, placeholder) ? values[placeholder] : void 0;
     if (value === void 0 || value === "") {
       throw new NodropError("E_TEMPLATE", `${what}: placeholder {${name}} has no value here`);
+    }
+    const problem = placeholderProblem(placeholder, value);
+    if (problem) {
+      const source = Object.hasOwn(sources, placeholder) ? sources[placeholder] : void 0;
+      throw new NodropError("E_TEMPLATE", `${what}: refusing to run it: placeholder {${name}}${source ? ` (from ${source})` : ""}: ${problem}`);
     }
     return shellQuote(value);
   });
@@ -47650,7 +47688,8 @@ function verifyUrlProblem(raw) {
   try {
     url = new URL(raw);
   } catch {
-    return `expected an http:// or https:// URL, got ${JSON.stringify(raw)}`;
+    const shown = raw.replace(/^([^/?#]*\/\/)[^/?#]*@/, "$1***@");
+    return `expected an http:// or https:// URL, got ${JSON.stringify(shown.length > 80 ? `${shown.slice(0, 80)}\u2026` : shown)}${shown === raw ? "" : " (credentials hidden)"}`;
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") return `expected an http:// or https:// URL, got a ${url.protocol} URL`;
   if (url.username || url.password) return "credentials in the URL are not supported (they would appear in reports)";
@@ -47668,8 +47707,8 @@ function httpVerifier(options) {
   const agent = secure ? new https2.Agent({ keepAlive: true, maxSockets: concurrency }) : new http2.Agent({ keepAlive: true, maxSockets: concurrency });
   const jar = options.cookies ? new CookieJar() : void 0;
   const counts = { requests: 0, ok: 0, failed: 0, resent: 0, regressions: 0 };
-  const byVersion = {};
-  const errors = {};
+  const byVersion = /* @__PURE__ */ Object.create(null);
+  const errors = /* @__PURE__ */ Object.create(null);
   let target = "";
   let started = 0;
   let newSeenAt;
@@ -47693,7 +47732,8 @@ function httpVerifier(options) {
     }
     jar?.store(result.headers?.["set-cookie"]);
     const raw = result.headers?.[header];
-    const version = Array.isArray(raw) ? raw[0] : raw;
+    const reported = Array.isArray(raw) ? raw[0] : raw;
+    const version = isSafeName(reported) ? reported : void 0;
     counts.requests += 1;
     if (answered(result)) {
       counts.ok += 1;
@@ -47769,7 +47809,7 @@ function describe(errors) {
   return Object.entries(errors).sort((a, b) => b[1] - a[1]).map(([kind, n]) => `${kind} ${n}`).join(", ");
 }
 var safeName = (doc) => str({ pattern: SAFE_NAME, hint: "a name of letters, digits, '.', '_' or '-' (starting with a letter or digit)", doc });
-var template = (doc) => str({ minLength: 1, hint: "a command template", doc });
+var template = (doc) => str({ minLength: 1, pattern: /^[^\0]+$/, hint: "a command template", doc });
 var instanceSchema = object({
   id: optional(safeName("Unique instance name; defaults to <host>-<port>.")),
   host: optional(safeName("The host whose executor runs this instance's commands."), "local"),
@@ -47781,7 +47821,7 @@ var commandsSchema = object(
     stop: template("Stops the instance gracefully and returns once it has exited. Placeholders: {id} {host} {address} {port} {version} {previous}."),
     update: template("Puts {version} in place for the instance (it is stopped)."),
     start: template("Starts the instance; the health check then waits for it."),
-    cwd: optional(str({ minLength: 1, doc: "Working directory for local commands, relative to the config file." })),
+    cwd: optional(str({ minLength: 1, pattern: /^[^\0]+$/, hint: "a string", doc: "Working directory for local commands, relative to the config file." })),
     timeout: optional(duration({ min: 1, doc: "Each command is ended when it runs longer." }), 6e4)
   },
   { doc: "Command templates; every placeholder value is validated and shell-quoted." }
@@ -47867,7 +47907,7 @@ function crossFieldIssues(raw, issues) {
       if (!isRecord(instance)) return;
       const at = `instances[${index}]`;
       const address = instance.address ?? "127.0.0.1";
-      if (typeof address === "string" && isIP(address) === 0) issues.push({ path: `${at}.address`, message: `expected an IP address, got ${JSON.stringify(address)}` });
+      if (typeof address === "string" && isIP2(address) === 0) issues.push({ path: `${at}.address`, message: `expected an IP address, got ${JSON.stringify(address)}` });
       const id = instanceId(instance);
       const seen = id === void 0 ? void 0 : ids2.get(id);
       if (seen !== void 0) issues.push({ path: `${at}.id`, message: `duplicate instance id "${id}" (also instances[${seen}])` });
@@ -47936,8 +47976,31 @@ function localExecutor(options = {}) {
     host: "local",
     async appendFile(file, text) {
       const target = path2.resolve(options.cwd ?? process.cwd(), file);
-      await mkdir2(path2.dirname(target), { recursive: true });
-      await appendFile2(target, text);
+      const dir = path2.dirname(target);
+      await mkdir2(dir, { recursive: true, mode: 448 });
+      const uid = process.geteuid?.();
+      const d = await lstat2(dir);
+      if (d.isSymbolicLink()) throw new Error(`${dir} is a symbolic link (to ${await readlink2(dir)}); nodrop does not follow it: remove it`);
+      if (!d.isDirectory()) throw new Error(`${dir} is not a directory`);
+      if (uid !== void 0 && d.uid !== uid) throw new Error(`${dir} is owned by uid ${d.uid}, not by uid ${uid} that nodrop runs as`);
+      if (d.mode & 18) throw new Error(`${dir} is writable by others (mode ${(d.mode & 4095).toString(8)}): make it 0700 and check what is in it`);
+      let handle;
+      try {
+        handle = await open2(target, constants3.O_WRONLY | constants3.O_APPEND | constants3.O_CREAT | constants3.O_NOFOLLOW | constants3.O_NONBLOCK, 384);
+      } catch (error2) {
+        if (error2.code === "ELOOP") throw new Error(`${target} is a symbolic link (to ${await readlink2(target).catch(() => "?")}); nodrop does not follow it: remove it`);
+        throw error2;
+      }
+      try {
+        const f = await handle.stat();
+        if (!f.isFile()) throw new Error(`${target} is not a regular file`);
+        if (uid !== void 0 && f.uid !== uid) throw new Error(`${target} is owned by uid ${f.uid}, not by uid ${uid} that nodrop runs as`);
+        if (f.nlink > 1) throw new Error(`${target} has ${f.nlink} hard links`);
+        if (f.mode & 63) await handle.chmod(384);
+        await handle.appendFile(text);
+      } finally {
+        await handle.close();
+      }
     },
     exec(command, execOptions = {}) {
       const { signal, timeoutMs, input } = execOptions;
@@ -47946,7 +48009,7 @@ function localExecutor(options = {}) {
       return new Promise((resolve, reject) => {
         const child = spawn("bash", ["-c", command], {
           cwd: options.cwd,
-          env: { ...process.env, ...options.env },
+          env: Object.fromEntries(Object.entries({ ...process.env, ...options.env }).filter(([name]) => !options.unsetEnv?.includes(name))),
           detached: true,
           stdio: ["pipe", "pipe", "pipe"]
         });
@@ -48019,13 +48082,9 @@ function httpHealthCheck(options) {
             response.resume();
             response.on("end", () => {
               const raw = response.headers[header];
-              const version = Array.isArray(raw) ? raw[0] : raw;
               const status = response.statusCode ?? 0;
-              resolve({
-                ok: status >= 200 && status < 300,
-                version,
-                detail: `status ${status}${version ? `, ${options.versionHeader}: ${version}` : `, no ${options.versionHeader} header`}`
-              });
+              const seen = reportedVersion(Array.isArray(raw) ? raw[0] : raw, options.versionHeader);
+              resolve({ ok: status >= 200 && status < 300, version: seen.version, detail: `status ${status}, ${seen.detail}` });
             });
             response.on("error", (error2) => resolve({ ok: false, version: void 0, detail: error2.message }));
           }
@@ -48038,6 +48097,11 @@ function httpHealthCheck(options) {
       });
     }
   };
+}
+function reportedVersion(raw, headerName) {
+  if (raw === void 0 || raw === "") return { version: void 0, detail: `no ${headerName} header` };
+  if (isSafeName(raw)) return { version: raw, detail: `${headerName}: ${raw}` };
+  return { version: void 0, detail: `${headerName} ${describeValue(raw, 40)} is not a safe version string (counted as unknown)` };
 }
 async function waitHealthy(check, instance, version, options) {
   const started = performance.now();
@@ -48079,8 +48143,8 @@ function hostHealthCheck(options) {
         const lines = result.stdout.split(/\r?\n/);
         const status = Number(/^HTTP\/[\d.]+ (\d{3})/.exec(lines[0] ?? "")?.[1] ?? 0);
         const versionLine = lines.find((l) => l.toLowerCase().startsWith(`${header}:`));
-        const version = versionLine?.slice(versionLine.indexOf(":") + 1).trim() || void 0;
-        return { ok: status >= 200 && status < 300, version, detail: `status ${status} (from ${instance.host})${version ? `, ${options.versionHeader}: ${version}` : ""}` };
+        const seen = reportedVersion(versionLine?.slice(versionLine.indexOf(":") + 1).trim() || void 0, options.versionHeader);
+        return { ok: status >= 200 && status < 300, version: seen.version, detail: `status ${status} (from ${instance.host}), ${seen.detail}` };
       } catch (error2) {
         return { ok: false, version: void 0, detail: error2.message };
       }
@@ -48089,8 +48153,10 @@ function hostHealthCheck(options) {
 }
 function commandInstance(options) {
   const { spec, executor, commands, timeoutMs } = options;
+  const of = `the instance spec of ${describeValue(spec.id)}`;
+  const sources = { id: of, host: of, address: of, port: of, version: `the deploy's step on ${describeValue(spec.id)}`, previous: `the version ${describeValue(spec.id)} reported before the deploy` };
   const run2 = async (kind, values, signal) => {
-    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: spec.port, ...values }, `commands.${kind}`);
+    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: spec.port, ...values }, `commands.${kind}`, sources);
     try {
       await execOrThrow(executor, command, `${kind} of ${spec.id}`, { signal, timeoutMs });
     } catch (error2) {
@@ -48202,10 +48268,11 @@ async function observeInstances(instances, health, options = {}) {
   const observed = /* @__PURE__ */ new Map();
   await forEachPerHost(instances, (i) => i.spec.host, options.parallel ?? 8, async (instance) => {
     const probe = await health.probe(instance.spec, options.signal);
+    const version = probe.ok && isSafeName(probe.version) ? probe.version : void 0;
     observed.set(instance.spec.id, {
       ...instance.spec,
-      version: probe.ok ? probe.version : void 0,
-      healthy: probe.ok && probe.version !== void 0,
+      version,
+      healthy: probe.ok && version !== void 0,
       // Without a routing written by this proxy, everything counts as serving.
       inPool: options.serving ? options.serving.has(instance.spec.id) : true
     });
@@ -48366,16 +48433,17 @@ async function deploy(options) {
   const reachable = (id) => {
     if (!routingInForce) return serving.has(id);
     const r = routingInForce;
-    const pinned = r.pins[options.version];
-    return routedRegardless(id) || pinned !== void 0 && (r.pools[pinned]?.includes(id) ?? false) && tracked.get(id)?.version === options.version;
+    const pinned = Object.hasOwn(r.pins, options.version) ? r.pins[options.version] : void 0;
+    return routedRegardless(id) || pinned !== void 0 && inPool(r, pinned, id) && tracked.get(id)?.version === options.version;
   };
   const routedRegardless = (id) => {
     if (!routingInForce) return serving.has(id);
     const r = routingInForce;
     const pools = [r.defaultPool, ...r.switchDefault ? [r.switchDefault.to] : []];
     for (const [version, pool] of Object.entries(r.pins)) if (version !== options.version) pools.push(pool);
-    return pools.some((pool) => r.pools[pool]?.includes(id));
+    return pools.some((pool) => inPool(r, pool, id));
   };
+  const inPool = (r, pool, id) => Object.hasOwn(r.pools, pool) && (r.pools[pool]?.includes(id) ?? false);
   const applyRouting = async (routing, why, phase, routeSignal) => {
     await timed(phase, "route", void 0, async () => {
       const instances = options.instances.map((i) => ({ ...i.spec, version: tracked.get(i.spec.id)?.version }));
@@ -48506,6 +48574,36 @@ async function deploy(options) {
     return lines.join("; ");
   }
 }
+var REFUSED = 3;
+function stateGuard(paths) {
+  const fn = [
+    "nd_guard() {",
+    '  if [ -L "$1" ]; then echo "$1 is a symbolic link (to $(readlink -- "$1")); nodrop does not follow links in its state directory: remove it" >&2; return 3; fi',
+    '  [ -e "$1" ] || return 0',
+    '  local s; s=$(stat -c "%u %h %a" -- "$1") || return 3',
+    '  set -- "$1" "$2" $s',
+    '  if [ "$2" = dir ] && [ ! -d "$1" ]; then echo "$1 is not a directory" >&2; return 3; fi',
+    '  if [ "$2" = file ] && [ ! -f "$1" ]; then echo "$1 is not a regular file" >&2; return 3; fi',
+    '  if [ "$3" != "$EUID" ]; then echo "$1 is owned by uid $3, not by uid $EUID that nodrop runs as" >&2; return 3; fi',
+    '  if [ "$2" = dir ] && (( 8#$5 & 8#022 )); then echo "$1 is writable by others (mode $5): make it 0700 and check what is in it" >&2; return 3; fi',
+    '  if [ "$2" = file ] && [ "$4" -gt 1 ]; then echo "$1 has $4 hard links" >&2; return 3; fi',
+    "}"
+  ].join("\n");
+  return `${fn}
+${paths.map((p) => `nd_guard ${shellQuote(p.path)} ${p.type}`).join(" && ")} || exit ${REFUSED}
+`;
+}
+function refusal(code, what, host, stderr) {
+  return new NodropError(code, `refusing ${what} on ${host}: ${stderr.trim().split("\n").at(-1)}`);
+}
+function prepareStateDir(dir) {
+  const guard = stateGuard([{ path: dir, type: "dir" }]);
+  return `umask 077
+${guard}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1
+${guard}chmod 700 -- ${shellQuote(dir)} || exit 1
+find ${shellQuote(dir)} -mindepth 1 -maxdepth 1 -type f -perm /077 -exec chmod go-rwx -- {} + 2>/dev/null || true
+`;
+}
 function deployLock(options) {
   const { executor } = options;
   const dir = options.dir;
@@ -48513,8 +48611,18 @@ function deployLock(options) {
   const info2 = `${lockDir}/holder.json`;
   const staleAfter = options.staleAfterMs ?? 6e4;
   const heartbeat = options.heartbeatMs ?? 5e3;
+  const guard = stateGuard([
+    { path: dir, type: "dir" },
+    { path: lockDir, type: "dir" },
+    { path: info2, type: "file" }
+  ]);
+  const guarded = async (command, options2) => {
+    const result = await executor.exec(`${guard}${command}`, options2);
+    if (result.code === REFUSED) throw refusal("E_STATE", "the deploy lock", executor.host, result.stderr);
+    return result;
+  };
   const read = async () => {
-    const result = await executor.exec(`cat ${shellQuote(info2)} 2>/dev/null`);
+    const result = await guarded(`cat ${shellQuote(info2)} 2>/dev/null`);
     if (result.code !== 0 || !result.stdout.trim()) return void 0;
     try {
       return JSON.parse(result.stdout);
@@ -48533,7 +48641,13 @@ function deployLock(options) {
     }
   };
   const write = async (holder) => {
-    const result = await executor.exec(`cat > ${shellQuote(`${info2}.tmp`)} && mv -f ${shellQuote(`${info2}.tmp`)} ${shellQuote(info2)}`, { input: JSON.stringify(holder) });
+    const result = await guarded(
+      `umask 077
+t=$(mktemp ${shellQuote(`${info2}.`)}XXXXXXXXXX) || exit 1
+if cat > "$t" && mv -fT -- "$t" ${shellQuote(info2)}; then exit 0; fi
+rm -f -- "$t"; exit 1`,
+      { input: JSON.stringify(holder) }
+    );
     if (result.code !== 0) throw new NodropError("E_LOCK", `cannot write the deploy lock on ${executor.host}: ${result.stderr.trim()}`);
   };
   return {
@@ -48544,13 +48658,15 @@ function deployLock(options) {
       const deadline = Date.now() + waitMs;
       const now = (/* @__PURE__ */ new Date()).toISOString();
       const holder = { who: os5.userInfo().username, from: os5.hostname(), version, since: now, heartbeat: now, pid: process.pid };
-      await executor.exec(`mkdir -p ${shellQuote(dir)}`);
+      const prepared = await executor.exec(prepareStateDir(dir));
+      if (prepared.code === REFUSED) throw refusal("E_STATE", "the state directory", executor.host, prepared.stderr);
+      if (prepared.code !== 0) throw new NodropError("E_STATE", `cannot create the state directory ${dir} on ${executor.host}: ${prepared.stderr.trim() || `exit ${prepared.code}`}`);
       for (; ; ) {
-        const taken = await executor.exec(`mkdir ${shellQuote(lockDir)}`);
+        const taken = await guarded(`umask 077; mkdir -- ${shellQuote(lockDir)}`);
         if (taken.code === 0) break;
         const current2 = await read();
         if (current2 && isStale(current2)) {
-          const moved = await executor.exec(`mv ${shellQuote(lockDir)} ${shellQuote(`${lockDir}.stale.${process.pid}`)} && rm -rf ${shellQuote(`${lockDir}.stale.${process.pid}`)}`);
+          const moved = await guarded(`s=$(mktemp -d ${shellQuote(`${lockDir}.stale.`)}XXXXXXXXXX) && { mv -T -- ${shellQuote(lockDir)} "$s" || { rmdir -- "$s"; exit 1; }; } && rm -rf -- "$s"`);
           if (moved.code === 0) continue;
         }
         if (Date.now() >= deadline) {
@@ -48584,6 +48700,11 @@ function deployLock(options) {
 }
 function fileJournal(executor, file) {
   const path32 = shellQuote(file);
+  const dir = file.slice(0, Math.max(file.lastIndexOf("/"), 1)) || ".";
+  const guard = stateGuard([
+    { path: dir, type: "dir" },
+    { path: file, type: "file" }
+  ]);
   let queue = Promise.resolve();
   return {
     append(entry) {
@@ -48596,14 +48717,18 @@ function fileJournal(executor, file) {
           });
           return;
         }
-        const result = await executor.exec(`mkdir -p "$(dirname ${path32})" && cat >> ${path32}`, { input: line, timeoutMs: 3e4 });
+        const result = await executor.exec(`umask 077
+${guard}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1
+${guard}cat >> ${path32}`, { input: line, timeoutMs: 3e4 });
+        if (result.code === REFUSED) throw refusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
         if (result.code !== 0) throw new NodropError("E_JOURNAL", `cannot write the journal ${file} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
       });
       queue = next.catch(() => void 0);
       return next;
     },
     async read() {
-      const result = await executor.exec(`cat ${path32} 2>/dev/null || true`);
+      const result = await executor.exec(`${guard}cat ${path32} 2>/dev/null || true`);
+      if (result.code === REFUSED) throw refusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
       return result.stdout.split("\n").filter((line) => line.trim().startsWith("{")).flatMap((line) => {
         try {
           return [JSON.parse(line)];
@@ -48616,7 +48741,7 @@ function fileJournal(executor, file) {
 }
 
 // ../../packages/nginx/dist/index.js
-import { isIP as isIP2 } from "net";
+import { isIP as isIP3 } from "net";
 var NGINX_NAME = /^[A-Za-z0-9_]{1,48}$/;
 var upstreamName = (name, pool) => `nodrop_${name}_${pool}`;
 var poolVariable = (name) => `$nodrop_${name}_pool`;
@@ -48699,7 +48824,7 @@ function msecAtLeast(at) {
   return alternatives.join("|");
 }
 function formatAddress(address) {
-  const family = isIP2(address);
+  const family = isIP3(address);
   if (family === 4) return address;
   if (family === 6) return `[${address}]`;
   throw new NodropError("E_PROXY_RENDER", `instance address "${address}" is not an IP literal`);
@@ -48740,8 +48865,11 @@ function nginxProxy(options) {
     ...options.conf ? ["-c", shellQuote(options.conf)] : []
   ].join(" ");
   const file = shellQuote(configFile);
-  const tmp = shellQuote(`${configFile}.nodrop-tmp`);
-  const prev = shellQuote(`${configFile}.nodrop-prev`);
+  const tmpTemplate = `${shellQuote(`${configFile}.nodrop-tmp.`)}XXXXXXXXXX`;
+  const prevTemplate = `${shellQuote(`${configFile}.nodrop-prev.`)}XXXXXXXXXX`;
+  const refuseLink = `if [ -L ${file} ]; then printf '%s is a symbolic link (to %s) on %s; nodrop replaces this file by rename and does not write through links: make it a regular file, or point proxy.configFile at the target\\n' ${file} "$(readlink -- ${file})" ${shellQuote(executor.host)} >&2; exit 3; fi
+if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on %s\\n' ${file} ${shellQuote(executor.host)} >&2; exit 3; fi
+`;
   const pidFile = shellQuote(options.pidFile ?? "/run/nginx.pid");
   const confirmTimeout = options.confirmTimeout ?? 1e4;
   const drainTimeout = options.drainTimeout ?? 9e4;
@@ -48756,11 +48884,11 @@ function nginxProxy(options) {
     return result.stdout.split("\n").map((line) => /^\s*(\d+)\s+nginx: worker process( is shutting down)?/.exec(line)).filter((m) => m !== null).map((m) => ({ pid: Number(m[1]), shuttingDown: m[2] !== void 0 }));
   };
   const readCurrent = async (signal) => {
-    const result = await run2(`if [ -f ${file} ]; then cat ${file}; fi`, signal);
+    const result = await run2(`if [ -f ${file} ] && [ ! -L ${file} ]; then cat ${file}; fi`, signal);
     return result.code === 0 ? parseRenderedConfig(result.stdout) : void 0;
   };
-  const restore = async (hadPrevious) => {
-    await run2(hadPrevious ? `mv -f ${prev} ${file}` : `rm -f ${file}`);
+  const restore = async (previous) => {
+    await run2(previous ? `mv -fT -- ${shellQuote(previous)} ${file}` : `rm -f -- ${file}`);
   };
   const errorLogSize = async (signal) => {
     if (!options.errorLog) return void 0;
@@ -48801,18 +48929,24 @@ function nginxProxy(options) {
     if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
     const oldPids = new Set(before.map((w) => w.pid));
     const write = await run2(
-      `set -e; cat > ${tmp}; if [ -f ${file} ]; then cp -p ${file} ${prev}; echo had-previous; fi; mv -f ${tmp} ${file}`,
+      `${refuseLink}t=; p=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"} \${p:+"$p"}' EXIT
+set -e
+t=$(mktemp ${tmpTemplate})
+if [ -f ${file} ]; then p=$(mktemp ${prevTemplate}); cp -p -- ${file} "$p"; chmod --reference=${file} -- "$t"; echo "prev $p"; else chmod 644 -- "$t"; fi
+cat > "$t"
+mv -fT -- "$t" ${file}
+ok=1`,
       void 0,
       text
     );
     if (write.code !== 0) {
-      await run2(`rm -f ${tmp}`);
-      throw new NodropError("E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${write.stderr.trim()}`);
+      const why = write.stderr.trim() || `exit ${write.code}`;
+      throw new NodropError(write.code === 3 ? "E_PROXY_SETUP" : "E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${why}`);
     }
-    const hadPrevious = write.stdout.includes("had-previous");
+    const previous = /^prev (.+)$/m.exec(write.stdout)?.[1];
     const test = await run2(`${nginx} -t 2>&1`);
     if (test.code !== 0) {
-      await restore(hadPrevious);
+      await restore(previous);
       throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}; the previous ${configFile} was restored and nginx was not reloaded:
 ${lastLines(test.stdout)}`);
     }
@@ -48820,7 +48954,7 @@ ${lastLines(test.stdout)}`);
     const t0 = performance.now();
     const reload = await run2(`${nginx} -s reload 2>&1`);
     if (reload.code !== 0) {
-      await restore(hadPrevious);
+      await restore(previous);
       throw new NodropError("E_PROXY_RELOAD", `nginx -s reload failed on ${executor.host}; the previous ${configFile} was restored:
 ${lastLines(reload.stdout)}`);
     }
@@ -48838,11 +48972,12 @@ ${lastLines(reload.stdout)}`);
     const confirmMs = performance.now() - t0;
     if (confirmed) emerg = await reloadErrors(logOffset);
     if (!confirmed || emerg.length > 0) {
-      await restore(hadPrevious);
+      await restore(previous);
       const why = emerg.length > 0 ? `nginx logged:
 ${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeout}ms`;
       throw new NodropError("E_PROXY_RELOAD", `nginx reload on ${executor.host} did not take effect (${why}); the previous ${configFile} was restored and the old config is still in force`);
     }
+    if (previous) await run2(`rm -f -- ${shellQuote(previous)}`);
     const d0 = performance.now();
     let cut = 0;
     for (; ; ) {
@@ -48894,6 +49029,11 @@ ${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeo
         ok = false;
         details.push(`cannot run ${options.binary ?? "nginx"} on ${executor.host}: ${probe.output}`);
       }
+      const linked = await run2(refuseLink, context.signal);
+      if (linked.code === 3) {
+        ok = false;
+        details.push(linked.stderr.trim());
+      }
       const dump = await run2(`${nginx} -T 2>&1`, context.signal);
       if (dump.code !== 0) {
         ok = false;
@@ -48936,11 +49076,23 @@ ${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeo
       return (await readCurrent(context.signal))?.routing;
     },
     async initialize(routing, instances, context = {}) {
-      const exists2 = await run2(`[ -f ${file} ]`, context.signal);
+      const exists2 = await run2(`${refuseLink}[ -f ${file} ]`, context.signal);
+      if (exists2.code === 3) throw new NodropError("E_PROXY_SETUP", `cannot use ${configFile} on ${executor.host}: ${exists2.stderr.trim()}`);
       let wrote = false;
       if (exists2.code !== 0) {
         const text = renderNginxConfig({ name, routing, instances, generation: 1, versionCookie: options.versionCookie ?? "nodrop_version" });
-        const result = await run2(`mkdir -p "$(dirname ${file})" && cat > ${file}`, context.signal, text);
+        const result = await run2(
+          `mkdir -p -- "$(dirname -- ${file})" || exit 1
+${refuseLink}t=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"}' EXIT
+set -e
+t=$(mktemp ${tmpTemplate})
+chmod 644 -- "$t"
+cat > "$t"
+mv -fT -- "$t" ${file}
+ok=1`,
+          context.signal,
+          text
+        );
         if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot write ${configFile} on ${executor.host}: ${result.stderr.trim()}`);
         wrote = true;
       }
@@ -49344,13 +49496,15 @@ function compareVersions2(a, b) {
   return 0;
 }
 
-// ../../packages/cli/dist/chunk-X4BW5CGX.js
+// ../../packages/cli/dist/chunk-6ZXATAPX.js
 import { existsSync as existsSync2, readFileSync } from "fs";
-import os6 from "os";
-import path4 from "path";
+import os7 from "os";
+import path5 from "path";
 
 // ../../packages/ssh/dist/index.js
-import { appendFile as appendFile3 } from "fs/promises";
+import { mkdir as mkdir3, open as open3 } from "fs/promises";
+import os6 from "os";
+import path4 from "path";
 var import_ssh2 = __toESM(require_lib2(), 1);
 import { createHash, createHmac } from "crypto";
 function fingerprint(keyBlob) {
@@ -49361,56 +49515,187 @@ function keyType(keyBlob) {
   const length = keyBlob.readUInt32BE(0);
   return keyBlob.subarray(4, 4 + length).toString("latin1");
 }
+function wireStrings(blob) {
+  const out = [];
+  for (let at = 0; at < blob.length; ) {
+    if (at + 4 > blob.length) return void 0;
+    const length = blob.readUInt32BE(at);
+    if (at + 4 + length > blob.length) return void 0;
+    out.push(blob.subarray(at + 4, at + 4 + length));
+    at += 4 + length;
+  }
+  return out;
+}
+var ECDSA_POINT = { nistp256: 65, nistp384: 97, nistp521: 133 };
+function keyBlobValid(type, blob) {
+  const parts = wireStrings(blob);
+  if (!parts || parts.length === 0) return false;
+  const inner = parts[0].toString("latin1");
+  const want = type === "rsa-sha2-256" || type === "rsa-sha2-512" ? "ssh-rsa" : type;
+  if (inner !== want) return false;
+  switch (inner) {
+    case "ssh-ed25519":
+      return parts.length === 2 && parts[1].length === 32;
+    case "sk-ssh-ed25519@openssh.com":
+      return parts.length === 3 && parts[1].length === 32;
+    case "ssh-rsa":
+      return parts.length === 3 && parts[2].length > 0;
+    case "ssh-dss":
+      return parts.length === 5;
+    case "ecdsa-sha2-nistp256":
+    case "ecdsa-sha2-nistp384":
+    case "ecdsa-sha2-nistp521": {
+      const curve = inner.slice("ecdsa-sha2-".length);
+      return parts.length === 3 && parts[1].toString("latin1") === curve && parts[2].length === ECDSA_POINT[curve] && parts[2][0] === 4;
+    }
+    case "sk-ecdsa-sha2-nistp256@openssh.com":
+      return parts.length === 4 && parts[1].toString("latin1") === "nistp256" && parts[2].length === 65 && parts[2][0] === 4;
+    default:
+      return KNOWN_TYPES.has(inner) && inner.endsWith("-cert-v01@openssh.com");
+  }
+}
+var KNOWN_TYPES = /* @__PURE__ */ new Set([
+  "ssh-ed25519",
+  "sk-ssh-ed25519@openssh.com",
+  "ssh-rsa",
+  "rsa-sha2-256",
+  "rsa-sha2-512",
+  "ssh-dss",
+  "ecdsa-sha2-nistp256",
+  "ecdsa-sha2-nistp384",
+  "ecdsa-sha2-nistp521",
+  "sk-ecdsa-sha2-nistp256@openssh.com",
+  ...["ssh-ed25519", "sk-ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "sk-ecdsa-sha2-nistp256"].map(
+    (t) => `${t}-cert-v01@openssh.com`
+  )
+]);
+function decodeBase64(text) {
+  const compact = text.replace(/[\r\n\v\f]/g, "");
+  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(compact) || compact === "") return void 0;
+  const decoded = Buffer.from(compact, "base64");
+  return decoded.toString("base64") === compact ? decoded : void 0;
+}
+var isBlank = (c) => c === " " || c === "	";
+function readMarker(line, at) {
+  let marker;
+  while (line[at] === "@") {
+    if (marker !== void 0) return void 0;
+    let end = line.indexOf(" ", at);
+    if (end < 0) end = line.indexOf("	", at);
+    if (end < 0 || end <= at + 1 || end >= at + 32) return void 0;
+    const word = line.slice(at, end);
+    if (word === "@cert-authority" || word === "@revoked") marker = word;
+    else return void 0;
+    at = end;
+    while (isBlank(line[at])) at++;
+  }
+  return { marker, at };
+}
 function parseKnownHosts(text) {
   const entries = [];
-  text.split("\n").forEach((raw, index) => {
-    const line = raw.trim();
-    if (line === "" || line.startsWith("#")) return;
-    const fields = line.split(/\s+/);
-    let marker;
-    if (fields[0] === "@revoked" || fields[0] === "@cert-authority") marker = fields.shift();
-    const [patterns, type, base64] = fields;
-    if (!patterns || !type || !base64) return;
-    entries.push({ marker, patterns, keyType: type, key: Buffer.from(base64, "base64"), line: index + 1 });
+  text.split("\n").forEach((line, index) => {
+    let at = 0;
+    while (isBlank(line[at])) at++;
+    if (at === line.length || line[at] === "#") return;
+    const marked = readMarker(line, at);
+    if (!marked) return;
+    at = marked.at;
+    const hostEnd = line.slice(at).search(/[ \t]/);
+    if (hostEnd < 0) return;
+    const patterns = line.slice(at, at + hostEnd);
+    at += hostEnd;
+    while (isBlank(line[at])) at++;
+    if (at === line.length || line[at] === "#") return;
+    const typeEnd = line.slice(at).search(/[ \t]/);
+    if (typeEnd < 0) return;
+    const type = line.slice(at, at + typeEnd);
+    if (!KNOWN_TYPES.has(type)) return;
+    at += typeEnd;
+    while (isBlank(line[at])) at++;
+    if (at === line.length) return;
+    const blobEnd = line.slice(at).search(/[ \t]/);
+    const key = decodeBase64(blobEnd < 0 ? line.slice(at) : line.slice(at, at + blobEnd));
+    if (!key || !keyBlobValid(type, key)) return;
+    entries.push({ marker: marked.marker, patterns, keyType: keyType(key), key, line: index + 1 });
   });
   return entries;
 }
 function knownHostsName(host, port) {
   return port === 22 ? host : `[${host}]:${port}`;
 }
-function globMatch(pattern, name) {
-  const regex = new RegExp(`^${pattern.replace(/[.+^${}()|\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".")}$`, "i");
-  return regex.test(name);
-}
-function patternMatches(pattern, name) {
-  if (pattern.startsWith("|1|")) {
-    const [, , salt, hash] = pattern.split("|");
-    if (!salt || !hash) return false;
-    return createHmac("sha1", Buffer.from(salt, "base64")).update(name).digest("base64") === hash;
+var lowerAscii = (text) => text.replace(/[A-Z]/g, (c) => c.toLowerCase());
+function matchPattern(name, pattern) {
+  let n = 0;
+  let p = 0;
+  let star = -1;
+  let resume = 0;
+  while (n < name.length) {
+    if (p < pattern.length && (pattern[p] === "?" || pattern[p] !== "*" && pattern[p] === name[n])) {
+      n++;
+      p++;
+    } else if (p < pattern.length && pattern[p] === "*") {
+      star = p++;
+      resume = n;
+    } else if (star >= 0) {
+      p = star + 1;
+      n = ++resume;
+    } else return false;
   }
-  return globMatch(pattern, name);
+  while (pattern[p] === "*") p++;
+  return p === pattern.length;
 }
-function hostMatches(patterns, name) {
-  let matched = false;
-  for (const pattern of patterns.split(",")) {
-    if (pattern.startsWith("!")) {
-      if (patternMatches(pattern.slice(1), name)) return false;
-    } else if (patternMatches(pattern, name)) matched = true;
+function matchHostname(name, patterns) {
+  const host = lowerAscii(name);
+  let positive = false;
+  for (let i = 0; i < patterns.length; ) {
+    const negated = patterns[i] === "!";
+    if (negated) i++;
+    let end = patterns.indexOf(",", i);
+    if (end < 0) end = patterns.length;
+    if (end - i >= 1023) return 0;
+    const sub = lowerAscii(patterns.slice(i, end));
+    i = end < patterns.length ? end + 1 : end;
+    if (matchPattern(host, sub)) {
+      if (negated) return -1;
+      positive = true;
+    }
   }
-  return matched;
+  return positive ? 1 : 0;
 }
-function verifyKnownHost(entries, names, offered) {
-  const forHost = entries.filter((e) => names.some((n) => hostMatches(e.patterns, n)));
-  const revoked = entries.find((e) => e.marker === "@revoked" && e.key.equals(offered));
+function hostFieldMatch(field, name) {
+  if (field.startsWith("|")) {
+    if (!field.startsWith("|1|")) return 0;
+    const end = field.indexOf("|", 3);
+    if (end < 0 || end === 3 || end - 3 > 1024) return 0;
+    const salt = Buffer.from(field.slice(3, end), "base64");
+    if (salt.length !== 20) return 0;
+    const hash = createHmac("sha1", salt).update(name).digest("base64");
+    return field === `|1|${salt.toString("base64")}|${hash}` ? 1 : 0;
+  }
+  return matchHostname(name, field);
+}
+function verifyKnownHost(entries, names, offered, fallbackNames = []) {
+  const lines = (list2) => {
+    const hosts = list2.map(lowerAscii);
+    return entries.filter((e) => {
+      const results = hosts.map((n) => hostFieldMatch(e.patterns, n));
+      return results.includes(1) && !results.includes(-1);
+    });
+  };
+  const forHost = lines(names);
+  const forFallback = lines(fallbackNames);
+  const revoked = [...forHost, ...forFallback].find((e) => e.marker === "@revoked" && e.key.equals(offered));
   if (revoked) return { status: "revoked", line: revoked.line };
   const plain = forHost.filter((e) => e.marker === void 0);
   const match = plain.find((e) => e.key.equals(offered));
   if (match) return { status: "match", line: match.line };
-  if (plain.length === 0) return { status: "unknown" };
-  return { status: "mismatch", expected: plain.map((e) => `${e.keyType} ${fingerprint(e.key)} (line ${e.line})`) };
+  if (plain.length > 0) return { status: "mismatch", expected: plain.map((e) => `${e.keyType} ${fingerprint(e.key)} (line ${e.line})`) };
+  const fallback = forFallback.find((e) => e.marker === void 0 && e.key.equals(offered));
+  if (fallback) return { status: "match", line: fallback.line };
+  return { status: "unknown" };
 }
 function knownHostsLine(name, keyBlob) {
-  return `${name} ${keyType(keyBlob)} ${keyBlob.toString("base64")}`;
+  return `${lowerAscii(name)} ${keyType(keyBlob)} ${keyBlob.toString("base64")}`;
 }
 function semaphore(limit) {
   let active = 0;
@@ -49445,27 +49730,43 @@ function semaphore(limit) {
 }
 var { Client, utils } = import_ssh2.default;
 var PGID_MARK = "@nodrop-pgid=";
-var RETRYABLE = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|Timed out while waiting for handshake/;
+var RETRYABLE = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|Timed out while waiting for handshake|Connection lost before handshake/;
+var Link = class {
+  client = new Client();
+  dropped;
+  running = /* @__PURE__ */ new Set();
+  /** `listener` hears of the drop, once; the function returned stops that. */
+  watch(listener) {
+    this.running.add(listener);
+    return () => this.running.delete(listener);
+  }
+  /** The first reason wins. Fails what runs on the connection, then ends it (at once when `broken`). */
+  drop(error2, broken) {
+    if (this.dropped) return;
+    this.dropped = error2;
+    const listeners = [...this.running];
+    this.running.clear();
+    for (const listener of listeners) listener(error2);
+    if (broken) this.client.destroy();
+    else this.client.end();
+  }
+};
 function sshExecutor(options) {
   const maxSessions = Math.min(Math.max(options.maxSessions ?? 8, 1), 9);
   const sessions = semaphore(maxSessions);
   const log = options.log ?? (() => {
   });
-  let client;
+  let live;
+  let opening;
   let opened = 0;
-  const dropListeners = /* @__PURE__ */ new Set();
-  const open2 = async () => {
+  const open22 = async () => {
     const attempts = options.connectAttempts ?? 3;
     for (let attempt = 1; ; attempt++) {
       try {
-        const conn = await connect(options, log);
+        const link = new Link();
+        await connect(options, log, link);
         opened += 1;
-        conn.on("close", () => {
-          client = void 0;
-          const error2 = new NodropError("E_SSH_DROPPED", `connection to ${options.name} (${options.address}) closed`);
-          for (const listener of dropListeners) listener(error2);
-        });
-        return conn;
+        return link;
       } catch (error2) {
         const retry = NodropError.is(error2) && error2.code === "E_SSH_CONNECT" && RETRYABLE.test(error2.message) && attempt < attempts;
         if (!retry) throw error2;
@@ -49474,27 +49775,37 @@ function sshExecutor(options) {
     }
   };
   const connection = () => {
-    client ??= open2().catch((error2) => {
-      client = void 0;
-      throw error2;
-    });
-    return client;
+    if (live && !live.dropped) return Promise.resolve(live);
+    opening ??= open22().then(
+      (link) => {
+        opening = void 0;
+        live = link;
+        return link;
+      },
+      (error2) => {
+        opening = void 0;
+        throw error2;
+      }
+    );
+    return opening;
   };
   const exec = async (command, execOptions = {}) => {
     const { signal, timeoutMs, input } = execOptions;
     if (signal?.aborted) throw abortError(signal);
     const release = await sessions.acquire(signal);
     try {
-      const conn = await connection();
+      const link = await connection();
       if (signal?.aborted) throw abortError(signal);
       const limit = timeoutMs === void 0 ? "24h" : `${(timeoutMs / 1e3).toFixed(3)}s`;
       const wrapped = `echo "${PGID_MARK}$$" >&2; exec timeout --kill-after=5 ${limit} bash -c ${shellQuote(command)}`;
-      return await runChannel(conn, `bash -c ${shellQuote(wrapped)}`, { command, signal, timeoutMs, input });
+      return await runChannel(link, `bash -c ${shellQuote(wrapped)}`, { command, signal, timeoutMs, input });
     } finally {
       release();
     }
   };
-  const runChannel = (conn, remote, o) => new Promise((resolve, reject) => {
+  const runChannel = (link, remote, o) => new Promise((resolve, reject) => {
+    const conn = link.client;
+    if (link.dropped) return reject(new NodropError("E_SSH_DROPPED", `${link.dropped.message} before \`${o.command}\` started`));
     const started = performance.now();
     let settled = false;
     let code = null;
@@ -49506,21 +49817,24 @@ function sshExecutor(options) {
       settled = true;
       if (timer) clearTimeout(timer);
       o.signal?.removeEventListener("abort", onAbort);
-      dropListeners.delete(onDrop);
+      unwatch();
       if (error2) reject(error2);
       else if (o.timeoutMs !== void 0 && (code === 124 || code === 137) && performance.now() - started >= o.timeoutMs * 0.9) {
         reject(new NodropError("E_TIMEOUT", `command timed out after ${o.timeoutMs}ms on ${options.name} and was ended there: ${o.command}`));
       } else resolve({ code, stdout, stderr, durationMs: performance.now() - started });
     };
     const onDrop = (error2) => finish(new NodropError("E_SSH_DROPPED", `${error2.message} while running \`${o.command}\`: whether it took effect is unknown`));
-    dropListeners.add(onDrop);
+    const unwatch = link.watch(onDrop);
     let channel;
     let pgid;
     const killRemote = () => {
       if (pgid === void 0) return;
-      conn.exec(`kill -TERM -- -${pgid} 2>/dev/null; sleep 2; kill -KILL -- -${pgid} 2>/dev/null; true`, (error2, stream) => {
-        if (!error2) stream.resume().on("close", () => void 0).end();
-      });
+      try {
+        conn.exec(`kill -TERM -- -${pgid} 2>/dev/null; sleep 2; kill -KILL -- -${pgid} 2>/dev/null; true`, (error2, stream) => {
+          if (!error2) stream.resume().on("close", () => void 0).end();
+        });
+      } catch {
+      }
     };
     const onAbort = () => {
       killRemote();
@@ -49528,42 +49842,46 @@ function sshExecutor(options) {
       finish(abortError(o.signal));
     };
     o.signal?.addEventListener("abort", onAbort, { once: true });
-    conn.exec(remote, (error2, stream) => {
-      if (error2) return finish(new NodropError("E_EXEC", `cannot open a session on ${options.name}: ${error2.message}`));
-      channel = stream;
-      if (settled) {
-        stream.close();
-        return;
-      }
-      if (o.timeoutMs !== void 0) {
-        timer = setTimeout(() => {
-          killRemote();
+    try {
+      conn.exec(remote, (error2, stream) => {
+        if (error2) return finish(new NodropError("E_EXEC", `cannot open a session on ${options.name}: ${error2.message}`));
+        channel = stream;
+        if (settled) {
           stream.close();
-          finish(new NodropError("E_TIMEOUT", `command timed out after ${o.timeoutMs}ms on ${options.name} (no answer from the host): ${o.command}`));
-        }, o.timeoutMs + 1e4);
-      }
-      stream.on("exit", (exitCode) => {
-        code = exitCode;
-      });
-      stream.setEncoding("utf8");
-      stream.stderr.setEncoding("utf8");
-      stream.on("data", (chunk) => {
-        if (stdout.length < 1 << 20) stdout += chunk;
-      });
-      stream.stderr.on("data", (chunk) => {
-        if (stderr.length < 1 << 20) stderr += chunk;
-        if (pgid === void 0) {
-          const match = new RegExp(`^${PGID_MARK}(\\d+)\\n`).exec(stderr);
-          if (match) {
-            pgid = Number(match[1]);
-            stderr = stderr.slice(match[0].length);
-            if (settled) killRemote();
-          }
+          return;
         }
+        if (o.timeoutMs !== void 0) {
+          timer = setTimeout(() => {
+            killRemote();
+            stream.close();
+            finish(new NodropError("E_TIMEOUT", `command timed out after ${o.timeoutMs}ms on ${options.name} (no answer from the host): ${o.command}`));
+          }, o.timeoutMs + 1e4);
+        }
+        stream.on("exit", (exitCode) => {
+          code = exitCode;
+        });
+        stream.setEncoding("utf8");
+        stream.stderr.setEncoding("utf8");
+        stream.on("data", (chunk) => {
+          if (stdout.length < 1 << 20) stdout += chunk;
+        });
+        stream.stderr.on("data", (chunk) => {
+          if (stderr.length < 1 << 20) stderr += chunk;
+          if (pgid === void 0) {
+            const match = new RegExp(`^${PGID_MARK}(\\d+)\\n`).exec(stderr);
+            if (match) {
+              pgid = Number(match[1]);
+              stderr = stderr.slice(match[0].length);
+              if (settled) killRemote();
+            }
+          }
+        });
+        stream.on("close", () => finish(void 0));
+        stream.end(o.input ?? "");
       });
-      stream.on("close", () => finish(void 0));
-      stream.end(o.input ?? "");
-    });
+    } catch (error2) {
+      finish(new NodropError("E_SSH_DROPPED", `connection to ${options.name} (${options.address}) is gone (${error2.message}); \`${o.command}\` did not start`));
+    }
   });
   return {
     name: "ssh",
@@ -49571,13 +49889,16 @@ function sshExecutor(options) {
     exec,
     connectionsOpened: () => opened,
     async dispose() {
-      const current = client;
-      client = void 0;
-      if (current) (await current.catch(() => void 0))?.end();
+      const current = live;
+      const pending = opening;
+      live = void 0;
+      const ended = () => new NodropError("E_SSH_DROPPED", `connection to ${options.name} (${options.address}) was closed by nodrop`);
+      current?.drop(ended(), false);
+      if (pending) (await pending.catch(() => void 0))?.drop(ended(), false);
     }
   };
 }
-async function connect(target, log) {
+async function connect(target, log, link = new Link()) {
   const port = target.port ?? 22;
   const where = `${target.name} (${target.user}@${target.address}:${port})`;
   if (target.privateKey !== void 0) {
@@ -49589,60 +49910,90 @@ async function connect(target, log) {
   let sock;
   let jumpClient;
   if (target.jump) {
-    jumpClient = await connect(target.jump, log);
+    const jump = target.jump;
+    const jumpLink = new Link();
+    jumpClient = await connect(jump, log, jumpLink);
     const jc = jumpClient;
-    sock = await new Promise(
-      (resolve, reject) => jc.forwardOut(
-        "127.0.0.1",
-        0,
-        target.address,
-        port,
-        (error2, stream) => error2 ? reject(new NodropError("E_SSH_CONNECT", `jump host ${target.jump.name} cannot reach ${where}: ${error2.message}`)) : resolve(stream)
-      )
-    );
+    try {
+      sock = await new Promise(
+        (resolve, reject) => jc.forwardOut(
+          "127.0.0.1",
+          0,
+          target.address,
+          port,
+          (error2, stream) => error2 ? reject(new NodropError("E_SSH_CONNECT", `jump host ${jump.name} cannot reach ${where}: ${error2.message}`)) : resolve(stream)
+        )
+      );
+    } catch (error2) {
+      jc.end();
+      throw NodropError.is(error2) ? error2 : new NodropError("E_SSH_CONNECT", `jump host ${jump.name} cannot reach ${where}: ${error2.message}`);
+    }
+    jumpLink.watch((error2) => link.drop(new NodropError("E_SSH_DROPPED", `jump host ${jump.name} dropped (${error2.message}), so did the connection to ${target.name} (${target.address})`), true));
   }
   const entries = parseKnownHosts(target.hostKeys.knownHosts ?? "");
-  let refusal;
+  let refusal2;
   let toRecord;
   const hostVerifier = (key) => {
     const seen = `${keyType(key)} ${fingerprint(key)}`;
-    const names = [knownHostsName(target.address, port), ...target.name !== target.address ? [knownHostsName(target.name, port)] : []];
+    const address = target.address.toLowerCase();
+    const alias = target.name.toLowerCase();
+    const names = [knownHostsName(address, port), ...alias !== address ? [knownHostsName(alias, port)] : []];
+    const bare = port === 22 ? [] : [address, ...alias !== address ? [alias] : []];
     const pins = target.hostKeys.fingerprints ?? [];
-    if (pins.includes(fingerprint(key))) return true;
-    const verdict = verifyKnownHost(entries, names, key);
-    if (verdict.status === "match") return true;
+    const verdict = verifyKnownHost(entries, names, key, bare);
     if (verdict.status === "revoked") {
-      refusal = new NodropError("E_SSH_HOSTKEY", `host key of ${where} is revoked in known_hosts (line ${verdict.line}); seen ${seen}`);
+      refusal2 = new NodropError("E_SSH_HOSTKEY", `host key of ${where} is revoked in known_hosts (line ${verdict.line}); seen ${seen}`);
       return false;
     }
+    if (pins.includes(fingerprint(key))) return true;
+    if (verdict.status === "match") return true;
     if (verdict.status === "mismatch" || pins.length > 0) {
       const expected = verdict.status === "mismatch" ? verdict.expected : pins;
-      refusal = new NodropError(
+      refusal2 = new NodropError(
         "E_SSH_HOSTKEY",
         `host key of ${where} has CHANGED: seen ${seen}, expected ${expected.join(" or ")}. Someone may be intercepting the connection; if the host was rebuilt, update known hosts.`
       );
       return false;
     }
     if (target.hostKeys.policy === "accept-new") {
-      toRecord = { line: knownHostsLine(names[0], key), seen };
+      const earlier = acceptedThisRun.get(names[0]);
+      if (earlier && !earlier.equals(key)) {
+        refusal2 = new NodropError(
+          "E_SSH_HOSTKEY",
+          `host key of ${where} has CHANGED since it was accepted earlier in this run: seen ${seen}, expected ${keyType(earlier)} ${fingerprint(earlier)}. Someone may be intercepting the connection.`
+        );
+        return false;
+      }
+      acceptedThisRun.set(names[0], key);
+      if (!recordedThisRun.has(`${target.hostKeys.recordTo ?? ""}\0${names[0]}`)) toRecord = { line: knownHostsLine(names[0], key), seen, name: names[0] };
       return true;
     }
-    refusal = new NodropError(
+    refusal2 = new NodropError(
       "E_SSH_HOSTKEY",
       `host key of ${where} is unknown: seen ${seen}. Add it to known hosts (ssh-keyscan -p ${port} ${target.address}, then check the fingerprint) or pin it (hostKey fingerprint), or choose hostKeyPolicy: accept-new.`
     );
     return false;
   };
-  const conn = new Client();
+  const conn = link.client;
+  let ready = false;
   await new Promise((resolve, reject) => {
-    conn.once("ready", () => resolve());
-    conn.once("error", (error2) => {
+    conn.once("ready", () => {
+      ready = true;
+      resolve();
+    });
+    conn.on("error", (error2) => {
+      if (ready) return link.drop(new NodropError("E_SSH_DROPPED", `connection to ${where} failed: ${error2.message}`), true);
       jumpClient?.end();
-      if (refusal) return reject(refusal);
+      if (refusal2) return reject(refusal2);
       if (error2.level === "client-authentication") {
         return reject(new NodropError("E_SSH_AUTH", `authentication failed for ${where} (methods tried: ${target.privateKey !== void 0 ? "publickey " : ""}${target.agent ? "agent" : ""}); check the key and the user`));
       }
       reject(new NodropError("E_SSH_CONNECT", `cannot connect to ${where}: ${error2.message}`));
+    });
+    conn.on("close", () => {
+      jumpClient?.end();
+      if (ready) link.drop(new NodropError("E_SSH_DROPPED", `connection to ${target.name} (${target.address}) closed`), true);
+      else reject(new NodropError("E_SSH_CONNECT", `cannot connect to ${where}: the connection closed during the handshake`));
     });
     conn.connect({
       host: target.address,
@@ -49658,15 +50009,42 @@ async function connect(target, log) {
       hostVerifier
     });
   });
-  if (jumpClient) conn.on("close", () => jumpClient?.end());
   if (toRecord) {
     if (target.hostKeys.recordTo) {
-      await appendFile3(target.hostKeys.recordTo, `${toRecord.line}
-`, { mode: 384 });
-      log(`recorded the new host key of ${where}: ${toRecord.seen}, in ${target.hostKeys.recordTo}`);
+      const failed = await recordHostKey(target.hostKeys.recordTo, toRecord.line);
+      if (failed) log(`accepted the new host key of ${where}: ${toRecord.seen}, but could not record it in ${target.hostKeys.recordTo}: ${failed}`);
+      else {
+        recordedThisRun.add(`${target.hostKeys.recordTo}\0${toRecord.name}`);
+        log(`recorded the new host key of ${where}: ${toRecord.seen}, in ${target.hostKeys.recordTo}`);
+      }
     } else log(`accepted the new host key of ${where}: ${toRecord.seen} (not recorded: no known hosts file)`);
   }
   return conn;
+}
+var acceptedThisRun = /* @__PURE__ */ new Map();
+var recordedThisRun = /* @__PURE__ */ new Set();
+async function recordHostKey(file, line) {
+  const sshDir = path4.join(os6.homedir(), ".ssh");
+  if (path4.dirname(path4.resolve(file)) === sshDir) await mkdir3(sshDir, { mode: 448 }).catch(() => void 0);
+  let handle;
+  try {
+    handle = await open3(file, "a+", 384);
+    const { size } = await handle.stat();
+    let newline = "";
+    if (size > 0) {
+      const last = Buffer.alloc(1);
+      await handle.read(last, 0, 1, size - 1);
+      if (last[0] !== 10) newline = "\n";
+    }
+    await handle.appendFile(`${newline}${line}
+`);
+    return void 0;
+  } catch (error2) {
+    const e = error2;
+    return e.code === "ENOENT" ? `${path4.dirname(file)} does not exist` : e.code ?? e.message;
+  } finally {
+    await handle?.close().catch(() => void 0);
+  }
 }
 var envName = (doc) => schema_exports.str({ pattern: /^[A-Za-z_][A-Za-z0-9_]{0,127}$/, hint: "an environment variable name", doc });
 var filePath = (doc) => schema_exports.str({ pattern: /^[A-Za-z0-9._\/~@+-]+$/, hint: "a file path of plain characters", doc });
@@ -49693,7 +50071,7 @@ var sshHostSchema = schema_exports.object({
   keepaliveInterval: schema_exports.optional(schema_exports.duration({ min: 100, doc: "SSH keep-alive interval." }), 5e3)
 });
 
-// ../../packages/cli/dist/chunk-X4BW5CGX.js
+// ../../packages/cli/dist/chunk-6ZXATAPX.js
 import { readFileSync as readFileSync2 } from "fs";
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
@@ -49754,7 +50132,25 @@ var proxies = {
     create: ({ app, options, executor }) => nginxProxy({ ...options, app, executor })
   }
 };
-var expand = (file, baseDir) => file.startsWith("~/") ? path4.join(os6.homedir(), file.slice(2)) : path4.resolve(baseDir, file);
+function findStrategy(name) {
+  return Object.hasOwn(strategies, name) ? strategies[name] : void 0;
+}
+function findProxy(type) {
+  return Object.hasOwn(proxies, type) ? proxies[type] : void 0;
+}
+var ACTION_SECRET_ENV = ["NODROP_ACTION_SSH_KEY", "NODROP_ACTION_SSH_PASSPHRASE"];
+function secretEnvNames(config) {
+  const names = new Set(ACTION_SECRET_ENV);
+  for (const entry of [config.ssh, ...Object.values(config.hosts ?? {})]) {
+    if (typeof entry !== "object" || entry === null) continue;
+    for (const field of ["privateKeyEnv", "passphraseEnv"]) {
+      const name = entry[field];
+      if (typeof name === "string" && name !== "") names.add(name);
+    }
+  }
+  return [...names];
+}
+var expand = (file, baseDir) => file.startsWith("~/") ? path5.join(os7.homedir(), file.slice(2)) : path5.resolve(baseDir, file);
 function sshExecutors(config, options = {}) {
   const env = options.env ?? process.env;
   const issues = [];
@@ -49845,7 +50241,7 @@ function checkVerifyMode(value, flag = "--verify") {
 function checkLockWait(value, flag = "--lock-wait") {
   if (value === void 0) return 0;
   const ms = parseDuration(value);
-  if (ms === void 0) throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected a duration such as 30s or 15m`);
+  if (ms === void 0) throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected a duration such as 30s or 15m (at most 24h)`);
   return ms;
 }
 function checkVersion(version, flag = "--version") {
@@ -49859,23 +50255,23 @@ function createDeployment(config, overrides = {}, hostOptions = {}) {
   const issues = [];
   const configured = String(config.strategy.name);
   const strategyName = overrides.strategy ?? configured;
-  const strategyEntry = strategies[strategyName];
+  const strategyEntry = findStrategy(strategyName);
   if (!strategyEntry) {
     const where = overrides.strategy ? "--strategy" : "strategy.name";
-    throw new NodropError("E_CONFIG", `${where}: unknown strategy "${strategyName}" (available: ${Object.keys(strategies).join(", ")})`);
+    throw new NodropError("E_CONFIG", `${where}: unknown strategy ${JSON.stringify(strategyName)} (available: ${Object.keys(strategies).join(", ")})`);
   }
   const strategy = strategyEntry.create();
   const rawStrategyOptions = strategyName === configured ? sectionOptions(config.strategy, ["name"]) : {};
   const strategyOptions = strategy.optionsSchema.parse(rawStrategyOptions, "strategy", issues);
   const proxyType = String(config.proxy.type);
-  const proxyEntry = proxies[proxyType];
-  if (!proxyEntry) throw new NodropError("E_CONFIG", `proxy.type: unknown proxy "${proxyType}" (available: ${Object.keys(proxies).join(", ")})`);
+  const proxyEntry = findProxy(proxyType);
+  if (!proxyEntry) throw new NodropError("E_CONFIG", `proxy.type: unknown proxy ${JSON.stringify(proxyType)} (available: ${Object.keys(proxies).join(", ")})`);
   const proxyHost = typeof config.proxy.host === "string" ? config.proxy.host : "local";
   const proxyOptions = proxyEntry.optionsSchema.parse(sectionOptions(config.proxy, ["type", "host"]), "proxy", issues);
   if (issues.length > 0) {
     throw schema_exports.configError(issues, config.source);
   }
-  const executors = new Map([["local", localExecutor({ cwd: config.commands.cwd })], ...sshExecutors(config, hostOptions)]);
+  const executors = new Map([["local", localExecutor({ cwd: config.commands.cwd, unsetEnv: secretEnvNames(config) })], ...sshExecutors(config, hostOptions)]);
   const executorFor = (host) => {
     const executor = executors.get(host);
     if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
@@ -49927,6 +50323,7 @@ function readInputs(env = process.env) {
   const sshPassphrase = getInput("ssh-passphrase") || void 0;
   if (sshPrivateKey) setSecret(sshPrivateKey);
   if (sshPassphrase) setSecret(sshPassphrase);
+  for (const name of Object.keys(process.env)) if (/^INPUT_SSH[-_]/i.test(name)) delete process.env[name];
   const version = getInput("version") || env.GITHUB_SHA || "";
   return {
     config: getInput("config", { required: true }),
@@ -49992,15 +50389,23 @@ async function run(signal) {
       if (inputs.dryRun) {
         const { plan, observed } = await planDeploy({ ...deployment.options, version, signal });
         info(formatPlan(plan, observed));
-        setOutput("version", version);
-        setOutput("result", JSON.stringify({ dryRun: true, plan }));
+        setOutput2("version", version);
+        setOutput2("result", JSON.stringify({ dryRun: true, plan }));
         return;
       }
-      saveState("deploying", version);
-      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent: logEvents() });
-      saveState("deploying", fleetConverged(report) ? "" : version);
+      let changing = false;
+      const log = logEvents();
+      const onEvent = (event) => {
+        if (!changing && event.type === "step") {
+          changing = true;
+          saveState2("deploying", version);
+        }
+        log(event);
+      };
+      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent });
+      if (changing) saveState2("deploying", fleetConverged(report) ? "" : version);
       publish(report);
-      await writeSummary(report);
+      await writeSummary(report).catch((error2) => warnOnce("summary", `could not write the step summary: ${messageOf(error2)}`));
       if (!fleetConverged(report)) {
         const e = report.error;
         error(e ? e.message : "not every instance runs the version in the pool", {
@@ -50017,23 +50422,44 @@ async function run(signal) {
     setFailed(`[${e.code}] ${e.message}`);
   }
 }
+var warned = /* @__PURE__ */ new Set();
+function warnOnce(kind, message) {
+  if (warned.has(kind)) return;
+  warned.add(kind);
+  warning(`nodrop: ${message}`);
+}
+var messageOf = (error2) => error2 instanceof Error ? error2.message : String(error2);
+function setOutput2(name, value) {
+  try {
+    setOutput(name, value);
+  } catch (error2) {
+    warnOnce("output", `could not set the output ${name}: ${messageOf(error2)}`);
+  }
+}
+function saveState2(name, value) {
+  try {
+    saveState(name, value);
+  } catch (error2) {
+    warnOnce("state", `could not save the state ${name} for the post step: ${messageOf(error2)}`);
+  }
+}
 function publish(report) {
-  setOutput("result", JSON.stringify(report));
-  setOutput("version", report.version);
-  setOutput(
+  setOutput2("result", JSON.stringify(report));
+  setOutput2("version", report.version);
+  setOutput2(
     "instances",
     JSON.stringify(report.instances.map((i) => ({ id: i.id, host: i.host, port: i.port, from: i.from, version: i.version, inPool: i.inPool, outcome: i.outcome })))
   );
   if (report.verify) {
     const { requests, failed, regressions } = report.verify;
-    setOutput("verify", JSON.stringify({ requests, failed, regressions, breach: report.verify.breach ?? null }));
+    setOutput2("verify", JSON.stringify({ requests, failed, regressions, breach: report.verify.breach ?? null }));
   }
 }
 function logEvents() {
-  let open2 = false;
+  let open4 = false;
   const close = () => {
-    if (open2) endGroup();
-    open2 = false;
+    if (open4) endGroup();
+    open4 = false;
   };
   return (event) => {
     switch (event.type) {
@@ -50046,7 +50472,7 @@ function logEvents() {
       case "phase":
         close();
         startGroup(`${event.phase} (${event.index + 1}/${event.total})`);
-        open2 = true;
+        open4 = true;
         break;
       case "step":
         if (event.status !== "start") info(`${event.kind}${event.instance ? ` ${event.instance}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}`);
@@ -50057,7 +50483,7 @@ function logEvents() {
       case "recovery":
         close();
         startGroup("recovery");
-        open2 = true;
+        open4 = true;
         warning(`recovering after: ${event.reason.split("\n")[0]}`);
         break;
       case "done":

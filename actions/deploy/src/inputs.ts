@@ -14,12 +14,17 @@ export interface ActionInputs {
   lockWait: string | undefined;
 }
 
-/** Reads the inputs; every secret is masked before anything else can print it. */
+/**
+ * Reads the inputs; every secret is masked before anything else can print it, and the runner's
+ * INPUT_SSH-* variables leave the environment at once: every local command (and any daemon it
+ * starts, e.g. an app server) would inherit them, readable in /proc/PID/environ.
+ */
 export function readInputs(env: NodeJS.ProcessEnv = process.env): ActionInputs {
   const sshPrivateKey = core.getInput("ssh-private-key") || undefined;
   const sshPassphrase = core.getInput("ssh-passphrase") || undefined;
   if (sshPrivateKey) core.setSecret(sshPrivateKey);
   if (sshPassphrase) core.setSecret(sshPassphrase);
+  for (const name of Object.keys(process.env)) if (/^INPUT_SSH[-_]/i.test(name)) delete process.env[name];
   const version = core.getInput("version") || env.GITHUB_SHA || "";
   return {
     config: core.getInput("config", { required: true }),

@@ -35,18 +35,29 @@ export async function run(signal: AbortSignal): Promise<void> {
       if (inputs.dryRun) {
         const { plan, observed } = await planDeploy({ ...deployment.options, version, signal });
         core.info(formatPlan(plan, observed));
-        core.setOutput("version", version);
-        core.setOutput("result", JSON.stringify({ dryRun: true, plan }));
+        setOutput("version", version);
+        setOutput("result", JSON.stringify({ dryRun: true, plan }));
         return;
       }
-      core.saveState("deploying", version);
+      // The post step warns of an unfinished deploy only once something was changed: the engine's
+      // first step (a proxy change or an instance command) is announced before it runs. A refused
+      // lock or a failed preflight changed nothing.
+      let changing = false;
+      const log = logEvents();
+      const onEvent = (event: DeployEvent) => {
+        if (!changing && event.type === "step") {
+          changing = true;
+          saveState("deploying", version);
+        }
+        log(event);
+      };
       // The same lock and journal as the CLI: a terminal deploy waits for (or is refused by) this one,
       // and `nodrop status` / `resume` see it.
-      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent: logEvents() });
+      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent });
       // Kept for the post step while the fleet is not all on the version and in the pool.
-      core.saveState("deploying", fleetConverged(report) ? "" : version);
+      if (changing) saveState("deploying", fleetConverged(report) ? "" : version);
       publish(report);
-      await writeSummary(report);
+      await writeSummary(report).catch((error: unknown) => warnOnce("summary", `could not write the step summary: ${messageOf(error)}`));
       if (!fleetConverged(report)) {
         const e = report.error;
         core.error(e ? e.message : "not every instance runs the version in the pool", {
@@ -64,16 +75,42 @@ export async function run(signal: AbortSignal): Promise<void> {
   }
 }
 
+// Runners other than GitHub's may offer no step summary, output or state file (or an unwritable
+// one). The deploy's result decides the exit code: failing to write one of these is a warning.
+const warned = new Set<string>();
+function warnOnce(kind: string, message: string): void {
+  if (warned.has(kind)) return;
+  warned.add(kind);
+  core.warning(`nodrop: ${message}`);
+}
+const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+function setOutput(name: string, value: string): void {
+  try {
+    core.setOutput(name, value);
+  } catch (error) {
+    warnOnce("output", `could not set the output ${name}: ${messageOf(error)}`);
+  }
+}
+
+function saveState(name: string, value: string): void {
+  try {
+    core.saveState(name, value);
+  } catch (error) {
+    warnOnce("state", `could not save the state ${name} for the post step: ${messageOf(error)}`);
+  }
+}
+
 function publish(report: DeployReport): void {
-  core.setOutput("result", JSON.stringify(report));
-  core.setOutput("version", report.version);
-  core.setOutput(
+  setOutput("result", JSON.stringify(report));
+  setOutput("version", report.version);
+  setOutput(
     "instances",
     JSON.stringify(report.instances.map((i) => ({ id: i.id, host: i.host, port: i.port, from: i.from, version: i.version, inPool: i.inPool, outcome: i.outcome }))),
   );
   if (report.verify) {
     const { requests, failed, regressions } = report.verify;
-    core.setOutput("verify", JSON.stringify({ requests, failed, regressions, breach: report.verify.breach ?? null }));
+    setOutput("verify", JSON.stringify({ requests, failed, regressions, breach: report.verify.breach ?? null }));
   }
 }
 

@@ -2,7 +2,8 @@ import * as core from "@actions/core";
 
 // Runs after the job's steps, also when the deploy step was cancelled. Keys were only ever held in
 // memory (never written to disk), so there is nothing to delete; what is left to do is to say so
-// when a deploy did not reach its end.
+// when a deploy did not reach its end. The main step saves "deploying" only once the engine began
+// its first change, so a refused lock or a failed preflight (nothing touched) leaves it empty.
 const unfinished = core.getState("deploying");
 if (unfinished) {
   core.warning(

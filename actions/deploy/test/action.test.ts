@@ -1,16 +1,17 @@
 // The committed bundle, run the way the runner runs it: `node dist/index.js` with INPUT_* variables
 // (hyphens kept) and GITHUB_OUTPUT, GITHUB_STEP_SUMMARY and GITHUB_STATE files, against the real
 // local fleet and against SSH test hosts.
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Fleet, startFleet } from "@nodrop/example-wsgi-fleet";
+import { type Fleet, fleetSh, startFleet } from "@nodrop/example-wsgi-fleet";
 import { startTestHosts } from "@nodrop/testhosts";
 import { parse, stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hostile } from "../../../tests/adversarial/tally.js";
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "dist");
 
@@ -37,10 +38,11 @@ function parseFileCommands(text: string): Record<string, string> {
   return out;
 }
 
-function runAction(entry: "index" | "post", inputs: Record<string, string>, options: { env?: Record<string, string>; onStdout?: (text: string, child: ChildProcess) => void } = {}): Promise<ActionRun> {
+/** `env` entries set to undefined are left out, as on a runner that does not offer them. */
+function runAction(entry: "index" | "post", inputs: Record<string, string>, options: { env?: Record<string, string | undefined>; onStdout?: (text: string, child: ChildProcess) => void } = {}): Promise<ActionRun> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "nodrop-action-"));
   for (const file of ["output", "summary", "state"]) writeFileSync(path.join(dir, file), "");
-  const env: Record<string, string> = {
+  const env: Record<string, string | undefined> = {
     PATH: process.env.PATH ?? "",
     HOME: process.env.HOME ?? "/root",
     GITHUB_OUTPUT: path.join(dir, "output"),
@@ -50,6 +52,7 @@ function runAction(entry: "index" | "post", inputs: Record<string, string>, opti
     ...options.env,
   };
   for (const [name, value] of Object.entries(inputs)) env[`INPUT_${name.toUpperCase()}`] = value;
+  for (const [name, value] of Object.entries(env)) if (value === undefined) delete env[name];
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [path.join(dist, `${entry}.js`)], { env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
@@ -144,6 +147,153 @@ describe("the action bundle against the local fleet (real nginx + gunicorn)", ()
     const post = await runAction("post", {}, { env: { STATE_deploying: run.state.deploying! } });
     expect(post.code).toBe(0);
     expect(post.stdout).toContain("::warning title=nodrop%3A deploy left incomplete::the deploy of v1 did not finish");
+  });
+});
+
+describe("the action bundle: secrets, runners without summary or outputs, and the post step (real nginx + gunicorn)", () => {
+  const ports = [8296, 8297];
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await startFleet({ ports, proxyPort: 18296 });
+  });
+  afterAll(async () => {
+    await fleet?.stop();
+  });
+
+  /** The gunicorn master of an instance, started by the config's `start` command ("" when stopped). */
+  const pidOf = (port: number) => {
+    const file = path.join(fleet.dir, "instances", String(port), "gunicorn.pid");
+    return existsSync(file) ? readFileSync(file, "utf8").trim() : "";
+  };
+  /** Everything a deploy could change: the include file, the instances' daemons and versions, the lock. */
+  const snapshot = async () =>
+    JSON.stringify({ include: await readFile(fleet.includeFile, "utf8"), pids: ports.map(pidOf), versions: await fleet.versions(), lock: readdirSync(path.join(fleet.dir, "state")).sort() });
+  /** Every regular file under a directory, for a leak check. */
+  const filesUnder = (dir: string): string[] =>
+    readdirSync(dir).flatMap((name) => {
+      const file = path.join(dir, name);
+      const stat = lstatSync(file);
+      return stat.isDirectory() ? filesUnder(file) : stat.isFile() ? [file] : [];
+    });
+
+  it("the ssh-private-key and ssh-passphrase inputs are in no environment of a local command or a daemon it started", async () => {
+    // Key-shaped text: the fleet is local, so no SSH connection is made, but the action reads the inputs as always.
+    const material = "bm9kcm9wLXRlc3Qta2V5LW1hdGVyaWFsLTdhMmYK";
+    const key = `-----BEGIN OPENSSH PRIVATE KEY-----\n${material}\n-----END OPENSSH PRIVATE KEY-----`;
+    const passphrase = "nodrop-test-passphrase-5f1c";
+    await hostile("action-input", "ssh-private-key and ssh-passphrase reaching daemons started by local commands (/proc/PID/environ)", async () => {
+      const before = ports.map(pidOf);
+      const run = await runAction(
+        "index",
+        { config: fleet.configFile, version: "v2", "dry-run": "false", "ssh-private-key": key, "ssh-passphrase": passphrase },
+        { env: { NODROP_TEST_INHERITED: "yes" } },
+      );
+      expect(run.code).toBe(0);
+      expect(JSON.parse(run.outputs.result!)).toMatchObject({ ok: true, version: "v2" });
+      expect(Object.values(await fleet.versions())).toEqual(["v2", "v2"]);
+      const daemons = ports.map(pidOf);
+      // New gunicorn masters, started by the action's `start` commands.
+      expect(daemons.filter((pid, i) => pid !== "" && pid !== before[i])).toHaveLength(ports.length);
+      for (const pid of daemons) {
+        const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").filter(Boolean);
+        // The action's own environment did reach the daemon: what is missing was removed.
+        expect(environ).toContain("NODROP_TEST_INHERITED=yes");
+        expect(environ.filter((v) => /^(INPUT_SSH|NODROP_ACTION_SSH)/i.test(v))).toEqual([]);
+        for (const secret of [material, passphrase]) expect(environ.join("\n")).not.toContain(secret);
+      }
+      // Nothing else kept them: no file of the fleet (journal, lock, nginx, instances), no output, the state.
+      for (const file of filesUnder(fleet.dir)) for (const secret of [material, passphrase]) expect(readFileSync(file, "utf8"), file).not.toContain(secret);
+      for (const text of [JSON.stringify(run.outputs), JSON.stringify(run.state), run.summary]) for (const secret of [material, passphrase]) expect(text).not.toContain(secret);
+      expect(run.state.deploying).toBe("");
+    });
+  });
+
+  it("a runner without a step summary (GITHUB_STEP_SUMMARY unset): the deploy that succeeded exits 0 with a warning", async () => {
+    await hostile("action-input", "GITHUB_STEP_SUMMARY unset", async () => {
+      const run = await runAction("index", { config: fleet.configFile, version: "v1", "dry-run": "false" }, { env: { GITHUB_STEP_SUMMARY: undefined } });
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/^::warning::nodrop: could not write the step summary: .*GITHUB_STEP_SUMMARY/m);
+      expect(run.stdout).not.toContain("::error");
+      expect(JSON.parse(run.outputs.result!)).toMatchObject({ ok: true, version: "v1" });
+      expect(run.outputs.version).toBe("v1");
+      expect(run.state.deploying).toBe("");
+      // The deploy itself is whole: every instance on v1 and in the pool.
+      expect(JSON.parse(run.outputs.instances!).map((i: { version: string; inPool: boolean }) => `${i.version}:${i.inPool}`)).toEqual(["v1:true", "v1:true"]);
+      expect(Object.values(await fleet.versions())).toEqual(["v1", "v1"]);
+      expect(run.summary).toBe("");
+    });
+  });
+
+  it("GITHUB_OUTPUT an unwritable path: a warning; the deploy's result decides the exit code (0 on success, 1 on failure)", async () => {
+    // A directory: appending to it fails, also for root.
+    const unwritable = mkdtempSync(path.join(os.tmpdir(), "nodrop-output-"));
+    await hostile("action-input", "GITHUB_OUTPUT an unwritable path, deploy succeeds", async () => {
+      const run = await runAction("index", { config: fleet.configFile, version: "v2", "dry-run": "false" }, { env: { GITHUB_OUTPUT: unwritable } });
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/^::warning::nodrop: could not set the output result: /m);
+      expect(run.stdout).not.toContain("::error");
+      expect(run.summary).toContain("<h2>nodrop: deployed v2 (rolling)</h2>");
+      expect(Object.values(await fleet.versions())).toEqual(["v2", "v2"]);
+      expect(readdirSync(unwritable)).toEqual([]);
+    });
+    await hostile("action-input", "GITHUB_OUTPUT an unwritable path, deploy fails its health check", async () => {
+      const run = await runAction("index", { config: fleet.configFile, version: "v3", "dry-run": "false" }, { env: { GITHUB_OUTPUT: unwritable } });
+      expect(run.code).toBe(1);
+      expect(run.stdout).toMatch(/^::warning::nodrop: could not set the output result: /m);
+      expect(run.stdout).toMatch(/::error title=nodrop E_HEALTHCHECK on web-8296/);
+      expect(run.summary).toContain("nodrop: FAILED v3");
+      // Reverted: both instances back on v2.
+      expect(Object.values(await fleet.versions())).toEqual(["v2", "v2"]);
+      expect(readdirSync(unwritable)).toEqual([]);
+    });
+  });
+
+  it("the deploy lock held by another deploy: refused, nothing touched, and the post step warns of nothing", async () => {
+    const lockDir = path.join(fleet.dir, "state", "lock");
+    mkdirSync(lockDir, { recursive: true });
+    const now = new Date().toISOString();
+    const holder = JSON.stringify({ who: "ci", from: "elsewhere", version: "v9", since: now, heartbeat: now, pid: 1 });
+    writeFileSync(path.join(lockDir, "holder.json"), holder);
+    try {
+      await hostile("proxy-host-file", "deploy lock held by another deploy", async () => {
+        const before = await snapshot();
+        const run = await runAction("index", { config: fleet.configFile, version: "v1", "dry-run": "false" });
+        expect(run.code).toBe(1);
+        expect(run.stdout).toMatch(/::error title=nodrop E_LOCK::.*held by ci@elsewhere deploying v9/);
+        expect(run.state.deploying ?? "").toBe("");
+        const post = await runAction("post", {}, { env: { STATE_deploying: run.state.deploying } });
+        expect(post.code).toBe(0);
+        expect(post.stdout).not.toContain("did not finish");
+        expect(post.stdout).not.toContain("::warning");
+        expect(post.stdout).toContain("nodrop: nothing to clean up");
+        expect(await snapshot()).toBe(before);
+        expect(readFileSync(path.join(lockDir, "holder.json"), "utf8")).toBe(holder);
+      });
+    } finally {
+      rmSync(lockDir, { recursive: true, force: true });
+    }
+  });
+
+  it("preflight refuses (an instance in the pool is down): nothing touched, and the post step warns of nothing", async () => {
+    execFileSync(fleetSh, [fleet.dir, "stop", "8297"]);
+    try {
+      await hostile("instance-response", "instance in the pool down before the deploy", async () => {
+        const before = await snapshot();
+        const run = await runAction("index", { config: fleet.configFile, version: "v1", "dry-run": "false" });
+        expect(run.code).toBe(1);
+        expect(run.stdout).toMatch(/::error title=nodrop E_PREFLIGHT.*::refusing to deploy: web-8297/);
+        expect(JSON.parse(run.outputs.result!)).toMatchObject({ ok: false, error: { code: "E_PREFLIGHT" } });
+        expect(run.state.deploying ?? "").toBe("");
+        const post = await runAction("post", {}, { env: { STATE_deploying: run.state.deploying } });
+        expect(post.code).toBe(0);
+        expect(post.stdout).not.toContain("did not finish");
+        expect(post.stdout).not.toContain("::warning");
+        expect(await snapshot()).toBe(before);
+        expect(await fleet.versions()).toEqual({ "8296": "v2", "8297": "down" });
+      });
+    } finally {
+      execFileSync(fleetSh, [fleet.dir, "start", "8297", "127.0.0.1"]);
+    }
   });
 });
 

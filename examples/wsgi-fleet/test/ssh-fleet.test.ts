@@ -15,7 +15,9 @@ describe("fleet across 3 SSH hosts (real sshd, gunicorn and nginx)", () => {
   let hosts: TestHosts;
   let fleet: Fleet;
   beforeAll(async () => {
-    hosts = await startTestHosts({ names: ["web1", "web2", "web3"] });
+    // sshd off port 22 (known_hosts names them [address]:port, as ssh-keyscan -p prints them);
+    // packages/ssh/test/ssh.test.ts covers port 22.
+    hosts = await startTestHosts({ names: ["web1", "web2", "web3"], sshPort: [2201, 2202, 2203] });
     fleet = await startFleet({ hosts, ports: [8011, 8012], proxyPort: 18201 });
   });
   afterAll(async () => {
@@ -54,7 +56,7 @@ describe("fleet across 3 SSH hosts (real sshd, gunicorn and nginx)", () => {
 
   it("refuses a host whose key is not the known one, before touching anything", async () => {
     const other = hosts.host("web2").knownHostsLine.split(" ").slice(1).join(" ");
-    const forged = hosts.knownHosts.replace(hosts.host("web1").knownHostsLine, `${hosts.host("web1").address} ${other}`);
+    const forged = hosts.knownHosts.replace(hosts.host("web1").knownHostsLine, `${hosts.host("web1").knownHostsLine.split(" ")[0]} ${other}`);
     const file = await withConfig((c) => (c.ssh.knownHosts = forged));
     const before = await snapshot();
     const result = await runNodrop(["deploy", "--config", file, "--version", "v1"]);

@@ -10,6 +10,26 @@ export interface HostSetupOptions {
   log?: (message: string) => void;
 }
 
+/** Where the GitHub Action hands its ssh-private-key and ssh-passphrase inputs to nodrop. */
+export const ACTION_SECRET_ENV = ["NODROP_ACTION_SSH_KEY", "NODROP_ACTION_SSH_PASSPHRASE"] as const;
+
+/**
+ * The environment variables that hold secrets for this config: every `privateKeyEnv` and
+ * `passphraseEnv` (in `ssh` and in each host), and the action's. Local commands must not inherit
+ * them (nor the daemons those commands start).
+ */
+export function secretEnvNames(config: NodropConfig): string[] {
+  const names = new Set<string>(ACTION_SECRET_ENV);
+  for (const entry of [config.ssh, ...Object.values(config.hosts ?? {})]) {
+    if (typeof entry !== "object" || entry === null) continue;
+    for (const field of ["privateKeyEnv", "passphraseEnv"]) {
+      const name = (entry as Record<string, unknown>)[field];
+      if (typeof name === "string" && name !== "") names.add(name);
+    }
+  }
+  return [...names];
+}
+
 const expand = (file: string, baseDir: string) => (file.startsWith("~/") ? path.join(os.homedir(), file.slice(2)) : path.resolve(baseDir, file));
 
 /**

@@ -3,6 +3,8 @@ import { parseArgs } from "node:util";
 import {
   type Executor,
   NodropError,
+  describeValue,
+  isSafeName,
   lastDeploy,
   loadConfig,
   observeInstances,
@@ -82,6 +84,8 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
   if (positionals.length > (command === "lock" ? 2 : 1)) throw new NodropError("E_ARGS", `unexpected argument "${positionals.at(-1)}"`);
   if (!["deploy", "plan", "status", "init", "resume", "rollback", "lock"].includes(command)) throw new NodropError("E_ARGS", `unknown command "${command}"\n${USAGE}`);
   const lockWait = checkLockWait(values["lock-wait"]);
+  // Checked before anything is read or reached, like every other argument.
+  const rollbackTo = values.to === undefined ? undefined : checkVersion(values.to, "--to");
   if (!values.config) throw new NodropError("E_ARGS", "--config is required (the nodrop YAML file)");
   const config = await loadConfig(values.config);
   const verifyMode = checkVerifyMode(values.verify);
@@ -111,12 +115,16 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           if (!last) throw new NodropError("E_JOURNAL", `no deploy in the journal on ${deployment.proxyExecutor.host} (${deployment.stateDir}): nothing to ${command}`);
           if (command === "resume") {
             if (last.finished && last.ok) throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) finished; nothing to resume`);
-            version = last.version;
+            // Checked again where it is used: the journal is a file anyone on the proxy host can edit.
+            version = journalVersion(last.version, "version");
             io.stderr.write(`nodrop: resuming the deploy of ${version} started ${last.at} (last step: ${last.lastStep ?? "none"})\n`);
           } else {
-            const previous = values.to ?? mostCommon(Object.values(last.from));
-            if (!previous) throw new NodropError("E_JOURNAL", "the journal does not say which version ran before; name it with --to");
-            version = checkVersion(previous, "--to");
+            if (rollbackTo !== undefined) version = rollbackTo;
+            else {
+              const previous = mostCommon(Object.values(last.from));
+              if (!previous) throw new NodropError("E_JOURNAL", "the journal does not say which version ran before; name it with --to");
+              version = journalVersion(previous, "previous version");
+            }
             io.stderr.write(`nodrop: rolling back from ${last.version} to ${version}\n`);
           }
         }
@@ -192,6 +200,12 @@ function sshConnections(executors: ReadonlyMap<string, Executor>): { connections
     if (count > 0) hosts += 1;
   }
   return hosts > 0 ? { connections, hosts } : undefined;
+}
+
+/** A version read back from the journal, checked at the point of use. */
+function journalVersion(value: unknown, what: string): string {
+  if (!isSafeName(value)) throw new NodropError("E_JOURNAL", `the journal's ${what} ${describeValue(value)} is not a safe version string; refusing to use it (name one with --to, or fix the journal)`);
+  return value;
 }
 
 function mostCommon(values: readonly (string | undefined)[]): string | undefined {

@@ -29,3 +29,13 @@ export const proxies: Readonly<Record<string, ProxyEntry>> = {
     create: ({ app, options, executor }: { app: string; options: NginxOptions; executor: Executor }) => nginxProxy({ ...options, app, executor }),
   } satisfies ProxyEntry<NginxOptions>,
 };
+
+/** The built-in strategy of that name; own entries only, so `constructor` or `__proto__` is unknown. */
+export function findStrategy(name: string): StrategyEntry | undefined {
+  return Object.hasOwn(strategies, name) ? strategies[name] : undefined;
+}
+
+/** The built-in proxy adapter of that type; own entries only, so `toString` or `__proto__` is unknown. */
+export function findProxy(type: string): ProxyEntry | undefined {
+  return Object.hasOwn(proxies, type) ? proxies[type] : undefined;
+}

@@ -17,8 +17,8 @@ import {
   sectionOptions,
   singlePool,
 } from "@nodrop/core";
-import { type HostSetupOptions, sshExecutors } from "./hosts.js";
-import { proxies, strategies } from "./registry.js";
+import { type HostSetupOptions, secretEnvNames, sshExecutors } from "./hosts.js";
+import { findProxy, findStrategy, proxies, strategies } from "./registry.js";
 
 export interface Deployment {
   /** The routing of the fleet at rest, as the strategy wants it (affinity for sticky). */
@@ -47,7 +47,7 @@ export function checkVerifyMode(value: string | undefined, flag = "--verify"): V
 export function checkLockWait(value: string | undefined, flag = "--lock-wait"): number {
   if (value === undefined) return 0;
   const ms = parseDuration(value);
-  if (ms === undefined) throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected a duration such as 30s or 15m`);
+  if (ms === undefined) throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected a duration such as 30s or 15m (at most 24h)`);
   return ms;
 }
 
@@ -69,10 +69,10 @@ export function createDeployment(
   const issues: ConfigIssue[] = [];
   const configured = String(config.strategy.name);
   const strategyName = overrides.strategy ?? configured;
-  const strategyEntry = strategies[strategyName];
+  const strategyEntry = findStrategy(strategyName);
   if (!strategyEntry) {
     const where = overrides.strategy ? "--strategy" : "strategy.name";
-    throw new NodropError("E_CONFIG", `${where}: unknown strategy "${strategyName}" (available: ${Object.keys(strategies).join(", ")})`);
+    throw new NodropError("E_CONFIG", `${where}: unknown strategy ${JSON.stringify(strategyName)} (available: ${Object.keys(strategies).join(", ")})`);
   }
   const strategy = strategyEntry.create();
   // Options written for another strategy do not apply to an override.
@@ -80,15 +80,15 @@ export function createDeployment(
   const strategyOptions = strategy.optionsSchema.parse(rawStrategyOptions, "strategy", issues);
 
   const proxyType = String(config.proxy.type);
-  const proxyEntry = proxies[proxyType];
-  if (!proxyEntry) throw new NodropError("E_CONFIG", `proxy.type: unknown proxy "${proxyType}" (available: ${Object.keys(proxies).join(", ")})`);
+  const proxyEntry = findProxy(proxyType);
+  if (!proxyEntry) throw new NodropError("E_CONFIG", `proxy.type: unknown proxy ${JSON.stringify(proxyType)} (available: ${Object.keys(proxies).join(", ")})`);
   const proxyHost = typeof config.proxy.host === "string" ? config.proxy.host : "local";
   const proxyOptions = proxyEntry.optionsSchema.parse(sectionOptions(config.proxy, ["type", "host"]), "proxy", issues);
   if (issues.length > 0) {
     throw schema.configError(issues, config.source);
   }
 
-  const executors = new Map<string, Executor>([["local", localExecutor({ cwd: config.commands.cwd })], ...sshExecutors(config, hostOptions)]);
+  const executors = new Map<string, Executor>([["local", localExecutor({ cwd: config.commands.cwd, unsetEnv: secretEnvNames(config) })], ...sshExecutors(config, hostOptions)]);
   const executorFor = (host: string) => {
     const executor = executors.get(host);
     if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);

@@ -10,7 +10,8 @@ import { verifyUrlProblem } from "./verify.js";
 const safeName = (doc: string) =>
   str({ pattern: SAFE_NAME, hint: "a name of letters, digits, '.', '_' or '-' (starting with a letter or digit)", doc });
 
-const template = (doc: string) => str({ minLength: 1, hint: "a command template", doc });
+// A NUL cannot be passed to a shell: refused here rather than when the command first runs, mid-deploy.
+const template = (doc: string) => str({ minLength: 1, pattern: /^[^\0]+$/, hint: "a command template", doc });
 
 export const instanceSchema = object({
   id: optional(safeName("Unique instance name; defaults to <host>-<port>.")),
@@ -24,7 +25,7 @@ export const commandsSchema = object(
     stop: template("Stops the instance gracefully and returns once it has exited. Placeholders: {id} {host} {address} {port} {version} {previous}."),
     update: template("Puts {version} in place for the instance (it is stopped)."),
     start: template("Starts the instance; the health check then waits for it."),
-    cwd: optional(str({ minLength: 1, doc: "Working directory for local commands, relative to the config file." })),
+    cwd: optional(str({ minLength: 1, pattern: /^[^\0]+$/, hint: "a string", doc: "Working directory for local commands, relative to the config file." })),
     timeout: optional(duration({ min: 1, doc: "Each command is ended when it runs longer." }), 60_000),
   },
   { doc: "Command templates; every placeholder value is validated and shell-quoted." },

@@ -1,12 +1,26 @@
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-/** Parses "500ms", "30s", "2m", "1h" or a plain number of milliseconds. Returns undefined when invalid. */
+/**
+ * The longest duration nodrop accepts: 24h. Timers hold at most 2^31-1 ms (about 24.8 days) and
+ * fire at once above it, so a larger value would end every command or wait immediately.
+ */
+export const MAX_DURATION_MS = 24 * 3_600_000;
+
+/**
+ * Parses "500ms", "30s", "2m", "1h" or a plain number of milliseconds, from 0 to 24h (MAX_DURATION_MS).
+ * Returns undefined when invalid or out of range.
+ */
 export function parseDuration(value: unknown): number | undefined {
-  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value : undefined;
-  if (typeof value !== "string") return undefined;
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value.trim());
-  if (!match) return undefined;
-  return Math.round(Number(match[1]) * UNITS[match[2]!]!);
+  let ms: number;
+  if (typeof value === "number") ms = value;
+  else if (typeof value === "string") {
+    const match = /^(\d{1,15}(?:\.\d{1,15})?)(ms|s|m|h)$/.exec(value.trim());
+    if (!match) return undefined;
+    ms = Math.round(Number(match[1]) * UNITS[match[2]!]!);
+  } else return undefined;
+  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_DURATION_MS) return undefined;
+  // -0 is 0.
+  return ms === 0 ? 0 : ms;
 }
 
 export function formatDuration(ms: number): string {

@@ -6,6 +6,7 @@ import { type WaitHealthyOptions, waitHealthy } from "./health.js";
 import type { Journal } from "./journal.js";
 import type { DeployReport, InstanceOutcome, InstanceReport, PhaseReport, RouteReport, StepTiming } from "./report.js";
 import { servingInstances, singlePool, validateRouting } from "./routing.js";
+import { isSafeName } from "./template.js";
 import type {
   DeployPlan,
   DeployVerifier,
@@ -59,10 +60,13 @@ export async function observeInstances(
   const observed = new Map<string, ObservedInstance>();
   await forEachPerHost(instances, (i) => i.spec.host, options.parallel ?? 8, async (instance) => {
     const probe = await health.probe(instance.spec, options.signal);
+    // The version comes from the instance (through a health check that may be a plugin's): one that
+    // is not a safe version string is unknown, so it never becomes `from`, `{previous}` or a pin.
+    const version = probe.ok && isSafeName(probe.version) ? probe.version : undefined;
     observed.set(instance.spec.id, {
       ...instance.spec,
-      version: probe.ok ? probe.version : undefined,
-      healthy: probe.ok && probe.version !== undefined,
+      version,
+      healthy: probe.ok && version !== undefined,
       // Without a routing written by this proxy, everything counts as serving.
       inPool: options.serving ? options.serving.has(instance.spec.id) : true,
     });
@@ -248,8 +252,9 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   const reachable = (id: string): boolean => {
     if (!routingInForce) return serving.has(id);
     const r = routingInForce;
-    const pinned = r.pins[options.version];
-    return routedRegardless(id) || (pinned !== undefined && (r.pools[pinned]?.includes(id) ?? false) && tracked.get(id)?.version === options.version);
+    // Own keys only: a version or pool named `constructor` is a name like any other.
+    const pinned = Object.hasOwn(r.pins, options.version) ? r.pins[options.version] : undefined;
+    return routedRegardless(id) || (pinned !== undefined && inPool(r, pinned, id) && tracked.get(id)?.version === options.version);
   };
   /** Reached by the default pool, a default switch or the pin of another version. */
   const routedRegardless = (id: string): boolean => {
@@ -257,8 +262,9 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
     const r = routingInForce;
     const pools = [r.defaultPool, ...(r.switchDefault ? [r.switchDefault.to] : [])];
     for (const [version, pool] of Object.entries(r.pins)) if (version !== options.version) pools.push(pool);
-    return pools.some((pool) => r.pools[pool]?.includes(id));
+    return pools.some((pool) => inPool(r, pool, id));
   };
+  const inPool = (r: Routing, pool: string, id: string): boolean => Object.hasOwn(r.pools, pool) && (r.pools[pool]?.includes(id) ?? false);
 
   const applyRouting = async (routing: Routing, why: string, phase: string, routeSignal: AbortSignal | undefined) => {
     await timed(phase, "route", undefined, async () => {

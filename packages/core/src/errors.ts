@@ -24,6 +24,8 @@ export type NodropErrorCode =
   | "E_SSH_DROPPED"
   | "E_LOCK"
   | "E_JOURNAL"
+  /** nodrop's state directory on the proxy host, or a file in it, is unsafe to use (a link, another owner). */
+  | "E_STATE"
   /** The verify probe saw more failures or regressions than allowed. */
   | "E_VERIFY"
   | "E_ABORTED";

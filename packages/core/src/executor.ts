@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
-import { appendFile, mkdir } from "node:fs/promises";
+import { constants } from "node:fs";
+import { lstat, mkdir, open, readlink } from "node:fs/promises";
 import path from "node:path";
 import { NodropError, abortError } from "./errors.js";
 
@@ -43,6 +44,11 @@ export interface LocalExecutorOptions {
   cwd?: string;
   /** Extra environment for the commands. */
   env?: Record<string, string>;
+  /**
+   * Variables removed from the commands' environment (and so from any daemon they start), e.g.
+   * those holding SSH keys: a secret nodrop reads from the environment is for nodrop alone.
+   */
+  unsetEnv?: readonly string[];
   /** Output kept per stream; the rest is dropped (a runaway command must not eat memory). */
   maxOutputBytes?: number;
 }
@@ -54,9 +60,35 @@ export function localExecutor(options: LocalExecutorOptions = {}): Executor {
     name: "local",
     host: "local",
     async appendFile(file, text) {
+      // Never through a planted link, never into a directory or file of another uid: the text may be
+      // sensitive (the journal holds command errors), so the directory is 0700 and the file 0600.
       const target = path.resolve(options.cwd ?? process.cwd(), file);
-      await mkdir(path.dirname(target), { recursive: true });
-      await appendFile(target, text);
+      const dir = path.dirname(target);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const uid = process.geteuid?.();
+      const d = await lstat(dir);
+      if (d.isSymbolicLink()) throw new Error(`${dir} is a symbolic link (to ${await readlink(dir)}); nodrop does not follow it: remove it`);
+      if (!d.isDirectory()) throw new Error(`${dir} is not a directory`);
+      if (uid !== undefined && d.uid !== uid) throw new Error(`${dir} is owned by uid ${d.uid}, not by uid ${uid} that nodrop runs as`);
+      if (d.mode & 0o022) throw new Error(`${dir} is writable by others (mode ${(d.mode & 0o7777).toString(8)}): make it 0700 and check what is in it`);
+      let handle;
+      try {
+        // O_NOFOLLOW: a link at the file itself fails (ELOOP); O_NONBLOCK: a planted FIFO cannot hang us.
+        handle = await open(target, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ELOOP") throw new Error(`${target} is a symbolic link (to ${await readlink(target).catch(() => "?")}); nodrop does not follow it: remove it`);
+        throw error;
+      }
+      try {
+        const f = await handle.stat();
+        if (!f.isFile()) throw new Error(`${target} is not a regular file`);
+        if (uid !== undefined && f.uid !== uid) throw new Error(`${target} is owned by uid ${f.uid}, not by uid ${uid} that nodrop runs as`);
+        if (f.nlink > 1) throw new Error(`${target} has ${f.nlink} hard links`);
+        if (f.mode & 0o077) await handle.chmod(0o600);
+        await handle.appendFile(text);
+      } finally {
+        await handle.close();
+      }
     },
     exec(command, execOptions = {}) {
       const { signal, timeoutMs, input } = execOptions;
@@ -66,7 +98,7 @@ export function localExecutor(options: LocalExecutorOptions = {}): Executor {
         // detached: the command leads its own process group, so a timeout ends its children too.
         const child = spawn("bash", ["-c", command], {
           cwd: options.cwd,
-          env: { ...process.env, ...options.env },
+          env: Object.fromEntries(Object.entries({ ...process.env, ...options.env }).filter(([name]) => !options.unsetEnv?.includes(name))),
           detached: true,
           stdio: ["pipe", "pipe", "pipe"],
         });

@@ -2,7 +2,7 @@ import http from "node:http";
 import type { Executor } from "./executor.js";
 import { sleep } from "./duration.js";
 import { NodropError, abortError } from "./errors.js";
-import { shellQuote } from "./template.js";
+import { describeValue, isSafeName, shellQuote } from "./template.js";
 import type { HealthCheck, HealthProbe, InstanceSpec } from "./types.js";
 
 export interface HttpHealthCheckOptions {
@@ -34,13 +34,9 @@ export function httpHealthCheck(options: HttpHealthCheckOptions): HealthCheck {
             response.resume();
             response.on("end", () => {
               const raw = response.headers[header];
-              const version = Array.isArray(raw) ? raw[0] : raw;
               const status = response.statusCode ?? 0;
-              resolve({
-                ok: status >= 200 && status < 300,
-                version,
-                detail: `status ${status}${version ? `, ${options.versionHeader}: ${version}` : `, no ${options.versionHeader} header`}`,
-              });
+              const seen = reportedVersion(Array.isArray(raw) ? raw[0] : raw, options.versionHeader);
+              resolve({ ok: status >= 200 && status < 300, version: seen.version, detail: `status ${status}, ${seen.detail}` });
             });
             response.on("error", (error) => resolve({ ok: false, version: undefined, detail: error.message }));
           },
@@ -52,6 +48,17 @@ export function httpHealthCheck(options: HttpHealthCheckOptions): HealthCheck {
       });
     },
   };
+}
+
+/**
+ * What an instance reported as its version. The instance is not trusted: a value that is not a safe
+ * version string (SAFE_NAME) counts as an unknown version, and the detail shows it escaped and cut
+ * short, so it never reaches a command, the proxy config, the journal or an output.
+ */
+export function reportedVersion(raw: string | undefined, headerName: string): { version: string | undefined; detail: string } {
+  if (raw === undefined || raw === "") return { version: undefined, detail: `no ${headerName} header` };
+  if (isSafeName(raw)) return { version: raw, detail: `${headerName}: ${raw}` };
+  return { version: undefined, detail: `${headerName} ${describeValue(raw, 40)} is not a safe version string (counted as unknown)` };
 }
 
 export interface WaitHealthyOptions {
@@ -124,8 +131,8 @@ export function hostHealthCheck(options: HostHealthCheckOptions): HealthCheck {
         const lines = result.stdout.split(/\r?\n/);
         const status = Number(/^HTTP\/[\d.]+ (\d{3})/.exec(lines[0] ?? "")?.[1] ?? 0);
         const versionLine = lines.find((l) => l.toLowerCase().startsWith(`${header}:`));
-        const version = versionLine?.slice(versionLine.indexOf(":") + 1).trim() || undefined;
-        return { ok: status >= 200 && status < 300, version, detail: `status ${status} (from ${instance.host})${version ? `, ${options.versionHeader}: ${version}` : ""}` };
+        const seen = reportedVersion(versionLine?.slice(versionLine.indexOf(":") + 1).trim() || undefined, options.versionHeader);
+        return { ok: status >= 200 && status < 300, version: seen.version, detail: `status ${status} (from ${instance.host}), ${seen.detail}` };
       } catch (error) {
         return { ok: false, version: undefined, detail: (error as Error).message };
       }

@@ -38,9 +38,9 @@ describe("commandInstance", () => {
     const control = commandInstance({ spec, executor, commands, timeoutMs: 1234 });
     expect(control.spec).toBe(spec);
     await control.stop({ version: "v1" });
-    await control.update({ version: "v2 beta", previous: "v1" });
+    await control.update({ version: "v2_beta", previous: "v1" });
     await control.start({ version: "v2" });
-    expect(executor.commands).toEqual(["./ctl stop web-8011 8011 v1", "./ctl update 'v2 beta' v1 10.0.0.5", "./ctl start web1 v2"]);
+    expect(executor.commands).toEqual(["./ctl stop web-8011 8011 v1", "./ctl update v2_beta v1 10.0.0.5", "./ctl start web1 v2"]);
     expect(executor.options.map((o) => o.timeoutMs)).toEqual([1234, 1234, 1234]);
   });
 

@@ -1,6 +1,6 @@
 import { execOrThrow, type Executor } from "./executor.js";
 import { NodropError } from "./errors.js";
-import { renderTemplate, type TemplateValues } from "./template.js";
+import { type TemplateSources, type TemplateValues, describeValue, renderTemplate } from "./template.js";
 import type { InstanceControl, InstanceSpec } from "./types.js";
 
 export interface CommandInstanceOptions {
@@ -13,8 +13,11 @@ export interface CommandInstanceOptions {
 /** An instance controlled by shell command templates run through an executor (local or SSH). */
 export function commandInstance(options: CommandInstanceOptions): InstanceControl {
   const { spec, executor, commands, timeoutMs } = options;
+  const of = `the instance spec of ${describeValue(spec.id)}`;
+  const sources: TemplateSources = { id: of, host: of, address: of, port: of, version: `the deploy's step on ${describeValue(spec.id)}`, previous: `the version ${describeValue(spec.id)} reported before the deploy` };
   const run = async (kind: "stop" | "update" | "start", values: TemplateValues, signal: AbortSignal | undefined) => {
-    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: spec.port, ...values }, `commands.${kind}`);
+    // Every value is checked where the command is rendered, whichever caller (engine, plugin) passed it.
+    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: spec.port, ...values }, `commands.${kind}`, sources);
     try {
       await execOrThrow(executor, command, `${kind} of ${spec.id}`, { signal, timeoutMs });
     } catch (error) {

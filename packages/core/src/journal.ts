@@ -1,7 +1,8 @@
 import { NodropError } from "./errors.js";
 import type { Executor } from "./executor.js";
+import { REFUSED, stateGuard, stateRefusal } from "./state.js";
 import type { StepKind } from "./types.js";
-import { shellQuote } from "./template.js";
+import { describeValue, isSafeName, shellQuote } from "./template.js";
 
 /** One line of the journal: what a deploy is about to do, and what it did. */
 export type JournalEntry =
@@ -23,6 +24,12 @@ export interface Journal {
  */
 export function fileJournal(executor: Executor, file: string): Journal {
   const path = shellQuote(file);
+  const dir = file.slice(0, Math.max(file.lastIndexOf("/"), 1)) || ".";
+  // It holds command error lines: its directory and it are this uid's alone, and never a link.
+  const guard = stateGuard([
+    { path: dir, type: "dir" },
+    { path: file, type: "file" },
+  ]);
   let queue: Promise<unknown> = Promise.resolve();
   return {
     append(entry) {
@@ -35,14 +42,16 @@ export function fileJournal(executor: Executor, file: string): Journal {
           });
           return;
         }
-        const result = await executor.exec(`mkdir -p "$(dirname ${path})" && cat >> ${path}`, { input: line, timeoutMs: 30_000 });
+        const result = await executor.exec(`umask 077\n${guard}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1\n${guard}cat >> ${path}`, { input: line, timeoutMs: 30_000 });
+        if (result.code === REFUSED) throw stateRefusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
         if (result.code !== 0) throw new NodropError("E_JOURNAL", `cannot write the journal ${file} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
       });
       queue = next.catch(() => undefined);
       return next;
     },
     async read() {
-      const result = await executor.exec(`cat ${path} 2>/dev/null || true`);
+      const result = await executor.exec(`${guard}cat ${path} 2>/dev/null || true`);
+      if (result.code === REFUSED) throw stateRefusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
       return result.stdout
         .split("\n")
         .filter((line) => line.trim().startsWith("{"))
@@ -70,22 +79,43 @@ export interface LastDeploy {
   readonly lastStep: string | undefined;
 }
 
-/** The most recent deploy in the journal, and whether it reached its end. */
+/**
+ * The most recent deploy in the journal, and whether it reached its end. The journal is a file on
+ * the proxy host that anyone with access there can edit: every value read back that nodrop would
+ * act on or show (versions, instance ids, the strategy, the time) is checked here, and a bad one is
+ * refused with E_JOURNAL naming the field, so it never reaches a command, the proxy or a terminal.
+ */
 export function lastDeploy(records: readonly JournalRecord[]): LastDeploy | undefined {
-  const starts = records.filter((r): r is Extract<JournalRecord, { type: "deploy" }> => r.type === "deploy");
+  const isObject = (r: unknown): r is Record<string, unknown> => typeof r === "object" && r !== null && !Array.isArray(r);
+  const starts = records.filter((r): r is Extract<JournalRecord, { type: "deploy" }> => isObject(r) && r.type === "deploy");
   const start = starts.at(-1);
   if (!start) return undefined;
-  const own = records.filter((r) => r.id === start.id);
+  const refuse = (field: string, value: unknown, expected: string) =>
+    new NodropError("E_JOURNAL", `the journal's last deploy has ${field} ${describeValue(value)}, which is not ${expected}; refusing to use it (fix or move the journal file)`);
+  if (typeof start.id !== "string" || start.id.length === 0 || start.id.length > 200) throw refuse("id", start.id, "a deploy id");
+  if (!isSafeName(start.version)) throw refuse("version", start.version, "a safe version string");
+  if (!isSafeName(start.strategy)) throw refuse("strategy", start.strategy, "a strategy name");
+  if (typeof start.at !== "string" || !/^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/.test(start.at)) throw refuse("time", start.at, "an ISO time");
+  if (!Array.isArray(start.instances)) throw refuse("instances", start.instances, "a list");
+  const from: Record<string, string | undefined> = {};
+  start.instances.forEach((entry: unknown, index) => {
+    if (!isObject(entry) || !isSafeName(entry.id)) throw refuse(`instances[${index}].id`, isObject(entry) ? entry.id : entry, "an instance id");
+    if (entry.from !== undefined && entry.from !== null && !isSafeName(entry.from)) throw refuse(`instances[${index}].from (${entry.id})`, entry.from, "a safe version string");
+    from[entry.id] = typeof entry.from === "string" ? entry.from : undefined;
+  });
+  const own = records.filter((r) => isObject(r) && r.id === start.id);
   const end = own.find((r): r is Extract<JournalRecord, { type: "end" }> => r.type === "end");
   const step = own.filter((r): r is Extract<JournalRecord, { type: "step" }> => r.type === "step").at(-1);
+  // Shown as it is when it is plain text, escaped otherwise.
+  const text = (value: unknown) => (typeof value === "string" && /^[\x20-\x7e]{1,100}$/.test(value) ? value : describeValue(value, 40));
   return {
     id: start.id,
     version: start.version,
     strategy: start.strategy,
     at: start.at,
     finished: end !== undefined,
-    ok: end?.ok,
-    from: Object.fromEntries(start.instances.map((i) => [i.id, i.from])),
-    lastStep: step ? `${step.phase}: ${step.kind}${step.instance ? ` ${step.instance}` : ""} (${step.status})` : undefined,
+    ok: end === undefined ? undefined : end.ok === true,
+    from,
+    lastStep: step ? `${text(step.phase)}: ${text(step.kind)}${step.instance ? ` ${isSafeName(step.instance) ? step.instance : describeValue(step.instance, 40)}` : ""} (${text(step.status)})` : undefined,
   };
 }

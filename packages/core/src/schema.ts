@@ -1,4 +1,4 @@
-import { parseDuration } from "./duration.js";
+import { MAX_DURATION_MS, parseDuration } from "./duration.js";
 import { type ConfigIssue, NodropError } from "./errors.js";
 
 /**
@@ -26,6 +26,7 @@ function typeName(value: unknown): string {
   if (Array.isArray(value)) return "a list";
   if (typeof value === "object") return "a mapping";
   if (typeof value === "string") return `string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  if (typeof value === "number") return `number ${Object.is(value, -0) ? "-0" : String(value).length > 40 ? `${String(value).slice(0, 40)}…` : String(value)}`;
   return `${typeof value} ${String(value)}`;
 }
 
@@ -87,9 +88,12 @@ export function bool(options: Common = {}): Schema<boolean> {
   };
 }
 
-/** A duration such as "500ms", "30s" or "2m"; parsed to milliseconds. */
+/**
+ * A duration such as "500ms", "30s" or "2m"; parsed to milliseconds. At most 24h (MAX_DURATION_MS):
+ * a timer above 2^31-1 ms fires at once, so `timeout: 1000h` would end everything immediately.
+ */
 export function duration(options: Common & { min?: number; max?: number } = {}): Schema<number> {
-  const hint = "a duration such as 500ms, 30s or 2m";
+  const hint = "a duration such as 500ms, 30s or 2m (at most 24h)";
   return {
     kind: "duration",
     doc: options.doc,
@@ -101,7 +105,7 @@ export function duration(options: Common & { min?: number; max?: number } = {}):
         return undefined;
       }
       if ((options.min !== undefined && ms < options.min) || (options.max !== undefined && ms > options.max)) {
-        issues.push({ path, message: `expected a duration between ${options.min ?? 0}ms and ${options.max ?? "∞"}ms, got ${typeName(value)}` });
+        issues.push({ path, message: `expected a duration between ${options.min ?? 0}ms and ${options.max === undefined ? "24h" : `${options.max}ms`}, got ${typeName(value)}` });
         return undefined;
       }
       return ms;
@@ -250,14 +254,15 @@ export function object<S extends Shape>(shape: S, options: Common = {}): ObjectS
       const before = issues.length;
       const input = value as Record<string, unknown>;
       const out: Record<string, unknown> = {};
+      // Own keys only: `constructor`, `toString` or `__proto__` in the input are unknown keys like any other.
       for (const key of Object.keys(input)) {
-        if (!(key in fields)) {
+        if (!Object.hasOwn(fields, key)) {
           const known = Object.keys(fields).join(", ");
           issues.push({ path: join(path, key), message: `unknown key (known keys: ${known})` });
         }
       }
       for (const [key, field] of Object.entries(fields) as [string, Field<unknown>][]) {
-        const raw = input[key];
+        const raw = Object.hasOwn(input, key) ? input[key] : undefined;
         if (raw === undefined || raw === null) {
           if (field.required) issues.push({ path: join(path, key), message: `required: ${field.schema.describe()}` });
           // Defaults go through the schema too, so a missing section gets its fields' defaults.

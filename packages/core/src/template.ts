@@ -1,14 +1,53 @@
+import { isIP } from "node:net";
 import { NodropError } from "./errors.js";
 
 /** The placeholders a command template may use. */
 export const PLACEHOLDERS = ["version", "previous", "host", "address", "port", "id"] as const;
 export type Placeholder = (typeof PLACEHOLDERS)[number];
 export type TemplateValues = Partial<Record<Placeholder, string | number>>;
+/** Where each value came from ("config", "--version", "the journal", "instance web-1"), for errors. */
+export type TemplateSources = Partial<Record<Placeholder, string>>;
 
 const TOKEN = /\{\{|\}\}|\{([a-z]+)\}|[{}]/g;
 
 /** Versions, ids and host names must be boring: they end up in shell commands and nginx config. */
 export const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** Whether a value is a safe version string (or id, or host name): SAFE_NAME, nothing else. */
+export function isSafeName(value: unknown): value is string {
+  return typeof value === "string" && SAFE_NAME.test(value);
+}
+
+/**
+ * Shows a value that nodrop did not produce (an instance's header, a journal line) in a message:
+ * JSON-escaped, so control characters, quotes and newlines stay visible and inert, and cut short.
+ */
+export function describeValue(value: unknown, max = 60): string {
+  const text = typeof value === "string" ? value : typeof value === "number" ? String(value) : value === undefined ? "undefined" : (JSON.stringify(value) ?? String(value));
+  const cut = text.length > max ? `${text.slice(0, max)}…` : text;
+  return JSON.stringify(cut);
+}
+
+const nameRule = (value: string) => (SAFE_NAME.test(value) ? undefined : "letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)");
+/** What each placeholder accepts; anything else is refused when the command is rendered. */
+const RULES: Record<Placeholder, (value: string) => string | undefined> = {
+  version: nameRule,
+  previous: nameRule,
+  id: nameRule,
+  host: nameRule,
+  address: (value) => (isIP(value) !== 0 ? undefined : "an IP address"),
+  port: (value) => (/^[1-9][0-9]{0,4}$/.test(value) && Number(value) <= 65535 ? undefined : "an integer 1-65535"),
+};
+
+/** Why a placeholder's value is refused, or undefined when it is fine. */
+export function placeholderProblem(name: Placeholder, value: string | number): string | undefined {
+  if (typeof value !== "string" && typeof value !== "number") return `expected a string or a number, got ${typeof value}`;
+  const text = String(value);
+  // A value that a command could read as an option (`--upload-pack=...`) is refused whatever its rule.
+  if (text.startsWith("-")) return `${describeValue(text)} starts with "-" (a command could read it as an option)`;
+  const rule = RULES[name](text);
+  return rule === undefined ? undefined : `${describeValue(text)} is not ${rule}`;
+}
 
 /**
  * Quotes a value for a POSIX shell. Plain words stay readable; anything else is
@@ -34,16 +73,26 @@ export function checkTemplate(template: string): string[] {
   return problems;
 }
 
-/** Fills a template; every value is shell-quoted, so no value can change the command's shape. */
-export function renderTemplate(template: string, values: TemplateValues, what = "command"): string {
+/**
+ * Fills a template. Every value is checked against its placeholder's rule at this point, whatever
+ * its source (config, command line, journal, an instance, a plugin), then shell-quoted, so no value
+ * can change the command's shape or be read as an option.
+ */
+export function renderTemplate(template: string, values: TemplateValues, what = "command", sources: TemplateSources = {}): string {
   const problems = checkTemplate(template);
   if (problems.length > 0) throw new NodropError("E_TEMPLATE", `${what}: ${problems.join("; ")}`);
   return template.replace(TOKEN, (token, name: string | undefined) => {
     if (token === "{{") return "{";
     if (token === "}}") return "}";
-    const value = values[name as Placeholder];
+    const placeholder = name as Placeholder;
+    const value = Object.hasOwn(values, placeholder) ? values[placeholder] : undefined;
     if (value === undefined || value === "") {
       throw new NodropError("E_TEMPLATE", `${what}: placeholder {${name}} has no value here`);
+    }
+    const problem = placeholderProblem(placeholder, value);
+    if (problem) {
+      const source = Object.hasOwn(sources, placeholder) ? sources[placeholder] : undefined;
+      throw new NodropError("E_TEMPLATE", `${what}: refusing to run it: placeholder {${name}}${source ? ` (from ${source})` : ""}: ${problem}`);
     }
     return shellQuote(value);
   });

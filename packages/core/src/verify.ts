@@ -5,6 +5,7 @@ import { sleep } from "./duration.js";
 import { NodropError } from "./errors.js";
 import { type ExchangeResult, dropIdleSockets, exchange } from "./http-exchange.js";
 import type { VerifyReport } from "./report.js";
+import { isSafeName } from "./template.js";
 import type { DeployVerifier } from "./types.js";
 
 export interface HttpVerifierOptions {
@@ -39,7 +40,9 @@ export function verifyUrlProblem(raw: string): string | undefined {
   try {
     url = new URL(raw);
   } catch {
-    return `expected an http:// or https:// URL, got ${JSON.stringify(raw)}`;
+    // Not a URL, but it may still carry credentials (`http://user:pw@[bad`): never echo them.
+    const shown = raw.replace(/^([^/?#]*\/\/)[^/?#]*@/, "$1***@");
+    return `expected an http:// or https:// URL, got ${JSON.stringify(shown.length > 80 ? `${shown.slice(0, 80)}…` : shown)}${shown === raw ? "" : " (credentials hidden)"}`;
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") return `expected an http:// or https:// URL, got a ${url.protocol} URL`;
   if (url.username || url.password) return "credentials in the URL are not supported (they would appear in reports)";
@@ -65,8 +68,9 @@ export function httpVerifier(options: HttpVerifierOptions): DeployVerifier {
   const jar = options.cookies ? new CookieJar() : undefined;
 
   const counts = { requests: 0, ok: 0, failed: 0, resent: 0, regressions: 0 };
-  const byVersion: Record<string, number> = {};
-  const errors: Record<string, number> = {};
+  // Keyed by what instances report: no prototype, so a version named `constructor` is a key like any other.
+  const byVersion: Record<string, number> = Object.create(null) as Record<string, number>;
+  const errors: Record<string, number> = Object.create(null) as Record<string, number>;
   let target = "";
   let started = 0;
   /** When the first answer from the deployed version completed (ms since start). */
@@ -95,7 +99,9 @@ export function httpVerifier(options: HttpVerifierOptions): DeployVerifier {
     }
     jar?.store(result.headers?.["set-cookie"]);
     const raw = result.headers?.[header];
-    const version = Array.isArray(raw) ? raw[0] : raw;
+    // An instance is not trusted: a version that is not a safe version string counts as unknown.
+    const reported = Array.isArray(raw) ? raw[0] : raw;
+    const version = isSafeName(reported) ? reported : undefined;
     counts.requests += 1;
     if (answered(result)) {
       counts.ok += 1;

@@ -44,8 +44,17 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     ...(options.conf ? ["-c", shellQuote(options.conf)] : []),
   ].join(" ");
   const file = shellQuote(configFile);
-  const tmp = shellQuote(`${configFile}.nodrop-tmp`);
-  const prev = shellQuote(`${configFile}.nodrop-prev`);
+  // Temp files sit beside the include file under names nobody can guess (mktemp creates them
+  // exclusively, so a link planted at a temp name is never followed) and are renamed into place:
+  // rename(2) replaces what is at the target, it never writes through it.
+  const tmpTemplate = `${shellQuote(`${configFile}.nodrop-tmp.`)}XXXXXXXXXX`;
+  const prevTemplate = `${shellQuote(`${configFile}.nodrop-prev.`)}XXXXXXXXXX`;
+  // The include file itself must be a plain file: nodrop replaces it by rename, and a link there
+  // (which would be replaced by a file, or written through by hand) means the setup is not the one
+  // nodrop expects. Exit 3 names it.
+  const refuseLink =
+    `if [ -L ${file} ]; then printf '%s is a symbolic link (to %s) on %s; nodrop replaces this file by rename and does not write through links: make it a regular file, or point proxy.configFile at the target\\n' ${file} "$(readlink -- ${file})" ${shellQuote(executor.host)} >&2; exit 3; fi\n` +
+    `if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on %s\\n' ${file} ${shellQuote(executor.host)} >&2; exit 3; fi\n`;
   const pidFile = shellQuote(options.pidFile ?? "/run/nginx.pid");
   const confirmTimeout = options.confirmTimeout ?? 10_000;
   const drainTimeout = options.drainTimeout ?? 90_000;
@@ -67,13 +76,13 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   };
 
   const readCurrent = async (signal?: AbortSignal) => {
-    const result = await run(`if [ -f ${file} ]; then cat ${file}; fi`, signal);
+    const result = await run(`if [ -f ${file} ] && [ ! -L ${file} ]; then cat ${file}; fi`, signal);
     return result.code === 0 ? parseRenderedConfig(result.stdout) : undefined;
   };
 
-  const restore = async (hadPrevious: boolean) => {
+  const restore = async (previous: string | undefined) => {
     // The previous file goes back whatever happens next: disk must match the config in force.
-    await run(hadPrevious ? `mv -f ${prev} ${file}` : `rm -f ${file}`);
+    await run(previous ? `mv -fT -- ${shellQuote(previous)} ${file}` : `rm -f -- ${file}`);
   };
 
   const errorLogSize = async (signal?: AbortSignal): Promise<number | undefined> => {
@@ -127,20 +136,25 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     const oldPids = new Set(before.map((w) => w.pid));
 
     // From here on, no abort until the change is finished or undone: a half-applied proxy change is worse than a late stop.
+    // The new file gets the old one's mode (0644 for a first one); the previous file is kept under
+    // its own temp name until nginx has taken the new one. On any failure the temps are removed.
     const write = await run(
-      `set -e; cat > ${tmp}; if [ -f ${file} ]; then cp -p ${file} ${prev}; echo had-previous; fi; mv -f ${tmp} ${file}`,
+      `${refuseLink}t=; p=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"} \${p:+"$p"}' EXIT\n` +
+        `set -e\nt=$(mktemp ${tmpTemplate})\n` +
+        `if [ -f ${file} ]; then p=$(mktemp ${prevTemplate}); cp -p -- ${file} "$p"; chmod --reference=${file} -- "$t"; echo "prev $p"; else chmod 644 -- "$t"; fi\n` +
+        `cat > "$t"\nmv -fT -- "$t" ${file}\nok=1`,
       undefined,
       text,
     );
     if (write.code !== 0) {
-      await run(`rm -f ${tmp}`);
-      throw new NodropError("E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${write.stderr.trim()}`);
+      const why = write.stderr.trim() || `exit ${write.code}`;
+      throw new NodropError(write.code === 3 ? "E_PROXY_SETUP" : "E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${why}`);
     }
-    const hadPrevious = write.stdout.includes("had-previous");
+    const previous = /^prev (.+)$/m.exec(write.stdout)?.[1];
 
     const test = await run(`${nginx} -t 2>&1`);
     if (test.code !== 0) {
-      await restore(hadPrevious);
+      await restore(previous);
       throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}; the previous ${configFile} was restored and nginx was not reloaded:\n${lastLines(test.stdout)}`);
     }
 
@@ -148,7 +162,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     const t0 = performance.now();
     const reload = await run(`${nginx} -s reload 2>&1`);
     if (reload.code !== 0) {
-      await restore(hadPrevious);
+      await restore(previous);
       throw new NodropError("E_PROXY_RELOAD", `nginx -s reload failed on ${executor.host}; the previous ${configFile} was restored:\n${lastLines(reload.stdout)}`);
     }
 
@@ -168,10 +182,13 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     const confirmMs = performance.now() - t0;
     if (confirmed) emerg = await reloadErrors(logOffset);
     if (!confirmed || emerg.length > 0) {
-      await restore(hadPrevious);
+      await restore(previous);
       const why = emerg.length > 0 ? `nginx logged:\n${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeout}ms`;
       throw new NodropError("E_PROXY_RELOAD", `nginx reload on ${executor.host} did not take effect (${why}); the previous ${configFile} was restored and the old config is still in force`);
     }
+
+    // The new file is in force: the previous one is no longer needed.
+    if (previous) await run(`rm -f -- ${shellQuote(previous)}`);
 
     // The old generation still routes with the old config until its workers exit. Its workers no
     // longer take new requests; what keeps one alive is a long-lived connection (WebSocket, SSE).
@@ -230,6 +247,11 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         ok = false;
         details.push(`cannot run ${options.binary ?? "nginx"} on ${executor.host}: ${probe.output}`);
       }
+      const linked = await run(refuseLink, context.signal);
+      if (linked.code === 3) {
+        ok = false;
+        details.push(linked.stderr.trim());
+      }
       const dump = await run(`${nginx} -T 2>&1`, context.signal);
       if (dump.code !== 0) {
         ok = false;
@@ -273,11 +295,17 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       return (await readCurrent(context.signal))?.routing;
     },
     async initialize(routing, instances, context = {}) {
-      const exists = await run(`[ -f ${file} ]`, context.signal);
+      const exists = await run(`${refuseLink}[ -f ${file} ]`, context.signal);
+      if (exists.code === 3) throw new NodropError("E_PROXY_SETUP", `cannot use ${configFile} on ${executor.host}: ${exists.stderr.trim()}`);
       let wrote = false;
       if (exists.code !== 0) {
         const text = renderNginxConfig({ name, routing, instances, generation: 1, versionCookie: options.versionCookie ?? "nodrop_version" });
-        const result = await run(`mkdir -p "$(dirname ${file})" && cat > ${file}`, context.signal, text);
+        // Exclusively created beside it, then renamed into place (-T: never into a planted directory link).
+        const result = await run(
+          `mkdir -p -- "$(dirname -- ${file})" || exit 1\n${refuseLink}t=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"}' EXIT\nset -e\nt=$(mktemp ${tmpTemplate})\nchmod 644 -- "$t"\ncat > "$t"\nmv -fT -- "$t" ${file}\nok=1`,
+          context.signal,
+          text,
+        );
         if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot write ${configFile} on ${executor.host}: ${result.stderr.trim()}`);
         wrote = true;
       }

@@ -63,3 +63,82 @@ describe("known_hosts", () => {
     expect(verifyKnownHost(negated, ["10.0.0.4"], a).status).toBe("match");
   });
 });
+
+// Issue 13 item 1: each case below failed before the matcher followed OpenSSH (match.c, hostfile.c).
+describe("known_hosts as OpenSSH matches it", () => {
+  const a = blob(1);
+  const b = blob(2);
+  const line = (hosts: string, key: Buffer, marker = "") => `${marker ? `${marker} ` : ""}${hosts} ssh-ed25519 ${key.toString("base64")}`;
+  const hashedName = (name: string, salt = randomBytes(20)) => `|1|${salt.toString("base64")}|${createHmac("sha1", salt).update(name).digest("base64")}`;
+
+  it("[host]:port lines (what ssh and ssh-keyscan -p write for ports other than 22) match that host and port only", () => {
+    const entries = parseKnownHosts(line("[10.0.0.1]:2222", a));
+    expect(verifyKnownHost(entries, ["[10.0.0.1]:2222"], a)).toEqual({ status: "match", line: 1 });
+    expect(verifyKnownHost(entries, ["[10.0.0.1]:2222"], b).status).toBe("mismatch");
+    expect(verifyKnownHost(entries, ["[10.0.0.1]:2223"], a).status).toBe("unknown");
+    expect(verifyKnownHost(entries, ["10.0.0.1"], a).status).toBe("unknown");
+    // Brackets are literal characters, not a character class.
+    expect(verifyKnownHost(parseKnownHosts(line("[10.0.0.1]:2222", a)), ["1"], a).status).toBe("unknown");
+    expect(verifyKnownHost(parseKnownHosts(line("[10.0.0.?]:22*", a)), ["[10.0.0.7]:2201"], a).status).toBe("match");
+  });
+
+  it("a negated pattern makes the whole line not match, also for [host]:port", () => {
+    const entries = parseKnownHosts(line("*,![h]:2222", a));
+    expect(verifyKnownHost(entries, ["[h]:2222"], b).status).toBe("unknown");
+    expect(verifyKnownHost(entries, ["[h]:2223"], b).status).toBe("mismatch");
+    // Order does not matter: a negation after the positive match still wins.
+    expect(verifyKnownHost(parseKnownHosts(line("![h]:2222,*", a)), ["[h]:2222"], a).status).toBe("unknown");
+    // A host known by two names (its address and its config name): negating either excludes it.
+    expect(verifyKnownHost(entries, ["[h]:2222", "[web1]:2222"], b).status).toBe("unknown");
+    expect(verifyKnownHost(parseKnownHosts(line("*,![web1]:2222", a)), ["[h]:2222", "[web1]:2222"], b).status).toBe("unknown");
+  });
+
+  it("hashed names cover [host]:port and lowercase names; a hash in a comma list is no hash", () => {
+    const entries = parseKnownHosts([line(hashedName("[web9]:2201"), a), line(`${hashedName("web8")},web7`, a)].join("\n"));
+    expect(verifyKnownHost(entries, ["[web9]:2201"], a).status).toBe("match");
+    expect(verifyKnownHost(entries, ["[WEB9]:2201"], a).status).toBe("match");
+    expect(verifyKnownHost(entries, ["[web9]:2202"], a).status).toBe("unknown");
+    // match_maybe_hashed compares the whole field with the hash: neither web8 nor web7 matches.
+    expect(verifyKnownHost(entries, ["web8"], a).status).toBe("unknown");
+    expect(verifyKnownHost(entries, ["web7"], a).status).toBe("unknown");
+  });
+
+  it("host names and patterns match case-insensitively", () => {
+    const entries = parseKnownHosts(line("Web1.Example.ORG", a));
+    expect(verifyKnownHost(entries, ["WEB1.example.org"], a).status).toBe("match");
+    expect(knownHostsLine("[Web1]:2201", a).split(" ")[0]).toBe("[web1]:2201");
+  });
+
+  it("a revoked key is refused even when it is also pinned elsewhere or listed as a plain key", () => {
+    const entries = parseKnownHosts([line("[h]:2201", a), line("*", a, "@revoked")].join("\n"));
+    expect(verifyKnownHost(entries, ["[h]:2201"], a)).toEqual({ status: "revoked", line: 2 });
+  });
+
+  it("@cert-authority lines count neither as a match nor as a known key for a plain key", () => {
+    const entries = parseKnownHosts(line("*", a, "@cert-authority"));
+    expect(verifyKnownHost(entries, ["h"], a).status).toBe("unknown");
+    expect(verifyKnownHost(entries, ["h"], b).status).toBe("unknown");
+  });
+
+  it("? and * wildcards, comma lists, comments after the key and tabs", () => {
+    const entries = parseKnownHosts([`web?,db*\tssh-ed25519\t${a.toString("base64")} a comment  here`].join("\n"));
+    for (const name of ["web1", "webx", "db", "db-long.example"]) expect(verifyKnownHost(entries, [name], a).status).toBe("match");
+    for (const name of ["web10", "web", "xdb"]) expect(verifyKnownHost(entries, [name], a).status).toBe("unknown");
+  });
+
+  it("skips lines ssh skips: bad or repeated markers, unknown types, keys that do not decode or are of another type", () => {
+    const base64 = a.toString("base64");
+    const entries = parseKnownHosts(
+      [`@bogus h ssh-ed25519 ${base64}`, `@revoked @revoked h ssh-ed25519 ${base64}`, `h ssh-foo ${base64}`, "h ssh-ed25519 AAAA", `h ecdsa-sha2-nistp256 ${base64}`, `h ssh-ed25519 ${base64.slice(0, -4)}`, "h ssh-ed25519", "h"].join("\n"),
+    );
+    expect(entries).toHaveLength(0);
+  });
+
+  it("ssh's port fallback: on a port other than 22 a line for the bare name only ever accepts", () => {
+    const entries = parseKnownHosts(line("h", a));
+    expect(verifyKnownHost(entries, ["[h]:2201"], a, ["h"]).status).toBe("match");
+    expect(verifyKnownHost(entries, ["[h]:2201"], b, ["h"]).status).toBe("unknown");
+    const revoked = parseKnownHosts(line("h", a, "@revoked"));
+    expect(verifyKnownHost(revoked, ["[h]:2201"], a, ["h"]).status).toBe("revoked");
+  });
+});

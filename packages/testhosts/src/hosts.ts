@@ -16,7 +16,10 @@ export interface TestHost {
   /** The network namespace, in namespace mode. */
   readonly netns: string | undefined;
   readonly dir: string;
-  /** The host key's known_hosts line and fingerprint. */
+  /**
+   * The host key's known_hosts line, as `ssh-keyscan -p <sshPort> <address>` printed it
+   * ("10.201.1.10 ssh-ed25519 ..." on port 22, "[10.201.1.10]:2201 ssh-ed25519 ..." elsewhere).
+   */
   readonly knownHostsLine: string;
   readonly fingerprint: string;
 }
@@ -47,6 +50,11 @@ export interface TestHostsOptions {
   names?: readonly string[];
   /** "auto" (default) tries network namespaces first. */
   mode?: "auto" | "netns" | "loopback";
+  /**
+   * sshd's port: one for every host, or one per host in `names` order. Default 22 in namespace
+   * mode, 2222 on loopback addresses.
+   */
+  sshPort?: number | readonly number[];
 }
 
 async function canUseNetns(): Promise<boolean> {
@@ -59,6 +67,22 @@ async function canUseNetns(): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** The host's known_hosts line as `ssh-keyscan -p` prints it; `key` ("type base64") is what it must show. */
+async function keyscan(address: string, port: number, key: string): Promise<string> {
+  let last = "";
+  // sshd may still be binding its socket: a few tries, 100 ms apart.
+  for (let attempt = 0; attempt < 100; attempt++) {
+    last = (await run("ssh-keyscan", ["-t", "ed25519", "-p", String(port), address]).catch((e: { stdout?: string }) => e)).stdout ?? "";
+    const line = last.split("\n").find((l) => l.trim() && !l.startsWith("#"));
+    if (line) {
+      if (line.split(" ").slice(1).join(" ") !== key) throw new Error(`ssh-keyscan -p ${port} ${address} printed another key: ${line}`);
+      return line;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`ssh-keyscan -p ${port} ${address} printed no key: ${JSON.stringify(last)}`);
 }
 
 async function keygen(file: string, type: "ed25519" | "rsa", passphrase = "", format: "openssh" | "pem" = "openssh"): Promise<string> {
@@ -100,7 +124,7 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
     await run("ip", ["link", "set", bridge, "up"]);
   }
 
-  const hosts: TestHost[] = [];
+  const hosts: (Omit<TestHost, "knownHostsLine"> & { knownHostsLine: string })[] = [];
   const inHost = (host: { netns: string | undefined }, argv: string[]) => (host.netns ? ["ip", ["netns", "exec", host.netns, ...argv]] : [argv[0]!, argv.slice(1)]) as [string, string[]];
 
   for (const [index, name] of names.entries()) {
@@ -140,11 +164,10 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
     } else {
       address = `127.0.${net}.${10 + index}`;
     }
-    const sshPort = mode === "netns" ? 22 : 2222;
+    const sshPort = (Array.isArray(options.sshPort) ? options.sshPort[index] : options.sshPort) ?? (mode === "netns" ? 22 : 2222);
     const hostKeyPath = path.join(hostDir, "ssh_host_ed25519_key");
     await keygen(hostKeyPath, "ed25519");
     const hostPub = (await readFile(`${hostKeyPath}.pub`, "utf8")).trim().split(/\s+/);
-    const knownName = sshPort === 22 ? address : `[${address}]:${sshPort}`;
     const fp = (await run("ssh-keygen", ["-l", "-E", "sha256", "-f", `${hostKeyPath}.pub`])).stdout.split(/\s+/)[1]!;
     await writeFile(path.join(hostDir, "authorized_keys"), authorized, { mode: 0o600 });
     await writeFile(
@@ -165,7 +188,8 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
         "",
       ].join("\n"),
     );
-    hosts.push({ name, address, sshPort, netns, dir: hostDir, knownHostsLine: `${knownName} ${hostPub[0]} ${hostPub[1]}`, fingerprint: fp });
+    // Filled in from ssh-keyscan once sshd runs; the key must be this one.
+    hosts.push({ name, address, sshPort, netns, dir: hostDir, knownHostsLine: `${hostPub[0]} ${hostPub[1]}`, fingerprint: fp });
   }
 
   const host = (name: string) => {
@@ -205,7 +229,9 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
     mode,
     hosts,
     dir,
-    knownHosts: `${hosts.map((h) => h.knownHostsLine).join("\n")}\n`,
+    get knownHosts() {
+      return `${hosts.map((h) => h.knownHostsLine).join("\n")}\n`;
+    },
     clientKey: { path: clientKeyPath, privateKey, passphrase },
     pemKey: { path: pemPath, privateKey: pemKey },
     strangerKey: { path: strangerPath, privateKey: strangerKey },
@@ -228,6 +254,7 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
   };
   try {
     for (const h of hosts) await startSshd(h.name);
+    for (const h of hosts) h.knownHostsLine = await keyscan(h.address, h.sshPort, h.knownHostsLine);
   } catch (error) {
     await result.stop();
     throw error;
