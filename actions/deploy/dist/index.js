@@ -49876,6 +49876,10 @@ function sshExecutor(options) {
             }
           }
         });
+        stream.on(
+          "error",
+          (error22) => finish(new NodropError("E_SSH_DROPPED", `channel to ${options.name} failed while running \`${o.command}\` (${error22.message}): whether it took effect is unknown`))
+        );
         stream.on("close", () => finish(void 0));
         stream.end(o.input ?? "");
       });

@@ -238,6 +238,11 @@ export function sshExecutor(options: SshExecutorOptions): SshExecutor {
               }
             }
           });
+          // A channel's own error (a write into a channel the drop is closing) must not be an
+          // unhandled 'error' event: it fails this command only, as an unknown outcome.
+          stream.on("error", (error: Error) =>
+            finish(new NodropError("E_SSH_DROPPED", `channel to ${options.name} failed while running \`${o.command}\` (${error.message}): whether it took effect is unknown`)),
+          );
           stream.on("close", () => finish(undefined));
           stream.end(o.input ?? "");
         });
