@@ -48575,32 +48575,35 @@ async function deploy(options) {
   }
 }
 var REFUSED = 3;
+var GUARD_FUNCTION = [
+  "nd_guard() {",
+  '  if [ -L "$1" ]; then echo "$1 is a symbolic link (to $(readlink -- "$1")); nodrop does not follow links in its state directory: remove it" >&2; return 3; fi',
+  '  [ -e "$1" ] || return 0',
+  '  local s; s=$(stat -c "%u %h %a" -- "$1") || return 3',
+  '  set -- "$1" "$2" $s',
+  '  if [ "$2" = dir ] && [ ! -d "$1" ]; then echo "$1 is not a directory" >&2; return 3; fi',
+  '  if [ "$2" = file ] && [ ! -f "$1" ]; then echo "$1 is not a regular file" >&2; return 3; fi',
+  '  if [ "$3" != "$EUID" ]; then echo "$1 is owned by uid $3, not by uid $EUID that nodrop runs as" >&2; return 3; fi',
+  '  if [ "$2" = dir ] && (( 8#$5 & 8#022 )); then echo "$1 is writable by others (mode $5): make it 0700 and check what is in it" >&2; return 3; fi',
+  '  if [ "$2" = file ] && [ "$4" -gt 1 ]; then echo "$1 has $4 hard links" >&2; return 3; fi',
+  "}"
+].join("\n");
 function stateGuard(paths) {
-  const fn = [
-    "nd_guard() {",
-    '  if [ -L "$1" ]; then echo "$1 is a symbolic link (to $(readlink -- "$1")); nodrop does not follow links in its state directory: remove it" >&2; return 3; fi',
-    '  [ -e "$1" ] || return 0',
-    '  local s; s=$(stat -c "%u %h %a" -- "$1") || return 3',
-    '  set -- "$1" "$2" $s',
-    '  if [ "$2" = dir ] && [ ! -d "$1" ]; then echo "$1 is not a directory" >&2; return 3; fi',
-    '  if [ "$2" = file ] && [ ! -f "$1" ]; then echo "$1 is not a regular file" >&2; return 3; fi',
-    '  if [ "$3" != "$EUID" ]; then echo "$1 is owned by uid $3, not by uid $EUID that nodrop runs as" >&2; return 3; fi',
-    '  if [ "$2" = dir ] && (( 8#$5 & 8#022 )); then echo "$1 is writable by others (mode $5): make it 0700 and check what is in it" >&2; return 3; fi',
-    '  if [ "$2" = file ] && [ "$4" -gt 1 ]; then echo "$1 has $4 hard links" >&2; return 3; fi',
-    "}"
-  ].join("\n");
-  return `${fn}
-${paths.map((p) => `nd_guard ${shellQuote(p.path)} ${p.type}`).join(" && ")} || exit ${REFUSED}
+  return `${GUARD_FUNCTION}
+${stateCheck(paths)}`;
+}
+function stateCheck(paths) {
+  return `${paths.map((p) => `nd_guard ${shellQuote(p.path)} ${p.type}`).join(" && ")} || exit ${REFUSED}
 `;
 }
 function refusal(code, what, host, stderr) {
   return new NodropError(code, `refusing ${what} on ${host}: ${stderr.trim().split("\n").at(-1)}`);
 }
 function prepareStateDir(dir) {
-  const guard = stateGuard([{ path: dir, type: "dir" }]);
+  const paths = [{ path: dir, type: "dir" }];
   return `umask 077
-${guard}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1
-${guard}chmod 700 -- ${shellQuote(dir)} || exit 1
+${stateGuard(paths)}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1
+${stateCheck(paths)}chmod 700 -- ${shellQuote(dir)} || exit 1
 find ${shellQuote(dir)} -mindepth 1 -maxdepth 1 -type f -perm /077 -exec chmod go-rwx -- {} + 2>/dev/null || true
 `;
 }
@@ -48701,10 +48704,11 @@ rm -f -- "$t"; exit 1`,
 function fileJournal(executor, file) {
   const path32 = shellQuote(file);
   const dir = file.slice(0, Math.max(file.lastIndexOf("/"), 1)) || ".";
-  const guard = stateGuard([
+  const paths = [
     { path: dir, type: "dir" },
     { path: file, type: "file" }
-  ]);
+  ];
+  const guard = stateGuard(paths);
   let queue = Promise.resolve();
   return {
     append(entry) {
@@ -48719,7 +48723,7 @@ function fileJournal(executor, file) {
         }
         const result = await executor.exec(`umask 077
 ${guard}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1
-${guard}cat >> ${path32}`, { input: line, timeoutMs: 3e4 });
+${stateCheck(paths)}cat >> ${path32}`, { input: line, timeoutMs: 3e4 });
         if (result.code === REFUSED) throw refusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
         if (result.code !== 0) throw new NodropError("E_JOURNAL", `cannot write the journal ${file} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
       });

@@ -1,6 +1,6 @@
 import { NodropError } from "./errors.js";
 import type { Executor } from "./executor.js";
-import { REFUSED, stateGuard, stateRefusal } from "./state.js";
+import { REFUSED, stateCheck, stateGuard, stateRefusal } from "./state.js";
 import type { StepKind } from "./types.js";
 import { describeValue, isSafeName, shellQuote } from "./template.js";
 
@@ -26,10 +26,11 @@ export function fileJournal(executor: Executor, file: string): Journal {
   const path = shellQuote(file);
   const dir = file.slice(0, Math.max(file.lastIndexOf("/"), 1)) || ".";
   // It holds command error lines: its directory and it are this uid's alone, and never a link.
-  const guard = stateGuard([
+  const paths = [
     { path: dir, type: "dir" },
     { path: file, type: "file" },
-  ]);
+  ] as const;
+  const guard = stateGuard(paths);
   let queue: Promise<unknown> = Promise.resolve();
   return {
     append(entry) {
@@ -42,7 +43,7 @@ export function fileJournal(executor: Executor, file: string): Journal {
           });
           return;
         }
-        const result = await executor.exec(`umask 077\n${guard}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1\n${guard}cat >> ${path}`, { input: line, timeoutMs: 30_000 });
+        const result = await executor.exec(`umask 077\n${guard}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1\n${stateCheck(paths)}cat >> ${path}`, { input: line, timeoutMs: 30_000 });
         if (result.code === REFUSED) throw stateRefusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
         if (result.code !== 0) throw new NodropError("E_JOURNAL", `cannot write the journal ${file} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
       });

@@ -7,6 +7,23 @@ import { shellQuote } from "./template.js";
 /** Exit code of a command refused by {@link stateGuard}; its reason is on stderr. */
 export const REFUSED = 3;
 
+// The check behind stateGuard, defined once per script.
+const GUARD_FUNCTION = [
+  "nd_guard() {",
+  '  if [ -L "$1" ]; then echo "$1 is a symbolic link (to $(readlink -- "$1")); nodrop does not follow links in its state directory: remove it" >&2; return 3; fi',
+  '  [ -e "$1" ] || return 0',
+  '  local s; s=$(stat -c "%u %h %a" -- "$1") || return 3',
+  '  set -- "$1" "$2" $s',
+  '  if [ "$2" = dir ] && [ ! -d "$1" ]; then echo "$1 is not a directory" >&2; return 3; fi',
+  '  if [ "$2" = file ] && [ ! -f "$1" ]; then echo "$1 is not a regular file" >&2; return 3; fi',
+  '  if [ "$3" != "$EUID" ]; then echo "$1 is owned by uid $3, not by uid $EUID that nodrop runs as" >&2; return 3; fi',
+  '  if [ "$2" = dir ] && (( 8#$5 & 8#022 )); then echo "$1 is writable by others (mode $5): make it 0700 and check what is in it" >&2; return 3; fi',
+  '  if [ "$2" = file ] && [ "$4" -gt 1 ]; then echo "$1 has $4 hard links" >&2; return 3; fi',
+  "}",
+].join("\n");
+
+type GuardedPath = { readonly path: string; readonly type: "dir" | "file" };
+
 /**
  * Bash that refuses the given paths on the proxy host before nodrop reads or writes them: a path
  * that is a symbolic link, is not of the expected type, is owned by another uid than the one the
@@ -15,21 +32,13 @@ export const REFUSED = 3;
  * exits {@link REFUSED}. A state directory that passes (ours, mode 0700) is one nobody else can
  * plant anything in, which is what makes the plain commands that follow it safe.
  */
-export function stateGuard(paths: readonly { readonly path: string; readonly type: "dir" | "file" }[]): string {
-  const fn = [
-    "nd_guard() {",
-    '  if [ -L "$1" ]; then echo "$1 is a symbolic link (to $(readlink -- "$1")); nodrop does not follow links in its state directory: remove it" >&2; return 3; fi',
-    '  [ -e "$1" ] || return 0',
-    '  local s; s=$(stat -c "%u %h %a" -- "$1") || return 3',
-    '  set -- "$1" "$2" $s',
-    '  if [ "$2" = dir ] && [ ! -d "$1" ]; then echo "$1 is not a directory" >&2; return 3; fi',
-    '  if [ "$2" = file ] && [ ! -f "$1" ]; then echo "$1 is not a regular file" >&2; return 3; fi',
-    '  if [ "$3" != "$EUID" ]; then echo "$1 is owned by uid $3, not by uid $EUID that nodrop runs as" >&2; return 3; fi',
-    '  if [ "$2" = dir ] && (( 8#$5 & 8#022 )); then echo "$1 is writable by others (mode $5): make it 0700 and check what is in it" >&2; return 3; fi',
-    '  if [ "$2" = file ] && [ "$4" -gt 1 ]; then echo "$1 has $4 hard links" >&2; return 3; fi',
-    "}",
-  ].join("\n");
-  return `${fn}\n${paths.map((p) => `nd_guard ${shellQuote(p.path)} ${p.type}`).join(" && ")} || exit ${REFUSED}\n`;
+export function stateGuard(paths: readonly GuardedPath[]): string {
+  return `${GUARD_FUNCTION}\n${stateCheck(paths)}`;
+}
+
+/** The checks of {@link stateGuard} again, for a script that already holds its function (one definition per script). */
+export function stateCheck(paths: readonly GuardedPath[]): string {
+  return `${paths.map((p) => `nd_guard ${shellQuote(p.path)} ${p.type}`).join(" && ")} || exit ${REFUSED}\n`;
 }
 
 /** The error of a refused state path, naming the host. */
@@ -44,8 +53,8 @@ export { refusal as stateRefusal };
  * refuses it.
  */
 export function prepareStateDir(dir: string): string {
-  const guard = stateGuard([{ path: dir, type: "dir" }]);
-  return `umask 077\n${guard}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1\n${guard}chmod 700 -- ${shellQuote(dir)} || exit 1\nfind ${shellQuote(dir)} -mindepth 1 -maxdepth 1 -type f -perm /077 -exec chmod go-rwx -- {} + 2>/dev/null || true\n`;
+  const paths = [{ path: dir, type: "dir" }] as const;
+  return `umask 077\n${stateGuard(paths)}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1\n${stateCheck(paths)}chmod 700 -- ${shellQuote(dir)} || exit 1\nfind ${shellQuote(dir)} -mindepth 1 -maxdepth 1 -type f -perm /077 -exec chmod go-rwx -- {} + 2>/dev/null || true\n`;
 }
 
 /** Who holds the deploy lock. */
