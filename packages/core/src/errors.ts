@@ -32,11 +32,22 @@ export type NodropErrorCode =
 
 const BRAND = Symbol.for("@nodrop/core/NodropError");
 
+/**
+ * Which routing a failed proxy change left in force: the one before the change (the adapter
+ * undid it, or never got as far as changing anything), the new one (it took effect, and what
+ * failed came after), or unknown (it could not tell, e.g. the connection to the proxy host
+ * dropped before the change was confirmed or undone). The engine reads the routing back from
+ * the proxy when it is unknown, and treats an error that does not say as unknown.
+ */
+export type RoutingInForce = "previous" | "new" | "unknown";
+
 export interface NodropErrorOptions extends ErrorOptions {
   /** The instance the error is about, when there is one. */
   instance?: string | undefined;
   /** Config paths with their problem, for E_CONFIG. */
   issues?: readonly ConfigIssue[] | undefined;
+  /** For a failed Proxy.apply(): which routing is in force now. */
+  routingInForce?: RoutingInForce | undefined;
 }
 
 export interface ConfigIssue {
@@ -48,6 +59,7 @@ export class NodropError extends Error {
   readonly code: NodropErrorCode;
   readonly instance: string | undefined;
   readonly issues: readonly ConfigIssue[];
+  readonly routingInForce: RoutingInForce | undefined;
   readonly [BRAND] = true;
 
   constructor(code: NodropErrorCode, message: string, options: NodropErrorOptions = {}) {
@@ -56,6 +68,7 @@ export class NodropError extends Error {
     this.code = code;
     this.instance = options.instance;
     this.issues = options.issues ?? [];
+    this.routingInForce = options.routingInForce;
   }
 
   static is(error: unknown): error is NodropError {

@@ -1,5 +1,5 @@
 export { NodropError, toNodropError, abortError, throwIfAborted } from "./errors.js";
-export type { NodropErrorCode, NodropErrorOptions, ConfigIssue } from "./errors.js";
+export type { NodropErrorCode, NodropErrorOptions, ConfigIssue, RoutingInForce } from "./errors.js";
 export { parseDuration, formatDuration, sleep, MAX_DURATION_MS } from "./duration.js";
 export * as schema from "./schema.js";
 export type { Schema, Infer, SchemaDocRow, Field, ObjectSchema, ObjectOf, Shape, ListSchema } from "./schema.js";

@@ -97,7 +97,10 @@ export interface ProxyCheckContext extends ProxyContext {
 
 /**
  * A proxy adapter. apply() validates, puts the routing into effect, confirms it and waits
- * for the old routing to drain; when anything fails, the previous config stays in force.
+ * for the old routing to drain. When it fails, it undoes what it changed where it can and its
+ * NodropError says which routing is in force (`routingInForce`: previous, new or unknown);
+ * an error that does not say counts as unknown, and the engine then reads the routing back
+ * with current() before it changes any instance.
  */
 export interface Proxy {
   readonly name: string;
