@@ -358,12 +358,160 @@ describe("deploy: the proxy refuses a change", () => {
   it("a failed recovery routing is reported, not thrown", async () => {
     const { fleet, proxy, options } = setup(V1, oneByOne());
     fleet.broken.add("b@v2");
-    proxy.failOn = (_routing, index) => (index === 2 ? new NodropError("E_PROXY_RELOAD", "reload failed") : undefined);
+    proxy.failOn = (_routing, index) => (index === 2 ? new NodropError("E_PROXY_RELOAD", "reload failed", { routingInForce: "previous" }) : undefined);
     const report = await deploy(options);
     expect(report.error?.code).toBe("E_HEALTHCHECK");
-    expect(report.recovery).toContain("could not restore the pool (reload failed)");
+    expect(report.recovery).toContain("could not restore the pool (reload failed); the previous proxy config is in force");
     expect(proxy.servingLists()).toEqual([["b", "c"], ["a", "c"]]);
     expect(byId(report).b).toMatchObject({ outcome: "reverted", inPool: false });
+  });
+});
+
+describe("deploy: which routing a failed proxy change left in force", () => {
+  it("previous: stops with no instance changed after the failure", async () => {
+    const { fleet, proxy, options } = setup(V1, oneByOne());
+    proxy.failOn = (_routing, index) => (index === 1 ? new NodropError("E_PROXY_RELOAD", "reload refused", { routingInForce: "previous" }) : undefined);
+    const report = await deploy(options);
+    expect(report.error?.code).toBe("E_PROXY_RELOAD");
+    expect(report.recovery).toContain("the proxy kept its previous config");
+    // a was done before the failure, and stays out: the routing that would have put it back did not take.
+    expect(fleet.callsFor("b")).toEqual([]);
+    expect(byId(report).a).toMatchObject({ outcome: "updated", inPool: false });
+    expect(byId(report).b).toMatchObject({ outcome: "not-reached", inPool: true });
+  });
+
+  it("new: the routing counts as in force and the phase's failure rule applies", async () => {
+    const { fleet, proxy, options } = setup(V1, oneByOne());
+    // The change took effect, then the adapter lost its connection before it could confirm the drain.
+    proxy.failOn = (routing, index) => {
+      if (index !== 0) return undefined;
+      proxy.applied.push(routing);
+      return new NodropError("E_SSH_DROPPED", "connection to the proxy host dropped while polling workers", { routingInForce: "new" });
+    };
+    const report = await deploy(options);
+    expect(report.error?.code).toBe("E_SSH_DROPPED");
+    expect(report.recovery).toContain("pool restored: a, b, c");
+    expect(fleet.calls).toEqual([]);
+    expect(proxy.servingLists()).toEqual([["b", "c"], ["a", "b", "c"]]);
+  });
+
+  it("unknown: reads the routing back before touching any instance, and finds the previous one", async () => {
+    const { fleet, proxy, options } = setup(V1, oneByOne());
+    let failed = false;
+    let readBacks = 0;
+    const current = proxy.current.bind(proxy);
+    proxy.current = async () => {
+      if (failed) readBacks += 1;
+      return current();
+    };
+    // A plugin's plain Error says nothing about what is in force: unknown.
+    proxy.failOn = (_routing, index) => {
+      if (index !== 0) return undefined;
+      failed = true;
+      return new Error("socket hang up");
+    };
+    const report = await deploy(options);
+    expect(readBacks).toBe(1);
+    expect(report.error?.code).toBe("E_PROXY_RELOAD");
+    expect(report.error?.message).toContain("socket hang up");
+    expect(report.recovery).toContain("the proxy kept its previous config");
+    expect(fleet.calls).toEqual([]);
+    expect(report.instances.every((i) => i.inPool)).toBe(true);
+  });
+
+  it("unknown: finds the new routing in force by reading it back, and recovers", async () => {
+    const { fleet, proxy, options } = setup(V1, oneByOne());
+    proxy.failOn = (routing, index) => {
+      if (index !== 0) return undefined;
+      proxy.applied.push(routing);
+      (proxy as unknown as { inForce: Routing }).inForce = routing;
+      return new NodropError("E_TIMEOUT", "nginx -s reload: no answer within 60s", { routingInForce: "unknown" });
+    };
+    const report = await deploy(options);
+    expect(report.error?.code).toBe("E_TIMEOUT");
+    expect(report.recovery).toContain("pool restored");
+    expect(fleet.calls).toEqual([]);
+    expect(proxy.servingLists().at(-1)).toEqual(["a", "b", "c"]);
+  });
+
+  it("unknown and unreadable: changes no instance, and counts every instance either routing reaches as in the pool", async () => {
+    const strategy = fixed([
+      {
+        name: "swap",
+        instances: ["a"],
+        onFailure: "revert",
+        steps: [
+          { kind: "route", routing: singlePool(["b"]), why: "a out" },
+          { kind: "stop", instances: ["a"] },
+        ],
+      },
+    ]);
+    const { fleet, proxy, options } = setup({ a: "v1", b: "v1" }, strategy, singlePool(["a", "b"]));
+    let failing = false;
+    const current = proxy.current.bind(proxy);
+    proxy.current = async () => {
+      if (failing) throw new NodropError("E_SSH_CONNECT", "cannot connect to the proxy host");
+      return current();
+    };
+    proxy.failOn = () => {
+      failing = true;
+      return new NodropError("E_SSH_DROPPED", "connection dropped during nginx -t", { routingInForce: "unknown" });
+    };
+    const report = await deploy(options);
+    expect(report.error?.code).toBe("E_SSH_DROPPED");
+    expect(report.recovery).toContain("which routing the proxy has in force is unknown");
+    expect(report.recovery).toContain("no instance was changed after the failure");
+    expect(fleet.calls).toEqual([]);
+    // The previous routing may still be in force: a may still get requests.
+    expect(byId(report).a).toMatchObject({ inPool: true, outcome: "not-reached" });
+  });
+});
+
+describe("deploy: recovery budgets", () => {
+  it("restoring the pool has a budget of its own: a revert that used up its time does not starve it", async () => {
+    const { fleet, proxy, options } = setup(V1, oneByOne());
+    fleet.broken.add("b@v2");
+    const controls = options.instances.map((control) =>
+      control.spec.id !== "b"
+        ? control
+        : {
+            ...control,
+            // The revert's stop hangs until recovery's own deadline aborts it.
+            stop: async (context: Parameters<typeof control.stop>[0]) => {
+              if (context.version !== "v2") return control.stop(context);
+              await new Promise((resolve) => context.signal?.addEventListener("abort", resolve, { once: true }));
+              throw abortError(context.signal);
+            },
+          },
+    );
+    const signals: (AbortSignal | undefined)[] = [];
+    const apply = proxy.apply.bind(proxy);
+    (proxy as Proxy).apply = async (routing: Routing, _instances: unknown, context?: { signal?: AbortSignal | undefined }) => {
+      signals.push(context?.signal);
+      return apply(routing);
+    };
+    const report = await deploy({ ...options, instances: controls, recoveryTimeoutMs: 30 });
+    expect(report.error?.code).toBe("E_HEALTHCHECK");
+    expect(byId(report).b).toMatchObject({ outcome: "failed", inPool: false });
+    expect(report.recovery).toContain("could not revert b");
+    expect(report.recovery).toContain("pool restored: a, c");
+    expect(signals.at(-1)?.aborted).toBe(false);
+    expect(proxy.servingLists().at(-1)).toEqual(["a", "c"]);
+  });
+
+  it("tells the strategy the deploy's version and the previous ones, unordered", async () => {
+    const contexts: unknown[] = [];
+    const strategy = oneByOne("revert", {
+      recoveryRouting(healthy, context) {
+        contexts.push(context);
+        return singlePool(healthy.map((h) => h.id));
+      },
+    });
+    const { fleet, options } = setup({ a: "f00d", b: "beef", c: "f00d" }, strategy);
+    fleet.broken.add("b@0a1");
+    const report = await deploy({ ...options, version: "0a1" });
+    expect(report.error?.code).toBe("E_HEALTHCHECK");
+    expect(contexts).toEqual([{ version: "0a1", previous: ["f00d", "beef"], instances: ["a", "b", "c"], options: null }]);
   });
 });
 

@@ -13,7 +13,7 @@ export { httpHealthCheck, hostHealthCheck, waitHealthy, reportedVersion } from "
 export type { HttpHealthCheckOptions, HostHealthCheckOptions, WaitHealthyOptions } from "./health.js";
 export { commandInstance } from "./instance.js";
 export type { CommandInstanceOptions } from "./instance.js";
-export { singlePool, servingInstances, validateRouting } from "./routing.js";
+export { singlePool, servingInstances, validateRouting, sameRouting } from "./routing.js";
 export { forEachLimit, forEachPerHost } from "./concurrency.js";
 export { replaceSteps, checkBatchCapacity } from "./plan-helpers.js";
 export { deploy, planDeploy, observeInstances } from "./engine.js";
@@ -22,6 +22,7 @@ export type { LockHolder, DeployLockOptions, HeldLock } from "./state.js";
 export { fileJournal, lastDeploy } from "./journal.js";
 export type { Journal, JournalEntry, JournalRecord, LastDeploy } from "./journal.js";
 export type { DeployOptions } from "./engine.js";
+export type { Preflight } from "./preflight.js";
 export type { DeployEvent, DeployListener } from "./events.js";
 export type { DeployReport, InstanceReport, InstanceOutcome, PhaseReport, RouteReport, StepTiming, VerifyReport } from "./report.js";
 export { httpVerifier, verifyUrlProblem } from "./verify.js";

@@ -14,6 +14,14 @@ export function servingInstances(routing: Routing): Set<string> {
   return ids;
 }
 
+/** Whether two routings route the same way (pool order and key order aside). */
+export function sameRouting(a: Routing, b: Routing): boolean {
+  const pools = (r: Routing) => Object.keys(r.pools).sort().map((name) => `${name}=${[...(r.pools[name] ?? [])].sort().join(",")}`).join(";");
+  const pins = (r: Routing) => Object.keys(r.pins).sort().map((v) => `${v}>${r.pins[v]}`).join(";");
+  const extra = (r: Routing) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null]);
+  return a.defaultPool === b.defaultPool && pools(a) === pools(b) && pins(a) === pins(b) && extra(a) === extra(b);
+}
+
 const POOL_NAME = /^[a-z][a-z0-9_]{0,31}$/;
 const AFFINITY_KEY = /^\$(remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1,64})$/;
 const PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -54,8 +54,11 @@ export interface ProxyInstance extends InstanceSpec {
 export interface ProxyCapabilities {
   /** Can route clients pinned to a version to that version's pool. */
   readonly versionPinning: boolean;
-  /** apply() returns only after every proxy worker that could route by the old routing has gone. */
-  readonly drainsOldRouting: boolean;
+  /**
+   * @deprecated Never read: every adapter's apply() must return only once nothing routes by the old
+   * routing any more (that is what lets the engine stop an instance the routing left out).
+   */
+  readonly drainsOldRouting?: boolean;
   /** Supports `Routing.switchDefault`. */
   readonly timedSwitch: boolean;
   /** Supports `Routing.affinity`. */
@@ -182,15 +185,27 @@ export interface PlanInput<Options> {
   readonly options: Options;
 }
 
+/** What a strategy is told when it picks the routing to restore after a failure. */
+export interface RecoveryContext<Options = unknown> {
+  /** The version being deployed. */
+  readonly version: string;
+  /** The versions the fleet ran before the deploy (every one older than `version`; no order among them). */
+  readonly previous: readonly string[];
+  /** Every instance of the fleet, healthy or not (an affinity ring spans them all). */
+  readonly instances: readonly string[];
+  readonly options: Options;
+}
+
 /** A strategy plans; it never does I/O. The engine applies its plan. */
 export interface Strategy<Options = unknown> {
   readonly name: string;
   plan(input: PlanInput<Options>): DeployPlan;
   /**
-   * The routing to restore after a failure, given the instances that are healthy and serving.
-   * Defaults to one pool of all of them.
+   * The routing to restore after a failure, given the instances that are healthy and serving (with
+   * the versions they run now). Defaults to one pool of all of them. Versions are names, not an
+   * order (git SHAs do not sort by age): the context says which is the deploy's and which ran before.
    */
-  recoveryRouting?(healthy: readonly ObservedInstance[]): Routing;
+  recoveryRouting?(healthy: readonly ObservedInstance[], context: RecoveryContext<Options>): Routing;
   /** The routing of a fleet at rest (what `nodrop init` writes). Defaults to one pool of all. */
   steadyRouting?(ids: readonly string[], options: Options): Routing;
 }

@@ -1,3 +1,3 @@
-export { stickyStrategy, compareVersions } from "./sticky.js";
+export { stickyStrategy } from "./sticky.js";
 export { stickyOptionsSchema, affinityKey } from "./options.js";
 export type { StickyOptions } from "./options.js";

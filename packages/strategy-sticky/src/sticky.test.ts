@@ -2,7 +2,7 @@ import type { ObservedInstance, PlanStep, ProxyCapabilities, Routing } from "@no
 import { schema } from "@nodrop/core";
 import { describe, expect, it } from "vitest";
 import { affinityKey, stickyOptionsSchema } from "./options.js";
-import { compareVersions, stickyStrategy } from "./sticky.js";
+import { stickyStrategy } from "./sticky.js";
 
 const caps: ProxyCapabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true };
 const parse = (raw: Record<string, unknown> = {}) => schema.parseOrThrow(stickyOptionsSchema, raw, "strategy");
@@ -57,15 +57,27 @@ describe("stickyStrategy().plan", () => {
     expect(() => stickyStrategy().plan({ instances: out, version: "v2", proxy: caps, options: parse() })).toThrow(/out of the pool/);
   });
 
-  it("recovery pins every version to instances of that version or newer", () => {
-    const healthy = fleet(["v1", "v2", "v10", "v2"]);
-    const routing = stickyStrategy().recoveryRouting!(healthy);
-    expect(routing.pins).toEqual({ v1: "live", v2: "newer1", v10: "newer2" });
-    expect(routing.pools.newer1).toEqual(["i2", "i3", "i4"]);
-    expect(routing.pools.newer2).toEqual(["i3"]);
+  it("recovery sends clients of a previous version to it or the new one, never by the order of version strings", () => {
+    // Git SHAs: the new version (0a1b2c3) sorts before both previous ones; by string order it would look oldest.
+    const [newer, old1, old2] = ["0a1b2c3", "f9e8d7c", "c4d5e6f"];
+    const healthy = fleet([old1!, newer!, old2!, newer!]);
+    const context = { version: newer!, previous: [old1!, old2!], instances: healthy.map((i) => i.id), options: parse() };
+    const routing = stickyStrategy().recoveryRouting!(healthy, context);
+    expect(routing.defaultPool).toBe("live");
+    expect(routing.pools.live).toEqual(["i1", "i2", "i3", "i4"]);
+    // Pinned to the new version: only instances on it, so a client that got it never goes back.
+    expect(routing.pools[routing.pins[newer!]!]).toEqual(["i2", "i4"]);
+    // Pinned to a previous version: that version or the new one, never the other previous one.
+    expect(routing.pools[routing.pins[old1!]!]).toEqual(["i1", "i2", "i4"]);
+    expect(routing.pools[routing.pins[old2!]!]).toEqual(["i2", "i3", "i4"]);
+    // Affinity is kept, over the whole fleet's ring.
+    expect(routing.affinity?.ring).toEqual(["i1", "i2", "i3", "i4"]);
   });
 
-  it("compares versions naturally", () => {
-    expect(["v10", "v2", "v1", "1.10.0", "1.9.3"].sort(compareVersions)).toEqual(["1.9.3", "1.10.0", "v1", "v2", "v10"]);
+  it("recovery keeps the mode: no pins without version pinning, no affinity without it", () => {
+    const healthy = fleet(["0aaaaaa", "fffffff"]);
+    const context = (mode: string) => ({ version: "0aaaaaa", previous: ["fffffff"], instances: ["i1", "i2"], options: parse({ mode }) });
+    expect(stickyStrategy().recoveryRouting!(healthy, context("instance")).pins).toEqual({});
+    expect(stickyStrategy().recoveryRouting!(healthy, context("version")).affinity).toBeUndefined();
   });
 });

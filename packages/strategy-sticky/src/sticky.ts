@@ -85,41 +85,33 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
       const affinity = (options.mode ?? "both") !== "version";
       return { pools: { live: [...ids] }, defaultPool: "live", pins: {}, ...(affinity ? { affinity: { key: affinityKey(options), ring: [...ids] } } : {}) };
     },
-    recoveryRouting(healthy) {
-      // After a failure versions may be mixed: a client pinned to a version goes to instances of
-      // that version or newer, so nobody goes back.
-      const ids = healthy.map((i) => i.id);
-      const versions = [...new Set(healthy.map((i) => i.version).filter((v): v is string => v !== undefined))].sort(compareVersions);
-      const pools: Record<string, string[]> = { live: ids };
+    recoveryRouting(healthy, { version, previous, instances, options }) {
+      // After a failure versions are mixed. Nothing here orders version strings (git SHAs do not
+      // sort by age): the deploy's version is the newest, every previous one is older than it.
+      // A client pinned to a previous version goes to instances of that version or the new one;
+      // a client pinned to the new version only to instances of it, so nobody goes back.
+      const mode = options.mode ?? "both";
+      const live = healthy.map((i) => i.id);
+      const on = (...versions: string[]) => healthy.filter((i) => i.version !== undefined && versions.includes(i.version)).map((i) => i.id);
+      const pools: Record<string, string[]> = { live };
       const pins: Record<string, string> = {};
-      versions.forEach((v, index) => {
-        if (index === 0) {
-          pins[v] = "live";
-          return;
-        }
-        const pool = `newer${index}`;
-        pools[pool] = healthy.filter((i) => i.version !== undefined && compareVersions(i.version, v) >= 0).map((i) => i.id);
-        pins[v] = pool;
-      });
-      return { pools, defaultPool: "live", pins };
+      if (mode !== "instance") {
+        const fresh = on(version);
+        if (fresh.length > 0) pools.new = fresh;
+        pins[version] = fresh.length > 0 ? "new" : "live";
+        previous.forEach((old, index) => {
+          const own = on(old, version);
+          // A version nobody healthy runs any more: its clients may go anywhere (all are newer).
+          if (own.length === 0 || own.length === live.length) pins[old] = "live";
+          else {
+            pools[`prev${index + 1}`] = own;
+            pins[old] = `prev${index + 1}`;
+          }
+        });
+      }
+      // Affinity stays: the ring is the whole fleet, as in every routing of this deploy.
+      const affinity = mode !== "version" ? { affinity: { key: affinityKey(options), ring: [...instances] } } : {};
+      return { pools, defaultPool: "live", pins, ...affinity };
     },
   };
-}
-
-/** Natural order of version strings: "v2" < "v10", "1.9.3" < "1.10.0". */
-export function compareVersions(a: string, b: string): number {
-  const parts = (v: string) => v.split(/(\d+)/).filter(Boolean);
-  const pa = parts(a);
-  const pb = parts(b);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const x = pa[i];
-    const y = pb[i];
-    if (x === undefined) return -1;
-    if (y === undefined) return 1;
-    const nx = Number(x);
-    const ny = Number(y);
-    const d = Number.isNaN(nx) || Number.isNaN(ny) ? x.localeCompare(y) : nx - ny;
-    if (d !== 0) return Math.sign(d);
-  }
-  return 0;
 }

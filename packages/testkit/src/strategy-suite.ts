@@ -80,20 +80,29 @@ export function strategySuite<O>(api: TestApi, options: StrategySuiteOptions<O>)
 
     const probe = options.create();
     if (probe.recoveryRouting) {
-      test("recoveryRouting() routes to exactly the healthy instances it is given, with a valid routing", async () => {
+      test("recoveryRouting() routes to exactly the healthy instances it is given, with a valid routing, and sends no pinned client back", async () => {
         const problems = new Problems();
-        for (const [name, healthy] of recoverySets(version)) {
-          const known = new Set(healthy.map((i) => i.id));
+        for (const [name, fleet, healthy] of recoverySets(version)) {
+          const known = new Set(fleet.map((i) => i.id));
+          const wanted = healthy.map((i) => i.id).sort();
+          const previous = [...new Set(fleet.map((i) => i.version!).filter((v) => v !== version))];
           try {
-            const routing = options.create().recoveryRouting!(healthy);
+            const routing = options.create().recoveryRouting!(healthy, { version, previous, instances: [...known], options: options.options });
             validateRouting(routing, known);
             const serving = [...servingInstances(routing)].sort();
-            if (!isDeepStrictEqual(serving, [...known].sort())) problems.add(name, `serves ${serving.join(", ")}; expected ${[...known].sort().join(", ")}`);
+            if (!isDeepStrictEqual(serving, wanted)) problems.add(name, `serves ${serving.join(", ")}; expected ${wanted.join(", ")}`);
+            // Nobody goes back: a pinned client reaches only its own version or the deploy's.
+            for (const [pinned, pool] of Object.entries(routing.pins)) {
+              const allowed = new Set(healthy.filter((i) => i.version === pinned || i.version === version).map((i) => i.id));
+              if (allowed.size === 0) continue;
+              const back = (routing.pools[pool] ?? []).filter((id) => !allowed.has(id));
+              if (back.length > 0) problems.add(name, `clients pinned to ${pinned} can reach ${back.join(", ")}, on another version than ${pinned === version ? version : `${pinned} or ${version}`}`);
+            }
           } catch (error) {
             problems.add(name, describeError(error));
           }
         }
-        problems.throwIfAny("after a failure the engine restores this routing: it must be valid and route to every healthy instance and to nothing else");
+        problems.throwIfAny("after a failure the engine restores this routing: it must be valid, route to every healthy instance and to nothing else, and never send a pinned client to another version than its own or the deploy's");
       });
     }
     if (probe.steadyRouting) {
@@ -195,12 +204,16 @@ function firstDifference(a: unknown, b: unknown, path = "plan"): string {
   return `${path}: ${show(a)} then ${show(b)}`;
 }
 
-/** Healthy sets the engine may hand recoveryRouting(): one version, mixed versions, a single instance. */
-function recoverySets(target: string): [string, ObservedInstance[]][] {
+/** Fleets after a failure, and which of their instances are healthy (the last one is down). */
+function recoverySets(target: string): [string, ObservedInstance[], ObservedInstance[]][] {
+  const withDown = (name: string, fleet: ObservedInstance[]): [string, ObservedInstance[], ObservedInstance[]] => [name, fleet, fleet.slice(0, -1)];
   return [
-    ["4 healthy instances on v1", fleetOf(["v1", "v1", "v1", "v1"])],
-    [`3 healthy instances, v1 and ${target}`, fleetOf(["v1", target, "v1"])],
-    [`3 healthy instances, v0, v1 and ${target}`, fleetOf(["v0", "v1", target], { hosts: 2 })],
-    ["1 healthy instance", fleetOf(["v1"])],
+    withDown("4 healthy instances on v1", fleetOf(["v1", "v1", "v1", "v1", "v1"])),
+    withDown(`3 healthy instances, v1 and ${target}`, fleetOf(["v1", target, "v1", "v1"])),
+    withDown(`3 healthy instances, v0, v1 and ${target}`, fleetOf(["v0", "v1", target, "v1"], { hosts: 2 })),
+    // Names are not an order (git SHAs): previous versions whose names sort after the deploy's, so
+    // anything that orders version strings gets the direction backwards.
+    withDown(`4 healthy instances, previous versions named to sort after ${target}`, fleetOf([`${target}a`, target, `${target}.1`, target, `${target}a`])),
+    withDown("1 healthy instance", fleetOf(["v1", "v1"])),
   ];
 }

@@ -1,0 +1,40 @@
+import type { DeployRun } from "./deploy-run.js";
+import type { DeployListener } from "./events.js";
+import type { WaitHealthyOptions } from "./health.js";
+import type { Journal } from "./journal.js";
+import type { RunListener } from "./run-listener.js";
+import type { DeployVerifier, HealthCheck, InstanceControl, Proxy, Strategy } from "./types.js";
+
+export interface DeployOptions<StrategyOptions> {
+  version: string;
+  instances: readonly InstanceControl[];
+  proxy: Proxy;
+  strategy: Strategy<StrategyOptions>;
+  strategyOptions: StrategyOptions;
+  health: HealthCheck;
+  healthWait: Omit<WaitHealthyOptions, "signal">;
+  /** Most instance commands and checks at once on one host (hosts work side by side). */
+  parallel?: number;
+  signal?: AbortSignal;
+  onEvent?: DeployListener;
+  /** Bounds reverting the failed phase's instances after a failure or an abort (default 5 minutes). */
+  recoveryTimeoutMs?: number;
+  /**
+   * Bounds putting the healthy instances back in the pool after reverting, measured from when it
+   * starts: a revert that used up its own time never leaves the pool unrestored (default 2 minutes).
+   */
+  poolRestoreTimeoutMs?: number;
+  /** Records every step before and after it runs; a step whose record cannot be written does not run. */
+  journal?: Journal;
+  /** Probes the site through the proxy for the whole deploy; crossing its threshold stops the deploy. */
+  verify?: DeployVerifier;
+}
+
+/** What the step executor and recovery work with: the options, the run's state and its listeners. */
+export interface RunContext<O = unknown> {
+  readonly options: DeployOptions<O>;
+  readonly run: DeployRun;
+  readonly listeners: readonly RunListener[];
+  /** Per-host limit on instance commands at once. */
+  readonly parallel: number;
+}

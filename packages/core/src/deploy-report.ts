@@ -1,0 +1,36 @@
+import type { DeployRun } from "./deploy-run.js";
+import type { NodropError } from "./errors.js";
+import type { DeployReport, InstanceReport } from "./report.js";
+
+/** How a deploy ended, as the report states it. */
+export interface RunOutcome {
+  readonly error?: NodropError | undefined;
+  /** Where it failed: "preflight", "verify", "journal", or "<phase>: <step kind>". */
+  readonly step?: string | undefined;
+  /** What recovery did, or why there was none. */
+  readonly recovery?: string | undefined;
+}
+
+/** The report of a run, built from its state alone. */
+export function buildReport(run: DeployRun, strategy: string, outcome: RunOutcome): DeployReport {
+  const { error, step, recovery } = outcome;
+  const serving = run.serving();
+  return {
+    ok: error === undefined,
+    strategy,
+    version: run.version,
+    startedAt: run.startedAt.toISOString(),
+    durationMs: performance.now() - run.started,
+    routes: run.routes,
+    phases: run.phases,
+    instances: run.instances.map((control): InstanceReport => {
+      const base = { id: control.spec.id, host: control.spec.host, address: control.spec.address, port: control.spec.port, inPool: serving.has(control.spec.id) };
+      const t = run.tracked.get(control.spec.id);
+      if (!t) return { ...base, from: undefined, version: undefined, outcome: "not-reached", steps: [] };
+      return { ...base, from: t.from, version: t.version, outcome: t.outcome, steps: t.steps, ...(t.error === undefined ? {} : { error: t.error }) };
+    }),
+    ...(error ? { error: { code: error.code, message: error.message, ...(error.instance ? { instance: error.instance } : {}), ...(step ? { step } : {}) } } : {}),
+    ...(recovery ? { recovery } : {}),
+    ...(run.verify ? { verify: run.verify } : {}),
+  };
+}

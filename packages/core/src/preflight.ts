@@ -1,0 +1,78 @@
+import { forEachPerHost } from "./concurrency.js";
+import type { DeployOptions } from "./deploy-options.js";
+import { NodropError } from "./errors.js";
+import type { HealthCheck, InstanceControl, ObservedInstance, DeployPlan, Routing } from "./types.js";
+import { servingInstances, validateRouting } from "./routing.js";
+import { isSafeName } from "./template.js";
+
+/** What preflight found: the plan, the instances as they were, and the routing the proxy had in force. */
+export interface Preflight {
+  readonly plan: DeployPlan;
+  readonly observed: ObservedInstance[];
+  /** Undefined when the proxy holds no routing of nodrop's (every instance then counts as serving). */
+  readonly routing: Routing | undefined;
+}
+
+/** Probes every instance directly: which version it runs and whether it is healthy. */
+export async function observeInstances(
+  instances: readonly InstanceControl[],
+  health: HealthCheck,
+  options: { parallel?: number; signal?: AbortSignal | undefined; serving?: ReadonlySet<string> | undefined } = {},
+): Promise<ObservedInstance[]> {
+  const observed = new Map<string, ObservedInstance>();
+  await forEachPerHost(instances, (i) => i.spec.host, options.parallel ?? 8, async (instance) => {
+    const probe = await health.probe(instance.spec, options.signal);
+    // The version comes from the instance (through a health check that may be a plugin's): one that
+    // is not a safe version string is unknown, so it never becomes `from`, `{previous}` or a pin.
+    const version = probe.ok && isSafeName(probe.version) ? probe.version : undefined;
+    observed.set(instance.spec.id, {
+      ...instance.spec,
+      version,
+      healthy: probe.ok && version !== undefined,
+      // Without a routing written by this proxy, everything counts as serving.
+      inPool: options.serving ? options.serving.has(instance.spec.id) : true,
+    });
+  });
+  return instances.map((i) => observed.get(i.spec.id)!);
+}
+
+/** Preflight and plan, touching nothing: what `nodrop plan` shows. */
+export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">): Promise<Preflight> {
+  const check = await options.proxy.check({ signal: options.signal, instances: options.instances.map((i) => i.spec) });
+  if (!check.ok) {
+    throw new NodropError("E_PROXY_SETUP", `proxy ${options.proxy.name} is not set up for nodrop:\n  ${check.details.join("\n  ")}`);
+  }
+  // Every host must be reachable (SSH host key, credentials) before the first proxy change. Once
+  // per host: a host's instances share its executor, and a busy host pays for every login shell.
+  const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i] as const)).values()];
+  await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
+  const routing = await options.proxy.current({ signal: options.signal });
+  const observed = await observeInstances(options.instances, options.health, { ...options, serving: routing ? servingInstances(routing) : undefined });
+  // An unhealthy instance out of the pool (a failed earlier deploy) is fine: the deploy repairs it.
+  // One in the pool is a problem nodrop did not cause and must not hide.
+  const unhealthy = observed.filter((i) => !i.healthy && i.inPool);
+  if (unhealthy.length > 0) {
+    throw new NodropError(
+      "E_PREFLIGHT",
+      `refusing to deploy: ${unhealthy.map((i) => `${i.id} (${i.address}:${i.port})`).join(", ")} in the pool but not healthy before the deploy; fix or remove ${unhealthy.length === 1 ? "it" : "them"} first`,
+      { instance: unhealthy[0]!.id },
+    );
+  }
+  if (!observed.some((i) => i.healthy && i.inPool)) {
+    throw new NodropError("E_PREFLIGHT", "refusing to deploy: no instance is healthy and in the pool, so there is nothing to keep serving while others change");
+  }
+  const plan = options.strategy.plan({ instances: observed, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
+  const known = new Set(observed.map((i) => i.id));
+  for (const phase of plan.phases) {
+    for (const id of phase.instances) if (!known.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" names unknown instance "${id}"`);
+    const own = new Set(phase.instances);
+    for (const step of phase.steps) {
+      if (step.kind === "route") validateRouting(step.routing, known);
+      else if (step.kind !== "soak") {
+        // Recovery works per phase: a step may only touch the instances its phase declares.
+        for (const id of step.instances) if (!own.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step.kind}s "${id}", which is not one of its instances`);
+      }
+    }
+  }
+  return { plan, observed, routing };
+}

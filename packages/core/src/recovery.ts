@@ -1,0 +1,127 @@
+import { forEachPerHost } from "./concurrency.js";
+import type { RunContext } from "./deploy-options.js";
+import type { TrackedInstance } from "./deploy-run.js";
+import { NodropError, toNodropError } from "./errors.js";
+import { waitHealthy } from "./health.js";
+import { sameRouting, singlePool, validateRouting } from "./routing.js";
+import { applyRouting, timed } from "./step-executor.js";
+import type { ObservedInstance, PlanPhase } from "./types.js";
+
+const DEFAULT_REVERT_MS = 300_000;
+const DEFAULT_POOL_RESTORE_MS = 120_000;
+
+/**
+ * After a failed step: applies the phase's failure rule and says what it did, one clause each.
+ * - "revert": the phase's touched instances that no request can reach go back to the version they
+ *   ran, are checked, and every healthy instance is routed again;
+ * - "isolate": they stay out of the pool and the routing in force is kept.
+ * Recovery runs even after an abort: it has deadlines of its own instead of the deploy's signal,
+ * one for reverting and one, started afresh, for restoring the pool, so a slow revert can never
+ * leave the pool unrestored.
+ */
+export async function recoverPhase(context: RunContext, phase: PlanPhase, failure: NodropError): Promise<string> {
+  const { run } = context;
+  run.emit({ type: "recovery", reason: failure.message });
+  run.recovering = true;
+  const touched = phase.instances.map((id) => run.instance(id)).filter((t) => t.touched);
+  if (phase.onFailure === "isolate") {
+    for (const t of touched) if (t.outcome !== "updated") t.outcome = "failed";
+    return `left ${touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id).join(", ")} out of the pool; the routing in force is kept`;
+  }
+  const lines = await revertInstances(context, phase, touched);
+  lines.push(await restorePool(context, phase));
+  return lines.join("; ");
+}
+
+async function revertInstances(context: RunContext, phase: PlanPhase, touched: readonly TrackedInstance[]): Promise<string[]> {
+  const { run, options } = context;
+  const signal = AbortSignal.timeout(options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
+  const name = `${phase.name} (revert)`;
+  await forEachPerHost(touched, (t) => t.control.spec.host, context.parallel, async (t) => {
+    const id = t.control.spec.id;
+    const previous = t.from;
+    if (previous === undefined) {
+      t.outcome = "failed";
+      return;
+    }
+    // Requests can reach it (serving as it is, or checked healthy on the new version): reverting
+    // it would mean draining it first. It stays as it is.
+    if (run.routedRegardless(id) || (t.outcome === "updated" && run.reachable(id))) return;
+    try {
+      await timed(context, name, "stop", id, () => t.control.stop({ version: t.version, signal }));
+      await timed(context, name, "update", id, () => t.control.update({ version: previous, previous: options.version, signal }));
+      t.version = previous;
+      await timed(context, name, "start", id, () => t.control.start({ version: previous, signal }));
+      await timed(context, name, "check", id, () => waitHealthy(options.health, t.control.spec, previous, { ...options.healthWait, signal }).then(() => undefined));
+      t.outcome = "reverted";
+    } catch {
+      t.outcome = "failed";
+    }
+  });
+  const reverted = touched.filter((t) => t.outcome === "reverted").map((t) => t.control.spec.id);
+  const failed = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
+  return [...(reverted.length ? [`reverted ${reverted.join(", ")} to their previous version`] : []), ...(failed.length ? [`could not revert ${failed.join(", ")}: left out of the pool`] : [])];
+}
+
+/** Routes every instance nodrop checked healthy (updated, reverted, or untouched and healthy before). */
+async function restorePool(context: RunContext, phase: PlanPhase): Promise<string> {
+  const { run, options } = context;
+  const healthy: ObservedInstance[] = run.observed
+    .filter((o) => {
+      const t = run.instance(o.id);
+      return t.outcome === "updated" || t.outcome === "reverted" || (!t.touched && (t.outcome === "not-reached" || t.outcome === "unchanged") && o.healthy);
+    })
+    .map((o) => ({ ...o, version: run.instance(o.id).version }));
+  if (healthy.length === 0) return "no healthy instance to route to; the proxy config in force was kept";
+  const previous = [...new Set(run.observed.map((o) => o.version).filter((v): v is string => v !== undefined && v !== run.version))];
+  const routing =
+    options.strategy.recoveryRouting?.(healthy, { version: run.version, previous, instances: run.observed.map((o) => o.id), options: options.strategyOptions }) ??
+    singlePool(healthy.map((o) => o.id));
+  try {
+    validateRouting(routing, new Set(run.observed.map((o) => o.id)));
+    await applyRouting(context, routing, "recovery: healthy instances back in the pool", `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
+    return `pool restored: ${[...run.serving()].join(", ")}`;
+  } catch (error) {
+    let e = toNodropError(error, "E_PROXY_RELOAD");
+    if (e.routingInForce === "unknown") {
+      // For the report's pool column: ask the proxy what it has now.
+      const inForce = await readBackRouting(context);
+      e = new NodropError(e.code, e.message, { cause: e.cause, routingInForce: inForce });
+    }
+    if (e.routingInForce === "new") return `pool restored: ${[...run.serving()].join(", ")} (the proxy then reported: ${e.message})`;
+    return `could not restore the pool (${e.message}); ${inForceClause(e)}`;
+  }
+}
+
+/**
+ * After a proxy change whose outcome is unknown, asks the proxy which routing is in force before
+ * any instance is touched: the previous one, the new one, or still unknown (it cannot say, or it
+ * has neither).
+ */
+export async function readBackRouting(context: RunContext): Promise<"previous" | "new" | "unknown"> {
+  const { run, options } = context;
+  const candidates = run.possibleRoutings;
+  const attempted = candidates.at(-1);
+  const routing = await options.proxy.current({ signal: AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS) }).catch(() => undefined);
+  if (!routing) return "unknown";
+  const match = candidates.find((candidate) => sameRouting(candidate, routing));
+  if (!match) {
+    // Neither: a third routing may be in force (someone else's change); it counts too.
+    run.routingUncertain(routing);
+    return "unknown";
+  }
+  run.routingApplied(match);
+  return match === attempted ? "new" : "previous";
+}
+
+/** What a failed proxy change left in force, as a report clause. */
+export function inForceClause(error: NodropError): string {
+  switch (error.routingInForce) {
+    case "new":
+      return "the proxy put the new routing in force before the failure";
+    case "unknown":
+      return "which routing the proxy has in force is unknown: check it with `nodrop status` before the next deploy";
+    default:
+      return "the previous proxy config is in force";
+  }
+}

@@ -1,0 +1,107 @@
+import { forEachPerHost } from "./concurrency.js";
+import type { RunContext } from "./deploy-options.js";
+import { sleep } from "./duration.js";
+import { NodropError, type RoutingInForce, abortError, toNodropError } from "./errors.js";
+import { waitHealthy } from "./health.js";
+import type { StepRecord } from "./run-listener.js";
+import { servingInstances } from "./routing.js";
+import type { PlanPhase, PlanStep, Routing, StepKind } from "./types.js";
+
+/** Announces a step to the listeners (journal first) and then to the caller's listener. */
+async function announce(context: RunContext, record: StepRecord, ms?: number): Promise<void> {
+  for (const listener of context.listeners) await listener.step?.(context.run, record);
+  context.run.emit({ type: "step", ...record, ...(ms === undefined ? {} : { ms }) });
+}
+
+/**
+ * Runs one step body, announced before and after: a step whose "start" record cannot be written
+ * does not run. Its time lands on the instance it is about.
+ */
+export async function timed(context: RunContext, phase: string, kind: StepKind, id: string | undefined, body: () => Promise<void>): Promise<void> {
+  const t0 = performance.now();
+  try {
+    await announce(context, { phase, kind, instance: id, status: "start" });
+    await body();
+    if (id) context.run.instance(id).steps.push({ kind, ms: performance.now() - t0, ok: true });
+    await announce(context, { phase, kind, instance: id, status: "ok" }, performance.now() - t0);
+  } catch (error) {
+    const ms = performance.now() - t0;
+    const e = toNodropError(error, "E_INSTANCE", id ? `${kind} of ${id}` : kind);
+    if (id) {
+      const t = context.run.instance(id);
+      t.steps.push({ kind, ms, ok: false });
+      t.error = e.message;
+    }
+    await announce(context, { phase, kind, instance: id, status: "fail", detail: e.message }, ms).catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
+ * Puts a routing into effect through the proxy. A failure is rethrown with `routingInForce` saying
+ * which routing the proxy left in force (an adapter that does not say: unknown), and the run
+ * records it: the new routing when it took effect, either one when unknown.
+ */
+export async function applyRouting(context: RunContext, routing: Routing, why: string, phase: string, signal: AbortSignal | undefined): Promise<void> {
+  const { run, options } = context;
+  await timed(context, phase, "route", undefined, async () => {
+    const instances = options.instances.map((i) => ({ ...i.spec, version: run.tracked.get(i.spec.id)?.version }));
+    let result;
+    try {
+      result = await options.proxy.apply(routing, instances, { signal });
+    } catch (error) {
+      throw proxyFailure(context, routing, error);
+    }
+    run.routingApplied(routing);
+    run.routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 });
+    run.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)] });
+  });
+}
+
+function proxyFailure(context: RunContext, routing: Routing, error: unknown): NodropError {
+  // A proxy failure must stop the deploy as one, whatever the adapter threw.
+  const e = toNodropError(error, "E_PROXY_RELOAD", `proxy ${context.options.proxy.name}`);
+  // A drain that ran out of time comes after the new routing took effect, whoever wrote the adapter.
+  const inForce: RoutingInForce = e.routingInForce ?? (e.code === "E_PROXY_DRAIN" ? "new" : "unknown");
+  if (inForce === "new") context.run.routingApplied(routing);
+  else if (inForce === "unknown") context.run.routingUncertain(routing);
+  return new NodropError(e.code, e.message, { cause: e.cause ?? error, instance: e.instance, routingInForce: inForce });
+}
+
+/** Runs one step of the plan, after the listeners' check (the verify probe's threshold). */
+export async function runStep(context: RunContext, phase: PlanPhase, step: PlanStep): Promise<void> {
+  const { options, run } = context;
+  const signal = options.signal;
+  if (signal?.aborted) throw abortError(signal);
+  for (const listener of context.listeners) listener.beforeStep?.(run);
+  switch (step.kind) {
+    case "route":
+      return applyRouting(context, step.routing, step.why, phase.name, signal);
+    case "soak":
+      return timed(context, phase.name, "soak", undefined, () => sleep(step.ms, signal).catch(() => Promise.reject(abortError(signal))));
+    default:
+      return forEachPerHost(step.instances, (id) => run.instance(id).control.spec.host, context.parallel, (id) => runInstanceStep(context, phase, step.kind, id));
+  }
+}
+
+async function runInstanceStep(context: RunContext, phase: PlanPhase, kind: "stop" | "update" | "start" | "check", id: string): Promise<void> {
+  const { options, run } = context;
+  const signal = options.signal;
+  const t = run.instance(id);
+  await timed(context, phase.name, kind, id, async () => {
+    if ((kind === "stop" || kind === "update") && run.reachable(id)) {
+      // The engine's own guard: a strategy must never stop an instance that can still get requests.
+      throw new NodropError("E_PLAN", `plan would ${kind} ${id} while it is in the pool`, { instance: id });
+    }
+    t.touched = true;
+    if (kind === "stop") await t.control.stop({ version: t.version, signal });
+    else if (kind === "update") {
+      await t.control.update({ version: options.version, previous: t.from, signal });
+      t.version = options.version;
+    } else if (kind === "start") await t.control.start({ version: options.version, signal });
+    else {
+      await waitHealthy(options.health, t.control.spec, options.version, { ...options.healthWait, signal });
+      t.outcome = "updated";
+    }
+  });
+}
