@@ -5,51 +5,15 @@
 // connection that errors twice (corrupt bytes, then a reset) instead of a kill.
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import net from "node:net";
 import path from "node:path";
 import type { DeployReport } from "@nodrop/core";
 import { sleep } from "@nodrop/core";
 import { startLoad } from "@nodrop/loadgen";
-import { type TestHosts, startTestHosts } from "@nodrop/testhosts";
+import { type TcpRelay, type TestHosts, startTestHosts, tcpRelay } from "@nodrop/testhosts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import { hostile } from "../../../tests/adversarial/tally.js";
 import { type Fleet, runNodrop, startFleet } from "../src/index.js";
-
-/** A relay on 127.0.0.1 to a host's sshd; each accepted connection is one pair. */
-async function relayTo(address: string, port: number) {
-  const pairs: { client: net.Socket; server: net.Socket }[] = [];
-  const server = net.createServer((client) => {
-    const upstream = net.connect(port, address);
-    client.on("error", () => undefined);
-    upstream.on("error", () => undefined);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-    pairs.push({ client, server: upstream });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    /** The newest connection errors twice: bytes that are no SSH packet, then a reset. */
-    corruptNewest() {
-      const pair = pairs.at(-1)!;
-      pair.server.unpipe(pair.client);
-      pair.client.unpipe(pair.server);
-      pair.server.pause();
-      pair.client.on("end", () => pair.client.resetAndDestroy());
-      pair.client.write(Buffer.alloc(70_000, 0x5a));
-    },
-    close() {
-      for (const p of pairs) {
-        p.client.destroy();
-        p.server.destroy();
-      }
-      return new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 /** Waits for `check` while the CLI runs; when it ends first, says what it printed. */
 async function waitFor(what: string, check: () => boolean, cli: { ended?: { code: number; stdout: string; stderr: string } }, bound = 60_000) {
@@ -64,14 +28,14 @@ async function waitFor(what: string, check: () => boolean, cli: { ended?: { code
 describe("one host's SSH dropped twice in one deploy (real CLI, sshd, gunicorn, nginx)", () => {
   let hosts: TestHosts;
   let fleet: Fleet;
-  let relay: Awaited<ReturnType<typeof relayTo>>;
+  let relay: TcpRelay;
   let configFile: string;
   const gate = () => path.join(fleet.dir, "gate");
   beforeAll(async () => {
     hosts = await startTestHosts({ names: ["web1", "web2"] });
     fleet = await startFleet({ hosts, ports: [8021, 8022], proxyPort: 18202 });
     const web2 = hosts.host("web2");
-    relay = await relayTo(web2.address, web2.sshPort);
+    relay = await tcpRelay(web2.address, web2.sshPort);
     await mkdir(gate(), { recursive: true });
     // web2 is reached through the relay; its stop command waits at a gate the test opens (the
     // hosts share this machine's disk): while it waits, the test drops the connection it runs on.

@@ -24,6 +24,13 @@ export interface DeployOptions<StrategyOptions> {
    * starts: a revert that used up its own time never leaves the pool unrestored (default 2 minutes).
    */
   poolRestoreTimeoutMs?: number;
+  /**
+   * Versions an interrupted deploy staged pins for (the last deploy's, when it did not finish): like
+   * the version being deployed, a pin of theirs leads only to instances already running them, since
+   * no client can hold it before such an instance served it. Lets `resume` and `rollback` repair an
+   * instance a killed deploy stopped behind a staged pin.
+   */
+  stagedVersions?: readonly string[];
   /** Records every step before and after it runs; a step whose record cannot be written does not run. */
   journal?: Journal;
   /** Probes the site through the proxy for the whole deploy; crossing its threshold stops the deploy. */

@@ -1,6 +1,6 @@
 import type { DeployListener } from "./events.js";
 import type { InstanceOutcome, PhaseReport, RouteReport, StepTiming, VerifyReport } from "./report.js";
-import { sameRouting, servingInstances, singlePool } from "./routing.js";
+import { reachesInstance, sameRouting, servingInstances, singlePool } from "./routing.js";
 import type { InstanceControl, ObservedInstance, Routing } from "./types.js";
 
 /** What the engine knows of one instance during a deploy. */
@@ -45,8 +45,12 @@ export class DeployRun {
   readonly instances: readonly InstanceControl[];
   private readonly listener: DeployListener;
 
-  constructor(version: string, instances: readonly InstanceControl[], listener: DeployListener) {
+  /** The deploy's version and any an interrupted deploy staged: their pins count only for instances on them. */
+  readonly staged: readonly string[];
+
+  constructor(version: string, instances: readonly InstanceControl[], listener: DeployListener, staged: readonly string[] = []) {
     this.version = version;
+    this.staged = [version, ...staged.filter((v) => v !== version)];
     this.instances = instances;
     this.listener = listener;
     this.id = `${this.startedAt.toISOString()}-${process.pid}`;
@@ -106,32 +110,16 @@ export class DeployRun {
     return ids;
   }
 
-  /**
-   * Whether a request can still reach the instance. A pin for the version being deployed counts
-   * only for instances already running it: a client can hold that pin only after one served it.
-   */
+  /** Whether a request can still reach the instance, under any routing that may be in force (see {@link reachesInstance}). */
   reachable(id: string): boolean {
     if (this.inForce.length === 0) return true;
-    return this.inForce.some((r) => {
-      // Own keys only: a version or pool named `constructor` is a name like any other.
-      const pinned = Object.hasOwn(r.pins, this.version) ? r.pins[this.version] : undefined;
-      return routedRegardless(r, this.version, id) || (pinned !== undefined && inPool(r, pinned, id) && this.tracked.get(id)?.version === this.version);
-    });
+    const runs = this.tracked.get(id)?.version;
+    return this.inForce.some((r) => reachesInstance(r, this.staged, id, runs));
   }
 
   /** Reached by the default pool, a default switch or the pin of another version, under a routing that may be in force. */
   routedRegardless(id: string): boolean {
     if (this.inForce.length === 0) return true;
-    return this.inForce.some((r) => routedRegardless(r, this.version, id));
+    return this.inForce.some((r) => reachesInstance(r, this.staged, id, undefined));
   }
-}
-
-function routedRegardless(r: Routing, version: string, id: string): boolean {
-  const pools = [r.defaultPool, ...(r.switchDefault ? [r.switchDefault.to] : [])];
-  for (const [pinned, pool] of Object.entries(r.pins)) if (pinned !== version) pools.push(pool);
-  return pools.some((pool) => inPool(r, pool, id));
-}
-
-function inPool(r: Routing, pool: string, id: string): boolean {
-  return Object.hasOwn(r.pools, pool) && (r.pools[pool]?.includes(id) ?? false);
 }

@@ -533,6 +533,19 @@ describe("deploy: preflight", () => {
     expect(report.instances.every((i) => i.outcome === "not-reached")).toBe(true);
   });
 
+  it("an instance only the new version's pin leads to is out of the pool: a stopped deploy's half can be repaired", async () => {
+    // A half-split deploy of v2 was killed after it stopped b, which sat in the pool pinned to v2
+    // (staged: no client holds that pin before an instance on v2 served it).
+    const strategy = oneByOne();
+    const { fleet, options } = setup(V1, strategy, { pools: { a: ["b"], live: ["a", "c"] }, defaultPool: "live", pins: { v1: "live", v2: "a" } });
+    fleet.running.set("b", undefined);
+    const preflight = await planDeploy(options);
+    expect(preflight.observed.map((o) => [o.id, o.inPool, o.healthy])).toEqual([["a", true, true], ["b", false, false], ["c", true, true]]);
+    // Once b runs v2, the pin does lead to it.
+    fleet.running.set("b", "v2");
+    expect((await planDeploy(options)).observed.find((o) => o.id === "b")?.inPool).toBe(true);
+  });
+
   it("refuses when the proxy is not set up", async () => {
     const { fleet, proxy, options } = setup(V1, oneByOne());
     proxy.check = async () => ({ ok: false, details: ["include missing"] });

@@ -23,7 +23,7 @@ export { observeInstances, planDeploy } from "./preflight.js";
  * config → planDeploy (preflight + the strategy's pure plan) → the phases here → the report.
  */
 export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport> {
-  const run = new DeployRun(options.version, options.instances, options.onEvent ?? (() => {}));
+  const run = new DeployRun(options.version, options.instances, options.onEvent ?? (() => {}), options.stagedVersions);
   const listeners: RunListener[] = [
     // The probe first: a deploy that cannot be watched records nothing.
     ...(options.verify ? [new VerifyListener(options.verify)] : []),

@@ -13,7 +13,7 @@ export { httpHealthCheck, hostHealthCheck, waitHealthy, reportedVersion } from "
 export type { HttpHealthCheckOptions, HostHealthCheckOptions, WaitHealthyOptions } from "./health.js";
 export { commandInstance } from "./instance.js";
 export type { CommandInstanceOptions } from "./instance.js";
-export { singlePool, servingInstances, validateRouting, sameRouting } from "./routing.js";
+export { singlePool, servingInstances, validateRouting, sameRouting, reachesInstance } from "./routing.js";
 export { forEachLimit, forEachPerHost } from "./concurrency.js";
 export { replaceSteps, checkBatchCapacity } from "./plan-helpers.js";
 export { deploy, planDeploy, observeInstances } from "./engine.js";
@@ -27,7 +27,4 @@ export type { DeployEvent, DeployListener } from "./events.js";
 export type { DeployReport, InstanceReport, InstanceOutcome, PhaseReport, RouteReport, StepTiming, VerifyReport } from "./report.js";
 export { httpVerifier, verifyUrlProblem } from "./verify.js";
 export type { HttpVerifierOptions } from "./verify.js";
-export { exchange, dropIdleSockets } from "./http-exchange.js";
-export type { ExchangeTarget, ExchangeResult } from "./http-exchange.js";
-export { CookieJar } from "./cookie-jar.js";
 export type * from "./types.js";

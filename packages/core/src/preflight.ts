@@ -2,7 +2,7 @@ import { forEachPerHost } from "./concurrency.js";
 import type { DeployOptions } from "./deploy-options.js";
 import { NodropError } from "./errors.js";
 import type { HealthCheck, InstanceControl, ObservedInstance, DeployPlan, Routing } from "./types.js";
-import { servingInstances, validateRouting } from "./routing.js";
+import { reachesInstance, validateRouting } from "./routing.js";
 import { isSafeName } from "./template.js";
 
 /** What preflight found: the plan, the instances as they were, and the routing the proxy had in force. */
@@ -17,7 +17,19 @@ export interface Preflight {
 export async function observeInstances(
   instances: readonly InstanceControl[],
   health: HealthCheck,
-  options: { parallel?: number; signal?: AbortSignal | undefined; serving?: ReadonlySet<string> | undefined } = {},
+  options: {
+    parallel?: number;
+    signal?: AbortSignal | undefined;
+    /** Instances the proxy routes to; without it (and without `routing`), everything counts as serving. */
+    serving?: ReadonlySet<string> | undefined;
+    /**
+     * The routing in force and the staged versions (the one about to be deployed, and any an
+     * interrupted deploy staged): an instance is in the pool when a request can reach it (a pool
+     * only a staged version's pin leads to counts for instances already on that version; nobody
+     * else can hold the pin).
+     */
+    routing?: { readonly routing: Routing; readonly staged: string | readonly string[] } | undefined;
+  } = {},
 ): Promise<ObservedInstance[]> {
   const observed = new Map<string, ObservedInstance>();
   await forEachPerHost(instances, (i) => i.spec.host, options.parallel ?? 8, async (instance) => {
@@ -29,8 +41,11 @@ export async function observeInstances(
       ...instance.spec,
       version,
       healthy: probe.ok && version !== undefined,
-      // Without a routing written by this proxy, everything counts as serving.
-      inPool: options.serving ? options.serving.has(instance.spec.id) : true,
+      inPool: options.routing
+        ? reachesInstance(options.routing.routing, options.routing.staged, instance.spec.id, version)
+        : options.serving
+          ? options.serving.has(instance.spec.id)
+          : true,
     });
   });
   return instances.map((i) => observed.get(i.spec.id)!);
@@ -47,7 +62,7 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i] as const)).values()];
   await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
   const routing = await options.proxy.current({ signal: options.signal });
-  const observed = await observeInstances(options.instances, options.health, { ...options, serving: routing ? servingInstances(routing) : undefined });
+  const observed = await observeInstances(options.instances, options.health, { ...options, routing: routing ? { routing, staged: [options.version, ...(options.stagedVersions ?? [])] } : undefined });
   // An unhealthy instance out of the pool (a failed earlier deploy) is fine: the deploy repairs it.
   // One in the pool is a problem nodrop did not cause and must not hide.
   const unhealthy = observed.filter((i) => !i.healthy && i.inPool);

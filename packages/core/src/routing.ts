@@ -14,6 +14,20 @@ export function servingInstances(routing: Routing): Set<string> {
   return ids;
 }
 
+/**
+ * Whether a request can reach an instance under a routing: through the default pool, a default
+ * switch or the pin of a version; the pin of a `staged` version (the one being deployed, or one an
+ * interrupted deploy staged) only once the instance runs that version (`runs`), since a client
+ * holds such a pin only after an instance on it served it. Own keys only: a version or pool named
+ * `constructor` is a name like any other.
+ */
+export function reachesInstance(routing: Routing, staged: string | readonly string[], id: string, runs: string | undefined): boolean {
+  const stagedVersions = typeof staged === "string" ? [staged] : staged;
+  const pools = [routing.defaultPool, ...(routing.switchDefault ? [routing.switchDefault.to] : [])];
+  for (const [pinned, pool] of Object.entries(routing.pins)) if (!stagedVersions.includes(pinned) || runs === pinned) pools.push(pool);
+  return pools.some((pool) => Object.hasOwn(routing.pools, pool) && (routing.pools[pool]?.includes(id) ?? false));
+}
+
 /** Whether two routings route the same way (pool order and key order aside). */
 export function sameRouting(a: Routing, b: Routing): boolean {
   const pools = (r: Routing) => Object.keys(r.pools).sort().map((name) => `${name}=${[...(r.pools[name] ?? [])].sort().join(",")}`).join(";");

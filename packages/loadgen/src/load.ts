@@ -2,7 +2,7 @@ import http from "node:http";
 import type { OutgoingHttpHeaders } from "node:http";
 import { performance } from "node:perf_hooks";
 import { clientSeed, mulberry32 } from "./prng.js";
-import { CookieJar, type ExchangeResult, type ExchangeTarget, dropIdleSockets, exchange } from "@nodrop/core";
+import { CookieJar, type ExchangeResult, type ExchangeTarget, dropIdleSockets, exchange } from "@nodrop/core/http";
 import { summarize } from "./stats.js";
 import type { LoadOptions, LoadResult, LoadRun, RequestKind, RequestRecord } from "./types.js";
 

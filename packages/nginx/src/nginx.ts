@@ -1,5 +1,7 @@
+import { createHash } from "node:crypto";
 import {
   type Executor,
+  type InstanceSpec,
   NodropError,
   type ProxyInstance,
   type Proxy,
@@ -48,7 +50,9 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   // exclusively, so a link planted at a temp name is never followed) and are renamed into place:
   // rename(2) replaces what is at the target, it never writes through it.
   const tmpTemplate = `${shellQuote(`${configFile}.nodrop-tmp.`)}XXXXXXXXXX`;
-  const prevTemplate = `${shellQuote(`${configFile}.nodrop-prev.`)}XXXXXXXXXX`;
+  const tmpGlob = `${shellQuote(`${configFile}.nodrop-tmp.`)}*`;
+  // Earlier versions kept the previous file under this name until the reload was confirmed.
+  const prevGlob = `${shellQuote(`${configFile}.nodrop-prev.`)}*`;
   // The include file itself must be a plain file: nodrop replaces it by rename, and a link there
   // (which would be replaced by a file, or written through by hand) means the setup is not the one
   // nodrop expects. Exit 3 names it.
@@ -60,6 +64,9 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   const drainTimeout = options.drainTimeout ?? 90_000;
   const pollInterval = options.pollInterval ?? 25;
   let queue: Promise<unknown> = Promise.resolve();
+  // Set when a change ended with the routing in force unknown, until a change is confirmed: the
+  // file may then say something else than what nginx routes by, so current() must not vouch for it.
+  let inDoubt: string | undefined;
 
   const run = (command: string, signal?: AbortSignal, input?: string) => executor.exec(command, { signal, input, timeoutMs: 60_000 });
 
@@ -75,14 +82,45 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       .map((m) => ({ pid: Number(m[1]), shuttingDown: m[2] !== undefined }));
   };
 
+  /** The include file's text as it is now; undefined when there is none. Exit 3: a link or no regular file. */
+  const readText = async (signal?: AbortSignal): Promise<string | undefined> => {
+    const result = await run(`${refuseLink}if [ -f ${file} ]; then echo present; cat -- ${file}; else echo absent; fi`, signal);
+    if (result.code === 3) throw new NodropError("E_PROXY_SETUP", `cannot use ${configFile} on ${executor.host}: ${result.stderr.trim()}`);
+    if (result.code !== 0) throw new NodropError("E_PROXY_RELOAD", `cannot read ${configFile} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+    const newline = result.stdout.indexOf("\n");
+    const head = result.stdout.slice(0, newline);
+    if (head === "absent") return undefined;
+    if (head !== "present") throw new NodropError("E_PROXY_RELOAD", `cannot read ${configFile} on ${executor.host}: unexpected output`);
+    return result.stdout.slice(newline + 1);
+  };
+
   const readCurrent = async (signal?: AbortSignal) => {
     const result = await run(`if [ -f ${file} ] && [ ! -L ${file} ]; then cat ${file}; fi`, signal);
     return result.code === 0 ? parseRenderedConfig(result.stdout) : undefined;
   };
 
-  const restore = async (previous: string | undefined) => {
-    // The previous file goes back whatever happens next: disk must match the config in force.
-    await run(previous ? `mv -fT -- ${shellQuote(previous)} ${file}` : `rm -f -- ${file}`);
+  /**
+   * Puts `text` in place of the include file atomically (or removes the file when `text` is
+   * undefined: there was none). The text goes to a temp file beside it that mktemp creates
+   * exclusively, is checked against its SHA-256 (a connection dropped while it was sent leaves a
+   * short file, which must never go into place), gets the old file's mode and is renamed over the
+   * file. Leftovers of an earlier run that died between mktemp and rename (`.nodrop-tmp.`, and the
+   * `.nodrop-prev.` copies older versions kept) are removed first: nodrop is the only writer
+   * (the deploy lock), and a late write of a dropped connection whose temp is gone cannot land.
+   * Resolves with the exit code and stderr: the caller decides what a failure means.
+   */
+  const replaceFile = async (text: string | undefined): Promise<{ ok: boolean; why: string; code: number | null }> => {
+    const sweep = `for f in ${tmpGlob} ${prevGlob}; do if [ "$f" != "\${t:-}" ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done\n`;
+    const script =
+      text === undefined
+        ? `${refuseLink}set -e\nt=\n${sweep}rm -f -- ${file}`
+        : `${refuseLink}t=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"}' EXIT\nset -e\nt=$(mktemp ${tmpTemplate})\n${sweep}` +
+          `if [ -f ${file} ]; then chmod --reference=${file} -- "$t"; else chmod 644 -- "$t"; fi\n` +
+          `cat > "$t"\n` +
+          `if [ "$(sha256sum < "$t" | cut -c1-64)" != ${createHash("sha256").update(text, "utf8").digest("hex")} ]; then echo "the text arrived incomplete (the connection dropped while it was sent?)" >&2; exit 4; fi\n` +
+          `mv -fT -- "$t" ${file}\nok=1`;
+    const result = await run(script, undefined, text);
+    return { ok: result.code === 0, why: result.stderr.trim() || `exit ${result.code}`, code: result.code };
   };
 
   const errorLogSize = async (signal?: AbortSignal): Promise<number | undefined> => {
@@ -116,107 +154,188 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   };
   const features = async (signal?: AbortSignal) => (await probeVersion(signal)).features;
 
-  const apply = async (routing: Routing, instances: readonly ProxyInstance[], signal?: AbortSignal): Promise<ProxyApplyResult> => {
-    const current = await readCurrent(signal);
-    const generation = (current?.generation ?? 0) + 1;
-    // A timed switch runs on the proxy host's clock, which nginx's workers read.
-    let switchAt: number | undefined;
-    let clockOffset = 0;
-    if (routing.switchDefault) {
-      const now = await run("date +%s%3N", signal);
-      const hostNow = Number(now.stdout.trim());
-      if (!Number.isFinite(hostNow) || hostNow <= 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the clock on ${executor.host}: ${now.stderr.trim() || now.stdout.trim()}`);
-      clockOffset = hostNow - Date.now();
-      switchAt = hostNow + routing.switchDefault.afterMs;
-    }
-    const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
-    const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
-    const before = await workers(signal);
-    if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
-    const oldPids = new Set(before.map((w) => w.pid));
-
-    // From here on, no abort until the change is finished or undone: a half-applied proxy change is worse than a late stop.
-    // The new file gets the old one's mode (0644 for a first one); the previous file is kept under
-    // its own temp name until nginx has taken the new one. On any failure the temps are removed.
-    const write = await run(
-      `${refuseLink}t=; p=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"} \${p:+"$p"}' EXIT\n` +
-        `set -e\nt=$(mktemp ${tmpTemplate})\n` +
-        `if [ -f ${file} ]; then p=$(mktemp ${prevTemplate}); cp -p -- ${file} "$p"; chmod --reference=${file} -- "$t"; echo "prev $p"; else chmod 644 -- "$t"; fi\n` +
-        `cat > "$t"\nmv -fT -- "$t" ${file}\nok=1`,
-      undefined,
-      text,
-    );
-    if (write.code !== 0) {
-      const why = write.stderr.trim() || `exit ${write.code}`;
-      throw new NodropError(write.code === 3 ? "E_PROXY_SETUP" : "E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${why}`);
-    }
-    const previous = /^prev (.+)$/m.exec(write.stdout)?.[1];
-
-    const test = await run(`${nginx} -t 2>&1`);
-    if (test.code !== 0) {
-      await restore(previous);
-      throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}; the previous ${configFile} was restored and nginx was not reloaded:\n${lastLines(test.stdout)}`);
-    }
-
-    const logOffset = await errorLogSize();
-    const t0 = performance.now();
-    const reload = await run(`${nginx} -s reload 2>&1`);
-    if (reload.code !== 0) {
-      await restore(previous);
-      throw new NodropError("E_PROXY_RELOAD", `nginx -s reload failed on ${executor.host}; the previous ${configFile} was restored:\n${lastLines(reload.stdout)}`);
-    }
-
-    // `nginx -s reload` only sends a signal: confirm that a new generation of workers exists.
-    let confirmed = false;
+  /**
+   * After `nginx -s reload` (exit 0): waits for a worker that is not one of `oldPids` and not
+   * shutting down (a new generation), and reads the error log for [emerg] after the master's
+   * `reconfiguring` line. "refused": the master said it kept the old config.
+   */
+  const confirmReload = async (oldPids: ReadonlySet<number>, logOffset: number | undefined, t0: number): Promise<{ outcome: "confirmed" | "refused" | "timeout"; emerg: string[] }> => {
     let emerg: string[] = [];
     for (let poll = 1; performance.now() - t0 < confirmTimeout; poll++) {
       const now = await workers();
       if (now.some((w) => !oldPids.has(w.pid) && !w.shuttingDown)) {
-        confirmed = true;
-        break;
+        emerg = await reloadErrors(logOffset);
+        return { outcome: emerg.length > 0 ? "refused" : "confirmed", emerg };
       }
       // A master that refused the new config says so only in its log; stop waiting once it has.
-      if (poll % 10 === 0 && (emerg = await reloadErrors(logOffset)).length > 0) break;
+      if (poll % 10 === 0 && (emerg = await reloadErrors(logOffset)).length > 0) return { outcome: "refused", emerg };
       await sleep(pollInterval);
     }
-    const confirmMs = performance.now() - t0;
-    if (confirmed) emerg = await reloadErrors(logOffset);
-    if (!confirmed || emerg.length > 0) {
-      await restore(previous);
-      const why = emerg.length > 0 ? `nginx logged:\n${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeout}ms`;
-      throw new NodropError("E_PROXY_RELOAD", `nginx reload on ${executor.host} did not take effect (${why}); the previous ${configFile} was restored and the old config is still in force`);
-    }
+    return { outcome: "timeout", emerg: [] };
+  };
 
-    // The new file is in force: the previous one is no longer needed.
-    if (previous) await run(`rm -f -- ${shellQuote(previous)}`);
+  const describeFailure = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
-    // The old generation still routes with the old config until its workers exit. Its workers no
-    // longer take new requests; what keeps one alive is a long-lived connection (WebSocket, SSE).
-    const d0 = performance.now();
-    let cut = 0;
-    for (;;) {
-      const now = await workers();
-      if (!now.some((w) => oldPids.has(w.pid))) break;
-      if (performance.now() - d0 > drainTimeout) {
-        const removed = instances.filter((i) => !servingInstances(routing).has(i.id));
-        cut = await heldConnections(oldPids, removed);
-        if ((options.onDrainTimeout ?? "cut") === "fail") {
-          throw new NodropError(
-            "E_PROXY_DRAIN",
-            `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms with ${cut} connections to removed instances; the new routing is in force (set worker_shutdown_timeout below proxy.drainTimeout)`,
-          );
-        }
-        break;
+  /**
+   * The change as a sequence of stages. A failure is handled by the stage reached:
+   *   before   nothing changed on the host                          → previous
+   *   written  the file may hold the new text (its command ran, or its outcome is unknown),
+   *            nginx not signalled                                  → restore the file: previous, else unknown
+   *   signalled `nginx -s reload` ran or its outcome is unknown, the new generation not confirmed
+   *            → restore the file, then (unless the master itself logged that it refused the new
+   *              config) reload again and confirm a new generation: previous; anything failing: unknown
+   *   confirmed the new generation runs                             → new (a failed drain is reported as such)
+   */
+  const apply = async (routing: Routing, instances: readonly ProxyInstance[], signal?: AbortSignal): Promise<ProxyApplyResult> => {
+    type Stage = "before" | "written" | "signalled" | "confirmed";
+    let stage: Stage = "before";
+    // What the master last said about the reload, when it refused it by its own log.
+    let refusedByMaster = false;
+    let previousText: string | undefined;
+    try {
+      previousText = await readText(signal);
+      const current = previousText === undefined ? undefined : parseRenderedConfig(previousText);
+      const generation = (current?.generation ?? 0) + 1;
+      // A timed switch runs on the proxy host's clock, which nginx's workers read.
+      let switchAt: number | undefined;
+      let clockOffset = 0;
+      if (routing.switchDefault) {
+        const now = await run("date +%s%3N", signal);
+        const hostNow = Number(now.stdout.trim());
+        if (!Number.isFinite(hostNow) || hostNow <= 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the clock on ${executor.host}: ${now.stderr.trim() || now.stdout.trim()}`);
+        clockOffset = hostNow - Date.now();
+        switchAt = hostNow + routing.switchDefault.afterMs;
       }
-      await sleep(pollInterval);
+      const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
+      const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
+      const before = await workers(signal);
+      if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
+      const oldPids = new Set(before.map((w) => w.pid));
+
+      // From here on, no abort until the change is finished or undone: a half-applied proxy change is worse than a late stop.
+      // The write counts as done from the moment its command is sent: a dropped connection leaves its outcome unknown.
+      stage = "written";
+      const write = await replaceFile(text);
+      if (!write.ok) {
+        if (write.code === 3) {
+          stage = "before";
+          throw new NodropError("E_PROXY_SETUP", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
+        }
+        throw new NodropError("E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
+      }
+
+      const test = await run(`${nginx} -t 2>&1`);
+      if (test.code !== 0) throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}\n${lastLines(test.stdout)}`);
+
+      const logOffset = await errorLogSize();
+      const t0 = performance.now();
+      stage = "signalled";
+      const reload = await run(`${nginx} -s reload 2>&1`);
+      // A signaller that exits non-zero sent nothing (it parses the config before it signals).
+      if (reload.code !== 0) {
+        stage = "written";
+        throw new NodropError("E_PROXY_RELOAD", `nginx -s reload failed on ${executor.host}\n${lastLines(reload.stdout)}`);
+      }
+
+      // `nginx -s reload` only sends a signal: confirm that a new generation of workers exists.
+      const confirmation = await confirmReload(oldPids, logOffset, t0);
+      const confirmMs = performance.now() - t0;
+      if (confirmation.outcome !== "confirmed") {
+        refusedByMaster = confirmation.outcome === "refused";
+        const why = refusedByMaster ? `: the master refused the new config and kept its workers\n${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within ${confirmTimeout}ms)`;
+        throw new NodropError("E_PROXY_RELOAD", `nginx reload on ${executor.host} did not take effect${why}`);
+      }
+      stage = "confirmed";
+      inDoubt = undefined;
+
+      // The old generation still routes with the old config until its workers exit. Its workers no
+      // longer take new requests; what keeps one alive is a long-lived connection (WebSocket, SSE).
+      const d0 = performance.now();
+      let cut = 0;
+      for (;;) {
+        const now = await workers();
+        if (!now.some((w) => oldPids.has(w.pid))) break;
+        if (performance.now() - d0 > drainTimeout) {
+          const removed = instances.filter((i) => !servingInstances(routing).has(i.id));
+          cut = await heldConnections(oldPids, removed);
+          if ((options.onDrainTimeout ?? "cut") === "fail") {
+            throw new NodropError(
+              "E_PROXY_DRAIN",
+              `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms with ${cut} connections to removed instances (set worker_shutdown_timeout below proxy.drainTimeout)`,
+            );
+          }
+          break;
+        }
+        await sleep(pollInterval);
+      }
+      const drainMs = performance.now() - d0;
+      if (switchAt !== undefined) {
+        // The old generation stopped taking requests long before; return once the switch happened.
+        const wait = switchAt + 50 - (Date.now() + clockOffset);
+        if (wait > 0) await sleep(wait);
+      }
+      return { generation: String(generation), confirmMs, drainMs, cut };
+    } catch (error) {
+      const failure = await settle(stage, error, previousText, refusedByMaster);
+      inDoubt = failure.routingInForce === "unknown" ? failure.message.split("\n")[0] : undefined;
+      throw failure;
     }
-    const drainMs = performance.now() - d0;
-    if (switchAt !== undefined) {
-      // The old generation stopped taking requests long before; return once the switch happened.
-      const wait = switchAt + 50 - (Date.now() + clockOffset);
-      if (wait > 0) await sleep(wait);
+  };
+
+  /** The error a failed apply throws, after undoing what the stage reached requires; it says what is in force. */
+  const settle = async (stage: "before" | "written" | "signalled" | "confirmed", error: unknown, previousText: string | undefined, refusedByMaster: boolean): Promise<NodropError> => {
+    const code = NodropError.is(error) ? error.code : "E_PROXY_RELOAD";
+    const what = describeFailure(error);
+    // "<what failed>; <what is in force>", then any output the failure carried (nginx's own lines).
+    const newline = what.indexOf("\n");
+    const head = newline < 0 ? what : what.slice(0, newline);
+    const output = newline < 0 ? "" : what.slice(newline);
+    const fail = (routingInForce: "previous" | "new" | "unknown", message: string) => new NodropError(code, `${head}; ${message}${output ? `:${output}` : ""}`, { cause: error, routingInForce });
+    if (stage === "before") return fail("previous", `nothing was changed on ${executor.host}: the previous routing is in force`);
+    if (stage === "confirmed") {
+      return fail("new", `nginx on ${executor.host} had confirmed the reload, so the new routing is in force (${configFile} holds it)${code === "E_PROXY_DRAIN" ? "" : "; whether the previous generation of workers has finished draining is unknown"}`);
     }
-    return { generation: String(generation), confirmMs, drainMs, cut };
+    // The file may hold the new text: put the previous one back, and say restored only when that exited 0.
+    let restored: Awaited<ReturnType<typeof replaceFile>> | undefined;
+    let restoreError: unknown;
+    try {
+      restored = await replaceFile(previousText);
+    } catch (e) {
+      restoreError = e;
+    }
+    if (!restored?.ok) {
+      const why = restored ? restored.why : describeFailure(restoreError);
+      // Not signalled: what routes requests is still the previous config, whatever the file holds.
+      // That is what the engine must know (it changes no instance then); the file is the user's to check.
+      if (stage === "written") {
+        return fail("previous", `putting back the previous ${configFile} failed (${why}); nginx was not reloaded, so it still routes by the previous routing, but the file may hold the new one, which the next reload would load: check ${configFile} on ${executor.host} before going on`);
+      }
+      return fail("unknown", `putting back the previous ${configFile} failed (${why}): the file may still hold the new routing and the reload may have been signalled, so whether nginx routes by the previous or the new routing is unknown. Check the file and nginx on ${executor.host} (nodrop status) before going on`);
+    }
+    if (stage === "written") return fail("previous", `the previous ${configFile} was restored and nginx was not reloaded: the previous routing is in force`);
+    if (refusedByMaster) return fail("previous", `the previous ${configFile} was restored and the previous routing is in force; nginx logged`);
+    // The signal may have been sent and the new generation was not confirmed: the running nginx
+    // may have loaded the new file. Reload the restored one and confirm that a new generation runs.
+    try {
+      const before = await workers();
+      const oldPids = new Set(before.map((w) => w.pid));
+      const logOffset = await errorLogSize();
+      const t0 = performance.now();
+      const test = await run(`${nginx} -t 2>&1`);
+      if (test.code !== 0) throw new Error(`nginx -t of the restored file failed:\n${lastLines(test.stdout)}`);
+      const reload = await run(`${nginx} -s reload 2>&1`);
+      if (reload.code !== 0) throw new Error(`nginx -s reload failed:\n${lastLines(reload.stdout)}`);
+      const confirmation = await confirmReload(oldPids, logOffset, t0);
+      if (confirmation.outcome !== "confirmed") {
+        throw new Error(confirmation.outcome === "refused" ? `nginx logged:\n${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeout}ms`);
+      }
+    } catch (e) {
+      return fail(
+        "unknown",
+        `the previous ${configFile} was restored, but reloading nginx with it could not be confirmed (${describeFailure(e)}): nginx may still route by the new routing. Check nginx on ${executor.host} (nodrop status) before going on`,
+      );
+    }
+    return fail("previous", `the previous ${configFile} was restored and nginx reloaded with it (a new worker generation confirmed): the previous routing is in force`);
   };
 
   /** Connections the given nginx workers hold to these instances (ss on the proxy host). */
@@ -273,6 +392,27 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         else details.push(`note: no \`add_header Set-Cookie ${cookieVariable(name)} always;\`: clients are not pinned to the version that served them (half-split and sticky need it)`);
         if (!/^\s*worker_shutdown_timeout\s/m.test(dump.stdout)) details.push("warning: worker_shutdown_timeout is not set; a stuck connection can hold a drain until proxy.drainTimeout");
       }
+      if (context.instances) {
+        // The routing in force must route each instance to the address the config gives it: a
+        // config whose instance moved must not deploy against a file that routes elsewhere.
+        try {
+          const text = await readText(context.signal);
+          if (text !== undefined) {
+            const problems = routedAddressProblems(text, context.instances);
+            if (problems.length > 0) {
+              ok = false;
+              details.push(
+                `${configFile} does not route the instances where the config says they are:`,
+                ...problems.map((p) => `  ${p}`),
+                "  run `nodrop reconcile` to apply the routing in force with the config's addresses (it checks each instance is healthy there first)",
+              );
+            } else details.push(`${configFile} routes every instance to the config's address`);
+          }
+        } catch (error) {
+          ok = false;
+          details.push(describeFailure(error));
+        }
+      }
       try {
         const w = await workers(context.signal);
         if (w.length === 0) {
@@ -292,6 +432,9 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       return next;
     },
     async current(context = {}) {
+      if (inDoubt !== undefined) {
+        throw new NodropError("E_PROXY_RELOAD", `cannot tell which routing nginx on ${executor.host} has in force: the last change ended unconfirmed (${inDoubt})`, { routingInForce: "unknown" });
+      }
       return (await readCurrent(context.signal))?.routing;
     },
     async initialize(routing, instances, context = {}) {
@@ -324,6 +467,56 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       await executor.dispose?.();
     },
   };
+}
+
+/** "127.0.0.1:8011" or "[::1]:8011", as the renderer writes a server line's address. */
+function endpoint(address: string, port: number): string {
+  return `${address.includes(":") ? `[${address}]` : address}:${port}`;
+}
+
+/**
+ * Compares the include file's upstream `server` lines (each names its instance in a trailing
+ * comment, as renderNginxConfig writes them) with the config's instances. Problems: an id routed
+ * to another address:port than the config's, an id the file still routes to that the config no
+ * longer has, and an id the file's routing names with no server line. An instance of the config
+ * that the file neither routes to nor names is out of the pool, which is no problem.
+ */
+export function routedAddressProblems(text: string, instances: readonly InstanceSpec[]): string[] {
+  const routed = parseServerLines(text);
+  const named = new Set<string>();
+  const parsed = parseRenderedConfig(text);
+  if (parsed) for (const ids of Object.values(parsed.routing.pools)) for (const id of ids) named.add(id);
+  const byId = new Map(instances.map((i) => [i.id, i]));
+  const problems: string[] = [];
+  for (const [id, seen] of routed) {
+    const instance = byId.get(id);
+    if (!instance) {
+      if (seen.live) problems.push(`${id}: the proxy routes to ${[...seen.endpoints].join(", ")}, the config has no instance ${id}`);
+      continue;
+    }
+    const expected = endpoint(instance.address, instance.port);
+    const other = [...seen.endpoints].filter((e) => e !== expected);
+    if (other.length > 0) problems.push(`${id}: the proxy routes to ${other.join(", ")}, the config says ${expected}`);
+  }
+  for (const instance of instances) {
+    if (!routed.has(instance.id) && named.has(instance.id)) problems.push(`${instance.id}: the routing in force names it but no server line routes to it, the config says ${endpoint(instance.address, instance.port)}`);
+  }
+  return problems;
+}
+
+/** id -> the address:port its server lines route to, and whether any of them is live (not `down`). */
+export function parseServerLines(text: string): Map<string, { endpoints: Set<string>; live: boolean }> {
+  const routed = new Map<string, { endpoints: Set<string>; live: boolean }>();
+  for (const line of text.split("\n")) {
+    const m = /^\s*server\s+(\S+?)((?:\s+[^;#]*)?);\s*#\s*(\S+)\s*$/.exec(line);
+    if (!m) continue;
+    const id = m[3]!;
+    const entry = routed.get(id) ?? { endpoints: new Set<string>(), live: false };
+    entry.endpoints.add(m[1]!);
+    if (!/\bdown\b/.test(m[2] ?? "")) entry.live = true;
+    routed.set(id, entry);
+  }
+  return routed;
 }
 
 function lastLines(text: string, count = 8): string {

@@ -1,16 +1,12 @@
 // The life of one SSH connection after it is ready: errors, late closes and jump hosts, against
 // real OpenSSH servers. Where a fault must hit one connection and not another, a TCP relay in
 // front of the real sshd injects it (corrupt bytes, a reset, a connection frozen then cut).
-import { execFile } from "node:child_process";
-import net from "node:net";
-import { promisify } from "node:util";
 import { NodropError } from "@nodrop/core";
-import { type TestHosts, startTestHosts } from "@nodrop/testhosts";
+import { type TestHosts, startTestHosts, tcpRelay } from "@nodrop/testhosts";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { hostile } from "../../../tests/adversarial/tally.js";
 import { type SshExecutorOptions, sshExecutor } from "../src/index.js";
 
-const run = promisify(execFile);
 let hosts: TestHosts;
 
 beforeAll(async () => {
@@ -74,65 +70,8 @@ const sshdConnections = async (name: string) => {
   return out.split("\n").filter((l) => l.trim()).length;
 };
 
-interface Pair {
-  readonly client: net.Socket;
-  readonly server: net.Socket;
-}
-
 /** A TCP relay on 127.0.0.1 in front of a host's sshd; each accepted connection is one pair. */
-async function relayTo(name: string) {
-  const h = hosts.host(name);
-  const pairs: Pair[] = [];
-  const server = net.createServer((client) => {
-    const upstream = net.connect(h.sshPort, h.address);
-    client.on("error", () => undefined);
-    upstream.on("error", () => undefined);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-    pairs.push({ client, server: upstream });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  const stopForwarding = (pair: Pair) => {
-    pair.server.unpipe(pair.client);
-    pair.client.unpipe(pair.server);
-    pair.server.pause();
-    pair.client.pause();
-  };
-  return {
-    port,
-    pairs,
-    /** Established connections from this process to the relay. */
-    async open() {
-      const out = (await run("ss", ["-Htn", "state", "established", `( dport = :${port} )`])).stdout;
-      return out.split("\n").filter((l) => l.trim()).length;
-    },
-    /** As if from the server: bytes that are no SSH packet, then a reset once the client gives up. */
-    corrupt(pair: Pair) {
-      stopForwarding(pair);
-      pair.client.resume();
-      pair.client.on("end", () => pair.client.resetAndDestroy());
-      pair.client.write(Buffer.alloc(70_000, 0x5a));
-    },
-    /** Nothing passes any more, and the connection stays open (a host that stopped answering). */
-    freeze: stopForwarding,
-    /** Ends both sides now. */
-    cut(pair: Pair) {
-      pair.client.destroy();
-      pair.server.destroy();
-    },
-    /** Stops the relay, cutting what is still open. */
-    close() {
-      for (const pair of pairs) {
-        pair.client.destroy();
-        pair.server.destroy();
-      }
-      return new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
+const relayTo = (name: string) => tcpRelay(hosts.host(name).address, hosts.host(name).sshPort);
 
 /** The relay stands where the host was: a pinned key, since known_hosts names the real address. */
 const viaRelay = (name: string, port: number): Partial<SshExecutorOptions> => ({

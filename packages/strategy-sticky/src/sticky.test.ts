@@ -50,11 +50,21 @@ describe("stickyStrategy().plan", () => {
     expect(() => plan(["v1", "v1"], { key: "cookie" })).toThrow(/strategy.keyName is required/);
   });
 
-  it("refuses a proxy without pinning or affinity, and instances out of the pool", () => {
+  it("refuses a proxy without pinning or affinity", () => {
     expect(() => plan(["v1", "v1"], {}, { ...caps, affinity: false })).toThrow(/needs a proxy with instance affinity/);
     expect(() => plan(["v1", "v1"], { mode: "version" }, { ...caps, versionPinning: false })).toThrow(/pins clients to a version/);
-    const out = fleet(["v1", "v1"]).map((i, n) => (n === 0 ? { ...i, inPool: false } : i));
-    expect(() => stickyStrategy().plan({ instances: out, version: "v2", proxy: caps, options: parse() })).toThrow(/out of the pool/);
+  });
+
+  it("finishes a fleet a stopped deploy left half-way: instances out of the pool go first, all in one batch", () => {
+    // i1 and i3 were taken out and stopped (down, version unknown); i4 was updated but not routed back.
+    const left = fleet(["v1", "v1", "v1", "v2"]).map((i) => (i.id === "i1" || i.id === "i3" ? { ...i, version: undefined, healthy: false, inPool: false } : i.id === "i4" ? { ...i, inPool: false } : i));
+    const result = stickyStrategy().plan({ instances: left, version: "v2", proxy: caps, options: parse() });
+    expect(result.phases.map((p) => p.instances)).toEqual([["i1", "i3"], ["i2"], []]);
+    const first = routes(result.phases[0]!.steps)[0]!;
+    // The first routing keeps the down ones out and brings i4 (healthy on v2) back.
+    expect(first.pools.live).toEqual(["i2", "i4"]);
+    expect(first.pins).toEqual({ v1: "live", v2: "new" });
+    expect(result.notes.join("\n")).toContain("i1, i3 out of the pool: replaced first");
   });
 
   it("recovery sends clients of a previous version to it or the new one, never by the order of version strings", () => {

@@ -32,12 +32,16 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
       }
       const ring = instances.map((i) => i.id);
       const notes: string[] = [];
-      const out = instances.filter((i) => !i.inPool);
-      if (out.length > 0) throw new NodropError("E_PLAN", `sticky: ${out.map((i) => i.id).join(", ")} out of the pool; run a rolling deploy to repair them first`);
-      const todo = instances.filter((i) => i.version !== version).map((i) => i.id);
-      if (todo.length === 0) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
-      const oldVersions = [...new Set(instances.filter((i) => i.version !== version).map((i) => i.version!))];
-      const size = Math.min(options.batchSize ?? 1, todo.length);
+      // Instances out of the pool (a deploy that stopped half-way) that do not run the target go
+      // first, all in the first batch: they serve nobody, so replacing them costs no capacity, and
+      // no later routing may bring them back before they are. One already on the target and
+      // healthy rejoins with the first routing.
+      const outOld = instances.filter((i) => !i.inPool && i.version !== version).map((i) => i.id);
+      const todo = [...outOld, ...instances.filter((i) => i.inPool && i.version !== version).map((i) => i.id)];
+      const rejoin = instances.some((i) => !i.inPool && i.version === version && i.healthy);
+      if (todo.length === 0 && !rejoin) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
+      const oldVersions = [...new Set(instances.map((i) => i.version).filter((v): v is string => v !== undefined && v !== version))];
+      const size = Math.min(options.batchSize ?? 1, Math.max(todo.length, 1));
       checkBatchCapacity(size, ring.length, options.minInPool ?? 1);
       const share = options.newShare ?? 50;
       notes.push(
@@ -63,12 +67,16 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
         return { pools, defaultPool, pins, ...(affinity ? { affinity: { key, ring } } : {}) };
       };
 
+      if (outOld.length > 0) notes.push(`${outOld.join(", ")} out of the pool: replaced first`);
+      const batches: string[][] = [];
+      const first = Math.max(size, outOld.length);
+      if (todo.length > 0) batches.push(todo.slice(0, first));
+      for (let i = first; i < todo.length; i += size) batches.push(todo.slice(i, i + size));
       const phases: PlanPhase[] = [];
-      for (let i = 0; i < todo.length; i += size) {
-        const batch = todo.slice(i, i + size);
-        const previous = i > 0 ? `${todo.slice(i - size, i).join(", ")} back, ` : "";
+      for (const [index, batch] of batches.entries()) {
+        const previous = index > 0 ? `${batches[index - 1]!.join(", ")} back, ` : "";
         phases.push({
-          name: `batch ${i / size + 1}/${Math.ceil(todo.length / size)}`,
+          name: `batch ${index + 1}/${batches.length}`,
           instances: batch,
           onFailure: "revert",
           steps: [
