@@ -261,13 +261,15 @@ describe("state files on the proxy host, local executor (real nginx + gunicorn)"
       });
       const handed = readFileSync(names, "utf8").split("\n").filter(Boolean);
       const includeTemps = handed.filter((n) => n.startsWith(`${fleet.includeFile}.`));
-      const holderTemps = handed.filter((n) => n.startsWith(`${holderFile}.`));
-      // Two deploys: each reload makes a temp and a previous copy; each lock write a temp.
+      // The lock's temps: the directory prepared for it (lock.new.X), the claim of its release
+      // (lock/.release.X), where it is moved to be removed (lock.released.X), heartbeats (lock/beat-<token>.X).
+      const holderTemps = handed.filter((n) => n.startsWith(`${lockDir}.`) || n.startsWith(`${lockDir}/`));
+      // Two deploys: each reload makes a temp and a previous copy; each lock taken and released three.
       expect(includeTemps.length).toBeGreaterThanOrEqual(4);
-      expect(holderTemps.length).toBeGreaterThanOrEqual(2);
+      expect(holderTemps.length).toBeGreaterThanOrEqual(6);
       expect(new Set(handed).size).toBe(handed.length);
       for (const name of includeTemps) expect(name).toMatch(/\/web\.conf\.nodrop-(tmp|prev)\.[A-Za-z0-9]{10}$/);
-      for (const name of holderTemps) expect(name).toMatch(/\/lock\/holder\.json\.[A-Za-z0-9]{10}$/);
+      for (const name of holderTemps) expect(name).toMatch(/\/lock(\.new|\.released|\/\.release|\/\.take|\/beat-[0-9a-f-]{36})\.[A-Za-z0-9]{10}$/);
       for (const name of handed) expect(existsSync(name)).toBe(false);
 
       // holder.json.tmp: a link there while a deploy holds the lock (the heartbeat rewrites holder.json).
@@ -287,7 +289,7 @@ describe("state files on the proxy host, local executor (real nginx + gunicorn)"
         expect(victims()).toBe(beforeVictims);
         expect(existsSync(lockDir)).toBe(false);
       });
-      const lockTemps = readFileSync(names, "utf8").split("\n").filter((n) => n.startsWith(`${holderFile}.`));
+      const lockTemps = readFileSync(names, "utf8").split("\n").filter((n) => n.startsWith(`${lockDir}`));
       expect(lockTemps).not.toContain(oldHolderTmp);
       expect((await runNodrop(deployArgs(fleet.configFile, "v1"))).code).toBe(0);
     } finally {

@@ -46,7 +46,7 @@ var require_tunnel = __commonJS({
     "use strict";
     var net = __require("net");
     var tls = __require("tls");
-    var http4 = __require("http");
+    var http3 = __require("http");
     var https3 = __require("https");
     var events = __require("events");
     var assert = __require("assert");
@@ -57,12 +57,12 @@ var require_tunnel = __commonJS({
     exports.httpsOverHttps = httpsOverHttps2;
     function httpOverHttp2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = http4.request;
+      agent.request = http3.request;
       return agent;
     }
     function httpsOverHttp2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = http4.request;
+      agent.request = http3.request;
       agent.createSocket = createSecureSocket;
       agent.defaultPort = 443;
       return agent;
@@ -83,7 +83,7 @@ var require_tunnel = __commonJS({
       var self2 = this;
       self2.options = options || {};
       self2.proxyOptions = self2.options.proxy || {};
-      self2.maxSockets = self2.options.maxSockets || http4.Agent.defaultMaxSockets;
+      self2.maxSockets = self2.options.maxSockets || http3.Agent.defaultMaxSockets;
       self2.requests = [];
       self2.sockets = [];
       self2.on("free", function onFree(socket, host, port, localAddress) {
@@ -6904,11 +6904,11 @@ var require_client_h2 = __commonJS({
     var kOpenStreams = /* @__PURE__ */ Symbol("open streams");
     var extractBody;
     var h2ExperimentalWarned = false;
-    var http22;
+    var http23;
     try {
-      http22 = __require("http2");
+      http23 = __require("http2");
     } catch {
-      http22 = { constants: {} };
+      http23 = { constants: {} };
     }
     var {
       constants: {
@@ -6920,7 +6920,7 @@ var require_client_h2 = __commonJS({
         HTTP2_HEADER_EXPECT,
         HTTP2_HEADER_STATUS
       }
-    } = http22;
+    } = http23;
     function parseH2Headers(headers) {
       const result = [];
       for (const [name, value] of Object.entries(headers)) {
@@ -6946,7 +6946,7 @@ var require_client_h2 = __commonJS({
           code: "UNDICI-H2"
         });
       }
-      const session = http22.connect(client[kUrl], {
+      const session = http23.connect(client[kUrl], {
         createConnection: () => socket,
         peerMaxConcurrentStreams: client[kMaxConcurrentStreams]
       });
@@ -7629,7 +7629,7 @@ var require_client = __commonJS({
     "use strict";
     var assert = __require("assert");
     var net = __require("net");
-    var http4 = __require("http");
+    var http3 = __require("http");
     var util = require_util();
     var { channels } = require_diagnostics();
     var Request = require_request();
@@ -7818,7 +7818,7 @@ var require_client = __commonJS({
         this[kUrl] = util.parseOrigin(url);
         this[kConnector] = connect3;
         this[kPipelining] = pipelining != null ? pipelining : 1;
-        this[kMaxHeadersSize] = maxHeaderSize || http4.maxHeaderSize;
+        this[kMaxHeadersSize] = maxHeaderSize || http3.maxHeaderSize;
         this[kKeepAliveDefaultTimeout] = keepAliveTimeout == null ? 4e3 : keepAliveTimeout;
         this[kKeepAliveMaxTimeout] = keepAliveMaxTimeout == null ? 6e5 : keepAliveMaxTimeout;
         this[kKeepAliveTimeoutThreshold] = keepAliveTimeoutThreshold == null ? 2e3 : keepAliveTimeoutThreshold;
@@ -33004,7 +33004,7 @@ var require_keyParser = __commonJS({
     var {
       createDecipheriv,
       createECDH,
-      createHash: createHash2,
+      createHash: createHash3,
       createHmac: createHmac2,
       createSign,
       createVerify,
@@ -33692,11 +33692,11 @@ ${formatted}-----END ${type} KEY-----`;
                 );
               }
               const ivSlice = bufferSlice(cipherIV, 0, 8);
-              let cipherKey = createHash2("md5").update(passphrase).update(ivSlice).digest();
+              let cipherKey = createHash3("md5").update(passphrase).update(ivSlice).digest();
               while (cipherKey.length < encInfo.keyLen) {
                 cipherKey = combineBuffers(
                   cipherKey,
-                  createHash2("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
+                  createHash3("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
                 );
               }
               if (cipherKey.length > encInfo.keyLen)
@@ -33861,8 +33861,8 @@ ${formatted}-----END ${type} KEY-----`;
         if (encrypted) {
           const encInfo = CIPHER_INFO[cipherName];
           let cipherKey = combineBuffers(
-            createHash2("sha1").update(PPK_PP1).update(passphrase).digest(),
-            createHash2("sha1").update(PPK_PP2).update(passphrase).digest()
+            createHash3("sha1").update(PPK_PP1).update(passphrase).digest(),
+            createHash3("sha1").update(PPK_PP2).update(passphrase).digest()
           );
           if (cipherKey.length > encInfo.keyLen)
             cipherKey = bufferSlice(cipherKey, 0, encInfo.keyLen);
@@ -33902,7 +33902,7 @@ ${formatted}-----END ${type} KEY-----`;
           passphrase = EMPTY_PASSPHRASE;
         const calcMAC = createHmac2(
           "sha1",
-          createHash2("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
+          createHash3("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
         ).update(macData).digest("hex");
         if (calcMAC !== mac) {
           if (encrypted) {
@@ -36224,7 +36224,7 @@ var require_kex = __commonJS({
       createDiffieHellman,
       createDiffieHellmanGroup,
       createECDH,
-      createHash: createHash2,
+      createHash: createHash3,
       createPublicKey,
       diffieHellman,
       generateKeyPairSync,
@@ -36650,7 +36650,7 @@ var require_kex = __commonJS({
               DISCONNECT_REASON.KEY_EXCHANGE_FAILED
             );
           }
-          const hash = createHash2(this.hashName);
+          const hash = createHash3(this.hashName);
           hashString(hash, isServer ? this._remoteIdentRaw : this._identRaw);
           hashString(hash, isServer ? this._identRaw : this._remoteIdentRaw);
           hashString(hash, isServer ? this._remoteKexinit : this._kexinit);
@@ -37658,9 +37658,9 @@ var require_kex = __commonJS({
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
       let ret;
       if (len) {
-        let digest = createHash2(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
+        let digest = createHash3(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
         while (digest.length < len) {
-          const chunk = createHash2(hashName).update(secret).update(exchangeHash).update(digest).digest();
+          const chunk = createHash3(hashName).update(secret).update(exchangeHash).update(digest).digest();
           const extended = Buffer.allocUnsafe(digest.length + chunk.length);
           extended.set(digest, 0);
           extended.set(chunk, digest.length);
@@ -43095,7 +43095,7 @@ var require_client2 = __commonJS({
   "../../node_modules/.pnpm/ssh2@1.17.0/node_modules/ssh2/lib/client.js"(exports, module) {
     "use strict";
     var {
-      createHash: createHash2,
+      createHash: createHash3,
       getHashes,
       randomFillSync
     } = __require("crypto");
@@ -43317,7 +43317,7 @@ var require_client2 = __commonJS({
           }
           hostVerifier = (key, verify) => {
             if (hashAlgo)
-              key = createHash2(hashAlgo).update(key).digest("hex");
+              key = createHash3(hashAlgo).update(key).digest("hex");
             const ret = hashCb(key, verify);
             if (ret !== void 0)
               verify(ret);
@@ -47143,6 +47143,148 @@ function saveState(name, value) {
   issueCommand("save-state", { name }, toCommandValue(value));
 }
 
+// ../../packages/core/dist/chunk-C6RAG42A.js
+import http from "http";
+import https from "https";
+var __defProp2 = Object.defineProperty;
+var __export = (target, all) => {
+  for (var name in all)
+    __defProp2(target, name, { get: all[name], enumerable: true });
+};
+var RESET_CODES = /* @__PURE__ */ new Set(["ECONNRESET", "EPIPE"]);
+function errorCode(err) {
+  if (err && typeof err === "object") {
+    const code = err.code;
+    if (typeof code === "string" && code !== "") return code;
+    const message = err.message;
+    if (typeof message === "string" && message !== "") return message;
+  }
+  return "EUNKNOWN";
+}
+function isReset(err) {
+  const code = err?.code;
+  const message = err?.message;
+  return typeof code === "string" && RESET_CODES.has(code) || message === "socket hang up";
+}
+function codedError(code, message) {
+  return Object.assign(new Error(message), { code });
+}
+var noop = () => {
+};
+function exchange(agent, target, timeoutMs) {
+  return new Promise((resolve) => {
+    let settled = false;
+    let status = 0;
+    let headers;
+    let socket;
+    let bytesBefore = 0;
+    let req;
+    const finish2 = (error2, staleSocket = false) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      const result = { status, staleSocket };
+      if (headers) result.headers = headers;
+      if (error2 !== void 0) result.error = errorCode(error2);
+      resolve(result);
+    };
+    const options = {
+      agent,
+      hostname: target.hostname,
+      port: target.port,
+      method: target.method,
+      path: target.path,
+      headers: target.headers
+    };
+    if (target.localAddress !== void 0) options.localAddress = target.localAddress;
+    const timer = setTimeout(() => {
+      const err = codedError("ETIMEDOUT", `request timed out after ${timeoutMs}ms`);
+      finish2(err);
+      req?.destroy(err);
+    }, Math.max(1, timeoutMs));
+    const onResponse = (res) => {
+      status = res.statusCode ?? 0;
+      headers = res.headers;
+      res.on("data", noop);
+      res.on("end", () => finish2());
+      res.on("error", (err) => finish2(err));
+      res.on("close", () => {
+        if (!res.complete) finish2(codedError("EABORTED", "response aborted before it was complete"));
+      });
+    };
+    try {
+      req = (target.protocol === "https:" ? https : http).request(options, onResponse);
+    } catch (err) {
+      finish2(err);
+      return;
+    }
+    const request = req;
+    request.on("socket", (s) => {
+      socket = s;
+      bytesBefore = socket.bytesRead;
+    });
+    request.on("error", (err) => {
+      const stale = headers === void 0 && request.reusedSocket && isReset(err) && socket !== void 0 && socket.bytesRead === bytesBefore;
+      finish2(err, stale);
+    });
+    request.on("close", () => {
+      if (!settled && headers === void 0) finish2(codedError("ECONNRESET", "connection closed before the response completed"));
+    });
+    request.end(target.body);
+  });
+}
+function dropIdleSockets(agent) {
+  for (const list2 of Object.values(agent.freeSockets)) {
+    for (const s of list2 ?? []) s.destroy();
+  }
+}
+var CookieJar = class {
+  #cookies = /* @__PURE__ */ new Map();
+  /** Applies the Set-Cookie header(s) of a response. */
+  store(setCookie, now = Date.now()) {
+    if (setCookie === void 0) return;
+    for (const line of typeof setCookie === "string" ? [setCookie] : setCookie) this.#storeOne(line, now);
+  }
+  #storeOne(line, now) {
+    const [pair = "", ...attributes] = line.split(";");
+    const eq = pair.indexOf("=");
+    if (eq <= 0) return;
+    const name = pair.slice(0, eq).trim();
+    const value = pair.slice(eq + 1).trim();
+    if (name === "") return;
+    let expired = false;
+    for (const attribute of attributes) {
+      const aeq = attribute.indexOf("=");
+      const key = (aeq < 0 ? attribute : attribute.slice(0, aeq)).trim().toLowerCase();
+      const val = aeq < 0 ? "" : attribute.slice(aeq + 1).trim();
+      if (key === "max-age") {
+        const seconds = Number(val);
+        if (val !== "" && Number.isFinite(seconds) && seconds <= 0) expired = true;
+      } else if (key === "expires") {
+        const at = Date.parse(val);
+        if (Number.isFinite(at) && at <= now) expired = true;
+      }
+    }
+    if (expired) this.#cookies.delete(name);
+    else this.#cookies.set(name, value);
+  }
+  /** Value of one cookie, if present. */
+  get(name) {
+    return this.#cookies.get(name);
+  }
+  get size() {
+    return this.#cookies.size;
+  }
+  /** The Cookie request header value, or undefined when the jar is empty. */
+  header() {
+    if (this.#cookies.size === 0) return void 0;
+    return Array.from(this.#cookies, ([name, value]) => `${name}=${value}`).join("; ");
+  }
+  clear() {
+    this.#cookies.clear();
+  }
+};
+
 // ../../packages/core/dist/index.js
 var import_yaml = __toESM(require_dist(), 1);
 import { readFile } from "fs/promises";
@@ -47151,24 +47293,19 @@ import path from "path";
 import { isIP } from "net";
 import http2 from "http";
 import https2 from "https";
-import http from "http";
-import https from "https";
 import { spawn } from "child_process";
 import { constants as constants3 } from "fs";
 import { lstat as lstat2, mkdir as mkdir2, open as open2, readlink as readlink2 } from "fs/promises";
 import path2 from "path";
-import http3 from "http";
+import http22 from "http";
+import { randomUUID as randomUUID2 } from "crypto";
 import os5 from "os";
-var __defProp2 = Object.defineProperty;
-var __export = (target, all) => {
-  for (var name in all)
-    __defProp2(target, name, { get: all[name], enumerable: true });
-};
 var BRAND = /* @__PURE__ */ Symbol.for("@nodrop/core/NodropError");
 var NodropError = class extends Error {
   code;
   instance;
   issues;
+  routingInForce;
   [BRAND] = true;
   constructor(code, message, options = {}) {
     super(message, options.cause === void 0 ? void 0 : { cause: options.cause });
@@ -47176,6 +47313,7 @@ var NodropError = class extends Error {
     this.code = code;
     this.instance = options.instance;
     this.issues = options.issues ?? [];
+    this.routingInForce = options.routingInForce;
   }
   static is(error2) {
     return typeof error2 === "object" && error2 !== null && error2[BRAND] === true;
@@ -47550,139 +47688,6 @@ function renderTemplate(template2, values, what = "command", sources = {}) {
     return shellQuote(value);
   });
 }
-var CookieJar = class {
-  #cookies = /* @__PURE__ */ new Map();
-  /** Applies the Set-Cookie header(s) of a response. */
-  store(setCookie, now = Date.now()) {
-    if (setCookie === void 0) return;
-    for (const line of typeof setCookie === "string" ? [setCookie] : setCookie) this.#storeOne(line, now);
-  }
-  #storeOne(line, now) {
-    const [pair = "", ...attributes] = line.split(";");
-    const eq = pair.indexOf("=");
-    if (eq <= 0) return;
-    const name = pair.slice(0, eq).trim();
-    const value = pair.slice(eq + 1).trim();
-    if (name === "") return;
-    let expired = false;
-    for (const attribute of attributes) {
-      const aeq = attribute.indexOf("=");
-      const key = (aeq < 0 ? attribute : attribute.slice(0, aeq)).trim().toLowerCase();
-      const val = aeq < 0 ? "" : attribute.slice(aeq + 1).trim();
-      if (key === "max-age") {
-        const seconds = Number(val);
-        if (val !== "" && Number.isFinite(seconds) && seconds <= 0) expired = true;
-      } else if (key === "expires") {
-        const at = Date.parse(val);
-        if (Number.isFinite(at) && at <= now) expired = true;
-      }
-    }
-    if (expired) this.#cookies.delete(name);
-    else this.#cookies.set(name, value);
-  }
-  /** Value of one cookie, if present. */
-  get(name) {
-    return this.#cookies.get(name);
-  }
-  get size() {
-    return this.#cookies.size;
-  }
-  /** The Cookie request header value, or undefined when the jar is empty. */
-  header() {
-    if (this.#cookies.size === 0) return void 0;
-    return Array.from(this.#cookies, ([name, value]) => `${name}=${value}`).join("; ");
-  }
-  clear() {
-    this.#cookies.clear();
-  }
-};
-var RESET_CODES = /* @__PURE__ */ new Set(["ECONNRESET", "EPIPE"]);
-function errorCode(err) {
-  if (err && typeof err === "object") {
-    const code = err.code;
-    if (typeof code === "string" && code !== "") return code;
-    const message = err.message;
-    if (typeof message === "string" && message !== "") return message;
-  }
-  return "EUNKNOWN";
-}
-function isReset(err) {
-  const code = err?.code;
-  const message = err?.message;
-  return typeof code === "string" && RESET_CODES.has(code) || message === "socket hang up";
-}
-function codedError(code, message) {
-  return Object.assign(new Error(message), { code });
-}
-var noop = () => {
-};
-function exchange(agent, target, timeoutMs) {
-  return new Promise((resolve) => {
-    let settled = false;
-    let status = 0;
-    let headers;
-    let socket;
-    let bytesBefore = 0;
-    let req;
-    const finish = (error2, staleSocket = false) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      const result = { status, staleSocket };
-      if (headers) result.headers = headers;
-      if (error2 !== void 0) result.error = errorCode(error2);
-      resolve(result);
-    };
-    const options = {
-      agent,
-      hostname: target.hostname,
-      port: target.port,
-      method: target.method,
-      path: target.path,
-      headers: target.headers
-    };
-    if (target.localAddress !== void 0) options.localAddress = target.localAddress;
-    const timer = setTimeout(() => {
-      const err = codedError("ETIMEDOUT", `request timed out after ${timeoutMs}ms`);
-      finish(err);
-      req?.destroy(err);
-    }, Math.max(1, timeoutMs));
-    const onResponse = (res) => {
-      status = res.statusCode ?? 0;
-      headers = res.headers;
-      res.on("data", noop);
-      res.on("end", () => finish());
-      res.on("error", (err) => finish(err));
-      res.on("close", () => {
-        if (!res.complete) finish(codedError("EABORTED", "response aborted before it was complete"));
-      });
-    };
-    try {
-      req = (target.protocol === "https:" ? https : http).request(options, onResponse);
-    } catch (err) {
-      finish(err);
-      return;
-    }
-    const request = req;
-    request.on("socket", (s) => {
-      socket = s;
-      bytesBefore = socket.bytesRead;
-    });
-    request.on("error", (err) => {
-      const stale = headers === void 0 && request.reusedSocket && isReset(err) && socket !== void 0 && socket.bytesRead === bytesBefore;
-      finish(err, stale);
-    });
-    request.on("close", () => {
-      if (!settled && headers === void 0) finish(codedError("ECONNRESET", "connection closed before the response completed"));
-    });
-    request.end(target.body);
-  });
-}
-function dropIdleSockets(agent) {
-  for (const list2 of Object.values(agent.freeSockets)) {
-    for (const s of list2 ?? []) s.destroy();
-  }
-}
 function verifyUrlProblem(raw) {
   let url;
   try {
@@ -47913,10 +47918,10 @@ function crossFieldIssues(raw, issues) {
       if (seen !== void 0) issues.push({ path: `${at}.id`, message: `duplicate instance id "${id}" (also instances[${seen}])` });
       else if (id !== void 0) ids2.set(id, index);
       if (typeof address === "string" && typeof instance.port === "number") {
-        const endpoint = `${address}:${instance.port}`;
-        const twin = endpoints.get(endpoint);
-        if (twin !== void 0) issues.push({ path: `${at}.port`, message: `duplicate address ${endpoint} (also instances[${twin}])` });
-        else endpoints.set(endpoint, index);
+        const endpoint2 = `${address}:${instance.port}`;
+        const twin = endpoints.get(endpoint2);
+        if (twin !== void 0) issues.push({ path: `${at}.port`, message: `duplicate address ${endpoint2} (also instances[${twin}])` });
+        else endpoints.set(endpoint2, index);
       }
     });
   }
@@ -48068,7 +48073,7 @@ function httpHealthCheck(options) {
   return {
     probe(instance, signal) {
       return new Promise((resolve) => {
-        const request = http3.get(
+        const request = http22.get(
           {
             host: instance.address,
             port: instance.port,
@@ -48188,6 +48193,18 @@ function servingInstances(routing) {
   for (const pool of pools) for (const id of Object.hasOwn(routing.pools, pool) ? routing.pools[pool] ?? [] : []) ids2.add(id);
   return ids2;
 }
+function reachesInstance(routing, staged, id, runs) {
+  const stagedVersions = typeof staged === "string" ? [staged] : staged;
+  const pools = [routing.defaultPool, ...routing.switchDefault ? [routing.switchDefault.to] : []];
+  for (const [pinned, pool] of Object.entries(routing.pins)) if (!stagedVersions.includes(pinned) || runs === pinned) pools.push(pool);
+  return pools.some((pool) => Object.hasOwn(routing.pools, pool) && (routing.pools[pool]?.includes(id) ?? false));
+}
+function sameRouting(a, b) {
+  const pools = (r) => Object.keys(r.pools).sort().map((name) => `${name}=${[...r.pools[name] ?? []].sort().join(",")}`).join(";");
+  const pins = (r) => Object.keys(r.pins).sort().map((v) => `${v}>${r.pins[v]}`).join(";");
+  const extra = (r) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null]);
+  return a.defaultPool === b.defaultPool && pools(a) === pools(b) && pins(a) === pins(b) && extra(a) === extra(b);
+}
 var POOL_NAME = /^[a-z][a-z0-9_]{0,31}$/;
 var AFFINITY_KEY = /^\$(remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1,64})$/;
 var PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -48264,6 +48281,145 @@ function checkBatchCapacity(size, fleet, minInPool) {
     fleet === 1 ? "strategy.batchSize: a fleet of one instance cannot be updated without dropping requests; add a second instance" : `strategy.batchSize: a batch of ${size} out of ${fleet} instances leaves ${fleet - size} serving, below strategy.minInPool (${minInPool})`
   );
 }
+function buildReport(run2, strategy, outcome) {
+  const { error: error2, step: step2, recovery } = outcome;
+  const serving = run2.serving();
+  return {
+    ok: error2 === void 0,
+    strategy,
+    version: run2.version,
+    startedAt: run2.startedAt.toISOString(),
+    durationMs: performance.now() - run2.started,
+    routes: run2.routes,
+    phases: run2.phases,
+    instances: run2.instances.map((control) => {
+      const base = { id: control.spec.id, host: control.spec.host, address: control.spec.address, port: control.spec.port, inPool: serving.has(control.spec.id) };
+      const t = run2.tracked.get(control.spec.id);
+      if (!t) return { ...base, from: void 0, version: void 0, outcome: "not-reached", steps: [] };
+      return { ...base, from: t.from, version: t.version, outcome: t.outcome, steps: t.steps, ...t.error === void 0 ? {} : { error: t.error } };
+    }),
+    ...error2 ? { error: { code: error2.code, message: error2.message, ...error2.instance ? { instance: error2.instance } : {}, ...step2 ? { step: step2 } : {} } } : {},
+    ...recovery ? { recovery } : {},
+    ...run2.verify ? { verify: run2.verify } : {}
+  };
+}
+var DeployRun = class {
+  id;
+  startedAt = /* @__PURE__ */ new Date();
+  /** performance.now() at the start: phase and step times are measured from it. */
+  started = performance.now();
+  tracked = /* @__PURE__ */ new Map();
+  routes = [];
+  phases = [];
+  observed = [];
+  verify;
+  /** Set once recovery begins: from then on the journal is best effort. */
+  recovering = false;
+  /**
+   * The routings that may be in force: one when nodrop knows it, the previous and the new one when a
+   * proxy change failed without saying which took effect (an instance either reaches is reachable).
+   * Before preflight has read the proxy, none: every instance counts as serving.
+   */
+  inForce = [];
+  version;
+  instances;
+  listener;
+  /** The deploy's version and any an interrupted deploy staged: their pins count only for instances on them. */
+  staged;
+  constructor(version, instances, listener, staged = []) {
+    this.version = version;
+    this.staged = [version, ...staged.filter((v) => v !== version)];
+    this.instances = instances;
+    this.listener = listener;
+    this.id = `${this.startedAt.toISOString()}-${process.pid}`;
+  }
+  emit = (event) => this.listener(event);
+  /** Starts tracking from what preflight saw, with the routing it read (undefined: the proxy has none of ours, so all serve). */
+  begin(observed, routing) {
+    this.observed = [...observed];
+    this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id))];
+    for (const o of observed) {
+      const control = this.instances.find((i) => i.spec.id === o.id);
+      this.tracked.set(o.id, { control, from: o.version, version: o.version, touched: false, outcome: o.version === this.version ? "unchanged" : "not-reached", steps: [] });
+    }
+  }
+  /** For a deploy refused before tracking began: the routing preflight could read, if any. */
+  refusedBefore(routing) {
+    this.inForce = routing ? [routing] : [];
+  }
+  instance(id) {
+    const t = this.tracked.get(id);
+    if (!t) throw new Error(`internal: instance ${id} is not tracked`);
+    return t;
+  }
+  /** The routing in force, when it is known. */
+  get routing() {
+    return this.inForce.length === 1 ? this.inForce[0] : void 0;
+  }
+  get routingKnown() {
+    return this.inForce.length <= 1;
+  }
+  /** Every routing that may be in force (one when known). */
+  get possibleRoutings() {
+    return this.inForce;
+  }
+  routingApplied(routing) {
+    this.inForce = [routing];
+  }
+  /** A change to `routing` failed without saying whether it took effect: either may be in force. */
+  routingUncertain(routing) {
+    this.inForce = [...this.inForce.filter((r) => !sameRouting(r, routing)), routing];
+  }
+  /** Instances any request can reach (everyone, before preflight read the proxy). */
+  serving() {
+    if (this.inForce.length === 0) return new Set(this.instances.map((i) => i.spec.id));
+    const ids2 = /* @__PURE__ */ new Set();
+    for (const r of this.inForce) for (const id of servingInstances(r)) ids2.add(id);
+    return ids2;
+  }
+  /** Whether a request can still reach the instance, under any routing that may be in force (see {@link reachesInstance}). */
+  reachable(id) {
+    if (this.inForce.length === 0) return true;
+    const runs = this.tracked.get(id)?.version;
+    return this.inForce.some((r) => reachesInstance(r, this.staged, id, runs));
+  }
+  /** Reached by the default pool, a default switch or the pin of another version, under a routing that may be in force. */
+  routedRegardless(id) {
+    if (this.inForce.length === 0) return true;
+    return this.inForce.some((r) => reachesInstance(r, this.staged, id, void 0));
+  }
+};
+var JournalListener = class {
+  name = "journal";
+  /** Whether the deploy's first record is written: only then does it get an "end". */
+  opened = false;
+  journal;
+  strategy;
+  constructor(journal, strategy) {
+    this.journal = journal;
+    this.strategy = strategy;
+  }
+  async started(run2, _plan) {
+    await this.journal.append({ type: "deploy", id: run2.id, version: run2.version, strategy: this.strategy, instances: run2.observed.map((o) => ({ id: o.id, from: o.version })) }).catch((error2) => Promise.reject(toNodropError(error2, "E_JOURNAL")));
+    this.opened = true;
+  }
+  async step(run2, record) {
+    const detail = record.detail === void 0 ? {} : { detail: record.detail.split("\n")[0] };
+    const append = this.journal.append({ type: "step", id: run2.id, phase: record.phase, kind: record.kind, instance: record.instance, status: record.status, ...detail });
+    if (run2.recovering || record.status === "fail") await append.catch(() => void 0);
+    else await append;
+  }
+  async finished(run2, report) {
+    if (!this.opened) return;
+    await this.journal.append({
+      type: "end",
+      id: run2.id,
+      ok: report.ok,
+      ...report.error ? { error: report.error.message.split("\n")[0] } : {},
+      instances: report.instances.map((i) => ({ id: i.id, version: i.version, inPool: i.inPool, outcome: i.outcome }))
+    }).catch(() => void 0);
+  }
+};
 async function observeInstances(instances, health, options = {}) {
   const observed = /* @__PURE__ */ new Map();
   await forEachPerHost(instances, (i) => i.spec.host, options.parallel ?? 8, async (instance) => {
@@ -48273,8 +48429,7 @@ async function observeInstances(instances, health, options = {}) {
       ...instance.spec,
       version,
       healthy: probe.ok && version !== void 0,
-      // Without a routing written by this proxy, everything counts as serving.
-      inPool: options.serving ? options.serving.has(instance.spec.id) : true
+      inPool: options.routing ? reachesInstance(options.routing.routing, options.routing.staged, instance.spec.id, version) : options.serving ? options.serving.has(instance.spec.id) : true
     });
   });
   return instances.map((i) => observed.get(i.spec.id));
@@ -48288,7 +48443,7 @@ async function planDeploy(options) {
   const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i])).values()];
   await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
   const routing = await options.proxy.current({ signal: options.signal });
-  const observed = await observeInstances(options.instances, options.health, { ...options, serving: routing ? servingInstances(routing) : void 0 });
+  const observed = await observeInstances(options.instances, options.health, { ...options, routing: routing ? { routing, staged: [options.version, ...options.stagedVersions ?? []] } : void 0 });
   const unhealthy = observed.filter((i) => !i.healthy && i.inPool);
   if (unhealthy.length > 0) {
     throw new NodropError(
@@ -48312,274 +48467,278 @@ async function planDeploy(options) {
       }
     }
   }
-  return { plan, observed };
+  return { plan, observed, routing };
 }
-async function deploy(options) {
-  const startedAt = /* @__PURE__ */ new Date();
-  const started = performance.now();
-  const emit = options.onEvent ?? (() => {
-  });
-  const parallel = options.parallel ?? 8;
-  const signal = options.signal;
-  const routes = [];
-  const phases = [];
-  const tracked = /* @__PURE__ */ new Map();
-  let serving = /* @__PURE__ */ new Set();
-  let observed = [];
-  const deployId = `${startedAt.toISOString()}-${process.pid}`;
-  let journalRequired = true;
-  const record = async (entry) => {
-    if (!options.journal) return;
+async function announce(context, record, ms) {
+  for (const listener of context.listeners) await listener.step?.(context.run, record);
+  context.run.emit({ type: "step", ...record, ...ms === void 0 ? {} : { ms } });
+}
+async function timed(context, phase, kind, id, body) {
+  const t0 = performance.now();
+  try {
+    await announce(context, { phase, kind, instance: id, status: "start" });
+    await body();
+    if (id) context.run.instance(id).steps.push({ kind, ms: performance.now() - t0, ok: true });
+    await announce(context, { phase, kind, instance: id, status: "ok" }, performance.now() - t0);
+  } catch (error2) {
+    const ms = performance.now() - t0;
+    const e = toNodropError(error2, "E_INSTANCE", id ? `${kind} of ${id}` : kind);
+    if (id) {
+      const t = context.run.instance(id);
+      t.steps.push({ kind, ms, ok: false });
+      t.error = e.message;
+    }
+    await announce(context, { phase, kind, instance: id, status: "fail", detail: e.message }, ms).catch(() => void 0);
+    throw e;
+  }
+}
+async function applyRouting(context, routing, why, phase, signal) {
+  const { run: run2, options } = context;
+  await timed(context, phase, "route", void 0, async () => {
+    const instances = options.instances.map((i) => ({ ...i.spec, version: run2.tracked.get(i.spec.id)?.version }));
+    let result;
     try {
-      await options.journal.append(entry);
+      result = await options.proxy.apply(routing, instances, { signal });
     } catch (error2) {
-      if (journalRequired) throw error2;
+      throw proxyFailure(context, routing, error2);
     }
-  };
-  let verifying = false;
-  const report = async (error2, step2, recovery) => {
-    const verify = verifying ? await options.verify.stop() : void 0;
-    if (!error2 && verify?.breach) {
-      error2 = new NodropError("E_VERIFY", verify.breach);
-      step2 = "verify";
+    run2.routingApplied(routing);
+    run2.routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 });
+    run2.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)] });
+  });
+}
+function proxyFailure(context, routing, error2) {
+  const e = toNodropError(error2, "E_PROXY_RELOAD", `proxy ${context.options.proxy.name}`);
+  const inForce = e.routingInForce ?? (e.code === "E_PROXY_DRAIN" ? "new" : "unknown");
+  if (inForce === "new") context.run.routingApplied(routing);
+  else if (inForce === "unknown") context.run.routingUncertain(routing);
+  return new NodropError(e.code, e.message, { cause: e.cause ?? error2, instance: e.instance, routingInForce: inForce });
+}
+async function runStep(context, phase, step2) {
+  const { options, run: run2 } = context;
+  const signal = options.signal;
+  if (signal?.aborted) throw abortError(signal);
+  for (const listener of context.listeners) listener.beforeStep?.(run2);
+  switch (step2.kind) {
+    case "route":
+      return applyRouting(context, step2.routing, step2.why, phase.name, signal);
+    case "soak":
+      return timed(context, phase.name, "soak", void 0, () => sleep(step2.ms, signal).catch(() => Promise.reject(abortError(signal))));
+    default:
+      return forEachPerHost(step2.instances, (id) => run2.instance(id).control.spec.host, context.parallel, (id) => runInstanceStep(context, phase, step2.kind, id));
+  }
+}
+async function runInstanceStep(context, phase, kind, id) {
+  const { options, run: run2 } = context;
+  const signal = options.signal;
+  const t = run2.instance(id);
+  await timed(context, phase.name, kind, id, async () => {
+    if ((kind === "stop" || kind === "update") && run2.reachable(id)) {
+      throw new NodropError("E_PLAN", `plan would ${kind} ${id} while it is in the pool`, { instance: id });
     }
-    const result = {
-      ok: error2 === void 0,
-      strategy: options.strategy.name,
-      version: options.version,
-      startedAt: startedAt.toISOString(),
-      durationMs: performance.now() - started,
-      routes,
-      phases,
-      instances: options.instances.map((control) => {
-        const t = tracked.get(control.spec.id);
-        const base = { id: control.spec.id, host: control.spec.host, address: control.spec.address, port: control.spec.port };
-        if (!t) return { ...base, from: void 0, version: void 0, inPool: serving.has(control.spec.id), outcome: "not-reached", steps: [] };
-        return {
-          ...base,
-          from: t.from,
-          version: t.version,
-          inPool: serving.has(control.spec.id),
-          outcome: t.outcome,
-          steps: t.steps,
-          ...t.error === void 0 ? {} : { error: t.error }
-        };
-      }),
-      ...error2 ? { error: { code: error2.code, message: error2.message, ...error2.instance ? { instance: error2.instance } : {}, ...step2 ? { step: step2 } : {} } } : {},
-      ...recovery ? { recovery } : {},
-      ...verify ? { verify } : {}
-    };
-    if (plannedAndRecorded) {
-      journalRequired = false;
-      await record({ type: "end", id: deployId, ok: result.ok, ...result.error ? { error: result.error.message.split("\n")[0] } : {}, instances: result.instances.map((i) => ({ id: i.id, version: i.version, inPool: i.inPool, outcome: i.outcome })) });
+    t.touched = true;
+    if (kind === "stop") await t.control.stop({ version: t.version, signal });
+    else if (kind === "update") {
+      await t.control.update({ version: options.version, previous: t.from, signal });
+      t.version = options.version;
+    } else if (kind === "start") await t.control.start({ version: options.version, signal });
+    else {
+      await waitHealthy(options.health, t.control.spec, options.version, { ...options.healthWait, signal });
+      t.outcome = "updated";
     }
-    emit({ type: "done", report: result });
-    return result;
-  };
-  let plannedAndRecorded = false;
+  });
+}
+var DEFAULT_REVERT_MS = 3e5;
+var DEFAULT_POOL_RESTORE_MS = 12e4;
+async function recoverPhase(context, phase, failure) {
+  const { run: run2 } = context;
+  run2.emit({ type: "recovery", reason: failure.message });
+  run2.recovering = true;
+  const touched = phase.instances.map((id) => run2.instance(id)).filter((t) => t.touched);
+  if (phase.onFailure === "isolate") {
+    for (const t of touched) if (t.outcome !== "updated") t.outcome = "failed";
+    return `left ${touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id).join(", ")} out of the pool; the routing in force is kept`;
+  }
+  const lines = await revertInstances(context, phase, touched);
+  lines.push(await restorePool(context, phase));
+  return lines.join("; ");
+}
+async function revertInstances(context, phase, touched) {
+  const { run: run2, options } = context;
+  const signal = AbortSignal.timeout(options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
+  const name = `${phase.name} (revert)`;
+  await forEachPerHost(touched, (t) => t.control.spec.host, context.parallel, async (t) => {
+    const id = t.control.spec.id;
+    const previous = t.from;
+    if (previous === void 0) {
+      t.outcome = "failed";
+      return;
+    }
+    if (run2.routedRegardless(id) || t.outcome === "updated" && run2.reachable(id)) return;
+    try {
+      await timed(context, name, "stop", id, () => t.control.stop({ version: t.version, signal }));
+      await timed(context, name, "update", id, () => t.control.update({ version: previous, previous: options.version, signal }));
+      t.version = previous;
+      await timed(context, name, "start", id, () => t.control.start({ version: previous, signal }));
+      await timed(context, name, "check", id, () => waitHealthy(options.health, t.control.spec, previous, { ...options.healthWait, signal }).then(() => void 0));
+      t.outcome = "reverted";
+    } catch {
+      t.outcome = "failed";
+    }
+  });
+  const reverted = touched.filter((t) => t.outcome === "reverted").map((t) => t.control.spec.id);
+  const failed = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
+  return [...reverted.length ? [`reverted ${reverted.join(", ")} to their previous version`] : [], ...failed.length ? [`could not revert ${failed.join(", ")}: left out of the pool`] : []];
+}
+async function restorePool(context, phase) {
+  const { run: run2, options } = context;
+  const healthy = run2.observed.filter((o) => {
+    const t = run2.instance(o.id);
+    return t.outcome === "updated" || t.outcome === "reverted" || !t.touched && (t.outcome === "not-reached" || t.outcome === "unchanged") && o.healthy;
+  }).map((o) => ({ ...o, version: run2.instance(o.id).version }));
+  if (healthy.length === 0) return "no healthy instance to route to; the proxy config in force was kept";
+  const previous = [...new Set(run2.observed.map((o) => o.version).filter((v) => v !== void 0 && v !== run2.version))];
+  const routing = options.strategy.recoveryRouting?.(healthy, { version: run2.version, previous, instances: run2.observed.map((o) => o.id), options: options.strategyOptions }) ?? singlePool(healthy.map((o) => o.id));
+  try {
+    validateRouting(routing, new Set(run2.observed.map((o) => o.id)));
+    await applyRouting(context, routing, "recovery: healthy instances back in the pool", `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
+    return `pool restored: ${[...run2.serving()].join(", ")}`;
+  } catch (error2) {
+    let e = toNodropError(error2, "E_PROXY_RELOAD");
+    if (e.routingInForce === "unknown") {
+      const inForce = await readBackRouting(context);
+      e = new NodropError(e.code, e.message, { cause: e.cause, routingInForce: inForce });
+    }
+    if (e.routingInForce === "new") return `pool restored: ${[...run2.serving()].join(", ")} (the proxy then reported: ${e.message})`;
+    return `could not restore the pool (${e.message}); ${inForceClause(e)}`;
+  }
+}
+async function readBackRouting(context) {
+  const { run: run2, options } = context;
+  const candidates = run2.possibleRoutings;
+  const attempted = candidates.at(-1);
+  const routing = await options.proxy.current({ signal: AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS) }).catch(() => void 0);
+  if (!routing) return "unknown";
+  const match = candidates.find((candidate) => sameRouting(candidate, routing));
+  if (!match) {
+    run2.routingUncertain(routing);
+    return "unknown";
+  }
+  run2.routingApplied(match);
+  return match === attempted ? "new" : "previous";
+}
+function inForceClause(error2) {
+  switch (error2.routingInForce) {
+    case "new":
+      return "the proxy put the new routing in force before the failure";
+    case "unknown":
+      return "which routing the proxy has in force is unknown: check it with `nodrop status` before the next deploy";
+    default:
+      return "the previous proxy config is in force";
+  }
+}
+var VerifyListener = class {
+  name = "verify";
+  running = false;
+  verifier;
+  constructor(verifier) {
+    this.verifier = verifier;
+  }
+  async started(run2, _plan) {
+    await this.verifier.start({ version: run2.version }).catch((error2) => Promise.reject(toNodropError(error2, "E_VERIFY")));
+    this.running = true;
+  }
+  beforeStep() {
+    const breach = this.verifier.breach();
+    if (breach) throw new NodropError("E_VERIFY", `${breach}; stopping the deploy (\`nodrop rollback\` returns every instance to the previous version)`);
+  }
+  async stopping(run2) {
+    if (!this.running) return;
+    this.running = false;
+    run2.verify = await this.verifier.stop();
+  }
+};
+async function deploy(options) {
+  const run2 = new DeployRun(options.version, options.instances, options.onEvent ?? (() => {
+  }), options.stagedVersions);
+  const listeners = [
+    // The probe first: a deploy that cannot be watched records nothing.
+    ...options.verify ? [new VerifyListener(options.verify)] : [],
+    ...options.journal ? [new JournalListener(options.journal, options.strategy.name)] : []
+  ];
+  const context = { options, run: run2, listeners, parallel: options.parallel ?? 8 };
   let plan;
   try {
-    ({ plan, observed } = await planDeploy(options));
+    const preflight = await planDeploy(options);
+    plan = preflight.plan;
+    run2.begin(preflight.observed, preflight.routing);
   } catch (error2) {
-    const routing = await options.proxy.current({ signal }).catch(() => void 0);
-    serving = routing ? servingInstances(routing) : new Set(options.instances.map((i) => i.spec.id));
-    return report(toNodropError(error2, "E_PREFLIGHT"), "preflight");
+    run2.refusedBefore(await options.proxy.current({ signal: options.signal }).catch(() => void 0));
+    return finish(context, { error: toNodropError(error2, "E_PREFLIGHT"), step: "preflight" });
   }
-  emit({ type: "preflight", instances: observed });
-  emit({ type: "plan", plan });
-  serving = new Set(observed.filter((i) => i.inPool).map((i) => i.id));
-  if (options.verify) {
+  run2.emit({ type: "preflight", instances: run2.observed });
+  run2.emit({ type: "plan", plan });
+  for (const listener of listeners) {
     try {
-      await options.verify.start({ version: options.version });
+      await listener.started?.(run2, plan);
     } catch (error2) {
-      return report(toNodropError(error2, "E_VERIFY"), "verify");
+      return finish(context, { error: toNodropError(error2, "E_PREFLIGHT"), step: listener.name });
     }
-    verifying = true;
   }
-  try {
-    await record({ type: "deploy", id: deployId, version: options.version, strategy: options.strategy.name, instances: observed.map((o) => ({ id: o.id, from: o.version })) });
-  } catch (error2) {
-    return report(toNodropError(error2, "E_JOURNAL"), "journal");
-  }
-  plannedAndRecorded = true;
-  for (const o of observed) {
-    const control = options.instances.find((i) => i.spec.id === o.id);
-    tracked.set(o.id, { control, from: o.version, version: o.version, touched: false, outcome: o.version === options.version ? "unchanged" : "not-reached", steps: [] });
-  }
-  const timed = async (phase, kind, id, fn) => {
-    emit({ type: "step", phase, kind, instance: id, status: "start" });
-    const t0 = performance.now();
-    try {
-      await record({ type: "step", id: deployId, phase, kind, instance: id, status: "start" });
-      await fn();
-      const ms = performance.now() - t0;
-      if (id) tracked.get(id).steps.push({ kind, ms, ok: true });
-      await record({ type: "step", id: deployId, phase, kind, instance: id, status: "ok" });
-      emit({ type: "step", phase, kind, instance: id, status: "ok", ms });
-    } catch (error2) {
-      const ms = performance.now() - t0;
-      const e = toNodropError(error2, "E_INSTANCE", id ? `${kind} of ${id}` : kind);
-      if (id) {
-        const t = tracked.get(id);
-        t.steps.push({ kind, ms, ok: false });
-        t.error = e.message;
-      }
-      emit({ type: "step", phase, kind, instance: id, status: "fail", ms, detail: e.message });
-      await record({ type: "step", id: deployId, phase, kind, instance: id, status: "fail", detail: e.message.split("\n")[0] }).catch(() => void 0);
-      throw e;
-    }
-  };
-  let routingInForce;
-  const reachable = (id) => {
-    if (!routingInForce) return serving.has(id);
-    const r = routingInForce;
-    const pinned = Object.hasOwn(r.pins, options.version) ? r.pins[options.version] : void 0;
-    return routedRegardless(id) || pinned !== void 0 && inPool(r, pinned, id) && tracked.get(id)?.version === options.version;
-  };
-  const routedRegardless = (id) => {
-    if (!routingInForce) return serving.has(id);
-    const r = routingInForce;
-    const pools = [r.defaultPool, ...r.switchDefault ? [r.switchDefault.to] : []];
-    for (const [version, pool] of Object.entries(r.pins)) if (version !== options.version) pools.push(pool);
-    return pools.some((pool) => inPool(r, pool, id));
-  };
-  const inPool = (r, pool, id) => Object.hasOwn(r.pools, pool) && (r.pools[pool]?.includes(id) ?? false);
-  const applyRouting = async (routing, why, phase, routeSignal) => {
-    await timed(phase, "route", void 0, async () => {
-      const instances = options.instances.map((i) => ({ ...i.spec, version: tracked.get(i.spec.id)?.version }));
-      const result = await options.proxy.apply(routing, instances, { signal: routeSignal }).catch((error2) => {
-        const e = toNodropError(error2, "E_PROXY_RELOAD", `proxy ${options.proxy.name}`);
-        if (e.code === "E_PROXY_DRAIN") {
-          serving = servingInstances(routing);
-          routingInForce = routing;
-        }
-        throw e;
-      });
-      serving = servingInstances(routing);
-      routingInForce = routing;
-      routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 });
-      emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...serving] });
-    });
-  };
-  const runStep = async (phase, step2) => {
-    if (signal?.aborted) throw abortError(signal);
-    const breach = options.verify?.breach();
-    if (breach) throw new NodropError("E_VERIFY", `${breach}; stopping the deploy (\`nodrop rollback\` returns every instance to the previous version)`);
-    switch (step2.kind) {
-      case "route":
-        return applyRouting(step2.routing, step2.why, phase.name, signal);
-      case "soak":
-        return timed(phase.name, "soak", void 0, () => sleep(step2.ms, signal).catch(() => Promise.reject(abortError(signal))));
-      default:
-        return forEachPerHost(step2.instances, (id) => tracked.get(id).control.spec.host, parallel, (id) => {
-          const t = tracked.get(id);
-          return timed(phase.name, step2.kind, id, async () => {
-            if ((step2.kind === "stop" || step2.kind === "update") && reachable(id)) {
-              throw new NodropError("E_PLAN", `plan would ${step2.kind} ${id} while it is in the pool`, { instance: id });
-            }
-            t.touched = true;
-            if (step2.kind === "stop") await t.control.stop({ version: t.version, signal });
-            else if (step2.kind === "update") {
-              await t.control.update({ version: options.version, previous: t.from, signal });
-              t.version = options.version;
-            } else if (step2.kind === "start") await t.control.start({ version: options.version, signal });
-            else {
-              await waitHealthy(options.health, t.control.spec, options.version, { ...options.healthWait, signal });
-              t.outcome = "updated";
-            }
-          });
-        });
-    }
-  };
-  let phaseIndex = 0;
-  for (const phase of plan.phases) {
-    emit({ type: "phase", phase: phase.name, index: phaseIndex++, total: plan.phases.length });
-    let currentStep;
+  return finish(context, await runPhases(context, plan));
+}
+async function runPhases(context, plan) {
+  const { run: run2 } = context;
+  for (const [index, phase] of plan.phases.entries()) {
+    run2.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
     const phaseStart = performance.now();
-    const endPhase = (ok) => phases.push({ name: phase.name, startMs: phaseStart - started, ms: performance.now() - phaseStart, ok });
+    const endPhase = (ok) => run2.phases.push({ name: phase.name, startMs: phaseStart - run2.started, ms: performance.now() - phaseStart, ok });
+    let current;
     try {
       for (const step2 of phase.steps) {
-        currentStep = step2;
-        await runStep(phase, step2);
+        current = step2;
+        await runStep(context, phase, step2);
       }
       endPhase(true);
     } catch (error2) {
-      const failure = NodropError.is(error2) ? error2 : toNodropError(error2, "E_INSTANCE");
-      const stepName = `${phase.name}: ${currentStep?.kind ?? "?"}`;
-      if (failure.code.startsWith("E_PROXY") && failure.code !== "E_PROXY_DRAIN") {
-        endPhase(false);
-        return report(failure, stepName, "the proxy kept its previous config; no instance was changed after the failure");
-      }
-      const recovery = await recover(phase, failure);
+      const failure = toNodropError(error2, "E_INSTANCE");
+      const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? "?"}`);
       endPhase(false);
-      return report(failure, stepName, recovery);
+      return outcome;
     }
   }
-  return report();
-  async function recover(phase, failure) {
-    emit({ type: "recovery", reason: failure.message });
-    journalRequired = false;
-    const recoverySignal = AbortSignal.timeout(options.recoveryTimeoutMs ?? 3e5);
-    const touched = phase.instances.map((id) => tracked.get(id)).filter((t) => t.touched);
-    const lines = [];
-    if (phase.onFailure === "revert") {
-      await forEachPerHost(touched, (t) => t.control.spec.host, parallel, async (t) => {
-        const id = t.control.spec.id;
-        const previous = t.from;
-        if (previous === void 0) {
-          t.outcome = "failed";
-          return;
-        }
-        if (routedRegardless(id) || t.outcome === "updated" && reachable(id)) {
-          return;
-        }
-        try {
-          await timed(`${phase.name} (revert)`, "stop", id, () => t.control.stop({ version: t.version, signal: recoverySignal }));
-          await timed(`${phase.name} (revert)`, "update", id, () => t.control.update({ version: previous, previous: options.version, signal: recoverySignal }));
-          t.version = previous;
-          await timed(`${phase.name} (revert)`, "start", id, () => t.control.start({ version: previous, signal: recoverySignal }));
-          await timed(`${phase.name} (revert)`, "check", id, () => waitHealthy(options.health, t.control.spec, previous, { ...options.healthWait, signal: recoverySignal }).then(() => void 0));
-          t.outcome = "reverted";
-        } catch {
-          t.outcome = "failed";
-        }
-      });
-      const reverted = touched.filter((t) => t.outcome === "reverted").map((t) => t.control.spec.id);
-      const failed = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
-      if (reverted.length) lines.push(`reverted ${reverted.join(", ")} to their previous version`);
-      if (failed.length) lines.push(`could not revert ${failed.join(", ")}: left out of the pool`);
-    } else {
-      for (const t of touched) if (t.outcome !== "updated") t.outcome = "failed";
-      lines.push(`left ${touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id).join(", ")} out of the pool; the routing in force is kept`);
-    }
-    if (phase.onFailure === "revert") {
-      const healthyWithVersions = observed.filter((o) => {
-        const outcome = tracked.get(o.id).outcome;
-        const t = tracked.get(o.id);
-        return outcome === "updated" || outcome === "reverted" || !t.touched && (outcome === "not-reached" || outcome === "unchanged") && o.healthy;
-      }).map((o) => ({ ...o, version: tracked.get(o.id).version }));
-      if (healthyWithVersions.length > 0) {
-        const routing = options.strategy.recoveryRouting?.(healthyWithVersions) ?? singlePool(healthyWithVersions.map((o) => o.id));
-        try {
-          validateRouting(routing, new Set(observed.map((o) => o.id)));
-          await applyRouting(routing, "recovery: healthy instances back in the pool", `${phase.name} (revert)`, recoverySignal);
-          lines.push(`pool restored: ${[...serving].join(", ")}`);
-        } catch (error2) {
-          lines.push(`could not restore the pool (${toNodropError(error2, "E_PROXY_RELOAD").message}); the previous proxy config is in force`);
-        }
-      } else {
-        lines.push("no healthy instance to route to; the proxy config in force was kept");
-      }
-    }
-    return lines.join("; ");
+  return {};
+}
+async function afterFailure(context, phase, failure, step2) {
+  let inForce = failure.routingInForce;
+  if (inForce === "unknown") inForce = await readBackRouting(context);
+  if (inForce === "previous") {
+    return { error: failure, step: step2, recovery: "the proxy kept its previous config; no instance was changed after the failure" };
   }
+  if (inForce === "unknown") {
+    return { error: failure, step: step2, recovery: `${inForceClause(failure)}; no instance was changed after the failure, and instances either routing reaches are counted in the pool` };
+  }
+  return { error: failure, step: step2, recovery: await recoverPhase(context, phase, failure) };
+}
+async function finish(context, outcome) {
+  const { run: run2, listeners, options } = context;
+  for (const listener of listeners) await listener.stopping?.(run2).catch(() => void 0);
+  if (!outcome.error && run2.verify?.breach) {
+    outcome = { error: new NodropError("E_VERIFY", run2.verify.breach), step: "verify" };
+  }
+  run2.recovering = true;
+  const report = buildReport(run2, options.strategy.name, outcome);
+  for (const listener of listeners) await listener.finished?.(run2, report).catch(() => void 0);
+  run2.emit({ type: "done", report });
+  return report;
 }
 var REFUSED = 3;
 var GUARD_FUNCTION = [
   "nd_guard() {",
   '  if [ -L "$1" ]; then echo "$1 is a symbolic link (to $(readlink -- "$1")); nodrop does not follow links in its state directory: remove it" >&2; return 3; fi',
   '  [ -e "$1" ] || return 0',
-  '  local s; s=$(stat -c "%u %h %a" -- "$1") || return 3',
+  // A path that vanishes between the two checks (a lock being released) is absent, so it passes.
+  '  local s; s=$(stat -c "%u %h %a" -- "$1" 2>/dev/null) || { [ -e "$1" ] || [ -L "$1" ] || return 0; echo "$1: cannot stat it" >&2; return 3; }',
   '  set -- "$1" "$2" $s',
   '  if [ "$2" = dir ] && [ ! -d "$1" ]; then echo "$1 is not a directory" >&2; return 3; fi',
   '  if [ "$2" = file ] && [ ! -f "$1" ]; then echo "$1 is not a regular file" >&2; return 3; fi',
@@ -48607,99 +48766,309 @@ ${stateCheck(paths)}chmod 700 -- ${shellQuote(dir)} || exit 1
 find ${shellQuote(dir)} -mindepth 1 -maxdepth 1 -type f -perm /077 -exec chmod go-rwx -- {} + 2>/dev/null || true
 `;
 }
+var EXISTS = 10;
+var NOT_OURS = 11;
+var TAKEN = 12;
+var CLAIMED_NOT_REMOVED = 13;
+var TOKEN2 = /^[A-Za-z0-9-]{1,64}$/;
 function deployLock(options) {
   const { executor } = options;
+  const heartbeatExecutor = options.heartbeatExecutor ?? executor;
   const dir = options.dir;
   const lockDir = `${dir}/lock`;
-  const info2 = `${lockDir}/holder.json`;
+  const root = `${lockDir}/holder.json`;
   const staleAfter = options.staleAfterMs ?? 6e4;
-  const heartbeat = options.heartbeatMs ?? 5e3;
+  const heartbeatMs = options.heartbeatMs ?? 5e3;
+  const clock = options.now ?? Date.now;
+  const q = shellQuote;
+  const inLock = (file) => `${lockDir}/${file}`;
   const guard = stateGuard([
     { path: dir, type: "dir" },
     { path: lockDir, type: "dir" },
-    { path: info2, type: "file" }
+    { path: root, type: "file" }
   ]);
-  const guarded = async (command, options2) => {
-    const result = await executor.exec(`${guard}${command}`, options2);
-    if (result.code === REFUSED) throw refusal("E_STATE", "the deploy lock", executor.host, result.stderr);
+  const guarded = async (command, execOptions, on = executor) => {
+    const result = await on.exec(`umask 077
+${guard}${command}`, execOptions);
+    if (result.code === REFUSED) throw refusal("E_STATE", "the deploy lock", on.host, result.stderr);
     return result;
   };
-  const read = async () => {
-    const result = await guarded(`cat ${shellQuote(info2)} 2>/dev/null`);
-    if (result.code !== 0 || !result.stdout.trim()) return void 0;
-    try {
-      return JSON.parse(result.stdout);
-    } catch {
-      return void 0;
+  const check = (path32, type) => stateCheck([{ path: path32, type }]);
+  const recordOf = (path32) => `${check(path32.replace(/\/holder\.json$/, ""), "dir")}${check(path32, "file")}`;
+  const seen = /* @__PURE__ */ new Map();
+  const beatKey = (h) => `${h.beat}\0${h.heartbeat}\0${h.releasing ? 1 : 0}`;
+  const observe = (h) => {
+    const at = performance.now();
+    const o = seen.get(h.token);
+    if (!o) seen.set(h.token, { key: beatKey(h), since: at, first: at });
+    else if (o.key !== beatKey(h)) {
+      o.key = beatKey(h);
+      o.since = at;
     }
   };
-  const isStale = (holder) => {
-    if (holder === void 0 || Date.now() - Date.parse(holder.heartbeat) > staleAfter) return true;
-    if (holder.from !== os5.hostname() || holder.pid === process.pid) return false;
+  const standingMs = (h) => {
+    const o = seen.get(h.token);
+    return o && o.key === beatKey(h) ? performance.now() - o.since : 0;
+  };
+  const processGone = (h) => {
+    if (h.from !== os5.hostname() || h.pid === process.pid || !Number.isInteger(h.pid) || h.pid <= 0) return false;
     try {
-      process.kill(holder.pid, 0);
+      process.kill(h.pid, 0);
       return false;
     } catch (error2) {
       return error2.code === "ESRCH";
     }
   };
-  const write = async (holder) => {
+  const isStale = (holder) => holder === void 0 || processGone(holder) || standingMs(holder) >= staleAfter;
+  const parse = (text) => {
+    try {
+      const value = JSON.parse(text);
+      return typeof value === "object" && value !== null && !Array.isArray(value) ? value : void 0;
+    } catch {
+      return void 0;
+    }
+  };
+  const str2 = (v, fallback = "?") => typeof v === "string" ? v : fallback;
+  const readChain = async (on = executor) => {
+    const emit = (file) => `printf '=%s\\n' ${q(file)}; cat -- ${q(inLock(file))}; echo`;
     const result = await guarded(
-      `umask 077
-t=$(mktemp ${shellQuote(`${info2}.`)}XXXXXXXXXX) || exit 1
-if cat > "$t" && mv -fT -- "$t" ${shellQuote(info2)}; then exit 0; fi
-rm -f -- "$t"; exit 1`,
-      { input: JSON.stringify(holder) }
+      [
+        `[ -d ${q(lockDir)} ] || exit 0`,
+        `echo =lock`,
+        `[ -f ${q(root)} ] && { ${emit("holder.json")}; }`,
+        `for d in ${q(lockDir)}/taken-*; do [ -e "$d" ] || [ -L "$d" ] || continue; nd_guard "$d" dir && nd_guard "$d/holder.json" file || { [ -e "$d" ] || [ -L "$d" ] || continue; exit ${REFUSED}; }; [ -f "$d/holder.json" ] || continue; printf '=%s\\n' "\${d##*/}/holder.json"; cat -- "$d/holder.json" 2>/dev/null; echo; done`,
+        `for f in ${q(lockDir)}/beat-*; do [ -e "$f" ] || [ -L "$f" ] || continue; case "\${f##*/}" in *.*) continue;; esac; nd_guard "$f" file || { [ -e "$f" ] || [ -L "$f" ] || continue; exit ${REFUSED}; }; printf '=%s\\n' "\${f##*/}"; cat -- "$f" 2>/dev/null; echo; done`,
+        "exit 0"
+      ].join("\n"),
+      void 0,
+      on
     );
-    if (result.code !== 0) throw new NodropError("E_LOCK", `cannot write the deploy lock on ${executor.host}: ${result.stderr.trim()}`);
+    if (result.code !== 0) throw new NodropError("E_LOCK", `cannot read the deploy lock on ${on.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+    if (!result.stdout.startsWith("=lock")) return void 0;
+    const files = /* @__PURE__ */ new Map();
+    let name;
+    for (const line of result.stdout.split("\n").slice(1)) {
+      if (line.startsWith("=")) name = line.slice(1);
+      else if (name !== void 0 && line !== "") files.set(name, (files.get(name) ?? "") + line);
+    }
+    const beats = /* @__PURE__ */ new Map();
+    for (const [file, text] of files) if (file.startsWith("beat-")) beats.set(file.slice(5), parse(text) ?? {});
+    const holderOf = (raw, fallbackToken) => {
+      const token = typeof raw?.token === "string" && TOKEN2.test(raw.token) ? raw.token : fallbackToken;
+      const beat = beats.get(token);
+      const since = str2(raw?.since);
+      return {
+        token,
+        who: str2(raw?.who),
+        from: str2(raw?.from),
+        version: str2(raw?.version),
+        since,
+        heartbeat: str2(beat?.heartbeat, str2(raw?.heartbeat, since)),
+        beat: typeof beat?.beat === "number" ? beat.beat : typeof raw?.beat === "number" ? raw.beat : 0,
+        pid: typeof raw?.pid === "number" ? raw.pid : 0,
+        ...typeof raw?.tookOver === "string" ? { tookOver: raw.tookOver } : {},
+        ...raw?.releasing === true ? { releasing: true } : {}
+      };
+    };
+    const first = files.has("holder.json") ? parse(files.get("holder.json")) : void 0;
+    let chain = { holder: holderOf(first, first ? "legacy" : "none"), record: "holder.json" };
+    for (let hops = 0; hops < 1e4; hops++) {
+      const next = `taken-${chain.holder.token}/holder.json`;
+      if (!files.has(next)) break;
+      chain = { holder: holderOf(parse(files.get(next)), `after-${chain.holder.token}`.slice(0, 64)), record: next };
+    }
+    observe(chain.holder);
+    return chain;
+  };
+  const newHolder = (version, extra = {}) => {
+    const at = new Date(clock()).toISOString();
+    return { token: randomUUID2(), who: os5.userInfo().username, from: os5.hostname(), version, since: at, heartbeat: at, beat: 0, pid: process.pid, ...extra };
+  };
+  const recordJson = (h) => JSON.stringify(h);
+  const beatJson = (beat) => JSON.stringify({ beat, heartbeat: new Date(clock()).toISOString() });
+  const stillNames = (file, token) => token === "legacy" ? `[ -f ${q(inLock(file))} ]` : token === "none" || token.startsWith("after-") ? "true" : `grep -qF -- ${q(`"token":"${token}"`)} ${q(inLock(file))}`;
+  const describe2 = (h) => `${h.who}@${h.from} deploying ${h.version} since ${h.since} (pid ${h.pid})`;
+  const removeLock = `g=$(mktemp -d ${q(`${lockDir}.released.`)}XXXXXXXXXX) || exit ${CLAIMED_NOT_REMOVED}
+mv -T -- ${q(lockDir)} "$g" || { rmdir -- "$g"; exit ${CLAIMED_NOT_REMOVED}; }
+rm -rf -- "$g" || true
+`;
+  const create = async (holder) => {
+    const result = await guarded(
+      [
+        `p=$(mktemp -d ${q(`${lockDir}.new.`)}XXXXXXXXXX) || exit 1`,
+        `if ! { cat > "$p/holder.json" && printf '%s' ${q(beatJson(0))} > "$p/beat-${holder.token}"; }; then rm -rf -- "$p"; exit 1; fi`,
+        `if e=$(mv -T -- "$p" ${q(lockDir)} 2>&1); then exit 0; fi`,
+        `rm -rf -- "$p"`,
+        `[ -e ${q(lockDir)} ] && exit ${EXISTS}`,
+        `echo "$e" >&2; exit 1`
+      ].join("\n"),
+      { input: recordJson(holder) }
+    );
+    if (result.code === 0) return true;
+    if (result.code === EXISTS) return false;
+    throw new NodropError("E_STATE", `cannot create the deploy lock ${lockDir} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+  };
+  const takeOver = async (stale, holder) => {
+    const target = `${lockDir}/taken-${stale.holder.token}`;
+    const result = await guarded(
+      [
+        `[ -d ${q(lockDir)} ] || exit ${NOT_OURS}`,
+        recordOf(inLock(stale.record)).trimEnd(),
+        `${stillNames(stale.record, stale.holder.token)} || exit ${NOT_OURS}`,
+        `p=$(mktemp -d ${q(`${lockDir}/.take.`)}XXXXXXXXXX) || exit 1`,
+        `if ! cat > "$p/holder.json"; then rm -rf -- "$p"; exit 1; fi`,
+        `printf '%s' ${q(beatJson(0))} > ${q(inLock(`beat-${holder.token}`))} || { rm -rf -- "$p"; exit 1; }`,
+        `if e=$(mv -T -- "$p" ${q(target)} 2>&1); then exit 0; fi`,
+        `rm -rf -- "$p" ${q(inLock(`beat-${holder.token}`))}`,
+        `[ -e ${q(target)} ] && exit ${EXISTS}`,
+        `echo "$e" >&2; exit 1`
+      ].join("\n"),
+      { input: recordJson(holder) }
+    );
+    if (result.code === EXISTS || result.code === NOT_OURS) return false;
+    if (result.code !== 0) throw new NodropError("E_LOCK", `cannot take over the deploy lock on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+    const now = await readChain();
+    return now?.holder.token === holder.token;
+  };
+  const heldMessage = (current) => {
+    if (!current) return `the deploy lock on ${executor.host} is held by another deploy`;
+    const h = current.holder;
+    const o = seen.get(h.token);
+    const watched = o ? performance.now() - o.first : 0;
+    const still = standingMs(h);
+    const beat = still >= watched - 1 ? `no heartbeat seen in the ${formatDuration(watched)} this deploy watched it (counter ${h.beat}; stale after ${formatDuration(staleAfter)} without one)` : `its heartbeat advanced while this deploy watched it for ${formatDuration(watched)} (counter ${h.beat}, none for the last ${formatDuration(still)}; stale after ${formatDuration(staleAfter)} without one)`;
+    return `the deploy lock on ${executor.host} is held by ${describe2(h)}${h.releasing ? ", releasing it now" : ""}, last heartbeat ${h.heartbeat} on its clock; ${beat}; wait with --lock-wait (at least ${formatDuration(staleAfter)} to take over a lock whose holder is gone), or run \`nodrop lock release\` if that deploy is gone`;
   };
   return {
-    status: read,
+    staleAfterMs: staleAfter,
+    /** The current holder (the chain's last record), or undefined when the lock is free. */
+    async status() {
+      return (await readChain())?.holder;
+    },
     isStale,
-    /** Takes the lock, waiting up to `waitMs` for a running deploy to finish. */
+    /** Takes the lock, waiting up to `waitMs` for a running deploy to finish or go stale. */
     async acquire(version, waitMs = 0, signal) {
-      const deadline = Date.now() + waitMs;
-      const now = (/* @__PURE__ */ new Date()).toISOString();
-      const holder = { who: os5.userInfo().username, from: os5.hostname(), version, since: now, heartbeat: now, pid: process.pid };
+      const deadline = performance.now() + waitMs;
       const prepared = await executor.exec(prepareStateDir(dir));
       if (prepared.code === REFUSED) throw refusal("E_STATE", "the state directory", executor.host, prepared.stderr);
       if (prepared.code !== 0) throw new NodropError("E_STATE", `cannot create the state directory ${dir} on ${executor.host}: ${prepared.stderr.trim() || `exit ${prepared.code}`}`);
+      let holder = newHolder(version);
+      let record = "holder.json";
       for (; ; ) {
-        const taken = await guarded(`umask 077; mkdir -- ${shellQuote(lockDir)}`);
-        if (taken.code === 0) break;
-        const current2 = await read();
-        if (current2 && isStale(current2)) {
-          const moved = await guarded(`s=$(mktemp -d ${shellQuote(`${lockDir}.stale.`)}XXXXXXXXXX) && { mv -T -- ${shellQuote(lockDir)} "$s" || { rmdir -- "$s"; exit 1; }; } && rm -rf -- "$s"`);
-          if (moved.code === 0) continue;
+        if (await create(holder)) break;
+        const current = await readChain();
+        if (current && isStale(current.holder)) {
+          const taker = newHolder(version, { tookOver: current.holder.token });
+          if (await takeOver(current, taker)) {
+            holder = taker;
+            record = `taken-${current.holder.token}/holder.json`;
+            break;
+          }
+          continue;
         }
-        if (Date.now() >= deadline) {
-          const by = current2 ? `${current2.who}@${current2.from} deploying ${current2.version} since ${current2.since} (last heartbeat ${current2.heartbeat})` : "another deploy (no details yet)";
-          throw new NodropError("E_LOCK", `the deploy lock on ${executor.host} is held by ${by}; wait with --lock-wait, or run \`nodrop lock release\` if that deploy is gone`);
-        }
-        await sleep(Math.min(1e3, Math.max(50, deadline - Date.now())), signal);
+        if (current === void 0) continue;
+        if (performance.now() >= deadline) throw new NodropError("E_LOCK", heldMessage(current));
+        await sleep(Math.max(20, Math.min(1e3, staleAfter / 4, deadline - performance.now())), signal);
       }
-      await write(holder);
-      let current = holder;
-      const timer = setInterval(() => {
-        current = { ...current, heartbeat: (/* @__PURE__ */ new Date()).toISOString() };
-        void write(current).catch(() => void 0);
-      }, heartbeat);
-      timer.unref();
-      return {
-        holder,
-        async release() {
-          clearInterval(timer);
-          await executor.exec(`rm -rf ${shellQuote(lockDir)}`);
-        }
-      };
+      return hold(holder, record);
     },
     /** Removes the lock whoever holds it (`nodrop lock release`). */
     async forceRelease() {
-      const current = await read();
-      await executor.exec(`rm -rf ${shellQuote(lockDir)}`);
-      return current;
+      const current = await readChain();
+      if (!current) return void 0;
+      const result = await guarded(`[ -d ${q(lockDir)} ] || exit 0
+${removeLock}`);
+      if (result.code !== 0) throw new NodropError("E_LOCK", `cannot remove the deploy lock on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+      return current.holder;
     }
   };
+  function hold(holder, record) {
+    const lost = new AbortController();
+    const token = holder.token;
+    let beat = 0;
+    let stopped = false;
+    let timer;
+    let inflight;
+    const takenBy = (stdout) => {
+      const by = parse(stdout.trim());
+      return by ? `${str2(by.who)}@${str2(by.from)} (pid ${typeof by.pid === "number" ? by.pid : "?"}, deploying ${str2(by.version)}) at ${str2(by.since)}` : "another deploy";
+    };
+    const owned = `[ -d ${q(lockDir)} ] && [ -f ${q(inLock(record))} ] && ${stillNames(record, token)} || exit ${NOT_OURS}`;
+    const beatOnce = async () => {
+      beat += 1;
+      const file = inLock(`beat-${token}`);
+      const taken = inLock(`taken-${token}`);
+      try {
+        const result = await guarded(
+          [
+            recordOf(inLock(record)).trimEnd(),
+            owned,
+            `if [ -e ${q(taken)} ] || [ -L ${q(taken)} ]; then cat -- ${q(`${taken}/holder.json`)} 2>/dev/null; exit ${TAKEN}; fi`,
+            check(file, "file").trimEnd(),
+            `t=$(mktemp ${q(`${file}.`)}XXXXXXXXXX) || exit 1`,
+            `printf '%s' ${q(beatJson(beat))} > "$t" && mv -fT -- "$t" ${q(file)} || { rm -f -- "$t"; exit 1; }`
+          ].join("\n"),
+          { timeoutMs: Math.max(1e3, staleAfter / 2) },
+          heartbeatExecutor
+        );
+        if (result.code === TAKEN) lose(`was taken over by ${takenBy(result.stdout)}`);
+        else if (result.code === NOT_OURS) lose("is no longer this deploy's: it was removed (`nodrop lock release`?) or replaced");
+      } catch {
+      }
+    };
+    const lose = (what) => {
+      stopped = true;
+      if (!lost.signal.aborted) lost.abort(new NodropError("E_LOCK", `the deploy lock on ${executor.host} ${what}; stopping`));
+    };
+    const schedule = () => {
+      if (stopped) return;
+      timer = setTimeout(() => {
+        inflight = beatOnce().finally(() => {
+          inflight = void 0;
+          schedule();
+        });
+      }, heartbeatMs);
+      timer.unref();
+    };
+    schedule();
+    const stop = async () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await inflight;
+    };
+    return {
+      holder,
+      lost: lost.signal,
+      async release() {
+        await stop();
+        if (lost.signal.aborted) throw new NodropError("E_LOCK", `${lost.signal.reason.message.replace(/; stopping$/, "")}; it was left to its holder`);
+        const releasing = newHolder(holder.version, { releasing: true, tookOver: token });
+        const taken = inLock(`taken-${token}`);
+        const script = [
+          recordOf(inLock(record)).trimEnd(),
+          owned,
+          `p=$(mktemp -d ${q(`${lockDir}/.release.`)}XXXXXXXXXX) || exit 1`,
+          `if ! cat > "$p/holder.json"; then rm -rf -- "$p"; exit 1; fi`,
+          `if ! e=$(mv -T -- "$p" ${q(taken)} 2>&1); then rm -rf -- "$p"; [ -e ${q(taken)} ] && { cat -- ${q(`${taken}/holder.json`)} 2>/dev/null; exit ${TAKEN}; }; echo "$e" >&2; exit 1; fi`,
+          removeLock
+        ].join("\n");
+        let result;
+        try {
+          result = await guarded(script, { input: recordJson(releasing) });
+        } catch (error2) {
+          if (heartbeatExecutor === executor || NodropError.is(error2) && error2.code === "E_STATE") throw error2;
+          result = await guarded(script, { input: recordJson(releasing) }, heartbeatExecutor);
+        }
+        if (result.code === 0) return;
+        if (result.code === TAKEN) throw new NodropError("E_LOCK", `the deploy lock on ${executor.host} was taken over by ${takenBy(result.stdout)} before this deploy released it; it was left to its new holder`);
+        if (result.code === NOT_OURS) throw new NodropError("E_LOCK", `the deploy lock on ${executor.host} is no longer this deploy's (removed or replaced); nothing was released`);
+        if (result.code === CLAIMED_NOT_REMOVED) {
+          throw new NodropError("E_LOCK", `the deploy lock on ${executor.host} was marked as being released by this deploy but not removed: ${result.stderr.trim() || "mv failed"}`);
+        }
+        throw new NodropError("E_LOCK", `cannot release the deploy lock on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+      }
+    };
+  }
 }
 function fileJournal(executor, file) {
   const path32 = shellQuote(file);
@@ -48743,8 +49112,41 @@ ${stateCheck(paths)}cat >> ${path32}`, { input: line, timeoutMs: 3e4 });
     }
   };
 }
+function lastDeploy(records) {
+  const isObject = (r) => typeof r === "object" && r !== null && !Array.isArray(r);
+  const starts = records.filter((r) => isObject(r) && r.type === "deploy");
+  const start = starts.at(-1);
+  if (!start) return void 0;
+  const refuse = (field, value, expected) => new NodropError("E_JOURNAL", `the journal's last deploy has ${field} ${describeValue(value)}, which is not ${expected}; refusing to use it (fix or move the journal file)`);
+  if (typeof start.id !== "string" || start.id.length === 0 || start.id.length > 200) throw refuse("id", start.id, "a deploy id");
+  if (!isSafeName(start.version)) throw refuse("version", start.version, "a safe version string");
+  if (!isSafeName(start.strategy)) throw refuse("strategy", start.strategy, "a strategy name");
+  if (typeof start.at !== "string" || !/^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/.test(start.at)) throw refuse("time", start.at, "an ISO time");
+  if (!Array.isArray(start.instances)) throw refuse("instances", start.instances, "a list");
+  const from = {};
+  start.instances.forEach((entry, index) => {
+    if (!isObject(entry) || !isSafeName(entry.id)) throw refuse(`instances[${index}].id`, isObject(entry) ? entry.id : entry, "an instance id");
+    if (entry.from !== void 0 && entry.from !== null && !isSafeName(entry.from)) throw refuse(`instances[${index}].from (${entry.id})`, entry.from, "a safe version string");
+    from[entry.id] = typeof entry.from === "string" ? entry.from : void 0;
+  });
+  const own = records.filter((r) => isObject(r) && r.id === start.id);
+  const end = own.find((r) => r.type === "end");
+  const step2 = own.filter((r) => r.type === "step").at(-1);
+  const text = (value) => typeof value === "string" && /^[\x20-\x7e]{1,100}$/.test(value) ? value : describeValue(value, 40);
+  return {
+    id: start.id,
+    version: start.version,
+    strategy: start.strategy,
+    at: start.at,
+    finished: end !== void 0,
+    ok: end === void 0 ? void 0 : end.ok === true,
+    from,
+    lastStep: step2 ? `${text(step2.phase)}: ${text(step2.kind)}${step2.instance ? ` ${isSafeName(step2.instance) ? step2.instance : describeValue(step2.instance, 40)}` : ""} (${text(step2.status)})` : void 0
+  };
+}
 
 // ../../packages/nginx/dist/index.js
+import { createHash } from "crypto";
 import { isIP as isIP3 } from "net";
 var NGINX_NAME = /^[A-Za-z0-9_]{1,48}$/;
 var upstreamName = (name, pool) => `nodrop_${name}_${pool}`;
@@ -48870,7 +49272,8 @@ function nginxProxy(options) {
   ].join(" ");
   const file = shellQuote(configFile);
   const tmpTemplate = `${shellQuote(`${configFile}.nodrop-tmp.`)}XXXXXXXXXX`;
-  const prevTemplate = `${shellQuote(`${configFile}.nodrop-prev.`)}XXXXXXXXXX`;
+  const tmpGlob = `${shellQuote(`${configFile}.nodrop-tmp.`)}*`;
+  const prevGlob = `${shellQuote(`${configFile}.nodrop-prev.`)}*`;
   const refuseLink = `if [ -L ${file} ]; then printf '%s is a symbolic link (to %s) on %s; nodrop replaces this file by rename and does not write through links: make it a regular file, or point proxy.configFile at the target\\n' ${file} "$(readlink -- ${file})" ${shellQuote(executor.host)} >&2; exit 3; fi
 if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on %s\\n' ${file} ${shellQuote(executor.host)} >&2; exit 3; fi
 `;
@@ -48879,6 +49282,7 @@ if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on 
   const drainTimeout = options.drainTimeout ?? 9e4;
   const pollInterval = options.pollInterval ?? 25;
   let queue = Promise.resolve();
+  let inDoubt;
   const run2 = (command, signal, input) => executor.exec(command, { signal, input, timeoutMs: 6e4 });
   const workers = async (signal) => {
     const result = await run2(`p=$(cat ${pidFile}) && ps -o pid=,args= --ppid "$p"`, signal);
@@ -48887,12 +49291,35 @@ if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on 
     }
     return result.stdout.split("\n").map((line) => /^\s*(\d+)\s+nginx: worker process( is shutting down)?/.exec(line)).filter((m) => m !== null).map((m) => ({ pid: Number(m[1]), shuttingDown: m[2] !== void 0 }));
   };
+  const readText = async (signal) => {
+    const result = await run2(`${refuseLink}if [ -f ${file} ]; then echo present; cat -- ${file}; else echo absent; fi`, signal);
+    if (result.code === 3) throw new NodropError("E_PROXY_SETUP", `cannot use ${configFile} on ${executor.host}: ${result.stderr.trim()}`);
+    if (result.code !== 0) throw new NodropError("E_PROXY_RELOAD", `cannot read ${configFile} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+    const newline = result.stdout.indexOf("\n");
+    const head = result.stdout.slice(0, newline);
+    if (head === "absent") return void 0;
+    if (head !== "present") throw new NodropError("E_PROXY_RELOAD", `cannot read ${configFile} on ${executor.host}: unexpected output`);
+    return result.stdout.slice(newline + 1);
+  };
   const readCurrent = async (signal) => {
     const result = await run2(`if [ -f ${file} ] && [ ! -L ${file} ]; then cat ${file}; fi`, signal);
     return result.code === 0 ? parseRenderedConfig(result.stdout) : void 0;
   };
-  const restore = async (previous) => {
-    await run2(previous ? `mv -fT -- ${shellQuote(previous)} ${file}` : `rm -f -- ${file}`);
+  const replaceFile = async (text) => {
+    const sweep = `for f in ${tmpGlob} ${prevGlob}; do if [ "$f" != "\${t:-}" ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done
+`;
+    const script = text === void 0 ? `${refuseLink}set -e
+t=
+${sweep}rm -f -- ${file}` : `${refuseLink}t=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"}' EXIT
+set -e
+t=$(mktemp ${tmpTemplate})
+${sweep}if [ -f ${file} ]; then chmod --reference=${file} -- "$t"; else chmod 644 -- "$t"; fi
+cat > "$t"
+if [ "$(sha256sum < "$t" | cut -c1-64)" != ${createHash("sha256").update(text, "utf8").digest("hex")} ]; then echo "the text arrived incomplete (the connection dropped while it was sent?)" >&2; exit 4; fi
+mv -fT -- "$t" ${file}
+ok=1`;
+    const result = await run2(script, void 0, text);
+    return { ok: result.code === 0, why: result.stderr.trim() || `exit ${result.code}`, code: result.code };
   };
   const errorLogSize = async (signal) => {
     if (!options.errorLog) return void 0;
@@ -48915,97 +49342,153 @@ if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on 
     return { ...detected, output: result.stdout.trim() || `exit ${result.code}` };
   };
   const features = async (signal) => (await probeVersion(signal)).features;
-  const apply = async (routing, instances, signal) => {
-    const current = await readCurrent(signal);
-    const generation = (current?.generation ?? 0) + 1;
-    let switchAt;
-    let clockOffset = 0;
-    if (routing.switchDefault) {
-      const now = await run2("date +%s%3N", signal);
-      const hostNow = Number(now.stdout.trim());
-      if (!Number.isFinite(hostNow) || hostNow <= 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the clock on ${executor.host}: ${now.stderr.trim() || now.stdout.trim()}`);
-      clockOffset = hostNow - Date.now();
-      switchAt = hostNow + routing.switchDefault.afterMs;
-    }
-    const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
-    const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
-    const before = await workers(signal);
-    if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
-    const oldPids = new Set(before.map((w) => w.pid));
-    const write = await run2(
-      `${refuseLink}t=; p=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"} \${p:+"$p"}' EXIT
-set -e
-t=$(mktemp ${tmpTemplate})
-if [ -f ${file} ]; then p=$(mktemp ${prevTemplate}); cp -p -- ${file} "$p"; chmod --reference=${file} -- "$t"; echo "prev $p"; else chmod 644 -- "$t"; fi
-cat > "$t"
-mv -fT -- "$t" ${file}
-ok=1`,
-      void 0,
-      text
-    );
-    if (write.code !== 0) {
-      const why = write.stderr.trim() || `exit ${write.code}`;
-      throw new NodropError(write.code === 3 ? "E_PROXY_SETUP" : "E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${why}`);
-    }
-    const previous = /^prev (.+)$/m.exec(write.stdout)?.[1];
-    const test = await run2(`${nginx} -t 2>&1`);
-    if (test.code !== 0) {
-      await restore(previous);
-      throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}; the previous ${configFile} was restored and nginx was not reloaded:
-${lastLines(test.stdout)}`);
-    }
-    const logOffset = await errorLogSize();
-    const t0 = performance.now();
-    const reload = await run2(`${nginx} -s reload 2>&1`);
-    if (reload.code !== 0) {
-      await restore(previous);
-      throw new NodropError("E_PROXY_RELOAD", `nginx -s reload failed on ${executor.host}; the previous ${configFile} was restored:
-${lastLines(reload.stdout)}`);
-    }
-    let confirmed = false;
+  const confirmReload = async (oldPids, logOffset, t0) => {
     let emerg = [];
     for (let poll = 1; performance.now() - t0 < confirmTimeout; poll++) {
       const now = await workers();
       if (now.some((w) => !oldPids.has(w.pid) && !w.shuttingDown)) {
-        confirmed = true;
-        break;
+        emerg = await reloadErrors(logOffset);
+        return { outcome: emerg.length > 0 ? "refused" : "confirmed", emerg };
       }
-      if (poll % 10 === 0 && (emerg = await reloadErrors(logOffset)).length > 0) break;
+      if (poll % 10 === 0 && (emerg = await reloadErrors(logOffset)).length > 0) return { outcome: "refused", emerg };
       await sleep(pollInterval);
     }
-    const confirmMs = performance.now() - t0;
-    if (confirmed) emerg = await reloadErrors(logOffset);
-    if (!confirmed || emerg.length > 0) {
-      await restore(previous);
-      const why = emerg.length > 0 ? `nginx logged:
-${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeout}ms`;
-      throw new NodropError("E_PROXY_RELOAD", `nginx reload on ${executor.host} did not take effect (${why}); the previous ${configFile} was restored and the old config is still in force`);
-    }
-    if (previous) await run2(`rm -f -- ${shellQuote(previous)}`);
-    const d0 = performance.now();
-    let cut = 0;
-    for (; ; ) {
-      const now = await workers();
-      if (!now.some((w) => oldPids.has(w.pid))) break;
-      if (performance.now() - d0 > drainTimeout) {
-        const removed = instances.filter((i) => !servingInstances(routing).has(i.id));
-        cut = await heldConnections(oldPids, removed);
-        if ((options.onDrainTimeout ?? "cut") === "fail") {
-          throw new NodropError(
-            "E_PROXY_DRAIN",
-            `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms with ${cut} connections to removed instances; the new routing is in force (set worker_shutdown_timeout below proxy.drainTimeout)`
-          );
+    return { outcome: "timeout", emerg: [] };
+  };
+  const describeFailure = (error2) => error2 instanceof Error ? error2.message : String(error2);
+  const apply = async (routing, instances, signal) => {
+    let stage = "before";
+    let refusedByMaster = false;
+    let previousText;
+    try {
+      previousText = await readText(signal);
+      const current = previousText === void 0 ? void 0 : parseRenderedConfig(previousText);
+      const generation = (current?.generation ?? 0) + 1;
+      let switchAt;
+      let clockOffset = 0;
+      if (routing.switchDefault) {
+        const now = await run2("date +%s%3N", signal);
+        const hostNow = Number(now.stdout.trim());
+        if (!Number.isFinite(hostNow) || hostNow <= 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the clock on ${executor.host}: ${now.stderr.trim() || now.stdout.trim()}`);
+        clockOffset = hostNow - Date.now();
+        switchAt = hostNow + routing.switchDefault.afterMs;
+      }
+      const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
+      const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
+      const before = await workers(signal);
+      if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
+      const oldPids = new Set(before.map((w) => w.pid));
+      stage = "written";
+      const write = await replaceFile(text);
+      if (!write.ok) {
+        if (write.code === 3) {
+          stage = "before";
+          throw new NodropError("E_PROXY_SETUP", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
         }
-        break;
+        throw new NodropError("E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
       }
-      await sleep(pollInterval);
+      const test = await run2(`${nginx} -t 2>&1`);
+      if (test.code !== 0) throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}
+${lastLines(test.stdout)}`);
+      const logOffset = await errorLogSize();
+      const t0 = performance.now();
+      stage = "signalled";
+      const reload = await run2(`${nginx} -s reload 2>&1`);
+      if (reload.code !== 0) {
+        stage = "written";
+        throw new NodropError("E_PROXY_RELOAD", `nginx -s reload failed on ${executor.host}
+${lastLines(reload.stdout)}`);
+      }
+      const confirmation = await confirmReload(oldPids, logOffset, t0);
+      const confirmMs = performance.now() - t0;
+      if (confirmation.outcome !== "confirmed") {
+        refusedByMaster = confirmation.outcome === "refused";
+        const why = refusedByMaster ? `: the master refused the new config and kept its workers
+${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within ${confirmTimeout}ms)`;
+        throw new NodropError("E_PROXY_RELOAD", `nginx reload on ${executor.host} did not take effect${why}`);
+      }
+      stage = "confirmed";
+      inDoubt = void 0;
+      const d0 = performance.now();
+      let cut = 0;
+      for (; ; ) {
+        const now = await workers();
+        if (!now.some((w) => oldPids.has(w.pid))) break;
+        if (performance.now() - d0 > drainTimeout) {
+          const removed = instances.filter((i) => !servingInstances(routing).has(i.id));
+          cut = await heldConnections(oldPids, removed);
+          if ((options.onDrainTimeout ?? "cut") === "fail") {
+            throw new NodropError(
+              "E_PROXY_DRAIN",
+              `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms with ${cut} connections to removed instances (set worker_shutdown_timeout below proxy.drainTimeout)`
+            );
+          }
+          break;
+        }
+        await sleep(pollInterval);
+      }
+      const drainMs = performance.now() - d0;
+      if (switchAt !== void 0) {
+        const wait = switchAt + 50 - (Date.now() + clockOffset);
+        if (wait > 0) await sleep(wait);
+      }
+      return { generation: String(generation), confirmMs, drainMs, cut };
+    } catch (error2) {
+      const failure = await settle(stage, error2, previousText, refusedByMaster);
+      inDoubt = failure.routingInForce === "unknown" ? failure.message.split("\n")[0] : void 0;
+      throw failure;
     }
-    const drainMs = performance.now() - d0;
-    if (switchAt !== void 0) {
-      const wait = switchAt + 50 - (Date.now() + clockOffset);
-      if (wait > 0) await sleep(wait);
+  };
+  const settle = async (stage, error2, previousText, refusedByMaster) => {
+    const code = NodropError.is(error2) ? error2.code : "E_PROXY_RELOAD";
+    const what = describeFailure(error2);
+    const newline = what.indexOf("\n");
+    const head = newline < 0 ? what : what.slice(0, newline);
+    const output = newline < 0 ? "" : what.slice(newline);
+    const fail = (routingInForce, message) => new NodropError(code, `${head}; ${message}${output ? `:${output}` : ""}`, { cause: error2, routingInForce });
+    if (stage === "before") return fail("previous", `nothing was changed on ${executor.host}: the previous routing is in force`);
+    if (stage === "confirmed") {
+      return fail("new", `nginx on ${executor.host} had confirmed the reload, so the new routing is in force (${configFile} holds it)${code === "E_PROXY_DRAIN" ? "" : "; whether the previous generation of workers has finished draining is unknown"}`);
     }
-    return { generation: String(generation), confirmMs, drainMs, cut };
+    let restored;
+    let restoreError;
+    try {
+      restored = await replaceFile(previousText);
+    } catch (e) {
+      restoreError = e;
+    }
+    if (!restored?.ok) {
+      const why = restored ? restored.why : describeFailure(restoreError);
+      if (stage === "written") {
+        return fail("previous", `putting back the previous ${configFile} failed (${why}); nginx was not reloaded, so it still routes by the previous routing, but the file may hold the new one, which the next reload would load: check ${configFile} on ${executor.host} before going on`);
+      }
+      return fail("unknown", `putting back the previous ${configFile} failed (${why}): the file may still hold the new routing and the reload may have been signalled, so whether nginx routes by the previous or the new routing is unknown. Check the file and nginx on ${executor.host} (nodrop status) before going on`);
+    }
+    if (stage === "written") return fail("previous", `the previous ${configFile} was restored and nginx was not reloaded: the previous routing is in force`);
+    if (refusedByMaster) return fail("previous", `the previous ${configFile} was restored and the previous routing is in force; nginx logged`);
+    try {
+      const before = await workers();
+      const oldPids = new Set(before.map((w) => w.pid));
+      const logOffset = await errorLogSize();
+      const t0 = performance.now();
+      const test = await run2(`${nginx} -t 2>&1`);
+      if (test.code !== 0) throw new Error(`nginx -t of the restored file failed:
+${lastLines(test.stdout)}`);
+      const reload = await run2(`${nginx} -s reload 2>&1`);
+      if (reload.code !== 0) throw new Error(`nginx -s reload failed:
+${lastLines(reload.stdout)}`);
+      const confirmation = await confirmReload(oldPids, logOffset, t0);
+      if (confirmation.outcome !== "confirmed") {
+        throw new Error(confirmation.outcome === "refused" ? `nginx logged:
+${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeout}ms`);
+      }
+    } catch (e) {
+      return fail(
+        "unknown",
+        `the previous ${configFile} was restored, but reloading nginx with it could not be confirmed (${describeFailure(e)}): nginx may still route by the new routing. Check nginx on ${executor.host} (nodrop status) before going on`
+      );
+    }
+    return fail("previous", `the previous ${configFile} was restored and nginx reloaded with it (a new worker generation confirmed): the previous routing is in force`);
   };
   const heldConnections = async (pids, targets) => {
     if (targets.length === 0) return 0;
@@ -49059,6 +49542,25 @@ ${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeo
         else details.push(`note: no \`add_header Set-Cookie ${cookieVariable(name)} always;\`: clients are not pinned to the version that served them (half-split and sticky need it)`);
         if (!/^\s*worker_shutdown_timeout\s/m.test(dump.stdout)) details.push("warning: worker_shutdown_timeout is not set; a stuck connection can hold a drain until proxy.drainTimeout");
       }
+      if (context.instances) {
+        try {
+          const text = await readText(context.signal);
+          if (text !== void 0) {
+            const problems = routedAddressProblems(text, context.instances);
+            if (problems.length > 0) {
+              ok = false;
+              details.push(
+                `${configFile} does not route the instances where the config says they are:`,
+                ...problems.map((p) => `  ${p}`),
+                "  run `nodrop reconcile` to apply the routing in force with the config's addresses (it checks each instance is healthy there first)"
+              );
+            } else details.push(`${configFile} routes every instance to the config's address`);
+          }
+        } catch (error2) {
+          ok = false;
+          details.push(describeFailure(error2));
+        }
+      }
       try {
         const w = await workers(context.signal);
         if (w.length === 0) {
@@ -49077,6 +49579,9 @@ ${emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeo
       return next;
     },
     async current(context = {}) {
+      if (inDoubt !== void 0) {
+        throw new NodropError("E_PROXY_RELOAD", `cannot tell which routing nginx on ${executor.host} has in force: the last change ended unconfirmed (${inDoubt})`, { routingInForce: "unknown" });
+      }
       return (await readCurrent(context.signal))?.routing;
     },
     async initialize(routing, instances, context = {}) {
@@ -49115,6 +49620,44 @@ ok=1`,
       await executor.dispose?.();
     }
   };
+}
+function endpoint(address, port) {
+  return `${address.includes(":") ? `[${address}]` : address}:${port}`;
+}
+function routedAddressProblems(text, instances) {
+  const routed = parseServerLines(text);
+  const named = /* @__PURE__ */ new Set();
+  const parsed = parseRenderedConfig(text);
+  if (parsed) for (const ids2 of Object.values(parsed.routing.pools)) for (const id of ids2) named.add(id);
+  const byId = new Map(instances.map((i) => [i.id, i]));
+  const problems = [];
+  for (const [id, seen] of routed) {
+    const instance = byId.get(id);
+    if (!instance) {
+      if (seen.live) problems.push(`${id}: the proxy routes to ${[...seen.endpoints].join(", ")}, the config has no instance ${id}`);
+      continue;
+    }
+    const expected = endpoint(instance.address, instance.port);
+    const other = [...seen.endpoints].filter((e) => e !== expected);
+    if (other.length > 0) problems.push(`${id}: the proxy routes to ${other.join(", ")}, the config says ${expected}`);
+  }
+  for (const instance of instances) {
+    if (!routed.has(instance.id) && named.has(instance.id)) problems.push(`${instance.id}: the routing in force names it but no server line routes to it, the config says ${endpoint(instance.address, instance.port)}`);
+  }
+  return problems;
+}
+function parseServerLines(text) {
+  const routed = /* @__PURE__ */ new Map();
+  for (const line of text.split("\n")) {
+    const m = /^\s*server\s+(\S+?)((?:\s+[^;#]*)?);\s*#\s*(\S+)\s*$/.exec(line);
+    if (!m) continue;
+    const id = m[3];
+    const entry = routed.get(id) ?? { endpoints: /* @__PURE__ */ new Set(), live: false };
+    entry.endpoints.add(m[1]);
+    if (!/\bdown\b/.test(m[2] ?? "")) entry.live = true;
+    routed.set(id, entry);
+  }
+  return routed;
 }
 function lastLines(text, count = 8) {
   return text.trim().split("\n").slice(-count).join("\n");
@@ -49415,12 +49958,12 @@ function stickyStrategy() {
       }
       const ring = instances.map((i) => i.id);
       const notes = [];
-      const out = instances.filter((i) => !i.inPool);
-      if (out.length > 0) throw new NodropError("E_PLAN", `sticky: ${out.map((i) => i.id).join(", ")} out of the pool; run a rolling deploy to repair them first`);
-      const todo = instances.filter((i) => i.version !== version).map((i) => i.id);
-      if (todo.length === 0) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
-      const oldVersions = [...new Set(instances.filter((i) => i.version !== version).map((i) => i.version))];
-      const size = Math.min(options.batchSize ?? 1, todo.length);
+      const outOld = instances.filter((i) => !i.inPool && i.version !== version).map((i) => i.id);
+      const todo = [...outOld, ...instances.filter((i) => i.inPool && i.version !== version).map((i) => i.id)];
+      const rejoin = instances.some((i) => !i.inPool && i.version === version && i.healthy);
+      if (todo.length === 0 && !rejoin) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
+      const oldVersions = [...new Set(instances.map((i) => i.version).filter((v) => v !== void 0 && v !== version))];
+      const size = Math.min(options.batchSize ?? 1, Math.max(todo.length, 1));
       checkBatchCapacity(size, ring.length, options.minInPool ?? 1);
       const share = options.newShare ?? 50;
       notes.push(
@@ -49443,12 +49986,16 @@ function stickyStrategy() {
         }
         return { pools, defaultPool, pins, ...affinity ? { affinity: { key, ring } } : {} };
       };
+      if (outOld.length > 0) notes.push(`${outOld.join(", ")} out of the pool: replaced first`);
+      const batches = [];
+      const first = Math.max(size, outOld.length);
+      if (todo.length > 0) batches.push(todo.slice(0, first));
+      for (let i = first; i < todo.length; i += size) batches.push(todo.slice(i, i + size));
       const phases = [];
-      for (let i = 0; i < todo.length; i += size) {
-        const batch = todo.slice(i, i + size);
-        const previous = i > 0 ? `${todo.slice(i - size, i).join(", ")} back, ` : "";
+      for (const [index, batch] of batches.entries()) {
+        const previous = index > 0 ? `${batches[index - 1].join(", ")} back, ` : "";
         phases.push({
-          name: `batch ${i / size + 1}/${Math.ceil(todo.length / size)}`,
+          name: `batch ${index + 1}/${batches.length}`,
           instances: batch,
           onFailure: "revert",
           steps: [
@@ -49465,42 +50012,32 @@ function stickyStrategy() {
       const affinity = (options.mode ?? "both") !== "version";
       return { pools: { live: [...ids2] }, defaultPool: "live", pins: {}, ...affinity ? { affinity: { key: affinityKey(options), ring: [...ids2] } } : {} };
     },
-    recoveryRouting(healthy) {
-      const ids2 = healthy.map((i) => i.id);
-      const versions = [...new Set(healthy.map((i) => i.version).filter((v) => v !== void 0))].sort(compareVersions2);
-      const pools = { live: ids2 };
+    recoveryRouting(healthy, { version, previous, instances, options }) {
+      const mode = options.mode ?? "both";
+      const live = healthy.map((i) => i.id);
+      const on = (...versions) => healthy.filter((i) => i.version !== void 0 && versions.includes(i.version)).map((i) => i.id);
+      const pools = { live };
       const pins = {};
-      versions.forEach((v, index) => {
-        if (index === 0) {
-          pins[v] = "live";
-          return;
-        }
-        const pool = `newer${index}`;
-        pools[pool] = healthy.filter((i) => i.version !== void 0 && compareVersions2(i.version, v) >= 0).map((i) => i.id);
-        pins[v] = pool;
-      });
-      return { pools, defaultPool: "live", pins };
+      if (mode !== "instance") {
+        const fresh = on(version);
+        if (fresh.length > 0) pools.new = fresh;
+        pins[version] = fresh.length > 0 ? "new" : "live";
+        previous.forEach((old, index) => {
+          const own = on(old, version);
+          if (own.length === 0 || own.length === live.length) pins[old] = "live";
+          else {
+            pools[`prev${index + 1}`] = own;
+            pins[old] = `prev${index + 1}`;
+          }
+        });
+      }
+      const affinity = mode !== "version" ? { affinity: { key: affinityKey(options), ring: [...instances] } } : {};
+      return { pools, defaultPool: "live", pins, ...affinity };
     }
   };
 }
-function compareVersions2(a, b) {
-  const parts = (v) => v.split(/(\d+)/).filter(Boolean);
-  const pa = parts(a);
-  const pb = parts(b);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const x = pa[i];
-    const y = pb[i];
-    if (x === void 0) return -1;
-    if (y === void 0) return 1;
-    const nx = Number(x);
-    const ny = Number(y);
-    const d = Number.isNaN(nx) || Number.isNaN(ny) ? x.localeCompare(y) : nx - ny;
-    if (d !== 0) return Math.sign(d);
-  }
-  return 0;
-}
 
-// ../../packages/cli/dist/chunk-6ZXATAPX.js
+// ../../packages/cli/dist/chunk-AQSSZD4L.js
 import { existsSync as existsSync2, readFileSync } from "fs";
 import os7 from "os";
 import path5 from "path";
@@ -49510,9 +50047,9 @@ import { mkdir as mkdir3, open as open3 } from "fs/promises";
 import os6 from "os";
 import path4 from "path";
 var import_ssh2 = __toESM(require_lib2(), 1);
-import { createHash, createHmac } from "crypto";
+import { createHash as createHash2, createHmac } from "crypto";
 function fingerprint(keyBlob) {
-  return `SHA256:${createHash("sha256").update(keyBlob).digest("base64").replace(/=+$/, "")}`;
+  return `SHA256:${createHash2("sha256").update(keyBlob).digest("base64").replace(/=+$/, "")}`;
 }
 function keyType(keyBlob) {
   if (keyBlob.length < 4) return "unknown";
@@ -49816,7 +50353,7 @@ function sshExecutor(options) {
     let stdout = "";
     let stderr = "";
     let timer;
-    const finish = (error2) => {
+    const finish2 = (error2) => {
       if (settled) return;
       settled = true;
       if (timer) clearTimeout(timer);
@@ -49827,7 +50364,7 @@ function sshExecutor(options) {
         reject(new NodropError("E_TIMEOUT", `command timed out after ${o.timeoutMs}ms on ${options.name} and was ended there: ${o.command}`));
       } else resolve({ code, stdout, stderr, durationMs: performance.now() - started });
     };
-    const onDrop = (error2) => finish(new NodropError("E_SSH_DROPPED", `${error2.message} while running \`${o.command}\`: whether it took effect is unknown`));
+    const onDrop = (error2) => finish2(new NodropError("E_SSH_DROPPED", `${error2.message} while running \`${o.command}\`: whether it took effect is unknown`));
     const unwatch = link.watch(onDrop);
     let channel;
     let pgid;
@@ -49843,12 +50380,12 @@ function sshExecutor(options) {
     const onAbort = () => {
       killRemote();
       channel?.close();
-      finish(abortError(o.signal));
+      finish2(abortError(o.signal));
     };
     o.signal?.addEventListener("abort", onAbort, { once: true });
     try {
       conn.exec(remote, (error2, stream) => {
-        if (error2) return finish(new NodropError("E_EXEC", `cannot open a session on ${options.name}: ${error2.message}`));
+        if (error2) return finish2(new NodropError("E_EXEC", `cannot open a session on ${options.name}: ${error2.message}`));
         channel = stream;
         if (settled) {
           stream.close();
@@ -49858,7 +50395,7 @@ function sshExecutor(options) {
           timer = setTimeout(() => {
             killRemote();
             stream.close();
-            finish(new NodropError("E_TIMEOUT", `command timed out after ${o.timeoutMs}ms on ${options.name} (no answer from the host): ${o.command}`));
+            finish2(new NodropError("E_TIMEOUT", `command timed out after ${o.timeoutMs}ms on ${options.name} (no answer from the host): ${o.command}`));
           }, o.timeoutMs + 1e4);
         }
         stream.on("exit", (exitCode) => {
@@ -49882,13 +50419,13 @@ function sshExecutor(options) {
         });
         stream.on(
           "error",
-          (error22) => finish(new NodropError("E_SSH_DROPPED", `channel to ${options.name} failed while running \`${o.command}\` (${error22.message}): whether it took effect is unknown`))
+          (error22) => finish2(new NodropError("E_SSH_DROPPED", `channel to ${options.name} failed while running \`${o.command}\` (${error22.message}): whether it took effect is unknown`))
         );
-        stream.on("close", () => finish(void 0));
+        stream.on("close", () => finish2(void 0));
         stream.end(o.input ?? "");
       });
     } catch (error2) {
-      finish(new NodropError("E_SSH_DROPPED", `connection to ${options.name} (${options.address}) is gone (${error2.message}); \`${o.command}\` did not start`));
+      finish2(new NodropError("E_SSH_DROPPED", `connection to ${options.name} (${options.address}) is gone (${error2.message}); \`${o.command}\` did not start`));
     }
   });
   return {
@@ -50079,7 +50616,7 @@ var sshHostSchema = schema_exports.object({
   keepaliveInterval: schema_exports.optional(schema_exports.duration({ min: 100, doc: "SSH keep-alive interval." }), 5e3)
 });
 
-// ../../packages/cli/dist/chunk-6ZXATAPX.js
+// ../../packages/cli/dist/chunk-AQSSZD4L.js
 import { readFileSync as readFileSync2 } from "fs";
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
@@ -50110,23 +50647,56 @@ function formatVerify(verify) {
   return `${verify.requests} requests to ${verify.url} in ${formatDuration(verify.durationMs)}: ${verify.failed} failed${errors ? ` (${errors})` : ""}, ${verify.regressions} version regressions, ${verify.resent} resent on a closed keep-alive connection; answered by ${versions || "none"} (${limits})${verify.breach ? " \u2014 THRESHOLD CROSSED" : ""}`;
 }
 function deploymentLock(deployment) {
-  return deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
+  return deployLock({ executor: deployment.proxyExecutor, heartbeatExecutor: deployment.heartbeatExecutor ?? deployment.proxyExecutor, dir: deployment.stateDir });
 }
 function deploymentJournal(deployment) {
   return fileJournal(deployment.proxyExecutor, `${deployment.stateDir}/journal.jsonl`);
 }
 async function lockedDeploy(deployment, options) {
-  const held = await deploymentLock(deployment).acquire(options.version, options.lockWaitMs ?? 0, options.signal);
+  const lock = deploymentLock(deployment);
+  const held = await lock.acquire(options.version, options.lockWaitMs ?? 0, options.signal);
+  const signal = options.signal ? AbortSignal.any([options.signal, held.lost]) : held.lost;
+  let report;
   try {
-    return await deploy({
+    const journal = deploymentJournal(deployment);
+    report = await deploy({
       ...deployment.options,
       version: options.version,
-      journal: deploymentJournal(deployment),
-      ...options.signal ? { signal: options.signal } : {},
+      journal,
+      stagedVersions: await interruptedVersions(journal),
+      signal,
       ...options.onEvent ? { onEvent: options.onEvent } : {}
     });
-  } finally {
+  } catch (error2) {
+    await held.release().catch(() => void 0);
+    throw error2;
+  }
+  const warning2 = await releaseWarning(lock, held, deployment.proxyExecutor.host);
+  return warning2 ? { ...report, warnings: [...report.warnings ?? [], warning2] } : report;
+}
+async function interruptedVersions(journal) {
+  const last = lastDeploy(await journal.read().catch(() => []));
+  return last && !last.finished && isSafeName(last.version) ? [last.version] : [];
+}
+async function releaseWarning(lock, held, host) {
+  try {
     await held.release();
+    return void 0;
+  } catch (error2) {
+    const why = error2 instanceof Error ? error2.message : String(error2);
+    const token = held.holder.token;
+    const stale = `it goes stale ${formatDuration(lock.staleAfterMs)} after its last heartbeat (the heartbeat has stopped), or run \`nodrop lock release\``;
+    let state;
+    try {
+      const now = await lock.status();
+      if (!now) state = "it is not held any more";
+      else if (now.token === token) state = `it is still held by this deploy's token ${token}; ${stale}`;
+      else if (now.tookOver === token && now.releasing) state = `it is still marked as being released by this deploy (pid ${now.pid}); ${stale}`;
+      else state = `it is held by ${now.who}@${now.from} (pid ${now.pid}) deploying ${now.version} since ${now.since}, token ${now.token}`;
+    } catch (readError) {
+      state = `its state could not be read (${readError instanceof Error ? readError.message : String(readError)}); if it is still held by this deploy's token ${token}, ${stale}`;
+    }
+    return `the deploy lock on ${host} could not be released (${why}): ${state}`;
   }
 }
 var strategies = {
@@ -50159,7 +50729,7 @@ function secretEnvNames(config) {
   return [...names];
 }
 var expand = (file, baseDir) => file.startsWith("~/") ? path5.join(os7.homedir(), file.slice(2)) : path5.resolve(baseDir, file);
-function sshExecutors(config, options = {}) {
+function sshExecutorFactories(config, options = {}) {
   const env = options.env ?? process.env;
   const issues = [];
   const parsed = /* @__PURE__ */ new Map();
@@ -50237,9 +50807,9 @@ ${readFileSync(file, "utf8")}`;
   if (issues.length > 0) {
     throw schema_exports.configError(issues, config.source);
   }
-  const executors = /* @__PURE__ */ new Map();
-  for (const [name, t] of targets) executors.set(name, sshExecutor({ ...t, maxSessions: parsed.get(name).maxSessions, log: options.log }));
-  return executors;
+  const factories = /* @__PURE__ */ new Map();
+  for (const [name, t] of targets) factories.set(name, () => sshExecutor({ ...t, maxSessions: parsed.get(name).maxSessions, log: options.log }));
+  return factories;
 }
 function checkVerifyMode(value, flag = "--verify") {
   if (value === void 0 || value === "") return void 0;
@@ -50279,7 +50849,9 @@ function createDeployment(config, overrides = {}, hostOptions = {}) {
   if (issues.length > 0) {
     throw schema_exports.configError(issues, config.source);
   }
-  const executors = new Map([["local", localExecutor({ cwd: config.commands.cwd, unsetEnv: secretEnvNames(config) })], ...sshExecutors(config, hostOptions)]);
+  const local = () => localExecutor({ cwd: config.commands.cwd, unsetEnv: secretEnvNames(config) });
+  const factories = sshExecutorFactories(config, hostOptions);
+  const executors = new Map([["local", local()], ...[...factories].map(([name, create]) => [name, create()])]);
   const executorFor = (host) => {
     const executor = executors.get(host);
     if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
@@ -50289,11 +50861,13 @@ function createDeployment(config, overrides = {}, hostOptions = {}) {
   const instances = config.instances.map(
     (spec) => commandInstance({ spec, executor: executorFor(spec.host), commands: config.commands, timeoutMs: config.commands.timeout })
   );
+  const heartbeatExecutor = proxyHost === "local" ? local() : factories.get(proxyHost)?.();
   const ids2 = config.instances.map((i) => i.id);
   return {
     steadyRouting: strategy.steadyRouting?.(ids2, strategyOptions) ?? singlePool(ids2),
     proxy,
     proxyExecutor: executorFor(proxyHost),
+    ...heartbeatExecutor ? { heartbeatExecutor } : {},
     stateDir: config.stateDir ?? `/var/lib/nodrop/${config.app}`,
     executors,
     options: {
@@ -50319,7 +50893,7 @@ function createDeployment(config, overrides = {}, hostOptions = {}) {
       } : {}
     },
     async dispose() {
-      await Promise.all([...executors.values()].map((e) => e.dispose?.()));
+      await Promise.all([...executors.values(), ...heartbeatExecutor ? [heartbeatExecutor] : []].map((e) => e.dispose?.()));
     }
   };
 }
@@ -50413,6 +50987,7 @@ async function run(signal) {
       const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent });
       if (changing) saveState2("deploying", fleetConverged(report) ? "" : version);
       publish(report);
+      for (const warning2 of report.warnings ?? []) warning(`nodrop: ${warning2}`, { title: "nodrop E_LOCK" });
       await writeSummary(report).catch((error2) => warnOnce("summary", `could not write the step summary: ${messageOf(error2)}`));
       if (!fleetConverged(report)) {
         const e = report.error;

@@ -57,6 +57,8 @@ export async function run(signal: AbortSignal): Promise<void> {
       // Kept for the post step while the fleet is not all on the version and in the pool.
       if (changing) saveState("deploying", fleetConverged(report) ? "" : version);
       publish(report);
+      // A lock that could not be released does not change the deploy's result: it is a warning.
+      for (const warning of report.warnings ?? []) core.warning(`nodrop: ${warning}`, { title: "nodrop E_LOCK" });
       await writeSummary(report).catch((error: unknown) => warnOnce("summary", `could not write the step summary: ${messageOf(error)}`));
       if (!fleetConverged(report)) {
         const e = report.error;

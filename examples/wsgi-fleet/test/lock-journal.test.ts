@@ -2,6 +2,7 @@
 // with -9 is seen as unfinished, `resume` finishes it and `rollback` returns the fleet.
 import { spawn } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { startLoad } from "@nodrop/loadgen";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -31,18 +32,25 @@ describe("deploy lock and journal (real nginx + gunicorn)", () => {
     expect(JSON.parse((await runNodrop(["lock", "status", "--config", fleet.configFile, "--json"])).stdout)).toMatchObject({ held: false });
   });
 
-  it("a stale lock (its holder stopped beating) is taken over; `nodrop lock release` removes one", async () => {
+  it("a stale lock (its holder was killed on this machine) is taken over; one from elsewhere is refused until watched stale; `nodrop lock release` removes one", async () => {
     const lockDir = path.join(fleet.dir, "state", "lock");
     await mkdir(lockDir, { recursive: true });
-    const old = new Date(Date.now() - 3_600_000).toISOString();
-    await writeFile(path.join(lockDir, "holder.json"), JSON.stringify({ who: "ci", from: "elsewhere", version: "v9", since: old, heartbeat: old, pid: 1 }));
+    // A deploy killed with -9 on this machine: its pid is gone, so the lock is stale at once.
+    const gone = spawn("true");
+    await new Promise((r) => gone.on("close", r));
+    const at = new Date().toISOString();
+    await writeFile(path.join(lockDir, "holder.json"), JSON.stringify({ who: "ci", from: os.hostname(), version: "v9", since: at, heartbeat: at, pid: gone.pid }));
     expect((await runNodrop(["lock", "status", "--config", fleet.configFile])).stdout).toContain("stale");
     expect((await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v1"])).code).toBe(0);
 
+    // A holder on another machine, however old its timestamps: only a heartbeat counter this
+    // reader watched standing still for 60 s makes it stale, so a deploy that does not wait is refused.
     await mkdir(lockDir, { recursive: true });
-    const fresh = new Date().toISOString();
-    await writeFile(path.join(lockDir, "holder.json"), JSON.stringify({ who: "ci", from: "elsewhere", version: "v9", since: fresh, heartbeat: fresh, pid: 1 }));
-    expect((await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v2"])).stderr).toContain("E_LOCK");
+    const old = new Date(Date.now() - 3_600_000).toISOString();
+    await writeFile(path.join(lockDir, "holder.json"), JSON.stringify({ who: "ci", from: "elsewhere", version: "v9", since: old, heartbeat: old, pid: 1 }));
+    const refused = await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v2"]);
+    expect(refused.stderr).toContain("E_LOCK");
+    expect(refused.stderr).toMatch(/held by ci@elsewhere .*no heartbeat seen in the .* this deploy watched it/);
     const released = await runNodrop(["lock", "release", "--config", fleet.configFile]);
     expect(released.stdout).toContain("released the lock held by ci@elsewhere");
   });

@@ -38,6 +38,14 @@ const expand = (file: string, baseDir: string) => (file.startsWith("~/") ? path.
  * the file or the variable, never its content.
  */
 export function sshExecutors(config: NodropConfig, options: HostSetupOptions = {}): Map<string, Executor> {
+  return new Map([...sshExecutorFactories(config, options)].map(([name, create]) => [name, create()]));
+}
+
+/**
+ * Like {@link sshExecutors}, but each host's entry creates a new executor, so a second one for the
+ * same host (its own connection: the deploy lock's heartbeat) has the same options.
+ */
+export function sshExecutorFactories(config: NodropConfig, options: HostSetupOptions = {}): Map<string, () => Executor> {
   const env = options.env ?? process.env;
   const issues: ConfigIssue[] = [];
   const parsed = new Map<string, SshHostOptions>();
@@ -115,7 +123,7 @@ export function sshExecutors(config: NodropConfig, options: HostSetupOptions = {
   if (issues.length > 0) {
     throw schema.configError(issues, config.source);
   }
-  const executors = new Map<string, Executor>();
-  for (const [name, t] of targets) executors.set(name, sshExecutor({ ...t, maxSessions: parsed.get(name)!.maxSessions, log: options.log }));
-  return executors;
+  const factories = new Map<string, () => Executor>();
+  for (const [name, t] of targets) factories.set(name, () => sshExecutor({ ...t, maxSessions: parsed.get(name)!.maxSessions, log: options.log }));
+  return factories;
 }

@@ -1,9 +1,9 @@
-import { type DeployListener, type DeployReport, type Journal, deploy, deployLock, fileJournal } from "@nodrop/core";
+import { type DeployListener, type DeployReport, type HeldLock, type Journal, deploy, deployLock, fileJournal, formatDuration, isSafeName, lastDeploy } from "@nodrop/core";
 import type { Deployment } from "./setup.js";
 
-/** The deploy lock of a deployment's fleet, on the proxy host. */
+/** The deploy lock of a deployment's fleet, on the proxy host; its heartbeat has a session of its own. */
 export function deploymentLock(deployment: Deployment): ReturnType<typeof deployLock> {
-  return deployLock({ executor: deployment.proxyExecutor, dir: deployment.stateDir });
+  return deployLock({ executor: deployment.proxyExecutor, heartbeatExecutor: deployment.heartbeatExecutor ?? deployment.proxyExecutor, dir: deployment.stateDir });
 }
 
 /** The journal of a deployment's fleet, on the proxy host next to the lock. */
@@ -22,18 +22,63 @@ export interface LockedDeployOptions {
 /**
  * A deploy the way the CLI and the action run one: under the deploy lock on the proxy host, with
  * every step in the journal, so `nodrop status`, `resume` and a second deploy see it whoever started it.
+ * The deploy stops (and recovers) when it finds its lock taken over. The report is always returned:
+ * a lock that could not be released is a warning in it, saying what state the lock is in.
  */
 export async function lockedDeploy(deployment: Deployment, options: LockedDeployOptions): Promise<DeployReport> {
-  const held = await deploymentLock(deployment).acquire(options.version, options.lockWaitMs ?? 0, options.signal);
+  const lock = deploymentLock(deployment);
+  const held = await lock.acquire(options.version, options.lockWaitMs ?? 0, options.signal);
+  const signal = options.signal ? AbortSignal.any([options.signal, held.lost]) : held.lost;
+  let report: DeployReport;
   try {
-    return await deploy({
+    const journal = deploymentJournal(deployment);
+    report = await deploy({
       ...deployment.options,
       version: options.version,
-      journal: deploymentJournal(deployment),
-      ...(options.signal ? { signal: options.signal } : {}),
+      journal,
+      stagedVersions: await interruptedVersions(journal),
+      signal,
       ...(options.onEvent ? { onEvent: options.onEvent } : {}),
     });
-  } finally {
+  } catch (error) {
+    // deploy() reports its failures; an exception here is a bug, and it is what the caller must see.
+    await held.release().catch(() => undefined);
+    throw error;
+  }
+  const warning = await releaseWarning(lock, held, deployment.proxyExecutor.host);
+  return warning ? { ...report, warnings: [...(report.warnings ?? []), warning] } : report;
+}
+
+/**
+ * The version of a deploy that did not finish (killed, its runner lost): pins it staged lead only
+ * to instances already on it, so the next deploy (resume, rollback, or a new one) can repair an
+ * instance it left stopped behind one. Read under the lock, checked where it is used.
+ */
+async function interruptedVersions(journal: Journal): Promise<string[]> {
+  // An unreadable journal is the deploy's to report (its first record fails the same way).
+  const last = lastDeploy(await journal.read().catch(() => []));
+  return last && !last.finished && isSafeName(last.version) ? [last.version] : [];
+}
+
+/** Releases the lock; when that fails, a warning that says why and what state the lock is in. */
+async function releaseWarning(lock: ReturnType<typeof deployLock>, held: HeldLock, host: string): Promise<string | undefined> {
+  try {
     await held.release();
+    return undefined;
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error);
+    const token = held.holder.token;
+    const stale = `it goes stale ${formatDuration(lock.staleAfterMs)} after its last heartbeat (the heartbeat has stopped), or run \`nodrop lock release\``;
+    let state: string;
+    try {
+      const now = await lock.status();
+      if (!now) state = "it is not held any more";
+      else if (now.token === token) state = `it is still held by this deploy's token ${token}; ${stale}`;
+      else if (now.tookOver === token && now.releasing) state = `it is still marked as being released by this deploy (pid ${now.pid}); ${stale}`;
+      else state = `it is held by ${now.who}@${now.from} (pid ${now.pid}) deploying ${now.version} since ${now.since}, token ${now.token}`;
+    } catch (readError) {
+      state = `its state could not be read (${readError instanceof Error ? readError.message : String(readError)}); if it is still held by this deploy's token ${token}, ${stale}`;
+    }
+    return `the deploy lock on ${host} could not be released (${why}): ${state}`;
   }
 }

@@ -9,13 +9,14 @@ import {
   loadConfig,
   observeInstances,
   planDeploy,
+  reachesInstance,
   servingInstances,
   toNodropError,
 } from "@nodrop/core";
 import type { SshExecutor } from "@nodrop/ssh";
 import { type Output, fleetConverged, formatPlan, formatReport, progressReporter, table } from "./reporter.js";
 import { deploymentJournal, deploymentLock, lockedDeploy } from "./locked-deploy.js";
-import { checkLockWait, checkVerifyMode, checkVersion, createDeployment } from "./setup.js";
+import { type Deployment, checkLockWait, checkVerifyMode, checkVersion, createDeployment } from "./setup.js";
 
 export const USAGE = `nodrop: deploy new code to app instances behind nginx without dropping a request
 
@@ -24,6 +25,7 @@ usage:
   nodrop resume   --config FILE [--verify MODE] [--lock-wait DURATION] [--json]          finishes a deploy that did not end
   nodrop rollback --config FILE [--to V] [--verify MODE] [--lock-wait DURATION] [--json] back to the version before the last deploy
   nodrop lock status|release --config FILE
+  nodrop reconcile --config FILE [--dry-run] [--lock-wait DURATION] [--json]  the routing in force, with the config's addresses
   nodrop plan   --config FILE --version V [--strategy S] [--json]   prints the steps; touches nothing
   nodrop status --config FILE [--json]                              versions, health and pool membership
   nodrop init   --config FILE                                       writes the proxy file nodrop owns, once
@@ -71,6 +73,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
       "lock-wait": { type: "string" },
       to: { type: "string" },
       verify: { type: "string" },
+      "dry-run": { type: "boolean" },
     },
   });
   const command = positionals[0];
@@ -82,7 +85,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
   const sub = command === "lock" ? positionals[1] : undefined;
   if (command === "lock" && sub !== "status" && sub !== "release") throw new NodropError("E_ARGS", "nodrop lock needs status or release");
   if (positionals.length > (command === "lock" ? 2 : 1)) throw new NodropError("E_ARGS", `unexpected argument "${positionals.at(-1)}"`);
-  if (!["deploy", "plan", "status", "init", "resume", "rollback", "lock"].includes(command)) throw new NodropError("E_ARGS", `unknown command "${command}"\n${USAGE}`);
+  if (!["deploy", "plan", "status", "init", "resume", "rollback", "lock", "reconcile"].includes(command)) throw new NodropError("E_ARGS", `unknown command "${command}"\n${USAGE}`);
   const lockWait = checkLockWait(values["lock-wait"]);
   // Checked before anything is read or reached, like every other argument.
   const rollbackTo = values.to === undefined ? undefined : checkVersion(values.to, "--to");
@@ -154,8 +157,10 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         const check = await deployment.proxy.check({ signal: io.signal });
         const routing = await deployment.proxy.current({ signal: io.signal });
         const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal: io.signal });
-        const serving = routing ? servingInstances(routing) : undefined;
-        const instances = observed.map((i) => ({ ...i, inPool: serving ? serving.has(i.id) : undefined }));
+        // In the pool: reachable by a request, as preflight counts it. A pin the unfinished deploy
+        // staged leads only to instances already on its version (nobody else can hold it).
+        const staged = last && !last.finished && isSafeName(last.version) ? [last.version] : [];
+        const instances = observed.map((i) => ({ ...i, inPool: routing ? reachesInstance(routing, staged, i.id, i.version) : undefined }));
         if (values.json) {
           io.stdout.write(`${JSON.stringify({ proxy: check, routing, instances, lastDeploy: last, lock: lockHolder ?? null }, null, 2)}\n`);
         } else {
@@ -173,6 +178,8 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         }
         return check.ok && instances.every((i) => i.healthy) && (!last || last.finished) ? 0 : 1;
       }
+      case "reconcile":
+        return await reconcile(deployment, { lockWaitMs: lockWait, dryRun: values["dry-run"] === true, json: values.json === true }, io);
       case "init": {
         if (!deployment.proxy.initialize) throw new NodropError("E_PROXY_SETUP", `proxy ${deployment.proxy.name} needs no initial file`);
         const result = await deployment.proxy.initialize(deployment.steadyRouting, config.instances, { signal: io.signal });
@@ -186,6 +193,65 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
     return 2;
   } finally {
     await deployment.dispose();
+  }
+}
+
+/**
+ * `nodrop reconcile`: the proxy routes some instance to another address than the config gives it
+ * (preflight refuses to deploy then). Under the deploy lock: reads the routing in force, shows
+ * the difference the proxy's check found, probes every instance that routing serves at the
+ * config's address (refusing when one is not healthy there), and applies the same routing with
+ * the config's addresses. Pool membership does not change; only where each member is reached.
+ */
+async function reconcile(deployment: Deployment, options: { lockWaitMs: number; dryRun: boolean; json: boolean }, io: Io): Promise<number> {
+  const { proxy } = deployment;
+  const out = (line: string) => {
+    if (!options.json) io.stdout.write(`${line}\n`);
+  };
+  const held = await deploymentLock(deployment).acquire("reconcile", options.lockWaitMs, io.signal);
+  const signal = io.signal ? AbortSignal.any([io.signal, held.lost]) : held.lost;
+  try {
+    const routing = await proxy.current({ signal });
+    if (!routing) throw new NodropError("E_PROXY_SETUP", `proxy ${proxy.name} has no routing written by nodrop to reconcile (run \`nodrop init\` first)`);
+    const specs = deployment.options.instances.map((i) => i.spec);
+    const check = await proxy.check({ signal, instances: specs });
+    const served = [...servingInstances(routing)];
+    out(`routing in force: ${served.join(", ") || "(no instance)"} in the pool`);
+    out(`proxy ${proxy.name}: ${check.ok ? "ready" : "NOT READY"}\n  ${check.details.join("\n  ")}`);
+    const known = new Set(specs.map((s) => s.id));
+    const unknown = served.filter((id) => !known.has(id));
+    if (unknown.length > 0) {
+      throw new NodropError("E_PREFLIGHT", `the routing in force serves ${unknown.join(", ")}, which the config does not have: add ${unknown.length === 1 ? "it" : "them"} back to the config (at the address it runs on), or deploy the pool without ${unknown.length === 1 ? "it" : "them"} first; nothing was changed`);
+    }
+    // Every instance the routing serves must answer, healthy, at the address the config gives it:
+    // reconciling moves traffic there.
+    const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal });
+    const byId = new Map(observed.map((o) => [o.id, o]));
+    const unhealthy = served.filter((id) => !byId.get(id)?.healthy);
+    for (const id of served) {
+      const o = byId.get(id)!;
+      out(`  ${id} at ${o.address}:${o.port} (the config's address): ${o.healthy ? `healthy, ${o.version ?? "version unknown"}` : "NOT healthy"}`);
+    }
+    if (unhealthy.length > 0) {
+      throw new NodropError(
+        "E_HEALTHCHECK",
+        `refusing to reconcile: ${unhealthy.join(", ")} ${unhealthy.length === 1 ? "is" : "are"} not healthy at the config's address, and the routing in force serves ${unhealthy.length === 1 ? "it" : "them"}; fix the config's address or start ${unhealthy.length === 1 ? "it" : "them"} there; nothing was changed`,
+      );
+    }
+    const instances = observed.map(({ id, host, address, port, version }) => ({ id, host, address, port, version }));
+    if (options.dryRun) {
+      out("dry run: would apply the routing in force with the config's addresses; nothing was changed");
+      if (options.json) io.stdout.write(`${JSON.stringify({ routing, check, observed, applied: false }, null, 2)}\n`);
+      return 0;
+    }
+    const result = await proxy.apply(routing, instances, { signal });
+    const after = await proxy.check({ signal, instances: specs });
+    out(`applied the routing in force with the config's addresses (generation ${result.generation}, confirmed in ${Math.round(result.confirmMs)}ms, drained in ${Math.round(result.drainMs)}ms)`);
+    out(`proxy ${proxy.name}: ${after.ok ? "ready" : "NOT READY"}\n  ${after.details.join("\n  ")}`);
+    if (options.json) io.stdout.write(`${JSON.stringify({ routing, check, observed, applied: true, result, after }, null, 2)}\n`);
+    return after.ok ? 0 : 1;
+  } finally {
+    await held.release().catch((error: unknown) => io.stderr.write(`nodrop: warning: the deploy lock could not be released (${error instanceof Error ? error.message : String(error)}); \`nodrop lock status\` shows its state\n`));
   }
 }
 

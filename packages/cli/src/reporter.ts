@@ -128,6 +128,7 @@ export function formatReport(report: DeployReport): string {
   }
   if (report.verify) lines.push(`verify: ${formatVerify(report.verify)}`);
   for (const i of report.instances) if (i.error) lines.push(`${i.id}: ${i.error.split("\n")[0]}`);
+  for (const warning of report.warnings ?? []) lines.push(`warning: ${warning}`);
   return lines.join("\n");
 }
 

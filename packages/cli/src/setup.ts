@@ -17,7 +17,7 @@ import {
   sectionOptions,
   singlePool,
 } from "@nodrop/core";
-import { type HostSetupOptions, secretEnvNames, sshExecutors } from "./hosts.js";
+import { type HostSetupOptions, secretEnvNames, sshExecutorFactories } from "./hosts.js";
 import { findProxy, findStrategy, proxies, strategies } from "./registry.js";
 
 export interface Deployment {
@@ -27,6 +27,12 @@ export interface Deployment {
   readonly proxy: Proxy;
   /** Runs commands on the proxy's host. */
   readonly proxyExecutor: Executor;
+  /**
+   * A second executor for the proxy's host (over SSH, its own connection), for the deploy lock's
+   * heartbeat alone: a deploy whose commands fill the main connection's sessions still beats.
+   * Not in `executors`; disposed with the deployment.
+   */
+  readonly heartbeatExecutor?: Executor;
   /** On the proxy host: the deploy lock and the journal. */
   readonly stateDir: string;
   readonly executors: ReadonlyMap<string, Executor>;
@@ -88,7 +94,9 @@ export function createDeployment(
     throw schema.configError(issues, config.source);
   }
 
-  const executors = new Map<string, Executor>([["local", localExecutor({ cwd: config.commands.cwd, unsetEnv: secretEnvNames(config) })], ...sshExecutors(config, hostOptions)]);
+  const local = () => localExecutor({ cwd: config.commands.cwd, unsetEnv: secretEnvNames(config) });
+  const factories = sshExecutorFactories(config, hostOptions);
+  const executors = new Map<string, Executor>([["local", local()], ...[...factories].map(([name, create]) => [name, create()] as const)]);
   const executorFor = (host: string) => {
     const executor = executors.get(host);
     if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
@@ -98,11 +106,14 @@ export function createDeployment(
   const instances = config.instances.map((spec) =>
     commandInstance({ spec, executor: executorFor(spec.host), commands: config.commands, timeoutMs: config.commands.timeout }),
   );
+  // Created now, connected on first use (the first heartbeat).
+  const heartbeatExecutor = proxyHost === "local" ? local() : factories.get(proxyHost)?.();
   const ids = config.instances.map((i) => i.id);
   return {
     steadyRouting: strategy.steadyRouting?.(ids, strategyOptions) ?? singlePool(ids),
     proxy,
     proxyExecutor: executorFor(proxyHost),
+    ...(heartbeatExecutor ? { heartbeatExecutor } : {}),
     stateDir: config.stateDir ?? `/var/lib/nodrop/${config.app}`,
     executors,
     options: {
@@ -133,7 +144,7 @@ export function createDeployment(
         : {}),
     },
     async dispose() {
-      await Promise.all([...executors.values()].map((e) => e.dispose?.()));
+      await Promise.all([...executors.values(), ...(heartbeatExecutor ? [heartbeatExecutor] : [])].map((e) => e.dispose?.()));
     },
   };
 }

@@ -17,8 +17,8 @@ export { singlePool, servingInstances, validateRouting, sameRouting, reachesInst
 export { forEachLimit, forEachPerHost } from "./concurrency.js";
 export { replaceSteps, checkBatchCapacity } from "./plan-helpers.js";
 export { deploy, planDeploy, observeInstances } from "./engine.js";
-export { deployLock } from "./state.js";
-export type { LockHolder, DeployLockOptions, HeldLock } from "./state.js";
+export { deployLock } from "./lock.js";
+export type { LockHolder, DeployLockOptions, HeldLock, DeployLock } from "./lock.js";
 export { fileJournal, lastDeploy } from "./journal.js";
 export type { Journal, JournalEntry, JournalRecord, LastDeploy } from "./journal.js";
 export type { DeployOptions } from "./engine.js";

@@ -71,6 +71,11 @@ export interface DeployReport {
   readonly recovery?: string;
   /** What the verify probe saw through the proxy during the deploy, when one was configured. */
   readonly verify?: VerifyReport;
+  /**
+   * What went wrong around the deploy without changing its outcome, e.g. a deploy lock that could
+   * not be released (each says what state it left and what to do).
+   */
+  readonly warnings?: readonly string[];
 }
 
 /** The verify probe's counts for one deploy. */

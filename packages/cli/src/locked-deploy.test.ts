@@ -1,0 +1,86 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { type Executor, NodropError, type Proxy, type Strategy, localExecutor, singlePool } from "@nodrop/core";
+import { rollingOptionsSchema, rollingStrategy } from "@nodrop/strategy-rolling";
+import { afterEach, describe, expect, it } from "vitest";
+import { lockedDeploy } from "./locked-deploy.js";
+import { formatReport } from "./reporter.js";
+import type { Deployment } from "./setup.js";
+
+const dirs: string[] = [];
+afterEach(async () => {
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+/** A fleet of two instances already on v1 behind a fake proxy; the lock and journal in a temp dir through real bash. */
+async function fakeDeployment(proxyExecutor: Executor): Promise<Deployment> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-locked-"));
+  dirs.push(dir);
+  const specs = ["a", "b"].map((id, i) => ({ id, host: "local", address: "127.0.0.1", port: 9100 + i }));
+  const proxy: Proxy = {
+    name: "fake",
+    capabilities: { versionPinning: false, timedSwitch: false, affinity: false },
+    check: async () => ({ ok: true, details: [] }),
+    apply: async () => ({ generation: "1", confirmMs: 0, drainMs: 0 }),
+    current: async () => singlePool(["a", "b"]),
+  };
+  const strategy = rollingStrategy() as Strategy<unknown>;
+  return {
+    steadyRouting: singlePool(["a", "b"]),
+    proxy,
+    proxyExecutor,
+    heartbeatExecutor: proxyExecutor,
+    stateDir: path.join(dir, "state"),
+    executors: new Map([["local", proxyExecutor]]),
+    options: {
+      instances: specs.map((spec) => ({ spec, stop: async () => {}, update: async () => {}, start: async () => {} })),
+      proxy,
+      strategy,
+      strategyOptions: rollingOptionsSchema.parse({}, "strategy", []),
+      health: { probe: async () => ({ ok: true, version: "v1", detail: "status 200" }) },
+      healthWait: { successes: 1, intervalMs: 10, deadlineMs: 1000 },
+    },
+    dispose: async () => {},
+  };
+}
+
+describe("lockedDeploy", () => {
+  it("returns the report when releasing the lock fails; the failure is a warning that states the lock's state", async () => {
+    const local = localExecutor();
+    let dropped = false;
+    // The connection to the proxy host drops once the deploy is done, before the release.
+    const proxyExecutor: Executor = {
+      name: "flaky",
+      host: "proxy-1",
+      exec: (command, options) => (dropped ? Promise.reject(new NodropError("E_SSH_DROPPED", "connection to proxy-1 closed")) : local.exec(command, options)),
+    };
+    const deployment = await fakeDeployment(proxyExecutor);
+    const report = await lockedDeploy(deployment, {
+      version: "v1",
+      onEvent: (event) => {
+        if (event.type === "done") dropped = true;
+      },
+    });
+    expect(report.ok).toBe(true);
+    expect(report.warnings).toHaveLength(1);
+    const warning = report.warnings![0]!;
+    expect(warning).toMatch(/^the deploy lock on proxy-1 could not be released \(connection to proxy-1 closed\): /);
+    expect(warning).toMatch(/still held by this deploy's token [0-9a-f-]{36}, .*goes stale 1m0s after its last heartbeat .*`nodrop lock release`/);
+    expect(formatReport(report)).toContain(`warning: ${warning}`);
+    expect(JSON.parse(JSON.stringify(report)).warnings).toEqual([warning]);
+
+    // With the connection back, the lock is still there, held by that token: the warning was true.
+    dropped = false;
+    const again = await lockedDeploy(deployment, { version: "v1" }).catch((error: unknown) => error as NodropError);
+    expect((again as NodropError).code).toBe("E_LOCK");
+  });
+
+  it("a release that works leaves no warning and no lock", async () => {
+    const deployment = await fakeDeployment(localExecutor());
+    const report = await lockedDeploy(deployment, { version: "v1" });
+    expect(report.ok).toBe(true);
+    expect(report.warnings).toBeUndefined();
+    expect((await lockedDeploy(deployment, { version: "v1" })).warnings).toBeUndefined();
+  });
+});
