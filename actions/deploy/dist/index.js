@@ -47326,6 +47326,7 @@ function toNodropError(error2, code, context) {
 }
 function abortError(signal) {
   const reason = signal?.reason;
+  if (NodropError.is(reason)) return reason;
   const detail = reason instanceof Error ? reason.message : typeof reason === "string" ? reason : "aborted";
   return new NodropError("E_ABORTED", `deploy aborted: ${detail}`);
 }
@@ -48710,6 +48711,9 @@ async function runPhases(context, plan) {
   return {};
 }
 async function afterFailure(context, phase, failure, step2) {
+  if (failure.code === "E_LOCK") {
+    return { error: failure, step: step2, recovery: "the deploy lock was taken over, so this deploy changed nothing more: the deploy that holds it now owns the fleet (`nodrop status` shows where it stands)" };
+  }
   let inForce = failure.routingInForce;
   if (inForce === "unknown") inForce = await readBackRouting(context);
   if (inForce === "previous") {
@@ -48989,6 +48993,7 @@ ${removeLock}`);
     let stopped = false;
     let timer;
     let inflight;
+    let lastBeat = performance.now();
     const takenBy = (stdout) => {
       const by = parse(stdout.trim());
       return by ? `${str2(by.who)}@${str2(by.from)} (pid ${typeof by.pid === "number" ? by.pid : "?"}, deploying ${str2(by.version)}) at ${str2(by.since)}` : "another deploy";
@@ -49013,7 +49018,11 @@ ${removeLock}`);
         );
         if (result.code === TAKEN) lose(`was taken over by ${takenBy(result.stdout)}`);
         else if (result.code === NOT_OURS) lose("is no longer this deploy's: it was removed (`nodrop lock release`?) or replaced");
+        else if (result.code === 0) lastBeat = performance.now();
       } catch {
+      }
+      if (!stopped && performance.now() - lastBeat > staleAfter / 2) {
+        lose(`could not be kept: no heartbeat got through for ${formatDuration(performance.now() - lastBeat)}, and other deploys take a lock over once its heartbeat stands still for ${formatDuration(staleAfter)}`);
       }
     };
     const lose = (what) => {
@@ -50037,7 +50046,7 @@ function stickyStrategy() {
   };
 }
 
-// ../../packages/cli/dist/chunk-AQSSZD4L.js
+// ../../packages/cli/dist/chunk-DAY2UZRN.js
 import { existsSync as existsSync2, readFileSync } from "fs";
 import os7 from "os";
 import path5 from "path";
@@ -50616,7 +50625,7 @@ var sshHostSchema = schema_exports.object({
   keepaliveInterval: schema_exports.optional(schema_exports.duration({ min: 100, doc: "SSH keep-alive interval." }), 5e3)
 });
 
-// ../../packages/cli/dist/chunk-AQSSZD4L.js
+// ../../packages/cli/dist/chunk-DAY2UZRN.js
 import { readFileSync as readFileSync2 } from "fs";
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
@@ -50675,8 +50684,13 @@ async function lockedDeploy(deployment, options) {
   return warning2 ? { ...report, warnings: [...report.warnings ?? [], warning2] } : report;
 }
 async function interruptedVersions(journal) {
-  const last = lastDeploy(await journal.read().catch(() => []));
-  return last && !last.finished && isSafeName(last.version) ? [last.version] : [];
+  const records = await journal.read().catch(() => []);
+  const last = lastDeploy(records);
+  if (!last || last.finished || !isSafeName(last.version)) return [];
+  const version = last.version;
+  const ranBefore = records.some((r) => r.type === "deploy" && Array.isArray(r.instances) && r.instances.some((i) => i?.from === version));
+  const servedNow = records.some((r) => r.type === "step" && r.id === last.id && r.kind === "check" && r.status === "ok");
+  return ranBefore || servedNow ? [] : [version];
 }
 async function releaseWarning(lock, held, host) {
   try {

@@ -45,6 +45,42 @@ async function fakeDeployment(proxyExecutor: Executor): Promise<Deployment> {
   };
 }
 
+/** A deploy of v4 killed after it stopped `a` behind a pin staged for v4; `earlier` records that v4 ran before. */
+async function interruptedFleet(earlier: boolean) {
+  const deployment = await fakeDeployment(localExecutor());
+  const { mkdir, writeFile } = await import("node:fs/promises");
+  await mkdir(deployment.stateDir, { recursive: true, mode: 0o700 });
+  const at = new Date().toISOString();
+  const line = (record: object) => `${JSON.stringify({ at, ...record })}\n`;
+  const records = [
+    ...(earlier ? [line({ type: "deploy", id: "d0", version: "v1", strategy: "rolling", instances: [{ id: "a", from: "v4" }, { id: "b", from: "v4" }] }), line({ type: "end", id: "d0", ok: true, instances: [] })] : []),
+    line({ type: "deploy", id: "d1", version: "v4", strategy: "half-split", instances: [{ id: "a", from: "v1" }, { id: "b", from: "v1" }] }),
+    line({ type: "step", id: "d1", phase: "half A", kind: "route", status: "ok" }),
+    line({ type: "step", id: "d1", phase: "half A", kind: "stop", instance: "a", status: "ok" }),
+  ];
+  await writeFile(path.join(deployment.stateDir, "journal.jsonl"), records.join(""), { mode: 0o600 });
+  let started = false;
+  const routing = { pools: { a: ["a"], live: ["b"] }, defaultPool: "live", pins: { v4: "a" } };
+  const proxy = { ...deployment.proxy, current: async () => routing };
+  const instances = deployment.options.instances.map((i) => (i.spec.id === "a" ? { ...i, start: async () => void (started = true) } : i));
+  const health = { probe: async (spec: { id: string }) => (spec.id === "a" && !started ? { ok: false, version: undefined, detail: "connection refused" } : { ok: true, version: "v1", detail: "status 200" }) };
+  return { ...deployment, proxy, options: { ...deployment.options, proxy, instances, health } };
+}
+
+describe("lockedDeploy after a deploy that was killed", () => {
+  it("counts an instance behind the pin the killed deploy staged (a version that never served) as out of the pool, and repairs it", async () => {
+    const report = await lockedDeploy(await interruptedFleet(false), { version: "v1" });
+    expect(report.error).toBeUndefined();
+    expect(report.instances.map((i) => [i.id, i.inPool])).toEqual([["a", true], ["b", true]]);
+  });
+
+  it("does not, when that version ran in this fleet before: its clients may still hold the pin", async () => {
+    const report = await lockedDeploy(await interruptedFleet(true), { version: "v1" });
+    expect(report.error?.code).toBe("E_PREFLIGHT");
+    expect(report.error?.message).toContain("a (127.0.0.1:9100) in the pool but not healthy");
+  });
+});
+
 describe("lockedDeploy", () => {
   it("returns the report when releasing the lock fails; the failure is a warning that states the lock's state", async () => {
     const local = localExecutor();

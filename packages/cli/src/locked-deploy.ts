@@ -56,8 +56,15 @@ export async function lockedDeploy(deployment: Deployment, options: LockedDeploy
  */
 async function interruptedVersions(journal: Journal): Promise<string[]> {
   // An unreadable journal is the deploy's to report (its first record fails the same way).
-  const last = lastDeploy(await journal.read().catch(() => []));
-  return last && !last.finished && isSafeName(last.version) ? [last.version] : [];
+  const records = await journal.read().catch(() => []);
+  const last = lastDeploy(records);
+  if (!last || last.finished || !isSafeName(last.version)) return [];
+  // Only a version that never served: clients may hold the pin of one that ran before (a rollback
+  // goes back to it) or that an instance was checked healthy on in the interrupted deploy.
+  const version = last.version;
+  const ranBefore = records.some((r) => r.type === "deploy" && Array.isArray(r.instances) && r.instances.some((i) => i?.from === version));
+  const servedNow = records.some((r) => r.type === "step" && r.id === last.id && r.kind === "check" && r.status === "ok");
+  return ranBefore || servedNow ? [] : [version];
 }
 
 /** Releases the lock; when that fails, a warning that says why and what state the lock is in. */

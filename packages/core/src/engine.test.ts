@@ -467,6 +467,22 @@ describe("deploy: which routing a failed proxy change left in force", () => {
   });
 });
 
+describe("deploy: the lock taken over", () => {
+  it("stops without recovering: the deploy that holds the lock now owns the fleet", async () => {
+    const controller = new AbortController();
+    const { fleet, proxy, options } = setup(V1, oneByOne());
+    fleet.onCall = (call) => {
+      if (call === "update a v1->v2") controller.abort(new NodropError("E_LOCK", "the deploy lock on local was taken over by ci@runner; stopping"));
+    };
+    const report = await deploy({ ...options, signal: controller.signal });
+    expect(report.error?.code).toBe("E_LOCK");
+    expect(report.recovery).toContain("the deploy lock was taken over");
+    // No revert of a and no pool restore: the new holder's routing is left alone.
+    expect(fleet.callsFor("a")).toEqual(["stop a", "update a v1->v2"]);
+    expect(proxy.servingLists()).toEqual([["b", "c"]]);
+  });
+});
+
 describe("deploy: recovery budgets", () => {
   it("restoring the pool has a budget of its own: a revert that used up its time does not starve it", async () => {
     const { fleet, proxy, options } = setup(V1, oneByOne());

@@ -79,6 +79,10 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
 
 /** The failure rule: decided by which routing a failed proxy change left in force, if it was one. */
 async function afterFailure(context: RunContext, phase: PlanPhase, failure: NodropError, step: string): Promise<RunOutcome> {
+  if (failure.code === "E_LOCK") {
+    // Another deploy holds the fleet now (it judged this one dead): recovering would fight it.
+    return { error: failure, step, recovery: "the deploy lock was taken over, so this deploy changed nothing more: the deploy that holds it now owns the fleet (`nodrop status` shows where it stands)" };
+  }
   let inForce = failure.routingInForce;
   if (inForce === "unknown") inForce = await readBackRouting(context);
   if (inForce === "previous") {

@@ -85,6 +85,8 @@ export function toNodropError(error: unknown, code: NodropErrorCode, context?: s
 
 export function abortError(signal: AbortSignal | undefined): NodropError {
   const reason = signal?.reason;
+  // A reason that is already ours says what stopped the deploy (a lock taken over: E_LOCK).
+  if (NodropError.is(reason)) return reason;
   const detail = reason instanceof Error ? reason.message : typeof reason === "string" ? reason : "aborted";
   return new NodropError("E_ABORTED", `deploy aborted: ${detail}`);
 }

@@ -344,6 +344,9 @@ export function deployLock(options: DeployLockOptions) {
     let stopped = false;
     let timer: NodeJS.Timeout | undefined;
     let inflight: Promise<void> | undefined;
+    // When a heartbeat last got through: once none has for half the stale limit, other deploys may
+    // soon see the counter stand still, so this one stops rather than risk two holders.
+    let lastBeat = performance.now();
     const takenBy = (stdout: string) => {
       const by = parse(stdout.trim());
       return by ? `${str(by.who)}@${str(by.from)} (pid ${typeof by.pid === "number" ? by.pid : "?"}, deploying ${str(by.version)}) at ${str(by.since)}` : "another deploy";
@@ -368,9 +371,12 @@ export function deployLock(options: DeployLockOptions) {
         );
         if (result.code === TAKEN) lose(`was taken over by ${takenBy(result.stdout)}`);
         else if (result.code === NOT_OURS) lose("is no longer this deploy's: it was removed (`nodrop lock release`?) or replaced");
+        else if (result.code === 0) lastBeat = performance.now();
       } catch {
-        // A heartbeat that could not run (a dropped connection) is retried at the next one; if they
-        // keep failing, other deploys see the counter stand still and may take the lock over.
+        // A heartbeat that could not run (a dropped connection) is retried at the next one.
+      }
+      if (!stopped && performance.now() - lastBeat > staleAfter / 2) {
+        lose(`could not be kept: no heartbeat got through for ${formatDuration(performance.now() - lastBeat)}, and other deploys take a lock over once its heartbeat stands still for ${formatDuration(staleAfter)}`);
       }
     };
     const lose = (what: string) => {

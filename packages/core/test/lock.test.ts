@@ -210,13 +210,15 @@ describe("deploy lock (real bash, local executor)", () => {
   it("a heartbeat through its own session keeps advancing while the main session is saturated; no other deployer takes over", async () => {
     const dir = await stateDir();
     const main = oneAtATime(localExecutor());
-    const holder = core.deployLock({ executor: main, heartbeatExecutor: localExecutor(), dir, heartbeatMs: 100, staleAfterMs: 1000 });
+    // A stale limit well above a loaded machine's spawn time: the holder gives up after half of it
+    // without a heartbeat getting through, and this test is about the heartbeat getting through.
+    const holder = core.deployLock({ executor: main, heartbeatExecutor: localExecutor(), dir, heartbeatMs: 100, staleAfterMs: 3000 });
     const held = await holder.acquire("v1");
     // The deploy's commands: 4 of 1.5 s each, queued behind each other on the main session.
     const busy = Promise.all(Array.from({ length: 4 }, () => main.exec("sleep 1.5")));
-    const other = core.deployLock({ executor: localExecutor(), dir, staleAfterMs: 1000 });
+    const other = core.deployLock({ executor: localExecutor(), dir, staleAfterMs: 3000 });
     const first = await other.status();
-    const refused = await rejected(other.acquire("v2", 4000));
+    const refused = await rejected(other.acquire("v2", 5000));
     expect(refused.code).toBe("E_LOCK");
     const later = await other.status();
     expect(later?.version).toBe("v1");
@@ -226,6 +228,18 @@ describe("deploy lock (real bash, local executor)", () => {
     await held.release();
     expect(await other.status()).toBeUndefined();
   }, 30_000);
+
+  it("a holder whose heartbeats keep failing gives the lock up (its `lost` fires) before others may judge it dead", async () => {
+    const dir = await stateDir();
+    const failing: Core.Executor = { name: "dead-heartbeat", host: "local", exec: async () => Promise.reject(new NodropError("E_SSH_DROPPED", "connection dropped")) };
+    const holder = core.deployLock({ executor: localExecutor(), heartbeatExecutor: failing, dir, heartbeatMs: 50, staleAfterMs: 600 });
+    const held = await holder.acquire("v2");
+    const lost = await new Promise<unknown>((resolve) => held.lost.addEventListener("abort", () => resolve(held.lost.reason), { once: true }));
+    expect(lost).toMatchObject({ code: "E_LOCK" });
+    expect((lost as Error).message).toMatch(/could not be kept: no heartbeat got through/);
+    // Having given it up, it does not release it either: it goes stale for the next deploy.
+    await expect(held.release()).rejects.toMatchObject({ code: "E_LOCK" });
+  });
 
   it("after a takeover the old holder's heartbeat and release leave the new holder's lock alone, and its `lost` signal fires", async () => {
     const dir = await stateDir();
@@ -241,13 +255,15 @@ describe("deploy lock (real bash, local executor)", () => {
     await until(() => heldA.lost.aborted, 3000);
     const reason = heldA.lost.reason as Core.NodropError;
     expect(reason.code).toBe("E_LOCK");
-    expect(reason.message).toMatch(/the deploy lock on local was taken over by .+@.+ \(pid \d+, deploying v2\) at .+; stopping/);
+    // A gives the lock up once no heartbeat got through for half the stale limit (usually before B
+    // takes it over), or finds it taken at its next heartbeat: either way it stops.
+    expect(reason.message).toMatch(/the deploy lock on local (was taken over by .+@.+ \(pid \d+, deploying v2\) at .+|could not be kept: no heartbeat got through for .+); stopping/);
     await new Promise((r) => setTimeout(r, 300));
     const now = await b.status();
     expect(now).toMatchObject({ token: heldB.holder.token, version: "v2", tookOver: heldA.holder.token });
 
     const refused = await rejected(heldA.release());
-    expect(refused.message).toMatch(/taken over/);
+    expect(refused.message).toMatch(/taken over|could not be kept/);
     expect((await b.status())?.token).toBe(heldB.holder.token);
     // B still beats and releases its lock.
     const beat = (await b.status())!.beat;
