@@ -49111,15 +49111,18 @@ ${stateCheck(paths)}cat >> ${path32}`, { input: line, timeoutMs: 3e4 });
     async read() {
       const result = await executor.exec(`${guard}cat ${path32} 2>/dev/null || true`);
       if (result.code === REFUSED) throw refusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
-      return result.stdout.split("\n").filter((line) => line.trim().startsWith("{")).flatMap((line) => {
-        try {
-          return [JSON.parse(line)];
-        } catch {
-          return [];
-        }
-      });
+      return parseJournal(result.stdout);
     }
   };
+}
+function parseJournal(text) {
+  return text.split("\n").filter((line) => line.trim().startsWith("{")).flatMap((line) => {
+    try {
+      return [JSON.parse(line)];
+    } catch {
+      return [];
+    }
+  });
 }
 function lastDeploy(records) {
   const isObject = (r) => typeof r === "object" && r !== null && !Array.isArray(r);

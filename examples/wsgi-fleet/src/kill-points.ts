@@ -6,7 +6,7 @@ import { closeSync, fstatSync, openSync, readSync, watch } from "node:fs";
 import { readFile, readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import type { JournalRecord } from "@nodrop/core";
-import { sleep } from "@nodrop/core";
+import { parseJournal, sleep } from "@nodrop/core";
 import type { Fleet } from "./fleet.js";
 import { instanceVersion } from "./fleet.js";
 import { type CliRun, nodropBin } from "./under-load.js";
@@ -21,17 +21,7 @@ export function journalFile(fleet: Fleet): string {
 
 /** The journal's records, whole lines only (a line cut short is left out, as `lastDeploy` does). */
 export async function readJournal(fleet: Fleet): Promise<JournalRecord[]> {
-  const text = await readFile(journalFile(fleet), "utf8").catch(() => "");
-  return text
-    .split("\n")
-    .filter((line) => line.trim().startsWith("{"))
-    .flatMap((line) => {
-      try {
-        return [JSON.parse(line) as JournalRecord];
-      } catch {
-        return [];
-      }
-    });
+  return parseJournal(await readFile(journalFile(fleet), "utf8").catch(() => ""));
 }
 
 /** The records of the journal's last deploy (from its "deploy" record on). */

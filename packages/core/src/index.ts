@@ -19,7 +19,7 @@ export { replaceSteps, checkBatchCapacity } from "./plan-helpers.js";
 export { deploy, planDeploy, observeInstances } from "./engine.js";
 export { deployLock } from "./lock.js";
 export type { LockHolder, DeployLockOptions, HeldLock, DeployLock } from "./lock.js";
-export { fileJournal, lastDeploy } from "./journal.js";
+export { fileJournal, lastDeploy, parseJournal } from "./journal.js";
 export type { Journal, JournalEntry, JournalRecord, LastDeploy } from "./journal.js";
 export type { DeployOptions } from "./engine.js";
 export type { Preflight } from "./preflight.js";

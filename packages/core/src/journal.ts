@@ -53,18 +53,23 @@ export function fileJournal(executor: Executor, file: string): Journal {
     async read() {
       const result = await executor.exec(`${guard}cat ${path} 2>/dev/null || true`);
       if (result.code === REFUSED) throw stateRefusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
-      return result.stdout
-        .split("\n")
-        .filter((line) => line.trim().startsWith("{"))
-        .flatMap((line) => {
-          try {
-            return [JSON.parse(line) as JournalRecord];
-          } catch {
-            return []; // a line cut short by a crash
-          }
-        });
+      return parseJournal(result.stdout);
     },
   };
+}
+
+/** The journal's records from its text: whole JSON lines only (a line cut short by a crash is left out). */
+export function parseJournal(text: string): JournalRecord[] {
+  return text
+    .split("\n")
+    .filter((line) => line.trim().startsWith("{"))
+    .flatMap((line) => {
+      try {
+        return [JSON.parse(line) as JournalRecord];
+      } catch {
+        return [];
+      }
+    });
 }
 
 export interface LastDeploy {
