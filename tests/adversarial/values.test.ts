@@ -8,8 +8,8 @@ import net from "node:net";
 import path from "node:path";
 // The repository root has no dependencies of its own: the packages' built dist (as users get them)
 // and the example's yaml, by path.
-import { createDeployment } from "../../packages/cli/dist/index.js";
-import { loadConfig, shellQuote, singlePool } from "../../packages/core/dist/index.js";
+import { loadDeployment } from "../../packages/deployment/dist/index.js";
+import { shellQuote, singlePool } from "../../packages/core/dist/index.js";
 import { parse, stringify } from "../../examples/wsgi-fleet/node_modules/yaml/dist/index.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Fleet, fleetSh, runNodrop, startFleet } from "../../examples/wsgi-fleet/src/index.js";
@@ -96,12 +96,12 @@ const configCases: Case[] = [
   ),
   { name: "host named __proto__", source: "config", mutate: (c) => own((c.hosts = {}), "__proto__", { address: "10.9.9.9", user: "deploy", agent: true }), expect: /hosts\.__proto__: host names are letters/ },
   { name: "host named constructor without settings", source: "config", mutate: (c) => own((c.hosts = {}), "constructor", { address: "10.9.9.9" }), expect: /hosts\.constructor\.user: required/ },
-  { name: "strategy.name constructor", source: "config", mutate: (c) => (c.strategy.name = "constructor"), expect: /strategy\.name: unknown strategy "constructor" \(available: rolling, half-split, sticky\)/ },
-  { name: "strategy.name toString", source: "config", mutate: (c) => (c.strategy.name = "toString"), expect: /strategy\.name: unknown strategy "toString"/ },
-  { name: "strategy.name __proto__", source: "config", mutate: (c) => (c.strategy.name = "__proto__"), expect: /strategy\.name: unknown strategy "__proto__"/ },
-  { name: "proxy.type constructor", source: "config", mutate: (c) => (c.proxy.type = "constructor"), expect: /proxy\.type: unknown proxy "constructor" \(available: nginx\)/ },
-  { name: "proxy.type __proto__", source: "config", mutate: (c) => (c.proxy.type = "__proto__"), expect: /proxy\.type: unknown proxy "__proto__"/ },
-  { name: "proxy.type hasOwnProperty", source: "config", mutate: (c) => (c.proxy.type = "hasOwnProperty"), expect: /proxy\.type: unknown proxy "hasOwnProperty"/ },
+  { name: "strategy.name constructor", source: "config", mutate: (c) => (c.strategy.name = "constructor"), expect: /strategy\.name: strategy "constructor": not a built-in strategy \(rolling, half-split, sticky\)/ },
+  { name: "strategy.name toString", source: "config", mutate: (c) => (c.strategy.name = "toString"), expect: /strategy\.name: strategy "toString": not a built-in strategy/ },
+  { name: "strategy.name __proto__", source: "config", mutate: (c) => (c.strategy.name = "__proto__"), expect: /strategy\.name: strategy "__proto__": not a built-in strategy/ },
+  { name: "proxy.type constructor", source: "config", mutate: (c) => (c.proxy.type = "constructor"), expect: /proxy\.type: proxy "constructor": not a built-in proxy \(nginx\)/ },
+  { name: "proxy.type __proto__", source: "config", mutate: (c) => (c.proxy.type = "__proto__"), expect: /proxy\.type: proxy "__proto__": not a built-in proxy/ },
+  { name: "proxy.type hasOwnProperty", source: "config", mutate: (c) => (c.proxy.type = "hasOwnProperty"), expect: /proxy\.type: proxy "hasOwnProperty": not a built-in proxy/ },
   // Durations above what a timer can hold would fire at once.
   { name: "commands.timeout 1000h", source: "config", mutate: (c) => (c.commands.timeout = "1000h"), expect: /commands\.timeout: expected a duration such as 500ms, 30s or 2m \(at most 24h\), got string "1000h"/ },
   { name: "commands.timeout 25h", source: "config", mutate: (c) => (c.commands.timeout = "25h"), expect: /commands\.timeout: expected a duration .*at most 24h/ },
@@ -141,8 +141,8 @@ const configCases: Case[] = [
     { name: `instance host ${value}`, source: "config", mutate: (c) => (c.instances[1].host = value), expect: /instances\[1\]\.host: expected a name of letters/ },
     { name: `host name ${value}`, source: "config", mutate: (c) => own((c.hosts = {}), value, { address: "10.9.9.9", user: "deploy" }), expect: /hosts\..*: host names are letters/ },
     { name: `instance address ${value}`, source: "config", mutate: (c) => (c.instances[1].address = value), expect: /instances\[1\]\.address: expected an IP address/ },
-    { name: `strategy.name ${value}`, source: "config", mutate: (c) => (c.strategy.name = value), expect: /strategy\.name: unknown strategy/ },
-    { name: `proxy.type ${value}`, source: "config", mutate: (c) => (c.proxy.type = value), expect: /proxy\.type: unknown proxy/ },
+    { name: `strategy.name ${value}`, source: "config", mutate: (c) => (c.strategy.name = value), expect: /strategy\.name: strategy ".*": not a built-in strategy/ },
+    { name: `proxy.type ${value}`, source: "config", mutate: (c) => (c.proxy.type = value), expect: /proxy\.type: proxy ".*": not a built-in proxy/ },
     // "-x" passes nginx's program-name pattern; as the command's first word it is no option, and preflight refuses it.
     { name: `proxy.binary ${value}`, source: "config", mutate: (c) => (c.proxy.binary = value), expect: value === "-x" ? /\[E_PROXY_SETUP\]: proxy nginx is not set up for nodrop/ : /proxy\.binary: expected a program name or path/ },
     { name: `stateDir ${value}`, source: "config", mutate: (c) => (c.stateDir = value), expect: /stateDir: expected an absolute path/ },
@@ -161,10 +161,10 @@ const configCases: Case[] = [
   { name: "nested list as app", source: "config", mutate: (c) => (c.app = [["web"]]), expect: /app: expected a name of letters.*got a list/ },
   { name: "list as a port", source: "config", mutate: (c) => (c.instances[0].port = [8461]), expect: /instances\[0\]\.port: expected an integer 1-65535, got a list/ },
   { name: "nested list as a timeout", source: "config", mutate: (c) => (c.commands.timeout = [["1s"]]), expect: /commands\.timeout: expected a duration.*got a list/ },
-  { name: "list as strategy.name", source: "config", mutate: (c) => (c.strategy.name = ["rolling"]), expect: /strategy\.name: required: a strategy name/ },
-  { name: "list as proxy.type", source: "config", mutate: (c) => (c.proxy.type = ["nginx"]), expect: /proxy\.type: required: a proxy type/ },
+  { name: "list as strategy.name", source: "config", mutate: (c) => (c.strategy.name = ["rolling"]), expect: /strategy\.name: expected a strategy such as rolling/ },
+  { name: "list as proxy.type", source: "config", mutate: (c) => (c.proxy.type = ["nginx"]), expect: /proxy\.type: expected a proxy such as nginx/ },
   { name: "mapping as a command", source: "config", mutate: (c) => (c.commands.update = { run: "x" }), expect: /commands\.update: expected a command template, got a mapping/ },
-  { name: "list as the strategy section", source: "config", mutate: (c) => (c.strategy = [{ name: "rolling" }]), expect: /strategy: expected a mapping with a name/ },
+  { name: "list as the strategy section", source: "config", mutate: (c) => (c.strategy = [{ name: "rolling" }]), expect: /strategy: expected a mapping with use/ },
   { name: "mapping as verify.url", source: "config", mutate: (c) => (c.verify = { url: { href: "http://x" } }), expect: /verify\.url: expected an http:\/\/ or https:\/\/ URL, got a mapping/ },
   // YAML features.
   {
@@ -188,9 +188,9 @@ const cliCases: Case[] = [
   { name: "--version with a fullwidth digit", source: "cli", args: (f) => ["deploy", "--config", f, "--version", "v２"], expect: /--version "v２": expected letters/ },
   { name: "--version of 129 characters", source: "cli", args: (f) => ["deploy", "--config", f, "--version", "v".repeat(129)], expect: /--version "v+": expected letters/ },
   { name: "--version __proto__", source: "cli", args: (f) => ["plan", "--config", f, "--version", "__proto__"], expect: /--version "__proto__": expected letters/ },
-  { name: "--strategy __proto__", source: "cli", args: (f) => ["deploy", "--config", f, "--version", "v2", "--strategy", "__proto__"], expect: /--strategy: unknown strategy "__proto__" \(available: rolling, half-split, sticky\)/ },
-  { name: "--strategy constructor", source: "cli", args: (f) => ["deploy", "--config", f, "--version", "v2", "--strategy", "constructor"], expect: /--strategy: unknown strategy "constructor"/ },
-  { name: "--strategy toString on plan", source: "cli", args: (f) => ["plan", "--config", f, "--version", "v2", "--strategy", "toString"], expect: /--strategy: unknown strategy "toString"/ },
+  { name: "--strategy __proto__", source: "cli", args: (f) => ["deploy", "--config", f, "--version", "v2", "--strategy", "__proto__"], expect: /--strategy: "__proto__" is not a built-in strategy \(rolling, half-split, sticky\) nor the one the config names/ },
+  { name: "--strategy constructor", source: "cli", args: (f) => ["deploy", "--config", f, "--version", "v2", "--strategy", "constructor"], expect: /--strategy: "constructor" is not a built-in strategy/ },
+  { name: "--strategy toString on plan", source: "cli", args: (f) => ["plan", "--config", f, "--version", "v2", "--strategy", "toString"], expect: /--strategy: "toString" is not a built-in strategy/ },
   { name: "--strategy valueOf on rollback is ignored (rollback always rolls)", source: "cli", args: (f) => ["rollback", "--config", f, "--strategy", "valueOf"], expect: /no deploy in the journal/ },
   { name: "--lock-wait 1000000h", source: "cli", args: (f) => ["deploy", "--config", f, "--version", "v2", "--lock-wait", "1000000h"], expect: /--lock-wait "1000000h": expected a duration such as 30s or 15m \(at most 24h\)/ },
   { name: "--lock-wait of 400 digits", source: "cli", args: (f) => ["deploy", "--config", f, "--version", "v2", "--lock-wait", `${huge}ms`], expect: /--lock-wait "9+ms": expected a duration/ },
@@ -429,7 +429,7 @@ describe("hostile values are refused or harmless (real fleet)", () => {
         const file = path.join(fleet.dir, "case.yaml");
         await writeFile(file, baseText);
         // The pool without the hostile instance, as a failed earlier deploy would leave it.
-        const deployment = createDeployment(await loadConfig(file));
+        const deployment = await loadDeployment(file);
         const specs = fleet.instances.map(({ id, host, address, port }) => ({ id, host, address, port, version: id === `web-${HOSTILE_PORT}` ? undefined : "v1" }));
         await deployment.proxy.apply(singlePool(specs.filter((s) => s.port !== HOSTILE_PORT).map((s) => s.id)), specs);
         await deployment.dispose();

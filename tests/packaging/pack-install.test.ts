@@ -14,6 +14,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runActionBundle } from "../../actions/deploy/test/run-action.js";
+import { type Fleet, deployUnderLoad, startFleet } from "../../examples/wsgi-fleet/src/index.js";
+import { runProcess } from "../../examples/wsgi-fleet/src/under-load.js";
+import { parse, stringify } from "../../examples/wsgi-fleet/node_modules/yaml/dist/index.js";
 // @ts-expect-error plain-JS script without declarations: the one list of public packages
 import { publicPackages } from "../../scripts/lint-packages.mjs";
 
@@ -26,6 +30,7 @@ const packages: { dir: string; name: string }[] = publicPackages();
 const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^(npm|pnpm)_/i.test(key)));
 Object.assign(env, { npm_config_update_notifier: "false", npm_config_fund: "false", npm_config_audit: "false", NO_COLOR: "1" });
 
+const THIRD_PARTY = "nodrop-strategy-one-host";
 let scratch: string;
 let tarballs: Map<string, string>;
 const started = performance.now();
@@ -38,7 +43,7 @@ import { sshExecutor } from "@nodrop/ssh";
 import { rollingStrategy } from "@nodrop/strategy-rolling";
 import { halfSplitStrategy } from "@nodrop/strategy-half-split";
 import { stickyStrategy } from "@nodrop/strategy-sticky";
-import { configReference, createDeployment, strategies } from "@nodrop/cli";
+import { builtInPlugins, configReference, createDeployment, resolveConfig } from "@nodrop/deployment";
 
 const names = JSON.parse(process.argv[2]);
 const out = { exports: {}, resolved: {}, plans: {} };
@@ -63,21 +68,22 @@ out.ssh = { name: ssh.name, host: ssh.host, connectionsOpened: ssh.connectionsOp
 await ssh.dispose();
 out.proxy = { name: proxy.name, capabilities: proxy.capabilities };
 
-const config = validateConfig(
-  {
+const resolved = await resolveConfig({
+  raw: {
     app: "web",
     instances: fleet.map(({ port }) => ({ port })),
     commands: { stop: "true", update: "true", start: "true" },
     health: { path: "/health", versionHeader: "X-App-Version" },
-    proxy: { type: "nginx", configFile: "/nonexistent/nodrop/web.conf" },
-    strategy: { name: "sticky" },
+    proxy: { use: "nginx", configFile: "/nonexistent/nodrop/web.conf" },
+    strategy: { use: "sticky" },
   },
-  { baseDir: process.cwd() },
-);
-const deployment = createDeployment(config);
+  baseDir: process.cwd(),
+  source: "inline",
+});
+const deployment = createDeployment(resolved);
 out.deployment = { proxy: deployment.proxy.name, strategy: deployment.options.strategy.name, pools: Object.keys(deployment.steadyRouting.pools), affinity: Boolean(deployment.steadyRouting.affinity) };
 await deployment.dispose();
-out.cliStrategies = Object.keys(strategies);
+out.cliStrategies = Object.keys(builtInPlugins.strategy);
 out.reference = configReference().split("\\n")[0];
 try {
   validateConfig({ app: "web" }, { baseDir: process.cwd() });
@@ -96,7 +102,7 @@ import { type SshExecutor, sshExecutor } from "@nodrop/ssh";
 import { type RollingOptions, rollingStrategy } from "@nodrop/strategy-rolling";
 import { type HalfSplitOptions, halfSplitStrategy } from "@nodrop/strategy-half-split";
 import { type StickyOptions, stickyStrategy } from "@nodrop/strategy-sticky";
-import { type Deployment, configReference, createDeployment } from "@nodrop/cli";
+import { type Deployment, type ResolvedConfig, configReference, createDeployment } from "@nodrop/deployment";
 
 const options: NginxProxyOptions = { app: "web", configFile: "/etc/nginx/nodrop/web.conf", executor: localExecutor() };
 const proxy = nginxProxy(options);
@@ -109,10 +115,11 @@ const plans: DeployPlan[] = [rolling.plan({ ...input, options: { batchSize: "25%
 // The types are real, not any: a number is not a version.
 // @ts-expect-error version must be a string
 rolling.plan({ ...input, version: 2, options: {} });
-const deploy: (config: NodropConfig) => Deployment = createDeployment;
+const deploy: (config: ResolvedConfig) => Deployment = createDeployment;
+const typed: NodropConfig | undefined = undefined;
 const text: string = configReference();
 const code: string | undefined = NodropError.is(new Error()) ? "E_CONFIG" : undefined;
-export { ssh, plans, deploy, text, code };
+export { ssh, plans, deploy, text, code, typed };
 `;
 
 /**
@@ -136,6 +143,9 @@ beforeAll(async () => {
       tarballs.set(p.name, `file:tarballs/${path.basename(JSON.parse(stdout.slice(stdout.indexOf("{"))).filename)}`);
     }),
   );
+  // A third-party strategy, packed from its own directory as its author would publish it.
+  const plugin = await exec("pnpm", ["pack", "--json", "--pack-destination", dest], { cwd: path.join(root, "examples", "strategy-one-host") });
+  const pluginTarball = `file:tarballs/${path.basename(JSON.parse(plugin.stdout.slice(plugin.stdout.indexOf("{"))).filename)}`;
   const local = Object.fromEntries([...tarballs].sort());
   writeFileSync(
     path.join(scratch, "package.json"),
@@ -144,7 +154,7 @@ beforeAll(async () => {
         name: "nodrop-scratch",
         private: true,
         type: "module",
-        dependencies: local,
+        dependencies: { ...local, [THIRD_PARTY]: pluginTarball },
         devDependencies: { typescript: rootPkg.devDependencies.typescript, "@types/node": rootPkg.devDependencies["@types/node"] },
         // Transitive @nodrop/* (the cli's, the adapters' @nodrop/core) from the tarballs too, never the registry.
         overrides: local,
@@ -236,7 +246,7 @@ describe("packed packages installed with npm outside the workspace", () => {
       });
     }
     // The strategies' and the adapters' READMEs each show an example.
-    for (const name of ["core", "nginx", "ssh", "strategy-rolling", "strategy-half-split", "strategy-sticky"]) expect(files).toContain(`readme-${name}-1.ts`);
+    for (const name of ["core", "nginx", "ssh", "strategy-rolling", "strategy-half-split", "strategy-sticky", "deployment"]) expect(files).toContain(`readme-${name}-1.ts`);
     writeFileSync(
       path.join(scratch, "tsconfig.json"),
       JSON.stringify({
@@ -248,5 +258,67 @@ describe("packed packages installed with npm outside the workspace", () => {
       (error: { stdout?: string; code?: number }) => ({ stdout: error.stdout ?? "", code: error.code }),
     );
     expect(tsc.stdout).toBe("");
+  });
+
+  describe("a third-party strategy from its tarball, against the real example fleet under load", () => {
+    let fleet: Fleet;
+    let config: string;
+    beforeAll(async () => {
+      fleet = await startFleet({ ports: [8611, 8612, 8613, 8614], proxyPort: 18611, version: "v1" });
+      // The user's repository: the config in deploy/, the plugin installed at the top (npm install).
+      const raw = parse(readFileSync(fleet.configFile, "utf8")) as Record<string, unknown>;
+      raw.strategy = { use: THIRD_PARTY, minInPool: 2 };
+      mkdirSync(path.join(scratch, "deploy"), { recursive: true });
+      config = path.join(scratch, "deploy", "nodrop.yaml");
+      writeFileSync(config, stringify(raw));
+    }, 120_000);
+    afterAll(async () => {
+      await fleet?.stop();
+    });
+
+    it("installed once, with its peer range on @nodrop/core, next to nodrop's packages", () => {
+      const installed = JSON.parse(readFileSync(path.join(scratch, "node_modules", THIRD_PARTY, "package.json"), "utf8"));
+      expect(installed.peerDependencies).toEqual({ "@nodrop/core": "^0.1.0" });
+      expect(existsSync(path.join(scratch, "node_modules", THIRD_PARTY, "node_modules"))).toBe(false);
+    });
+
+    it("the installed nodrop CLI plans with it (naming its file and version) and deploys with it: 0 failed, all on the new version", async () => {
+      const bin = path.join(scratch, "node_modules", ".bin", "nodrop");
+      const plan = await exec(bin, ["plan", "--config", config, "--version", "v2"], { cwd: scratch, env });
+      expect(plan.stdout).toContain(`strategy ${THIRD_PARTY}: one-host 1.0.0 from ${path.join(scratch, "node_modules", THIRD_PARTY, "dist", "index.js")}`);
+      expect(plan.stdout).toContain("local (1/2)");
+      const run = await deployUnderLoad({ fleet, version: "v2", deployer: (options) => runProcess(bin, ["deploy", "--config", config, "--version", "v2", "--json"], options) });
+      console.log(`pack-install: ${THIRD_PARTY} from the installed CLI, v1 -> v2: exit ${run.cli.code}, ${run.stats.requests} requests, ${run.stats.failed} failed, phases ${run.report?.phases.map((p) => p.name).join(", ")}`);
+      expect(run.cli.code).toBe(0);
+      expect(run.report?.ok).toBe(true);
+      expect(run.report?.strategy).toBe("one-host");
+      expect(run.report?.phases.map((p) => p.name)).toEqual(["local (1/2)", "local (2/2)", "finish"]);
+      expect(run.report?.instances.map((i) => [i.version, i.inPool])).toEqual(fleet.instances.map(() => ["v2", true]));
+      expect(run.stats.requests).toBeGreaterThan(300);
+      expect(run.stats.failed).toBe(0);
+      expect(Object.values(await fleet.versions())).toEqual(["v2", "v2", "v2", "v2"]);
+    });
+
+    it("the action's committed bundle uses it from that workspace, run as the runner runs it: 0 failed, all on the new version", async () => {
+      const run = await deployUnderLoad({
+        fleet,
+        version: "v1",
+        deployer: async (options) => {
+          const action = await runActionBundle(path.join(root, "actions", "deploy", "dist"), "index", { config: "deploy/nodrop.yaml", version: "v1", "dry-run": "false" }, { cwd: scratch });
+          if (action.stderr) options.onStderr?.(action.stderr);
+          // The report as the action outputs it, where deployUnderLoad reads the CLI's.
+          return { code: action.code ?? 1, stdout: action.outputs.result ?? action.stdout, stderr: action.stdout };
+        },
+      });
+      console.log(`pack-install: ${THIRD_PARTY} from the action bundle, v2 -> v1: exit ${run.cli.code}, ${run.stats.requests} requests, ${run.stats.failed} failed`);
+      expect(run.cli.stderr).toContain(`strategy ${THIRD_PARTY}: one-host 1.0.0 from ${path.join(scratch, "node_modules", THIRD_PARTY, "dist", "index.js")}`);
+      expect(run.cli.code).toBe(0);
+      expect(run.report?.ok).toBe(true);
+      expect(run.report?.strategy).toBe("one-host");
+      expect(run.report?.instances.map((i) => [i.version, i.inPool])).toEqual(fleet.instances.map(() => ["v1", true]));
+      expect(run.stats.requests).toBeGreaterThan(300);
+      expect(run.stats.failed).toBe(0);
+      expect(Object.values(await fleet.versions())).toEqual(["v1", "v1", "v1", "v1"]);
+    });
   });
 });

@@ -48,8 +48,8 @@ var require_tunnel = __commonJS({
     var tls = __require("tls");
     var http3 = __require("http");
     var https3 = __require("https");
-    var events = __require("events");
-    var assert = __require("assert");
+    var events2 = __require("events");
+    var assert3 = __require("assert");
     var util = __require("util");
     exports.httpOverHttp = httpOverHttp2;
     exports.httpsOverHttp = httpsOverHttp2;
@@ -100,7 +100,7 @@ var require_tunnel = __commonJS({
         self2.removeSocket(socket);
       });
     }
-    util.inherits(TunnelingAgent, events.EventEmitter);
+    util.inherits(TunnelingAgent, events2.EventEmitter);
     TunnelingAgent.prototype.addRequest = function addRequest(req, host, port, localAddress) {
       var self2 = this;
       var options = mergeOptions({ request: req }, self2.options, toOptions(host, port, localAddress));
@@ -969,7 +969,7 @@ var require_tree = __commonJS({
 var require_util = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/core/util.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { kDestroyed, kBodyUsed, kListeners, kBody } = require_symbols();
     var { IncomingMessage } = __require("http");
     var stream = __require("stream");
@@ -988,7 +988,7 @@ var require_util = __commonJS({
         this[kBodyUsed] = false;
       }
       async *[Symbol.asyncIterator]() {
-        assert(!this[kBodyUsed], "disturbed");
+        assert3(!this[kBodyUsed], "disturbed");
         this[kBodyUsed] = true;
         yield* this[kBody];
       }
@@ -997,7 +997,7 @@ var require_util = __commonJS({
       if (isStream(body)) {
         if (bodyLength(body) === 0) {
           body.on("data", function() {
-            assert(false);
+            assert3(false);
           });
         }
         if (typeof body.readableDidRead !== "boolean") {
@@ -1081,14 +1081,14 @@ var require_util = __commonJS({
         }
         const port = url.port != null ? url.port : url.protocol === "https:" ? 443 : 80;
         let origin = url.origin != null ? url.origin : `${url.protocol || ""}//${url.hostname || ""}:${port}`;
-        let path6 = url.path != null ? url.path : `${url.pathname || ""}${url.search || ""}`;
+        let path10 = url.path != null ? url.path : `${url.pathname || ""}${url.search || ""}`;
         if (origin[origin.length - 1] === "/") {
           origin = origin.slice(0, origin.length - 1);
         }
-        if (path6 && path6[0] !== "/") {
-          path6 = `/${path6}`;
+        if (path10 && path10[0] !== "/") {
+          path10 = `/${path10}`;
         }
-        return new URL(`${origin}${path6}`);
+        return new URL(`${origin}${path10}`);
       }
       if (!isHttpOrHttpsPrefixed(url.origin || url.protocol)) {
         throw new InvalidArgumentError("Invalid URL protocol: the URL must start with `http:` or `https:`.");
@@ -1105,7 +1105,7 @@ var require_util = __commonJS({
     function getHostname(host) {
       if (host[0] === "[") {
         const idx2 = host.indexOf("]");
-        assert(idx2 !== -1);
+        assert3(idx2 !== -1);
         return host.substring(1, idx2);
       }
       const idx = host.indexOf(":");
@@ -1116,7 +1116,7 @@ var require_util = __commonJS({
       if (!host) {
         return null;
       }
-      assert(typeof host === "string");
+      assert3(typeof host === "string");
       const servername = getHostname(host);
       if (net.isIP(servername)) {
         return "";
@@ -1393,7 +1393,7 @@ var require_util = __commonJS({
     function errorRequest(client, request, err) {
       try {
         request.onError(err);
-        assert(request.aborted);
+        assert3(request.aborted);
       } catch (err2) {
         client.emit("error", err2);
       }
@@ -1539,39 +1539,39 @@ var require_diagnostics = __commonJS({
       });
       diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
         const {
-          request: { method, path: path6, origin }
+          request: { method, path: path10, origin }
         } = evt;
-        debuglog("sending request to %s %s/%s", method, origin, path6);
+        debuglog("sending request to %s %s/%s", method, origin, path10);
       });
       diagnosticsChannel.channel("undici:request:headers").subscribe((evt) => {
         const {
-          request: { method, path: path6, origin },
+          request: { method, path: path10, origin },
           response: { statusCode }
         } = evt;
         debuglog(
           "received response to %s %s/%s - HTTP %d",
           method,
           origin,
-          path6,
+          path10,
           statusCode
         );
       });
       diagnosticsChannel.channel("undici:request:trailers").subscribe((evt) => {
         const {
-          request: { method, path: path6, origin }
+          request: { method, path: path10, origin }
         } = evt;
-        debuglog("trailers received from %s %s/%s", method, origin, path6);
+        debuglog("trailers received from %s %s/%s", method, origin, path10);
       });
       diagnosticsChannel.channel("undici:request:error").subscribe((evt) => {
         const {
-          request: { method, path: path6, origin },
+          request: { method, path: path10, origin },
           error: error2
         } = evt;
         debuglog(
           "request to %s %s/%s errored - %s",
           method,
           origin,
-          path6,
+          path10,
           error2.message
         );
       });
@@ -1620,9 +1620,9 @@ var require_diagnostics = __commonJS({
         });
         diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
           const {
-            request: { method, path: path6, origin }
+            request: { method, path: path10, origin }
           } = evt;
-          debuglog("sending request to %s %s/%s", method, origin, path6);
+          debuglog("sending request to %s %s/%s", method, origin, path10);
         });
       }
       diagnosticsChannel.channel("undici:websocket:open").subscribe((evt) => {
@@ -1664,7 +1664,7 @@ var require_request = __commonJS({
       InvalidArgumentError,
       NotSupportedError
     } = require_errors();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var {
       isValidHTTPToken,
       isValidHeaderValue,
@@ -1685,7 +1685,7 @@ var require_request = __commonJS({
     var kHandler = /* @__PURE__ */ Symbol("handler");
     var Request = class {
       constructor(origin, {
-        path: path6,
+        path: path10,
         method,
         body,
         headers,
@@ -1700,11 +1700,11 @@ var require_request = __commonJS({
         expectContinue,
         servername
       }, handler) {
-        if (typeof path6 !== "string") {
+        if (typeof path10 !== "string") {
           throw new InvalidArgumentError("path must be a string");
-        } else if (path6[0] !== "/" && !(path6.startsWith("http://") || path6.startsWith("https://")) && method !== "CONNECT") {
+        } else if (path10[0] !== "/" && !(path10.startsWith("http://") || path10.startsWith("https://")) && method !== "CONNECT") {
           throw new InvalidArgumentError("path must be an absolute URL or start with a slash");
-        } else if (invalidPathRegex.test(path6)) {
+        } else if (invalidPathRegex.test(path10)) {
           throw new InvalidArgumentError("invalid request path");
         }
         if (typeof method !== "string") {
@@ -1770,7 +1770,7 @@ var require_request = __commonJS({
         this.completed = false;
         this.aborted = false;
         this.upgrade = upgrade || null;
-        this.path = query ? buildURL(path6, query) : path6;
+        this.path = query ? buildURL(path10, query) : path10;
         this.origin = origin;
         this.idempotent = idempotent == null ? method === "HEAD" || method === "GET" : idempotent;
         this.blocking = blocking == null ? false : blocking;
@@ -1833,8 +1833,8 @@ var require_request = __commonJS({
         }
       }
       onConnect(abort) {
-        assert(!this.aborted);
-        assert(!this.completed);
+        assert3(!this.aborted);
+        assert3(!this.completed);
         if (this.error) {
           abort(this.error);
         } else {
@@ -1846,8 +1846,8 @@ var require_request = __commonJS({
         return this[kHandler].onResponseStarted?.();
       }
       onHeaders(statusCode, headers, resume, statusText) {
-        assert(!this.aborted);
-        assert(!this.completed);
+        assert3(!this.aborted);
+        assert3(!this.completed);
         if (channels.headers.hasSubscribers) {
           channels.headers.publish({ request: this, response: { statusCode, headers, statusText } });
         }
@@ -1858,8 +1858,8 @@ var require_request = __commonJS({
         }
       }
       onData(chunk) {
-        assert(!this.aborted);
-        assert(!this.completed);
+        assert3(!this.aborted);
+        assert3(!this.completed);
         try {
           return this[kHandler].onData(chunk);
         } catch (err) {
@@ -1875,8 +1875,8 @@ var require_request = __commonJS({
        */
       onUpgrade(statusCode, headers, socket, statusText = "") {
         this.onFinally();
-        assert(!this.aborted);
-        assert(!this.completed);
+        assert3(!this.aborted);
+        assert3(!this.completed);
         if (statusCode !== null) {
           this.#publishUpgradeHeaders(statusCode, headers, statusText);
         }
@@ -1896,8 +1896,8 @@ var require_request = __commonJS({
        * @param {string} [statusText]
        */
       onUpgradeResponse(statusCode, headers, parseHeaders, statusText = "") {
-        assert(!this.aborted);
-        assert(this.completed);
+        assert3(!this.aborted);
+        assert3(this.completed);
         if (channels.headers.hasSubscribers) {
           this.#publishUpgradeHeaders(statusCode, parseHeaders(headers), statusText);
         }
@@ -1907,8 +1907,8 @@ var require_request = __commonJS({
        * @param {Error} error
        */
       onUpgradeError(error2) {
-        assert(!this.aborted);
-        assert(this.completed);
+        assert3(!this.aborted);
+        assert3(this.completed);
         if (channels.error.hasSubscribers) {
           channels.error.publish({ request: this, error: error2 });
         }
@@ -1930,7 +1930,7 @@ var require_request = __commonJS({
       }
       onComplete(trailers) {
         this.onFinally();
-        assert(!this.aborted);
+        assert3(!this.aborted);
         this.completed = true;
         if (channels.trailers.hasSubscribers) {
           channels.trailers.publish({ request: this, trailers });
@@ -2056,8 +2056,8 @@ var require_request = __commonJS({
 var require_dispatcher = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/dispatcher/dispatcher.js"(exports, module) {
     "use strict";
-    var EventEmitter = __require("events");
-    var Dispatcher = class extends EventEmitter {
+    var EventEmitter2 = __require("events");
+    var Dispatcher = class extends EventEmitter2 {
       dispatch() {
         throw new Error("not implemented");
       }
@@ -2167,9 +2167,9 @@ var require_dispatcher_base = __commonJS({
       }
       close(callback) {
         if (callback === void 0) {
-          return new Promise((resolve, reject) => {
+          return new Promise((resolve3, reject) => {
             this.close((err, data) => {
-              return err ? reject(err) : resolve(data);
+              return err ? reject(err) : resolve3(data);
             });
           });
         }
@@ -2207,12 +2207,12 @@ var require_dispatcher_base = __commonJS({
           err = null;
         }
         if (callback === void 0) {
-          return new Promise((resolve, reject) => {
+          return new Promise((resolve3, reject) => {
             this.destroy(err, (err2, data) => {
               return err2 ? (
                 /* istanbul ignore next: should never error */
                 reject(err2)
-              ) : resolve(data);
+              ) : resolve3(data);
             });
           });
         }
@@ -2520,7 +2520,7 @@ var require_connect = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/core/connect.js"(exports, module) {
     "use strict";
     var net = __require("net");
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var util = require_util();
     var { InvalidArgumentError, ConnectTimeoutError } = require_errors();
     var timers = require_timers();
@@ -2592,7 +2592,7 @@ var require_connect = __commonJS({
           }
           servername = servername || options.servername || util.getServerName(host) || null;
           const sessionKey = servername || hostname;
-          assert(sessionKey);
+          assert3(sessionKey);
           const session = customSession || sessionCache.get(sessionKey) || null;
           port = port || 443;
           socket = tls.connect({
@@ -2613,7 +2613,7 @@ var require_connect = __commonJS({
             sessionCache.set(sessionKey, session2);
           });
         } else {
-          assert(!httpSocket, "httpSocket can only be sent on TLS update");
+          assert3(!httpSocket, "httpSocket can only be sent on TLS update");
           port = port || 80;
           socket = net.connect({
             highWaterMark: 64 * 1024,
@@ -3312,14 +3312,14 @@ var require_global = __commonJS({
 var require_data_url = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/web/fetch/data-url.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var encoder = new TextEncoder();
     var HTTP_TOKEN_CODEPOINTS = /^[!#$%&'*+\-.^_|~A-Za-z0-9]+$/;
     var HTTP_WHITESPACE_REGEX = /[\u000A\u000D\u0009\u0020]/;
     var ASCII_WHITESPACE_REPLACE_REGEX = /[\u0009\u000A\u000C\u000D\u0020]/g;
     var HTTP_QUOTED_STRING_TOKENS = /^[\u0009\u0020-\u007E\u0080-\u00FF]+$/;
     function dataURLProcessor(dataURL) {
-      assert(dataURL.protocol === "data:");
+      assert3(dataURL.protocol === "data:");
       let input = URLSerializer(dataURL, true);
       input = input.slice(5);
       const position = { position: 0 };
@@ -3520,7 +3520,7 @@ var require_data_url = __commonJS({
     function collectAnHTTPQuotedString(input, position, extractValue) {
       const positionStart = position.position;
       let value = "";
-      assert(input[position.position] === '"');
+      assert3(input[position.position] === '"');
       position.position++;
       while (true) {
         value += collectASequenceOfCodePoints(
@@ -3541,7 +3541,7 @@ var require_data_url = __commonJS({
           value += input[position.position];
           position.position++;
         } else {
-          assert(quoteOrBackslash === '"');
+          assert3(quoteOrBackslash === '"');
           break;
         }
       }
@@ -3551,7 +3551,7 @@ var require_data_url = __commonJS({
       return input.slice(positionStart, position.position);
     }
     function serializeAMimeType(mimeType) {
-      assert(mimeType !== "failure");
+      assert3(mimeType !== "failure");
       const { parameters, essence } = mimeType;
       let serialization = essence;
       for (let [name, value] of parameters.entries()) {
@@ -3664,7 +3664,7 @@ var require_data_url = __commonJS({
 var require_webidl = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/web/fetch/webidl.js"(exports, module) {
     "use strict";
-    var { types, inspect } = __require("util");
+    var { types, inspect: inspect2 } = __require("util");
     var { markAsUncloneable } = __require("worker_threads");
     var { toUSVString } = require_util();
     var webidl = {};
@@ -3811,7 +3811,7 @@ var require_webidl = __commonJS({
         case "Symbol":
           return `Symbol(${V.description})`;
         case "Object":
-          return inspect(V);
+          return inspect2(V);
         case "String":
           return `"${V}"`;
         default:
@@ -4090,7 +4090,7 @@ var require_util2 = __commonJS({
     var { collectASequenceOfCodePoints, collectAnHTTPQuotedString, removeChars, parseMIMEType } = require_data_url();
     var { performance: performance2 } = __require("perf_hooks");
     var { isBlobLike, ReadableStreamFrom, isValidHTTPToken, normalizedMethodRecordsBase } = require_util();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { isUint8Array } = __require("util/types");
     var { webidl } = require_webidl();
     var supportedHashes = [];
@@ -4276,7 +4276,7 @@ var require_util2 = __commonJS({
     }
     function determineRequestsReferrer(request) {
       const policy = request.referrerPolicy;
-      assert(policy);
+      assert3(policy);
       let referrerSource = null;
       if (request.referrer === "client") {
         const globalOrigin = getGlobalOrigin();
@@ -4334,7 +4334,7 @@ var require_util2 = __commonJS({
       }
     }
     function stripURLForReferrer(url, originOnly) {
-      assert(url instanceof URL);
+      assert3(url instanceof URL);
       url = new URL(url);
       if (url.protocol === "file:" || url.protocol === "about:" || url.protocol === "blank:") {
         return "no-referrer";
@@ -4479,8 +4479,8 @@ var require_util2 = __commonJS({
     function createDeferredPromise() {
       let res;
       let rej;
-      const promise = new Promise((resolve, reject) => {
-        res = resolve;
+      const promise = new Promise((resolve3, reject) => {
+        res = resolve3;
         rej = reject;
       });
       return { promise, resolve: res, reject: rej };
@@ -4499,7 +4499,7 @@ var require_util2 = __commonJS({
       if (result === void 0) {
         throw new TypeError("Value is not JSON serializable");
       }
-      assert(typeof result === "string");
+      assert3(typeof result === "string");
       return result;
     }
     var esIteratorPrototype = Object.getPrototypeOf(Object.getPrototypeOf([][Symbol.iterator]()));
@@ -4660,7 +4660,7 @@ var require_util2 = __commonJS({
     }
     var invalidIsomorphicEncodeValueRegex = /[^\x00-\xFF]/;
     function isomorphicEncode(input) {
-      assert(!invalidIsomorphicEncodeValueRegex.test(input));
+      assert3(!invalidIsomorphicEncodeValueRegex.test(input));
       return input;
     }
     async function readAllBytes(reader) {
@@ -4679,7 +4679,7 @@ var require_util2 = __commonJS({
       }
     }
     function urlIsLocal(url) {
-      assert("protocol" in url);
+      assert3("protocol" in url);
       const protocol = url.protocol;
       return protocol === "about:" || protocol === "blob:" || protocol === "data:";
     }
@@ -4687,7 +4687,7 @@ var require_util2 = __commonJS({
       return typeof url === "string" && url[5] === ":" && url[0] === "h" && url[1] === "t" && url[2] === "t" && url[3] === "p" && url[4] === "s" || url.protocol === "https:";
     }
     function urlIsHttpHttpsScheme(url) {
-      assert("protocol" in url);
+      assert3("protocol" in url);
       const protocol = url.protocol;
       return protocol === "http:" || protocol === "https:";
     }
@@ -4852,7 +4852,7 @@ var require_util2 = __commonJS({
               continue;
             }
           } else {
-            assert(input.charCodeAt(position.position) === 44);
+            assert3(input.charCodeAt(position.position) === 44);
             position.position++;
           }
         }
@@ -5182,7 +5182,7 @@ var require_formdata_parser = __commonJS({
     var { HTTP_TOKEN_CODEPOINTS, isomorphicDecode } = require_data_url();
     var { isFileLike } = require_file();
     var { makeEntry } = require_formdata();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { File: NodeFile } = __require("buffer");
     var File = globalThis.File ?? NodeFile;
     var formDataNameBuffer = Buffer.from('form-data; name="');
@@ -5211,7 +5211,7 @@ var require_formdata_parser = __commonJS({
       return true;
     }
     function multipartFormDataParser(input, mimeType) {
-      assert(mimeType !== "failure" && mimeType.essence === "multipart/form-data");
+      assert3(mimeType !== "failure" && mimeType.essence === "multipart/form-data");
       const boundaryString = mimeType.parameters.get("boundary");
       if (boundaryString === void 0) {
         return "failure";
@@ -5275,8 +5275,8 @@ var require_formdata_parser = __commonJS({
         } else {
           value = utf8DecodeBytes(Buffer.from(body));
         }
-        assert(isUSVString(name));
-        assert(typeof value === "string" && isUSVString(value) || isFileLike(value));
+        assert3(isUSVString(name));
+        assert3(typeof value === "string" && isUSVString(value) || isFileLike(value));
         entryList.push(makeEntry(name, value, filename));
       }
     }
@@ -5374,7 +5374,7 @@ var require_formdata_parser = __commonJS({
       }
     }
     function parseMultipartFormDataName(input, position) {
-      assert(input[position.position - 1] === 34);
+      assert3(input[position.position - 1] === 34);
       let name = collectASequenceOfBytes(
         (char) => char !== 10 && char !== 13 && char !== 34,
         input,
@@ -5443,7 +5443,7 @@ var require_body = __commonJS({
     var { kState } = require_symbols2();
     var { webidl } = require_webidl();
     var { Blob: Blob2 } = __require("buffer");
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { isErrored, isDisturbed } = __require("stream");
     var { isArrayBuffer } = __require("util/types");
     var { serializeAMimeType } = require_data_url();
@@ -5488,7 +5488,7 @@ var require_body = __commonJS({
           type: "bytes"
         });
       }
-      assert(isReadableStreamLike(stream));
+      assert3(isReadableStreamLike(stream));
       let action = null;
       let source = null;
       let length = null;
@@ -5606,8 +5606,8 @@ Content-Type: ${value.type || "application/octet-stream"}\r
     }
     function safelyExtractBody(object2, keepalive = false) {
       if (object2 instanceof ReadableStream) {
-        assert(!util.isDisturbed(object2), "The body has already been consumed.");
-        assert(!object2.locked, "The stream is locked.");
+        assert3(!util.isDisturbed(object2), "The body has already been consumed.");
+        assert3(!object2.locked, "The stream is locked.");
       }
       return extractBody(object2, keepalive);
     }
@@ -5742,7 +5742,7 @@ Content-Type: ${value.type || "application/octet-stream"}\r
 var require_client_h1 = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/dispatcher/client-h1.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var util = require_util();
     var { channels } = require_diagnostics();
     var timers = require_timers();
@@ -5816,35 +5816,35 @@ var require_client_h1 = __commonJS({
             return 0;
           },
           wasm_on_status: (p, at, len) => {
-            assert(currentParser.ptr === p);
+            assert3(currentParser.ptr === p);
             const start = at - currentBufferPtr + currentBufferRef.byteOffset;
             return currentParser.onStatus(new FastBuffer(currentBufferRef.buffer, start, len)) || 0;
           },
           wasm_on_message_begin: (p) => {
-            assert(currentParser.ptr === p);
+            assert3(currentParser.ptr === p);
             return currentParser.onMessageBegin() || 0;
           },
           wasm_on_header_field: (p, at, len) => {
-            assert(currentParser.ptr === p);
+            assert3(currentParser.ptr === p);
             const start = at - currentBufferPtr + currentBufferRef.byteOffset;
             return currentParser.onHeaderField(new FastBuffer(currentBufferRef.buffer, start, len)) || 0;
           },
           wasm_on_header_value: (p, at, len) => {
-            assert(currentParser.ptr === p);
+            assert3(currentParser.ptr === p);
             const start = at - currentBufferPtr + currentBufferRef.byteOffset;
             return currentParser.onHeaderValue(new FastBuffer(currentBufferRef.buffer, start, len)) || 0;
           },
           wasm_on_headers_complete: (p, statusCode, upgrade, shouldKeepAlive) => {
-            assert(currentParser.ptr === p);
+            assert3(currentParser.ptr === p);
             return currentParser.onHeadersComplete(statusCode, Boolean(upgrade), Boolean(shouldKeepAlive)) || 0;
           },
           wasm_on_body: (p, at, len) => {
-            assert(currentParser.ptr === p);
+            assert3(currentParser.ptr === p);
             const start = at - currentBufferPtr + currentBufferRef.byteOffset;
             return currentParser.onBody(new FastBuffer(currentBufferRef.buffer, start, len)) || 0;
           },
           wasm_on_message_complete: (p) => {
-            assert(currentParser.ptr === p);
+            assert3(currentParser.ptr === p);
             return currentParser.onMessageComplete() || 0;
           }
           /* eslint-enable camelcase */
@@ -5865,7 +5865,7 @@ var require_client_h1 = __commonJS({
     var TIMEOUT_KEEP_ALIVE = 8 | USE_NATIVE_TIMER;
     var Parser = class {
       constructor(client, socket, { exports: exports2 }) {
-        assert(Number.isFinite(client[kMaxHeadersSize]) && client[kMaxHeadersSize] > 0);
+        assert3(Number.isFinite(client[kMaxHeadersSize]) && client[kMaxHeadersSize] > 0);
         this.llhttp = exports2;
         this.ptr = this.llhttp.llhttp_alloc(constants4.TYPE.RESPONSE);
         this.client = client;
@@ -5914,10 +5914,10 @@ var require_client_h1 = __commonJS({
         if (this.socket.destroyed || !this.paused) {
           return;
         }
-        assert(this.ptr != null);
-        assert(currentParser == null);
+        assert3(this.ptr != null);
+        assert3(currentParser == null);
         this.llhttp.llhttp_resume(this.ptr);
-        assert(this.timeoutType === TIMEOUT_BODY);
+        assert3(this.timeoutType === TIMEOUT_BODY);
         if (this.timeout) {
           if (this.timeout.refresh) {
             this.timeout.refresh();
@@ -5937,9 +5937,9 @@ var require_client_h1 = __commonJS({
         }
       }
       execute(data) {
-        assert(this.ptr != null);
-        assert(currentParser == null);
-        assert(!this.paused);
+        assert3(this.ptr != null);
+        assert3(currentParser == null);
+        assert3(!this.paused);
         const { socket, llhttp } = this;
         if (data.length > currentBufferSize) {
           if (currentBufferPtr) {
@@ -5978,9 +5978,9 @@ var require_client_h1 = __commonJS({
         }
       }
       finish() {
-        assert(currentParser === null);
-        assert(this.ptr != null);
-        assert(!this.paused);
+        assert3(currentParser === null);
+        assert3(this.ptr != null);
+        assert3(!this.paused);
         const { llhttp } = this;
         let ret;
         try {
@@ -6012,8 +6012,8 @@ var require_client_h1 = __commonJS({
         return new HTTPParserError(message, constants4.ERROR[ret], data);
       }
       destroy() {
-        assert(this.ptr != null);
-        assert(currentParser == null);
+        assert3(this.ptr != null);
+        assert3(currentParser == null);
         this.llhttp.llhttp_free(this.ptr);
         this.ptr = null;
         this.timeout && timers.clearTimeout(this.timeout);
@@ -6078,14 +6078,14 @@ var require_client_h1 = __commonJS({
       }
       onUpgrade(head) {
         const { upgrade, client, socket, headers, statusCode, statusText } = this;
-        assert(upgrade);
-        assert(client[kSocket] === socket);
-        assert(!socket.destroyed);
-        assert(!this.paused);
-        assert((headers.length & 1) === 0);
+        assert3(upgrade);
+        assert3(client[kSocket] === socket);
+        assert3(!socket.destroyed);
+        assert3(!this.paused);
+        assert3((headers.length & 1) === 0);
         const request = client[kQueue][client[kRunningIdx]];
-        assert(request);
-        assert(request.upgrade || request.method === "CONNECT");
+        assert3(request);
+        assert3(request.upgrade || request.method === "CONNECT");
         this.statusCode = null;
         this.statusText = "";
         this.shouldKeepAlive = null;
@@ -6122,8 +6122,8 @@ var require_client_h1 = __commonJS({
         if (!request) {
           return -1;
         }
-        assert(!this.upgrade);
-        assert(this.statusCode < 200);
+        assert3(!this.upgrade);
+        assert3(this.statusCode < 200);
         if (statusCode === 100) {
           util.destroy(socket, new SocketError("bad response", util.getSocketInfo(socket)));
           return -1;
@@ -6132,7 +6132,7 @@ var require_client_h1 = __commonJS({
           util.destroy(socket, new SocketError("bad upgrade", util.getSocketInfo(socket)));
           return -1;
         }
-        assert(this.timeoutType === TIMEOUT_HEADERS);
+        assert3(this.timeoutType === TIMEOUT_HEADERS);
         this.statusCode = statusCode;
         this.shouldKeepAlive = shouldKeepAlive || // Override llhttp value which does not allow keepAlive for HEAD.
         request.method === "HEAD" && !socket[kReset] && this.connection.toLowerCase() === "keep-alive";
@@ -6145,16 +6145,16 @@ var require_client_h1 = __commonJS({
           }
         }
         if (request.method === "CONNECT") {
-          assert(client[kRunning] === 1);
+          assert3(client[kRunning] === 1);
           this.upgrade = true;
           return 2;
         }
         if (upgrade) {
-          assert(client[kRunning] === 1);
+          assert3(client[kRunning] === 1);
           this.upgrade = true;
           return 2;
         }
-        assert((this.headers.length & 1) === 0);
+        assert3((this.headers.length & 1) === 0);
         this.headers = [];
         this.headersSize = 0;
         if (this.shouldKeepAlive && client[kPipelining]) {
@@ -6197,14 +6197,14 @@ var require_client_h1 = __commonJS({
           return -1;
         }
         const request = client[kQueue][client[kRunningIdx]];
-        assert(request);
-        assert(this.timeoutType === TIMEOUT_BODY);
+        assert3(request);
+        assert3(this.timeoutType === TIMEOUT_BODY);
         if (this.timeout) {
           if (this.timeout.refresh) {
             this.timeout.refresh();
           }
         }
-        assert(statusCode >= 200);
+        assert3(statusCode >= 200);
         if (maxResponseSize > -1 && this.bytesRead + buf.length > maxResponseSize) {
           util.destroy(socket, new ResponseExceededMaxSizeError());
           return -1;
@@ -6222,10 +6222,10 @@ var require_client_h1 = __commonJS({
         if (upgrade) {
           return;
         }
-        assert(statusCode >= 100);
-        assert((this.headers.length & 1) === 0);
+        assert3(statusCode >= 100);
+        assert3((this.headers.length & 1) === 0);
         const request = client[kQueue][client[kRunningIdx]];
-        assert(request);
+        assert3(request);
         this.statusCode = null;
         this.statusText = "";
         this.bytesRead = 0;
@@ -6245,7 +6245,7 @@ var require_client_h1 = __commonJS({
         client[kQueue][client[kRunningIdx]++] = null;
         socket[kSocketUsed] = true;
         if (socket[kWriting]) {
-          assert(client[kRunning] === 0);
+          assert3(client[kRunning] === 0);
           util.destroy(socket, new InformationalError("reset"));
           return constants4.ERROR.PAUSED;
         } else if (!shouldKeepAlive) {
@@ -6265,7 +6265,7 @@ var require_client_h1 = __commonJS({
       const { socket, timeoutType, client, paused } = parser.deref();
       if (timeoutType === TIMEOUT_HEADERS) {
         if (!socket[kWriting] || socket.writableNeedDrain || client[kRunning] > 1) {
-          assert(!paused, "cannot be paused while waiting for headers");
+          assert3(!paused, "cannot be paused while waiting for headers");
           util.destroy(socket, new HeadersTimeoutError());
         }
       } else if (timeoutType === TIMEOUT_BODY) {
@@ -6273,7 +6273,7 @@ var require_client_h1 = __commonJS({
           util.destroy(socket, new BodyTimeoutError());
         }
       } else if (timeoutType === TIMEOUT_KEEP_ALIVE) {
-        assert(client[kRunning] === 0 && client[kKeepAliveTimeoutValue]);
+        assert3(client[kRunning] === 0 && client[kKeepAliveTimeoutValue]);
         util.destroy(socket, new InformationalError("socket idle timeout"));
       }
     }
@@ -6336,7 +6336,7 @@ var require_client_h1 = __commonJS({
         client2[kSocket] = null;
         client2[kHTTPContext] = null;
         if (client2.destroyed) {
-          assert(client2[kPending] === 0);
+          assert3(client2[kPending] === 0);
           const requests = client2[kQueue].splice(client2[kRunningIdx]);
           for (let i = 0; i < requests.length; i++) {
             const request = requests[i];
@@ -6348,7 +6348,7 @@ var require_client_h1 = __commonJS({
           util.errorRequest(client2, request, err);
         }
         client2[kPendingIdx] = client2[kRunningIdx];
-        assert(client2[kRunning] === 0);
+        assert3(client2[kRunning] === 0);
         client2.emit("disconnect", client2[kUrl], [client2], err);
         client2[kResume]();
       });
@@ -6463,7 +6463,7 @@ var require_client_h1 = __commonJS({
       return method !== "GET" && method !== "HEAD" && method !== "OPTIONS" && method !== "TRACE" && method !== "CONNECT";
     }
     function writeH1(client, request) {
-      const { method, path: path6, host, upgrade, blocking, reset } = request;
+      const { method, path: path10, host, upgrade, blocking, reset } = request;
       let { body, headers, contentLength } = request;
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH" || method === "QUERY" || method === "PROPFIND" || method === "PROPPATCH";
       if (util.isFormDataLike(body)) {
@@ -6544,7 +6544,7 @@ var require_client_h1 = __commonJS({
       if (blocking) {
         socket[kBlocking] = true;
       }
-      let header = `${method} ${path6} HTTP/1.1\r
+      let header = `${method} ${path10} HTTP/1.1\r
 `;
       if (typeof host === "string") {
         header += `host: ${host}\r
@@ -6594,12 +6594,12 @@ upgrade: ${upgrade}\r
       } else if (util.isIterable(body)) {
         writeIterable(abort, body, client, request, socket, contentLength, header, expectsPayload);
       } else {
-        assert(false);
+        assert3(false);
       }
       return true;
     }
     function writeStream(abort, body, client, request, socket, contentLength, header, expectsPayload) {
-      assert(contentLength !== 0 || client[kRunning] === 0, "stream body cannot be pipelined");
+      assert3(contentLength !== 0 || client[kRunning] === 0, "stream body cannot be pipelined");
       let finished = false;
       const writer = new AsyncWriter({ abort, socket, request, contentLength, client, expectsPayload, header });
       const onData = function(chunk) {
@@ -6636,7 +6636,7 @@ upgrade: ${upgrade}\r
           return;
         }
         finished = true;
-        assert(socket.destroyed || socket[kWriting] && client[kRunning] <= 1);
+        assert3(socket.destroyed || socket[kWriting] && client[kRunning] <= 1);
         socket.off("drain", onDrain).off("error", onFinished);
         body.removeListener("data", onData).removeListener("end", onFinished).removeListener("close", onClose);
         if (!err) {
@@ -6675,12 +6675,12 @@ upgrade: ${upgrade}\r
 \r
 `, "latin1");
           } else {
-            assert(contentLength === null, "no body must not have content length");
+            assert3(contentLength === null, "no body must not have content length");
             socket.write(`${header}\r
 `, "latin1");
           }
         } else if (util.isBuffer(body)) {
-          assert(contentLength === body.byteLength, "buffer body must have content length");
+          assert3(contentLength === body.byteLength, "buffer body must have content length");
           socket.cork();
           socket.write(`${header}content-length: ${contentLength}\r
 \r
@@ -6699,7 +6699,7 @@ upgrade: ${upgrade}\r
       }
     }
     async function writeBlob(abort, body, client, request, socket, contentLength, header, expectsPayload) {
-      assert(contentLength === body.size, "blob body must have content length");
+      assert3(contentLength === body.size, "blob body must have content length");
       try {
         if (contentLength != null && contentLength !== body.size) {
           throw new RequestContentLengthMismatchError();
@@ -6722,7 +6722,7 @@ upgrade: ${upgrade}\r
       }
     }
     async function writeIterable(abort, body, client, request, socket, contentLength, header, expectsPayload) {
-      assert(contentLength !== 0 || client[kRunning] === 0, "iterator body cannot be pipelined");
+      assert3(contentLength !== 0 || client[kRunning] === 0, "iterator body cannot be pipelined");
       let callback = null;
       function onDrain() {
         if (callback) {
@@ -6731,12 +6731,12 @@ upgrade: ${upgrade}\r
           cb();
         }
       }
-      const waitForDrain = () => new Promise((resolve, reject) => {
-        assert(callback === null);
+      const waitForDrain = () => new Promise((resolve3, reject) => {
+        assert3(callback === null);
         if (socket[kError]) {
           reject(socket[kError]);
         } else {
-          callback = resolve;
+          callback = resolve3;
         }
       });
       socket.on("close", onDrain).on("drain", onDrain);
@@ -6859,7 +6859,7 @@ ${len.toString(16)}\r
         const { socket, client, abort } = this;
         socket[kWriting] = false;
         if (err) {
-          assert(client[kRunning] <= 1, "pipeline should only contain this request");
+          assert3(client[kRunning] <= 1, "pipeline should only contain this request");
           abort(err);
         }
       }
@@ -6872,7 +6872,7 @@ ${len.toString(16)}\r
 var require_client_h2 = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/dispatcher/client-h2.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { errorMonitor } = __require("events");
     var { pipeline } = __require("stream");
     var util = require_util();
@@ -6963,7 +6963,7 @@ var require_client_h2 = __commonJS({
         const err = this[kSocket][kError] || this[kError] || new SocketError("closed", util.getSocketInfo(socket2));
         client2[kHTTP2Session] = null;
         if (client2.destroyed) {
-          assert(client2[kPending] === 0);
+          assert3(client2[kPending] === 0);
           const requests = client2[kQueue].splice(client2[kRunningIdx]);
           for (let i = 0; i < requests.length; i++) {
             const request = requests[i];
@@ -6988,7 +6988,7 @@ var require_client_h2 = __commonJS({
           this[kHTTP2Session].destroy(err);
         }
         client[kPendingIdx] = client[kRunningIdx];
-        assert(client[kRunning] === 0);
+        assert3(client[kRunning] === 0);
         client.emit("disconnect", client[kUrl], [client], err);
         client[kResume]();
       });
@@ -7064,7 +7064,7 @@ var require_client_h2 = __commonJS({
         util.errorRequest(client, request, err);
         client[kPendingIdx] = client[kRunningIdx];
       }
-      assert(client[kRunning] === 0);
+      assert3(client[kRunning] === 0);
       client.emit("disconnect", client[kUrl], [client], err);
       client[kResume]();
     }
@@ -7073,7 +7073,7 @@ var require_client_h2 = __commonJS({
     }
     function writeH2(client, request) {
       const session = client[kHTTP2Session];
-      const { method, path: path6, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
+      const { method, path: path10, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
       let { body } = request;
       if (upgrade) {
         util.errorRequest(client, request, new Error("Upgrade not supported for H2"));
@@ -7170,7 +7170,7 @@ var require_client_h2 = __commonJS({
         });
         return true;
       }
-      headers[HTTP2_HEADER_PATH] = path6;
+      headers[HTTP2_HEADER_PATH] = path10;
       headers[HTTP2_HEADER_SCHEME] = "https";
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH";
       if (body && typeof body.read === "function") {
@@ -7198,7 +7198,7 @@ var require_client_h2 = __commonJS({
         process.emitWarning(new RequestContentLengthMismatchError());
       }
       if (contentLength != null) {
-        assert(body, "no body must not have content length");
+        assert3(body, "no body must not have content length");
         headers[HTTP2_HEADER_CONTENT_LENGTH] = `${contentLength}`;
       }
       session.ref();
@@ -7328,14 +7328,14 @@ var require_client_h2 = __commonJS({
             expectsPayload
           );
         } else {
-          assert(false);
+          assert3(false);
         }
       }
     }
     function writeBuffer(abort, h2stream, body, client, request, socket, contentLength, expectsPayload) {
       try {
         if (body != null && util.isBuffer(body)) {
-          assert(contentLength === body.byteLength, "buffer body must have content length");
+          assert3(contentLength === body.byteLength, "buffer body must have content length");
           h2stream.cork();
           h2stream.write(body);
           h2stream.uncork();
@@ -7352,7 +7352,7 @@ var require_client_h2 = __commonJS({
       }
     }
     function writeStream(abort, socket, expectsPayload, h2stream, body, client, request, contentLength) {
-      assert(contentLength !== 0 || client[kRunning] === 0, "stream body cannot be pipelined");
+      assert3(contentLength !== 0 || client[kRunning] === 0, "stream body cannot be pipelined");
       const pipe = pipeline(
         body,
         h2stream,
@@ -7376,7 +7376,7 @@ var require_client_h2 = __commonJS({
       }
     }
     async function writeBlob(abort, h2stream, body, client, request, socket, contentLength, expectsPayload) {
-      assert(contentLength === body.size, "blob body must have content length");
+      assert3(contentLength === body.size, "blob body must have content length");
       try {
         if (contentLength != null && contentLength !== body.size) {
           throw new RequestContentLengthMismatchError();
@@ -7397,7 +7397,7 @@ var require_client_h2 = __commonJS({
       }
     }
     async function writeIterable(abort, h2stream, body, client, request, socket, contentLength, expectsPayload) {
-      assert(contentLength !== 0 || client[kRunning] === 0, "iterator body cannot be pipelined");
+      assert3(contentLength !== 0 || client[kRunning] === 0, "iterator body cannot be pipelined");
       let callback = null;
       function onDrain() {
         if (callback) {
@@ -7406,12 +7406,12 @@ var require_client_h2 = __commonJS({
           cb();
         }
       }
-      const waitForDrain = () => new Promise((resolve, reject) => {
-        assert(callback === null);
+      const waitForDrain = () => new Promise((resolve3, reject) => {
+        assert3(callback === null);
         if (socket[kError]) {
           reject(socket[kError]);
         } else {
-          callback = resolve;
+          callback = resolve3;
         }
       });
       h2stream.on("close", onDrain).on("drain", onDrain);
@@ -7448,7 +7448,7 @@ var require_redirect_handler = __commonJS({
     "use strict";
     var util = require_util();
     var { kBodyUsed } = require_symbols();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { InvalidArgumentError } = require_errors();
     var EE = __require("events");
     var redirectableStatusCodes = [300, 301, 302, 303, 307, 308];
@@ -7459,7 +7459,7 @@ var require_redirect_handler = __commonJS({
         this[kBodyUsed] = false;
       }
       async *[Symbol.asyncIterator]() {
-        assert(!this[kBodyUsed], "disturbed");
+        assert3(!this[kBodyUsed], "disturbed");
         this[kBodyUsed] = true;
         yield* this[kBody];
       }
@@ -7481,7 +7481,7 @@ var require_redirect_handler = __commonJS({
         if (util.isStream(this.opts.body)) {
           if (util.bodyLength(this.opts.body) === 0) {
             this.opts.body.on("data", function() {
-              assert(false);
+              assert3(false);
             });
           }
           if (typeof this.opts.body.readableDidRead !== "boolean") {
@@ -7523,9 +7523,9 @@ var require_redirect_handler = __commonJS({
           return this.handler.onHeaders(statusCode, headers, resume, statusText);
         }
         const { origin, pathname, search } = util.parseURL(new URL(this.location, this.opts.origin && new URL(this.opts.path, this.opts.origin)));
-        const path6 = search ? `${pathname}${search}` : pathname;
+        const path10 = search ? `${pathname}${search}` : pathname;
         this.opts.headers = cleanRequestHeaders(this.opts.headers, statusCode === 303, this.opts.origin !== origin);
-        this.opts.path = path6;
+        this.opts.path = path10;
         this.opts.origin = origin;
         this.opts.maxRedirections = 0;
         this.opts.query = null;
@@ -7593,7 +7593,7 @@ var require_redirect_handler = __commonJS({
           }
         }
       } else {
-        assert(headers == null, "headers must be an object or an array");
+        assert3(headers == null, "headers must be an object or an array");
       }
       return ret;
     }
@@ -7627,7 +7627,7 @@ var require_redirect_interceptor = __commonJS({
 var require_client = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/dispatcher/client.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var net = __require("net");
     var http3 = __require("http");
     var util = require_util();
@@ -7890,16 +7890,16 @@ var require_client = __commonJS({
         return this[kNeedDrain] < 2;
       }
       async [kClose]() {
-        return new Promise((resolve) => {
+        return new Promise((resolve3) => {
           if (this[kSize]) {
-            this[kClosedResolve] = resolve;
+            this[kClosedResolve] = resolve3;
           } else {
-            resolve(null);
+            resolve3(null);
           }
         });
       }
       async [kDestroy](err) {
-        return new Promise((resolve) => {
+        return new Promise((resolve3) => {
           const requests = this[kQueue].splice(this[kPendingIdx]);
           for (let i = 0; i < requests.length; i++) {
             const request = requests[i];
@@ -7910,7 +7910,7 @@ var require_client = __commonJS({
               this[kClosedResolve]();
               this[kClosedResolve] = null;
             }
-            resolve(null);
+            resolve3(null);
           };
           if (this[kHTTPContext]) {
             this[kHTTPContext].destroy(err, callback);
@@ -7925,24 +7925,24 @@ var require_client = __commonJS({
     var createRedirectInterceptor = require_redirect_interceptor();
     function onError(client, err) {
       if (client[kRunning] === 0 && err.code !== "UND_ERR_INFO" && err.code !== "UND_ERR_SOCKET") {
-        assert(client[kPendingIdx] === client[kRunningIdx]);
+        assert3(client[kPendingIdx] === client[kRunningIdx]);
         const requests = client[kQueue].splice(client[kRunningIdx]);
         for (let i = 0; i < requests.length; i++) {
           const request = requests[i];
           util.errorRequest(client, request, err);
         }
-        assert(client[kSize] === 0);
+        assert3(client[kSize] === 0);
       }
     }
     async function connect2(client) {
-      assert(!client[kConnecting]);
-      assert(!client[kHTTPContext]);
+      assert3(!client[kConnecting]);
+      assert3(!client[kHTTPContext]);
       let { host, hostname, protocol, port } = client[kUrl];
       if (hostname[0] === "[") {
         const idx = hostname.indexOf("]");
-        assert(idx !== -1);
+        assert3(idx !== -1);
         const ip = hostname.substring(1, idx);
-        assert(net.isIP(ip));
+        assert3(net.isIP(ip));
         hostname = ip;
       }
       client[kConnecting] = true;
@@ -7961,7 +7961,7 @@ var require_client = __commonJS({
         });
       }
       try {
-        const socket = await new Promise((resolve, reject) => {
+        const socket = await new Promise((resolve3, reject) => {
           client[kConnector]({
             host,
             hostname,
@@ -7973,7 +7973,7 @@ var require_client = __commonJS({
             if (err) {
               reject(err);
             } else {
-              resolve(socket2);
+              resolve3(socket2);
             }
           });
         });
@@ -7981,7 +7981,7 @@ var require_client = __commonJS({
           util.destroy(socket.on("error", noop2), new ClientDestroyedError());
           return;
         }
-        assert(socket);
+        assert3(socket);
         try {
           client[kHTTPContext] = socket.alpnProtocol === "h2" ? await connectH2(client, socket) : await connectH1(client, socket);
         } catch (err) {
@@ -8030,7 +8030,7 @@ var require_client = __commonJS({
           });
         }
         if (err.code === "ERR_TLS_CERT_ALTNAME_INVALID") {
-          assert(client[kRunning] === 0);
+          assert3(client[kRunning] === 0);
           while (client[kPending] > 0 && client[kQueue][client[kPendingIdx]].servername === client[kServerName]) {
             const request = client[kQueue][client[kPendingIdx]++];
             util.errorRequest(client, request, err);
@@ -8062,7 +8062,7 @@ var require_client = __commonJS({
     function _resume(client, sync) {
       while (true) {
         if (client.destroyed) {
-          assert(client[kPending] === 0);
+          assert3(client[kPending] === 0);
           return;
         }
         if (client[kClosedResolve] && !client[kSize]) {
@@ -8310,8 +8310,8 @@ var require_pool_base = __commonJS({
         if (this[kQueue].isEmpty()) {
           await Promise.all(this[kClients].map((c) => c.close()));
         } else {
-          await new Promise((resolve) => {
-            this[kClosedResolve] = resolve;
+          await new Promise((resolve3) => {
+            this[kClosedResolve] = resolve3;
           });
         }
       }
@@ -8765,10 +8765,10 @@ var require_proxy_agent = __commonJS({
         };
         const {
           origin,
-          path: path6 = "/",
+          path: path10 = "/",
           headers = {}
         } = opts;
-        opts.path = origin + path6;
+        opts.path = origin + path10;
         if (!("host" in headers) && !("Host" in headers)) {
           const { host } = new URL2(origin);
           headers.host = host;
@@ -9068,7 +9068,7 @@ var require_env_http_proxy_agent = __commonJS({
 var require_retry_handler = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/handler/retry-handler.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { kRetryHandlerDefaultRetry } = require_symbols();
     var { RequestRetryError } = require_errors();
     var {
@@ -9166,7 +9166,7 @@ var require_retry_handler = __commonJS({
         if (this.end == null && this.opts.method !== "HEAD") {
           const contentLength = headers["content-length"];
           this.end = contentLength != null ? Number(contentLength) - 1 : null;
-          assert(
+          assert3(
             this.end == null || Number.isFinite(this.end),
             "invalid content-length"
           );
@@ -9321,11 +9321,11 @@ var require_retry_handler = __commonJS({
               return false;
             }
             const { start, size, end = size - 1 } = range;
-            assert(
+            assert3(
               start != null && Number.isFinite(start),
               "content-range mismatch"
             );
-            assert(end != null && Number.isFinite(end), "invalid content-length");
+            assert3(end != null && Number.isFinite(end), "invalid content-length");
             this.start = start;
             this.end = end;
           }
@@ -9333,8 +9333,8 @@ var require_retry_handler = __commonJS({
             const contentLength = headers["content-length"];
             this.end = contentLength != null ? Number(contentLength) - 1 : null;
           }
-          assert(Number.isFinite(this.start));
-          assert(
+          assert3(Number.isFinite(this.start));
+          assert3(
             this.end == null || Number.isFinite(this.end),
             "invalid content-length"
           );
@@ -9452,7 +9452,7 @@ var require_retry_agent = __commonJS({
 var require_readable = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/api/readable.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { Readable } = __require("stream");
     var { RequestAbortedError, NotSupportedError, InvalidArgumentError, AbortError } = require_errors();
     var util = require_util();
@@ -9565,7 +9565,7 @@ var require_readable = __commonJS({
           this[kBody] = ReadableStreamFrom(this);
           if (this[kConsume]) {
             this[kBody].getReader();
-            assert(this[kBody].locked);
+            assert3(this[kBody].locked);
           }
         }
         return this[kBody];
@@ -9580,7 +9580,7 @@ var require_readable = __commonJS({
         if (this._readableState.closeEmitted) {
           return null;
         }
-        return await new Promise((resolve, reject) => {
+        return await new Promise((resolve3, reject) => {
           if (this[kContentLength] > limit) {
             this.destroy(new AbortError());
           }
@@ -9593,7 +9593,7 @@ var require_readable = __commonJS({
             if (signal?.aborted) {
               reject(signal.reason ?? new AbortError());
             } else {
-              resolve(null);
+              resolve3(null);
             }
           }).on("error", noop2).on("data", function(chunk) {
             limit -= chunk.length;
@@ -9611,8 +9611,8 @@ var require_readable = __commonJS({
       return util.isDisturbed(self2) || isLocked(self2);
     }
     async function consume(stream, type) {
-      assert(!stream[kConsume]);
-      return new Promise((resolve, reject) => {
+      assert3(!stream[kConsume]);
+      return new Promise((resolve3, reject) => {
         if (isUnusable(stream)) {
           const rState = stream._readableState;
           if (rState.destroyed && rState.closeEmitted === false) {
@@ -9629,7 +9629,7 @@ var require_readable = __commonJS({
             stream[kConsume] = {
               type,
               stream,
-              resolve,
+              resolve: resolve3,
               reject,
               length: 0,
               body: []
@@ -9699,18 +9699,18 @@ var require_readable = __commonJS({
       return buffer;
     }
     function consumeEnd(consume2) {
-      const { type, body, resolve, stream, length } = consume2;
+      const { type, body, resolve: resolve3, stream, length } = consume2;
       try {
         if (type === "text") {
-          resolve(chunksDecode(body, length));
+          resolve3(chunksDecode(body, length));
         } else if (type === "json") {
-          resolve(JSON.parse(chunksDecode(body, length)));
+          resolve3(JSON.parse(chunksDecode(body, length)));
         } else if (type === "arrayBuffer") {
-          resolve(chunksConcat(body, length).buffer);
+          resolve3(chunksConcat(body, length).buffer);
         } else if (type === "blob") {
-          resolve(new Blob(body, { type: stream[kContentType] }));
+          resolve3(new Blob(body, { type: stream[kContentType] }));
         } else if (type === "bytes") {
-          resolve(chunksConcat(body, length));
+          resolve3(chunksConcat(body, length));
         }
         consumeFinish(consume2);
       } catch (err) {
@@ -9745,14 +9745,14 @@ var require_readable = __commonJS({
 var require_util3 = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/api/util.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var {
       ResponseStatusCodeError
     } = require_errors();
     var { chunksDecode } = require_readable();
     var CHUNK_LIMIT = 128 * 1024;
     async function getResolveErrorBodyCallback({ callback, body, contentType, statusCode, statusMessage, headers }) {
-      assert(body);
+      assert3(body);
       let chunks = [];
       let length = 0;
       try {
@@ -9807,7 +9807,7 @@ var require_util3 = __commonJS({
 var require_api_request = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/api/api-request.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { Readable } = require_readable();
     var { InvalidArgumentError, RequestAbortedError } = require_errors();
     var util = require_util();
@@ -9887,7 +9887,7 @@ var require_api_request = __commonJS({
           abort(this.reason);
           return;
         }
-        assert(this.callback);
+        assert3(this.callback);
         this.abort = abort;
         this.context = context;
       }
@@ -9968,9 +9968,9 @@ var require_api_request = __commonJS({
     };
     function request(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve, reject) => {
+        return new Promise((resolve3, reject) => {
           request.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve(data);
+            return err ? reject(err) : resolve3(data);
           });
         });
       }
@@ -10045,7 +10045,7 @@ var require_abort_signal = __commonJS({
 var require_api_stream = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/api/api-stream.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { finished, PassThrough } = __require("stream");
     var { InvalidArgumentError, InvalidReturnValueError } = require_errors();
     var util = require_util();
@@ -10104,7 +10104,7 @@ var require_api_stream = __commonJS({
           abort(this.reason);
           return;
         }
-        assert(this.callback);
+        assert3(this.callback);
         this.abort = abort;
         this.context = context;
       }
@@ -10194,9 +10194,9 @@ var require_api_stream = __commonJS({
     };
     function stream(opts, factory, callback) {
       if (callback === void 0) {
-        return new Promise((resolve, reject) => {
+        return new Promise((resolve3, reject) => {
           stream.call(this, opts, factory, (err, data) => {
-            return err ? reject(err) : resolve(data);
+            return err ? reject(err) : resolve3(data);
           });
         });
       }
@@ -10231,7 +10231,7 @@ var require_api_pipeline = __commonJS({
     var util = require_util();
     var { AsyncResource } = __require("async_hooks");
     var { addSignal, removeSignal } = require_abort_signal();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var kResume = /* @__PURE__ */ Symbol("resume");
     var PipelineRequest = class extends Readable {
       constructor() {
@@ -10335,8 +10335,8 @@ var require_api_pipeline = __commonJS({
           abort(this.reason);
           return;
         }
-        assert(!res, "pipeline cannot be retried");
-        assert(!ret.destroyed);
+        assert3(!res, "pipeline cannot be retried");
+        assert3(!ret.destroyed);
         this.abort = abort;
         this.context = context;
       }
@@ -10422,7 +10422,7 @@ var require_api_upgrade = __commonJS({
     var { AsyncResource } = __require("async_hooks");
     var util = require_util();
     var { addSignal, removeSignal } = require_abort_signal();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var UpgradeHandler = class extends AsyncResource {
       constructor(opts, callback) {
         if (!opts || typeof opts !== "object") {
@@ -10448,7 +10448,7 @@ var require_api_upgrade = __commonJS({
           abort(this.reason);
           return;
         }
-        assert(this.callback);
+        assert3(this.callback);
         this.abort = abort;
         this.context = null;
       }
@@ -10456,7 +10456,7 @@ var require_api_upgrade = __commonJS({
         throw new SocketError("bad upgrade", null);
       }
       onUpgrade(statusCode, rawHeaders, socket) {
-        assert(statusCode === 101);
+        assert3(statusCode === 101);
         const { callback, opaque, context } = this;
         removeSignal(this);
         this.callback = null;
@@ -10481,9 +10481,9 @@ var require_api_upgrade = __commonJS({
     };
     function upgrade(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve, reject) => {
+        return new Promise((resolve3, reject) => {
           upgrade.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve(data);
+            return err ? reject(err) : resolve3(data);
           });
         });
       }
@@ -10510,7 +10510,7 @@ var require_api_upgrade = __commonJS({
 var require_api_connect = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/api/api-connect.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { AsyncResource } = __require("async_hooks");
     var { InvalidArgumentError, SocketError } = require_errors();
     var util = require_util();
@@ -10539,7 +10539,7 @@ var require_api_connect = __commonJS({
           abort(this.reason);
           return;
         }
-        assert(this.callback);
+        assert3(this.callback);
         this.abort = abort;
         this.context = context;
       }
@@ -10575,9 +10575,9 @@ var require_api_connect = __commonJS({
     };
     function connect2(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve, reject) => {
+        return new Promise((resolve3, reject) => {
           connect2.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve(data);
+            return err ? reject(err) : resolve3(data);
           });
         });
       }
@@ -10742,20 +10742,20 @@ var require_mock_utils = __commonJS({
       }
       return true;
     }
-    function safeUrl(path6) {
-      if (typeof path6 !== "string") {
-        return path6;
+    function safeUrl(path10) {
+      if (typeof path10 !== "string") {
+        return path10;
       }
-      const pathSegments = path6.split("?");
-      if (pathSegments.length !== 2) {
-        return path6;
+      const pathSegments2 = path10.split("?");
+      if (pathSegments2.length !== 2) {
+        return path10;
       }
-      const qp = new URLSearchParams(pathSegments.pop());
+      const qp = new URLSearchParams(pathSegments2.pop());
       qp.sort();
-      return [...pathSegments, qp.toString()].join("?");
+      return [...pathSegments2, qp.toString()].join("?");
     }
-    function matchKey(mockDispatch2, { path: path6, method, body, headers }) {
-      const pathMatch = matchValue(mockDispatch2.path, path6);
+    function matchKey(mockDispatch2, { path: path10, method, body, headers }) {
+      const pathMatch = matchValue(mockDispatch2.path, path10);
       const methodMatch = matchValue(mockDispatch2.method, method);
       const bodyMatch = typeof mockDispatch2.body !== "undefined" ? matchValue(mockDispatch2.body, body) : true;
       const headersMatch = matchHeaders(mockDispatch2, headers);
@@ -10777,7 +10777,7 @@ var require_mock_utils = __commonJS({
     function getMockDispatch(mockDispatches, key) {
       const basePath = key.query ? buildURL(key.path, key.query) : key.path;
       const resolvedPath = typeof basePath === "string" ? safeUrl(basePath) : basePath;
-      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path6 }) => matchValue(safeUrl(path6), resolvedPath));
+      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path10 }) => matchValue(safeUrl(path10), resolvedPath));
       if (matchedMockDispatches.length === 0) {
         throw new MockNotMatchedError(`Mock dispatch not matched for path '${resolvedPath}'`);
       }
@@ -10815,9 +10815,9 @@ var require_mock_utils = __commonJS({
       }
     }
     function buildKey(opts) {
-      const { path: path6, method, body, headers, query } = opts;
+      const { path: path10, method, body, headers, query } = opts;
       return {
-        path: path6,
+        path: path10,
         method,
         body,
         headers,
@@ -11280,10 +11280,10 @@ var require_pending_interceptors_formatter = __commonJS({
       }
       format(pendingInterceptors) {
         const withPrettyHeaders = pendingInterceptors.map(
-          ({ method, path: path6, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
+          ({ method, path: path10, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
             Method: method,
             Origin: origin,
-            Path: path6,
+            Path: path10,
             "Status code": statusCode,
             Persistent: persist ? PERSISTENT : NOT_PERSISTENT,
             Invocations: timesInvoked,
@@ -11947,7 +11947,7 @@ var require_headers = __commonJS({
       isValidHeaderValue
     } = require_util2();
     var { webidl } = require_webidl();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var util = __require("util");
     var kHeadersMap = /* @__PURE__ */ Symbol("headers map");
     var kHeadersSortedMap = /* @__PURE__ */ Symbol("headers map sorted");
@@ -12046,10 +12046,10 @@ var require_headers = __commonJS({
         const lowercaseName = isLowerCase ? name : name.toLowerCase();
         const exists2 = this[kHeadersMap].get(lowercaseName);
         if (exists2) {
-          const delimiter = lowercaseName === "cookie" ? "; " : ", ";
+          const delimiter2 = lowercaseName === "cookie" ? "; " : ", ";
           this[kHeadersMap].set(lowercaseName, {
             name: exists2.name,
-            value: `${exists2.value}${delimiter}${value}`
+            value: `${exists2.value}${delimiter2}${value}`
           });
         } else {
           this[kHeadersMap].set(lowercaseName, { name, value });
@@ -12137,11 +12137,11 @@ var require_headers = __commonJS({
           const iterator = this[kHeadersMap][Symbol.iterator]();
           const firstValue = iterator.next().value;
           array[0] = [firstValue[0], firstValue[1].value];
-          assert(firstValue[1].value !== null);
+          assert3(firstValue[1].value !== null);
           for (let i = 1, j = 0, right = 0, left = 0, pivot = 0, x, value; i < size; ++i) {
             value = iterator.next().value;
             x = array[i] = [value[0], value[1].value];
-            assert(x[1] !== null);
+            assert3(x[1] !== null);
             left = 0;
             right = i;
             while (left < right) {
@@ -12168,7 +12168,7 @@ var require_headers = __commonJS({
           let i = 0;
           for (const { 0: name, 1: { value } } of this[kHeadersMap]) {
             array[i++] = [name, value];
-            assert(value !== null);
+            assert3(value !== null);
           }
           return array.sort(compareHeaderName);
         }
@@ -12407,7 +12407,7 @@ var require_response = __commonJS({
     var { FormData } = require_formdata();
     var { URLSerializer } = require_data_url();
     var { kConstruct } = require_symbols();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { types } = __require("util");
     var textEncoder = new TextEncoder("utf-8");
     var Response = class _Response {
@@ -12630,7 +12630,7 @@ var require_response = __commonJS({
           return p in state ? state[p] : target[p];
         },
         set(target, p, value) {
-          assert(!(p in state));
+          assert3(!(p in state));
           target[p] = value;
           return true;
         }
@@ -12664,11 +12664,11 @@ var require_response = __commonJS({
           body: null
         });
       } else {
-        assert(false);
+        assert3(false);
       }
     }
     function makeAppropriateNetworkError(fetchParams, err = null) {
-      assert(isCancelled(fetchParams));
+      assert3(isCancelled(fetchParams));
       return isAborted(fetchParams) ? makeNetworkError(Object.assign(new DOMException("The operation was aborted.", "AbortError"), { cause: err })) : makeNetworkError(Object.assign(new DOMException("Request was cancelled."), { cause: err }));
     }
     function initializeResponse(response, init, body) {
@@ -12849,7 +12849,7 @@ var require_request2 = __commonJS({
     var { webidl } = require_webidl();
     var { URLSerializer } = require_data_url();
     var { kConstruct } = require_symbols();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { getMaxListeners, setMaxListeners, getEventListeners, defaultMaxListeners } = __require("events");
     var kAbortController = /* @__PURE__ */ Symbol("abortController");
     var requestFinalizer = new FinalizationRegistry2(({ signal, abort }) => {
@@ -12913,7 +12913,7 @@ var require_request2 = __commonJS({
           fallbackMode = "cors";
         } else {
           this[kDispatcher] = init.dispatcher || input[kDispatcher];
-          assert(input instanceof _Request);
+          assert3(input instanceof _Request);
           request = input[kState];
           signal = input[kSignal];
         }
@@ -13565,7 +13565,7 @@ var require_fetch = __commonJS({
       extractMimeType
     } = require_util2();
     var { kState, kDispatcher } = require_symbols2();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { safelyExtractBody, extractBody } = require_body();
     var {
       redirectStatusSet,
@@ -13643,7 +13643,7 @@ var require_fetch = __commonJS({
         requestObject.signal,
         () => {
           locallyAborted = true;
-          assert(controller2 != null);
+          assert3(controller2 != null);
           controller2.abort(requestObject.signal.reason);
           const realResponse = responseObject?.deref();
           abortFetch(p, request, realResponse, requestObject.signal.reason);
@@ -13743,7 +13743,7 @@ var require_fetch = __commonJS({
       dispatcher = getGlobalDispatcher()
       // undici
     }) {
-      assert(dispatcher);
+      assert3(dispatcher);
       let taskDestination = null;
       let crossOriginIsolatedCapability = false;
       if (request.client != null) {
@@ -13766,7 +13766,7 @@ var require_fetch = __commonJS({
         taskDestination,
         crossOriginIsolatedCapability
       };
-      assert(!request.body || request.body.stream);
+      assert3(!request.body || request.body.stream);
       if (request.window === "client") {
         request.window = request.client?.globalObject?.constructor?.name === "Window" ? request.client : "no-window";
       }
@@ -13859,7 +13859,7 @@ var require_fetch = __commonJS({
         } else if (request.responseTainting === "opaque") {
           response = filterResponse(response, "opaque");
         } else {
-          assert(false);
+          assert3(false);
         }
       }
       let internalResponse = response.status === 0 ? response : response.internalResponse;
@@ -14086,7 +14086,7 @@ var require_fetch = __commonJS({
         } else if (request.redirect === "follow") {
           response = await httpRedirectFetch(fetchParams, response);
         } else {
-          assert(false);
+          assert3(false);
         }
       }
       response.timingInfo = timingInfo;
@@ -14139,7 +14139,7 @@ var require_fetch = __commonJS({
         request.headersList.delete("host", true);
       }
       if (request.body != null) {
-        assert(request.body.source != null);
+        assert3(request.body.source != null);
         request.body = safelyExtractBody(request.body.source)[0];
       }
       const timingInfo = fetchParams.timingInfo;
@@ -14272,7 +14272,7 @@ var require_fetch = __commonJS({
       return response;
     }
     async function httpNetworkFetch(fetchParams, includeCredentials = false, forceNewConnection = false) {
-      assert(!fetchParams.controller.connection || fetchParams.controller.connection.destroyed);
+      assert3(!fetchParams.controller.connection || fetchParams.controller.connection.destroyed);
       fetchParams.controller.connection = {
         abort: null,
         destroyed: false,
@@ -14440,7 +14440,7 @@ var require_fetch = __commonJS({
       function dispatch({ body }) {
         const url = requestCurrentURL(request);
         const agent = fetchParams.controller.dispatcher;
-        return new Promise((resolve, reject) => agent.dispatch(
+        return new Promise((resolve3, reject) => agent.dispatch(
           {
             path: url.pathname + url.search,
             origin: url.origin,
@@ -14516,7 +14516,7 @@ var require_fetch = __commonJS({
               }
               this.body = new Readable({ read: resume });
               const onError = this.onError.bind(this);
-              resolve({
+              resolve3({
                 status,
                 statusText,
                 headersList,
@@ -14559,7 +14559,7 @@ var require_fetch = __commonJS({
               for (let i = 0; i < rawHeaders.length; i += 2) {
                 headersList.append(bufferToLowerCasedHeaderName(rawHeaders[i]), rawHeaders[i + 1].toString("latin1"), true);
               }
-              resolve({
+              resolve3({
                 status,
                 statusText: STATUS_CODES[status],
                 headersList,
@@ -15407,7 +15407,7 @@ var require_symbols4 = __commonJS({
 var require_util5 = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/web/cache/util.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { URLSerializer } = require_data_url();
     var { isValidHeaderName } = require_util2();
     function urlEquals(A, B, excludeFragment = false) {
@@ -15416,7 +15416,7 @@ var require_util5 = __commonJS({
       return serializedA === serializedB;
     }
     function getFieldValues(header) {
-      assert(header !== null);
+      assert3(header !== null);
       const values = [];
       for (let value of header.split(",")) {
         value = value.trim();
@@ -15446,7 +15446,7 @@ var require_cache = __commonJS({
     var { kState } = require_symbols2();
     var { fetching } = require_fetch();
     var { urlIsHttpHttpsScheme, createDeferredPromise, readAllBytes } = require_util2();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var Cache = class _Cache {
       /**
        * @see https://w3c.github.io/ServiceWorker/#dfn-relevant-request-response-list
@@ -15687,7 +15687,7 @@ var require_cache = __commonJS({
             return false;
           }
         } else {
-          assert(typeof request === "string");
+          assert3(typeof request === "string");
           r = new Request(request)[kState];
         }
         const operations = [];
@@ -15768,8 +15768,8 @@ var require_cache = __commonJS({
        * @returns {requestResponseList}
        */
       #batchCacheOperations(operations) {
-        const cache = this.#relevantRequestResponseList;
-        const backupCache = [...cache];
+        const cache2 = this.#relevantRequestResponseList;
+        const backupCache = [...cache2];
         const addedItems = [];
         const resultList = [];
         try {
@@ -15796,9 +15796,9 @@ var require_cache = __commonJS({
                 return [];
               }
               for (const requestResponse of requestResponses) {
-                const idx = cache.indexOf(requestResponse);
-                assert(idx !== -1);
-                cache.splice(idx, 1);
+                const idx = cache2.indexOf(requestResponse);
+                assert3(idx !== -1);
+                cache2.splice(idx, 1);
               }
             } else if (operation.type === "put") {
               if (operation.response == null) {
@@ -15828,11 +15828,11 @@ var require_cache = __commonJS({
               }
               requestResponses = this.#queryCache(operation.request);
               for (const requestResponse of requestResponses) {
-                const idx = cache.indexOf(requestResponse);
-                assert(idx !== -1);
-                cache.splice(idx, 1);
+                const idx = cache2.indexOf(requestResponse);
+                assert3(idx !== -1);
+                cache2.splice(idx, 1);
               }
-              cache.push([operation.request, operation.response]);
+              cache2.push([operation.request, operation.response]);
               addedItems.push([operation.request, operation.response]);
             }
             resultList.push([operation.request, operation.response]);
@@ -16006,13 +16006,13 @@ var require_cachestorage = __commonJS({
         if (options.cacheName != null) {
           if (this.#caches.has(options.cacheName)) {
             const cacheList = this.#caches.get(options.cacheName);
-            const cache = new Cache(kConstruct, cacheList);
-            return await cache.match(request, options);
+            const cache2 = new Cache(kConstruct, cacheList);
+            return await cache2.match(request, options);
           }
         } else {
           for (const cacheList of this.#caches.values()) {
-            const cache = new Cache(kConstruct, cacheList);
-            const response = await cache.match(request, options);
+            const cache2 = new Cache(kConstruct, cacheList);
+            const response = await cache2.match(request, options);
             if (response !== void 0) {
               return response;
             }
@@ -16042,12 +16042,12 @@ var require_cachestorage = __commonJS({
         webidl.argumentLengthCheck(arguments, 1, prefix);
         cacheName = webidl.converters.DOMString(cacheName, prefix, "cacheName");
         if (this.#caches.has(cacheName)) {
-          const cache2 = this.#caches.get(cacheName);
-          return new Cache(kConstruct, cache2);
+          const cache3 = this.#caches.get(cacheName);
+          return new Cache(kConstruct, cache3);
         }
-        const cache = [];
-        this.#caches.set(cacheName, cache);
-        return new Cache(kConstruct, cache);
+        const cache2 = [];
+        this.#caches.set(cacheName, cache2);
+        return new Cache(kConstruct, cache2);
       }
       /**
        * @see https://w3c.github.io/ServiceWorker/#cache-storage-delete
@@ -16162,9 +16162,9 @@ var require_util6 = __commonJS({
         }
       }
     }
-    function validateCookiePath(path6) {
-      for (let i = 0; i < path6.length; ++i) {
-        const code = path6.charCodeAt(i);
+    function validateCookiePath(path10) {
+      for (let i = 0; i < path10.length; ++i) {
+        const code = path10.charCodeAt(i);
         if (code < 32 || // exclude CTLs (0-31)
         code > 126 || // exclude DEL and non-ascii
         code === 59) {
@@ -16316,7 +16316,7 @@ var require_parse = __commonJS({
     var { maxNameValuePairSize, maxAttributeValueSize } = require_constants4();
     var { isCTLExcludingHtab } = require_util6();
     var { collectASequenceOfCodePointsFast } = require_data_url();
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     function parseSetCookie(header) {
       if (isCTLExcludingHtab(header)) {
         return null;
@@ -16358,7 +16358,7 @@ var require_parse = __commonJS({
       if (unparsedAttributes.length === 0) {
         return cookieAttributeList;
       }
-      assert(unparsedAttributes[0] === ";");
+      assert3(unparsedAttributes[0] === ";");
       unparsedAttributes = unparsedAttributes.slice(1);
       let cookieAv = "";
       if (unparsedAttributes.includes(";")) {
@@ -17436,7 +17436,7 @@ var require_receiver = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/web/websocket/receiver.js"(exports, module) {
     "use strict";
     var { Writable } = __require("stream");
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var { parserStates, opcodes, states, emptyBuffer, sentCloseFrameState } = require_constants5();
     var { kReadyState, kSentClose, kResponse, kReceivedClose } = require_symbols5();
     var { channels } = require_diagnostics();
@@ -17728,7 +17728,7 @@ var require_receiver = __commonJS({
         return output;
       }
       parseCloseBody(data) {
-        assert(data.length !== 1);
+        assert3(data.length !== 1);
         let code;
         if (data.length >= 2) {
           code = data.readUInt16BE(0);
@@ -18300,8 +18300,8 @@ var require_util8 = __commonJS({
       return true;
     }
     function delay(ms) {
-      return new Promise((resolve) => {
-        setTimeout(resolve, ms).unref();
+      return new Promise((resolve3) => {
+        setTimeout(resolve3, ms).unref();
       });
     }
     module.exports = {
@@ -19084,11 +19084,11 @@ var require_undici = __commonJS({
           if (typeof opts.path !== "string") {
             throw new InvalidArgumentError("invalid opts.path");
           }
-          let path6 = opts.path;
+          let path10 = opts.path;
           if (!opts.path.startsWith("/")) {
-            path6 = `/${path6}`;
+            path10 = `/${path10}`;
           }
-          url = new URL(util.parseOrigin(url).origin + path6);
+          url = new URL(util.parseOrigin(url).origin + path10);
         } else {
           if (!opts) {
             opts = typeof url === "object" ? url : {};
@@ -19236,17 +19236,17 @@ var require_visit = __commonJS({
     visit.BREAK = BREAK;
     visit.SKIP = SKIP;
     visit.REMOVE = REMOVE;
-    function visit_(key, node, visitor, path6) {
-      const ctrl = callVisitor(key, node, visitor, path6);
+    function visit_(key, node, visitor, path10) {
+      const ctrl = callVisitor(key, node, visitor, path10);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path6, ctrl);
-        return visit_(key, ctrl, visitor, path6);
+        replaceNode(key, path10, ctrl);
+        return visit_(key, ctrl, visitor, path10);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node)) {
-          path6 = Object.freeze(path6.concat(node));
+          path10 = Object.freeze(path10.concat(node));
           for (let i = 0; i < node.items.length; ++i) {
-            const ci = visit_(i, node.items[i], visitor, path6);
+            const ci = visit_(i, node.items[i], visitor, path10);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -19257,13 +19257,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node)) {
-          path6 = Object.freeze(path6.concat(node));
-          const ck = visit_("key", node.key, visitor, path6);
+          path10 = Object.freeze(path10.concat(node));
+          const ck = visit_("key", node.key, visitor, path10);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node.key = null;
-          const cv = visit_("value", node.value, visitor, path6);
+          const cv = visit_("value", node.value, visitor, path10);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -19284,17 +19284,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node, visitor, path6) {
-      const ctrl = await callVisitor(key, node, visitor, path6);
+    async function visitAsync_(key, node, visitor, path10) {
+      const ctrl = await callVisitor(key, node, visitor, path10);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path6, ctrl);
-        return visitAsync_(key, ctrl, visitor, path6);
+        replaceNode(key, path10, ctrl);
+        return visitAsync_(key, ctrl, visitor, path10);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node)) {
-          path6 = Object.freeze(path6.concat(node));
+          path10 = Object.freeze(path10.concat(node));
           for (let i = 0; i < node.items.length; ++i) {
-            const ci = await visitAsync_(i, node.items[i], visitor, path6);
+            const ci = await visitAsync_(i, node.items[i], visitor, path10);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -19305,13 +19305,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node)) {
-          path6 = Object.freeze(path6.concat(node));
-          const ck = await visitAsync_("key", node.key, visitor, path6);
+          path10 = Object.freeze(path10.concat(node));
+          const ck = await visitAsync_("key", node.key, visitor, path10);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node.key = null;
-          const cv = await visitAsync_("value", node.value, visitor, path6);
+          const cv = await visitAsync_("value", node.value, visitor, path10);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -19338,23 +19338,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node, visitor, path6) {
+    function callVisitor(key, node, visitor, path10) {
       if (typeof visitor === "function")
-        return visitor(key, node, path6);
+        return visitor(key, node, path10);
       if (identity.isMap(node))
-        return visitor.Map?.(key, node, path6);
+        return visitor.Map?.(key, node, path10);
       if (identity.isSeq(node))
-        return visitor.Seq?.(key, node, path6);
+        return visitor.Seq?.(key, node, path10);
       if (identity.isPair(node))
-        return visitor.Pair?.(key, node, path6);
+        return visitor.Pair?.(key, node, path10);
       if (identity.isScalar(node))
-        return visitor.Scalar?.(key, node, path6);
+        return visitor.Scalar?.(key, node, path10);
       if (identity.isAlias(node))
-        return visitor.Alias?.(key, node, path6);
+        return visitor.Alias?.(key, node, path10);
       return void 0;
     }
-    function replaceNode(key, path6, node) {
-      const parent = path6[path6.length - 1];
+    function replaceNode(key, path10, node) {
+      const parent = path10[path10.length - 1];
       if (identity.isCollection(parent)) {
         parent.items[key] = node;
       } else if (identity.isPair(parent)) {
@@ -19966,10 +19966,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path6, value) {
+    function collectionFromPath(schema, path10, value) {
       let v = value;
-      for (let i = path6.length - 1; i >= 0; --i) {
-        const k = path6[i];
+      for (let i = path10.length - 1; i >= 0; --i) {
+        const k = path10[i];
         if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
           const a = [];
           a[k] = v;
@@ -19988,7 +19988,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path6) => path6 == null || typeof path6 === "object" && !!path6[Symbol.iterator]().next().done;
+    var isEmptyPath = (path10) => path10 == null || typeof path10 === "object" && !!path10[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -20018,11 +20018,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path6, value) {
-        if (isEmptyPath(path6))
+      addIn(path10, value) {
+        if (isEmptyPath(path10))
           this.add(value);
         else {
-          const [key, ...rest] = path6;
+          const [key, ...rest] = path10;
           const node = this.get(key, true);
           if (identity.isCollection(node))
             node.addIn(rest, value);
@@ -20036,8 +20036,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path6) {
-        const [key, ...rest] = path6;
+      deleteIn(path10) {
+        const [key, ...rest] = path10;
         if (rest.length === 0)
           return this.delete(key);
         const node = this.get(key, true);
@@ -20051,8 +20051,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path6, keepScalar) {
-        const [key, ...rest] = path6;
+      getIn(path10, keepScalar) {
+        const [key, ...rest] = path10;
         const node = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity.isScalar(node) ? node.value : node;
@@ -20070,8 +20070,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path6) {
-        const [key, ...rest] = path6;
+      hasIn(path10) {
+        const [key, ...rest] = path10;
         if (rest.length === 0)
           return this.has(key);
         const node = this.get(key, true);
@@ -20081,8 +20081,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path6, value) {
-        const [key, ...rest] = path6;
+      setIn(path10, value) {
+        const [key, ...rest] = path10;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -20800,9 +20800,9 @@ var require_log = __commonJS({
   "../../node_modules/.pnpm/yaml@2.9.1/node_modules/yaml/dist/log.js"(exports) {
     "use strict";
     var node_process = __require("process");
-    function debug2(logLevel, ...messages) {
+    function debug2(logLevel, ...messages2) {
       if (logLevel === "debug")
-        console.log(...messages);
+        console.log(...messages2);
     }
     function warn(logLevel, warning2) {
       if (logLevel === "debug" || logLevel === "warn") {
@@ -21501,14 +21501,14 @@ var require_bool = __commonJS({
 var require_stringifyNumber = __commonJS({
   "../../node_modules/.pnpm/yaml@2.9.1/node_modules/yaml/dist/stringify/stringifyNumber.js"(exports) {
     "use strict";
-    function stringifyNumber({ format, minFractionDigits, tag, value }) {
+    function stringifyNumber({ format: format2, minFractionDigits, tag, value }) {
       if (typeof value === "bigint")
         return String(value);
       const num = typeof value === "number" ? value : Number(value);
       if (!isFinite(num))
         return isNaN(num) ? ".nan" : num < 0 ? "-.inf" : ".inf";
       let n = Object.is(value, -0) ? "-0" : JSON.stringify(value);
-      if (!format && minFractionDigits && (!tag || tag === "tag:yaml.org,2002:float") && /^-?\d/.test(n) && !n.includes("e")) {
+      if (!format2 && minFractionDigits && (!tag || tag === "tag:yaml.org,2002:float") && /^-?\d/.test(n) && !n.includes("e")) {
         let i = n.indexOf(".");
         if (i < 0) {
           i = n.length;
@@ -22597,9 +22597,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path6, value) {
+      addIn(path10, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path6, value);
+          this.contents.addIn(path10, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -22674,14 +22674,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path6) {
-        if (Collection.isEmptyPath(path6)) {
+      deleteIn(path10) {
+        if (Collection.isEmptyPath(path10)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path6) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path10) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -22696,10 +22696,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path6, keepScalar) {
-        if (Collection.isEmptyPath(path6))
+      getIn(path10, keepScalar) {
+        if (Collection.isEmptyPath(path10))
           return !keepScalar && identity.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity.isCollection(this.contents) ? this.contents.getIn(path6, keepScalar) : void 0;
+        return identity.isCollection(this.contents) ? this.contents.getIn(path10, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -22710,10 +22710,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path6) {
-        if (Collection.isEmptyPath(path6))
+      hasIn(path10) {
+        if (Collection.isEmptyPath(path10))
           return this.contents !== void 0;
-        return identity.isCollection(this.contents) ? this.contents.hasIn(path6) : false;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path10) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -22730,13 +22730,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path6, value) {
-        if (Collection.isEmptyPath(path6)) {
+      setIn(path10, value) {
+        if (Collection.isEmptyPath(path10)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path6), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path10), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path6, value);
+          this.contents.setIn(path10, value);
         }
       }
       /**
@@ -23122,10 +23122,10 @@ var require_resolve_block_map = __commonJS({
       let offset = bm.offset;
       let commentEnd = null;
       for (const collItem of bm.items) {
-        const { start, key, sep, value } = collItem;
+        const { start, key, sep: sep2, value } = collItem;
         const keyProps = resolveProps.resolveProps(start, {
           indicator: "explicit-key-ind",
-          next: key ?? sep?.[0],
+          next: key ?? sep2?.[0],
           offset,
           onError,
           parentIndent: bm.indent,
@@ -23139,7 +23139,7 @@ var require_resolve_block_map = __commonJS({
             else if ("indent" in key && key.indent !== bm.indent)
               onError(offset, "BAD_INDENT", startColMsg);
           }
-          if (!keyProps.anchor && !keyProps.tag && !sep) {
+          if (!keyProps.anchor && !keyProps.tag && !sep2) {
             commentEnd = keyProps.end;
             if (keyProps.comment) {
               if (map.comment)
@@ -23163,7 +23163,7 @@ var require_resolve_block_map = __commonJS({
         ctx.atKey = false;
         if (utilMapIncludes.mapIncludes(ctx, map.items, keyNode))
           onError(keyStart, "DUPLICATE_KEY", "Map keys must be unique");
-        const valueProps = resolveProps.resolveProps(sep ?? [], {
+        const valueProps = resolveProps.resolveProps(sep2 ?? [], {
           indicator: "map-value-ind",
           next: value,
           offset: keyNode.range[2],
@@ -23179,7 +23179,7 @@ var require_resolve_block_map = __commonJS({
             if (ctx.options.strict && keyProps.start < valueProps.found.offset - 1024)
               onError(keyNode.range, "KEY_OVER_1024_CHARS", "The : indicator must be at most 1024 chars after the start of an implicit block mapping key");
           }
-          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : composeEmptyNode(ctx, offset, sep, null, valueProps, onError);
+          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : composeEmptyNode(ctx, offset, sep2, null, valueProps, onError);
           if (ctx.schema.compat)
             utilFlowIndentCheck.flowIndentCheck(bm.indent, value, onError);
           offset = valueNode.range[2];
@@ -23270,7 +23270,7 @@ var require_resolve_end = __commonJS({
       let comment = "";
       if (end) {
         let hasSpace = false;
-        let sep = "";
+        let sep2 = "";
         for (const token of end) {
           const { source, type } = token;
           switch (type) {
@@ -23284,13 +23284,13 @@ var require_resolve_end = __commonJS({
               if (!comment)
                 comment = cb;
               else
-                comment += sep + cb;
-              sep = "";
+                comment += sep2 + cb;
+              sep2 = "";
               break;
             }
             case "newline":
               if (comment)
-                sep += source;
+                sep2 += source;
               hasSpace = true;
               break;
             default:
@@ -23333,18 +23333,18 @@ var require_resolve_flow_collection = __commonJS({
       let offset = fc.offset + fc.start.source.length;
       for (let i = 0; i < fc.items.length; ++i) {
         const collItem = fc.items[i];
-        const { start, key, sep, value } = collItem;
+        const { start, key, sep: sep2, value } = collItem;
         const props = resolveProps.resolveProps(start, {
           flow: fcName,
           indicator: "explicit-key-ind",
-          next: key ?? sep?.[0],
+          next: key ?? sep2?.[0],
           offset,
           onError,
           parentIndent: fc.indent,
           startOnNewline: false
         });
         if (!props.found) {
-          if (!props.anchor && !props.tag && !sep && !value) {
+          if (!props.anchor && !props.tag && !sep2 && !value) {
             if (i === 0 && props.comma)
               onError(props.comma, "UNEXPECTED_TOKEN", `Unexpected , in ${fcName}`);
             else if (i < fc.items.length - 1)
@@ -23398,8 +23398,8 @@ var require_resolve_flow_collection = __commonJS({
             }
           }
         }
-        if (!isMap && !sep && !props.found) {
-          const valueNode = value ? composeNode(ctx, value, props, onError) : composeEmptyNode(ctx, props.end, sep, null, props, onError);
+        if (!isMap && !sep2 && !props.found) {
+          const valueNode = value ? composeNode(ctx, value, props, onError) : composeEmptyNode(ctx, props.end, sep2, null, props, onError);
           coll.items.push(valueNode);
           offset = valueNode.range[2];
           if (isBlock(value))
@@ -23411,7 +23411,7 @@ var require_resolve_flow_collection = __commonJS({
           if (isBlock(key))
             onError(keyNode.range, "BLOCK_IN_FLOW", blockMsg);
           ctx.atKey = false;
-          const valueProps = resolveProps.resolveProps(sep ?? [], {
+          const valueProps = resolveProps.resolveProps(sep2 ?? [], {
             flow: fcName,
             indicator: "map-value-ind",
             next: value,
@@ -23422,8 +23422,8 @@ var require_resolve_flow_collection = __commonJS({
           });
           if (valueProps.found) {
             if (!isMap && !props.found && ctx.options.strict) {
-              if (sep)
-                for (const st of sep) {
+              if (sep2)
+                for (const st of sep2) {
                   if (st === valueProps.found)
                     break;
                   if (st.type === "newline") {
@@ -23440,7 +23440,7 @@ var require_resolve_flow_collection = __commonJS({
             else
               onError(valueProps.start, "MISSING_CHAR", `Missing , or : between ${fcName} items`);
           }
-          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : valueProps.found ? composeEmptyNode(ctx, valueProps.end, sep, null, valueProps, onError) : null;
+          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : valueProps.found ? composeEmptyNode(ctx, valueProps.end, sep2, null, valueProps, onError) : null;
           if (valueNode) {
             if (isBlock(value))
               onError(valueNode.range, "BLOCK_IN_FLOW", blockMsg);
@@ -23620,7 +23620,7 @@ var require_resolve_block_scalar = __commonJS({
           chompStart = i + 1;
       }
       let value = "";
-      let sep = "";
+      let sep2 = "";
       let prevMoreIndented = false;
       for (let i = 0; i < contentStart; ++i)
         value += lines[i][0].slice(trimIndent) + "\n";
@@ -23637,24 +23637,24 @@ var require_resolve_block_scalar = __commonJS({
           indent = "";
         }
         if (type === Scalar.Scalar.BLOCK_LITERAL) {
-          value += sep + indent.slice(trimIndent) + content;
-          sep = "\n";
+          value += sep2 + indent.slice(trimIndent) + content;
+          sep2 = "\n";
         } else if (indent.length > trimIndent || content[0] === "	") {
-          if (sep === " ")
-            sep = "\n";
-          else if (!prevMoreIndented && sep === "\n")
-            sep = "\n\n";
-          value += sep + indent.slice(trimIndent) + content;
-          sep = "\n";
+          if (sep2 === " ")
+            sep2 = "\n";
+          else if (!prevMoreIndented && sep2 === "\n")
+            sep2 = "\n\n";
+          value += sep2 + indent.slice(trimIndent) + content;
+          sep2 = "\n";
           prevMoreIndented = true;
         } else if (content === "") {
-          if (sep === "\n")
+          if (sep2 === "\n")
             value += "\n";
           else
-            sep = "\n";
+            sep2 = "\n";
         } else {
-          value += sep + content;
-          sep = " ";
+          value += sep2 + content;
+          sep2 = " ";
           prevMoreIndented = false;
         }
       }
@@ -23837,25 +23837,25 @@ var require_resolve_flow_scalar = __commonJS({
         trimBoth = /^[ \t]+|[ \t]+$/g;
       }
       let res = match[1].replace(trimEnd, "");
-      let sep = " ";
+      let sep2 = " ";
       let pos = line.lastIndex;
       while (match = line.exec(source)) {
         const lm = match[1].replace(trimBoth, "");
         if (lm === "") {
-          if (sep === "\n")
-            res += sep;
+          if (sep2 === "\n")
+            res += sep2;
           else
-            sep = "\n";
+            sep2 = "\n";
         } else {
-          res += sep + lm;
-          sep = " ";
+          res += sep2 + lm;
+          sep2 = " ";
         }
         pos = line.lastIndex;
       }
       const last = /[ \t]*(.*)/sy;
       last.lastIndex = pos;
       match = last.exec(source);
-      return res + sep + (match?.[1] ?? "");
+      return res + sep2 + (match?.[1] ?? "");
     }
     function doubleQuotedValue(source, onError) {
       let res = "";
@@ -24665,14 +24665,14 @@ var require_cst_stringify = __commonJS({
         }
       }
     }
-    function stringifyItem({ start, key, sep, value }) {
+    function stringifyItem({ start, key, sep: sep2, value }) {
       let res = "";
       for (const st of start)
         res += st.source;
       if (key)
         res += stringifyToken(key);
-      if (sep)
-        for (const st of sep)
+      if (sep2)
+        for (const st of sep2)
           res += st.source;
       if (value)
         res += stringifyToken(value);
@@ -24697,9 +24697,9 @@ var require_cst_visit = __commonJS({
     visit.BREAK = BREAK;
     visit.SKIP = SKIP;
     visit.REMOVE = REMOVE;
-    visit.itemAtPath = (cst, path6) => {
+    visit.itemAtPath = (cst, path10) => {
       let item = cst;
-      for (const [field, index] of path6) {
+      for (const [field, index] of path10) {
         const tok = item?.[field];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -24708,23 +24708,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit.parentCollection = (cst, path6) => {
-      const parent = visit.itemAtPath(cst, path6.slice(0, -1));
-      const field = path6[path6.length - 1][0];
+    visit.parentCollection = (cst, path10) => {
+      const parent = visit.itemAtPath(cst, path10.slice(0, -1));
+      const field = path10[path10.length - 1][0];
       const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path6, item, visitor) {
-      let ctrl = visitor(item, path6);
+    function _visit(path10, item, visitor) {
+      let ctrl = visitor(item, path10);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field of ["key", "value"]) {
         const token = item[field];
         if (token && "items" in token) {
           for (let i = 0; i < token.items.length; ++i) {
-            const ci = _visit(Object.freeze(path6.concat([[field, i]])), token.items[i], visitor);
+            const ci = _visit(Object.freeze(path10.concat([[field, i]])), token.items[i], visitor);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -24735,10 +24735,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field === "key")
-            ctrl = ctrl(item, path6);
+            ctrl = ctrl(item, path10);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path6) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path10) : ctrl;
     }
     exports.visit = visit;
   }
@@ -25839,18 +25839,18 @@ var require_parser = __commonJS({
         if (this.type === "map-value-ind") {
           const prev = getPrevProps(this.peek(2));
           const start = getFirstKeyStartProps(prev);
-          let sep;
+          let sep2;
           if (scalar.end) {
-            sep = scalar.end;
-            sep.push(this.sourceToken);
+            sep2 = scalar.end;
+            sep2.push(this.sourceToken);
             delete scalar.end;
           } else
-            sep = [this.sourceToken];
+            sep2 = [this.sourceToken];
           const map = {
             type: "block-map",
             offset: scalar.offset,
             indent: scalar.indent,
-            items: [{ start, key: scalar, sep }]
+            items: [{ start, key: scalar, sep: sep2 }]
           };
           this.onKeyLine = true;
           this.stack[this.stack.length - 1] = map;
@@ -26003,15 +26003,15 @@ var require_parser = __commonJS({
                 } else if (isFlowToken(it.key) && !includesToken(it.sep, "newline")) {
                   const start2 = getFirstKeyStartProps(it.start);
                   const key = it.key;
-                  const sep = it.sep;
-                  sep.push(this.sourceToken);
+                  const sep2 = it.sep;
+                  sep2.push(this.sourceToken);
                   delete it.key;
                   delete it.sep;
                   this.stack.push({
                     type: "block-map",
                     offset: this.offset,
                     indent: this.indent,
-                    items: [{ start: start2, key, sep }]
+                    items: [{ start: start2, key, sep: sep2 }]
                   });
                 } else if (start.length > 0) {
                   it.sep = it.sep.concat(start, this.sourceToken);
@@ -26040,14 +26040,14 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs3 = this.flowScalar(this.type);
+              const fs4 = this.flowScalar(this.type);
               if (atNextItem || it.value) {
-                map.items.push({ start, key: fs3, sep: [] });
+                map.items.push({ start, key: fs4, sep: [] });
                 this.onKeyLine = true;
               } else if (it.sep) {
-                this.stack.push(fs3);
+                this.stack.push(fs4);
               } else {
-                Object.assign(it, { key: fs3, sep: [] });
+                Object.assign(it, { key: fs4, sep: [] });
                 this.onKeyLine = true;
               }
               return;
@@ -26175,13 +26175,13 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs3 = this.flowScalar(this.type);
+              const fs4 = this.flowScalar(this.type);
               if (!it || it.value)
-                fc.items.push({ start: [], key: fs3, sep: [] });
+                fc.items.push({ start: [], key: fs4, sep: [] });
               else if (it.sep)
-                this.stack.push(fs3);
+                this.stack.push(fs4);
               else
-                Object.assign(it, { key: fs3, sep: [] });
+                Object.assign(it, { key: fs4, sep: [] });
               return;
             }
             case "flow-map-end":
@@ -26205,13 +26205,13 @@ var require_parser = __commonJS({
             const prev = getPrevProps(parent);
             const start = getFirstKeyStartProps(prev);
             fixFlowSeqItems(fc);
-            const sep = fc.end.splice(1, fc.end.length);
-            sep.push(this.sourceToken);
+            const sep2 = fc.end.splice(1, fc.end.length);
+            sep2.push(this.sourceToken);
             const map = {
               type: "block-map",
               offset: fc.offset,
               indent: fc.indent,
-              items: [{ start, key: fc, sep }]
+              items: [{ start, key: fc, sep: sep2 }]
             };
             this.onKeyLine = true;
             this.stack[this.stack.length - 1] = map;
@@ -26617,7 +26617,7 @@ var require_safer = __commonJS({
 var require_reader = __commonJS({
   "../../node_modules/.pnpm/asn1@0.2.6/node_modules/asn1/lib/ber/reader.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var Buffer2 = require_safer().Buffer;
     var ASN1 = require_types();
     var errors = require_errors3();
@@ -26751,7 +26751,7 @@ var require_reader = __commonJS({
       return values.join(".");
     };
     Reader.prototype._readTag = function(tag) {
-      assert.ok(tag !== void 0);
+      assert3.ok(tag !== void 0);
       var b = this.peek();
       if (b === null)
         return null;
@@ -26783,7 +26783,7 @@ var require_reader = __commonJS({
 var require_writer = __commonJS({
   "../../node_modules/.pnpm/asn1@0.2.6/node_modules/asn1/lib/ber/writer.js"(exports, module) {
     "use strict";
-    var assert = __require("assert");
+    var assert3 = __require("assert");
     var Buffer2 = require_safer().Buffer;
     var ASN1 = require_types();
     var errors = require_errors3();
@@ -26793,10 +26793,10 @@ var require_writer = __commonJS({
       growthFactor: 8
     };
     function merge(from, to) {
-      assert.ok(from);
-      assert.equal(typeof from, "object");
-      assert.ok(to);
-      assert.equal(typeof to, "object");
+      assert3.ok(from);
+      assert3.equal(typeof from, "object");
+      assert3.ok(to);
+      assert3.equal(typeof to, "object");
       var keys = Object.getOwnPropertyNames(from);
       keys.forEach(function(key) {
         if (to[key])
@@ -27001,14 +27001,14 @@ var require_writer = __commonJS({
       }
     };
     Writer.prototype._shift = function(start, len, shift) {
-      assert.ok(start !== void 0);
-      assert.ok(len !== void 0);
-      assert.ok(shift);
+      assert3.ok(start !== void 0);
+      assert3.ok(len !== void 0);
+      assert3.ok(shift);
       this._buf.copy(this._buf, start + shift, start, start + len);
       this._offset += shift;
     };
     Writer.prototype._ensure = function(len) {
-      assert.ok(len);
+      assert3.ok(len);
       if (this._size - this._offset < len) {
         var sz = this._size * this._options.growthFactor;
         if (sz - this._offset < len)
@@ -31273,7 +31273,7 @@ var require_poly1305 = __commonJS({
         }, E = function(a) {
           a = C(a, true);
           a.buffer || (a = new Uint8Array(a));
-          assert(a.buffer);
+          assert3(a.buffer);
           return a;
         }, D = function(a, c, d) {
           var e = H(a);
@@ -31298,7 +31298,7 @@ var require_poly1305 = __commonJS({
               c = [];
               for (var d = 0; d < a.length; d++) {
                 var e = a[d];
-                255 < e && (ba && assert(false, "Character code " + e + " (" + String.fromCharCode(e) + ")  at offset " + d + " not in 0x00-0xFF."), e &= 255);
+                255 < e && (ba && assert3(false, "Character code " + e + " (" + String.fromCharCode(e) + ")  at offset " + d + " not in 0x00-0xFF."), e &= 255);
                 c.push(String.fromCharCode(e));
               }
               return c.join("");
@@ -31339,12 +31339,12 @@ var require_poly1305 = __commonJS({
         var noExitRuntime = b.noExitRuntime || true;
         "object" !== typeof WebAssembly && K("no native wasm support detected");
         var L, M = false;
-        function assert(a, c) {
+        function assert3(a, c) {
           a || K("Assertion failed: " + c);
         }
         function N(a) {
           var c = b["_" + a];
-          assert(c, "Cannot call unknown function " + a + ", make sure it is exported");
+          assert3(c, "Cannot call unknown function " + a + ", make sure it is exported");
           return c;
         }
         function ca(a, c, d, e) {
@@ -32974,7 +32974,7 @@ var require_crypto = __commonJS({
       MAC_INFO,
       bindingAvailable: !!binding,
       init: (() => {
-        return new Promise(async (resolve, reject) => {
+        return new Promise(async (resolve3, reject) => {
           try {
             POLY1305_WASM_MODULE = await require_poly1305()();
             POLY1305_RESULT_MALLOC = POLY1305_WASM_MODULE._malloc(16);
@@ -32986,7 +32986,7 @@ var require_crypto = __commonJS({
           } catch (ex) {
             return reject(ex);
           }
-          resolve();
+          resolve3();
         });
       })(),
       NullCipher,
@@ -33004,7 +33004,7 @@ var require_keyParser = __commonJS({
     var {
       createDecipheriv,
       createECDH,
-      createHash: createHash3,
+      createHash: createHash4,
       createHmac: createHmac2,
       createSign,
       createVerify,
@@ -33337,10 +33337,10 @@ ${formatted}-----END ${type} KEY-----`;
             return new Error("No public key available");
           if (!algo || typeof algo !== "string")
             algo = this[SYM_HASH_ALGO];
-          const verifier = createVerify(algo);
-          verifier.update(data);
+          const verifier2 = createVerify(algo);
+          verifier2.update(data);
           try {
-            return verifier.verify(pem, signature);
+            return verifier2.verify(pem, signature);
           } catch (ex) {
             return ex;
           }
@@ -33692,11 +33692,11 @@ ${formatted}-----END ${type} KEY-----`;
                 );
               }
               const ivSlice = bufferSlice(cipherIV, 0, 8);
-              let cipherKey = createHash3("md5").update(passphrase).update(ivSlice).digest();
+              let cipherKey = createHash4("md5").update(passphrase).update(ivSlice).digest();
               while (cipherKey.length < encInfo.keyLen) {
                 cipherKey = combineBuffers(
                   cipherKey,
-                  createHash3("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
+                  createHash4("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
                 );
               }
               if (cipherKey.length > encInfo.keyLen)
@@ -33861,8 +33861,8 @@ ${formatted}-----END ${type} KEY-----`;
         if (encrypted) {
           const encInfo = CIPHER_INFO[cipherName];
           let cipherKey = combineBuffers(
-            createHash3("sha1").update(PPK_PP1).update(passphrase).digest(),
-            createHash3("sha1").update(PPK_PP2).update(passphrase).digest()
+            createHash4("sha1").update(PPK_PP1).update(passphrase).digest(),
+            createHash4("sha1").update(PPK_PP2).update(passphrase).digest()
           );
           if (cipherKey.length > encInfo.keyLen)
             cipherKey = bufferSlice(cipherKey, 0, encInfo.keyLen);
@@ -33902,7 +33902,7 @@ ${formatted}-----END ${type} KEY-----`;
           passphrase = EMPTY_PASSPHRASE;
         const calcMAC = createHmac2(
           "sha1",
-          createHash3("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
+          createHash4("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
         ).update(macData).digest("hex");
         if (calcMAC !== mac) {
           if (encrypted) {
@@ -34244,9 +34244,9 @@ var require_agent2 = __commonJS({
     "use strict";
     var { Socket } = __require("net");
     var { Duplex } = __require("stream");
-    var { resolve } = __require("path");
-    var { readFile: readFile2 } = __require("fs");
-    var { execFile, spawn: spawn2 } = __require("child_process");
+    var { resolve: resolve3 } = __require("path");
+    var { readFile: readFile4 } = __require("fs");
+    var { execFile, spawn: spawn3 } = __require("child_process");
     var { isParsedKey, parseKey } = require_keyParser();
     var {
       makeBufferParser,
@@ -34380,7 +34380,7 @@ var require_agent2 = __commonJS({
       const RET_ERR_BINSTDIN = 13;
       const RET_ERR_BINSTDOUT = 14;
       const RET_ERR_BADLEN = 15;
-      const EXEPATH = resolve(__dirname, "..", "util/pagent.exe");
+      const EXEPATH = resolve3(__dirname, "..", "util/pagent.exe");
       const ERROR = {
         [RET_ERR_BADARGS]: new Error("Invalid pagent.exe arguments"),
         [RET_ERR_UNAVAILABLE]: new Error("Pageant is not running"),
@@ -34423,7 +34423,7 @@ var require_agent2 = __commonJS({
             return cb(new Error("Unexpected multiple agent requests"));
           this.buffer = null;
           let error2;
-          const proc = this.proc = spawn2(EXEPATH, [data.length]);
+          const proc = this.proc = spawn3(EXEPATH, [data.length]);
           proc.stdout.on("data", (data2) => {
             this.push(data2);
           });
@@ -34463,7 +34463,7 @@ var require_agent2 = __commonJS({
           cb = once(cb);
           let socketPath = this.socketPath;
           let triedCygpath = false;
-          readFile2(socketPath, function readCygsocket(err, data) {
+          readFile4(socketPath, function readCygsocket(err, data) {
             if (err) {
               if (triedCygpath)
                 return cb(new Error("Invalid cygwin unix socket path"));
@@ -34472,7 +34472,7 @@ var require_agent2 = __commonJS({
                   return cb(new Error("Invalid cygwin unix socket path"));
                 triedCygpath = true;
                 socketPath = stdout.toString().replace(/[\r\n]/g, "");
-                readFile2(socketPath, readCygsocket);
+                readFile4(socketPath, readCygsocket);
               });
               return;
             }
@@ -34546,11 +34546,11 @@ var require_agent2 = __commonJS({
       };
     })();
     var WINDOWS_PIPE_REGEX = /^[/\\][/\\]\.[/\\]pipe[/\\].+/;
-    function createAgent(path6) {
-      if (process.platform === "win32" && !WINDOWS_PIPE_REGEX.test(path6)) {
-        return path6 === "pageant" ? new PageantAgent() : new CygwinAgent(path6);
+    function createAgent(path10) {
+      if (process.platform === "win32" && !WINDOWS_PIPE_REGEX.test(path10)) {
+        return path10 === "pageant" ? new PageantAgent() : new CygwinAgent(path10);
       }
-      return new OpenSSHAgent(path6);
+      return new OpenSSHAgent(path10);
     }
     var AgentProtocol = (() => {
       const SSH_AGENTC_REQUEST_IDENTITIES = 11;
@@ -36224,7 +36224,7 @@ var require_kex = __commonJS({
       createDiffieHellman,
       createDiffieHellmanGroup,
       createECDH,
-      createHash: createHash3,
+      createHash: createHash4,
       createPublicKey,
       diffieHellman,
       generateKeyPairSync,
@@ -36650,7 +36650,7 @@ var require_kex = __commonJS({
               DISCONNECT_REASON.KEY_EXCHANGE_FAILED
             );
           }
-          const hash = createHash3(this.hashName);
+          const hash = createHash4(this.hashName);
           hashString(hash, isServer ? this._remoteIdentRaw : this._identRaw);
           hashString(hash, isServer ? this._identRaw : this._remoteIdentRaw);
           hashString(hash, isServer ? this._remoteKexinit : this._kexinit);
@@ -37658,9 +37658,9 @@ var require_kex = __commonJS({
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
       let ret;
       if (len) {
-        let digest = createHash3(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
+        let digest = createHash4(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
         while (digest.length < len) {
-          const chunk = createHash3(hashName).update(secret).update(exchangeHash).update(digest).digest();
+          const chunk = createHash4(hashName).update(secret).update(exchangeHash).update(digest).digest();
           const extended = Buffer.allocUnsafe(digest.length + chunk.length);
           extended.set(digest, 0);
           extended.set(chunk, digest.length);
@@ -37862,7 +37862,7 @@ var require_package = __commonJS({
 var require_Protocol = __commonJS({
   "../../node_modules/.pnpm/ssh2@1.17.0/node_modules/ssh2/lib/protocol/Protocol.js"(exports, module) {
     "use strict";
-    var { inspect } = __require("util");
+    var { inspect: inspect2 } = __require("util");
     var { bindingAvailable, NullCipher, NullDecipher } = require_crypto();
     var {
       COMPAT_CHECKS,
@@ -38082,7 +38082,7 @@ var require_Protocol = __commonJS({
             this._debug("Custom crypto binding not available");
         }
         this._debug && this._debug(
-          `Local ident: ${inspect(this._identRaw.toString())}`
+          `Local ident: ${inspect2(this._identRaw.toString())}`
         );
         this.start = () => {
           this.start = void 0;
@@ -39310,7 +39310,7 @@ var require_Protocol = __commonJS({
               comments: m[3]
             };
             this._remoteIdentRaw = Buffer.from(identRaw);
-            this._debug && this._debug(`Remote ident: ${inspect(identRaw)}`);
+            this._debug && this._debug(`Remote ident: ${inspect2(identRaw)}`);
             this._compatFlags = getCompatFlags(header);
             this._buffer = void 0;
             this._decipher = new NullDecipher(0, onKEXPayload.bind(this, { firstPacket: true }));
@@ -39427,8 +39427,8 @@ var require_Protocol = __commonJS({
 var require_node_fs_compat = __commonJS({
   "../../node_modules/.pnpm/ssh2@1.17.0/node_modules/ssh2/lib/protocol/node-fs-compat.js"(exports) {
     "use strict";
-    var assert = __require("assert");
-    var { inspect } = __require("util");
+    var assert3 = __require("assert");
+    var { inspect: inspect2 } = __require("util");
     function addNumericalSeparator(val) {
       let res = "";
       let i = val.length;
@@ -39438,10 +39438,10 @@ var require_node_fs_compat = __commonJS({
       return `${val.slice(0, i)}${res}`;
     }
     function oneOf2(expected, thing) {
-      assert(typeof thing === "string", "`thing` has to be of type string");
+      assert3(typeof thing === "string", "`thing` has to be of type string");
       if (Array.isArray(expected)) {
         const len = expected.length;
-        assert(len > 0, "At least one expected value needs to be specified");
+        assert3(len > 0, "At least one expected value needs to be specified");
         expected = expected.map((i) => String(i));
         if (len > 2) {
           return `one of ${thing} ${expected.slice(0, len - 1).join(", ")}, or ` + expected[len - 1];
@@ -39472,7 +39472,7 @@ ${suffix}`;
       constructor(str2, range, input, replaceDefaultBoolean) {
         super();
         Error.captureStackTrace(this, ERR_OUT_OF_RANGE);
-        assert(range, 'Missing "range" argument');
+        assert3(range, 'Missing "range" argument');
         let msg = replaceDefaultBoolean ? str2 : `The value of "${str2}" is out of range.`;
         let received;
         if (Number.isInteger(input) && Math.abs(input) > MAX_32BIT_INT) {
@@ -39483,7 +39483,7 @@ ${suffix}`;
             received = addNumericalSeparator(received);
           received += "n";
         } else {
-          received = inspect(input);
+          received = inspect2(input);
         }
         msg += ` It must be ${range}. Received ${received}`;
         this.message = msg;
@@ -39493,7 +39493,7 @@ ${suffix}`;
       constructor(name, expected, actual) {
         super();
         Error.captureStackTrace(this, _ERR_INVALID_ARG_TYPE);
-        assert(typeof name === "string", `'name' must be a string`);
+        assert3(typeof name === "string", `'name' must be a string`);
         let determiner;
         if (typeof expected === "string" && expected.startsWith("not ")) {
           determiner = "must not be";
@@ -39524,9 +39524,9 @@ ${suffix}`;
 var require_SFTP = __commonJS({
   "../../node_modules/.pnpm/ssh2@1.17.0/node_modules/ssh2/lib/protocol/SFTP.js"(exports, module) {
     "use strict";
-    var EventEmitter = __require("events");
-    var fs3 = __require("fs");
-    var { constants: constants4 } = fs3;
+    var EventEmitter2 = __require("events");
+    var fs4 = __require("fs");
+    var { constants: constants4 } = fs4;
     var {
       Readable: ReadableStream2,
       Writable: WritableStream
@@ -39656,7 +39656,7 @@ var require_SFTP = __commonJS({
     };
     function noop2() {
     }
-    var SFTP = class extends EventEmitter {
+    var SFTP = class extends EventEmitter2 {
       constructor(client, chanInfo, cfg) {
         super();
         if (typeof cfg !== "object" || !cfg)
@@ -39794,17 +39794,17 @@ var require_SFTP = __commonJS({
       // ===========================================================================
       // Client-specific ===========================================================
       // ===========================================================================
-      createReadStream(path6, options) {
+      createReadStream(path10, options) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        return new ReadStream(this, path6, options);
+        return new ReadStream(this, path10, options);
       }
-      createWriteStream(path6, options) {
+      createWriteStream(path10, options) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        return new WriteStream(this, path6, options);
+        return new WriteStream(this, path10, options);
       }
-      open(path6, flags_, attrs, cb) {
+      open(path10, flags_, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         if (typeof attrs === "function") {
@@ -39823,7 +39823,7 @@ var require_SFTP = __commonJS({
           attrsFlags = attrs.flags;
           attrsLen = attrs.nb;
         }
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen + 4 + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -39831,7 +39831,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         writeUInt32BE(buf, attrsFlags, p += 4);
         if (attrsLen) {
@@ -39955,14 +39955,14 @@ var require_SFTP = __commonJS({
       fastGet(remotePath, localPath, opts, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        fastXfer(this, fs3, remotePath, localPath, opts, cb);
+        fastXfer(this, fs4, remotePath, localPath, opts, cb);
       }
       fastPut(localPath, remotePath, opts, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        fastXfer(fs3, this, localPath, remotePath, opts, cb);
+        fastXfer(fs4, this, localPath, remotePath, opts, cb);
       }
-      readFile(path6, options, callback_) {
+      readFile(path10, options, callback_) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let callback;
@@ -39988,7 +39988,7 @@ var require_SFTP = __commonJS({
         let handle;
         let bytesRead = 0;
         const flag = options.flag || "r";
-        const read = () => {
+        const read2 = () => {
           if (size === 0) {
             buffer = Buffer.allocUnsafe(8192);
             this.read(handle, buffer, 0, 8192, bytesRead, afterRead);
@@ -40016,10 +40016,10 @@ var require_SFTP = __commonJS({
             if (pos === size)
               close();
             else
-              read();
+              read2();
           } else {
             buffers.push(bufferSlice(buffer, 0, nbytes));
-            read();
+            read2();
           }
         };
         afterRead._wantEOFError = true;
@@ -40035,13 +40035,13 @@ var require_SFTP = __commonJS({
             return callback && callback(er, buffer);
           });
         };
-        this.open(path6, flag, 438, (er, handle_) => {
+        this.open(path10, flag, 438, (er, handle_) => {
           if (er)
             return callback && callback(er);
           handle = handle_;
           const tryStat = (er2, st) => {
             if (er2) {
-              this.stat(path6, (er_, st_) => {
+              this.stat(path10, (er_, st_) => {
                 if (er_) {
                   return this.close(handle, () => {
                     callback && callback(er2);
@@ -40054,15 +40054,15 @@ var require_SFTP = __commonJS({
             size = st.size || 0;
             if (size === 0) {
               buffers = [];
-              return read();
+              return read2();
             }
             buffer = Buffer.allocUnsafe(size);
-            read();
+            read2();
           };
           this.fstat(handle, tryStat);
         });
       }
-      writeFile(path6, data, options, callback_) {
+      writeFile(path10, data, options, callback_) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let callback;
@@ -40081,7 +40081,7 @@ var require_SFTP = __commonJS({
         if (options.encoding && !Buffer.isEncoding(options.encoding))
           throw new Error(`Unknown encoding: ${options.encoding}`);
         const flag = options.flag || "w";
-        this.open(path6, flag, options.mode, (openErr, handle) => {
+        this.open(path10, flag, options.mode, (openErr, handle) => {
           if (openErr) {
             callback && callback(openErr);
           } else {
@@ -40090,7 +40090,7 @@ var require_SFTP = __commonJS({
             if (position === null) {
               const tryStat = (er, st) => {
                 if (er) {
-                  this.stat(path6, (er_, st_) => {
+                  this.stat(path10, (er_, st_) => {
                     if (er_) {
                       return this.close(handle, () => {
                         callback && callback(er);
@@ -40109,7 +40109,7 @@ var require_SFTP = __commonJS({
           }
         });
       }
-      appendFile(path6, data, options, callback_) {
+      appendFile(path10, data, options, callback_) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let callback;
@@ -40127,12 +40127,12 @@ var require_SFTP = __commonJS({
           throw new TypeError("Bad arguments");
         if (!options.flag)
           options = Object.assign({ flag: "a" }, options);
-        this.writeFile(path6, data, options, callback);
+        this.writeFile(path10, data, options, callback);
       }
-      exists(path6, cb) {
+      exists(path10, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        this.stat(path6, (err) => {
+        this.stat(path10, (err) => {
           cb && cb(err ? false : true);
         });
       }
@@ -40175,7 +40175,7 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} RENAME`
         );
       }
-      mkdir(path6, attrs, cb) {
+      mkdir(path10, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let flags = 0;
@@ -40189,7 +40189,7 @@ var require_SFTP = __commonJS({
           flags = attrs.flags;
           attrsLen = attrs.nb;
         }
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40197,7 +40197,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         if (attrsLen) {
           p += 4;
@@ -40213,10 +40213,10 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} MKDIR`
         );
       }
-      rmdir(path6, cb) {
+      rmdir(path10, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40224,7 +40224,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
@@ -40314,10 +40314,10 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} FSTAT`
         );
       }
-      stat(path6, cb) {
+      stat(path10, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40325,17 +40325,17 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} STAT`
         );
       }
-      lstat(path6, cb) {
+      lstat(path10, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40343,17 +40343,17 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} LSTAT`
         );
       }
-      opendir(path6, cb) {
+      opendir(path10, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40361,14 +40361,14 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         this._requests[reqid] = { cb };
         const isBuffered = sendOrBuffer(this, buf);
         this._debug && this._debug(
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} OPENDIR`
         );
       }
-      setstat(path6, attrs, cb) {
+      setstat(path10, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         let flags = 0;
@@ -40380,7 +40380,7 @@ var require_SFTP = __commonJS({
         } else if (typeof attrs === "function") {
           cb = attrs;
         }
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40388,7 +40388,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         if (attrsLen) {
           p += 4;
@@ -40448,8 +40448,8 @@ var require_SFTP = __commonJS({
           mtime: toUnixTimestamp(mtime)
         }, cb);
       }
-      utimes(path6, atime, mtime, cb) {
-        return this.setstat(path6, {
+      utimes(path10, atime, mtime, cb) {
+        return this.setstat(path10, {
           atime: toUnixTimestamp(atime),
           mtime: toUnixTimestamp(mtime)
         }, cb);
@@ -40460,8 +40460,8 @@ var require_SFTP = __commonJS({
           gid
         }, cb);
       }
-      chown(path6, uid, gid, cb) {
-        return this.setstat(path6, {
+      chown(path10, uid, gid, cb) {
+        return this.setstat(path10, {
           uid,
           gid
         }, cb);
@@ -40471,15 +40471,15 @@ var require_SFTP = __commonJS({
           mode
         }, cb);
       }
-      chmod(path6, mode, cb) {
-        return this.setstat(path6, {
+      chmod(path10, mode, cb) {
+        return this.setstat(path10, {
           mode
         }, cb);
       }
-      readlink(path6, cb) {
+      readlink(path10, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40487,7 +40487,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         this._requests[reqid] = {
           cb: (err, names) => {
             if (typeof cb !== "function")
@@ -40532,10 +40532,10 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} SYMLINK`
         );
       }
-      realpath(path6, cb) {
+      realpath(path10, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40543,7 +40543,7 @@ var require_SFTP = __commonJS({
         const reqid = this._writeReqid = this._writeReqid + 1 & MAX_REQID;
         writeUInt32BE(buf, reqid, 5);
         writeUInt32BE(buf, pathLen, p);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         this._requests[reqid] = {
           cb: (err, names) => {
             if (typeof cb !== "function")
@@ -40588,13 +40588,13 @@ var require_SFTP = __commonJS({
           this._debug(`SFTP: Outbound: ${which2} posix-rename@openssh.com`);
         }
       }
-      ext_openssh_statvfs(path6, cb) {
+      ext_openssh_statvfs(path10, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         const ext = this._extensions["statvfs@openssh.com"];
         if (!ext || ext !== "2")
           throw new Error("Server does not support this extended request");
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + 19 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40604,7 +40604,7 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, 19, p);
         buf.utf8Write("statvfs@openssh.com", p += 4, 19);
         writeUInt32BE(buf, pathLen, p += 19);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         this._requests[reqid] = { extended: "statvfs@openssh.com", cb };
         const isBuffered = sendOrBuffer(this, buf);
         if (this._debug) {
@@ -40690,7 +40690,7 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} fsync@openssh.com`
         );
       }
-      ext_openssh_lsetstat(path6, attrs, cb) {
+      ext_openssh_lsetstat(path10, attrs, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         const ext = this._extensions["lsetstat@openssh.com"];
@@ -40705,7 +40705,7 @@ var require_SFTP = __commonJS({
         } else if (typeof attrs === "function") {
           cb = attrs;
         }
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + 20 + 4 + pathLen + 4 + attrsLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40715,7 +40715,7 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, 20, p);
         buf.utf8Write("lsetstat@openssh.com", p += 4, 20);
         writeUInt32BE(buf, pathLen, p += 20);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         writeUInt32BE(buf, flags, p += pathLen);
         if (attrsLen) {
           p += 4;
@@ -40732,13 +40732,13 @@ var require_SFTP = __commonJS({
           this._debug(`SFTP: Outbound: ${status} lsetstat@openssh.com`);
         }
       }
-      ext_openssh_expandPath(path6, cb) {
+      ext_openssh_expandPath(path10, cb) {
         if (this.server)
           throw new Error("Client-only method called in server mode");
         const ext = this._extensions["expand-path@openssh.com"];
         if (ext !== "1")
           throw new Error("Server does not support this extended request");
-        const pathLen = Buffer.byteLength(path6);
+        const pathLen = Buffer.byteLength(path10);
         let p = 9;
         const buf = Buffer.allocUnsafe(4 + 1 + 4 + 4 + 23 + 4 + pathLen);
         writeUInt32BE(buf, buf.length - 4, 0);
@@ -40748,7 +40748,7 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, 23, p);
         buf.utf8Write("expand-path@openssh.com", p += 4, 23);
         writeUInt32BE(buf, pathLen, p += 20);
-        buf.utf8Write(path6, p += 4, pathLen);
+        buf.utf8Write(path10, p += 4, pathLen);
         this._requests[reqid] = {
           cb: (err, names) => {
             if (typeof cb !== "function")
@@ -41221,13 +41221,13 @@ var require_SFTP = __commonJS({
             if (--left === 0)
               cb(err);
           };
-          if (srcHandle && (src === fs3 || src.outgoing.state === "open"))
+          if (srcHandle && (src === fs4 || src.outgoing.state === "open"))
             ++left;
-          if (dstHandle && (dst === fs3 || dst.outgoing.state === "open"))
+          if (dstHandle && (dst === fs4 || dst.outgoing.state === "open"))
             ++left;
-          if (srcHandle && (src === fs3 || src.outgoing.state === "open"))
+          if (srcHandle && (src === fs4 || src.outgoing.state === "open"))
             src.close(srcHandle, cbfinal);
-          if (dstHandle && (dst === fs3 || dst.outgoing.state === "open"))
+          if (dstHandle && (dst === fs4 || dst.outgoing.state === "open"))
             dst.close(dstHandle, cbfinal);
         } else {
           cb(err);
@@ -41243,7 +41243,7 @@ var require_SFTP = __commonJS({
           tryStat(null, { size: fileSize });
         function tryStat(err2, attrs) {
           if (err2) {
-            if (src !== fs3) {
+            if (src !== fs4) {
               src.stat(srcPath, (err_, attrs_) => {
                 if (err_)
                   return onerror(err2);
@@ -42026,12 +42026,12 @@ var require_SFTP = __commonJS({
       [REQUEST.LSTAT]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path6 = bufferParser.readString(true);
+        const path10 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path6 === void 0)
+        if (path10 === void 0)
           return doFatalSFTPError(sftp, "Malformed LSTAT packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received LSTAT (id:${reqID})`);
-        if (!sftp.emit("LSTAT", reqID, path6)) {
+        if (!sftp.emit("LSTAT", reqID, path10)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42050,13 +42050,13 @@ var require_SFTP = __commonJS({
       [REQUEST.SETSTAT]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path6 = bufferParser.readString(true);
+        const path10 = bufferParser.readString(true);
         const attrs = readAttrs(sftp._biOpt);
         bufferParser.clear();
         if (attrs === void 0)
           return doFatalSFTPError(sftp, "Malformed SETSTAT packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received SETSTAT (id:${reqID})`);
-        if (!sftp.emit("SETSTAT", reqID, path6, attrs)) {
+        if (!sftp.emit("SETSTAT", reqID, path10, attrs)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42078,12 +42078,12 @@ var require_SFTP = __commonJS({
       [REQUEST.OPENDIR]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path6 = bufferParser.readString(true);
+        const path10 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path6 === void 0)
+        if (path10 === void 0)
           return doFatalSFTPError(sftp, "Malformed OPENDIR packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received OPENDIR (id:${reqID})`);
-        if (!sftp.emit("OPENDIR", reqID, path6)) {
+        if (!sftp.emit("OPENDIR", reqID, path10)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42102,63 +42102,63 @@ var require_SFTP = __commonJS({
       [REQUEST.REMOVE]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path6 = bufferParser.readString(true);
+        const path10 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path6 === void 0)
+        if (path10 === void 0)
           return doFatalSFTPError(sftp, "Malformed REMOVE packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received REMOVE (id:${reqID})`);
-        if (!sftp.emit("REMOVE", reqID, path6)) {
+        if (!sftp.emit("REMOVE", reqID, path10)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.MKDIR]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path6 = bufferParser.readString(true);
+        const path10 = bufferParser.readString(true);
         const attrs = readAttrs(sftp._biOpt);
         bufferParser.clear();
         if (attrs === void 0)
           return doFatalSFTPError(sftp, "Malformed MKDIR packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received MKDIR (id:${reqID})`);
-        if (!sftp.emit("MKDIR", reqID, path6, attrs)) {
+        if (!sftp.emit("MKDIR", reqID, path10, attrs)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.RMDIR]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path6 = bufferParser.readString(true);
+        const path10 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path6 === void 0)
+        if (path10 === void 0)
           return doFatalSFTPError(sftp, "Malformed RMDIR packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received RMDIR (id:${reqID})`);
-        if (!sftp.emit("RMDIR", reqID, path6)) {
+        if (!sftp.emit("RMDIR", reqID, path10)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.REALPATH]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path6 = bufferParser.readString(true);
+        const path10 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path6 === void 0)
+        if (path10 === void 0)
           return doFatalSFTPError(sftp, "Malformed REALPATH packet");
         sftp._debug && sftp._debug(
           `SFTP: Inbound: Received REALPATH (id:${reqID})`
         );
-        if (!sftp.emit("REALPATH", reqID, path6)) {
+        if (!sftp.emit("REALPATH", reqID, path10)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
       [REQUEST.STAT]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path6 = bufferParser.readString(true);
+        const path10 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path6 === void 0)
+        if (path10 === void 0)
           return doFatalSFTPError(sftp, "Malformed STAT packet");
         sftp._debug && sftp._debug(`SFTP: Inbound: Received STAT (id:${reqID})`);
-        if (!sftp.emit("STAT", reqID, path6)) {
+        if (!sftp.emit("STAT", reqID, path10)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42178,14 +42178,14 @@ var require_SFTP = __commonJS({
       [REQUEST.READLINK]: (sftp, payload) => {
         bufferParser.init(payload, 1);
         const reqID = bufferParser.readUInt32BE();
-        const path6 = bufferParser.readString(true);
+        const path10 = bufferParser.readString(true);
         bufferParser.clear();
-        if (path6 === void 0)
+        if (path10 === void 0)
           return doFatalSFTPError(sftp, "Malformed READLINK packet");
         sftp._debug && sftp._debug(
           `SFTP: Inbound: Received READLINK (id:${reqID})`
         );
-        if (!sftp.emit("READLINK", reqID, path6)) {
+        if (!sftp.emit("READLINK", reqID, path10)) {
           sftp.status(reqID, STATUS_CODE.OP_UNSUPPORTED);
         }
       },
@@ -42256,7 +42256,7 @@ var require_SFTP = __commonJS({
     function roundUpToMultipleOf8(n) {
       return n + 7 & ~7;
     }
-    function ReadStream(sftp, path6, options) {
+    function ReadStream(sftp, path10, options) {
       if (options === void 0)
         options = {};
       else if (typeof options === "string")
@@ -42270,7 +42270,7 @@ var require_SFTP = __commonJS({
       options.emitClose = false;
       options.autoDestroy = false;
       ReadableStream2.call(this, options);
-      this.path = path6;
+      this.path = path10;
       this.flags = options.flags === void 0 ? "r" : options.flags;
       this.mode = options.mode === void 0 ? 438 : options.mode;
       this.start = options.start;
@@ -42401,7 +42401,7 @@ var require_SFTP = __commonJS({
       },
       configurable: true
     });
-    function WriteStream(sftp, path6, options) {
+    function WriteStream(sftp, path10, options) {
       if (options === void 0)
         options = {};
       else if (typeof options === "string")
@@ -42413,7 +42413,7 @@ var require_SFTP = __commonJS({
       options.emitClose = false;
       options.autoDestroy = false;
       WritableStream.call(this, options);
-      this.path = path6;
+      this.path = path10;
       this.flags = options.flags === void 0 ? "w" : options.flags;
       this.mode = options.mode === void 0 ? 438 : options.mode;
       this.start = options.start;
@@ -43095,13 +43095,13 @@ var require_client2 = __commonJS({
   "../../node_modules/.pnpm/ssh2@1.17.0/node_modules/ssh2/lib/client.js"(exports, module) {
     "use strict";
     var {
-      createHash: createHash3,
+      createHash: createHash4,
       getHashes,
       randomFillSync
     } = __require("crypto");
     var { Socket } = __require("net");
     var { lookup: dnsLookup } = __require("dns");
-    var EventEmitter = __require("events");
+    var EventEmitter2 = __require("events");
     var HASHES = getHashes();
     var {
       COMPAT,
@@ -43152,7 +43152,7 @@ var require_client2 = __commonJS({
     var RE_OPENSSH = /^OpenSSH_(?:(?![0-4])\d)|(?:\d{2,})/;
     var noop2 = (err) => {
     };
-    var Client2 = class extends EventEmitter {
+    var Client2 = class extends EventEmitter2 {
       constructor() {
         super();
         this.config = {
@@ -43317,7 +43317,7 @@ var require_client2 = __commonJS({
           }
           hostVerifier = (key, verify) => {
             if (hashAlgo)
-              key = createHash3(hashAlgo).update(key).digest("hex");
+              key = createHash4(hashAlgo).update(key).digest("hex");
             const ret = hashCb(key, verify);
             if (ret !== void 0)
               verify(ret);
@@ -44976,8 +44976,8 @@ var require_server = __commonJS({
   "../../node_modules/.pnpm/ssh2@1.17.0/node_modules/ssh2/lib/server.js"(exports, module) {
     "use strict";
     var { Server: netServer } = __require("net");
-    var EventEmitter = __require("events");
-    var { listenerCount } = EventEmitter;
+    var EventEmitter2 = __require("events");
+    var { listenerCount } = EventEmitter2;
     var {
       CHANNEL_OPEN_FAILURE,
       DEFAULT_CIPHER,
@@ -45014,7 +45014,7 @@ var require_server = __commonJS({
       onCHANNEL_CLOSE
     } = require_utils3();
     var MAX_PENDING_AUTHS = 10;
-    var AuthContext = class extends EventEmitter {
+    var AuthContext = class extends EventEmitter2 {
       constructor(protocol, username, service, method, cb) {
         super();
         this.username = this.user = username;
@@ -45129,7 +45129,7 @@ var require_server = __commonJS({
         this._protocol.authPasswdChg(prompt);
       }
     };
-    var Session = class extends EventEmitter {
+    var Session = class extends EventEmitter2 {
       constructor(client, info2, localChan) {
         super();
         this.type = "session";
@@ -45154,7 +45154,7 @@ var require_server = __commonJS({
         };
       }
     };
-    var Server = class extends EventEmitter {
+    var Server = class extends EventEmitter2 {
       constructor(cfg, listener) {
         super();
         if (typeof cfg !== "object" || cfg === null)
@@ -45302,7 +45302,7 @@ var require_server = __commonJS({
     };
     Server.KEEPALIVE_CLIENT_INTERVAL = 15e3;
     Server.KEEPALIVE_CLIENT_COUNT_MAX = 3;
-    var Client2 = class extends EventEmitter {
+    var Client2 = class extends EventEmitter2 {
       constructor(socket, hostKeys, ident, offer, debug2, server, srvCfg) {
         super();
         let exchanges = 0;
@@ -46390,14 +46390,14 @@ var require_keygen = __commonJS({
       }
     }
     function convertKeys(keyType2, pub, priv, opts) {
-      let format = "new";
+      let format2 = "new";
       let encrypted;
       let comment = "";
       if (typeof opts === "object" && opts !== null) {
         if (typeof opts.comment === "string" && opts.comment)
           comment = opts.comment;
         if (typeof opts.format === "string" && opts.format)
-          format = opts.format;
+          format2 = opts.format;
         if (opts.passphrase) {
           let passphrase;
           if (typeof opts.passphrase === "string")
@@ -46411,7 +46411,7 @@ var require_keygen = __commonJS({
           const cipher = ciphers.get(opts.cipher);
           if (cipher === void 0)
             throw new Error("Invalid cipher name");
-          if (format === "new") {
+          if (format2 === "new") {
             let rounds = DEFAULT_ROUNDS;
             if (opts.rounds !== void 0) {
               if (!Number.isInteger(opts.rounds))
@@ -46450,7 +46450,7 @@ var require_keygen = __commonJS({
           }
         }
       }
-      switch (format) {
+      switch (format2) {
         case "new": {
           let privateB64 = "-----BEGIN OPENSSH PRIVATE KEY-----\n";
           let publicB64;
@@ -46617,6 +46617,2219 @@ var require_lib2 = __commonJS({
   }
 });
 
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/constants.js
+var require_constants7 = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/constants.js"(exports, module) {
+    "use strict";
+    var SEMVER_SPEC_VERSION = "2.0.0";
+    var MAX_LENGTH = 256;
+    var MAX_SAFE_INTEGER = Number.MAX_SAFE_INTEGER || /* istanbul ignore next */
+    9007199254740991;
+    var MAX_SAFE_COMPONENT_LENGTH = 16;
+    var MAX_SAFE_BUILD_LENGTH = MAX_LENGTH - 6;
+    var WHITESPACE_CHARACTERS = [
+      "	",
+      "\n",
+      "\v",
+      "\f",
+      "\r",
+      " ",
+      "\xA0",
+      "\u1680",
+      "\u2000",
+      "\u2001",
+      "\u2002",
+      "\u2003",
+      "\u2004",
+      "\u2005",
+      "\u2006",
+      "\u2007",
+      "\u2008",
+      "\u2009",
+      "\u200A",
+      "\u2028",
+      "\u2029",
+      "\u202F",
+      "\u205F",
+      "\u3000",
+      "\uFEFF"
+    ];
+    var RELEASE_TYPES = [
+      "major",
+      "premajor",
+      "minor",
+      "preminor",
+      "patch",
+      "prepatch",
+      "prerelease"
+    ];
+    module.exports = {
+      MAX_LENGTH,
+      MAX_SAFE_COMPONENT_LENGTH,
+      MAX_SAFE_BUILD_LENGTH,
+      MAX_SAFE_INTEGER,
+      WHITESPACE_CHARACTERS,
+      RELEASE_TYPES,
+      SEMVER_SPEC_VERSION,
+      FLAG_INCLUDE_PRERELEASE: 1,
+      FLAG_LOOSE: 2
+    };
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/debug.js
+var require_debug = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/debug.js"(exports, module) {
+    "use strict";
+    var debug2 = typeof process === "object" && process.env && process.env.NODE_DEBUG && /\bsemver\b/i.test(process.env.NODE_DEBUG) ? (...args) => console.error("SEMVER", ...args) : () => {
+    };
+    module.exports = debug2;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/re.js
+var require_re = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/re.js"(exports, module) {
+    "use strict";
+    var {
+      MAX_SAFE_COMPONENT_LENGTH,
+      MAX_SAFE_BUILD_LENGTH,
+      MAX_LENGTH
+    } = require_constants7();
+    var debug2 = require_debug();
+    exports = module.exports = {};
+    var re = exports.re = [];
+    var safeRe = exports.safeRe = [];
+    var src = exports.src = [];
+    var safeSrc = exports.safeSrc = [];
+    var t = exports.t = {};
+    var R = 0;
+    var LETTERDASHNUMBER = "[a-zA-Z0-9-]";
+    var safeRegexReplacements = [
+      ["\\s", 1],
+      ["\\d", MAX_LENGTH],
+      [LETTERDASHNUMBER, MAX_SAFE_BUILD_LENGTH]
+    ];
+    var makeSafeRegex = (value) => {
+      for (const [token, max] of safeRegexReplacements) {
+        value = value.split(`${token}*`).join(`${token}{0,${max}}`).split(`${token}+`).join(`${token}{1,${max}}`);
+      }
+      return value;
+    };
+    var createToken = (name, value, isGlobal) => {
+      const safe = makeSafeRegex(value);
+      const index = R++;
+      debug2(name, index, value);
+      t[name] = index;
+      src[index] = value;
+      safeSrc[index] = safe;
+      re[index] = new RegExp(value, isGlobal ? "g" : void 0);
+      safeRe[index] = new RegExp(safe, isGlobal ? "g" : void 0);
+    };
+    createToken("NUMERICIDENTIFIER", "0|[1-9]\\d*");
+    createToken("NUMERICIDENTIFIERLOOSE", "\\d+");
+    createToken("NONNUMERICIDENTIFIER", `\\d*[a-zA-Z-]${LETTERDASHNUMBER}*`);
+    createToken("MAINVERSION", `(${src[t.NUMERICIDENTIFIER]})\\.(${src[t.NUMERICIDENTIFIER]})\\.(${src[t.NUMERICIDENTIFIER]})`);
+    createToken("MAINVERSIONLOOSE", `(${src[t.NUMERICIDENTIFIERLOOSE]})\\.(${src[t.NUMERICIDENTIFIERLOOSE]})\\.(${src[t.NUMERICIDENTIFIERLOOSE]})`);
+    createToken("PRERELEASEIDENTIFIER", `(?:${src[t.NONNUMERICIDENTIFIER]}|${src[t.NUMERICIDENTIFIER]})`);
+    createToken("PRERELEASEIDENTIFIERLOOSE", `(?:${src[t.NONNUMERICIDENTIFIER]}|${src[t.NUMERICIDENTIFIERLOOSE]})`);
+    createToken("PRERELEASE", `(?:-(${src[t.PRERELEASEIDENTIFIER]}(?:\\.${src[t.PRERELEASEIDENTIFIER]})*))`);
+    createToken("PRERELEASELOOSE", `(?:-?(${src[t.PRERELEASEIDENTIFIERLOOSE]}(?:\\.${src[t.PRERELEASEIDENTIFIERLOOSE]})*))`);
+    createToken("BUILDIDENTIFIER", `${LETTERDASHNUMBER}+`);
+    createToken("BUILD", `(?:\\+(${src[t.BUILDIDENTIFIER]}(?:\\.${src[t.BUILDIDENTIFIER]})*))`);
+    createToken("FULLPLAIN", `v?${src[t.MAINVERSION]}${src[t.PRERELEASE]}?${src[t.BUILD]}?`);
+    createToken("FULL", `^${src[t.FULLPLAIN]}$`);
+    createToken("LOOSEPLAIN", `[v=\\s]*${src[t.MAINVERSIONLOOSE]}${src[t.PRERELEASELOOSE]}?${src[t.BUILD]}?`);
+    createToken("LOOSE", `^${src[t.LOOSEPLAIN]}$`);
+    createToken("GTLT", "((?:<|>)?=?)");
+    createToken("XRANGEIDENTIFIERLOOSE", `${src[t.NUMERICIDENTIFIERLOOSE]}|x|X|\\*`);
+    createToken("XRANGEIDENTIFIER", `${src[t.NUMERICIDENTIFIER]}|x|X|\\*`);
+    createToken("XRANGEPLAIN", `[v=\\s]*(${src[t.XRANGEIDENTIFIER]})(?:\\.(${src[t.XRANGEIDENTIFIER]})(?:\\.(${src[t.XRANGEIDENTIFIER]})(?:${src[t.PRERELEASE]})?${src[t.BUILD]}?)?)?`);
+    createToken("XRANGEPLAINLOOSE", `[v=\\s]*(${src[t.XRANGEIDENTIFIERLOOSE]})(?:\\.(${src[t.XRANGEIDENTIFIERLOOSE]})(?:\\.(${src[t.XRANGEIDENTIFIERLOOSE]})(?:${src[t.PRERELEASELOOSE]})?${src[t.BUILD]}?)?)?`);
+    createToken("XRANGE", `^${src[t.GTLT]}\\s*${src[t.XRANGEPLAIN]}$`);
+    createToken("XRANGELOOSE", `^${src[t.GTLT]}\\s*${src[t.XRANGEPLAINLOOSE]}$`);
+    createToken("COERCEPLAIN", `${"(^|[^\\d])(\\d{1,"}${MAX_SAFE_COMPONENT_LENGTH}})(?:\\.(\\d{1,${MAX_SAFE_COMPONENT_LENGTH}}))?(?:\\.(\\d{1,${MAX_SAFE_COMPONENT_LENGTH}}))?`);
+    createToken("COERCE", `${src[t.COERCEPLAIN]}(?:$|[^\\d])`);
+    createToken("COERCEFULL", src[t.COERCEPLAIN] + `(?:${src[t.PRERELEASE]})?(?:${src[t.BUILD]})?(?:$|[^\\d])`);
+    createToken("COERCERTL", src[t.COERCE], true);
+    createToken("COERCERTLFULL", src[t.COERCEFULL], true);
+    createToken("LONETILDE", "(?:~>?)");
+    createToken("TILDETRIM", `(\\s*)${src[t.LONETILDE]}\\s+`, true);
+    exports.tildeTrimReplace = "$1~";
+    createToken("TILDE", `^${src[t.LONETILDE]}${src[t.XRANGEPLAIN]}$`);
+    createToken("TILDELOOSE", `^${src[t.LONETILDE]}${src[t.XRANGEPLAINLOOSE]}$`);
+    createToken("LONECARET", "(?:\\^)");
+    createToken("CARETTRIM", `(\\s*)${src[t.LONECARET]}\\s+`, true);
+    exports.caretTrimReplace = "$1^";
+    createToken("CARET", `^${src[t.LONECARET]}${src[t.XRANGEPLAIN]}$`);
+    createToken("CARETLOOSE", `^${src[t.LONECARET]}${src[t.XRANGEPLAINLOOSE]}$`);
+    createToken("COMPARATORLOOSE", `^${src[t.GTLT]}\\s*(${src[t.LOOSEPLAIN]})$|^$`);
+    createToken("COMPARATOR", `^${src[t.GTLT]}\\s*(${src[t.FULLPLAIN]})$|^$`);
+    createToken("COMPARATORTRIM", `(\\s*)${src[t.GTLT]}\\s*(${src[t.LOOSEPLAIN]}|${src[t.XRANGEPLAIN]})`, true);
+    exports.comparatorTrimReplace = "$1$2$3";
+    createToken("HYPHENRANGE", `^\\s*(${src[t.XRANGEPLAIN]})\\s+-\\s+(${src[t.XRANGEPLAIN]})\\s*$`);
+    createToken("HYPHENRANGELOOSE", `^\\s*(${src[t.XRANGEPLAINLOOSE]})\\s+-\\s+(${src[t.XRANGEPLAINLOOSE]})\\s*$`);
+    createToken("STAR", "(<|>)?=?\\s*\\*");
+    createToken("GTE0", "^\\s*>=\\s*0\\.0\\.0\\s*$");
+    createToken("GTE0PRE", "^\\s*>=\\s*0\\.0\\.0-0\\s*$");
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/parse-options.js
+var require_parse_options = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/parse-options.js"(exports, module) {
+    "use strict";
+    var looseOption = Object.freeze({ loose: true });
+    var emptyOpts = Object.freeze({});
+    var parseOptions = (options) => {
+      if (!options) {
+        return emptyOpts;
+      }
+      if (typeof options !== "object") {
+        return looseOption;
+      }
+      return options;
+    };
+    module.exports = parseOptions;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/identifiers.js
+var require_identifiers = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/identifiers.js"(exports, module) {
+    "use strict";
+    var numeric = /^[0-9]+$/;
+    var compareIdentifiers = (a, b) => {
+      if (typeof a === "number" && typeof b === "number") {
+        return a === b ? 0 : a < b ? -1 : 1;
+      }
+      const anum = numeric.test(a);
+      const bnum = numeric.test(b);
+      if (anum && bnum) {
+        a = +a;
+        b = +b;
+      }
+      return a === b ? 0 : anum && !bnum ? -1 : bnum && !anum ? 1 : a < b ? -1 : 1;
+    };
+    var rcompareIdentifiers = (a, b) => compareIdentifiers(b, a);
+    module.exports = {
+      compareIdentifiers,
+      rcompareIdentifiers
+    };
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/classes/semver.js
+var require_semver = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/classes/semver.js"(exports, module) {
+    "use strict";
+    var debug2 = require_debug();
+    var { MAX_LENGTH, MAX_SAFE_INTEGER } = require_constants7();
+    var { safeRe: re, t } = require_re();
+    var parseOptions = require_parse_options();
+    var { compareIdentifiers } = require_identifiers();
+    var isPrereleaseIdentifier = (prerelease, identifier) => {
+      const identifiers = identifier.split(".");
+      if (identifiers.length > prerelease.length) {
+        return false;
+      }
+      for (let i = 0; i < identifiers.length; i++) {
+        if (compareIdentifiers(prerelease[i], identifiers[i]) !== 0) {
+          return false;
+        }
+      }
+      return true;
+    };
+    var SemVer = class _SemVer {
+      constructor(version, options) {
+        options = parseOptions(options);
+        if (version instanceof _SemVer) {
+          if (version.loose === !!options.loose && version.includePrerelease === !!options.includePrerelease) {
+            return version;
+          } else {
+            version = version.version;
+          }
+        } else if (typeof version !== "string") {
+          throw new TypeError(`Invalid version. Must be a string. Got type "${typeof version}".`);
+        }
+        if (version.length > MAX_LENGTH) {
+          throw new TypeError(
+            `version is longer than ${MAX_LENGTH} characters`
+          );
+        }
+        debug2("SemVer", version, options);
+        this.options = options;
+        this.loose = !!options.loose;
+        this.includePrerelease = !!options.includePrerelease;
+        const m = version.trim().match(options.loose ? re[t.LOOSE] : re[t.FULL]);
+        if (!m) {
+          throw new TypeError(`Invalid Version: ${version}`);
+        }
+        this.raw = version;
+        this.major = +m[1];
+        this.minor = +m[2];
+        this.patch = +m[3];
+        if (this.major > MAX_SAFE_INTEGER || this.major < 0) {
+          throw new TypeError("Invalid major version");
+        }
+        if (this.minor > MAX_SAFE_INTEGER || this.minor < 0) {
+          throw new TypeError("Invalid minor version");
+        }
+        if (this.patch > MAX_SAFE_INTEGER || this.patch < 0) {
+          throw new TypeError("Invalid patch version");
+        }
+        if (!m[4]) {
+          this.prerelease = [];
+        } else {
+          this.prerelease = m[4].split(".").map((id) => {
+            if (/^[0-9]+$/.test(id)) {
+              const num = +id;
+              if (num >= 0 && num < MAX_SAFE_INTEGER) {
+                return num;
+              }
+            }
+            return id;
+          });
+        }
+        this.build = m[5] ? m[5].split(".") : [];
+        this.format();
+      }
+      format() {
+        this.version = `${this.major}.${this.minor}.${this.patch}`;
+        if (this.prerelease.length) {
+          this.version += `-${this.prerelease.join(".")}`;
+        }
+        return this.version;
+      }
+      toString() {
+        return this.version;
+      }
+      compare(other) {
+        debug2("SemVer.compare", this.version, this.options, other);
+        if (!(other instanceof _SemVer)) {
+          if (typeof other === "string" && other === this.version) {
+            return 0;
+          }
+          other = new _SemVer(other, this.options);
+        }
+        if (other.version === this.version) {
+          return 0;
+        }
+        return this.compareMain(other) || this.comparePre(other);
+      }
+      compareMain(other) {
+        if (!(other instanceof _SemVer)) {
+          other = new _SemVer(other, this.options);
+        }
+        if (this.major < other.major) {
+          return -1;
+        }
+        if (this.major > other.major) {
+          return 1;
+        }
+        if (this.minor < other.minor) {
+          return -1;
+        }
+        if (this.minor > other.minor) {
+          return 1;
+        }
+        if (this.patch < other.patch) {
+          return -1;
+        }
+        if (this.patch > other.patch) {
+          return 1;
+        }
+        return 0;
+      }
+      comparePre(other) {
+        if (!(other instanceof _SemVer)) {
+          other = new _SemVer(other, this.options);
+        }
+        if (this.prerelease.length && !other.prerelease.length) {
+          return -1;
+        } else if (!this.prerelease.length && other.prerelease.length) {
+          return 1;
+        } else if (!this.prerelease.length && !other.prerelease.length) {
+          return 0;
+        }
+        let i = 0;
+        do {
+          const a = this.prerelease[i];
+          const b = other.prerelease[i];
+          debug2("prerelease compare", i, a, b);
+          if (a === void 0 && b === void 0) {
+            return 0;
+          } else if (b === void 0) {
+            return 1;
+          } else if (a === void 0) {
+            return -1;
+          } else if (a === b) {
+            continue;
+          } else {
+            return compareIdentifiers(a, b);
+          }
+        } while (++i);
+      }
+      compareBuild(other) {
+        if (!(other instanceof _SemVer)) {
+          other = new _SemVer(other, this.options);
+        }
+        let i = 0;
+        do {
+          const a = this.build[i];
+          const b = other.build[i];
+          debug2("build compare", i, a, b);
+          if (a === void 0 && b === void 0) {
+            return 0;
+          } else if (b === void 0) {
+            return 1;
+          } else if (a === void 0) {
+            return -1;
+          } else if (a === b) {
+            continue;
+          } else {
+            return compareIdentifiers(a, b);
+          }
+        } while (++i);
+      }
+      // preminor will bump the version up to the next minor release, and immediately
+      // down to pre-release. premajor and prepatch work the same way.
+      inc(release, identifier, identifierBase) {
+        if (release.startsWith("pre")) {
+          if (!identifier && identifierBase === false) {
+            throw new Error("invalid increment argument: identifier is empty");
+          }
+          if (identifier) {
+            const match = `-${identifier}`.match(this.options.loose ? re[t.PRERELEASELOOSE] : re[t.PRERELEASE]);
+            if (!match || match[1] !== identifier) {
+              throw new Error(`invalid identifier: ${identifier}`);
+            }
+          }
+        }
+        switch (release) {
+          case "premajor":
+            this.prerelease.length = 0;
+            this.patch = 0;
+            this.minor = 0;
+            this.major++;
+            this.inc("pre", identifier, identifierBase);
+            break;
+          case "preminor":
+            this.prerelease.length = 0;
+            this.patch = 0;
+            this.minor++;
+            this.inc("pre", identifier, identifierBase);
+            break;
+          case "prepatch":
+            this.prerelease.length = 0;
+            this.inc("patch", identifier, identifierBase);
+            this.inc("pre", identifier, identifierBase);
+            break;
+          // If the input is a non-prerelease version, this acts the same as
+          // prepatch.
+          case "prerelease":
+            if (this.prerelease.length === 0) {
+              this.inc("patch", identifier, identifierBase);
+            }
+            this.inc("pre", identifier, identifierBase);
+            break;
+          case "release":
+            if (this.prerelease.length === 0) {
+              throw new Error(`version ${this.raw} is not a prerelease`);
+            }
+            this.prerelease.length = 0;
+            break;
+          case "major":
+            if (this.minor !== 0 || this.patch !== 0 || this.prerelease.length === 0) {
+              this.major++;
+            }
+            this.minor = 0;
+            this.patch = 0;
+            this.prerelease = [];
+            break;
+          case "minor":
+            if (this.patch !== 0 || this.prerelease.length === 0) {
+              this.minor++;
+            }
+            this.patch = 0;
+            this.prerelease = [];
+            break;
+          case "patch":
+            if (this.prerelease.length === 0) {
+              this.patch++;
+            }
+            this.prerelease = [];
+            break;
+          // This probably shouldn't be used publicly.
+          // 1.0.0 'pre' would become 1.0.0-0 which is the wrong direction.
+          case "pre": {
+            const base = Number(identifierBase) ? 1 : 0;
+            if (this.prerelease.length === 0) {
+              this.prerelease = [base];
+            } else {
+              let i = this.prerelease.length;
+              while (--i >= 0) {
+                if (typeof this.prerelease[i] === "number") {
+                  this.prerelease[i]++;
+                  i = -2;
+                }
+              }
+              if (i === -1) {
+                if (identifier === this.prerelease.join(".") && identifierBase === false) {
+                  throw new Error("invalid increment argument: identifier already exists");
+                }
+                this.prerelease.push(base);
+              }
+            }
+            if (identifier) {
+              let prerelease = [identifier, base];
+              if (identifierBase === false) {
+                prerelease = [identifier];
+              }
+              if (isPrereleaseIdentifier(this.prerelease, identifier)) {
+                const prereleaseBase = this.prerelease[identifier.split(".").length];
+                if (isNaN(prereleaseBase)) {
+                  this.prerelease = prerelease;
+                }
+              } else {
+                this.prerelease = prerelease;
+              }
+            }
+            break;
+          }
+          default:
+            throw new Error(`invalid increment argument: ${release}`);
+        }
+        this.raw = this.format();
+        if (this.build.length) {
+          this.raw += `+${this.build.join(".")}`;
+        }
+        return this;
+      }
+    };
+    module.exports = SemVer;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/parse.js
+var require_parse2 = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/parse.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var parse = (version, options, throwErrors = false) => {
+      if (version instanceof SemVer) {
+        return version;
+      }
+      try {
+        return new SemVer(version, options);
+      } catch (er) {
+        if (!throwErrors) {
+          return null;
+        }
+        throw er;
+      }
+    };
+    module.exports = parse;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/valid.js
+var require_valid = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/valid.js"(exports, module) {
+    "use strict";
+    var parse = require_parse2();
+    var valid = (version, options) => {
+      const v = parse(version, options);
+      return v ? v.version : null;
+    };
+    module.exports = valid;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/clean.js
+var require_clean = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/clean.js"(exports, module) {
+    "use strict";
+    var parse = require_parse2();
+    var clean = (version, options) => {
+      const s = parse(version.trim().replace(/^[=v]+/, ""), options);
+      return s ? s.version : null;
+    };
+    module.exports = clean;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/inc.js
+var require_inc = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/inc.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var inc = (version, release, options, identifier, identifierBase) => {
+      if (typeof options === "string") {
+        identifierBase = identifier;
+        identifier = options;
+        options = void 0;
+      }
+      try {
+        return new SemVer(
+          version instanceof SemVer ? version.version : version,
+          options
+        ).inc(release, identifier, identifierBase).version;
+      } catch (er) {
+        return null;
+      }
+    };
+    module.exports = inc;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/diff.js
+var require_diff = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/diff.js"(exports, module) {
+    "use strict";
+    var parse = require_parse2();
+    var diff = (version1, version2) => {
+      const v1 = parse(version1, null, true);
+      const v2 = parse(version2, null, true);
+      const comparison = v1.compare(v2);
+      if (comparison === 0) {
+        return null;
+      }
+      const v1Higher = comparison > 0;
+      const highVersion = v1Higher ? v1 : v2;
+      const lowVersion = v1Higher ? v2 : v1;
+      const highHasPre = !!highVersion.prerelease.length;
+      const lowHasPre = !!lowVersion.prerelease.length;
+      if (lowHasPre && !highHasPre) {
+        if (!lowVersion.patch && !lowVersion.minor) {
+          return "major";
+        }
+        if (lowVersion.compareMain(highVersion) === 0) {
+          if (lowVersion.minor && !lowVersion.patch) {
+            return "minor";
+          }
+          return "patch";
+        }
+      }
+      const prefix = highHasPre ? "pre" : "";
+      if (v1.major !== v2.major) {
+        return prefix + "major";
+      }
+      if (v1.minor !== v2.minor) {
+        return prefix + "minor";
+      }
+      if (v1.patch !== v2.patch) {
+        return prefix + "patch";
+      }
+      return "prerelease";
+    };
+    module.exports = diff;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/major.js
+var require_major = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/major.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var major = (a, loose) => new SemVer(a, loose).major;
+    module.exports = major;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/minor.js
+var require_minor = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/minor.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var minor = (a, loose) => new SemVer(a, loose).minor;
+    module.exports = minor;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/patch.js
+var require_patch = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/patch.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var patch = (a, loose) => new SemVer(a, loose).patch;
+    module.exports = patch;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/prerelease.js
+var require_prerelease = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/prerelease.js"(exports, module) {
+    "use strict";
+    var parse = require_parse2();
+    var prerelease = (version, options) => {
+      const parsed = parse(version, options);
+      return parsed && parsed.prerelease.length ? parsed.prerelease : null;
+    };
+    module.exports = prerelease;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/compare.js
+var require_compare = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/compare.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var compare = (a, b, loose) => new SemVer(a, loose).compare(new SemVer(b, loose));
+    module.exports = compare;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/rcompare.js
+var require_rcompare = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/rcompare.js"(exports, module) {
+    "use strict";
+    var compare = require_compare();
+    var rcompare = (a, b, loose) => compare(b, a, loose);
+    module.exports = rcompare;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/compare-loose.js
+var require_compare_loose = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/compare-loose.js"(exports, module) {
+    "use strict";
+    var compare = require_compare();
+    var compareLoose = (a, b) => compare(a, b, true);
+    module.exports = compareLoose;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/compare-build.js
+var require_compare_build = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/compare-build.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var compareBuild = (a, b, loose) => {
+      const versionA = new SemVer(a, loose);
+      const versionB = new SemVer(b, loose);
+      return versionA.compare(versionB) || versionA.compareBuild(versionB);
+    };
+    module.exports = compareBuild;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/sort.js
+var require_sort = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/sort.js"(exports, module) {
+    "use strict";
+    var compareBuild = require_compare_build();
+    var sort = (list2, loose) => list2.sort((a, b) => compareBuild(a, b, loose));
+    module.exports = sort;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/rsort.js
+var require_rsort = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/rsort.js"(exports, module) {
+    "use strict";
+    var compareBuild = require_compare_build();
+    var rsort = (list2, loose) => list2.sort((a, b) => compareBuild(b, a, loose));
+    module.exports = rsort;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/gt.js
+var require_gt = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/gt.js"(exports, module) {
+    "use strict";
+    var compare = require_compare();
+    var gt = (a, b, loose) => compare(a, b, loose) > 0;
+    module.exports = gt;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/lt.js
+var require_lt = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/lt.js"(exports, module) {
+    "use strict";
+    var compare = require_compare();
+    var lt = (a, b, loose) => compare(a, b, loose) < 0;
+    module.exports = lt;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/eq.js
+var require_eq = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/eq.js"(exports, module) {
+    "use strict";
+    var compare = require_compare();
+    var eq = (a, b, loose) => compare(a, b, loose) === 0;
+    module.exports = eq;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/neq.js
+var require_neq = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/neq.js"(exports, module) {
+    "use strict";
+    var compare = require_compare();
+    var neq = (a, b, loose) => compare(a, b, loose) !== 0;
+    module.exports = neq;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/gte.js
+var require_gte = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/gte.js"(exports, module) {
+    "use strict";
+    var compare = require_compare();
+    var gte = (a, b, loose) => compare(a, b, loose) >= 0;
+    module.exports = gte;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/lte.js
+var require_lte = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/lte.js"(exports, module) {
+    "use strict";
+    var compare = require_compare();
+    var lte = (a, b, loose) => compare(a, b, loose) <= 0;
+    module.exports = lte;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/cmp.js
+var require_cmp = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/cmp.js"(exports, module) {
+    "use strict";
+    var eq = require_eq();
+    var neq = require_neq();
+    var gt = require_gt();
+    var gte = require_gte();
+    var lt = require_lt();
+    var lte = require_lte();
+    var cmp = (a, op, b, loose) => {
+      switch (op) {
+        case "===":
+          if (typeof a === "object") {
+            a = a.version;
+          }
+          if (typeof b === "object") {
+            b = b.version;
+          }
+          return a === b;
+        case "!==":
+          if (typeof a === "object") {
+            a = a.version;
+          }
+          if (typeof b === "object") {
+            b = b.version;
+          }
+          return a !== b;
+        case "":
+        case "=":
+        case "==":
+          return eq(a, b, loose);
+        case "!=":
+          return neq(a, b, loose);
+        case ">":
+          return gt(a, b, loose);
+        case ">=":
+          return gte(a, b, loose);
+        case "<":
+          return lt(a, b, loose);
+        case "<=":
+          return lte(a, b, loose);
+        default:
+          throw new TypeError(`Invalid operator: ${op}`);
+      }
+    };
+    module.exports = cmp;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/coerce.js
+var require_coerce = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/coerce.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var parse = require_parse2();
+    var { safeRe: re, t } = require_re();
+    var coerce = (version, options) => {
+      if (version instanceof SemVer) {
+        return version;
+      }
+      if (typeof version === "number") {
+        version = String(version);
+      }
+      if (typeof version !== "string") {
+        return null;
+      }
+      options = options || {};
+      let match = null;
+      if (!options.rtl) {
+        match = version.match(options.includePrerelease ? re[t.COERCEFULL] : re[t.COERCE]);
+      } else {
+        const coerceRtlRegex = options.includePrerelease ? re[t.COERCERTLFULL] : re[t.COERCERTL];
+        let next;
+        while ((next = coerceRtlRegex.exec(version)) && (!match || match.index + match[0].length !== version.length)) {
+          if (!match || next.index + next[0].length !== match.index + match[0].length) {
+            match = next;
+          }
+          coerceRtlRegex.lastIndex = next.index + next[1].length + next[2].length;
+        }
+        coerceRtlRegex.lastIndex = -1;
+      }
+      if (match === null) {
+        return null;
+      }
+      const major = match[2];
+      const minor = match[3] || "0";
+      const patch = match[4] || "0";
+      const prerelease = options.includePrerelease && match[5] ? `-${match[5]}` : "";
+      const build = options.includePrerelease && match[6] ? `+${match[6]}` : "";
+      return parse(`${major}.${minor}.${patch}${prerelease}${build}`, options);
+    };
+    module.exports = coerce;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/truncate.js
+var require_truncate = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/truncate.js"(exports, module) {
+    "use strict";
+    var parse = require_parse2();
+    var constants4 = require_constants7();
+    var SemVer = require_semver();
+    var truncate = (version, truncation, options) => {
+      if (!constants4.RELEASE_TYPES.includes(truncation)) {
+        return null;
+      }
+      const clonedVersion = cloneInputVersion(version, options);
+      return clonedVersion && doTruncation(clonedVersion, truncation);
+    };
+    var cloneInputVersion = (version, options) => {
+      const versionStringToParse = version instanceof SemVer ? version.version : version;
+      return parse(versionStringToParse, options);
+    };
+    var doTruncation = (version, truncation) => {
+      if (isPrerelease(truncation)) {
+        return version.version;
+      }
+      version.prerelease = [];
+      switch (truncation) {
+        case "major":
+          version.minor = 0;
+          version.patch = 0;
+          break;
+        case "minor":
+          version.patch = 0;
+          break;
+      }
+      return version.format();
+    };
+    var isPrerelease = (type) => {
+      return type.startsWith("pre");
+    };
+    module.exports = truncate;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/lrucache.js
+var require_lrucache = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/lrucache.js"(exports, module) {
+    "use strict";
+    var LRUCache = class {
+      constructor() {
+        this.max = 1e3;
+        this.map = /* @__PURE__ */ new Map();
+      }
+      get(key) {
+        const value = this.map.get(key);
+        if (value === void 0) {
+          return void 0;
+        } else {
+          this.map.delete(key);
+          this.map.set(key, value);
+          return value;
+        }
+      }
+      delete(key) {
+        return this.map.delete(key);
+      }
+      set(key, value) {
+        const deleted = this.delete(key);
+        if (!deleted && value !== void 0) {
+          if (this.map.size >= this.max) {
+            const firstKey = this.map.keys().next().value;
+            this.delete(firstKey);
+          }
+          this.map.set(key, value);
+        }
+        return this;
+      }
+    };
+    module.exports = LRUCache;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/trim-comparator-whitespace.js
+var require_trim_comparator_whitespace = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/internal/trim-comparator-whitespace.js"(exports, module) {
+    "use strict";
+    var {
+      MAX_LENGTH,
+      MAX_SAFE_BUILD_LENGTH,
+      WHITESPACE_CHARACTERS
+    } = require_constants7();
+    var whitespace = new Uint8Array(65536);
+    for (const char of WHITESPACE_CHARACTERS) {
+      whitespace[char.charCodeAt(0)] = 1;
+    }
+    var isWhitespace = (char) => char !== void 0 && whitespace[char.charCodeAt(0)] === 1;
+    var isVersionPrefix = (char) => char === "v" || char === "=" || isWhitespace(char);
+    var isDigit = (char) => char !== void 0 && char >= "0" && char <= "9";
+    var isLetter = (char) => char !== void 0 && (char >= "a" && char <= "z" || char >= "A" && char <= "Z");
+    var isIdentifierCharacter = (char) => isDigit(char) || isLetter(char) || char === "-";
+    var isVersionStart = (char) => isDigit(char) || char === "x" || char === "X" || char === "*";
+    var findDigitsEndIndex = (range, start, limit, digitRuns) => {
+      if (!isDigit(range[start])) {
+        return start;
+      }
+      if (start >= digitRuns.start && start < digitRuns.end) {
+        return Math.min(start + limit, digitRuns.end);
+      }
+      if (start >= digitRuns.previousStart && start < digitRuns.previousEnd) {
+        return Math.min(start + limit, digitRuns.previousEnd);
+      }
+      let end = start + 1;
+      while (isDigit(range[end])) {
+        end++;
+      }
+      digitRuns.previousStart = digitRuns.start;
+      digitRuns.previousEnd = digitRuns.end;
+      digitRuns.start = start;
+      digitRuns.end = end;
+      return Math.min(start + limit, end);
+    };
+    var findVersionNumberEndIndex = (range, start, loose, digitRuns) => {
+      if (!loose && range[start] === "0") {
+        return start + 1;
+      }
+      return findDigitsEndIndex(range, start, loose ? MAX_LENGTH : MAX_LENGTH + 1, digitRuns);
+    };
+    var findPrereleaseIdentifierEndIndex = (range, start, loose, digitRuns) => {
+      const digitsEnd = findDigitsEndIndex(range, start, MAX_LENGTH, digitRuns);
+      if (isLetter(range[digitsEnd]) || range[digitsEnd] === "-") {
+        let end = digitsEnd + 1;
+        const limit = end + MAX_SAFE_BUILD_LENGTH;
+        while (end < limit && isIdentifierCharacter(range[end])) {
+          end++;
+        }
+        return end;
+      }
+      return findVersionNumberEndIndex(range, start, loose, digitRuns);
+    };
+    var findPrereleaseEndIndex = (range, start, loose, digitRuns) => {
+      const hyphen = range[start] === "-";
+      if (!loose && !hyphen) {
+        return start;
+      }
+      const identifierStart = start + (hyphen ? 1 : 0);
+      let end = findPrereleaseIdentifierEndIndex(range, identifierStart, loose, digitRuns);
+      if (end === identifierStart) {
+        if (!loose || !hyphen) {
+          return start;
+        }
+        end = findPrereleaseIdentifierEndIndex(range, start, loose, digitRuns);
+      }
+      while (range[end] === ".") {
+        const next = findPrereleaseIdentifierEndIndex(range, end + 1, loose, digitRuns);
+        if (next === end + 1) {
+          break;
+        }
+        end = next;
+      }
+      return end;
+    };
+    var findBuildIdentifierEndIndex = (range, start) => {
+      let end = start;
+      while (end - start < MAX_SAFE_BUILD_LENGTH && isIdentifierCharacter(range[end])) {
+        end++;
+      }
+      return end;
+    };
+    var findBuildEndIndex = (range, start) => {
+      if (range[start] !== "+") {
+        return start;
+      }
+      let end = findBuildIdentifierEndIndex(range, start + 1);
+      if (end === start + 1) {
+        return start;
+      }
+      while (range[end] === ".") {
+        const next = findBuildIdentifierEndIndex(range, end + 1);
+        if (next === end + 1) {
+          break;
+        }
+        end = next;
+      }
+      return end;
+    };
+    var findLooseFullVersionEndIndex = (range, start, digitRuns) => {
+      let end = start;
+      for (let component = 0; component < 3; component++) {
+        const next = findVersionNumberEndIndex(range, end, true, digitRuns);
+        if (next === end) {
+          return start;
+        }
+        end = next;
+        if (component < 2) {
+          if (range[end] !== ".") {
+            return start;
+          }
+          end++;
+        }
+      }
+      const prereleaseEnd = findPrereleaseEndIndex(range, end, true, digitRuns);
+      return findBuildEndIndex(range, prereleaseEnd);
+    };
+    var findPartialVersionComponentEndIndex = (range, start, digitRuns) => {
+      if (isDigit(range[start])) {
+        return findVersionNumberEndIndex(range, start, false, digitRuns);
+      }
+      return isVersionStart(range[start]) ? start + 1 : start;
+    };
+    var findPartialVersionEndIndex = (range, start, digitRuns) => {
+      let end = findPartialVersionComponentEndIndex(range, start, digitRuns);
+      for (let component = 0; component < 2; component++) {
+        if (range[end] !== ".") {
+          return end;
+        }
+        const next = findPartialVersionComponentEndIndex(range, end + 1, digitRuns);
+        if (next === end + 1) {
+          return end;
+        }
+        end = next;
+      }
+      const prereleaseEnd = findPrereleaseEndIndex(range, end, false, digitRuns);
+      return findBuildEndIndex(range, prereleaseEnd);
+    };
+    var findVersionEndIndex = (range, start, digitRuns) => {
+      const fullVersionEnd = findLooseFullVersionEndIndex(range, start, digitRuns);
+      return fullVersionEnd !== start ? fullVersionEnd : findPartialVersionEndIndex(range, start, digitRuns);
+    };
+    var findRemovableWhitespaceIndex = (range, matchStart) => {
+      let position = matchStart;
+      if (isWhitespace(range[position])) {
+        position++;
+      }
+      if (range[position] === "<" || range[position] === ">") {
+        position++;
+      }
+      if (range[position] === "=") {
+        position++;
+      }
+      return isWhitespace(range[position]) ? position : -1;
+    };
+    var trimComparatorWhitespace = (range) => {
+      let result = "";
+      let copyFrom = 0;
+      let cursor = 0;
+      const digitRuns = { start: -1, end: -1, previousStart: -1, previousEnd: -1 };
+      while (cursor < range.length) {
+        const matchStart = cursor;
+        if (range[cursor] === "<" || range[cursor] === ">") {
+          cursor++;
+        } else if (!isVersionPrefix(range[cursor]) && !isVersionStart(range[cursor])) {
+          cursor++;
+          continue;
+        }
+        while (cursor < range.length && isVersionPrefix(range[cursor])) {
+          cursor++;
+        }
+        if (!isVersionStart(range[cursor])) {
+          continue;
+        }
+        const whitespacePosition = findRemovableWhitespaceIndex(range, matchStart);
+        if (whitespacePosition !== -1) {
+          result += range.slice(copyFrom, whitespacePosition);
+          copyFrom = whitespacePosition + 1;
+        }
+        cursor = findVersionEndIndex(range, cursor, digitRuns);
+      }
+      return result + range.slice(copyFrom);
+    };
+    module.exports = trimComparatorWhitespace;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/classes/range.js
+var require_range = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/classes/range.js"(exports, module) {
+    "use strict";
+    var SPACE_CHARACTERS = /\s+/g;
+    var Range = class _Range {
+      constructor(range, options) {
+        options = parseOptions(options);
+        if (range instanceof _Range) {
+          if (range.loose === !!options.loose && range.includePrerelease === !!options.includePrerelease) {
+            return range;
+          } else {
+            return new _Range(range.raw, options);
+          }
+        }
+        if (range instanceof Comparator) {
+          this.raw = range.value;
+          this.set = [[range]];
+          this.formatted = void 0;
+          return this;
+        }
+        this.options = options;
+        this.loose = !!options.loose;
+        this.includePrerelease = !!options.includePrerelease;
+        this.raw = range.trim().replace(SPACE_CHARACTERS, " ");
+        this.set = this.raw.split("||").map((r) => this.parseRange(r.trim())).filter((c) => c.length);
+        if (!this.set.length) {
+          throw new TypeError(`Invalid SemVer Range: ${this.raw}`);
+        }
+        if (this.set.length > 1) {
+          const first = this.set[0];
+          this.set = this.set.filter((c) => !isNullSet(c[0]));
+          if (this.set.length === 0) {
+            this.set = [first];
+          } else if (this.set.length > 1) {
+            for (const c of this.set) {
+              if (c.length === 1 && isAny(c[0])) {
+                this.set = [c];
+                break;
+              }
+            }
+          }
+        }
+        this.formatted = void 0;
+      }
+      get range() {
+        if (this.formatted === void 0) {
+          this.formatted = "";
+          for (let i = 0; i < this.set.length; i++) {
+            if (i > 0) {
+              this.formatted += "||";
+            }
+            const comps = this.set[i];
+            for (let k = 0; k < comps.length; k++) {
+              if (k > 0) {
+                this.formatted += " ";
+              }
+              this.formatted += comps[k].toString().trim();
+            }
+          }
+        }
+        return this.formatted;
+      }
+      format() {
+        return this.range;
+      }
+      toString() {
+        return this.range;
+      }
+      parseRange(range) {
+        range = range.replace(BUILDSTRIPRE, "");
+        const memoOpts = (this.options.includePrerelease && FLAG_INCLUDE_PRERELEASE) | (this.options.loose && FLAG_LOOSE);
+        const memoKey = memoOpts + ":" + range;
+        const cached = cache2.get(memoKey);
+        if (cached) {
+          return cached;
+        }
+        const loose = this.options.loose;
+        const hr = loose ? re[t.HYPHENRANGELOOSE] : re[t.HYPHENRANGE];
+        range = range.replace(hr, hyphenReplace(this.options.includePrerelease));
+        debug2("hyphen replace", range);
+        range = trimComparatorWhitespace(range);
+        debug2("comparator trim", range);
+        range = range.replace(re[t.TILDETRIM], tildeTrimReplace);
+        debug2("tilde trim", range);
+        range = range.replace(re[t.CARETTRIM], caretTrimReplace);
+        debug2("caret trim", range);
+        let rangeList = range.split(" ").map((comp) => parseComparator(comp, this.options)).join(" ").split(/\s+/).map((comp) => replaceGTE0(comp, this.options));
+        if (loose) {
+          rangeList = rangeList.filter((comp) => {
+            debug2("loose invalid filter", comp, this.options);
+            return !!comp.match(re[t.COMPARATORLOOSE]);
+          });
+        }
+        debug2("range list", rangeList);
+        const rangeMap = /* @__PURE__ */ new Map();
+        const comparators = rangeList.map((comp) => new Comparator(comp, this.options));
+        for (const comp of comparators) {
+          if (isNullSet(comp)) {
+            return [comp];
+          }
+          rangeMap.set(comp.value, comp);
+        }
+        if (rangeMap.size > 1 && rangeMap.has("")) {
+          rangeMap.delete("");
+        }
+        const result = [...rangeMap.values()];
+        cache2.set(memoKey, result);
+        return result;
+      }
+      intersects(range, options) {
+        if (!(range instanceof _Range)) {
+          throw new TypeError("a Range is required");
+        }
+        return this.set.some((thisComparators) => {
+          return isSatisfiable(thisComparators, options) && range.set.some((rangeComparators) => {
+            return isSatisfiable(rangeComparators, options) && thisComparators.every((thisComparator) => {
+              return rangeComparators.every((rangeComparator) => {
+                return thisComparator.intersects(rangeComparator, options);
+              });
+            });
+          });
+        });
+      }
+      // if ANY of the sets match ALL of its comparators, then pass
+      test(version) {
+        if (!version) {
+          return false;
+        }
+        if (typeof version === "string") {
+          try {
+            version = new SemVer(version, this.options);
+          } catch (er) {
+            return false;
+          }
+        }
+        for (let i = 0; i < this.set.length; i++) {
+          if (testSet(this.set[i], version, this.options)) {
+            return true;
+          }
+        }
+        return false;
+      }
+    };
+    module.exports = Range;
+    var LRU = require_lrucache();
+    var cache2 = new LRU();
+    var parseOptions = require_parse_options();
+    var Comparator = require_comparator();
+    var debug2 = require_debug();
+    var SemVer = require_semver();
+    var trimComparatorWhitespace = require_trim_comparator_whitespace();
+    var {
+      safeRe: re,
+      src,
+      t,
+      tildeTrimReplace,
+      caretTrimReplace
+    } = require_re();
+    var { FLAG_INCLUDE_PRERELEASE, FLAG_LOOSE } = require_constants7();
+    var BUILDSTRIPRE = new RegExp(src[t.BUILD], "g");
+    var isNullSet = (c) => c.value === "<0.0.0-0";
+    var isAny = (c) => c.value === "";
+    var isSatisfiable = (comparators, options) => {
+      let result = true;
+      const remainingComparators = comparators.slice();
+      let testComparator = remainingComparators.pop();
+      while (result && remainingComparators.length) {
+        result = remainingComparators.every((otherComparator) => {
+          return testComparator.intersects(otherComparator, options);
+        });
+        testComparator = remainingComparators.pop();
+      }
+      return result;
+    };
+    var parseComparator = (comp, options) => {
+      comp = comp.replace(re[t.BUILD], "");
+      debug2("comp", comp, options);
+      comp = replaceCarets(comp, options);
+      debug2("caret", comp);
+      comp = replaceTildes(comp, options);
+      debug2("tildes", comp);
+      comp = replaceXRanges(comp, options);
+      debug2("xrange", comp);
+      comp = replaceStars(comp, options);
+      debug2("stars", comp);
+      return comp;
+    };
+    var isX = (id) => !id || id.toLowerCase() === "x" || id === "*";
+    var invalidXRangeOrder = (M, m, p) => isX(M) && !isX(m) || isX(m) && p && !isX(p);
+    var replaceTildes = (comp, options) => {
+      return comp.trim().split(/\s+/).map((c) => replaceTilde(c, options)).join(" ");
+    };
+    var replaceTilde = (comp, options) => {
+      const r = options.loose ? re[t.TILDELOOSE] : re[t.TILDE];
+      const z = options.includePrerelease ? "-0" : "";
+      return comp.replace(r, (_, M, m, p, pr) => {
+        debug2("tilde", comp, _, M, m, p, pr);
+        let ret;
+        if (isX(M)) {
+          ret = "";
+        } else if (isX(m)) {
+          ret = `>=${M}.0.0${z} <${+M + 1}.0.0-0`;
+        } else if (isX(p)) {
+          ret = `>=${M}.${m}.0${z} <${M}.${+m + 1}.0-0`;
+        } else if (pr) {
+          debug2("replaceTilde pr", pr);
+          ret = `>=${M}.${m}.${p}-${pr} <${M}.${+m + 1}.0-0`;
+        } else {
+          ret = `>=${M}.${m}.${p} <${M}.${+m + 1}.0-0`;
+        }
+        debug2("tilde return", ret);
+        return ret;
+      });
+    };
+    var replaceCarets = (comp, options) => {
+      return comp.trim().split(/\s+/).map((c) => replaceCaret(c, options)).join(" ");
+    };
+    var replaceCaret = (comp, options) => {
+      debug2("caret", comp, options);
+      const r = options.loose ? re[t.CARETLOOSE] : re[t.CARET];
+      const z = options.includePrerelease ? "-0" : "";
+      return comp.replace(r, (_, M, m, p, pr) => {
+        debug2("caret", comp, _, M, m, p, pr);
+        let ret;
+        if (isX(M)) {
+          ret = "";
+        } else if (isX(m)) {
+          ret = `>=${M}.0.0${z} <${+M + 1}.0.0-0`;
+        } else if (isX(p)) {
+          if (M === "0") {
+            ret = `>=${M}.${m}.0${z} <${M}.${+m + 1}.0-0`;
+          } else {
+            ret = `>=${M}.${m}.0${z} <${+M + 1}.0.0-0`;
+          }
+        } else if (pr) {
+          debug2("replaceCaret pr", pr);
+          if (M === "0") {
+            if (m === "0") {
+              ret = `>=${M}.${m}.${p}-${pr} <${M}.${m}.${+p + 1}-0`;
+            } else {
+              ret = `>=${M}.${m}.${p}-${pr} <${M}.${+m + 1}.0-0`;
+            }
+          } else {
+            ret = `>=${M}.${m}.${p}-${pr} <${+M + 1}.0.0-0`;
+          }
+        } else {
+          debug2("no pr");
+          if (M === "0") {
+            if (m === "0") {
+              ret = `>=${M}.${m}.${p} <${M}.${m}.${+p + 1}-0`;
+            } else {
+              ret = `>=${M}.${m}.${p} <${M}.${+m + 1}.0-0`;
+            }
+          } else {
+            ret = `>=${M}.${m}.${p} <${+M + 1}.0.0-0`;
+          }
+        }
+        debug2("caret return", ret);
+        return ret;
+      });
+    };
+    var replaceXRanges = (comp, options) => {
+      debug2("replaceXRanges", comp, options);
+      return comp.split(/\s+/).map((c) => replaceXRange(c, options)).join(" ");
+    };
+    var replaceXRange = (comp, options) => {
+      comp = comp.trim();
+      const r = options.loose ? re[t.XRANGELOOSE] : re[t.XRANGE];
+      return comp.replace(r, (ret, gtlt, M, m, p, pr) => {
+        debug2("xRange", comp, ret, gtlt, M, m, p, pr);
+        if (invalidXRangeOrder(M, m, p)) {
+          return comp;
+        }
+        const xM = isX(M);
+        const xm = xM || isX(m);
+        const xp = xm || isX(p);
+        const anyX = xp;
+        if (gtlt === "=" && anyX) {
+          gtlt = "";
+        }
+        pr = options.includePrerelease ? "-0" : "";
+        if (xM) {
+          if (gtlt === ">" || gtlt === "<") {
+            ret = "<0.0.0-0";
+          } else {
+            ret = "*";
+          }
+        } else if (gtlt && anyX) {
+          if (xm) {
+            m = 0;
+          }
+          p = 0;
+          if (gtlt === ">") {
+            gtlt = ">=";
+            if (xm) {
+              M = +M + 1;
+              m = 0;
+              p = 0;
+            } else {
+              m = +m + 1;
+              p = 0;
+            }
+          } else if (gtlt === "<=") {
+            gtlt = "<";
+            if (xm) {
+              M = +M + 1;
+            } else {
+              m = +m + 1;
+            }
+          }
+          if (gtlt === "<") {
+            pr = "-0";
+          }
+          ret = `${gtlt + M}.${m}.${p}${pr}`;
+        } else if (xm) {
+          ret = `>=${M}.0.0${pr} <${+M + 1}.0.0-0`;
+        } else if (xp) {
+          ret = `>=${M}.${m}.0${pr} <${M}.${+m + 1}.0-0`;
+        }
+        debug2("xRange return", ret);
+        return ret;
+      });
+    };
+    var replaceStars = (comp, options) => {
+      debug2("replaceStars", comp, options);
+      return comp.trim().replace(re[t.STAR], "");
+    };
+    var replaceGTE0 = (comp, options) => {
+      debug2("replaceGTE0", comp, options);
+      return comp.trim().replace(re[options.includePrerelease ? t.GTE0PRE : t.GTE0], "");
+    };
+    var hyphenReplace = (incPr) => ($0, from, fM, fm, fp, fpr, fb, to, tM, tm, tp, tpr) => {
+      if (isX(fM)) {
+        from = "";
+      } else if (isX(fm)) {
+        from = `>=${fM}.0.0${incPr ? "-0" : ""}`;
+      } else if (isX(fp)) {
+        from = `>=${fM}.${fm}.0${incPr ? "-0" : ""}`;
+      } else if (fpr) {
+        from = `>=${from}`;
+      } else {
+        from = `>=${from}${incPr ? "-0" : ""}`;
+      }
+      if (isX(tM)) {
+        to = "";
+      } else if (isX(tm)) {
+        to = `<${+tM + 1}.0.0-0`;
+      } else if (isX(tp)) {
+        to = `<${tM}.${+tm + 1}.0-0`;
+      } else if (tpr) {
+        to = `<=${tM}.${tm}.${tp}-${tpr}`;
+      } else if (incPr) {
+        to = `<${tM}.${tm}.${+tp + 1}-0`;
+      } else {
+        to = `<=${to}`;
+      }
+      return `${from} ${to}`.trim();
+    };
+    var testSet = (set, version, options) => {
+      for (let i = 0; i < set.length; i++) {
+        if (!set[i].test(version)) {
+          return false;
+        }
+      }
+      if (version.prerelease.length && !options.includePrerelease) {
+        for (let i = 0; i < set.length; i++) {
+          debug2(set[i].semver);
+          if (set[i].semver === Comparator.ANY) {
+            continue;
+          }
+          if (set[i].semver.prerelease.length > 0) {
+            const allowed = set[i].semver;
+            if (allowed.major === version.major && allowed.minor === version.minor && allowed.patch === version.patch) {
+              return true;
+            }
+          }
+        }
+        return false;
+      }
+      return true;
+    };
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/classes/comparator.js
+var require_comparator = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/classes/comparator.js"(exports, module) {
+    "use strict";
+    var ANY = /* @__PURE__ */ Symbol("SemVer ANY");
+    var Comparator = class _Comparator {
+      static get ANY() {
+        return ANY;
+      }
+      constructor(comp, options) {
+        options = parseOptions(options);
+        if (comp instanceof _Comparator) {
+          if (comp.loose === !!options.loose) {
+            return comp;
+          } else {
+            comp = comp.value;
+          }
+        }
+        comp = comp.trim().split(/\s+/).join(" ");
+        debug2("comparator", comp, options);
+        this.options = options;
+        this.loose = !!options.loose;
+        this.parse(comp);
+        if (this.semver === ANY) {
+          this.value = "";
+        } else {
+          this.value = this.operator + this.semver.version;
+        }
+        debug2("comp", this);
+      }
+      parse(comp) {
+        const r = this.options.loose ? re[t.COMPARATORLOOSE] : re[t.COMPARATOR];
+        const m = comp.match(r);
+        if (!m) {
+          throw new TypeError(`Invalid comparator: ${comp}`);
+        }
+        this.operator = m[1] !== void 0 ? m[1] : "";
+        if (this.operator === "=") {
+          this.operator = "";
+        }
+        if (!m[2]) {
+          this.semver = ANY;
+        } else {
+          this.semver = new SemVer(m[2], this.options.loose);
+        }
+      }
+      toString() {
+        return this.value;
+      }
+      test(version) {
+        debug2("Comparator.test", version, this.options.loose);
+        if (this.semver === ANY || version === ANY) {
+          return true;
+        }
+        if (typeof version === "string") {
+          try {
+            version = new SemVer(version, this.options);
+          } catch (er) {
+            return false;
+          }
+        }
+        return cmp(version, this.operator, this.semver, this.options);
+      }
+      intersects(comp, options) {
+        if (!(comp instanceof _Comparator)) {
+          throw new TypeError("a Comparator is required");
+        }
+        if (this.operator === "") {
+          if (this.value === "") {
+            return true;
+          }
+          return new Range(comp.value, options).test(this.value);
+        } else if (comp.operator === "") {
+          if (comp.value === "") {
+            return true;
+          }
+          return new Range(this.value, options).test(comp.semver);
+        }
+        options = parseOptions(options);
+        if (options.includePrerelease && (this.value === "<0.0.0-0" || comp.value === "<0.0.0-0")) {
+          return false;
+        }
+        if (!options.includePrerelease && (this.value.startsWith("<0.0.0") || comp.value.startsWith("<0.0.0"))) {
+          return false;
+        }
+        if (this.operator.startsWith(">") && comp.operator.startsWith(">")) {
+          return true;
+        }
+        if (this.operator.startsWith("<") && comp.operator.startsWith("<")) {
+          return true;
+        }
+        if (this.semver.version === comp.semver.version && this.operator.includes("=") && comp.operator.includes("=")) {
+          return true;
+        }
+        if (cmp(this.semver, "<", comp.semver, options) && this.operator.startsWith(">") && comp.operator.startsWith("<")) {
+          return true;
+        }
+        if (cmp(this.semver, ">", comp.semver, options) && this.operator.startsWith("<") && comp.operator.startsWith(">")) {
+          return true;
+        }
+        return false;
+      }
+    };
+    module.exports = Comparator;
+    var parseOptions = require_parse_options();
+    var { safeRe: re, t } = require_re();
+    var cmp = require_cmp();
+    var debug2 = require_debug();
+    var SemVer = require_semver();
+    var Range = require_range();
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/satisfies.js
+var require_satisfies = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/functions/satisfies.js"(exports, module) {
+    "use strict";
+    var Range = require_range();
+    var satisfies = (version, range, options) => {
+      try {
+        range = new Range(range, options);
+      } catch (er) {
+        return false;
+      }
+      return range.test(version);
+    };
+    module.exports = satisfies;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/to-comparators.js
+var require_to_comparators = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/to-comparators.js"(exports, module) {
+    "use strict";
+    var Range = require_range();
+    var toComparators = (range, options) => new Range(range, options).set.map((comp) => comp.map((c) => c.value).join(" ").trim().split(" "));
+    module.exports = toComparators;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/max-satisfying.js
+var require_max_satisfying = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/max-satisfying.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var Range = require_range();
+    var maxSatisfying = (versions, range, options) => {
+      let max = null;
+      let maxSV = null;
+      let rangeObj = null;
+      try {
+        rangeObj = new Range(range, options);
+      } catch (er) {
+        return null;
+      }
+      versions.forEach((v) => {
+        if (rangeObj.test(v)) {
+          if (!max || maxSV.compare(v) === -1) {
+            max = v;
+            maxSV = new SemVer(max, options);
+          }
+        }
+      });
+      return max;
+    };
+    module.exports = maxSatisfying;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/min-satisfying.js
+var require_min_satisfying = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/min-satisfying.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var Range = require_range();
+    var minSatisfying = (versions, range, options) => {
+      let min = null;
+      let minSV = null;
+      let rangeObj = null;
+      try {
+        rangeObj = new Range(range, options);
+      } catch (er) {
+        return null;
+      }
+      versions.forEach((v) => {
+        if (rangeObj.test(v)) {
+          if (!min || minSV.compare(v) === 1) {
+            min = v;
+            minSV = new SemVer(min, options);
+          }
+        }
+      });
+      return min;
+    };
+    module.exports = minSatisfying;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/min-version.js
+var require_min_version = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/min-version.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var Range = require_range();
+    var gt = require_gt();
+    var minVersion = (range, loose) => {
+      range = new Range(range, loose);
+      let minver = new SemVer("0.0.0");
+      if (range.test(minver)) {
+        return minver;
+      }
+      minver = new SemVer("0.0.0-0");
+      if (range.test(minver)) {
+        return minver;
+      }
+      minver = null;
+      for (let i = 0; i < range.set.length; ++i) {
+        const comparators = range.set[i];
+        let setMin = null;
+        comparators.forEach((comparator) => {
+          const compver = new SemVer(comparator.semver.version);
+          switch (comparator.operator) {
+            case ">":
+              if (compver.prerelease.length === 0) {
+                compver.patch++;
+              } else {
+                compver.prerelease.push(0);
+              }
+              compver.raw = compver.format();
+            /* fallthrough */
+            case "":
+            case ">=":
+              if (!setMin || gt(compver, setMin)) {
+                setMin = compver;
+              }
+              break;
+            case "<":
+            case "<=":
+              break;
+            /* istanbul ignore next */
+            default:
+              throw new Error(`Unexpected operation: ${comparator.operator}`);
+          }
+        });
+        if (setMin && (!minver || gt(minver, setMin))) {
+          minver = setMin;
+        }
+      }
+      if (minver && range.test(minver)) {
+        return minver;
+      }
+      return null;
+    };
+    module.exports = minVersion;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/valid.js
+var require_valid2 = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/valid.js"(exports, module) {
+    "use strict";
+    var Range = require_range();
+    var validRange = (range, options) => {
+      try {
+        return new Range(range, options).range || "*";
+      } catch (er) {
+        return null;
+      }
+    };
+    module.exports = validRange;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/outside.js
+var require_outside = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/outside.js"(exports, module) {
+    "use strict";
+    var SemVer = require_semver();
+    var Comparator = require_comparator();
+    var { ANY } = Comparator;
+    var Range = require_range();
+    var satisfies = require_satisfies();
+    var gt = require_gt();
+    var lt = require_lt();
+    var lte = require_lte();
+    var gte = require_gte();
+    var outside2 = (version, range, hilo, options) => {
+      version = new SemVer(version, options);
+      range = new Range(range, options);
+      let gtfn, ltefn, ltfn, comp, ecomp;
+      switch (hilo) {
+        case ">":
+          gtfn = gt;
+          ltefn = lte;
+          ltfn = lt;
+          comp = ">";
+          ecomp = ">=";
+          break;
+        case "<":
+          gtfn = lt;
+          ltefn = gte;
+          ltfn = gt;
+          comp = "<";
+          ecomp = "<=";
+          break;
+        default:
+          throw new TypeError('Must provide a hilo val of "<" or ">"');
+      }
+      if (satisfies(version, range, options)) {
+        return false;
+      }
+      for (let i = 0; i < range.set.length; ++i) {
+        const comparators = range.set[i];
+        let high = null;
+        let low = null;
+        comparators.forEach((comparator) => {
+          if (comparator.semver === ANY) {
+            comparator = new Comparator(">=0.0.0");
+          }
+          high = high || comparator;
+          low = low || comparator;
+          if (gtfn(comparator.semver, high.semver, options)) {
+            high = comparator;
+          } else if (ltfn(comparator.semver, low.semver, options)) {
+            low = comparator;
+          }
+        });
+        if (high.operator === comp || high.operator === ecomp) {
+          return false;
+        }
+        if ((!low.operator || low.operator === comp) && ltefn(version, low.semver)) {
+          return false;
+        } else if (low.operator === ecomp && ltfn(version, low.semver)) {
+          return false;
+        }
+      }
+      return true;
+    };
+    module.exports = outside2;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/gtr.js
+var require_gtr = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/gtr.js"(exports, module) {
+    "use strict";
+    var outside2 = require_outside();
+    var gtr = (version, range, options) => outside2(version, range, ">", options);
+    module.exports = gtr;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/ltr.js
+var require_ltr = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/ltr.js"(exports, module) {
+    "use strict";
+    var outside2 = require_outside();
+    var ltr = (version, range, options) => outside2(version, range, "<", options);
+    module.exports = ltr;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/intersects.js
+var require_intersects = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/intersects.js"(exports, module) {
+    "use strict";
+    var Range = require_range();
+    var intersects = (r1, r2, options) => {
+      r1 = new Range(r1, options);
+      r2 = new Range(r2, options);
+      return r1.intersects(r2, options);
+    };
+    module.exports = intersects;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/simplify.js
+var require_simplify = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/simplify.js"(exports, module) {
+    "use strict";
+    var satisfies = require_satisfies();
+    var compare = require_compare();
+    module.exports = (versions, range, options) => {
+      const set = [];
+      let first = null;
+      let prev = null;
+      const v = versions.sort((a, b) => compare(a, b, options));
+      for (const version of v) {
+        const included = satisfies(version, range, options);
+        if (included) {
+          prev = version;
+          if (!first) {
+            first = version;
+          }
+        } else {
+          if (prev) {
+            set.push([first, prev]);
+          }
+          prev = null;
+          first = null;
+        }
+      }
+      if (first) {
+        set.push([first, null]);
+      }
+      const ranges = [];
+      for (const [min, max] of set) {
+        if (min === max) {
+          ranges.push(min);
+        } else if (!max && min === v[0]) {
+          ranges.push("*");
+        } else if (!max) {
+          ranges.push(`>=${min}`);
+        } else if (min === v[0]) {
+          ranges.push(`<=${max}`);
+        } else {
+          ranges.push(`${min} - ${max}`);
+        }
+      }
+      const simplified = ranges.join(" || ");
+      const original = typeof range.raw === "string" ? range.raw : String(range);
+      return simplified.length < original.length ? simplified : range;
+    };
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/subset.js
+var require_subset = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/ranges/subset.js"(exports, module) {
+    "use strict";
+    var Range = require_range();
+    var Comparator = require_comparator();
+    var { ANY } = Comparator;
+    var satisfies = require_satisfies();
+    var compare = require_compare();
+    var subset = (sub, dom, options = {}) => {
+      if (sub === dom) {
+        return true;
+      }
+      sub = new Range(sub, options);
+      dom = new Range(dom, options);
+      let sawNonNull = false;
+      OUTER: for (const simpleSub of sub.set) {
+        for (const simpleDom of dom.set) {
+          const isSub = simpleSubset(simpleSub, simpleDom, options);
+          sawNonNull = sawNonNull || isSub !== null;
+          if (isSub) {
+            continue OUTER;
+          }
+        }
+        if (sawNonNull) {
+          return false;
+        }
+      }
+      return true;
+    };
+    var minimumVersionWithPreRelease = [new Comparator(">=0.0.0-0")];
+    var minimumVersion = [new Comparator(">=0.0.0")];
+    var simpleSubset = (sub, dom, options) => {
+      if (sub === dom) {
+        return true;
+      }
+      if (sub.length === 1 && sub[0].semver === ANY) {
+        if (dom.length === 1 && dom[0].semver === ANY) {
+          return true;
+        } else if (options.includePrerelease) {
+          sub = minimumVersionWithPreRelease;
+        } else {
+          sub = minimumVersion;
+        }
+      }
+      if (dom.length === 1 && dom[0].semver === ANY) {
+        if (options.includePrerelease) {
+          return true;
+        } else {
+          dom = minimumVersion;
+        }
+      }
+      const eqSet = /* @__PURE__ */ new Set();
+      let gt, lt;
+      for (const c of sub) {
+        if (c.operator === ">" || c.operator === ">=") {
+          gt = higherGT(gt, c, options);
+        } else if (c.operator === "<" || c.operator === "<=") {
+          lt = lowerLT(lt, c, options);
+        } else {
+          eqSet.add(c.semver);
+        }
+      }
+      if (eqSet.size > 1) {
+        return null;
+      }
+      let gtltComp;
+      if (gt && lt) {
+        gtltComp = compare(gt.semver, lt.semver, options);
+        if (gtltComp > 0) {
+          return null;
+        } else if (gtltComp === 0 && (gt.operator !== ">=" || lt.operator !== "<=")) {
+          return null;
+        }
+      }
+      for (const eq of eqSet) {
+        if (gt && !satisfies(eq, String(gt), options)) {
+          return null;
+        }
+        if (lt && !satisfies(eq, String(lt), options)) {
+          return null;
+        }
+        for (const c of dom) {
+          if (!satisfies(eq, String(c), options)) {
+            return false;
+          }
+        }
+        return true;
+      }
+      let higher, lower;
+      let hasDomLT, hasDomGT;
+      let needDomLTPre = lt && !options.includePrerelease && lt.semver.prerelease.length ? lt.semver : false;
+      let needDomGTPre = gt && !options.includePrerelease && gt.semver.prerelease.length ? gt.semver : false;
+      if (needDomLTPre && needDomLTPre.prerelease.length === 1 && lt.operator === "<" && needDomLTPre.prerelease[0] === 0) {
+        needDomLTPre = false;
+      }
+      for (const c of dom) {
+        hasDomGT = hasDomGT || c.operator === ">" || c.operator === ">=";
+        hasDomLT = hasDomLT || c.operator === "<" || c.operator === "<=";
+        if (gt) {
+          if (needDomGTPre) {
+            if (c.semver.prerelease && c.semver.prerelease.length && c.semver.major === needDomGTPre.major && c.semver.minor === needDomGTPre.minor && c.semver.patch === needDomGTPre.patch) {
+              needDomGTPre = false;
+            }
+          }
+          if (c.operator === ">" || c.operator === ">=") {
+            higher = higherGT(gt, c, options);
+            if (higher === c && higher !== gt) {
+              return false;
+            }
+          } else if (gt.operator === ">=" && !c.test(gt.semver)) {
+            return false;
+          }
+        }
+        if (lt) {
+          if (needDomLTPre) {
+            if (c.semver.prerelease && c.semver.prerelease.length && c.semver.major === needDomLTPre.major && c.semver.minor === needDomLTPre.minor && c.semver.patch === needDomLTPre.patch) {
+              needDomLTPre = false;
+            }
+          }
+          if (c.operator === "<" || c.operator === "<=") {
+            lower = lowerLT(lt, c, options);
+            if (lower === c && lower !== lt) {
+              return false;
+            }
+          } else if (lt.operator === "<=" && !c.test(lt.semver)) {
+            return false;
+          }
+        }
+        if (!c.operator && (lt || gt) && gtltComp !== 0) {
+          return false;
+        }
+      }
+      if (gt && hasDomLT && !lt && gtltComp !== 0) {
+        return false;
+      }
+      if (lt && hasDomGT && !gt && gtltComp !== 0) {
+        return false;
+      }
+      if (needDomGTPre || needDomLTPre) {
+        return false;
+      }
+      return true;
+    };
+    var higherGT = (a, b, options) => {
+      if (!a) {
+        return b;
+      }
+      const comp = compare(a.semver, b.semver, options);
+      return comp > 0 ? a : comp < 0 ? b : b.operator === ">" && a.operator === ">=" ? b : a;
+    };
+    var lowerLT = (a, b, options) => {
+      if (!a) {
+        return b;
+      }
+      const comp = compare(a.semver, b.semver, options);
+      return comp < 0 ? a : comp > 0 ? b : b.operator === "<" && a.operator === "<=" ? b : a;
+    };
+    module.exports = subset;
+  }
+});
+
+// ../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/index.js
+var require_semver2 = __commonJS({
+  "../../node_modules/.pnpm/semver@7.8.6/node_modules/semver/index.js"(exports, module) {
+    "use strict";
+    var internalRe = require_re();
+    var constants4 = require_constants7();
+    var SemVer = require_semver();
+    var identifiers = require_identifiers();
+    var parse = require_parse2();
+    var valid = require_valid();
+    var clean = require_clean();
+    var inc = require_inc();
+    var diff = require_diff();
+    var major = require_major();
+    var minor = require_minor();
+    var patch = require_patch();
+    var prerelease = require_prerelease();
+    var compare = require_compare();
+    var rcompare = require_rcompare();
+    var compareLoose = require_compare_loose();
+    var compareBuild = require_compare_build();
+    var sort = require_sort();
+    var rsort = require_rsort();
+    var gt = require_gt();
+    var lt = require_lt();
+    var eq = require_eq();
+    var neq = require_neq();
+    var gte = require_gte();
+    var lte = require_lte();
+    var cmp = require_cmp();
+    var coerce = require_coerce();
+    var truncate = require_truncate();
+    var Comparator = require_comparator();
+    var Range = require_range();
+    var satisfies = require_satisfies();
+    var toComparators = require_to_comparators();
+    var maxSatisfying = require_max_satisfying();
+    var minSatisfying = require_min_satisfying();
+    var minVersion = require_min_version();
+    var validRange = require_valid2();
+    var outside2 = require_outside();
+    var gtr = require_gtr();
+    var ltr = require_ltr();
+    var intersects = require_intersects();
+    var simplifyRange = require_simplify();
+    var subset = require_subset();
+    module.exports = {
+      parse,
+      valid,
+      clean,
+      inc,
+      diff,
+      major,
+      minor,
+      patch,
+      prerelease,
+      compare,
+      rcompare,
+      compareLoose,
+      compareBuild,
+      sort,
+      rsort,
+      gt,
+      lt,
+      eq,
+      neq,
+      gte,
+      lte,
+      cmp,
+      coerce,
+      truncate,
+      Comparator,
+      Range,
+      satisfies,
+      toComparators,
+      maxSatisfying,
+      minSatisfying,
+      minVersion,
+      validRange,
+      outside: outside2,
+      gtr,
+      ltr,
+      intersects,
+      simplifyRange,
+      subset,
+      SemVer,
+      re: internalRe.re,
+      src: internalRe.src,
+      tokens: internalRe.t,
+      SEMVER_SPEC_VERSION: constants4.SEMVER_SPEC_VERSION,
+      RELEASE_TYPES: constants4.RELEASE_TYPES,
+      compareIdentifiers: identifiers.compareIdentifiers,
+      rcompareIdentifiers: identifiers.rcompareIdentifiers
+    };
+  }
+});
+
 // ../../node_modules/.pnpm/@actions+core@3.0.1/node_modules/@actions/core/lib/command.js
 import * as os from "os";
 
@@ -46708,19 +48921,19 @@ function issueFileCommand(command, message) {
   });
 }
 function prepareKeyValueMessage(key, value) {
-  const delimiter = `ghadelimiter_${crypto.randomUUID()}`;
+  const delimiter2 = `ghadelimiter_${crypto.randomUUID()}`;
   const convertedValue = toCommandValue(value);
-  if (key.includes(delimiter)) {
-    throw new Error(`Unexpected input: name should not contain the delimiter "${delimiter}"`);
+  if (key.includes(delimiter2)) {
+    throw new Error(`Unexpected input: name should not contain the delimiter "${delimiter2}"`);
   }
-  if (convertedValue.includes(delimiter)) {
-    throw new Error(`Unexpected input: value should not contain the delimiter "${delimiter}"`);
+  if (convertedValue.includes(delimiter2)) {
+    throw new Error(`Unexpected input: value should not contain the delimiter "${delimiter2}"`);
   }
-  return `${key}<<${delimiter}${os2.EOL}${convertedValue}${os2.EOL}${delimiter}`;
+  return `${key}<<${delimiter2}${os2.EOL}${convertedValue}${os2.EOL}${delimiter2}`;
 }
 
 // ../../node_modules/.pnpm/@actions+core@3.0.1/node_modules/@actions/core/lib/core.js
-import * as os4 from "os";
+import * as os5 from "os";
 
 // ../../node_modules/.pnpm/@actions+http-client@4.0.1/node_modules/@actions/http-client/lib/index.js
 var tunnel = __toESM(require_tunnel2(), 1);
@@ -46782,11 +48995,11 @@ import { EOL as EOL3 } from "os";
 import { constants, promises } from "fs";
 var __awaiter = function(thisArg, _arguments, P, generator) {
   function adopt(value) {
-    return value instanceof P ? value : new P(function(resolve) {
-      resolve(value);
+    return value instanceof P ? value : new P(function(resolve3) {
+      resolve3(value);
     });
   }
-  return new (P || (P = Promise))(function(resolve, reject) {
+  return new (P || (P = Promise))(function(resolve3, reject) {
     function fulfilled(value) {
       try {
         step2(generator.next(value));
@@ -46802,7 +49015,7 @@ var __awaiter = function(thisArg, _arguments, P, generator) {
       }
     }
     function step2(result) {
-      result.done ? resolve(result.value) : adopt(result.value).then(fulfilled, rejected);
+      result.done ? resolve3(result.value) : adopt(result.value).then(fulfilled, rejected);
     }
     step2((generator = generator.apply(thisArg, _arguments || [])).next());
   });
@@ -47063,20 +49276,726 @@ var _summary = new Summary();
 var summary = _summary;
 
 // ../../node_modules/.pnpm/@actions+core@3.0.1/node_modules/@actions/core/lib/platform.js
-import os3 from "os";
+import os4 from "os";
+
+// ../../node_modules/.pnpm/@actions+exec@3.0.0/node_modules/@actions/exec/lib/toolrunner.js
+import * as os3 from "os";
+import * as events from "events";
+import * as child from "child_process";
+import * as path3 from "path";
+
+// ../../node_modules/.pnpm/@actions+io@3.0.2/node_modules/@actions/io/lib/io.js
+import * as path2 from "path";
 
 // ../../node_modules/.pnpm/@actions+io@3.0.2/node_modules/@actions/io/lib/io-util.js
 import * as fs2 from "fs";
+import * as path from "path";
+var __awaiter2 = function(thisArg, _arguments, P, generator) {
+  function adopt(value) {
+    return value instanceof P ? value : new P(function(resolve3) {
+      resolve3(value);
+    });
+  }
+  return new (P || (P = Promise))(function(resolve3, reject) {
+    function fulfilled(value) {
+      try {
+        step2(generator.next(value));
+      } catch (e) {
+        reject(e);
+      }
+    }
+    function rejected(value) {
+      try {
+        step2(generator["throw"](value));
+      } catch (e) {
+        reject(e);
+      }
+    }
+    function step2(result) {
+      result.done ? resolve3(result.value) : adopt(result.value).then(fulfilled, rejected);
+    }
+    step2((generator = generator.apply(thisArg, _arguments || [])).next());
+  });
+};
 var { chmod, copyFile, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, symlink, unlink } = fs2.promises;
 var IS_WINDOWS = process.platform === "win32";
 var READONLY = fs2.constants.O_RDONLY;
+function exists(fsPath) {
+  return __awaiter2(this, void 0, void 0, function* () {
+    try {
+      yield stat(fsPath);
+    } catch (err) {
+      if (err.code === "ENOENT") {
+        return false;
+      }
+      throw err;
+    }
+    return true;
+  });
+}
+function isRooted(p) {
+  p = normalizeSeparators(p);
+  if (!p) {
+    throw new Error('isRooted() parameter "p" cannot be empty');
+  }
+  if (IS_WINDOWS) {
+    return p.startsWith("\\") || /^[A-Z]:/i.test(p);
+  }
+  return p.startsWith("/");
+}
+function tryGetExecutablePath(filePath2, extensions) {
+  return __awaiter2(this, void 0, void 0, function* () {
+    let stats = void 0;
+    try {
+      stats = yield stat(filePath2);
+    } catch (err) {
+      if (err.code !== "ENOENT") {
+        console.log(`Unexpected error attempting to determine if executable file exists '${filePath2}': ${err}`);
+      }
+    }
+    if (stats && stats.isFile()) {
+      if (IS_WINDOWS) {
+        const upperExt = path.extname(filePath2).toUpperCase();
+        if (extensions.some((validExt) => validExt.toUpperCase() === upperExt)) {
+          return filePath2;
+        }
+      } else {
+        if (isUnixExecutable(stats)) {
+          return filePath2;
+        }
+      }
+    }
+    const originalFilePath = filePath2;
+    for (const extension of extensions) {
+      filePath2 = originalFilePath + extension;
+      stats = void 0;
+      try {
+        stats = yield stat(filePath2);
+      } catch (err) {
+        if (err.code !== "ENOENT") {
+          console.log(`Unexpected error attempting to determine if executable file exists '${filePath2}': ${err}`);
+        }
+      }
+      if (stats && stats.isFile()) {
+        if (IS_WINDOWS) {
+          try {
+            const directory = path.dirname(filePath2);
+            const upperName = path.basename(filePath2).toUpperCase();
+            for (const actualName of yield readdir(directory)) {
+              if (upperName === actualName.toUpperCase()) {
+                filePath2 = path.join(directory, actualName);
+                break;
+              }
+            }
+          } catch (err) {
+            console.log(`Unexpected error attempting to determine the actual case of the file '${filePath2}': ${err}`);
+          }
+          return filePath2;
+        } else {
+          if (isUnixExecutable(stats)) {
+            return filePath2;
+          }
+        }
+      }
+    }
+    return "";
+  });
+}
+function normalizeSeparators(p) {
+  p = p || "";
+  if (IS_WINDOWS) {
+    p = p.replace(/\//g, "\\");
+    return p.replace(/\\\\+/g, "\\");
+  }
+  return p.replace(/\/\/+/g, "/");
+}
+function isUnixExecutable(stats) {
+  return (stats.mode & 1) > 0 || (stats.mode & 8) > 0 && process.getgid !== void 0 && stats.gid === process.getgid() || (stats.mode & 64) > 0 && process.getuid !== void 0 && stats.uid === process.getuid();
+}
+
+// ../../node_modules/.pnpm/@actions+io@3.0.2/node_modules/@actions/io/lib/io.js
+var __awaiter3 = function(thisArg, _arguments, P, generator) {
+  function adopt(value) {
+    return value instanceof P ? value : new P(function(resolve3) {
+      resolve3(value);
+    });
+  }
+  return new (P || (P = Promise))(function(resolve3, reject) {
+    function fulfilled(value) {
+      try {
+        step2(generator.next(value));
+      } catch (e) {
+        reject(e);
+      }
+    }
+    function rejected(value) {
+      try {
+        step2(generator["throw"](value));
+      } catch (e) {
+        reject(e);
+      }
+    }
+    function step2(result) {
+      result.done ? resolve3(result.value) : adopt(result.value).then(fulfilled, rejected);
+    }
+    step2((generator = generator.apply(thisArg, _arguments || [])).next());
+  });
+};
+function which(tool, check) {
+  return __awaiter3(this, void 0, void 0, function* () {
+    if (!tool) {
+      throw new Error("parameter 'tool' is required");
+    }
+    if (check) {
+      const result = yield which(tool, false);
+      if (!result) {
+        if (IS_WINDOWS) {
+          throw new Error(`Unable to locate executable file: ${tool}. Please verify either the file path exists or the file can be found within a directory specified by the PATH environment variable. Also verify the file has a valid extension for an executable file.`);
+        } else {
+          throw new Error(`Unable to locate executable file: ${tool}. Please verify either the file path exists or the file can be found within a directory specified by the PATH environment variable. Also check the file mode to verify the file is executable.`);
+        }
+      }
+      return result;
+    }
+    const matches = yield findInPath(tool);
+    if (matches && matches.length > 0) {
+      return matches[0];
+    }
+    return "";
+  });
+}
+function findInPath(tool) {
+  return __awaiter3(this, void 0, void 0, function* () {
+    if (!tool) {
+      throw new Error("parameter 'tool' is required");
+    }
+    const extensions = [];
+    if (IS_WINDOWS && process.env["PATHEXT"]) {
+      for (const extension of process.env["PATHEXT"].split(path2.delimiter)) {
+        if (extension) {
+          extensions.push(extension);
+        }
+      }
+    }
+    if (isRooted(tool)) {
+      const filePath2 = yield tryGetExecutablePath(tool, extensions);
+      if (filePath2) {
+        return [filePath2];
+      }
+      return [];
+    }
+    if (tool.includes(path2.sep)) {
+      return [];
+    }
+    const directories = [];
+    if (process.env.PATH) {
+      for (const p of process.env.PATH.split(path2.delimiter)) {
+        if (p) {
+          directories.push(p);
+        }
+      }
+    }
+    const matches = [];
+    for (const directory of directories) {
+      const filePath2 = yield tryGetExecutablePath(path2.join(directory, tool), extensions);
+      if (filePath2) {
+        matches.push(filePath2);
+      }
+    }
+    return matches;
+  });
+}
 
 // ../../node_modules/.pnpm/@actions+exec@3.0.0/node_modules/@actions/exec/lib/toolrunner.js
+import { setTimeout as setTimeout2 } from "timers";
+var __awaiter4 = function(thisArg, _arguments, P, generator) {
+  function adopt(value) {
+    return value instanceof P ? value : new P(function(resolve3) {
+      resolve3(value);
+    });
+  }
+  return new (P || (P = Promise))(function(resolve3, reject) {
+    function fulfilled(value) {
+      try {
+        step2(generator.next(value));
+      } catch (e) {
+        reject(e);
+      }
+    }
+    function rejected(value) {
+      try {
+        step2(generator["throw"](value));
+      } catch (e) {
+        reject(e);
+      }
+    }
+    function step2(result) {
+      result.done ? resolve3(result.value) : adopt(result.value).then(fulfilled, rejected);
+    }
+    step2((generator = generator.apply(thisArg, _arguments || [])).next());
+  });
+};
 var IS_WINDOWS2 = process.platform === "win32";
+var ToolRunner = class extends events.EventEmitter {
+  constructor(toolPath, args, options) {
+    super();
+    if (!toolPath) {
+      throw new Error("Parameter 'toolPath' cannot be null or empty.");
+    }
+    this.toolPath = toolPath;
+    this.args = args || [];
+    this.options = options || {};
+  }
+  _debug(message) {
+    if (this.options.listeners && this.options.listeners.debug) {
+      this.options.listeners.debug(message);
+    }
+  }
+  _getCommandString(options, noPrefix) {
+    const toolPath = this._getSpawnFileName();
+    const args = this._getSpawnArgs(options);
+    let cmd = noPrefix ? "" : "[command]";
+    if (IS_WINDOWS2) {
+      if (this._isCmdFile()) {
+        cmd += toolPath;
+        for (const a of args) {
+          cmd += ` ${a}`;
+        }
+      } else if (options.windowsVerbatimArguments) {
+        cmd += `"${toolPath}"`;
+        for (const a of args) {
+          cmd += ` ${a}`;
+        }
+      } else {
+        cmd += this._windowsQuoteCmdArg(toolPath);
+        for (const a of args) {
+          cmd += ` ${this._windowsQuoteCmdArg(a)}`;
+        }
+      }
+    } else {
+      cmd += toolPath;
+      for (const a of args) {
+        cmd += ` ${a}`;
+      }
+    }
+    return cmd;
+  }
+  _processLineBuffer(data, strBuffer, onLine) {
+    try {
+      let s = strBuffer + data.toString();
+      let n = s.indexOf(os3.EOL);
+      while (n > -1) {
+        const line = s.substring(0, n);
+        onLine(line);
+        s = s.substring(n + os3.EOL.length);
+        n = s.indexOf(os3.EOL);
+      }
+      return s;
+    } catch (err) {
+      this._debug(`error processing line. Failed with error ${err}`);
+      return "";
+    }
+  }
+  _getSpawnFileName() {
+    if (IS_WINDOWS2) {
+      if (this._isCmdFile()) {
+        return process.env["COMSPEC"] || "cmd.exe";
+      }
+    }
+    return this.toolPath;
+  }
+  _getSpawnArgs(options) {
+    if (IS_WINDOWS2) {
+      if (this._isCmdFile()) {
+        let argline = `/D /S /C "${this._windowsQuoteCmdArg(this.toolPath)}`;
+        for (const a of this.args) {
+          argline += " ";
+          argline += options.windowsVerbatimArguments ? a : this._windowsQuoteCmdArg(a);
+        }
+        argline += '"';
+        return [argline];
+      }
+    }
+    return this.args;
+  }
+  _endsWith(str2, end) {
+    return str2.endsWith(end);
+  }
+  _isCmdFile() {
+    const upperToolPath = this.toolPath.toUpperCase();
+    return this._endsWith(upperToolPath, ".CMD") || this._endsWith(upperToolPath, ".BAT");
+  }
+  _windowsQuoteCmdArg(arg) {
+    if (!this._isCmdFile()) {
+      return this._uvQuoteCmdArg(arg);
+    }
+    if (!arg) {
+      return '""';
+    }
+    const cmdSpecialChars = [
+      " ",
+      "	",
+      "&",
+      "(",
+      ")",
+      "[",
+      "]",
+      "{",
+      "}",
+      "^",
+      "=",
+      ";",
+      "!",
+      "'",
+      "+",
+      ",",
+      "`",
+      "~",
+      "|",
+      "<",
+      ">",
+      '"'
+    ];
+    let needsQuotes = false;
+    for (const char of arg) {
+      if (cmdSpecialChars.some((x) => x === char)) {
+        needsQuotes = true;
+        break;
+      }
+    }
+    if (!needsQuotes) {
+      return arg;
+    }
+    let reverse = '"';
+    let quoteHit = true;
+    for (let i = arg.length; i > 0; i--) {
+      reverse += arg[i - 1];
+      if (quoteHit && arg[i - 1] === "\\") {
+        reverse += "\\";
+      } else if (arg[i - 1] === '"') {
+        quoteHit = true;
+        reverse += '"';
+      } else {
+        quoteHit = false;
+      }
+    }
+    reverse += '"';
+    return reverse.split("").reverse().join("");
+  }
+  _uvQuoteCmdArg(arg) {
+    if (!arg) {
+      return '""';
+    }
+    if (!arg.includes(" ") && !arg.includes("	") && !arg.includes('"')) {
+      return arg;
+    }
+    if (!arg.includes('"') && !arg.includes("\\")) {
+      return `"${arg}"`;
+    }
+    let reverse = '"';
+    let quoteHit = true;
+    for (let i = arg.length; i > 0; i--) {
+      reverse += arg[i - 1];
+      if (quoteHit && arg[i - 1] === "\\") {
+        reverse += "\\";
+      } else if (arg[i - 1] === '"') {
+        quoteHit = true;
+        reverse += "\\";
+      } else {
+        quoteHit = false;
+      }
+    }
+    reverse += '"';
+    return reverse.split("").reverse().join("");
+  }
+  _cloneExecOptions(options) {
+    options = options || {};
+    const result = {
+      cwd: options.cwd || process.cwd(),
+      env: options.env || process.env,
+      silent: options.silent || false,
+      windowsVerbatimArguments: options.windowsVerbatimArguments || false,
+      failOnStdErr: options.failOnStdErr || false,
+      ignoreReturnCode: options.ignoreReturnCode || false,
+      delay: options.delay || 1e4
+    };
+    result.outStream = options.outStream || process.stdout;
+    result.errStream = options.errStream || process.stderr;
+    return result;
+  }
+  _getSpawnOptions(options, toolPath) {
+    options = options || {};
+    const result = {};
+    result.cwd = options.cwd;
+    result.env = options.env;
+    result["windowsVerbatimArguments"] = options.windowsVerbatimArguments || this._isCmdFile();
+    if (options.windowsVerbatimArguments) {
+      result.argv0 = `"${toolPath}"`;
+    }
+    return result;
+  }
+  /**
+   * Exec a tool.
+   * Output will be streamed to the live console.
+   * Returns promise with return code
+   *
+   * @param     tool     path to tool to exec
+   * @param     options  optional exec options.  See ExecOptions
+   * @returns   number
+   */
+  exec() {
+    return __awaiter4(this, void 0, void 0, function* () {
+      if (!isRooted(this.toolPath) && (this.toolPath.includes("/") || IS_WINDOWS2 && this.toolPath.includes("\\"))) {
+        this.toolPath = path3.resolve(process.cwd(), this.options.cwd || process.cwd(), this.toolPath);
+      }
+      this.toolPath = yield which(this.toolPath, true);
+      return new Promise((resolve3, reject) => __awaiter4(this, void 0, void 0, function* () {
+        this._debug(`exec tool: ${this.toolPath}`);
+        this._debug("arguments:");
+        for (const arg of this.args) {
+          this._debug(`   ${arg}`);
+        }
+        const optionsNonNull = this._cloneExecOptions(this.options);
+        if (!optionsNonNull.silent && optionsNonNull.outStream) {
+          optionsNonNull.outStream.write(this._getCommandString(optionsNonNull) + os3.EOL);
+        }
+        const state = new ExecState(optionsNonNull, this.toolPath);
+        state.on("debug", (message) => {
+          this._debug(message);
+        });
+        if (this.options.cwd && !(yield exists(this.options.cwd))) {
+          return reject(new Error(`The cwd: ${this.options.cwd} does not exist!`));
+        }
+        const fileName = this._getSpawnFileName();
+        const cp = child.spawn(fileName, this._getSpawnArgs(optionsNonNull), this._getSpawnOptions(this.options, fileName));
+        let stdbuffer = "";
+        if (cp.stdout) {
+          cp.stdout.on("data", (data) => {
+            if (this.options.listeners && this.options.listeners.stdout) {
+              this.options.listeners.stdout(data);
+            }
+            if (!optionsNonNull.silent && optionsNonNull.outStream) {
+              optionsNonNull.outStream.write(data);
+            }
+            stdbuffer = this._processLineBuffer(data, stdbuffer, (line) => {
+              if (this.options.listeners && this.options.listeners.stdline) {
+                this.options.listeners.stdline(line);
+              }
+            });
+          });
+        }
+        let errbuffer = "";
+        if (cp.stderr) {
+          cp.stderr.on("data", (data) => {
+            state.processStderr = true;
+            if (this.options.listeners && this.options.listeners.stderr) {
+              this.options.listeners.stderr(data);
+            }
+            if (!optionsNonNull.silent && optionsNonNull.errStream && optionsNonNull.outStream) {
+              const s = optionsNonNull.failOnStdErr ? optionsNonNull.errStream : optionsNonNull.outStream;
+              s.write(data);
+            }
+            errbuffer = this._processLineBuffer(data, errbuffer, (line) => {
+              if (this.options.listeners && this.options.listeners.errline) {
+                this.options.listeners.errline(line);
+              }
+            });
+          });
+        }
+        cp.on("error", (err) => {
+          state.processError = err.message;
+          state.processExited = true;
+          state.processClosed = true;
+          state.CheckComplete();
+        });
+        cp.on("exit", (code) => {
+          state.processExitCode = code;
+          state.processExited = true;
+          this._debug(`Exit code ${code} received from tool '${this.toolPath}'`);
+          state.CheckComplete();
+        });
+        cp.on("close", (code) => {
+          state.processExitCode = code;
+          state.processExited = true;
+          state.processClosed = true;
+          this._debug(`STDIO streams have closed for tool '${this.toolPath}'`);
+          state.CheckComplete();
+        });
+        state.on("done", (error2, exitCode) => {
+          if (stdbuffer.length > 0) {
+            this.emit("stdline", stdbuffer);
+          }
+          if (errbuffer.length > 0) {
+            this.emit("errline", errbuffer);
+          }
+          cp.removeAllListeners();
+          if (error2) {
+            reject(error2);
+          } else {
+            resolve3(exitCode);
+          }
+        });
+        if (this.options.input) {
+          if (!cp.stdin) {
+            throw new Error("child process missing stdin");
+          }
+          cp.stdin.end(this.options.input);
+        }
+      }));
+    });
+  }
+};
+function argStringToArray(argString) {
+  const args = [];
+  let inQuotes = false;
+  let escaped = false;
+  let arg = "";
+  function append(c) {
+    if (escaped && c !== '"') {
+      arg += "\\";
+    }
+    arg += c;
+    escaped = false;
+  }
+  for (let i = 0; i < argString.length; i++) {
+    const c = argString.charAt(i);
+    if (c === '"') {
+      if (!escaped) {
+        inQuotes = !inQuotes;
+      } else {
+        append(c);
+      }
+      continue;
+    }
+    if (c === "\\" && escaped) {
+      append(c);
+      continue;
+    }
+    if (c === "\\" && inQuotes) {
+      escaped = true;
+      continue;
+    }
+    if (c === " " && !inQuotes) {
+      if (arg.length > 0) {
+        args.push(arg);
+        arg = "";
+      }
+      continue;
+    }
+    append(c);
+  }
+  if (arg.length > 0) {
+    args.push(arg.trim());
+  }
+  return args;
+}
+var ExecState = class _ExecState extends events.EventEmitter {
+  constructor(options, toolPath) {
+    super();
+    this.processClosed = false;
+    this.processError = "";
+    this.processExitCode = 0;
+    this.processExited = false;
+    this.processStderr = false;
+    this.delay = 1e4;
+    this.done = false;
+    this.timeout = null;
+    if (!toolPath) {
+      throw new Error("toolPath must not be empty");
+    }
+    this.options = options;
+    this.toolPath = toolPath;
+    if (options.delay) {
+      this.delay = options.delay;
+    }
+  }
+  CheckComplete() {
+    if (this.done) {
+      return;
+    }
+    if (this.processClosed) {
+      this._setResult();
+    } else if (this.processExited) {
+      this.timeout = setTimeout2(_ExecState.HandleTimeout, this.delay, this);
+    }
+  }
+  _debug(message) {
+    this.emit("debug", message);
+  }
+  _setResult() {
+    let error2;
+    if (this.processExited) {
+      if (this.processError) {
+        error2 = new Error(`There was an error when attempting to execute the process '${this.toolPath}'. This may indicate the process failed to start. Error: ${this.processError}`);
+      } else if (this.processExitCode !== 0 && !this.options.ignoreReturnCode) {
+        error2 = new Error(`The process '${this.toolPath}' failed with exit code ${this.processExitCode}`);
+      } else if (this.processStderr && this.options.failOnStdErr) {
+        error2 = new Error(`The process '${this.toolPath}' failed because one or more lines were written to the STDERR stream`);
+      }
+    }
+    if (this.timeout) {
+      clearTimeout(this.timeout);
+      this.timeout = null;
+    }
+    this.done = true;
+    this.emit("done", error2, this.processExitCode);
+  }
+  static HandleTimeout(state) {
+    if (state.done) {
+      return;
+    }
+    if (!state.processClosed && state.processExited) {
+      const message = `The STDIO streams did not close within ${state.delay / 1e3} seconds of the exit event from process '${state.toolPath}'. This may indicate a child process inherited the STDIO streams and has not yet exited.`;
+      state._debug(message);
+    }
+    state._setResult();
+  }
+};
+
+// ../../node_modules/.pnpm/@actions+exec@3.0.0/node_modules/@actions/exec/lib/exec.js
+var __awaiter5 = function(thisArg, _arguments, P, generator) {
+  function adopt(value) {
+    return value instanceof P ? value : new P(function(resolve3) {
+      resolve3(value);
+    });
+  }
+  return new (P || (P = Promise))(function(resolve3, reject) {
+    function fulfilled(value) {
+      try {
+        step2(generator.next(value));
+      } catch (e) {
+        reject(e);
+      }
+    }
+    function rejected(value) {
+      try {
+        step2(generator["throw"](value));
+      } catch (e) {
+        reject(e);
+      }
+    }
+    function step2(result) {
+      result.done ? resolve3(result.value) : adopt(result.value).then(fulfilled, rejected);
+    }
+    step2((generator = generator.apply(thisArg, _arguments || [])).next());
+  });
+};
+function exec(commandLine, args, options) {
+  return __awaiter5(this, void 0, void 0, function* () {
+    const commandArgs = argStringToArray(commandLine);
+    if (commandArgs.length === 0) {
+      throw new Error(`Parameter 'commandLine' cannot be null or empty.`);
+    }
+    const toolPath = commandArgs[0];
+    args = commandArgs.slice(1).concat(args || []);
+    const runner = new ToolRunner(toolPath, args, options);
+    return runner.exec();
+  });
+}
 
 // ../../node_modules/.pnpm/@actions+core@3.0.1/node_modules/@actions/core/lib/platform.js
-var platform = os3.platform();
-var arch = os3.arch();
+var platform = os4.platform();
+var arch = os4.arch();
 
 // ../../node_modules/.pnpm/@actions+core@3.0.1/node_modules/@actions/core/lib/core.js
 var ExitCode;
@@ -47113,7 +50032,7 @@ function setOutput(name, value) {
   if (filePath2) {
     return issueFileCommand("OUTPUT", prepareKeyValueMessage(name, value));
   }
-  process.stdout.write(os4.EOL);
+  process.stdout.write(os5.EOL);
   issueCommand("set-output", { name }, toCommandValue(value));
 }
 function setFailed(message) {
@@ -47127,7 +50046,7 @@ function warning(message, properties = {}) {
   issueCommand("warning", toCommandProperties(properties), message instanceof Error ? message.toString() : message);
 }
 function info(message) {
-  process.stdout.write(message + os4.EOL);
+  process.stdout.write(message + os5.EOL);
 }
 function startGroup(name) {
   issue("group", name);
@@ -47172,7 +50091,7 @@ function codedError(code, message) {
 var noop = () => {
 };
 function exchange(agent, target, timeoutMs) {
-  return new Promise((resolve) => {
+  return new Promise((resolve3) => {
     let settled = false;
     let status = 0;
     let headers;
@@ -47186,7 +50105,7 @@ function exchange(agent, target, timeoutMs) {
       const result = { status, staleSocket };
       if (headers) result.headers = headers;
       if (error2 !== void 0) result.error = errorCode(error2);
-      resolve(result);
+      resolve3(result);
     };
     const options = {
       agent,
@@ -47289,17 +50208,17 @@ var CookieJar = class {
 var import_yaml = __toESM(require_dist(), 1);
 import { readFile } from "fs/promises";
 import { isIP as isIP2 } from "net";
-import path from "path";
+import path4 from "path";
 import { isIP } from "net";
 import http2 from "http";
 import https2 from "https";
-import { spawn } from "child_process";
+import { spawn as spawn2 } from "child_process";
 import { constants as constants3 } from "fs";
 import { lstat as lstat2, mkdir as mkdir2, open as open2, readlink as readlink2 } from "fs/promises";
-import path2 from "path";
+import path22 from "path";
 import http22 from "http";
 import { randomUUID as randomUUID2 } from "crypto";
-import os5 from "os";
+import os6 from "os";
 var BRAND = /* @__PURE__ */ Symbol.for("@nodrop/core/NodropError");
 var NodropError = class extends Error {
   code;
@@ -47350,11 +50269,11 @@ function formatDuration(ms) {
   return `${minutes}m${Math.round(ms % 6e4 / 1e3)}s`;
 }
 function sleep(ms, signal) {
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve3, reject) => {
     if (signal?.aborted) return reject(signal.reason);
     const timer = setTimeout(() => {
       signal?.removeEventListener("abort", onAbort);
-      resolve();
+      resolve3();
     }, ms);
     const onAbort = () => {
       clearTimeout(timer);
@@ -47541,7 +50460,17 @@ function asField(entry) {
 }
 function object(shape, options = {}) {
   const fields = Object.fromEntries(Object.entries(shape).map(([k, v]) => [k, asField(v)]));
-  return {
+  const schema = {
+    "~standard": {
+      version: 1,
+      vendor: "nodrop",
+      validate: (value) => {
+        const issues = [];
+        const parsed = schema.parse(value, "", issues);
+        if (parsed !== void 0 && issues.length === 0) return { value: parsed };
+        return { issues: issues.map((issue2) => ({ message: issue2.message, path: pathSegments(issue2.path) })) };
+      }
+    },
     kind: "object",
     doc: options.doc,
     fields,
@@ -47557,24 +50486,29 @@ function object(shape, options = {}) {
       for (const key of Object.keys(input)) {
         if (!Object.hasOwn(fields, key)) {
           const known = Object.keys(fields).join(", ");
-          issues.push({ path: join(path32, key), message: `unknown key (known keys: ${known})` });
+          issues.push({ path: join3(path32, key), message: `unknown key (known keys: ${known})` });
         }
       }
       for (const [key, field] of Object.entries(fields)) {
         const raw = Object.hasOwn(input, key) ? input[key] : void 0;
         if (raw === void 0 || raw === null) {
-          if (field.required) issues.push({ path: join(path32, key), message: `required: ${field.schema.describe()}` });
-          else if (field.default !== void 0) out[key] = field.schema.parse(structuredClone(field.default), join(path32, key), issues);
+          if (field.required) issues.push({ path: join3(path32, key), message: `required: ${field.schema.describe()}` });
+          else if (field.default !== void 0) out[key] = field.schema.parse(structuredClone(field.default), join3(path32, key), issues);
           continue;
         }
-        const parsed = field.schema.parse(raw, join(path32, key), issues);
+        const parsed = field.schema.parse(raw, join3(path32, key), issues);
         if (parsed !== void 0) out[key] = parsed;
       }
       return issues.length === before ? out : void 0;
     }
   };
+  return schema;
 }
-function join(path32, key) {
+function pathSegments(path32) {
+  if (path32 === "(top level)") return [];
+  return [...path32.matchAll(/\[(\d+)\]|([^.[\]]+)/g)].map((m) => m[1] !== void 0 ? Number(m[1]) : m[2]);
+}
+function join3(path32, key) {
   return path32 ? `${path32}.${key}` : key;
 }
 function parseOrThrow(schema, value, path32 = "", source) {
@@ -47593,7 +50527,7 @@ function documentSchema(schema, path32 = "") {
   const fields = schema.fields;
   if (!fields) return rows;
   for (const [key, field] of Object.entries(fields)) {
-    const p = join(path32, key);
+    const p = join3(path32, key);
     const inner = field.schema;
     rows.push({
       path: p,
@@ -47865,33 +50799,41 @@ var configSchema = object({
   instances: list(instanceSchema, { min: 1, doc: "The fleet." }),
   commands: commandsSchema,
   health: section(healthSchema),
-  hosts: optional(mapping({ hint: "a mapping of host names to SSH settings", doc: 'Remote hosts by name; instances and the proxy name one (or "local").' })),
+  hosts: optional(mapping({ hint: "a mapping of host names to SSH settings", doc: 'Remote hosts by name; instances and the proxy name one (or "local"). Each is reached over SSH, or by the executor plugin its `use` names (a package name or a ./file).' })),
   ssh: optional(mapping({ hint: "SSH settings shared by every host", doc: "Defaults merged into every entry of hosts (user, privateKeyFile, knownHostsFile, ...)." })),
-  proxy: mapping({ hint: "a mapping with a type (nginx)", doc: "The proxy adapter and its settings; see the adapter's reference." }),
-  strategy: optional(mapping({ hint: "a mapping with a name (rolling)", doc: "The strategy and its options." }), { name: "rolling" }),
+  proxy: mapping({
+    hint: "a mapping with use (nginx, a package name or a ./file)",
+    doc: "The proxy adapter (`use`: nginx, an npm package or a ./file next to this config; `type` is the older name of `use`), `host`, and the adapter's options."
+  }),
+  strategy: optional(
+    mapping({
+      hint: "a mapping with use (rolling, half-split, sticky, a package name or a ./file)",
+      doc: "The strategy (`use`: rolling, half-split, sticky, an npm package or a ./file next to this config; `name` is the older name of `use`) and its options."
+    }),
+    { name: "rolling" }
+  ),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once on one host; hosts work side by side." }), 8),
   verify: optional(verifySchema),
   stateDir: optional(
     str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host: where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." })
   )
 });
-function validateConfig(raw, options) {
-  const source = options.source ?? "config";
-  const issues = [];
+function checkConfig(raw, options, issues) {
+  const before = issues.length;
   const parsed = configSchema.parse(raw, "", issues);
   crossFieldIssues(raw, issues);
-  if (parsed === void 0 || issues.length > 0) {
-    issues.sort((x, y) => issueOrder(x.path) - issueOrder(y.path));
-    throw configError(issues, source);
-  }
+  if (parsed === void 0 || issues.length > before) return void 0;
   return {
     ...parsed,
     instances: parsed.instances.map((i) => ({ ...i, id: instanceId(i) })),
     strategy: parsed.strategy ?? { name: "rolling" },
-    commands: { ...parsed.commands, cwd: path.resolve(options.baseDir, parsed.commands.cwd ?? ".") },
+    commands: { ...parsed.commands, cwd: path4.resolve(options.baseDir, parsed.commands.cwd ?? ".") },
     baseDir: options.baseDir,
-    source
+    source: options.source ?? "config"
   };
+}
+function sortIssues(issues) {
+  return [...issues].sort((x, y) => issueOrder(x.path) - issueOrder(y.path));
 }
 var TOP_LEVEL = Object.keys(configSchema.fields);
 function issueOrder(path32) {
@@ -47953,10 +50895,28 @@ function crossFieldIssues(raw, issues) {
       }
     }
   }
-  if (isRecord(raw.strategy) && typeof raw.strategy.name !== "string") issues.push({ path: "strategy.name", message: "required: a strategy name such as rolling" });
-  if (isRecord(raw.proxy) && typeof raw.proxy.type !== "string") issues.push({ path: "proxy.type", message: "required: a proxy type such as nginx" });
+  if (isRecord(raw.strategy)) pluginKeyIssues(raw.strategy, "strategy", "name", "a strategy such as rolling, a package name or a ./file", issues);
+  if (isRecord(raw.proxy)) pluginKeyIssues(raw.proxy, "proxy", "type", "a proxy such as nginx, a package name or a ./file", issues);
 }
-async function loadConfig(file) {
+function pluginKeyIssues(section2, at, legacy, hint, issues) {
+  const hasUse = section2.use !== void 0;
+  const hasLegacy = section2[legacy] !== void 0;
+  if (hasUse && hasLegacy) issues.push({ path: `${at}.use`, message: `give use or ${legacy}, not both (use is the newer name of ${legacy})` });
+  else if (!hasUse && !hasLegacy) issues.push({ path: `${at}.use`, message: `required: ${hint}` });
+  else {
+    const key = hasUse ? "use" : legacy;
+    if (typeof section2[key] !== "string" || section2[key] === "") issues.push({ path: `${at}.${key}`, message: `expected ${hint}, got ${JSON.stringify(section2[key])}` });
+  }
+}
+function pluginSpecifier(section2, legacy) {
+  if (!isRecord(section2)) return void 0;
+  const at = (key) => typeof section2[key] === "string" && section2[key] !== "" ? section2[key] : void 0;
+  const use = at("use");
+  if (use !== void 0) return { specifier: use, path: "use" };
+  const older = at(legacy);
+  return older === void 0 ? void 0 : { specifier: older, path: legacy };
+}
+async function readConfigFile(file) {
   let text;
   try {
     text = await readFile(file, "utf8");
@@ -47970,7 +50930,7 @@ async function loadConfig(file) {
     const message = error2 instanceof import_yaml.YAMLParseError ? error2.message.split("\n")[0] : String(error2);
     throw new NodropError("E_CONFIG", `config file ${file} is not valid YAML: ${message}`, { cause: error2 });
   }
-  return validateConfig(raw, { baseDir: path.dirname(path.resolve(file)), source: file });
+  return { raw, baseDir: path4.dirname(path4.resolve(file)), source: file };
 }
 function sectionOptions(section2, ownKeys) {
   return Object.fromEntries(Object.entries(section2).filter(([key]) => !ownKeys.includes(key)));
@@ -47981,8 +50941,8 @@ function localExecutor(options = {}) {
     name: "local",
     host: "local",
     async appendFile(file, text) {
-      const target = path2.resolve(options.cwd ?? process.cwd(), file);
-      const dir = path2.dirname(target);
+      const target = path22.resolve(options.cwd ?? process.cwd(), file);
+      const dir = path22.dirname(target);
       await mkdir2(dir, { recursive: true, mode: 448 });
       const uid = process.geteuid?.();
       const d = await lstat2(dir);
@@ -48012,8 +50972,8 @@ function localExecutor(options = {}) {
       const { signal, timeoutMs, input } = execOptions;
       if (signal?.aborted) return Promise.reject(abortError(signal));
       const started = performance.now();
-      return new Promise((resolve, reject) => {
-        const child = spawn("bash", ["-c", command], {
+      return new Promise((resolve3, reject) => {
+        const child2 = spawn2("bash", ["-c", command], {
           cwd: options.cwd,
           env: Object.fromEntries(Object.entries({ ...process.env, ...options.env }).filter(([name]) => !options.unsetEnv?.includes(name))),
           detached: true,
@@ -48022,17 +50982,17 @@ function localExecutor(options = {}) {
         let stdout = "";
         let stderr = "";
         let failure;
-        child.stdout.setEncoding("utf8");
-        child.stderr.setEncoding("utf8");
-        child.stdout.on("data", (chunk) => {
+        child2.stdout.setEncoding("utf8");
+        child2.stderr.setEncoding("utf8");
+        child2.stdout.on("data", (chunk) => {
           if (stdout.length < maxOutput) stdout += chunk;
         });
-        child.stderr.on("data", (chunk) => {
+        child2.stderr.on("data", (chunk) => {
           if (stderr.length < maxOutput) stderr += chunk;
         });
         const killGroup = () => {
           try {
-            if (child.pid !== void 0) process.kill(-child.pid, "SIGKILL");
+            if (child2.pid !== void 0) process.kill(-child2.pid, "SIGKILL");
           } catch {
           }
         };
@@ -48045,18 +51005,18 @@ function localExecutor(options = {}) {
           killGroup();
         };
         signal?.addEventListener("abort", onAbort, { once: true });
-        child.on("error", (error2) => {
+        child2.on("error", (error2) => {
           failure ??= new NodropError("E_EXEC", `could not run command on local: ${error2.message}`, { cause: error2 });
         });
-        child.on("close", (code) => {
+        child2.on("close", (code) => {
           if (timer) clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);
           if (failure) return reject(failure);
-          resolve({ code, stdout, stderr, durationMs: performance.now() - started });
+          resolve3({ code, stdout, stderr, durationMs: performance.now() - started });
         });
-        child.stdin.on("error", () => {
+        child2.stdin.on("error", () => {
         });
-        child.stdin.end(input ?? "");
+        child2.stdin.end(input ?? "");
       });
     }
   };
@@ -48073,7 +51033,7 @@ function httpHealthCheck(options) {
   const header = options.versionHeader.toLowerCase();
   return {
     probe(instance, signal) {
-      return new Promise((resolve) => {
+      return new Promise((resolve3) => {
         const request = http22.get(
           {
             host: instance.address,
@@ -48090,15 +51050,15 @@ function httpHealthCheck(options) {
               const raw = response.headers[header];
               const status = response.statusCode ?? 0;
               const seen = reportedVersion(Array.isArray(raw) ? raw[0] : raw, options.versionHeader);
-              resolve({ ok: status >= 200 && status < 300, version: seen.version, detail: `status ${status}, ${seen.detail}` });
+              resolve3({ ok: status >= 200 && status < 300, version: seen.version, detail: `status ${status}, ${seen.detail}` });
             });
-            response.on("error", (error2) => resolve({ ok: false, version: void 0, detail: error2.message }));
+            response.on("error", (error2) => resolve3({ ok: false, version: void 0, detail: error2.message }));
           }
         );
         request.on("timeout", () => request.destroy(new Error(`no answer within ${options.timeoutMs}ms`)));
         request.on(
           "error",
-          (error2) => resolve({ ok: false, version: void 0, detail: error2.code === "ECONNREFUSED" ? "connection refused" : error2.message })
+          (error2) => resolve3({ ok: false, version: void 0, detail: error2.code === "ECONNREFUSED" ? "connection refused" : error2.message })
         );
       });
     }
@@ -48161,7 +51121,7 @@ function commandInstance(options) {
   const { spec, executor, commands, timeoutMs } = options;
   const of = `the instance spec of ${describeValue(spec.id)}`;
   const sources = { id: of, host: of, address: of, port: of, version: `the deploy's step on ${describeValue(spec.id)}`, previous: `the version ${describeValue(spec.id)} reported before the deploy` };
-  const run2 = async (kind, values, signal) => {
+  const run3 = async (kind, values, signal) => {
     const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: spec.port, ...values }, `commands.${kind}`, sources);
     try {
       await execOrThrow(executor, command, `${kind} of ${spec.id}`, { signal, timeoutMs });
@@ -48174,9 +51134,9 @@ function commandInstance(options) {
   };
   return {
     spec,
-    stop: ({ version, signal }) => run2("stop", version === void 0 ? {} : { version }, signal),
-    update: ({ version, previous, signal }) => run2("update", previous === void 0 ? { version } : { version, previous }, signal),
-    start: ({ version, signal }) => run2("start", { version }, signal),
+    stop: ({ version, signal }) => run3("stop", version === void 0 ? {} : { version }, signal),
+    update: ({ version, previous, signal }) => run3("update", previous === void 0 ? { version } : { version, previous }, signal),
+    start: ({ version, signal }) => run3("start", { version }, signal),
     async reach({ signal }) {
       const result = await executor.exec("true", { signal, timeoutMs: 3e4 }).catch((error2) => {
         throw NodropError.is(error2) ? new NodropError(error2.code, error2.message, { instance: spec.id, cause: error2 }) : error2;
@@ -48282,26 +51242,26 @@ function checkBatchCapacity(size, fleet, minInPool) {
     fleet === 1 ? "strategy.batchSize: a fleet of one instance cannot be updated without dropping requests; add a second instance" : `strategy.batchSize: a batch of ${size} out of ${fleet} instances leaves ${fleet - size} serving, below strategy.minInPool (${minInPool})`
   );
 }
-function buildReport(run2, strategy, outcome) {
+function buildReport(run3, strategy, outcome) {
   const { error: error2, step: step2, recovery } = outcome;
-  const serving = run2.serving();
+  const serving = run3.serving();
   return {
     ok: error2 === void 0,
     strategy,
-    version: run2.version,
-    startedAt: run2.startedAt.toISOString(),
-    durationMs: performance.now() - run2.started,
-    routes: run2.routes,
-    phases: run2.phases,
-    instances: run2.instances.map((control) => {
+    version: run3.version,
+    startedAt: run3.startedAt.toISOString(),
+    durationMs: performance.now() - run3.started,
+    routes: run3.routes,
+    phases: run3.phases,
+    instances: run3.instances.map((control) => {
       const base = { id: control.spec.id, host: control.spec.host, address: control.spec.address, port: control.spec.port, inPool: serving.has(control.spec.id) };
-      const t = run2.tracked.get(control.spec.id);
+      const t = run3.tracked.get(control.spec.id);
       if (!t) return { ...base, from: void 0, version: void 0, outcome: "not-reached", steps: [] };
       return { ...base, from: t.from, version: t.version, outcome: t.outcome, steps: t.steps, ...t.error === void 0 ? {} : { error: t.error } };
     }),
     ...error2 ? { error: { code: error2.code, message: error2.message, ...error2.instance ? { instance: error2.instance } : {}, ...step2 ? { step: step2 } : {} } } : {},
     ...recovery ? { recovery } : {},
-    ...run2.verify ? { verify: run2.verify } : {}
+    ...run3.verify ? { verify: run3.verify } : {}
   };
 }
 var DeployRun = class {
@@ -48400,21 +51360,21 @@ var JournalListener = class {
     this.journal = journal;
     this.strategy = strategy;
   }
-  async started(run2, _plan) {
-    await this.journal.append({ type: "deploy", id: run2.id, version: run2.version, strategy: this.strategy, instances: run2.observed.map((o) => ({ id: o.id, from: o.version })) }).catch((error2) => Promise.reject(toNodropError(error2, "E_JOURNAL")));
+  async started(run3, _plan) {
+    await this.journal.append({ type: "deploy", id: run3.id, version: run3.version, strategy: this.strategy, instances: run3.observed.map((o) => ({ id: o.id, from: o.version })) }).catch((error2) => Promise.reject(toNodropError(error2, "E_JOURNAL")));
     this.opened = true;
   }
-  async step(run2, record) {
+  async step(run3, record) {
     const detail = record.detail === void 0 ? {} : { detail: record.detail.split("\n")[0] };
-    const append = this.journal.append({ type: "step", id: run2.id, phase: record.phase, kind: record.kind, instance: record.instance, status: record.status, ...detail });
-    if (run2.recovering || record.status === "fail") await append.catch(() => void 0);
+    const append = this.journal.append({ type: "step", id: run3.id, phase: record.phase, kind: record.kind, instance: record.instance, status: record.status, ...detail });
+    if (run3.recovering || record.status === "fail") await append.catch(() => void 0);
     else await append;
   }
-  async finished(run2, report) {
+  async finished(run3, report) {
     if (!this.opened) return;
     await this.journal.append({
       type: "end",
-      id: run2.id,
+      id: run3.id,
       ok: report.ok,
       ...report.error ? { error: report.error.message.split("\n")[0] } : {},
       instances: report.instances.map((i) => ({ id: i.id, version: i.version, inPool: i.inPool, outcome: i.outcome }))
@@ -48460,11 +51420,11 @@ async function planDeploy(options) {
   const known = new Set(observed.map((i) => i.id));
   for (const phase of plan.phases) {
     for (const id of phase.instances) if (!known.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" names unknown instance "${id}"`);
-    const own = new Set(phase.instances);
+    const own3 = new Set(phase.instances);
     for (const step2 of phase.steps) {
       if (step2.kind === "route") validateRouting(step2.routing, known);
       else if (step2.kind !== "soak") {
-        for (const id of step2.instances) if (!own.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step2.kind}s "${id}", which is not one of its instances`);
+        for (const id of step2.instances) if (!own3.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step2.kind}s "${id}", which is not one of its instances`);
       }
     }
   }
@@ -48494,18 +51454,18 @@ async function timed(context, phase, kind, id, body) {
   }
 }
 async function applyRouting(context, routing, why, phase, signal) {
-  const { run: run2, options } = context;
+  const { run: run3, options } = context;
   await timed(context, phase, "route", void 0, async () => {
-    const instances = options.instances.map((i) => ({ ...i.spec, version: run2.tracked.get(i.spec.id)?.version }));
+    const instances = options.instances.map((i) => ({ ...i.spec, version: run3.tracked.get(i.spec.id)?.version }));
     let result;
     try {
       result = await options.proxy.apply(routing, instances, { signal });
     } catch (error2) {
       throw proxyFailure(context, routing, error2);
     }
-    run2.routingApplied(routing);
-    run2.routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 });
-    run2.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)] });
+    run3.routingApplied(routing);
+    run3.routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 });
+    run3.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)] });
   });
 }
 function proxyFailure(context, routing, error2) {
@@ -48516,25 +51476,25 @@ function proxyFailure(context, routing, error2) {
   return new NodropError(e.code, e.message, { cause: e.cause ?? error2, instance: e.instance, routingInForce: inForce });
 }
 async function runStep(context, phase, step2) {
-  const { options, run: run2 } = context;
+  const { options, run: run3 } = context;
   const signal = options.signal;
   if (signal?.aborted) throw abortError(signal);
-  for (const listener of context.listeners) listener.beforeStep?.(run2);
+  for (const listener of context.listeners) listener.beforeStep?.(run3);
   switch (step2.kind) {
     case "route":
       return applyRouting(context, step2.routing, step2.why, phase.name, signal);
     case "soak":
       return timed(context, phase.name, "soak", void 0, () => sleep(step2.ms, signal).catch(() => Promise.reject(abortError(signal))));
     default:
-      return forEachPerHost(step2.instances, (id) => run2.instance(id).control.spec.host, context.parallel, (id) => runInstanceStep(context, phase, step2.kind, id));
+      return forEachPerHost(step2.instances, (id) => run3.instance(id).control.spec.host, context.parallel, (id) => runInstanceStep(context, phase, step2.kind, id));
   }
 }
 async function runInstanceStep(context, phase, kind, id) {
-  const { options, run: run2 } = context;
+  const { options, run: run3 } = context;
   const signal = options.signal;
-  const t = run2.instance(id);
+  const t = run3.instance(id);
   await timed(context, phase.name, kind, id, async () => {
-    if ((kind === "stop" || kind === "update") && run2.reachable(id)) {
+    if ((kind === "stop" || kind === "update") && run3.reachable(id)) {
       throw new NodropError("E_PLAN", `plan would ${kind} ${id} while it is in the pool`, { instance: id });
     }
     t.touched = true;
@@ -48552,10 +51512,10 @@ async function runInstanceStep(context, phase, kind, id) {
 var DEFAULT_REVERT_MS = 3e5;
 var DEFAULT_POOL_RESTORE_MS = 12e4;
 async function recoverPhase(context, phase, failure) {
-  const { run: run2 } = context;
-  run2.emit({ type: "recovery", reason: failure.message });
-  run2.recovering = true;
-  const touched = phase.instances.map((id) => run2.instance(id)).filter((t) => t.touched);
+  const { run: run3 } = context;
+  run3.emit({ type: "recovery", reason: failure.message });
+  run3.recovering = true;
+  const touched = phase.instances.map((id) => run3.instance(id)).filter((t) => t.touched);
   if (phase.onFailure === "isolate") {
     for (const t of touched) if (t.outcome !== "updated") t.outcome = "failed";
     return `left ${touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id).join(", ")} out of the pool; the routing in force is kept`;
@@ -48565,7 +51525,7 @@ async function recoverPhase(context, phase, failure) {
   return lines.join("; ");
 }
 async function revertInstances(context, phase, touched) {
-  const { run: run2, options } = context;
+  const { run: run3, options } = context;
   const signal = AbortSignal.timeout(options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
   const name = `${phase.name} (revert)`;
   await forEachPerHost(touched, (t) => t.control.spec.host, context.parallel, async (t) => {
@@ -48575,7 +51535,7 @@ async function revertInstances(context, phase, touched) {
       t.outcome = "failed";
       return;
     }
-    if (run2.routedRegardless(id) || t.outcome === "updated" && run2.reachable(id)) return;
+    if (run3.routedRegardless(id) || t.outcome === "updated" && run3.reachable(id)) return;
     try {
       await timed(context, name, "stop", id, () => t.control.stop({ version: t.version, signal }));
       await timed(context, name, "update", id, () => t.control.update({ version: previous, previous: options.version, signal }));
@@ -48592,40 +51552,40 @@ async function revertInstances(context, phase, touched) {
   return [...reverted.length ? [`reverted ${reverted.join(", ")} to their previous version`] : [], ...failed.length ? [`could not revert ${failed.join(", ")}: left out of the pool`] : []];
 }
 async function restorePool(context, phase) {
-  const { run: run2, options } = context;
-  const healthy = run2.observed.filter((o) => {
-    const t = run2.instance(o.id);
+  const { run: run3, options } = context;
+  const healthy = run3.observed.filter((o) => {
+    const t = run3.instance(o.id);
     return t.outcome === "updated" || t.outcome === "reverted" || !t.touched && (t.outcome === "not-reached" || t.outcome === "unchanged") && o.healthy;
-  }).map((o) => ({ ...o, version: run2.instance(o.id).version }));
+  }).map((o) => ({ ...o, version: run3.instance(o.id).version }));
   if (healthy.length === 0) return "no healthy instance to route to; the proxy config in force was kept";
-  const previous = [...new Set(run2.observed.map((o) => o.version).filter((v) => v !== void 0 && v !== run2.version))];
-  const routing = options.strategy.recoveryRouting?.(healthy, { version: run2.version, previous, instances: run2.observed.map((o) => o.id), options: options.strategyOptions }) ?? singlePool(healthy.map((o) => o.id));
+  const previous = [...new Set(run3.observed.map((o) => o.version).filter((v) => v !== void 0 && v !== run3.version))];
+  const routing = options.strategy.recoveryRouting?.(healthy, { version: run3.version, previous, instances: run3.observed.map((o) => o.id), options: options.strategyOptions }) ?? singlePool(healthy.map((o) => o.id));
   try {
-    validateRouting(routing, new Set(run2.observed.map((o) => o.id)));
+    validateRouting(routing, new Set(run3.observed.map((o) => o.id)));
     await applyRouting(context, routing, "recovery: healthy instances back in the pool", `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
-    return `pool restored: ${[...run2.serving()].join(", ")}`;
+    return `pool restored: ${[...run3.serving()].join(", ")}`;
   } catch (error2) {
     let e = toNodropError(error2, "E_PROXY_RELOAD");
     if (e.routingInForce === "unknown") {
       const inForce = await readBackRouting(context);
       e = new NodropError(e.code, e.message, { cause: e.cause, routingInForce: inForce });
     }
-    if (e.routingInForce === "new") return `pool restored: ${[...run2.serving()].join(", ")} (the proxy then reported: ${e.message})`;
+    if (e.routingInForce === "new") return `pool restored: ${[...run3.serving()].join(", ")} (the proxy then reported: ${e.message})`;
     return `could not restore the pool (${e.message}); ${inForceClause(e)}`;
   }
 }
 async function readBackRouting(context) {
-  const { run: run2, options } = context;
-  const candidates = run2.possibleRoutings;
+  const { run: run3, options } = context;
+  const candidates = run3.possibleRoutings;
   const attempted = candidates.at(-1);
   const routing = await options.proxy.current({ signal: AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS) }).catch(() => void 0);
   if (!routing) return "unknown";
   const match = candidates.find((candidate) => sameRouting(candidate, routing));
   if (!match) {
-    run2.routingUncertain(routing);
+    run3.routingUncertain(routing);
     return "unknown";
   }
-  run2.routingApplied(match);
+  run3.routingApplied(match);
   return match === attempted ? "new" : "previous";
 }
 function inForceClause(error2) {
@@ -48642,46 +51602,46 @@ var VerifyListener = class {
   name = "verify";
   running = false;
   verifier;
-  constructor(verifier) {
-    this.verifier = verifier;
+  constructor(verifier2) {
+    this.verifier = verifier2;
   }
-  async started(run2, _plan) {
-    await this.verifier.start({ version: run2.version }).catch((error2) => Promise.reject(toNodropError(error2, "E_VERIFY")));
+  async started(run3, _plan) {
+    await this.verifier.start({ version: run3.version }).catch((error2) => Promise.reject(toNodropError(error2, "E_VERIFY")));
     this.running = true;
   }
   beforeStep() {
     const breach = this.verifier.breach();
     if (breach) throw new NodropError("E_VERIFY", `${breach}; stopping the deploy (\`nodrop rollback\` returns every instance to the previous version)`);
   }
-  async stopping(run2) {
+  async stopping(run3) {
     if (!this.running) return;
     this.running = false;
-    run2.verify = await this.verifier.stop();
+    run3.verify = await this.verifier.stop();
   }
 };
 async function deploy(options) {
-  const run2 = new DeployRun(options.version, options.instances, options.onEvent ?? (() => {
+  const run3 = new DeployRun(options.version, options.instances, options.onEvent ?? (() => {
   }), options.stagedVersions);
   const listeners = [
     // The probe first: a deploy that cannot be watched records nothing.
     ...options.verify ? [new VerifyListener(options.verify)] : [],
     ...options.journal ? [new JournalListener(options.journal, options.strategy.name)] : []
   ];
-  const context = { options, run: run2, listeners, parallel: options.parallel ?? 8 };
+  const context = { options, run: run3, listeners, parallel: options.parallel ?? 8 };
   let plan;
   try {
     const preflight = await planDeploy(options);
     plan = preflight.plan;
-    run2.begin(preflight.observed, preflight.routing);
+    run3.begin(preflight.observed, preflight.routing);
   } catch (error2) {
-    run2.refusedBefore(await options.proxy.current({ signal: options.signal }).catch(() => void 0));
+    run3.refusedBefore(await options.proxy.current({ signal: options.signal }).catch(() => void 0));
     return finish(context, { error: toNodropError(error2, "E_PREFLIGHT"), step: "preflight" });
   }
-  run2.emit({ type: "preflight", instances: run2.observed });
-  run2.emit({ type: "plan", plan });
+  run3.emit({ type: "preflight", instances: run3.observed });
+  run3.emit({ type: "plan", plan });
   for (const listener of listeners) {
     try {
-      await listener.started?.(run2, plan);
+      await listener.started?.(run3, plan);
     } catch (error2) {
       return finish(context, { error: toNodropError(error2, "E_PREFLIGHT"), step: listener.name });
     }
@@ -48689,11 +51649,11 @@ async function deploy(options) {
   return finish(context, await runPhases(context, plan));
 }
 async function runPhases(context, plan) {
-  const { run: run2 } = context;
+  const { run: run3 } = context;
   for (const [index, phase] of plan.phases.entries()) {
-    run2.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
+    run3.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
     const phaseStart = performance.now();
-    const endPhase = (ok) => run2.phases.push({ name: phase.name, startMs: phaseStart - run2.started, ms: performance.now() - phaseStart, ok });
+    const endPhase = (ok) => run3.phases.push({ name: phase.name, startMs: phaseStart - run3.started, ms: performance.now() - phaseStart, ok });
     let current;
     try {
       for (const step2 of phase.steps) {
@@ -48725,15 +51685,15 @@ async function afterFailure(context, phase, failure, step2) {
   return { error: failure, step: step2, recovery: await recoverPhase(context, phase, failure) };
 }
 async function finish(context, outcome) {
-  const { run: run2, listeners, options } = context;
-  for (const listener of listeners) await listener.stopping?.(run2).catch(() => void 0);
-  if (!outcome.error && run2.verify?.breach) {
-    outcome = { error: new NodropError("E_VERIFY", run2.verify.breach), step: "verify" };
+  const { run: run3, listeners, options } = context;
+  for (const listener of listeners) await listener.stopping?.(run3).catch(() => void 0);
+  if (!outcome.error && run3.verify?.breach) {
+    outcome = { error: new NodropError("E_VERIFY", run3.verify.breach), step: "verify" };
   }
-  run2.recovering = true;
-  const report = buildReport(run2, options.strategy.name, outcome);
-  for (const listener of listeners) await listener.finished?.(run2, report).catch(() => void 0);
-  run2.emit({ type: "done", report });
+  run3.recovering = true;
+  const report = buildReport(run3, options.strategy.name, outcome);
+  for (const listener of listeners) await listener.finished?.(run3, report).catch(() => void 0);
+  run3.emit({ type: "done", report });
   return report;
 }
 var REFUSED = 3;
@@ -48815,7 +51775,7 @@ ${guard}${command}`, execOptions);
     return o && o.key === beatKey(h) ? performance.now() - o.since : 0;
   };
   const processGone = (h) => {
-    if (h.from !== os5.hostname() || h.pid === process.pid || !Number.isInteger(h.pid) || h.pid <= 0) return false;
+    if (h.from !== os6.hostname() || h.pid === process.pid || !Number.isInteger(h.pid) || h.pid <= 0) return false;
     try {
       process.kill(h.pid, 0);
       return false;
@@ -48886,7 +51846,7 @@ ${guard}${command}`, execOptions);
   };
   const newHolder = (version, extra = {}) => {
     const at = new Date(clock()).toISOString();
-    return { token: randomUUID2(), who: os5.userInfo().username, from: os5.hostname(), version, since: at, heartbeat: at, beat: 0, pid: process.pid, ...extra };
+    return { token: randomUUID2(), who: os6.userInfo().username, from: os6.hostname(), version, since: at, heartbeat: at, beat: 0, pid: process.pid, ...extra };
   };
   const recordJson = (h) => JSON.stringify(h);
   const beatJson = (beat) => JSON.stringify({ beat, heartbeat: new Date(clock()).toISOString() });
@@ -49141,9 +52101,9 @@ function lastDeploy(records) {
     if (entry.from !== void 0 && entry.from !== null && !isSafeName(entry.from)) throw refuse(`instances[${index}].from (${entry.id})`, entry.from, "a safe version string");
     from[entry.id] = typeof entry.from === "string" ? entry.from : void 0;
   });
-  const own = records.filter((r) => isObject(r) && r.id === start.id);
-  const end = own.find((r) => r.type === "end");
-  const step2 = own.filter((r) => r.type === "step").at(-1);
+  const own3 = records.filter((r) => isObject(r) && r.id === start.id);
+  const end = own3.find((r) => r.type === "end");
+  const step2 = own3.filter((r) => r.type === "step").at(-1);
   const text = (value) => typeof value === "string" && /^[\x20-\x7e]{1,100}$/.test(value) ? value : describeValue(value, 40);
   return {
     id: start.id,
@@ -49156,912 +52116,83 @@ function lastDeploy(records) {
     lastStep: step2 ? `${text(step2.phase)}: ${text(step2.kind)}${step2.instance ? ` ${isSafeName(step2.instance) ? step2.instance : describeValue(step2.instance, 40)}` : ""} (${text(step2.status)})` : void 0
   };
 }
-
-// ../../packages/nginx/dist/index.js
-import { createHash } from "crypto";
-import { isIP as isIP3 } from "net";
-var NGINX_NAME = /^[A-Za-z0-9_]{1,48}$/;
-var upstreamName = (name, pool) => `nodrop_${name}_${pool}`;
-var poolVariable = (name) => `$nodrop_${name}_pool`;
-var cookieVariable = (name) => `$nodrop_${name}_cookie`;
-function nginxName(app) {
-  return app.replace(/[^A-Za-z0-9_]/g, "_");
+function isStandardSchema(value) {
+  if (typeof value !== "object" && typeof value !== "function" || value === null) return false;
+  const props = value["~standard"];
+  return typeof props === "object" && props !== null && props.version === 1 && typeof props.validate === "function";
 }
-function renderNginxConfig(input) {
-  const { name, routing, versionCookie } = input;
-  if (!NGINX_NAME.test(name)) throw new NodropError("E_PROXY_RENDER", `nginx name "${name}" must match ${NGINX_NAME}`);
-  if (!NGINX_NAME.test(versionCookie)) throw new NodropError("E_PROXY_RENDER", `proxy.versionCookie "${versionCookie}" must match ${NGINX_NAME}`);
-  const byId = new Map(input.instances.map((i) => [i.id, i]));
-  try {
-    validateRouting(routing, new Set(byId.keys()));
-  } catch (error2) {
-    throw new NodropError("E_PROXY_RENDER", error2.message, { cause: error2 });
+function formatIssuePath(prefix, path32) {
+  let out = prefix;
+  for (const segment of path32 ?? []) {
+    const key = typeof segment === "object" && segment !== null ? segment.key : segment;
+    if (typeof key === "number") out += `[${key}]`;
+    else if (typeof key === "string" && /^[A-Za-z_$][\w$-]*$/.test(key)) out += out ? `.${key}` : key;
+    else out += `[${JSON.stringify(String(key))}]`;
   }
-  const lines = [
-    "# Generated by nodrop. Do not edit: nodrop rewrites this file at every deploy.",
-    `# nodrop-generation: ${input.generation}`,
-    `# nodrop-routing: ${JSON.stringify(routing)}`,
-    ""
-  ];
-  for (const [pool, ids2] of Object.entries(routing.pools)) {
-    lines.push(`upstream ${upstreamName(name, pool)} {`);
-    if (routing.affinity) {
-      if (input.nativeSticky) {
-        lines.push(`    zone ${upstreamName(name, pool)} 64k;`, `    sticky cookie ${versionCookie}_srv path=/ httponly;`);
-      } else lines.push(`    hash ${routing.affinity.key} consistent;`);
-      const live = new Set(ids2);
-      for (const id of routing.affinity.ring) {
-        const instance = byId.get(id);
-        lines.push(`    server ${formatAddress(instance.address)}:${instance.port} ${live.has(id) ? "max_fails=0" : "down"}; # ${id}`);
-      }
-    } else {
-      for (const id of ids2) {
-        const instance = byId.get(id);
-        lines.push(`    server ${formatAddress(instance.address)}:${instance.port}; # ${id}`);
-      }
-    }
-    lines.push("}", "");
-  }
-  let defaultTarget = upstreamName(name, routing.defaultPool);
-  if (routing.switchDefault) {
-    if (input.switchAt === void 0) throw new NodropError("E_PROXY_RENDER", "a default switch needs its instant");
-    lines.push(`# default pool until ${new Date(input.switchAt).toISOString()}, then ${routing.switchDefault.to}`);
-    lines.push(`map $msec $nodrop_${name}_default {`);
-    lines.push(`    default ${defaultTarget};`);
-    lines.push(`    "~^(?:${msecAtLeast(input.switchAt)})$" ${upstreamName(name, routing.switchDefault.to)};`);
-    lines.push("}", "");
-    defaultTarget = `$nodrop_${name}_default`;
-  }
-  lines.push(`map $cookie_${versionCookie} ${poolVariable(name)} {`);
-  lines.push(`    default ${defaultTarget};`);
-  for (const [version, pool] of Object.entries(routing.pins)) lines.push(`    "${version}" ${upstreamName(name, pool)};`);
-  lines.push("}", "");
-  lines.push(`map $upstream_addr $nodrop_${name}_served {`, '    default "";');
-  for (const instance of input.instances) {
-    if (instance.version === void 0) continue;
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(instance.version)) throw new NodropError("E_PROXY_RENDER", `version "${instance.version}" of ${instance.id} is not a safe version string`);
-    const address = `${formatAddress(instance.address)}:${instance.port}`.replace(/[.[\]]/g, "\\$&");
-    lines.push(`    "~(?:^|\\s)${address}$" "${instance.version}";`);
-  }
-  lines.push("}", "");
-  lines.push(`map $nodrop_${name}_served ${cookieVariable(name)} {`, '    "" "";', `    default "${versionCookie}=$nodrop_${name}_served; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax";`, "}", "");
-  return lines.join("\n");
-}
-function msecAtLeast(at) {
-  const digits = `${Math.floor(at / 1e3)}${String(at % 1e3).padStart(3, "0")}`;
-  const secondsDigits = digits.length - 3;
-  const render = (tokens) => tokens.map((t, i) => i === secondsDigits ? `\\.${t}` : t).join("");
-  const alternatives = [render([...digits])];
-  for (let i = digits.length - 1; i >= 0; i--) {
-    const d = Number(digits[i]);
-    if (d === 9) continue;
-    const tokens = [...digits.slice(0, i)].concat(d === 8 ? "9" : `[${d + 1}-9]`, Array(digits.length - i - 1).fill("\\d"));
-    alternatives.push(render(tokens));
-  }
-  alternatives.push(`\\d{${secondsDigits + 1},}\\.\\d{3}`);
-  return alternatives.join("|");
-}
-function formatAddress(address) {
-  const family = isIP3(address);
-  if (family === 4) return address;
-  if (family === 6) return `[${address}]`;
-  throw new NodropError("E_PROXY_RENDER", `instance address "${address}" is not an IP literal`);
-}
-function parseRenderedConfig(text) {
-  const generation = /^# nodrop-generation: (\d+)$/m.exec(text)?.[1];
-  const routing = /^# nodrop-routing: (\{.*\})$/m.exec(text)?.[1];
-  if (generation === void 0 || routing === void 0) return void 0;
-  try {
-    return { generation: Number(generation), routing: JSON.parse(routing) };
-  } catch {
-    return void 0;
-  }
-}
-function parseNginxVersion(output) {
-  return /nginx\/(\d+\.\d+\.\d+)/.exec(output)?.[1];
-}
-function compareVersions(a, b) {
-  const pa = a.split(".").map(Number);
-  const pb = b.split(".").map(Number);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
-    if (d !== 0) return Math.sign(d);
-  }
-  return 0;
-}
-function nginxFeatures(version) {
-  const atLeast = (v) => compareVersions(version, v) >= 0;
-  return { version, keepaliveMinTimeout: atLeast("1.27.4"), resolve: atLeast("1.27.3"), stickyAndDrain: atLeast("1.29.6") };
-}
-function nginxProxy(options) {
-  const { executor, configFile } = options;
-  const name = nginxName(options.app);
-  const sudo = options.sudo ? "sudo -n " : "";
-  const nginx = [
-    sudo + shellQuote(options.binary ?? "nginx"),
-    ...options.prefix ? ["-p", shellQuote(options.prefix)] : [],
-    ...options.conf ? ["-c", shellQuote(options.conf)] : []
-  ].join(" ");
-  const file = shellQuote(configFile);
-  const tmpTemplate = `${shellQuote(`${configFile}.nodrop-tmp.`)}XXXXXXXXXX`;
-  const tmpGlob = `${shellQuote(`${configFile}.nodrop-tmp.`)}*`;
-  const prevGlob = `${shellQuote(`${configFile}.nodrop-prev.`)}*`;
-  const refuseLink = `if [ -L ${file} ]; then printf '%s is a symbolic link (to %s) on %s; nodrop replaces this file by rename and does not write through links: make it a regular file, or point proxy.configFile at the target\\n' ${file} "$(readlink -- ${file})" ${shellQuote(executor.host)} >&2; exit 3; fi
-if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on %s\\n' ${file} ${shellQuote(executor.host)} >&2; exit 3; fi
-`;
-  const pidFile = shellQuote(options.pidFile ?? "/run/nginx.pid");
-  const confirmTimeout = options.confirmTimeout ?? 1e4;
-  const drainTimeout = options.drainTimeout ?? 9e4;
-  const pollInterval = options.pollInterval ?? 25;
-  let queue = Promise.resolve();
-  let inDoubt;
-  const run2 = (command, signal, input) => executor.exec(command, { signal, input, timeoutMs: 6e4 });
-  const workers = async (signal) => {
-    const result = await run2(`p=$(cat ${pidFile}) && ps -o pid=,args= --ppid "$p"`, signal);
-    if (result.code !== 0) {
-      throw new NodropError("E_PROXY_RELOAD", `cannot list nginx workers on ${executor.host} (pid file ${options.pidFile ?? "/run/nginx.pid"}): ${result.stderr.trim() || `exit ${result.code}`}`);
-    }
-    return result.stdout.split("\n").map((line) => /^\s*(\d+)\s+nginx: worker process( is shutting down)?/.exec(line)).filter((m) => m !== null).map((m) => ({ pid: Number(m[1]), shuttingDown: m[2] !== void 0 }));
-  };
-  const readText = async (signal) => {
-    const result = await run2(`${refuseLink}if [ -f ${file} ]; then echo present; cat -- ${file}; else echo absent; fi`, signal);
-    if (result.code === 3) throw new NodropError("E_PROXY_SETUP", `cannot use ${configFile} on ${executor.host}: ${result.stderr.trim()}`);
-    if (result.code !== 0) throw new NodropError("E_PROXY_RELOAD", `cannot read ${configFile} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
-    const newline = result.stdout.indexOf("\n");
-    const head = result.stdout.slice(0, newline);
-    if (head === "absent") return void 0;
-    if (head !== "present") throw new NodropError("E_PROXY_RELOAD", `cannot read ${configFile} on ${executor.host}: unexpected output`);
-    return result.stdout.slice(newline + 1);
-  };
-  const readCurrent = async (signal) => {
-    const result = await run2(`if [ -f ${file} ] && [ ! -L ${file} ]; then cat ${file}; fi`, signal);
-    return result.code === 0 ? parseRenderedConfig(result.stdout) : void 0;
-  };
-  const replaceFile = async (text) => {
-    const sweep = `for f in ${tmpGlob} ${prevGlob}; do if [ "$f" != "\${t:-}" ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done
-`;
-    const script = text === void 0 ? `${refuseLink}set -e
-t=
-${sweep}rm -f -- ${file}` : `${refuseLink}t=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"}' EXIT
-set -e
-t=$(mktemp ${tmpTemplate})
-${sweep}if [ -f ${file} ]; then chmod --reference=${file} -- "$t"; else chmod 644 -- "$t"; fi
-cat > "$t"
-if [ "$(sha256sum < "$t" | cut -c1-64)" != ${createHash("sha256").update(text, "utf8").digest("hex")} ]; then echo "the text arrived incomplete (the connection dropped while it was sent?)" >&2; exit 4; fi
-mv -fT -- "$t" ${file}
-ok=1`;
-    const result = await run2(script, void 0, text);
-    return { ok: result.code === 0, why: result.stderr.trim() || `exit ${result.code}`, code: result.code };
-  };
-  const errorLogSize = async (signal) => {
-    if (!options.errorLog) return void 0;
-    const result = await run2(`stat -c %s ${shellQuote(options.errorLog)} 2>/dev/null || echo 0`, signal);
-    return Number(result.stdout.trim()) || 0;
-  };
-  const reloadErrors = async (offset) => {
-    if (!options.errorLog || offset === void 0) return [];
-    const result = await run2(`tail -c +${offset + 1} ${shellQuote(options.errorLog)} 2>/dev/null || true`);
-    const lines = result.stdout.split("\n");
-    const start = lines.findLastIndex((line) => line.includes("reconfiguring"));
-    return start < 0 ? [] : lines.slice(start + 1).filter((line) => /\[(emerg|alert)\]/.test(line));
-  };
-  let detected;
-  const probeVersion = async (signal) => {
-    if (detected) return { ...detected, output: "" };
-    const result = await run2(`${nginx} -v 2>&1`, signal);
-    const version = parseNginxVersion(result.stdout);
-    if (version) detected = { version, features: nginxFeatures(version) };
-    return { ...detected, output: result.stdout.trim() || `exit ${result.code}` };
-  };
-  const features = async (signal) => (await probeVersion(signal)).features;
-  const confirmReload = async (oldPids, logOffset, t0) => {
-    let emerg = [];
-    for (let poll = 1; performance.now() - t0 < confirmTimeout; poll++) {
-      const now = await workers();
-      if (now.some((w) => !oldPids.has(w.pid) && !w.shuttingDown)) {
-        emerg = await reloadErrors(logOffset);
-        return { outcome: emerg.length > 0 ? "refused" : "confirmed", emerg };
-      }
-      if (poll % 10 === 0 && (emerg = await reloadErrors(logOffset)).length > 0) return { outcome: "refused", emerg };
-      await sleep(pollInterval);
-    }
-    return { outcome: "timeout", emerg: [] };
-  };
-  const describeFailure = (error2) => error2 instanceof Error ? error2.message : String(error2);
-  const apply = async (routing, instances, signal) => {
-    let stage = "before";
-    let refusedByMaster = false;
-    let previousText;
-    try {
-      previousText = await readText(signal);
-      const current = previousText === void 0 ? void 0 : parseRenderedConfig(previousText);
-      const generation = (current?.generation ?? 0) + 1;
-      let switchAt;
-      let clockOffset = 0;
-      if (routing.switchDefault) {
-        const now = await run2("date +%s%3N", signal);
-        const hostNow = Number(now.stdout.trim());
-        if (!Number.isFinite(hostNow) || hostNow <= 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the clock on ${executor.host}: ${now.stderr.trim() || now.stdout.trim()}`);
-        clockOffset = hostNow - Date.now();
-        switchAt = hostNow + routing.switchDefault.afterMs;
-      }
-      const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
-      const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
-      const before = await workers(signal);
-      if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
-      const oldPids = new Set(before.map((w) => w.pid));
-      stage = "written";
-      const write = await replaceFile(text);
-      if (!write.ok) {
-        if (write.code === 3) {
-          stage = "before";
-          throw new NodropError("E_PROXY_SETUP", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
-        }
-        throw new NodropError("E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
-      }
-      const test = await run2(`${nginx} -t 2>&1`);
-      if (test.code !== 0) throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}
-${lastLines(test.stdout)}`);
-      const logOffset = await errorLogSize();
-      const t0 = performance.now();
-      stage = "signalled";
-      const reload = await run2(`${nginx} -s reload 2>&1`);
-      if (reload.code !== 0) {
-        stage = "written";
-        throw new NodropError("E_PROXY_RELOAD", `nginx -s reload failed on ${executor.host}
-${lastLines(reload.stdout)}`);
-      }
-      const confirmation = await confirmReload(oldPids, logOffset, t0);
-      const confirmMs = performance.now() - t0;
-      if (confirmation.outcome !== "confirmed") {
-        refusedByMaster = confirmation.outcome === "refused";
-        const why = refusedByMaster ? `: the master refused the new config and kept its workers
-${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within ${confirmTimeout}ms)`;
-        throw new NodropError("E_PROXY_RELOAD", `nginx reload on ${executor.host} did not take effect${why}`);
-      }
-      stage = "confirmed";
-      inDoubt = void 0;
-      const d0 = performance.now();
-      let cut = 0;
-      for (; ; ) {
-        const now = await workers();
-        if (!now.some((w) => oldPids.has(w.pid))) break;
-        if (performance.now() - d0 > drainTimeout) {
-          const removed = instances.filter((i) => !servingInstances(routing).has(i.id));
-          cut = await heldConnections(oldPids, removed);
-          if ((options.onDrainTimeout ?? "cut") === "fail") {
-            throw new NodropError(
-              "E_PROXY_DRAIN",
-              `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms with ${cut} connections to removed instances (set worker_shutdown_timeout below proxy.drainTimeout)`
-            );
-          }
-          break;
-        }
-        await sleep(pollInterval);
-      }
-      const drainMs = performance.now() - d0;
-      if (switchAt !== void 0) {
-        const wait = switchAt + 50 - (Date.now() + clockOffset);
-        if (wait > 0) await sleep(wait);
-      }
-      return { generation: String(generation), confirmMs, drainMs, cut };
-    } catch (error2) {
-      const failure = await settle(stage, error2, previousText, refusedByMaster);
-      inDoubt = failure.routingInForce === "unknown" ? failure.message.split("\n")[0] : void 0;
-      throw failure;
-    }
-  };
-  const settle = async (stage, error2, previousText, refusedByMaster) => {
-    const code = NodropError.is(error2) ? error2.code : "E_PROXY_RELOAD";
-    const what = describeFailure(error2);
-    const newline = what.indexOf("\n");
-    const head = newline < 0 ? what : what.slice(0, newline);
-    const output = newline < 0 ? "" : what.slice(newline);
-    const fail = (routingInForce, message) => new NodropError(code, `${head}; ${message}${output ? `:${output}` : ""}`, { cause: error2, routingInForce });
-    if (stage === "before") return fail("previous", `nothing was changed on ${executor.host}: the previous routing is in force`);
-    if (stage === "confirmed") {
-      return fail("new", `nginx on ${executor.host} had confirmed the reload, so the new routing is in force (${configFile} holds it)${code === "E_PROXY_DRAIN" ? "" : "; whether the previous generation of workers has finished draining is unknown"}`);
-    }
-    let restored;
-    let restoreError;
-    try {
-      restored = await replaceFile(previousText);
-    } catch (e) {
-      restoreError = e;
-    }
-    if (!restored?.ok) {
-      const why = restored ? restored.why : describeFailure(restoreError);
-      if (stage === "written") {
-        return fail("previous", `putting back the previous ${configFile} failed (${why}); nginx was not reloaded, so it still routes by the previous routing, but the file may hold the new one, which the next reload would load: check ${configFile} on ${executor.host} before going on`);
-      }
-      return fail("unknown", `putting back the previous ${configFile} failed (${why}): the file may still hold the new routing and the reload may have been signalled, so whether nginx routes by the previous or the new routing is unknown. Check the file and nginx on ${executor.host} (nodrop status) before going on`);
-    }
-    if (stage === "written") return fail("previous", `the previous ${configFile} was restored and nginx was not reloaded: the previous routing is in force`);
-    if (refusedByMaster) return fail("previous", `the previous ${configFile} was restored and the previous routing is in force; nginx logged`);
-    try {
-      const before = await workers();
-      const oldPids = new Set(before.map((w) => w.pid));
-      const logOffset = await errorLogSize();
-      const t0 = performance.now();
-      const test = await run2(`${nginx} -t 2>&1`);
-      if (test.code !== 0) throw new Error(`nginx -t of the restored file failed:
-${lastLines(test.stdout)}`);
-      const reload = await run2(`${nginx} -s reload 2>&1`);
-      if (reload.code !== 0) throw new Error(`nginx -s reload failed:
-${lastLines(reload.stdout)}`);
-      const confirmation = await confirmReload(oldPids, logOffset, t0);
-      if (confirmation.outcome !== "confirmed") {
-        throw new Error(confirmation.outcome === "refused" ? `nginx logged:
-${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeout}ms`);
-      }
-    } catch (e) {
-      return fail(
-        "unknown",
-        `the previous ${configFile} was restored, but reloading nginx with it could not be confirmed (${describeFailure(e)}): nginx may still route by the new routing. Check nginx on ${executor.host} (nodrop status) before going on`
-      );
-    }
-    return fail("previous", `the previous ${configFile} was restored and nginx reloaded with it (a new worker generation confirmed): the previous routing is in force`);
-  };
-  const heldConnections = async (pids, targets) => {
-    if (targets.length === 0) return 0;
-    const peers = new Set(targets.map((t) => `${t.address.includes(":") ? `[${t.address}]` : t.address}:${t.port}`));
-    const result = await run2("ss -Htnp state established 2>/dev/null || true");
-    let count = 0;
-    for (const line of result.stdout.split("\n")) {
-      const columns = line.trim().split(/\s+/);
-      const pid = /pid=(\d+)/.exec(line)?.[1];
-      if (columns[3] && peers.has(columns[3]) && pid && pids.has(Number(pid))) count += 1;
-    }
-    return count;
-  };
-  return {
-    name: "nginx",
-    capabilities: { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true },
-    async check(context = {}) {
-      const details = [];
-      let ok = true;
-      const probe = await probeVersion(context.signal);
-      if (probe.version && probe.features) {
-        const f = probe.features;
-        details.push(`nginx ${probe.version} on ${executor.host} (keepalive_min_timeout: ${f.keepaliveMinTimeout ? "yes" : "no"}, sticky/drain: ${f.stickyAndDrain ? "yes" : "no"})`);
-      } else {
-        ok = false;
-        details.push(`cannot run ${options.binary ?? "nginx"} on ${executor.host}: ${probe.output}`);
-      }
-      const linked = await run2(refuseLink, context.signal);
-      if (linked.code === 3) {
-        ok = false;
-        details.push(linked.stderr.trim());
-      }
-      const dump = await run2(`${nginx} -T 2>&1`, context.signal);
-      if (dump.code !== 0) {
-        ok = false;
-        details.push(`nginx -T fails: ${lastLines(dump.stdout, 3)}${dump.stdout.includes(configFile) ? "" : ` (if ${configFile} does not exist yet, run \`nodrop init\`)`}`);
-      } else {
-        if (dump.stdout.includes(`# configuration file ${configFile}:`)) details.push(`${configFile} is included`);
-        else {
-          ok = false;
-          details.push(`${configFile} is not included: add \`include ${configFile};\` inside http {} (run \`nodrop init\` to create it)`);
-        }
-        const variable = poolVariable(name).replace("$", "\\$");
-        if (new RegExp(`proxy_pass\\s+https?://${variable}\\b`).test(dump.stdout)) details.push(`proxy_pass uses ${poolVariable(name)}`);
-        else {
-          ok = false;
-          details.push(`no \`proxy_pass http://${poolVariable(name)};\` found in the nginx config: point your location at it`);
-        }
-        const cookie = cookieVariable(name).replace("$", "\\$");
-        if (new RegExp(`add_header\\s+Set-Cookie\\s+${cookie}\\b`).test(dump.stdout)) details.push(`the version cookie is set (add_header Set-Cookie ${cookieVariable(name)})`);
-        else details.push(`note: no \`add_header Set-Cookie ${cookieVariable(name)} always;\`: clients are not pinned to the version that served them (half-split and sticky need it)`);
-        if (!/^\s*worker_shutdown_timeout\s/m.test(dump.stdout)) details.push("warning: worker_shutdown_timeout is not set; a stuck connection can hold a drain until proxy.drainTimeout");
-      }
-      if (context.instances) {
-        try {
-          const text = await readText(context.signal);
-          if (text !== void 0) {
-            const problems = routedAddressProblems(text, context.instances);
-            if (problems.length > 0) {
-              ok = false;
-              details.push(
-                `${configFile} does not route the instances where the config says they are:`,
-                ...problems.map((p) => `  ${p}`),
-                "  run `nodrop reconcile` to apply the routing in force with the config's addresses (it checks each instance is healthy there first)"
-              );
-            } else details.push(`${configFile} routes every instance to the config's address`);
-          }
-        } catch (error2) {
-          ok = false;
-          details.push(describeFailure(error2));
-        }
-      }
-      try {
-        const w = await workers(context.signal);
-        if (w.length === 0) {
-          ok = false;
-          details.push("nginx master has no workers");
-        } else details.push(`nginx master running with ${w.filter((x) => !x.shuttingDown).length} workers`);
-      } catch (error2) {
-        ok = false;
-        details.push(error2.message);
-      }
-      return { ok, details };
-    },
-    apply(routing, instances, context = {}) {
-      const next = queue.then(() => apply(routing, instances, context.signal));
-      queue = next.catch(() => void 0);
-      return next;
-    },
-    async current(context = {}) {
-      if (inDoubt !== void 0) {
-        throw new NodropError("E_PROXY_RELOAD", `cannot tell which routing nginx on ${executor.host} has in force: the last change ended unconfirmed (${inDoubt})`, { routingInForce: "unknown" });
-      }
-      return (await readCurrent(context.signal))?.routing;
-    },
-    async initialize(routing, instances, context = {}) {
-      const exists2 = await run2(`${refuseLink}[ -f ${file} ]`, context.signal);
-      if (exists2.code === 3) throw new NodropError("E_PROXY_SETUP", `cannot use ${configFile} on ${executor.host}: ${exists2.stderr.trim()}`);
-      let wrote = false;
-      if (exists2.code !== 0) {
-        const text = renderNginxConfig({ name, routing, instances, generation: 1, versionCookie: options.versionCookie ?? "nodrop_version" });
-        const result = await run2(
-          `mkdir -p -- "$(dirname -- ${file})" || exit 1
-${refuseLink}t=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"}' EXIT
-set -e
-t=$(mktemp ${tmpTemplate})
-chmod 644 -- "$t"
-cat > "$t"
-mv -fT -- "$t" ${file}
-ok=1`,
-          context.signal,
-          text
-        );
-        if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot write ${configFile} on ${executor.host}: ${result.stderr.trim()}`);
-        wrote = true;
-      }
-      return {
-        wrote,
-        file: configFile,
-        instructions: [
-          `inside http {}:    include ${configFile};`,
-          `in your location:  proxy_pass http://${poolVariable(name)};`,
-          `in your location:  add_header Set-Cookie ${cookieVariable(name)} always;   (half-split and sticky)`,
-          "then test and reload nginx yourself (nginx -t && nginx -s reload); `nodrop plan` checks the setup"
-        ]
-      };
-    },
-    async dispose() {
-      await executor.dispose?.();
-    }
-  };
-}
-function endpoint(address, port) {
-  return `${address.includes(":") ? `[${address}]` : address}:${port}`;
-}
-function routedAddressProblems(text, instances) {
-  const routed = parseServerLines(text);
-  const named = /* @__PURE__ */ new Set();
-  const parsed = parseRenderedConfig(text);
-  if (parsed) for (const ids2 of Object.values(parsed.routing.pools)) for (const id of ids2) named.add(id);
-  const byId = new Map(instances.map((i) => [i.id, i]));
-  const problems = [];
-  for (const [id, seen] of routed) {
-    const instance = byId.get(id);
-    if (!instance) {
-      if (seen.live) problems.push(`${id}: the proxy routes to ${[...seen.endpoints].join(", ")}, the config has no instance ${id}`);
-      continue;
-    }
-    const expected = endpoint(instance.address, instance.port);
-    const other = [...seen.endpoints].filter((e) => e !== expected);
-    if (other.length > 0) problems.push(`${id}: the proxy routes to ${other.join(", ")}, the config says ${expected}`);
-  }
-  for (const instance of instances) {
-    if (!routed.has(instance.id) && named.has(instance.id)) problems.push(`${instance.id}: the routing in force names it but no server line routes to it, the config says ${endpoint(instance.address, instance.port)}`);
-  }
-  return problems;
-}
-function parseServerLines(text) {
-  const routed = /* @__PURE__ */ new Map();
-  for (const line of text.split("\n")) {
-    const m = /^\s*server\s+(\S+?)((?:\s+[^;#]*)?);\s*#\s*(\S+)\s*$/.exec(line);
-    if (!m) continue;
-    const id = m[3];
-    const entry = routed.get(id) ?? { endpoints: /* @__PURE__ */ new Set(), live: false };
-    entry.endpoints.add(m[1]);
-    if (!/\bdown\b/.test(m[2] ?? "")) entry.live = true;
-    routed.set(id, entry);
-  }
-  return routed;
-}
-function lastLines(text, count = 8) {
-  return text.trim().split("\n").slice(-count).join("\n");
-}
-var path3 = (doc) => schema_exports.str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc });
-var nginxOptionsSchema = schema_exports.object({
-  configFile: path3("The include file nodrop owns and rewrites (upstreams and the routing map). Your nginx config includes it inside `http {}`."),
-  binary: schema_exports.optional(schema_exports.str({ pattern: /^[A-Za-z0-9._\/-]+$/, hint: "a program name or path", doc: "The nginx program." }), "nginx"),
-  prefix: schema_exports.optional(path3("nginx -p: the prefix the running master was started with.")),
-  conf: schema_exports.optional(path3("nginx -c: the main config file the running master was started with.")),
-  sudo: schema_exports.optional(schema_exports.bool({ doc: "Run nginx commands through `sudo -n`." }), false),
-  pidFile: schema_exports.optional(path3("The master's pid file (the `pid` directive)."), "/run/nginx.pid"),
-  errorLog: schema_exports.optional(path3("The error log; read after each reload to catch [emerg] lines that `nginx -s reload` does not report.")),
-  versionCookie: schema_exports.optional(schema_exports.str({ pattern: /^[A-Za-z0-9_]{1,48}$/, hint: "a cookie name of letters, digits and _", doc: "Cookie that pins a client to a version." }), "nodrop_version"),
-  confirmTimeout: schema_exports.optional(schema_exports.duration({ min: 100, doc: "How long a reload may take to show a new worker generation." }), 1e4),
-  drainTimeout: schema_exports.optional(
-    schema_exports.duration({ min: 100, doc: "Ceiling on waiting for the old workers to finish: long-lived connections (WebSocket, server-sent events) to a removed instance are held this long, then counted as cut when it stops." }),
-    9e4
-  ),
-  onDrainTimeout: schema_exports.optional(
-    schema_exports.oneOf(["cut", "fail"], { doc: "At the ceiling: cut (go on; the report counts the connections cut) or fail (stop the deploy)." }),
-    "cut"
-  ),
-  pollInterval: schema_exports.optional(schema_exports.duration({ min: 10, doc: "Between checks of the worker processes (the reload confirmation and the drain)." }), 25)
-});
-
-// ../../packages/strategy-half-split/dist/index.js
-var ids = schema_exports.list(schema_exports.str({ pattern: /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, hint: "an instance id" }), { min: 1 });
-var halfSplitOptionsSchema = schema_exports.object({
-  split: schema_exports.optional(
-    schema_exports.oneOf(["balanced", "by-host", "explicit"], {
-      doc: "balanced: each half keeps instances on every host. by-host: each half is whole hosts. explicit: the lists in `a` and `b`."
-    }),
-    "balanced"
-  ),
-  a: schema_exports.optional(schema_exports.list(ids.itemSchema, { min: 1, doc: "With split: explicit, the instances updated first." })),
-  b: schema_exports.optional(schema_exports.list(ids.itemSchema, { min: 1, doc: "With split: explicit, the instances updated after the switch." })),
-  minHalf: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances a half may have; a smaller half is refused (it must carry all traffic alone)." }), 1),
-  switchDelay: schema_exports.optional(
-    schema_exports.duration({ min: 200, max: 6e4, doc: "How long after the switch reload every nginx worker flips to the new half at once (covers the reload overlap)." }),
-    1500
-  )
-});
-function splitHalves(instances, options) {
-  const ids2 = new Set(instances.map((i) => i.id));
-  if (options.split === "explicit") {
-    const a2 = options.a ?? [];
-    const b2 = options.b ?? [];
-    const problems = [];
-    if (a2.length === 0 || b2.length === 0) problems.push("strategy.a and strategy.b are both required with split: explicit");
-    for (const [key, list2] of [["a", a2], ["b", b2]]) for (const id of list2) if (!ids2.has(id)) problems.push(`strategy.${key}: unknown instance "${id}"`);
-    const both = a2.filter((id) => b2.includes(id));
-    if (both.length) problems.push(`strategy.a and strategy.b both list ${both.join(", ")}`);
-    const missing = [...ids2].filter((id) => !a2.includes(id) && !b2.includes(id));
-    if (missing.length) problems.push(`strategy.a/b: ${missing.join(", ")} in neither half`);
-    if (problems.length) throw new NodropError("E_PLAN", problems.join("; "));
-    return { a: a2, b: b2 };
-  }
-  const byHost = /* @__PURE__ */ new Map();
-  for (const i of instances) byHost.set(i.host, [...byHost.get(i.host) ?? [], i.id]);
-  if (options.split === "by-host") {
-    const hosts = [...byHost.keys()];
-    if (hosts.length < 2) throw new NodropError("E_PLAN", "strategy.split: by-host needs instances on at least two hosts");
-    const a2 = [];
-    const b2 = [];
-    for (const host of hosts) (a2.length < instances.length / 2 ? a2 : b2).push(...byHost.get(host));
-    if (b2.length === 0) b2.push(...a2.splice(-byHost.get(hosts.at(-1)).length));
-    return { a: a2, b: b2 };
-  }
-  const a = [];
-  const b = [];
-  for (const list2 of byHost.values()) {
-    const cut = Math.floor(list2.length / 2) + (list2.length % 2 === 1 && a.length <= b.length ? 1 : 0);
-    a.push(...list2.slice(0, cut));
-    b.push(...list2.slice(cut));
-  }
-  return { a, b };
-}
-function halfSplitStrategy() {
-  return {
-    name: "half-split",
-    optionsSchema: halfSplitOptionsSchema,
-    plan({ instances, version, proxy, options }) {
-      const all = instances.map((i) => i.id);
-      const notes = [];
-      const pinned = proxy.versionPinning;
-      const pins = (pool) => pinned ? { [version]: pool } : {};
-      const todo = instances.filter((i) => i.version !== version || !i.healthy);
-      if (todo.length === 0) {
-        const out = instances.filter((i) => !i.inPool).map((i) => i.id);
-        if (out.length === 0) return { strategy: "half-split", version, phases: [], notes: [`all ${all.length} instances already run ${version}`] };
-        return {
-          strategy: "half-split",
-          version,
-          notes: [`all ${all.length} instances already run ${version}; ${out.join(", ")} rejoin the pool`],
-          phases: [{ name: "rejoin", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", pins("all")), why: `${out.join(", ")} back: all instances on ${version}` }] }]
-        };
-      }
-      const serving = instances.filter((i) => i.inPool);
-      if (serving.length > 0 && serving.every((i) => i.version === version && i.healthy)) {
-        const ids2 = todo.map((i) => i.id);
-        notes.push(`${serving.length} instances already serve ${version}; updating the ${ids2.length} left out: ${ids2.join(", ")}`);
-        return {
-          strategy: "half-split",
-          version,
-          notes,
-          phases: [
-            {
-              name: "repair",
-              instances: ids2,
-              onFailure: "isolate",
-              steps: [
-                ...replaceSteps(ids2),
-                { kind: "route", routing: singlePool(all, "all", pins("all")), why: `${ids2.join(", ")} back: all instances on ${version}` }
-              ]
-            }
-          ]
-        };
-      }
-      const done = instances.filter((i) => i.version === version && i.healthy).map((i) => i.id);
-      const rest = instances.filter((i) => !done.includes(i.id));
-      let { a, b } = splitHalves(rest, options.split === "explicit" ? { ...options, a: (options.a ?? []).filter((id) => !done.includes(id)), b: (options.b ?? []).filter((id) => !done.includes(id)) } : options);
-      const canServe = (id) => rest.some((i) => i.id === id && i.healthy && i.inPool);
-      if (!b.some(canServe) && a.some(canServe)) [a, b] = [b, a];
-      const bServing = b.filter(canServe);
-      if (bServing.length === 0 && all.length >= 2) {
-        throw new NodropError("E_PLAN", `strategy: no healthy instance in the pool on the old version to serve while half A is updated (half B: ${b.join(", ") || "empty"})`);
-      }
-      if (done.length > 0) notes.push(`${done.join(", ")} already run ${version}: not replaced; they rejoin with half A at the switch`);
-      const minHalf = options.minHalf ?? 1;
-      const newSide = a.length + done.length;
-      if (all.length < 2 || bServing.length < minHalf || newSide < minHalf) {
-        throw new NodropError(
-          "E_PLAN",
-          all.length < 2 ? "strategy: half-split needs at least two instances" : `strategy.minHalf: halves of ${newSide} and ${bServing.length} serving instances; each must have at least ${minHalf}, as it carries all traffic alone`
-        );
-      }
-      notes.push(`half A (${a.length}): ${a.join(", ")}; half B (${b.length}): ${b.join(", ")}`);
-      notes.push(`capacity while half A is updated: ${b.length} of ${all.length} instances (${Math.round(100 * b.length / all.length)}%); after the switch: ${a.length} of ${all.length}`);
-      if (!pinned) notes.push("the proxy cannot pin clients to a version: clients of the new version are not protected during the drain");
-      if (!proxy.timedSwitch) notes.push("the proxy cannot switch at one instant: during the switch reload, old workers may still answer with the old version");
-      const newHalf = [...a, ...done];
-      const phase1 = done.length > 0 ? { pools: { b: bServing, ...pinned ? { n: done } : {} }, defaultPool: "b", pins: pins("n") } : { pools: { a, b: bServing }, defaultPool: "b", pins: pins("a") };
-      const switched = proxy.timedSwitch ? { pools: { a: newHalf, b: bServing }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? 1500 } } : { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") };
-      const phases = [
-        {
-          name: "half A",
-          instances: a,
-          onFailure: "revert",
-          steps: [
-            { kind: "route", routing: phase1, why: `half A out (${a.join(", ") || "none"}); ${version} pinned to ${done.length > 0 ? done.join(", ") : "it before it serves"}` },
-            ...a.length > 0 ? replaceSteps(a) : []
-          ]
-        },
-        {
-          name: "switch, half B",
-          instances: b,
-          onFailure: "isolate",
-          steps: [
-            { kind: "route", routing: switched, why: `switch: every new request to half A (${version})` },
-            // After the instant, a plain routing to A; waiting for its drain means nothing routes to B.
-            ...proxy.timedSwitch ? [{ kind: "route", routing: { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") }, why: `half B out (${b.join(", ")})` }] : [],
-            ...replaceSteps(b)
-          ]
-        },
-        {
-          name: "finish",
-          instances: [],
-          onFailure: "isolate",
-          steps: [{ kind: "route", routing: singlePool(all, "all", pins("all")), why: `half B back: all instances on ${version}` }]
-        }
-      ];
-      return { strategy: "half-split", version, phases, notes };
-    }
-  };
-}
-
-// ../../packages/strategy-rolling/dist/index.js
-var percent = schema_exports.str({ pattern: /^(100|[1-9][0-9]?)%$/, hint: 'a percentage such as "25%"' });
-var rollingOptionsSchema = schema_exports.object({
-  batchSize: schema_exports.optional(
-    schema_exports.either(schema_exports.int({ min: 1 }), percent, { hint: 'a count (1) or a percentage of the fleet ("25%")', doc: "Instances updated at once." }),
-    1
-  ),
-  minInPool: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances left serving while a batch is out; a plan that would go below is refused." }), 1),
-  soak: schema_exports.optional(schema_exports.duration({ doc: "Wait after a batch is back in the pool before the next one starts." }), 0)
-});
-function batchCount(batchSize, fleetSize) {
-  if (typeof batchSize === "number") return batchSize;
-  return Math.max(1, Math.floor(fleetSize * Number(batchSize.slice(0, -1)) / 100));
-}
-function spreadByHost(instances) {
-  const byHost = /* @__PURE__ */ new Map();
-  for (const instance of instances) {
-    const list2 = byHost.get(instance.host) ?? [];
-    list2.push(instance);
-    byHost.set(instance.host, list2);
-  }
-  const out = [];
-  const lists = [...byHost.values()];
-  for (let round = 0; out.length < instances.length; round++) for (const list2 of lists) if (round < list2.length) out.push(list2[round]);
   return out;
 }
-function toBatches(items, size) {
-  const batches = [];
-  for (let i = 0; i < items.length; i += size) batches.push(items.slice(i, i + size));
-  return batches;
+var CORE_VERSION = true ? "0.1.0" : "0.0.0-source";
+var PLUGIN_CONTRACT = 1;
+var BRAND2 = /* @__PURE__ */ Symbol.for("@nodrop/core/plugin");
+function defineStrategy(definition) {
+  return brand("strategy", definition);
 }
-function rollingStrategy() {
-  return {
-    name: "rolling",
-    optionsSchema: rollingOptionsSchema,
-    plan({ instances, version, options }) {
-      const all = instances.map((i) => i.id);
-      const notes = [];
-      const outside = instances.filter((i) => !i.inPool && (i.version !== version || !i.healthy)).map((i) => i.id);
-      const todo = spreadByHost(instances.filter((i) => i.inPool && i.version !== version)).map((i) => i.id);
-      const skipped = all.length - todo.length - outside.length;
-      if (skipped > 0) notes.push(`${skipped} instance${skipped === 1 ? "" : "s"} already on ${version}: left as they are`);
-      const allIn = singlePool(all);
-      const outOfPool = instances.some((i) => !i.inPool);
-      if (todo.length === 0 && outside.length === 0) {
-        const phases2 = outOfPool ? [{ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" }] : [];
-        return { strategy: "rolling", version, phases: phases2, notes: [...notes, outOfPool ? "instances out of the pool rejoin it" : "nothing to do"] };
-      }
-      const phases = [];
-      if (outside.length > 0) {
-        notes.push(`${outside.join(", ")} out of the pool: updated first, without a proxy change`);
-        phases.push({
-          name: "out of pool",
-          instances: outside,
-          onFailure: "isolate",
-          steps: replaceSteps(outside)
-        });
-      }
-      if (todo.length === 0) {
-        phases.push({ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" });
-        return { strategy: "rolling", version, phases, notes };
-      }
-      const size = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
-      const minInPool = options.minInPool ?? 1;
-      checkBatchCapacity(size, all.length, minInPool);
-      const batches = toBatches(todo, size);
-      notes.push(`${batches.length} batch${batches.length === 1 ? "" : "es"} of up to ${size}; ${all.length - size} of ${all.length} instances serve while a batch is out`);
-      const soak = options.soak ?? 0;
-      batches.forEach((batch, index) => {
-        const out = new Set(batch);
-        const previous = index > 0 && soak === 0 ? `${batches[index - 1].join(", ")} back, ` : "";
-        const steps = [
-          { kind: "route", routing: singlePool(all.filter((id) => !out.has(id))), why: `${previous}batch ${index + 1} out: ${batch.join(", ")}` },
-          ...replaceSteps(batch)
-        ];
-        if (soak > 0) steps.push({ kind: "route", routing: allIn, why: `batch ${index + 1} back: ${batch.join(", ")}` }, { kind: "soak", ms: soak });
-        phases.push({ name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" });
-      });
-      if (soak === 0) phases.push({ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" });
-      return { strategy: "rolling", version, phases, notes };
-    }
-  };
+function defineProxy(definition) {
+  if (typeof definition.capabilities !== "object" || definition.capabilities === null) throw definitionError("proxy", definition.name, "capabilities must be an object of flags");
+  return brand("proxy", definition);
+}
+function brand(kind, definition) {
+  const name = definition.name;
+  if (typeof name !== "string" || !SAFE_NAME.test(name)) throw definitionError(kind, name, "name must be letters, digits, '.', '_' or '-' (starting with a letter or digit)");
+  if (typeof definition.create !== "function") throw definitionError(kind, name, "create must be a function");
+  if (!isOptionsSchema(definition.optionsSchema)) throw definitionError(kind, name, "optionsSchema must be a core schema (schema.object(...)) or a Standard Schema validator (zod, valibot, arktype)");
+  return Object.freeze({ ...definition, kind, contract: PLUGIN_CONTRACT, coreVersion: CORE_VERSION, [BRAND2]: true });
+}
+function definitionError(kind, name, problem) {
+  return new NodropError("E_PLUGIN", `${kind} plugin ${typeof name === "string" ? JSON.stringify(name) : "(unnamed)"}: ${problem}`);
+}
+function isOptionsSchema(value) {
+  if (isStandardSchema(value)) return true;
+  const core = value;
+  return typeof value === "object" && value !== null && typeof core?.parse === "function" && typeof core.describe === "function";
+}
+function isPlugin(value) {
+  return typeof value === "object" && value !== null && value[BRAND2] === true;
+}
+async function validateOptions(schema, value, path32, issues) {
+  if (!isStandardSchema(schema) || schema["~standard"].vendor === "nodrop") {
+    const before = issues.length;
+    const parsed = schema.parse(value, path32, issues);
+    return issues.length === before ? parsed : void 0;
+  }
+  let result;
+  try {
+    result = await schema["~standard"].validate(value);
+  } catch (error2) {
+    issues.push({ path: path32, message: `the options validator threw: ${error2 instanceof Error ? error2.message : String(error2)}` });
+    return void 0;
+  }
+  if (result.issues) {
+    for (const issue2 of result.issues) issues.push({ path: formatIssuePath(path32, issue2.path) || "(top level)", message: String(issue2.message) });
+    if (result.issues.length === 0) issues.push({ path: path32, message: "the options validator refused the options without saying why" });
+    return void 0;
+  }
+  return result.value;
 }
 
-// ../../packages/strategy-sticky/dist/index.js
-var stickyOptionsSchema = schema_exports.object({
-  mode: schema_exports.optional(
-    schema_exports.oneOf(["both", "instance", "version"], {
-      doc: "instance: a client keeps its instance. version: a client never gets an older version than it has seen. both: affinity within the instances of the client's version or newer."
-    }),
-    "both"
-  ),
-  key: schema_exports.optional(schema_exports.oneOf(["address", "cookie", "header"], { doc: "What identifies a client for affinity: its full address (no /24 grouping), a cookie or a header." }), "address"),
-  keyName: schema_exports.optional(schema_exports.str({ pattern: /^[A-Za-z0-9_-]{1,64}$/, hint: "a cookie or header name", doc: "The cookie or header, with key: cookie or header." })),
-  newShare: schema_exports.optional(schema_exports.int({ min: 1, max: 100, doc: "New clients go to the new version once it has at least this percentage of the instances." }), 50),
-  batchSize: schema_exports.optional(schema_exports.int({ min: 1, doc: "Instances updated at once." }), 1),
-  minInPool: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances left serving while a batch is out." }), 1)
-});
-function affinityKey(options) {
-  const key = options.key ?? "address";
-  if (key === "address") return "$remote_addr";
-  const name = options.keyName;
-  if (!name) throw new Error(`strategy.keyName is required with key: ${key}`);
-  return key === "cookie" ? `$cookie_${name.replace(/-/g, "_")}` : `$http_${name.toLowerCase().replace(/-/g, "_")}`;
-}
-function stickyStrategy() {
-  return {
-    name: "sticky",
-    optionsSchema: stickyOptionsSchema,
-    plan({ instances, version, proxy, options }) {
-      const mode = options.mode ?? "both";
-      const pinning = mode !== "instance";
-      const affinity = mode !== "version";
-      if (pinning && !proxy.versionPinning) throw new NodropError("E_PLAN", `strategy.mode: ${mode} needs a proxy that pins clients to a version`);
-      if (affinity && !proxy.affinity) throw new NodropError("E_PLAN", `strategy.mode: ${mode} needs a proxy with instance affinity`);
-      let key;
-      try {
-        key = affinityKey(options);
-      } catch (error2) {
-        throw new NodropError("E_PLAN", error2.message);
-      }
-      const ring = instances.map((i) => i.id);
-      const notes = [];
-      const outOld = instances.filter((i) => !i.inPool && i.version !== version).map((i) => i.id);
-      const todo = [...outOld, ...instances.filter((i) => i.inPool && i.version !== version).map((i) => i.id)];
-      const rejoin = instances.some((i) => !i.inPool && i.version === version && i.healthy);
-      if (todo.length === 0 && !rejoin) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
-      const oldVersions = [...new Set(instances.map((i) => i.version).filter((v) => v !== void 0 && v !== version))];
-      const size = Math.min(options.batchSize ?? 1, Math.max(todo.length, 1));
-      checkBatchCapacity(size, ring.length, options.minInPool ?? 1);
-      const share = options.newShare ?? 50;
-      notes.push(
-        `${mode === "both" ? "affinity by " + key + " within the client's version or newer" : mode === "instance" ? "affinity by " + key : "version pinning"}; new clients go to ${version} from ${share}% of the instances`
-      );
-      const done = new Set(instances.filter((i) => i.version === version).map((i) => i.id));
-      const routingFor = (outNow) => {
-        const live = ring.filter((id) => !outNow.has(id));
-        const fresh = live.filter((id) => done.has(id));
-        const stale = live.filter((id) => !done.has(id));
-        const pools = { live };
-        if (fresh.length > 0) pools.new = fresh;
-        if (stale.length > 0) pools.old = stale;
-        const newDefault = stale.length === 0 || fresh.length > 0 && 100 * fresh.length / ring.length >= share;
-        const defaultPool = !pinning ? "live" : newDefault ? "new" : "old";
-        const pins = {};
-        if (pinning) {
-          for (const old of oldVersions) pins[old] = "live";
-          pins[version] = fresh.length > 0 ? "new" : "live";
-        }
-        return { pools, defaultPool, pins, ...affinity ? { affinity: { key, ring } } : {} };
-      };
-      if (outOld.length > 0) notes.push(`${outOld.join(", ")} out of the pool: replaced first`);
-      const batches = [];
-      const first = Math.max(size, outOld.length);
-      if (todo.length > 0) batches.push(todo.slice(0, first));
-      for (let i = first; i < todo.length; i += size) batches.push(todo.slice(i, i + size));
-      const phases = [];
-      for (const [index, batch] of batches.entries()) {
-        const previous = index > 0 ? `${batches[index - 1].join(", ")} back, ` : "";
-        phases.push({
-          name: `batch ${index + 1}/${batches.length}`,
-          instances: batch,
-          onFailure: "revert",
-          steps: [
-            { kind: "route", routing: routingFor(new Set(batch)), why: `${previous}${batch.join(", ")} out` },
-            ...replaceSteps(batch)
-          ]
-        });
-        for (const id of batch) done.add(id);
-      }
-      phases.push({ name: "finish", instances: [], onFailure: "revert", steps: [{ kind: "route", routing: routingFor(/* @__PURE__ */ new Set()), why: `all instances on ${version}` }] });
-      return { strategy: "sticky", version, phases, notes };
-    },
-    steadyRouting(ids2, options) {
-      const affinity = (options.mode ?? "both") !== "version";
-      return { pools: { live: [...ids2] }, defaultPool: "live", pins: {}, ...affinity ? { affinity: { key: affinityKey(options), ring: [...ids2] } } : {} };
-    },
-    recoveryRouting(healthy, { version, previous, instances, options }) {
-      const mode = options.mode ?? "both";
-      const live = healthy.map((i) => i.id);
-      const on = (...versions) => healthy.filter((i) => i.version !== void 0 && versions.includes(i.version)).map((i) => i.id);
-      const pools = { live };
-      const pins = {};
-      if (mode !== "instance") {
-        const fresh = on(version);
-        if (fresh.length > 0) pools.new = fresh;
-        pins[version] = fresh.length > 0 ? "new" : "live";
-        previous.forEach((old, index) => {
-          const own = on(old, version);
-          if (own.length === 0 || own.length === live.length) pins[old] = "live";
-          else {
-            pools[`prev${index + 1}`] = own;
-            pins[old] = `prev${index + 1}`;
-          }
-        });
-      }
-      const affinity = mode !== "version" ? { affinity: { key: affinityKey(options), ring: [...instances] } } : {};
-      return { pools, defaultPool: "live", pins, ...affinity };
-    }
-  };
-}
-
-// ../../packages/cli/dist/chunk-DAY2UZRN.js
+// ../../packages/deployment/dist/index.js
 import { existsSync as existsSync2, readFileSync } from "fs";
-import os7 from "os";
-import path5 from "path";
+import os8 from "os";
+import path9 from "path";
 
 // ../../packages/ssh/dist/index.js
 import { mkdir as mkdir3, open as open3 } from "fs/promises";
-import os6 from "os";
-import path4 from "path";
+import os7 from "os";
+import path5 from "path";
 var import_ssh2 = __toESM(require_lib2(), 1);
-import { createHash as createHash2, createHmac } from "crypto";
+import { createHash, createHmac } from "crypto";
 function fingerprint(keyBlob) {
-  return `SHA256:${createHash2("sha256").update(keyBlob).digest("base64").replace(/=+$/, "")}`;
+  return `SHA256:${createHash("sha256").update(keyBlob).digest("base64").replace(/=+$/, "")}`;
 }
 function keyType(keyBlob) {
   if (keyBlob.length < 4) return "unknown";
@@ -50239,10 +52370,10 @@ function verifyKnownHost(entries, names, offered, fallbackNames = []) {
   const forFallback = lines(fallbackNames);
   const revoked = [...forHost, ...forFallback].find((e) => e.marker === "@revoked" && e.key.equals(offered));
   if (revoked) return { status: "revoked", line: revoked.line };
-  const plain = forHost.filter((e) => e.marker === void 0);
-  const match = plain.find((e) => e.key.equals(offered));
+  const plain2 = forHost.filter((e) => e.marker === void 0);
+  const match = plain2.find((e) => e.key.equals(offered));
   if (match) return { status: "match", line: match.line };
-  if (plain.length > 0) return { status: "mismatch", expected: plain.map((e) => `${e.keyType} ${fingerprint(e.key)} (line ${e.line})`) };
+  if (plain2.length > 0) return { status: "mismatch", expected: plain2.map((e) => `${e.keyType} ${fingerprint(e.key)} (line ${e.line})`) };
   const fallback = forFallback.find((e) => e.marker === void 0 && e.key.equals(offered));
   if (fallback) return { status: "match", line: fallback.line };
   return { status: "unknown" };
@@ -50256,10 +52387,10 @@ function semaphore(limit) {
   return {
     async acquire(signal) {
       if (active >= limit) {
-        await new Promise((resolve, reject) => {
+        await new Promise((resolve3, reject) => {
           const go = () => {
             signal?.removeEventListener("abort", onAbort);
-            resolve();
+            resolve3();
           };
           const onAbort = () => {
             const index = waiting.indexOf(go);
@@ -50342,7 +52473,7 @@ function sshExecutor(options) {
     );
     return opening;
   };
-  const exec = async (command, execOptions = {}) => {
+  const exec2 = async (command, execOptions = {}) => {
     const { signal, timeoutMs, input } = execOptions;
     if (signal?.aborted) throw abortError(signal);
     const release = await sessions.acquire(signal);
@@ -50356,7 +52487,7 @@ function sshExecutor(options) {
       release();
     }
   };
-  const runChannel = (link, remote, o) => new Promise((resolve, reject) => {
+  const runChannel = (link, remote, o) => new Promise((resolve3, reject) => {
     const conn = link.client;
     if (link.dropped) return reject(new NodropError("E_SSH_DROPPED", `${link.dropped.message} before \`${o.command}\` started`));
     const started = performance.now();
@@ -50374,7 +52505,7 @@ function sshExecutor(options) {
       if (error2) reject(error2);
       else if (o.timeoutMs !== void 0 && (code === 124 || code === 137) && performance.now() - started >= o.timeoutMs * 0.9) {
         reject(new NodropError("E_TIMEOUT", `command timed out after ${o.timeoutMs}ms on ${options.name} and was ended there: ${o.command}`));
-      } else resolve({ code, stdout, stderr, durationMs: performance.now() - started });
+      } else resolve3({ code, stdout, stderr, durationMs: performance.now() - started });
     };
     const onDrop = (error2) => finish2(new NodropError("E_SSH_DROPPED", `${error2.message} while running \`${o.command}\`: whether it took effect is unknown`));
     const unwatch = link.watch(onDrop);
@@ -50443,7 +52574,7 @@ function sshExecutor(options) {
   return {
     name: "ssh",
     host: options.name,
-    exec,
+    exec: exec2,
     connectionsOpened: () => opened,
     async dispose() {
       const current = live;
@@ -50473,12 +52604,12 @@ async function connect(target, log, link = new Link()) {
     const jc = jumpClient;
     try {
       sock = await new Promise(
-        (resolve, reject) => jc.forwardOut(
+        (resolve3, reject) => jc.forwardOut(
           "127.0.0.1",
           0,
           target.address,
           port,
-          (error2, stream) => error2 ? reject(new NodropError("E_SSH_CONNECT", `jump host ${jump.name} cannot reach ${where}: ${error2.message}`)) : resolve(stream)
+          (error2, stream) => error2 ? reject(new NodropError("E_SSH_CONNECT", `jump host ${jump.name} cannot reach ${where}: ${error2.message}`)) : resolve3(stream)
         )
       );
     } catch (error2) {
@@ -50533,10 +52664,10 @@ async function connect(target, log, link = new Link()) {
   };
   const conn = link.client;
   let ready = false;
-  await new Promise((resolve, reject) => {
+  await new Promise((resolve3, reject) => {
     conn.once("ready", () => {
       ready = true;
-      resolve();
+      resolve3();
     });
     conn.on("error", (error2) => {
       if (ready) return link.drop(new NodropError("E_SSH_DROPPED", `connection to ${where} failed: ${error2.message}`), true);
@@ -50581,8 +52712,8 @@ async function connect(target, log, link = new Link()) {
 var acceptedThisRun = /* @__PURE__ */ new Map();
 var recordedThisRun = /* @__PURE__ */ new Set();
 async function recordHostKey(file, line) {
-  const sshDir = path4.join(os6.homedir(), ".ssh");
-  if (path4.dirname(path4.resolve(file)) === sshDir) await mkdir3(sshDir, { mode: 448 }).catch(() => void 0);
+  const sshDir = path5.join(os7.homedir(), ".ssh");
+  if (path5.dirname(path5.resolve(file)) === sshDir) await mkdir3(sshDir, { mode: 448 }).catch(() => void 0);
   let handle;
   try {
     handle = await open3(file, "a+", 384);
@@ -50598,7 +52729,7 @@ async function recordHostKey(file, line) {
     return void 0;
   } catch (error2) {
     const e = error2;
-    return e.code === "ENOENT" ? `${path4.dirname(file)} does not exist` : e.code ?? e.message;
+    return e.code === "ENOENT" ? `${path5.dirname(file)} does not exist` : e.code ?? e.message;
   } finally {
     await handle?.close().catch(() => void 0);
   }
@@ -50628,35 +52759,2692 @@ var sshHostSchema = schema_exports.object({
   keepaliveInterval: schema_exports.optional(schema_exports.duration({ min: 100, doc: "SSH keep-alive interval." }), 5e3)
 });
 
-// ../../packages/cli/dist/chunk-DAY2UZRN.js
-import { readFileSync as readFileSync2 } from "fs";
-function formatPlan(plan, observed) {
-  const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
-  lines.push("instances now:");
-  for (const i of observed) lines.push(`  ${i.id.padEnd(14)} ${i.address}:${i.port}  ${i.version ?? "?"}${i.healthy ? "" : "  (unhealthy)"}`);
-  for (const note of plan.notes) lines.push(`note: ${note}`);
-  plan.phases.forEach((phase, index) => {
-    lines.push(`${index + 1}. ${phase.name}${phase.instances.length ? ` [${phase.instances.join(", ")}]` : ""}`);
-    for (const step2 of phase.steps) {
-      if (step2.kind === "route") {
-        const pools = Object.entries(step2.routing.pools).map(([name, ids2]) => `${name}={${ids2.join(",")}}`).join(" ");
-        const pins = Object.entries(step2.routing.pins).map(([v, p]) => `${v}->${p}`).join(" ");
-        lines.push(`   - proxy: ${step2.why} (${pools}; default ${step2.routing.defaultPool}${pins ? `; pins ${pins}` : ""}); wait for the old generation to drain`);
-      } else if (step2.kind === "soak") lines.push(`   - soak ${formatDuration(step2.ms)}`);
-      else lines.push(`   - ${step2.kind} ${step2.instances.join(", ")}`);
+// ../../packages/nginx/dist/index.js
+import { createHash as createHash2 } from "crypto";
+import { isIP as isIP3 } from "net";
+var NGINX_NAME = /^[A-Za-z0-9_]{1,48}$/;
+var upstreamName = (name, pool) => `nodrop_${name}_${pool}`;
+var poolVariable = (name) => `$nodrop_${name}_pool`;
+var cookieVariable = (name) => `$nodrop_${name}_cookie`;
+function nginxName(app) {
+  return app.replace(/[^A-Za-z0-9_]/g, "_");
+}
+function renderNginxConfig(input) {
+  const { name, routing, versionCookie } = input;
+  if (!NGINX_NAME.test(name)) throw new NodropError("E_PROXY_RENDER", `nginx name "${name}" must match ${NGINX_NAME}`);
+  if (!NGINX_NAME.test(versionCookie)) throw new NodropError("E_PROXY_RENDER", `proxy.versionCookie "${versionCookie}" must match ${NGINX_NAME}`);
+  const byId = new Map(input.instances.map((i) => [i.id, i]));
+  try {
+    validateRouting(routing, new Set(byId.keys()));
+  } catch (error2) {
+    throw new NodropError("E_PROXY_RENDER", error2.message, { cause: error2 });
+  }
+  const lines = [
+    "# Generated by nodrop. Do not edit: nodrop rewrites this file at every deploy.",
+    `# nodrop-generation: ${input.generation}`,
+    `# nodrop-routing: ${JSON.stringify(routing)}`,
+    ""
+  ];
+  for (const [pool, ids2] of Object.entries(routing.pools)) {
+    lines.push(`upstream ${upstreamName(name, pool)} {`);
+    if (routing.affinity) {
+      if (input.nativeSticky) {
+        lines.push(`    zone ${upstreamName(name, pool)} 64k;`, `    sticky cookie ${versionCookie}_srv path=/ httponly;`);
+      } else lines.push(`    hash ${routing.affinity.key} consistent;`);
+      const live = new Set(ids2);
+      for (const id of routing.affinity.ring) {
+        const instance = byId.get(id);
+        lines.push(`    server ${formatAddress(instance.address)}:${instance.port} ${live.has(id) ? "max_fails=0" : "down"}; # ${id}`);
+      }
+    } else {
+      for (const id of ids2) {
+        const instance = byId.get(id);
+        lines.push(`    server ${formatAddress(instance.address)}:${instance.port}; # ${id}`);
+      }
     }
-  });
-  if (plan.phases.length === 0) lines.push("nothing to do");
+    lines.push("}", "");
+  }
+  let defaultTarget = upstreamName(name, routing.defaultPool);
+  if (routing.switchDefault) {
+    if (input.switchAt === void 0) throw new NodropError("E_PROXY_RENDER", "a default switch needs its instant");
+    lines.push(`# default pool until ${new Date(input.switchAt).toISOString()}, then ${routing.switchDefault.to}`);
+    lines.push(`map $msec $nodrop_${name}_default {`);
+    lines.push(`    default ${defaultTarget};`);
+    lines.push(`    "~^(?:${msecAtLeast(input.switchAt)})$" ${upstreamName(name, routing.switchDefault.to)};`);
+    lines.push("}", "");
+    defaultTarget = `$nodrop_${name}_default`;
+  }
+  lines.push(`map $cookie_${versionCookie} ${poolVariable(name)} {`);
+  lines.push(`    default ${defaultTarget};`);
+  for (const [version, pool] of Object.entries(routing.pins)) lines.push(`    "${version}" ${upstreamName(name, pool)};`);
+  lines.push("}", "");
+  lines.push(`map $upstream_addr $nodrop_${name}_served {`, '    default "";');
+  for (const instance of input.instances) {
+    if (instance.version === void 0) continue;
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(instance.version)) throw new NodropError("E_PROXY_RENDER", `version "${instance.version}" of ${instance.id} is not a safe version string`);
+    const address = `${formatAddress(instance.address)}:${instance.port}`.replace(/[.[\]]/g, "\\$&");
+    lines.push(`    "~(?:^|\\s)${address}$" "${instance.version}";`);
+  }
+  lines.push("}", "");
+  lines.push(`map $nodrop_${name}_served ${cookieVariable(name)} {`, '    "" "";', `    default "${versionCookie}=$nodrop_${name}_served; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax";`, "}", "");
   return lines.join("\n");
 }
-function fleetConverged(report) {
-  return report.ok && report.instances.every((i) => i.version === report.version && i.inPool);
+function msecAtLeast(at) {
+  const digits = `${Math.floor(at / 1e3)}${String(at % 1e3).padStart(3, "0")}`;
+  const secondsDigits = digits.length - 3;
+  const render = (tokens) => tokens.map((t, i) => i === secondsDigits ? `\\.${t}` : t).join("");
+  const alternatives = [render([...digits])];
+  for (let i = digits.length - 1; i >= 0; i--) {
+    const d = Number(digits[i]);
+    if (d === 9) continue;
+    const tokens = [...digits.slice(0, i)].concat(d === 8 ? "9" : `[${d + 1}-9]`, Array(digits.length - i - 1).fill("\\d"));
+    alternatives.push(render(tokens));
+  }
+  alternatives.push(`\\d{${secondsDigits + 1},}\\.\\d{3}`);
+  return alternatives.join("|");
 }
-function formatVerify(verify) {
-  const versions = Object.entries(verify.byVersion).map(([v, n]) => `${v} ${n}`).join(", ");
-  const errors = Object.entries(verify.errors).map(([kind, n]) => `${kind} ${n}`).join(", ");
-  const limits = verify.enforced ? `allowed ${verify.maxFailed} failed${verify.maxRegressions === void 0 ? "" : `, ${verify.maxRegressions} regressions`}` : "counted only";
-  return `${verify.requests} requests to ${verify.url} in ${formatDuration(verify.durationMs)}: ${verify.failed} failed${errors ? ` (${errors})` : ""}, ${verify.regressions} version regressions, ${verify.resent} resent on a closed keep-alive connection; answered by ${versions || "none"} (${limits})${verify.breach ? " \u2014 THRESHOLD CROSSED" : ""}`;
+function formatAddress(address) {
+  const family = isIP3(address);
+  if (family === 4) return address;
+  if (family === 6) return `[${address}]`;
+  throw new NodropError("E_PROXY_RENDER", `instance address "${address}" is not an IP literal`);
+}
+function parseRenderedConfig(text) {
+  const generation = /^# nodrop-generation: (\d+)$/m.exec(text)?.[1];
+  const routing = /^# nodrop-routing: (\{.*\})$/m.exec(text)?.[1];
+  if (generation === void 0 || routing === void 0) return void 0;
+  try {
+    return { generation: Number(generation), routing: JSON.parse(routing) };
+  } catch {
+    return void 0;
+  }
+}
+function parseNginxVersion(output) {
+  return /nginx\/(\d+\.\d+\.\d+)/.exec(output)?.[1];
+}
+function compareVersions(a, b) {
+  const pa = a.split(".").map(Number);
+  const pb = b.split(".").map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return Math.sign(d);
+  }
+  return 0;
+}
+function nginxFeatures(version) {
+  const atLeast = (v) => compareVersions(version, v) >= 0;
+  return { version, keepaliveMinTimeout: atLeast("1.27.4"), resolve: atLeast("1.27.3"), stickyAndDrain: atLeast("1.29.6") };
+}
+var NGINX_CAPABILITIES = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true });
+function nginxProxy(options) {
+  const { executor, configFile } = options;
+  const name = nginxName(options.app);
+  const sudo = options.sudo ? "sudo -n " : "";
+  const nginx = [
+    sudo + shellQuote(options.binary ?? "nginx"),
+    ...options.prefix ? ["-p", shellQuote(options.prefix)] : [],
+    ...options.conf ? ["-c", shellQuote(options.conf)] : []
+  ].join(" ");
+  const file = shellQuote(configFile);
+  const tmpTemplate = `${shellQuote(`${configFile}.nodrop-tmp.`)}XXXXXXXXXX`;
+  const tmpGlob = `${shellQuote(`${configFile}.nodrop-tmp.`)}*`;
+  const prevGlob = `${shellQuote(`${configFile}.nodrop-prev.`)}*`;
+  const refuseLink = `if [ -L ${file} ]; then printf '%s is a symbolic link (to %s) on %s; nodrop replaces this file by rename and does not write through links: make it a regular file, or point proxy.configFile at the target\\n' ${file} "$(readlink -- ${file})" ${shellQuote(executor.host)} >&2; exit 3; fi
+if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on %s\\n' ${file} ${shellQuote(executor.host)} >&2; exit 3; fi
+`;
+  const pidFile = shellQuote(options.pidFile ?? "/run/nginx.pid");
+  const confirmTimeout = options.confirmTimeout ?? 1e4;
+  const drainTimeout = options.drainTimeout ?? 9e4;
+  const pollInterval = options.pollInterval ?? 25;
+  let queue = Promise.resolve();
+  let inDoubt;
+  const run3 = (command, signal, input) => executor.exec(command, { signal, input, timeoutMs: 6e4 });
+  const workers = async (signal) => {
+    const result = await run3(`p=$(cat ${pidFile}) && ps -o pid=,args= --ppid "$p"`, signal);
+    if (result.code !== 0) {
+      throw new NodropError("E_PROXY_RELOAD", `cannot list nginx workers on ${executor.host} (pid file ${options.pidFile ?? "/run/nginx.pid"}): ${result.stderr.trim() || `exit ${result.code}`}`);
+    }
+    return result.stdout.split("\n").map((line) => /^\s*(\d+)\s+nginx: worker process( is shutting down)?/.exec(line)).filter((m) => m !== null).map((m) => ({ pid: Number(m[1]), shuttingDown: m[2] !== void 0 }));
+  };
+  const readText = async (signal) => {
+    const result = await run3(`${refuseLink}if [ -f ${file} ]; then echo present; cat -- ${file}; else echo absent; fi`, signal);
+    if (result.code === 3) throw new NodropError("E_PROXY_SETUP", `cannot use ${configFile} on ${executor.host}: ${result.stderr.trim()}`);
+    if (result.code !== 0) throw new NodropError("E_PROXY_RELOAD", `cannot read ${configFile} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+    const newline = result.stdout.indexOf("\n");
+    const head = result.stdout.slice(0, newline);
+    if (head === "absent") return void 0;
+    if (head !== "present") throw new NodropError("E_PROXY_RELOAD", `cannot read ${configFile} on ${executor.host}: unexpected output`);
+    return result.stdout.slice(newline + 1);
+  };
+  const readCurrent = async (signal) => {
+    const result = await run3(`if [ -f ${file} ] && [ ! -L ${file} ]; then cat ${file}; fi`, signal);
+    return result.code === 0 ? parseRenderedConfig(result.stdout) : void 0;
+  };
+  const replaceFile = async (text) => {
+    const sweep = `for f in ${tmpGlob} ${prevGlob}; do if [ "$f" != "\${t:-}" ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done
+`;
+    const script = text === void 0 ? `${refuseLink}set -e
+t=
+${sweep}rm -f -- ${file}` : `${refuseLink}t=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"}' EXIT
+set -e
+t=$(mktemp ${tmpTemplate})
+${sweep}if [ -f ${file} ]; then chmod --reference=${file} -- "$t"; else chmod 644 -- "$t"; fi
+cat > "$t"
+if [ "$(sha256sum < "$t" | cut -c1-64)" != ${createHash2("sha256").update(text, "utf8").digest("hex")} ]; then echo "the text arrived incomplete (the connection dropped while it was sent?)" >&2; exit 4; fi
+mv -fT -- "$t" ${file}
+ok=1`;
+    const result = await run3(script, void 0, text);
+    return { ok: result.code === 0, why: result.stderr.trim() || `exit ${result.code}`, code: result.code };
+  };
+  const errorLogSize = async (signal) => {
+    if (!options.errorLog) return void 0;
+    const result = await run3(`stat -c %s ${shellQuote(options.errorLog)} 2>/dev/null || echo 0`, signal);
+    return Number(result.stdout.trim()) || 0;
+  };
+  const reloadErrors = async (offset) => {
+    if (!options.errorLog || offset === void 0) return [];
+    const result = await run3(`tail -c +${offset + 1} ${shellQuote(options.errorLog)} 2>/dev/null || true`);
+    const lines = result.stdout.split("\n");
+    const start = lines.findLastIndex((line) => line.includes("reconfiguring"));
+    return start < 0 ? [] : lines.slice(start + 1).filter((line) => /\[(emerg|alert)\]/.test(line));
+  };
+  let detected;
+  const probeVersion = async (signal) => {
+    if (detected) return { ...detected, output: "" };
+    const result = await run3(`${nginx} -v 2>&1`, signal);
+    const version = parseNginxVersion(result.stdout);
+    if (version) detected = { version, features: nginxFeatures(version) };
+    return { ...detected, output: result.stdout.trim() || `exit ${result.code}` };
+  };
+  const features = async (signal) => (await probeVersion(signal)).features;
+  const confirmReload = async (oldPids, logOffset, t0) => {
+    let emerg = [];
+    for (let poll = 1; performance.now() - t0 < confirmTimeout; poll++) {
+      const now = await workers();
+      if (now.some((w) => !oldPids.has(w.pid) && !w.shuttingDown)) {
+        emerg = await reloadErrors(logOffset);
+        return { outcome: emerg.length > 0 ? "refused" : "confirmed", emerg };
+      }
+      if (poll % 10 === 0 && (emerg = await reloadErrors(logOffset)).length > 0) return { outcome: "refused", emerg };
+      await sleep(pollInterval);
+    }
+    return { outcome: "timeout", emerg: [] };
+  };
+  const describeFailure = (error2) => error2 instanceof Error ? error2.message : String(error2);
+  const apply = async (routing, instances, signal) => {
+    let stage = "before";
+    let refusedByMaster = false;
+    let previousText;
+    try {
+      previousText = await readText(signal);
+      const current = previousText === void 0 ? void 0 : parseRenderedConfig(previousText);
+      const generation = (current?.generation ?? 0) + 1;
+      let switchAt;
+      let clockOffset = 0;
+      if (routing.switchDefault) {
+        const now = await run3("date +%s%3N", signal);
+        const hostNow = Number(now.stdout.trim());
+        if (!Number.isFinite(hostNow) || hostNow <= 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the clock on ${executor.host}: ${now.stderr.trim() || now.stdout.trim()}`);
+        clockOffset = hostNow - Date.now();
+        switchAt = hostNow + routing.switchDefault.afterMs;
+      }
+      const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
+      const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
+      const before = await workers(signal);
+      if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
+      const oldPids = new Set(before.map((w) => w.pid));
+      stage = "written";
+      const write = await replaceFile(text);
+      if (!write.ok) {
+        if (write.code === 3) {
+          stage = "before";
+          throw new NodropError("E_PROXY_SETUP", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
+        }
+        throw new NodropError("E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
+      }
+      const test = await run3(`${nginx} -t 2>&1`);
+      if (test.code !== 0) throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}
+${lastLines(test.stdout)}`);
+      const logOffset = await errorLogSize();
+      const t0 = performance.now();
+      stage = "signalled";
+      const reload = await run3(`${nginx} -s reload 2>&1`);
+      if (reload.code !== 0) {
+        stage = "written";
+        throw new NodropError("E_PROXY_RELOAD", `nginx -s reload failed on ${executor.host}
+${lastLines(reload.stdout)}`);
+      }
+      const confirmation = await confirmReload(oldPids, logOffset, t0);
+      const confirmMs = performance.now() - t0;
+      if (confirmation.outcome !== "confirmed") {
+        refusedByMaster = confirmation.outcome === "refused";
+        const why = refusedByMaster ? `: the master refused the new config and kept its workers
+${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within ${confirmTimeout}ms)`;
+        throw new NodropError("E_PROXY_RELOAD", `nginx reload on ${executor.host} did not take effect${why}`);
+      }
+      stage = "confirmed";
+      inDoubt = void 0;
+      const d0 = performance.now();
+      let cut = 0;
+      for (; ; ) {
+        const now = await workers();
+        if (!now.some((w) => oldPids.has(w.pid))) break;
+        if (performance.now() - d0 > drainTimeout) {
+          const removed = instances.filter((i) => !servingInstances(routing).has(i.id));
+          cut = await heldConnections(oldPids, removed);
+          if ((options.onDrainTimeout ?? "cut") === "fail") {
+            throw new NodropError(
+              "E_PROXY_DRAIN",
+              `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms with ${cut} connections to removed instances (set worker_shutdown_timeout below proxy.drainTimeout)`
+            );
+          }
+          break;
+        }
+        await sleep(pollInterval);
+      }
+      const drainMs = performance.now() - d0;
+      if (switchAt !== void 0) {
+        const wait = switchAt + 50 - (Date.now() + clockOffset);
+        if (wait > 0) await sleep(wait);
+      }
+      return { generation: String(generation), confirmMs, drainMs, cut };
+    } catch (error2) {
+      const failure = await settle(stage, error2, previousText, refusedByMaster);
+      inDoubt = failure.routingInForce === "unknown" ? failure.message.split("\n")[0] : void 0;
+      throw failure;
+    }
+  };
+  const settle = async (stage, error2, previousText, refusedByMaster) => {
+    const code = NodropError.is(error2) ? error2.code : "E_PROXY_RELOAD";
+    const what = describeFailure(error2);
+    const newline = what.indexOf("\n");
+    const head = newline < 0 ? what : what.slice(0, newline);
+    const output = newline < 0 ? "" : what.slice(newline);
+    const fail = (routingInForce, message) => new NodropError(code, `${head}; ${message}${output ? `:${output}` : ""}`, { cause: error2, routingInForce });
+    if (stage === "before") return fail("previous", `nothing was changed on ${executor.host}: the previous routing is in force`);
+    if (stage === "confirmed") {
+      return fail("new", `nginx on ${executor.host} had confirmed the reload, so the new routing is in force (${configFile} holds it)${code === "E_PROXY_DRAIN" ? "" : "; whether the previous generation of workers has finished draining is unknown"}`);
+    }
+    let restored;
+    let restoreError;
+    try {
+      restored = await replaceFile(previousText);
+    } catch (e) {
+      restoreError = e;
+    }
+    if (!restored?.ok) {
+      const why = restored ? restored.why : describeFailure(restoreError);
+      if (stage === "written") {
+        return fail("previous", `putting back the previous ${configFile} failed (${why}); nginx was not reloaded, so it still routes by the previous routing, but the file may hold the new one, which the next reload would load: check ${configFile} on ${executor.host} before going on`);
+      }
+      return fail("unknown", `putting back the previous ${configFile} failed (${why}): the file may still hold the new routing and the reload may have been signalled, so whether nginx routes by the previous or the new routing is unknown. Check the file and nginx on ${executor.host} (nodrop status) before going on`);
+    }
+    if (stage === "written") return fail("previous", `the previous ${configFile} was restored and nginx was not reloaded: the previous routing is in force`);
+    if (refusedByMaster) return fail("previous", `the previous ${configFile} was restored and the previous routing is in force; nginx logged`);
+    try {
+      const before = await workers();
+      const oldPids = new Set(before.map((w) => w.pid));
+      const logOffset = await errorLogSize();
+      const t0 = performance.now();
+      const test = await run3(`${nginx} -t 2>&1`);
+      if (test.code !== 0) throw new Error(`nginx -t of the restored file failed:
+${lastLines(test.stdout)}`);
+      const reload = await run3(`${nginx} -s reload 2>&1`);
+      if (reload.code !== 0) throw new Error(`nginx -s reload failed:
+${lastLines(reload.stdout)}`);
+      const confirmation = await confirmReload(oldPids, logOffset, t0);
+      if (confirmation.outcome !== "confirmed") {
+        throw new Error(confirmation.outcome === "refused" ? `nginx logged:
+${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within ${confirmTimeout}ms`);
+      }
+    } catch (e) {
+      return fail(
+        "unknown",
+        `the previous ${configFile} was restored, but reloading nginx with it could not be confirmed (${describeFailure(e)}): nginx may still route by the new routing. Check nginx on ${executor.host} (nodrop status) before going on`
+      );
+    }
+    return fail("previous", `the previous ${configFile} was restored and nginx reloaded with it (a new worker generation confirmed): the previous routing is in force`);
+  };
+  const heldConnections = async (pids, targets) => {
+    if (targets.length === 0) return 0;
+    const peers = new Set(targets.map((t) => `${t.address.includes(":") ? `[${t.address}]` : t.address}:${t.port}`));
+    const result = await run3("ss -Htnp state established 2>/dev/null || true");
+    let count = 0;
+    for (const line of result.stdout.split("\n")) {
+      const columns = line.trim().split(/\s+/);
+      const pid = /pid=(\d+)/.exec(line)?.[1];
+      if (columns[3] && peers.has(columns[3]) && pid && pids.has(Number(pid))) count += 1;
+    }
+    return count;
+  };
+  return {
+    name: "nginx",
+    capabilities: NGINX_CAPABILITIES,
+    async check(context = {}) {
+      const details = [];
+      let ok = true;
+      const probe = await probeVersion(context.signal);
+      if (probe.version && probe.features) {
+        const f = probe.features;
+        details.push(`nginx ${probe.version} on ${executor.host} (keepalive_min_timeout: ${f.keepaliveMinTimeout ? "yes" : "no"}, sticky/drain: ${f.stickyAndDrain ? "yes" : "no"})`);
+      } else {
+        ok = false;
+        details.push(`cannot run ${options.binary ?? "nginx"} on ${executor.host}: ${probe.output}`);
+      }
+      const linked = await run3(refuseLink, context.signal);
+      if (linked.code === 3) {
+        ok = false;
+        details.push(linked.stderr.trim());
+      }
+      const dump = await run3(`${nginx} -T 2>&1`, context.signal);
+      if (dump.code !== 0) {
+        ok = false;
+        details.push(`nginx -T fails: ${lastLines(dump.stdout, 3)}${dump.stdout.includes(configFile) ? "" : ` (if ${configFile} does not exist yet, run \`nodrop init\`)`}`);
+      } else {
+        if (dump.stdout.includes(`# configuration file ${configFile}:`)) details.push(`${configFile} is included`);
+        else {
+          ok = false;
+          details.push(`${configFile} is not included: add \`include ${configFile};\` inside http {} (run \`nodrop init\` to create it)`);
+        }
+        const variable = poolVariable(name).replace("$", "\\$");
+        if (new RegExp(`proxy_pass\\s+https?://${variable}\\b`).test(dump.stdout)) details.push(`proxy_pass uses ${poolVariable(name)}`);
+        else {
+          ok = false;
+          details.push(`no \`proxy_pass http://${poolVariable(name)};\` found in the nginx config: point your location at it`);
+        }
+        const cookie = cookieVariable(name).replace("$", "\\$");
+        if (new RegExp(`add_header\\s+Set-Cookie\\s+${cookie}\\b`).test(dump.stdout)) details.push(`the version cookie is set (add_header Set-Cookie ${cookieVariable(name)})`);
+        else details.push(`note: no \`add_header Set-Cookie ${cookieVariable(name)} always;\`: clients are not pinned to the version that served them (half-split and sticky need it)`);
+        if (!/^\s*worker_shutdown_timeout\s/m.test(dump.stdout)) details.push("warning: worker_shutdown_timeout is not set; a stuck connection can hold a drain until proxy.drainTimeout");
+      }
+      if (context.instances) {
+        try {
+          const text = await readText(context.signal);
+          if (text !== void 0) {
+            const problems = routedAddressProblems(text, context.instances);
+            if (problems.length > 0) {
+              ok = false;
+              details.push(
+                `${configFile} does not route the instances where the config says they are:`,
+                ...problems.map((p) => `  ${p}`),
+                "  run `nodrop reconcile` to apply the routing in force with the config's addresses (it checks each instance is healthy there first)"
+              );
+            } else details.push(`${configFile} routes every instance to the config's address`);
+          }
+        } catch (error2) {
+          ok = false;
+          details.push(describeFailure(error2));
+        }
+      }
+      try {
+        const w = await workers(context.signal);
+        if (w.length === 0) {
+          ok = false;
+          details.push("nginx master has no workers");
+        } else details.push(`nginx master running with ${w.filter((x) => !x.shuttingDown).length} workers`);
+      } catch (error2) {
+        ok = false;
+        details.push(error2.message);
+      }
+      return { ok, details };
+    },
+    apply(routing, instances, context = {}) {
+      const next = queue.then(() => apply(routing, instances, context.signal));
+      queue = next.catch(() => void 0);
+      return next;
+    },
+    async current(context = {}) {
+      if (inDoubt !== void 0) {
+        throw new NodropError("E_PROXY_RELOAD", `cannot tell which routing nginx on ${executor.host} has in force: the last change ended unconfirmed (${inDoubt})`, { routingInForce: "unknown" });
+      }
+      return (await readCurrent(context.signal))?.routing;
+    },
+    async initialize(routing, instances, context = {}) {
+      const exists2 = await run3(`${refuseLink}[ -f ${file} ]`, context.signal);
+      if (exists2.code === 3) throw new NodropError("E_PROXY_SETUP", `cannot use ${configFile} on ${executor.host}: ${exists2.stderr.trim()}`);
+      let wrote = false;
+      if (exists2.code !== 0) {
+        const text = renderNginxConfig({ name, routing, instances, generation: 1, versionCookie: options.versionCookie ?? "nodrop_version" });
+        const result = await run3(
+          `mkdir -p -- "$(dirname -- ${file})" || exit 1
+${refuseLink}t=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"}' EXIT
+set -e
+t=$(mktemp ${tmpTemplate})
+chmod 644 -- "$t"
+cat > "$t"
+mv -fT -- "$t" ${file}
+ok=1`,
+          context.signal,
+          text
+        );
+        if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot write ${configFile} on ${executor.host}: ${result.stderr.trim()}`);
+        wrote = true;
+      }
+      return {
+        wrote,
+        file: configFile,
+        instructions: [
+          `inside http {}:    include ${configFile};`,
+          `in your location:  proxy_pass http://${poolVariable(name)};`,
+          `in your location:  add_header Set-Cookie ${cookieVariable(name)} always;   (half-split and sticky)`,
+          "then test and reload nginx yourself (nginx -t && nginx -s reload); `nodrop plan` checks the setup"
+        ]
+      };
+    },
+    async dispose() {
+      await executor.dispose?.();
+    }
+  };
+}
+function endpoint(address, port) {
+  return `${address.includes(":") ? `[${address}]` : address}:${port}`;
+}
+function routedAddressProblems(text, instances) {
+  const routed = parseServerLines(text);
+  const named = /* @__PURE__ */ new Set();
+  const parsed = parseRenderedConfig(text);
+  if (parsed) for (const ids2 of Object.values(parsed.routing.pools)) for (const id of ids2) named.add(id);
+  const byId = new Map(instances.map((i) => [i.id, i]));
+  const problems = [];
+  for (const [id, seen] of routed) {
+    const instance = byId.get(id);
+    if (!instance) {
+      if (seen.live) problems.push(`${id}: the proxy routes to ${[...seen.endpoints].join(", ")}, the config has no instance ${id}`);
+      continue;
+    }
+    const expected = endpoint(instance.address, instance.port);
+    const other = [...seen.endpoints].filter((e) => e !== expected);
+    if (other.length > 0) problems.push(`${id}: the proxy routes to ${other.join(", ")}, the config says ${expected}`);
+  }
+  for (const instance of instances) {
+    if (!routed.has(instance.id) && named.has(instance.id)) problems.push(`${instance.id}: the routing in force names it but no server line routes to it, the config says ${endpoint(instance.address, instance.port)}`);
+  }
+  return problems;
+}
+function parseServerLines(text) {
+  const routed = /* @__PURE__ */ new Map();
+  for (const line of text.split("\n")) {
+    const m = /^\s*server\s+(\S+?)((?:\s+[^;#]*)?);\s*#\s*(\S+)\s*$/.exec(line);
+    if (!m) continue;
+    const id = m[3];
+    const entry = routed.get(id) ?? { endpoints: /* @__PURE__ */ new Set(), live: false };
+    entry.endpoints.add(m[1]);
+    if (!/\bdown\b/.test(m[2] ?? "")) entry.live = true;
+    routed.set(id, entry);
+  }
+  return routed;
+}
+function lastLines(text, count = 8) {
+  return text.trim().split("\n").slice(-count).join("\n");
+}
+var path6 = (doc) => schema_exports.str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc });
+var nginxOptionsSchema = schema_exports.object({
+  configFile: path6("The include file nodrop owns and rewrites (upstreams and the routing map). Your nginx config includes it inside `http {}`."),
+  binary: schema_exports.optional(schema_exports.str({ pattern: /^[A-Za-z0-9._\/-]+$/, hint: "a program name or path", doc: "The nginx program." }), "nginx"),
+  prefix: schema_exports.optional(path6("nginx -p: the prefix the running master was started with.")),
+  conf: schema_exports.optional(path6("nginx -c: the main config file the running master was started with.")),
+  sudo: schema_exports.optional(schema_exports.bool({ doc: "Run nginx commands through `sudo -n`." }), false),
+  pidFile: schema_exports.optional(path6("The master's pid file (the `pid` directive)."), "/run/nginx.pid"),
+  errorLog: schema_exports.optional(path6("The error log; read after each reload to catch [emerg] lines that `nginx -s reload` does not report.")),
+  versionCookie: schema_exports.optional(schema_exports.str({ pattern: /^[A-Za-z0-9_]{1,48}$/, hint: "a cookie name of letters, digits and _", doc: "Cookie that pins a client to a version." }), "nodrop_version"),
+  confirmTimeout: schema_exports.optional(schema_exports.duration({ min: 100, doc: "How long a reload may take to show a new worker generation." }), 1e4),
+  drainTimeout: schema_exports.optional(
+    schema_exports.duration({ min: 100, doc: "Ceiling on waiting for the old workers to finish: long-lived connections (WebSocket, server-sent events) to a removed instance are held this long, then counted as cut when it stops." }),
+    9e4
+  ),
+  onDrainTimeout: schema_exports.optional(
+    schema_exports.oneOf(["cut", "fail"], { doc: "At the ceiling: cut (go on; the report counts the connections cut) or fail (stop the deploy)." }),
+    "cut"
+  ),
+  pollInterval: schema_exports.optional(schema_exports.duration({ min: 10, doc: "Between checks of the worker processes (the reload confirmation and the drain)." }), 25)
+});
+var nginxPlugin = defineProxy({
+  name: "nginx",
+  optionsSchema: nginxOptionsSchema,
+  capabilities: NGINX_CAPABILITIES,
+  create: ({ app, options, executor }) => nginxProxy({ ...options, app, executor })
+});
+
+// ../../packages/strategy-half-split/dist/index.js
+var ids = schema_exports.list(schema_exports.str({ pattern: /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, hint: "an instance id" }), { min: 1 });
+var halfSplitOptionsSchema = schema_exports.object({
+  split: schema_exports.optional(
+    schema_exports.oneOf(["balanced", "by-host", "explicit"], {
+      doc: "balanced: each half keeps instances on every host. by-host: each half is whole hosts. explicit: the lists in `a` and `b`."
+    }),
+    "balanced"
+  ),
+  a: schema_exports.optional(schema_exports.list(ids.itemSchema, { min: 1, doc: "With split: explicit, the instances updated first." })),
+  b: schema_exports.optional(schema_exports.list(ids.itemSchema, { min: 1, doc: "With split: explicit, the instances updated after the switch." })),
+  minHalf: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances a half may have; a smaller half is refused (it must carry all traffic alone)." }), 1),
+  switchDelay: schema_exports.optional(
+    schema_exports.duration({ min: 200, max: 6e4, doc: "How long after the switch reload every nginx worker flips to the new half at once (covers the reload overlap)." }),
+    1500
+  )
+});
+function splitHalves(instances, options) {
+  const ids2 = new Set(instances.map((i) => i.id));
+  if (options.split === "explicit") {
+    const a2 = options.a ?? [];
+    const b2 = options.b ?? [];
+    const problems = [];
+    if (a2.length === 0 || b2.length === 0) problems.push("strategy.a and strategy.b are both required with split: explicit");
+    for (const [key, list2] of [["a", a2], ["b", b2]]) for (const id of list2) if (!ids2.has(id)) problems.push(`strategy.${key}: unknown instance "${id}"`);
+    const both = a2.filter((id) => b2.includes(id));
+    if (both.length) problems.push(`strategy.a and strategy.b both list ${both.join(", ")}`);
+    const missing = [...ids2].filter((id) => !a2.includes(id) && !b2.includes(id));
+    if (missing.length) problems.push(`strategy.a/b: ${missing.join(", ")} in neither half`);
+    if (problems.length) throw new NodropError("E_PLAN", problems.join("; "));
+    return { a: a2, b: b2 };
+  }
+  const byHost = /* @__PURE__ */ new Map();
+  for (const i of instances) byHost.set(i.host, [...byHost.get(i.host) ?? [], i.id]);
+  if (options.split === "by-host") {
+    const hosts = [...byHost.keys()];
+    if (hosts.length < 2) throw new NodropError("E_PLAN", "strategy.split: by-host needs instances on at least two hosts");
+    const a2 = [];
+    const b2 = [];
+    for (const host of hosts) (a2.length < instances.length / 2 ? a2 : b2).push(...byHost.get(host));
+    if (b2.length === 0) b2.push(...a2.splice(-byHost.get(hosts.at(-1)).length));
+    return { a: a2, b: b2 };
+  }
+  const a = [];
+  const b = [];
+  for (const list2 of byHost.values()) {
+    const cut = Math.floor(list2.length / 2) + (list2.length % 2 === 1 && a.length <= b.length ? 1 : 0);
+    a.push(...list2.slice(0, cut));
+    b.push(...list2.slice(cut));
+  }
+  return { a, b };
+}
+function halfSplitStrategy() {
+  return {
+    name: "half-split",
+    optionsSchema: halfSplitOptionsSchema,
+    plan({ instances, version, proxy, options }) {
+      const all = instances.map((i) => i.id);
+      const notes = [];
+      const pinned = proxy.versionPinning;
+      const pins = (pool) => pinned ? { [version]: pool } : {};
+      const todo = instances.filter((i) => i.version !== version || !i.healthy);
+      if (todo.length === 0) {
+        const out = instances.filter((i) => !i.inPool).map((i) => i.id);
+        if (out.length === 0) return { strategy: "half-split", version, phases: [], notes: [`all ${all.length} instances already run ${version}`] };
+        return {
+          strategy: "half-split",
+          version,
+          notes: [`all ${all.length} instances already run ${version}; ${out.join(", ")} rejoin the pool`],
+          phases: [{ name: "rejoin", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", pins("all")), why: `${out.join(", ")} back: all instances on ${version}` }] }]
+        };
+      }
+      const serving = instances.filter((i) => i.inPool);
+      if (serving.length > 0 && serving.every((i) => i.version === version && i.healthy)) {
+        const ids2 = todo.map((i) => i.id);
+        notes.push(`${serving.length} instances already serve ${version}; updating the ${ids2.length} left out: ${ids2.join(", ")}`);
+        return {
+          strategy: "half-split",
+          version,
+          notes,
+          phases: [
+            {
+              name: "repair",
+              instances: ids2,
+              onFailure: "isolate",
+              steps: [
+                ...replaceSteps(ids2),
+                { kind: "route", routing: singlePool(all, "all", pins("all")), why: `${ids2.join(", ")} back: all instances on ${version}` }
+              ]
+            }
+          ]
+        };
+      }
+      const done = instances.filter((i) => i.version === version && i.healthy).map((i) => i.id);
+      const rest = instances.filter((i) => !done.includes(i.id));
+      let { a, b } = splitHalves(rest, options.split === "explicit" ? { ...options, a: (options.a ?? []).filter((id) => !done.includes(id)), b: (options.b ?? []).filter((id) => !done.includes(id)) } : options);
+      const canServe = (id) => rest.some((i) => i.id === id && i.healthy && i.inPool);
+      if (!b.some(canServe) && a.some(canServe)) [a, b] = [b, a];
+      const bServing = b.filter(canServe);
+      if (bServing.length === 0 && all.length >= 2) {
+        throw new NodropError("E_PLAN", `strategy: no healthy instance in the pool on the old version to serve while half A is updated (half B: ${b.join(", ") || "empty"})`);
+      }
+      if (done.length > 0) notes.push(`${done.join(", ")} already run ${version}: not replaced; they rejoin with half A at the switch`);
+      const minHalf = options.minHalf ?? 1;
+      const newSide = a.length + done.length;
+      if (all.length < 2 || bServing.length < minHalf || newSide < minHalf) {
+        throw new NodropError(
+          "E_PLAN",
+          all.length < 2 ? "strategy: half-split needs at least two instances" : `strategy.minHalf: halves of ${newSide} and ${bServing.length} serving instances; each must have at least ${minHalf}, as it carries all traffic alone`
+        );
+      }
+      notes.push(`half A (${a.length}): ${a.join(", ")}; half B (${b.length}): ${b.join(", ")}`);
+      notes.push(`capacity while half A is updated: ${b.length} of ${all.length} instances (${Math.round(100 * b.length / all.length)}%); after the switch: ${a.length} of ${all.length}`);
+      if (!pinned) notes.push("the proxy cannot pin clients to a version: clients of the new version are not protected during the drain");
+      if (!proxy.timedSwitch) notes.push("the proxy cannot switch at one instant: during the switch reload, old workers may still answer with the old version");
+      const newHalf = [...a, ...done];
+      const phase1 = done.length > 0 ? { pools: { b: bServing, ...pinned ? { n: done } : {} }, defaultPool: "b", pins: pins("n") } : { pools: { a, b: bServing }, defaultPool: "b", pins: pins("a") };
+      const switched = proxy.timedSwitch ? { pools: { a: newHalf, b: bServing }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? 1500 } } : { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") };
+      const phases = [
+        {
+          name: "half A",
+          instances: a,
+          onFailure: "revert",
+          steps: [
+            { kind: "route", routing: phase1, why: `half A out (${a.join(", ") || "none"}); ${version} pinned to ${done.length > 0 ? done.join(", ") : "it before it serves"}` },
+            ...a.length > 0 ? replaceSteps(a) : []
+          ]
+        },
+        {
+          name: "switch, half B",
+          instances: b,
+          onFailure: "isolate",
+          steps: [
+            { kind: "route", routing: switched, why: `switch: every new request to half A (${version})` },
+            // After the instant, a plain routing to A; waiting for its drain means nothing routes to B.
+            ...proxy.timedSwitch ? [{ kind: "route", routing: { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") }, why: `half B out (${b.join(", ")})` }] : [],
+            ...replaceSteps(b)
+          ]
+        },
+        {
+          name: "finish",
+          instances: [],
+          onFailure: "isolate",
+          steps: [{ kind: "route", routing: singlePool(all, "all", pins("all")), why: `half B back: all instances on ${version}` }]
+        }
+      ];
+      return { strategy: "half-split", version, phases, notes };
+    }
+  };
+}
+var halfSplitPlugin = defineStrategy({ name: "half-split", optionsSchema: halfSplitOptionsSchema, create: halfSplitStrategy });
+
+// ../../packages/strategy-rolling/dist/index.js
+var percent = schema_exports.str({ pattern: /^(100|[1-9][0-9]?)%$/, hint: 'a percentage such as "25%"' });
+var rollingOptionsSchema = schema_exports.object({
+  batchSize: schema_exports.optional(
+    schema_exports.either(schema_exports.int({ min: 1 }), percent, { hint: 'a count (1) or a percentage of the fleet ("25%")', doc: "Instances updated at once." }),
+    1
+  ),
+  minInPool: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances left serving while a batch is out; a plan that would go below is refused." }), 1),
+  soak: schema_exports.optional(schema_exports.duration({ doc: "Wait after a batch is back in the pool before the next one starts." }), 0)
+});
+function batchCount(batchSize, fleetSize) {
+  if (typeof batchSize === "number") return batchSize;
+  return Math.max(1, Math.floor(fleetSize * Number(batchSize.slice(0, -1)) / 100));
+}
+function spreadByHost(instances) {
+  const byHost = /* @__PURE__ */ new Map();
+  for (const instance of instances) {
+    const list2 = byHost.get(instance.host) ?? [];
+    list2.push(instance);
+    byHost.set(instance.host, list2);
+  }
+  const out = [];
+  const lists = [...byHost.values()];
+  for (let round = 0; out.length < instances.length; round++) for (const list2 of lists) if (round < list2.length) out.push(list2[round]);
+  return out;
+}
+function toBatches(items, size) {
+  const batches = [];
+  for (let i = 0; i < items.length; i += size) batches.push(items.slice(i, i + size));
+  return batches;
+}
+function rollingStrategy() {
+  return {
+    name: "rolling",
+    optionsSchema: rollingOptionsSchema,
+    plan({ instances, version, options }) {
+      const all = instances.map((i) => i.id);
+      const notes = [];
+      const outside2 = instances.filter((i) => !i.inPool && (i.version !== version || !i.healthy)).map((i) => i.id);
+      const todo = spreadByHost(instances.filter((i) => i.inPool && i.version !== version)).map((i) => i.id);
+      const skipped = all.length - todo.length - outside2.length;
+      if (skipped > 0) notes.push(`${skipped} instance${skipped === 1 ? "" : "s"} already on ${version}: left as they are`);
+      const allIn = singlePool(all);
+      const outOfPool = instances.some((i) => !i.inPool);
+      if (todo.length === 0 && outside2.length === 0) {
+        const phases2 = outOfPool ? [{ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" }] : [];
+        return { strategy: "rolling", version, phases: phases2, notes: [...notes, outOfPool ? "instances out of the pool rejoin it" : "nothing to do"] };
+      }
+      const phases = [];
+      if (outside2.length > 0) {
+        notes.push(`${outside2.join(", ")} out of the pool: updated first, without a proxy change`);
+        phases.push({
+          name: "out of pool",
+          instances: outside2,
+          onFailure: "isolate",
+          steps: replaceSteps(outside2)
+        });
+      }
+      if (todo.length === 0) {
+        phases.push({ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" });
+        return { strategy: "rolling", version, phases, notes };
+      }
+      const size = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
+      const minInPool = options.minInPool ?? 1;
+      checkBatchCapacity(size, all.length, minInPool);
+      const batches = toBatches(todo, size);
+      notes.push(`${batches.length} batch${batches.length === 1 ? "" : "es"} of up to ${size}; ${all.length - size} of ${all.length} instances serve while a batch is out`);
+      const soak = options.soak ?? 0;
+      batches.forEach((batch, index) => {
+        const out = new Set(batch);
+        const previous = index > 0 && soak === 0 ? `${batches[index - 1].join(", ")} back, ` : "";
+        const steps = [
+          { kind: "route", routing: singlePool(all.filter((id) => !out.has(id))), why: `${previous}batch ${index + 1} out: ${batch.join(", ")}` },
+          ...replaceSteps(batch)
+        ];
+        if (soak > 0) steps.push({ kind: "route", routing: allIn, why: `batch ${index + 1} back: ${batch.join(", ")}` }, { kind: "soak", ms: soak });
+        phases.push({ name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" });
+      });
+      if (soak === 0) phases.push({ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" });
+      return { strategy: "rolling", version, phases, notes };
+    }
+  };
+}
+var rollingPlugin = defineStrategy({ name: "rolling", optionsSchema: rollingOptionsSchema, create: rollingStrategy });
+
+// ../../packages/strategy-sticky/dist/index.js
+var stickyOptionsSchema = schema_exports.object({
+  mode: schema_exports.optional(
+    schema_exports.oneOf(["both", "instance", "version"], {
+      doc: "instance: a client keeps its instance. version: a client never gets an older version than it has seen. both: affinity within the instances of the client's version or newer."
+    }),
+    "both"
+  ),
+  key: schema_exports.optional(schema_exports.oneOf(["address", "cookie", "header"], { doc: "What identifies a client for affinity: its full address (no /24 grouping), a cookie or a header." }), "address"),
+  keyName: schema_exports.optional(schema_exports.str({ pattern: /^[A-Za-z0-9_-]{1,64}$/, hint: "a cookie or header name", doc: "The cookie or header, with key: cookie or header." })),
+  newShare: schema_exports.optional(schema_exports.int({ min: 1, max: 100, doc: "New clients go to the new version once it has at least this percentage of the instances." }), 50),
+  batchSize: schema_exports.optional(schema_exports.int({ min: 1, doc: "Instances updated at once." }), 1),
+  minInPool: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances left serving while a batch is out." }), 1)
+});
+function affinityKey(options) {
+  const key = options.key ?? "address";
+  if (key === "address") return "$remote_addr";
+  const name = options.keyName;
+  if (!name) throw new Error(`strategy.keyName is required with key: ${key}`);
+  return key === "cookie" ? `$cookie_${name.replace(/-/g, "_")}` : `$http_${name.toLowerCase().replace(/-/g, "_")}`;
+}
+function stickyStrategy() {
+  return {
+    name: "sticky",
+    optionsSchema: stickyOptionsSchema,
+    plan({ instances, version, proxy, options }) {
+      const mode = options.mode ?? "both";
+      const pinning = mode !== "instance";
+      const affinity = mode !== "version";
+      if (pinning && !proxy.versionPinning) throw new NodropError("E_PLAN", `strategy.mode: ${mode} needs a proxy that pins clients to a version`);
+      if (affinity && !proxy.affinity) throw new NodropError("E_PLAN", `strategy.mode: ${mode} needs a proxy with instance affinity`);
+      let key;
+      try {
+        key = affinityKey(options);
+      } catch (error2) {
+        throw new NodropError("E_PLAN", error2.message);
+      }
+      const ring = instances.map((i) => i.id);
+      const notes = [];
+      const outOld = instances.filter((i) => !i.inPool && i.version !== version).map((i) => i.id);
+      const todo = [...outOld, ...instances.filter((i) => i.inPool && i.version !== version).map((i) => i.id)];
+      const rejoin = instances.some((i) => !i.inPool && i.version === version && i.healthy);
+      if (todo.length === 0 && !rejoin) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
+      const oldVersions = [...new Set(instances.map((i) => i.version).filter((v) => v !== void 0 && v !== version))];
+      const size = Math.min(options.batchSize ?? 1, Math.max(todo.length, 1));
+      checkBatchCapacity(size, ring.length, options.minInPool ?? 1);
+      const share = options.newShare ?? 50;
+      notes.push(
+        `${mode === "both" ? "affinity by " + key + " within the client's version or newer" : mode === "instance" ? "affinity by " + key : "version pinning"}; new clients go to ${version} from ${share}% of the instances`
+      );
+      const done = new Set(instances.filter((i) => i.version === version).map((i) => i.id));
+      const routingFor = (outNow) => {
+        const live = ring.filter((id) => !outNow.has(id));
+        const fresh = live.filter((id) => done.has(id));
+        const stale = live.filter((id) => !done.has(id));
+        const pools = { live };
+        if (fresh.length > 0) pools.new = fresh;
+        if (stale.length > 0) pools.old = stale;
+        const newDefault = stale.length === 0 || fresh.length > 0 && 100 * fresh.length / ring.length >= share;
+        const defaultPool = !pinning ? "live" : newDefault ? "new" : "old";
+        const pins = {};
+        if (pinning) {
+          for (const old of oldVersions) pins[old] = "live";
+          pins[version] = fresh.length > 0 ? "new" : "live";
+        }
+        return { pools, defaultPool, pins, ...affinity ? { affinity: { key, ring } } : {} };
+      };
+      if (outOld.length > 0) notes.push(`${outOld.join(", ")} out of the pool: replaced first`);
+      const batches = [];
+      const first = Math.max(size, outOld.length);
+      if (todo.length > 0) batches.push(todo.slice(0, first));
+      for (let i = first; i < todo.length; i += size) batches.push(todo.slice(i, i + size));
+      const phases = [];
+      for (const [index, batch] of batches.entries()) {
+        const previous = index > 0 ? `${batches[index - 1].join(", ")} back, ` : "";
+        phases.push({
+          name: `batch ${index + 1}/${batches.length}`,
+          instances: batch,
+          onFailure: "revert",
+          steps: [
+            { kind: "route", routing: routingFor(new Set(batch)), why: `${previous}${batch.join(", ")} out` },
+            ...replaceSteps(batch)
+          ]
+        });
+        for (const id of batch) done.add(id);
+      }
+      phases.push({ name: "finish", instances: [], onFailure: "revert", steps: [{ kind: "route", routing: routingFor(/* @__PURE__ */ new Set()), why: `all instances on ${version}` }] });
+      return { strategy: "sticky", version, phases, notes };
+    },
+    steadyRouting(ids2, options) {
+      const affinity = (options.mode ?? "both") !== "version";
+      return { pools: { live: [...ids2] }, defaultPool: "live", pins: {}, ...affinity ? { affinity: { key: affinityKey(options), ring: [...ids2] } } : {} };
+    },
+    recoveryRouting(healthy, { version, previous, instances, options }) {
+      const mode = options.mode ?? "both";
+      const live = healthy.map((i) => i.id);
+      const on = (...versions) => healthy.filter((i) => i.version !== void 0 && versions.includes(i.version)).map((i) => i.id);
+      const pools = { live };
+      const pins = {};
+      if (mode !== "instance") {
+        const fresh = on(version);
+        if (fresh.length > 0) pools.new = fresh;
+        pins[version] = fresh.length > 0 ? "new" : "live";
+        previous.forEach((old, index) => {
+          const own3 = on(old, version);
+          if (own3.length === 0 || own3.length === live.length) pins[old] = "live";
+          else {
+            pools[`prev${index + 1}`] = own3;
+            pins[old] = `prev${index + 1}`;
+          }
+        });
+      }
+      const affinity = mode !== "version" ? { affinity: { key: affinityKey(options), ring: [...instances] } } : {};
+      return { pools, defaultPool: "live", pins, ...affinity };
+    }
+  };
+}
+var stickyPlugin = defineStrategy({ name: "sticky", optionsSchema: stickyOptionsSchema, create: stickyStrategy });
+
+// ../../packages/deployment/dist/index.js
+import { createHash as createHash3 } from "crypto";
+import { readFile as readFile2, realpath, stat as stat2 } from "fs/promises";
+import path23 from "path";
+import { fileURLToPath as fileURLToPath4, pathToFileURL as pathToFileURL2 } from "url";
+
+// ../../node_modules/.pnpm/import-meta-resolve@4.2.0/node_modules/import-meta-resolve/lib/resolve.js
+import assert2 from "assert";
+import { statSync, realpathSync } from "fs";
+import process2 from "process";
+import { fileURLToPath as fileURLToPath3, pathToFileURL } from "url";
+import path8 from "path";
+import { builtinModules } from "module";
+
+// ../../node_modules/.pnpm/import-meta-resolve@4.2.0/node_modules/import-meta-resolve/lib/get-format.js
+import { fileURLToPath as fileURLToPath2 } from "url";
+
+// ../../node_modules/.pnpm/import-meta-resolve@4.2.0/node_modules/import-meta-resolve/lib/package-json-reader.js
+import fs3 from "fs";
+import path7 from "path";
+import { fileURLToPath } from "url";
+
+// ../../node_modules/.pnpm/import-meta-resolve@4.2.0/node_modules/import-meta-resolve/lib/errors.js
+import v8 from "v8";
+import assert from "assert";
+import { format, inspect } from "util";
+var own = {}.hasOwnProperty;
+var classRegExp = /^([A-Z][a-z\d]*)+$/;
+var kTypes = /* @__PURE__ */ new Set([
+  "string",
+  "function",
+  "number",
+  "object",
+  // Accept 'Function' and 'Object' as alternative to the lower cased version.
+  "Function",
+  "Object",
+  "boolean",
+  "bigint",
+  "symbol"
+]);
+var codes = {};
+function formatList(array, type = "and") {
+  return array.length < 3 ? array.join(` ${type} `) : `${array.slice(0, -1).join(", ")}, ${type} ${array[array.length - 1]}`;
+}
+var messages = /* @__PURE__ */ new Map();
+var nodeInternalPrefix = "__node_internal_";
+var userStackTraceLimit;
+codes.ERR_INVALID_ARG_TYPE = createError(
+  "ERR_INVALID_ARG_TYPE",
+  /**
+   * @param {string} name
+   * @param {Array<string> | string} expected
+   * @param {unknown} actual
+   */
+  (name, expected, actual) => {
+    assert.ok(typeof name === "string", "'name' must be a string");
+    if (!Array.isArray(expected)) {
+      expected = [expected];
+    }
+    let message = "The ";
+    if (name.endsWith(" argument")) {
+      message += `${name} `;
+    } else {
+      const type = name.includes(".") ? "property" : "argument";
+      message += `"${name}" ${type} `;
+    }
+    message += "must be ";
+    const types = [];
+    const instances = [];
+    const other = [];
+    for (const value of expected) {
+      assert.ok(
+        typeof value === "string",
+        "All expected entries have to be of type string"
+      );
+      if (kTypes.has(value)) {
+        types.push(value.toLowerCase());
+      } else if (classRegExp.exec(value) === null) {
+        assert.ok(
+          value !== "object",
+          'The value "object" should be written as "Object"'
+        );
+        other.push(value);
+      } else {
+        instances.push(value);
+      }
+    }
+    if (instances.length > 0) {
+      const pos = types.indexOf("object");
+      if (pos !== -1) {
+        types.slice(pos, 1);
+        instances.push("Object");
+      }
+    }
+    if (types.length > 0) {
+      message += `${types.length > 1 ? "one of type" : "of type"} ${formatList(
+        types,
+        "or"
+      )}`;
+      if (instances.length > 0 || other.length > 0) message += " or ";
+    }
+    if (instances.length > 0) {
+      message += `an instance of ${formatList(instances, "or")}`;
+      if (other.length > 0) message += " or ";
+    }
+    if (other.length > 0) {
+      if (other.length > 1) {
+        message += `one of ${formatList(other, "or")}`;
+      } else {
+        if (other[0].toLowerCase() !== other[0]) message += "an ";
+        message += `${other[0]}`;
+      }
+    }
+    message += `. Received ${determineSpecificType(actual)}`;
+    return message;
+  },
+  TypeError
+);
+codes.ERR_INVALID_MODULE_SPECIFIER = createError(
+  "ERR_INVALID_MODULE_SPECIFIER",
+  /**
+   * @param {string} request
+   * @param {string} reason
+   * @param {string} [base]
+   */
+  (request, reason, base = void 0) => {
+    return `Invalid module "${request}" ${reason}${base ? ` imported from ${base}` : ""}`;
+  },
+  TypeError
+);
+codes.ERR_INVALID_PACKAGE_CONFIG = createError(
+  "ERR_INVALID_PACKAGE_CONFIG",
+  /**
+   * @param {string} path
+   * @param {string} [base]
+   * @param {string} [message]
+   */
+  (path10, base, message) => {
+    return `Invalid package config ${path10}${base ? ` while importing ${base}` : ""}${message ? `. ${message}` : ""}`;
+  },
+  Error
+);
+codes.ERR_INVALID_PACKAGE_TARGET = createError(
+  "ERR_INVALID_PACKAGE_TARGET",
+  /**
+   * @param {string} packagePath
+   * @param {string} key
+   * @param {unknown} target
+   * @param {boolean} [isImport=false]
+   * @param {string} [base]
+   */
+  (packagePath, key, target, isImport = false, base = void 0) => {
+    const relatedError = typeof target === "string" && !isImport && target.length > 0 && !target.startsWith("./");
+    if (key === ".") {
+      assert.ok(isImport === false);
+      return `Invalid "exports" main target ${JSON.stringify(target)} defined in the package config ${packagePath}package.json${base ? ` imported from ${base}` : ""}${relatedError ? '; targets must start with "./"' : ""}`;
+    }
+    return `Invalid "${isImport ? "imports" : "exports"}" target ${JSON.stringify(
+      target
+    )} defined for '${key}' in the package config ${packagePath}package.json${base ? ` imported from ${base}` : ""}${relatedError ? '; targets must start with "./"' : ""}`;
+  },
+  Error
+);
+codes.ERR_MODULE_NOT_FOUND = createError(
+  "ERR_MODULE_NOT_FOUND",
+  /**
+   * @param {string} path
+   * @param {string} base
+   * @param {boolean} [exactUrl]
+   */
+  (path10, base, exactUrl = false) => {
+    return `Cannot find ${exactUrl ? "module" : "package"} '${path10}' imported from ${base}`;
+  },
+  Error
+);
+codes.ERR_NETWORK_IMPORT_DISALLOWED = createError(
+  "ERR_NETWORK_IMPORT_DISALLOWED",
+  "import of '%s' by %s is not supported: %s",
+  Error
+);
+codes.ERR_PACKAGE_IMPORT_NOT_DEFINED = createError(
+  "ERR_PACKAGE_IMPORT_NOT_DEFINED",
+  /**
+   * @param {string} specifier
+   * @param {string} packagePath
+   * @param {string} base
+   */
+  (specifier, packagePath, base) => {
+    return `Package import specifier "${specifier}" is not defined${packagePath ? ` in package ${packagePath}package.json` : ""} imported from ${base}`;
+  },
+  TypeError
+);
+codes.ERR_PACKAGE_PATH_NOT_EXPORTED = createError(
+  "ERR_PACKAGE_PATH_NOT_EXPORTED",
+  /**
+   * @param {string} packagePath
+   * @param {string} subpath
+   * @param {string} [base]
+   */
+  (packagePath, subpath, base = void 0) => {
+    if (subpath === ".")
+      return `No "exports" main defined in ${packagePath}package.json${base ? ` imported from ${base}` : ""}`;
+    return `Package subpath '${subpath}' is not defined by "exports" in ${packagePath}package.json${base ? ` imported from ${base}` : ""}`;
+  },
+  Error
+);
+codes.ERR_UNSUPPORTED_DIR_IMPORT = createError(
+  "ERR_UNSUPPORTED_DIR_IMPORT",
+  "Directory import '%s' is not supported resolving ES modules imported from %s",
+  Error
+);
+codes.ERR_UNSUPPORTED_RESOLVE_REQUEST = createError(
+  "ERR_UNSUPPORTED_RESOLVE_REQUEST",
+  'Failed to resolve module specifier "%s" from "%s": Invalid relative URL or base scheme is not hierarchical.',
+  TypeError
+);
+codes.ERR_UNKNOWN_FILE_EXTENSION = createError(
+  "ERR_UNKNOWN_FILE_EXTENSION",
+  /**
+   * @param {string} extension
+   * @param {string} path
+   */
+  (extension, path10) => {
+    return `Unknown file extension "${extension}" for ${path10}`;
+  },
+  TypeError
+);
+codes.ERR_INVALID_ARG_VALUE = createError(
+  "ERR_INVALID_ARG_VALUE",
+  /**
+   * @param {string} name
+   * @param {unknown} value
+   * @param {string} [reason='is invalid']
+   */
+  (name, value, reason = "is invalid") => {
+    let inspected = inspect(value);
+    if (inspected.length > 128) {
+      inspected = `${inspected.slice(0, 128)}...`;
+    }
+    const type = name.includes(".") ? "property" : "argument";
+    return `The ${type} '${name}' ${reason}. Received ${inspected}`;
+  },
+  TypeError
+  // Note: extra classes have been shaken out.
+  // , RangeError
+);
+function createError(sym, value, constructor) {
+  messages.set(sym, value);
+  return makeNodeErrorWithCode(constructor, sym);
+}
+function makeNodeErrorWithCode(Base, key) {
+  return NodeError;
+  function NodeError(...parameters) {
+    const limit = Error.stackTraceLimit;
+    if (isErrorStackTraceLimitWritable()) Error.stackTraceLimit = 0;
+    const error2 = new Base();
+    if (isErrorStackTraceLimitWritable()) Error.stackTraceLimit = limit;
+    const message = getMessage(key, parameters, error2);
+    Object.defineProperties(error2, {
+      // Note: no need to implement `kIsNodeError` symbol, would be hard,
+      // probably.
+      message: {
+        value: message,
+        enumerable: false,
+        writable: true,
+        configurable: true
+      },
+      toString: {
+        /** @this {Error} */
+        value() {
+          return `${this.name} [${key}]: ${this.message}`;
+        },
+        enumerable: false,
+        writable: true,
+        configurable: true
+      }
+    });
+    captureLargerStackTrace(error2);
+    error2.code = key;
+    return error2;
+  }
+}
+function isErrorStackTraceLimitWritable() {
+  try {
+    if (v8.startupSnapshot.isBuildingSnapshot()) {
+      return false;
+    }
+  } catch {
+  }
+  const desc = Object.getOwnPropertyDescriptor(Error, "stackTraceLimit");
+  if (desc === void 0) {
+    return Object.isExtensible(Error);
+  }
+  return own.call(desc, "writable") && desc.writable !== void 0 ? desc.writable : desc.set !== void 0;
+}
+function hideStackFrames(wrappedFunction) {
+  const hidden = nodeInternalPrefix + wrappedFunction.name;
+  Object.defineProperty(wrappedFunction, "name", { value: hidden });
+  return wrappedFunction;
+}
+var captureLargerStackTrace = hideStackFrames(
+  /**
+   * @param {Error} error
+   * @returns {Error}
+   */
+  // @ts-expect-error: fine
+  function(error2) {
+    const stackTraceLimitIsWritable = isErrorStackTraceLimitWritable();
+    if (stackTraceLimitIsWritable) {
+      userStackTraceLimit = Error.stackTraceLimit;
+      Error.stackTraceLimit = Number.POSITIVE_INFINITY;
+    }
+    Error.captureStackTrace(error2);
+    if (stackTraceLimitIsWritable) Error.stackTraceLimit = userStackTraceLimit;
+    return error2;
+  }
+);
+function getMessage(key, parameters, self2) {
+  const message = messages.get(key);
+  assert.ok(message !== void 0, "expected `message` to be found");
+  if (typeof message === "function") {
+    assert.ok(
+      message.length <= parameters.length,
+      // Default options do not count.
+      `Code: ${key}; The provided arguments length (${parameters.length}) does not match the required ones (${message.length}).`
+    );
+    return Reflect.apply(message, self2, parameters);
+  }
+  const regex = /%[dfijoOs]/g;
+  let expectedLength = 0;
+  while (regex.exec(message) !== null) expectedLength++;
+  assert.ok(
+    expectedLength === parameters.length,
+    `Code: ${key}; The provided arguments length (${parameters.length}) does not match the required ones (${expectedLength}).`
+  );
+  if (parameters.length === 0) return message;
+  parameters.unshift(message);
+  return Reflect.apply(format, null, parameters);
+}
+function determineSpecificType(value) {
+  if (value === null || value === void 0) {
+    return String(value);
+  }
+  if (typeof value === "function" && value.name) {
+    return `function ${value.name}`;
+  }
+  if (typeof value === "object") {
+    if (value.constructor && value.constructor.name) {
+      return `an instance of ${value.constructor.name}`;
+    }
+    return `${inspect(value, { depth: -1 })}`;
+  }
+  let inspected = inspect(value, { colors: false });
+  if (inspected.length > 28) {
+    inspected = `${inspected.slice(0, 25)}...`;
+  }
+  return `type ${typeof value} (${inspected})`;
+}
+
+// ../../node_modules/.pnpm/import-meta-resolve@4.2.0/node_modules/import-meta-resolve/lib/package-json-reader.js
+var hasOwnProperty = {}.hasOwnProperty;
+var { ERR_INVALID_PACKAGE_CONFIG } = codes;
+var cache = /* @__PURE__ */ new Map();
+function read(jsonPath, { base, specifier }) {
+  const existing = cache.get(jsonPath);
+  if (existing) {
+    return existing;
+  }
+  let string;
+  try {
+    string = fs3.readFileSync(path7.toNamespacedPath(jsonPath), "utf8");
+  } catch (error2) {
+    const exception = (
+      /** @type {ErrnoException} */
+      error2
+    );
+    if (exception.code !== "ENOENT") {
+      throw exception;
+    }
+  }
+  const result = {
+    exists: false,
+    pjsonPath: jsonPath,
+    main: void 0,
+    name: void 0,
+    type: "none",
+    // Ignore unknown types for forwards compatibility
+    exports: void 0,
+    imports: void 0
+  };
+  if (string !== void 0) {
+    let parsed;
+    try {
+      parsed = JSON.parse(string);
+    } catch (error_) {
+      const cause = (
+        /** @type {ErrnoException} */
+        error_
+      );
+      const error2 = new ERR_INVALID_PACKAGE_CONFIG(
+        jsonPath,
+        (base ? `"${specifier}" from ` : "") + fileURLToPath(base || specifier),
+        cause.message
+      );
+      error2.cause = cause;
+      throw error2;
+    }
+    result.exists = true;
+    if (hasOwnProperty.call(parsed, "name") && typeof parsed.name === "string") {
+      result.name = parsed.name;
+    }
+    if (hasOwnProperty.call(parsed, "main") && typeof parsed.main === "string") {
+      result.main = parsed.main;
+    }
+    if (hasOwnProperty.call(parsed, "exports")) {
+      result.exports = parsed.exports;
+    }
+    if (hasOwnProperty.call(parsed, "imports")) {
+      result.imports = parsed.imports;
+    }
+    if (hasOwnProperty.call(parsed, "type") && (parsed.type === "commonjs" || parsed.type === "module")) {
+      result.type = parsed.type;
+    }
+  }
+  cache.set(jsonPath, result);
+  return result;
+}
+function getPackageScopeConfig(resolved) {
+  let packageJSONUrl = new URL("package.json", resolved);
+  while (true) {
+    const packageJSONPath2 = packageJSONUrl.pathname;
+    if (packageJSONPath2.endsWith("node_modules/package.json")) {
+      break;
+    }
+    const packageConfig = read(fileURLToPath(packageJSONUrl), {
+      specifier: resolved
+    });
+    if (packageConfig.exists) {
+      return packageConfig;
+    }
+    const lastPackageJSONUrl = packageJSONUrl;
+    packageJSONUrl = new URL("../package.json", packageJSONUrl);
+    if (packageJSONUrl.pathname === lastPackageJSONUrl.pathname) {
+      break;
+    }
+  }
+  const packageJSONPath = fileURLToPath(packageJSONUrl);
+  return {
+    pjsonPath: packageJSONPath,
+    exists: false,
+    type: "none"
+  };
+}
+function getPackageType(url) {
+  return getPackageScopeConfig(url).type;
+}
+
+// ../../node_modules/.pnpm/import-meta-resolve@4.2.0/node_modules/import-meta-resolve/lib/get-format.js
+var { ERR_UNKNOWN_FILE_EXTENSION } = codes;
+var hasOwnProperty2 = {}.hasOwnProperty;
+var extensionFormatMap = {
+  // @ts-expect-error: hush.
+  __proto__: null,
+  ".cjs": "commonjs",
+  ".js": "module",
+  ".json": "json",
+  ".mjs": "module"
+};
+function mimeToFormat(mime) {
+  if (mime && /\s*(text|application)\/javascript\s*(;\s*charset=utf-?8\s*)?/i.test(mime))
+    return "module";
+  if (mime === "application/json") return "json";
+  return null;
+}
+var protocolHandlers = {
+  // @ts-expect-error: hush.
+  __proto__: null,
+  "data:": getDataProtocolModuleFormat,
+  "file:": getFileProtocolModuleFormat,
+  "http:": getHttpProtocolModuleFormat,
+  "https:": getHttpProtocolModuleFormat,
+  "node:"() {
+    return "builtin";
+  }
+};
+function getDataProtocolModuleFormat(parsed) {
+  const { 1: mime } = /^([^/]+\/[^;,]+)[^,]*?(;base64)?,/.exec(
+    parsed.pathname
+  ) || [null, null, null];
+  return mimeToFormat(mime);
+}
+function extname2(url) {
+  const pathname = url.pathname;
+  let index = pathname.length;
+  while (index--) {
+    const code = pathname.codePointAt(index);
+    if (code === 47) {
+      return "";
+    }
+    if (code === 46) {
+      return pathname.codePointAt(index - 1) === 47 ? "" : pathname.slice(index);
+    }
+  }
+  return "";
+}
+function getFileProtocolModuleFormat(url, _context, ignoreErrors) {
+  const value = extname2(url);
+  if (value === ".js") {
+    const packageType = getPackageType(url);
+    if (packageType !== "none") {
+      return packageType;
+    }
+    return "commonjs";
+  }
+  if (value === "") {
+    const packageType = getPackageType(url);
+    if (packageType === "none" || packageType === "commonjs") {
+      return "commonjs";
+    }
+    return "module";
+  }
+  const format2 = extensionFormatMap[value];
+  if (format2) return format2;
+  if (ignoreErrors) {
+    return void 0;
+  }
+  const filepath = fileURLToPath2(url);
+  throw new ERR_UNKNOWN_FILE_EXTENSION(value, filepath);
+}
+function getHttpProtocolModuleFormat() {
+}
+function defaultGetFormatWithoutErrors(url, context) {
+  const protocol = url.protocol;
+  if (!hasOwnProperty2.call(protocolHandlers, protocol)) {
+    return null;
+  }
+  return protocolHandlers[protocol](url, context, true) || null;
+}
+
+// ../../node_modules/.pnpm/import-meta-resolve@4.2.0/node_modules/import-meta-resolve/lib/utils.js
+var { ERR_INVALID_ARG_VALUE } = codes;
+var DEFAULT_CONDITIONS = Object.freeze(["node", "import"]);
+var DEFAULT_CONDITIONS_SET = new Set(DEFAULT_CONDITIONS);
+function getDefaultConditions() {
+  return DEFAULT_CONDITIONS;
+}
+function getDefaultConditionsSet() {
+  return DEFAULT_CONDITIONS_SET;
+}
+function getConditionsSet(conditions) {
+  if (conditions !== void 0 && conditions !== getDefaultConditions()) {
+    if (!Array.isArray(conditions)) {
+      throw new ERR_INVALID_ARG_VALUE(
+        "conditions",
+        conditions,
+        "expected an array"
+      );
+    }
+    return new Set(conditions);
+  }
+  return getDefaultConditionsSet();
+}
+
+// ../../node_modules/.pnpm/import-meta-resolve@4.2.0/node_modules/import-meta-resolve/lib/resolve.js
+var RegExpPrototypeSymbolReplace = RegExp.prototype[Symbol.replace];
+var {
+  ERR_NETWORK_IMPORT_DISALLOWED,
+  ERR_INVALID_MODULE_SPECIFIER,
+  ERR_INVALID_PACKAGE_CONFIG: ERR_INVALID_PACKAGE_CONFIG2,
+  ERR_INVALID_PACKAGE_TARGET,
+  ERR_MODULE_NOT_FOUND,
+  ERR_PACKAGE_IMPORT_NOT_DEFINED,
+  ERR_PACKAGE_PATH_NOT_EXPORTED,
+  ERR_UNSUPPORTED_DIR_IMPORT,
+  ERR_UNSUPPORTED_RESOLVE_REQUEST
+} = codes;
+var own2 = {}.hasOwnProperty;
+var invalidSegmentRegEx = /(^|\\|\/)((\.|%2e)(\.|%2e)?|(n|%6e|%4e)(o|%6f|%4f)(d|%64|%44)(e|%65|%45)(_|%5f)(m|%6d|%4d)(o|%6f|%4f)(d|%64|%44)(u|%75|%55)(l|%6c|%4c)(e|%65|%45)(s|%73|%53))?(\\|\/|$)/i;
+var deprecatedInvalidSegmentRegEx = /(^|\\|\/)((\.|%2e)(\.|%2e)?|(n|%6e|%4e)(o|%6f|%4f)(d|%64|%44)(e|%65|%45)(_|%5f)(m|%6d|%4d)(o|%6f|%4f)(d|%64|%44)(u|%75|%55)(l|%6c|%4c)(e|%65|%45)(s|%73|%53))(\\|\/|$)/i;
+var invalidPackageNameRegEx = /^\.|%|\\/;
+var patternRegEx = /\*/g;
+var encodedSeparatorRegEx = /%2f|%5c/i;
+var emittedPackageWarnings = /* @__PURE__ */ new Set();
+var doubleSlashRegEx = /[/\\]{2}/;
+function emitInvalidSegmentDeprecation(target, request, match, packageJsonUrl, internal, base, isTarget) {
+  if (process2.noDeprecation) {
+    return;
+  }
+  const pjsonPath = fileURLToPath3(packageJsonUrl);
+  const double = doubleSlashRegEx.exec(isTarget ? target : request) !== null;
+  process2.emitWarning(
+    `Use of deprecated ${double ? "double slash" : "leading or trailing slash matching"} resolving "${target}" for module request "${request}" ${request === match ? "" : `matched to "${match}" `}in the "${internal ? "imports" : "exports"}" field module resolution of the package at ${pjsonPath}${base ? ` imported from ${fileURLToPath3(base)}` : ""}.`,
+    "DeprecationWarning",
+    "DEP0166"
+  );
+}
+function emitLegacyIndexDeprecation(url, packageJsonUrl, base, main) {
+  if (process2.noDeprecation) {
+    return;
+  }
+  const format2 = defaultGetFormatWithoutErrors(url, { parentURL: base.href });
+  if (format2 !== "module") return;
+  const urlPath = fileURLToPath3(url.href);
+  const packagePath = fileURLToPath3(new URL(".", packageJsonUrl));
+  const basePath = fileURLToPath3(base);
+  if (!main) {
+    process2.emitWarning(
+      `No "main" or "exports" field defined in the package.json for ${packagePath} resolving the main entry point "${urlPath.slice(
+        packagePath.length
+      )}", imported from ${basePath}.
+Default "index" lookups for the main are deprecated for ES modules.`,
+      "DeprecationWarning",
+      "DEP0151"
+    );
+  } else if (path8.resolve(packagePath, main) !== urlPath) {
+    process2.emitWarning(
+      `Package ${packagePath} has a "main" field set to "${main}", excluding the full filename and extension to the resolved file at "${urlPath.slice(
+        packagePath.length
+      )}", imported from ${basePath}.
+ Automatic extension resolution of the "main" field is deprecated for ES modules.`,
+      "DeprecationWarning",
+      "DEP0151"
+    );
+  }
+}
+function tryStatSync(path10) {
+  try {
+    return statSync(path10);
+  } catch {
+  }
+}
+function fileExists(url) {
+  const stats = statSync(url, { throwIfNoEntry: false });
+  const isFile = stats ? stats.isFile() : void 0;
+  return isFile === null || isFile === void 0 ? false : isFile;
+}
+function legacyMainResolve(packageJsonUrl, packageConfig, base) {
+  let guess;
+  if (packageConfig.main !== void 0) {
+    guess = new URL(packageConfig.main, packageJsonUrl);
+    if (fileExists(guess)) return guess;
+    const tries2 = [
+      `./${packageConfig.main}.js`,
+      `./${packageConfig.main}.json`,
+      `./${packageConfig.main}.node`,
+      `./${packageConfig.main}/index.js`,
+      `./${packageConfig.main}/index.json`,
+      `./${packageConfig.main}/index.node`
+    ];
+    let i2 = -1;
+    while (++i2 < tries2.length) {
+      guess = new URL(tries2[i2], packageJsonUrl);
+      if (fileExists(guess)) break;
+      guess = void 0;
+    }
+    if (guess) {
+      emitLegacyIndexDeprecation(
+        guess,
+        packageJsonUrl,
+        base,
+        packageConfig.main
+      );
+      return guess;
+    }
+  }
+  const tries = ["./index.js", "./index.json", "./index.node"];
+  let i = -1;
+  while (++i < tries.length) {
+    guess = new URL(tries[i], packageJsonUrl);
+    if (fileExists(guess)) break;
+    guess = void 0;
+  }
+  if (guess) {
+    emitLegacyIndexDeprecation(guess, packageJsonUrl, base, packageConfig.main);
+    return guess;
+  }
+  throw new ERR_MODULE_NOT_FOUND(
+    fileURLToPath3(new URL(".", packageJsonUrl)),
+    fileURLToPath3(base)
+  );
+}
+function finalizeResolution(resolved, base, preserveSymlinks) {
+  if (encodedSeparatorRegEx.exec(resolved.pathname) !== null) {
+    throw new ERR_INVALID_MODULE_SPECIFIER(
+      resolved.pathname,
+      'must not include encoded "/" or "\\" characters',
+      fileURLToPath3(base)
+    );
+  }
+  let filePath2;
+  try {
+    filePath2 = fileURLToPath3(resolved);
+  } catch (error2) {
+    const cause = (
+      /** @type {ErrnoException} */
+      error2
+    );
+    Object.defineProperty(cause, "input", { value: String(resolved) });
+    Object.defineProperty(cause, "module", { value: String(base) });
+    throw cause;
+  }
+  const stats = tryStatSync(
+    filePath2.endsWith("/") ? filePath2.slice(-1) : filePath2
+  );
+  if (stats && stats.isDirectory()) {
+    const error2 = new ERR_UNSUPPORTED_DIR_IMPORT(filePath2, fileURLToPath3(base));
+    error2.url = String(resolved);
+    throw error2;
+  }
+  if (!stats || !stats.isFile()) {
+    const error2 = new ERR_MODULE_NOT_FOUND(
+      filePath2 || resolved.pathname,
+      base && fileURLToPath3(base),
+      true
+    );
+    error2.url = String(resolved);
+    throw error2;
+  }
+  if (!preserveSymlinks) {
+    const real = realpathSync(filePath2);
+    const { search, hash } = resolved;
+    resolved = pathToFileURL(real + (filePath2.endsWith(path8.sep) ? "/" : ""));
+    resolved.search = search;
+    resolved.hash = hash;
+  }
+  return resolved;
+}
+function importNotDefined(specifier, packageJsonUrl, base) {
+  return new ERR_PACKAGE_IMPORT_NOT_DEFINED(
+    specifier,
+    packageJsonUrl && fileURLToPath3(new URL(".", packageJsonUrl)),
+    fileURLToPath3(base)
+  );
+}
+function exportsNotFound(subpath, packageJsonUrl, base) {
+  return new ERR_PACKAGE_PATH_NOT_EXPORTED(
+    fileURLToPath3(new URL(".", packageJsonUrl)),
+    subpath,
+    base && fileURLToPath3(base)
+  );
+}
+function throwInvalidSubpath(request, match, packageJsonUrl, internal, base) {
+  const reason = `request is not a valid match in pattern "${match}" for the "${internal ? "imports" : "exports"}" resolution of ${fileURLToPath3(packageJsonUrl)}`;
+  throw new ERR_INVALID_MODULE_SPECIFIER(
+    request,
+    reason,
+    base && fileURLToPath3(base)
+  );
+}
+function invalidPackageTarget(subpath, target, packageJsonUrl, internal, base) {
+  target = typeof target === "object" && target !== null ? JSON.stringify(target, null, "") : `${target}`;
+  return new ERR_INVALID_PACKAGE_TARGET(
+    fileURLToPath3(new URL(".", packageJsonUrl)),
+    subpath,
+    target,
+    internal,
+    base && fileURLToPath3(base)
+  );
+}
+function resolvePackageTargetString(target, subpath, match, packageJsonUrl, base, pattern, internal, isPathMap, conditions) {
+  if (subpath !== "" && !pattern && target[target.length - 1] !== "/")
+    throw invalidPackageTarget(match, target, packageJsonUrl, internal, base);
+  if (!target.startsWith("./")) {
+    if (internal && !target.startsWith("../") && !target.startsWith("/")) {
+      let isURL2 = false;
+      try {
+        new URL(target);
+        isURL2 = true;
+      } catch {
+      }
+      if (!isURL2) {
+        const exportTarget = pattern ? RegExpPrototypeSymbolReplace.call(
+          patternRegEx,
+          target,
+          () => subpath
+        ) : target + subpath;
+        return packageResolve(exportTarget, packageJsonUrl, conditions);
+      }
+    }
+    throw invalidPackageTarget(match, target, packageJsonUrl, internal, base);
+  }
+  if (invalidSegmentRegEx.exec(target.slice(2)) !== null) {
+    if (deprecatedInvalidSegmentRegEx.exec(target.slice(2)) === null) {
+      if (!isPathMap) {
+        const request = pattern ? match.replace("*", () => subpath) : match + subpath;
+        const resolvedTarget = pattern ? RegExpPrototypeSymbolReplace.call(
+          patternRegEx,
+          target,
+          () => subpath
+        ) : target;
+        emitInvalidSegmentDeprecation(
+          resolvedTarget,
+          request,
+          match,
+          packageJsonUrl,
+          internal,
+          base,
+          true
+        );
+      }
+    } else {
+      throw invalidPackageTarget(match, target, packageJsonUrl, internal, base);
+    }
+  }
+  const resolved = new URL(target, packageJsonUrl);
+  const resolvedPath = resolved.pathname;
+  const packagePath = new URL(".", packageJsonUrl).pathname;
+  if (!resolvedPath.startsWith(packagePath))
+    throw invalidPackageTarget(match, target, packageJsonUrl, internal, base);
+  if (subpath === "") return resolved;
+  if (invalidSegmentRegEx.exec(subpath) !== null) {
+    const request = pattern ? match.replace("*", () => subpath) : match + subpath;
+    if (deprecatedInvalidSegmentRegEx.exec(subpath) === null) {
+      if (!isPathMap) {
+        const resolvedTarget = pattern ? RegExpPrototypeSymbolReplace.call(
+          patternRegEx,
+          target,
+          () => subpath
+        ) : target;
+        emitInvalidSegmentDeprecation(
+          resolvedTarget,
+          request,
+          match,
+          packageJsonUrl,
+          internal,
+          base,
+          false
+        );
+      }
+    } else {
+      throwInvalidSubpath(request, match, packageJsonUrl, internal, base);
+    }
+  }
+  if (pattern) {
+    return new URL(
+      RegExpPrototypeSymbolReplace.call(
+        patternRegEx,
+        resolved.href,
+        () => subpath
+      )
+    );
+  }
+  return new URL(subpath, resolved);
+}
+function isArrayIndex(key) {
+  const keyNumber = Number(key);
+  if (`${keyNumber}` !== key) return false;
+  return keyNumber >= 0 && keyNumber < 4294967295;
+}
+function resolvePackageTarget(packageJsonUrl, target, subpath, packageSubpath, base, pattern, internal, isPathMap, conditions) {
+  if (typeof target === "string") {
+    return resolvePackageTargetString(
+      target,
+      subpath,
+      packageSubpath,
+      packageJsonUrl,
+      base,
+      pattern,
+      internal,
+      isPathMap,
+      conditions
+    );
+  }
+  if (Array.isArray(target)) {
+    const targetList = target;
+    if (targetList.length === 0) return null;
+    let lastException;
+    let i = -1;
+    while (++i < targetList.length) {
+      const targetItem = targetList[i];
+      let resolveResult;
+      try {
+        resolveResult = resolvePackageTarget(
+          packageJsonUrl,
+          targetItem,
+          subpath,
+          packageSubpath,
+          base,
+          pattern,
+          internal,
+          isPathMap,
+          conditions
+        );
+      } catch (error2) {
+        const exception = (
+          /** @type {ErrnoException} */
+          error2
+        );
+        lastException = exception;
+        if (exception.code === "ERR_INVALID_PACKAGE_TARGET") continue;
+        throw error2;
+      }
+      if (resolveResult === void 0) continue;
+      if (resolveResult === null) {
+        lastException = null;
+        continue;
+      }
+      return resolveResult;
+    }
+    if (lastException === void 0 || lastException === null) {
+      return null;
+    }
+    throw lastException;
+  }
+  if (typeof target === "object" && target !== null) {
+    const keys = Object.getOwnPropertyNames(target);
+    let i = -1;
+    while (++i < keys.length) {
+      const key = keys[i];
+      if (isArrayIndex(key)) {
+        throw new ERR_INVALID_PACKAGE_CONFIG2(
+          fileURLToPath3(packageJsonUrl),
+          base,
+          '"exports" cannot contain numeric property keys.'
+        );
+      }
+    }
+    i = -1;
+    while (++i < keys.length) {
+      const key = keys[i];
+      if (key === "default" || conditions && conditions.has(key)) {
+        const conditionalTarget = (
+          /** @type {unknown} */
+          target[key]
+        );
+        const resolveResult = resolvePackageTarget(
+          packageJsonUrl,
+          conditionalTarget,
+          subpath,
+          packageSubpath,
+          base,
+          pattern,
+          internal,
+          isPathMap,
+          conditions
+        );
+        if (resolveResult === void 0) continue;
+        return resolveResult;
+      }
+    }
+    return null;
+  }
+  if (target === null) {
+    return null;
+  }
+  throw invalidPackageTarget(
+    packageSubpath,
+    target,
+    packageJsonUrl,
+    internal,
+    base
+  );
+}
+function isConditionalExportsMainSugar(exports, packageJsonUrl, base) {
+  if (typeof exports === "string" || Array.isArray(exports)) return true;
+  if (typeof exports !== "object" || exports === null) return false;
+  const keys = Object.getOwnPropertyNames(exports);
+  let isConditionalSugar = false;
+  let i = 0;
+  let keyIndex = -1;
+  while (++keyIndex < keys.length) {
+    const key = keys[keyIndex];
+    const currentIsConditionalSugar = key === "" || key[0] !== ".";
+    if (i++ === 0) {
+      isConditionalSugar = currentIsConditionalSugar;
+    } else if (isConditionalSugar !== currentIsConditionalSugar) {
+      throw new ERR_INVALID_PACKAGE_CONFIG2(
+        fileURLToPath3(packageJsonUrl),
+        base,
+        `"exports" cannot contain some keys starting with '.' and some not. The exports object must either be an object of package subpath keys or an object of main entry condition name keys only.`
+      );
+    }
+  }
+  return isConditionalSugar;
+}
+function emitTrailingSlashPatternDeprecation(match, pjsonUrl, base) {
+  if (process2.noDeprecation) {
+    return;
+  }
+  const pjsonPath = fileURLToPath3(pjsonUrl);
+  if (emittedPackageWarnings.has(pjsonPath + "|" + match)) return;
+  emittedPackageWarnings.add(pjsonPath + "|" + match);
+  process2.emitWarning(
+    `Use of deprecated trailing slash pattern mapping "${match}" in the "exports" field module resolution of the package at ${pjsonPath}${base ? ` imported from ${fileURLToPath3(base)}` : ""}. Mapping specifiers ending in "/" is no longer supported.`,
+    "DeprecationWarning",
+    "DEP0155"
+  );
+}
+function packageExportsResolve(packageJsonUrl, packageSubpath, packageConfig, base, conditions) {
+  let exports = packageConfig.exports;
+  if (isConditionalExportsMainSugar(exports, packageJsonUrl, base)) {
+    exports = { ".": exports };
+  }
+  if (own2.call(exports, packageSubpath) && !packageSubpath.includes("*") && !packageSubpath.endsWith("/")) {
+    const target = exports[packageSubpath];
+    const resolveResult = resolvePackageTarget(
+      packageJsonUrl,
+      target,
+      "",
+      packageSubpath,
+      base,
+      false,
+      false,
+      false,
+      conditions
+    );
+    if (resolveResult === null || resolveResult === void 0) {
+      throw exportsNotFound(packageSubpath, packageJsonUrl, base);
+    }
+    return resolveResult;
+  }
+  let bestMatch = "";
+  let bestMatchSubpath = "";
+  const keys = Object.getOwnPropertyNames(exports);
+  let i = -1;
+  while (++i < keys.length) {
+    const key = keys[i];
+    const patternIndex = key.indexOf("*");
+    if (patternIndex !== -1 && packageSubpath.startsWith(key.slice(0, patternIndex))) {
+      if (packageSubpath.endsWith("/")) {
+        emitTrailingSlashPatternDeprecation(
+          packageSubpath,
+          packageJsonUrl,
+          base
+        );
+      }
+      const patternTrailer = key.slice(patternIndex + 1);
+      if (packageSubpath.length >= key.length && packageSubpath.endsWith(patternTrailer) && patternKeyCompare(bestMatch, key) === 1 && key.lastIndexOf("*") === patternIndex) {
+        bestMatch = key;
+        bestMatchSubpath = packageSubpath.slice(
+          patternIndex,
+          packageSubpath.length - patternTrailer.length
+        );
+      }
+    }
+  }
+  if (bestMatch) {
+    const target = (
+      /** @type {unknown} */
+      exports[bestMatch]
+    );
+    const resolveResult = resolvePackageTarget(
+      packageJsonUrl,
+      target,
+      bestMatchSubpath,
+      bestMatch,
+      base,
+      true,
+      false,
+      packageSubpath.endsWith("/"),
+      conditions
+    );
+    if (resolveResult === null || resolveResult === void 0) {
+      throw exportsNotFound(packageSubpath, packageJsonUrl, base);
+    }
+    return resolveResult;
+  }
+  throw exportsNotFound(packageSubpath, packageJsonUrl, base);
+}
+function patternKeyCompare(a, b) {
+  const aPatternIndex = a.indexOf("*");
+  const bPatternIndex = b.indexOf("*");
+  const baseLengthA = aPatternIndex === -1 ? a.length : aPatternIndex + 1;
+  const baseLengthB = bPatternIndex === -1 ? b.length : bPatternIndex + 1;
+  if (baseLengthA > baseLengthB) return -1;
+  if (baseLengthB > baseLengthA) return 1;
+  if (aPatternIndex === -1) return 1;
+  if (bPatternIndex === -1) return -1;
+  if (a.length > b.length) return -1;
+  if (b.length > a.length) return 1;
+  return 0;
+}
+function packageImportsResolve(name, base, conditions) {
+  if (name === "#" || name.startsWith("#/") || name.endsWith("/")) {
+    const reason = "is not a valid internal imports specifier name";
+    throw new ERR_INVALID_MODULE_SPECIFIER(name, reason, fileURLToPath3(base));
+  }
+  let packageJsonUrl;
+  const packageConfig = getPackageScopeConfig(base);
+  if (packageConfig.exists) {
+    packageJsonUrl = pathToFileURL(packageConfig.pjsonPath);
+    const imports = packageConfig.imports;
+    if (imports) {
+      if (own2.call(imports, name) && !name.includes("*")) {
+        const resolveResult = resolvePackageTarget(
+          packageJsonUrl,
+          imports[name],
+          "",
+          name,
+          base,
+          false,
+          true,
+          false,
+          conditions
+        );
+        if (resolveResult !== null && resolveResult !== void 0) {
+          return resolveResult;
+        }
+      } else {
+        let bestMatch = "";
+        let bestMatchSubpath = "";
+        const keys = Object.getOwnPropertyNames(imports);
+        let i = -1;
+        while (++i < keys.length) {
+          const key = keys[i];
+          const patternIndex = key.indexOf("*");
+          if (patternIndex !== -1 && name.startsWith(key.slice(0, -1))) {
+            const patternTrailer = key.slice(patternIndex + 1);
+            if (name.length >= key.length && name.endsWith(patternTrailer) && patternKeyCompare(bestMatch, key) === 1 && key.lastIndexOf("*") === patternIndex) {
+              bestMatch = key;
+              bestMatchSubpath = name.slice(
+                patternIndex,
+                name.length - patternTrailer.length
+              );
+            }
+          }
+        }
+        if (bestMatch) {
+          const target = imports[bestMatch];
+          const resolveResult = resolvePackageTarget(
+            packageJsonUrl,
+            target,
+            bestMatchSubpath,
+            bestMatch,
+            base,
+            true,
+            true,
+            false,
+            conditions
+          );
+          if (resolveResult !== null && resolveResult !== void 0) {
+            return resolveResult;
+          }
+        }
+      }
+    }
+  }
+  throw importNotDefined(name, packageJsonUrl, base);
+}
+function parsePackageName(specifier, base) {
+  let separatorIndex = specifier.indexOf("/");
+  let validPackageName = true;
+  let isScoped = false;
+  if (specifier[0] === "@") {
+    isScoped = true;
+    if (separatorIndex === -1 || specifier.length === 0) {
+      validPackageName = false;
+    } else {
+      separatorIndex = specifier.indexOf("/", separatorIndex + 1);
+    }
+  }
+  const packageName = separatorIndex === -1 ? specifier : specifier.slice(0, separatorIndex);
+  if (invalidPackageNameRegEx.exec(packageName) !== null) {
+    validPackageName = false;
+  }
+  if (!validPackageName) {
+    throw new ERR_INVALID_MODULE_SPECIFIER(
+      specifier,
+      "is not a valid package name",
+      fileURLToPath3(base)
+    );
+  }
+  const packageSubpath = "." + (separatorIndex === -1 ? "" : specifier.slice(separatorIndex));
+  return { packageName, packageSubpath, isScoped };
+}
+function packageResolve(specifier, base, conditions) {
+  if (builtinModules.includes(specifier)) {
+    return new URL("node:" + specifier);
+  }
+  const { packageName, packageSubpath, isScoped } = parsePackageName(
+    specifier,
+    base
+  );
+  const packageConfig = getPackageScopeConfig(base);
+  if (packageConfig.exists) {
+    const packageJsonUrl2 = pathToFileURL(packageConfig.pjsonPath);
+    if (packageConfig.name === packageName && packageConfig.exports !== void 0 && packageConfig.exports !== null) {
+      return packageExportsResolve(
+        packageJsonUrl2,
+        packageSubpath,
+        packageConfig,
+        base,
+        conditions
+      );
+    }
+  }
+  let packageJsonUrl = new URL(
+    "./node_modules/" + packageName + "/package.json",
+    base
+  );
+  let packageJsonPath = fileURLToPath3(packageJsonUrl);
+  let lastPath;
+  do {
+    const stat3 = tryStatSync(packageJsonPath.slice(0, -13));
+    if (!stat3 || !stat3.isDirectory()) {
+      lastPath = packageJsonPath;
+      packageJsonUrl = new URL(
+        (isScoped ? "../../../../node_modules/" : "../../../node_modules/") + packageName + "/package.json",
+        packageJsonUrl
+      );
+      packageJsonPath = fileURLToPath3(packageJsonUrl);
+      continue;
+    }
+    const packageConfig2 = read(packageJsonPath, { base, specifier });
+    if (packageConfig2.exports !== void 0 && packageConfig2.exports !== null) {
+      return packageExportsResolve(
+        packageJsonUrl,
+        packageSubpath,
+        packageConfig2,
+        base,
+        conditions
+      );
+    }
+    if (packageSubpath === ".") {
+      return legacyMainResolve(packageJsonUrl, packageConfig2, base);
+    }
+    return new URL(packageSubpath, packageJsonUrl);
+  } while (packageJsonPath.length !== lastPath.length);
+  throw new ERR_MODULE_NOT_FOUND(packageName, fileURLToPath3(base), false);
+}
+function isRelativeSpecifier(specifier) {
+  if (specifier[0] === ".") {
+    if (specifier.length === 1 || specifier[1] === "/") return true;
+    if (specifier[1] === "." && (specifier.length === 2 || specifier[2] === "/")) {
+      return true;
+    }
+  }
+  return false;
+}
+function shouldBeTreatedAsRelativeOrAbsolutePath(specifier) {
+  if (specifier === "") return false;
+  if (specifier[0] === "/") return true;
+  return isRelativeSpecifier(specifier);
+}
+function moduleResolve(specifier, base, conditions, preserveSymlinks) {
+  if (conditions === void 0) {
+    conditions = getConditionsSet();
+  }
+  const protocol = base.protocol;
+  const isData = protocol === "data:";
+  const isRemote = isData || protocol === "http:" || protocol === "https:";
+  let resolved;
+  if (shouldBeTreatedAsRelativeOrAbsolutePath(specifier)) {
+    try {
+      resolved = new URL(specifier, base);
+    } catch (error_) {
+      const error2 = new ERR_UNSUPPORTED_RESOLVE_REQUEST(specifier, base);
+      error2.cause = error_;
+      throw error2;
+    }
+  } else if (protocol === "file:" && specifier[0] === "#") {
+    resolved = packageImportsResolve(specifier, base, conditions);
+  } else {
+    try {
+      resolved = new URL(specifier);
+    } catch (error_) {
+      if (isRemote && !builtinModules.includes(specifier)) {
+        const error2 = new ERR_UNSUPPORTED_RESOLVE_REQUEST(specifier, base);
+        error2.cause = error_;
+        throw error2;
+      }
+      resolved = packageResolve(specifier, base, conditions);
+    }
+  }
+  assert2.ok(resolved !== void 0, "expected to be defined");
+  if (resolved.protocol !== "file:") {
+    return resolved;
+  }
+  return finalizeResolution(resolved, base, preserveSymlinks);
+}
+function checkIfDisallowedImport(specifier, parsed, parsedParentURL) {
+  if (parsedParentURL) {
+    const parentProtocol = parsedParentURL.protocol;
+    if (parentProtocol === "http:" || parentProtocol === "https:") {
+      if (shouldBeTreatedAsRelativeOrAbsolutePath(specifier)) {
+        const parsedProtocol = parsed?.protocol;
+        if (parsedProtocol && parsedProtocol !== "https:" && parsedProtocol !== "http:") {
+          throw new ERR_NETWORK_IMPORT_DISALLOWED(
+            specifier,
+            parsedParentURL,
+            "remote imports cannot import from a local location."
+          );
+        }
+        return { url: parsed?.href || "" };
+      }
+      if (builtinModules.includes(specifier)) {
+        throw new ERR_NETWORK_IMPORT_DISALLOWED(
+          specifier,
+          parsedParentURL,
+          "remote imports cannot import from a local location."
+        );
+      }
+      throw new ERR_NETWORK_IMPORT_DISALLOWED(
+        specifier,
+        parsedParentURL,
+        "only relative and absolute specifiers are supported."
+      );
+    }
+  }
+}
+function isURL(self2) {
+  return Boolean(
+    self2 && typeof self2 === "object" && "href" in self2 && typeof self2.href === "string" && "protocol" in self2 && typeof self2.protocol === "string" && self2.href && self2.protocol
+  );
+}
+function throwIfInvalidParentURL(parentURL) {
+  if (parentURL === void 0) {
+    return;
+  }
+  if (typeof parentURL !== "string" && !isURL(parentURL)) {
+    throw new codes.ERR_INVALID_ARG_TYPE(
+      "parentURL",
+      ["string", "URL"],
+      parentURL
+    );
+  }
+}
+function defaultResolve(specifier, context = {}) {
+  const { parentURL } = context;
+  assert2.ok(parentURL !== void 0, "expected `parentURL` to be defined");
+  throwIfInvalidParentURL(parentURL);
+  let parsedParentURL;
+  if (parentURL) {
+    try {
+      parsedParentURL = new URL(parentURL);
+    } catch {
+    }
+  }
+  let parsed;
+  let protocol;
+  try {
+    parsed = shouldBeTreatedAsRelativeOrAbsolutePath(specifier) ? new URL(specifier, parsedParentURL) : new URL(specifier);
+    protocol = parsed.protocol;
+    if (protocol === "data:") {
+      return { url: parsed.href, format: null };
+    }
+  } catch {
+  }
+  const maybeReturn = checkIfDisallowedImport(
+    specifier,
+    parsed,
+    parsedParentURL
+  );
+  if (maybeReturn) return maybeReturn;
+  if (protocol === void 0 && parsed) {
+    protocol = parsed.protocol;
+  }
+  if (protocol === "node:") {
+    return { url: specifier };
+  }
+  if (parsed && parsed.protocol === "node:") return { url: specifier };
+  const conditions = getConditionsSet(context.conditions);
+  const url = moduleResolve(specifier, new URL(parentURL), conditions, false);
+  return {
+    // Do NOT cast `url` to a string: that will work even when there are real
+    // problems, silencing them
+    url: url.href,
+    format: defaultGetFormatWithoutErrors(url, { parentURL })
+  };
+}
+
+// ../../node_modules/.pnpm/import-meta-resolve@4.2.0/node_modules/import-meta-resolve/index.js
+function resolve2(specifier, parent) {
+  if (!parent) {
+    throw new Error(
+      "Please pass `parent`: `import-meta-resolve` cannot ponyfill that"
+    );
+  }
+  try {
+    return defaultResolve(specifier, { parentURL: parent }).url;
+  } catch (error2) {
+    const exception = (
+      /** @type {ErrnoException} */
+      error2
+    );
+    if ((exception.code === "ERR_UNSUPPORTED_DIR_IMPORT" || exception.code === "ERR_MODULE_NOT_FOUND") && typeof exception.url === "string") {
+      return exception.url;
+    }
+    throw error2;
+  }
+}
+
+// ../../packages/deployment/dist/index.js
+var import_semver = __toESM(require_semver2(), 1);
+var ACTION_SECRET_ENV = ["NODROP_ACTION_SSH_KEY", "NODROP_ACTION_SSH_PASSPHRASE"];
+function secretEnvNames(config) {
+  const names = new Set(ACTION_SECRET_ENV);
+  for (const entry of [config.ssh, ...Object.values(config.hosts ?? {})]) {
+    if (typeof entry !== "object" || entry === null) continue;
+    for (const field of ["privateKeyEnv", "passphraseEnv"]) {
+      const name = entry[field];
+      if (typeof name === "string" && name !== "") names.add(name);
+    }
+  }
+  return [...names];
+}
+var expand = (file, baseDir) => file.startsWith("~/") ? path9.join(os8.homedir(), file.slice(2)) : path9.resolve(baseDir, file);
+function sshHostNames(config) {
+  return Object.entries(config.hosts ?? {}).filter(([, entry]) => typeof entry !== "object" || entry === null || entry.use === void 0 || entry.use === "ssh").map(([name]) => name);
+}
+function sshExecutorFactories(config, names, options, issues) {
+  const env = options.env ?? process.env;
+  const parsed = /* @__PURE__ */ new Map();
+  for (const name of names) {
+    const { use: _ssh, ...entry } = config.hosts?.[name] ?? {};
+    const merged = { ...config.ssh ?? {}, ...options.sshOverrides ?? {}, ...entry };
+    const host = sshHostSchema.parse(merged, `hosts.${name}`, issues);
+    if (host) parsed.set(name, host);
+  }
+  const targets = /* @__PURE__ */ new Map();
+  const resolving = /* @__PURE__ */ new Set();
+  const target = (name) => {
+    const done = targets.get(name);
+    if (done) return done;
+    const host = parsed.get(name);
+    if (!host) return void 0;
+    const at = `hosts.${name}`;
+    if (resolving.has(name)) {
+      issues.push({ path: `${at}.jump`, message: `jump hosts form a loop through "${name}"` });
+      return void 0;
+    }
+    resolving.add(name);
+    if (host.jump && !names.includes(host.jump)) {
+      issues.push({ path: `${at}.jump`, message: `"${host.jump}" is not an SSH host (its entry names an executor plugin): a jump host is reached over SSH` });
+    }
+    let privateKey;
+    if (host.privateKeyFile) {
+      const file = expand(host.privateKeyFile, config.baseDir);
+      try {
+        privateKey = readFileSync(file, "utf8");
+      } catch (error2) {
+        issues.push({ path: `${at}.privateKeyFile`, message: `cannot read ${file}: ${error2.code ?? "error"}` });
+      }
+    }
+    if (host.privateKeyEnv) {
+      privateKey = env[host.privateKeyEnv];
+      if (!privateKey) issues.push({ path: `${at}.privateKeyEnv`, message: `environment variable ${host.privateKeyEnv} is not set` });
+    }
+    let passphrase;
+    if (host.passphraseEnv) {
+      passphrase = env[host.passphraseEnv];
+      if (passphrase === void 0) issues.push({ path: `${at}.passphraseEnv`, message: `environment variable ${host.passphraseEnv} is not set` });
+    }
+    const agent = host.agent ? env.SSH_AUTH_SOCK : void 0;
+    if (host.agent && !agent) issues.push({ path: `${at}.agent`, message: "SSH_AUTH_SOCK is not set: no ssh-agent to use" });
+    if (!privateKey && !host.agent) issues.push({ path: at, message: "no credentials: set privateKeyFile, privateKeyEnv or agent: true" });
+    let knownHosts = host.knownHosts ?? "";
+    let recordTo;
+    const defaultFile = !host.knownHosts && !host.knownHostsFile && !host.fingerprint ? "~/.ssh/known_hosts" : void 0;
+    const knownFile = host.knownHostsFile ?? defaultFile;
+    if (knownFile) {
+      const file = expand(knownFile, config.baseDir);
+      recordTo = file;
+      if (existsSync2(file)) knownHosts += `
+${readFileSync(file, "utf8")}`;
+      else if (host.knownHostsFile && host.hostKeyPolicy !== "accept-new") {
+        issues.push({ path: `${at}.knownHostsFile`, message: `${file} does not exist` });
+      }
+    }
+    const jump = host.jump ? target(host.jump) : void 0;
+    const result = {
+      name,
+      address: host.address,
+      port: host.port,
+      user: host.user,
+      privateKey,
+      passphrase,
+      agent,
+      hostKeys: { knownHosts, fingerprints: host.fingerprint ? [host.fingerprint] : [], policy: host.hostKeyPolicy, recordTo },
+      jump,
+      connectTimeoutMs: host.connectTimeout,
+      keepaliveIntervalMs: host.keepaliveInterval
+    };
+    resolving.delete(name);
+    targets.set(name, result);
+    return result;
+  };
+  for (const name of parsed.keys()) target(name);
+  const factories = /* @__PURE__ */ new Map();
+  for (const [name, t] of targets) factories.set(name, () => sshExecutor({ ...t, maxSessions: parsed.get(name).maxSessions, log: options.log }));
+  return factories;
+}
+var builtInPlugins = {
+  strategy: { rolling: rollingPlugin, "half-split": halfSplitPlugin, sticky: stickyPlugin },
+  proxy: { nginx: nginxPlugin },
+  // Hosts without `use` are reached over SSH (hosts.ts); an executor plugin is always named by file or package.
+  executor: {}
+};
+function builtInPlugin(kind, name) {
+  const table2 = builtInPlugins[kind];
+  return Object.hasOwn(table2, name) ? table2[name] : void 0;
+}
+var PACKAGE = /^(?:@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*(?:\/[A-Za-z0-9._~-]+)*$/;
+async function resolvePlugin(kind, specifier, options) {
+  const builtIn = builtInPlugin(kind, specifier);
+  if (builtIn) return { kind, specifier, plugin: builtIn, source: "built-in", file: void 0, version: options.builtInVersion ?? CORE_VERSION };
+  const refuse = (problem) => new NodropError("E_PLUGIN", `${kind} ${JSON.stringify(specifier)}: ${problem}`);
+  let file;
+  let version;
+  let source;
+  if (specifier.startsWith("./")) {
+    file = await localFile(specifier, options.baseDir, refuse);
+    version = `sha256:${createHash3("sha256").update(await readFile2(file)).digest("hex").slice(0, 12)}`;
+    source = "file";
+  } else if (PACKAGE.test(specifier)) {
+    const names = Object.keys(builtInPlugins[kind]);
+    const notBuiltIn = names.length > 0 && !specifier.includes("/") ? `not a built-in ${kind} (${names.join(", ")}), and ` : "";
+    const found = await packageFile(specifier, options.baseDir, (problem) => refuse(`${notBuiltIn}${problem}`));
+    file = found.file;
+    version = found.version;
+    source = "package";
+  } else {
+    const names = Object.keys(builtInPlugins[kind]);
+    throw refuse(
+      `not a built-in ${kind}${names.length > 0 ? ` (${names.join(", ")})` : ""}, a package name, or a ./file inside the config's directory` + (path23.isAbsolute(specifier) || specifier.startsWith("../") ? "; an absolute path or ../ is refused: plugins live next to the config" : "")
+    );
+  }
+  const plugin = await importPlugin(kind, file, refuse);
+  return { kind, specifier, plugin, source, file, version };
+}
+async function localFile(specifier, baseDir, refuse) {
+  const written = path23.resolve(baseDir, specifier);
+  if (outside(baseDir, written)) throw refuse(`escapes the config's directory ${baseDir} through ..`);
+  let real;
+  let realBase;
+  try {
+    [real, realBase] = await Promise.all([realpath(written), realpath(baseDir)]);
+  } catch (error2) {
+    throw refuse(`not found: no file ${written} (${error2.code ?? "error"})`);
+  }
+  if (outside(realBase, real)) throw refuse(`escapes the config's directory ${realBase}: a symlink leads to ${real}`);
+  if (!(await stat2(real)).isFile()) throw refuse(`${real} is not a file`);
+  return real;
+}
+var outside = (base, target) => {
+  const relative2 = path23.relative(base, target);
+  return relative2 === "" || relative2.startsWith(`..${path23.sep}`) || relative2 === ".." || path23.isAbsolute(relative2);
+};
+async function packageFile(specifier, baseDir, refuse) {
+  const name = specifier.startsWith("@") ? specifier.split("/").slice(0, 2).join("/") : specifier.split("/")[0];
+  let url;
+  try {
+    url = resolve2(specifier, pathToFileURL2(path23.join(baseDir, "nodrop.config")).href);
+  } catch (error2) {
+    const code = error2.code;
+    if (code === "ERR_MODULE_NOT_FOUND") {
+      throw refuse(`not found: no package ${name} in ${searchPath(baseDir).join(", ")} (install it in the project that holds the config: npm install ${name})`);
+    }
+    throw refuse(`cannot be resolved from ${baseDir}: ${firstLine(error2)}`);
+  }
+  if (!url.startsWith("file:")) throw refuse(`resolves to ${url}, not a file`);
+  const file = fileURLToPath4(url);
+  const manifest = await packageManifest(file, name);
+  if (!manifest) throw refuse(`resolved to ${file}, but no package.json named ${name} is above it`);
+  const range = manifest.json.peerDependencies?.["@nodrop/core"] ?? manifest.json.dependencies?.["@nodrop/core"];
+  const where = `${name} ${manifest.json.version ?? "(no version)"} at ${manifest.dir}`;
+  if (range !== void 0 && !(typeof range === "string" && /^[a-z]+:/.test(range))) {
+    if (typeof range !== "string" || import_semver.default.validRange(range) === null) throw refuse(`${where} declares ${describeValue(range)} for @nodrop/core, which is not a version range`);
+    if (!import_semver.default.satisfies(CORE_VERSION, range, { includePrerelease: true })) {
+      throw refuse(`${where} supports @nodrop/core ${range}; this nodrop runs @nodrop/core ${CORE_VERSION} (use a release of ${name} made for it, or a nodrop that satisfies ${range})`);
+    }
+  }
+  return { file, version: typeof manifest.json.version === "string" ? manifest.json.version : "(no version)" };
+}
+async function packageManifest(file, name) {
+  for (let dir = path23.dirname(file); ; dir = path23.dirname(dir)) {
+    try {
+      const json = JSON.parse(await readFile2(path23.join(dir, "package.json"), "utf8"));
+      if (json.name === name) return { dir, json };
+    } catch {
+    }
+    if (path23.dirname(dir) === dir) return void 0;
+  }
+}
+function searchPath(baseDir) {
+  const dirs = [];
+  for (let dir = baseDir; ; dir = path23.dirname(dir)) {
+    if (path23.basename(dir) !== "node_modules") dirs.push(path23.join(dir, "node_modules"));
+    if (path23.dirname(dir) === dir) return dirs;
+  }
+}
+async function importPlugin(kind, file, refuse) {
+  let module;
+  try {
+    module = await import(pathToFileURL2(file).href);
+  } catch (error2) {
+    throw refuse(`failed to load ${file}: ${firstLine(error2)}`);
+  }
+  const exported = module.default;
+  if (!isPlugin(exported)) {
+    const what = exported === void 0 ? "it has no default export" : `its default export is ${describeExport(exported)}`;
+    throw refuse(`${file} is not a nodrop plugin: ${what} (a plugin module does \`export default define${capitalized(kind)}({ ... })\` with @nodrop/core)`);
+  }
+  if (exported.kind !== kind) throw refuse(`${file} is a ${exported.kind} plugin (${exported.name}), not a ${kind}`);
+  if (exported.contract !== PLUGIN_CONTRACT) {
+    throw refuse(
+      `${file} (${exported.name}) was written for nodrop's plugin contract ${plain(exported.contract)} (its @nodrop/core ${plain(exported.coreVersion)}); this nodrop implements contract ${PLUGIN_CONTRACT} (@nodrop/core ${CORE_VERSION})`
+    );
+  }
+  return exported;
+}
+function describeExport(value) {
+  if (typeof value === "function") return `a function${value.name ? ` (${value.name})` : ""}, not the object a define function returns`;
+  if (typeof value === "object" && value !== null) return `an object with keys ${Object.keys(value).slice(0, 6).join(", ") || "(none)"}, not made by a define function`;
+  return describeValue(value);
+}
+var plain = (value) => typeof value === "number" || typeof value === "string" && /^[\w.+-]{1,64}$/.test(value) ? String(value) : describeValue(value);
+var capitalized = (kind) => `${kind[0].toUpperCase()}${kind.slice(1)}`;
+var firstLine = (error2) => (error2 instanceof Error ? error2.message : String(error2)).split("\n")[0];
+var STRATEGY_KEYS = ["use", "name"];
+var PROXY_KEYS = ["use", "type", "host"];
+var HOST_KEYS = ["use"];
+async function resolveConfig(file, options = {}) {
+  const issues = [];
+  const config = checkConfig(file.raw, file, issues);
+  const raw = typeof file.raw === "object" && file.raw !== null ? file.raw : {};
+  const load = loader(file.baseDir, options.version, issues);
+  const strategyChoice = chooseStrategy(raw.strategy, options.strategy, issues);
+  const proxyNamed = pluginSpecifier(raw.proxy, "type");
+  const hostEntries = Object.entries(isRecord2(raw.hosts) ? raw.hosts : {}).filter(([, entry]) => isRecord2(entry) && typeof entry.use === "string" && entry.use !== "ssh");
+  const [strategy, proxy, ...executors] = await Promise.all([
+    strategyChoice && load("strategy", strategyChoice.specifier, strategyChoice.path, strategyChoice.options, "strategy"),
+    proxyNamed && load("proxy", proxyNamed.specifier, `proxy.${proxyNamed.path}`, sectionOptions(raw.proxy, PROXY_KEYS), "proxy"),
+    ...hostEntries.map(([name, entry]) => {
+      const section2 = entry;
+      return load("executor", section2.use, `hosts.${name}.use`, sectionOptions(section2, HOST_KEYS), `hosts.${name}`);
+    })
+  ]);
+  if (strategy && proxy) requiresIssues(strategy, proxy, issues);
+  const hosts = /* @__PURE__ */ new Map();
+  const executorPlugins = /* @__PURE__ */ new Map();
+  if (config) {
+    for (const [name, create] of sshExecutorFactories(config, sshHostNames(config), options, issues)) hosts.set(name, create);
+    hostEntries.forEach(([name], index) => {
+      const executor = executors[index];
+      if (!executor) return;
+      executorPlugins.set(name, executor);
+      hosts.set(name, () => executor.resolved.plugin.create({ host: name, options: executor.options, baseDir: file.baseDir, env: options.env ?? process.env, log: options.log ?? (() => void 0) }));
+    });
+  }
+  if (!config || !strategy || !proxy || issues.length > 0) throw schema_exports.configError(sortIssues(issues), file.source);
+  return {
+    config,
+    strategy,
+    proxy: { ...proxy, host: typeof raw.proxy.host === "string" ? raw.proxy.host : "local" },
+    hosts,
+    executorPlugins,
+    plugins: [strategy, proxy, ...executorPlugins.values()].map((p) => p.resolved)
+  };
+}
+function loader(baseDir, version, issues) {
+  return async (kind, specifier, usePath, rawOptions, at) => {
+    let resolved;
+    try {
+      resolved = await resolvePlugin(kind, specifier, { baseDir, builtInVersion: version });
+    } catch (error2) {
+      if (!NodropError.is(error2) || error2.code !== "E_PLUGIN") throw error2;
+      issues.push({ path: usePath, message: error2.message });
+      return void 0;
+    }
+    const options = await validateOptions(resolved.plugin.optionsSchema, rawOptions, at, issues);
+    return options === void 0 ? void 0 : { resolved, options, at };
+  };
+}
+function chooseStrategy(section2, override, issues) {
+  const named = section2 === void 0 ? { specifier: "rolling", path: "name" } : pluginSpecifier(section2, "name");
+  const options = isRecord2(section2) ? sectionOptions(section2, STRATEGY_KEYS) : {};
+  if (override === void 0) return named && { specifier: named.specifier, path: `strategy.${named.path}`, options };
+  const same = named !== void 0 && override === named.specifier;
+  if (!same && !builtInPlugin("strategy", override)) {
+    issues.push({ path: "--strategy", message: `${JSON.stringify(override)} is not a built-in strategy (${Object.keys(builtInPlugins.strategy).join(", ")}) nor the one the config names; name a plugin in the config to use it` });
+    return void 0;
+  }
+  return { specifier: override, path: "--strategy", options: same ? options : {} };
+}
+function requiresIssues(strategy, proxy, issues) {
+  const needs = strategy.resolved.plugin.requires ?? {};
+  const missing = Object.keys(needs).filter((flag) => needs[flag] === true && proxy.resolved.plugin.capabilities[flag] !== true);
+  if (missing.length > 0) {
+    issues.push({ path: "strategy", message: `strategy ${strategy.resolved.plugin.name} needs ${missing.join(", ")} from the proxy, which ${proxy.resolved.plugin.name} does not offer` });
+  }
+}
+var isRecord2 = (v) => typeof v === "object" && v !== null && !Array.isArray(v);
+function checkVerifyMode(value, flag = "--verify") {
+  if (value === void 0 || value === "") return void 0;
+  if (value === "enforce" || value === "report" || value === "off") return value;
+  throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected enforce, report or off`);
+}
+function checkLockWait(value, flag = "--lock-wait") {
+  if (value === void 0) return 0;
+  const ms = parseDuration(value);
+  if (ms === void 0) throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected a duration such as 30s or 15m (at most 24h)`);
+  return ms;
+}
+function checkVersion(version, flag = "--version") {
+  if (version === void 0 || version === "") throw new NodropError("E_ARGS", `${flag} is required (the version to deploy, e.g. ${flag} v2)`);
+  if (!SAFE_NAME.test(version)) {
+    throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(version)}: expected letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)`);
+  }
+  return version;
+}
+async function loadDeployment(configFile, options = {}) {
+  return createDeployment(await resolveConfig(await readConfigFile(configFile), options), options);
+}
+function createDeployment(resolved, options = {}) {
+  const { config } = resolved;
+  const makeLocal = options.localExecutor ?? localExecutor;
+  const local = () => makeLocal({ cwd: config.commands.cwd, unsetEnv: secretEnvNames(config) });
+  const executors = /* @__PURE__ */ new Map([["local", local()]]);
+  const issues = [];
+  for (const [name, create] of resolved.hosts) {
+    const executor = created(issues, `hosts.${name}`, resolved.executorPlugins.get(name)?.resolved, create);
+    if (executor) executors.set(name, executor);
+  }
+  const proxyExecutor = executors.get(resolved.proxy.host);
+  const strategy = created(issues, "strategy", resolved.strategy.resolved, () => resolved.strategy.resolved.plugin.create());
+  const proxy = proxyExecutor && created(
+    issues,
+    "proxy",
+    resolved.proxy.resolved,
+    () => resolved.proxy.resolved.plugin.create({ app: config.app, options: resolved.proxy.options, executor: proxyExecutor, baseDir: config.baseDir, log: options.log ?? (() => void 0) })
+  );
+  const heartbeatExecutor = proxyExecutor && created(issues, `hosts.${resolved.proxy.host}`, void 0, () => resolved.proxy.host === "local" ? local() : resolved.hosts.get(resolved.proxy.host)());
+  const all = [...executors.values(), ...heartbeatExecutor ? [heartbeatExecutor] : []];
+  const dispose = async () => {
+    await Promise.all([...all.map((e) => e.dispose?.()), proxy?.dispose?.()]);
+  };
+  if (!strategy || !proxy || !proxyExecutor || issues.length > 0) {
+    void dispose().catch(() => void 0);
+    throw schema_exports.configError(issues, config.source);
+  }
+  const executorFor = (host) => {
+    const executor = executors.get(host);
+    if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
+    return executor;
+  };
+  const instances = config.instances.map(
+    (spec) => commandInstance({ spec, executor: executorFor(spec.host), commands: config.commands, timeoutMs: config.commands.timeout })
+  );
+  const ids2 = config.instances.map((i) => i.id);
+  const strategyOptions = resolved.strategy.options;
+  return {
+    steadyRouting: strategy.steadyRouting?.(ids2, strategyOptions) ?? singlePool(ids2),
+    proxy,
+    proxyExecutor,
+    heartbeatExecutor,
+    stateDir: config.stateDir ?? `/var/lib/nodrop/${config.app}`,
+    executors,
+    plugins: resolved.plugins,
+    config,
+    options: {
+      instances,
+      proxy,
+      strategy,
+      strategyOptions,
+      health: config.health.via === "host" ? hostHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout, executorFor }) : httpHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout }),
+      healthWait: { successes: config.health.successes, intervalMs: config.health.interval, deadlineMs: config.health.deadline },
+      parallel: config.parallel,
+      ...config.verify && options.verify !== "off" ? { verify: verifier(config.verify, config.health.versionHeader, options.verify !== "report") } : {}
+    },
+    dispose
+  };
+}
+function created(issues, at, plugin, create) {
+  try {
+    return create();
+  } catch (error2) {
+    const message = error2 instanceof Error ? error2.message : String(error2);
+    issues.push({ path: at, message: plugin ? `${plugin.kind} plugin ${plugin.plugin.name} (${plugin.file ?? "built-in"}) failed to start: ${message}` : message });
+    return void 0;
+  }
+}
+function verifier(verify, healthHeader, enforce) {
+  return httpVerifier({
+    url: verify.url,
+    ratePerSecond: verify.rate,
+    cookies: verify.cookies,
+    versionHeader: verify.versionHeader ?? healthHeader,
+    timeoutMs: verify.timeout,
+    settleMs: verify.settle,
+    maxFailed: verify.maxFailed,
+    maxRegressions: verify.maxRegressions,
+    enforce
+  });
 }
 function deploymentLock(deployment) {
   return deployLock({ executor: deployment.proxyExecutor, heartbeatExecutor: deployment.heartbeatExecutor ?? deployment.proxyExecutor, dir: deployment.stateDir });
@@ -50716,205 +55504,117 @@ async function releaseWarning(lock, held, host) {
     return `the deploy lock on ${host} could not be released (${why}): ${state}`;
   }
 }
-var strategies = {
-  rolling: { create: rollingStrategy },
-  "half-split": { create: halfSplitStrategy },
-  sticky: { create: stickyStrategy }
-};
-var proxies = {
-  nginx: {
-    optionsSchema: nginxOptionsSchema,
-    create: ({ app, options, executor }) => nginxProxy({ ...options, app, executor })
-  }
-};
-function findStrategy(name) {
-  return Object.hasOwn(strategies, name) ? strategies[name] : void 0;
-}
-function findProxy(type) {
-  return Object.hasOwn(proxies, type) ? proxies[type] : void 0;
-}
-var ACTION_SECRET_ENV = ["NODROP_ACTION_SSH_KEY", "NODROP_ACTION_SSH_PASSPHRASE"];
-function secretEnvNames(config) {
-  const names = new Set(ACTION_SECRET_ENV);
-  for (const entry of [config.ssh, ...Object.values(config.hosts ?? {})]) {
-    if (typeof entry !== "object" || entry === null) continue;
-    for (const field of ["privateKeyEnv", "passphraseEnv"]) {
-      const name = entry[field];
-      if (typeof name === "string" && name !== "") names.add(name);
+function formatPlan(plan, observed) {
+  const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
+  lines.push("instances now:");
+  for (const i of observed) lines.push(`  ${i.id.padEnd(14)} ${i.address}:${i.port}  ${i.version ?? "?"}${i.healthy ? "" : "  (unhealthy)"}`);
+  for (const note of plan.notes) lines.push(`note: ${note}`);
+  plan.phases.forEach((phase, index) => {
+    lines.push(`${index + 1}. ${phase.name}${phase.instances.length ? ` [${phase.instances.join(", ")}]` : ""}`);
+    for (const step2 of phase.steps) {
+      if (step2.kind === "route") {
+        const pools = Object.entries(step2.routing.pools).map(([name, ids2]) => `${name}={${ids2.join(",")}}`).join(" ");
+        const pins = Object.entries(step2.routing.pins).map(([v, p]) => `${v}->${p}`).join(" ");
+        lines.push(`   - proxy: ${step2.why} (${pools}; default ${step2.routing.defaultPool}${pins ? `; pins ${pins}` : ""}); wait for the old generation to drain`);
+      } else if (step2.kind === "soak") lines.push(`   - soak ${formatDuration(step2.ms)}`);
+      else lines.push(`   - ${step2.kind} ${step2.instances.join(", ")}`);
     }
-  }
-  return [...names];
+  });
+  if (plan.phases.length === 0) lines.push("nothing to do");
+  return lines.join("\n");
 }
-var expand = (file, baseDir) => file.startsWith("~/") ? path5.join(os7.homedir(), file.slice(2)) : path5.resolve(baseDir, file);
-function sshExecutorFactories(config, options = {}) {
-  const env = options.env ?? process.env;
-  const issues = [];
-  const parsed = /* @__PURE__ */ new Map();
-  for (const [name, entry] of Object.entries(config.hosts ?? {})) {
-    const merged = { ...config.ssh ?? {}, ...entry };
-    const host = sshHostSchema.parse(merged, `hosts.${name}`, issues);
-    if (host) parsed.set(name, host);
-  }
-  const targets = /* @__PURE__ */ new Map();
-  const resolving = /* @__PURE__ */ new Set();
-  const target = (name) => {
-    const done = targets.get(name);
-    if (done) return done;
-    const host = parsed.get(name);
-    if (!host) return void 0;
-    const at = `hosts.${name}`;
-    if (resolving.has(name)) {
-      issues.push({ path: `${at}.jump`, message: `jump hosts form a loop through "${name}"` });
-      return void 0;
-    }
-    resolving.add(name);
-    let privateKey;
-    if (host.privateKeyFile) {
-      const file = expand(host.privateKeyFile, config.baseDir);
-      try {
-        privateKey = readFileSync(file, "utf8");
-      } catch (error2) {
-        issues.push({ path: `${at}.privateKeyFile`, message: `cannot read ${file}: ${error2.code ?? "error"}` });
-      }
-    }
-    if (host.privateKeyEnv) {
-      privateKey = env[host.privateKeyEnv];
-      if (!privateKey) issues.push({ path: `${at}.privateKeyEnv`, message: `environment variable ${host.privateKeyEnv} is not set` });
-    }
-    let passphrase;
-    if (host.passphraseEnv) {
-      passphrase = env[host.passphraseEnv];
-      if (passphrase === void 0) issues.push({ path: `${at}.passphraseEnv`, message: `environment variable ${host.passphraseEnv} is not set` });
-    }
-    const agent = host.agent ? env.SSH_AUTH_SOCK : void 0;
-    if (host.agent && !agent) issues.push({ path: `${at}.agent`, message: "SSH_AUTH_SOCK is not set: no ssh-agent to use" });
-    if (!privateKey && !host.agent) issues.push({ path: at, message: "no credentials: set privateKeyFile, privateKeyEnv or agent: true" });
-    let knownHosts = host.knownHosts ?? "";
-    let recordTo;
-    const defaultFile = !host.knownHosts && !host.knownHostsFile && !host.fingerprint ? "~/.ssh/known_hosts" : void 0;
-    const knownFile = host.knownHostsFile ?? defaultFile;
-    if (knownFile) {
-      const file = expand(knownFile, config.baseDir);
-      recordTo = file;
-      if (existsSync2(file)) knownHosts += `
-${readFileSync(file, "utf8")}`;
-      else if (host.knownHostsFile && host.hostKeyPolicy !== "accept-new") {
-        issues.push({ path: `${at}.knownHostsFile`, message: `${file} does not exist` });
-      }
-    }
-    const jump = host.jump ? target(host.jump) : void 0;
-    const result = {
-      name,
-      address: host.address,
-      port: host.port,
-      user: host.user,
-      privateKey,
-      passphrase,
-      agent,
-      hostKeys: { knownHosts, fingerprints: host.fingerprint ? [host.fingerprint] : [], policy: host.hostKeyPolicy, recordTo },
-      jump,
-      connectTimeoutMs: host.connectTimeout,
-      keepaliveIntervalMs: host.keepaliveInterval
-    };
-    resolving.delete(name);
-    targets.set(name, result);
-    return result;
-  };
-  for (const name of parsed.keys()) target(name);
-  if (issues.length > 0) {
-    throw schema_exports.configError(issues, config.source);
-  }
-  const factories = /* @__PURE__ */ new Map();
-  for (const [name, t] of targets) factories.set(name, () => sshExecutor({ ...t, maxSessions: parsed.get(name).maxSessions, log: options.log }));
-  return factories;
+function fleetConverged(report) {
+  return report.ok && report.instances.every((i) => i.version === report.version && i.inPool);
 }
-function checkVerifyMode(value, flag = "--verify") {
-  if (value === void 0 || value === "") return void 0;
-  if (value === "enforce" || value === "report" || value === "off") return value;
-  throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected enforce, report or off`);
+function formatVerify(verify) {
+  const versions = Object.entries(verify.byVersion).map(([v, n]) => `${v} ${n}`).join(", ");
+  const errors = Object.entries(verify.errors).map(([kind, n]) => `${kind} ${n}`).join(", ");
+  const limits = verify.enforced ? `allowed ${verify.maxFailed} failed${verify.maxRegressions === void 0 ? "" : `, ${verify.maxRegressions} regressions`}` : "counted only";
+  return `${verify.requests} requests to ${verify.url} in ${formatDuration(verify.durationMs)}: ${verify.failed} failed${errors ? ` (${errors})` : ""}, ${verify.regressions} version regressions, ${verify.resent} resent on a closed keep-alive connection; answered by ${versions || "none"} (${limits})${verify.breach ? " \u2014 THRESHOLD CROSSED" : ""}`;
 }
-function checkLockWait(value, flag = "--lock-wait") {
-  if (value === void 0) return 0;
-  const ms = parseDuration(value);
-  if (ms === void 0) throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected a duration such as 30s or 15m (at most 24h)`);
-  return ms;
+function formatPlugins(plugins) {
+  return plugins.map((p) => `${p.kind} ${p.specifier}: ${p.source === "built-in" ? `built-in ${p.plugin.name} (nodrop ${p.version})` : `${p.plugin.name} ${p.version} from ${p.file}`}`).join("\n");
 }
-function checkVersion(version, flag = "--version") {
-  if (version === void 0 || version === "") throw new NodropError("E_ARGS", `${flag} is required (the version to deploy, e.g. ${flag} v2)`);
-  if (!SAFE_NAME.test(version)) {
-    throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(version)}: expected letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)`);
-  }
-  return version;
-}
-function createDeployment(config, overrides = {}, hostOptions = {}) {
-  const issues = [];
-  const configured = String(config.strategy.name);
-  const strategyName = overrides.strategy ?? configured;
-  const strategyEntry = findStrategy(strategyName);
-  if (!strategyEntry) {
-    const where = overrides.strategy ? "--strategy" : "strategy.name";
-    throw new NodropError("E_CONFIG", `${where}: unknown strategy ${JSON.stringify(strategyName)} (available: ${Object.keys(strategies).join(", ")})`);
-  }
-  const strategy = strategyEntry.create();
-  const rawStrategyOptions = strategyName === configured ? sectionOptions(config.strategy, ["name"]) : {};
-  const strategyOptions = strategy.optionsSchema.parse(rawStrategyOptions, "strategy", issues);
-  const proxyType = String(config.proxy.type);
-  const proxyEntry = findProxy(proxyType);
-  if (!proxyEntry) throw new NodropError("E_CONFIG", `proxy.type: unknown proxy ${JSON.stringify(proxyType)} (available: ${Object.keys(proxies).join(", ")})`);
-  const proxyHost = typeof config.proxy.host === "string" ? config.proxy.host : "local";
-  const proxyOptions = proxyEntry.optionsSchema.parse(sectionOptions(config.proxy, ["type", "host"]), "proxy", issues);
-  if (issues.length > 0) {
-    throw schema_exports.configError(issues, config.source);
-  }
-  const local = () => localExecutor({ cwd: config.commands.cwd, unsetEnv: secretEnvNames(config) });
-  const factories = sshExecutorFactories(config, hostOptions);
-  const executors = new Map([["local", local()], ...[...factories].map(([name, create]) => [name, create()])]);
-  const executorFor = (host) => {
-    const executor = executors.get(host);
-    if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
-    return executor;
-  };
-  const proxy = proxyEntry.create({ app: config.app, options: proxyOptions, executor: executorFor(proxyHost) });
-  const instances = config.instances.map(
-    (spec) => commandInstance({ spec, executor: executorFor(spec.host), commands: config.commands, timeoutMs: config.commands.timeout })
+
+// src/exec-executor.ts
+import { randomUUID as randomUUID3 } from "crypto";
+import { readFile as readFile3, readdir as readdir2 } from "fs/promises";
+var MARK = "NODROP_EXEC_ID";
+function actionsExecExecutor(options = {}) {
+  const plain2 = localExecutor(options);
+  if (process.platform !== "linux") return plain2;
+  const maxOutput = options.maxOutputBytes ?? 1 << 20;
+  const env = Object.fromEntries(
+    Object.entries({ ...process.env, ...options.env }).filter((entry) => entry[1] !== void 0 && !options.unsetEnv?.includes(entry[0]))
   );
-  const heartbeatExecutor = proxyHost === "local" ? local() : factories.get(proxyHost)?.();
-  const ids2 = config.instances.map((i) => i.id);
   return {
-    steadyRouting: strategy.steadyRouting?.(ids2, strategyOptions) ?? singlePool(ids2),
-    proxy,
-    proxyExecutor: executorFor(proxyHost),
-    ...heartbeatExecutor ? { heartbeatExecutor } : {},
-    stateDir: config.stateDir ?? `/var/lib/nodrop/${config.app}`,
-    executors,
-    options: {
-      instances,
-      proxy,
-      strategy,
-      strategyOptions,
-      health: config.health.via === "host" ? hostHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout, executorFor }) : httpHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout }),
-      healthWait: { successes: config.health.successes, intervalMs: config.health.interval, deadlineMs: config.health.deadline },
-      parallel: config.parallel,
-      ...config.verify && overrides.verify !== "off" ? {
-        verify: httpVerifier({
-          url: config.verify.url,
-          ratePerSecond: config.verify.rate,
-          cookies: config.verify.cookies,
-          versionHeader: config.verify.versionHeader ?? config.health.versionHeader,
-          timeoutMs: config.verify.timeout,
-          settleMs: config.verify.settle,
-          maxFailed: config.verify.maxFailed,
-          maxRegressions: config.verify.maxRegressions,
-          enforce: overrides.verify !== "report"
-        })
-      } : {}
-    },
-    async dispose() {
-      await Promise.all([...executors.values(), ...heartbeatExecutor ? [heartbeatExecutor] : []].map((e) => e.dispose?.()));
-    }
+    name: "actions-exec",
+    host: "local",
+    // The journal's appends are file writes, not commands: the same checks as core's, no log line.
+    ...plain2.appendFile ? { appendFile: plain2.appendFile } : {},
+    exec: (command, execOptions = {}) => run(command, execOptions, { cwd: options.cwd, env, maxOutput })
   };
 }
-var VERSION = JSON.parse(readFileSync2(new URL("../package.json", import.meta.url), "utf8")).version;
+async function run(command, options, context) {
+  const { signal, timeoutMs, input } = options;
+  if (signal?.aborted) throw abortError(signal);
+  const id = randomUUID3();
+  const started = performance.now();
+  let stdout = "";
+  let stderr = "";
+  let failure;
+  const end = (why) => {
+    failure ??= why;
+    void killCommand(id);
+  };
+  const timer = timeoutMs === void 0 ? void 0 : setTimeout(() => end(new NodropError("E_TIMEOUT", `command timed out after ${timeoutMs}ms on local: ${command}`)), timeoutMs);
+  const onAbort = () => end(abortError(signal));
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const code = await exec("setsid", ["bash", "-c", command], {
+      cwd: context.cwd,
+      env: { ...context.env, [MARK]: id },
+      input: Buffer.from(input ?? ""),
+      ignoreReturnCode: true,
+      listeners: {
+        stdout: (data) => {
+          if (stdout.length < context.maxOutput) stdout += data.toString("utf8");
+        },
+        stderr: (data) => {
+          if (stderr.length < context.maxOutput) stderr += data.toString("utf8");
+        }
+      }
+    }).catch((error2) => {
+      failure ??= new NodropError("E_EXEC", `could not run command on local: ${error2 instanceof Error ? error2.message : String(error2)}`, { cause: error2 });
+      return null;
+    });
+    if (failure) throw failure;
+    return { code, stdout, stderr, durationMs: performance.now() - started };
+  } finally {
+    if (timer) clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
+  }
+}
+async function killCommand(id) {
+  const needle = `${MARK}=${id}\0`;
+  for (const entry of await readdir2("/proc").catch(() => [])) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat3 = await readFile3(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat3.slice(stat3.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid !== process.pid) continue;
+      if (!(await readFile3(`/proc/${entry}/environ`, "latin1")).includes(needle)) continue;
+      const pid = Number(entry);
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        process.kill(pid, "SIGKILL");
+      }
+      return;
+    } catch {
+    }
+  }
+}
 
 // src/inputs.ts
 function readInputs(env = process.env) {
@@ -50966,25 +55666,30 @@ recovery: ${report.recovery}
 // src/main.ts
 var KEY_ENV = "NODROP_ACTION_SSH_KEY";
 var PASSPHRASE_ENV = "NODROP_ACTION_SSH_PASSPHRASE";
-async function run(signal) {
+async function run2(signal) {
   try {
     const inputs = readInputs();
     const version = checkVersion(inputs.version, "version");
-    const loaded = await loadConfig(inputs.config);
-    const config = {
-      ...loaded,
-      ssh: {
-        ...loaded.ssh,
-        ...inputs.sshPrivateKey ? { privateKeyEnv: KEY_ENV } : {},
-        ...inputs.sshPassphrase ? { passphraseEnv: PASSPHRASE_ENV } : {},
-        ...inputs.knownHosts ? { knownHosts: inputs.knownHosts } : {}
-      }
-    };
     const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
     const verify = checkVerifyMode(inputs.verify, "verify");
     const lockWaitMs = checkLockWait(inputs.lockWait, "lock-wait");
-    const deployment = createDeployment(config, { strategy: inputs.strategy, verify }, { env, log: (message) => info(message) });
+    const deployment = await loadDeployment(inputs.config, {
+      strategy: inputs.strategy,
+      verify,
+      env,
+      log: (message) => info(message),
+      // Action inputs become the defaults of every host; a host's own settings still win.
+      sshOverrides: {
+        ...inputs.sshPrivateKey ? { privateKeyEnv: KEY_ENV } : {},
+        ...inputs.sshPassphrase ? { passphraseEnv: PASSPHRASE_ENV } : {},
+        ...inputs.knownHosts ? { knownHosts: inputs.knownHosts } : {}
+      },
+      // Commands on the runner go through @actions/exec, so the log shows each as other actions' do.
+      localExecutor: actionsExecExecutor
+    });
     try {
+      info(`plugins:
+  ${formatPlugins(deployment.plugins).split("\n").join("\n  ")}`);
       if (inputs.dryRun) {
         const { plan, observed } = await planDeploy({ ...deployment.options, version, signal });
         info(formatPlan(plan, observed));
@@ -51100,7 +55805,7 @@ for (const name of ["SIGINT", "SIGTERM"]) {
     if (!controller.signal.aborted) controller.abort(new Error(`the runner sent ${name}`));
   });
 }
-await run(controller.signal);
+await run2(controller.signal);
 /*! Bundled license information:
 
 undici/lib/web/fetch/body.js:

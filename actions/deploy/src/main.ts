@@ -1,6 +1,7 @@
 import * as core from "@actions/core";
-import { checkLockWait, checkVerifyMode, checkVersion, createDeployment, fleetConverged, formatPlan, lockedDeploy } from "@nodrop/cli";
-import { type DeployEvent, type DeployReport, type NodropConfig, formatDuration, loadConfig, planDeploy, toNodropError } from "@nodrop/core";
+import { type DeployEvent, type DeployReport, formatDuration, planDeploy, toNodropError } from "@nodrop/core";
+import { checkLockWait, checkVerifyMode, checkVersion, fleetConverged, formatPlan, formatPlugins, loadDeployment, lockedDeploy } from "@nodrop/deployment";
+import { actionsExecExecutor } from "./exec-executor.js";
 import { readInputs } from "./inputs.js";
 import { writeSummary } from "./summary.js";
 
@@ -16,22 +17,26 @@ export async function run(signal: AbortSignal): Promise<void> {
   try {
     const inputs = readInputs();
     const version = checkVersion(inputs.version, "version");
-    const loaded = await loadConfig(inputs.config);
-    // Action inputs become the defaults of every host; a host's own settings still win.
-    const config: NodropConfig = {
-      ...loaded,
-      ssh: {
-        ...loaded.ssh,
+    const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
+    const verify = checkVerifyMode(inputs.verify, "verify");
+    const lockWaitMs = checkLockWait(inputs.lockWait, "lock-wait");
+    // Plugins the config names are resolved from its directory: the workspace, after `npm ci`.
+    const deployment = await loadDeployment(inputs.config, {
+      strategy: inputs.strategy,
+      verify,
+      env,
+      log: (message) => core.info(message),
+      // Action inputs become the defaults of every host; a host's own settings still win.
+      sshOverrides: {
         ...(inputs.sshPrivateKey ? { privateKeyEnv: KEY_ENV } : {}),
         ...(inputs.sshPassphrase ? { passphraseEnv: PASSPHRASE_ENV } : {}),
         ...(inputs.knownHosts ? { knownHosts: inputs.knownHosts } : {}),
       },
-    };
-    const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
-    const verify = checkVerifyMode(inputs.verify, "verify");
-    const lockWaitMs = checkLockWait(inputs.lockWait, "lock-wait");
-    const deployment = createDeployment(config, { strategy: inputs.strategy, verify }, { env, log: (message) => core.info(message) });
+      // Commands on the runner go through @actions/exec, so the log shows each as other actions' do.
+      localExecutor: actionsExecExecutor,
+    });
     try {
+      core.info(`plugins:\n  ${formatPlugins(deployment.plugins).split("\n").join("\n  ")}`);
       if (inputs.dryRun) {
         const { plan, observed } = await planDeploy({ ...deployment.options, version, signal });
         core.info(formatPlan(plan, observed));

@@ -1,5 +1,5 @@
 import * as core from "@actions/core";
-import { formatVerify } from "@nodrop/cli";
+import { formatVerify } from "@nodrop/deployment";
 import { type DeployReport, type InstanceReport, formatDuration } from "@nodrop/core";
 
 const step = (i: InstanceReport, kind: string) => {

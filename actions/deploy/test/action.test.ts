@@ -12,68 +12,11 @@ import { startTestHosts } from "@nodrop/testhosts";
 import { parse, stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostile } from "../../../tests/adversarial/tally.js";
+import { type RunActionOptions, runActionBundle } from "./run-action.js";
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "dist");
 
-interface ActionRun {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  outputs: Record<string, string>;
-  summary: string;
-  state: Record<string, string>;
-}
-
-/** Parses the runner's `name<<delimiter ... delimiter` file format. */
-function parseFileCommands(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const match = /^([^<]+)<<(.+)$/.exec(lines[i]!);
-    if (!match) continue;
-    const value: string[] = [];
-    for (i++; i < lines.length && lines[i] !== match[2]; i++) value.push(lines[i]!);
-    out[match[1]!] = value.join("\n");
-  }
-  return out;
-}
-
-/** `env` entries set to undefined are left out, as on a runner that does not offer them. */
-function runAction(entry: "index" | "post", inputs: Record<string, string>, options: { env?: Record<string, string | undefined>; onStdout?: (text: string, child: ChildProcess) => void } = {}): Promise<ActionRun> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "nodrop-action-"));
-  for (const file of ["output", "summary", "state"]) writeFileSync(path.join(dir, file), "");
-  const env: Record<string, string | undefined> = {
-    PATH: process.env.PATH ?? "",
-    HOME: process.env.HOME ?? "/root",
-    GITHUB_OUTPUT: path.join(dir, "output"),
-    GITHUB_STEP_SUMMARY: path.join(dir, "summary"),
-    GITHUB_STATE: path.join(dir, "state"),
-    GITHUB_SHA: "0123456789abcdef0123456789abcdef01234567",
-    ...options.env,
-  };
-  for (const [name, value] of Object.entries(inputs)) env[`INPUT_${name.toUpperCase()}`] = value;
-  for (const [name, value] of Object.entries(env)) if (value === undefined) delete env[name];
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(dist, `${entry}.js`)], { env, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-      options.onStdout?.(stdout, child);
-    });
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("close", (code) =>
-      resolve({
-        code,
-        stdout,
-        stderr,
-        outputs: parseFileCommands(readFileSync(path.join(dir, "output"), "utf8")),
-        summary: readFileSync(path.join(dir, "summary"), "utf8"),
-        state: parseFileCommands(readFileSync(path.join(dir, "state"), "utf8")),
-      }),
-    );
-  });
-}
+const runAction = (entry: "index" | "post", inputs: Record<string, string>, options: RunActionOptions = {}) => runActionBundle(dist, entry, inputs, options);
 
 describe("the action bundle against the local fleet (real nginx + gunicorn)", () => {
   let fleet: Fleet;

@@ -2,6 +2,7 @@ import {
   NodropError,
   type Proxy,
   type ProxyApplyResult,
+  type ProxyCapabilities,
   type ProxyCheck,
   type ProxyContext,
   type ProxyInstance,
@@ -15,6 +16,9 @@ import {
 import { type AdminState, type RuntimeApi, RuntimeApiRefusal, type ServerState, runtimeApi } from "./runtime-api.js";
 
 const NAME = "haproxy";
+
+/** Server states through the runtime API: pools and drains, nothing that needs a cookie or a hash. */
+export const HAPROXY_CAPABILITIES: ProxyCapabilities = Object.freeze({ versionPinning: false, timedSwitch: false, affinity: false, drainsOldRouting: true });
 
 export interface HaproxyProxyOptions {
   /**
@@ -234,7 +238,7 @@ export function haproxyProxy(options: HaproxyProxyOptions): Proxy {
 
   return {
     name: NAME,
-    capabilities: { versionPinning: false, timedSwitch: false, affinity: false, drainsOldRouting: true },
+    capabilities: HAPROXY_CAPABILITIES,
     async check(context = {}): Promise<ProxyCheck> {
       const details: string[] = [];
       let ok = true;

@@ -1,5 +1,11 @@
 // The HAProxy adapter against a real HAProxy and real gunicorn instances: first the adapter on its
 // own (states, routing, refusals, drains), then rolling deploys through core's engine under load.
+import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, realpath, rm, symlink, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { runNodrop } from "@nodrop/example-wsgi-fleet";
 import {
   type DeployEvent,
   type DeployReport,
@@ -16,8 +22,21 @@ import { type LoadStats, type RequestRecord, startLoad } from "@nodrop/loadgen";
 import { rollingStrategy } from "@nodrop/strategy-rolling";
 import { proxySuite } from "@nodrop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse, stringify } from "yaml";
+import { runActionBundle } from "../../../actions/deploy/test/run-action.js";
 import { haproxyProxy } from "../src/index.js";
 import { type HaproxyFleet, get, spread, startHaproxyFleet } from "./harness.js";
+
+const exampleRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const actionDist = path.resolve(exampleRoot, "..", "..", "actions", "deploy", "dist");
+
+/** The config that docs/guides/custom-adapter.md shows (its yaml block headed `# deploy/nodrop.yaml`). */
+function guideConfig(): Record<string, any> {
+  const guide = readFileSync(path.resolve(exampleRoot, "..", "..", "docs", "guides", "custom-adapter.md"), "utf8");
+  const block = /```yaml\n(# deploy\/nodrop\.yaml\n[\s\S]*?)```/.exec(guide);
+  if (!block) throw new Error("docs/guides/custom-adapter.md has no yaml block headed # deploy/nodrop.yaml");
+  return parse(block[1]!) as Record<string, any>;
+}
 
 const PORTS = [8711, 8712, 8713, 8714];
 const IDS = PORTS.map((port) => `web-${port}`);
@@ -303,6 +322,102 @@ describe("haproxyProxy against real HAProxy and gunicorn", () => {
     it("v2 -> v1 back the same way, with 0 failed requests", async () => {
       const run = await runDeploy("v1", 2);
       await expectClean(run, "v2", "v1");
+    });
+  });
+
+  // The adapter as users of the CLI meet it: named in a config file (`proxy.use`), resolved from the
+  // config's directory like any installed package, driven by the real `nodrop` binary.
+  describe("from the nodrop CLI, named in a config file", () => {
+    it("nodrop plan names the plugin's file and version; the CLI, then the action bundle, deploy through HAProxy under load with 0 failed", async () => {
+      const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-haproxy-cli-"));
+      try {
+        await mkdir(path.join(dir, "node_modules", "@nodrop"), { recursive: true });
+        // What `npm install` of the adapter's package leaves next to the config.
+        await symlink(exampleRoot, path.join(dir, "node_modules", "@nodrop", "example-custom-adapter"));
+        const file = path.join(dir, "deploy", "nodrop.yaml");
+        const from = (await env.versions())[IDS[0]!]!;
+        const to = from === "v1" ? "v2" : "v1";
+        // The config of docs/guides/custom-adapter.md, with what is this machine's: the fleet's
+        // commands, HAProxy's socket, a state directory.
+        const config = guideConfig();
+        expect(config.instances).toEqual(env.instances.map(({ id, port }) => ({ id, port })));
+        config.commands = env.commands;
+        config.proxy.socket = env.socket;
+        config.stateDir = path.join(dir, "state");
+        await mkdir(path.dirname(file), { recursive: true });
+        await writeFile(file, stringify(config));
+        const plan = await runNodrop(["plan", "--config", file, "--version", to]);
+        console.log(plan.stdout.slice(plan.stdout.indexOf("plugins:")));
+        expect(plan.stderr).toBe("");
+        expect(plan.code).toBe(0);
+        expect(plan.stdout).toContain(`proxy @nodrop/example-custom-adapter: haproxy 0.1.0 from ${path.join(await realpath(exampleRoot), "dist", "index.js")}`);
+        expect(plan.stdout).toContain("strategy rolling: built-in rolling");
+
+        // HAProxy's own view, sampled while the CLI deploys: which servers it had in maint.
+        const inMaint = new Set<string>();
+        let sampling = true;
+        const sampler = (async () => {
+          while (sampling) {
+            for (const [id, server] of Object.entries(await env.servers())) if (server.admin & MAINT) inMaint.add(id);
+            await sleep(25);
+          }
+        })();
+        const load = startLoad({ url: env.url, clients: 24, postRatio: 0.1, slowRatio: 0.1, slowMs: 500, durationMs: 180_000, seed: 7 });
+        await sleep(1500);
+        const cli = await runNodrop(["deploy", "--config", file, "--version", to, "--json"]);
+        await sleep(1500);
+        load.stop();
+        sampling = false;
+        await sampler;
+        const { stats } = await load.done;
+        const report = JSON.parse(cli.stdout) as DeployReport;
+        console.log(`nodrop CLI with the haproxy plugin, ${from} -> ${to}: exit ${cli.code}, ${stats.requests} requests, ${stats.failed} failed; in maint during the deploy: ${[...inMaint].sort().join(", ")}`);
+        expect(cli.code).toBe(0);
+        expect(report.ok).toBe(true);
+        expect(report.instances.map((i) => [i.id, i.from, i.version, i.inPool])).toEqual(IDS.map((id) => [id, from, to, true]));
+        expect(report.routes).toHaveLength(5);
+        expect(stats.requests).toBeGreaterThan(300);
+        expect(stats.errors).toEqual({});
+        expect(stats.failed).toBe(0);
+        // The adapter did the work: HAProxy took each instance out of its pool, and has all back.
+        expect([...inMaint].sort()).toEqual(IDS);
+        expect(await env.versions()).toEqual(Object.fromEntries(IDS.map((id) => [id, to])));
+        expect(await adminStates()).toEqual(Object.fromEntries(IDS.map((id) => [id, 0])));
+
+        // And back with the GitHub Action's committed bundle, run as the runner runs it, in the
+        // workspace that holds the config and its node_modules.
+        inMaint.clear();
+        sampling = true;
+        const sampling2 = (async () => {
+          while (sampling) {
+            for (const [id, server] of Object.entries(await env.servers())) if (server.admin & MAINT) inMaint.add(id);
+            await sleep(25);
+          }
+        })();
+        const load2 = startLoad({ url: env.url, clients: 24, postRatio: 0.1, slowRatio: 0.1, slowMs: 500, durationMs: 180_000, seed: 8 });
+        await sleep(1500);
+        const action = await runActionBundle(actionDist, "index", { config: "deploy/nodrop.yaml", version: from, "dry-run": "false" }, { cwd: dir });
+        await sleep(1500);
+        load2.stop();
+        sampling = false;
+        await sampling2;
+        const { stats: stats2 } = await load2.done;
+        console.log(`the action with the haproxy plugin, ${to} -> ${from}: exit ${action.code}, ${stats2.requests} requests, ${stats2.failed} failed; in maint during the deploy: ${[...inMaint].sort().join(", ")}`);
+        expect(action.stderr).toBe("");
+        expect(action.code).toBe(0);
+        expect(action.stdout).toContain(`proxy @nodrop/example-custom-adapter: haproxy 0.1.0 from ${path.join(await realpath(exampleRoot), "dist", "index.js")}`);
+        // Its local commands went through @actions/exec: the runner's log shows each one.
+        expect(action.stdout).toMatch(/^\[command\]\S*setsid bash -c \S*fleet\.sh/m);
+        const result = JSON.parse(action.outputs.result!) as DeployReport;
+        expect(result.ok).toBe(true);
+        expect(result.instances.map((i) => [i.id, i.from, i.version, i.inPool])).toEqual(IDS.map((id) => [id, to, from, true]));
+        expect(stats2.requests).toBeGreaterThan(300);
+        expect(stats2.failed).toBe(0);
+        expect([...inMaint].sort()).toEqual(IDS);
+        expect(await env.versions()).toEqual(Object.fromEntries(IDS.map((id) => [id, from])));
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
     });
   });
 });

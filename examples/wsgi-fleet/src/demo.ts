@@ -2,7 +2,7 @@
 // load through nginx, deploys v2 with nodrop while the load runs, prints what happened, and
 // stops everything it started.
 import { parseArgs } from "node:util";
-import { formatReport } from "@nodrop/cli";
+import { formatReport } from "@nodrop/deployment";
 import { formatDuration } from "@nodrop/core";
 import { formatStats } from "@nodrop/loadgen";
 import { startFleet } from "./fleet.js";

@@ -4,8 +4,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { createDeployment } from "@nodrop/cli";
-import { type InstanceSpec, loadConfig, shellQuote, sleep } from "@nodrop/core";
+import { loadDeployment } from "@nodrop/deployment";
+import { type InstanceSpec, shellQuote, sleep } from "@nodrop/core";
 import type { TestHosts } from "@nodrop/testhosts";
 import { stringify } from "yaml";
 
@@ -197,7 +197,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     // The one-time setup a user does: create the include file nodrop owns, then start nginx.
     const specs: InstanceSpec[] = instances.map(({ id, host, address, port }) => ({ id, host, address, port }));
     // What `nodrop init` does: write the strategy's routing at rest (a consistent-hash ring for sticky).
-    const deployment = createDeployment(await loadConfig(configFile));
+    const deployment = await loadDeployment(configFile);
     await deployment.proxy.initialize!(deployment.steadyRouting, specs);
     await deployment.dispose();
     await fleet.nginx();

@@ -22,10 +22,10 @@ const cases: { name: string; mutate?: (c: Config) => void; args?: (file: string)
   { name: "verify URL that does not answer: refused before any change", mutate: (c) => (c.verify = { url: "http://127.0.0.1:1/" }), expect: /\[E_VERIFY\][\s\S]*verify: http:\/\/127\.0\.0\.1:1\/ does not answer before the deploy \(ECONNREFUSED\); nothing was changed/ },
   { name: "--verify with an unknown mode", args: (file) => ["deploy", "--config", file, "--version", "v2", "--verify", "strict"], expect: /--verify "strict": expected enforce, report or off/ },
   { name: "bad duration", mutate: (c) => (c.commands.timeout = "30 seconds"), expect: /commands\.timeout: expected a duration/ },
-  { name: "missing proxy type", mutate: (c) => delete c.proxy.type, expect: /proxy\.type: required/ },
+  { name: "missing proxy type", mutate: (c) => delete c.proxy.type, expect: /proxy\.use: required/ },
   { name: "unknown proxy option", mutate: (c) => (c.proxy.confFile = "/etc/nginx/x.conf"), expect: /proxy\.confFile: unknown key/ },
   { name: "relative proxy path", mutate: (c) => (c.proxy.configFile = "nodrop/web.conf"), expect: /proxy\.configFile: expected an absolute path/ },
-  { name: "unknown strategy", mutate: (c) => (c.strategy.name = "yolo"), expect: /strategy\.name: unknown strategy "yolo"/ },
+  { name: "unknown strategy", mutate: (c) => (c.strategy.name = "yolo"), expect: /strategy\.name: strategy "yolo": not a built-in strategy \(rolling, half-split, sticky\), and not found: no package yolo in / },
   { name: "strategy option of the wrong type", mutate: (c) => (c.strategy.batchSize = "half"), expect: /strategy\.batchSize: expected a count/ },
   { name: "batch that would empty the pool", mutate: (c) => (c.strategy.batchSize = 4), expect: /strategy\.batchSize: a batch of 4 out of 4 instances leaves 0 serving/ },
   { name: "unknown host", mutate: (c) => (c.instances[1].host = "web9"), expect: /instances\[1\]\.host: unknown host "web9"/ },
@@ -65,7 +65,7 @@ const cases: { name: string; mutate?: (c: Config) => void; args?: (file: string)
   { name: "version with shell metacharacters", args: (f) => ["deploy", "--config", f, "--version", "v2; rm -rf /"], expect: /--version "v2; rm -rf \/": expected letters/ },
   { name: "version with a quote", args: (f) => ["deploy", "--config", f, "--version", "v2'"], expect: /--version "v2'": expected letters/ },
   { name: "missing version", args: (f) => ["deploy", "--config", f], expect: /--version is required/ },
-  { name: "unknown strategy flag value", args: (f) => ["deploy", "--config", f, "--version", "v2", "--strategy", "nope"], expect: /--strategy: unknown strategy "nope"/ },
+  { name: "unknown strategy flag value", args: (f) => ["deploy", "--config", f, "--version", "v2", "--strategy", "nope"], expect: /--strategy: "nope" is not a built-in strategy \(rolling, half-split, sticky\) nor the one the config names/ },
   { name: "missing config file", args: () => ["deploy", "--config", "/nonexistent/nodrop.yaml", "--version", "v2"], expect: /cannot read config file \/nonexistent\/nodrop\.yaml/ },
 ];
 

@@ -2,8 +2,8 @@
 // old config, no instance is touched, and the load sees no failure.
 import { writeFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
-import { createDeployment } from "@nodrop/cli";
-import { deploy, loadConfig, sleep } from "@nodrop/core";
+import { deploy, sleep } from "@nodrop/core";
+import { loadDeployment } from "@nodrop/deployment";
 import { startLoad } from "@nodrop/loadgen";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Fleet, deployUnderLoad, startFleet } from "../src/index.js";
@@ -31,8 +31,7 @@ describe("proxy failures (real nginx + gunicorn)", () => {
   it("nginx -t fails mid-deploy: previous file restored, nginx still serving, nothing touched, 0 failed", async () => {
     const includeBefore = await readFile(fleet.includeFile, "utf8");
     const workersBefore = await workerPids(fleet);
-    const config = await loadConfig(fleet.configFile);
-    const deployment = createDeployment(config);
+    const deployment = await loadDeployment(fleet.configFile);
     const load = startLoad({ url: fleet.url, clients: 20, seed: 3, durationMs: 60_000 });
     await sleep(500);
     // Someone breaks the site config by hand while the deploy runs (after its preflight passed):

@@ -2,8 +2,8 @@
 // by the test), nginx on this machine, nodrop reaching every host over SSH.
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { createDeployment } from "@nodrop/cli";
-import { deploy, loadConfig, sleep } from "@nodrop/core";
+import { loadDeployment } from "@nodrop/deployment";
+import { deploy, sleep } from "@nodrop/core";
 import { startLoad } from "@nodrop/loadgen";
 import { type TestHosts, startTestHosts } from "@nodrop/testhosts";
 import { parse, stringify } from "yaml";
@@ -81,8 +81,7 @@ describe("fleet across 3 SSH hosts (real sshd, gunicorn and nginx)", () => {
   it("a host lost mid-deploy: the deploy stops, nginx serves the healthy instances, the report says who is where", async () => {
     // Back to v1 everywhere first (a plain deploy), then deploy v2 and lose web2 in its first batch.
     expect((await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v1"])).code).toBe(0);
-    const config = await loadConfig(fleet.configFile);
-    const deployment = createDeployment(config);
+    const deployment = await loadDeployment(fleet.configFile);
     const load = startLoad({ url: fleet.url, clients: 20, seed: 12, durationMs: 120_000 });
     await sleep(500);
     let killed = false;

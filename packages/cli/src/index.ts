@@ -1,10 +1,19 @@
 export { main, USAGE } from "./main.js";
 export type { Io } from "./main.js";
-export { createDeployment, checkVersion, checkVerifyMode, checkLockWait } from "./setup.js";
-export type { Deployment, VerifyMode } from "./setup.js";
-export { strategies, proxies } from "./registry.js";
-export type { StrategyEntry, ProxyEntry } from "./registry.js";
-export { configReference } from "./reference.js";
-export { formatReport, formatPlan, formatVerify, fleetConverged, progressReporter } from "./reporter.js";
-export { lockedDeploy, deploymentJournal } from "./locked-deploy.js";
-export type { LockedDeployOptions } from "./locked-deploy.js";
+// The composition the CLI is a shell over, for programs that imported it from here before it had a package of its own.
+export {
+  createDeployment,
+  loadDeployment,
+  checkVersion,
+  checkVerifyMode,
+  checkLockWait,
+  configReference,
+  formatReport,
+  formatPlan,
+  formatVerify,
+  fleetConverged,
+  progressReporter,
+  lockedDeploy,
+  deploymentJournal,
+} from "@nodrop/deployment";
+export type { Deployment, VerifyMode, LockedDeployOptions } from "@nodrop/deployment";

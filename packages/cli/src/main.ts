@@ -1,22 +1,24 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { type Executor, NodropError, describeValue, isSafeName, lastDeploy, observeInstances, planDeploy, reachesInstance, servingInstances, toNodropError } from "@nodrop/core";
 import {
-  type Executor,
-  NodropError,
-  describeValue,
-  isSafeName,
-  lastDeploy,
-  loadConfig,
-  observeInstances,
-  planDeploy,
-  reachesInstance,
-  servingInstances,
-  toNodropError,
-} from "@nodrop/core";
+  type Deployment,
+  type Output,
+  checkLockWait,
+  checkVerifyMode,
+  checkVersion,
+  deploymentJournal,
+  deploymentLock,
+  fleetConverged,
+  formatPlan,
+  formatPlugins,
+  formatReport,
+  loadDeployment,
+  lockedDeploy,
+  progressReporter,
+  table,
+} from "@nodrop/deployment";
 import type { SshExecutor } from "@nodrop/ssh";
-import { type Output, fleetConverged, formatPlan, formatReport, progressReporter, table } from "./reporter.js";
-import { deploymentJournal, deploymentLock, lockedDeploy } from "./locked-deploy.js";
-import { type Deployment, checkLockWait, checkVerifyMode, checkVersion, createDeployment } from "./setup.js";
 
 export const USAGE = `nodrop: deploy new code to app instances behind nginx without dropping a request
 
@@ -90,21 +92,25 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
   // Checked before anything is read or reached, like every other argument.
   const rollbackTo = values.to === undefined ? undefined : checkVersion(values.to, "--to");
   if (!values.config) throw new NodropError("E_ARGS", "--config is required (the nodrop YAML file)");
-  const config = await loadConfig(values.config);
   const verifyMode = checkVerifyMode(values.verify);
   // A rollback goes back with the drain rules, one batch at a time (version pins of the newer
   // version are dropped), and repairs a site that may be failing right now: its probe counts but
   // does not stop it.
   const rollback = command === "rollback";
-  const deployment = createDeployment(config, { strategy: rollback ? "rolling" : values.strategy, verify: verifyMode ?? (rollback ? "report" : "enforce") }, {
+  const deployment = await loadDeployment(values.config, {
+    strategy: rollback ? "rolling" : values.strategy,
+    verify: verifyMode ?? (rollback ? "report" : "enforce"),
+    version: VERSION,
     log: (message) => io.stderr.write(`nodrop: ${message}\n`),
   });
+  const { config } = deployment;
   try {
     switch (command) {
       case "plan": {
         const version = checkVersion(values.version);
         const { plan, observed } = await planDeploy({ ...deployment.options, version, signal: io.signal });
-        io.stdout.write(values.json ? `${JSON.stringify({ plan, observed }, null, 2)}\n` : `${formatPlan(plan, observed)}\n`);
+        const plugins = deployment.plugins.map(({ kind, specifier, source, file, version: v, plugin }) => ({ kind, specifier, name: plugin.name, source, file, version: v }));
+        io.stdout.write(values.json ? `${JSON.stringify({ plan, observed, plugins }, null, 2)}\n` : `${formatPlan(plan, observed)}\nplugins:\n  ${formatPlugins(deployment.plugins).split("\n").join("\n  ")}\n`);
         return 0;
       }
       case "deploy":
@@ -184,7 +190,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         if (!deployment.proxy.initialize) throw new NodropError("E_PROXY_SETUP", `proxy ${deployment.proxy.name} needs no initial file`);
         const result = await deployment.proxy.initialize(deployment.steadyRouting, config.instances, { signal: io.signal });
         io.stdout.write(
-          `${result.wrote ? `wrote ${result.file} (${config.instances.length} instances, routing of the ${String(config.strategy.name)} strategy at rest)` : `${result.file} exists; left as it is`}\n` +
+          `${result.wrote ? `wrote ${result.file} (${config.instances.length} instances, routing of the ${deployment.options.strategy.name} strategy at rest)` : `${result.file} exists; left as it is`}\n` +
             `one-time setup:\n  ${result.instructions.join("\n  ")}\n`,
         );
         return 0;

@@ -134,10 +134,13 @@ describe("validateConfig: invalid configs name the exact path", () => {
     ["health.path without a leading slash", (c) => (c.health = { path: "health" }), 'health.path: expected a URL path starting with /, got string "health"'],
     ["health.successes 0", (c) => (c.health = { successes: 0 }), "health.successes: expected an integer 1-100, got number 0"],
     ["health not a mapping", (c) => (c.health = "yes"), 'health: expected a mapping, got string "yes"'],
-    ["missing proxy", (c) => delete c.proxy, "proxy: required: a mapping with a type (nginx)"],
-    ["missing proxy.type", (c) => (c.proxy = { configFile: "/etc/nginx/nodrop.conf" }), "proxy.type: required: a proxy type such as nginx"],
-    ["strategy without name", (c) => (c.strategy = { batchSize: 2 }), "strategy.name: required: a strategy name such as rolling"],
-    ["strategy as a list", (c) => (c.strategy = ["rolling"]), "strategy: expected a mapping with a name (rolling), got a list"],
+    ["missing proxy", (c) => delete c.proxy, "proxy: required: a mapping with use (nginx, a package name or a ./file)"],
+    ["missing proxy.use", (c) => (c.proxy = { configFile: "/etc/nginx/nodrop.conf" }), "proxy.use: required: a proxy such as nginx, a package name or a ./file"],
+    ["proxy with use and type", (c) => (c.proxy = { use: "nginx", type: "nginx" }), "proxy.use: give use or type, not both (use is the newer name of type)"],
+    ["proxy.use not a string", (c) => (c.proxy = { use: 3 }), "proxy.use: expected a proxy such as nginx, a package name or a ./file, got 3"],
+    ["strategy without use", (c) => (c.strategy = { batchSize: 2 }), "strategy.use: required: a strategy such as rolling, a package name or a ./file"],
+    ["strategy.name empty", (c) => (c.strategy = { name: "" }), 'strategy.name: expected a strategy such as rolling, a package name or a ./file, got ""'],
+    ["strategy as a list", (c) => (c.strategy = ["rolling"]), "strategy: expected a mapping with use (rolling, half-split, sticky, a package name or a ./file), got a list"],
     ["parallel 0", (c) => (c.parallel = 0), "parallel: expected an integer 1-64, got number 0"],
     ["verify without url", (c) => (c.verify = { rate: 5 }), "verify.url: required: an http:// or https:// URL"],
     ["verify.url not http", (c) => (c.verify = { url: "ftp://example.com/" }), "verify.url: expected an http:// or https:// URL, got a ftp: URL"],
@@ -193,8 +196,8 @@ describe("validateConfig: invalid configs name the exact path", () => {
       "instances[2].port",
       "commands.stop",
       "commands.update",
-      "proxy.type",
-      "strategy.name",
+      "proxy.use",
+      "strategy.use",
     ]);
   });
   // Bug (contract): validateConfig promises "one E_CONFIG error listing every problem", but the

@@ -66,10 +66,19 @@ export const configSchema = object({
   instances: list(instanceSchema, { min: 1, doc: "The fleet." }),
   commands: commandsSchema,
   health: section(healthSchema),
-  hosts: optional(mapping({ hint: "a mapping of host names to SSH settings", doc: "Remote hosts by name; instances and the proxy name one (or \"local\")." })),
+  hosts: optional(mapping({ hint: "a mapping of host names to SSH settings", doc: "Remote hosts by name; instances and the proxy name one (or \"local\"). Each is reached over SSH, or by the executor plugin its `use` names (a package name or a ./file)." })),
   ssh: optional(mapping({ hint: "SSH settings shared by every host", doc: "Defaults merged into every entry of hosts (user, privateKeyFile, knownHostsFile, ...)." })),
-  proxy: mapping({ hint: "a mapping with a type (nginx)", doc: "The proxy adapter and its settings; see the adapter's reference." }),
-  strategy: optional(mapping({ hint: "a mapping with a name (rolling)", doc: "The strategy and its options." }), { name: "rolling" }),
+  proxy: mapping({
+    hint: "a mapping with use (nginx, a package name or a ./file)",
+    doc: "The proxy adapter (`use`: nginx, an npm package or a ./file next to this config; `type` is the older name of `use`), `host`, and the adapter's options.",
+  }),
+  strategy: optional(
+    mapping({
+      hint: "a mapping with use (rolling, half-split, sticky, a package name or a ./file)",
+      doc: "The strategy (`use`: rolling, half-split, sticky, an npm package or a ./file next to this config; `name` is the older name of `use`) and its options.",
+    }),
+    { name: "rolling" },
+  ),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once on one host; hosts work side by side." }), 8),
   verify: optional(verifySchema),
   stateDir: optional(
@@ -93,26 +102,37 @@ export interface NodropConfig extends Omit<RawConfig, "instances" | "health" | "
 
 /** Validates a parsed config object. Throws one E_CONFIG error listing every problem with its path. */
 export function validateConfig(raw: unknown, options: { baseDir: string; source?: string }): NodropConfig {
-  const source = options.source ?? "config";
   const issues: ConfigIssue[] = [];
+  const config = checkConfig(raw, options, issues);
+  if (config === undefined || issues.length > 0) throw configError(sortIssues(issues), options.source ?? "config");
+  return config;
+}
+
+/**
+ * Validates a parsed config object, recording every problem in `issues` (so that a caller can add
+ * the problems it finds in the same pass, such as a plugin's options); the config when there was none.
+ */
+export function checkConfig(raw: unknown, options: { baseDir: string; source?: string }, issues: ConfigIssue[]): NodropConfig | undefined {
+  const before = issues.length;
   const parsed = configSchema.parse(raw, "", issues);
   crossFieldIssues(raw, issues);
-  if (parsed === undefined || issues.length > 0) {
-    issues.sort((x, y) => issueOrder(x.path) - issueOrder(y.path));
-    throw configError(issues, source);
-  }
+  if (parsed === undefined || issues.length > before) return undefined;
   return {
     ...parsed,
     instances: parsed.instances.map((i) => ({ ...i, id: instanceId(i)! })),
     strategy: parsed.strategy ?? { name: "rolling" },
     commands: { ...parsed.commands, cwd: path.resolve(options.baseDir, parsed.commands.cwd ?? ".") },
     baseDir: options.baseDir,
-    source,
+    source: options.source ?? "config",
   };
 }
 
+/** Issues in config order (top-level key order), so one listing reads like the file. */
+export function sortIssues(issues: readonly ConfigIssue[]): ConfigIssue[] {
+  return [...issues].sort((x, y) => issueOrder(x.path) - issueOrder(y.path));
+}
+
 const TOP_LEVEL = Object.keys(configSchema.fields);
-/** Keeps issues in config order (top-level key order), so one listing reads like the file. */
 function issueOrder(path: string): number {
   const key = /^[A-Za-z]+/.exec(path)?.[0] ?? "";
   const index = TOP_LEVEL.indexOf(key);
@@ -181,12 +201,52 @@ function crossFieldIssues(raw: unknown, issues: ConfigIssue[]): void {
       }
     }
   }
-  if (isRecord(raw.strategy) && typeof raw.strategy.name !== "string") issues.push({ path: "strategy.name", message: "required: a strategy name such as rolling" });
-  if (isRecord(raw.proxy) && typeof raw.proxy.type !== "string") issues.push({ path: "proxy.type", message: "required: a proxy type such as nginx" });
+  if (isRecord(raw.strategy)) pluginKeyIssues(raw.strategy, "strategy", "name", "a strategy such as rolling, a package name or a ./file", issues);
+  if (isRecord(raw.proxy)) pluginKeyIssues(raw.proxy, "proxy", "type", "a proxy such as nginx, a package name or a ./file", issues);
+}
+
+/** A plugin section names its plugin with `use`, or with its older key (`strategy.name`, `proxy.type`). */
+function pluginKeyIssues(section: Record<string, unknown>, at: string, legacy: string, hint: string, issues: ConfigIssue[]): void {
+  const hasUse = section.use !== undefined;
+  const hasLegacy = section[legacy] !== undefined;
+  if (hasUse && hasLegacy) issues.push({ path: `${at}.use`, message: `give use or ${legacy}, not both (use is the newer name of ${legacy})` });
+  else if (!hasUse && !hasLegacy) issues.push({ path: `${at}.use`, message: `required: ${hint}` });
+  else {
+    const key = hasUse ? "use" : legacy;
+    if (typeof section[key] !== "string" || section[key] === "") issues.push({ path: `${at}.${key}`, message: `expected ${hint}, got ${JSON.stringify(section[key])}` });
+  }
+}
+
+/**
+ * What a plugin section names: `use`, or its older key (`strategy.name`, `proxy.type`), with the
+ * config path it came from; undefined when it names none (checkConfig reports that).
+ */
+export function pluginSpecifier(section: unknown, legacy: "name" | "type"): { specifier: string; path: string } | undefined {
+  if (!isRecord(section)) return undefined;
+  const at = (key: string) => (typeof section[key] === "string" && section[key] !== "" ? (section[key] as string) : undefined);
+  const use = at("use");
+  if (use !== undefined) return { specifier: use, path: "use" };
+  const older = at(legacy);
+  return older === undefined ? undefined : { specifier: older, path: legacy };
 }
 
 /** Reads and validates a YAML (or JSON) config file. */
 export async function loadConfig(file: string): Promise<NodropConfig> {
+  const { raw, baseDir, source } = await readConfigFile(file);
+  return validateConfig(raw, { baseDir, source });
+}
+
+/** A config file parsed but not yet validated, with the directory its relative paths start from. */
+export interface ConfigFile {
+  readonly raw: unknown;
+  /** The config file's directory (absolute). */
+  readonly baseDir: string;
+  /** The file as named, for messages. */
+  readonly source: string;
+}
+
+/** Reads and parses a YAML (or JSON) config file; the caller validates it. */
+export async function readConfigFile(file: string): Promise<ConfigFile> {
   let text: string;
   try {
     text = await readFile(file, "utf8");
@@ -200,7 +260,7 @@ export async function loadConfig(file: string): Promise<NodropConfig> {
     const message = error instanceof YAMLParseError ? error.message.split("\n")[0] : String(error);
     throw new NodropError("E_CONFIG", `config file ${file} is not valid YAML: ${message}`, { cause: error });
   }
-  return validateConfig(raw, { baseDir: path.dirname(path.resolve(file)), source: file });
+  return { raw, baseDir: path.dirname(path.resolve(file)), source: file };
 }
 
 /** Separates a section's own keys (`type`, `name`, `host`) from the options its owner validates. */

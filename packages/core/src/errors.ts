@@ -4,6 +4,7 @@
  */
 export type NodropErrorCode =
   | "E_CONFIG"
+  | "E_PLUGIN"
   | "E_ARGS"
   | "E_TEMPLATE"
   | "E_EXEC"

@@ -3,8 +3,8 @@ export type { NodropErrorCode, NodropErrorOptions, ConfigIssue, RoutingInForce }
 export { parseDuration, formatDuration, sleep, MAX_DURATION_MS } from "./duration.js";
 export * as schema from "./schema.js";
 export type { Schema, Infer, SchemaDocRow, Field, ObjectSchema, ObjectOf, Shape, ListSchema } from "./schema.js";
-export { loadConfig, validateConfig, configSchema, verifySchema, sectionOptions } from "./config.js";
-export type { NodropConfig, InstanceConfig } from "./config.js";
+export { loadConfig, validateConfig, checkConfig, readConfigFile, sortIssues, pluginSpecifier, configSchema, verifySchema, sectionOptions } from "./config.js";
+export type { NodropConfig, InstanceConfig, ConfigFile } from "./config.js";
 export { renderTemplate, checkTemplate, shellQuote, PLACEHOLDERS, SAFE_NAME, isSafeName, describeValue, placeholderProblem } from "./template.js";
 export type { Placeholder, TemplateValues, TemplateSources } from "./template.js";
 export { localExecutor, execOrThrow } from "./executor.js";
@@ -28,3 +28,9 @@ export type { DeployReport, InstanceReport, InstanceOutcome, PhaseReport, RouteR
 export { httpVerifier, verifyUrlProblem } from "./verify.js";
 export type { HttpVerifierOptions } from "./verify.js";
 export type * from "./types.js";
+export { defineStrategy, defineProxy, defineExecutor, isPlugin, PLUGIN_CONTRACT } from "./plugin.js";
+export type { PluginKind, NodropPlugin, PluginOf, StrategyPlugin, ProxyPlugin, ExecutorPlugin, ProxyPluginInput, ExecutorPluginInput, OptionsSchema } from "./plugin.js";
+export { validateOptions } from "./plugin-options.js";
+export { isStandardSchema, formatIssuePath } from "./standard-schema.js";
+export type { StandardSchemaV1 } from "./standard-schema.js";
+export { CORE_VERSION } from "./version.js";

@@ -1,5 +1,6 @@
 import { MAX_DURATION_MS, parseDuration } from "./duration.js";
 import { type ConfigIssue, NodropError } from "./errors.js";
+import type { StandardSchemaV1 } from "./standard-schema.js";
 
 /**
  * A small schema language for config: it validates with exact paths in its errors
@@ -230,7 +231,8 @@ export type InputOf<S extends Shape> = {
 /** The input type of a schema: for an object, its fields with defaults are optional (see Infer for the parsed type). */
 export type Input<S> = S extends ObjectSchema<infer T> ? InputOf<T> : Infer<S>;
 
-export interface ObjectSchema<S extends Shape> extends Schema<ObjectOf<S>> {
+/** An object schema is also a Standard Schema, so code that takes any validator takes core's. */
+export interface ObjectSchema<S extends Shape> extends Schema<ObjectOf<S>>, StandardSchemaV1<InputOf<S>, ObjectOf<S>> {
   readonly fields: { [K in keyof S]: { schema: Schema<unknown>; required: boolean; default?: unknown } };
 }
 
@@ -241,7 +243,17 @@ function asField(entry: Schema<unknown> | Field<unknown>): Field<unknown> {
 /** A mapping with known keys; unknown keys are errors (a typo must not be silently ignored). */
 export function object<S extends Shape>(shape: S, options: Common = {}): ObjectSchema<S> {
   const fields = Object.fromEntries(Object.entries(shape).map(([k, v]) => [k, asField(v)])) as ObjectSchema<S>["fields"];
-  return {
+  const schema: ObjectSchema<S> = {
+    "~standard": {
+      version: 1,
+      vendor: "nodrop",
+      validate: (value) => {
+        const issues: ConfigIssue[] = [];
+        const parsed = schema.parse(value, "", issues);
+        if (parsed !== undefined && issues.length === 0) return { value: parsed };
+        return { issues: issues.map((issue) => ({ message: issue.message, path: pathSegments(issue.path) })) };
+      },
+    },
     kind: "object",
     doc: options.doc,
     fields,
@@ -275,6 +287,13 @@ export function object<S extends Shape>(shape: S, options: Common = {}): ObjectS
       return issues.length === before ? (out as ObjectOf<S>) : undefined;
     },
   };
+  return schema;
+}
+
+/** `steps[1].weight` as Standard Schema path segments: ["steps", 1, "weight"]. */
+function pathSegments(path: string): PropertyKey[] {
+  if (path === "(top level)") return [];
+  return [...path.matchAll(/\[(\d+)\]|([^.[\]]+)/g)].map((m) => (m[1] !== undefined ? Number(m[1]) : m[2]!));
 }
 
 function join(path: string, key: string): string {

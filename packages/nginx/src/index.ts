@@ -1,4 +1,4 @@
-export { nginxProxy } from "./nginx.js";
+export { nginxProxy, NGINX_CAPABILITIES } from "./nginx.js";
 export type { NginxProxyOptions } from "./nginx.js";
 export { nginxOptionsSchema } from "./options.js";
 export type { NginxOptions } from "./options.js";
@@ -7,3 +7,4 @@ export { renderNginxConfig, parseRenderedConfig, nginxName, poolVariable, cookie
 export type { RenderInput } from "./render.js";
 export { parseNginxVersion, nginxFeatures, compareVersions } from "./version.js";
 export type { NginxFeatures } from "./version.js";
+export { nginxPlugin, nginxPlugin as default } from "./plugin.js";

@@ -5,6 +5,7 @@ import {
   NodropError,
   type ProxyInstance,
   type Proxy,
+  type ProxyCapabilities,
   type ProxyApplyResult,
   type ProxyCheck,
   type Routing,
@@ -36,6 +37,9 @@ interface Worker {
  * reload, confirm a new worker generation and no [emerg] in the log (restore on failure), then
  * wait until every worker of the old generation has exited.
  */
+/** What nginx (open source, 1.22 and later) can put into effect: every routing core defines. */
+export const NGINX_CAPABILITIES: ProxyCapabilities = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true });
+
 export function nginxProxy(options: NginxProxyOptions): Proxy {
   const { executor, configFile } = options;
   const name = nginxName(options.app);
@@ -354,7 +358,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
 
   return {
     name: "nginx",
-    capabilities: { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true },
+    capabilities: NGINX_CAPABILITIES,
     async check(context = {}): Promise<ProxyCheck> {
       const details: string[] = [];
       let ok = true;

@@ -153,3 +153,10 @@ export function table(rows: readonly (readonly string[])[]): string[] {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length)));
   return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd());
 }
+
+/** One line per plugin the config named: what each name resolved to, from which file, at which version. */
+export function formatPlugins(plugins: readonly { kind: string; specifier: string; plugin: { name: string }; source: string; file: string | undefined; version: string }[]): string {
+  return plugins
+    .map((p) => `${p.kind} ${p.specifier}: ${p.source === "built-in" ? `built-in ${p.plugin.name} (nodrop ${p.version})` : `${p.plugin.name} ${p.version} from ${p.file}`}`)
+    .join("\n");
+}

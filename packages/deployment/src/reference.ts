@@ -1,5 +1,5 @@
 import { configSchema, schema } from "@nodrop/core";
-import { proxies, strategies } from "./registry.js";
+import { builtInPlugins } from "./builtins.js";
 
 const HEADER = `# Configuration reference
 
@@ -20,11 +20,11 @@ function rows(title: string, intro: string, target: schema.Schema<unknown>, pref
 /** The config reference in Markdown, from the same schemas that validate configs. */
 export function configReference(): string {
   const parts = [HEADER, rows("Top level", "The file nodrop reads (`--config`).", configSchema, "")];
-  for (const [name, entry] of Object.entries(proxies)) {
-    parts.push(rows(`proxy (type: ${name})`, `\`proxy.type: ${name}\` and \`proxy.host\` (default \`local\`), then:`, entry.optionsSchema, "proxy"));
+  for (const [name, plugin] of Object.entries(builtInPlugins.proxy)) {
+    parts.push(rows(`proxy (use: ${name})`, `\`proxy.use: ${name}\` and \`proxy.host\` (default \`local\`), then:`, plugin.optionsSchema as schema.Schema<unknown>, "proxy"));
   }
-  for (const [name, entry] of Object.entries(strategies)) {
-    parts.push(rows(`strategy (name: ${name})`, `\`strategy.name: ${name}\`, then:`, entry.create().optionsSchema, "strategy"));
+  for (const [name, plugin] of Object.entries(builtInPlugins.strategy)) {
+    parts.push(rows(`strategy (use: ${name})`, `\`strategy.use: ${name}\`, then:`, plugin.optionsSchema as schema.Schema<unknown>, "strategy"));
   }
   return parts.join("\n");
 }

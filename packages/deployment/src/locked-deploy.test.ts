@@ -1,12 +1,12 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { type Executor, NodropError, type Proxy, type Strategy, localExecutor, singlePool } from "@nodrop/core";
+import { type Executor, NodropError, type Proxy, type Routing, type Strategy, localExecutor, singlePool } from "@nodrop/core";
 import { rollingOptionsSchema, rollingStrategy } from "@nodrop/strategy-rolling";
 import { afterEach, describe, expect, it } from "vitest";
 import { lockedDeploy } from "./locked-deploy.js";
 import { formatReport } from "./reporter.js";
-import type { Deployment } from "./setup.js";
+import type { LockedDeployment } from "./locked-deploy.js";
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -14,7 +14,7 @@ afterEach(async () => {
 });
 
 /** A fleet of two instances already on v1 behind a fake proxy; the lock and journal in a temp dir through real bash. */
-async function fakeDeployment(proxyExecutor: Executor): Promise<Deployment> {
+async function fakeDeployment(proxyExecutor: Executor): Promise<LockedDeployment & { steadyRouting: Routing; proxy: Proxy; executors: Map<string, Executor>; dispose(): Promise<void> }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-locked-"));
   dirs.push(dir);
   const specs = ["a", "b"].map((id, i) => ({ id, host: "local", address: "127.0.0.1", port: 9100 + i }));

@@ -8,6 +8,11 @@ export interface HostSetupOptions {
   /** Where secrets named by `privateKeyEnv` / `passphraseEnv` are read from. */
   env?: NodeJS.ProcessEnv;
   log?: (message: string) => void;
+  /**
+   * SSH settings laid over the config's `ssh` defaults (a host's own settings still win): the
+   * action's ssh-private-key and known-hosts inputs.
+   */
+  sshOverrides?: Record<string, unknown>;
 }
 
 /** Where the GitHub Action hands its ssh-private-key and ssh-passphrase inputs to nodrop. */
@@ -38,19 +43,30 @@ const expand = (file: string, baseDir: string) => (file.startsWith("~/") ? path.
  * the file or the variable, never its content.
  */
 export function sshExecutors(config: NodropConfig, options: HostSetupOptions = {}): Map<string, Executor> {
-  return new Map([...sshExecutorFactories(config, options)].map(([name, create]) => [name, create()]));
+  const issues: ConfigIssue[] = [];
+  const factories = sshExecutorFactories(config, sshHostNames(config), options, issues);
+  if (issues.length > 0) throw schema.configError(issues, config.source);
+  return new Map([...factories].map(([name, create]) => [name, create()]));
+}
+
+/** The hosts reached over SSH: those whose entry names no executor plugin (`use`). */
+export function sshHostNames(config: NodropConfig): string[] {
+  return Object.entries(config.hosts ?? {})
+    .filter(([, entry]) => typeof entry !== "object" || entry === null || (entry as Record<string, unknown>).use === undefined || (entry as Record<string, unknown>).use === "ssh")
+    .map(([name]) => name);
 }
 
 /**
- * Like {@link sshExecutors}, but each host's entry creates a new executor, so a second one for the
- * same host (its own connection: the deploy lock's heartbeat) has the same options.
+ * Validates the SSH hosts named (with the `ssh` defaults merged in), recording every problem in
+ * `issues`, and returns a factory per host: each call creates a new executor, so a second one for
+ * the same host (its own connection: the deploy lock's heartbeat) has the same options.
  */
-export function sshExecutorFactories(config: NodropConfig, options: HostSetupOptions = {}): Map<string, () => Executor> {
+export function sshExecutorFactories(config: NodropConfig, names: readonly string[], options: HostSetupOptions, issues: ConfigIssue[]): Map<string, () => Executor> {
   const env = options.env ?? process.env;
-  const issues: ConfigIssue[] = [];
   const parsed = new Map<string, SshHostOptions>();
-  for (const [name, entry] of Object.entries(config.hosts ?? {})) {
-    const merged = { ...(config.ssh ?? {}), ...(entry as Record<string, unknown>) };
+  for (const name of names) {
+    const { use: _ssh, ...entry } = (config.hosts?.[name] ?? {}) as Record<string, unknown>;
+    const merged = { ...(config.ssh ?? {}), ...(options.sshOverrides ?? {}), ...entry };
     const host = sshHostSchema.parse(merged, `hosts.${name}`, issues);
     if (host) parsed.set(name, host);
   }
@@ -67,6 +83,9 @@ export function sshExecutorFactories(config: NodropConfig, options: HostSetupOpt
       return undefined;
     }
     resolving.add(name);
+    if (host.jump && !names.includes(host.jump)) {
+      issues.push({ path: `${at}.jump`, message: `"${host.jump}" is not an SSH host (its entry names an executor plugin): a jump host is reached over SSH` });
+    }
     let privateKey: string | undefined;
     if (host.privateKeyFile) {
       const file = expand(host.privateKeyFile, config.baseDir);
@@ -120,9 +139,6 @@ export function sshExecutorFactories(config: NodropConfig, options: HostSetupOpt
     return result;
   };
   for (const name of parsed.keys()) target(name);
-  if (issues.length > 0) {
-    throw schema.configError(issues, config.source);
-  }
   const factories = new Map<string, () => Executor>();
   for (const [name, t] of targets) factories.set(name, () => sshExecutor({ ...t, maxSessions: parsed.get(name)!.maxSessions, log: options.log }));
   return factories;

@@ -1,13 +1,16 @@
 import { type DeployListener, type DeployReport, type HeldLock, type Journal, deploy, deployLock, fileJournal, formatDuration, isSafeName, lastDeploy } from "@nodrop/core";
-import type { Deployment } from "./setup.js";
+import type { Deployment } from "./deployment.js";
+
+/** What the lock, the journal and a locked deploy need of a deployment. */
+export type LockedDeployment = Pick<Deployment, "options" | "proxyExecutor" | "heartbeatExecutor" | "stateDir">;
 
 /** The deploy lock of a deployment's fleet, on the proxy host; its heartbeat has a session of its own. */
-export function deploymentLock(deployment: Deployment): ReturnType<typeof deployLock> {
+export function deploymentLock(deployment: LockedDeployment): ReturnType<typeof deployLock> {
   return deployLock({ executor: deployment.proxyExecutor, heartbeatExecutor: deployment.heartbeatExecutor ?? deployment.proxyExecutor, dir: deployment.stateDir });
 }
 
 /** The journal of a deployment's fleet, on the proxy host next to the lock. */
-export function deploymentJournal(deployment: Deployment): Journal {
+export function deploymentJournal(deployment: LockedDeployment): Journal {
   return fileJournal(deployment.proxyExecutor, `${deployment.stateDir}/journal.jsonl`);
 }
 
@@ -25,7 +28,7 @@ export interface LockedDeployOptions {
  * The deploy stops (and recovers) when it finds its lock taken over. The report is always returned:
  * a lock that could not be released is a warning in it, saying what state the lock is in.
  */
-export async function lockedDeploy(deployment: Deployment, options: LockedDeployOptions): Promise<DeployReport> {
+export async function lockedDeploy(deployment: LockedDeployment, options: LockedDeployOptions): Promise<DeployReport> {
   const lock = deploymentLock(deployment);
   const held = await lock.acquire(options.version, options.lockWaitMs ?? 0, options.signal);
   const signal = options.signal ? AbortSignal.any([options.signal, held.lost]) : held.lost;

@@ -1,0 +1,186 @@
+import {
+  type ConfigIssue,
+  type DeployOptions,
+  type DeployVerifier,
+  type Executor,
+  type LocalExecutorOptions,
+  type NodropConfig,
+  NodropError,
+  type Proxy,
+  type Routing,
+  SAFE_NAME,
+  commandInstance,
+  hostHealthCheck,
+  httpHealthCheck,
+  httpVerifier,
+  localExecutor,
+  parseDuration,
+  readConfigFile,
+  schema,
+  singlePool,
+} from "@nodrop/core";
+import { secretEnvNames } from "./hosts.js";
+import { type ResolveConfigOptions, type ResolvedConfig, resolveConfig } from "./resolve-config.js";
+import type { AnyResolvedPlugin } from "./resolve-plugin.js";
+
+export interface Deployment {
+  /** The routing of the fleet at rest, as the strategy wants it (affinity for sticky). */
+  readonly steadyRouting: Routing;
+  readonly options: Omit<DeployOptions<unknown>, "version">;
+  readonly proxy: Proxy;
+  /** Runs commands on the proxy's host. */
+  readonly proxyExecutor: Executor;
+  /**
+   * A second executor for the proxy's host (over SSH, its own connection), for the deploy lock's
+   * heartbeat alone: a deploy whose commands fill the main connection's sessions still beats.
+   * Not in `executors`; disposed with the deployment.
+   */
+  readonly heartbeatExecutor?: Executor | undefined;
+  /** On the proxy host: the deploy lock and the journal. */
+  readonly stateDir: string;
+  readonly executors: ReadonlyMap<string, Executor>;
+  /** Every plugin the config named, where it was loaded from and its version. */
+  readonly plugins: readonly AnyResolvedPlugin[];
+  /** The validated config. */
+  readonly config: NodropConfig;
+  dispose(): Promise<void>;
+}
+
+/** What the verify probe does: stop the deploy at its thresholds, only count, or not run. */
+export type VerifyMode = "enforce" | "report" | "off";
+
+/** Checks a --verify value. */
+export function checkVerifyMode(value: string | undefined, flag = "--verify"): VerifyMode | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (value === "enforce" || value === "report" || value === "off") return value;
+  throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected enforce, report or off`);
+}
+
+/** Checks a --lock-wait value: how long to wait for a deploy holding the lock (0 when absent). */
+export function checkLockWait(value: string | undefined, flag = "--lock-wait"): number {
+  if (value === undefined) return 0;
+  const ms = parseDuration(value);
+  if (ms === undefined) throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected a duration such as 30s or 15m (at most 24h)`);
+  return ms;
+}
+
+/** Checks a version given on the command line: it reaches shell commands and nginx config. */
+export function checkVersion(version: string | undefined, flag = "--version"): string {
+  if (version === undefined || version === "") throw new NodropError("E_ARGS", `${flag} is required (the version to deploy, e.g. ${flag} v2)`);
+  if (!SAFE_NAME.test(version)) {
+    throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(version)}: expected letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)`);
+  }
+  return version;
+}
+
+export interface CreateDeploymentOptions extends ResolveConfigOptions {
+  /** The verify probe's mode (default enforce; the probe runs only with a verify section). */
+  readonly verify?: VerifyMode | undefined;
+  /**
+   * Makes the executor for commands on this machine (`local`); default core's localExecutor. The
+   * action passes one that runs them through @actions/exec, so they show in the runner's log.
+   */
+  readonly localExecutor?: ((options: LocalExecutorOptions) => Executor) | undefined;
+}
+
+/**
+ * Reads a config file and turns it into a deployment: one validation pass over the config and
+ * every plugin it names (resolveConfig), then the executors, the proxy and the strategy. Throws one
+ * E_CONFIG error listing every problem; nothing has been touched then.
+ */
+export async function loadDeployment(configFile: string, options: CreateDeploymentOptions = {}): Promise<Deployment> {
+  return createDeployment(await resolveConfig(await readConfigFile(configFile), options), options);
+}
+
+/**
+ * Wires a resolved config into the engine's inputs: an executor per host, the proxy, the strategy,
+ * the instances, the health check and the verify probe. A plugin factory that throws is reported
+ * like a config problem, naming the plugin; the executors already made are disposed.
+ */
+export function createDeployment(resolved: ResolvedConfig, options: CreateDeploymentOptions = {}): Deployment {
+  const { config } = resolved;
+  const makeLocal = options.localExecutor ?? localExecutor;
+  const local = () => makeLocal({ cwd: config.commands.cwd, unsetEnv: secretEnvNames(config) });
+  const executors = new Map<string, Executor>([["local", local()]]);
+  const issues: ConfigIssue[] = [];
+  for (const [name, create] of resolved.hosts) {
+    const executor = created(issues, `hosts.${name}`, resolved.executorPlugins.get(name)?.resolved, create);
+    if (executor) executors.set(name, executor);
+  }
+  const proxyExecutor = executors.get(resolved.proxy.host);
+  const strategy = created(issues, "strategy", resolved.strategy.resolved, () => resolved.strategy.resolved.plugin.create());
+  const proxy =
+    proxyExecutor &&
+    created(issues, "proxy", resolved.proxy.resolved, () =>
+      resolved.proxy.resolved.plugin.create({ app: config.app, options: resolved.proxy.options, executor: proxyExecutor, baseDir: config.baseDir, log: options.log ?? (() => undefined) }),
+    );
+  // Created now, connected on first use (the first heartbeat).
+  const heartbeatExecutor = proxyExecutor && created(issues, `hosts.${resolved.proxy.host}`, undefined, () => (resolved.proxy.host === "local" ? local() : resolved.hosts.get(resolved.proxy.host)!()));
+  const all = [...executors.values(), ...(heartbeatExecutor ? [heartbeatExecutor] : [])];
+  const dispose = async () => {
+    await Promise.all([...all.map((e) => e.dispose?.()), proxy?.dispose?.()]);
+  };
+  if (!strategy || !proxy || !proxyExecutor || issues.length > 0) {
+    void dispose().catch(() => undefined);
+    throw schema.configError(issues, config.source);
+  }
+  const executorFor = (host: string) => {
+    const executor = executors.get(host);
+    if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
+    return executor;
+  };
+  const instances = config.instances.map((spec) =>
+    commandInstance({ spec, executor: executorFor(spec.host), commands: config.commands, timeoutMs: config.commands.timeout }),
+  );
+  const ids = config.instances.map((i) => i.id);
+  const strategyOptions = resolved.strategy.options;
+  return {
+    steadyRouting: strategy.steadyRouting?.(ids, strategyOptions) ?? singlePool(ids),
+    proxy,
+    proxyExecutor,
+    heartbeatExecutor,
+    stateDir: config.stateDir ?? `/var/lib/nodrop/${config.app}`,
+    executors,
+    plugins: resolved.plugins,
+    config,
+    options: {
+      instances,
+      proxy,
+      strategy,
+      strategyOptions,
+      health:
+        config.health.via === "host"
+          ? hostHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout, executorFor })
+          : httpHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout }),
+      healthWait: { successes: config.health.successes, intervalMs: config.health.interval, deadlineMs: config.health.deadline },
+      parallel: config.parallel,
+      ...(config.verify && options.verify !== "off" ? { verify: verifier(config.verify, config.health.versionHeader, options.verify !== "report") } : {}),
+    },
+    dispose,
+  };
+}
+
+/** Calls a plugin's factory; what it throws becomes a problem at the plugin's config path, naming it. */
+function created<T>(issues: ConfigIssue[], at: string, plugin: AnyResolvedPlugin | undefined, create: () => T): T | undefined {
+  try {
+    return create();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    issues.push({ path: at, message: plugin ? `${plugin.kind} plugin ${plugin.plugin.name} (${plugin.file ?? "built-in"}) failed to start: ${message}` : message });
+    return undefined;
+  }
+}
+
+function verifier(verify: NonNullable<NodropConfig["verify"]>, healthHeader: string, enforce: boolean): DeployVerifier {
+  return httpVerifier({
+    url: verify.url,
+    ratePerSecond: verify.rate,
+    cookies: verify.cookies,
+    versionHeader: verify.versionHeader ?? healthHeader,
+    timeoutMs: verify.timeout,
+    settleMs: verify.settle,
+    maxFailed: verify.maxFailed,
+    maxRegressions: verify.maxRegressions,
+    enforce,
+  });
+}

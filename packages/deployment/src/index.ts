@@ -1,0 +1,14 @@
+export { loadDeployment, createDeployment, checkVersion, checkVerifyMode, checkLockWait } from "./deployment.js";
+export type { Deployment, VerifyMode, CreateDeploymentOptions } from "./deployment.js";
+export { resolveConfig } from "./resolve-config.js";
+export type { ResolvedConfig, ResolveConfigOptions, ConfiguredPlugin } from "./resolve-config.js";
+export { resolvePlugin } from "./resolve-plugin.js";
+export type { ResolvedPlugin, AnyResolvedPlugin, ResolvePluginOptions } from "./resolve-plugin.js";
+export { builtInPlugins, builtInPlugin } from "./builtins.js";
+export { sshExecutors, secretEnvNames, ACTION_SECRET_ENV } from "./hosts.js";
+export type { HostSetupOptions } from "./hosts.js";
+export { lockedDeploy, deploymentJournal, deploymentLock } from "./locked-deploy.js";
+export type { LockedDeployOptions, LockedDeployment } from "./locked-deploy.js";
+export { configReference } from "./reference.js";
+export { formatReport, formatPlan, formatPlugins, formatVerify, fleetConverged, progressReporter, table } from "./reporter.js";
+export type { Output } from "./reporter.js";
