@@ -1,6 +1,8 @@
 // Bad config and arguments are refused before anything is touched, with an error naming the field.
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, symlink, writeFile } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { parse, stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Fleet, runNodrop, startFleet } from "../src/index.js";
@@ -69,6 +71,40 @@ const cases: { name: string; mutate?: (c: Config) => void; args?: (file: string)
   { name: "missing config file", args: () => ["deploy", "--config", "/nonexistent/nodrop.yaml", "--version", "v2"], expect: /cannot read config file \/nonexistent\/nodrop\.yaml/ },
 ];
 
+const coreDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../packages/core");
+const STRATEGY = `import { defineStrategy, schema } from "@nodrop/core";
+export default defineStrategy({ name: "mine", optionsSchema: schema.object({ batch: schema.int({ min: 1 }) }), create: () => ({ name: "mine", plan: () => { throw new Error("never planned"); } }) });`;
+
+/** Plugins a config can name, each bad in its own way, written next to the case's config (the fleet's dir). */
+async function writeBadPlugins(dir: string): Promise<void> {
+  const file = async (name: string, text: string) => {
+    await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+    await writeFile(path.join(dir, name), text);
+  };
+  await mkdir(path.join(dir, "node_modules", "@nodrop"), { recursive: true });
+  await symlink(coreDir, path.join(dir, "node_modules", "@nodrop", "core"));
+  await file("plugins/not-a-plugin.mjs", "export default { name: 'mine', plan() { return { phases: [] }; } };");
+  await file("plugins/mine.mjs", STRATEGY);
+  await file("plugins/factory-throws.mjs", `import { defineProxy, schema } from "@nodrop/core";
+export default defineProxy({ name: "lb", optionsSchema: schema.object({}), capabilities: { versionPinning: false, timedSwitch: false, affinity: false }, create: () => { throw new Error("the load balancer refused the API token"); } });`);
+  await file("node_modules/@acme/future/package.json", JSON.stringify({ name: "@acme/future", version: "2.0.0", type: "module", exports: "./index.js", peerDependencies: { "@nodrop/core": ">=1.0.0" } }));
+  await file("node_modules/@acme/future/index.js", STRATEGY);
+  const outside = await import("node:fs/promises").then((fs) => fs.mkdtemp(path.join(os.tmpdir(), "nodrop-outside-")));
+  await writeFile(path.join(outside, "mine.mjs"), STRATEGY);
+  await symlink(path.join(outside, "mine.mjs"), path.join(dir, "plugins", "linked.mjs"));
+}
+
+// A bad plugin is refused in the same pass as the config: nothing on the fleet, nginx or the lock changes.
+const pluginCases: { name: string; mutate: (c: Config) => void; expect: RegExp }[] = [
+  { name: "strategy package not installed", mutate: (c) => (c.strategy = { use: "@acme/canary" }), expect: /strategy\.use: strategy "@acme\/canary": not found: no package @acme\/canary in \S+\/node_modules, / },
+  { name: "default export that is not a plugin", mutate: (c) => (c.strategy = { use: "./plugins/not-a-plugin.mjs" }), expect: /strategy\.use: .*not-a-plugin\.mjs is not a nodrop plugin: its default export is an object with keys name, plan/ },
+  { name: "proxy plugin whose factory throws", mutate: (c) => (c.proxy = { use: "./plugins/factory-throws.mjs" }), expect: /proxy: proxy plugin lb \(\S+factory-throws\.mjs\) failed to start: the load balancer refused the API token/ },
+  { name: "plugin options that fail its schema", mutate: (c) => (c.strategy = { use: "./plugins/mine.mjs", batch: 0 }), expect: /strategy\.batch: expected an integer >= 1, got number 0/ },
+  { name: "a core version out of the plugin's range", mutate: (c) => (c.strategy = { use: "@acme/future" }), expect: /@acme\/future 2\.0\.0 at \S+ supports @nodrop\/core >=1\.0\.0; this nodrop runs @nodrop\/core 0\./ },
+  { name: "a path that escapes through ..", mutate: (c) => (c.strategy = { use: "./plugins/../../mine.mjs" }), expect: /strategy\.use: strategy "\.\/plugins\/\.\.\/\.\.\/mine\.mjs": escapes the config's directory/ },
+  { name: "a path that escapes through a symlink", mutate: (c) => (c.strategy = { use: "./plugins/linked.mjs" }), expect: /strategy\.use: strategy "\.\/plugins\/linked\.mjs": escapes the config's directory \S+: a symlink leads to \S+nodrop-outside-/ },
+];
+
 describe("invalid input is refused before anything is touched (real fleet)", () => {
   let fleet: Fleet;
   let base: Config;
@@ -83,8 +119,11 @@ describe("invalid input is refused before anything is touched (real fleet)", () 
       const master = (await readFile(fleet.pidFile, "utf8")).trim();
       const workers = execFileSync("ps", ["-o", "pid=", "--ppid", master]).toString().trim();
       const pids = await Promise.all(fleet.ports.map((p) => readFile(path.join(fleet.dir, "instances", String(p), "gunicorn.pid"), "utf8")));
-      return JSON.stringify({ include, workers, pids, versions: await fleet.versions() });
+      // The deploy lock and the journal: a refused config takes neither.
+      const state = await readdir(path.join(fleet.dir, "state")).catch(() => []);
+      return JSON.stringify({ include, workers, pids, versions: await fleet.versions(), state });
     };
+    await writeBadPlugins(fleet.dir);
   });
   afterAll(async () => {
     await fleet?.stop();
@@ -103,6 +142,19 @@ describe("invalid input is refused before anything is touched (real fleet)", () 
     const result = await runNodrop(args ? args(file) : ["deploy", "--config", file, "--version", "v2"]);
     expect(result.stderr).toMatch(pattern);
     expect(result.code).not.toBe(0);
+    expect(await snapshot()).toBe(before);
+  });
+
+  it.each(pluginCases)("bad plugin: $name", async ({ mutate, expect: pattern }) => {
+    const config = structuredClone(base);
+    mutate(config);
+    const file = path.join(fleet.dir, "case.yaml");
+    await writeFile(file, stringify(config));
+    const before = await snapshot();
+    const result = await runNodrop(["deploy", "--config", file, "--version", "v2"]);
+    expect(result.stderr).toMatch(/^nodrop: error \[E_CONFIG\]: invalid config in /);
+    expect(result.stderr).toMatch(pattern);
+    expect(result.code).toBe(2);
     expect(await snapshot()).toBe(before);
   });
 });

@@ -131,6 +131,57 @@ describe("plugins a config names", () => {
   });
 });
 
+describe("executor plugins: a host reached another way than SSH", () => {
+  it("a host with use gets its plugin's executor, with validated options, once per connection (the heartbeat has its own)", async () => {
+    write(
+      "deploy/executor.mjs",
+      `import { defineExecutor, schema } from "@nodrop/core";
+globalThis.nodropExecutorCalls = [];
+export default defineExecutor({
+  name: "agent",
+  optionsSchema: schema.object({ endpoint: schema.str({ pattern: /^https:\\/\\// }), retries: schema.optional(schema.int({ min: 0 }), 2) }),
+  create: ({ host, options }) => {
+    globalThis.nodropExecutorCalls.push({ host, options });
+    return { name: "agent", host, exec: async (command) => ({ code: 0, stdout: command, stderr: "", durationMs: 0 }) };
+  },
+});
+`,
+    );
+    const raw = base({
+      hosts: { box: { use: "./deploy/executor.mjs", endpoint: "https://box.example/agent" } },
+      // The ssh defaults are for SSH hosts only: they are not the plugin's options.
+      ssh: { user: "deploy" },
+      instances: [{ host: "box", port: 9011 }, { host: "box", port: 9012 }],
+      proxy: { use: "nginx", host: "box", configFile: "/etc/nginx/nodrop/shop.conf" },
+    });
+    const resolved = await resolve(raw);
+    expect(resolved.plugins.map((p) => `${p.kind}:${p.plugin.name}:${p.source}`)).toEqual(["strategy:rolling:built-in", "proxy:nginx:built-in", "executor:agent:file"]);
+    const deployment = createDeployment(resolved);
+    const calls = (globalThis as { nodropExecutorCalls?: unknown[] }).nodropExecutorCalls;
+    expect(calls).toEqual([
+      { host: "box", options: { endpoint: "https://box.example/agent", retries: 2 } },
+      { host: "box", options: { endpoint: "https://box.example/agent", retries: 2 } },
+    ]);
+    expect(deployment.executors.get("box")?.name).toBe("agent");
+    expect(deployment.proxyExecutor).toBe(deployment.executors.get("box"));
+    expect(deployment.heartbeatExecutor).not.toBe(deployment.proxyExecutor);
+    expect(deployment.heartbeatExecutor?.name).toBe("agent");
+    await deployment.dispose();
+  });
+
+  it("its options fail its schema at their path; an SSH host cannot jump through it", async () => {
+    const error = await refused(
+      base({
+        hosts: { box: { use: "./deploy/executor.mjs", endpoint: "ftp://x" }, web1: { address: "10.0.0.1", user: "deploy", agent: true, jump: "box" } },
+        instances: [{ host: "box", port: 9011 }, { host: "web1", port: 9012 }],
+      }),
+      { env: { SSH_AUTH_SOCK: "/tmp/agent.sock" } },
+    );
+    expect(error.issues.map((i) => i.path)).toEqual(["hosts.box.endpoint", "hosts.web1.jump"]);
+    expect(error.issues[1]!.message).toBe('"box" is not an SSH host (its entry names an executor plugin): a jump host is reached over SSH');
+  });
+});
+
 describe("bad plugins, each refused in the one pass before anything is created", () => {
   it("a package that is not installed: where nodrop looked", async () => {
     const error = await refused(base({ strategy: { use: "@acme/nope" } }));
