@@ -56,6 +56,8 @@ export interface ProxyPluginInput<Options> {
   readonly executor: Executor;
   /** The config file's directory: relative paths in the options are resolved from it. */
   readonly baseDir: string;
+  /** Where secrets named in the options are read from; name such options `...Env` (see ExecutorPluginInput). */
+  readonly env: Readonly<Record<string, string | undefined>>;
   readonly log: (message: string) => void;
 }
 
@@ -70,7 +72,10 @@ export interface ExecutorPluginInput<Options> {
   readonly host: string;
   readonly options: Options;
   readonly baseDir: string;
-  /** Where secrets named in the options are read from (never handed to commands). */
+  /**
+   * Where secrets named in the options are read from. Name such options `...Env` (`tokenEnv:
+   * AGENT_TOKEN`): nodrop then keeps those variables out of every local command's environment.
+   */
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly log: (message: string) => void;
 }

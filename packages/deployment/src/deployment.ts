@@ -112,7 +112,7 @@ export function createDeployment(resolved: ResolvedConfig, options: CreateDeploy
   const proxy =
     proxyExecutor &&
     created(issues, "proxy", resolved.proxy.resolved, () =>
-      resolved.proxy.resolved.plugin.create({ app: config.app, options: resolved.proxy.options, executor: proxyExecutor, baseDir: config.baseDir, log: options.log ?? (() => undefined) }),
+      resolved.proxy.resolved.plugin.create({ app: config.app, options: resolved.proxy.options, executor: proxyExecutor, baseDir: config.baseDir, env: options.env ?? process.env, log: options.log ?? (() => undefined) }),
     );
   // Created now, connected on first use (the first heartbeat).
   const heartbeatExecutor = proxyExecutor && created(issues, `hosts.${resolved.proxy.host}`, undefined, () => (resolved.proxy.host === "local" ? local() : resolved.hosts.get(resolved.proxy.host)!()));

@@ -16,6 +16,12 @@ describe("secretEnvNames", () => {
     expect([...names].sort()).toEqual([...ACTION_SECRET_ENV, "DEPLOY_KEY", "DEPLOY_PASS", "JUMP_KEY", "WEB2_KEY"].sort());
   });
 
+  it("an executor plugin's options named ...Env are secrets too", () => {
+    const names = secretEnvNames(config({ hosts: { box: { use: "./agent.mjs", tokenEnv: "AGENT_TOKEN", environment: "prod" } } }));
+    expect(names).toContain("AGENT_TOKEN");
+    expect(names).not.toContain("prod");
+  });
+
   it("a config without SSH still names the action's variables (NODROP_ACTION_SSH_KEY, NODROP_ACTION_SSH_PASSPHRASE)", () => {
     expect(secretEnvNames(config({}))).toEqual(["NODROP_ACTION_SSH_KEY", "NODROP_ACTION_SSH_PASSPHRASE"]);
   });

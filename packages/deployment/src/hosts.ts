@@ -20,16 +20,17 @@ export const ACTION_SECRET_ENV = ["NODROP_ACTION_SSH_KEY", "NODROP_ACTION_SSH_PA
 
 /**
  * The environment variables that hold secrets for this config: every `privateKeyEnv` and
- * `passphraseEnv` (in `ssh` and in each host), and the action's. Local commands must not inherit
+ * `passphraseEnv` (in `ssh` and in each host), every `...Env` option of an executor plugin's host
+ * (`tokenEnv`) or of the proxy's section, and the action's. Local commands must not inherit
  * them (nor the daemons those commands start).
  */
 export function secretEnvNames(config: NodropConfig): string[] {
   const names = new Set<string>(ACTION_SECRET_ENV);
-  for (const entry of [config.ssh, ...Object.values(config.hosts ?? {})]) {
+  for (const entry of [config.ssh, config.proxy, ...Object.values(config.hosts ?? {})]) {
     if (typeof entry !== "object" || entry === null) continue;
-    for (const field of ["privateKeyEnv", "passphraseEnv"]) {
-      const name = (entry as Record<string, unknown>)[field];
-      if (typeof name === "string" && name !== "") names.add(name);
+    // privateKeyEnv, passphraseEnv, and any option of an executor plugin named the same way (tokenEnv).
+    for (const [field, name] of Object.entries(entry as Record<string, unknown>)) {
+      if (/Env$/.test(field) && typeof name === "string" && name !== "") names.add(name);
     }
   }
   return [...names];
