@@ -80,7 +80,7 @@ const resolved = await resolveConfig({
   baseDir: process.cwd(),
   source: "inline",
 });
-const deployment = createDeployment(resolved);
+const deployment = await createDeployment(resolved);
 out.deployment = { proxy: deployment.proxy.name, strategy: deployment.options.strategy.name, pools: Object.keys(deployment.steadyRouting.pools), affinity: Boolean(deployment.steadyRouting.affinity) };
 await deployment.dispose();
 out.cliStrategies = Object.keys(builtInPlugins.strategy);
@@ -115,7 +115,7 @@ const plans: DeployPlan[] = [rolling.plan({ ...input, options: { batchSize: "25%
 // The types are real, not any: a number is not a version.
 // @ts-expect-error version must be a string
 rolling.plan({ ...input, version: 2, options: {} });
-const deploy: (config: ResolvedConfig) => Deployment = createDeployment;
+const deploy: (config: ResolvedConfig) => Promise<Deployment> = createDeployment;
 const typed: NodropConfig | undefined = undefined;
 const text: string = configReference();
 const code: string | undefined = NodropError.is(new Error()) ? "E_CONFIG" : undefined;
@@ -306,7 +306,8 @@ describe("packed packages installed with npm outside the workspace", () => {
         deployer: async (options) => {
           const action = await runActionBundle(path.join(root, "actions", "deploy", "dist"), "index", { config: "deploy/nodrop.yaml", version: "v1", "dry-run": "false" }, { cwd: scratch });
           if (action.stderr) options.onStderr?.(action.stderr);
-          // The report as the action outputs it, where deployUnderLoad reads the CLI's.
+          // deployUnderLoad reads a CLI's run: the report (here the action's result output) as stdout,
+          // the log as stderr (here the action's log, which is its stdout).
           return { code: action.code ?? 1, stdout: action.outputs.result ?? action.stdout, stderr: action.stdout };
         },
       });

@@ -14964,7 +14964,7 @@ var require_util4 = __commonJS({
     var { getEncoding } = require_encoding();
     var { serializeAMimeType, parseMIMEType } = require_data_url();
     var { types } = __require("util");
-    var { StringDecoder } = __require("string_decoder");
+    var { StringDecoder: StringDecoder2 } = __require("string_decoder");
     var { btoa: btoa2 } = __require("buffer");
     var staticPropertyDescriptors = {
       enumerable: true,
@@ -15055,7 +15055,7 @@ var require_util4 = __commonJS({
             dataURL += serializeAMimeType(parsed);
           }
           dataURL += ";base64,";
-          const decoder = new StringDecoder("latin1");
+          const decoder = new StringDecoder2("latin1");
           for (const chunk of bytes) {
             dataURL += btoa2(decoder.write(chunk));
           }
@@ -15084,7 +15084,7 @@ var require_util4 = __commonJS({
         }
         case "BinaryString": {
           let binaryString = "";
-          const decoder = new StringDecoder("latin1");
+          const decoder = new StringDecoder2("latin1");
           for (const chunk of bytes) {
             binaryString += decoder.write(chunk);
           }
@@ -15261,14 +15261,14 @@ var require_filereader = __commonJS({
         webidl.brandCheck(this, _FileReader);
         return this[kEvents].loadend;
       }
-      set onloadend(fn) {
+      set onloadend(fn2) {
         webidl.brandCheck(this, _FileReader);
         if (this[kEvents].loadend) {
           this.removeEventListener("loadend", this[kEvents].loadend);
         }
-        if (typeof fn === "function") {
-          this[kEvents].loadend = fn;
-          this.addEventListener("loadend", fn);
+        if (typeof fn2 === "function") {
+          this[kEvents].loadend = fn2;
+          this.addEventListener("loadend", fn2);
         } else {
           this[kEvents].loadend = null;
         }
@@ -15277,14 +15277,14 @@ var require_filereader = __commonJS({
         webidl.brandCheck(this, _FileReader);
         return this[kEvents].error;
       }
-      set onerror(fn) {
+      set onerror(fn2) {
         webidl.brandCheck(this, _FileReader);
         if (this[kEvents].error) {
           this.removeEventListener("error", this[kEvents].error);
         }
-        if (typeof fn === "function") {
-          this[kEvents].error = fn;
-          this.addEventListener("error", fn);
+        if (typeof fn2 === "function") {
+          this[kEvents].error = fn2;
+          this.addEventListener("error", fn2);
         } else {
           this[kEvents].error = null;
         }
@@ -15293,14 +15293,14 @@ var require_filereader = __commonJS({
         webidl.brandCheck(this, _FileReader);
         return this[kEvents].loadstart;
       }
-      set onloadstart(fn) {
+      set onloadstart(fn2) {
         webidl.brandCheck(this, _FileReader);
         if (this[kEvents].loadstart) {
           this.removeEventListener("loadstart", this[kEvents].loadstart);
         }
-        if (typeof fn === "function") {
-          this[kEvents].loadstart = fn;
-          this.addEventListener("loadstart", fn);
+        if (typeof fn2 === "function") {
+          this[kEvents].loadstart = fn2;
+          this.addEventListener("loadstart", fn2);
         } else {
           this[kEvents].loadstart = null;
         }
@@ -15309,14 +15309,14 @@ var require_filereader = __commonJS({
         webidl.brandCheck(this, _FileReader);
         return this[kEvents].progress;
       }
-      set onprogress(fn) {
+      set onprogress(fn2) {
         webidl.brandCheck(this, _FileReader);
         if (this[kEvents].progress) {
           this.removeEventListener("progress", this[kEvents].progress);
         }
-        if (typeof fn === "function") {
-          this[kEvents].progress = fn;
-          this.addEventListener("progress", fn);
+        if (typeof fn2 === "function") {
+          this[kEvents].progress = fn2;
+          this.addEventListener("progress", fn2);
         } else {
           this[kEvents].progress = null;
         }
@@ -15325,14 +15325,14 @@ var require_filereader = __commonJS({
         webidl.brandCheck(this, _FileReader);
         return this[kEvents].load;
       }
-      set onload(fn) {
+      set onload(fn2) {
         webidl.brandCheck(this, _FileReader);
         if (this[kEvents].load) {
           this.removeEventListener("load", this[kEvents].load);
         }
-        if (typeof fn === "function") {
-          this[kEvents].load = fn;
-          this.addEventListener("load", fn);
+        if (typeof fn2 === "function") {
+          this[kEvents].load = fn2;
+          this.addEventListener("load", fn2);
         } else {
           this[kEvents].load = null;
         }
@@ -15341,14 +15341,14 @@ var require_filereader = __commonJS({
         webidl.brandCheck(this, _FileReader);
         return this[kEvents].abort;
       }
-      set onabort(fn) {
+      set onabort(fn2) {
         webidl.brandCheck(this, _FileReader);
         if (this[kEvents].abort) {
           this.removeEventListener("abort", this[kEvents].abort);
         }
-        if (typeof fn === "function") {
-          this[kEvents].abort = fn;
-          this.addEventListener("abort", fn);
+        if (typeof fn2 === "function") {
+          this[kEvents].abort = fn2;
+          this.addEventListener("abort", fn2);
         } else {
           this[kEvents].abort = null;
         }
@@ -17236,8 +17236,8 @@ var require_connection = __commonJS({
             return;
           }
           const secWSAccept = response.headersList.get("Sec-WebSocket-Accept");
-          const digest = crypto2.createHash("sha1").update(keyValue + uid).digest("base64");
-          if (secWSAccept !== digest) {
+          const digest2 = crypto2.createHash("sha1").update(keyValue + uid).digest("base64");
+          if (secWSAccept !== digest2) {
             failWebsocketConnection(ws, "Incorrect hash received in Sec-WebSocket-Accept header.");
             return;
           }
@@ -18087,14 +18087,14 @@ var require_websocket = __commonJS({
         webidl.brandCheck(this, _WebSocket);
         return this.#events.open;
       }
-      set onopen(fn) {
+      set onopen(fn2) {
         webidl.brandCheck(this, _WebSocket);
         if (this.#events.open) {
           this.removeEventListener("open", this.#events.open);
         }
-        if (typeof fn === "function") {
-          this.#events.open = fn;
-          this.addEventListener("open", fn);
+        if (typeof fn2 === "function") {
+          this.#events.open = fn2;
+          this.addEventListener("open", fn2);
         } else {
           this.#events.open = null;
         }
@@ -18103,14 +18103,14 @@ var require_websocket = __commonJS({
         webidl.brandCheck(this, _WebSocket);
         return this.#events.error;
       }
-      set onerror(fn) {
+      set onerror(fn2) {
         webidl.brandCheck(this, _WebSocket);
         if (this.#events.error) {
           this.removeEventListener("error", this.#events.error);
         }
-        if (typeof fn === "function") {
-          this.#events.error = fn;
-          this.addEventListener("error", fn);
+        if (typeof fn2 === "function") {
+          this.#events.error = fn2;
+          this.addEventListener("error", fn2);
         } else {
           this.#events.error = null;
         }
@@ -18119,14 +18119,14 @@ var require_websocket = __commonJS({
         webidl.brandCheck(this, _WebSocket);
         return this.#events.close;
       }
-      set onclose(fn) {
+      set onclose(fn2) {
         webidl.brandCheck(this, _WebSocket);
         if (this.#events.close) {
           this.removeEventListener("close", this.#events.close);
         }
-        if (typeof fn === "function") {
-          this.#events.close = fn;
-          this.addEventListener("close", fn);
+        if (typeof fn2 === "function") {
+          this.#events.close = fn2;
+          this.addEventListener("close", fn2);
         } else {
           this.#events.close = null;
         }
@@ -18135,14 +18135,14 @@ var require_websocket = __commonJS({
         webidl.brandCheck(this, _WebSocket);
         return this.#events.message;
       }
-      set onmessage(fn) {
+      set onmessage(fn2) {
         webidl.brandCheck(this, _WebSocket);
         if (this.#events.message) {
           this.removeEventListener("message", this.#events.message);
         }
-        if (typeof fn === "function") {
-          this.#events.message = fn;
-          this.addEventListener("message", fn);
+        if (typeof fn2 === "function") {
+          this.#events.message = fn2;
+          this.addEventListener("message", fn2);
         } else {
           this.#events.message = null;
         }
@@ -18923,13 +18923,13 @@ var require_eventsource = __commonJS({
       get onopen() {
         return this.#events.open;
       }
-      set onopen(fn) {
+      set onopen(fn2) {
         if (this.#events.open) {
           this.removeEventListener("open", this.#events.open);
         }
-        if (typeof fn === "function") {
-          this.#events.open = fn;
-          this.addEventListener("open", fn);
+        if (typeof fn2 === "function") {
+          this.#events.open = fn2;
+          this.addEventListener("open", fn2);
         } else {
           this.#events.open = null;
         }
@@ -18937,13 +18937,13 @@ var require_eventsource = __commonJS({
       get onmessage() {
         return this.#events.message;
       }
-      set onmessage(fn) {
+      set onmessage(fn2) {
         if (this.#events.message) {
           this.removeEventListener("message", this.#events.message);
         }
-        if (typeof fn === "function") {
-          this.#events.message = fn;
-          this.addEventListener("message", fn);
+        if (typeof fn2 === "function") {
+          this.#events.message = fn2;
+          this.addEventListener("message", fn2);
         } else {
           this.#events.message = null;
         }
@@ -18951,13 +18951,13 @@ var require_eventsource = __commonJS({
       get onerror() {
         return this.#events.error;
       }
-      set onerror(fn) {
+      set onerror(fn2) {
         if (this.#events.error) {
           this.removeEventListener("error", this.#events.error);
         }
-        if (typeof fn === "function") {
-          this.#events.error = fn;
-          this.addEventListener("error", fn);
+        if (typeof fn2 === "function") {
+          this.#events.error = fn2;
+          this.addEventListener("error", fn2);
         } else {
           this.#events.error = null;
         }
@@ -19068,7 +19068,7 @@ var require_undici = __commonJS({
       parseHeaders: util.parseHeaders,
       headerNameToString: util.headerNameToString
     };
-    function makeDispatcher(fn) {
+    function makeDispatcher(fn2) {
       return (url, opts, handler) => {
         if (typeof opts === "function") {
           handler = opts;
@@ -19099,7 +19099,7 @@ var require_undici = __commonJS({
         if (agent) {
           throw new InvalidArgumentError("unsupported opts.agent. Did you mean opts.client?");
         }
-        return fn.call(dispatcher, {
+        return fn2.call(dispatcher, {
           ...opts,
           origin: url.origin,
           path: url.search ? `${url.pathname}${url.search}` : url.pathname,
@@ -29252,8 +29252,8 @@ var require_nacl_fast = __commonJS({
         if (x.length !== y.length) return false;
         return vn(x, 0, y, 0, x.length) === 0 ? true : false;
       };
-      nacl.setPRNG = function(fn) {
-        randombytes = fn;
+      nacl.setPRNG = function(fn2) {
+        randombytes = fn2;
       };
       (function() {
         var crypto2 = typeof self !== "undefined" ? self.crypto || self.msCrypto : null;
@@ -32058,10 +32058,10 @@ var require_crypto = __commonJS({
           mac.update(BUF_INT);
           mac.update(packet);
         }
-        let digest = mac.digest();
-        if (digest.length > this._macActualLen)
-          digest = digest.slice(0, this._macActualLen);
-        this._onWrite(digest);
+        let digest2 = mac.digest();
+        if (digest2.length > this._macActualLen)
+          digest2 = digest2.slice(0, this._macActualLen);
+        this._onWrite(digest2);
         this.outSeqno = this.outSeqno + 1 >>> 0;
       }
     };
@@ -37658,18 +37658,18 @@ var require_kex = __commonJS({
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
       let ret;
       if (len) {
-        let digest = createHash4(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
-        while (digest.length < len) {
-          const chunk = createHash4(hashName).update(secret).update(exchangeHash).update(digest).digest();
-          const extended = Buffer.allocUnsafe(digest.length + chunk.length);
-          extended.set(digest, 0);
-          extended.set(chunk, digest.length);
-          digest = extended;
+        let digest2 = createHash4(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
+        while (digest2.length < len) {
+          const chunk = createHash4(hashName).update(secret).update(exchangeHash).update(digest2).digest();
+          const extended = Buffer.allocUnsafe(digest2.length + chunk.length);
+          extended.set(digest2, 0);
+          extended.set(chunk, digest2.length);
+          digest2 = extended;
         }
-        if (digest.length === len)
-          ret = digest;
+        if (digest2.length === len)
+          ret = digest2;
         else
-          ret = new FastBuffer(digest.buffer, digest.byteOffset, len);
+          ret = new FastBuffer(digest2.buffer, digest2.byteOffset, len);
       } else {
         ret = EMPTY_BUFFER;
       }
@@ -50883,6 +50883,9 @@ function crossFieldIssues(raw, issues) {
       }
     });
   }
+  if (isRecord(raw.proxy) && raw.proxy.host !== void 0 && typeof raw.proxy.host !== "string") {
+    issues.push({ path: "proxy.host", message: `expected a host name (local or one under hosts), got ${JSON.stringify(raw.proxy.host)}` });
+  }
   if (isRecord(raw.proxy) && typeof raw.proxy.host === "string" && !hostNames.has(raw.proxy.host)) {
     issues.push({ path: "proxy.host", message: `unknown host "${raw.proxy.host}" (defined: ${known()})` });
   }
@@ -51124,7 +51127,7 @@ function commandInstance(options) {
   const run3 = async (kind, values, signal) => {
     const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: spec.port, ...values }, `commands.${kind}`, sources);
     try {
-      await execOrThrow(executor, command, `${kind} of ${spec.id}`, { signal, timeoutMs });
+      await execOrThrow(executor, command, `${kind} of ${spec.id}`, { signal, timeoutMs, echo: true });
     } catch (error2) {
       if (NodropError.is(error2) && error2.instance === void 0) {
         throw new NodropError(error2.code === "E_EXEC" ? "E_INSTANCE" : error2.code, error2.message, { instance: spec.id, cause: error2 });
@@ -51195,14 +51198,14 @@ function validateRouting(routing, knownIds) {
   }
   if (problems.length > 0) throw new NodropError("E_PLAN", `invalid routing: ${problems.join("; ")}`);
 }
-async function forEachLimit(items, limit, fn) {
+async function forEachLimit(items, limit, fn2) {
   let next = 0;
   let firstError;
   const worker = async () => {
     while (next < items.length) {
       const item = items[next++];
       try {
-        await fn(item);
+        await fn2(item);
       } catch (error2) {
         firstError ??= { error: error2 };
       }
@@ -51211,7 +51214,7 @@ async function forEachLimit(items, limit, fn) {
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
   if (firstError) throw firstError.error;
 }
-async function forEachPerHost(items, hostOf, limit, fn) {
+async function forEachPerHost(items, hostOf, limit, fn2) {
   const byHost = /* @__PURE__ */ new Map();
   for (const item of items) {
     const host = hostOf(item);
@@ -51220,7 +51223,7 @@ async function forEachPerHost(items, hostOf, limit, fn) {
   let firstError;
   await Promise.all(
     [...byHost.values()].map(
-      (group) => forEachLimit(group, limit, fn).catch((error2) => {
+      (group) => forEachLimit(group, limit, fn2).catch((error2) => {
         firstError ??= { error: error2 };
       })
     )
@@ -52085,8 +52088,8 @@ function parseJournal(text) {
   });
 }
 function lastDeploy(records) {
-  const isObject = (r) => typeof r === "object" && r !== null && !Array.isArray(r);
-  const starts = records.filter((r) => isObject(r) && r.type === "deploy");
+  const isObject2 = (r) => typeof r === "object" && r !== null && !Array.isArray(r);
+  const starts = records.filter((r) => isObject2(r) && r.type === "deploy");
   const start = starts.at(-1);
   if (!start) return void 0;
   const refuse = (field, value, expected) => new NodropError("E_JOURNAL", `the journal's last deploy has ${field} ${describeValue(value)}, which is not ${expected}; refusing to use it (fix or move the journal file)`);
@@ -52097,11 +52100,11 @@ function lastDeploy(records) {
   if (!Array.isArray(start.instances)) throw refuse("instances", start.instances, "a list");
   const from = {};
   start.instances.forEach((entry, index) => {
-    if (!isObject(entry) || !isSafeName(entry.id)) throw refuse(`instances[${index}].id`, isObject(entry) ? entry.id : entry, "an instance id");
+    if (!isObject2(entry) || !isSafeName(entry.id)) throw refuse(`instances[${index}].id`, isObject2(entry) ? entry.id : entry, "an instance id");
     if (entry.from !== void 0 && entry.from !== null && !isSafeName(entry.from)) throw refuse(`instances[${index}].from (${entry.id})`, entry.from, "a safe version string");
     from[entry.id] = typeof entry.from === "string" ? entry.from : void 0;
   });
-  const own3 = records.filter((r) => isObject(r) && r.id === start.id);
+  const own3 = records.filter((r) => isObject2(r) && r.id === start.id);
   const end = own3.find((r) => r.type === "end");
   const step2 = own3.filter((r) => r.type === "step").at(-1);
   const text = (value) => typeof value === "string" && /^[\x20-\x7e]{1,100}$/.test(value) ? value : describeValue(value, 40);
@@ -52138,22 +52141,27 @@ function defineStrategy(definition) {
   return brand("strategy", definition);
 }
 function defineProxy(definition) {
-  if (typeof definition.capabilities !== "object" || definition.capabilities === null) throw definitionError("proxy", definition.name, "capabilities must be an object of flags");
   return brand("proxy", definition);
 }
 function brand(kind, definition) {
+  const problem = definitionProblem(kind, definition);
   const name = definition.name;
-  if (typeof name !== "string" || !SAFE_NAME.test(name)) throw definitionError(kind, name, "name must be letters, digits, '.', '_' or '-' (starting with a letter or digit)");
-  if (typeof definition.create !== "function") throw definitionError(kind, name, "create must be a function");
-  if (!isOptionsSchema(definition.optionsSchema)) throw definitionError(kind, name, "optionsSchema must be a core schema (schema.object(...)) or a Standard Schema validator (zod, valibot, arktype)");
+  if (problem) throw new NodropError("E_PLUGIN", `${kind} plugin ${typeof name === "string" && SAFE_NAME.test(name) ? JSON.stringify(name) : typeof name === "string" ? JSON.stringify(name.slice(0, 60)) : "(unnamed)"}: ${problem}`);
   return Object.freeze({ ...definition, kind, contract: PLUGIN_CONTRACT, coreVersion: CORE_VERSION, [BRAND2]: true });
 }
-function definitionError(kind, name, problem) {
-  return new NodropError("E_PLUGIN", `${kind} plugin ${typeof name === "string" ? JSON.stringify(name) : "(unnamed)"}: ${problem}`);
+function definitionProblem(kind, definition) {
+  if (kind !== "strategy" && kind !== "proxy" && kind !== "executor") return `unknown plugin kind ${JSON.stringify(String(kind))}`;
+  if (typeof definition !== "object" || definition === null) return "a plugin is an object";
+  const d = definition;
+  if (typeof d.name !== "string" || !SAFE_NAME.test(d.name)) return "name must be letters, digits, '.', '_' or '-' (starting with a letter or digit)";
+  if (typeof d.create !== "function") return "create must be a function";
+  if (!isOptionsSchema(d.optionsSchema)) return "optionsSchema must be a core schema (schema.object(...)) or a Standard Schema validator (zod, valibot, arktype)";
+  if (kind === "proxy" && (typeof d.capabilities !== "object" || d.capabilities === null)) return "capabilities must be an object of flags";
+  return void 0;
 }
 function isOptionsSchema(value) {
-  if (isStandardSchema(value)) return true;
   const core = value;
+  if (isStandardSchema(value)) return value["~standard"].vendor !== "nodrop" || typeof core?.parse === "function";
   return typeof value === "object" && value !== null && typeof core?.parse === "function" && typeof core.describe === "function";
 }
 function isPlugin(value) {
@@ -55048,18 +55056,30 @@ var import_semver = __toESM(require_semver2(), 1);
 var ACTION_SECRET_ENV = ["NODROP_ACTION_SSH_KEY", "NODROP_ACTION_SSH_PASSPHRASE"];
 function secretEnvNames(config) {
   const names = new Set(ACTION_SECRET_ENV);
-  for (const entry of [config.ssh, ...Object.values(config.hosts ?? {})]) {
-    if (typeof entry !== "object" || entry === null) continue;
-    for (const field of ["privateKeyEnv", "passphraseEnv"]) {
-      const name = entry[field];
-      if (typeof name === "string" && name !== "") names.add(name);
-    }
-  }
+  for (const entry of [config.ssh, config.proxy, config.strategy, ...Object.values(config.hosts ?? {})]) for (const name of envOptionNames(entry)) names.add(name);
   return [...names];
 }
 var expand = (file, baseDir) => file.startsWith("~/") ? path9.join(os8.homedir(), file.slice(2)) : path9.resolve(baseDir, file);
-function sshHostNames(config) {
-  return Object.entries(config.hosts ?? {}).filter(([, entry]) => typeof entry !== "object" || entry === null || entry.use === void 0 || entry.use === "ssh").map(([name]) => name);
+function splitHosts(hosts, issues = []) {
+  const ssh = [];
+  const plugins = [];
+  if (typeof hosts !== "object" || hosts === null || Array.isArray(hosts)) return { ssh, plugins };
+  for (const [name, entry] of Object.entries(hosts)) {
+    const use = typeof entry === "object" && entry !== null ? entry.use : void 0;
+    if (use === void 0 || use === "ssh") ssh.push(name);
+    else if (typeof use === "string" && use !== "") plugins.push([name, use]);
+    else issues.push({ path: `hosts.${name}.use`, message: `expected ssh, a package name or a ./file, got ${describeValue(use)}` });
+  }
+  return { ssh, plugins };
+}
+function pluginEnv(env, config, section2) {
+  const own3 = new Set(envOptionNames(section2));
+  const hidden = new Set(secretEnvNames(config).filter((name) => !own3.has(name)));
+  return Object.fromEntries(Object.entries(env).filter(([name]) => !hidden.has(name)));
+}
+function envOptionNames(section2) {
+  if (typeof section2 !== "object" || section2 === null) return [];
+  return Object.entries(section2).filter(([field, name]) => /Env$/.test(field) && typeof name === "string" && name !== "").map(([, name]) => name);
 }
 function sshExecutorFactories(config, names, options, issues) {
   const env = options.env ?? process.env;
@@ -55153,7 +55173,7 @@ function builtInPlugin(kind, name) {
   const table2 = builtInPlugins[kind];
   return Object.hasOwn(table2, name) ? table2[name] : void 0;
 }
-var PACKAGE = /^(?:@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*(?:\/[A-Za-z0-9._~-]+)*$/;
+var PACKAGE = /^(?:@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*(?:\/(?!\.{1,2}(?:\/|$))(?!node_modules(?:\/|$))[A-Za-z0-9._~-]+)*$/;
 async function resolvePlugin(kind, specifier, options) {
   const builtIn = builtInPlugin(kind, specifier);
   if (builtIn) return { kind, specifier, plugin: builtIn, source: "built-in", file: void 0, version: options.builtInVersion ?? CORE_VERSION };
@@ -55163,7 +55183,9 @@ async function resolvePlugin(kind, specifier, options) {
   let source;
   if (specifier.startsWith("./")) {
     file = await localFile(specifier, options.baseDir, refuse);
-    version = `sha256:${createHash3("sha256").update(await readFile2(file)).digest("hex").slice(0, 12)}`;
+    version = await digest(file).catch((error2) => {
+      throw refuse(`cannot read ${file}: ${firstLine(error2)}`);
+    });
     source = "file";
   } else if (PACKAGE.test(specifier)) {
     const names = Object.keys(builtInPlugins[kind]);
@@ -55192,8 +55214,17 @@ async function localFile(specifier, baseDir, refuse) {
     throw refuse(`not found: no file ${written} (${error2.code ?? "error"})`);
   }
   if (outside(realBase, real)) throw refuse(`escapes the config's directory ${realBase}: a symlink leads to ${real}`);
-  if (!(await stat2(real)).isFile()) throw refuse(`${real} is not a file`);
+  const isFile = await stat2(real).then((st) => st.isFile(), (error2) => {
+    throw refuse(`cannot read ${real}: ${firstLine(error2)}`);
+  });
+  if (!isFile) throw refuse(`${real} is not a file`);
   return real;
+}
+async function digest(file) {
+  return `sha256:${createHash3("sha256").update(await readFile2(file)).digest("hex").slice(0, 12)}`;
+}
+function printable(value) {
+  return /^[\w.+~^<>=| -]{1,100}$/.test(value) ? value : JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}\u2026` : value);
 }
 var outside = (base, target) => {
   const relative2 = path23.relative(base, target);
@@ -55201,39 +55232,46 @@ var outside = (base, target) => {
 };
 async function packageFile(specifier, baseDir, refuse) {
   const name = specifier.startsWith("@") ? specifier.split("/").slice(0, 2).join("/") : specifier.split("/")[0];
+  const looked = searchPath(baseDir);
+  const root = await firstExisting(looked.map((dir) => path23.join(dir, name)));
+  if (!root) throw refuse(`not found: no package ${name} in ${looked.join(", ")} (install it in the project that holds the config: npm install ${name})`);
+  let json;
+  try {
+    json = JSON.parse(await readFile2(path23.join(root, "package.json"), "utf8"));
+  } catch (error2) {
+    throw refuse(`${root} has no readable package.json: ${firstLine(error2)}`);
+  }
+  const version = printable(typeof json.version === "string" ? json.version : "(no version)");
+  const where = `${name} ${version} at ${root}`;
+  const range = json.peerDependencies?.["@nodrop/core"] ?? json.dependencies?.["@nodrop/core"];
+  if (range !== void 0 && !(typeof range === "string" && /^(workspace|file|link):/.test(range))) {
+    if (typeof range !== "string" || import_semver.default.validRange(range) === null) throw refuse(`${where} declares ${describeValue(range)} for @nodrop/core, which is not a version range`);
+    if (!import_semver.default.satisfies(CORE_VERSION, range, { includePrerelease: true })) {
+      throw refuse(`${where} supports @nodrop/core ${printable(range)}; this nodrop runs @nodrop/core ${CORE_VERSION} (use a release of ${name} made for it, or a nodrop that satisfies ${printable(range)})`);
+    }
+  }
   let url;
   try {
     url = resolve2(specifier, pathToFileURL2(path23.join(baseDir, "nodrop.config")).href);
   } catch (error2) {
-    const code = error2.code;
-    if (code === "ERR_MODULE_NOT_FOUND") {
-      throw refuse(`not found: no package ${name} in ${searchPath(baseDir).join(", ")} (install it in the project that holds the config: npm install ${name})`);
-    }
-    throw refuse(`cannot be resolved from ${baseDir}: ${firstLine(error2)}`);
+    throw refuse(`${where} is installed, but ${JSON.stringify(specifier)} does not resolve to a module: ${firstLine(error2)} (is the package built?)`);
   }
   if (!url.startsWith("file:")) throw refuse(`resolves to ${url}, not a file`);
   const file = fileURLToPath4(url);
-  const manifest = await packageManifest(file, name);
-  if (!manifest) throw refuse(`resolved to ${file}, but no package.json named ${name} is above it`);
-  const range = manifest.json.peerDependencies?.["@nodrop/core"] ?? manifest.json.dependencies?.["@nodrop/core"];
-  const where = `${name} ${manifest.json.version ?? "(no version)"} at ${manifest.dir}`;
-  if (range !== void 0 && !(typeof range === "string" && /^[a-z]+:/.test(range))) {
-    if (typeof range !== "string" || import_semver.default.validRange(range) === null) throw refuse(`${where} declares ${describeValue(range)} for @nodrop/core, which is not a version range`);
-    if (!import_semver.default.satisfies(CORE_VERSION, range, { includePrerelease: true })) {
-      throw refuse(`${where} supports @nodrop/core ${range}; this nodrop runs @nodrop/core ${CORE_VERSION} (use a release of ${name} made for it, or a nodrop that satisfies ${range})`);
-    }
-  }
-  return { file, version: typeof manifest.json.version === "string" ? manifest.json.version : "(no version)" };
+  const exists2 = await stat2(file).then((st) => st.isFile(), () => false);
+  if (!exists2) throw refuse(`${where} is installed, but ${JSON.stringify(specifier)} resolves to ${file}, which is not a file (is the package built?)`);
+  const [realFile, realRoot] = await Promise.all([realpath(file).catch(() => file), realpath(root).catch(() => root)]);
+  if (realFile !== realRoot && !realFile.startsWith(`${realRoot}${path23.sep}`)) throw refuse(`${where} resolves to ${realFile}, outside its own directory ${realRoot}`);
+  return { file: realFile, version };
 }
-async function packageManifest(file, name) {
-  for (let dir = path23.dirname(file); ; dir = path23.dirname(dir)) {
+async function firstExisting(dirs) {
+  for (const dir of dirs) {
     try {
-      const json = JSON.parse(await readFile2(path23.join(dir, "package.json"), "utf8"));
-      if (json.name === name) return { dir, json };
+      if ((await stat2(dir)).isDirectory()) return dir;
     } catch {
     }
-    if (path23.dirname(dir) === dir) return void 0;
   }
+  return void 0;
 }
 function searchPath(baseDir) {
   const dirs = [];
@@ -55254,12 +55292,14 @@ async function importPlugin(kind, file, refuse) {
     const what = exported === void 0 ? "it has no default export" : `its default export is ${describeExport(exported)}`;
     throw refuse(`${file} is not a nodrop plugin: ${what} (a plugin module does \`export default define${capitalized(kind)}({ ... })\` with @nodrop/core)`);
   }
-  if (exported.kind !== kind) throw refuse(`${file} is a ${exported.kind} plugin (${exported.name}), not a ${kind}`);
+  if (exported.kind !== kind) throw refuse(`${file} is a ${plain(exported.kind)} plugin (${plain(exported.name)}), not a ${kind}`);
   if (exported.contract !== PLUGIN_CONTRACT) {
     throw refuse(
-      `${file} (${exported.name}) was written for nodrop's plugin contract ${plain(exported.contract)} (its @nodrop/core ${plain(exported.coreVersion)}); this nodrop implements contract ${PLUGIN_CONTRACT} (@nodrop/core ${CORE_VERSION})`
+      `${file} (${plain(exported.name)}) was written for nodrop's plugin contract ${plain(exported.contract)} (its @nodrop/core ${plain(exported.coreVersion)}); this nodrop implements contract ${PLUGIN_CONTRACT} (@nodrop/core ${CORE_VERSION})`
     );
   }
+  const problem = definitionProblem(kind, exported);
+  if (problem) throw refuse(`${file} is not a usable ${kind} plugin: ${problem}`);
   return exported;
 }
 function describeExport(value) {
@@ -55276,53 +55316,55 @@ var HOST_KEYS = ["use"];
 async function resolveConfig(file, options = {}) {
   const issues = [];
   const config = checkConfig(file.raw, file, issues);
-  const raw = typeof file.raw === "object" && file.raw !== null ? file.raw : {};
-  const load = loader(file.baseDir, options.version, issues);
-  const strategyChoice = chooseStrategy(raw.strategy, options.strategy, issues);
+  const raw = isRecord2(file.raw) ? file.raw : {};
+  const env = options.env ?? process.env;
+  const load = loader(file.baseDir, options.version);
+  const strategyChoice = chooseStrategy(raw.strategy ?? void 0, options.strategy, issues);
   const proxyNamed = pluginSpecifier(raw.proxy, "type");
-  const hostEntries = Object.entries(isRecord2(raw.hosts) ? raw.hosts : {}).filter(([, entry]) => isRecord2(entry) && typeof entry.use === "string" && entry.use !== "ssh");
-  const [strategy, proxy, ...executors] = await Promise.all([
-    strategyChoice && load("strategy", strategyChoice.specifier, strategyChoice.path, strategyChoice.options, "strategy"),
-    proxyNamed && load("proxy", proxyNamed.specifier, `proxy.${proxyNamed.path}`, sectionOptions(raw.proxy, PROXY_KEYS), "proxy"),
-    ...hostEntries.map(([name, entry]) => {
-      const section2 = entry;
-      return load("executor", section2.use, `hosts.${name}.use`, sectionOptions(section2, HOST_KEYS), `hosts.${name}`);
-    })
+  const split = splitHosts(raw.hosts, issues);
+  const loads = await Promise.all([
+    strategyChoice ? load("strategy", strategyChoice.specifier, strategyChoice.path, strategyChoice.options, "strategy") : void 0,
+    proxyNamed ? load("proxy", proxyNamed.specifier, `proxy.${proxyNamed.path}`, sectionOptions(raw.proxy, PROXY_KEYS), "proxy") : void 0,
+    ...split.plugins.map(([name, use]) => load("executor", use, `hosts.${name}.use`, sectionOptions(raw.hosts[name], HOST_KEYS), `hosts.${name}`))
   ]);
+  for (const loaded of loads) issues.push(...loaded?.issues ?? []);
+  const [strategy, proxy, ...executors] = loads.map((loaded) => loaded?.plugin);
   if (strategy && proxy) requiresIssues(strategy, proxy, issues);
   const hosts = /* @__PURE__ */ new Map();
   const executorPlugins = /* @__PURE__ */ new Map();
   if (config) {
-    for (const [name, create] of sshExecutorFactories(config, sshHostNames(config), options, issues)) hosts.set(name, create);
-    hostEntries.forEach(([name], index) => {
+    for (const [name, create] of sshExecutorFactories(config, split.ssh, options, issues)) hosts.set(name, create);
+    split.plugins.forEach(([name], index) => {
       const executor = executors[index];
       if (!executor) return;
       executorPlugins.set(name, executor);
-      hosts.set(name, () => executor.resolved.plugin.create({ host: name, options: executor.options, baseDir: file.baseDir, env: options.env ?? process.env, log: options.log ?? (() => void 0) }));
+      const section2 = config.hosts?.[name] ?? {};
+      hosts.set(name, () => executor.resolved.plugin.create({ host: name, options: executor.options, baseDir: file.baseDir, env: pluginEnv(env, config, section2), log: options.log ?? (() => void 0) }));
     });
   }
   if (!config || !strategy || !proxy || issues.length > 0) throw schema_exports.configError(sortIssues(issues), file.source);
+  const proxyHost = config.proxy.host;
   return {
     config,
     strategy,
-    proxy: { ...proxy, host: typeof raw.proxy.host === "string" ? raw.proxy.host : "local" },
+    proxy: { ...proxy, host: typeof proxyHost === "string" ? proxyHost : "local" },
     hosts,
     executorPlugins,
     plugins: [strategy, proxy, ...executorPlugins.values()].map((p) => p.resolved)
   };
 }
-function loader(baseDir, version, issues) {
+function loader(baseDir, version) {
   return async (kind, specifier, usePath, rawOptions, at) => {
+    const issues = [];
     let resolved;
     try {
       resolved = await resolvePlugin(kind, specifier, { baseDir, builtInVersion: version });
     } catch (error2) {
       if (!NodropError.is(error2) || error2.code !== "E_PLUGIN") throw error2;
-      issues.push({ path: usePath, message: error2.message });
-      return void 0;
+      return { plugin: void 0, issues: [{ path: usePath, message: error2.message }] };
     }
     const options = await validateOptions(resolved.plugin.optionsSchema, rawOptions, at, issues);
-    return options === void 0 ? void 0 : { resolved, options, at };
+    return { plugin: issues.length === 0 ? { resolved, options, at } : void 0, issues };
   };
 }
 function chooseStrategy(section2, override, issues) {
@@ -55363,35 +55405,50 @@ function checkVersion(version, flag = "--version") {
   return version;
 }
 async function loadDeployment(configFile, options = {}) {
-  return createDeployment(await resolveConfig(await readConfigFile(configFile), options), options);
+  return await createDeployment(await resolveConfig(await readConfigFile(configFile), options), options);
 }
-function createDeployment(resolved, options = {}) {
+async function createDeployment(resolved, options = {}) {
   const { config } = resolved;
   const makeLocal = options.localExecutor ?? localExecutor;
   const local = () => makeLocal({ cwd: config.commands.cwd, unsetEnv: secretEnvNames(config) });
   const executors = /* @__PURE__ */ new Map([["local", local()]]);
   const issues = [];
+  const hostPlugin = (host) => resolved.executorPlugins.get(host)?.resolved;
   for (const [name, create] of resolved.hosts) {
-    const executor = created(issues, `hosts.${name}`, resolved.executorPlugins.get(name)?.resolved, create);
+    const executor = created(issues, `hosts.${name}`, hostPlugin(name), create, (e) => executorProblem(e, name));
     if (executor) executors.set(name, executor);
   }
   const proxyExecutor = executors.get(resolved.proxy.host);
-  const strategy = created(issues, "strategy", resolved.strategy.resolved, () => resolved.strategy.resolved.plugin.create());
+  const strategy = created(issues, "strategy", resolved.strategy.resolved, () => resolved.strategy.resolved.plugin.create(), strategyProblem);
+  const env = pluginEnv(options.env ?? process.env, config, config.proxy);
   const proxy = proxyExecutor && created(
     issues,
     "proxy",
     resolved.proxy.resolved,
-    () => resolved.proxy.resolved.plugin.create({ app: config.app, options: resolved.proxy.options, executor: proxyExecutor, baseDir: config.baseDir, log: options.log ?? (() => void 0) })
+    () => resolved.proxy.resolved.plugin.create({ app: config.app, options: resolved.proxy.options, executor: proxyExecutor, baseDir: config.baseDir, env, log: options.log ?? (() => void 0) }),
+    proxyProblem
   );
-  const heartbeatExecutor = proxyExecutor && created(issues, `hosts.${resolved.proxy.host}`, void 0, () => resolved.proxy.host === "local" ? local() : resolved.hosts.get(resolved.proxy.host)());
+  const proxyHost = resolved.proxy.host;
+  const heartbeatExecutor = proxyExecutor && created(issues, `hosts.${proxyHost}`, hostPlugin(proxyHost), () => proxyHost === "local" ? local() : resolved.hosts.get(proxyHost)(), (e) => executorProblem(e, proxyHost));
   const all = [...executors.values(), ...heartbeatExecutor ? [heartbeatExecutor] : []];
   const dispose = async () => {
-    await Promise.all([...all.map((e) => e.dispose?.()), proxy?.dispose?.()]);
+    await Promise.allSettled([...all.map((e) => e.dispose?.()), proxy?.dispose?.()]);
   };
   if (!strategy || !proxy || !proxyExecutor || issues.length > 0) {
-    void dispose().catch(() => void 0);
+    await dispose();
     throw schema_exports.configError(issues, config.source);
   }
+  try {
+    return assemble({ resolved, executors, proxy, proxyExecutor, heartbeatExecutor, strategy, dispose, verify: options.verify });
+  } catch (error2) {
+    await dispose();
+    throw error2;
+  }
+}
+function assemble(parts) {
+  const { resolved, executors, proxy, proxyExecutor, heartbeatExecutor, strategy, dispose } = parts;
+  const { config } = resolved;
+  const options = { verify: parts.verify };
   const executorFor = (host) => {
     const executor = executors.get(host);
     if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
@@ -55424,14 +55481,40 @@ function createDeployment(resolved, options = {}) {
     dispose
   };
 }
-function created(issues, at, plugin, create) {
+function created(issues, at, plugin, create, problemOf) {
+  const who = plugin ? `${plugin.kind} plugin ${plugin.plugin.name} (${plugin.file ?? "built-in"})` : void 0;
+  let made;
   try {
-    return create();
+    made = create();
   } catch (error2) {
     const message = error2 instanceof Error ? error2.message : String(error2);
-    issues.push({ path: at, message: plugin ? `${plugin.kind} plugin ${plugin.plugin.name} (${plugin.file ?? "built-in"}) failed to start: ${message}` : message });
+    issues.push({ path: at, message: who ? `${who} failed to start: ${message}` : message });
     return void 0;
   }
+  const problem = problemOf(made);
+  if (problem) {
+    issues.push({ path: at, message: `${who ?? "it"} made ${problem}` });
+    return void 0;
+  }
+  return made;
+}
+var isObject = (v) => typeof v === "object" && v !== null;
+var fn = (v, key) => typeof v[key] === "function";
+function executorProblem(made, host) {
+  if (!isObject(made) || !fn(made, "exec")) return "no executor (an object with exec())";
+  if (typeof made.name !== "string" || made.host !== host) return `an executor for host ${describeValue(made.host)}, not "${host}"`;
+  return void 0;
+}
+function strategyProblem(made) {
+  if (!isObject(made) || !fn(made, "plan")) return "no strategy (an object with plan())";
+  if (!isSafeName(made.name)) return `a strategy named ${describeValue(made.name)}; a name is letters, digits, '.', '_' or '-'`;
+  return void 0;
+}
+function proxyProblem(made) {
+  if (!isObject(made) || !["check", "apply", "current"].every((key) => fn(made, key))) return "no proxy (an object with check(), apply() and current())";
+  if (!isObject(made.capabilities)) return "a proxy without capabilities";
+  if (!isSafeName(made.name)) return `a proxy named ${describeValue(made.name)}; a name is letters, digits, '.', '_' or '-'`;
+  return void 0;
 }
 function verifier(verify, healthHeader, enforce) {
   return httpVerifier({
@@ -55533,87 +55616,110 @@ function formatVerify(verify) {
   return `${verify.requests} requests to ${verify.url} in ${formatDuration(verify.durationMs)}: ${verify.failed} failed${errors ? ` (${errors})` : ""}, ${verify.regressions} version regressions, ${verify.resent} resent on a closed keep-alive connection; answered by ${versions || "none"} (${limits})${verify.breach ? " \u2014 THRESHOLD CROSSED" : ""}`;
 }
 function formatPlugins(plugins) {
-  return plugins.map((p) => `${p.kind} ${p.specifier}: ${p.source === "built-in" ? `built-in ${p.plugin.name} (nodrop ${p.version})` : `${p.plugin.name} ${p.version} from ${p.file}`}`).join("\n");
+  const show = (text) => /^[\x20-\x7e\u00a0-\uffff]*$/.test(text) && !/[\u2028\u2029\u202a-\u202e\u2066-\u2069]/.test(text) ? text : JSON.stringify(text);
+  return plugins.map((p) => `${p.kind} ${show(p.specifier)}: ${p.source === "built-in" ? `built-in ${show(p.plugin.name)} (nodrop ${show(p.version)})` : `${show(p.plugin.name)} ${show(p.version)} from ${show(p.file ?? "")}`}`).join("\n");
 }
 
 // src/exec-executor.ts
 import { randomUUID as randomUUID3 } from "crypto";
 import { readFile as readFile3, readdir as readdir2 } from "fs/promises";
+import { StringDecoder } from "string_decoder";
 var MARK = "NODROP_EXEC_ID";
+var RUNNER_SECRET_ENV = [
+  "ACTIONS_RUNTIME_TOKEN",
+  "ACTIONS_RUNTIME_URL",
+  "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+  "ACTIONS_ID_TOKEN_REQUEST_URL",
+  "ACTIONS_CACHE_URL",
+  "ACTIONS_RESULTS_URL"
+];
 function actionsExecExecutor(options = {}) {
-  const plain2 = localExecutor(options);
+  const unsetEnv = [...options.unsetEnv ?? [], ...RUNNER_SECRET_ENV];
+  const plain2 = localExecutor({ ...options, unsetEnv });
   if (process.platform !== "linux") return plain2;
   const maxOutput = options.maxOutputBytes ?? 1 << 20;
   const env = Object.fromEntries(
-    Object.entries({ ...process.env, ...options.env }).filter((entry) => entry[1] !== void 0 && !options.unsetEnv?.includes(entry[0]))
+    Object.entries({ ...process.env, ...options.env }).filter((entry) => entry[1] !== void 0 && !unsetEnv.includes(entry[0]))
   );
   return {
     name: "actions-exec",
     host: "local",
     // The journal's appends are file writes, not commands: the same checks as core's, no log line.
     ...plain2.appendFile ? { appendFile: plain2.appendFile } : {},
-    exec: (command, execOptions = {}) => run(command, execOptions, { cwd: options.cwd, env, maxOutput })
+    // @actions/exec leaves its child's stdin without an error handler: a command that exits before
+    // reading its input would crash the action with EPIPE. Those (nodrop's file writes) go the plain way.
+    exec: (command, execOptions = {}) => execOptions.input ? plain2.exec(command, execOptions) : run(command, execOptions, { cwd: options.cwd, env, maxOutput })
   };
 }
 async function run(command, options, context) {
-  const { signal, timeoutMs, input } = options;
+  const { signal, timeoutMs } = options;
   if (signal?.aborted) throw abortError(signal);
   const id = randomUUID3();
   const started = performance.now();
-  let stdout = "";
-  let stderr = "";
-  let failure;
-  const end = (why) => {
-    failure ??= why;
-    void killCommand(id);
-  };
+  const out = capture(context.maxOutput);
+  const err = capture(context.maxOutput);
+  const state = { failure: void 0, settled: false };
+  const end = (why) => state.failure ??= why;
   const timer = timeoutMs === void 0 ? void 0 : setTimeout(() => end(new NodropError("E_TIMEOUT", `command timed out after ${timeoutMs}ms on local: ${command}`)), timeoutMs);
   const onAbort = () => end(abortError(signal));
   signal?.addEventListener("abort", onAbort, { once: true });
+  const running = exec("setsid", ["bash", "-c", command], {
+    cwd: context.cwd,
+    env: { ...context.env, [MARK]: id },
+    ignoreReturnCode: true,
+    silent: options.echo !== true,
+    listeners: { stdout: out.push, stderr: err.push }
+  }).finally(() => state.settled = true);
+  const killer = killOnFailure(id, state);
   try {
-    const code = await exec("setsid", ["bash", "-c", command], {
-      cwd: context.cwd,
-      env: { ...context.env, [MARK]: id },
-      input: Buffer.from(input ?? ""),
-      ignoreReturnCode: true,
-      listeners: {
-        stdout: (data) => {
-          if (stdout.length < context.maxOutput) stdout += data.toString("utf8");
-        },
-        stderr: (data) => {
-          if (stderr.length < context.maxOutput) stderr += data.toString("utf8");
-        }
-      }
-    }).catch((error2) => {
-      failure ??= new NodropError("E_EXEC", `could not run command on local: ${error2 instanceof Error ? error2.message : String(error2)}`, { cause: error2 });
+    const code = await running.catch((error2) => {
+      state.failure ??= new NodropError("E_EXEC", `could not run command on local: ${error2 instanceof Error ? error2.message : String(error2)}`, { cause: error2 });
       return null;
     });
-    if (failure) throw failure;
-    return { code, stdout, stderr, durationMs: performance.now() - started };
+    await killer;
+    if (state.failure) throw state.failure;
+    return { code, stdout: out.text(), stderr: err.text(), durationMs: performance.now() - started };
   } finally {
     if (timer) clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
   }
 }
-async function killCommand(id) {
-  const needle = `${MARK}=${id}\0`;
+function capture(max) {
+  const decoder = new StringDecoder("utf8");
+  let text = "";
+  return {
+    push: (data) => {
+      if (text.length < max) text += decoder.write(data);
+    },
+    text: () => text + decoder.end()
+  };
+}
+async function killOnFailure(id, state) {
+  let group;
+  while (!state.settled) {
+    group ??= await findGroup(id);
+    if (state.failure && group !== void 0) {
+      try {
+        process.kill(-group, "SIGKILL");
+      } catch {
+      }
+    }
+    await sleep(group === void 0 ? 10 : 50);
+  }
+}
+async function findGroup(id) {
+  const needle = `\0${MARK}=${id}\0`;
   for (const entry of await readdir2("/proc").catch(() => [])) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat3 = await readFile3(`/proc/${entry}/stat`, "utf8");
       const ppid = Number(stat3.slice(stat3.lastIndexOf(")") + 2).split(" ")[1]);
       if (ppid !== process.pid) continue;
-      if (!(await readFile3(`/proc/${entry}/environ`, "latin1")).includes(needle)) continue;
-      const pid = Number(entry);
-      try {
-        process.kill(-pid, "SIGKILL");
-      } catch {
-        process.kill(pid, "SIGKILL");
-      }
-      return;
+      if (`\0${await readFile3(`/proc/${entry}/environ`, "latin1")}`.includes(needle)) return Number(entry);
     } catch {
     }
   }
+  return void 0;
 }
 
 // src/inputs.ts

@@ -330,6 +330,8 @@ describe("haproxyProxy against real HAProxy and gunicorn", () => {
   describe("from the nodrop CLI, named in a config file", () => {
     it("nodrop plan names the plugin's file and version; the CLI, then the action bundle, deploy through HAProxy under load with 0 failed", async () => {
       const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-haproxy-cli-"));
+      // Stopped however the test ends: the samplers and the bounded loads.
+      const running = { sampling: true, loads: [] as { stop(): void }[] };
       try {
         await mkdir(path.join(dir, "node_modules", "@nodrop"), { recursive: true });
         // What `npm install` of the adapter's package leaves next to the config.
@@ -355,19 +357,19 @@ describe("haproxyProxy against real HAProxy and gunicorn", () => {
 
         // HAProxy's own view, sampled while the CLI deploys: which servers it had in maint.
         const inMaint = new Set<string>();
-        let sampling = true;
         const sampler = (async () => {
-          while (sampling) {
+          while (running.sampling) {
             for (const [id, server] of Object.entries(await env.servers())) if (server.admin & MAINT) inMaint.add(id);
             await sleep(25);
           }
         })();
         const load = startLoad({ url: env.url, clients: 24, postRatio: 0.1, slowRatio: 0.1, slowMs: 500, durationMs: 180_000, seed: 7 });
+        running.loads.push(load);
         await sleep(1500);
         const cli = await runNodrop(["deploy", "--config", file, "--version", to, "--json"]);
         await sleep(1500);
         load.stop();
-        sampling = false;
+        running.sampling = false;
         await sampler;
         const { stats } = await load.done;
         const report = JSON.parse(cli.stdout) as DeployReport;
@@ -387,19 +389,20 @@ describe("haproxyProxy against real HAProxy and gunicorn", () => {
         // And back with the GitHub Action's committed bundle, run as the runner runs it, in the
         // workspace that holds the config and its node_modules.
         inMaint.clear();
-        sampling = true;
+        running.sampling = true;
         const sampling2 = (async () => {
-          while (sampling) {
+          while (running.sampling) {
             for (const [id, server] of Object.entries(await env.servers())) if (server.admin & MAINT) inMaint.add(id);
             await sleep(25);
           }
         })();
         const load2 = startLoad({ url: env.url, clients: 24, postRatio: 0.1, slowRatio: 0.1, slowMs: 500, durationMs: 180_000, seed: 8 });
+        running.loads.push(load2);
         await sleep(1500);
         const action = await runActionBundle(actionDist, "index", { config: "deploy/nodrop.yaml", version: from, "dry-run": "false" }, { cwd: dir });
         await sleep(1500);
         load2.stop();
-        sampling = false;
+        running.sampling = false;
         await sampling2;
         const { stats: stats2 } = await load2.done;
         console.log(`the action with the haproxy plugin, ${to} -> ${from}: exit ${action.code}, ${stats2.requests} requests, ${stats2.failed} failed; in maint during the deploy: ${[...inMaint].sort().join(", ")}`);
@@ -416,6 +419,8 @@ describe("haproxyProxy against real HAProxy and gunicorn", () => {
         expect([...inMaint].sort()).toEqual(IDS);
         expect(await env.versions()).toEqual(Object.fromEntries(IDS.map((id) => [id, from])));
       } finally {
+        running.sampling = false;
+        for (const load of running.loads) load.stop();
         await rm(dir, { recursive: true, force: true });
       }
     });

@@ -1,5 +1,5 @@
 // Bad config and arguments are refused before anything is touched, with an error naming the field.
-import { mkdir, readFile, readdir, symlink, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -76,7 +76,7 @@ const STRATEGY = `import { defineStrategy, schema } from "@nodrop/core";
 export default defineStrategy({ name: "mine", optionsSchema: schema.object({ batch: schema.int({ min: 1 }) }), create: () => ({ name: "mine", plan: () => { throw new Error("never planned"); } }) });`;
 
 /** Plugins a config can name, each bad in its own way, written next to the case's config (the fleet's dir). */
-async function writeBadPlugins(dir: string): Promise<void> {
+async function writeBadPlugins(dir: string): Promise<string> {
   const file = async (name: string, text: string) => {
     await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
     await writeFile(path.join(dir, name), text);
@@ -92,6 +92,7 @@ export default defineProxy({ name: "lb", optionsSchema: schema.object({}), capab
   const outside = await import("node:fs/promises").then((fs) => fs.mkdtemp(path.join(os.tmpdir(), "nodrop-outside-")));
   await writeFile(path.join(outside, "mine.mjs"), STRATEGY);
   await symlink(path.join(outside, "mine.mjs"), path.join(dir, "plugins", "linked.mjs"));
+  return outside;
 }
 
 // A bad plugin is refused in the same pass as the config: nothing on the fleet, nginx or the lock changes.
@@ -109,6 +110,7 @@ describe("invalid input is refused before anything is touched (real fleet)", () 
   let fleet: Fleet;
   let base: Config;
   let snapshot: () => Promise<string>;
+  let outsideDir: string | undefined;
   beforeAll(async () => {
     fleet = await startFleet({ ports: [8141, 8142, 8143, 8144], proxyPort: 18141 });
     base = parse(await readFile(fleet.configFile, "utf8")) as Config;
@@ -123,10 +125,11 @@ describe("invalid input is refused before anything is touched (real fleet)", () 
       const state = await readdir(path.join(fleet.dir, "state")).catch(() => []);
       return JSON.stringify({ include, workers, pids, versions: await fleet.versions(), state });
     };
-    await writeBadPlugins(fleet.dir);
+    outsideDir = await writeBadPlugins(fleet.dir);
   });
   afterAll(async () => {
     await fleet?.stop();
+    if (outsideDir) await rm(outsideDir, { recursive: true, force: true });
   });
 
   it("has at least 40 cases", () => {

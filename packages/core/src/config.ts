@@ -189,6 +189,9 @@ function crossFieldIssues(raw: unknown, issues: ConfigIssue[]): void {
       }
     });
   }
+  if (isRecord(raw.proxy) && raw.proxy.host !== undefined && typeof raw.proxy.host !== "string") {
+    issues.push({ path: "proxy.host", message: `expected a host name (local or one under hosts), got ${JSON.stringify(raw.proxy.host)}` });
+  }
   if (isRecord(raw.proxy) && typeof raw.proxy.host === "string" && !hostNames.has(raw.proxy.host)) {
     issues.push({ path: "proxy.host", message: `unknown host "${raw.proxy.host}" (defined: ${known()})` });
   }

@@ -10,6 +10,11 @@ export interface ExecOptions {
   timeoutMs?: number | undefined;
   /** Written to the command's standard input. */
   input?: string | undefined;
+  /**
+   * A command the user wrote (an instance's stop, update or start), not one of nodrop's own: an
+   * executor that shows commands in a log (the action's) shows these, and keeps nodrop's own quiet.
+   */
+  echo?: boolean | undefined;
 }
 
 export interface ExecResult {

@@ -28,7 +28,7 @@ export type { DeployReport, InstanceReport, InstanceOutcome, PhaseReport, RouteR
 export { httpVerifier, verifyUrlProblem } from "./verify.js";
 export type { HttpVerifierOptions } from "./verify.js";
 export type * from "./types.js";
-export { defineStrategy, defineProxy, defineExecutor, isPlugin, PLUGIN_CONTRACT } from "./plugin.js";
+export { defineStrategy, defineProxy, defineExecutor, isPlugin, definitionProblem, PLUGIN_CONTRACT } from "./plugin.js";
 export type { PluginKind, NodropPlugin, PluginOf, StrategyPlugin, ProxyPlugin, ExecutorPlugin, ProxyPluginInput, ExecutorPluginInput, OptionsSchema } from "./plugin.js";
 export { validateOptions } from "./plugin-options.js";
 export { isStandardSchema, formatIssuePath } from "./standard-schema.js";

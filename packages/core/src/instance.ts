@@ -19,7 +19,7 @@ export function commandInstance(options: CommandInstanceOptions): InstanceContro
     // Every value is checked where the command is rendered, whichever caller (engine, plugin) passed it.
     const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: spec.port, ...values }, `commands.${kind}`, sources);
     try {
-      await execOrThrow(executor, command, `${kind} of ${spec.id}`, { signal, timeoutMs });
+      await execOrThrow(executor, command, `${kind} of ${spec.id}`, { signal, timeoutMs, echo: true });
     } catch (error) {
       if (NodropError.is(error) && error.instance === undefined) {
         throw new NodropError(error.code === "E_EXEC" ? "E_INSTANCE" : error.code, error.message, { instance: spec.id, cause: error });

@@ -97,7 +97,6 @@ export function defineStrategy<Options>(definition: Definition<StrategyPlugin<Op
 
 /** Defines a proxy adapter plugin: `export default defineProxy({ name, optionsSchema, capabilities, create })`. */
 export function defineProxy<Options>(definition: Definition<ProxyPlugin<Options>>): ProxyPlugin<Options> {
-  if (typeof definition.capabilities !== "object" || definition.capabilities === null) throw definitionError("proxy", definition.name, "capabilities must be an object of flags");
   return brand("proxy", definition);
 }
 
@@ -107,20 +106,31 @@ export function defineExecutor<Options>(definition: Definition<ExecutorPlugin<Op
 }
 
 function brand<P extends NodropPlugin>(kind: P["kind"], definition: Definition<P>): P {
-  const name: unknown = definition.name;
-  if (typeof name !== "string" || !SAFE_NAME.test(name)) throw definitionError(kind, name, "name must be letters, digits, '.', '_' or '-' (starting with a letter or digit)");
-  if (typeof definition.create !== "function") throw definitionError(kind, name, "create must be a function");
-  if (!isOptionsSchema(definition.optionsSchema)) throw definitionError(kind, name, "optionsSchema must be a core schema (schema.object(...)) or a Standard Schema validator (zod, valibot, arktype)");
+  const problem = definitionProblem(kind, definition);
+  const name: unknown = (definition as { name?: unknown }).name;
+  if (problem) throw new NodropError("E_PLUGIN", `${kind} plugin ${typeof name === "string" && SAFE_NAME.test(name) ? JSON.stringify(name) : typeof name === "string" ? JSON.stringify(name.slice(0, 60)) : "(unnamed)"}: ${problem}`);
   return Object.freeze({ ...definition, kind, contract: PLUGIN_CONTRACT, coreVersion: CORE_VERSION, [BRAND]: true }) as unknown as P;
 }
 
-function definitionError(kind: PluginKind, name: unknown, problem: string): NodropError {
-  return new NodropError("E_PLUGIN", `${kind} plugin ${typeof name === "string" ? JSON.stringify(name) : "(unnamed)"}: ${problem}`);
+/**
+ * What is wrong with a plugin definition, or undefined. define* refuse such a definition, and nodrop
+ * checks a loaded plugin again (its brand can be copied onto anything).
+ */
+export function definitionProblem(kind: PluginKind, definition: unknown): string | undefined {
+  if (kind !== "strategy" && kind !== "proxy" && kind !== "executor") return `unknown plugin kind ${JSON.stringify(String(kind))}`;
+  if (typeof definition !== "object" || definition === null) return "a plugin is an object";
+  const d = definition as Record<string, unknown>;
+  if (typeof d.name !== "string" || !SAFE_NAME.test(d.name)) return "name must be letters, digits, '.', '_' or '-' (starting with a letter or digit)";
+  if (typeof d.create !== "function") return "create must be a function";
+  if (!isOptionsSchema(d.optionsSchema)) return "optionsSchema must be a core schema (schema.object(...)) or a Standard Schema validator (zod, valibot, arktype)";
+  if (kind === "proxy" && (typeof d.capabilities !== "object" || d.capabilities === null)) return "capabilities must be an object of flags";
+  return undefined;
 }
 
 function isOptionsSchema(value: unknown): value is OptionsSchema<unknown> {
-  if (isStandardSchema(value)) return true;
   const core = value as Partial<Schema<unknown>> | null;
+  // Core's schemas are validated by their parse(), so one that says it is core's must have it.
+  if (isStandardSchema(value)) return value["~standard"].vendor !== "nodrop" || typeof core?.parse === "function";
   return typeof value === "object" && value !== null && typeof core?.parse === "function" && typeof core.describe === "function";
 }
 

@@ -9,6 +9,9 @@ import {
   type Proxy,
   type Routing,
   SAFE_NAME,
+  type Strategy,
+  describeValue,
+  isSafeName,
   commandInstance,
   hostHealthCheck,
   httpHealthCheck,
@@ -19,7 +22,7 @@ import {
   schema,
   singlePool,
 } from "@nodrop/core";
-import { secretEnvNames } from "./hosts.js";
+import { pluginEnv, secretEnvNames } from "./hosts.js";
 import { type ResolveConfigOptions, type ResolvedConfig, resolveConfig } from "./resolve-config.js";
 import type { AnyResolvedPlugin } from "./resolve-plugin.js";
 
@@ -89,7 +92,7 @@ export interface CreateDeploymentOptions extends ResolveConfigOptions {
  * E_CONFIG error listing every problem; nothing has been touched then.
  */
 export async function loadDeployment(configFile: string, options: CreateDeploymentOptions = {}): Promise<Deployment> {
-  return createDeployment(await resolveConfig(await readConfigFile(configFile), options), options);
+  return await createDeployment(await resolveConfig(await readConfigFile(configFile), options), options);
 }
 
 /**
@@ -97,33 +100,64 @@ export async function loadDeployment(configFile: string, options: CreateDeployme
  * the instances, the health check and the verify probe. A plugin factory that throws is reported
  * like a config problem, naming the plugin; the executors already made are disposed.
  */
-export function createDeployment(resolved: ResolvedConfig, options: CreateDeploymentOptions = {}): Deployment {
+export async function createDeployment(resolved: ResolvedConfig, options: CreateDeploymentOptions = {}): Promise<Deployment> {
   const { config } = resolved;
   const makeLocal = options.localExecutor ?? localExecutor;
   const local = () => makeLocal({ cwd: config.commands.cwd, unsetEnv: secretEnvNames(config) });
   const executors = new Map<string, Executor>([["local", local()]]);
   const issues: ConfigIssue[] = [];
+  const hostPlugin = (host: string) => resolved.executorPlugins.get(host)?.resolved;
   for (const [name, create] of resolved.hosts) {
-    const executor = created(issues, `hosts.${name}`, resolved.executorPlugins.get(name)?.resolved, create);
+    const executor = created(issues, `hosts.${name}`, hostPlugin(name), create, (e) => executorProblem(e, name));
     if (executor) executors.set(name, executor);
   }
   const proxyExecutor = executors.get(resolved.proxy.host);
-  const strategy = created(issues, "strategy", resolved.strategy.resolved, () => resolved.strategy.resolved.plugin.create());
+  const strategy = created(issues, "strategy", resolved.strategy.resolved, () => resolved.strategy.resolved.plugin.create(), strategyProblem);
+  const env = pluginEnv(options.env ?? process.env, config, config.proxy);
   const proxy =
     proxyExecutor &&
-    created(issues, "proxy", resolved.proxy.resolved, () =>
-      resolved.proxy.resolved.plugin.create({ app: config.app, options: resolved.proxy.options, executor: proxyExecutor, baseDir: config.baseDir, env: options.env ?? process.env, log: options.log ?? (() => undefined) }),
+    created(
+      issues,
+      "proxy",
+      resolved.proxy.resolved,
+      () => resolved.proxy.resolved.plugin.create({ app: config.app, options: resolved.proxy.options, executor: proxyExecutor, baseDir: config.baseDir, env, log: options.log ?? (() => undefined) }),
+      proxyProblem,
     );
   // Created now, connected on first use (the first heartbeat).
-  const heartbeatExecutor = proxyExecutor && created(issues, `hosts.${resolved.proxy.host}`, undefined, () => (resolved.proxy.host === "local" ? local() : resolved.hosts.get(resolved.proxy.host)!()));
+  const proxyHost = resolved.proxy.host;
+  const heartbeatExecutor =
+    proxyExecutor && created(issues, `hosts.${proxyHost}`, hostPlugin(proxyHost), () => (proxyHost === "local" ? local() : resolved.hosts.get(proxyHost)!()), (e) => executorProblem(e, proxyHost));
   const all = [...executors.values(), ...(heartbeatExecutor ? [heartbeatExecutor] : [])];
   const dispose = async () => {
-    await Promise.all([...all.map((e) => e.dispose?.()), proxy?.dispose?.()]);
+    await Promise.allSettled([...all.map((e) => e.dispose?.()), proxy?.dispose?.()]);
   };
   if (!strategy || !proxy || !proxyExecutor || issues.length > 0) {
-    void dispose().catch(() => undefined);
+    await dispose();
     throw schema.configError(issues, config.source);
   }
+  try {
+    return assemble({ resolved, executors, proxy, proxyExecutor, heartbeatExecutor, strategy, dispose, verify: options.verify });
+  } catch (error) {
+    // A strategy's steadyRouting() that throws, say: nothing may stay connected.
+    await dispose();
+    throw error;
+  }
+}
+
+/** The engine's inputs from what was created. */
+function assemble(parts: {
+  resolved: ResolvedConfig;
+  executors: Map<string, Executor>;
+  proxy: Proxy;
+  proxyExecutor: Executor;
+  heartbeatExecutor: Executor | undefined;
+  strategy: Strategy<unknown>;
+  dispose: () => Promise<void>;
+  verify: VerifyMode | undefined;
+}): Deployment {
+  const { resolved, executors, proxy, proxyExecutor, heartbeatExecutor, strategy, dispose } = parts;
+  const { config } = resolved;
+  const options = { verify: parts.verify };
   const executorFor = (host: string) => {
     const executor = executors.get(host);
     if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
@@ -160,15 +194,49 @@ export function createDeployment(resolved: ResolvedConfig, options: CreateDeploy
   };
 }
 
-/** Calls a plugin's factory; what it throws becomes a problem at the plugin's config path, naming it. */
-function created<T>(issues: ConfigIssue[], at: string, plugin: AnyResolvedPlugin | undefined, create: () => T): T | undefined {
+/**
+ * Calls a plugin's factory and checks what it made; what it throws, or makes wrong, becomes a
+ * problem at the plugin's config path, naming it: before anything is touched, not at the first use.
+ */
+function created<T>(issues: ConfigIssue[], at: string, plugin: AnyResolvedPlugin | undefined, create: () => T, problemOf: (made: unknown) => string | undefined): T | undefined {
+  const who = plugin ? `${plugin.kind} plugin ${plugin.plugin.name} (${plugin.file ?? "built-in"})` : undefined;
+  let made: T;
   try {
-    return create();
+    made = create();
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    issues.push({ path: at, message: plugin ? `${plugin.kind} plugin ${plugin.plugin.name} (${plugin.file ?? "built-in"}) failed to start: ${message}` : message });
+    issues.push({ path: at, message: who ? `${who} failed to start: ${message}` : message });
     return undefined;
   }
+  const problem = problemOf(made);
+  if (problem) {
+    issues.push({ path: at, message: `${who ?? "it"} made ${problem}` });
+    return undefined;
+  }
+  return made;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
+const fn = (v: Record<string, unknown>, key: string) => typeof v[key] === "function";
+
+function executorProblem(made: unknown, host: string): string | undefined {
+  if (!isObject(made) || !fn(made, "exec")) return "no executor (an object with exec())";
+  if (typeof made.name !== "string" || made.host !== host) return `an executor for host ${describeValue(made.host)}, not "${host}"`;
+  return undefined;
+}
+
+function strategyProblem(made: unknown): string | undefined {
+  if (!isObject(made) || !fn(made, "plan")) return "no strategy (an object with plan())";
+  // The name reaches the journal and the report: a name nodrop can read back.
+  if (!isSafeName(made.name)) return `a strategy named ${describeValue(made.name)}; a name is letters, digits, '.', '_' or '-'`;
+  return undefined;
+}
+
+function proxyProblem(made: unknown): string | undefined {
+  if (!isObject(made) || !["check", "apply", "current"].every((key) => fn(made, key))) return "no proxy (an object with check(), apply() and current())";
+  if (!isObject(made.capabilities)) return "a proxy without capabilities";
+  if (!isSafeName(made.name)) return `a proxy named ${describeValue(made.name)}; a name is letters, digits, '.', '_' or '-'`;
+  return undefined;
 }
 
 function verifier(verify: NonNullable<NodropConfig["verify"]>, healthHeader: string, enforce: boolean): DeployVerifier {

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { type ConfigIssue, type Executor, type NodropConfig, schema } from "@nodrop/core";
+import { type ConfigIssue, type Executor, type NodropConfig, describeValue, schema } from "@nodrop/core";
 import { type SshHostOptions, type SshTarget, sshExecutor, sshHostSchema } from "@nodrop/ssh";
 
 export interface HostSetupOptions {
@@ -26,13 +26,8 @@ export const ACTION_SECRET_ENV = ["NODROP_ACTION_SSH_KEY", "NODROP_ACTION_SSH_PA
  */
 export function secretEnvNames(config: NodropConfig): string[] {
   const names = new Set<string>(ACTION_SECRET_ENV);
-  for (const entry of [config.ssh, config.proxy, ...Object.values(config.hosts ?? {})]) {
-    if (typeof entry !== "object" || entry === null) continue;
-    // privateKeyEnv, passphraseEnv, and any option of an executor plugin named the same way (tokenEnv).
-    for (const [field, name] of Object.entries(entry as Record<string, unknown>)) {
-      if (/Env$/.test(field) && typeof name === "string" && name !== "") names.add(name);
-    }
-  }
+  // privateKeyEnv, passphraseEnv, and any option of a plugin named the same way (tokenEnv).
+  for (const entry of [config.ssh, config.proxy, config.strategy, ...Object.values(config.hosts ?? {})]) for (const name of envOptionNames(entry)) names.add(name);
   return [...names];
 }
 
@@ -45,16 +40,45 @@ const expand = (file: string, baseDir: string) => (file.startsWith("~/") ? path.
  */
 export function sshExecutors(config: NodropConfig, options: HostSetupOptions = {}): Map<string, Executor> {
   const issues: ConfigIssue[] = [];
-  const factories = sshExecutorFactories(config, sshHostNames(config), options, issues);
+  const factories = sshExecutorFactories(config, splitHosts(config.hosts, issues).ssh, options, issues);
   if (issues.length > 0) throw schema.configError(issues, config.source);
   return new Map([...factories].map(([name, create]) => [name, create()]));
 }
 
-/** The hosts reached over SSH: those whose entry names no executor plugin (`use`). */
-export function sshHostNames(config: NodropConfig): string[] {
-  return Object.entries(config.hosts ?? {})
-    .filter(([, entry]) => typeof entry !== "object" || entry === null || (entry as Record<string, unknown>).use === undefined || (entry as Record<string, unknown>).use === "ssh")
-    .map(([name]) => name);
+/**
+ * The hosts of a config, by how they are reached: over SSH (no `use`, or `use: ssh`), or by an
+ * executor plugin (`use: <package or ./file>`). A `use` that is neither is a problem at its path,
+ * and that host is in neither list.
+ */
+export function splitHosts(hosts: unknown, issues: ConfigIssue[] = []): { ssh: string[]; plugins: [name: string, use: string][] } {
+  const ssh: string[] = [];
+  const plugins: [string, string][] = [];
+  if (typeof hosts !== "object" || hosts === null || Array.isArray(hosts)) return { ssh, plugins };
+  for (const [name, entry] of Object.entries(hosts)) {
+    const use = typeof entry === "object" && entry !== null ? (entry as Record<string, unknown>).use : undefined;
+    if (use === undefined || use === "ssh") ssh.push(name);
+    else if (typeof use === "string" && use !== "") plugins.push([name, use]);
+    else issues.push({ path: `hosts.${name}.use`, message: `expected ssh, a package name or a ./file, got ${describeValue(use)}` });
+  }
+  return { ssh, plugins };
+}
+
+/**
+ * The environment an executor plugin reads its secrets from: nodrop's, without the secrets of other
+ * hosts and of the action (SSH keys), plus the variables its own `...Env` options name.
+ */
+export function pluginEnv(env: NodeJS.ProcessEnv, config: NodropConfig, section: Record<string, unknown>): Record<string, string | undefined> {
+  const own = new Set(envOptionNames(section));
+  const hidden = new Set(secretEnvNames(config).filter((name) => !own.has(name)));
+  return Object.fromEntries(Object.entries(env).filter(([name]) => !hidden.has(name)));
+}
+
+/** The variable names a section's `...Env` options hold (`privateKeyEnv: DEPLOY_KEY`). */
+function envOptionNames(section: unknown): string[] {
+  if (typeof section !== "object" || section === null) return [];
+  return Object.entries(section as Record<string, unknown>)
+    .filter(([field, name]) => /Env$/.test(field) && typeof name === "string" && name !== "")
+    .map(([, name]) => name as string);
 }
 
 /**

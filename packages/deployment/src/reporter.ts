@@ -156,7 +156,9 @@ export function table(rows: readonly (readonly string[])[]): string[] {
 
 /** One line per plugin the config named: what each name resolved to, from which file, at which version. */
 export function formatPlugins(plugins: readonly { kind: string; specifier: string; plugin: { name: string }; source: string; file: string | undefined; version: string }[]): string {
+  // Names, versions and paths come from the plugins' own files and the disk: no control character reaches a log.
+  const show = (text: string) => (/^[\x20-\x7e\u00a0-\uffff]*$/.test(text) && !/[\u2028\u2029\u202a-\u202e\u2066-\u2069]/.test(text) ? text : JSON.stringify(text));
   return plugins
-    .map((p) => `${p.kind} ${p.specifier}: ${p.source === "built-in" ? `built-in ${p.plugin.name} (nodrop ${p.version})` : `${p.plugin.name} ${p.version} from ${p.file}`}`)
+    .map((p) => `${p.kind} ${show(p.specifier)}: ${p.source === "built-in" ? `built-in ${show(p.plugin.name)} (nodrop ${show(p.version)})` : `${show(p.plugin.name)} ${show(p.version)} from ${show(p.file ?? "")}`}`)
     .join("\n");
 }

@@ -93,7 +93,7 @@ describe("plugins a config names", () => {
     const resolved = await resolve(base({ strategy: { use: "@acme/one-at-a-time", hold: "2s" } }));
     expect(resolved.strategy.resolved).toMatchObject({ source: "package", version: "1.2.3", file: path.join(dir, "node_modules/@acme/one-at-a-time/index.js") });
     expect(resolved.strategy.options).toEqual({ hold: 2000 });
-    const deployment = createDeployment(resolved);
+    const deployment = await createDeployment(resolved);
     expect(deployment.options.strategy.name).toBe("one-at-a-time");
     await deployment.dispose();
   });
@@ -156,7 +156,7 @@ export default defineExecutor({
     });
     const resolved = await resolve(raw);
     expect(resolved.plugins.map((p) => `${p.kind}:${p.plugin.name}:${p.source}`)).toEqual(["strategy:rolling:built-in", "proxy:nginx:built-in", "executor:agent:file"]);
-    const deployment = createDeployment(resolved);
+    const deployment = await createDeployment(resolved);
     const calls = (globalThis as { nodropExecutorCalls?: unknown[] }).nodropExecutorCalls;
     expect(calls).toEqual([
       { host: "box", options: { endpoint: "https://box.example/agent", retries: 2 } },
@@ -228,13 +228,13 @@ describe("bad plugins, each refused in the one pass before anything is created",
     let disposed = 0;
     let error: unknown;
     try {
-      createDeployment(resolved, { localExecutor: () => ({ name: "local", host: "local", exec: async () => ({ code: 0, stdout: "", stderr: "", durationMs: 0 }), dispose: async () => void (disposed += 1) }) });
+      await createDeployment(resolved, { localExecutor: () => ({ name: "local", host: "local", exec: async () => ({ code: 0, stdout: "", stderr: "", durationMs: 0 }), dispose: async () => void (disposed += 1) }) });
     } catch (e) {
       error = e;
     }
     expect(NodropError.is(error) && error.code).toBe("E_CONFIG");
     expect((error as NodropError).issues).toEqual([{ path: "proxy", message: `proxy plugin broken (${path.join(dir, "bad/factory.mjs")}) failed to start: cannot reach the load balancer API` }]);
-    await new Promise((r) => setTimeout(r, 10));
+    // The local executor and the heartbeat's: disposed before the error is thrown.
     expect(disposed).toBe(2);
   });
 
@@ -280,6 +280,55 @@ export default defineStrategy({ name: "canary", optionsSchema: z.object({ steps:
       expect(error.issues.map((i) => i.path), use).toEqual(["strategy.use"]);
       expect(error.issues[0]!.message, use).toContain(message);
     }
+  });
+
+  it("a package that leads outside its own directory: a subpath with .., a main of ../..; an unbuilt one", async () => {
+    writePackage("@acme/escape", {}, { exports: undefined, main: `../../../../${path.basename(outside)}/strategy.mjs` });
+    writeFileSync(path.join(outside, "strategy.mjs"), STRATEGY("outside"));
+    expect((await refused(base({ strategy: { use: "@acme/one-at-a-time/../../../x.mjs" } }))).issues[0]!.message).toContain("a package name, or a ./file inside the config's directory");
+    expect((await refused(base({ strategy: { use: "@acme/one-at-a-time/node_modules/x" } }))).issues[0]!.message).toContain("a package name, or a ./file inside the config's directory");
+    const escape = await refused(base({ strategy: { use: "@acme/escape" } }));
+    expect(escape.issues[0]!.message).toMatch(/@acme\/escape 1\.2\.3 at \S+ resolves to \S+, outside its own directory /);
+    writePackage("@acme/unbuilt", {}, { exports: "./dist/index.js" });
+    const unbuilt = await refused(base({ strategy: { use: "@acme/unbuilt" } }));
+    expect(unbuilt.issues[0]!.message).toContain(`@acme/unbuilt 1.2.3 at ${path.join(dir, "node_modules/@acme/unbuilt")} is installed, but "@acme/unbuilt" resolves to ${path.join(dir, "node_modules/@acme/unbuilt/dist/index.js")}, which is not a file`);
+    expect(unbuilt.issues[0]!.message).toContain("(is the package built?)");
+  });
+
+  it("what a factory makes is checked: no executor, a strategy named to break the journal, a proxy without apply", async () => {
+    write("bad/made.mjs", `import { defineExecutor, defineProxy, defineStrategy, schema } from "@nodrop/core";
+export const exec = defineExecutor({ name: "e", optionsSchema: schema.object({}), create: () => undefined });
+export default defineStrategy({ name: "s", optionsSchema: schema.object({}), create: () => ({ name: "one host\\n", plan: () => ({}) }) });`);
+    write("bad/made-exec.mjs", `export { exec as default } from "./made.mjs";`);
+    write("bad/made-proxy.mjs", `import { defineProxy, schema } from "@nodrop/core";
+export default defineProxy({ name: "p", optionsSchema: schema.object({}), capabilities: {}, create: () => ({ name: "p", capabilities: {}, check: async () => ({ ok: true, details: [] }), current: async () => undefined }) });`);
+    const resolved = await resolve(base({ strategy: { use: "./bad/made.mjs" }, proxy: { use: "./bad/made-proxy.mjs" }, hosts: { box: { use: "./bad/made-exec.mjs" } } }));
+    let error: unknown;
+    try {
+      await createDeployment(resolved);
+    } catch (e) {
+      error = e;
+    }
+    expect(NodropError.is(error) && error.issues.map((i) => `${i.path}: ${i.message.replace(dir, "DIR")}`)).toEqual([
+      "hosts.box: executor plugin e (DIR/bad/made-exec.mjs) made no executor (an object with exec())",
+      'strategy: strategy plugin s (DIR/bad/made.mjs) made a strategy named "one host\\n"; a name is letters, digits, \'.\', \'_\' or \'-\'',
+      "proxy: proxy plugin p (DIR/bad/made-proxy.mjs) made no proxy (an object with check(), apply() and current())",
+    ]);
+  });
+
+  it("strategy: null is the default; a host's use that is not a name is a problem at its path", async () => {
+    expect((await resolve(base({ strategy: null }))).strategy.resolved.plugin.name).toBe("rolling");
+    const error = await refused(base({ hosts: { box: { use: 42 } }, instances: [{ host: "box", port: 9011 }, { port: 9012 }] }));
+    expect(error.issues).toEqual([{ path: "hosts.box.use", message: "expected ssh, a package name or a ./file, got \"42\"" }]);
+    const host = await refused(base({ proxy: { use: "nginx", host: 1, configFile: "/x/y.conf" } }));
+    expect(host.issues.map((i) => i.path)).toEqual(["proxy.host"]);
+  });
+
+  it("a Standard Schema whose output is undefined is valid options, not a silent failure", async () => {
+    write("undefined-options.mjs", `import { defineStrategy } from "@nodrop/core";
+export default defineStrategy({ name: "u", optionsSchema: { "~standard": { version: 1, vendor: "test", validate: () => ({ value: undefined }) } }, create: () => ({ name: "u", plan: () => ({ strategy: "u", version: "v", phases: [], notes: [] }) }) });`);
+    const resolved = await resolve(base({ strategy: { use: "./undefined-options.mjs" } }));
+    expect(resolved.strategy.options).toBeUndefined();
   });
 
   it("--strategy loads only a built-in or the config's own strategy", async () => {

@@ -14,7 +14,7 @@ import {
   validateOptions,
 } from "@nodrop/core";
 import { builtInPlugin, builtInPlugins } from "./builtins.js";
-import { type HostSetupOptions, sshExecutorFactories, sshHostNames } from "./hosts.js";
+import { type HostSetupOptions, pluginEnv, splitHosts, sshExecutorFactories } from "./hosts.js";
 import { type AnyResolvedPlugin, type ResolvedPlugin, resolvePlugin } from "./resolve-plugin.js";
 
 /** A plugin the config names, loaded, with its options validated. */
@@ -61,57 +61,61 @@ const HOST_KEYS = ["use"];
 export async function resolveConfig(file: ConfigFile, options: ResolveConfigOptions = {}): Promise<ResolvedConfig> {
   const issues: ConfigIssue[] = [];
   const config = checkConfig(file.raw, file, issues);
-  const raw = (typeof file.raw === "object" && file.raw !== null ? file.raw : {}) as Record<string, unknown>;
-  const load = loader(file.baseDir, options.version, issues);
+  const raw = (isRecord(file.raw) ? file.raw : {}) as Record<string, unknown>;
+  const env = options.env ?? process.env;
+  // Loaded side by side; each load records its problems apart, added in config order afterwards.
+  const load = loader(file.baseDir, options.version);
 
-  const strategyChoice = chooseStrategy(raw.strategy, options.strategy, issues);
+  const strategyChoice = chooseStrategy(raw.strategy ?? undefined, options.strategy, issues);
   const proxyNamed = pluginSpecifier(raw.proxy, "type");
-  const hostEntries = Object.entries(isRecord(raw.hosts) ? raw.hosts : {}).filter(([, entry]) => isRecord(entry) && typeof entry.use === "string" && entry.use !== "ssh");
-  const [strategy, proxy, ...executors] = await Promise.all([
-    strategyChoice && load("strategy", strategyChoice.specifier, strategyChoice.path, strategyChoice.options, "strategy"),
-    proxyNamed && load("proxy", proxyNamed.specifier, `proxy.${proxyNamed.path}`, sectionOptions(raw.proxy as Record<string, unknown>, PROXY_KEYS), "proxy"),
-    ...hostEntries.map(([name, entry]) => {
-      const section = entry as Record<string, unknown>;
-      return load("executor", section.use as string, `hosts.${name}.use`, sectionOptions(section, HOST_KEYS), `hosts.${name}`);
-    }),
+  const split = splitHosts(raw.hosts, issues);
+  const loads = await Promise.all([
+    strategyChoice ? load("strategy", strategyChoice.specifier, strategyChoice.path, strategyChoice.options, "strategy") : undefined,
+    proxyNamed ? load("proxy", proxyNamed.specifier, `proxy.${proxyNamed.path}`, sectionOptions(raw.proxy as Record<string, unknown>, PROXY_KEYS), "proxy") : undefined,
+    ...split.plugins.map(([name, use]) => load("executor", use, `hosts.${name}.use`, sectionOptions((raw.hosts as Record<string, Record<string, unknown>>)[name]!, HOST_KEYS), `hosts.${name}`)),
   ]);
+  for (const loaded of loads) issues.push(...(loaded?.issues ?? []));
+  const [strategy, proxy, ...executors] = loads.map((loaded) => loaded?.plugin) as [ConfiguredPlugin<"strategy"> | undefined, ConfiguredPlugin<"proxy"> | undefined, ...(ConfiguredPlugin<"executor"> | undefined)[]];
   if (strategy && proxy) requiresIssues(strategy, proxy, issues);
 
   const hosts = new Map<string, () => Executor>();
   const executorPlugins = new Map<string, ConfiguredPlugin<"executor">>();
   if (config) {
-    for (const [name, create] of sshExecutorFactories(config, sshHostNames(config), options, issues)) hosts.set(name, create);
-    hostEntries.forEach(([name], index) => {
+    for (const [name, create] of sshExecutorFactories(config, split.ssh, options, issues)) hosts.set(name, create);
+    split.plugins.forEach(([name], index) => {
       const executor = executors[index];
       if (!executor) return;
       executorPlugins.set(name, executor);
-      hosts.set(name, () => executor.resolved.plugin.create({ host: name, options: executor.options, baseDir: file.baseDir, env: options.env ?? process.env, log: options.log ?? (() => undefined) }));
+      const section = (config.hosts?.[name] ?? {}) as Record<string, unknown>;
+      hosts.set(name, () => executor.resolved.plugin.create({ host: name, options: executor.options, baseDir: file.baseDir, env: pluginEnv(env, config, section), log: options.log ?? (() => undefined) }));
     });
   }
   if (!config || !strategy || !proxy || issues.length > 0) throw schema.configError(sortIssues(issues), file.source);
+  const proxyHost = (config.proxy as { host?: unknown }).host;
   return {
     config,
     strategy,
-    proxy: { ...proxy, host: typeof (raw.proxy as Record<string, unknown>).host === "string" ? ((raw.proxy as Record<string, unknown>).host as string) : "local" },
+    proxy: { ...proxy, host: typeof proxyHost === "string" ? proxyHost : "local" },
     hosts,
     executorPlugins,
     plugins: [strategy, proxy, ...executorPlugins.values()].map((p) => p.resolved),
   };
 }
 
-/** Loads a plugin and validates its options, recording what went wrong at the config path. */
-function loader(baseDir: string, version: string | undefined, issues: ConfigIssue[]) {
-  return async <K extends PluginKind>(kind: K, specifier: string, usePath: string, rawOptions: unknown, at: string): Promise<ConfiguredPlugin<K> | undefined> => {
+/** Loads a plugin and validates its options; what went wrong is recorded at its config path. */
+function loader(baseDir: string, version: string | undefined) {
+  return async <K extends PluginKind>(kind: K, specifier: string, usePath: string, rawOptions: unknown, at: string): Promise<{ plugin: ConfiguredPlugin<K> | undefined; issues: ConfigIssue[] }> => {
+    const issues: ConfigIssue[] = [];
     let resolved: ResolvedPlugin<K>;
     try {
       resolved = await resolvePlugin(kind, specifier, { baseDir, builtInVersion: version });
     } catch (error) {
       if (!NodropError.is(error) || error.code !== "E_PLUGIN") throw error;
-      issues.push({ path: usePath, message: error.message });
-      return undefined;
+      return { plugin: undefined, issues: [{ path: usePath, message: error.message }] };
     }
+    // A schema may validly output undefined: a problem is an issue, not the value.
     const options = await validateOptions(resolved.plugin.optionsSchema, rawOptions, at, issues);
-    return options === undefined ? undefined : { resolved, options, at };
+    return { plugin: issues.length === 0 ? { resolved, options, at } : undefined, issues };
   };
 }
 

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { readFile, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { CORE_VERSION, NodropError, PLUGIN_CONTRACT, type PluginKind, type PluginOf, describeValue, isPlugin } from "@nodrop/core";
+import { CORE_VERSION, NodropError, PLUGIN_CONTRACT, type PluginKind, type PluginOf, definitionProblem, describeValue, isPlugin } from "@nodrop/core";
 import { resolve as resolveSpecifier } from "import-meta-resolve";
 import semver from "semver";
 import { builtInPlugin, builtInPlugins } from "./builtins.js";
@@ -31,7 +31,8 @@ export interface ResolvePluginOptions {
 }
 
 // A package name as npm allows it, optionally with a subpath: `@acme/nodrop-canary`, `pkg/strategy`.
-const PACKAGE = /^(?:@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*(?:\/[A-Za-z0-9._~-]+)*$/;
+// Subpath segments are names: no ".", ".." or "node_modules" (they would walk out of the package).
+const PACKAGE = /^(?:@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*(?:\/(?!\.{1,2}(?:\/|$))(?!node_modules(?:\/|$))[A-Za-z0-9._~-]+)*$/;
 
 /**
  * Loads the plugin a config names. Built-in short names come from a static table; a `./file` must
@@ -49,7 +50,9 @@ export async function resolvePlugin<K extends PluginKind>(kind: K, specifier: st
   let source: "package" | "file";
   if (specifier.startsWith("./")) {
     file = await localFile(specifier, options.baseDir, refuse);
-    version = `sha256:${createHash("sha256").update(await readFile(file)).digest("hex").slice(0, 12)}`;
+    version = await digest(file).catch((error: unknown) => {
+      throw refuse(`cannot read ${file}: ${firstLine(error)}`);
+    });
     source = "file";
   } else if (PACKAGE.test(specifier)) {
     const names = Object.keys(builtInPlugins[kind]);
@@ -81,8 +84,20 @@ async function localFile(specifier: string, baseDir: string, refuse: (problem: s
     throw refuse(`not found: no file ${written} (${(error as NodeJS.ErrnoException).code ?? "error"})`);
   }
   if (outside(realBase, real)) throw refuse(`escapes the config's directory ${realBase}: a symlink leads to ${real}`);
-  if (!(await stat(real)).isFile()) throw refuse(`${real} is not a file`);
+  const isFile = await stat(real).then((st) => st.isFile(), (error: unknown) => {
+    throw refuse(`cannot read ${real}: ${firstLine(error)}`);
+  });
+  if (!isFile) throw refuse(`${real} is not a file`);
   return real;
+}
+
+async function digest(file: string): Promise<string> {
+  return `sha256:${createHash("sha256").update(await readFile(file)).digest("hex").slice(0, 12)}`;
+}
+
+/** Text from a plugin's files (a version, a range) as it may be printed: plain, or quoted with its escapes. */
+export function printable(value: string): string {
+  return /^[\w.+~^<>=| -]{1,100}$/.test(value) ? value : JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}…` : value);
 }
 
 const outside = (base: string, target: string) => {
@@ -90,33 +105,46 @@ const outside = (base: string, target: string) => {
   return relative === "" || relative.startsWith(`..${path.sep}`) || relative === ".." || path.isAbsolute(relative);
 };
 
-/** A package resolved from the config's directory; its range on @nodrop/core checked before any of its code runs. */
+/**
+ * A package resolved from the config's directory. Its directory is the first `node_modules/<name>`
+ * on Node's search path; the module it resolves to must lie inside that directory (after every
+ * symlink: a `main` of "../../x.js" is refused), and that directory's package.json is the one whose
+ * range on @nodrop/core is checked, before any of the package's code runs.
+ */
 async function packageFile(specifier: string, baseDir: string, refuse: (problem: string) => NodropError): Promise<{ file: string; version: string }> {
   const name = specifier.startsWith("@") ? specifier.split("/").slice(0, 2).join("/") : specifier.split("/")[0]!;
+  const looked = searchPath(baseDir);
+  const root = await firstExisting(looked.map((dir) => path.join(dir, name)));
+  if (!root) throw refuse(`not found: no package ${name} in ${looked.join(", ")} (install it in the project that holds the config: npm install ${name})`);
+  let json: Manifest;
+  try {
+    json = JSON.parse(await readFile(path.join(root, "package.json"), "utf8")) as Manifest;
+  } catch (error) {
+    throw refuse(`${root} has no readable package.json: ${firstLine(error)}`);
+  }
+  const version = printable(typeof json.version === "string" ? json.version : "(no version)");
+  const where = `${name} ${version} at ${root}`;
+  const range = json.peerDependencies?.["@nodrop/core"] ?? json.dependencies?.["@nodrop/core"];
+  // workspace:, file: or link: is a local link (a monorepo's own plugin), not a published range.
+  if (range !== undefined && !(typeof range === "string" && /^(workspace|file|link):/.test(range))) {
+    if (typeof range !== "string" || semver.validRange(range) === null) throw refuse(`${where} declares ${describeValue(range)} for @nodrop/core, which is not a version range`);
+    if (!semver.satisfies(CORE_VERSION, range, { includePrerelease: true })) {
+      throw refuse(`${where} supports @nodrop/core ${printable(range)}; this nodrop runs @nodrop/core ${CORE_VERSION} (use a release of ${name} made for it, or a nodrop that satisfies ${printable(range)})`);
+    }
+  }
   let url: string;
   try {
     url = resolveSpecifier(specifier, pathToFileURL(path.join(baseDir, "nodrop.config")).href);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ERR_MODULE_NOT_FOUND") {
-      throw refuse(`not found: no package ${name} in ${searchPath(baseDir).join(", ")} (install it in the project that holds the config: npm install ${name})`);
-    }
-    throw refuse(`cannot be resolved from ${baseDir}: ${firstLine(error)}`);
+    throw refuse(`${where} is installed, but ${JSON.stringify(specifier)} does not resolve to a module: ${firstLine(error)} (is the package built?)`);
   }
   if (!url.startsWith("file:")) throw refuse(`resolves to ${url}, not a file`);
   const file = fileURLToPath(url);
-  const manifest = await packageManifest(file, name);
-  if (!manifest) throw refuse(`resolved to ${file}, but no package.json named ${name} is above it`);
-  const range = manifest.json.peerDependencies?.["@nodrop/core"] ?? manifest.json.dependencies?.["@nodrop/core"];
-  const where = `${name} ${manifest.json.version ?? "(no version)"} at ${manifest.dir}`;
-  // workspace:, file: or link: is a local link (a monorepo's own plugin), not a published range.
-  if (range !== undefined && !(typeof range === "string" && /^[a-z]+:/.test(range))) {
-    if (typeof range !== "string" || semver.validRange(range) === null) throw refuse(`${where} declares ${describeValue(range)} for @nodrop/core, which is not a version range`);
-    if (!semver.satisfies(CORE_VERSION, range, { includePrerelease: true })) {
-      throw refuse(`${where} supports @nodrop/core ${range}; this nodrop runs @nodrop/core ${CORE_VERSION} (use a release of ${name} made for it, or a nodrop that satisfies ${range})`);
-    }
-  }
-  return { file, version: typeof manifest.json.version === "string" ? manifest.json.version : "(no version)" };
+  const exists = await stat(file).then((st) => st.isFile(), () => false);
+  if (!exists) throw refuse(`${where} is installed, but ${JSON.stringify(specifier)} resolves to ${file}, which is not a file (is the package built?)`);
+  const [realFile, realRoot] = await Promise.all([realpath(file).catch(() => file), realpath(root).catch(() => root)]);
+  if (realFile !== realRoot && !realFile.startsWith(`${realRoot}${path.sep}`)) throw refuse(`${where} resolves to ${realFile}, outside its own directory ${realRoot}`);
+  return { file: realFile, version };
 }
 
 interface Manifest {
@@ -125,17 +153,15 @@ interface Manifest {
   dependencies?: Record<string, unknown>;
 }
 
-/** The package.json of the package that holds `file`: the nearest one above it with that name. */
-async function packageManifest(file: string, name: string): Promise<{ dir: string; json: Manifest } | undefined> {
-  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+async function firstExisting(dirs: readonly string[]): Promise<string | undefined> {
+  for (const dir of dirs) {
     try {
-      const json = JSON.parse(await readFile(path.join(dir, "package.json"), "utf8")) as Manifest & { name?: unknown };
-      if (json.name === name) return { dir, json };
+      if ((await stat(dir)).isDirectory()) return dir;
     } catch {
-      // No package.json here (or not JSON): keep going up.
+      // Not here: the next one up.
     }
-    if (path.dirname(dir) === dir) return undefined;
   }
+  return undefined;
 }
 
 /** The node_modules directories Node's resolution tries from the config's directory, nearest first. */
@@ -160,12 +186,15 @@ async function importPlugin<K extends PluginKind>(kind: K, file: string, refuse:
     const what = exported === undefined ? "it has no default export" : `its default export is ${describeExport(exported)}`;
     throw refuse(`${file} is not a nodrop plugin: ${what} (a plugin module does \`export default define${capitalized(kind)}({ ... })\` with @nodrop/core)`);
   }
-  if (exported.kind !== kind) throw refuse(`${file} is a ${exported.kind} plugin (${exported.name}), not a ${kind}`);
+  if (exported.kind !== kind) throw refuse(`${file} is a ${plain(exported.kind)} plugin (${plain(exported.name)}), not a ${kind}`);
   if (exported.contract !== PLUGIN_CONTRACT) {
     throw refuse(
-      `${file} (${exported.name}) was written for nodrop's plugin contract ${plain(exported.contract)} (its @nodrop/core ${plain(exported.coreVersion)}); this nodrop implements contract ${PLUGIN_CONTRACT} (@nodrop/core ${CORE_VERSION})`,
+      `${file} (${plain(exported.name)}) was written for nodrop's plugin contract ${plain(exported.contract)} (its @nodrop/core ${plain(exported.coreVersion)}); this nodrop implements contract ${PLUGIN_CONTRACT} (@nodrop/core ${CORE_VERSION})`,
     );
   }
+  // The brand is a registered symbol anyone can copy: the shape is checked again.
+  const problem = definitionProblem(kind, exported);
+  if (problem) throw refuse(`${file} is not a usable ${kind} plugin: ${problem}`);
   return exported as PluginOf<K>;
 }
 
