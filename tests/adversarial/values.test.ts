@@ -331,6 +331,13 @@ describe("hostile values are refused or harmless (real fleet)", () => {
         socket.on("error", () => undefined);
       });
       await new Promise<void>((resolve) => server.listen(HOSTILE_PORT, "127.0.0.1", resolve));
+      // The other instances answer before the first case takes its snapshot: an earlier case may
+      // have restarted them, and one still starting would differ between "before" and "after".
+      const deadline = Date.now() + 30_000;
+      while (Object.entries(await fleet.versions()).some(([port, version]) => port !== String(HOSTILE_PORT) && version === "down")) {
+        if (Date.now() > deadline) throw new Error("the fleet's other instances did not answer within 30 s");
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
     });
     afterAll(async () => {
       await new Promise<void>((resolve) => server?.close(() => resolve()));
