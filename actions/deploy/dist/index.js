@@ -55077,9 +55077,11 @@ function pluginEnv(env, config, section2) {
   const hidden = new Set(secretEnvNames(config).filter((name) => !own3.has(name)));
   return Object.fromEntries(Object.entries(env).filter(([name]) => !hidden.has(name)));
 }
-function envOptionNames(section2) {
-  if (typeof section2 !== "object" || section2 === null) return [];
-  return Object.entries(section2).filter(([field, name]) => /Env$/.test(field) && typeof name === "string" && name !== "").map(([, name]) => name);
+function envOptionNames(section2, depth = 0) {
+  if (typeof section2 !== "object" || section2 === null || depth > 8) return [];
+  return Object.entries(section2).flatMap(
+    ([field, value]) => /Env$/.test(field) && typeof value === "string" && value !== "" ? [value] : envOptionNames(value, depth + 1)
+  );
 }
 function sshExecutorFactories(config, names, options, issues) {
   const env = options.env ?? process.env;

@@ -20,6 +20,8 @@ describe("secretEnvNames", () => {
     const names = secretEnvNames(config({ hosts: { box: { use: "./agent.mjs", tokenEnv: "AGENT_TOKEN", environment: "prod" } } }));
     expect(names).toContain("AGENT_TOKEN");
     expect(names).not.toContain("prod");
+    const nested = secretEnvNames(config({ hosts: { box: { use: "./agent.mjs", auth: { tokenEnv: "NESTED_TOKEN" }, peers: [{ keyEnv: "PEER_KEY" }] } } }));
+    expect(nested).toEqual(expect.arrayContaining(["NESTED_TOKEN", "PEER_KEY"]));
   });
 
   it("a config without SSH still names the action's variables (NODROP_ACTION_SSH_KEY, NODROP_ACTION_SSH_PASSPHRASE)", () => {

@@ -73,12 +73,12 @@ export function pluginEnv(env: NodeJS.ProcessEnv, config: NodropConfig, section:
   return Object.fromEntries(Object.entries(env).filter(([name]) => !hidden.has(name)));
 }
 
-/** The variable names a section's `...Env` options hold (`privateKeyEnv: DEPLOY_KEY`). */
-function envOptionNames(section: unknown): string[] {
-  if (typeof section !== "object" || section === null) return [];
-  return Object.entries(section as Record<string, unknown>)
-    .filter(([field, name]) => /Env$/.test(field) && typeof name === "string" && name !== "")
-    .map(([, name]) => name as string);
+/** The variable names a section's `...Env` options hold (`privateKeyEnv: DEPLOY_KEY`), at any depth. */
+function envOptionNames(section: unknown, depth = 0): string[] {
+  if (typeof section !== "object" || section === null || depth > 8) return [];
+  return Object.entries(section as Record<string, unknown>).flatMap(([field, value]) =>
+    /Env$/.test(field) && typeof value === "string" && value !== "" ? [value] : envOptionNames(value, depth + 1),
+  );
 }
 
 /**
