@@ -55366,7 +55366,7 @@ function loader(baseDir, version) {
       return { plugin: void 0, issues: [{ path: usePath, message: error2.message }] };
     }
     const options = await validateOptions(resolved.plugin.optionsSchema, rawOptions, at, issues);
-    return { plugin: issues.length === 0 ? { resolved, options, at } : void 0, issues };
+    return { plugin: issues.length === 0 ? { resolved, options } : void 0, issues };
   };
 }
 function chooseStrategy(section2, override, issues) {

@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { NodropError, sleep } from "@nodrop/core";
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
+import { running } from "../../../packages/core/src/test-support.js";
 import { RUNNER_SECRET_ENV, actionsExecExecutor } from "./exec-executor.js";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "nodrop-actions-exec-"));
@@ -24,16 +25,6 @@ async function logged<T>(run: () => Promise<T>): Promise<{ result: T; log: strin
   }
 }
 
-/** Whether a process runs: a zombie (killed, not yet reaped by whoever inherited it) does not. */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
-}
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -58,7 +49,7 @@ describe.runIf(process.platform === "linux")("actionsExecExecutor", () => {
     expect(performance.now() - started).toBeLessThan(20_000);
     const child = Number(readFileSync(pidFile, "utf8"));
     await sleep(100);
-    expect(alive(child)).toBe(false);
+    expect(running(child)).toBe(false);
   });
 
   it("an abort before the process exists still ends it", async () => {

@@ -355,14 +355,15 @@ describe("haproxyProxy against real HAProxy and gunicorn", () => {
         expect(plan.stdout).toContain(`proxy @nodrop/example-custom-adapter: haproxy 0.1.0 from ${path.join(await realpath(exampleRoot), "dist", "index.js")}`);
         expect(plan.stdout).toContain("strategy rolling: built-in rolling");
 
-        // HAProxy's own view, sampled while the CLI deploys: which servers it had in maint.
+        // HAProxy's own view, every 25 ms while a deploy runs: which servers it had in maint.
         const inMaint = new Set<string>();
-        const sampler = (async () => {
+        const sampleMaint = async () => {
           while (running.sampling) {
             for (const [id, server] of Object.entries(await env.servers())) if (server.admin & MAINT) inMaint.add(id);
             await sleep(25);
           }
-        })();
+        };
+        const sampler = sampleMaint();
         const load = startLoad({ url: env.url, clients: 24, postRatio: 0.1, slowRatio: 0.1, slowMs: 500, durationMs: 180_000, seed: 7 });
         running.loads.push(load);
         await sleep(1500);
@@ -390,12 +391,7 @@ describe("haproxyProxy against real HAProxy and gunicorn", () => {
         // workspace that holds the config and its node_modules.
         inMaint.clear();
         running.sampling = true;
-        const sampling2 = (async () => {
-          while (running.sampling) {
-            for (const [id, server] of Object.entries(await env.servers())) if (server.admin & MAINT) inMaint.add(id);
-            await sleep(25);
-          }
-        })();
+        const sampling2 = sampleMaint();
         const load2 = startLoad({ url: env.url, clients: 24, postRatio: 0.1, slowRatio: 0.1, slowMs: 500, durationMs: 180_000, seed: 8 });
         running.loads.push(load2);
         await sleep(1500);

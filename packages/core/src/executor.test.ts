@@ -4,23 +4,10 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { NodropError } from "./errors.js";
 import { execOrThrow, type Executor, localExecutor } from "./executor.js";
-import { rejected } from "./test-support.js";
+import { rejected, running } from "./test-support.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "nodrop-executor-test-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-
-/** Whether a process still runs; a zombie (killed, not yet reaped by its new parent) does not. */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Field 3, after the parenthesised command name, is the state.
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
-}
 
 function readPid(file: string): number {
   const pid = Number(readFileSync(file, "utf8").trim());

@@ -29,7 +29,7 @@ export { httpVerifier, verifyUrlProblem } from "./verify.js";
 export type { HttpVerifierOptions } from "./verify.js";
 export type * from "./types.js";
 export { defineStrategy, defineProxy, defineExecutor, isPlugin, definitionProblem, PLUGIN_CONTRACT } from "./plugin.js";
-export type { PluginKind, NodropPlugin, PluginOf, StrategyPlugin, ProxyPlugin, ExecutorPlugin, ProxyPluginInput, ExecutorPluginInput, OptionsSchema } from "./plugin.js";
+export type { PluginKind, NodropPlugin, PluginOf, StrategyPlugin, ProxyPlugin, ExecutorPlugin, PluginInput, ProxyPluginInput, ExecutorPluginInput, OptionsSchema } from "./plugin.js";
 export { validateOptions } from "./plugin-options.js";
 export { isStandardSchema, formatIssuePath } from "./standard-schema.js";
 export type { StandardSchemaV1 } from "./standard-schema.js";

@@ -48,17 +48,25 @@ export interface StrategyPlugin<Options = any> extends PluginBase<"strategy", Op
   readonly requires?: Partial<ProxyCapabilities> | undefined;
 }
 
-export interface ProxyPluginInput<Options> {
-  /** The config's `app`: names what the proxy owns (nginx: its upstreams). */
-  readonly app: string;
+/** What every plugin factory that takes input gets (a proxy's, an executor's). */
+export interface PluginInput<Options> {
+  /** The plugin's options from the config, as its schema parsed them. */
   readonly options: Options;
-  /** Runs commands on the proxy's host (`proxy.host`). */
-  readonly executor: Executor;
   /** The config file's directory: relative paths in the options are resolved from it. */
   readonly baseDir: string;
-  /** Where secrets named in the options are read from; name such options `...Env` (see ExecutorPluginInput). */
+  /**
+   * Where secrets named in the options are read from. Name such options `...Env` (`tokenEnv:
+   * AGENT_TOKEN`): nodrop then keeps those variables out of every local command's environment.
+   */
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly log: (message: string) => void;
+}
+
+export interface ProxyPluginInput<Options> extends PluginInput<Options> {
+  /** The config's `app`: names what the proxy owns (nginx: its upstreams). */
+  readonly app: string;
+  /** Runs commands on the proxy's host (`proxy.host`). */
+  readonly executor: Executor;
 }
 
 export interface ProxyPlugin<Options = any> extends PluginBase<"proxy", Options> {
@@ -67,17 +75,9 @@ export interface ProxyPlugin<Options = any> extends PluginBase<"proxy", Options>
   readonly create: (input: ProxyPluginInput<Options>) => Proxy;
 }
 
-export interface ExecutorPluginInput<Options> {
+export interface ExecutorPluginInput<Options> extends PluginInput<Options> {
   /** The host's name in the config (`hosts.<name>`). */
   readonly host: string;
-  readonly options: Options;
-  readonly baseDir: string;
-  /**
-   * Where secrets named in the options are read from. Name such options `...Env` (`tokenEnv:
-   * AGENT_TOKEN`): nodrop then keeps those variables out of every local command's environment.
-   */
-  readonly env: Readonly<Record<string, string | undefined>>;
-  readonly log: (message: string) => void;
 }
 
 export interface ExecutorPlugin<Options = any> extends PluginBase<"executor", Options> {

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { type ConfigIssue, type Executor, type NodropConfig, describeValue, schema } from "@nodrop/core";
+import { type ConfigIssue, type Executor, type NodropConfig, describeValue } from "@nodrop/core";
 import { type SshHostOptions, type SshTarget, sshExecutor, sshHostSchema } from "@nodrop/ssh";
 
 export interface HostSetupOptions {
@@ -32,18 +32,6 @@ export function secretEnvNames(config: NodropConfig): string[] {
 }
 
 const expand = (file: string, baseDir: string) => (file.startsWith("~/") ? path.join(os.homedir(), file.slice(2)) : path.resolve(baseDir, file));
-
-/**
- * Validates every entry of `hosts` (with the `ssh` defaults merged in) and builds one SSH executor
- * per host. Key material is read here and only handed to the executor; messages name the field,
- * the file or the variable, never its content.
- */
-export function sshExecutors(config: NodropConfig, options: HostSetupOptions = {}): Map<string, Executor> {
-  const issues: ConfigIssue[] = [];
-  const factories = sshExecutorFactories(config, splitHosts(config.hosts, issues).ssh, options, issues);
-  if (issues.length > 0) throw schema.configError(issues, config.source);
-  return new Map([...factories].map(([name, create]) => [name, create()]));
-}
 
 /**
  * The hosts of a config, by how they are reached: over SSH (no `use`, or `use: ssh`), or by an

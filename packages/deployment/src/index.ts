@@ -5,7 +5,7 @@ export type { ResolvedConfig, ResolveConfigOptions, ConfiguredPlugin } from "./r
 export { resolvePlugin } from "./resolve-plugin.js";
 export type { ResolvedPlugin, AnyResolvedPlugin, ResolvePluginOptions } from "./resolve-plugin.js";
 export { builtInPlugins, builtInPlugin } from "./builtins.js";
-export { sshExecutors, secretEnvNames, ACTION_SECRET_ENV } from "./hosts.js";
+export { secretEnvNames, ACTION_SECRET_ENV } from "./hosts.js";
 export type { HostSetupOptions } from "./hosts.js";
 export { lockedDeploy, deploymentJournal, deploymentLock } from "./locked-deploy.js";
 export type { LockedDeployOptions, LockedDeployment } from "./locked-deploy.js";

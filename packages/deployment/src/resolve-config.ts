@@ -21,8 +21,6 @@ import { type AnyResolvedPlugin, type ResolvedPlugin, resolvePlugin } from "./re
 export interface ConfiguredPlugin<K extends PluginKind> {
   readonly resolved: ResolvedPlugin<K>;
   readonly options: unknown;
-  /** The config path of the section (`strategy`, `proxy`, `hosts.box`), for messages. */
-  readonly at: string;
 }
 
 /** A config with everything it names loaded and validated: what createDeployment wires together. */
@@ -115,7 +113,7 @@ function loader(baseDir: string, version: string | undefined) {
     }
     // A schema may validly output undefined: a problem is an issue, not the value.
     const options = await validateOptions(resolved.plugin.optionsSchema, rawOptions, at, issues);
-    return { plugin: issues.length === 0 ? { resolved, options, at } : undefined, issues };
+    return { plugin: issues.length === 0 ? { resolved, options } : undefined, issues };
   };
 }
 
