@@ -8298,8 +8298,8 @@ var require_pool_base = __commonJS({
       }
       get [kSize]() {
         let ret = this[kQueued];
-        for (const { [kSize]: size } of this[kClients]) {
-          ret += size;
+        for (const { [kSize]: size2 } of this[kClients]) {
+          ret += size2;
         }
         return ret;
       }
@@ -9290,7 +9290,7 @@ var require_retry_handler = __commonJS({
             this.abort(contentLengthError);
             return false;
           }
-          const { start, size, end = size - 1 } = contentRange;
+          const { start, size: size2, end = size2 - 1 } = contentRange;
           if (this.start !== start || this.end != null && this.end !== end) {
             this.abort(
               new RequestRetryError("Content-Range mismatch", statusCode, {
@@ -9320,7 +9320,7 @@ var require_retry_handler = __commonJS({
               this.abort(contentLengthError);
               return false;
             }
-            const { start, size, end = size - 1 } = range;
+            const { start, size: size2, end = size2 - 1 } = range;
             assert3(
               start != null && Number.isFinite(start),
               "content-range mismatch"
@@ -12128,17 +12128,17 @@ var require_headers = __commonJS({
       }
       // https://fetch.spec.whatwg.org/#convert-header-names-to-a-sorted-lowercase-set
       toSortedArray() {
-        const size = this[kHeadersMap].size;
-        const array = new Array(size);
-        if (size <= 32) {
-          if (size === 0) {
+        const size2 = this[kHeadersMap].size;
+        const array = new Array(size2);
+        if (size2 <= 32) {
+          if (size2 === 0) {
             return array;
           }
           const iterator = this[kHeadersMap][Symbol.iterator]();
           const firstValue = iterator.next().value;
           array[0] = [firstValue[0], firstValue[1].value];
           assert3(firstValue[1].value !== null);
-          for (let i = 1, j = 0, right = 0, left = 0, pivot = 0, x, value; i < size; ++i) {
+          for (let i = 1, j = 0, right = 0, left = 0, pivot = 0, x, value; i < size2; ++i) {
             value = iterator.next().value;
             x = array[i] = [value[0], value[1].value];
             assert3(x[1] !== null);
@@ -15116,7 +15116,7 @@ var require_util4 = __commonJS({
       return null;
     }
     function combineByteSequences(sequences) {
-      const size = sequences.reduce((a, b) => {
+      const size2 = sequences.reduce((a, b) => {
         return a + b.byteLength;
       }, 0);
       let offset = 0;
@@ -15124,7 +15124,7 @@ var require_util4 = __commonJS({
         a.set(b, offset);
         offset += b.byteLength;
         return a;
-      }, new Uint8Array(size));
+      }, new Uint8Array(size2));
     }
     module.exports = {
       staticPropertyDescriptors,
@@ -18557,13 +18557,13 @@ ${value}`;
           }
         }
       }
-      setEventFieldSize(field, size) {
-        const eventSize = this.eventSize - this.eventFieldSizes[field] + size;
+      setEventFieldSize(field, size2) {
+        const eventSize = this.eventSize - this.eventFieldSizes[field] + size2;
         if (this.maxEventSize > 0 && eventSize > this.maxEventSize) {
           throw createMaxEventSizeExceededError();
         }
         this.eventSize = eventSize;
-        this.eventFieldSizes[field] = size;
+        this.eventFieldSizes[field] = size2;
       }
       /**
        * @param {EventSourceStreamEvent} event
@@ -26577,14 +26577,14 @@ var require_safer = __commonJS({
       };
     }
     if (!Safer.alloc) {
-      Safer.alloc = function(size, fill, encoding) {
-        if (typeof size !== "number") {
-          throw new TypeError('The "size" argument must be of type number. Received type ' + typeof size);
+      Safer.alloc = function(size2, fill, encoding) {
+        if (typeof size2 !== "number") {
+          throw new TypeError('The "size" argument must be of type number. Received type ' + typeof size2);
         }
-        if (size < 0 || size >= 2 * (1 << 30)) {
-          throw new RangeError('The value "' + size + '" is invalid for option "size"');
+        if (size2 < 0 || size2 >= 2 * (1 << 30)) {
+          throw new RangeError('The value "' + size2 + '" is invalid for option "size"');
         }
-        var buf = Buffer2(size);
+        var buf = Buffer2(size2);
         if (!fill || fill.length === 0) {
           buf.fill(0);
         } else if (typeof encoding === "string") {
@@ -39981,7 +39981,7 @@ var require_SFTP = __commonJS({
         const encoding = options.encoding;
         if (encoding && !Buffer.isEncoding(encoding))
           throw new Error(`Unknown encoding: ${encoding}`);
-        let size;
+        let size2;
         let buffer;
         let buffers;
         let pos = 0;
@@ -39989,11 +39989,11 @@ var require_SFTP = __commonJS({
         let bytesRead = 0;
         const flag = options.flag || "r";
         const read2 = () => {
-          if (size === 0) {
+          if (size2 === 0) {
             buffer = Buffer.allocUnsafe(8192);
             this.read(handle, buffer, 0, 8192, bytesRead, afterRead);
           } else {
-            this.read(handle, buffer, pos, size - pos, bytesRead, afterRead);
+            this.read(handle, buffer, pos, size2 - pos, bytesRead, afterRead);
           }
         };
         const afterRead = (er, nbytes) => {
@@ -40008,12 +40008,12 @@ var require_SFTP = __commonJS({
           } else {
             eof = false;
           }
-          if (eof || size === 0 && nbytes === 0)
+          if (eof || size2 === 0 && nbytes === 0)
             return close();
           bytesRead += nbytes;
           pos += nbytes;
-          if (size !== 0) {
-            if (pos === size)
+          if (size2 !== 0) {
+            if (pos === size2)
               close();
             else
               read2();
@@ -40025,9 +40025,9 @@ var require_SFTP = __commonJS({
         afterRead._wantEOFError = true;
         const close = () => {
           this.close(handle, (er) => {
-            if (size === 0) {
+            if (size2 === 0) {
               buffer = Buffer.concat(buffers, pos);
-            } else if (pos < size) {
+            } else if (pos < size2) {
               buffer = bufferSlice(buffer, 0, pos);
             }
             if (encoding)
@@ -40051,12 +40051,12 @@ var require_SFTP = __commonJS({
               });
               return;
             }
-            size = st.size || 0;
-            if (size === 0) {
+            size2 = st.size || 0;
+            if (size2 === 0) {
               buffers = [];
               return read2();
             }
-            buffer = Buffer.allocUnsafe(size);
+            buffer = Buffer.allocUnsafe(size2);
             read2();
           };
           this.fstat(handle, tryStat);
@@ -41109,9 +41109,9 @@ var require_SFTP = __commonJS({
         );
       }
     };
-    function tryCreateBuffer(size) {
+    function tryCreateBuffer(size2) {
       try {
-        return Buffer.allocUnsafe(size);
+        return Buffer.allocUnsafe(size2);
       } catch (ex) {
         return ex;
       }
@@ -41506,10 +41506,10 @@ var require_SFTP = __commonJS({
         return;
       const attrs = new Stats();
       if (flags & ATTR.SIZE) {
-        const size = bufferParser.readUInt64BE(biOpt);
-        if (size === void 0)
+        const size2 = bufferParser.readUInt64BE(biOpt);
+        if (size2 === void 0)
           return;
-        attrs.size = size;
+        attrs.size = size2;
       }
       if (flags & ATTR.UIDGID) {
         const uid = bufferParser.readUInt32BE();
@@ -50298,6 +50298,7 @@ __export(schema_exports, {
   parseOrThrow: () => parseOrThrow,
   refine: () => refine,
   section: () => section,
+  size: () => size,
   str: () => str
 });
 function typeName(value) {
@@ -50375,6 +50376,24 @@ function duration(options = {}) {
         return void 0;
       }
       return ms;
+    }
+  };
+}
+var SIZE_UNITS = { "": 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
+function size(options = {}) {
+  const hint = "a size such as 128MiB or 2GiB";
+  return {
+    kind: "size",
+    doc: options.doc,
+    describe: () => hint,
+    parse(value, path32, issues) {
+      const match = typeof value === "number" ? ["", String(value), ""] : typeof value === "string" ? /^(\d{1,12})(KiB|MiB|GiB|TiB)?$/.exec(value.trim()) : null;
+      const bytes = match && Number.isSafeInteger(Number(match[1])) ? Number(match[1]) * SIZE_UNITS[match[2] ?? ""] : void 0;
+      if (bytes === void 0 || !Number.isSafeInteger(bytes)) {
+        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
+        return void 0;
+      }
+      return bytes;
     }
   };
 }
@@ -50754,8 +50773,16 @@ var instanceSchema = object({
   id: optional(safeName("Unique instance name; defaults to <host>-<port>.")),
   host: optional(safeName("The host whose executor runs this instance's commands."), "local"),
   address: optional(str({ hint: "an IP address (nginx resolves names only at reload)", doc: "Address that nginx and the health check use." }), "127.0.0.1"),
-  port: int({ min: 1, max: 65535, doc: "The instance's port." })
+  port: int({ min: 1, max: 65535, doc: "The instance's port." }),
+  spare: optional(int({ min: 1, max: 65535, doc: "A second port: the instance then has two slots, and a surge or blue-green deploy starts the new version on the one not serving ({port} is the slot's port)." }))
 });
+var slotsSchema = object(
+  {
+    offset: optional(int({ min: -65534, max: 65534, doc: "Gives every instance without `spare` the spare port port + offset (8011 -> 9011 with 1000)." })),
+    reserve: optional(size({ doc: "Memory a host keeps available beyond the overlap of new and old processes; preflight refuses a deploy that would cut into it." }), 128 * 1024 * 1024)
+  },
+  { doc: "Two slots per instance (a port and a spare), for deploys that start the new version before the old one stops." }
+);
 var commandsSchema = object(
   {
     stop: template("Stops the instance gracefully and returns once it has exited. Placeholders: {id} {host} {address} {port} {version} {previous}."),
@@ -50812,6 +50839,7 @@ var configSchema = object({
     }),
     { name: "rolling" }
   ),
+  slots: optional(slotsSchema),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once on one host; hosts work side by side." }), 8),
   verify: optional(verifySchema),
   stateDir: optional(
@@ -50825,7 +50853,7 @@ function checkConfig(raw, options, issues) {
   if (parsed === void 0 || issues.length > before) return void 0;
   return {
     ...parsed,
-    instances: parsed.instances.map((i) => ({ ...i, id: instanceId(i) })),
+    instances: parsed.instances.map((i) => withSpare({ ...i, id: instanceId(i) }, parsed.slots?.offset)),
     strategy: parsed.strategy ?? { name: "rolling" },
     commands: { ...parsed.commands, cwd: path4.resolve(options.baseDir, parsed.commands.cwd ?? ".") },
     baseDir: options.baseDir,
@@ -50840,6 +50868,10 @@ function issueOrder(path32) {
   const key = /^[A-Za-z]+/.exec(path32)?.[0] ?? "";
   const index = TOP_LEVEL.indexOf(key);
   return index < 0 ? -1 : index;
+}
+function withSpare(instance, offset) {
+  const spare = instance.spare ?? (offset === void 0 ? void 0 : instance.port + offset);
+  return spare === void 0 ? instance : { ...instance, spare };
 }
 function instanceId(i) {
   if (typeof i.id === "string") return i.id;
@@ -50860,11 +50892,16 @@ function crossFieldIssues(raw, issues) {
       const seen = id === void 0 ? void 0 : ids2.get(id);
       if (seen !== void 0) issues.push({ path: `${at}.id`, message: `duplicate instance id "${id}" (also instances[${seen}])` });
       else if (id !== void 0) ids2.set(id, index);
-      if (typeof address === "string" && typeof instance.port === "number") {
-        const endpoint2 = `${address}:${instance.port}`;
+      const offset = isRecord(raw.slots) && typeof raw.slots.offset === "number" ? raw.slots.offset : void 0;
+      const spare = typeof instance.spare === "number" ? instance.spare : typeof instance.port === "number" && offset !== void 0 ? instance.port + offset : void 0;
+      if (spare !== void 0 && (spare < 1 || spare > 65535)) issues.push({ path: `${at}.spare`, message: `port ${instance.port} + slots.offset ${offset} is ${spare}, not a port` });
+      if (spare !== void 0 && spare === instance.port) issues.push({ path: `${at}.spare`, message: `the spare port must differ from the port (${spare})` });
+      for (const [key, port] of [["port", instance.port], ["spare", spare]]) {
+        if (typeof address !== "string" || typeof port !== "number" || key === "spare" && port === instance.port) continue;
+        const endpoint2 = `${address}:${port}`;
         const twin = endpoints.get(endpoint2);
-        if (twin !== void 0) issues.push({ path: `${at}.port`, message: `duplicate address ${endpoint2} (also instances[${twin}])` });
-        else endpoints.set(endpoint2, index);
+        if (twin !== void 0) issues.push({ path: `${at}.${key}`, message: `duplicate address ${endpoint2} (also ${twin})` });
+        else endpoints.set(endpoint2, `instances[${index}]${key === "spare" ? ".spare" : ""}`);
       }
     });
   }
@@ -51120,12 +51157,60 @@ function hostHealthCheck(options) {
     }
   };
 }
+function inspectSlotCommand(idlePort, livePort, address) {
+  for (const port of [idlePort, livePort]) if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`internal: not a port: ${port}`);
+  const tcp = shellQuote(`(exec 3<>/dev/tcp/${address}/${idlePort}) 2>/dev/null`);
+  return [
+    "if command -v ss >/dev/null 2>&1; then",
+    `  ss -Hltnp '( sport = :${idlePort} )' 2>/dev/null | awk '{print "listen", $4, $0}'`,
+    `  pids=$(ss -Hltnp '( sport = :${livePort} )' 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)`,
+    `  if [ -n "$pids" ]; then ps -o rss= -p "$pids" 2>/dev/null | awk '{s+=$1} END {print "rss", s}'; fi`,
+    "else",
+    "  echo noss",
+    `  if command -v bash >/dev/null 2>&1 && bash -c ${tcp}; then echo open; fi`,
+    "fi",
+    `awk '/^MemAvailable:/ {print "mem", $2}' /proc/meminfo 2>/dev/null`,
+    "exit 0"
+  ].join("\n");
+}
+function listenerTakes(local, address) {
+  let host = local.replace(/:\d+$/, "");
+  host = host.replace(/^\[(.*)\]$/, "$1").replace(/%[^%]*$/, "").replace(/^::ffff:/i, "");
+  const wanted = address.replace(/^::ffff:/i, "").toLowerCase();
+  return host === "*" || host === "0.0.0.0" || host === "::" || host.toLowerCase() === wanted;
+}
+function parseSlotInspection(stdout, address) {
+  const listeners = [];
+  let open22 = false;
+  let rssKiB;
+  let memKiB;
+  for (const line of stdout.split("\n")) {
+    const [word, first] = line.trim().split(/\s+/);
+    if (word === "listen" && first && listenerTakes(first, address)) {
+      const pid = /pid=(\d+)/.exec(line)?.[1];
+      const name = /\(\("([A-Za-z0-9._-]{1,32})"/.exec(line)?.[1];
+      listeners.push(`${first.replace(/[^A-Za-z0-9.:[\]*%_-]/g, "?")}${pid ? ` (${name ?? "pid"} ${pid})` : ""}`);
+    } else if (word === "open") open22 = true;
+    else if (word === "rss" && /^\d+$/.test(first ?? "")) rssKiB = Number(first);
+    else if (word === "mem" && /^\d+$/.test(first ?? "")) memKiB = Number(first);
+  }
+  if (open22) listeners.push(`${address} (answers a connection)`);
+  return {
+    free: listeners.length === 0,
+    ...listeners.length > 0 ? { listener: listeners.join(", ") } : {},
+    ...rssKiB !== void 0 && rssKiB > 0 ? { liveRssBytes: rssKiB * 1024 } : {},
+    ...memKiB !== void 0 ? { availableBytes: memKiB * 1024 } : {}
+  };
+}
 function commandInstance(options) {
   const { spec, executor, commands, timeoutMs } = options;
   const of = `the instance spec of ${describeValue(spec.id)}`;
   const sources = { id: of, host: of, address: of, port: of, version: `the deploy's step on ${describeValue(spec.id)}`, previous: `the version ${describeValue(spec.id)} reported before the deploy` };
-  const run3 = async (kind, values, signal) => {
-    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: spec.port, ...values }, `commands.${kind}`, sources);
+  const run3 = async (kind, values, port, signal) => {
+    if (port !== void 0 && port !== spec.port && !spec.slots?.includes(port)) {
+      throw new NodropError("E_PLAN", `${kind} of ${spec.id} on port ${port}, which is not one of its slots`, { instance: spec.id });
+    }
+    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: port ?? spec.port, ...values }, `commands.${kind}`, sources);
     try {
       await execOrThrow(executor, command, `${kind} of ${spec.id}`, { signal, timeoutMs, echo: true });
     } catch (error2) {
@@ -51137,9 +51222,14 @@ function commandInstance(options) {
   };
   return {
     spec,
-    stop: ({ version, signal }) => run3("stop", version === void 0 ? {} : { version }, signal),
-    update: ({ version, previous, signal }) => run3("update", previous === void 0 ? { version } : { version, previous }, signal),
-    start: ({ version, signal }) => run3("start", { version }, signal),
+    stop: ({ version, port, signal }) => run3("stop", version === void 0 ? {} : { version }, port, signal),
+    update: ({ version, previous, port, signal }) => run3("update", previous === void 0 ? { version } : { version, previous }, port, signal),
+    start: ({ version, port, signal }) => run3("start", { version }, port, signal),
+    async inspect({ idlePort, livePort, signal }) {
+      const result = await executor.exec(inspectSlotCommand(idlePort, livePort, spec.address), { signal, timeoutMs: 3e4 });
+      if (result.code !== 0) throw new NodropError("E_PREFLIGHT", `cannot inspect port ${idlePort} on ${executor.host} for ${spec.id}: ${result.stderr.trim() || `exit ${result.code}`}`, { instance: spec.id });
+      return parseSlotInspection(result.stdout, spec.address);
+    },
     async reach({ signal }) {
       const result = await executor.exec("true", { signal, timeoutMs: 3e4 }).catch((error2) => {
         throw NodropError.is(error2) ? new NodropError(error2.code, error2.message, { instance: spec.id, cause: error2 }) : error2;
@@ -51166,13 +51256,25 @@ function reachesInstance(routing, staged, id, runs) {
 function sameRouting(a, b) {
   const pools = (r) => Object.keys(r.pools).sort().map((name) => `${name}=${[...r.pools[name] ?? []].sort().join(",")}`).join(";");
   const pins = (r) => Object.keys(r.pins).sort().map((v) => `${v}>${r.pins[v]}`).join(";");
-  const extra = (r) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null]);
+  const slots = (r) => Object.keys(r.slots ?? {}).sort().map((id) => `${id}:${r.slots?.[id]}`);
+  const extra = (r) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null, slots(r)]);
   return a.defaultPool === b.defaultPool && pools(a) === pools(b) && pins(a) === pins(b) && extra(a) === extra(b);
 }
 var POOL_NAME = /^[a-z][a-z0-9_]{0,31}$/;
 var AFFINITY_KEY = /^\$(remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1,64})$/;
 var PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-function validateRouting(routing, knownIds) {
+function routedPort(routing, spec, live) {
+  const named = routing.slots && Object.hasOwn(routing.slots, spec.id) ? routing.slots[spec.id] : void 0;
+  return named ?? live ?? spec.port;
+}
+function withSlots(routing, specs, live) {
+  const slotted = specs.filter((s) => s.slots !== void 0);
+  if (slotted.length === 0) return routing;
+  return { ...routing, slots: Object.fromEntries(slotted.map((s) => [s.id, routedPort(routing, s, live(s.id))])) };
+}
+function validateRouting(routing, known) {
+  const specs = Array.isArray(known) ? known : void 0;
+  const knownIds = specs ? new Set(specs.map((s) => s.id)) : known;
   const problems = [];
   const pools = Object.entries(routing.pools);
   if (pools.length === 0) problems.push("no pools");
@@ -51196,7 +51298,53 @@ function validateRouting(routing, knownIds) {
     if (!PIN_VERSION.test(version)) problems.push(`pinned version "${version}" is not a safe version string`);
     if (!Object.hasOwn(routing.pools, pool)) problems.push(`pin ${version} -> "${pool}" names a pool that is not defined`);
   }
+  for (const [id, port] of Object.entries(routing.slots ?? {})) {
+    const spec = specs?.find((s) => s.id === id);
+    if (!knownIds.has(id)) problems.push(`slots name unknown instance "${id}"`);
+    else if (!Number.isInteger(port)) problems.push(`slot of "${id}" is not a port: ${JSON.stringify(port)}`);
+    else if (specs && !spec?.slots?.includes(port)) problems.push(`slot ${port} of "${id}" is not one of its ports (${spec?.slots?.join(", ") ?? "it has one slot"})`);
+  }
   if (problems.length > 0) throw new NodropError("E_PLAN", `invalid routing: ${problems.join("; ")}`);
+}
+var DEFAULT_OVERLAP = { reserveBytes: 128 * 1024 * 1024, growth: 1.25 };
+function idleStarts(plan) {
+  return plan.phases.map((phase) => [...new Set(phase.steps.flatMap((step2) => step2.kind === "start" && step2.slot === "idle" ? step2.instances : []))]);
+}
+function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
+  const starts = idleStarts(plan);
+  const used = new Set(starts.flat());
+  if (used.size === 0) return [];
+  const byId = new Map(observed.map((o) => [o.id, o]));
+  const taken = [...used].flatMap((id) => {
+    const o = byId.get(id);
+    const inspection = seen.get(id);
+    return o.idle && inspection && !inspection.free ? [{ id, line: `port ${o.idle.port} on host ${o.host} (the idle slot of ${id}) is taken: ${inspection.listener ?? "something listens there"}` }] : [];
+  });
+  if (taken.length > 0) {
+    throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${taken.map((t) => t.line).join("; ")}; stop what runs there, or pick another spare port`, { instance: taken[0].id });
+  }
+  const notes = [];
+  const shortfalls = [];
+  for (const host of [...new Set([...used].map((id) => byId.get(id).host))]) {
+    const onHost = (ids2) => ids2.filter((id) => byId.get(id).host === host);
+    const sizes = onHost([...used]).map((id) => seen.get(id)?.liveRssBytes);
+    const available = onHost([...used]).map((id) => seen.get(id)?.availableBytes).find((b) => b !== void 0);
+    if (sizes.some((b) => b === void 0) || available === void 0) {
+      notes.push(`memory for the overlap on ${host} not measured (nodrop cannot see the processes on the live ports, or /proc/meminfo): not checked`);
+      continue;
+    }
+    const size2 = (ids2) => onHost(ids2).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
+    let peak = 0;
+    starts.forEach((ids2, index) => peak = Math.max(peak, size2(ids2) + (index > 0 ? size2(starts[index - 1]) : 0)));
+    const needed = Math.ceil(peak * budget.growth) + budget.reserveBytes;
+    if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (${mib(peak)} of new processes \xD7 ${budget.growth} + ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
+    else notes.push(`memory for the overlap on ${host}: ${mib(needed)} needed, ${mib(available)} available`);
+  }
+  if (shortfalls.length > 0) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${shortfalls.join("; ")}; use smaller batches, free memory, or lower slots.reserve`);
+  return notes;
+}
+function mib(bytes) {
+  return `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
 }
 async function forEachLimit(items, limit, fn2) {
   let next = 0;
@@ -51238,12 +51386,35 @@ function replaceSteps(ids2) {
     { kind: "check", instances: ids2 }
   ];
 }
-function checkBatchCapacity(size, fleet, minInPool) {
-  if (fleet - size >= minInPool) return;
+function checkBatchCapacity(size2, fleet, minInPool) {
+  if (fleet - size2 >= minInPool) return;
   throw new NodropError(
     "E_PLAN",
-    fleet === 1 ? "strategy.batchSize: a fleet of one instance cannot be updated without dropping requests; add a second instance" : `strategy.batchSize: a batch of ${size} out of ${fleet} instances leaves ${fleet - size} serving, below strategy.minInPool (${minInPool})`
+    fleet === 1 ? "strategy.batchSize: a fleet of one instance cannot be updated without dropping requests; add a second instance" : `strategy.batchSize: a batch of ${size2} out of ${fleet} instances leaves ${fleet - size2} serving, below strategy.minInPool (${minInPool})`
   );
+}
+function surgeSteps(ids2) {
+  return [
+    { kind: "update", instances: ids2, slot: "idle" },
+    { kind: "start", instances: ids2, slot: "idle" },
+    { kind: "check", instances: ids2, slot: "idle" }
+  ];
+}
+function retireSteps(ids2) {
+  return [{ kind: "stop", instances: ids2, slot: "idle", background: true }];
+}
+function swapSlots(routing, instances, ids2) {
+  const slots = { ...routing.slots };
+  for (const id of ids2) {
+    const idle = instances.find((i) => i.id === id)?.idle;
+    if (idle) slots[id] = idle.port;
+  }
+  return { ...routing, slots };
+}
+function checkSpares(instances, field) {
+  const single = instances.filter((i) => !i.idle).map((i) => i.id);
+  if (single.length === 0) return;
+  throw new NodropError("E_PLAN", `${field} needs two slots on every instance it replaces: ${single.join(", ")} ${single.length === 1 ? "has" : "have"} one port (give each a spare port: instances[].spare, or slots.offset)`);
 }
 function buildReport(run3, strategy, outcome) {
   const { error: error2, step: step2, recovery } = outcome;
@@ -51260,7 +51431,8 @@ function buildReport(run3, strategy, outcome) {
       const base = { id: control.spec.id, host: control.spec.host, address: control.spec.address, port: control.spec.port, inPool: serving.has(control.spec.id) };
       const t = run3.tracked.get(control.spec.id);
       if (!t) return { ...base, from: void 0, version: void 0, outcome: "not-reached", steps: [] };
-      return { ...base, from: t.from, version: t.version, outcome: t.outcome, steps: t.steps, ...t.error === void 0 ? {} : { error: t.error } };
+      const idle = t.idle ? { idle: { port: t.idle.port, running: t.idle.running, ...t.idle.running !== false && t.idle.version ? { version: t.idle.version } : {} } } : {};
+      return { ...base, port: t.port, ...idle, from: t.from, version: t.version, outcome: t.outcome, steps: t.steps, ...t.error === void 0 ? {} : { error: t.error } };
     }),
     ...error2 ? { error: { code: error2.code, message: error2.message, ...error2.instance ? { instance: error2.instance } : {}, ...step2 ? { step: step2 } : {} } } : {},
     ...recovery ? { recovery } : {},
@@ -51279,6 +51451,10 @@ var DeployRun = class {
   verify;
   /** Set once recovery begins: from then on the journal is best effort. */
   recovering = false;
+  /** Background steps (an old slot's stop) still running, by instance. */
+  background = /* @__PURE__ */ new Map();
+  /** The first background step that failed: the deploy ends at the next phase boundary. */
+  backgroundFailure;
   /**
    * The routings that may be in force: one when nodrop knows it, the previous and the new one when a
    * proxy change failed without saying which took effect (an instance either reaches is reachable).
@@ -51304,7 +51480,8 @@ var DeployRun = class {
     this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id))];
     for (const o of observed) {
       const control = this.instances.find((i) => i.spec.id === o.id);
-      this.tracked.set(o.id, { control, from: o.version, version: o.version, touched: false, outcome: o.version === this.version ? "unchanged" : "not-reached", steps: [] });
+      const idle = o.idle ? { port: o.idle.port, version: void 0, running: o.idle.free ? false : void 0, ours: false } : void 0;
+      this.tracked.set(o.id, { control, from: o.version, version: o.version, port: o.livePort ?? o.port, idle, touched: false, outcome: o.version === this.version ? "unchanged" : "not-reached", steps: [] });
     }
   }
   /** For a deploy refused before tracking began: the routing preflight could read, if any. */
@@ -51329,6 +51506,20 @@ var DeployRun = class {
   }
   routingApplied(routing) {
     this.inForce = [routing];
+    for (const t of this.tracked.values()) {
+      const port = routedPort(routing, t.control.spec, t.port);
+      if (!t.idle || port === t.port) continue;
+      const old = { port: t.port, version: t.version };
+      t.port = t.idle.port;
+      t.version = t.idle.version;
+      t.idle = { port: old.port, version: old.version, running: true, ours: true };
+      if (t.version === this.version) t.outcome = "updated";
+    }
+  }
+  /** The version the instance's slot on `port` runs, as far as nodrop knows. */
+  versionAt(id, port) {
+    const t = this.instance(id);
+    return port === t.port ? t.version : t.idle?.port === port ? t.idle.version : void 0;
   }
   /** A change to `routing` failed without saying whether it took effect: either may be in force. */
   routingUncertain(routing) {
@@ -51341,16 +51532,22 @@ var DeployRun = class {
     for (const r of this.inForce) for (const id of servingInstances(r)) ids2.add(id);
     return ids2;
   }
-  /** Whether a request can still reach the instance, under any routing that may be in force (see {@link reachesInstance}). */
-  reachable(id) {
+  /**
+   * Whether a request can still reach the instance (on its slot at `port`, by default the live one),
+   * under any routing that may be in force (see {@link reachesInstance}).
+   */
+  reachable(id, port) {
     if (this.inForce.length === 0) return true;
-    const runs = this.tracked.get(id)?.version;
-    return this.inForce.some((r) => reachesInstance(r, this.staged, id, runs));
+    const t = this.tracked.get(id);
+    if (!t) return this.inForce.some((r) => reachesInstance(r, this.staged, id, void 0));
+    const at = port ?? t.port;
+    return this.inForce.some((r) => routedPort(r, t.control.spec, t.port) === at && reachesInstance(r, this.staged, id, this.versionAt(id, at)));
   }
   /** Reached by the default pool, a default switch or the pin of another version, under a routing that may be in force. */
   routedRegardless(id) {
     if (this.inForce.length === 0) return true;
-    return this.inForce.some((r) => reachesInstance(r, this.staged, id, void 0));
+    const t = this.instance(id);
+    return this.inForce.some((r) => routedPort(r, t.control.spec, t.port) === t.port && reachesInstance(r, this.staged, id, void 0));
   }
 };
 var JournalListener = class {
@@ -51380,17 +51577,27 @@ var JournalListener = class {
       id: run3.id,
       ok: report.ok,
       ...report.error ? { error: report.error.message.split("\n")[0] } : {},
-      instances: report.instances.map((i) => ({ id: i.id, version: i.version, inPool: i.inPool, outcome: i.outcome }))
+      instances: report.instances.map((i) => ({
+        id: i.id,
+        version: i.version,
+        inPool: i.inPool,
+        outcome: i.outcome,
+        ...i.idle ? { port: i.port, ...i.idle.running !== false ? { idle: i.idle.port } : {} } : {}
+      }))
     }).catch(() => void 0);
   }
 };
 async function observeInstances(instances, health, options = {}) {
   const observed = /* @__PURE__ */ new Map();
   await forEachPerHost(instances, (i) => i.spec.host, options.parallel ?? 8, async (instance) => {
-    const probe = await health.probe(instance.spec, options.signal);
+    const spec = instance.spec;
+    const livePort = options.routing ? routedPort(options.routing.routing, spec) : spec.port;
+    const probe = await health.probe({ ...spec, port: livePort }, options.signal);
     const version = probe.ok && isSafeName(probe.version) ? probe.version : void 0;
+    const idlePort = spec.slots?.find((port) => port !== livePort);
     observed.set(instance.spec.id, {
       ...instance.spec,
+      ...spec.slots ? { livePort, ...idlePort === void 0 ? {} : { idle: { port: idlePort, free: true } } } : {},
       version,
       healthy: probe.ok && version !== void 0,
       inPool: options.routing ? reachesInstance(options.routing.routing, options.routing.staged, instance.spec.id, version) : options.serving ? options.serving.has(instance.spec.id) : true
@@ -51412,26 +51619,47 @@ async function planDeploy(options) {
   if (unhealthy.length > 0) {
     throw new NodropError(
       "E_PREFLIGHT",
-      `refusing to deploy: ${unhealthy.map((i) => `${i.id} (${i.address}:${i.port})`).join(", ")} in the pool but not healthy before the deploy; fix or remove ${unhealthy.length === 1 ? "it" : "them"} first`,
+      `refusing to deploy: ${unhealthy.map((i) => `${i.id} (${i.address}:${i.livePort ?? i.port})`).join(", ")} in the pool but not healthy before the deploy; fix or remove ${unhealthy.length === 1 ? "it" : "them"} first`,
       { instance: unhealthy[0].id }
     );
   }
   if (!observed.some((i) => i.healthy && i.inPool)) {
     throw new NodropError("E_PREFLIGHT", "refusing to deploy: no instance is healthy and in the pool, so there is nothing to keep serving while others change");
   }
-  const plan = options.strategy.plan({ instances: observed, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
+  const inspections = await inspectIdleSlots(options, observed);
+  const seenObserved = observed.map((o) => o.idle && inspections.has(o.id) ? { ...o, idle: { port: o.idle.port, free: inspections.get(o.id).free } } : o);
+  const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
+  const plan = checkPlanShape(planned, seenObserved);
+  const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
+  return { plan: slotNotes.length > 0 ? { ...plan, notes: [...plan.notes, ...slotNotes] } : plan, observed: seenObserved, routing };
+}
+async function inspectIdleSlots(options, observed) {
+  const seen = /* @__PURE__ */ new Map();
+  const withIdle = observed.filter((o) => o.idle);
+  await forEachPerHost(withIdle, (o) => o.host, options.parallel ?? 8, async (o) => {
+    const control = options.instances.find((i) => i.spec.id === o.id);
+    if (!control?.inspect) return;
+    seen.set(o.id, await control.inspect({ idlePort: o.idle.port, livePort: o.livePort ?? o.port, signal: options.signal }));
+  });
+  return seen;
+}
+function checkPlanShape(plan, observed) {
   const known = new Set(observed.map((i) => i.id));
   for (const phase of plan.phases) {
-    for (const id of phase.instances) if (!known.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" names unknown instance "${id}"`);
+    for (const id2 of phase.instances) if (!known.has(id2)) throw new NodropError("E_PLAN", `phase "${phase.name}" names unknown instance "${id2}"`);
     const own3 = new Set(phase.instances);
     for (const step2 of phase.steps) {
-      if (step2.kind === "route") validateRouting(step2.routing, known);
+      if (step2.kind === "route") validateRouting(step2.routing, observed);
       else if (step2.kind !== "soak") {
-        for (const id of step2.instances) if (!own3.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step2.kind}s "${id}", which is not one of its instances`);
+        for (const id2 of step2.instances) if (!own3.has(id2)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step2.kind}s "${id2}", which is not one of its instances`);
       }
     }
   }
-  return { plan, observed, routing };
+  const id = idleStarts(plan).flat().find((i) => !observed.find((o) => o.id === i)?.idle);
+  if (id !== void 0) {
+    throw new NodropError("E_PLAN", `the plan starts ${id} on an idle slot, but ${id} has one port: give every instance a spare port (instances[].spare or slotOffset)`, { instance: id });
+  }
+  return plan;
 }
 async function announce(context, record, ms) {
   for (const listener of context.listeners) await listener.step?.(context.run, record);
@@ -51456,10 +51684,16 @@ async function timed(context, phase, kind, id, body) {
     throw e;
   }
 }
-async function applyRouting(context, routing, why, phase, signal) {
+async function applyRouting(context, planned, why, phase, signal) {
   const { run: run3, options } = context;
+  const live = (id) => run3.tracked.get(id)?.port;
+  const routing = withSlots(planned, options.instances.map((i) => i.spec), live);
   await timed(context, phase, "route", void 0, async () => {
-    const instances = options.instances.map((i) => ({ ...i.spec, version: run3.tracked.get(i.spec.id)?.version }));
+    const instances = options.instances.map((i) => {
+      if (!run3.tracked.has(i.spec.id)) return { ...i.spec, version: void 0 };
+      const port = routedPort(routing, i.spec, live(i.spec.id));
+      return { ...i.spec, port, version: run3.versionAt(i.spec.id, port) };
+    });
     let result;
     try {
       result = await options.proxy.apply(routing, instances, { signal });
@@ -51489,28 +51723,68 @@ async function runStep(context, phase, step2) {
     case "soak":
       return timed(context, phase.name, "soak", void 0, () => sleep(step2.ms, signal).catch(() => Promise.reject(abortError(signal))));
     default:
-      return forEachPerHost(step2.instances, (id) => run3.instance(id).control.spec.host, context.parallel, (id) => runInstanceStep(context, phase, step2.kind, id));
+      return forEachPerHost(step2.instances, (id) => run3.instance(id).control.spec.host, context.parallel, async (id) => {
+        await run3.background.get(id);
+        if (!step2.background) return runInstanceStep(context, phase, step2, id);
+        const task = runInstanceStep(context, phase, step2, id).catch((error2) => {
+          run3.backgroundFailure ??= { error: error2, step: `${phase.name}: ${step2.kind} (background)` };
+        });
+        run3.background.set(id, task);
+      });
   }
 }
-async function runInstanceStep(context, phase, kind, id) {
+async function settleBackground(context) {
+  const { run: run3 } = context;
+  await Promise.all(run3.background.values());
+  run3.background.clear();
+  const failure = run3.backgroundFailure;
+  return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step };
+}
+async function runInstanceStep(context, phase, step2, id) {
   const { options, run: run3 } = context;
   const signal = options.signal;
+  const { kind } = step2;
   const t = run3.instance(id);
   await timed(context, phase.name, kind, id, async () => {
+    if (step2.slot === "idle") return runIdleSlotStep(context, kind, id);
     if ((kind === "stop" || kind === "update") && run3.reachable(id)) {
       throw new NodropError("E_PLAN", `plan would ${kind} ${id} while it is in the pool`, { instance: id });
     }
     t.touched = true;
-    if (kind === "stop") await t.control.stop({ version: t.version, signal });
+    const port = t.port;
+    if (kind === "stop") await t.control.stop({ version: t.version, port, signal });
     else if (kind === "update") {
-      await t.control.update({ version: options.version, previous: t.from, signal });
+      await t.control.update({ version: options.version, previous: t.from, port, signal });
       t.version = options.version;
-    } else if (kind === "start") await t.control.start({ version: options.version, signal });
+    } else if (kind === "start") await t.control.start({ version: options.version, port, signal });
     else {
-      await waitHealthy(options.health, t.control.spec, options.version, { ...options.healthWait, signal });
+      await waitHealthy(options.health, { ...t.control.spec, port }, options.version, { ...options.healthWait, signal });
       t.outcome = "updated";
     }
   });
+}
+async function runIdleSlotStep(context, kind, id) {
+  const { options, run: run3 } = context;
+  const signal = options.signal;
+  const t = run3.instance(id);
+  const idle = t.idle;
+  if (!idle) throw new NodropError("E_PLAN", `plan would ${kind} the idle slot of ${id}, which has one port (give it a spare port)`, { instance: id });
+  if ((kind === "stop" || kind === "update") && run3.reachable(id, idle.port)) {
+    throw new NodropError("E_PLAN", `plan would ${kind} slot ${idle.port} of ${id} while the proxy routes to it`, { instance: id });
+  }
+  idle.ours = true;
+  const port = idle.port;
+  if (kind === "stop") {
+    await t.control.stop({ version: idle.version, port, signal });
+    idle.running = false;
+  } else if (kind === "update") {
+    await t.control.update({ version: options.version, previous: t.version, port, signal });
+    idle.version = options.version;
+  } else if (kind === "start") {
+    idle.running = void 0;
+    await t.control.start({ version: options.version, port, signal });
+    idle.running = true;
+  } else await waitHealthy(options.health, { ...t.control.spec, port }, options.version, { ...options.healthWait, signal });
 }
 var DEFAULT_REVERT_MS = 3e5;
 var DEFAULT_POOL_RESTORE_MS = 12e4;
@@ -51518,14 +51792,41 @@ async function recoverPhase(context, phase, failure) {
   const { run: run3 } = context;
   run3.emit({ type: "recovery", reason: failure.message });
   run3.recovering = true;
+  const slotLines = await stopIdleSlots(context, phase);
   const touched = phase.instances.map((id) => run3.instance(id)).filter((t) => t.touched);
   if (phase.onFailure === "isolate") {
     for (const t of touched) if (t.outcome !== "updated") t.outcome = "failed";
-    return `left ${touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id).join(", ")} out of the pool; the routing in force is kept`;
+    const left = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
+    return [...slotLines, ...left.length > 0 || slotLines.length === 0 ? [`left ${left.join(", ")} out of the pool; the routing in force is kept`] : []].join("; ");
   }
-  const lines = await revertInstances(context, phase, touched);
+  const lines = [...slotLines, ...await revertInstances(context, phase, touched)];
   lines.push(await restorePool(context, phase));
   return lines.join("; ");
+}
+async function stopIdleSlots(context, phase) {
+  const { run: run3 } = context;
+  const signal = AbortSignal.timeout(context.options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
+  const name = `${phase.name} (revert)`;
+  const owned = phase.instances.map((id) => run3.instance(id)).filter((t) => t.idle?.ours && t.idle.running !== false);
+  const stopped = [];
+  const kept = [];
+  await forEachPerHost(owned, (t) => t.control.spec.host, context.parallel, async (t) => {
+    const idle = t.idle;
+    const label = `${t.control.spec.id} (port ${idle.port})`;
+    if (run3.reachable(t.control.spec.id, idle.port)) return void kept.push(label);
+    try {
+      await timed(context, name, "stop", t.control.spec.id, () => t.control.stop({ version: idle.version, port: idle.port, signal }));
+      idle.running = false;
+      stopped.push(label);
+      if (!t.touched && t.version === t.from && idle.version === run3.version) t.outcome = "reverted";
+    } catch {
+      kept.push(label);
+    }
+  });
+  return [
+    ...stopped.length ? [`stopped the idle slots of ${stopped.join(", ")}`] : [],
+    ...kept.length ? [`could not stop the idle slots of ${kept.join(", ")}: they may still run, out of the pool`] : []
+  ];
 }
 async function revertInstances(context, phase, touched) {
   const { run: run3, options } = context;
@@ -51564,7 +51865,9 @@ async function restorePool(context, phase) {
   const previous = [...new Set(run3.observed.map((o) => o.version).filter((v) => v !== void 0 && v !== run3.version))];
   const routing = options.strategy.recoveryRouting?.(healthy, { version: run3.version, previous, instances: run3.observed.map((o) => o.id), options: options.strategyOptions }) ?? singlePool(healthy.map((o) => o.id));
   try {
-    validateRouting(routing, new Set(run3.observed.map((o) => o.id)));
+    validateRouting(routing, run3.observed);
+    const inForce = run3.routing;
+    if (inForce && sameRouting(withSlots(routing, run3.observed, (id) => run3.instance(id).port), inForce)) return `pool kept: ${[...run3.serving()].join(", ")}`;
     await applyRouting(context, routing, "recovery: healthy instances back in the pool", `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
     return `pool restored: ${[...run3.serving()].join(", ")}`;
   } catch (error2) {
@@ -51654,6 +51957,7 @@ async function deploy(options) {
 async function runPhases(context, plan) {
   const { run: run3 } = context;
   for (const [index, phase] of plan.phases.entries()) {
+    if (run3.backgroundFailure) return backgroundOutcome(await settleBackground(context));
     run3.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
     const phaseStart = performance.now();
     const endPhase = (ok) => run3.phases.push({ name: phase.name, startMs: phaseStart - run3.started, ms: performance.now() - phaseStart, ok });
@@ -51666,12 +51970,22 @@ async function runPhases(context, plan) {
       endPhase(true);
     } catch (error2) {
       const failure = toNodropError(error2, "E_INSTANCE");
+      await settleBackground(context);
       const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? "?"}`);
       endPhase(false);
       return outcome;
     }
   }
-  return {};
+  return backgroundOutcome(await settleBackground(context));
+}
+function backgroundOutcome(failure) {
+  if (!failure) return {};
+  const id = failure.error.instance;
+  return {
+    error: failure.error,
+    step: failure.step,
+    recovery: `${id ?? "the instance"} serves from its new slot; its old slot's process may still run, out of the pool (stop it: the next deploy's preflight refuses a busy idle port)`
+  };
 }
 async function afterFailure(context, phase, failure, step2) {
   if (failure.code === "E_LOCK") {
@@ -51680,7 +51994,8 @@ async function afterFailure(context, phase, failure, step2) {
   let inForce = failure.routingInForce;
   if (inForce === "unknown") inForce = await readBackRouting(context);
   if (inForce === "previous") {
-    return { error: failure, step: step2, recovery: "the proxy kept its previous config; no instance was changed after the failure" };
+    const slots = await stopIdleSlots(context, phase);
+    return { error: failure, step: step2, recovery: ["the proxy kept its previous config; no serving instance was changed after the failure", ...slots].join("; ") };
   }
   if (inForce === "unknown") {
     return { error: failure, step: step2, recovery: `${inForceClause(failure)}; no instance was changed after the failure, and instances either routing reaches are counted in the pool` };
@@ -52725,11 +53040,11 @@ async function recordHostKey(file, line) {
   let handle;
   try {
     handle = await open3(file, "a+", 384);
-    const { size } = await handle.stat();
+    const { size: size2 } = await handle.stat();
     let newline = "";
-    if (size > 0) {
+    if (size2 > 0) {
       const last = Buffer.alloc(1);
-      await handle.read(last, 0, 1, size - 1);
+      await handle.read(last, 0, 1, size2 - 1);
       if (last[0] !== 10) newline = "\n";
     }
     await handle.appendFile(`${newline}${line}
@@ -52781,9 +53096,10 @@ function renderNginxConfig(input) {
   const { name, routing, versionCookie } = input;
   if (!NGINX_NAME.test(name)) throw new NodropError("E_PROXY_RENDER", `nginx name "${name}" must match ${NGINX_NAME}`);
   if (!NGINX_NAME.test(versionCookie)) throw new NodropError("E_PROXY_RENDER", `proxy.versionCookie "${versionCookie}" must match ${NGINX_NAME}`);
-  const byId = new Map(input.instances.map((i) => [i.id, i]));
+  const instances = input.instances.map((i) => ({ ...i, port: routedPort(routing, i, i.port) }));
+  const byId = new Map(instances.map((i) => [i.id, i]));
   try {
-    validateRouting(routing, new Set(byId.keys()));
+    validateRouting(routing, input.instances);
   } catch (error2) {
     throw new NodropError("E_PROXY_RENDER", error2.message, { cause: error2 });
   }
@@ -52827,7 +53143,7 @@ function renderNginxConfig(input) {
   for (const [version, pool] of Object.entries(routing.pins)) lines.push(`    "${version}" ${upstreamName(name, pool)};`);
   lines.push("}", "");
   lines.push(`map $upstream_addr $nodrop_${name}_served {`, '    default "";');
-  for (const instance of input.instances) {
+  for (const instance of instances) {
     if (instance.version === void 0) continue;
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(instance.version)) throw new NodropError("E_PROXY_RENDER", `version "${instance.version}" of ${instance.id} is not a safe version string`);
     const address = `${formatAddress(instance.address)}:${instance.port}`.replace(/[.[\]]/g, "\\$&");
@@ -53260,9 +53576,9 @@ function routedAddressProblems(text, instances) {
       if (seen.live) problems.push(`${id}: the proxy routes to ${[...seen.endpoints].join(", ")}, the config has no instance ${id}`);
       continue;
     }
-    const expected = endpoint(instance.address, instance.port);
-    const other = [...seen.endpoints].filter((e) => e !== expected);
-    if (other.length > 0) problems.push(`${id}: the proxy routes to ${other.join(", ")}, the config says ${expected}`);
+    const expected = (instance.slots ?? [instance.port]).map((port) => endpoint(instance.address, port));
+    const other = [...seen.endpoints].filter((e) => !expected.includes(e));
+    if (other.length > 0) problems.push(`${id}: the proxy routes to ${other.join(", ")}, the config says ${expected.join(" or ")}`);
   }
   for (const instance of instances) {
     if (!routed.has(instance.id) && named.has(instance.id)) problems.push(`${instance.id}: the routing in force names it but no server line routes to it, the config says ${endpoint(instance.address, instance.port)}`);
@@ -53473,7 +53789,11 @@ var rollingOptionsSchema = schema_exports.object({
     1
   ),
   minInPool: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances left serving while a batch is out; a plan that would go below is refused." }), 1),
-  soak: schema_exports.optional(schema_exports.duration({ doc: "Wait after a batch is back in the pool before the next one starts." }), 0)
+  soak: schema_exports.optional(schema_exports.duration({ doc: "Wait after a batch is back in the pool before the next one starts." }), 0),
+  surge: schema_exports.optional(
+    schema_exports.bool({ doc: "Start each batch's new version on the instances' spare ports while the old one serves, swap them in one reload and stop the old processes in the background: the pool never shrinks. Needs two slots per instance." }),
+    false
+  )
 });
 function batchCount(batchSize, fleetSize) {
   if (typeof batchSize === "number") return batchSize;
@@ -53491,9 +53811,9 @@ function spreadByHost(instances) {
   for (let round = 0; out.length < instances.length; round++) for (const list2 of lists) if (round < list2.length) out.push(list2[round]);
   return out;
 }
-function toBatches(items, size) {
+function toBatches(items, size2) {
   const batches = [];
-  for (let i = 0; i < items.length; i += size) batches.push(items.slice(i, i + size));
+  for (let i = 0; i < items.length; i += size2) batches.push(items.slice(i, i + size2));
   return batches;
 }
 function rollingStrategy() {
@@ -53527,11 +53847,16 @@ function rollingStrategy() {
         phases.push({ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" });
         return { strategy: "rolling", version, phases, notes };
       }
-      const size = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
+      const size2 = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
+      if (options.surge) {
+        phases.push(...surgePhases(instances, todo, size2, options.soak ?? 0));
+        notes.push(`surge: batches of up to ${size2} start on their spare ports while the old processes serve; all ${all.length} instances serve throughout`);
+        return { strategy: "rolling", version, phases, notes };
+      }
       const minInPool = options.minInPool ?? 1;
-      checkBatchCapacity(size, all.length, minInPool);
-      const batches = toBatches(todo, size);
-      notes.push(`${batches.length} batch${batches.length === 1 ? "" : "es"} of up to ${size}; ${all.length - size} of ${all.length} instances serve while a batch is out`);
+      checkBatchCapacity(size2, all.length, minInPool);
+      const batches = toBatches(todo, size2);
+      notes.push(`${batches.length} batch${batches.length === 1 ? "" : "es"} of up to ${size2}; ${all.length - size2} of ${all.length} instances serve while a batch is out`);
       const soak = options.soak ?? 0;
       batches.forEach((batch, index) => {
         const out = new Set(batch);
@@ -53547,6 +53872,23 @@ function rollingStrategy() {
       return { strategy: "rolling", version, phases, notes };
     }
   };
+}
+function surgePhases(instances, todo, size2, soak) {
+  checkSpares(instances.filter((i) => todo.includes(i.id)), "strategy.surge");
+  const all = instances.map((i) => i.id);
+  const batches = toBatches(todo, size2);
+  const swapped = /* @__PURE__ */ new Set();
+  return batches.map((batch, index) => {
+    for (const id of batch) swapped.add(id);
+    const routing = swapSlots(singlePool(all), instances, swapped);
+    const steps = [
+      ...surgeSteps(batch),
+      { kind: "route", routing, why: `batch ${index + 1} swapped to its new slots: ${batch.join(", ")}` },
+      ...retireSteps(batch),
+      ...soak > 0 ? [{ kind: "soak", ms: soak }] : []
+    ];
+    return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" };
+  });
 }
 var rollingPlugin = defineStrategy({ name: "rolling", optionsSchema: rollingOptionsSchema, create: rollingStrategy });
 
@@ -53594,8 +53936,8 @@ function stickyStrategy() {
       const rejoin = instances.some((i) => !i.inPool && i.version === version && i.healthy);
       if (todo.length === 0 && !rejoin) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
       const oldVersions = [...new Set(instances.map((i) => i.version).filter((v) => v !== void 0 && v !== version))];
-      const size = Math.min(options.batchSize ?? 1, Math.max(todo.length, 1));
-      checkBatchCapacity(size, ring.length, options.minInPool ?? 1);
+      const size2 = Math.min(options.batchSize ?? 1, Math.max(todo.length, 1));
+      checkBatchCapacity(size2, ring.length, options.minInPool ?? 1);
       const share = options.newShare ?? 50;
       notes.push(
         `${mode === "both" ? "affinity by " + key + " within the client's version or newer" : mode === "instance" ? "affinity by " + key : "version pinning"}; new clients go to ${version} from ${share}% of the instances`
@@ -53619,9 +53961,9 @@ function stickyStrategy() {
       };
       if (outOld.length > 0) notes.push(`${outOld.join(", ")} out of the pool: replaced first`);
       const batches = [];
-      const first = Math.max(size, outOld.length);
+      const first = Math.max(size2, outOld.length);
       if (todo.length > 0) batches.push(todo.slice(0, first));
-      for (let i = first; i < todo.length; i += size) batches.push(todo.slice(i, i + size));
+      for (let i = first; i < todo.length; i += size2) batches.push(todo.slice(i, i + size2));
       const phases = [];
       for (const [index, batch] of batches.entries()) {
         const previous = index > 0 ? `${batches[index - 1].join(", ")} back, ` : "";
@@ -55457,7 +55799,7 @@ function assemble(parts) {
     return executor;
   };
   const instances = config.instances.map(
-    (spec) => commandInstance({ spec, executor: executorFor(spec.host), commands: config.commands, timeoutMs: config.commands.timeout })
+    (entry) => commandInstance({ spec: instanceSpec(entry), executor: executorFor(entry.host), commands: config.commands, timeoutMs: config.commands.timeout })
   );
   const ids2 = config.instances.map((i) => i.id);
   const strategyOptions = resolved.strategy.options;
@@ -55478,10 +55820,15 @@ function assemble(parts) {
       health: config.health.via === "host" ? hostHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout, executorFor }) : httpHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout }),
       healthWait: { successes: config.health.successes, intervalMs: config.health.interval, deadlineMs: config.health.deadline },
       parallel: config.parallel,
+      overlap: { ...DEFAULT_OVERLAP, reserveBytes: config.slots?.reserve ?? DEFAULT_OVERLAP.reserveBytes },
       ...config.verify && options.verify !== "off" ? { verify: verifier(config.verify, config.health.versionHeader, options.verify !== "report") } : {}
     },
     dispose
   };
+}
+function instanceSpec(entry) {
+  const { id, host, address, port, spare } = entry;
+  return { id, host, address, port, ...spare === void 0 ? {} : { slots: [port, spare] } };
 }
 function created(issues, at, plugin, create, problemOf) {
   const who = plugin ? `${plugin.kind} plugin ${plugin.plugin.name} (${plugin.file ?? "built-in"})` : void 0;

@@ -65,6 +65,8 @@ export interface FleetOptions {
   verify?: Record<string, unknown>;
   /** nginx writes an access log (logs/access.log: status, user agent, version that answered), for counting requests. */
   accessLog?: boolean;
+  /** Gives every instance a spare port, port + offset (config `slots.offset`): two slots each. */
+  slotOffset?: number;
 }
 
 export interface FleetInstance {
@@ -81,6 +83,8 @@ export interface Fleet {
   /** The public URL through nginx. */
   readonly url: string;
   readonly ports: readonly number[];
+  /** The spare ports, with `slotOffset` (port + offset, in the order of `ports`); none otherwise. */
+  readonly sparePorts: readonly number[];
   readonly instances: readonly FleetInstance[];
   readonly nginxConf: string;
   readonly includeFile: string;
@@ -89,7 +93,7 @@ export interface Fleet {
   readonly accessLogFile: string;
   /** Runs nginx with this fleet's prefix and conf. */
   nginx(...args: string[]): Promise<{ stdout: string; stderr: string }>;
-  /** Each instance's version, probed directly ("down" when it does not answer), by port (local) or id. */
+  /** Each instance's version, probed directly ("down" when it does not answer), by port (local) or id; with slots, both ports (local) or `id:port`. */
   versions(): Promise<Record<string, string>>;
   /** Stops nginx and every instance, and removes the directory it created. */
   stop(): Promise<void>;
@@ -106,6 +110,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const proxyPort = options.proxyPort ?? 18080;
   const version = options.version ?? "v1";
   const remote = options.hosts;
+  const offset = options.slotOffset;
+  const sparePorts = offset === undefined ? [] : ports.map((port) => port + offset);
   await mkdir(path.join(dir, "nodrop"), { recursive: true });
   await mkdir(path.join(dir, "logs"), { recursive: true });
   await mkdir(path.join(dir, "tmp"), { recursive: true });
@@ -146,16 +152,19 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     health: { path: "/health", versionHeader: "X-App-Version", interval: "100ms", successes: 2, deadline: "20s", ...options.health },
     proxy: { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s", ...options.proxy },
     strategy: options.strategy ?? { name: "rolling", batchSize: 1 },
+    ...(options.slotOffset === undefined ? {} : { slots: { offset: options.slotOffset } }),
     ...(options.verify ? { verify: { url: `http://127.0.0.1:${proxyPort}/`, ...options.verify } } : {}),
     stateDir: path.join(dir, "state"),
   };
   await writeFile(configFile, `# nodrop config for the example fleet in ${dir}\n${stringify(config)}`);
 
+  const isSpare = (key: string) => sparePorts.some((port) => key === String(port) || key.endsWith(`:${port}`));
   const fleet: Fleet = {
     dir,
     configFile,
     url: `http://127.0.0.1:${proxyPort}`,
     ports,
+    sparePorts,
     instances,
     nginxConf,
     includeFile,
@@ -163,9 +172,10 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     accessLogFile,
     nginx: (...args) => run("nginx", ["-p", dir, "-c", nginxConf, ...args]),
     async versions() {
-      const seen = await Promise.all(instances.map(instanceVersion));
+      const slots = instances.flatMap((i) => [{ ...i, key: remote ? i.id : String(i.port) }, ...(offset === undefined ? [] : [{ ...i, port: i.port + offset, key: remote ? `${i.id}:${i.port + offset}` : String(i.port + offset) }])]);
+      const seen = await Promise.all(slots.map(instanceVersion));
       // Keys in instance order, so two snapshots compare equal when nothing changed.
-      return Object.fromEntries(instances.map((i, index) => [remote ? i.id : String(i.port), seen[index]!]));
+      return Object.fromEntries(slots.map((slot, index) => [slot.key, seen[index]!]));
     },
     async stop() {
       try {
@@ -182,7 +192,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       } catch {
         // nginx was not running
       }
-      await Promise.all(instances.map((i) => onHost(i.host, [fleetDir(i.host), "stop", String(i.port)]).catch(() => undefined)));
+      const all = instances.flatMap((i) => [i, ...(offset === undefined ? [] : [{ ...i, port: i.port + offset }])]);
+      await Promise.all(all.map((i) => onHost(i.host, [fleetDir(i.host), "stop", String(i.port)]).catch(() => undefined)));
       if (ownDir) await rm(dir, { recursive: true, force: true });
     },
   };
@@ -201,7 +212,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     await deployment.proxy.initialize!(deployment.steadyRouting, specs);
     await deployment.dispose();
     await fleet.nginx();
-    await waitFor(async () => Object.values(await fleet.versions()).every((v) => v === version), 20_000, `instances on ${version}`);
+    await waitFor(async () => Object.entries(await fleet.versions()).every(([key, v]) => v === version || isSpare(key)), 20_000, `instances on ${version}`);
     await waitFor(async () => (await fetch(fleet.url, { signal: AbortSignal.timeout(2000) })).ok, 10_000, "nginx serving");
   } catch (error) {
     await fleet.stop();

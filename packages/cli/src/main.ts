@@ -162,10 +162,11 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         const lockHolder = await deploymentLock(deployment).status();
         const check = await deployment.proxy.check({ signal: io.signal });
         const routing = await deployment.proxy.current({ signal: io.signal });
-        const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal: io.signal });
         // In the pool: reachable by a request, as preflight counts it. A pin the unfinished deploy
         // staged leads only to instances already on its version (nobody else can hold it).
         const staged = last && !last.finished && isSafeName(last.version) ? [last.version] : [];
+        // With the routing, an instance with two slots is probed on the one it is served on.
+        const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal: io.signal, ...(routing ? { routing: { routing, staged } } : {}) });
         const instances = observed.map((i) => ({ ...i, inPool: routing ? reachesInstance(routing, staged, i.id, i.version) : undefined }));
         if (values.json) {
           io.stdout.write(`${JSON.stringify({ proxy: check, routing, instances, lastDeploy: last, lock: lockHolder ?? null }, null, 2)}\n`);
@@ -178,8 +179,16 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
             );
           }
           if (lockHolder) io.stdout.write(`lock: held by ${lockHolder.who}@${lockHolder.from} deploying ${lockHolder.version} since ${lockHolder.since}\n`);
-          const rows = instances.map((i) => [i.id, `${i.address}:${i.port}`, i.version ?? "?", i.healthy ? "healthy" : "unhealthy", i.inPool === undefined ? "?" : i.inPool ? "yes" : "no"]);
-          io.stdout.write(`${table([["instance", "address", "version", "health", "in pool"], ...rows]).join("\n")}\n`);
+          const slotted = instances.some((i) => i.idle);
+          const rows = instances.map((i) => [
+            i.id,
+            `${i.address}:${i.livePort ?? i.port}`,
+            i.version ?? "?",
+            i.healthy ? "healthy" : "unhealthy",
+            i.inPool === undefined ? "?" : i.inPool ? "yes" : "no",
+            ...(slotted ? [i.idle ? `live ${i.livePort}, idle ${i.idle.port}` : "one port"] : []),
+          ]);
+          io.stdout.write(`${table([["instance", "address", "version", "health", "in pool", ...(slotted ? ["slots"] : [])], ...rows]).join("\n")}\n`);
           io.stdout.write(`proxy ${deployment.proxy.name}: ${check.ok ? "ready" : "NOT READY"}\n  ${check.details.join("\n  ")}\n`);
         }
         return check.ok && instances.every((i) => i.healthy) && (!last || last.finished) ? 0 : 1;

@@ -31,6 +31,16 @@ const instances = (c: Record<string, unknown>) => c.instances as Record<string, 
 const section = (c: Record<string, unknown>, key: string) => c[key] as Record<string, unknown>;
 
 describe("validateConfig: a valid config", () => {
+  it("gives instances a spare port of their own, or port + slots.offset", () => {
+    const config = validateConfig({ ...base(), instances: [{ port: 8011, spare: 7011 }, { port: 8012 }], slots: { offset: 1000, reserve: "1GiB" } }, { baseDir: "/srv/app" });
+    expect(config.instances.map((i) => [i.id, i.port, i.spare])).toEqual([
+      ["local-8011", 8011, 7011],
+      ["local-8012", 8012, 9012],
+    ]);
+    expect(config.slots?.reserve).toBe(2 ** 30);
+    expect(validateConfig(base(), { baseDir: "/srv/app" }).instances.map((i) => i.spare)).toEqual([undefined, undefined]);
+  });
+
   it("fills in the defaults", () => {
     const config = validateConfig(base(), { baseDir: "/srv/app" });
     expect(config.app).toBe("web");
@@ -119,12 +129,20 @@ describe("validateConfig: invalid configs name the exact path", () => {
       'instances[1].id: duplicate instance id "same" (also instances[0])',
     ],
     ["duplicate address:port", (c) => (c.instances = [{ id: "a", port: 8011 }, { id: "b", port: 8011 }]), "instances[1].port: duplicate address 127.0.0.1:8011 (also instances[0])"],
+    ["spare port equal to the port", (c) => (instances(c)[0]!.spare = instances(c)[0]!.port), "instances[0].spare: the spare port must differ from the port (8011)"],
+    ["spare port that is another instance's port", (c) => (c.instances = [{ id: "a", port: 8011, spare: 8012 }, { id: "b", port: 8012 }]), "instances[1].port: duplicate address 127.0.0.1:8012 (also instances[0].spare)"],
+    ["slots.offset past the last port", (c) => {
+        c.instances = [{ port: 8011 }];
+        c.slots = { offset: 60000 };
+      },
+      "instances[0].spare: port 8011 + slots.offset 60000 is 68011, not a port"],
+    ["slots.reserve that is not a size", (c) => (c.slots = { offset: 1000, reserve: "lots" }), 'slots.reserve: expected a size such as 128MiB or 2GiB, got string "lots"'],
     ["address that is a hostname", (c) => (instances(c)[1]!.address = "localhost"), 'instances[1].address: expected an IP address, got "localhost"'],
     ["address with an injection", (c) => (instances(c)[0]!.address = "127.0.0.1; deny all"), 'instances[0].address: expected an IP address, got "127.0.0.1; deny all"'],
     ["instance id with a newline", (c) => (instances(c)[0]!.id = "web\n"), 'instances[0].id: expected a name of letters, digits, \'.\', \'_\' or \'-\' (starting with a letter or digit), got string "web\\n"'],
     ["instance id with a quote", (c) => (instances(c)[1]!.id = 'we"b'), "instances[1].id: expected a name of letters"],
     ["host with a space", (c) => (instances(c)[1]!.host = "web 1"), "instances[1].host: expected a name of letters"],
-    ["unknown key in an instance", (c) => (instances(c)[1]!.adress = "10.0.0.1"), "instances[1].adress: unknown key (known keys: id, host, address, port)"],
+    ["unknown key in an instance", (c) => (instances(c)[1]!.adress = "10.0.0.1"), "instances[1].adress: unknown key (known keys: id, host, address, port, spare)"],
     ["unknown placeholder", (c) => (section(c, "commands").stop = "./stop {verison}"), "commands.stop: unknown placeholder {verison} (known: {version}, {previous}, {host}, {address}, {port}, {id})"],
     ["stray brace", (c) => (section(c, "commands").start = "./start {port"), 'commands.start: stray "{" at 8 (write {{ or }} for a literal brace)'],
     ["empty command", (c) => (section(c, "commands").update = ""), 'commands.update: expected a command template, got string ""'],

@@ -3,7 +3,7 @@ import { isIP } from "node:net";
 import path from "node:path";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 import { type ConfigIssue, NodropError } from "./errors.js";
-import { type Infer, bool, configError, duration, int, list, mapping, object, oneOf, optional, refine, section, str } from "./schema.js";
+import { type Infer, bool, configError, duration, int, list, mapping, object, oneOf, optional, refine, section, size, str } from "./schema.js";
 import { SAFE_NAME, checkTemplate } from "./template.js";
 import { verifyUrlProblem } from "./verify.js";
 
@@ -18,7 +18,16 @@ export const instanceSchema = object({
   host: optional(safeName("The host whose executor runs this instance's commands."), "local"),
   address: optional(str({ hint: "an IP address (nginx resolves names only at reload)", doc: "Address that nginx and the health check use." }), "127.0.0.1"),
   port: int({ min: 1, max: 65535, doc: "The instance's port." }),
+  spare: optional(int({ min: 1, max: 65535, doc: "A second port: the instance then has two slots, and a surge or blue-green deploy starts the new version on the one not serving ({port} is the slot's port)." })),
 });
+
+export const slotsSchema = object(
+  {
+    offset: optional(int({ min: -65534, max: 65534, doc: "Gives every instance without `spare` the spare port port + offset (8011 -> 9011 with 1000)." })),
+    reserve: optional(size({ doc: "Memory a host keeps available beyond the overlap of new and old processes; preflight refuses a deploy that would cut into it." }), 128 * 1024 * 1024),
+  },
+  { doc: "Two slots per instance (a port and a spare), for deploys that start the new version before the old one stops." },
+);
 
 export const commandsSchema = object(
   {
@@ -79,6 +88,7 @@ export const configSchema = object({
     }),
     { name: "rolling" },
   ),
+  slots: optional(slotsSchema),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once on one host; hosts work side by side." }), 8),
   verify: optional(verifySchema),
   stateDir: optional(
@@ -119,7 +129,7 @@ export function checkConfig(raw: unknown, options: { baseDir: string; source?: s
   if (parsed === undefined || issues.length > before) return undefined;
   return {
     ...parsed,
-    instances: parsed.instances.map((i) => ({ ...i, id: instanceId(i)! })),
+    instances: parsed.instances.map((i) => withSpare({ ...i, id: instanceId(i)! }, parsed.slots?.offset)),
     strategy: parsed.strategy ?? { name: "rolling" },
     commands: { ...parsed.commands, cwd: path.resolve(options.baseDir, parsed.commands.cwd ?? ".") },
     baseDir: options.baseDir,
@@ -139,6 +149,12 @@ function issueOrder(path: string): number {
   return index < 0 ? -1 : index;
 }
 
+/** An instance's spare port: its own `spare`, else its port + slots.offset. */
+function withSpare<I extends { port: number; spare?: number | undefined }>(instance: I, offset: number | undefined): I {
+  const spare = instance.spare ?? (offset === undefined ? undefined : instance.port + offset);
+  return spare === undefined ? instance : { ...instance, spare };
+}
+
 function instanceId(i: { id?: unknown; host?: unknown; port?: unknown }): string | undefined {
   if (typeof i.id === "string") return i.id;
   return typeof i.port === "number" ? `${typeof i.host === "string" ? i.host : "local"}-${i.port}` : undefined;
@@ -155,7 +171,7 @@ function crossFieldIssues(raw: unknown, issues: ConfigIssue[]): void {
   if (!isRecord(raw)) return;
   if (Array.isArray(raw.instances)) {
     const ids = new Map<string, number>();
-    const endpoints = new Map<string, number>();
+    const endpoints = new Map<string, string>();
     raw.instances.forEach((instance: unknown, index) => {
       if (!isRecord(instance)) return;
       const at = `instances[${index}]`;
@@ -165,11 +181,17 @@ function crossFieldIssues(raw: unknown, issues: ConfigIssue[]): void {
       const seen = id === undefined ? undefined : ids.get(id);
       if (seen !== undefined) issues.push({ path: `${at}.id`, message: `duplicate instance id "${id}" (also instances[${seen}])` });
       else if (id !== undefined) ids.set(id, index);
-      if (typeof address === "string" && typeof instance.port === "number") {
-        const endpoint = `${address}:${instance.port}`;
+      const offset = isRecord(raw.slots) && typeof raw.slots.offset === "number" ? raw.slots.offset : undefined;
+      const spare = typeof instance.spare === "number" ? instance.spare : typeof instance.port === "number" && offset !== undefined ? instance.port + offset : undefined;
+      if (spare !== undefined && (spare < 1 || spare > 65535)) issues.push({ path: `${at}.spare`, message: `port ${instance.port} + slots.offset ${offset} is ${spare}, not a port` });
+      if (spare !== undefined && spare === instance.port) issues.push({ path: `${at}.spare`, message: `the spare port must differ from the port (${spare})` });
+      // Both slots of every instance are addresses nginx routes to: no two may share one.
+      for (const [key, port] of [["port", instance.port], ["spare", spare]] as const) {
+        if (typeof address !== "string" || typeof port !== "number" || (key === "spare" && port === instance.port)) continue;
+        const endpoint = `${address}:${port}`;
         const twin = endpoints.get(endpoint);
-        if (twin !== undefined) issues.push({ path: `${at}.port`, message: `duplicate address ${endpoint} (also instances[${twin}])` });
-        else endpoints.set(endpoint, index);
+        if (twin !== undefined) issues.push({ path: `${at}.${key}`, message: `duplicate address ${endpoint} (also ${twin})` });
+        else endpoints.set(endpoint, `instances[${index}]${key === "spare" ? ".spare" : ""}`);
       }
     });
   }

@@ -3,6 +3,7 @@ import type { DeployListener } from "./events.js";
 import type { WaitHealthyOptions } from "./health.js";
 import type { Journal } from "./journal.js";
 import type { RunListener } from "./run-listener.js";
+import type { OverlapBudget } from "./slot-preflight.js";
 import type { DeployVerifier, HealthCheck, InstanceControl, Proxy, Strategy } from "./types.js";
 
 export interface DeployOptions<StrategyOptions> {
@@ -35,6 +36,8 @@ export interface DeployOptions<StrategyOptions> {
   journal?: Journal;
   /** Probes the site through the proxy for the whole deploy; crossing its threshold stops the deploy. */
   verify?: DeployVerifier;
+  /** What a host must keep free while new processes start on idle slots beside the old ones. */
+  overlap?: OverlapBudget;
 }
 
 /** What the step executor and recovery work with: the options, the run's state and its listeners. */

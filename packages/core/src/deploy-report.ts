@@ -27,7 +27,8 @@ export function buildReport(run: DeployRun, strategy: string, outcome: RunOutcom
       const base = { id: control.spec.id, host: control.spec.host, address: control.spec.address, port: control.spec.port, inPool: serving.has(control.spec.id) };
       const t = run.tracked.get(control.spec.id);
       if (!t) return { ...base, from: undefined, version: undefined, outcome: "not-reached", steps: [] };
-      return { ...base, from: t.from, version: t.version, outcome: t.outcome, steps: t.steps, ...(t.error === undefined ? {} : { error: t.error }) };
+      const idle = t.idle ? { idle: { port: t.idle.port, running: t.idle.running, ...(t.idle.running !== false && t.idle.version ? { version: t.idle.version } : {}) } } : {};
+      return { ...base, port: t.port, ...idle, from: t.from, version: t.version, outcome: t.outcome, steps: t.steps, ...(t.error === undefined ? {} : { error: t.error }) };
     }),
     ...(error ? { error: { code: error.code, message: error.message, ...(error.instance ? { instance: error.instance } : {}), ...(step ? { step } : {}) } } : {}),
     ...(recovery ? { recovery } : {}),

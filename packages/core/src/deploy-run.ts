@@ -1,6 +1,6 @@
 import type { DeployListener } from "./events.js";
 import type { InstanceOutcome, PhaseReport, RouteReport, StepTiming, VerifyReport } from "./report.js";
-import { reachesInstance, sameRouting, servingInstances, singlePool } from "./routing.js";
+import { reachesInstance, routedPort, sameRouting, servingInstances, singlePool } from "./routing.js";
 import type { InstanceControl, ObservedInstance, Routing } from "./types.js";
 
 /** What the engine knows of one instance during a deploy. */
@@ -8,13 +8,28 @@ export interface TrackedInstance {
   readonly control: InstanceControl;
   /** The version it ran before the deploy. */
   readonly from: string | undefined;
-  /** The version it runs now, as far as nodrop knows. */
+  /** The version its live slot runs now, as far as nodrop knows. */
   version: string | undefined;
+  /** The port of the slot the routing in force serves it on (its only port when it has one slot). */
+  port: number;
+  /** With slots: the other slot, and what runs there as far as nodrop knows. */
+  idle: IdleSlot | undefined;
   /** Whether the deploy ran a command on it. */
   touched: boolean;
   outcome: InstanceOutcome;
   readonly steps: StepTiming[];
   error?: string;
+}
+
+/** The slot of an instance that the routing in force does not serve. */
+export interface IdleSlot {
+  port: number;
+  /** The version put in place there (undefined: none, or not known). */
+  version: string | undefined;
+  /** Whether a process runs there: undefined when nodrop does not know (something listened at preflight). */
+  running: boolean | undefined;
+  /** Whether this deploy started or left a process there (recovery stops it when nothing routes to it). */
+  ours: boolean;
 }
 
 /**
@@ -34,6 +49,10 @@ export class DeployRun {
   verify: VerifyReport | undefined;
   /** Set once recovery begins: from then on the journal is best effort. */
   recovering = false;
+  /** Background steps (an old slot's stop) still running, by instance. */
+  readonly background = new Map<string, Promise<void>>();
+  /** The first background step that failed: the deploy ends at the next phase boundary. */
+  backgroundFailure: { error: Error; step: string } | undefined;
   /**
    * The routings that may be in force: one when nodrop knows it, the previous and the new one when a
    * proxy change failed without saying which took effect (an instance either reaches is reachable).
@@ -64,7 +83,8 @@ export class DeployRun {
     this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id))];
     for (const o of observed) {
       const control = this.instances.find((i) => i.spec.id === o.id)!;
-      this.tracked.set(o.id, { control, from: o.version, version: o.version, touched: false, outcome: o.version === this.version ? "unchanged" : "not-reached", steps: [] });
+      const idle = o.idle ? { port: o.idle.port, version: undefined, running: o.idle.free ? false : undefined, ours: false } : undefined;
+      this.tracked.set(o.id, { control, from: o.version, version: o.version, port: o.livePort ?? o.port, idle, touched: false, outcome: o.version === this.version ? "unchanged" : "not-reached", steps: [] });
     }
   }
 
@@ -95,6 +115,22 @@ export class DeployRun {
 
   routingApplied(routing: Routing): void {
     this.inForce = [routing];
+    for (const t of this.tracked.values()) {
+      const port = routedPort(routing, t.control.spec, t.port);
+      if (!t.idle || port === t.port) continue;
+      // A swap: the slot that served is idle now, its process still running until it is stopped.
+      const old = { port: t.port, version: t.version };
+      t.port = t.idle.port;
+      t.version = t.idle.version;
+      t.idle = { port: old.port, version: old.version, running: true, ours: true };
+      if (t.version === this.version) t.outcome = "updated";
+    }
+  }
+
+  /** The version the instance's slot on `port` runs, as far as nodrop knows. */
+  versionAt(id: string, port: number): string | undefined {
+    const t = this.instance(id);
+    return port === t.port ? t.version : t.idle?.port === port ? t.idle.version : undefined;
   }
 
   /** A change to `routing` failed without saying whether it took effect: either may be in force. */
@@ -110,16 +146,22 @@ export class DeployRun {
     return ids;
   }
 
-  /** Whether a request can still reach the instance, under any routing that may be in force (see {@link reachesInstance}). */
-  reachable(id: string): boolean {
+  /**
+   * Whether a request can still reach the instance (on its slot at `port`, by default the live one),
+   * under any routing that may be in force (see {@link reachesInstance}).
+   */
+  reachable(id: string, port?: number): boolean {
     if (this.inForce.length === 0) return true;
-    const runs = this.tracked.get(id)?.version;
-    return this.inForce.some((r) => reachesInstance(r, this.staged, id, runs));
+    const t = this.tracked.get(id);
+    if (!t) return this.inForce.some((r) => reachesInstance(r, this.staged, id, undefined));
+    const at = port ?? t.port;
+    return this.inForce.some((r) => routedPort(r, t.control.spec, t.port) === at && reachesInstance(r, this.staged, id, this.versionAt(id, at)));
   }
 
   /** Reached by the default pool, a default switch or the pin of another version, under a routing that may be in force. */
   routedRegardless(id: string): boolean {
     if (this.inForce.length === 0) return true;
-    return this.inForce.some((r) => reachesInstance(r, this.staged, id, undefined));
+    const t = this.instance(id);
+    return this.inForce.some((r) => routedPort(r, t.control.spec, t.port) === t.port && reachesInstance(r, this.staged, id, undefined));
   }
 }

@@ -4,10 +4,10 @@ import { DeployRun } from "./deploy-run.js";
 import { NodropError, toNodropError } from "./errors.js";
 import { JournalListener } from "./journal-listener.js";
 import { planDeploy } from "./preflight.js";
-import { inForceClause, readBackRouting, recoverPhase } from "./recovery.js";
+import { inForceClause, readBackRouting, recoverPhase, stopIdleSlots } from "./recovery.js";
 import type { DeployReport } from "./report.js";
 import type { RunListener } from "./run-listener.js";
-import { runStep } from "./step-executor.js";
+import { runStep, settleBackground } from "./step-executor.js";
 import type { DeployPlan, PlanPhase, PlanStep } from "./types.js";
 import { VerifyListener } from "./verify-listener.js";
 
@@ -53,10 +53,15 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   return finish(context, await runPhases(context, plan));
 }
 
-/** Runs the plan's phases in order; the first failure ends it, after its phase's failure rule. */
+/**
+ * Runs the plan's phases in order; the first failure ends it, after its phase's failure rule. A
+ * background step (an old slot's stop) that failed ends it at the next phase boundary; the
+ * instance it was about already serves from its new slot, so there is nothing to recover.
+ */
 async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutcome> {
   const { run } = context;
   for (const [index, phase] of plan.phases.entries()) {
+    if (run.backgroundFailure) return backgroundOutcome(await settleBackground(context));
     run.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
     const phaseStart = performance.now();
     const endPhase = (ok: boolean) => run.phases.push({ name: phase.name, startMs: phaseStart - run.started, ms: performance.now() - phaseStart, ok });
@@ -69,12 +74,24 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       endPhase(true);
     } catch (error) {
       const failure = toNodropError(error, "E_INSTANCE");
+      // Recovery works on a settled fleet: no stop of an old slot still in progress.
+      await settleBackground(context);
       const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? "?"}`);
       endPhase(false);
       return outcome;
     }
   }
-  return {};
+  return backgroundOutcome(await settleBackground(context));
+}
+
+function backgroundOutcome(failure: { error: NodropError; step: string } | undefined): RunOutcome {
+  if (!failure) return {};
+  const id = failure.error.instance;
+  return {
+    error: failure.error,
+    step: failure.step,
+    recovery: `${id ?? "the instance"} serves from its new slot; its old slot's process may still run, out of the pool (stop it: the next deploy's preflight refuses a busy idle port)`,
+  };
 }
 
 /** The failure rule: decided by which routing a failed proxy change left in force, if it was one. */
@@ -86,8 +103,10 @@ async function afterFailure(context: RunContext, phase: PlanPhase, failure: Nodr
   let inForce = failure.routingInForce;
   if (inForce === "unknown") inForce = await readBackRouting(context);
   if (inForce === "previous") {
-    // Nothing changed; another proxy change would likely fail the same way.
-    return { error: failure, step, recovery: "the proxy kept its previous config; no instance was changed after the failure" };
+    // Nothing changed; another proxy change would likely fail the same way. New slots started for
+    // the swap serve nobody under the previous routing: they are stopped.
+    const slots = await stopIdleSlots(context, phase);
+    return { error: failure, step, recovery: ["the proxy kept its previous config; no serving instance was changed after the failure", ...slots].join("; ") };
   }
   if (inForce === "unknown") {
     return { error: failure, step, recovery: `${inForceClause(failure)}; no instance was changed after the failure, and instances either routing reaches are counted in the pool` };

@@ -1,6 +1,7 @@
 import { execOrThrow, type Executor } from "./executor.js";
 import { NodropError } from "./errors.js";
 import { type TemplateSources, type TemplateValues, describeValue, renderTemplate } from "./template.js";
+import { inspectSlotCommand, parseSlotInspection } from "./slot-inspection.js";
 import type { InstanceControl, InstanceSpec } from "./types.js";
 
 export interface CommandInstanceOptions {
@@ -15,9 +16,13 @@ export function commandInstance(options: CommandInstanceOptions): InstanceContro
   const { spec, executor, commands, timeoutMs } = options;
   const of = `the instance spec of ${describeValue(spec.id)}`;
   const sources: TemplateSources = { id: of, host: of, address: of, port: of, version: `the deploy's step on ${describeValue(spec.id)}`, previous: `the version ${describeValue(spec.id)} reported before the deploy` };
-  const run = async (kind: "stop" | "update" | "start", values: TemplateValues, signal: AbortSignal | undefined) => {
+  const run = async (kind: "stop" | "update" | "start", values: TemplateValues, port: number | undefined, signal: AbortSignal | undefined) => {
+    // A slot's command gets that slot's port; only the instance's own ports are accepted.
+    if (port !== undefined && port !== spec.port && !spec.slots?.includes(port)) {
+      throw new NodropError("E_PLAN", `${kind} of ${spec.id} on port ${port}, which is not one of its slots`, { instance: spec.id });
+    }
     // Every value is checked where the command is rendered, whichever caller (engine, plugin) passed it.
-    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: spec.port, ...values }, `commands.${kind}`, sources);
+    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: port ?? spec.port, ...values }, `commands.${kind}`, sources);
     try {
       await execOrThrow(executor, command, `${kind} of ${spec.id}`, { signal, timeoutMs, echo: true });
     } catch (error) {
@@ -29,9 +34,14 @@ export function commandInstance(options: CommandInstanceOptions): InstanceContro
   };
   return {
     spec,
-    stop: ({ version, signal }) => run("stop", version === undefined ? {} : { version }, signal),
-    update: ({ version, previous, signal }) => run("update", previous === undefined ? { version } : { version, previous }, signal),
-    start: ({ version, signal }) => run("start", { version }, signal),
+    stop: ({ version, port, signal }) => run("stop", version === undefined ? {} : { version }, port, signal),
+    update: ({ version, previous, port, signal }) => run("update", previous === undefined ? { version } : { version, previous }, port, signal),
+    start: ({ version, port, signal }) => run("start", { version }, port, signal),
+    async inspect({ idlePort, livePort, signal }) {
+      const result = await executor.exec(inspectSlotCommand(idlePort, livePort, spec.address), { signal, timeoutMs: 30_000 });
+      if (result.code !== 0) throw new NodropError("E_PREFLIGHT", `cannot inspect port ${idlePort} on ${executor.host} for ${spec.id}: ${result.stderr.trim() || `exit ${result.code}`}`, { instance: spec.id });
+      return parseSlotInspection(result.stdout, spec.address);
+    },
     async reach({ signal }) {
       const result = await executor.exec("true", { signal, timeoutMs: 30_000 }).catch((error: unknown) => {
         throw NodropError.is(error) ? new NodropError(error.code, error.message, { instance: spec.id, cause: error }) : error;

@@ -46,7 +46,13 @@ export class JournalListener implements RunListener {
         id: run.id,
         ok: report.ok,
         ...(report.error ? { error: report.error.message.split("\n")[0]! } : {}),
-        instances: report.instances.map((i) => ({ id: i.id, version: i.version, inPool: i.inPool, outcome: i.outcome })),
+        instances: report.instances.map((i) => ({
+          id: i.id,
+          version: i.version,
+          inPool: i.inPool,
+          outcome: i.outcome,
+          ...(i.idle ? { port: i.port, ...(i.idle.running !== false ? { idle: i.idle.port } : {}) } : {}),
+        })),
       })
       .catch(() => undefined);
   }

@@ -8,7 +8,14 @@ import { describeValue, isSafeName, shellQuote } from "./template.js";
 export type JournalEntry =
   | { readonly type: "deploy"; readonly id: string; readonly version: string; readonly strategy: string; readonly instances: readonly { id: string; from: string | undefined }[] }
   | { readonly type: "step"; readonly id: string; readonly phase: string; readonly kind: StepKind; readonly instance: string | undefined; readonly status: "start" | "ok" | "fail"; readonly detail?: string }
-  | { readonly type: "end"; readonly id: string; readonly ok: boolean; readonly error?: string; readonly instances: readonly { id: string; version: string | undefined; inPool: boolean; outcome: string }[] };
+  | {
+      readonly type: "end";
+      readonly id: string;
+      readonly ok: boolean;
+      readonly error?: string;
+      /** `port`: the slot it is served on, for instances with slots; `idle`: that slot's port when a process may still run there. */
+      readonly instances: readonly { id: string; version: string | undefined; inPool: boolean; outcome: string; port?: number; idle?: number }[];
+    };
 
 export type JournalRecord = JournalEntry & { readonly at: string };
 

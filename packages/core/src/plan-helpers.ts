@@ -1,5 +1,5 @@
 import { NodropError } from "./errors.js";
-import type { PlanStep } from "./types.js";
+import type { ObservedInstance, PlanStep, Routing } from "./types.js";
 
 /** The steps that change instances that nothing routes to: stop, put the version in place, start, check. */
 export function replaceSteps(ids: readonly string[]): PlanStep[] {
@@ -20,4 +20,38 @@ export function checkBatchCapacity(size: number, fleet: number, minInPool: numbe
       ? "strategy.batchSize: a fleet of one instance cannot be updated without dropping requests; add a second instance"
       : `strategy.batchSize: a batch of ${size} out of ${fleet} instances leaves ${fleet - size} serving, below strategy.minInPool (${minInPool})`,
   );
+}
+
+/**
+ * The steps that start a version beside the running one: put it in place on each instance's idle
+ * slot, start it there and check it directly, while the live slot keeps serving.
+ */
+export function surgeSteps(ids: readonly string[]): PlanStep[] {
+  return [
+    { kind: "update", instances: ids, slot: "idle" },
+    { kind: "start", instances: ids, slot: "idle" },
+    { kind: "check", instances: ids, slot: "idle" },
+  ];
+}
+
+/** After a swap: the old slots (idle now, drained) stop without holding up what comes next. */
+export function retireSteps(ids: readonly string[]): PlanStep[] {
+  return [{ kind: "stop", instances: ids, slot: "idle", background: true }];
+}
+
+/** The routing with these instances served on their idle slots (as preflight saw them). */
+export function swapSlots(routing: Routing, instances: readonly ObservedInstance[], ids: Iterable<string>): Routing {
+  const slots: Record<string, number> = { ...routing.slots };
+  for (const id of ids) {
+    const idle = instances.find((i) => i.id === id)?.idle;
+    if (idle) slots[id] = idle.port;
+  }
+  return { ...routing, slots };
+}
+
+/** Refuses a surge on instances without a spare port, naming them. */
+export function checkSpares(instances: readonly ObservedInstance[], field: string): void {
+  const single = instances.filter((i) => !i.idle).map((i) => i.id);
+  if (single.length === 0) return;
+  throw new NodropError("E_PLAN", `${field} needs two slots on every instance it replaces: ${single.join(", ")} ${single.length === 1 ? "has" : "have"} one port (give each a spare port: instances[].spare, or slots.offset)`);
 }

@@ -1,8 +1,9 @@
 import { forEachPerHost } from "./concurrency.js";
 import type { DeployOptions } from "./deploy-options.js";
 import { NodropError } from "./errors.js";
-import type { HealthCheck, InstanceControl, ObservedInstance, DeployPlan, Routing } from "./types.js";
-import { reachesInstance, validateRouting } from "./routing.js";
+import type { HealthCheck, InstanceControl, ObservedInstance, DeployPlan, Routing, SlotInspection } from "./types.js";
+import { reachesInstance, routedPort, validateRouting } from "./routing.js";
+import { checkIdleSlots, idleStarts } from "./slot-preflight.js";
 import { isSafeName } from "./template.js";
 
 /** What preflight found: the plan, the instances as they were, and the routing the proxy had in force. */
@@ -33,12 +34,17 @@ export async function observeInstances(
 ): Promise<ObservedInstance[]> {
   const observed = new Map<string, ObservedInstance>();
   await forEachPerHost(instances, (i) => i.spec.host, options.parallel ?? 8, async (instance) => {
-    const probe = await health.probe(instance.spec, options.signal);
+    const spec = instance.spec;
+    // An instance with slots answers on the one the routing in force serves.
+    const livePort = options.routing ? routedPort(options.routing.routing, spec) : spec.port;
+    const probe = await health.probe({ ...spec, port: livePort }, options.signal);
     // The version comes from the instance (through a health check that may be a plugin's): one that
     // is not a safe version string is unknown, so it never becomes `from`, `{previous}` or a pin.
     const version = probe.ok && isSafeName(probe.version) ? probe.version : undefined;
+    const idlePort = spec.slots?.find((port) => port !== livePort);
     observed.set(instance.spec.id, {
       ...instance.spec,
+      ...(spec.slots ? { livePort, ...(idlePort === undefined ? {} : { idle: { port: idlePort, free: true } }) } : {}),
       version,
       healthy: probe.ok && version !== undefined,
       inPool: options.routing
@@ -69,25 +75,50 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   if (unhealthy.length > 0) {
     throw new NodropError(
       "E_PREFLIGHT",
-      `refusing to deploy: ${unhealthy.map((i) => `${i.id} (${i.address}:${i.port})`).join(", ")} in the pool but not healthy before the deploy; fix or remove ${unhealthy.length === 1 ? "it" : "them"} first`,
+      `refusing to deploy: ${unhealthy.map((i) => `${i.id} (${i.address}:${i.livePort ?? i.port})`).join(", ")} in the pool but not healthy before the deploy; fix or remove ${unhealthy.length === 1 ? "it" : "them"} first`,
       { instance: unhealthy[0]!.id },
     );
   }
   if (!observed.some((i) => i.healthy && i.inPool)) {
     throw new NodropError("E_PREFLIGHT", "refusing to deploy: no instance is healthy and in the pool, so there is nothing to keep serving while others change");
   }
-  const plan = options.strategy.plan({ instances: observed, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
+  const inspections = await inspectIdleSlots(options, observed);
+  const seenObserved = observed.map((o) => (o.idle && inspections.has(o.id) ? { ...o, idle: { port: o.idle.port, free: inspections.get(o.id)!.free } } : o));
+  const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
+  const plan = checkPlanShape(planned, seenObserved);
+  const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
+  return { plan: slotNotes.length > 0 ? { ...plan, notes: [...plan.notes, ...slotNotes] } : plan, observed: seenObserved, routing };
+}
+
+/** What each instance's host shows of its idle slot (one command per instance, per host in turn). */
+async function inspectIdleSlots(options: Omit<DeployOptions<unknown>, "onEvent">, observed: readonly ObservedInstance[]): Promise<Map<string, SlotInspection>> {
+  const seen = new Map<string, SlotInspection>();
+  const withIdle = observed.filter((o) => o.idle);
+  await forEachPerHost(withIdle, (o) => o.host, options.parallel ?? 8, async (o) => {
+    const control = options.instances.find((i) => i.spec.id === o.id);
+    if (!control?.inspect) return;
+    seen.set(o.id, await control.inspect({ idlePort: o.idle!.port, livePort: o.livePort ?? o.port, signal: options.signal }));
+  });
+  return seen;
+}
+
+/** Refuses a plan that names unknown instances, an invalid routing, or a step outside its phase. */
+function checkPlanShape(plan: DeployPlan, observed: readonly ObservedInstance[]): DeployPlan {
   const known = new Set(observed.map((i) => i.id));
   for (const phase of plan.phases) {
     for (const id of phase.instances) if (!known.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" names unknown instance "${id}"`);
     const own = new Set(phase.instances);
     for (const step of phase.steps) {
-      if (step.kind === "route") validateRouting(step.routing, known);
+      if (step.kind === "route") validateRouting(step.routing, observed);
       else if (step.kind !== "soak") {
         // Recovery works per phase: a step may only touch the instances its phase declares.
         for (const id of step.instances) if (!own.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step.kind}s "${id}", which is not one of its instances`);
       }
     }
   }
-  return { plan, observed, routing };
+  const id = idleStarts(plan).flat().find((i) => !observed.find((o) => o.id === i)?.idle);
+  if (id !== undefined) {
+    throw new NodropError("E_PLAN", `the plan starts ${id} on an idle slot, but ${id} has one port: give every instance a spare port (instances[].spare or slotOffset)`, { instance: id });
+  }
+  return plan;
 }

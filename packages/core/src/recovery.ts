@@ -3,7 +3,7 @@ import type { RunContext } from "./deploy-options.js";
 import type { TrackedInstance } from "./deploy-run.js";
 import { NodropError, toNodropError } from "./errors.js";
 import { waitHealthy } from "./health.js";
-import { sameRouting, singlePool, validateRouting } from "./routing.js";
+import { sameRouting, singlePool, validateRouting, withSlots } from "./routing.js";
 import { applyRouting, timed } from "./step-executor.js";
 import type { ObservedInstance, PlanPhase } from "./types.js";
 
@@ -23,14 +23,48 @@ export async function recoverPhase(context: RunContext, phase: PlanPhase, failur
   const { run } = context;
   run.emit({ type: "recovery", reason: failure.message });
   run.recovering = true;
+  const slotLines = await stopIdleSlots(context, phase);
   const touched = phase.instances.map((id) => run.instance(id)).filter((t) => t.touched);
   if (phase.onFailure === "isolate") {
     for (const t of touched) if (t.outcome !== "updated") t.outcome = "failed";
-    return `left ${touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id).join(", ")} out of the pool; the routing in force is kept`;
+    const left = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
+    return [...slotLines, ...(left.length > 0 || slotLines.length === 0 ? [`left ${left.join(", ")} out of the pool; the routing in force is kept`] : [])].join("; ");
   }
-  const lines = await revertInstances(context, phase, touched);
+  const lines = [...slotLines, ...(await revertInstances(context, phase, touched))];
   lines.push(await restorePool(context, phase));
   return lines.join("; ");
+}
+
+/**
+ * Stops the processes this deploy started or left on idle slots of the phase's instances (a new
+ * version that failed its check, or an old one a swap took out): nothing routes to them, and a
+ * process left there would make the next deploy's preflight refuse the port. The live slots are
+ * not touched; an instance whose new slot was stopped still serves the version it ran.
+ */
+export async function stopIdleSlots(context: RunContext, phase: PlanPhase): Promise<string[]> {
+  const { run } = context;
+  const signal = AbortSignal.timeout(context.options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
+  const name = `${phase.name} (revert)`;
+  const owned = phase.instances.map((id) => run.instance(id)).filter((t) => t.idle?.ours && t.idle.running !== false);
+  const stopped: string[] = [];
+  const kept: string[] = [];
+  await forEachPerHost(owned, (t) => t.control.spec.host, context.parallel, async (t) => {
+    const idle = t.idle!;
+    const label = `${t.control.spec.id} (port ${idle.port})`;
+    if (run.reachable(t.control.spec.id, idle.port)) return void kept.push(label);
+    try {
+      await timed(context, name, "stop", t.control.spec.id, () => t.control.stop({ version: idle.version, port: idle.port, signal }));
+      idle.running = false;
+      stopped.push(label);
+      if (!t.touched && t.version === t.from && idle.version === run.version) t.outcome = "reverted";
+    } catch {
+      kept.push(label);
+    }
+  });
+  return [
+    ...(stopped.length ? [`stopped the idle slots of ${stopped.join(", ")}`] : []),
+    ...(kept.length ? [`could not stop the idle slots of ${kept.join(", ")}: they may still run, out of the pool`] : []),
+  ];
 }
 
 async function revertInstances(context: RunContext, phase: PlanPhase, touched: readonly TrackedInstance[]): Promise<string[]> {
@@ -78,7 +112,9 @@ async function restorePool(context: RunContext, phase: PlanPhase): Promise<strin
     options.strategy.recoveryRouting?.(healthy, { version: run.version, previous, instances: run.observed.map((o) => o.id), options: options.strategyOptions }) ??
     singlePool(healthy.map((o) => o.id));
   try {
-    validateRouting(routing, new Set(run.observed.map((o) => o.id)));
+    validateRouting(routing, run.observed);
+    const inForce = run.routing;
+    if (inForce && sameRouting(withSlots(routing, run.observed, (id) => run.instance(id).port), inForce)) return `pool kept: ${[...run.serving()].join(", ")}`;
     await applyRouting(context, routing, "recovery: healthy instances back in the pool", `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
     return `pool restored: ${[...run.serving()].join(", ")}`;
   } catch (error) {

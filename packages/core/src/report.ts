@@ -23,7 +23,10 @@ export interface InstanceReport {
   readonly id: string;
   readonly host: string;
   readonly address: string;
+  /** The port it is served on (with slots: the live slot's). */
   readonly port: number;
+  /** With slots: the idle slot, and whether a process still runs there (undefined: not known). */
+  readonly idle?: { readonly port: number; readonly running: boolean | undefined; readonly version?: string | undefined };
   /** Version before the deploy. */
   readonly from: string | undefined;
   /** Version it runs now, as last seen by nodrop. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { NodropError } from "./errors.js";
-import { servingInstances, singlePool, validateRouting } from "./routing.js";
+import { routedPort, sameRouting, servingInstances, singlePool, validateRouting, withSlots } from "./routing.js";
 import type { Routing } from "./types.js";
 
 const known = new Set(["a", "b", "c", "d"]);
@@ -94,5 +94,36 @@ describe("servingInstances", () => {
   it("counts an instance in two pools once", () => {
     const routing: Routing = { pools: { x: ["a", "b"], y: ["b", "c"] }, defaultPool: "x", pins: { v9: "y" } };
     expect(servingInstances(routing).size).toBe(3);
+  });
+});
+
+describe("routing slots", () => {
+  const specs = [
+    { id: "a", host: "local", address: "127.0.0.1", port: 8011, slots: [8011, 9011] as const },
+    { id: "b", host: "local", address: "127.0.0.1", port: 8012 },
+  ];
+
+  it("routedPort: the slot the routing names, else the live one, else the first", () => {
+    const routing = { ...singlePool(["a", "b"]), slots: { a: 9011 } };
+    expect(routedPort(routing, specs[0]!)).toBe(9011);
+    expect(routedPort(singlePool(["a"]), specs[0]!, 9011)).toBe(9011);
+    expect(routedPort(singlePool(["a"]), specs[0]!)).toBe(8011);
+  });
+
+  it("withSlots lists every instance with slots, keeping the live slot of those it leaves out", () => {
+    expect(withSlots(singlePool(["a", "b"]), specs, () => 9011).slots).toEqual({ a: 9011 });
+    expect(withSlots({ ...singlePool(["a"]), slots: { a: 8011 } }, specs, () => 9011).slots).toEqual({ a: 8011 });
+  });
+
+  it("validateRouting refuses a slot that is not one of the instance's ports, or on an instance with one port", () => {
+    expect(() => validateRouting({ ...singlePool(["a"]), slots: { a: 7011 } }, specs)).toThrow(/slot 7011 of "a" is not one of its ports \(8011, 9011\)/);
+    expect(() => validateRouting({ ...singlePool(["b"]), slots: { b: 8012 } }, specs)).toThrow(/slot 8012 of "b" is not one of its ports \(it has one slot\)/);
+    expect(() => validateRouting({ ...singlePool(["a"]), slots: { ghost: 1 } }, specs)).toThrow(/slots name unknown instance "ghost"/);
+    expect(() => validateRouting({ ...singlePool(["a"]), slots: { a: 9011 } }, specs)).not.toThrow();
+  });
+
+  it("sameRouting tells routings apart by their slots", () => {
+    expect(sameRouting({ ...singlePool(["a"]), slots: { a: 9011 } }, { ...singlePool(["a"]), slots: { a: 8011 } })).toBe(false);
+    expect(sameRouting({ ...singlePool(["a"]), slots: { a: 9011 } }, { ...singlePool(["a"]), slots: { a: 9011 } })).toBe(true);
   });
 });

@@ -1,5 +1,5 @@
 import { NodropError } from "./errors.js";
-import type { Routing } from "./types.js";
+import type { InstanceSpec, Routing } from "./types.js";
 
 /** One pool of the given instances; the shape nearly every steady state has. */
 export function singlePool(ids: readonly string[], name = "all", pins: Record<string, string> = {}): Routing {
@@ -32,7 +32,8 @@ export function reachesInstance(routing: Routing, staged: string | readonly stri
 export function sameRouting(a: Routing, b: Routing): boolean {
   const pools = (r: Routing) => Object.keys(r.pools).sort().map((name) => `${name}=${[...(r.pools[name] ?? [])].sort().join(",")}`).join(";");
   const pins = (r: Routing) => Object.keys(r.pins).sort().map((v) => `${v}>${r.pins[v]}`).join(";");
-  const extra = (r: Routing) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null]);
+  const slots = (r: Routing) => Object.keys(r.slots ?? {}).sort().map((id) => `${id}:${r.slots?.[id]}`);
+  const extra = (r: Routing) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null, slots(r)]);
   return a.defaultPool === b.defaultPool && pools(a) === pools(b) && pins(a) === pins(b) && extra(a) === extra(b);
 }
 
@@ -41,10 +42,32 @@ const AFFINITY_KEY = /^\$(remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1
 const PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /**
+ * The port a routing serves an instance on: the slot it names, else `live` (the slot the instance
+ * was live on before this routing), else the instance's first port.
+ */
+export function routedPort(routing: Routing, spec: InstanceSpec, live?: number): number {
+  const named = routing.slots && Object.hasOwn(routing.slots, spec.id) ? routing.slots[spec.id] : undefined;
+  return named ?? live ?? spec.port;
+}
+
+/**
+ * The routing with every instance that has slots listed under `slots` (those it leaves out stay on
+ * `live(id)`), so that what the proxy records says which slot each instance is served on.
+ */
+export function withSlots(routing: Routing, specs: readonly InstanceSpec[], live: (id: string) => number | undefined): Routing {
+  const slotted = specs.filter((s) => s.slots !== undefined);
+  if (slotted.length === 0) return routing;
+  return { ...routing, slots: Object.fromEntries(slotted.map((s) => [s.id, routedPort(routing, s, live(s.id))])) };
+}
+
+/**
  * Checks a routing before any proxy sees it: pools are non-empty, named safely, list known
  * instances, and every pool named by the default or a pin exists (nginx -t would not notice).
+ * Known instances given as specs also check `slots`: each names one of that instance's own ports.
  */
-export function validateRouting(routing: Routing, knownIds: ReadonlySet<string>): void {
+export function validateRouting(routing: Routing, known: ReadonlySet<string> | readonly InstanceSpec[]): void {
+  const specs = Array.isArray(known) ? (known as readonly InstanceSpec[]) : undefined;
+  const knownIds: ReadonlySet<string> = specs ? new Set(specs.map((s) => s.id)) : (known as ReadonlySet<string>);
   const problems: string[] = [];
   const pools = Object.entries(routing.pools);
   if (pools.length === 0) problems.push("no pools");
@@ -67,6 +90,12 @@ export function validateRouting(routing: Routing, knownIds: ReadonlySet<string>)
   for (const [version, pool] of Object.entries(routing.pins)) {
     if (!PIN_VERSION.test(version)) problems.push(`pinned version "${version}" is not a safe version string`);
     if (!Object.hasOwn(routing.pools, pool)) problems.push(`pin ${version} -> "${pool}" names a pool that is not defined`);
+  }
+  for (const [id, port] of Object.entries(routing.slots ?? {})) {
+    const spec = specs?.find((s) => s.id === id);
+    if (!knownIds.has(id)) problems.push(`slots name unknown instance "${id}"`);
+    else if (!Number.isInteger(port)) problems.push(`slot of "${id}" is not a port: ${JSON.stringify(port)}`);
+    else if (specs && !spec?.slots?.includes(port)) problems.push(`slot ${port} of "${id}" is not one of its ports (${spec?.slots?.join(", ") ?? "it has one slot"})`);
   }
   if (problems.length > 0) throw new NodropError("E_PLAN", `invalid routing: ${problems.join("; ")}`);
 }

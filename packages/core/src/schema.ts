@@ -114,6 +114,27 @@ export function duration(options: Common & { min?: number; max?: number } = {}):
   };
 }
 
+const SIZE_UNITS: Record<string, number> = { "": 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
+
+/** A memory size such as "128MiB" or "2GiB" (or a number of bytes); parsed to bytes. */
+export function size(options: Common = {}): Schema<number> {
+  const hint = "a size such as 128MiB or 2GiB";
+  return {
+    kind: "size",
+    doc: options.doc,
+    describe: () => hint,
+    parse(value, path, issues) {
+      const match = typeof value === "number" ? ["", String(value), ""] : typeof value === "string" ? /^(\d{1,12})(KiB|MiB|GiB|TiB)?$/.exec(value.trim()) : null;
+      const bytes = match && Number.isSafeInteger(Number(match[1])) ? Number(match[1]) * SIZE_UNITS[match[2] ?? ""]! : undefined;
+      if (bytes === undefined || !Number.isSafeInteger(bytes)) {
+        issues.push({ path, message: `expected ${hint}, got ${typeName(value)}` });
+        return undefined;
+      }
+      return bytes;
+    },
+  };
+}
+
 export function oneOf<const T extends string>(values: readonly T[], options: Common = {}): Schema<T> {
   const hint = `one of ${values.map((v) => JSON.stringify(v)).join(", ")}`;
   return {

@@ -4,8 +4,8 @@ import { sleep } from "./duration.js";
 import { NodropError, type RoutingInForce, abortError, toNodropError } from "./errors.js";
 import { waitHealthy } from "./health.js";
 import type { StepRecord } from "./run-listener.js";
-import { servingInstances } from "./routing.js";
-import type { PlanPhase, PlanStep, Routing, StepKind } from "./types.js";
+import { routedPort, servingInstances, withSlots } from "./routing.js";
+import type { InstanceStep, PlanPhase, PlanStep, Routing, StepKind } from "./types.js";
 
 /** Announces a step to the listeners (journal first) and then to the caller's listener. */
 async function announce(context: RunContext, record: StepRecord, ms?: number): Promise<void> {
@@ -42,10 +42,18 @@ export async function timed(context: RunContext, phase: string, kind: StepKind, 
  * which routing the proxy left in force (an adapter that does not say: unknown), and the run
  * records it: the new routing when it took effect, either one when unknown.
  */
-export async function applyRouting(context: RunContext, routing: Routing, why: string, phase: string, signal: AbortSignal | undefined): Promise<void> {
+export async function applyRouting(context: RunContext, planned: Routing, why: string, phase: string, signal: AbortSignal | undefined): Promise<void> {
   const { run, options } = context;
+  // Instances with slots that the routing leaves out stay on the slot they are live on, and the
+  // proxy records every one: what it reads back then says which slot serves.
+  const live = (id: string) => run.tracked.get(id)?.port;
+  const routing = withSlots(planned, options.instances.map((i) => i.spec), live);
   await timed(context, phase, "route", undefined, async () => {
-    const instances = options.instances.map((i) => ({ ...i.spec, version: run.tracked.get(i.spec.id)?.version }));
+    const instances = options.instances.map((i) => {
+      if (!run.tracked.has(i.spec.id)) return { ...i.spec, version: undefined };
+      const port = routedPort(routing, i.spec, live(i.spec.id));
+      return { ...i.spec, port, version: run.versionAt(i.spec.id, port) };
+    });
     let result;
     try {
       result = await options.proxy.apply(routing, instances, { signal });
@@ -80,28 +88,76 @@ export async function runStep(context: RunContext, phase: PlanPhase, step: PlanS
     case "soak":
       return timed(context, phase.name, "soak", undefined, () => sleep(step.ms, signal).catch(() => Promise.reject(abortError(signal))));
     default:
-      return forEachPerHost(step.instances, (id) => run.instance(id).control.spec.host, context.parallel, (id) => runInstanceStep(context, phase, step.kind, id));
+      return forEachPerHost(step.instances, (id) => run.instance(id).control.spec.host, context.parallel, async (id) => {
+        // An instance's own steps stay in order: a background stop ends before its next step.
+        await run.background.get(id);
+        if (!step.background) return runInstanceStep(context, phase, step, id);
+        const task = runInstanceStep(context, phase, step, id).catch((error: unknown) => {
+          run.backgroundFailure ??= { error: error as Error, step: `${phase.name}: ${step.kind} (background)` };
+        });
+        run.background.set(id, task);
+      });
   }
 }
 
-async function runInstanceStep(context: RunContext, phase: PlanPhase, kind: "stop" | "update" | "start" | "check", id: string): Promise<void> {
+/** Waits for every background step; the first failure, if any, as the deploy's outcome. */
+export async function settleBackground(context: RunContext): Promise<{ error: NodropError; step: string } | undefined> {
+  const { run } = context;
+  await Promise.all(run.background.values());
+  run.background.clear();
+  const failure = run.backgroundFailure;
+  return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step };
+}
+
+async function runInstanceStep(context: RunContext, phase: PlanPhase, step: InstanceStep, id: string): Promise<void> {
   const { options, run } = context;
   const signal = options.signal;
+  const { kind } = step;
   const t = run.instance(id);
   await timed(context, phase.name, kind, id, async () => {
+    if (step.slot === "idle") return runIdleSlotStep(context, kind, id);
     if ((kind === "stop" || kind === "update") && run.reachable(id)) {
       // The engine's own guard: a strategy must never stop an instance that can still get requests.
       throw new NodropError("E_PLAN", `plan would ${kind} ${id} while it is in the pool`, { instance: id });
     }
     t.touched = true;
-    if (kind === "stop") await t.control.stop({ version: t.version, signal });
+    const port = t.port;
+    if (kind === "stop") await t.control.stop({ version: t.version, port, signal });
     else if (kind === "update") {
-      await t.control.update({ version: options.version, previous: t.from, signal });
+      await t.control.update({ version: options.version, previous: t.from, port, signal });
       t.version = options.version;
-    } else if (kind === "start") await t.control.start({ version: options.version, signal });
+    } else if (kind === "start") await t.control.start({ version: options.version, port, signal });
     else {
-      await waitHealthy(options.health, t.control.spec, options.version, { ...options.healthWait, signal });
+      await waitHealthy(options.health, { ...t.control.spec, port }, options.version, { ...options.healthWait, signal });
       t.outcome = "updated";
     }
   });
+}
+
+/**
+ * A step on the slot nothing routes to (a surge: the new version starts there while the live slot
+ * serves). Its version counts only once a routing swaps the slots.
+ */
+async function runIdleSlotStep(context: RunContext, kind: InstanceStep["kind"], id: string): Promise<void> {
+  const { options, run } = context;
+  const signal = options.signal;
+  const t = run.instance(id);
+  const idle = t.idle;
+  if (!idle) throw new NodropError("E_PLAN", `plan would ${kind} the idle slot of ${id}, which has one port (give it a spare port)`, { instance: id });
+  if ((kind === "stop" || kind === "update") && run.reachable(id, idle.port)) {
+    throw new NodropError("E_PLAN", `plan would ${kind} slot ${idle.port} of ${id} while the proxy routes to it`, { instance: id });
+  }
+  idle.ours = true;
+  const port = idle.port;
+  if (kind === "stop") {
+    await t.control.stop({ version: idle.version, port, signal });
+    idle.running = false;
+  } else if (kind === "update") {
+    await t.control.update({ version: options.version, previous: t.version, port, signal });
+    idle.version = options.version;
+  } else if (kind === "start") {
+    idle.running = undefined;
+    await t.control.start({ version: options.version, port, signal });
+    idle.running = true;
+  } else await waitHealthy(options.health, { ...t.control.spec, port }, options.version, { ...options.healthWait, signal });
 }

@@ -9,7 +9,13 @@ export interface InstanceSpec {
   readonly host: string;
   /** The address nginx and the health check use (an IP literal). */
   readonly address: string;
+  /** The port of its first slot (the one its id is named after). */
   readonly port: number;
+  /**
+   * Both slots' ports, when the instance has a spare port: a surge or blue-green deploy starts the
+   * new version on the idle slot while the live one serves. The routing in force says which is live.
+   */
+  readonly slots?: readonly [number, number] | undefined;
 }
 
 /** What preflight saw of an instance before anything changed. */
@@ -19,6 +25,10 @@ export interface ObservedInstance extends InstanceSpec {
   readonly healthy: boolean;
   /** Whether the proxy routes to it now. An instance out of the pool can be changed right away. */
   readonly inPool: boolean;
+  /** With slots: the port the routing in force serves it on (`port` is still its first slot's). */
+  readonly livePort?: number | undefined;
+  /** With slots: the other slot, which nothing routes to, and whether something listens on it. */
+  readonly idle?: { readonly port: number; readonly free: boolean } | undefined;
 }
 
 /**
@@ -44,9 +54,18 @@ export interface Routing {
    * is in the pool, moves only while it is out, and comes back to it afterwards.
    */
   readonly affinity?: { readonly key: string; readonly ring: readonly string[] };
+  /**
+   * Instance id -> the port of the slot it is served on, for instances with two slots. An instance
+   * with slots that is not listed is served on the slot it was live on (its first slot at first).
+   */
+  readonly slots?: Readonly<Record<string, number>>;
 }
 
-/** An instance as the proxy sees it: where it is and, when known, which version it runs. */
+/**
+ * An instance as the proxy sees it: where it is and, when known, which version it runs. For an
+ * instance with slots, `port` is the port the routing being applied serves it on, and `version` the
+ * version that slot runs.
+ */
 export interface ProxyInstance extends InstanceSpec {
   readonly version?: string | undefined;
 }
@@ -123,6 +142,20 @@ export interface Proxy {
 
 export interface InstanceContext {
   readonly signal?: AbortSignal | undefined;
+  /** The slot's port the command is for (`{port}`); the first slot's when not given. */
+  readonly port?: number | undefined;
+}
+
+/** What a host shows of a slot before a deploy starts a process there (see InstanceControl.inspect). */
+export interface SlotInspection {
+  /** Nothing listens on the idle port, on the instance's address or a wildcard one. */
+  readonly free: boolean;
+  /** What listens there, when something does ("127.0.0.1:9011 (gunicorn, pid 123)"). */
+  readonly listener?: string | undefined;
+  /** Resident memory of the processes listening on the live port, when the host lets nodrop see them. */
+  readonly liveRssBytes?: number | undefined;
+  /** The host's MemAvailable. */
+  readonly availableBytes?: number | undefined;
 }
 
 /** Controls one instance: stop it, put a version in place, start it. */
@@ -133,6 +166,8 @@ export interface InstanceControl {
   start(context: InstanceContext & { version: string }): Promise<void>;
   /** Confirms, before anything changes, that the instance's host can be reached to run its commands. */
   reach?(context: InstanceContext): Promise<void>;
+  /** On the instance's host: is the idle slot's port free, and what the overlap with the live slot costs. */
+  inspect?(context: InstanceContext & { idlePort: number; livePort: number }): Promise<SlotInspection>;
 }
 
 /** Answers whether an instance is healthy and which version it runs, probed directly. */
@@ -150,9 +185,16 @@ export interface HealthProbe {
 
 export type StepKind = "route" | "stop" | "update" | "start" | "check" | "soak";
 
+/**
+ * A step on instances acts on their live slot, or with `slot: "idle"` on the slot nothing routes to
+ * when the step runs (after a swap, that is the slot that was live). A `background` stop does not
+ * hold up the steps after it: the engine waits for it before that instance's next step, and at the end.
+ */
+export type InstanceStep = { readonly kind: "stop" | "update" | "start" | "check"; readonly instances: readonly string[]; readonly slot?: "live" | "idle"; readonly background?: boolean };
+
 export type PlanStep =
   | { readonly kind: "route"; readonly routing: Routing; readonly why: string }
-  | { readonly kind: "stop" | "update" | "start" | "check"; readonly instances: readonly string[] }
+  | InstanceStep
   | { readonly kind: "soak"; readonly ms: number };
 
 /**

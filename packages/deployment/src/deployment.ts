@@ -2,7 +2,10 @@ import {
   type ConfigIssue,
   type DeployOptions,
   type DeployVerifier,
+  DEFAULT_OVERLAP,
   type Executor,
+  type InstanceConfig,
+  type InstanceSpec,
   type LocalExecutorOptions,
   type NodropConfig,
   NodropError,
@@ -163,8 +166,8 @@ function assemble(parts: {
     if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
     return executor;
   };
-  const instances = config.instances.map((spec) =>
-    commandInstance({ spec, executor: executorFor(spec.host), commands: config.commands, timeoutMs: config.commands.timeout }),
+  const instances = config.instances.map((entry) =>
+    commandInstance({ spec: instanceSpec(entry), executor: executorFor(entry.host), commands: config.commands, timeoutMs: config.commands.timeout }),
   );
   const ids = config.instances.map((i) => i.id);
   const strategyOptions = resolved.strategy.options;
@@ -188,10 +191,17 @@ function assemble(parts: {
           : httpHealthCheck({ path: config.health.path, versionHeader: config.health.versionHeader, timeoutMs: config.health.timeout }),
       healthWait: { successes: config.health.successes, intervalMs: config.health.interval, deadlineMs: config.health.deadline },
       parallel: config.parallel,
+      overlap: { ...DEFAULT_OVERLAP, reserveBytes: config.slots?.reserve ?? DEFAULT_OVERLAP.reserveBytes },
       ...(config.verify && options.verify !== "off" ? { verify: verifier(config.verify, config.health.versionHeader, options.verify !== "report") } : {}),
     },
     dispose,
   };
+}
+
+/** An instance of the config as core knows it: with two slots when it has a spare port. */
+export function instanceSpec(entry: InstanceConfig): InstanceSpec {
+  const { id, host, address, port, spare } = entry;
+  return { id, host, address, port, ...(spare === undefined ? {} : { slots: [port, spare] as const }) };
 }
 
 /**

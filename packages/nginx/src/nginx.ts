@@ -498,9 +498,10 @@ export function routedAddressProblems(text: string, instances: readonly Instance
       if (seen.live) problems.push(`${id}: the proxy routes to ${[...seen.endpoints].join(", ")}, the config has no instance ${id}`);
       continue;
     }
-    const expected = endpoint(instance.address, instance.port);
-    const other = [...seen.endpoints].filter((e) => e !== expected);
-    if (other.length > 0) problems.push(`${id}: the proxy routes to ${other.join(", ")}, the config says ${expected}`);
+    // With two slots, either of its ports is where the config says it is.
+    const expected = (instance.slots ?? [instance.port]).map((port) => endpoint(instance.address, port));
+    const other = [...seen.endpoints].filter((e) => !expected.includes(e));
+    if (other.length > 0) problems.push(`${id}: the proxy routes to ${other.join(", ")}, the config says ${expected.join(" or ")}`);
   }
   for (const instance of instances) {
     if (!routed.has(instance.id) && named.has(instance.id)) problems.push(`${instance.id}: the routing in force names it but no server line routes to it, the config says ${endpoint(instance.address, instance.port)}`);

@@ -1,5 +1,5 @@
 import { isIP } from "node:net";
-import { NodropError, type ProxyInstance, type Routing, validateRouting } from "@nodrop/core";
+import { NodropError, type ProxyInstance, type Routing, routedPort, validateRouting } from "@nodrop/core";
 
 export interface RenderInput {
   /** Prefix of every name in the file ("web" -> upstream nodrop_web_all, variable $nodrop_web_pool). */
@@ -38,9 +38,11 @@ export function renderNginxConfig(input: RenderInput): string {
   const { name, routing, versionCookie } = input;
   if (!NGINX_NAME.test(name)) throw new NodropError("E_PROXY_RENDER", `nginx name "${name}" must match ${NGINX_NAME}`);
   if (!NGINX_NAME.test(versionCookie)) throw new NodropError("E_PROXY_RENDER", `proxy.versionCookie "${versionCookie}" must match ${NGINX_NAME}`);
-  const byId = new Map(input.instances.map((i) => [i.id, i]));
+  // With slots, each instance is served on the port the routing names (the caller's port otherwise).
+  const instances = input.instances.map((i) => ({ ...i, port: routedPort(routing, i, i.port) }));
+  const byId = new Map(instances.map((i) => [i.id, i]));
   try {
-    validateRouting(routing, new Set(byId.keys()));
+    validateRouting(routing, input.instances);
   } catch (error) {
     throw new NodropError("E_PROXY_RENDER", (error as Error).message, { cause: error });
   }
@@ -91,7 +93,7 @@ export function renderNginxConfig(input: RenderInput): string {
   // The version cookie: from what nodrop knows each instance runs, keyed by the address that
   // answered (the last one in $upstream_addr when nginx retried). No change to the app needed.
   lines.push(`map $upstream_addr $nodrop_${name}_served {`, '    default "";');
-  for (const instance of input.instances) {
+  for (const instance of instances) {
     if (instance.version === undefined) continue;
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(instance.version)) throw new NodropError("E_PROXY_RENDER", `version "${instance.version}" of ${instance.id} is not a safe version string`);
     const address = `${formatAddress(instance.address)}:${instance.port}`.replace(/[.[\]]/g, "\\$&");

@@ -9,6 +9,10 @@ export const rollingOptionsSchema = schema.object({
   ),
   minInPool: schema.optional(schema.int({ min: 1, doc: "Fewest instances left serving while a batch is out; a plan that would go below is refused." }), 1),
   soak: schema.optional(schema.duration({ doc: "Wait after a batch is back in the pool before the next one starts." }), 0),
+  surge: schema.optional(
+    schema.bool({ doc: "Start each batch's new version on the instances' spare ports while the old one serves, swap them in one reload and stop the old processes in the background: the pool never shrinks. Needs two slots per instance." }),
+    false,
+  ),
 });
 
 /** What plan() takes; fields left out take their defaults (the parsed config section has them all). */

@@ -1,4 +1,18 @@
-import { type DeployPlan, type PlanInput, type PlanPhase, type PlanStep, type Strategy, checkBatchCapacity, replaceSteps, singlePool } from "@nodrop/core";
+import {
+  type DeployPlan,
+  type ObservedInstance,
+  type PlanInput,
+  type PlanPhase,
+  type PlanStep,
+  type Strategy,
+  checkBatchCapacity,
+  checkSpares,
+  replaceSteps,
+  retireSteps,
+  singlePool,
+  surgeSteps,
+  swapSlots,
+} from "@nodrop/core";
 import { type RollingOptions, rollingOptionsSchema } from "./options.js";
 
 /** Resolves a batch size ("25%" or a count) against the fleet size; at least 1. */
@@ -68,6 +82,11 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
       }
 
       const size = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
+      if (options.surge) {
+        phases.push(...surgePhases(instances, todo, size, options.soak ?? 0));
+        notes.push(`surge: batches of up to ${size} start on their spare ports while the old processes serve; all ${all.length} instances serve throughout`);
+        return { strategy: "rolling", version, phases, notes };
+      }
       const minInPool = options.minInPool ?? 1;
       checkBatchCapacity(size, all.length, minInPool);
       const batches = toBatches(todo, size);
@@ -87,4 +106,28 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
       return { strategy: "rolling", version, phases, notes };
     },
   };
+}
+
+/**
+ * Surge batches: each starts its new version on the idle slots while the old slots serve, swaps
+ * them in one reload (the old slots drain with the old nginx generation) and stops the old
+ * processes in the background, so the next batch does not wait for them. Every routing holds the
+ * whole fleet: capacity never drops below it.
+ */
+function surgePhases(instances: readonly ObservedInstance[], todo: readonly string[], size: number, soak: number): PlanPhase[] {
+  checkSpares(instances.filter((i) => todo.includes(i.id)), "strategy.surge");
+  const all = instances.map((i) => i.id);
+  const batches = toBatches(todo, size);
+  const swapped = new Set<string>();
+  return batches.map((batch, index) => {
+    for (const id of batch) swapped.add(id);
+    const routing = swapSlots(singlePool(all), instances, swapped);
+    const steps: PlanStep[] = [
+      ...surgeSteps(batch),
+      { kind: "route", routing, why: `batch ${index + 1} swapped to its new slots: ${batch.join(", ")}` },
+      ...retireSteps(batch),
+      ...(soak > 0 ? [{ kind: "soak" as const, ms: soak }] : []),
+    ];
+    return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" };
+  });
 }

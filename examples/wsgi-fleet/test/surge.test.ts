@@ -1,0 +1,140 @@
+// Surge rolling on real nginx and gunicorn, each instance with two slots (a port and a spare):
+// under load the pool never holds fewer instances than the fleet, a new slot that fails its check
+// changes nothing users see, and a taken spare port or too little memory is refused up front.
+import { readFile, writeFile } from "node:fs/promises";
+import net from "node:net";
+import { type Routing, servingInstances } from "@nodrop/core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse, stringify } from "yaml";
+import { type Fleet, deployUnderLoad, runNodrop, startFleet } from "../src/index.js";
+
+const PORTS = [8411, 8412, 8413, 8414];
+const OFFSET = 1000;
+
+/** The routing nodrop's include file says is in force (the line the nginx adapter writes). */
+function routingIn(text: string): Routing | undefined {
+  const line = /^# nodrop-routing: (\{.*\})$/m.exec(text)?.[1];
+  return line === undefined ? undefined : (JSON.parse(line) as Routing);
+}
+
+/** Reads the include file every 10 ms until stopped: each distinct routing seen, and the fewest instances any of them served. */
+function sampleRouting(file: string): { stop: () => Promise<{ samples: number; routings: Routing[]; fewest: number }> } {
+  let running = true;
+  const routings: Routing[] = [];
+  let samples = 0;
+  let fewest = Number.POSITIVE_INFINITY;
+  const loop = (async () => {
+    while (running) {
+      const routing = routingIn(await readFile(file, "utf8").catch(() => ""));
+      if (routing) {
+        samples += 1;
+        fewest = Math.min(fewest, servingInstances(routing).size);
+        if (JSON.stringify(routings.at(-1)) !== JSON.stringify(routing)) routings.push(routing);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return { samples, routings, fewest };
+    },
+  };
+}
+
+describe("surge rolling (real nginx + gunicorn, two slots per instance)", () => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    fleet = await startFleet({ ports: PORTS, proxyPort: 18411, slotOffset: OFFSET, strategy: { name: "rolling", batchSize: 1, surge: true }, health: { deadline: "8s" } });
+  });
+  afterAll(async () => {
+    await fleet?.stop();
+  });
+
+  it("moves v1 to v2 on the spare ports with 0 failed requests and never fewer than 4 instances in the pool", async () => {
+    const sampler = sampleRouting(fleet.includeFile);
+    const result = await deployUnderLoad({ fleet, version: "v2", load: { clients: 24, seed: 16 } });
+    const seen = await sampler.stop();
+
+    expect(result.cli.stderr).not.toContain("error [");
+    expect(result.cli.code).toBe(0);
+    expect(result.report?.ok).toBe(true);
+    expect(result.report?.instances.map((i) => [i.id, i.from, i.version, i.port, i.idle, i.inPool, i.outcome])).toEqual(
+      PORTS.map((port) => [`web-${port}`, "v1", "v2", port + OFFSET, { port, running: false }, true, "updated"]),
+    );
+    // One swap per batch, no finish: each reload keeps every instance in.
+    expect(result.report?.routes).toHaveLength(4);
+    // The sampler saw the routing before the deploy and after each of the four swaps, and no routing
+    // of any of them served fewer than the whole fleet.
+    expect(seen.routings.map((r) => Object.values(r.slots ?? {}).filter((port) => port > 9000).length)).toEqual([0, 1, 2, 3, 4]);
+    expect(seen.fewest).toBe(4);
+    expect(seen.samples).toBeGreaterThan(50);
+
+    expect(result.stats.requests).toBeGreaterThan(500);
+    expect(result.stats.errors).toEqual({});
+    expect(result.stats.failed).toBe(0);
+    expect(result.stats.byVersion.v1).toBeGreaterThan(0);
+    expect(result.stats.byVersion.v2).toBeGreaterThan(0);
+    expect(result.records.filter((r) => r.kind === "slow" && r.status === 200).length).toBeGreaterThan(0);
+    expect(result.records.filter((r) => r.kind === "post" && r.status === 200).length).toBeGreaterThan(0);
+    // The old slots are stopped; the new ones serve.
+    expect(await fleet.versions()).toEqual(Object.fromEntries(PORTS.flatMap((port) => [[String(port), "down"], [String(port + OFFSET), "v2"]])));
+    // status reads the routing back: each instance on its spare port.
+    const status = await runNodrop(["status", "--config", fleet.configFile]);
+    for (const port of PORTS) expect(status.stdout).toMatch(new RegExp(`web-${port}\\s.*127\\.0\\.0\\.1:${port + OFFSET}`));
+  });
+
+  it("a new slot that fails its check is stopped, and users see nothing change: the include file is not rewritten", async () => {
+    const before = await readFile(fleet.includeFile, "utf8");
+    // v3 is a release whose health check fails (examples/wsgi-fleet/releases/v3/BROKEN).
+    const result = await deployUnderLoad({ fleet, version: "v3", warmupMs: 500, cooldownMs: 500, load: { clients: 12, seed: 17 } });
+    expect(result.cli.code).not.toBe(0);
+    expect(result.report?.error?.code).toBe("E_HEALTHCHECK");
+    expect(result.report?.error?.instance).toBe("web-8411");
+    expect(result.report?.recovery).toContain("stopped the idle slots of web-8411 (port 8411)");
+    expect(result.report?.instances.map((i) => [i.id, i.version, i.port, i.inPool])).toEqual(PORTS.map((port) => [`web-${port}`, "v2", port + OFFSET, true]));
+    expect(await readFile(fleet.includeFile, "utf8")).toBe(before);
+    expect(result.stats.failed).toBe(0);
+    expect(Object.keys(result.stats.byVersion)).toEqual(["v2"]);
+    expect(await fleet.versions()).toEqual(Object.fromEntries(PORTS.flatMap((port) => [[String(port), "down"], [String(port + OFFSET), "v2"]])));
+  });
+
+  it("refuses, touching nothing, when an idle port is taken or the host lacks the memory for the overlap", async () => {
+    const before = await readFile(fleet.includeFile, "utf8");
+    const versions = await fleet.versions();
+    // Something else listens on web-8412's idle slot (8412, since v2 went live on 9412).
+    const squatter = net.createServer((socket) => socket.end());
+    await new Promise<void>((resolve) => squatter.listen(8412, "127.0.0.1", resolve));
+    try {
+      const taken = await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v4", "--json"]);
+      expect(taken.code).not.toBe(0);
+      const report = JSON.parse(taken.stdout) as { error?: { code: string; message: string } };
+      expect(report.error?.code).toBe("E_PREFLIGHT");
+      expect(report.error?.message).toMatch(/port 8412 on host local \(the idle slot of web-8412\) is taken: 127\.0\.0\.1:8412 \(\S+ (\d+)\)/);
+      // The listener is named by the pid that holds it: this test process.
+      expect(/\((?:\S+) (\d+)\)/.exec(report.error?.message ?? "")?.[1]).toBe(String(process.pid));
+    } finally {
+      await new Promise((resolve) => squatter.close(resolve));
+    }
+    // The host's real MemAvailable against a reserve no machine has.
+    const config = parse(await readFile(fleet.configFile, "utf8")) as Record<string, unknown>;
+    const greedy = fleet.configFile.replace(/\.yaml$/, ".greedy.yaml");
+    await writeFile(greedy, stringify({ ...config, slots: { offset: OFFSET, reserve: "100TiB" } }));
+    const short = await runNodrop(["deploy", "--config", greedy, "--version", "v4", "--json"]);
+    expect(short.code).not.toBe(0);
+    const report = JSON.parse(short.stdout) as { error?: { code: string; message: string } };
+    expect(report.error?.code).toBe("E_PREFLIGHT");
+    expect(report.error?.message).toMatch(/host local has \d+ MiB available, the overlap needs \d+ MiB \(\d+(\.\d)? MiB of new processes × 1\.25 \+ 104857600 MiB reserve\): \d+ MiB short/);
+    expect(await readFile(fleet.includeFile, "utf8")).toBe(before);
+    expect(await fleet.versions()).toEqual(versions);
+  });
+
+  it("the next surge swaps back to the first ports, from the routing nginx holds", async () => {
+    const result = await deployUnderLoad({ fleet, version: "v4", warmupMs: 500, cooldownMs: 500, load: { clients: 12, seed: 18 } });
+    expect(result.cli.code).toBe(0);
+    expect(result.report?.instances.map((i) => [i.id, i.from, i.version, i.port, i.idle?.running])).toEqual(PORTS.map((port) => [`web-${port}`, "v2", "v4", port, false]));
+    expect(result.stats.failed).toBe(0);
+    expect(await fleet.versions()).toEqual(Object.fromEntries(PORTS.flatMap((port) => [[String(port), "v4"], [String(port + OFFSET), "down"]])));
+  });
+});

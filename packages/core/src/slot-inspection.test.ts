@@ -1,0 +1,49 @@
+import { describe, expect, it } from "vitest";
+import { inspectSlotCommand, listenerTakes, parseSlotInspection } from "./slot-inspection.js";
+
+describe("listenerTakes", () => {
+  it.each([
+    ["127.0.0.1:9011", "127.0.0.1", true],
+    ["0.0.0.0:9011", "127.0.0.1", true],
+    ["*:9011", "10.0.0.5", true],
+    ["[::]:9011", "127.0.0.1", true],
+    ["[::ffff:127.0.0.1]:9011", "127.0.0.1", true],
+    ["127.0.0.1%lo:9011", "127.0.0.1", true],
+    ["[::1]:9011", "::1", true],
+    // Another address on the same port (test hosts share a loopback) leaves this one free.
+    ["127.0.0.2:9011", "127.0.0.1", false],
+    ["[::1]:9011", "127.0.0.1", false],
+  ])("%s takes %s's port: %s", (local, address, takes) => {
+    expect(listenerTakes(local, address)).toBe(takes);
+  });
+});
+
+describe("parseSlotInspection", () => {
+  it("reads the listener, the live slot's resident size and MemAvailable", () => {
+    const out = 'listen 127.0.0.1:9011 users:(("gunicorn",pid=4242,fd=5),("gunicorn",pid=4243,fd=5))\nrss 61440\nmem 8000000\n';
+    expect(parseSlotInspection(out, "127.0.0.1")).toEqual({ free: false, listener: "127.0.0.1:9011 (gunicorn 4242)", liveRssBytes: 61440 * 1024, availableBytes: 8_000_000 * 1024 });
+  });
+
+  it("a port free on this address, no process visible: free, size unknown", () => {
+    expect(parseSlotInspection("listen 127.0.0.2:9011 users:((\"x\",pid=1,fd=3))\nmem 100\n", "127.0.0.1")).toEqual({ free: true, availableBytes: 102_400 });
+  });
+
+  it("without ss, a port that answers a connection is taken", () => {
+    expect(parseSlotInspection("noss\nopen\n", "127.0.0.1")).toMatchObject({ free: false, listener: "127.0.0.1 (answers a connection)" });
+  });
+
+  it("keeps nothing of a hostile host's text but the address and numbers", () => {
+    const out = 'listen 0.0.0.0:9011 users:(("$(rm -rf /)\u001b[2J",pid=7,fd=5))\nrss 12abc\nmem -5\n';
+    const seen = parseSlotInspection(out, "127.0.0.1");
+    expect(seen.listener).toBe("0.0.0.0:9011 (pid 7)");
+    expect(seen.liveRssBytes).toBeUndefined();
+    expect(seen.availableBytes).toBeUndefined();
+  });
+});
+
+describe("inspectSlotCommand", () => {
+  it("refuses a value that is not a port", () => {
+    expect(() => inspectSlotCommand(9011.5, 8011, "127.0.0.1")).toThrow(/not a port/);
+    expect(() => inspectSlotCommand(0, 8011, "127.0.0.1")).toThrow(/not a port/);
+  });
+});

@@ -1,0 +1,62 @@
+import { NodropError } from "./errors.js";
+import type { DeployPlan, ObservedInstance, SlotInspection } from "./types.js";
+
+/** What a host must keep for the overlap of old and new processes (docs/guides/slots.md explains it). */
+export interface OverlapBudget {
+  /** Memory left available on top of the overlap (default 128 MiB). */
+  readonly reserveBytes: number;
+  /** The new process's size as a multiple of the old one's (default 1.25: it grows as it warms up). */
+  readonly growth: number;
+}
+
+export const DEFAULT_OVERLAP: OverlapBudget = { reserveBytes: 128 * 1024 * 1024, growth: 1.25 };
+
+/** The instances each phase starts on an idle slot, in phase order. */
+export function idleStarts(plan: DeployPlan): string[][] {
+  return plan.phases.map((phase) => [...new Set(phase.steps.flatMap((step) => (step.kind === "start" && step.slot === "idle" ? step.instances : [])))]);
+}
+
+/**
+ * Checks a plan that starts processes on idle slots against what each host showed: every such
+ * port free, and each host's available memory enough for the peak overlap. A phase's new processes
+ * overlap with their old ones, and with the previous phase's while those stop in the background,
+ * so the peak is the largest sum of two neighbouring phases. Throws E_PREFLIGHT naming the host and
+ * the port or the shortfall, before anything changed; returns lines for the plan's notes.
+ */
+export function checkIdleSlots(plan: DeployPlan, observed: readonly ObservedInstance[], seen: ReadonlyMap<string, SlotInspection>, budget: OverlapBudget = DEFAULT_OVERLAP): string[] {
+  const starts = idleStarts(plan);
+  const used = new Set(starts.flat());
+  if (used.size === 0) return [];
+  const byId = new Map(observed.map((o) => [o.id, o]));
+  const taken = [...used].flatMap((id) => {
+    const o = byId.get(id)!;
+    const inspection = seen.get(id);
+    return o.idle && inspection && !inspection.free ? [{ id, line: `port ${o.idle.port} on host ${o.host} (the idle slot of ${id}) is taken: ${inspection.listener ?? "something listens there"}` }] : [];
+  });
+  if (taken.length > 0) {
+    throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${taken.map((t) => t.line).join("; ")}; stop what runs there, or pick another spare port`, { instance: taken[0]!.id });
+  }
+  const notes: string[] = [];
+  const shortfalls: string[] = [];
+  for (const host of [...new Set([...used].map((id) => byId.get(id)!.host))]) {
+    const onHost = (ids: readonly string[]) => ids.filter((id) => byId.get(id)!.host === host);
+    const sizes = onHost([...used]).map((id) => seen.get(id)?.liveRssBytes);
+    const available = onHost([...used]).map((id) => seen.get(id)?.availableBytes).find((b) => b !== undefined);
+    if (sizes.some((b) => b === undefined) || available === undefined) {
+      notes.push(`memory for the overlap on ${host} not measured (nodrop cannot see the processes on the live ports, or /proc/meminfo): not checked`);
+      continue;
+    }
+    const size = (ids: readonly string[]) => onHost(ids).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
+    let peak = 0;
+    starts.forEach((ids, index) => (peak = Math.max(peak, size(ids) + (index > 0 ? size(starts[index - 1]!) : 0))));
+    const needed = Math.ceil(peak * budget.growth) + budget.reserveBytes;
+    if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (${mib(peak)} of new processes × ${budget.growth} + ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
+    else notes.push(`memory for the overlap on ${host}: ${mib(needed)} needed, ${mib(available)} available`);
+  }
+  if (shortfalls.length > 0) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${shortfalls.join("; ")}; use smaller batches, free memory, or lower slots.reserve`);
+  return notes;
+}
+
+export function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
+}

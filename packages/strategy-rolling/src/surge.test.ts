@@ -1,0 +1,202 @@
+import { type DeployOptions, type DeployReport, type HealthCheck, type InstanceControl, type InstanceSpec, type Proxy, type ProxyInstance, type Routing, type SlotInspection, NodropError, deploy, planDeploy, servingInstances } from "@nodrop/core";
+import { describe, expect, it } from "vitest";
+import type { RollingOptions } from "./options.js";
+import { rollingStrategy } from "./rolling.js";
+
+/**
+ * The engine running rolling's surge plan against an in-memory fleet whose instances have two
+ * slots: what runs on each port, and every command with the port it was for. (The same deploys
+ * against real nginx and gunicorn are in examples/wsgi-fleet/test/surge.test.ts.)
+ */
+class SlotFleet {
+  readonly specs: InstanceSpec[];
+  /** `${id}:${port}` -> version installed / running. */
+  readonly installed = new Map<string, string>();
+  readonly running = new Map<string, string>();
+  readonly calls: string[] = [];
+  readonly broken = new Set<string>();
+  failStop = new Set<string>();
+  inspection: (id: string) => SlotInspection = () => ({ free: true, liveRssBytes: 50 * 2 ** 20, availableBytes: 8 * 2 ** 30 });
+
+  constructor(count: number, version: string) {
+    this.specs = Array.from({ length: count }, (_, i) => ({ id: `web-${8011 + i}`, host: "local", address: "127.0.0.1", port: 8011 + i, slots: [8011 + i, 9011 + i] as const }));
+    for (const spec of this.specs) {
+      this.installed.set(`${spec.id}:${spec.port}`, version);
+      this.running.set(`${spec.id}:${spec.port}`, version);
+    }
+  }
+
+  controls(): InstanceControl[] {
+    return this.specs.map((spec) => ({
+      spec,
+      stop: async ({ port = spec.port }) => {
+        this.calls.push(`stop ${spec.id}:${port}`);
+        if (this.failStop.has(`${spec.id}:${port}`)) throw new NodropError("E_INSTANCE", `stop of ${spec.id} on ${port} failed`, { instance: spec.id });
+        this.running.delete(`${spec.id}:${port}`);
+      },
+      update: async ({ version, port = spec.port }) => {
+        this.calls.push(`update ${spec.id}:${port} ${version}`);
+        this.installed.set(`${spec.id}:${port}`, version);
+      },
+      start: async ({ port = spec.port }) => {
+        this.calls.push(`start ${spec.id}:${port}`);
+        this.running.set(`${spec.id}:${port}`, this.installed.get(`${spec.id}:${port}`)!);
+      },
+      inspect: async () => this.inspection(spec.id),
+    }));
+  }
+
+  health(): HealthCheck {
+    return {
+      probe: async (instance) => {
+        const version = this.running.get(`${instance.id}:${instance.port}`);
+        if (version === undefined) return { ok: false, version: undefined, detail: "connection refused" };
+        return this.broken.has(`${instance.id}:${instance.port}`) ? { ok: false, version, detail: "status 503" } : { ok: true, version, detail: "status 200" };
+      },
+    };
+  }
+}
+
+class RecordingProxy implements Proxy {
+  readonly name = "recording";
+  readonly capabilities = { versionPinning: true, timedSwitch: true, affinity: true };
+  readonly applied: { routing: Routing; instances: readonly ProxyInstance[] }[] = [];
+  inForce: Routing | undefined;
+  async check() {
+    return { ok: true, details: [] };
+  }
+  async apply(routing: Routing, instances: readonly ProxyInstance[]) {
+    this.applied.push({ routing, instances });
+    this.inForce = routing;
+    return { generation: String(this.applied.length), confirmMs: 0, drainMs: 0 };
+  }
+  async current() {
+    return this.inForce;
+  }
+}
+
+function options(fleet: SlotFleet, proxy: RecordingProxy, version: string, strategy: Partial<RollingOptions> = {}): DeployOptions<RollingOptions> {
+  return {
+    version,
+    instances: fleet.controls(),
+    proxy,
+    strategy: rollingStrategy(),
+    strategyOptions: { batchSize: 1, surge: true, ...strategy },
+    health: fleet.health(),
+    healthWait: { successes: 1, intervalMs: 1, deadlineMs: 20 },
+  };
+}
+
+const byId = (report: DeployReport, id: string) => report.instances.find((i) => i.id === id)!;
+
+describe("surge rolling through the engine", () => {
+  it("starts each batch on its spare port, swaps it in with the whole fleet in the pool, and stops the old slot after the swap", async () => {
+    const fleet = new SlotFleet(4, "v1");
+    const proxy = new RecordingProxy();
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.ok).toBe(true);
+    // Capacity: every routing the proxy got serves all four instances.
+    expect(proxy.applied.map((a) => servingInstances(a.routing).size)).toEqual([4, 4, 4, 4]);
+    // One swap per batch, each recorded in the routing (the others stay where they are).
+    expect(proxy.applied.map((a) => a.routing.slots)).toEqual([
+      { "web-8011": 9011, "web-8012": 8012, "web-8013": 8013, "web-8014": 8014 },
+      { "web-8011": 9011, "web-8012": 9012, "web-8013": 8013, "web-8014": 8014 },
+      { "web-8011": 9011, "web-8012": 9012, "web-8013": 9013, "web-8014": 8014 },
+      { "web-8011": 9011, "web-8012": 9012, "web-8013": 9013, "web-8014": 9014 },
+    ]);
+    // The proxy is told the port each instance is served on and the version that slot runs.
+    expect(proxy.applied[0]!.instances.map((i) => `${i.id}@${i.port}=${i.version}`)).toEqual(["web-8011@9011=v2", "web-8012@8012=v1", "web-8013@8013=v1", "web-8014@8014=v1"]);
+    // Per instance: the new slot is ready before the swap; the old one stops only after it.
+    const order = fleet.calls.filter((c) => c.includes("web-8012"));
+    expect(order).toEqual(["update web-8012:9012 v2", "start web-8012:9012", "stop web-8012:8012"]);
+    expect([...fleet.running.entries()].sort()).toEqual([
+      ["web-8011:9011", "v2"],
+      ["web-8012:9012", "v2"],
+      ["web-8013:9013", "v2"],
+      ["web-8014:9014", "v2"],
+    ]);
+    for (const spec of fleet.specs) {
+      const instance = byId(report, spec.id);
+      expect(instance).toMatchObject({ port: spec.port + 1000, version: "v2", outcome: "updated", inPool: true, idle: { port: spec.port, running: false } });
+    }
+  });
+
+  it("a second surge swaps back to the first slots, from the routing the proxy holds", async () => {
+    const fleet = new SlotFleet(2, "v1");
+    const proxy = new RecordingProxy();
+    expect((await deploy(options(fleet, proxy, "v2"))).ok).toBe(true);
+    const report = await deploy(options(fleet, proxy, "v3"));
+    expect(report.ok).toBe(true);
+    expect(proxy.inForce?.slots).toEqual({ "web-8011": 8011, "web-8012": 8012 });
+    expect([...fleet.running.entries()].sort()).toEqual([
+      ["web-8011:8011", "v3"],
+      ["web-8012:8012", "v3"],
+    ]);
+    expect(byId(report, "web-8011")).toMatchObject({ from: "v2", port: 8011, idle: { port: 9011, running: false } });
+  });
+
+  it("a new slot that fails its check is stopped, and its instance never left the pool nor changed slot", async () => {
+    const fleet = new SlotFleet(3, "v1");
+    fleet.broken.add("web-8012:9012");
+    const proxy = new RecordingProxy();
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.ok).toBe(false);
+    expect(report.error).toMatchObject({ code: "E_HEALTHCHECK", instance: "web-8012" });
+    // Only batch 1's swap ever reached the proxy: web-8012 was served on 8012 throughout.
+    expect(proxy.applied.map((a) => a.routing.slots?.["web-8012"])).toEqual([8012]);
+    expect(proxy.applied.every((a) => servingInstances(a.routing).size === 3)).toBe(true);
+    expect(fleet.running.get("web-8012:8012")).toBe("v1");
+    expect(fleet.running.has("web-8012:9012")).toBe(false);
+    expect(byId(report, "web-8012")).toMatchObject({ port: 8012, version: "v1", outcome: "reverted", inPool: true, idle: { port: 9012, running: false } });
+    expect(byId(report, "web-8011")).toMatchObject({ port: 9011, version: "v2", outcome: "updated" });
+    expect(byId(report, "web-8013")).toMatchObject({ port: 8013, version: "v1", outcome: "not-reached" });
+    expect(report.recovery).toContain("stopped the idle slots of web-8012 (port 9012)");
+  });
+
+  it("an old slot that does not stop fails the deploy at the end, with the instance serving from its new slot", async () => {
+    const fleet = new SlotFleet(2, "v1");
+    fleet.failStop.add("web-8011:8011");
+    const proxy = new RecordingProxy();
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.ok).toBe(false);
+    expect(report.error?.instance).toBe("web-8011");
+    expect(report.error?.step).toMatch(/\(background\)$/);
+    expect(byId(report, "web-8011")).toMatchObject({ port: 9011, version: "v2", outcome: "updated", idle: { port: 8011, running: true } });
+  });
+
+  it("refuses before anything runs when an idle port is taken, naming the host and the port", async () => {
+    const fleet = new SlotFleet(2, "v1");
+    fleet.inspection = (id) => (id === "web-8012" ? { free: false, listener: "127.0.0.1:9012 (python3 4242)" } : { free: true });
+    const proxy = new RecordingProxy();
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.error?.code).toBe("E_PREFLIGHT");
+    expect(report.error?.message).toContain("port 9012 on host local (the idle slot of web-8012) is taken: 127.0.0.1:9012 (python3 4242)");
+    expect(fleet.calls).toEqual([]);
+    expect(proxy.applied).toEqual([]);
+  });
+
+  it("refuses when a host lacks the memory for the overlap, and says by how much", async () => {
+    const fleet = new SlotFleet(4, "v1");
+    // 4 instances of 300 MiB, batches of 2: two batches overlap while the first one's old slots stop.
+    fleet.inspection = () => ({ free: true, liveRssBytes: 300 * 2 ** 20, availableBytes: 1024 * 2 ** 20 });
+    const proxy = new RecordingProxy();
+    const report = await deploy(options(fleet, proxy, "v2", { batchSize: 2 }));
+    expect(report.error?.code).toBe("E_PREFLIGHT");
+    // 4 × 300 MiB × 1.25 + 128 MiB = 1628 MiB against 1024 MiB.
+    expect(report.error?.message).toContain("host local has 1024 MiB available, the overlap needs 1628 MiB");
+    expect(report.error?.message).toContain("604 MiB short");
+    expect(fleet.calls).toEqual([]);
+    // With batches of 1 the peak is two instances: 878 MiB fits.
+    const plan = await planDeploy(options(fleet, proxy, "v2", { batchSize: 1 }));
+    expect(plan.plan.notes).toContain("memory for the overlap on local: 878 MiB needed, 1024 MiB available");
+  });
+
+  it("refuses a surge on instances with one port", async () => {
+    const fleet = new SlotFleet(2, "v1");
+    const single = fleet.controls().map((c) => ({ ...c, spec: { ...c.spec, slots: undefined } }));
+    const proxy = new RecordingProxy();
+    const report = await deploy({ ...options(fleet, proxy, "v2"), instances: single });
+    expect(report.error?.code).toBe("E_PLAN");
+    expect(report.error?.message).toContain("strategy.surge needs two slots on every instance it replaces: web-8011, web-8012 have one port");
+  });
+});
