@@ -51318,7 +51318,7 @@ function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
   const taken = [...used].flatMap((id) => {
     const o = byId.get(id);
     const inspection = seen.get(id);
-    return o.idle && inspection && !inspection.free ? [{ id, line: `port ${o.idle.port} on host ${o.host} (the idle slot of ${id}) is taken: ${inspection.listener ?? "something listens there"}` }] : [];
+    return o.idle && inspection && !inspection.free && o.idle.version === void 0 ? [{ id, line: `port ${o.idle.port} on host ${o.host} (the idle slot of ${id}) is taken: ${inspection.listener ?? "something listens there"}` }] : [];
   });
   if (taken.length > 0) {
     throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${taken.map((t) => t.line).join("; ")}; stop what runs there, or pick another spare port`, { instance: taken[0].id });
@@ -51393,8 +51393,10 @@ function checkBatchCapacity(size2, fleet, minInPool) {
     fleet === 1 ? "strategy.batchSize: a fleet of one instance cannot be updated without dropping requests; add a second instance" : `strategy.batchSize: a batch of ${size2} out of ${fleet} instances leaves ${fleet - size2} serving, below strategy.minInPool (${minInPool})`
   );
 }
-function surgeSteps(ids2) {
+function surgeSteps(ids2, instances = []) {
+  const leftovers = leftoverSlots(instances.filter((i) => ids2.includes(i.id)));
   return [
+    ...leftovers.length > 0 ? [{ kind: "stop", instances: leftovers, slot: "idle" }] : [],
     { kind: "update", instances: ids2, slot: "idle" },
     { kind: "start", instances: ids2, slot: "idle" },
     { kind: "check", instances: ids2, slot: "idle" }
@@ -51415,6 +51417,9 @@ function checkSpares(instances, field) {
   const single = instances.filter((i) => !i.idle).map((i) => i.id);
   if (single.length === 0) return;
   throw new NodropError("E_PLAN", `${field} needs two slots on every instance it replaces: ${single.join(", ")} ${single.length === 1 ? "has" : "have"} one port (give each a spare port: instances[].spare, or slots.offset)`);
+}
+function leftoverSlots(instances) {
+  return instances.filter((i) => i.idle && !i.idle.free && i.idle.version !== void 0).map((i) => i.id);
 }
 function buildReport(run3, strategy, outcome) {
   const { error: error2, step: step2, recovery } = outcome;
@@ -51480,7 +51485,7 @@ var DeployRun = class {
     this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id))];
     for (const o of observed) {
       const control = this.instances.find((i) => i.spec.id === o.id);
-      const idle = o.idle ? { port: o.idle.port, version: void 0, running: o.idle.free ? false : void 0, ours: false } : void 0;
+      const idle = o.idle ? { port: o.idle.port, version: o.idle.version, running: o.idle.free ? false : void 0, ours: false } : void 0;
       this.tracked.set(o.id, { control, from: o.version, version: o.version, port: o.livePort ?? o.port, idle, touched: false, outcome: o.version === this.version ? "unchanged" : "not-reached", steps: [] });
     }
   }
@@ -51627,7 +51632,7 @@ async function planDeploy(options) {
     throw new NodropError("E_PREFLIGHT", "refusing to deploy: no instance is healthy and in the pool, so there is nothing to keep serving while others change");
   }
   const inspections = await inspectIdleSlots(options, observed);
-  const seenObserved = observed.map((o) => o.idle && inspections.has(o.id) ? { ...o, idle: { port: o.idle.port, free: inspections.get(o.id).free } } : o);
+  const seenObserved = await Promise.all(observed.map((o) => withIdleSlot(options, o, inspections.get(o.id))));
   const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
   const plan = checkPlanShape(planned, seenObserved);
   const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
@@ -51642,6 +51647,13 @@ async function inspectIdleSlots(options, observed) {
     seen.set(o.id, await control.inspect({ idlePort: o.idle.port, livePort: o.livePort ?? o.port, signal: options.signal }));
   });
   return seen;
+}
+async function withIdleSlot(options, o, seen) {
+  if (!o.idle || !seen) return o;
+  if (seen.free) return { ...o, idle: { port: o.idle.port, free: true } };
+  const probe = await options.health.probe({ ...o, port: o.idle.port }, options.signal);
+  const version = probe.ok && isSafeName(probe.version) ? probe.version : void 0;
+  return { ...o, idle: { port: o.idle.port, free: false, ...version === void 0 ? {} : { version } } };
 }
 function checkPlanShape(plan, observed) {
   const known = new Set(observed.map((i) => i.id));
@@ -53830,8 +53842,10 @@ function rollingStrategy() {
       const allIn = singlePool(all);
       const outOfPool = instances.some((i) => !i.inPool);
       if (todo.length === 0 && outside2.length === 0) {
-        const phases2 = outOfPool ? [{ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" }] : [];
-        return { strategy: "rolling", version, phases: phases2, notes: [...notes, outOfPool ? "instances out of the pool rejoin it" : "nothing to do"] };
+        const tidy = options.surge ? oldSlotsPhase(instances, []) : [];
+        const phases2 = [...tidy, ...outOfPool ? [{ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" }] : []];
+        const what = outOfPool ? "instances out of the pool rejoin it" : tidy.length > 0 ? "old processes left on idle slots are stopped" : "nothing to do";
+        return { strategy: "rolling", version, phases: phases2, notes: [...notes, what] };
       }
       const phases = [];
       if (outside2.length > 0) {
@@ -53878,17 +53892,22 @@ function surgePhases(instances, todo, size2, soak) {
   const all = instances.map((i) => i.id);
   const batches = toBatches(todo, size2);
   const swapped = /* @__PURE__ */ new Set();
-  return batches.map((batch, index) => {
+  return [...oldSlotsPhase(instances, todo), ...batches.map((batch, index) => {
     for (const id of batch) swapped.add(id);
     const routing = swapSlots(singlePool(all), instances, swapped);
     const steps = [
-      ...surgeSteps(batch),
+      ...surgeSteps(batch, instances),
       { kind: "route", routing, why: `batch ${index + 1} swapped to its new slots: ${batch.join(", ")}` },
       ...retireSteps(batch),
       ...soak > 0 ? [{ kind: "soak", ms: soak }] : []
     ];
     return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" };
-  });
+  })];
+}
+function oldSlotsPhase(instances, todo) {
+  const leftovers = leftoverSlots(instances.filter((i) => !todo.includes(i.id)));
+  if (leftovers.length === 0) return [];
+  return [{ name: "old slots", instances: leftovers, onFailure: "isolate", steps: [{ kind: "stop", instances: leftovers, slot: "idle" }] }];
 }
 var rollingPlugin = defineStrategy({ name: "rolling", optionsSchema: rollingOptionsSchema, create: rollingStrategy });
 

@@ -3,10 +3,12 @@
 // changes nothing users see, and a taken spare port or too little memory is refused up front.
 import { readFile, writeFile } from "node:fs/promises";
 import net from "node:net";
-import { type Routing, servingInstances } from "@nodrop/core";
+import { type Routing, servingInstances, sleep } from "@nodrop/core";
+import { startLoad } from "@nodrop/loadgen";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import { type Fleet, deployUnderLoad, runNodrop, startFleet } from "../src/index.js";
+import { deployKilledAt, describeRecord, lastDeployRecords, readJournal, waitForOrphans } from "../src/kill-points.js";
 
 const PORTS = [8411, 8412, 8413, 8414];
 const OFFSET = 1000;
@@ -136,5 +138,61 @@ describe("surge rolling (real nginx + gunicorn, two slots per instance)", () => 
     expect(result.report?.instances.map((i) => [i.id, i.from, i.version, i.port, i.idle?.running])).toEqual(PORTS.map((port) => [`web-${port}`, "v2", "v4", port, false]));
     expect(result.stats.failed).toBe(0);
     expect(await fleet.versions()).toEqual(Object.fromEntries(PORTS.flatMap((port) => [[String(port), "v4"], [String(port + OFFSET), "down"]])));
+  });
+});
+
+describe("surge rolling killed with -9 mid-deploy, then resume (real nginx + gunicorn)", () => {
+  const ports = [8421, 8422, 8423];
+  let fleet: Fleet;
+  /** The journal of one whole surge deploy, v1 -> v2: where each kill point is. */
+  let enumeration: string[];
+  beforeAll(async () => {
+    fleet = await startFleet({ ports, proxyPort: 18421, slotOffset: OFFSET, strategy: { name: "rolling", batchSize: 1, surge: true }, health: { deadline: "8s" } });
+    const first = await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v2"]);
+    expect(first.code, first.stderr).toBe(0);
+    enumeration = lastDeployRecords(await readJournal(fleet)).map(describeRecord);
+  });
+  afterAll(async () => {
+    await fleet?.stop();
+  });
+
+  it.each([
+    // The new slot of batch 2 has started but is not in the pool yet.
+    { name: "after batch 2's new slot started", record: "step batch 2/3: start web-8422 ok", from: "v2", to: "v4" },
+    // The swap is being put into effect (or is, once an orphaned reload ends); the old slot was not stopped.
+    { name: "as batch 2's swap starts", record: "step batch 2/3: route start", from: "v4", to: "v2" },
+  ])("killed $name: the idle slot holds a process of the app, and resume finishes with 0 failed requests", async ({ record, from, to }) => {
+    expect(Object.values(await fleet.versions()).filter((v) => v !== "down")).toEqual(ports.map(() => from));
+    const k = enumeration.indexOf(record) + 1;
+    expect(k, `"${record}" in ${enumeration.join(" | ")}`).toBeGreaterThan(0);
+
+    const load = startLoad({ url: fleet.url, clients: 8, seed: k, postRatio: 0.1, slowRatio: 0.1, slowMs: 200, durationMs: 300_000 });
+    try {
+      while (load.completed() < 16) await sleep(5);
+      const tag = `surge-${k}-${to}`;
+      const killed = await deployKilledAt(fleet, { version: to, k, tag });
+      expect(killed.exit.signal).toBe("SIGKILL");
+      await waitForOrphans(tag);
+      // The kill left batch 2's instance with both slots up: the old version and the new one.
+      const left = await fleet.versions();
+      expect([left["8422"], left[String(8422 + OFFSET)]].sort()).toEqual([from, to].sort());
+
+      const status = await runNodrop(["status", "--config", fleet.configFile]);
+      expect(status.stdout).toContain("DID NOT FINISH");
+      const resumed = await runNodrop(["resume", "--config", fleet.configFile, "--json"]);
+      expect(resumed.code, resumed.stderr).toBe(0);
+      const report = JSON.parse(resumed.stdout) as { ok: boolean; instances: { id: string; version: string; port: number; idle?: { running?: boolean } }[] };
+      expect(report.ok).toBe(true);
+      // Every instance on the new version, on the slot the first deploy did not use, with its old slot stopped.
+      const live = (port: number) => (to === "v4" ? port : port + OFFSET);
+      expect(report.instances.map((i) => [i.id, i.version, i.port, i.idle?.running])).toEqual(ports.map((port) => [`web-${port}`, to, live(port), false]));
+      expect(await fleet.versions()).toEqual(Object.fromEntries(ports.flatMap((port) => [[String(port), to === "v4" ? to : "down"], [String(port + OFFSET), to === "v4" ? "down" : to]])));
+    } finally {
+      load.stop();
+    }
+    const { stats } = await load.done;
+    expect(stats.errors).toEqual({});
+    expect(stats.failed).toBe(0);
+    expect(stats.requests).toBeGreaterThan(100);
   });
 });

@@ -83,7 +83,7 @@ export class DeployRun {
     this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id))];
     for (const o of observed) {
       const control = this.instances.find((i) => i.spec.id === o.id)!;
-      const idle = o.idle ? { port: o.idle.port, version: undefined, running: o.idle.free ? false : undefined, ours: false } : undefined;
+      const idle = o.idle ? { port: o.idle.port, version: o.idle.version, running: o.idle.free ? false : undefined, ours: false } : undefined;
       this.tracked.set(o.id, { control, from: o.version, version: o.version, port: o.livePort ?? o.port, idle, touched: false, outcome: o.version === this.version ? "unchanged" : "not-reached", steps: [] });
     }
   }

@@ -24,10 +24,13 @@ export function checkBatchCapacity(size: number, fleet: number, minInPool: numbe
 
 /**
  * The steps that start a version beside the running one: put it in place on each instance's idle
- * slot, start it there and check it directly, while the live slot keeps serving.
+ * slot, start it there and check it directly, while the live slot keeps serving. An idle slot where
+ * a process of the app still runs (a deploy killed mid-surge left it) is stopped first.
  */
-export function surgeSteps(ids: readonly string[]): PlanStep[] {
+export function surgeSteps(ids: readonly string[], instances: readonly ObservedInstance[] = []): PlanStep[] {
+  const leftovers = leftoverSlots(instances.filter((i) => ids.includes(i.id)));
   return [
+    ...(leftovers.length > 0 ? [{ kind: "stop" as const, instances: leftovers, slot: "idle" as const }] : []),
     { kind: "update", instances: ids, slot: "idle" },
     { kind: "start", instances: ids, slot: "idle" },
     { kind: "check", instances: ids, slot: "idle" },
@@ -54,4 +57,9 @@ export function checkSpares(instances: readonly ObservedInstance[], field: strin
   const single = instances.filter((i) => !i.idle).map((i) => i.id);
   if (single.length === 0) return;
   throw new NodropError("E_PLAN", `${field} needs two slots on every instance it replaces: ${single.join(", ")} ${single.length === 1 ? "has" : "have"} one port (give each a spare port: instances[].spare, or slots.offset)`);
+}
+
+/** Instances whose idle slot runs a process of the app (it answered the health check at preflight). */
+export function leftoverSlots(instances: readonly ObservedInstance[]): string[] {
+  return instances.filter((i) => i.idle && !i.idle.free && i.idle.version !== undefined).map((i) => i.id);
 }

@@ -83,7 +83,7 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
     throw new NodropError("E_PREFLIGHT", "refusing to deploy: no instance is healthy and in the pool, so there is nothing to keep serving while others change");
   }
   const inspections = await inspectIdleSlots(options, observed);
-  const seenObserved = observed.map((o) => (o.idle && inspections.has(o.id) ? { ...o, idle: { port: o.idle.port, free: inspections.get(o.id)!.free } } : o));
+  const seenObserved = await Promise.all(observed.map((o) => withIdleSlot(options, o, inspections.get(o.id))));
   const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
   const plan = checkPlanShape(planned, seenObserved);
   const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
@@ -100,6 +100,20 @@ async function inspectIdleSlots(options: Omit<DeployOptions<unknown>, "onEvent">
     seen.set(o.id, await control.inspect({ idlePort: o.idle!.port, livePort: o.livePort ?? o.port, signal: options.signal }));
   });
   return seen;
+}
+
+/**
+ * The instance with what its idle slot showed. Something listening there that answers the health
+ * check with a safe version is this app's process, left by a deploy that did not finish (killed
+ * between starting a new slot and stopping the old one): a surge plan stops it before it starts
+ * anything there. Anything else listening there makes a plan that starts on the slot refuse.
+ */
+async function withIdleSlot(options: Omit<DeployOptions<unknown>, "onEvent">, o: ObservedInstance, seen: SlotInspection | undefined): Promise<ObservedInstance> {
+  if (!o.idle || !seen) return o;
+  if (seen.free) return { ...o, idle: { port: o.idle.port, free: true } };
+  const probe = await options.health.probe({ ...o, port: o.idle.port }, options.signal);
+  const version = probe.ok && isSafeName(probe.version) ? probe.version : undefined;
+  return { ...o, idle: { port: o.idle.port, free: false, ...(version === undefined ? {} : { version }) } };
 }
 
 /** Refuses a plan that names unknown instances, an invalid routing, or a step outside its phase. */

@@ -31,7 +31,8 @@ export function checkIdleSlots(plan: DeployPlan, observed: readonly ObservedInst
   const taken = [...used].flatMap((id) => {
     const o = byId.get(id)!;
     const inspection = seen.get(id);
-    return o.idle && inspection && !inspection.free ? [{ id, line: `port ${o.idle.port} on host ${o.host} (the idle slot of ${id}) is taken: ${inspection.listener ?? "something listens there"}` }] : [];
+    // A process of the app (it answered the health check) is stopped by the plan; anything else is in the way.
+    return o.idle && inspection && !inspection.free && o.idle.version === undefined ? [{ id, line: `port ${o.idle.port} on host ${o.host} (the idle slot of ${id}) is taken: ${inspection.listener ?? "something listens there"}` }] : [];
   });
   if (taken.length > 0) {
     throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${taken.map((t) => t.line).join("; ")}; stop what runs there, or pick another spare port`, { instance: taken[0]!.id });

@@ -27,8 +27,12 @@ export interface ObservedInstance extends InstanceSpec {
   readonly inPool: boolean;
   /** With slots: the port the routing in force serves it on (`port` is still its first slot's). */
   readonly livePort?: number | undefined;
-  /** With slots: the other slot, which nothing routes to, and whether something listens on it. */
-  readonly idle?: { readonly port: number; readonly free: boolean } | undefined;
+  /**
+   * With slots: the other slot, which nothing routes to, and whether something listens on it. When
+   * what listens there answers the health check, `version` says which version: a process of this
+   * app left by a deploy that did not finish (a surge plan stops it first).
+   */
+  readonly idle?: { readonly port: number; readonly free: boolean; readonly version?: string | undefined } | undefined;
 }
 
 /**

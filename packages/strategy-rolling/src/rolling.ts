@@ -7,6 +7,7 @@ import {
   type Strategy,
   checkBatchCapacity,
   checkSpares,
+  leftoverSlots,
   replaceSteps,
   retireSteps,
   singlePool,
@@ -63,8 +64,10 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
       const allIn = singlePool(all);
       const outOfPool = instances.some((i) => !i.inPool);
       if (todo.length === 0 && outside.length === 0) {
-        const phases: PlanPhase[] = outOfPool ? [{ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" }] : [];
-        return { strategy: "rolling", version, phases, notes: [...notes, outOfPool ? "instances out of the pool rejoin it" : "nothing to do"] };
+        const tidy = options.surge ? oldSlotsPhase(instances, []) : [];
+        const phases: PlanPhase[] = [...tidy, ...(outOfPool ? [{ name: "finish", instances: [], steps: [{ kind: "route" as const, routing: allIn, why: "all instances in the pool" }], onFailure: "revert" as const }] : [])];
+        const what = outOfPool ? "instances out of the pool rejoin it" : tidy.length > 0 ? "old processes left on idle slots are stopped" : "nothing to do";
+        return { strategy: "rolling", version, phases, notes: [...notes, what] };
       }
       const phases: PlanPhase[] = [];
       if (outside.length > 0) {
@@ -119,15 +122,22 @@ function surgePhases(instances: readonly ObservedInstance[], todo: readonly stri
   const all = instances.map((i) => i.id);
   const batches = toBatches(todo, size);
   const swapped = new Set<string>();
-  return batches.map((batch, index) => {
+  return [...oldSlotsPhase(instances, todo), ...batches.map((batch, index): PlanPhase => {
     for (const id of batch) swapped.add(id);
     const routing = swapSlots(singlePool(all), instances, swapped);
     const steps: PlanStep[] = [
-      ...surgeSteps(batch),
+      ...surgeSteps(batch, instances),
       { kind: "route", routing, why: `batch ${index + 1} swapped to its new slots: ${batch.join(", ")}` },
       ...retireSteps(batch),
       ...(soak > 0 ? [{ kind: "soak" as const, ms: soak }] : []),
     ];
     return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" };
-  });
+  })];
+}
+
+/** Old processes a killed deploy left on the idle slots of instances it will not replace: stopped first. */
+function oldSlotsPhase(instances: readonly ObservedInstance[], todo: readonly string[]): PlanPhase[] {
+  const leftovers = leftoverSlots(instances.filter((i) => !todo.includes(i.id)));
+  if (leftovers.length === 0) return [];
+  return [{ name: "old slots", instances: leftovers, onFailure: "isolate", steps: [{ kind: "stop", instances: leftovers, slot: "idle" }] }];
 }

@@ -191,6 +191,35 @@ describe("surge rolling through the engine", () => {
     expect(plan.plan.notes).toContain("memory for the overlap on local: 878 MiB needed, 1024 MiB available");
   });
 
+  it("after a deploy killed mid-surge, stops the app's processes left on idle slots before going on", async () => {
+    const fleet = new SlotFleet(3, "v1");
+    // web-8011 was swapped to 9011 (v2) but its old slot still runs; web-8012's new slot was started, not swapped.
+    fleet.running.set("web-8011:9011", "v2");
+    fleet.installed.set("web-8012:9012", "v2");
+    fleet.running.set("web-8012:9012", "v2");
+    const listening = (id: string, port: number) => fleet.running.has(`${id}:${port}`);
+    fleet.inspection = (id) => {
+      const spec = fleet.specs.find((s) => s.id === id)!;
+      const idle = id === "web-8011" ? spec.port : spec.port + 1000;
+      return listening(id, idle) ? { free: false, listener: `127.0.0.1:${idle} (gunicorn 1)` } : { free: true };
+    };
+    const proxy = new RecordingProxy();
+    proxy.inForce = { pools: { all: ["web-8011", "web-8012", "web-8013"] }, defaultPool: "all", pins: {}, slots: { "web-8011": 9011, "web-8012": 8012, "web-8013": 8013 } };
+    const plan = await planDeploy(options(fleet, proxy, "v2"));
+    expect(plan.plan.phases.map((p) => p.name)).toEqual(["old slots", "batch 1/2", "batch 2/2"]);
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.ok).toBe(true);
+    expect(fleet.calls.filter((c) => c.includes("web-8011") || c.includes("web-8012"))).toEqual([
+      "stop web-8011:8011",
+      "stop web-8012:9012",
+      "update web-8012:9012 v2",
+      "start web-8012:9012",
+      "stop web-8012:8012",
+    ]);
+    expect([...fleet.running.keys()].sort()).toEqual(["web-8011:9011", "web-8012:9012", "web-8013:9013"]);
+    expect(proxy.applied.every((a) => servingInstances(a.routing).size === 3)).toBe(true);
+  });
+
   it("refuses a surge on instances with one port", async () => {
     const fleet = new SlotFleet(2, "v1");
     const single = fleet.controls().map((c) => ({ ...c, spec: { ...c.spec, slots: undefined } }));
