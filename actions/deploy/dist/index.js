@@ -50834,8 +50834,8 @@ var configSchema = object({
   }),
   strategy: optional(
     mapping({
-      hint: "a mapping with use (rolling, half-split, sticky, a package name or a ./file)",
-      doc: "The strategy (`use`: rolling, half-split, sticky, an npm package or a ./file next to this config; `name` is the older name of `use`) and its options."
+      hint: "a mapping with use (rolling, half-split, blue-green, sticky, a package name or a ./file)",
+      doc: "The strategy (`use`: rolling, half-split, blue-green, sticky, an npm package or a ./file next to this config; `name` is the older name of `use`) and its options."
     }),
     { name: "rolling" }
   ),
@@ -51257,15 +51257,43 @@ function sameRouting(a, b) {
   const pools = (r) => Object.keys(r.pools).sort().map((name) => `${name}=${[...r.pools[name] ?? []].sort().join(",")}`).join(";");
   const pins = (r) => Object.keys(r.pins).sort().map((v) => `${v}>${r.pins[v]}`).join(";");
   const slots = (r) => Object.keys(r.slots ?? {}).sort().map((id) => `${id}:${r.slots?.[id]}`);
-  const extra = (r) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null, slots(r)]);
+  const poolSlots = (r) => Object.keys(r.poolSlots ?? {}).sort().map((pool) => `${pool}=${Object.keys(r.poolSlots?.[pool] ?? {}).sort().map((id) => `${id}:${r.poolSlots?.[pool]?.[id]}`).join(",")}`);
+  const extra = (r) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null, slots(r), poolSlots(r)]);
   return a.defaultPool === b.defaultPool && pools(a) === pools(b) && pins(a) === pins(b) && extra(a) === extra(b);
 }
 var POOL_NAME = /^[a-z][a-z0-9_]{0,31}$/;
 var AFFINITY_KEY = /^\$(remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1,64})$/;
 var PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-function routedPort(routing, spec, live) {
+function routedPort(routing, spec, live, pool) {
+  const own3 = pool !== void 0 && routing.poolSlots && Object.hasOwn(routing.poolSlots, pool) ? routing.poolSlots[pool] : void 0;
+  const inPool = own3 && Object.hasOwn(own3, spec.id) ? own3[spec.id] : void 0;
   const named = routing.slots && Object.hasOwn(routing.slots, spec.id) ? routing.slots[spec.id] : void 0;
-  return named ?? live ?? spec.port;
+  return inPool ?? named ?? live ?? spec.port;
+}
+function leadingPools(routing) {
+  return [
+    { pool: routing.defaultPool },
+    ...routing.switchDefault ? [{ pool: routing.switchDefault.to }] : [],
+    ...Object.entries(routing.pins).map(([pinned, pool]) => ({ pool, pinned }))
+  ];
+}
+function reachesSlot(routing, staged, spec, port, runs, live) {
+  return leadingPools(routing).some(
+    ({ pool, pinned }) => (pinned === void 0 || !staged.includes(pinned) || runs === pinned) && Object.hasOwn(routing.pools, pool) && (routing.pools[pool]?.includes(spec.id) ?? false) && routedPort(routing, spec, live, pool) === port
+  );
+}
+function servedEndpoints(routing, specs, live = () => void 0) {
+  const endpoints = /* @__PURE__ */ new Set();
+  for (const [pool, ids2] of Object.entries(routing.pools)) {
+    for (const id of ids2) {
+      const spec = specs.find((s) => s.id === id);
+      if (spec) endpoints.add(endpoint(spec.address, routedPort(routing, spec, live(id), pool)));
+    }
+  }
+  return endpoints;
+}
+function endpoint(address, port) {
+  return `${address.includes(":") ? `[${address}]` : address}:${port}`;
 }
 function withSlots(routing, specs, live) {
   const slotted = specs.filter((s) => s.slots !== void 0);
@@ -51298,11 +51326,19 @@ function validateRouting(routing, known) {
     if (!PIN_VERSION.test(version)) problems.push(`pinned version "${version}" is not a safe version string`);
     if (!Object.hasOwn(routing.pools, pool)) problems.push(`pin ${version} -> "${pool}" names a pool that is not defined`);
   }
-  for (const [id, port] of Object.entries(routing.slots ?? {})) {
-    const spec = specs?.find((s) => s.id === id);
-    if (!knownIds.has(id)) problems.push(`slots name unknown instance "${id}"`);
-    else if (!Number.isInteger(port)) problems.push(`slot of "${id}" is not a port: ${JSON.stringify(port)}`);
-    else if (specs && !spec?.slots?.includes(port)) problems.push(`slot ${port} of "${id}" is not one of its ports (${spec?.slots?.join(", ") ?? "it has one slot"})`);
+  const slotProblems = (entries, where) => {
+    for (const [id, port] of Object.entries(entries)) {
+      const spec = specs?.find((s) => s.id === id);
+      if (!knownIds.has(id)) problems.push(`${where} name unknown instance "${id}"`);
+      else if (!Number.isInteger(port)) problems.push(`slot of "${id}" is not a port: ${JSON.stringify(port)}`);
+      else if (specs && !spec?.slots?.includes(port)) problems.push(`slot ${port} of "${id}" is not one of its ports (${spec?.slots?.join(", ") ?? "it has one slot"})`);
+    }
+  };
+  slotProblems(routing.slots ?? {}, "slots");
+  for (const [pool, entries] of Object.entries(routing.poolSlots ?? {})) {
+    if (!Object.hasOwn(routing.pools, pool)) problems.push(`poolSlots name pool "${pool}", which is not defined`);
+    else for (const id of Object.keys(entries)) if (!routing.pools[pool]?.includes(id)) problems.push(`poolSlots of "${pool}" name "${id}", which that pool does not list`);
+    slotProblems(entries, `poolSlots of "${pool}"`);
   }
   if (problems.length > 0) throw new NodropError("E_PLAN", `invalid routing: ${problems.join("; ")}`);
 }
@@ -51546,13 +51582,13 @@ var DeployRun = class {
     const t = this.tracked.get(id);
     if (!t) return this.inForce.some((r) => reachesInstance(r, this.staged, id, void 0));
     const at = port ?? t.port;
-    return this.inForce.some((r) => routedPort(r, t.control.spec, t.port) === at && reachesInstance(r, this.staged, id, this.versionAt(id, at)));
+    return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, at, this.versionAt(id, at), t.port));
   }
   /** Reached by the default pool, a default switch or the pin of another version, under a routing that may be in force. */
   routedRegardless(id) {
     if (this.inForce.length === 0) return true;
     const t = this.instance(id);
-    return this.inForce.some((r) => routedPort(r, t.control.spec, t.port) === t.port && reachesInstance(r, this.staged, id, void 0));
+    return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, t.port, void 0, t.port));
   }
 };
 var JournalListener = class {
@@ -51703,8 +51739,10 @@ async function applyRouting(context, planned, why, phase, signal) {
   await timed(context, phase, "route", void 0, async () => {
     const instances = options.instances.map((i) => {
       if (!run3.tracked.has(i.spec.id)) return { ...i.spec, version: void 0 };
-      const port = routedPort(routing, i.spec, live(i.spec.id));
-      return { ...i.spec, port, version: run3.versionAt(i.spec.id, port) };
+      const t = run3.instance(i.spec.id);
+      const port = routedPort(routing, i.spec, t.port);
+      const versions = t.idle ? Object.fromEntries([[t.port, t.version], [t.idle.port, t.idle.version]].filter(([, v]) => v !== void 0)) : void 0;
+      return { ...i.spec, port, version: run3.versionAt(i.spec.id, port), ...versions ? { versions } : {} };
     });
     let result;
     try {
@@ -51878,8 +51916,8 @@ async function restorePool(context, phase) {
   const routing = options.strategy.recoveryRouting?.(healthy, { version: run3.version, previous, instances: run3.observed.map((o) => o.id), options: options.strategyOptions }) ?? singlePool(healthy.map((o) => o.id));
   try {
     validateRouting(routing, run3.observed);
-    const inForce = run3.routing;
-    if (inForce && sameRouting(withSlots(routing, run3.observed, (id) => run3.instance(id).port), inForce)) return `pool kept: ${[...run3.serving()].join(", ")}`;
+    const ids2 = new Set(healthy.map((o) => o.id));
+    if (run3.routing && run3.observed.every((o) => run3.reachable(o.id) === ids2.has(o.id))) return `pool kept: ${[...run3.serving()].join(", ")}`;
     await applyRouting(context, routing, "recovery: healthy instances back in the pool", `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
     return `pool restored: ${[...run3.serving()].join(", ")}`;
   } catch (error2) {
@@ -53108,8 +53146,8 @@ function renderNginxConfig(input) {
   const { name, routing, versionCookie } = input;
   if (!NGINX_NAME.test(name)) throw new NodropError("E_PROXY_RENDER", `nginx name "${name}" must match ${NGINX_NAME}`);
   if (!NGINX_NAME.test(versionCookie)) throw new NodropError("E_PROXY_RENDER", `proxy.versionCookie "${versionCookie}" must match ${NGINX_NAME}`);
-  const instances = input.instances.map((i) => ({ ...i, port: routedPort(routing, i, i.port) }));
-  const byId = new Map(instances.map((i) => [i.id, i]));
+  const byId = new Map(input.instances.map((i) => [i.id, i]));
+  const portIn = (instance, pool) => routedPort(routing, instance, instance.port, pool);
   try {
     validateRouting(routing, input.instances);
   } catch (error2) {
@@ -53130,12 +53168,12 @@ function renderNginxConfig(input) {
       const live = new Set(ids2);
       for (const id of routing.affinity.ring) {
         const instance = byId.get(id);
-        lines.push(`    server ${formatAddress(instance.address)}:${instance.port} ${live.has(id) ? "max_fails=0" : "down"}; # ${id}`);
+        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)} ${live.has(id) ? "max_fails=0" : "down"}; # ${id}`);
       }
     } else {
       for (const id of ids2) {
         const instance = byId.get(id);
-        lines.push(`    server ${formatAddress(instance.address)}:${instance.port}; # ${id}`);
+        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)}; # ${id}`);
       }
     }
     lines.push("}", "");
@@ -53155,11 +53193,15 @@ function renderNginxConfig(input) {
   for (const [version, pool] of Object.entries(routing.pins)) lines.push(`    "${version}" ${upstreamName(name, pool)};`);
   lines.push("}", "");
   lines.push(`map $upstream_addr $nodrop_${name}_served {`, '    default "";');
-  for (const instance of instances) {
-    if (instance.version === void 0) continue;
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(instance.version)) throw new NodropError("E_PROXY_RENDER", `version "${instance.version}" of ${instance.id} is not a safe version string`);
-    const address = `${formatAddress(instance.address)}:${instance.port}`.replace(/[.[\]]/g, "\\$&");
-    lines.push(`    "~(?:^|\\s)${address}$" "${instance.version}";`);
+  for (const instance of input.instances) {
+    const ports = /* @__PURE__ */ new Set([instance.port, ...Object.keys(routing.pools).filter((pool) => routing.pools[pool]?.includes(instance.id)).map((pool) => portIn(instance, pool))]);
+    for (const port of ports) {
+      const version = instance.versions?.[String(port)] ?? (port === instance.port ? instance.version : void 0);
+      if (version === void 0) continue;
+      if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(version)) throw new NodropError("E_PROXY_RENDER", `version "${version}" of ${instance.id} is not a safe version string`);
+      const address = `${formatAddress(instance.address)}:${port}`.replace(/[.[\]]/g, "\\$&");
+      lines.push(`    "~(?:^|\\s)${address}$" "${version}";`);
+    }
   }
   lines.push("}", "");
   lines.push(`map $nodrop_${name}_served ${cookieVariable(name)} {`, '    "" "";', `    default "${versionCookie}=$nodrop_${name}_served; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax";`, "}", "");
@@ -53211,7 +53253,7 @@ function nginxFeatures(version) {
   const atLeast = (v) => compareVersions(version, v) >= 0;
   return { version, keepaliveMinTimeout: atLeast("1.27.4"), resolve: atLeast("1.27.3"), stickyAndDrain: atLeast("1.29.6") };
 }
-var NGINX_CAPABILITIES = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true });
+var NGINX_CAPABILITIES = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true });
 function nginxProxy(options) {
   const { executor, configFile } = options;
   const name = nginxName(options.app);
@@ -53366,8 +53408,8 @@ ${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within
         const now = await workers();
         if (!now.some((w) => oldPids.has(w.pid))) break;
         if (performance.now() - d0 > drainTimeout) {
-          const removed = instances.filter((i) => !servingInstances(routing).has(i.id));
-          cut = await heldConnections(oldPids, removed);
+          const kept = servedEndpoints(routing, instances, (id) => instances.find((i) => i.id === id)?.port);
+          cut = await heldConnections(oldPids, fleetEndpoints(instances).filter((e) => !kept.has(e)));
           if ((options.onDrainTimeout ?? "cut") === "fail") {
             throw new NodropError(
               "E_PROXY_DRAIN",
@@ -53443,7 +53485,7 @@ ${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within $
   };
   const heldConnections = async (pids, targets) => {
     if (targets.length === 0) return 0;
-    const peers = new Set(targets.map((t) => `${t.address.includes(":") ? `[${t.address}]` : t.address}:${t.port}`));
+    const peers = new Set(targets);
     const result = await run3("ss -Htnp state established 2>/dev/null || true");
     let count = 0;
     for (const line of result.stdout.split("\n")) {
@@ -53572,8 +53614,8 @@ ok=1`,
     }
   };
 }
-function endpoint(address, port) {
-  return `${address.includes(":") ? `[${address}]` : address}:${port}`;
+function fleetEndpoints(instances) {
+  return [...new Set(instances.flatMap((i) => [i.port, ...i.slots ?? []].map((port) => endpoint(i.address, port))))];
 }
 function routedAddressProblems(text, instances) {
   const routed = parseServerLines(text);
@@ -53655,6 +53697,12 @@ var halfSplitOptionsSchema = schema_exports.object({
   minHalf: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances a half may have; a smaller half is refused (it must carry all traffic alone)." }), 1),
   switchDelay: schema_exports.optional(
     schema_exports.duration({ min: 200, max: 6e4, doc: "How long after the switch reload every nginx worker flips to the new half at once (covers the reload overlap)." }),
+    1500
+  )
+});
+var blueGreenOptionsSchema = schema_exports.object({
+  switchDelay: schema_exports.optional(
+    schema_exports.duration({ min: 200, max: 6e4, doc: "How long after the switch reload every nginx worker flips to the new slots at once (covers the reload overlap)." }),
     1500
   )
 });
@@ -53791,7 +53839,57 @@ function halfSplitStrategy() {
     }
   };
 }
+function blueGreenStrategy() {
+  return {
+    name: "blue-green",
+    optionsSchema: blueGreenOptionsSchema,
+    plan({ instances, version, proxy, options }) {
+      const all = instances.map((i) => i.id);
+      const pins = (pool) => proxy.versionPinning ? { [version]: pool } : {};
+      const todo = instances.filter((i) => i.version !== version || !i.healthy || !i.inPool).map((i) => i.id);
+      const leftovers = leftoverSlots(instances.filter((i) => !todo.includes(i.id)));
+      const tidy = leftovers.length > 0 ? [{ name: "old slots", instances: leftovers, onFailure: "isolate", steps: [{ kind: "stop", instances: leftovers, slot: "idle" }] }] : [];
+      if (todo.length === 0) return { strategy: "blue-green", version, phases: tidy, notes: [`all ${all.length} instances already run ${version}`] };
+      checkSpares(instances, "strategy blue-green");
+      const notes = [`green: ${version} starts on the idle slot of all ${all.length} instances while every live slot serves; full capacity throughout`];
+      const live = (id) => instances.find((i) => i.id === id).livePort ?? instances.find((i) => i.id === id).port;
+      const idle = (id) => instances.find((i) => i.id === id).idle.port;
+      const on = (port, ids2) => Object.fromEntries(ids2.map((id) => [id, port(id)]));
+      const after = { ...singlePool(all, "all", pins("all")), slots: { ...on(live, all), ...on(idle, todo) } };
+      const blue = instances.filter((i) => i.version !== version && i.healthy && i.inPool).map((i) => i.id);
+      const timed2 = proxy.timedSwitch && proxy.poolSlots === true && blue.length > 0;
+      const switched = {
+        pools: { blue, green: all },
+        defaultPool: "blue",
+        pins: pins("green"),
+        switchDefault: { to: "green", afterMs: options.switchDelay ?? 1500 },
+        slots: on(live, all),
+        poolSlots: { green: { ...on(live, all), ...on(idle, todo) } }
+      };
+      if (!timed2 && blue.length > 0) notes.push("the proxy cannot switch between slots at one instant: the switch is one reload, during which old workers may still answer with the old version");
+      const phases = [
+        ...tidy,
+        { name: "green", instances: todo, onFailure: "revert", steps: surgeSteps(todo, instances) },
+        {
+          name: "switch",
+          instances: todo,
+          onFailure: "isolate",
+          steps: [
+            ...timed2 ? [{ kind: "route", routing: switched, why: `switch: every new request to the new slots (${version}) at one instant` }] : [],
+            { kind: "route", routing: after, why: timed2 ? "old slots out" : `switch: every instance to its new slot (${version})` },
+            ...retireSteps(todo)
+          ]
+        }
+      ];
+      return { strategy: "blue-green", version, phases, notes };
+    },
+    recoveryRouting(healthy, { version }) {
+      return singlePool(healthy.map((i) => i.id), "all", { [version]: "all" });
+    }
+  };
+}
 var halfSplitPlugin = defineStrategy({ name: "half-split", optionsSchema: halfSplitOptionsSchema, create: halfSplitStrategy });
+var blueGreenPlugin = defineStrategy({ name: "blue-green", optionsSchema: blueGreenOptionsSchema, create: blueGreenStrategy });
 
 // ../../packages/strategy-rolling/dist/index.js
 var percent = schema_exports.str({ pattern: /^(100|[1-9][0-9]?)%$/, hint: 'a percentage such as "25%"' });
@@ -55527,7 +55625,7 @@ ${readFileSync(file, "utf8")}`;
   return factories;
 }
 var builtInPlugins = {
-  strategy: { rolling: rollingPlugin, "half-split": halfSplitPlugin, sticky: stickyPlugin },
+  strategy: { rolling: rollingPlugin, "half-split": halfSplitPlugin, "blue-green": blueGreenPlugin, sticky: stickyPlugin },
   proxy: { nginx: nginxPlugin },
   // Hosts without `use` are reached over SSH (hosts.ts); an executor plugin is always named by file or package.
   executor: {}

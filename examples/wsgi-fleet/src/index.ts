@@ -2,3 +2,4 @@ export { startFleet, nginxConfText, exampleDir, fleetSh, fleetCommands, instance
 export type { Fleet, FleetInstance, FleetOptions } from "./fleet.js";
 export { deployUnderLoad, runNodrop, nodropBin } from "./under-load.js";
 export type { DeployUnderLoadOptions, DeployUnderLoadResult, CliRun } from "./under-load.js";
+export { routingIn, sampleRouting } from "./routing-sampler.js";

@@ -3,47 +3,15 @@
 // changes nothing users see, and a taken spare port or too little memory is refused up front.
 import { readFile, writeFile } from "node:fs/promises";
 import net from "node:net";
-import { type Routing, servingInstances, sleep } from "@nodrop/core";
+import { sleep } from "@nodrop/core";
 import { startLoad } from "@nodrop/loadgen";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
-import { type Fleet, deployUnderLoad, runNodrop, startFleet } from "../src/index.js";
+import { type Fleet, deployUnderLoad, runNodrop, sampleRouting, startFleet } from "../src/index.js";
 import { deployKilledAt, describeRecord, lastDeployRecords, readJournal, waitForOrphans } from "../src/kill-points.js";
 
 const PORTS = [8411, 8412, 8413, 8414];
 const OFFSET = 1000;
-
-/** The routing nodrop's include file says is in force (the line the nginx adapter writes). */
-function routingIn(text: string): Routing | undefined {
-  const line = /^# nodrop-routing: (\{.*\})$/m.exec(text)?.[1];
-  return line === undefined ? undefined : (JSON.parse(line) as Routing);
-}
-
-/** Reads the include file every 10 ms until stopped: each distinct routing seen, and the fewest instances any of them served. */
-function sampleRouting(file: string): { stop: () => Promise<{ samples: number; routings: Routing[]; fewest: number }> } {
-  let running = true;
-  const routings: Routing[] = [];
-  let samples = 0;
-  let fewest = Number.POSITIVE_INFINITY;
-  const loop = (async () => {
-    while (running) {
-      const routing = routingIn(await readFile(file, "utf8").catch(() => ""));
-      if (routing) {
-        samples += 1;
-        fewest = Math.min(fewest, servingInstances(routing).size);
-        if (JSON.stringify(routings.at(-1)) !== JSON.stringify(routing)) routings.push(routing);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  })();
-  return {
-    stop: async () => {
-      running = false;
-      await loop;
-      return { samples, routings, fewest };
-    },
-  };
-}
 
 describe("surge rolling (real nginx + gunicorn, two slots per instance)", () => {
   let fleet: Fleet;
@@ -106,7 +74,8 @@ describe("surge rolling (real nginx + gunicorn, two slots per instance)", () => 
     const before = await readFile(fleet.includeFile, "utf8");
     const versions = await fleet.versions();
     // Something else listens on web-8412's idle slot (8412, since v2 went live on 9412).
-    const squatter = net.createServer((socket) => socket.end());
+    // It drops every connection at once (nodrop's preflight probes it): close() then has none to wait for.
+    const squatter = net.createServer((socket) => socket.destroy());
     await new Promise<void>((resolve) => squatter.listen(8412, "127.0.0.1", resolve));
     try {
       const taken = await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v4", "--json"]);

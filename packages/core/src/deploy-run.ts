@@ -1,6 +1,6 @@
 import type { DeployListener } from "./events.js";
 import type { InstanceOutcome, PhaseReport, RouteReport, StepTiming, VerifyReport } from "./report.js";
-import { reachesInstance, routedPort, sameRouting, servingInstances, singlePool } from "./routing.js";
+import { reachesInstance, reachesSlot, routedPort, sameRouting, servingInstances, singlePool } from "./routing.js";
 import type { InstanceControl, ObservedInstance, Routing } from "./types.js";
 
 /** What the engine knows of one instance during a deploy. */
@@ -155,13 +155,13 @@ export class DeployRun {
     const t = this.tracked.get(id);
     if (!t) return this.inForce.some((r) => reachesInstance(r, this.staged, id, undefined));
     const at = port ?? t.port;
-    return this.inForce.some((r) => routedPort(r, t.control.spec, t.port) === at && reachesInstance(r, this.staged, id, this.versionAt(id, at)));
+    return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, at, this.versionAt(id, at), t.port));
   }
 
   /** Reached by the default pool, a default switch or the pin of another version, under a routing that may be in force. */
   routedRegardless(id: string): boolean {
     if (this.inForce.length === 0) return true;
     const t = this.instance(id);
-    return this.inForce.some((r) => routedPort(r, t.control.spec, t.port) === t.port && reachesInstance(r, this.staged, id, undefined));
+    return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, t.port, undefined, t.port));
   }
 }

@@ -4,6 +4,7 @@ import { NodropError, abortError } from "./errors.js";
 import type { DeployEvent } from "./events.js";
 import type { DeployReport, InstanceReport } from "./report.js";
 import { servingInstances, singlePool } from "./routing.js";
+import { replaceSteps } from "./plan-helpers.js";
 import type {
   DeployPlan,
   DeployVerifier,
@@ -485,8 +486,9 @@ describe("deploy: the lock taken over", () => {
 
 describe("deploy: recovery budgets", () => {
   it("restoring the pool has a budget of its own: a revert that used up its time does not starve it", async () => {
-    // A recovery routing unlike the one in force, so that restoring the pool is a proxy change.
-    const { fleet, proxy, options } = setup(V1, oneByOne("revert", { recoveryRouting: (healthy) => singlePool(healthy.map((h) => h.id), "live") }));
+    // b and c out together; c reverts, b's revert hangs: restoring the pool must bring c back.
+    const pair: PlanPhase = { name: "pair", instances: ["b", "c"], onFailure: "revert", steps: [{ kind: "route", routing: singlePool(["a"]), why: "b, c out" }, ...replaceSteps(["b", "c"])] };
+    const { fleet, proxy, options } = setup(V1, fixed([pair]));
     fleet.broken.add("b@v2");
     const controls = options.instances.map((control) =>
       control.spec.id !== "b"

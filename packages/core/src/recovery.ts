@@ -3,7 +3,7 @@ import type { RunContext } from "./deploy-options.js";
 import type { TrackedInstance } from "./deploy-run.js";
 import { NodropError, toNodropError } from "./errors.js";
 import { waitHealthy } from "./health.js";
-import { sameRouting, singlePool, validateRouting, withSlots } from "./routing.js";
+import { sameRouting, singlePool, validateRouting } from "./routing.js";
 import { applyRouting, timed } from "./step-executor.js";
 import type { ObservedInstance, PlanPhase } from "./types.js";
 
@@ -113,8 +113,11 @@ async function restorePool(context: RunContext, phase: PlanPhase): Promise<strin
     singlePool(healthy.map((o) => o.id));
   try {
     validateRouting(routing, run.observed);
-    const inForce = run.routing;
-    if (inForce && sameRouting(withSlots(routing, run.observed, (id) => run.instance(id).port), inForce)) return `pool kept: ${[...run.serving()].join(", ")}`;
+    // The routing in force already serves exactly the healthy instances (a phase that failed before
+    // it changed the routing, as a surge's new slot failing its check): keep it. A reload that
+    // changes nothing users see would still close their idle keep-alive connections.
+    const ids = new Set(healthy.map((o) => o.id));
+    if (run.routing && run.observed.every((o) => run.reachable(o.id) === ids.has(o.id))) return `pool kept: ${[...run.serving()].join(", ")}`;
     await applyRouting(context, routing, "recovery: healthy instances back in the pool", `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
     return `pool restored: ${[...run.serving()].join(", ")}`;
   } catch (error) {

@@ -33,7 +33,11 @@ export function sameRouting(a: Routing, b: Routing): boolean {
   const pools = (r: Routing) => Object.keys(r.pools).sort().map((name) => `${name}=${[...(r.pools[name] ?? [])].sort().join(",")}`).join(";");
   const pins = (r: Routing) => Object.keys(r.pins).sort().map((v) => `${v}>${r.pins[v]}`).join(";");
   const slots = (r: Routing) => Object.keys(r.slots ?? {}).sort().map((id) => `${id}:${r.slots?.[id]}`);
-  const extra = (r: Routing) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null, slots(r)]);
+  const poolSlots = (r: Routing) =>
+    Object.keys(r.poolSlots ?? {})
+      .sort()
+      .map((pool) => `${pool}=${Object.keys(r.poolSlots?.[pool] ?? {}).sort().map((id) => `${id}:${r.poolSlots?.[pool]?.[id]}`).join(",")}`);
+  const extra = (r: Routing) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null, slots(r), poolSlots(r)]);
   return a.defaultPool === b.defaultPool && pools(a) === pools(b) && pins(a) === pins(b) && extra(a) === extra(b);
 }
 
@@ -43,11 +47,55 @@ const PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /**
  * The port a routing serves an instance on: the slot it names, else `live` (the slot the instance
- * was live on before this routing), else the instance's first port.
+ * was live on before this routing), else the instance's first port. With `pool`, that pool's own
+ * slot when the routing gives it one (`poolSlots`).
  */
-export function routedPort(routing: Routing, spec: InstanceSpec, live?: number): number {
+export function routedPort(routing: Routing, spec: InstanceSpec, live?: number, pool?: string): number {
+  const own = pool !== undefined && routing.poolSlots && Object.hasOwn(routing.poolSlots, pool) ? routing.poolSlots[pool] : undefined;
+  const inPool = own && Object.hasOwn(own, spec.id) ? own[spec.id] : undefined;
   const named = routing.slots && Object.hasOwn(routing.slots, spec.id) ? routing.slots[spec.id] : undefined;
-  return named ?? live ?? spec.port;
+  return inPool ?? named ?? live ?? spec.port;
+}
+
+/** The pools a request can reach: the default, a default switch's target, and every pin's pool. */
+function leadingPools(routing: Routing): { pool: string; pinned?: string }[] {
+  return [
+    { pool: routing.defaultPool },
+    ...(routing.switchDefault ? [{ pool: routing.switchDefault.to }] : []),
+    ...Object.entries(routing.pins).map(([pinned, pool]) => ({ pool, pinned })),
+  ];
+}
+
+/**
+ * Whether a request can reach an instance's slot on `port` under a routing: through a pool that
+ * lists the instance on that port (see {@link reachesInstance} for which pools count). `runs` is the
+ * version that slot runs; `live` the port the instance was served on before this routing.
+ */
+export function reachesSlot(routing: Routing, staged: readonly string[], spec: InstanceSpec, port: number, runs: string | undefined, live?: number): boolean {
+  return leadingPools(routing).some(
+    ({ pool, pinned }) =>
+      (pinned === undefined || !staged.includes(pinned) || runs === pinned) &&
+      Object.hasOwn(routing.pools, pool) &&
+      (routing.pools[pool]?.includes(spec.id) ?? false) &&
+      routedPort(routing, spec, live, pool) === port,
+  );
+}
+
+/** Every address:port a routing serves, over all its pools (with slots, an instance's routed port in each). */
+export function servedEndpoints(routing: Routing, specs: readonly InstanceSpec[], live: (id: string) => number | undefined = () => undefined): Set<string> {
+  const endpoints = new Set<string>();
+  for (const [pool, ids] of Object.entries(routing.pools)) {
+    for (const id of ids) {
+      const spec = specs.find((s) => s.id === id);
+      if (spec) endpoints.add(endpoint(spec.address, routedPort(routing, spec, live(id), pool)));
+    }
+  }
+  return endpoints;
+}
+
+/** "127.0.0.1:8011" or "[::1]:8011". */
+export function endpoint(address: string, port: number): string {
+  return `${address.includes(":") ? `[${address}]` : address}:${port}`;
 }
 
 /**
@@ -91,11 +139,19 @@ export function validateRouting(routing: Routing, known: ReadonlySet<string> | r
     if (!PIN_VERSION.test(version)) problems.push(`pinned version "${version}" is not a safe version string`);
     if (!Object.hasOwn(routing.pools, pool)) problems.push(`pin ${version} -> "${pool}" names a pool that is not defined`);
   }
-  for (const [id, port] of Object.entries(routing.slots ?? {})) {
-    const spec = specs?.find((s) => s.id === id);
-    if (!knownIds.has(id)) problems.push(`slots name unknown instance "${id}"`);
-    else if (!Number.isInteger(port)) problems.push(`slot of "${id}" is not a port: ${JSON.stringify(port)}`);
-    else if (specs && !spec?.slots?.includes(port)) problems.push(`slot ${port} of "${id}" is not one of its ports (${spec?.slots?.join(", ") ?? "it has one slot"})`);
+  const slotProblems = (entries: Readonly<Record<string, number>>, where: string) => {
+    for (const [id, port] of Object.entries(entries)) {
+      const spec = specs?.find((s) => s.id === id);
+      if (!knownIds.has(id)) problems.push(`${where} name unknown instance "${id}"`);
+      else if (!Number.isInteger(port)) problems.push(`slot of "${id}" is not a port: ${JSON.stringify(port)}`);
+      else if (specs && !spec?.slots?.includes(port)) problems.push(`slot ${port} of "${id}" is not one of its ports (${spec?.slots?.join(", ") ?? "it has one slot"})`);
+    }
+  };
+  slotProblems(routing.slots ?? {}, "slots");
+  for (const [pool, entries] of Object.entries(routing.poolSlots ?? {})) {
+    if (!Object.hasOwn(routing.pools, pool)) problems.push(`poolSlots name pool "${pool}", which is not defined`);
+    else for (const id of Object.keys(entries)) if (!routing.pools[pool]?.includes(id)) problems.push(`poolSlots of "${pool}" name "${id}", which that pool does not list`);
+    slotProblems(entries, `poolSlots of "${pool}"`);
   }
   if (problems.length > 0) throw new NodropError("E_PLAN", `invalid routing: ${problems.join("; ")}`);
 }

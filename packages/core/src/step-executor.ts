@@ -51,8 +51,11 @@ export async function applyRouting(context: RunContext, planned: Routing, why: s
   await timed(context, phase, "route", undefined, async () => {
     const instances = options.instances.map((i) => {
       if (!run.tracked.has(i.spec.id)) return { ...i.spec, version: undefined };
-      const port = routedPort(routing, i.spec, live(i.spec.id));
-      return { ...i.spec, port, version: run.versionAt(i.spec.id, port) };
+      const t = run.instance(i.spec.id);
+      const port = routedPort(routing, i.spec, t.port);
+      // Both slots' versions: a routing may serve the instance on the other one in some pool (blue-green's switch).
+      const versions = t.idle ? Object.fromEntries([[t.port, t.version], [t.idle.port, t.idle.version]].filter(([, v]) => v !== undefined)) : undefined;
+      return { ...i.spec, port, version: run.versionAt(i.spec.id, port), ...(versions ? { versions } : {}) };
     });
     let result;
     try {

@@ -63,6 +63,12 @@ export interface Routing {
    * with slots that is not listed is served on the slot it was live on (its first slot at first).
    */
   readonly slots?: Readonly<Record<string, number>>;
+  /**
+   * Pool -> instance id -> port, where a pool serves an instance on another slot than `slots` says:
+   * blue-green's switch routing has the old slots in one pool and the new slots in another, so
+   * that the timed switch flips between them. Only for proxies with the `poolSlots` capability.
+   */
+  readonly poolSlots?: Readonly<Record<string, Readonly<Record<string, number>>>>;
 }
 
 /**
@@ -72,6 +78,8 @@ export interface Routing {
  */
 export interface ProxyInstance extends InstanceSpec {
   readonly version?: string | undefined;
+  /** With slots: the version each slot runs, by port (the one `port` names included), when known. */
+  readonly versions?: Readonly<Record<string, string>> | undefined;
 }
 
 export interface ProxyCapabilities {
@@ -86,6 +94,8 @@ export interface ProxyCapabilities {
   readonly timedSwitch: boolean;
   /** Supports `Routing.affinity`. */
   readonly affinity: boolean;
+  /** Supports `Routing.poolSlots` (one instance on different ports in different pools). */
+  readonly poolSlots?: boolean;
 }
 
 export interface ProxyApplyResult {

@@ -9,7 +9,8 @@ import {
   type ProxyApplyResult,
   type ProxyCheck,
   type Routing,
-  servingInstances,
+  endpoint,
+  servedEndpoints,
   type schema,
   shellQuote,
   sleep,
@@ -38,7 +39,7 @@ interface Worker {
  * wait until every worker of the old generation has exited.
  */
 /** What nginx (open source, 1.22 and later) can put into effect: every routing core defines. */
-export const NGINX_CAPABILITIES: ProxyCapabilities = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true });
+export const NGINX_CAPABILITIES: ProxyCapabilities = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true });
 
 export function nginxProxy(options: NginxProxyOptions): Proxy {
   const { executor, configFile } = options;
@@ -260,8 +261,9 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         const now = await workers();
         if (!now.some((w) => oldPids.has(w.pid))) break;
         if (performance.now() - d0 > drainTimeout) {
-          const removed = instances.filter((i) => !servingInstances(routing).has(i.id));
-          cut = await heldConnections(oldPids, removed);
+          // Endpoints of the fleet (every slot of every instance) that the new routing does not serve.
+          const kept = servedEndpoints(routing, instances, (id) => instances.find((i) => i.id === id)?.port);
+          cut = await heldConnections(oldPids, fleetEndpoints(instances).filter((e) => !kept.has(e)));
           if ((options.onDrainTimeout ?? "cut") === "fail") {
             throw new NodropError(
               "E_PROXY_DRAIN",
@@ -343,9 +345,9 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   };
 
   /** Connections the given nginx workers hold to these instances (ss on the proxy host). */
-  const heldConnections = async (pids: ReadonlySet<number>, targets: readonly ProxyInstance[]): Promise<number> => {
+  const heldConnections = async (pids: ReadonlySet<number>, targets: readonly string[]): Promise<number> => {
     if (targets.length === 0) return 0;
-    const peers = new Set(targets.map((t) => `${t.address.includes(":") ? `[${t.address}]` : t.address}:${t.port}`));
+    const peers = new Set(targets);
     const result = await run("ss -Htnp state established 2>/dev/null || true");
     let count = 0;
     for (const line of result.stdout.split("\n")) {
@@ -473,9 +475,9 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   };
 }
 
-/** "127.0.0.1:8011" or "[::1]:8011", as the renderer writes a server line's address. */
-function endpoint(address: string, port: number): string {
-  return `${address.includes(":") ? `[${address}]` : address}:${port}`;
+/** Every address:port of the fleet: each instance's port and, with slots, both of them. */
+function fleetEndpoints(instances: readonly ProxyInstance[]): string[] {
+  return [...new Set(instances.flatMap((i) => [i.port, ...(i.slots ?? [])].map((port) => endpoint(i.address, port))))];
 }
 
 /**

@@ -1,4 +1,4 @@
-import { type InstanceSpec, NodropError, type Routing, schema } from "@nodrop/core";
+import { type InstanceSpec, NodropError, type Routing, schema, singlePool } from "@nodrop/core";
 import { describe, expect, it } from "vitest";
 import { nginxOptionsSchema } from "./options.js";
 import { msecAtLeast, nginxName, parseRenderedConfig, poolVariable, renderNginxConfig, type RenderInput, upstreamName } from "./render.js";
@@ -247,5 +247,34 @@ describe("renderNginxConfig with affinity", () => {
   it("refuses an affinity key that is not an address, cookie or header variable", () => {
     const bad = { ...routing, affinity: { key: "$remote_addr; include /etc/passwd", ring } };
     expect(renderError({ routing: bad }).message).toContain("affinity key");
+  });
+});
+
+describe("renderNginxConfig with slots", () => {
+  const slotted = [
+    { id: "web-8011", host: "local", address: "127.0.0.1", port: 8011, slots: [8011, 9011] as const, version: "v1", versions: { "8011": "v1", "9011": "v2" } },
+    { id: "web-8012", host: "local", address: "127.0.0.1", port: 9012, slots: [8012, 9012] as const, version: "v2" },
+  ];
+
+  it("serves each instance on the port the routing names, in each pool, and cookies each port with the version it runs", () => {
+    const routing: Routing = {
+      pools: { blue: ["web-8011"], green: ["web-8011", "web-8012"] },
+      defaultPool: "blue",
+      pins: { v2: "green" },
+      slots: { "web-8011": 8011, "web-8012": 9012 },
+      poolSlots: { green: { "web-8011": 9011 } },
+    };
+    const text = renderNginxConfig(input({ routing, instances: slotted }));
+    expect(text).toContain("upstream nodrop_web_blue {\n    server 127.0.0.1:8011; # web-8011\n}");
+    expect(text).toContain("upstream nodrop_web_green {\n    server 127.0.0.1:9011; # web-8011\n    server 127.0.0.1:9012; # web-8012\n}");
+    expect(text).toContain('"~(?:^|\\s)127\\.0\\.0\\.1:8011$" "v1";');
+    expect(text).toContain('"~(?:^|\\s)127\\.0\\.0\\.1:9011$" "v2";');
+    expect(text).toContain('"~(?:^|\\s)127\\.0\\.0\\.1:9012$" "v2";');
+    expect(parseRenderedConfig(text)?.routing).toEqual(routing);
+  });
+
+  it("refuses a slot that is not one of the instance's ports", () => {
+    const error = renderError({ routing: { ...singlePool(["web-8011"]), slots: { "web-8011": 7011 } }, instances: slotted });
+    expect(error.message).toContain('slot 7011 of "web-8011" is not one of its ports (8011, 9011)');
   });
 });

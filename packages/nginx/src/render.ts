@@ -38,9 +38,9 @@ export function renderNginxConfig(input: RenderInput): string {
   const { name, routing, versionCookie } = input;
   if (!NGINX_NAME.test(name)) throw new NodropError("E_PROXY_RENDER", `nginx name "${name}" must match ${NGINX_NAME}`);
   if (!NGINX_NAME.test(versionCookie)) throw new NodropError("E_PROXY_RENDER", `proxy.versionCookie "${versionCookie}" must match ${NGINX_NAME}`);
-  // With slots, each instance is served on the port the routing names (the caller's port otherwise).
-  const instances = input.instances.map((i) => ({ ...i, port: routedPort(routing, i, i.port) }));
-  const byId = new Map(instances.map((i) => [i.id, i]));
+  const byId = new Map(input.instances.map((i) => [i.id, i]));
+  // With slots, each pool serves an instance on the port the routing names for it (the caller's port otherwise).
+  const portIn = (instance: ProxyInstance, pool: string) => routedPort(routing, instance, instance.port, pool);
   try {
     validateRouting(routing, input.instances);
   } catch (error) {
@@ -64,12 +64,12 @@ export function renderNginxConfig(input: RenderInput): string {
       const live = new Set(ids);
       for (const id of routing.affinity.ring) {
         const instance = byId.get(id)!;
-        lines.push(`    server ${formatAddress(instance.address)}:${instance.port} ${live.has(id) ? "max_fails=0" : "down"}; # ${id}`);
+        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)} ${live.has(id) ? "max_fails=0" : "down"}; # ${id}`);
       }
     } else {
       for (const id of ids) {
         const instance = byId.get(id)!;
-        lines.push(`    server ${formatAddress(instance.address)}:${instance.port}; # ${id}`);
+        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)}; # ${id}`);
       }
     }
     lines.push("}", "");
@@ -93,11 +93,16 @@ export function renderNginxConfig(input: RenderInput): string {
   // The version cookie: from what nodrop knows each instance runs, keyed by the address that
   // answered (the last one in $upstream_addr when nginx retried). No change to the app needed.
   lines.push(`map $upstream_addr $nodrop_${name}_served {`, '    default "";');
-  for (const instance of instances) {
-    if (instance.version === undefined) continue;
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(instance.version)) throw new NodropError("E_PROXY_RENDER", `version "${instance.version}" of ${instance.id} is not a safe version string`);
-    const address = `${formatAddress(instance.address)}:${instance.port}`.replace(/[.[\]]/g, "\\$&");
-    lines.push(`    "~(?:^|\\s)${address}$" "${instance.version}";`);
+  for (const instance of input.instances) {
+    // Every port some pool routes it to (two during blue-green's switch), with the version there.
+    const ports = new Set([instance.port, ...Object.keys(routing.pools).filter((pool) => routing.pools[pool]?.includes(instance.id)).map((pool) => portIn(instance, pool))]);
+    for (const port of ports) {
+      const version = instance.versions?.[String(port)] ?? (port === instance.port ? instance.version : undefined);
+      if (version === undefined) continue;
+      if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(version)) throw new NodropError("E_PROXY_RENDER", `version "${version}" of ${instance.id} is not a safe version string`);
+      const address = `${formatAddress(instance.address)}:${port}`.replace(/[.[\]]/g, "\\$&");
+      lines.push(`    "~(?:^|\\s)${address}$" "${version}";`);
+    }
   }
   lines.push("}", "");
   lines.push(`map $nodrop_${name}_served ${cookieVariable(name)} {`, '    "" "";', `    default "${versionCookie}=$nodrop_${name}_served; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax";`, "}", "");

@@ -20,3 +20,13 @@ export const halfSplitOptionsSchema = schema.object({
 
 /** What plan() takes; fields left out take their defaults (the parsed config section has them all). */
 export type HalfSplitOptions = schema.Input<typeof halfSplitOptionsSchema>;
+
+export const blueGreenOptionsSchema = schema.object({
+  switchDelay: schema.optional(
+    schema.duration({ min: 200, max: 60_000, doc: "How long after the switch reload every nginx worker flips to the new slots at once (covers the reload overlap)." }),
+    1500,
+  ),
+});
+
+/** Blue-green's options; fields left out take their defaults. */
+export type BlueGreenOptions = schema.Input<typeof blueGreenOptionsSchema>;

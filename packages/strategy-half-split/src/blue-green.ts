@@ -1,0 +1,65 @@
+import { type DeployPlan, type PlanInput, type PlanPhase, type Routing, type Strategy, checkSpares, leftoverSlots, retireSteps, singlePool, surgeSteps } from "@nodrop/core";
+import { type BlueGreenOptions, blueGreenOptionsSchema } from "./options.js";
+
+/**
+ * Blue-green: half-split without the half. Every instance has two slots; the whole old fleet
+ * (blue, the live slots) keeps serving while the new version starts on every idle slot (green)
+ * and is checked directly. Then one reload makes every nginx worker flip new requests from blue to
+ * green at one instant (the timed switch), the next one takes blue out once that has drained, and
+ * the old processes stop. Nothing serves the new version before the switch: a green slot that
+ * fails its check is stopped and blue never left the pool.
+ */
+export function blueGreenStrategy(): Strategy<BlueGreenOptions> & { optionsSchema: typeof blueGreenOptionsSchema } {
+  return {
+    name: "blue-green",
+    optionsSchema: blueGreenOptionsSchema,
+    plan({ instances, version, proxy, options }: PlanInput<BlueGreenOptions>): DeployPlan {
+      const all = instances.map((i) => i.id);
+      const pins = (pool: string): Record<string, string> => (proxy.versionPinning ? { [version]: pool } : {});
+      const todo = instances.filter((i) => i.version !== version || !i.healthy || !i.inPool).map((i) => i.id);
+      // Old processes a killed deploy left on idle slots of instances it need not replace.
+      const leftovers = leftoverSlots(instances.filter((i) => !todo.includes(i.id)));
+      const tidy: PlanPhase[] = leftovers.length > 0 ? [{ name: "old slots", instances: leftovers, onFailure: "isolate", steps: [{ kind: "stop", instances: leftovers, slot: "idle" }] }] : [];
+      if (todo.length === 0) return { strategy: "blue-green", version, phases: tidy, notes: [`all ${all.length} instances already run ${version}`] };
+      checkSpares(instances, "strategy blue-green");
+
+      const notes = [`green: ${version} starts on the idle slot of all ${all.length} instances while every live slot serves; full capacity throughout`];
+      const live = (id: string) => instances.find((i) => i.id === id)!.livePort ?? instances.find((i) => i.id === id)!.port;
+      const idle = (id: string) => instances.find((i) => i.id === id)!.idle!.port;
+      const on = (port: (id: string) => number, ids: readonly string[]) => Object.fromEntries(ids.map((id) => [id, port(id)]));
+      const after: Routing = { ...singlePool(all, "all", pins("all")), slots: { ...on(live, all), ...on(idle, todo) } };
+      // Blue: the instances serving the old version now. Those already on the version (a fleet an
+      // earlier deploy left mixed) join green on the slot they are live on, and leave blue at once.
+      const blue = instances.filter((i) => i.version !== version && i.healthy && i.inPool).map((i) => i.id);
+      const timed = proxy.timedSwitch && proxy.poolSlots === true && blue.length > 0;
+      // The switch routing: blue on the live slots, green on the idle ones, the default flipping at one instant.
+      const switched: Routing = {
+        pools: { blue, green: all },
+        defaultPool: "blue",
+        pins: pins("green"),
+        switchDefault: { to: "green", afterMs: options.switchDelay ?? 1500 },
+        slots: on(live, all),
+        poolSlots: { green: { ...on(live, all), ...on(idle, todo) } },
+      };
+      if (!timed && blue.length > 0) notes.push("the proxy cannot switch between slots at one instant: the switch is one reload, during which old workers may still answer with the old version");
+      const phases: PlanPhase[] = [
+        ...tidy,
+        { name: "green", instances: todo, onFailure: "revert", steps: surgeSteps(todo, instances) },
+        {
+          name: "switch",
+          instances: todo,
+          onFailure: "isolate",
+          steps: [
+            ...(timed ? [{ kind: "route" as const, routing: switched, why: `switch: every new request to the new slots (${version}) at one instant` }] : []),
+            { kind: "route", routing: after, why: timed ? "old slots out" : `switch: every instance to its new slot (${version})` },
+            ...retireSteps(todo),
+          ],
+        },
+      ];
+      return { strategy: "blue-green", version, phases, notes };
+    },
+    recoveryRouting(healthy, { version }) {
+      return singlePool(healthy.map((i) => i.id), "all", { [version]: "all" });
+    },
+  };
+}
