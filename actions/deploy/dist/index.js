@@ -51370,7 +51370,7 @@ function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
       continue;
     }
     const size2 = (ids2) => onHost(ids2).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
-    let peak = 0;
+    let peak = plan.keepOldMs ? size2(starts.flat()) : 0;
     starts.forEach((ids2, index) => peak = Math.max(peak, size2(ids2) + (index > 0 ? size2(starts[index - 1]) : 0)));
     const needed = Math.ceil(peak * budget.growth) + budget.reserveBytes;
     if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (${mib(peak)} of new processes \xD7 ${budget.growth} + ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
@@ -51429,14 +51429,22 @@ function checkBatchCapacity(size2, fleet, minInPool) {
     fleet === 1 ? "strategy.batchSize: a fleet of one instance cannot be updated without dropping requests; add a second instance" : `strategy.batchSize: a batch of ${size2} out of ${fleet} instances leaves ${fleet - size2} serving, below strategy.minInPool (${minInPool})`
   );
 }
-function surgeSteps(ids2, instances = []) {
-  const leftovers = leftoverSlots(instances.filter((i) => ids2.includes(i.id)));
+function surgeSteps(ids2, instances = [], version) {
+  const mine = instances.filter((i) => ids2.includes(i.id));
+  const ready = new Set(readySlots(mine, version));
+  const fresh = ids2.filter((id) => !ready.has(id));
+  const stale = leftoverSlots(mine).filter((id) => !ready.has(id));
   return [
-    ...leftovers.length > 0 ? [{ kind: "stop", instances: leftovers, slot: "idle" }] : [],
-    { kind: "update", instances: ids2, slot: "idle" },
-    { kind: "start", instances: ids2, slot: "idle" },
+    ...stale.length > 0 ? [{ kind: "stop", instances: stale, slot: "idle" }] : [],
+    ...fresh.length > 0 ? [
+      { kind: "update", instances: fresh, slot: "idle" },
+      { kind: "start", instances: fresh, slot: "idle" }
+    ] : [],
     { kind: "check", instances: ids2, slot: "idle" }
   ];
+}
+function readySlots(instances, version) {
+  return version === void 0 ? [] : instances.filter((i) => i.idle && !i.idle.free && i.idle.version === version).map((i) => i.id);
 }
 function retireSteps(ids2) {
   return [{ kind: "stop", instances: ids2, slot: "idle", background: true }];
@@ -51457,10 +51465,11 @@ function checkSpares(instances, field) {
 function leftoverSlots(instances) {
   return instances.filter((i) => i.idle && !i.idle.free && i.idle.version !== void 0).map((i) => i.id);
 }
-function buildReport(run3, strategy, outcome) {
+function buildReport(run3, strategy, outcome, keepOldMs = 0) {
   const { error: error2, step: step2, recovery } = outcome;
   const serving = run3.serving();
   return {
+    id: run3.id,
     ok: error2 === void 0,
     strategy,
     version: run3.version,
@@ -51477,7 +51486,8 @@ function buildReport(run3, strategy, outcome) {
     }),
     ...error2 ? { error: { code: error2.code, message: error2.message, ...error2.instance ? { instance: error2.instance } : {}, ...step2 ? { step: step2 } : {} } } : {},
     ...recovery ? { recovery } : {},
-    ...run3.verify ? { verify: run3.verify } : {}
+    ...run3.verify ? { verify: run3.verify } : {},
+    ...keepOldMs > 0 && [...run3.tracked.values()].some((t) => t.idle?.running !== false) ? { keptUntil: new Date(Date.now() + keepOldMs).toISOString() } : {}
   };
 }
 var DeployRun = class {
@@ -51618,6 +51628,7 @@ var JournalListener = class {
       id: run3.id,
       ok: report.ok,
       ...report.error ? { error: report.error.message.split("\n")[0] } : {},
+      ...report.keptUntil ? { keptUntil: report.keptUntil } : {},
       instances: report.instances.map((i) => ({
         id: i.id,
         version: i.version,
@@ -52002,7 +52013,7 @@ async function deploy(options) {
       return finish(context, { error: toNodropError(error2, "E_PREFLIGHT"), step: listener.name });
     }
   }
-  return finish(context, await runPhases(context, plan));
+  return finish(context, await runPhases(context, plan), plan.keepOldMs);
 }
 async function runPhases(context, plan) {
   const { run: run3 } = context;
@@ -52052,14 +52063,14 @@ async function afterFailure(context, phase, failure, step2) {
   }
   return { error: failure, step: step2, recovery: await recoverPhase(context, phase, failure) };
 }
-async function finish(context, outcome) {
+async function finish(context, outcome, keepOldMs) {
   const { run: run3, listeners, options } = context;
   for (const listener of listeners) await listener.stopping?.(run3).catch(() => void 0);
   if (!outcome.error && run3.verify?.breach) {
     outcome = { error: new NodropError("E_VERIFY", run3.verify.breach), step: "verify" };
   }
   run3.recovering = true;
-  const report = buildReport(run3, options.strategy.name, outcome);
+  const report = buildReport(run3, options.strategy.name, outcome, outcome.error ? 0 : keepOldMs);
   for (const listener of listeners) await listener.finished?.(run3, report).catch(() => void 0);
   run3.emit({ type: "done", report });
   return report;
@@ -53704,6 +53715,10 @@ var blueGreenOptionsSchema = schema_exports.object({
   switchDelay: schema_exports.optional(
     schema_exports.duration({ min: 200, max: 6e4, doc: "How long after the switch reload every nginx worker flips to the new slots at once (covers the reload overlap)." }),
     1500
+  ),
+  keepOld: schema_exports.optional(
+    schema_exports.duration({ doc: "Keep the old processes running this long after the switch, so that `nodrop rollback` swaps back in one reload without starting anything; then they stop." }),
+    0
   )
 });
 function splitHalves(instances, options) {
@@ -53857,7 +53872,9 @@ function blueGreenStrategy() {
       const on = (port, ids2) => Object.fromEntries(ids2.map((id) => [id, port(id)]));
       const after = { ...singlePool(all, "all", pins("all")), slots: { ...on(live, all), ...on(idle, todo) } };
       const blue = instances.filter((i) => i.version !== version && i.healthy && i.inPool).map((i) => i.id);
-      const timed2 = proxy.timedSwitch && proxy.poolSlots === true && blue.length > 0;
+      const swapBack = readySlots(instances.filter((i) => todo.includes(i.id)), version).length === todo.length;
+      const timed2 = proxy.timedSwitch && proxy.poolSlots === true && blue.length > 0 && !swapBack;
+      const keepOld = options.keepOld ?? 0;
       const switched = {
         pools: { blue, green: all },
         defaultPool: "blue",
@@ -53866,22 +53883,24 @@ function blueGreenStrategy() {
         slots: on(live, all),
         poolSlots: { green: { ...on(live, all), ...on(idle, todo) } }
       };
-      if (!timed2 && blue.length > 0) notes.push("the proxy cannot switch between slots at one instant: the switch is one reload, during which old workers may still answer with the old version");
+      if (swapBack) notes.push(`every idle slot already runs ${version}: one swap, no process started`);
+      else if (!timed2 && blue.length > 0) notes.push("the proxy cannot switch between slots at one instant: the switch is one reload, during which old workers may still answer with the old version");
       const phases = [
         ...tidy,
-        { name: "green", instances: todo, onFailure: "revert", steps: surgeSteps(todo, instances) },
+        { name: "green", instances: todo, onFailure: "revert", steps: surgeSteps(todo, instances, version) },
         {
           name: "switch",
           instances: todo,
           onFailure: "isolate",
           steps: [
             ...timed2 ? [{ kind: "route", routing: switched, why: `switch: every new request to the new slots (${version}) at one instant` }] : [],
-            { kind: "route", routing: after, why: timed2 ? "old slots out" : `switch: every instance to its new slot (${version})` },
-            ...retireSteps(todo)
+            { kind: "route", routing: after, why: timed2 ? "old slots out" : `switch: every instance to its ${swapBack ? "other" : "new"} slot (${version})` },
+            ...keepOld > 0 ? [] : retireSteps(todo)
           ]
         }
       ];
-      return { strategy: "blue-green", version, phases, notes };
+      if (keepOld > 0) notes.push(`the old processes are kept for ${formatDuration(keepOld)} after the switch: \`nodrop rollback\` swaps back in one reload`);
+      return { strategy: "blue-green", version, phases, notes, ...keepOld > 0 ? { keepOldMs: keepOld } : {} };
     },
     recoveryRouting(healthy, { version }) {
       return singlePool(healthy.map((i) => i.id), "all", { [version]: "all" });
@@ -53903,6 +53922,10 @@ var rollingOptionsSchema = schema_exports.object({
   surge: schema_exports.optional(
     schema_exports.bool({ doc: "Start each batch's new version on the instances' spare ports while the old one serves, swap them in one reload and stop the old processes in the background: the pool never shrinks. Needs two slots per instance." }),
     false
+  ),
+  keepOld: schema_exports.optional(
+    schema_exports.duration({ doc: "With surge: keep the old processes running this long after the deploy, so that `nodrop rollback` swaps back in one reload without starting anything; then they stop." }),
+    0
   )
 });
 function batchCount(batchSize, fleetSize) {
@@ -53961,9 +53984,12 @@ function rollingStrategy() {
       }
       const size2 = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
       if (options.surge) {
-        phases.push(...surgePhases(instances, todo, size2, options.soak ?? 0));
-        notes.push(`surge: batches of up to ${size2} start on their spare ports while the old processes serve; all ${all.length} instances serve throughout`);
-        return { strategy: "rolling", version, phases, notes };
+        const keepOld = options.keepOld ?? 0;
+        const surge = surgePhases(instances, todo, size2, { soak: options.soak ?? 0, version, keepOld });
+        phases.push(...surge.phases);
+        notes.push(surge.note);
+        if (keepOld > 0) notes.push(`the old processes are kept for ${formatDuration(keepOld)} after the deploy: \`nodrop rollback\` swaps back in one reload`);
+        return { strategy: "rolling", version, phases, notes, ...keepOld > 0 ? { keepOldMs: keepOld } : {} };
       }
       const minInPool = options.minInPool ?? 1;
       checkBatchCapacity(size2, all.length, minInPool);
@@ -53985,22 +54011,26 @@ function rollingStrategy() {
     }
   };
 }
-function surgePhases(instances, todo, size2, soak) {
+function surgePhases(instances, todo, size2, options) {
   checkSpares(instances.filter((i) => todo.includes(i.id)), "strategy.surge");
   const all = instances.map((i) => i.id);
-  const batches = toBatches(todo, size2);
+  const ready = readySlots(instances.filter((i) => todo.includes(i.id)), options.version);
+  const swapAll = ready.length === todo.length;
+  const batches = swapAll ? [[...todo]] : toBatches(todo, size2);
   const swapped = /* @__PURE__ */ new Set();
-  return [...oldSlotsPhase(instances, todo), ...batches.map((batch, index) => {
+  const phases = batches.map((batch, index) => {
     for (const id of batch) swapped.add(id);
     const routing = swapSlots(singlePool(all), instances, swapped);
     const steps = [
-      ...surgeSteps(batch, instances),
+      ...surgeSteps(batch, instances, options.version),
       { kind: "route", routing, why: `batch ${index + 1} swapped to its new slots: ${batch.join(", ")}` },
-      ...retireSteps(batch),
-      ...soak > 0 ? [{ kind: "soak", ms: soak }] : []
+      ...options.keepOld > 0 ? [] : retireSteps(batch),
+      ...options.soak > 0 ? [{ kind: "soak", ms: options.soak }] : []
     ];
     return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" };
-  })];
+  });
+  const note = swapAll ? `surge: every idle slot already runs ${options.version}: one swap, no process started` : `surge: batches of up to ${size2} start on their spare ports while the old processes serve; all ${all.length} instances serve throughout`;
+  return { phases: [...oldSlotsPhase(instances, todo), ...phases], note };
 }
 function oldSlotsPhase(instances, todo) {
   const leftovers = leftoverSlots(instances.filter((i) => !todo.includes(i.id)));
@@ -55780,7 +55810,7 @@ async function resolveConfig(file, options = {}) {
   const raw = isRecord2(file.raw) ? file.raw : {};
   const env = options.env ?? process.env;
   const load = loader(file.baseDir, options.version);
-  const strategyChoice = chooseStrategy(raw.strategy ?? void 0, options.strategy, issues);
+  const strategyChoice = options.rollback ? rollbackStrategy(config) : chooseStrategy(raw.strategy ?? void 0, options.strategy, issues);
   const proxyNamed = pluginSpecifier(raw.proxy, "type");
   const split = splitHosts(raw.hosts, issues);
   const loads = await Promise.all([
@@ -55827,6 +55857,10 @@ function loader(baseDir, version) {
     const options = await validateOptions(resolved.plugin.optionsSchema, rawOptions, at, issues);
     return { plugin: issues.length === 0 ? { resolved, options } : void 0, issues };
   };
+}
+function rollbackStrategy(config) {
+  const slotted = config !== void 0 && config.instances.every((i) => i.spare !== void 0);
+  return { specifier: "rolling", path: "rollback", options: slotted ? { surge: true } : {} };
 }
 function chooseStrategy(section2, override, issues) {
   const named = section2 === void 0 ? { specifier: "rolling", path: "name" } : pluginSpecifier(section2, "name");
@@ -56002,26 +56036,26 @@ function deploymentJournal(deployment) {
   return fileJournal(deployment.proxyExecutor, `${deployment.stateDir}/journal.jsonl`);
 }
 async function lockedDeploy(deployment, options) {
+  const { value: report, warning: warning2 } = await underLock(deployment, options, (journal, signal) => deployWith(deployment, journal, options, signal));
+  return warning2 ? { ...report, warnings: [...report.warnings ?? [], warning2] } : report;
+}
+function deployWith(deployment, journal, options, signal) {
+  return interruptedVersions(journal).then(
+    (stagedVersions) => deploy({ ...deployment.options, version: options.version, journal, stagedVersions, signal, ...options.onEvent ? { onEvent: options.onEvent } : {} })
+  );
+}
+async function underLock(deployment, options, body) {
   const lock = deploymentLock(deployment);
   const held = await lock.acquire(options.version, options.lockWaitMs ?? 0, options.signal);
   const signal = options.signal ? AbortSignal.any([options.signal, held.lost]) : held.lost;
-  let report;
+  let value;
   try {
-    const journal = deploymentJournal(deployment);
-    report = await deploy({
-      ...deployment.options,
-      version: options.version,
-      journal,
-      stagedVersions: await interruptedVersions(journal),
-      signal,
-      ...options.onEvent ? { onEvent: options.onEvent } : {}
-    });
+    value = await body(deploymentJournal(deployment), signal);
   } catch (error2) {
     await held.release().catch(() => void 0);
     throw error2;
   }
-  const warning2 = await releaseWarning(lock, held, deployment.proxyExecutor.host);
-  return warning2 ? { ...report, warnings: [...report.warnings ?? [], warning2] } : report;
+  return { value, warning: await releaseWarning(lock, held, deployment.proxyExecutor.host) };
 }
 async function interruptedVersions(journal) {
   const records = await journal.read().catch(() => []);

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { type Executor, NodropError, describeValue, isSafeName, lastDeploy, observeInstances, planDeploy, reachesInstance, servingInstances, toNodropError } from "@nodrop/core";
+import { type DeployReport, type Executor, NodropError, describeValue, isSafeName, lastDeploy, observeInstances, planDeploy, reachesInstance, servingInstances, toNodropError } from "@nodrop/core";
 import {
   type Deployment,
   type Output,
@@ -16,6 +16,7 @@ import {
   loadDeployment,
   lockedDeploy,
   progressReporter,
+  retireKeptSlots,
   table,
 } from "@nodrop/deployment";
 import type { SshExecutor } from "@nodrop/ssh";
@@ -98,7 +99,8 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
   // does not stop it.
   const rollback = command === "rollback";
   const deployment = await loadDeployment(values.config, {
-    strategy: rollback ? "rolling" : values.strategy,
+    strategy: rollback ? undefined : values.strategy,
+    rollback,
     verify: verifyMode ?? (rollback ? "report" : "enforce"),
     version: VERSION,
     log: (message) => io.stderr.write(`nodrop: ${message}\n`),
@@ -142,6 +144,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         if (values.json) io.stdout.write(`${JSON.stringify(ssh ? { ...report, ssh } : report, null, 2)}\n`);
         else io.stdout.write(`\n${formatReport(report)}${ssh ? `\nssh: ${ssh.connections} connections to ${ssh.hosts} hosts` : ""}\n`);
         if (report.error) io.stderr.write(`nodrop: error [${report.error.code}]: ${report.error.message}\n`);
+        if (report.ok && report.keptUntil) await waitOutKeepWindow(deployment, report, io);
         return fleetConverged(report) ? 0 : 1;
       }
       case "lock": {
@@ -267,6 +270,23 @@ async function reconcile(deployment: Deployment, options: { lockWaitMs: number; 
     return after.ok ? 0 : 1;
   } finally {
     await held.release().catch((error: unknown) => io.stderr.write(`nodrop: warning: the deploy lock could not be released (${error instanceof Error ? error.message : String(error)}); \`nodrop lock status\` shows its state\n`));
+  }
+}
+
+/**
+ * With `keepOld`: the deploy's old processes stay up until `keptUntil` for an instant `nodrop
+ * rollback` (from this or any other machine); then this process stops them, unless a later deploy
+ * came first. Interrupted, it leaves them to the next deploy, which stops them before anything else.
+ */
+async function waitOutKeepWindow(deployment: Deployment, report: DeployReport, io: Io): Promise<void> {
+  io.stderr.write(`nodrop: the old processes stay up until ${report.keptUntil} for \`nodrop rollback\` (one reload, nothing started); waiting to stop them then (Ctrl-C leaves them to the next deploy)\n`);
+  try {
+    const outcome = await retireKeptSlots(deployment, { report, signal: io.signal });
+    if (outcome.kind === "superseded") io.stderr.write(`nodrop: the keep window ended; a later deploy (${outcome.by}) owns the fleet now, nothing stopped\n`);
+    else if (outcome.report.ok) io.stderr.write("nodrop: the keep window ended; the old processes are stopped\n");
+    else io.stderr.write(`nodrop: warning: the keep window ended, but stopping the old processes failed (${outcome.report.error?.message ?? "unknown"}); the next deploy stops them\n`);
+  } catch (error) {
+    io.stderr.write(`nodrop: the old processes were left running (${error instanceof Error ? error.message : String(error)}); the next deploy stops them first\n`);
   }
 }
 

@@ -12,10 +12,11 @@ export interface RunOutcome {
 }
 
 /** The report of a run, built from its state alone. */
-export function buildReport(run: DeployRun, strategy: string, outcome: RunOutcome): DeployReport {
+export function buildReport(run: DeployRun, strategy: string, outcome: RunOutcome, keepOldMs = 0): DeployReport {
   const { error, step, recovery } = outcome;
   const serving = run.serving();
   return {
+    id: run.id,
     ok: error === undefined,
     strategy,
     version: run.version,
@@ -33,5 +34,6 @@ export function buildReport(run: DeployRun, strategy: string, outcome: RunOutcom
     ...(error ? { error: { code: error.code, message: error.message, ...(error.instance ? { instance: error.instance } : {}), ...(step ? { step } : {}) } } : {}),
     ...(recovery ? { recovery } : {}),
     ...(run.verify ? { verify: run.verify } : {}),
+    ...(keepOldMs > 0 && [...run.tracked.values()].some((t) => t.idle?.running !== false) ? { keptUntil: new Date(Date.now() + keepOldMs).toISOString() } : {}),
   };
 }

@@ -50,7 +50,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
       return finish(context, { error: toNodropError(error, "E_PREFLIGHT"), step: listener.name });
     }
   }
-  return finish(context, await runPhases(context, plan));
+  return finish(context, await runPhases(context, plan), plan.keepOldMs);
 }
 
 /**
@@ -115,7 +115,7 @@ async function afterFailure(context: RunContext, phase: PlanPhase, failure: Nodr
 }
 
 /** Lets the listeners finish (the verify counts, the journal's end), then builds and announces the report. */
-async function finish(context: RunContext, outcome: RunOutcome): Promise<DeployReport> {
+async function finish(context: RunContext, outcome: RunOutcome, keepOldMs?: number): Promise<DeployReport> {
   const { run, listeners, options } = context;
   for (const listener of listeners) await listener.stopping?.(run).catch(() => undefined);
   if (!outcome.error && run.verify?.breach) {
@@ -123,7 +123,7 @@ async function finish(context: RunContext, outcome: RunOutcome): Promise<DeployR
     outcome = { error: new NodropError("E_VERIFY", run.verify.breach), step: "verify" };
   }
   run.recovering = true;
-  const report = buildReport(run, options.strategy.name, outcome);
+  const report = buildReport(run, options.strategy.name, outcome, outcome.error ? 0 : keepOldMs);
   for (const listener of listeners) await listener.finished?.(run, report).catch(() => undefined);
   run.emit({ type: "done", report });
   return report;

@@ -18,7 +18,7 @@ export { checkIdleSlots, idleStarts, DEFAULT_OVERLAP } from "./slot-preflight.js
 export type { OverlapBudget } from "./slot-preflight.js";
 export { inspectSlotCommand, parseSlotInspection, listenerTakes } from "./slot-inspection.js";
 export { forEachLimit, forEachPerHost } from "./concurrency.js";
-export { replaceSteps, checkBatchCapacity, surgeSteps, retireSteps, swapSlots, checkSpares, leftoverSlots } from "./plan-helpers.js";
+export { replaceSteps, checkBatchCapacity, surgeSteps, retireSteps, swapSlots, checkSpares, leftoverSlots, readySlots } from "./plan-helpers.js";
 export { deploy, planDeploy, observeInstances } from "./engine.js";
 export { deployLock } from "./lock.js";
 export type { LockHolder, DeployLockOptions, HeldLock, DeployLock } from "./lock.js";

@@ -46,6 +46,7 @@ export class JournalListener implements RunListener {
         id: run.id,
         ok: report.ok,
         ...(report.error ? { error: report.error.message.split("\n")[0]! } : {}),
+        ...(report.keptUntil ? { keptUntil: report.keptUntil } : {}),
         instances: report.instances.map((i) => ({
           id: i.id,
           version: i.version,

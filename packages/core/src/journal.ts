@@ -13,6 +13,8 @@ export type JournalEntry =
       readonly id: string;
       readonly ok: boolean;
       readonly error?: string;
+      /** Old slots kept running for an instant rollback until then (ISO time). */
+      readonly keptUntil?: string;
       /** `port`: the slot it is served on, for instances with slots; `idle`: that slot's port when a process may still run there. */
       readonly instances: readonly { id: string; version: string | undefined; inPool: boolean; outcome: string; port?: number; idle?: number }[];
     };

@@ -25,16 +25,30 @@ export function checkBatchCapacity(size: number, fleet: number, minInPool: numbe
 /**
  * The steps that start a version beside the running one: put it in place on each instance's idle
  * slot, start it there and check it directly, while the live slot keeps serving. An idle slot where
- * a process of the app still runs (a deploy killed mid-surge left it) is stopped first.
+ * a process of the app still runs (a deploy killed mid-surge left it, or old slots kept for a
+ * rollback) is stopped first, unless it runs `version`: then it is only checked and used as it is,
+ * so a rollback inside the keep window starts no process.
  */
-export function surgeSteps(ids: readonly string[], instances: readonly ObservedInstance[] = []): PlanStep[] {
-  const leftovers = leftoverSlots(instances.filter((i) => ids.includes(i.id)));
+export function surgeSteps(ids: readonly string[], instances: readonly ObservedInstance[] = [], version?: string): PlanStep[] {
+  const mine = instances.filter((i) => ids.includes(i.id));
+  const ready = new Set(readySlots(mine, version));
+  const fresh = ids.filter((id) => !ready.has(id));
+  const stale = leftoverSlots(mine).filter((id) => !ready.has(id));
   return [
-    ...(leftovers.length > 0 ? [{ kind: "stop" as const, instances: leftovers, slot: "idle" as const }] : []),
-    { kind: "update", instances: ids, slot: "idle" },
-    { kind: "start", instances: ids, slot: "idle" },
+    ...(stale.length > 0 ? [{ kind: "stop" as const, instances: stale, slot: "idle" as const }] : []),
+    ...(fresh.length > 0
+      ? [
+          { kind: "update" as const, instances: fresh, slot: "idle" as const },
+          { kind: "start" as const, instances: fresh, slot: "idle" as const },
+        ]
+      : []),
     { kind: "check", instances: ids, slot: "idle" },
   ];
+}
+
+/** Instances whose idle slot already runs `version` (it answered the health check with it at preflight). */
+export function readySlots(instances: readonly ObservedInstance[], version: string | undefined): string[] {
+  return version === undefined ? [] : instances.filter((i) => i.idle && !i.idle.free && i.idle.version === version).map((i) => i.id);
 }
 
 /** After a swap: the old slots (idle now, drained) stop without holding up what comes next. */

@@ -55,6 +55,8 @@ export interface PhaseReport {
 }
 
 export interface DeployReport {
+  /** The deploy's id, as its journal records name it. */
+  readonly id?: string;
   readonly ok: boolean;
   readonly strategy: string;
   readonly version: string;
@@ -79,6 +81,8 @@ export interface DeployReport {
    * not be released (each says what state it left and what to do).
    */
   readonly warnings?: readonly string[];
+  /** When the plan kept old slots running for an instant rollback: until when (ISO time). */
+  readonly keptUntil?: string;
 }
 
 /** The verify probe's counts for one deploy. */

@@ -20,7 +20,7 @@ export function idleStarts(plan: DeployPlan): string[][] {
  * Checks a plan that starts processes on idle slots against what each host showed: every such
  * port free, and each host's available memory enough for the peak overlap. A phase's new processes
  * overlap with their old ones, and with the previous phase's while those stop in the background,
- * so the peak is the largest sum of two neighbouring phases. Throws E_PREFLIGHT naming the host and
+ * so the peak is the largest sum of two neighbouring phases (of all of them when old slots are kept). Throws E_PREFLIGHT naming the host and
  * the port or the shortfall, before anything changed; returns lines for the plan's notes.
  */
 export function checkIdleSlots(plan: DeployPlan, observed: readonly ObservedInstance[], seen: ReadonlyMap<string, SlotInspection>, budget: OverlapBudget = DEFAULT_OVERLAP): string[] {
@@ -48,7 +48,8 @@ export function checkIdleSlots(plan: DeployPlan, observed: readonly ObservedInst
       continue;
     }
     const size = (ids: readonly string[]) => onHost(ids).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
-    let peak = 0;
+    // Old slots kept for a rollback never stop during the deploy: every phase's processes add up.
+    let peak = plan.keepOldMs ? size(starts.flat()) : 0;
     starts.forEach((ids, index) => (peak = Math.max(peak, size(ids) + (index > 0 ? size(starts[index - 1]!) : 0))));
     const needed = Math.ceil(peak * budget.growth) + budget.reserveBytes;
     if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (${mib(peak)} of new processes × ${budget.growth} + ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);

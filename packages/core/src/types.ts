@@ -232,6 +232,12 @@ export interface DeployPlan {
   readonly phases: readonly PlanPhase[];
   /** Lines for the user before anything runs (capacity during the deploy, skipped instances). */
   readonly notes: readonly string[];
+  /**
+   * How long the old slots the plan leaves running are kept for an instant rollback (ms). The
+   * report says until when (`keptUntil`); whoever runs the deploy stops them after that, and the
+   * next deploy stops any still running (a process of the app on an idle slot).
+   */
+  readonly keepOldMs?: number;
 }
 
 export interface PlanInput<Options> {

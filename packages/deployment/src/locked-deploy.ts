@@ -29,27 +29,42 @@ export interface LockedDeployOptions {
  * a lock that could not be released is a warning in it, saying what state the lock is in.
  */
 export async function lockedDeploy(deployment: LockedDeployment, options: LockedDeployOptions): Promise<DeployReport> {
+  const { value: report, warning } = await underLock(deployment, options, (journal, signal) => deployWith(deployment, journal, options, signal));
+  return warning ? { ...report, warnings: [...(report.warnings ?? []), warning] } : report;
+}
+
+/**
+ * A deploy under the lock only when the journal's last deploy, read under the lock, is `deployId`;
+ * undefined (nothing done) when another one came after it.
+ */
+export async function lockedDeployAfter(deployment: LockedDeployment, deployId: string, options: LockedDeployOptions): Promise<DeployReport | undefined> {
+  const { value: report, warning } = await underLock(deployment, options, async (journal, signal) => {
+    if (lastDeploy(await journal.read())?.id !== deployId) return undefined;
+    return deployWith(deployment, journal, options, signal);
+  });
+  return report && warning ? { ...report, warnings: [...(report.warnings ?? []), warning] } : report;
+}
+
+function deployWith(deployment: LockedDeployment, journal: Journal, options: LockedDeployOptions, signal: AbortSignal): Promise<DeployReport> {
+  return interruptedVersions(journal).then((stagedVersions) =>
+    deploy({ ...deployment.options, version: options.version, journal, stagedVersions, signal, ...(options.onEvent ? { onEvent: options.onEvent } : {}) }),
+  );
+}
+
+/** Runs `body` holding the deploy lock; a lock that could not be released comes back as a warning. */
+async function underLock<T>(deployment: LockedDeployment, options: LockedDeployOptions, body: (journal: Journal, signal: AbortSignal) => Promise<T>): Promise<{ value: T; warning: string | undefined }> {
   const lock = deploymentLock(deployment);
   const held = await lock.acquire(options.version, options.lockWaitMs ?? 0, options.signal);
   const signal = options.signal ? AbortSignal.any([options.signal, held.lost]) : held.lost;
-  let report: DeployReport;
+  let value: T;
   try {
-    const journal = deploymentJournal(deployment);
-    report = await deploy({
-      ...deployment.options,
-      version: options.version,
-      journal,
-      stagedVersions: await interruptedVersions(journal),
-      signal,
-      ...(options.onEvent ? { onEvent: options.onEvent } : {}),
-    });
+    value = await body(deploymentJournal(deployment), signal);
   } catch (error) {
     // deploy() reports its failures; an exception here is a bug, and it is what the caller must see.
     await held.release().catch(() => undefined);
     throw error;
   }
-  const warning = await releaseWarning(lock, held, deployment.proxyExecutor.host);
-  return warning ? { ...report, warnings: [...(report.warnings ?? []), warning] } : report;
+  return { value, warning: await releaseWarning(lock, held, deployment.proxyExecutor.host) };
 }
 
 /**

@@ -42,6 +42,11 @@ export interface ResolveConfigOptions extends HostSetupOptions {
    * `use` of the config's own strategy. Its options come from the config only when it is the config's.
    */
   readonly strategy?: string | undefined;
+  /**
+   * A rollback: rolling, as a surge (`surge: true`) when every instance has a spare port, so that old
+   * slots kept for it (`keepOld`) are swapped back in one reload and full capacity holds otherwise.
+   */
+  readonly rollback?: boolean | undefined;
   /** nodrop's version, shown for built-in plugins. */
   readonly version?: string | undefined;
 }
@@ -64,7 +69,7 @@ export async function resolveConfig(file: ConfigFile, options: ResolveConfigOpti
   // Loaded side by side; each load records its problems apart, added in config order afterwards.
   const load = loader(file.baseDir, options.version);
 
-  const strategyChoice = chooseStrategy(raw.strategy ?? undefined, options.strategy, issues);
+  const strategyChoice = options.rollback ? rollbackStrategy(config) : chooseStrategy(raw.strategy ?? undefined, options.strategy, issues);
   const proxyNamed = pluginSpecifier(raw.proxy, "type");
   const split = splitHosts(raw.hosts, issues);
   const loads = await Promise.all([
@@ -115,6 +120,12 @@ function loader(baseDir: string, version: string | undefined) {
     const options = await validateOptions(resolved.plugin.optionsSchema, rawOptions, at, issues);
     return { plugin: issues.length === 0 ? { resolved, options } : undefined, issues };
   };
+}
+
+/** Rolling with the drain rules, one batch at a time; a surge on a fleet where every instance has two slots. */
+function rollbackStrategy(config: NodropConfig | undefined): { specifier: string; path: string; options: unknown } {
+  const slotted = config !== undefined && config.instances.every((i) => i.spare !== undefined);
+  return { specifier: "rolling", path: "rollback", options: slotted ? { surge: true } : {} };
 }
 
 /** The strategy to load: the config's, or the one `--strategy` names (with its defaults unless it is the config's). */

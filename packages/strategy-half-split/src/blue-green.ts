@@ -1,4 +1,4 @@
-import { type DeployPlan, type PlanInput, type PlanPhase, type Routing, type Strategy, checkSpares, leftoverSlots, retireSteps, singlePool, surgeSteps } from "@nodrop/core";
+import { type DeployPlan, type PlanInput, type PlanPhase, type Routing, type Strategy, checkSpares, formatDuration, leftoverSlots, readySlots, retireSteps, singlePool, surgeSteps } from "@nodrop/core";
 import { type BlueGreenOptions, blueGreenOptionsSchema } from "./options.js";
 
 /**
@@ -31,7 +31,10 @@ export function blueGreenStrategy(): Strategy<BlueGreenOptions> & { optionsSchem
       // Blue: the instances serving the old version now. Those already on the version (a fleet an
       // earlier deploy left mixed) join green on the slot they are live on, and leave blue at once.
       const blue = instances.filter((i) => i.version !== version && i.healthy && i.inPool).map((i) => i.id);
-      const timed = proxy.timedSwitch && proxy.poolSlots === true && blue.length > 0;
+      // Every idle slot already runs the version (a rollback inside the keep window): one plain swap.
+      const swapBack = readySlots(instances.filter((i) => todo.includes(i.id)), version).length === todo.length;
+      const timed = proxy.timedSwitch && proxy.poolSlots === true && blue.length > 0 && !swapBack;
+      const keepOld = options.keepOld ?? 0;
       // The switch routing: blue on the live slots, green on the idle ones, the default flipping at one instant.
       const switched: Routing = {
         pools: { blue, green: all },
@@ -41,22 +44,24 @@ export function blueGreenStrategy(): Strategy<BlueGreenOptions> & { optionsSchem
         slots: on(live, all),
         poolSlots: { green: { ...on(live, all), ...on(idle, todo) } },
       };
-      if (!timed && blue.length > 0) notes.push("the proxy cannot switch between slots at one instant: the switch is one reload, during which old workers may still answer with the old version");
+      if (swapBack) notes.push(`every idle slot already runs ${version}: one swap, no process started`);
+      else if (!timed && blue.length > 0) notes.push("the proxy cannot switch between slots at one instant: the switch is one reload, during which old workers may still answer with the old version");
       const phases: PlanPhase[] = [
         ...tidy,
-        { name: "green", instances: todo, onFailure: "revert", steps: surgeSteps(todo, instances) },
+        { name: "green", instances: todo, onFailure: "revert", steps: surgeSteps(todo, instances, version) },
         {
           name: "switch",
           instances: todo,
           onFailure: "isolate",
           steps: [
             ...(timed ? [{ kind: "route" as const, routing: switched, why: `switch: every new request to the new slots (${version}) at one instant` }] : []),
-            { kind: "route", routing: after, why: timed ? "old slots out" : `switch: every instance to its new slot (${version})` },
-            ...retireSteps(todo),
+            { kind: "route", routing: after, why: timed ? "old slots out" : `switch: every instance to its ${swapBack ? "other" : "new"} slot (${version})` },
+            ...(keepOld > 0 ? [] : retireSteps(todo)),
           ],
         },
       ];
-      return { strategy: "blue-green", version, phases, notes };
+      if (keepOld > 0) notes.push(`the old processes are kept for ${formatDuration(keepOld)} after the switch: \`nodrop rollback\` swaps back in one reload`);
+      return { strategy: "blue-green", version, phases, notes, ...(keepOld > 0 ? { keepOldMs: keepOld } : {}) };
     },
     recoveryRouting(healthy, { version }) {
       return singlePool(healthy.map((i) => i.id), "all", { [version]: "all" });

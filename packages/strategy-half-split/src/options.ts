@@ -26,6 +26,10 @@ export const blueGreenOptionsSchema = schema.object({
     schema.duration({ min: 200, max: 60_000, doc: "How long after the switch reload every nginx worker flips to the new slots at once (covers the reload overlap)." }),
     1500,
   ),
+  keepOld: schema.optional(
+    schema.duration({ doc: "Keep the old processes running this long after the switch, so that `nodrop rollback` swaps back in one reload without starting anything; then they stop." }),
+    0,
+  ),
 });
 
 /** Blue-green's options; fields left out take their defaults. */

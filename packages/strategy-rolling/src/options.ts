@@ -13,6 +13,10 @@ export const rollingOptionsSchema = schema.object({
     schema.bool({ doc: "Start each batch's new version on the instances' spare ports while the old one serves, swap them in one reload and stop the old processes in the background: the pool never shrinks. Needs two slots per instance." }),
     false,
   ),
+  keepOld: schema.optional(
+    schema.duration({ doc: "With surge: keep the old processes running this long after the deploy, so that `nodrop rollback` swaps back in one reload without starting anything; then they stop." }),
+    0,
+  ),
 });
 
 /** What plan() takes; fields left out take their defaults (the parsed config section has them all). */

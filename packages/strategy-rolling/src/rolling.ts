@@ -7,7 +7,9 @@ import {
   type Strategy,
   checkBatchCapacity,
   checkSpares,
+  formatDuration,
   leftoverSlots,
+  readySlots,
   replaceSteps,
   retireSteps,
   singlePool,
@@ -86,9 +88,12 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
 
       const size = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
       if (options.surge) {
-        phases.push(...surgePhases(instances, todo, size, options.soak ?? 0));
-        notes.push(`surge: batches of up to ${size} start on their spare ports while the old processes serve; all ${all.length} instances serve throughout`);
-        return { strategy: "rolling", version, phases, notes };
+        const keepOld = options.keepOld ?? 0;
+        const surge = surgePhases(instances, todo, size, { soak: options.soak ?? 0, version, keepOld });
+        phases.push(...surge.phases);
+        notes.push(surge.note);
+        if (keepOld > 0) notes.push(`the old processes are kept for ${formatDuration(keepOld)} after the deploy: \`nodrop rollback\` swaps back in one reload`);
+        return { strategy: "rolling", version, phases, notes, ...(keepOld > 0 ? { keepOldMs: keepOld } : {}) };
       }
       const minInPool = options.minInPool ?? 1;
       checkBatchCapacity(size, all.length, minInPool);
@@ -114,28 +119,35 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
 /**
  * Surge batches: each starts its new version on the idle slots while the old slots serve, swaps
  * them in one reload (the old slots drain with the old nginx generation) and stops the old
- * processes in the background, so the next batch does not wait for them. Every routing holds the
- * whole fleet: capacity never drops below it.
+ * processes in the background, so the next batch does not wait for them (or keeps them, with
+ * keepOld). Every routing holds the whole fleet: capacity never drops below it. When every idle
+ * slot already runs the version (a rollback inside the keep window), one swap does it all.
  */
-function surgePhases(instances: readonly ObservedInstance[], todo: readonly string[], size: number, soak: number): PlanPhase[] {
+function surgePhases(instances: readonly ObservedInstance[], todo: readonly string[], size: number, options: { soak: number; version: string; keepOld: number }): { phases: PlanPhase[]; note: string } {
   checkSpares(instances.filter((i) => todo.includes(i.id)), "strategy.surge");
   const all = instances.map((i) => i.id);
-  const batches = toBatches(todo, size);
+  const ready = readySlots(instances.filter((i) => todo.includes(i.id)), options.version);
+  const swapAll = ready.length === todo.length;
+  const batches = swapAll ? [[...todo]] : toBatches(todo, size);
   const swapped = new Set<string>();
-  return [...oldSlotsPhase(instances, todo), ...batches.map((batch, index): PlanPhase => {
+  const phases = batches.map((batch, index): PlanPhase => {
     for (const id of batch) swapped.add(id);
     const routing = swapSlots(singlePool(all), instances, swapped);
     const steps: PlanStep[] = [
-      ...surgeSteps(batch, instances),
+      ...surgeSteps(batch, instances, options.version),
       { kind: "route", routing, why: `batch ${index + 1} swapped to its new slots: ${batch.join(", ")}` },
-      ...retireSteps(batch),
-      ...(soak > 0 ? [{ kind: "soak" as const, ms: soak }] : []),
+      ...(options.keepOld > 0 ? [] : retireSteps(batch)),
+      ...(options.soak > 0 ? [{ kind: "soak" as const, ms: options.soak }] : []),
     ];
     return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" };
-  })];
+  });
+  const note = swapAll
+    ? `surge: every idle slot already runs ${options.version}: one swap, no process started`
+    : `surge: batches of up to ${size} start on their spare ports while the old processes serve; all ${all.length} instances serve throughout`;
+  return { phases: [...oldSlotsPhase(instances, todo), ...phases], note };
 }
 
-/** Old processes a killed deploy left on the idle slots of instances it will not replace: stopped first. */
+/** Old processes a killed deploy (or an expired keep window) left on the idle slots of instances it will not replace: stopped first. */
 function oldSlotsPhase(instances: readonly ObservedInstance[], todo: readonly string[]): PlanPhase[] {
   const leftovers = leftoverSlots(instances.filter((i) => !todo.includes(i.id)));
   if (leftovers.length === 0) return [];

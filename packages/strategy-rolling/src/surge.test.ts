@@ -191,7 +191,7 @@ describe("surge rolling through the engine", () => {
     expect(plan.plan.notes).toContain("memory for the overlap on local: 878 MiB needed, 1024 MiB available");
   });
 
-  it("after a deploy killed mid-surge, stops the app's processes left on idle slots before going on", async () => {
+  it("after a deploy killed mid-surge, stops the app's old processes left on idle slots and uses a new one as it is", async () => {
     const fleet = new SlotFleet(3, "v1");
     // web-8011 was swapped to 9011 (v2) but its old slot still runs; web-8012's new slot was started, not swapped.
     fleet.running.set("web-8011:9011", "v2");
@@ -207,17 +207,53 @@ describe("surge rolling through the engine", () => {
     proxy.inForce = { pools: { all: ["web-8011", "web-8012", "web-8013"] }, defaultPool: "all", pins: {}, slots: { "web-8011": 9011, "web-8012": 8012, "web-8013": 8013 } };
     const plan = await planDeploy(options(fleet, proxy, "v2"));
     expect(plan.plan.phases.map((p) => p.name)).toEqual(["old slots", "batch 1/2", "batch 2/2"]);
+    // A process of another version on the idle slot is stopped before the new one goes there.
+    fleet.running.set("web-8013:9013", "v0");
+    const stale = await planDeploy(options(fleet, proxy, "v2"));
+    expect(stale.plan.phases[2]?.steps.slice(0, 3)).toEqual([
+      { kind: "stop", instances: ["web-8013"], slot: "idle" },
+      { kind: "update", instances: ["web-8013"], slot: "idle" },
+      { kind: "start", instances: ["web-8013"], slot: "idle" },
+    ]);
+    fleet.running.delete("web-8013:9013");
     const report = await deploy(options(fleet, proxy, "v2"));
     expect(report.ok).toBe(true);
-    expect(fleet.calls.filter((c) => c.includes("web-8011") || c.includes("web-8012"))).toEqual([
-      "stop web-8011:8011",
-      "stop web-8012:9012",
-      "update web-8012:9012 v2",
-      "start web-8012:9012",
-      "stop web-8012:8012",
-    ]);
+    // web-8011's old slot is stopped; web-8012's new slot already runs v2: checked and swapped in as it is.
+    expect(fleet.calls.filter((c) => c.includes("web-8011") || c.includes("web-8012"))).toEqual(["stop web-8011:8011", "stop web-8012:8012"]);
     expect([...fleet.running.keys()].sort()).toEqual(["web-8011:9011", "web-8012:9012", "web-8013:9013"]);
     expect(proxy.applied.every((a) => servingInstances(a.routing).size === 3)).toBe(true);
+  });
+
+  it("keepOld keeps the old slots; a rollback inside the window swaps back in one reload without starting a process", async () => {
+    const fleet = new SlotFleet(3, "v1");
+    // What listens on each instance's other slot, as ss would show it.
+    fleet.inspection = (id) => {
+      const spec = fleet.specs.find((s) => s.id === id)!;
+      const busy = [spec.port, spec.port + 1000].filter((port) => fleet.running.has(`${id}:${port}`)).length === 2;
+      return busy ? { free: false, listener: "127.0.0.1 (gunicorn 1)" } : { free: true };
+    };
+    const proxy = new RecordingProxy();
+    const deployed = await deploy(options(fleet, proxy, "v2", { keepOld: 300_000 }));
+    expect(deployed.ok).toBe(true);
+    expect(Date.parse(deployed.keptUntil!) - Date.now()).toBeGreaterThan(290_000);
+    expect(deployed.instances.map((i) => [i.port, i.version, i.idle])).toEqual([
+      [9011, "v2", { port: 8011, running: true, version: "v1" }],
+      [9012, "v2", { port: 8012, running: true, version: "v1" }],
+      [9013, "v2", { port: 8013, running: true, version: "v1" }],
+    ]);
+    expect(fleet.calls.filter((c) => c.startsWith("stop"))).toEqual([]);
+
+    fleet.calls.length = 0;
+    const applied = proxy.applied.length;
+    const rollback = await deploy(options(fleet, proxy, "v1"));
+    expect(rollback.ok).toBe(true);
+    // One reload for all three, no update and no start: the kept processes serve again.
+    expect(proxy.applied.length - applied).toBe(1);
+    expect(proxy.inForce?.slots).toEqual({ "web-8011": 8011, "web-8012": 8012, "web-8013": 8013 });
+    expect(fleet.calls.filter((c) => !c.startsWith("stop")).sort()).toEqual([]);
+    // The new version's processes stop once the swap has drained.
+    expect(fleet.calls.sort()).toEqual(["stop web-8011:9011", "stop web-8012:9012", "stop web-8013:9013"]);
+    expect(rollback.keptUntil).toBeUndefined();
   });
 
   it("refuses a surge on instances with one port", async () => {

@@ -1,0 +1,42 @@
+import { type DeployListener, type DeployReport, NodropError, isSafeName, lastDeploy, sleep } from "@nodrop/core";
+import { type LockedDeployment, deploymentJournal, lockedDeployAfter } from "./locked-deploy.js";
+
+export interface RetireKeptSlotsOptions {
+  /** The deploy that kept them: its report, with `keptUntil`. */
+  readonly report: DeployReport;
+  readonly signal?: AbortSignal | undefined;
+  /** How long to wait for the deploy lock once the window has ended (default 5 minutes). */
+  readonly lockWaitMs?: number;
+  readonly onEvent?: DeployListener | undefined;
+}
+
+export type RetireOutcome =
+  | { readonly kind: "retired"; readonly report: DeployReport }
+  /** Another deploy or a rollback came after: the kept processes are its business now. */
+  | { readonly kind: "superseded"; readonly by: string };
+
+/**
+ * The end of a keep window (`keepOld`): once `keptUntil` has passed, stops the old processes the
+ * deploy kept for an instant rollback. It takes the deploy lock and reads the journal first: when
+ * a later deploy (a rollback inside the window, say) is the last one, it does nothing. Otherwise
+ * it deploys the same version again, which changes nothing but stops the app's processes on idle
+ * slots (every surge plan does that first), journaled and locked like any deploy.
+ */
+export async function retireKeptSlots(deployment: LockedDeployment, options: RetireKeptSlotsOptions): Promise<RetireOutcome> {
+  const { keptUntil: until, id } = options.report;
+  if (until === undefined || id === undefined) throw new NodropError("E_ARGS", "internal: the deploy kept no old slots");
+  await sleep(Math.max(0, Date.parse(until) - Date.now()), options.signal);
+  const journal = deploymentJournal(deployment);
+  const last = lastDeploy(await journal.read());
+  if (!last || last.id !== id) return { kind: "superseded", by: last ? `${last.version} at ${last.at}` : "nothing (the journal is empty)" };
+  if (!isSafeName(last.version)) throw new NodropError("E_JOURNAL", "the journal's last deploy names an unsafe version");
+  // The check above runs again under the lock: that read is the one that counts.
+  const report = await lockedDeployAfter(deployment, id, {
+    version: last.version,
+    lockWaitMs: options.lockWaitMs ?? 300_000,
+    signal: options.signal,
+    ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+  });
+  if (report === undefined) return { kind: "superseded", by: "a deploy that took the lock first" };
+  return { kind: "retired", report };
+}
