@@ -206,7 +206,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       }),
     );
     // The one-time setup a user does: create the include file nodrop owns, then start nginx.
-    const specs: InstanceSpec[] = instances.map(({ id, host, address, port }) => ({ id, host, address, port }));
+    const specs: InstanceSpec[] = instances.map(({ id, host, address, port }) => ({ id, host, address, port, ...(offset === undefined ? {} : { slots: [port, port + offset] as const }) }));
     // What `nodrop init` does: write the strategy's routing at rest (a consistent-hash ring for sticky).
     const deployment = await loadDeployment(configFile);
     await deployment.proxy.initialize!(deployment.steadyRouting, specs);

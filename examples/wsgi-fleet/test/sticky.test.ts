@@ -48,6 +48,30 @@ describe("sticky deploy of 4 instances under load (real nginx + gunicorn)", () =
     expect(Object.values(await fleet.versions())).toEqual(["v2", "v2", "v2", "v2"]);
   });
 
+  it("with surge on two slots per instance: every client stays on its one instance through the swaps, 0 failed, 0 regressions", async () => {
+    const fleet = await startFleet({ ports: [8481, 8482, 8483, 8484], proxyPort: 18481, slotOffset: 1000, strategy: { name: "sticky", surge: true } });
+    fleets.push(fleet);
+    const result = await deployUnderLoad({ fleet, version: "v2", load: { clients: 50, seed: 32, localAddresses: addresses } });
+    expect(result.cli.stderr).not.toContain("error [");
+    expect(result.cli.code).toBe(0);
+    expect(result.report?.instances.map((i) => [i.version, i.port, i.inPool])).toEqual([8481, 8482, 8483, 8484].map((port) => ["v2", port + 1000, true]));
+    expect(result.stats.errors).toEqual({});
+    expect(result.stats.failed).toBe(0);
+    expect(result.stats.versionRegressions).toBe(0);
+    expect(result.stats.byVersion.v1).toBeGreaterThan(0);
+    expect(result.stats.byVersion.v2).toBeGreaterThan(0);
+    // The app names the port that answered; an instance answers from its first port, then its spare.
+    const instanceOf = (port: string) => String(Number(port) >= 9000 ? Number(port) - 1000 : Number(port));
+    const paths = instancePaths(result.records).map((path) => path.map(instanceOf).filter((id, i, all) => i === 0 || all[i - 1] !== id));
+    expect(paths).toHaveLength(50);
+    // No instance ever leaves the pool, and the ring is by instance: a client never changes instance.
+    expect(paths.filter((path) => path.length > 1)).toEqual([]);
+    expect(new Set(paths.map((p) => p[0])).size).toBeGreaterThan(1);
+    // And it did move from the old process to the new one of its instance.
+    const ports = instancePaths(result.records);
+    expect(ports.filter((path) => path.length >= 2).length).toBeGreaterThan(40);
+  });
+
   it("the same load and deploy with the rolling strategy, for comparison (reported, not asserted)", async () => {
     const fleet = await startFleet({ ports: [8265, 8266, 8267, 8268], proxyPort: 18265, strategy: { name: "rolling" } });
     fleets.push(fleet);

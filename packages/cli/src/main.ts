@@ -200,7 +200,8 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         return await reconcile(deployment, { lockWaitMs: lockWait, dryRun: values["dry-run"] === true, json: values.json === true }, io);
       case "init": {
         if (!deployment.proxy.initialize) throw new NodropError("E_PROXY_SETUP", `proxy ${deployment.proxy.name} needs no initial file`);
-        const result = await deployment.proxy.initialize(deployment.steadyRouting, config.instances, { signal: io.signal });
+        // The instances as the engine knows them (with both slots): the file matches what deploys write.
+        const result = await deployment.proxy.initialize(deployment.steadyRouting, deployment.options.instances.map((i) => i.spec), { signal: io.signal });
         io.stdout.write(
           `${result.wrote ? `wrote ${result.file} (${config.instances.length} instances, routing of the ${deployment.options.strategy.name} strategy at rest)` : `${result.file} exists; left as it is`}\n` +
             `one-time setup:\n  ${result.instructions.join("\n  ")}\n`,

@@ -1,7 +1,7 @@
 import { type InstanceSpec, NodropError, type Routing, schema, singlePool } from "@nodrop/core";
 import { describe, expect, it } from "vitest";
 import { nginxOptionsSchema } from "./options.js";
-import { msecAtLeast, nginxName, parseRenderedConfig, poolVariable, renderNginxConfig, type RenderInput, upstreamName } from "./render.js";
+import { AFFINITY_BUCKETS, bucketOwner, msecAtLeast, nginxName, parseRenderedConfig, poolVariable, renderNginxConfig, type RenderInput, upstreamName } from "./render.js";
 
 const instances: InstanceSpec[] = [
   { id: "web-8011", host: "local", address: "127.0.0.1", port: 8011 },
@@ -276,5 +276,36 @@ describe("renderNginxConfig with slots", () => {
   it("refuses a slot that is not one of the instance's ports", () => {
     const error = renderError({ routing: { ...singlePool(["web-8011"]), slots: { "web-8011": 7011 } }, instances: slotted });
     expect(error.message).toContain('slot 7011 of "web-8011" is not one of its ports (8011, 9011)');
+  });
+});
+
+describe("affinity with slots: nodrop's own ring of buckets", () => {
+  const ids = ["web-8011", "web-8012", "web-8013", "web-8014"];
+  const slotted = ids.map((id, i) => ({ id, host: "local", address: "127.0.0.1", port: 8011 + i, slots: [8011 + i, 9011 + i] as const, version: "v1" }));
+  const routing = (live: readonly string[], slots: Record<string, number> = {}): Routing => ({ pools: { live: [...live] }, defaultPool: "live", pins: {}, affinity: { key: "$remote_addr", ring: ids }, slots });
+  const owners = (text: string) => [...text.matchAll(/^ {4}"live b(\d+)" nodrop_web_live_m(\d+);$/gm)].map((m) => Number(m[2]));
+
+  it("spreads 100 buckets over the pool and moves only a leaving member's buckets, which come back with it", () => {
+    const all = AFFINITY_BUCKETS;
+    const full = Array.from({ length: all }, (_, b) => bucketOwner(b, ids));
+    for (const id of ids) expect(full.filter((o) => o === id).length).toBeGreaterThan(10);
+    const without = Array.from({ length: all }, (_, b) => bucketOwner(b, ids.filter((id) => id !== "web-8012")));
+    full.forEach((owner, b) => {
+      if (owner !== "web-8012") expect(without[b]).toBe(owner);
+    });
+    expect(Array.from({ length: all }, (_, b) => bucketOwner(b, ids))).toEqual(full);
+  });
+
+  it("a slot swap changes the server lines but not which instance a bucket goes to", () => {
+    const before = renderNginxConfig(input({ routing: routing(ids), instances: slotted }));
+    const after = renderNginxConfig(input({ routing: routing(ids, { "web-8012": 9012 }), instances: slotted }));
+    expect(owners(after)).toEqual(owners(before));
+    expect(owners(before)).toHaveLength(AFFINITY_BUCKETS);
+    expect(after).toContain("upstream nodrop_web_live_m1 {\n    server 127.0.0.1:9012 max_fails=0; # web-8012\n    server 127.0.0.1:8011 max_fails=0 backup; # web-8011");
+    // The client key, or a random bucket per request for a client without one; the last bucket takes the rest.
+    expect(after).toContain('split_clients "$nodrop_web_akey" $nodrop_web_bucket {');
+    expect(after).toContain("    * b99;\n}");
+    expect(after).toContain('map "$nodrop_web_pick $nodrop_web_bucket" $nodrop_web_pool {');
+    expect(after).not.toContain("hash $remote_addr consistent");
   });
 });

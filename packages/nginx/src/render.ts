@@ -38,7 +38,6 @@ export function renderNginxConfig(input: RenderInput): string {
   const { name, routing, versionCookie } = input;
   if (!NGINX_NAME.test(name)) throw new NodropError("E_PROXY_RENDER", `nginx name "${name}" must match ${NGINX_NAME}`);
   if (!NGINX_NAME.test(versionCookie)) throw new NodropError("E_PROXY_RENDER", `proxy.versionCookie "${versionCookie}" must match ${NGINX_NAME}`);
-  const byId = new Map(input.instances.map((i) => [i.id, i]));
   // With slots, each pool serves an instance on the port the routing names for it (the caller's port otherwise).
   const portIn = (instance: ProxyInstance, pool: string) => routedPort(routing, instance, instance.port, pool);
   try {
@@ -52,43 +51,29 @@ export function renderNginxConfig(input: RenderInput): string {
     `# nodrop-routing: ${JSON.stringify(routing)}`,
     "",
   ];
-  for (const [pool, ids] of Object.entries(routing.pools)) {
-    lines.push(`upstream ${upstreamName(name, pool)} {`);
-    if (routing.affinity) {
-      // Every pool lists the whole ring in one order, with the instances it does not route to as
-      // `down`: the hash ring stays the same, so only the clients of a removed instance move.
-      // max_fails=0: with down siblings, one failure must not take the last live server out (fact 16).
-      if (input.nativeSticky) {
-        lines.push(`    zone ${upstreamName(name, pool)} 64k;`, `    sticky cookie ${versionCookie}_srv path=/ httponly;`);
-      } else lines.push(`    hash ${routing.affinity.key} consistent;`);
-      const live = new Set(ids);
-      for (const id of routing.affinity.ring) {
-        const instance = byId.get(id)!;
-        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)} ${live.has(id) ? "max_fails=0" : "down"}; # ${id}`);
-      }
-    } else {
-      for (const id of ids) {
-        const instance = byId.get(id)!;
-        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)}; # ${id}`);
-      }
-    }
-    lines.push("}", "");
-  }
-  let defaultTarget = upstreamName(name, routing.defaultPool);
+  // With slots, affinity is nodrop's own ring (buckets by instance id): nginx's consistent hash
+  // hashes address:port, so a slot swap would move every client of the swapped instance.
+  const buckets = routing.affinity !== undefined && input.instances.some((i) => i.slots !== undefined);
+  if (buckets) lines.push(...bucketAffinity(input, portIn));
+  else lines.push(...poolUpstreams(input, portIn));
+  // A pool's target: its upstream, or with buckets its name (the bucket map picks the upstream).
+  const target = (pool: string) => (buckets ? pool : upstreamName(name, pool));
+  let defaultTarget = target(routing.defaultPool);
   if (routing.switchDefault) {
     if (input.switchAt === undefined) throw new NodropError("E_PROXY_RENDER", "a default switch needs its instant");
     // Every worker compares the same clock, so all of them switch at once, whatever generation they are.
     lines.push(`# default pool until ${new Date(input.switchAt).toISOString()}, then ${routing.switchDefault.to}`);
     lines.push(`map $msec $nodrop_${name}_default {`);
     lines.push(`    default ${defaultTarget};`);
-    lines.push(`    "~^(?:${msecAtLeast(input.switchAt)})$" ${upstreamName(name, routing.switchDefault.to)};`);
+    lines.push(`    "~^(?:${msecAtLeast(input.switchAt)})$" ${target(routing.switchDefault.to)};`);
     lines.push("}", "");
     defaultTarget = `$nodrop_${name}_default`;
   }
-  lines.push(`map $cookie_${versionCookie} ${poolVariable(name)} {`);
+  lines.push(`map $cookie_${versionCookie} ${buckets ? `$nodrop_${name}_pick` : poolVariable(name)} {`);
   lines.push(`    default ${defaultTarget};`);
-  for (const [version, pool] of Object.entries(routing.pins)) lines.push(`    "${version}" ${upstreamName(name, pool)};`);
+  for (const [version, pool] of Object.entries(routing.pins)) lines.push(`    "${version}" ${target(pool)};`);
   lines.push("}", "");
+  if (buckets) lines.push(...bucketMap(input));
 
   // The version cookie: from what nodrop knows each instance runs, keyed by the address that
   // answered (the last one in $upstream_addr when nginx retried). No change to the app needed.
@@ -107,6 +92,96 @@ export function renderNginxConfig(input: RenderInput): string {
   lines.push("}", "");
   lines.push(`map $nodrop_${name}_served ${cookieVariable(name)} {`, '    "" "";', `    default "${versionCookie}=$nodrop_${name}_served; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax";`, "}", "");
   return lines.join("\n");
+}
+
+/** One upstream per pool (live servers only; with affinity, the whole ring with the others `down`). */
+function poolUpstreams(input: RenderInput, portIn: (instance: ProxyInstance, pool: string) => number): string[] {
+  const { name, routing } = input;
+  const byId = new Map(input.instances.map((i) => [i.id, i]));
+  const lines: string[] = [];
+  for (const [pool, ids] of Object.entries(routing.pools)) {
+    lines.push(`upstream ${upstreamName(name, pool)} {`);
+    if (routing.affinity) {
+      // Every pool lists the whole ring in one order, with the instances it does not route to as
+      // `down`: the hash ring stays the same, so only the clients of a removed instance move.
+      // max_fails=0: with down siblings, one failure must not take the last live server out (fact 16).
+      if (input.nativeSticky) {
+        lines.push(`    zone ${upstreamName(name, pool)} 64k;`, `    sticky cookie ${input.versionCookie}_srv path=/ httponly;`);
+      } else lines.push(`    hash ${routing.affinity.key} consistent;`);
+      const live = new Set(ids);
+      for (const id of routing.affinity.ring) {
+        const instance = byId.get(id)!;
+        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)} ${live.has(id) ? "max_fails=0" : "down"}; # ${id}`);
+      }
+    } else {
+      for (const id of ids) {
+        const instance = byId.get(id)!;
+        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)}; # ${id}`);
+      }
+    }
+    lines.push("}", "");
+  }
+  return lines;
+}
+
+/** Buckets of nodrop's own affinity ring: enough for an even spread over dozens of instances. */
+export const AFFINITY_BUCKETS = 100;
+
+/** 32-bit FNV-1a: the score of an instance for a bucket (rendezvous hashing); the same in every run. */
+function score(bucket: number, id: string): number {
+  let h = 0x811c9dc5;
+  for (const c of `${bucket}/${id}`) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
+  return h;
+}
+
+/**
+ * The instance a bucket's clients go to in a pool: of the pool's members, the one with the highest
+ * score (rendezvous hashing over instance ids). A member leaving moves only its own buckets, and
+ * they come back when it returns; a slot swap moves none, since the id stays.
+ */
+export function bucketOwner(bucket: number, members: readonly string[]): string {
+  let best = members[0]!;
+  for (const id of members) if (score(bucket, id) > score(bucket, best)) best = id;
+  return best;
+}
+
+/**
+ * Affinity with slots: clients are split into buckets by their key (split_clients; a client
+ * without the key gets a random bucket per request, as nginx's hash does), and each pool has one
+ * upstream per member: that member first, the pool's others as backups for nginx's retries.
+ */
+function bucketAffinity(input: RenderInput, portIn: (instance: ProxyInstance, pool: string) => number): string[] {
+  const { name, routing } = input;
+  const byId = new Map(input.instances.map((i) => [i.id, i]));
+  const lines: string[] = [];
+  for (const [pool, ids] of Object.entries(routing.pools)) {
+    ids.forEach((primary, index) => {
+      lines.push(`upstream ${upstreamName(name, pool)}_m${index} {`);
+      for (const id of [primary, ...ids.filter((other) => other !== primary)]) {
+        const instance = byId.get(id)!;
+        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)} max_fails=0${id === primary ? "" : " backup"}; # ${id}`);
+      }
+      lines.push("}", "");
+    });
+  }
+  const key = routing.affinity!.key;
+  lines.push(`map ${key} $nodrop_${name}_akey {`, "    \"\" $request_id;", `    default ${key};`, "}", "");
+  // The last bucket takes the rest (*): percentages that sum to exactly 100% misbehave before nginx 1.31.2.
+  lines.push(`split_clients "$nodrop_${name}_akey" $nodrop_${name}_bucket {`);
+  for (let b = 0; b < AFFINITY_BUCKETS - 1; b++) lines.push(`    ${100 / AFFINITY_BUCKETS}% b${b};`);
+  lines.push(`    * b${AFFINITY_BUCKETS - 1};`, "}", "");
+  return lines;
+}
+
+/** Pool name and bucket -> the upstream of the bucket's owner in that pool. */
+function bucketMap(input: RenderInput): string[] {
+  const { name, routing } = input;
+  const lines = [`map "$nodrop_${name}_pick $nodrop_${name}_bucket" ${poolVariable(name)} {`, `    default ${upstreamName(name, routing.defaultPool)}_m0;`];
+  for (const [pool, ids] of Object.entries(routing.pools)) {
+    for (let b = 0; b < AFFINITY_BUCKETS; b++) lines.push(`    "${pool} b${b}" ${upstreamName(name, pool)}_m${ids.indexOf(bucketOwner(b, ids))};`);
+  }
+  lines.push("}", "");
+  return lines;
 }
 
 /**

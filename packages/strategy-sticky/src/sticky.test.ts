@@ -91,3 +91,26 @@ describe("stickyStrategy().plan", () => {
     expect(stickyStrategy().recoveryRouting!(healthy, context("version")).affinity).toBeUndefined();
   });
 });
+
+describe("stickyStrategy().plan with surge", () => {
+  const slotted = (versions: string[]): ObservedInstance[] => fleet(versions).map((i) => ({ ...i, slots: [i.port, i.port + 1000] as const, livePort: i.port, idle: { port: i.port + 1000, free: true } }));
+
+  it("never takes an instance out: each batch starts on its spare port and swaps in, clients without a version go to their own instance", () => {
+    const result = stickyStrategy().plan({ instances: slotted(["v1", "v1", "v1"]), version: "v2", proxy: caps, options: parse({ surge: true }) });
+    const r = result.phases.map((p) => routes(p.steps));
+    expect(r.map((list) => list.length)).toEqual([1, 1, 1]);
+    for (const [routing] of r) {
+      expect(routing!.pools.live).toEqual(["i1", "i2", "i3"]);
+      expect(routing!.defaultPool).toBe("live");
+    }
+    expect(r.map(([routing]) => routing!.slots)).toEqual([{ i1: 9011 }, { i1: 9011, i2: 9012 }, { i1: 9011, i2: 9012, i3: 9013 }]);
+    // Clients pinned to v2 only reach instances on it.
+    expect(r[0]![0]!.pools.new).toEqual(["i1"]);
+    expect(r[0]![0]!.pins).toEqual({ v1: "live", v2: "new" });
+    expect(result.phases[0]!.steps.map((s) => `${s.kind}${s.kind !== "route" && s.kind !== "soak" && s.slot === "idle" ? "@idle" : ""}`)).toEqual(["update@idle", "start@idle", "check@idle", "route", "stop@idle"]);
+  });
+
+  it("refuses a surge on instances with one port", () => {
+    expect(() => stickyStrategy().plan({ instances: fleet(["v1", "v1"]), version: "v2", proxy: caps, options: parse({ surge: true }) })).toThrow(/strategy.surge needs two slots/);
+  });
+});

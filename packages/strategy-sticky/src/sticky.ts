@@ -1,4 +1,18 @@
-import { type DeployPlan, NodropError, type PlanInput, type PlanPhase, type Routing, type Strategy, checkBatchCapacity, replaceSteps } from "@nodrop/core";
+import {
+  type DeployPlan,
+  NodropError,
+  type PlanInput,
+  type PlanPhase,
+  type Routing,
+  type Strategy,
+  checkBatchCapacity,
+  checkSpares,
+  formatDuration,
+  replaceSteps,
+  retireSteps,
+  surgeSteps,
+  swapSlots,
+} from "@nodrop/core";
 import { type StickyOptions, affinityKey, stickyOptionsSchema } from "./options.js";
 
 /**
@@ -42,7 +56,9 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
       if (todo.length === 0 && !rejoin) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
       const oldVersions = [...new Set(instances.map((i) => i.version).filter((v): v is string => v !== undefined && v !== version))];
       const size = Math.min(options.batchSize ?? 1, Math.max(todo.length, 1));
-      checkBatchCapacity(size, ring.length, options.minInPool ?? 1);
+      const surge = options.surge === true;
+      if (surge) checkSpares(instances.filter((i) => todo.includes(i.id) && !outOld.includes(i.id)), "strategy.surge");
+      else checkBatchCapacity(size, ring.length, options.minInPool ?? 1);
       const share = options.newShare ?? 50;
       notes.push(
         `${mode === "both" ? "affinity by " + key + " within the client's version or newer" : mode === "instance" ? "affinity by " + key : "version pinning"}; new clients go to ${version} from ${share}% of the instances`,
@@ -57,7 +73,9 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
         if (fresh.length > 0) pools.new = fresh;
         if (stale.length > 0) pools.old = stale;
         const newDefault = stale.length === 0 || (fresh.length > 0 && (100 * fresh.length) / ring.length >= share);
-        const defaultPool = !pinning ? "live" : newDefault ? "new" : "old";
+        // With surge and affinity, nobody leaves the pool: a client without a version yet goes to its
+        // own instance whatever it runs, rather than to another one of the old version (newShare).
+        const defaultPool = !pinning || (surge && affinity) ? "live" : newDefault ? "new" : "old";
         const pins: Record<string, string> = {};
         if (pinning) {
           for (const old of oldVersions) pins[old] = "live";
@@ -73,6 +91,32 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
       if (todo.length > 0) batches.push(todo.slice(0, first));
       for (let i = first; i < todo.length; i += size) batches.push(todo.slice(i, i + size));
       const phases: PlanPhase[] = [];
+      if (surge) {
+        // Each batch starts beside itself and swaps in: it never leaves the pool, and since the ring
+        // is by instance id, its clients stay with it through the swap.
+        const keepOld = options.keepOld ?? 0;
+        const swapped = new Set<string>();
+        for (const [index, batch] of batches.entries()) {
+          const outside = batch.filter((id) => outOld.includes(id));
+          const inside = batch.filter((id) => !outside.includes(id));
+          for (const id of batch) done.add(id);
+          for (const id of inside) swapped.add(id);
+          phases.push({
+            name: `batch ${index + 1}/${batches.length}`,
+            instances: batch,
+            onFailure: "revert",
+            steps: [
+              ...(outside.length > 0 ? replaceSteps(outside) : []),
+              ...(inside.length > 0 ? surgeSteps(inside, instances, version) : []),
+              { kind: "route", routing: swapSlots(routingFor(new Set()), instances, swapped), why: `${batch.join(", ")} on ${version}${inside.length > 0 ? ", swapped to their new slots" : ""}` },
+              ...(inside.length > 0 && keepOld === 0 ? retireSteps(inside) : []),
+            ],
+          });
+        }
+        notes.push(`surge: every instance stays in the pool; batches of up to ${size} start on their spare ports and swap in`);
+        if (keepOld > 0) notes.push(`the old processes are kept for ${formatDuration(keepOld)} after the deploy: \`nodrop rollback\` swaps back in one reload`);
+        return { strategy: "sticky", version, phases, notes, ...(keepOld > 0 ? { keepOldMs: keepOld } : {}) };
+      }
       for (const [index, batch] of batches.entries()) {
         const previous = index > 0 ? `${batches[index - 1]!.join(", ")} back, ` : "";
         phases.push({
