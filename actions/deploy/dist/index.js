@@ -51666,6 +51666,13 @@ async function planDeploy(options) {
   const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i])).values()];
   await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
   const routing = await options.proxy.current({ signal: options.signal });
+  if (routing && (routing.slots || routing.poolSlots)) {
+    try {
+      validateRouting({ ...routing, pools: Object.fromEntries(Object.entries(routing.pools).filter(([, ids2]) => ids2.length > 0)) }, options.instances.map((i) => i.spec));
+    } catch (error2) {
+      throw new NodropError("E_PREFLIGHT", `refusing to deploy: the routing in force on proxy ${options.proxy.name} does not match the config: ${error2.message.replace(/^invalid routing: /, "")}`);
+    }
+  }
   const observed = await observeInstances(options.instances, options.health, { ...options, routing: routing ? { routing, staged: [options.version, ...options.stagedVersions ?? []] } : void 0 });
   const unhealthy = observed.filter((i) => !i.healthy && i.inPool);
   if (unhealthy.length > 0) {
@@ -53157,7 +53164,6 @@ function renderNginxConfig(input) {
   const { name, routing, versionCookie } = input;
   if (!NGINX_NAME.test(name)) throw new NodropError("E_PROXY_RENDER", `nginx name "${name}" must match ${NGINX_NAME}`);
   if (!NGINX_NAME.test(versionCookie)) throw new NodropError("E_PROXY_RENDER", `proxy.versionCookie "${versionCookie}" must match ${NGINX_NAME}`);
-  const byId = new Map(input.instances.map((i) => [i.id, i]));
   const portIn = (instance, pool) => routedPort(routing, instance, instance.port, pool);
   try {
     validateRouting(routing, input.instances);
@@ -53170,39 +53176,25 @@ function renderNginxConfig(input) {
     `# nodrop-routing: ${JSON.stringify(routing)}`,
     ""
   ];
-  for (const [pool, ids2] of Object.entries(routing.pools)) {
-    lines.push(`upstream ${upstreamName(name, pool)} {`);
-    if (routing.affinity) {
-      if (input.nativeSticky) {
-        lines.push(`    zone ${upstreamName(name, pool)} 64k;`, `    sticky cookie ${versionCookie}_srv path=/ httponly;`);
-      } else lines.push(`    hash ${routing.affinity.key} consistent;`);
-      const live = new Set(ids2);
-      for (const id of routing.affinity.ring) {
-        const instance = byId.get(id);
-        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)} ${live.has(id) ? "max_fails=0" : "down"}; # ${id}`);
-      }
-    } else {
-      for (const id of ids2) {
-        const instance = byId.get(id);
-        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)}; # ${id}`);
-      }
-    }
-    lines.push("}", "");
-  }
-  let defaultTarget = upstreamName(name, routing.defaultPool);
+  const buckets = routing.affinity !== void 0 && input.instances.some((i) => i.slots !== void 0);
+  if (buckets) lines.push(...bucketAffinity(input, portIn));
+  else lines.push(...poolUpstreams(input, portIn));
+  const target = (pool) => buckets ? pool : upstreamName(name, pool);
+  let defaultTarget = target(routing.defaultPool);
   if (routing.switchDefault) {
     if (input.switchAt === void 0) throw new NodropError("E_PROXY_RENDER", "a default switch needs its instant");
     lines.push(`# default pool until ${new Date(input.switchAt).toISOString()}, then ${routing.switchDefault.to}`);
     lines.push(`map $msec $nodrop_${name}_default {`);
     lines.push(`    default ${defaultTarget};`);
-    lines.push(`    "~^(?:${msecAtLeast(input.switchAt)})$" ${upstreamName(name, routing.switchDefault.to)};`);
+    lines.push(`    "~^(?:${msecAtLeast(input.switchAt)})$" ${target(routing.switchDefault.to)};`);
     lines.push("}", "");
     defaultTarget = `$nodrop_${name}_default`;
   }
-  lines.push(`map $cookie_${versionCookie} ${poolVariable(name)} {`);
+  lines.push(`map $cookie_${versionCookie} ${buckets ? `$nodrop_${name}_pick` : poolVariable(name)} {`);
   lines.push(`    default ${defaultTarget};`);
-  for (const [version, pool] of Object.entries(routing.pins)) lines.push(`    "${version}" ${upstreamName(name, pool)};`);
+  for (const [version, pool] of Object.entries(routing.pins)) lines.push(`    "${version}" ${target(pool)};`);
   lines.push("}", "");
+  if (buckets) lines.push(...bucketMap(input));
   lines.push(`map $upstream_addr $nodrop_${name}_served {`, '    default "";');
   for (const instance of input.instances) {
     const ports = /* @__PURE__ */ new Set([instance.port, ...Object.keys(routing.pools).filter((pool) => routing.pools[pool]?.includes(instance.id)).map((pool) => portIn(instance, pool))]);
@@ -53217,6 +53209,72 @@ function renderNginxConfig(input) {
   lines.push("}", "");
   lines.push(`map $nodrop_${name}_served ${cookieVariable(name)} {`, '    "" "";', `    default "${versionCookie}=$nodrop_${name}_served; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax";`, "}", "");
   return lines.join("\n");
+}
+function poolUpstreams(input, portIn) {
+  const { name, routing } = input;
+  const byId = new Map(input.instances.map((i) => [i.id, i]));
+  const lines = [];
+  for (const [pool, ids2] of Object.entries(routing.pools)) {
+    lines.push(`upstream ${upstreamName(name, pool)} {`);
+    if (routing.affinity) {
+      if (input.nativeSticky) {
+        lines.push(`    zone ${upstreamName(name, pool)} 64k;`, `    sticky cookie ${input.versionCookie}_srv path=/ httponly;`);
+      } else lines.push(`    hash ${routing.affinity.key} consistent;`);
+      const live = new Set(ids2);
+      for (const id of routing.affinity.ring) {
+        const instance = byId.get(id);
+        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)} ${live.has(id) ? "max_fails=0" : "down"}; # ${id}`);
+      }
+    } else {
+      for (const id of ids2) {
+        const instance = byId.get(id);
+        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)}; # ${id}`);
+      }
+    }
+    lines.push("}", "");
+  }
+  return lines;
+}
+var AFFINITY_BUCKETS = 100;
+function score(bucket, id) {
+  let h = 2166136261;
+  for (const c of `${bucket}/${id}`) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0;
+  return h;
+}
+function bucketOwner(bucket, members) {
+  let best = members[0];
+  for (const id of members) if (score(bucket, id) > score(bucket, best)) best = id;
+  return best;
+}
+function bucketAffinity(input, portIn) {
+  const { name, routing } = input;
+  const byId = new Map(input.instances.map((i) => [i.id, i]));
+  const lines = [];
+  for (const [pool, ids2] of Object.entries(routing.pools)) {
+    ids2.forEach((primary, index) => {
+      lines.push(`upstream ${upstreamName(name, pool)}_m${index} {`);
+      for (const id of [primary, ...ids2.filter((other) => other !== primary)]) {
+        const instance = byId.get(id);
+        lines.push(`    server ${formatAddress(instance.address)}:${portIn(instance, pool)} max_fails=0${id === primary ? "" : " backup"}; # ${id}`);
+      }
+      lines.push("}", "");
+    });
+  }
+  const key = routing.affinity.key;
+  lines.push(`map ${key} $nodrop_${name}_akey {`, '    "" $request_id;', `    default ${key};`, "}", "");
+  lines.push(`split_clients "$nodrop_${name}_akey" $nodrop_${name}_bucket {`);
+  for (let b = 0; b < AFFINITY_BUCKETS - 1; b++) lines.push(`    ${100 / AFFINITY_BUCKETS}% b${b};`);
+  lines.push(`    * b${AFFINITY_BUCKETS - 1};`, "}", "");
+  return lines;
+}
+function bucketMap(input) {
+  const { name, routing } = input;
+  const lines = [`map "$nodrop_${name}_pick $nodrop_${name}_bucket" ${poolVariable(name)} {`, `    default ${upstreamName(name, routing.defaultPool)}_m0;`];
+  for (const [pool, ids2] of Object.entries(routing.pools)) {
+    for (let b = 0; b < AFFINITY_BUCKETS; b++) lines.push(`    "${pool} b${b}" ${upstreamName(name, pool)}_m${ids2.indexOf(bucketOwner(b, ids2))};`);
+  }
+  lines.push("}", "");
+  return lines;
 }
 function msecAtLeast(at) {
   const digits = `${Math.floor(at / 1e3)}${String(at % 1e3).padStart(3, "0")}`;
@@ -54049,9 +54107,14 @@ var stickyOptionsSchema = schema_exports.object({
   ),
   key: schema_exports.optional(schema_exports.oneOf(["address", "cookie", "header"], { doc: "What identifies a client for affinity: its full address (no /24 grouping), a cookie or a header." }), "address"),
   keyName: schema_exports.optional(schema_exports.str({ pattern: /^[A-Za-z0-9_-]{1,64}$/, hint: "a cookie or header name", doc: "The cookie or header, with key: cookie or header." })),
-  newShare: schema_exports.optional(schema_exports.int({ min: 1, max: 100, doc: "New clients go to the new version once it has at least this percentage of the instances." }), 50),
+  newShare: schema_exports.optional(schema_exports.int({ min: 1, max: 100, doc: "New clients go to the new version once it has at least this percentage of the instances (with surge and affinity, a new client goes to its own instance, whichever version it runs)." }), 50),
   batchSize: schema_exports.optional(schema_exports.int({ min: 1, doc: "Instances updated at once." }), 1),
-  minInPool: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances left serving while a batch is out." }), 1)
+  minInPool: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances left serving while a batch is out." }), 1),
+  surge: schema_exports.optional(
+    schema_exports.bool({ doc: "Start each batch's new version on the instances' spare ports while the old one serves and swap it in: no instance leaves the pool, and each client keeps its instance through the swap. Needs two slots per instance." }),
+    false
+  ),
+  keepOld: schema_exports.optional(schema_exports.duration({ doc: "With surge: keep the old processes running this long after the deploy for an instant `nodrop rollback`." }), 0)
 });
 function affinityKey(options) {
   const key = options.key ?? "address";
@@ -54084,7 +54147,9 @@ function stickyStrategy() {
       if (todo.length === 0 && !rejoin) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
       const oldVersions = [...new Set(instances.map((i) => i.version).filter((v) => v !== void 0 && v !== version))];
       const size2 = Math.min(options.batchSize ?? 1, Math.max(todo.length, 1));
-      checkBatchCapacity(size2, ring.length, options.minInPool ?? 1);
+      const surge = options.surge === true;
+      if (surge) checkSpares(instances.filter((i) => todo.includes(i.id) && !outOld.includes(i.id)), "strategy.surge");
+      else checkBatchCapacity(size2, ring.length, options.minInPool ?? 1);
       const share = options.newShare ?? 50;
       notes.push(
         `${mode === "both" ? "affinity by " + key + " within the client's version or newer" : mode === "instance" ? "affinity by " + key : "version pinning"}; new clients go to ${version} from ${share}% of the instances`
@@ -54098,7 +54163,7 @@ function stickyStrategy() {
         if (fresh.length > 0) pools.new = fresh;
         if (stale.length > 0) pools.old = stale;
         const newDefault = stale.length === 0 || fresh.length > 0 && 100 * fresh.length / ring.length >= share;
-        const defaultPool = !pinning ? "live" : newDefault ? "new" : "old";
+        const defaultPool = !pinning || surge && affinity ? "live" : newDefault ? "new" : "old";
         const pins = {};
         if (pinning) {
           for (const old of oldVersions) pins[old] = "live";
@@ -54112,6 +54177,30 @@ function stickyStrategy() {
       if (todo.length > 0) batches.push(todo.slice(0, first));
       for (let i = first; i < todo.length; i += size2) batches.push(todo.slice(i, i + size2));
       const phases = [];
+      if (surge) {
+        const keepOld = options.keepOld ?? 0;
+        const swapped = /* @__PURE__ */ new Set();
+        for (const [index, batch] of batches.entries()) {
+          const outside2 = batch.filter((id) => outOld.includes(id));
+          const inside = batch.filter((id) => !outside2.includes(id));
+          for (const id of batch) done.add(id);
+          for (const id of inside) swapped.add(id);
+          phases.push({
+            name: `batch ${index + 1}/${batches.length}`,
+            instances: batch,
+            onFailure: "revert",
+            steps: [
+              ...outside2.length > 0 ? replaceSteps(outside2) : [],
+              ...inside.length > 0 ? surgeSteps(inside, instances, version) : [],
+              { kind: "route", routing: swapSlots(routingFor(/* @__PURE__ */ new Set()), instances, swapped), why: `${batch.join(", ")} on ${version}${inside.length > 0 ? ", swapped to their new slots" : ""}` },
+              ...inside.length > 0 && keepOld === 0 ? retireSteps(inside) : []
+            ]
+          });
+        }
+        notes.push(`surge: every instance stays in the pool; batches of up to ${size2} start on their spare ports and swap in`);
+        if (keepOld > 0) notes.push(`the old processes are kept for ${formatDuration(keepOld)} after the deploy: \`nodrop rollback\` swaps back in one reload`);
+        return { strategy: "sticky", version, phases, notes, ...keepOld > 0 ? { keepOldMs: keepOld } : {} };
+      }
       for (const [index, batch] of batches.entries()) {
         const previous = index > 0 ? `${batches[index - 1].join(", ")} back, ` : "";
         phases.push({
@@ -56039,6 +56128,13 @@ async function lockedDeploy(deployment, options) {
   const { value: report, warning: warning2 } = await underLock(deployment, options, (journal, signal) => deployWith(deployment, journal, options, signal));
   return warning2 ? { ...report, warnings: [...report.warnings ?? [], warning2] } : report;
 }
+async function lockedDeployAfter(deployment, deployId, options) {
+  const { value: report, warning: warning2 } = await underLock(deployment, options, async (journal, signal) => {
+    if (lastDeploy(await journal.read())?.id !== deployId) return void 0;
+    return deployWith(deployment, journal, options, signal);
+  });
+  return report && warning2 ? { ...report, warnings: [...report.warnings ?? [], warning2] } : report;
+}
 function deployWith(deployment, journal, options, signal) {
   return interruptedVersions(journal).then(
     (stagedVersions) => deploy({ ...deployment.options, version: options.version, journal, stagedVersions, signal, ...options.onEvent ? { onEvent: options.onEvent } : {} })
@@ -56086,6 +56182,23 @@ async function releaseWarning(lock, held, host) {
     }
     return `the deploy lock on ${host} could not be released (${why}): ${state}`;
   }
+}
+async function retireKeptSlots(deployment, options) {
+  const { keptUntil: until, id } = options.report;
+  if (until === void 0 || id === void 0) throw new NodropError("E_ARGS", "internal: the deploy kept no old slots");
+  await sleep(Math.max(0, Date.parse(until) - Date.now()), options.signal);
+  const journal = deploymentJournal(deployment);
+  const last = lastDeploy(await journal.read());
+  if (!last || last.id !== id) return { kind: "superseded", by: last ? `${last.version} at ${last.at}` : "nothing (the journal is empty)" };
+  if (!isSafeName(last.version)) throw new NodropError("E_JOURNAL", "the journal's last deploy names an unsafe version");
+  const report = await lockedDeployAfter(deployment, id, {
+    version: last.version,
+    lockWaitMs: options.lockWaitMs ?? 3e5,
+    signal: options.signal,
+    ...options.onEvent ? { onEvent: options.onEvent } : {}
+  });
+  if (report === void 0) return { kind: "superseded", by: "a deploy that took the lock first" };
+  return { kind: "retired", report };
 }
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
@@ -56324,6 +56437,7 @@ async function run2(signal) {
         });
         setFailed(`deploy of ${version} failed${e ? `: [${e.code}] ${e.message.split("\n")[0]}` : ""}`);
       }
+      if (report.ok && report.keptUntil) await waitOutKeepWindow(deployment, report, signal);
     } finally {
       await deployment.dispose();
     }
@@ -56331,6 +56445,17 @@ async function run2(signal) {
     const e = toNodropError(error2, "E_ARGS");
     error(e.message, { title: `nodrop ${e.code}` });
     setFailed(`[${e.code}] ${e.message}`);
+  }
+}
+async function waitOutKeepWindow(deployment, report, signal) {
+  info(`nodrop: the old processes stay up until ${report.keptUntil} for \`nodrop rollback\`; this step waits to stop them then`);
+  try {
+    const outcome = await retireKeptSlots(deployment, { report, signal });
+    if (outcome.kind === "superseded") info(`nodrop: the keep window ended; a later deploy (${outcome.by}) owns the fleet now, nothing stopped`);
+    else if (outcome.report.ok) info("nodrop: the keep window ended; the old processes are stopped");
+    else warning(`nodrop: the keep window ended, but stopping the old processes failed (${outcome.report.error?.message ?? "unknown"}); the next deploy stops them`);
+  } catch (error2) {
+    warning(`nodrop: the old processes were left running (${messageOf(error2)}); the next deploy stops them first`);
   }
 }
 var warned = /* @__PURE__ */ new Set();

@@ -1,6 +1,6 @@
 import * as core from "@actions/core";
 import { type DeployEvent, type DeployReport, formatDuration, planDeploy, toNodropError } from "@nodrop/core";
-import { checkLockWait, checkVerifyMode, checkVersion, fleetConverged, formatPlan, formatPlugins, loadDeployment, lockedDeploy } from "@nodrop/deployment";
+import { checkLockWait, checkVerifyMode, checkVersion, fleetConverged, formatPlan, formatPlugins, loadDeployment, lockedDeploy, retireKeptSlots } from "@nodrop/deployment";
 import { actionsExecExecutor } from "./exec-executor.js";
 import { readInputs } from "./inputs.js";
 import { writeSummary } from "./summary.js";
@@ -72,6 +72,7 @@ export async function run(signal: AbortSignal): Promise<void> {
         });
         core.setFailed(`deploy of ${version} failed${e ? `: [${e.code}] ${e.message.split("\n")[0]}` : ""}`);
       }
+      if (report.ok && report.keptUntil) await waitOutKeepWindow(deployment, report, signal);
     } finally {
       await deployment.dispose();
     }
@@ -79,6 +80,24 @@ export async function run(signal: AbortSignal): Promise<void> {
     const e = toNodropError(error, "E_ARGS");
     core.error(e.message, { title: `nodrop ${e.code}` });
     core.setFailed(`[${e.code}] ${e.message}`);
+  }
+}
+
+/**
+ * With `keepOld`: the step stays until the window ends, so that the old processes are stopped
+ * even though the runner goes away after the job (a `nodrop rollback` from elsewhere meanwhile
+ * makes this a no-op). The outputs are already set; cancelling the job leaves the processes to the
+ * next deploy, which stops them first.
+ */
+async function waitOutKeepWindow(deployment: Parameters<typeof retireKeptSlots>[0], report: DeployReport, signal: AbortSignal): Promise<void> {
+  core.info(`nodrop: the old processes stay up until ${report.keptUntil} for \`nodrop rollback\`; this step waits to stop them then`);
+  try {
+    const outcome = await retireKeptSlots(deployment, { report, signal });
+    if (outcome.kind === "superseded") core.info(`nodrop: the keep window ended; a later deploy (${outcome.by}) owns the fleet now, nothing stopped`);
+    else if (outcome.report.ok) core.info("nodrop: the keep window ended; the old processes are stopped");
+    else core.warning(`nodrop: the keep window ended, but stopping the old processes failed (${outcome.report.error?.message ?? "unknown"}); the next deploy stops them`);
+  } catch (error) {
+    core.warning(`nodrop: the old processes were left running (${messageOf(error)}); the next deploy stops them first`);
   }
 }
 

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import { type Fleet, deployUnderLoad, runNodrop, sampleRouting, startFleet } from "../src/index.js";
 import { lastDeployRecords, readJournal } from "../src/kill-points.js";
+import { runActionBundle } from "../../../actions/deploy/test/run-action.js";
 
 const PORTS = [8431, 8432, 8433, 8434];
 const OFFSET = 1000;
@@ -150,5 +151,15 @@ describe("blue-green with keepOld: an instant rollback inside the window, and th
     expect(run.stderr).toContain("the keep window ended; the old processes are stopped");
     expect(Object.keys(await masters()).sort()).toEqual(ports.map((p) => String(p + OFFSET)).sort());
     expect(await fleet.versions()).toEqual(Object.fromEntries(ports.flatMap((port) => [[String(port), "down"], [String(port + OFFSET), "v2"]])));
+  });
+
+  it("the action's step waits out the window too, then stops the old processes", async () => {
+    const file = await keeping("2s");
+    const dist = path.resolve(import.meta.dirname, "..", "..", "..", "actions", "deploy", "dist");
+    const action = await runActionBundle(dist, "index", { config: file, version: "v4", "dry-run": "false" }, { cwd: fleet.dir });
+    expect(action.code, action.stdout).toBe(0);
+    expect((JSON.parse(action.outputs.result!) as DeployReport).keptUntil).toBeDefined();
+    expect(action.stdout).toContain("the keep window ended; the old processes are stopped");
+    expect(await fleet.versions()).toEqual(Object.fromEntries(ports.flatMap((port) => [[String(port), "v4"], [String(port + OFFSET), "down"]])));
   });
 });

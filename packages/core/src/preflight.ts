@@ -68,6 +68,15 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i] as const)).values()];
   await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
   const routing = await options.proxy.current({ signal: options.signal });
+  // The routing in force comes from a file on the proxy host: the slots it names must be the
+  // instances' own ports before any probe or command uses them.
+  if (routing && (routing.slots || routing.poolSlots)) {
+    try {
+      validateRouting({ ...routing, pools: Object.fromEntries(Object.entries(routing.pools).filter(([, ids]) => ids.length > 0)) }, options.instances.map((i) => i.spec));
+    } catch (error) {
+      throw new NodropError("E_PREFLIGHT", `refusing to deploy: the routing in force on proxy ${options.proxy.name} does not match the config: ${(error as Error).message.replace(/^invalid routing: /, "")}`);
+    }
+  }
   const observed = await observeInstances(options.instances, options.health, { ...options, routing: routing ? { routing, staged: [options.version, ...(options.stagedVersions ?? [])] } : undefined });
   // An unhealthy instance out of the pool (a failed earlier deploy) is fine: the deploy repairs it.
   // One in the pool is a problem nodrop did not cause and must not hide.

@@ -256,6 +256,17 @@ describe("surge rolling through the engine", () => {
     expect(rollback.keptUntil).toBeUndefined();
   });
 
+  it("refuses a routing in force whose slots are not the instances' ports (the include file is anyone's to edit on the proxy host)", async () => {
+    const fleet = new SlotFleet(2, "v1");
+    const proxy = new RecordingProxy();
+    proxy.inForce = { pools: { all: ["web-8011", "web-8012"] }, defaultPool: "all", pins: {}, slots: { "web-8011": 22, "web-8012": 8012 } };
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.error?.code).toBe("E_PREFLIGHT");
+    expect(report.error?.message).toContain('slot 22 of "web-8011" is not one of its ports (8011, 9011)');
+    expect(fleet.calls).toEqual([]);
+    expect(proxy.applied).toEqual([]);
+  });
+
   it("refuses a surge on instances with one port", async () => {
     const fleet = new SlotFleet(2, "v1");
     const single = fleet.controls().map((c) => ({ ...c, spec: { ...c.spec, slots: undefined } }));
