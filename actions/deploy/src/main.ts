@@ -94,7 +94,8 @@ async function waitOutKeepWindow(deployment: Parameters<typeof retireKeptSlots>[
   try {
     const outcome = await retireKeptSlots(deployment, { report, signal });
     if (outcome.kind === "superseded") core.info(`nodrop: the keep window ended; a later deploy (${outcome.by}) owns the fleet now, nothing stopped`);
-    else if (outcome.report.ok) core.info("nodrop: the keep window ended; the old processes are stopped");
+    else if (outcome.report.ok && outcome.left.length === 0) core.info("nodrop: the keep window ended; the old processes are stopped");
+    else if (outcome.report.ok) core.warning(`nodrop: the keep window ended, but ${outcome.left.join(", ")} may still run on the idle slot; the next deploy stops them`);
     else core.warning(`nodrop: the keep window ended, but stopping the old processes failed (${outcome.report.error?.message ?? "unknown"}); the next deploy stops them`);
   } catch (error) {
     core.warning(`nodrop: the old processes were left running (${messageOf(error)}); the next deploy stops them first`);

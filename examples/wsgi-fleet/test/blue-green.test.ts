@@ -46,9 +46,11 @@ describe("blue-green deploy (real nginx + gunicorn, two slots per instance)", ()
     expect(result.stats.byVersion.v1).toBeGreaterThan(0);
     expect(result.stats.byVersion.v2).toBeGreaterThan(0);
     expect(result.stats.firstNewAt).toBeDefined();
-    // The first v2 answer came only after every green slot was checked: the switch phase.
+    // The first v2 answer came only after every green slot was checked: once the switch phase began
+    // (the engine's clock starts after the CLI's, so this bound is on the safe side).
     const switchPhase = result.report?.phases.find((p) => p.name === "switch");
     expect(switchPhase).toBeDefined();
+    expect(result.stats.firstNewAt!).toBeGreaterThan(result.deployStartMs + switchPhase!.startMs);
     expect(await fleet.versions()).toEqual(Object.fromEntries(PORTS.flatMap((port) => [[String(port), "down"], [String(port + OFFSET), "v2"]])));
   });
 
@@ -151,6 +153,11 @@ describe("blue-green with keepOld: an instant rollback inside the window, and th
     expect(run.stderr).toContain("the keep window ended; the old processes are stopped");
     expect(Object.keys(await masters()).sort()).toEqual(ports.map((p) => String(p + OFFSET)).sort());
     expect(await fleet.versions()).toEqual(Object.fromEntries(ports.flatMap((port) => [[String(port), "down"], [String(port + OFFSET), "v2"]])));
+    // The window's end redeployed v2 to stop the old processes; a rollback still goes back to v1.
+    const rollback = await runNodrop(["rollback", "--config", fleet.configFile, "--json"]);
+    expect(rollback.code, rollback.stderr).toBe(0);
+    expect(rollback.stderr).toContain("rolling back from v2 to v1");
+    expect(await fleet.versions()).toEqual(Object.fromEntries(ports.flatMap((port) => [[String(port), "v1"], [String(port + OFFSET), "down"]])));
   });
 
   it("the action's step waits out the window too, then stops the old processes", async () => {
@@ -160,6 +167,6 @@ describe("blue-green with keepOld: an instant rollback inside the window, and th
     expect(action.code, action.stdout).toBe(0);
     expect((JSON.parse(action.outputs.result!) as DeployReport).keptUntil).toBeDefined();
     expect(action.stdout).toContain("the keep window ended; the old processes are stopped");
-    expect(await fleet.versions()).toEqual(Object.fromEntries(ports.flatMap((port) => [[String(port), "v4"], [String(port + OFFSET), "down"]])));
+    expect(await fleet.versions()).toEqual(Object.fromEntries(ports.flatMap((port) => [[String(port), "down"], [String(port + OFFSET), "v4"]])));
   });
 });

@@ -96,7 +96,7 @@ describe("surge rolling (real nginx + gunicorn, two slots per instance)", () => 
     expect(short.code).not.toBe(0);
     const report = JSON.parse(short.stdout) as { error?: { code: string; message: string } };
     expect(report.error?.code).toBe("E_PREFLIGHT");
-    expect(report.error?.message).toMatch(/host local has \d+ MiB available, the overlap needs \d+ MiB \(\d+(\.\d)? MiB of new processes × 1\.25 \+ 104857600 MiB reserve\): \d+ MiB short/);
+    expect(report.error?.message).toMatch(/host local has \d+ MiB available, the overlap needs \d+ MiB \(new processes at 1\.25× the old ones' size, 104857600 MiB reserve\): \d+ MiB short/);
     expect(await readFile(fleet.includeFile, "utf8")).toBe(before);
     expect(await fleet.versions()).toEqual(versions);
   });

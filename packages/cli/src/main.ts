@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { type DeployReport, type Executor, NodropError, describeValue, isSafeName, lastDeploy, observeInstances, planDeploy, reachesInstance, servingInstances, toNodropError } from "@nodrop/core";
+import { type DeployReport, type Executor, type JournalRecord, routingSlotProblem, NodropError, describeValue, isSafeName, lastDeploy, observeInstances, planDeploy, reachesInstance, servingInstances, toNodropError } from "@nodrop/core";
 import {
   type Deployment,
   type Output,
@@ -132,7 +132,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           } else {
             if (rollbackTo !== undefined) version = rollbackTo;
             else {
-              const previous = mostCommon(Object.values(last.from));
+              const previous = rollbackTarget(await journal.read());
               if (!previous) throw new NodropError("E_JOURNAL", "the journal does not say which version ran before; name it with --to");
               version = journalVersion(previous, "previous version");
             }
@@ -168,8 +168,12 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         // In the pool: reachable by a request, as preflight counts it. A pin the unfinished deploy
         // staged leads only to instances already on its version (nobody else can hold it).
         const staged = last && !last.finished && isSafeName(last.version) ? [last.version] : [];
-        // With the routing, an instance with two slots is probed on the one it is served on.
-        const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal: io.signal, ...(routing ? { routing: { routing, staged } } : {}) });
+        // With the routing, an instance with two slots is probed on the one it is served on; only
+        // once its slots are the config's ports (the file is anyone's to edit on the proxy host).
+        const slotProblem = routing ? routingSlotProblem(routing, deployment.options.instances.map((i) => i.spec)) : undefined;
+        if (slotProblem) io.stderr.write(`nodrop: warning: ${slotProblem}; probing each instance on its first port\n`);
+        const trusted = routing && !slotProblem ? { routing: { routing, staged } } : {};
+        const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal: io.signal, ...trusted });
         const instances = observed.map((i) => ({ ...i, inPool: routing ? reachesInstance(routing, staged, i.id, i.version) : undefined }));
         if (values.json) {
           io.stdout.write(`${JSON.stringify({ proxy: check, routing, instances, lastDeploy: last, lock: lockHolder ?? null }, null, 2)}\n`);
@@ -244,12 +248,13 @@ async function reconcile(deployment: Deployment, options: { lockWaitMs: number; 
     }
     // Every instance the routing serves must answer, healthy, at the address the config gives it:
     // reconciling moves traffic there.
-    const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal });
+    // With two slots, each instance is probed on the slot the routing in force serves.
+    const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal, routing: { routing, staged: [] } });
     const byId = new Map(observed.map((o) => [o.id, o]));
     const unhealthy = served.filter((id) => !byId.get(id)?.healthy);
     for (const id of served) {
       const o = byId.get(id)!;
-      out(`  ${id} at ${o.address}:${o.port} (the config's address): ${o.healthy ? `healthy, ${o.version ?? "version unknown"}` : "NOT healthy"}`);
+      out(`  ${id} at ${o.address}:${o.livePort ?? o.port} (the config's address): ${o.healthy ? `healthy, ${o.version ?? "version unknown"}` : "NOT healthy"}`);
     }
     if (unhealthy.length > 0) {
       throw new NodropError(
@@ -257,7 +262,7 @@ async function reconcile(deployment: Deployment, options: { lockWaitMs: number; 
         `refusing to reconcile: ${unhealthy.join(", ")} ${unhealthy.length === 1 ? "is" : "are"} not healthy at the config's address, and the routing in force serves ${unhealthy.length === 1 ? "it" : "them"}; fix the config's address or start ${unhealthy.length === 1 ? "it" : "them"} there; nothing was changed`,
       );
     }
-    const instances = observed.map(({ id, host, address, port, version }) => ({ id, host, address, port, version }));
+    const instances = observed.map(({ id, host, address, port, slots, livePort, version }) => ({ id, host, address, port: livePort ?? port, ...(slots ? { slots } : {}), version }));
     if (options.dryRun) {
       out("dry run: would apply the routing in force with the config's addresses; nothing was changed");
       if (options.json) io.stdout.write(`${JSON.stringify({ routing, check, observed, applied: false }, null, 2)}\n`);
@@ -284,7 +289,8 @@ async function waitOutKeepWindow(deployment: Deployment, report: DeployReport, i
   try {
     const outcome = await retireKeptSlots(deployment, { report, signal: io.signal });
     if (outcome.kind === "superseded") io.stderr.write(`nodrop: the keep window ended; a later deploy (${outcome.by}) owns the fleet now, nothing stopped\n`);
-    else if (outcome.report.ok) io.stderr.write("nodrop: the keep window ended; the old processes are stopped\n");
+    else if (outcome.report.ok && outcome.left.length === 0) io.stderr.write("nodrop: the keep window ended; the old processes are stopped\n");
+    else if (outcome.report.ok) io.stderr.write(`nodrop: warning: the keep window ended, but ${outcome.left.join(", ")} may still run on the idle slot; the next deploy stops them\n`);
     else io.stderr.write(`nodrop: warning: the keep window ended, but stopping the old processes failed (${outcome.report.error?.message ?? "unknown"}); the next deploy stops them\n`);
   } catch (error) {
     io.stderr.write(`nodrop: the old processes were left running (${error instanceof Error ? error.message : String(error)}); the next deploy stops them first\n`);
@@ -308,6 +314,21 @@ function sshConnections(executors: ReadonlyMap<string, Executor>): { connections
 function journalVersion(value: unknown, what: string): string {
   if (!isSafeName(value)) throw new NodropError("E_JOURNAL", `the journal's ${what} ${describeValue(value)} is not a safe version string; refusing to use it (name one with --to, or fix the journal)`);
   return value;
+}
+
+/**
+ * The version the fleet ran before its last change: the last deploy's `from`, skipping deploys that
+ * changed no version (the end of a keep window redeploys the version that runs, to stop the old
+ * processes; so does deploying the same version again).
+ */
+function rollbackTarget(records: readonly JournalRecord[]): string | undefined {
+  let rest = records;
+  for (let last = lastDeploy(rest); last; last = lastDeploy(rest)) {
+    const previous = mostCommon(Object.values(last.from));
+    if (previous !== undefined && previous !== last.version) return previous;
+    rest = rest.slice(0, rest.findLastIndex((r) => r.type === "deploy"));
+  }
+  return undefined;
 }
 
 function mostCommon(values: readonly (string | undefined)[]): string | undefined {

@@ -137,6 +137,7 @@ describe("validateConfig: invalid configs name the exact path", () => {
       },
       "instances[0].spare: port 8011 + slots.offset 60000 is 68011, not a port"],
     ["slots.reserve that is not a size", (c) => (c.slots = { offset: 1000, reserve: "lots" }), 'slots.reserve: expected a size such as 128MiB or 2GiB, got string "lots"'],
+    ["slots.reserve below zero (it would switch the memory check off)", (c) => (c.slots = { offset: 1000, reserve: -1_000_000 }), "slots.reserve: expected a size such as 128MiB or 2GiB, got number -1000000"],
     ["address that is a hostname", (c) => (instances(c)[1]!.address = "localhost"), 'instances[1].address: expected an IP address, got "localhost"'],
     ["address with an injection", (c) => (instances(c)[0]!.address = "127.0.0.1; deny all"), 'instances[0].address: expected an IP address, got "127.0.0.1; deny all"'],
     ["instance id with a newline", (c) => (instances(c)[0]!.id = "web\n"), 'instances[0].id: expected a name of letters, digits, \'.\', \'_\' or \'-\' (starting with a letter or digit), got string "web\\n"'],

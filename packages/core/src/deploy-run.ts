@@ -49,10 +49,20 @@ export class DeployRun {
   verify: VerifyReport | undefined;
   /** Set once recovery begins: from then on the journal is best effort. */
   recovering = false;
-  /** Background steps (an old slot's stop) still running, by instance. */
-  readonly background = new Map<string, Promise<void>>();
+  /** Background steps (an old slot's stop) still running, by instance, with the index of the phase that started them. */
+  readonly background = new Map<string, { readonly task: Promise<void>; readonly phase: number }>();
+  /** The index of the phase running now. */
+  phaseIndex = 0;
   /** The first background step that failed: the deploy ends at the next phase boundary. */
   backgroundFailure: { error: Error; step: string } | undefined;
+  /**
+   * Whether the last proxy change finished with its old routing drained. After a failed change
+   * (a drain that ran out, a reload restored after it was signalled) a generation of the proxy may
+   * still route by a routing this run tried, so slots those served are not stopped.
+   */
+  drained = true;
+  /** `id:port` of every slot a routing of this run served or was about to serve (the one in force at the start included). */
+  readonly routedSlots = new Set<string>();
   /**
    * The routings that may be in force: one when nodrop knows it, the previous and the new one when a
    * proxy change failed without saying which took effect (an instance either reaches is reachable).
@@ -81,6 +91,7 @@ export class DeployRun {
   begin(observed: readonly ObservedInstance[], routing: Routing | undefined): void {
     this.observed = [...observed];
     this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id))];
+    for (const o of observed) if (o.inPool) this.routedSlots.add(`${o.id}:${o.livePort ?? o.port}`);
     for (const o of observed) {
       const control = this.instances.find((i) => i.spec.id === o.id)!;
       const idle = o.idle ? { port: o.idle.port, version: o.idle.version, running: o.idle.free ? false : undefined, ours: false } : undefined;
@@ -124,6 +135,16 @@ export class DeployRun {
       t.version = t.idle.version;
       t.idle = { port: old.port, version: old.version, running: true, ours: true };
       if (t.version === this.version) t.outcome = "updated";
+    }
+  }
+
+  /** Records the slots a routing about to be applied serves (in any of its pools). */
+  routingAttempted(routing: Routing): void {
+    for (const [pool, ids] of Object.entries(routing.pools)) {
+      for (const id of ids) {
+        const t = this.tracked.get(id);
+        if (t) this.routedSlots.add(`${id}:${routedPort(routing, t.control.spec, t.port, pool)}`);
+      }
     }
   }
 

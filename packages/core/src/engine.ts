@@ -7,7 +7,7 @@ import { planDeploy } from "./preflight.js";
 import { inForceClause, readBackRouting, recoverPhase, stopIdleSlots } from "./recovery.js";
 import type { DeployReport } from "./report.js";
 import type { RunListener } from "./run-listener.js";
-import { runStep, settleBackground } from "./step-executor.js";
+import { awaitOlderBackground, runStep, settleBackground } from "./step-executor.js";
 import type { DeployPlan, PlanPhase, PlanStep } from "./types.js";
 import { VerifyListener } from "./verify-listener.js";
 
@@ -61,7 +61,9 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
 async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutcome> {
   const { run } = context;
   for (const [index, phase] of plan.phases.entries()) {
+    await awaitOlderBackground(context, index);
     if (run.backgroundFailure) return backgroundOutcome(await settleBackground(context));
+    run.phaseIndex = index;
     run.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
     const phaseStart = performance.now();
     const endPhase = (ok: boolean) => run.phases.push({ name: phase.name, startMs: phaseStart - run.started, ms: performance.now() - phaseStart, ok });
@@ -90,7 +92,7 @@ function backgroundOutcome(failure: { error: NodropError; step: string } | undef
   return {
     error: failure.error,
     step: failure.step,
-    recovery: `${id ?? "the instance"} serves from its new slot; its old slot's process may still run, out of the pool (stop it: the next deploy's preflight refuses a busy idle port)`,
+    recovery: `${id ?? "the instance"} serves from its new slot; its old slot's process may still run, out of the pool (the next deploy stops it first); the phases after this one did not run`,
   };
 }
 

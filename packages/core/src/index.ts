@@ -13,12 +13,12 @@ export { httpHealthCheck, hostHealthCheck, waitHealthy, reportedVersion } from "
 export type { HttpHealthCheckOptions, HostHealthCheckOptions, WaitHealthyOptions } from "./health.js";
 export { commandInstance } from "./instance.js";
 export type { CommandInstanceOptions } from "./instance.js";
-export { singlePool, servingInstances, validateRouting, sameRouting, reachesInstance, reachesSlot, routedPort, withSlots, servedEndpoints, endpoint } from "./routing.js";
+export { singlePool, servingInstances, validateRouting, sameRouting, reachesInstance, reachesSlot, routedPort, withSlots, servedEndpoints, endpoint, routingSlotProblem } from "./routing.js";
 export { checkIdleSlots, idleStarts, DEFAULT_OVERLAP } from "./slot-preflight.js";
 export type { OverlapBudget } from "./slot-preflight.js";
 export { inspectSlotCommand, parseSlotInspection, listenerTakes } from "./slot-inspection.js";
 export { forEachLimit, forEachPerHost } from "./concurrency.js";
-export { replaceSteps, checkBatchCapacity, surgeSteps, retireSteps, swapSlots, checkSpares, leftoverSlots, readySlots } from "./plan-helpers.js";
+export { replaceSteps, checkBatchCapacity, surgeSteps, retireSteps, swapSlots, checkSpares, leftoverSlots, readySlots, oldSlotsPhase } from "./plan-helpers.js";
 export { deploy, planDeploy, observeInstances } from "./engine.js";
 export { deployLock } from "./lock.js";
 export type { LockHolder, DeployLockOptions, HeldLock, DeployLock } from "./lock.js";

@@ -1,5 +1,5 @@
 import { NodropError } from "./errors.js";
-import type { ObservedInstance, PlanStep, Routing } from "./types.js";
+import type { ObservedInstance, PlanPhase, PlanStep, Routing } from "./types.js";
 
 /** The steps that change instances that nothing routes to: stop, put the version in place, start, check. */
 export function replaceSteps(ids: readonly string[]): PlanStep[] {
@@ -76,4 +76,31 @@ export function checkSpares(instances: readonly ObservedInstance[], field: strin
 /** Instances whose idle slot runs a process of the app (it answered the health check at preflight). */
 export function leftoverSlots(instances: readonly ObservedInstance[]): string[] {
   return instances.filter((i) => i.idle && !i.idle.free && i.idle.version !== undefined).map((i) => i.id);
+}
+
+/**
+ * What a surge plan does first when a process of the app runs on some idle slot (a deploy killed
+ * mid-surge left it, or old slots were kept): put `routing` (the fleet as it serves now) into effect
+ * again, so that nginx's workers surely route by the file that says which slot is live (a deploy
+ * killed between writing it and the reload leaves them on the other one), and once that has drained,
+ * stop the leftovers of instances the plan does not replace (`exclude`: those it does, whose
+ * leftovers its own steps handle).
+ */
+export function oldSlotsPhase(instances: readonly ObservedInstance[], exclude: readonly string[], routing: Routing, version?: string): PlanPhase[] {
+  const all = leftoverSlots(instances);
+  if (all.length === 0) return [];
+  const ready = new Set(readySlots(instances.filter((i) => exclude.includes(i.id)), version));
+  const stop = all.filter((id) => !exclude.includes(id));
+  if (stop.length === 0 && all.every((id) => ready.has(id))) return [];
+  return [
+    {
+      name: "old slots",
+      instances: stop,
+      onFailure: "isolate",
+      steps: [
+        { kind: "route", routing, why: "the routing in force, reloaded before anything stops on an idle slot" },
+        ...(stop.length > 0 ? [{ kind: "stop" as const, instances: stop, slot: "idle" as const }] : []),
+      ],
+    },
+  ];
 }

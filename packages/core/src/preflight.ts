@@ -2,7 +2,7 @@ import { forEachPerHost } from "./concurrency.js";
 import type { DeployOptions } from "./deploy-options.js";
 import { NodropError } from "./errors.js";
 import type { HealthCheck, InstanceControl, ObservedInstance, DeployPlan, Routing, SlotInspection } from "./types.js";
-import { reachesInstance, routedPort, validateRouting } from "./routing.js";
+import { reachesInstance, routedPort, routingSlotProblem, validateRouting } from "./routing.js";
 import { checkIdleSlots, idleStarts } from "./slot-preflight.js";
 import { isSafeName } from "./template.js";
 
@@ -70,13 +70,8 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   const routing = await options.proxy.current({ signal: options.signal });
   // The routing in force comes from a file on the proxy host: the slots it names must be the
   // instances' own ports before any probe or command uses them.
-  if (routing && (routing.slots || routing.poolSlots)) {
-    try {
-      validateRouting({ ...routing, pools: Object.fromEntries(Object.entries(routing.pools).filter(([, ids]) => ids.length > 0)) }, options.instances.map((i) => i.spec));
-    } catch (error) {
-      throw new NodropError("E_PREFLIGHT", `refusing to deploy: the routing in force on proxy ${options.proxy.name} does not match the config: ${(error as Error).message.replace(/^invalid routing: /, "")}`);
-    }
-  }
+  const slotProblem = routing ? routingSlotProblem(routing, options.instances.map((i) => i.spec)) : undefined;
+  if (slotProblem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: on proxy ${options.proxy.name}, ${slotProblem}`);
   const observed = await observeInstances(options.instances, options.health, { ...options, routing: routing ? { routing, staged: [options.version, ...(options.stagedVersions ?? [])] } : undefined });
   // An unhealthy instance out of the pool (a failed earlier deploy) is fine: the deploy repairs it.
   // One in the pool is a problem nodrop did not cause and must not hide.
@@ -112,14 +107,18 @@ async function inspectIdleSlots(options: Omit<DeployOptions<unknown>, "onEvent">
 }
 
 /**
- * The instance with what its idle slot showed. Something listening there that answers the health
- * check with a safe version is this app's process, left by a deploy that did not finish (killed
+ * The instance with what its idle slot showed. Something listening there that runs as the same
+ * user and program as the live slot (when the host shows them) and answers the health check with a
+ * safe version is this app's process, left by a deploy that did not finish (killed
  * between starting a new slot and stopping the old one): a surge plan stops it before it starts
  * anything there. Anything else listening there makes a plan that starts on the slot refuse.
  */
 async function withIdleSlot(options: Omit<DeployOptions<unknown>, "onEvent">, o: ObservedInstance, seen: SlotInspection | undefined): Promise<ObservedInstance> {
   if (!o.idle || !seen) return o;
   if (seen.free) return { ...o, idle: { port: o.idle.port, free: true } };
+  // Another user's or another program's process (as far as the host shows) is not the app's,
+  // whatever it answers: any local user can bind a port above 1024.
+  if ((seen.listenerOwner !== undefined || seen.liveOwner !== undefined) && seen.listenerOwner !== seen.liveOwner) return { ...o, idle: { port: o.idle.port, free: false } };
   const probe = await options.health.probe({ ...o, port: o.idle.port }, options.signal);
   const version = probe.ok && isSafeName(probe.version) ? probe.version : undefined;
   return { ...o, idle: { port: o.idle.port, free: false, ...(version === undefined ? {} : { version }) } };

@@ -48,10 +48,14 @@ export async function stopIdleSlots(context: RunContext, phase: PlanPhase): Prom
   const owned = phase.instances.map((id) => run.instance(id)).filter((t) => t.idle?.ours && t.idle.running !== false);
   const stopped: string[] = [];
   const kept: string[] = [];
+  const reachable: string[] = [];
+  const draining: string[] = [];
   await forEachPerHost(owned, (t) => t.control.spec.host, context.parallel, async (t) => {
     const idle = t.idle!;
     const label = `${t.control.spec.id} (port ${idle.port})`;
-    if (run.reachable(t.control.spec.id, idle.port)) return void kept.push(label);
+    if (run.reachable(t.control.spec.id, idle.port)) return void reachable.push(label);
+    // A failed proxy change may have left a generation draining on it: the next deploy stops it.
+    if (!run.drained && run.routedSlots.has(`${t.control.spec.id}:${idle.port}`)) return void draining.push(label);
     try {
       await timed(context, name, "stop", t.control.spec.id, () => t.control.stop({ version: idle.version, port: idle.port, signal }));
       idle.running = false;
@@ -63,6 +67,8 @@ export async function stopIdleSlots(context: RunContext, phase: PlanPhase): Prom
   });
   return [
     ...(stopped.length ? [`stopped the idle slots of ${stopped.join(", ")}`] : []),
+    ...(reachable.length ? [`kept ${reachable.join(", ")} running: the routing in force may still reach ${reachable.length === 1 ? "it" : "them"}`] : []),
+    ...(draining.length ? [`left ${draining.join(", ")} running: after the failed proxy change, nginx may still be draining requests on ${draining.length === 1 ? "it" : "them"} (the next deploy stops ${draining.length === 1 ? "it" : "them"})`] : []),
     ...(kept.length ? [`could not stop the idle slots of ${kept.join(", ")}: they may still run, out of the pool`] : []),
   ];
 }
@@ -81,12 +87,14 @@ async function revertInstances(context: RunContext, phase: PlanPhase, touched: r
     // Requests can reach it (serving as it is, or checked healthy on the new version): reverting
     // it would mean draining it first. It stays as it is.
     if (run.routedRegardless(id) || (t.outcome === "updated" && run.reachable(id))) return;
+    // On the slot it is live on: with two slots, that need not be its first port.
+    const port = t.port;
     try {
-      await timed(context, name, "stop", id, () => t.control.stop({ version: t.version, signal }));
-      await timed(context, name, "update", id, () => t.control.update({ version: previous, previous: options.version, signal }));
+      await timed(context, name, "stop", id, () => t.control.stop({ version: t.version, port, signal }));
+      await timed(context, name, "update", id, () => t.control.update({ version: previous, previous: options.version, port, signal }));
       t.version = previous;
-      await timed(context, name, "start", id, () => t.control.start({ version: previous, signal }));
-      await timed(context, name, "check", id, () => waitHealthy(options.health, t.control.spec, previous, { ...options.healthWait, signal }).then(() => undefined));
+      await timed(context, name, "start", id, () => t.control.start({ version: previous, port, signal }));
+      await timed(context, name, "check", id, () => waitHealthy(options.health, { ...t.control.spec, port }, previous, { ...options.healthWait, signal }).then(() => undefined));
       t.outcome = "reverted";
     } catch {
       t.outcome = "failed";

@@ -155,3 +155,18 @@ export function validateRouting(routing: Routing, known: ReadonlySet<string> | r
   }
   if (problems.length > 0) throw new NodropError("E_PLAN", `invalid routing: ${problems.join("; ")}`);
 }
+
+/**
+ * Why a routing read back from a proxy names slots that are not its instances' own ports (the file
+ * it came from is anyone's to edit on the proxy host), or undefined when they all are.
+ */
+export function routingSlotProblem(routing: Routing, specs: readonly InstanceSpec[]): string | undefined {
+  if (!routing.slots && !routing.poolSlots) return undefined;
+  try {
+    // Pools a routing left empty are another matter (the proxy's own check reports them).
+    validateRouting({ ...routing, pools: Object.fromEntries(Object.entries(routing.pools).filter(([, ids]) => ids.length > 0)) }, specs);
+    return undefined;
+  } catch (error) {
+    return `the routing in force does not match the config: ${(error as Error).message.replace(/^invalid routing: /, "")}`;
+  }
+}

@@ -124,7 +124,9 @@ export function size(options: Common = {}): Schema<number> {
     doc: options.doc,
     describe: () => hint,
     parse(value, path, issues) {
-      const match = typeof value === "number" ? ["", String(value), ""] : typeof value === "string" ? /^(\d{1,12})(KiB|MiB|GiB|TiB)?$/.exec(value.trim()) : null;
+      // A number is bytes, and like a string only digits count: no sign, no fraction.
+      const text = typeof value === "number" ? String(value) : typeof value === "string" ? value.trim() : "";
+      const match = /^(\d{1,16})(KiB|MiB|GiB|TiB)?$/.exec(text);
       const bytes = match && Number.isSafeInteger(Number(match[1])) ? Number(match[1]) * SIZE_UNITS[match[2] ?? ""]! : undefined;
       if (bytes === undefined || !Number.isSafeInteger(bytes)) {
         issues.push({ path, message: `expected ${hint}, got ${typeName(value)}` });

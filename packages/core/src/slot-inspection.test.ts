@@ -1,3 +1,6 @@
+import { execFile } from "node:child_process";
+import net from "node:net";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { inspectSlotCommand, listenerTakes, parseSlotInspection } from "./slot-inspection.js";
 
@@ -13,6 +16,8 @@ describe("listenerTakes", () => {
     // Another address on the same port (test hosts share a loopback) leaves this one free.
     ["127.0.0.2:9011", "127.0.0.1", false],
     ["[::1]:9011", "127.0.0.1", false],
+    // The config may spell an IPv6 address long; ss prints it compressed.
+    ["[::1]:9011", "0:0:0:0:0:0:0:1", true],
   ])("%s takes %s's port: %s", (local, address, takes) => {
     expect(listenerTakes(local, address)).toBe(takes);
   });
@@ -45,5 +50,27 @@ describe("inspectSlotCommand", () => {
   it("refuses a value that is not a port", () => {
     expect(() => inspectSlotCommand(9011.5, 8011, "127.0.0.1")).toThrow(/not a port/);
     expect(() => inspectSlotCommand(0, 8011, "127.0.0.1")).toThrow(/not a port/);
+  });
+});
+
+describe("inspectSlotCommand on this machine's own ss and bash", () => {
+  it("finds a listener on the idle port, names its pid, and reads MemAvailable", async () => {
+    const server = net.createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const { stdout } = await promisify(execFile)("bash", ["-c", inspectSlotCommand(port, port, "127.0.0.1")]);
+      const seen = parseSlotInspection(stdout, "127.0.0.1");
+      expect(seen.free).toBe(false);
+      expect(seen.listener).toMatch(new RegExp(`^127\\.0\\.0\\.1:${port} \\(\\S+ ${process.pid}\\)$`));
+      expect(seen.availableBytes).toBeGreaterThan(0);
+      // This process holds the "live" port here too: its resident size is what the overlap counts.
+      expect(seen.liveRssBytes).toBeGreaterThan(1024 * 1024);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+    // Closed: the port is free again.
+    const { stdout } = await promisify(execFile)("bash", ["-c", inspectSlotCommand(port, port, "127.0.0.1")]);
+    expect(parseSlotInspection(stdout, "127.0.0.1").free).toBe(true);
   });
 });

@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { shellQuote } from "./template.js";
 import type { SlotInspection } from "./types.js";
 
@@ -12,10 +13,13 @@ export function inspectSlotCommand(idlePort: number, livePort: number, address: 
   for (const port of [idlePort, livePort]) if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`internal: not a port: ${port}`);
   const tcp = shellQuote(`(exec 3<>/dev/tcp/${address}/${idlePort}) 2>/dev/null`);
   return [
-    "if command -v ss >/dev/null 2>&1; then",
-    `  ss -Hltnp '( sport = :${idlePort} )' 2>/dev/null | awk '{print "listen", $4, $0}'`,
-    `  pids=$(ss -Hltnp '( sport = :${livePort} )' 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)`,
+    // ss's own exit status counts: one that fails (no -H, no permission) falls back to connecting.
+    `if command -v ss >/dev/null 2>&1 && idle=$(ss -Hltnp '( sport = :${idlePort} )' 2>/dev/null) && live=$(ss -Hltnp '( sport = :${livePort} )' 2>/dev/null); then`,
+    `  printf '%s\\n' "$idle" | awk 'NF {print "listen", $4, $0}'`,
+    `  pids=$(printf '%s\\n' "$live" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)`,
     `  if [ -n "$pids" ]; then ps -o rss= -p "$pids" 2>/dev/null | awk '{s+=$1} END {print "rss", s}'; fi`,
+    // Who runs each side (uid and process name): a process on the idle port is taken for the app's only when it matches.
+    `  for side in idle live; do eval "lines=\\$$side"; pid=$(printf '%s\\n' "$lines" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2); if [ -n "$pid" ]; then echo "owner $side $(stat -c %u /proc/$pid 2>/dev/null) $(cat /proc/$pid/comm 2>/dev/null)"; fi; done`,
     "else",
     "  echo noss",
     `  if command -v bash >/dev/null 2>&1 && bash -c ${tcp}; then echo open; fi`,
@@ -29,8 +33,13 @@ export function inspectSlotCommand(idlePort: number, livePort: number, address: 
 export function listenerTakes(local: string, address: string): boolean {
   let host = local.replace(/:\d+$/, "");
   host = host.replace(/^\[(.*)\]$/, "$1").replace(/%[^%]*$/, "").replace(/^::ffff:/i, "");
-  const wanted = address.replace(/^::ffff:/i, "").toLowerCase();
-  return host === "*" || host === "0.0.0.0" || host === "::" || host.toLowerCase() === wanted;
+  const wanted = canonical(address.replace(/^::ffff:/i, ""));
+  return host === "*" || host === "0.0.0.0" || host === "::" || canonical(host) === wanted;
+}
+
+/** One spelling per address: IPv6 compressed and lower case, as ss prints it ("0:0:0:0:0:0:0:1" is "::1"). */
+function canonical(host: string): string {
+  return isIP(host) === 6 ? new URL(`http://[${host}]/`).hostname.slice(1, -1) : host.toLowerCase();
 }
 
 /** Reads what inspectSlotCommand printed. The host's text is not trusted: only numbers and the listener's address are kept. */
@@ -39,6 +48,7 @@ export function parseSlotInspection(stdout: string, address: string): SlotInspec
   let open = false;
   let rssKiB: number | undefined;
   let memKiB: number | undefined;
+  const owners: { idle?: string; live?: string } = {};
   for (const line of stdout.split("\n")) {
     const [word, first] = line.trim().split(/\s+/);
     if (word === "listen" && first && listenerTakes(first, address)) {
@@ -48,6 +58,10 @@ export function parseSlotInspection(stdout: string, address: string): SlotInspec
     } else if (word === "open") open = true;
     else if (word === "rss" && /^\d+$/.test(first ?? "")) rssKiB = Number(first);
     else if (word === "mem" && /^\d+$/.test(first ?? "")) memKiB = Number(first);
+    else if (word === "owner" && (first === "idle" || first === "live")) {
+      const [, , uid, ...name] = line.trim().split(/\s+/);
+      if (/^\d+$/.test(uid ?? "")) owners[first] = `${uid}:${name.join(" ").replace(/[^A-Za-z0-9._-]/g, "?").slice(0, 32)}`;
+    }
   }
   if (open) listeners.push(`${address} (answers a connection)`);
   return {
@@ -55,5 +69,7 @@ export function parseSlotInspection(stdout: string, address: string): SlotInspec
     ...(listeners.length > 0 ? { listener: listeners.join(", ") } : {}),
     ...(rssKiB !== undefined && rssKiB > 0 ? { liveRssBytes: rssKiB * 1024 } : {}),
     ...(memKiB !== undefined ? { availableBytes: memKiB * 1024 } : {}),
+    ...(owners.idle ? { listenerOwner: owners.idle } : {}),
+    ...(owners.live ? { liveOwner: owners.live } : {}),
   };
 }

@@ -48,11 +48,19 @@ export function checkIdleSlots(plan: DeployPlan, observed: readonly ObservedInst
       continue;
     }
     const size = (ids: readonly string[]) => onHost(ids).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
-    // Old slots kept for a rollback never stop during the deploy: every phase's processes add up.
-    let peak = plan.keepOldMs ? size(starts.flat()) : 0;
-    starts.forEach((ids, index) => (peak = Math.max(peak, size(ids) + (index > 0 ? size(starts[index - 1]!) : 0))));
-    const needed = Math.ceil(peak * budget.growth) + budget.reserveBytes;
-    if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (${mib(peak)} of new processes × ${budget.growth} + ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
+    // Phase i overlaps its new processes with the previous phase's while those old ones stop (the
+    // engine waits for older ones), and the new processes of every earlier phase have grown past
+    // the old ones they replaced. Old slots kept for a rollback never stop: everything adds up.
+    const growth = budget.growth;
+    let peak = plan.keepOldMs ? size(starts.flat()) * growth : 0;
+    let before = 0;
+    starts.forEach((ids, index) => {
+      const previous = index > 0 ? size(starts[index - 1]!) : 0;
+      peak = Math.max(peak, (size(ids) + previous) * growth + before * (growth - 1));
+      if (index > 0) before += previous;
+    });
+    const needed = Math.ceil(peak) + budget.reserveBytes;
+    if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (new processes at ${growth}× the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
     else notes.push(`memory for the overlap on ${host}: ${mib(needed)} needed, ${mib(available)} available`);
   }
   if (shortfalls.length > 0) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${shortfalls.join("; ")}; use smaller batches, free memory, or lower slots.reserve`);

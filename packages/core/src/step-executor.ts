@@ -58,11 +58,14 @@ export async function applyRouting(context: RunContext, planned: Routing, why: s
       return { ...i.spec, port, version: run.versionAt(i.spec.id, port), ...(versions ? { versions } : {}) };
     });
     let result;
+    run.routingAttempted(routing);
     try {
       result = await options.proxy.apply(routing, instances, { signal });
     } catch (error) {
+      run.drained = false;
       throw proxyFailure(context, routing, error);
     }
+    run.drained = true;
     run.routingApplied(routing);
     run.routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 });
     run.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)] });
@@ -93,20 +96,29 @@ export async function runStep(context: RunContext, phase: PlanPhase, step: PlanS
     default:
       return forEachPerHost(step.instances, (id) => run.instance(id).control.spec.host, context.parallel, async (id) => {
         // An instance's own steps stay in order: a background stop ends before its next step.
-        await run.background.get(id);
+        await run.background.get(id)?.task;
         if (!step.background) return runInstanceStep(context, phase, step, id);
         const task = runInstanceStep(context, phase, step, id).catch((error: unknown) => {
           run.backgroundFailure ??= { error: error as Error, step: `${phase.name}: ${step.kind} (background)` };
         });
-        run.background.set(id, task);
+        run.background.set(id, { task, phase: run.phaseIndex });
       });
   }
+}
+
+/**
+ * Before a phase starts: waits for the background steps of phases older than the one before it,
+ * so that at most two phases' old processes overlap with new ones (what preflight's memory check
+ * counts on), however slowly an old process stops.
+ */
+export async function awaitOlderBackground(context: RunContext, index: number): Promise<void> {
+  await Promise.all([...context.run.background.values()].filter((b) => b.phase < index - 1).map((b) => b.task));
 }
 
 /** Waits for every background step; the first failure, if any, as the deploy's outcome. */
 export async function settleBackground(context: RunContext): Promise<{ error: NodropError; step: string } | undefined> {
   const { run } = context;
-  await Promise.all(run.background.values());
+  await Promise.all([...run.background.values()].map((b) => b.task));
   run.background.clear();
   const failure = run.backgroundFailure;
   return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step };

@@ -170,6 +170,9 @@ export interface SlotInspection {
   readonly liveRssBytes?: number | undefined;
   /** The host's MemAvailable. */
   readonly availableBytes?: number | undefined;
+  /** `uid:name` of the process listening on the idle port, and of the live slot's, when the host lets nodrop see them. */
+  readonly listenerOwner?: string | undefined;
+  readonly liveOwner?: string | undefined;
 }
 
 /** Controls one instance: stop it, put a version in place, start it. */

@@ -11,7 +11,8 @@ export interface RetireKeptSlotsOptions {
 }
 
 export type RetireOutcome =
-  | { readonly kind: "retired"; readonly report: DeployReport }
+  /** `left`: instances whose idle slot may still run a process (the report says why). */
+  | { readonly kind: "retired"; readonly report: DeployReport; readonly left: readonly string[] }
   /** Another deploy or a rollback came after: the kept processes are its business now. */
   | { readonly kind: "superseded"; readonly by: string };
 
@@ -38,5 +39,6 @@ export async function retireKeptSlots(deployment: LockedDeployment, options: Ret
     ...(options.onEvent ? { onEvent: options.onEvent } : {}),
   });
   if (report === undefined) return { kind: "superseded", by: "a deploy that took the lock first" };
-  return { kind: "retired", report };
+  // What the redeploy's report says of each idle slot is the proof, not its success alone.
+  return { kind: "retired", report, left: report.instances.filter((i) => i.idle && i.idle.running !== false).map((i) => `${i.id} (port ${i.idle!.port})`) };
 }

@@ -1,4 +1,4 @@
-import { type DeployPlan, type PlanInput, type PlanPhase, type Routing, type Strategy, checkSpares, formatDuration, leftoverSlots, readySlots, retireSteps, singlePool, surgeSteps } from "@nodrop/core";
+import { type DeployPlan, type PlanInput, type PlanPhase, type Routing, type Strategy, checkSpares, formatDuration, oldSlotsPhase, readySlots, retireSteps, singlePool, surgeSteps } from "@nodrop/core";
 import { type BlueGreenOptions, blueGreenOptionsSchema } from "./options.js";
 
 /**
@@ -17,9 +17,9 @@ export function blueGreenStrategy(): Strategy<BlueGreenOptions> & { optionsSchem
       const all = instances.map((i) => i.id);
       const pins = (pool: string): Record<string, string> => (proxy.versionPinning ? { [version]: pool } : {});
       const todo = instances.filter((i) => i.version !== version || !i.healthy || !i.inPool).map((i) => i.id);
-      // Old processes a killed deploy left on idle slots of instances it need not replace.
-      const leftovers = leftoverSlots(instances.filter((i) => !todo.includes(i.id)));
-      const tidy: PlanPhase[] = leftovers.length > 0 ? [{ name: "old slots", instances: leftovers, onFailure: "isolate", steps: [{ kind: "stop", instances: leftovers, slot: "idle" }] }] : [];
+      // Old processes a killed deploy (or a keep window) left on idle slots: the routing in force reloaded, then they stop.
+      const serving = instances.filter((i) => i.inPool).map((i) => i.id);
+      const tidy = serving.length > 0 ? oldSlotsPhase(instances, todo, singlePool(serving, "all", pins("all")), version) : [];
       if (todo.length === 0) return { strategy: "blue-green", version, phases: tidy, notes: [`all ${all.length} instances already run ${version}`] };
       checkSpares(instances, "strategy blue-green");
 
@@ -33,7 +33,9 @@ export function blueGreenStrategy(): Strategy<BlueGreenOptions> & { optionsSchem
       const blue = instances.filter((i) => i.version !== version && i.healthy && i.inPool).map((i) => i.id);
       // Every idle slot already runs the version (a rollback inside the keep window): one plain swap.
       const swapBack = readySlots(instances.filter((i) => todo.includes(i.id)), version).length === todo.length;
-      const timed = proxy.timedSwitch && proxy.poolSlots === true && blue.length > 0 && !swapBack;
+      // The switch stays timed when the green slots already run (resume, a redeploy inside a keep
+      // window): no process starts, but blue's clients still flip at one instant.
+      const timed = proxy.timedSwitch && proxy.poolSlots === true && blue.length > 0;
       const keepOld = options.keepOld ?? 0;
       // The switch routing: blue on the live slots, green on the idle ones, the default flipping at one instant.
       const switched: Routing = {
@@ -44,7 +46,7 @@ export function blueGreenStrategy(): Strategy<BlueGreenOptions> & { optionsSchem
         slots: on(live, all),
         poolSlots: { green: { ...on(live, all), ...on(idle, todo) } },
       };
-      if (swapBack) notes.push(`every idle slot already runs ${version}: one swap, no process started`);
+      if (swapBack) notes.push(`every idle slot already runs ${version}: checked and switched to, no process started`);
       else if (!timed && blue.length > 0) notes.push("the proxy cannot switch between slots at one instant: the switch is one reload, during which old workers may still answer with the old version");
       const phases: PlanPhase[] = [
         ...tidy,

@@ -8,7 +8,7 @@ import {
   checkBatchCapacity,
   checkSpares,
   formatDuration,
-  leftoverSlots,
+  oldSlotsPhase,
   readySlots,
   replaceSteps,
   retireSteps,
@@ -66,7 +66,7 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
       const allIn = singlePool(all);
       const outOfPool = instances.some((i) => !i.inPool);
       if (todo.length === 0 && outside.length === 0) {
-        const tidy = options.surge ? oldSlotsPhase(instances, []) : [];
+        const tidy = options.surge ? oldSlotsPhase(instances, [], singlePool(instances.filter((i) => i.inPool).map((i) => i.id)), version) : [];
         const phases: PlanPhase[] = [...tidy, ...(outOfPool ? [{ name: "finish", instances: [], steps: [{ kind: "route" as const, routing: allIn, why: "all instances in the pool" }], onFailure: "revert" as const }] : [])];
         const what = outOfPool ? "instances out of the pool rejoin it" : tidy.length > 0 ? "old processes left on idle slots are stopped" : "nothing to do";
         return { strategy: "rolling", version, phases, notes: [...notes, what] };
@@ -144,12 +144,6 @@ function surgePhases(instances: readonly ObservedInstance[], todo: readonly stri
   const note = swapAll
     ? `surge: every idle slot already runs ${options.version}: one swap, no process started`
     : `surge: batches of up to ${size} start on their spare ports while the old processes serve; all ${all.length} instances serve throughout`;
-  return { phases: [...oldSlotsPhase(instances, todo), ...phases], note };
-}
-
-/** Old processes a killed deploy (or an expired keep window) left on the idle slots of instances it will not replace: stopped first. */
-function oldSlotsPhase(instances: readonly ObservedInstance[], todo: readonly string[]): PlanPhase[] {
-  const leftovers = leftoverSlots(instances.filter((i) => !todo.includes(i.id)));
-  if (leftovers.length === 0) return [];
-  return [{ name: "old slots", instances: leftovers, onFailure: "isolate", steps: [{ kind: "stop", instances: leftovers, slot: "idle" }] }];
+  const serving = singlePool(instances.filter((i) => i.inPool).map((i) => i.id));
+  return { phases: [...oldSlotsPhase(instances, todo, serving, options.version), ...phases], note };
 }

@@ -153,7 +153,7 @@ describe("surge rolling through the engine", () => {
     expect(report.recovery).toContain("stopped the idle slots of web-8012 (port 9012)");
   });
 
-  it("an old slot that does not stop fails the deploy at the end, with the instance serving from its new slot", async () => {
+  it("an old slot that does not stop ends the deploy at the next batch, with its instance serving from its new slot", async () => {
     const fleet = new SlotFleet(2, "v1");
     fleet.failStop.add("web-8011:8011");
     const proxy = new RecordingProxy();
@@ -162,6 +162,10 @@ describe("surge rolling through the engine", () => {
     expect(report.error?.instance).toBe("web-8011");
     expect(report.error?.step).toMatch(/\(background\)$/);
     expect(byId(report, "web-8011")).toMatchObject({ port: 9011, version: "v2", outcome: "updated", idle: { port: 8011, running: true } });
+    // The next batch never started: the failure stops the deploy at the phase boundary.
+    expect(fleet.calls.filter((c) => c.includes("web-8012"))).toEqual([]);
+    expect(byId(report, "web-8012")).toMatchObject({ port: 8012, version: "v1", outcome: "not-reached", inPool: true });
+    expect(report.recovery).toContain("the phases after this one did not run");
   });
 
   it("refuses before anything runs when an idle port is taken, naming the host and the port", async () => {
@@ -178,17 +182,18 @@ describe("surge rolling through the engine", () => {
   it("refuses when a host lacks the memory for the overlap, and says by how much", async () => {
     const fleet = new SlotFleet(4, "v1");
     // 4 instances of 300 MiB, batches of 2: two batches overlap while the first one's old slots stop.
-    fleet.inspection = () => ({ free: true, liveRssBytes: 300 * 2 ** 20, availableBytes: 1024 * 2 ** 20 });
+    fleet.inspection = () => ({ free: true, liveRssBytes: 300 * 2 ** 20, availableBytes: 1100 * 2 ** 20 });
     const proxy = new RecordingProxy();
     const report = await deploy(options(fleet, proxy, "v2", { batchSize: 2 }));
     expect(report.error?.code).toBe("E_PREFLIGHT");
-    // 4 × 300 MiB × 1.25 + 128 MiB = 1628 MiB against 1024 MiB.
-    expect(report.error?.message).toContain("host local has 1024 MiB available, the overlap needs 1628 MiB");
-    expect(report.error?.message).toContain("604 MiB short");
+    // 4 × 300 MiB × 1.25 + 128 MiB = 1628 MiB against 1100 MiB.
+    expect(report.error?.message).toContain("host local has 1100 MiB available, the overlap needs 1628 MiB");
+    expect(report.error?.message).toContain("528 MiB short");
     expect(fleet.calls).toEqual([]);
-    // With batches of 1 the peak is two instances: 878 MiB fits.
+    // With batches of 1 the peak is in the last batch: two instances overlapping (750 MiB) and the
+    // two swapped before them grown by a quarter (150 MiB), + 128 MiB: 1028 MiB fits.
     const plan = await planDeploy(options(fleet, proxy, "v2", { batchSize: 1 }));
-    expect(plan.plan.notes).toContain("memory for the overlap on local: 878 MiB needed, 1024 MiB available");
+    expect(plan.plan.notes).toContain("memory for the overlap on local: 1028 MiB needed, 1100 MiB available");
   });
 
   it("after a deploy killed mid-surge, stops the app's old processes left on idle slots and uses a new one as it is", async () => {
@@ -254,6 +259,22 @@ describe("surge rolling through the engine", () => {
     // The new version's processes stop once the swap has drained.
     expect(fleet.calls.sort()).toEqual(["stop web-8011:9011", "stop web-8012:9012", "stop web-8013:9013"]);
     expect(rollback.keptUntil).toBeUndefined();
+  });
+
+  it("a process of another user or program on an idle port is refused even when it answers the health check with the version", async () => {
+    const fleet = new SlotFleet(2, "v1");
+    // Something that looks like the app from outside: it answers /health with v2.
+    fleet.running.set("web-8012:9012", "v2");
+    fleet.inspection = (id) => (id === "web-8012" ? { free: false, listener: "127.0.0.1:9012 (python3 4242)", listenerOwner: "1000:python3", liveOwner: "998:gunicorn" } : { free: true });
+    const proxy = new RecordingProxy();
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.error?.code).toBe("E_PREFLIGHT");
+    expect(report.error?.message).toContain("port 9012 on host local (the idle slot of web-8012) is taken: 127.0.0.1:9012 (python3 4242)");
+    expect(fleet.calls).toEqual([]);
+    // The same process run by the live slot's user and program is the app's: checked and used as it is.
+    fleet.inspection = (id) => (id === "web-8012" ? { free: false, listener: "127.0.0.1:9012 (gunicorn 4242)", listenerOwner: "998:gunicorn", liveOwner: "998:gunicorn" } : { free: true });
+    expect((await deploy(options(fleet, proxy, "v2"))).ok).toBe(true);
+    expect(fleet.calls.filter((c) => c.includes("web-8012"))).toEqual(["stop web-8012:8012"]);
   });
 
   it("refuses a routing in force whose slots are not the instances' ports (the include file is anyone's to edit on the proxy host)", async () => {

@@ -8,6 +8,7 @@ import {
   checkBatchCapacity,
   checkSpares,
   formatDuration,
+  oldSlotsPhase,
   replaceSteps,
   retireSteps,
   surgeSteps,
@@ -53,7 +54,8 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
       const outOld = instances.filter((i) => !i.inPool && i.version !== version).map((i) => i.id);
       const todo = [...outOld, ...instances.filter((i) => i.inPool && i.version !== version).map((i) => i.id)];
       const rejoin = instances.some((i) => !i.inPool && i.version === version && i.healthy);
-      if (todo.length === 0 && !rejoin) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
+      const nothingToDo = todo.length === 0 && !rejoin;
+      if (nothingToDo && !options.surge) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
       const oldVersions = [...new Set(instances.map((i) => i.version).filter((v): v is string => v !== undefined && v !== version))];
       const size = Math.min(options.batchSize ?? 1, Math.max(todo.length, 1));
       const surge = options.surge === true;
@@ -90,7 +92,11 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
       const first = Math.max(size, outOld.length);
       if (todo.length > 0) batches.push(todo.slice(0, first));
       for (let i = first; i < todo.length; i += size) batches.push(todo.slice(i, i + size));
-      const phases: PlanPhase[] = [];
+      // With surge: old processes a killed deploy (or a keep window) left on idle slots stop first,
+      // after the routing in force is reloaded (it serves the instances in the pool now).
+      const outNow = new Set(instances.filter((i) => !i.inPool).map((i) => i.id));
+      const phases: PlanPhase[] = surge ? oldSlotsPhase(instances, todo, routingFor(outNow), version) : [];
+      if (nothingToDo) return { strategy: "sticky", version, phases, notes: [`all ${ring.length} instances already run ${version}`] };
       if (surge) {
         // Each batch starts beside itself and swaps in: it never leaves the pool, and since the ring
         // is by instance id, its clients stay with it through the swap.
