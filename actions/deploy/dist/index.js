@@ -11650,7 +11650,7 @@ var require_dump = __commonJS({
 var require_dns = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/interceptor/dns.js"(exports, module) {
     "use strict";
-    var { isIP: isIP4 } = __require("net");
+    var { isIP: isIP5 } = __require("net");
     var { lookup } = __require("dns");
     var DecoratorHandler = require_decorator_handler();
     var { InvalidArgumentError, InformationalError } = require_errors();
@@ -11905,7 +11905,7 @@ var require_dns = __commonJS({
       return (dispatch) => {
         return function dnsInterceptor(origDispatchOpts, handler) {
           const origin = origDispatchOpts.origin.constructor === URL ? origDispatchOpts.origin : new URL(origDispatchOpts.origin);
-          if (isIP4(origin.hostname) !== 0) {
+          if (isIP5(origin.hostname) !== 0) {
             return dispatch(origDispatchOpts, handler);
           }
           instance.runLookup(origin, origDispatchOpts, (err, newOrigin) => {
@@ -50217,6 +50217,7 @@ import { constants as constants3 } from "fs";
 import { lstat as lstat2, mkdir as mkdir2, open as open2, readlink as readlink2 } from "fs/promises";
 import path22 from "path";
 import http22 from "http";
+import { isIP as isIP3 } from "net";
 import { randomUUID as randomUUID2 } from "crypto";
 import os6 from "os";
 var BRAND = /* @__PURE__ */ Symbol.for("@nodrop/core/NodropError");
@@ -50387,7 +50388,8 @@ function size(options = {}) {
     doc: options.doc,
     describe: () => hint,
     parse(value, path32, issues) {
-      const match = typeof value === "number" ? ["", String(value), ""] : typeof value === "string" ? /^(\d{1,12})(KiB|MiB|GiB|TiB)?$/.exec(value.trim()) : null;
+      const text = typeof value === "number" ? String(value) : typeof value === "string" ? value.trim() : "";
+      const match = /^(\d{1,16})(KiB|MiB|GiB|TiB)?$/.exec(text);
       const bytes = match && Number.isSafeInteger(Number(match[1])) ? Number(match[1]) * SIZE_UNITS[match[2] ?? ""] : void 0;
       if (bytes === void 0 || !Number.isSafeInteger(bytes)) {
         issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
@@ -51161,10 +51163,13 @@ function inspectSlotCommand(idlePort, livePort, address) {
   for (const port of [idlePort, livePort]) if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`internal: not a port: ${port}`);
   const tcp = shellQuote(`(exec 3<>/dev/tcp/${address}/${idlePort}) 2>/dev/null`);
   return [
-    "if command -v ss >/dev/null 2>&1; then",
-    `  ss -Hltnp '( sport = :${idlePort} )' 2>/dev/null | awk '{print "listen", $4, $0}'`,
-    `  pids=$(ss -Hltnp '( sport = :${livePort} )' 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)`,
+    // ss's own exit status counts: one that fails (no -H, no permission) falls back to connecting.
+    `if command -v ss >/dev/null 2>&1 && idle=$(ss -Hltnp '( sport = :${idlePort} )' 2>/dev/null) && live=$(ss -Hltnp '( sport = :${livePort} )' 2>/dev/null); then`,
+    `  printf '%s\\n' "$idle" | awk 'NF {print "listen", $4, $0}'`,
+    `  pids=$(printf '%s\\n' "$live" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)`,
     `  if [ -n "$pids" ]; then ps -o rss= -p "$pids" 2>/dev/null | awk '{s+=$1} END {print "rss", s}'; fi`,
+    // Who runs each side (uid and process name): a process on the idle port is taken for the app's only when it matches.
+    `  for side in idle live; do eval "lines=\\$$side"; pid=$(printf '%s\\n' "$lines" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2); if [ -n "$pid" ]; then echo "owner $side $(stat -c %u /proc/$pid 2>/dev/null) $(cat /proc/$pid/comm 2>/dev/null)"; fi; done`,
     "else",
     "  echo noss",
     `  if command -v bash >/dev/null 2>&1 && bash -c ${tcp}; then echo open; fi`,
@@ -51176,14 +51181,18 @@ function inspectSlotCommand(idlePort, livePort, address) {
 function listenerTakes(local, address) {
   let host = local.replace(/:\d+$/, "");
   host = host.replace(/^\[(.*)\]$/, "$1").replace(/%[^%]*$/, "").replace(/^::ffff:/i, "");
-  const wanted = address.replace(/^::ffff:/i, "").toLowerCase();
-  return host === "*" || host === "0.0.0.0" || host === "::" || host.toLowerCase() === wanted;
+  const wanted = canonical(address.replace(/^::ffff:/i, ""));
+  return host === "*" || host === "0.0.0.0" || host === "::" || canonical(host) === wanted;
+}
+function canonical(host) {
+  return isIP3(host) === 6 ? new URL(`http://[${host}]/`).hostname.slice(1, -1) : host.toLowerCase();
 }
 function parseSlotInspection(stdout, address) {
   const listeners = [];
   let open22 = false;
   let rssKiB;
   let memKiB;
+  const owners = {};
   for (const line of stdout.split("\n")) {
     const [word, first] = line.trim().split(/\s+/);
     if (word === "listen" && first && listenerTakes(first, address)) {
@@ -51193,13 +51202,19 @@ function parseSlotInspection(stdout, address) {
     } else if (word === "open") open22 = true;
     else if (word === "rss" && /^\d+$/.test(first ?? "")) rssKiB = Number(first);
     else if (word === "mem" && /^\d+$/.test(first ?? "")) memKiB = Number(first);
+    else if (word === "owner" && (first === "idle" || first === "live")) {
+      const [, , uid, ...name] = line.trim().split(/\s+/);
+      if (/^\d+$/.test(uid ?? "")) owners[first] = `${uid}:${name.join(" ").replace(/[^A-Za-z0-9._-]/g, "?").slice(0, 32)}`;
+    }
   }
   if (open22) listeners.push(`${address} (answers a connection)`);
   return {
     free: listeners.length === 0,
     ...listeners.length > 0 ? { listener: listeners.join(", ") } : {},
     ...rssKiB !== void 0 && rssKiB > 0 ? { liveRssBytes: rssKiB * 1024 } : {},
-    ...memKiB !== void 0 ? { availableBytes: memKiB * 1024 } : {}
+    ...memKiB !== void 0 ? { availableBytes: memKiB * 1024 } : {},
+    ...owners.idle ? { listenerOwner: owners.idle } : {},
+    ...owners.live ? { liveOwner: owners.live } : {}
   };
 }
 function commandInstance(options) {
@@ -51342,6 +51357,15 @@ function validateRouting(routing, known) {
   }
   if (problems.length > 0) throw new NodropError("E_PLAN", `invalid routing: ${problems.join("; ")}`);
 }
+function routingSlotProblem(routing, specs) {
+  if (!routing.slots && !routing.poolSlots) return void 0;
+  try {
+    validateRouting({ ...routing, pools: Object.fromEntries(Object.entries(routing.pools).filter(([, ids2]) => ids2.length > 0)) }, specs);
+    return void 0;
+  } catch (error2) {
+    return `the routing in force does not match the config: ${error2.message.replace(/^invalid routing: /, "")}`;
+  }
+}
 var DEFAULT_OVERLAP = { reserveBytes: 128 * 1024 * 1024, growth: 1.25 };
 function idleStarts(plan) {
   return plan.phases.map((phase) => [...new Set(phase.steps.flatMap((step2) => step2.kind === "start" && step2.slot === "idle" ? step2.instances : []))]);
@@ -51370,10 +51394,16 @@ function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
       continue;
     }
     const size2 = (ids2) => onHost(ids2).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
-    let peak = plan.keepOldMs ? size2(starts.flat()) : 0;
-    starts.forEach((ids2, index) => peak = Math.max(peak, size2(ids2) + (index > 0 ? size2(starts[index - 1]) : 0)));
-    const needed = Math.ceil(peak * budget.growth) + budget.reserveBytes;
-    if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (${mib(peak)} of new processes \xD7 ${budget.growth} + ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
+    const growth = budget.growth;
+    let peak = plan.keepOldMs ? size2(starts.flat()) * growth : 0;
+    let before = 0;
+    starts.forEach((ids2, index) => {
+      const previous = index > 0 ? size2(starts[index - 1]) : 0;
+      peak = Math.max(peak, (size2(ids2) + previous) * growth + before * (growth - 1));
+      if (index > 0) before += previous;
+    });
+    const needed = Math.ceil(peak) + budget.reserveBytes;
+    if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (new processes at ${growth}\xD7 the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
     else notes.push(`memory for the overlap on ${host}: ${mib(needed)} needed, ${mib(available)} available`);
   }
   if (shortfalls.length > 0) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${shortfalls.join("; ")}; use smaller batches, free memory, or lower slots.reserve`);
@@ -51465,6 +51495,24 @@ function checkSpares(instances, field) {
 function leftoverSlots(instances) {
   return instances.filter((i) => i.idle && !i.idle.free && i.idle.version !== void 0).map((i) => i.id);
 }
+function oldSlotsPhase(instances, exclude, routing, version) {
+  const all = leftoverSlots(instances);
+  if (all.length === 0) return [];
+  const ready = new Set(readySlots(instances.filter((i) => exclude.includes(i.id)), version));
+  const stop = all.filter((id) => !exclude.includes(id));
+  if (stop.length === 0 && all.every((id) => ready.has(id))) return [];
+  return [
+    {
+      name: "old slots",
+      instances: stop,
+      onFailure: "isolate",
+      steps: [
+        { kind: "route", routing, why: "the routing in force, reloaded before anything stops on an idle slot" },
+        ...stop.length > 0 ? [{ kind: "stop", instances: stop, slot: "idle" }] : []
+      ]
+    }
+  ];
+}
 function buildReport(run3, strategy, outcome, keepOldMs = 0) {
   const { error: error2, step: step2, recovery } = outcome;
   const serving = run3.serving();
@@ -51502,10 +51550,20 @@ var DeployRun = class {
   verify;
   /** Set once recovery begins: from then on the journal is best effort. */
   recovering = false;
-  /** Background steps (an old slot's stop) still running, by instance. */
+  /** Background steps (an old slot's stop) still running, by instance, with the index of the phase that started them. */
   background = /* @__PURE__ */ new Map();
+  /** The index of the phase running now. */
+  phaseIndex = 0;
   /** The first background step that failed: the deploy ends at the next phase boundary. */
   backgroundFailure;
+  /**
+   * Whether the last proxy change finished with its old routing drained. After a failed change
+   * (a drain that ran out, a reload restored after it was signalled) a generation of the proxy may
+   * still route by a routing this run tried, so slots those served are not stopped.
+   */
+  drained = true;
+  /** `id:port` of every slot a routing of this run served or was about to serve (the one in force at the start included). */
+  routedSlots = /* @__PURE__ */ new Set();
   /**
    * The routings that may be in force: one when nodrop knows it, the previous and the new one when a
    * proxy change failed without saying which took effect (an instance either reaches is reachable).
@@ -51529,6 +51587,7 @@ var DeployRun = class {
   begin(observed, routing) {
     this.observed = [...observed];
     this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id))];
+    for (const o of observed) if (o.inPool) this.routedSlots.add(`${o.id}:${o.livePort ?? o.port}`);
     for (const o of observed) {
       const control = this.instances.find((i) => i.spec.id === o.id);
       const idle = o.idle ? { port: o.idle.port, version: o.idle.version, running: o.idle.free ? false : void 0, ours: false } : void 0;
@@ -51565,6 +51624,15 @@ var DeployRun = class {
       t.version = t.idle.version;
       t.idle = { port: old.port, version: old.version, running: true, ours: true };
       if (t.version === this.version) t.outcome = "updated";
+    }
+  }
+  /** Records the slots a routing about to be applied serves (in any of its pools). */
+  routingAttempted(routing) {
+    for (const [pool, ids2] of Object.entries(routing.pools)) {
+      for (const id of ids2) {
+        const t = this.tracked.get(id);
+        if (t) this.routedSlots.add(`${id}:${routedPort(routing, t.control.spec, t.port, pool)}`);
+      }
     }
   }
   /** The version the instance's slot on `port` runs, as far as nodrop knows. */
@@ -51666,13 +51734,8 @@ async function planDeploy(options) {
   const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i])).values()];
   await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
   const routing = await options.proxy.current({ signal: options.signal });
-  if (routing && (routing.slots || routing.poolSlots)) {
-    try {
-      validateRouting({ ...routing, pools: Object.fromEntries(Object.entries(routing.pools).filter(([, ids2]) => ids2.length > 0)) }, options.instances.map((i) => i.spec));
-    } catch (error2) {
-      throw new NodropError("E_PREFLIGHT", `refusing to deploy: the routing in force on proxy ${options.proxy.name} does not match the config: ${error2.message.replace(/^invalid routing: /, "")}`);
-    }
-  }
+  const slotProblem = routing ? routingSlotProblem(routing, options.instances.map((i) => i.spec)) : void 0;
+  if (slotProblem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: on proxy ${options.proxy.name}, ${slotProblem}`);
   const observed = await observeInstances(options.instances, options.health, { ...options, routing: routing ? { routing, staged: [options.version, ...options.stagedVersions ?? []] } : void 0 });
   const unhealthy = observed.filter((i) => !i.healthy && i.inPool);
   if (unhealthy.length > 0) {
@@ -51705,6 +51768,7 @@ async function inspectIdleSlots(options, observed) {
 async function withIdleSlot(options, o, seen) {
   if (!o.idle || !seen) return o;
   if (seen.free) return { ...o, idle: { port: o.idle.port, free: true } };
+  if ((seen.listenerOwner !== void 0 || seen.liveOwner !== void 0) && seen.listenerOwner !== seen.liveOwner) return { ...o, idle: { port: o.idle.port, free: false } };
   const probe = await options.health.probe({ ...o, port: o.idle.port }, options.signal);
   const version = probe.ok && isSafeName(probe.version) ? probe.version : void 0;
   return { ...o, idle: { port: o.idle.port, free: false, ...version === void 0 ? {} : { version } } };
@@ -51763,11 +51827,14 @@ async function applyRouting(context, planned, why, phase, signal) {
       return { ...i.spec, port, version: run3.versionAt(i.spec.id, port), ...versions ? { versions } : {} };
     });
     let result;
+    run3.routingAttempted(routing);
     try {
       result = await options.proxy.apply(routing, instances, { signal });
     } catch (error2) {
+      run3.drained = false;
       throw proxyFailure(context, routing, error2);
     }
+    run3.drained = true;
     run3.routingApplied(routing);
     run3.routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 });
     run3.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)] });
@@ -51792,18 +51859,21 @@ async function runStep(context, phase, step2) {
       return timed(context, phase.name, "soak", void 0, () => sleep(step2.ms, signal).catch(() => Promise.reject(abortError(signal))));
     default:
       return forEachPerHost(step2.instances, (id) => run3.instance(id).control.spec.host, context.parallel, async (id) => {
-        await run3.background.get(id);
+        await run3.background.get(id)?.task;
         if (!step2.background) return runInstanceStep(context, phase, step2, id);
         const task = runInstanceStep(context, phase, step2, id).catch((error2) => {
           run3.backgroundFailure ??= { error: error2, step: `${phase.name}: ${step2.kind} (background)` };
         });
-        run3.background.set(id, task);
+        run3.background.set(id, { task, phase: run3.phaseIndex });
       });
   }
 }
+async function awaitOlderBackground(context, index) {
+  await Promise.all([...context.run.background.values()].filter((b) => b.phase < index - 1).map((b) => b.task));
+}
 async function settleBackground(context) {
   const { run: run3 } = context;
-  await Promise.all(run3.background.values());
+  await Promise.all([...run3.background.values()].map((b) => b.task));
   run3.background.clear();
   const failure = run3.backgroundFailure;
   return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step };
@@ -51878,10 +51948,13 @@ async function stopIdleSlots(context, phase) {
   const owned = phase.instances.map((id) => run3.instance(id)).filter((t) => t.idle?.ours && t.idle.running !== false);
   const stopped = [];
   const kept = [];
+  const reachable = [];
+  const draining = [];
   await forEachPerHost(owned, (t) => t.control.spec.host, context.parallel, async (t) => {
     const idle = t.idle;
     const label = `${t.control.spec.id} (port ${idle.port})`;
-    if (run3.reachable(t.control.spec.id, idle.port)) return void kept.push(label);
+    if (run3.reachable(t.control.spec.id, idle.port)) return void reachable.push(label);
+    if (!run3.drained && run3.routedSlots.has(`${t.control.spec.id}:${idle.port}`)) return void draining.push(label);
     try {
       await timed(context, name, "stop", t.control.spec.id, () => t.control.stop({ version: idle.version, port: idle.port, signal }));
       idle.running = false;
@@ -51893,6 +51966,8 @@ async function stopIdleSlots(context, phase) {
   });
   return [
     ...stopped.length ? [`stopped the idle slots of ${stopped.join(", ")}`] : [],
+    ...reachable.length ? [`kept ${reachable.join(", ")} running: the routing in force may still reach ${reachable.length === 1 ? "it" : "them"}`] : [],
+    ...draining.length ? [`left ${draining.join(", ")} running: after the failed proxy change, nginx may still be draining requests on ${draining.length === 1 ? "it" : "them"} (the next deploy stops ${draining.length === 1 ? "it" : "them"})`] : [],
     ...kept.length ? [`could not stop the idle slots of ${kept.join(", ")}: they may still run, out of the pool`] : []
   ];
 }
@@ -51908,12 +51983,13 @@ async function revertInstances(context, phase, touched) {
       return;
     }
     if (run3.routedRegardless(id) || t.outcome === "updated" && run3.reachable(id)) return;
+    const port = t.port;
     try {
-      await timed(context, name, "stop", id, () => t.control.stop({ version: t.version, signal }));
-      await timed(context, name, "update", id, () => t.control.update({ version: previous, previous: options.version, signal }));
+      await timed(context, name, "stop", id, () => t.control.stop({ version: t.version, port, signal }));
+      await timed(context, name, "update", id, () => t.control.update({ version: previous, previous: options.version, port, signal }));
       t.version = previous;
-      await timed(context, name, "start", id, () => t.control.start({ version: previous, signal }));
-      await timed(context, name, "check", id, () => waitHealthy(options.health, t.control.spec, previous, { ...options.healthWait, signal }).then(() => void 0));
+      await timed(context, name, "start", id, () => t.control.start({ version: previous, port, signal }));
+      await timed(context, name, "check", id, () => waitHealthy(options.health, { ...t.control.spec, port }, previous, { ...options.healthWait, signal }).then(() => void 0));
       t.outcome = "reverted";
     } catch {
       t.outcome = "failed";
@@ -52025,7 +52101,9 @@ async function deploy(options) {
 async function runPhases(context, plan) {
   const { run: run3 } = context;
   for (const [index, phase] of plan.phases.entries()) {
+    await awaitOlderBackground(context, index);
     if (run3.backgroundFailure) return backgroundOutcome(await settleBackground(context));
+    run3.phaseIndex = index;
     run3.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
     const phaseStart = performance.now();
     const endPhase = (ok) => run3.phases.push({ name: phase.name, startMs: phaseStart - run3.started, ms: performance.now() - phaseStart, ok });
@@ -52052,7 +52130,7 @@ function backgroundOutcome(failure) {
   return {
     error: failure.error,
     step: failure.step,
-    recovery: `${id ?? "the instance"} serves from its new slot; its old slot's process may still run, out of the pool (stop it: the next deploy's preflight refuses a busy idle port)`
+    recovery: `${id ?? "the instance"} serves from its new slot; its old slot's process may still run, out of the pool (the next deploy stops it first); the phases after this one did not run`
   };
 }
 async function afterFailure(context, phase, failure, step2) {
@@ -53152,7 +53230,7 @@ var sshHostSchema = schema_exports.object({
 
 // ../../packages/nginx/dist/index.js
 import { createHash as createHash2 } from "crypto";
-import { isIP as isIP3 } from "net";
+import { isIP as isIP4 } from "net";
 var NGINX_NAME = /^[A-Za-z0-9_]{1,48}$/;
 var upstreamName = (name, pool) => `nodrop_${name}_${pool}`;
 var poolVariable = (name) => `$nodrop_${name}_pool`;
@@ -53291,7 +53369,7 @@ function msecAtLeast(at) {
   return alternatives.join("|");
 }
 function formatAddress(address) {
-  const family = isIP3(address);
+  const family = isIP4(address);
   if (family === 4) return address;
   if (family === 6) return `[${address}]`;
   throw new NodropError("E_PROXY_RENDER", `instance address "${address}" is not an IP literal`);
@@ -53920,8 +53998,8 @@ function blueGreenStrategy() {
       const all = instances.map((i) => i.id);
       const pins = (pool) => proxy.versionPinning ? { [version]: pool } : {};
       const todo = instances.filter((i) => i.version !== version || !i.healthy || !i.inPool).map((i) => i.id);
-      const leftovers = leftoverSlots(instances.filter((i) => !todo.includes(i.id)));
-      const tidy = leftovers.length > 0 ? [{ name: "old slots", instances: leftovers, onFailure: "isolate", steps: [{ kind: "stop", instances: leftovers, slot: "idle" }] }] : [];
+      const serving = instances.filter((i) => i.inPool).map((i) => i.id);
+      const tidy = serving.length > 0 ? oldSlotsPhase(instances, todo, singlePool(serving, "all", pins("all")), version) : [];
       if (todo.length === 0) return { strategy: "blue-green", version, phases: tidy, notes: [`all ${all.length} instances already run ${version}`] };
       checkSpares(instances, "strategy blue-green");
       const notes = [`green: ${version} starts on the idle slot of all ${all.length} instances while every live slot serves; full capacity throughout`];
@@ -53931,7 +54009,7 @@ function blueGreenStrategy() {
       const after = { ...singlePool(all, "all", pins("all")), slots: { ...on(live, all), ...on(idle, todo) } };
       const blue = instances.filter((i) => i.version !== version && i.healthy && i.inPool).map((i) => i.id);
       const swapBack = readySlots(instances.filter((i) => todo.includes(i.id)), version).length === todo.length;
-      const timed2 = proxy.timedSwitch && proxy.poolSlots === true && blue.length > 0 && !swapBack;
+      const timed2 = proxy.timedSwitch && proxy.poolSlots === true && blue.length > 0;
       const keepOld = options.keepOld ?? 0;
       const switched = {
         pools: { blue, green: all },
@@ -53941,7 +54019,7 @@ function blueGreenStrategy() {
         slots: on(live, all),
         poolSlots: { green: { ...on(live, all), ...on(idle, todo) } }
       };
-      if (swapBack) notes.push(`every idle slot already runs ${version}: one swap, no process started`);
+      if (swapBack) notes.push(`every idle slot already runs ${version}: checked and switched to, no process started`);
       else if (!timed2 && blue.length > 0) notes.push("the proxy cannot switch between slots at one instant: the switch is one reload, during which old workers may still answer with the old version");
       const phases = [
         ...tidy,
@@ -54021,7 +54099,7 @@ function rollingStrategy() {
       const allIn = singlePool(all);
       const outOfPool = instances.some((i) => !i.inPool);
       if (todo.length === 0 && outside2.length === 0) {
-        const tidy = options.surge ? oldSlotsPhase(instances, []) : [];
+        const tidy = options.surge ? oldSlotsPhase(instances, [], singlePool(instances.filter((i) => i.inPool).map((i) => i.id)), version) : [];
         const phases2 = [...tidy, ...outOfPool ? [{ name: "finish", instances: [], steps: [{ kind: "route", routing: allIn, why: "all instances in the pool" }], onFailure: "revert" }] : []];
         const what = outOfPool ? "instances out of the pool rejoin it" : tidy.length > 0 ? "old processes left on idle slots are stopped" : "nothing to do";
         return { strategy: "rolling", version, phases: phases2, notes: [...notes, what] };
@@ -54088,12 +54166,8 @@ function surgePhases(instances, todo, size2, options) {
     return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" };
   });
   const note = swapAll ? `surge: every idle slot already runs ${options.version}: one swap, no process started` : `surge: batches of up to ${size2} start on their spare ports while the old processes serve; all ${all.length} instances serve throughout`;
-  return { phases: [...oldSlotsPhase(instances, todo), ...phases], note };
-}
-function oldSlotsPhase(instances, todo) {
-  const leftovers = leftoverSlots(instances.filter((i) => !todo.includes(i.id)));
-  if (leftovers.length === 0) return [];
-  return [{ name: "old slots", instances: leftovers, onFailure: "isolate", steps: [{ kind: "stop", instances: leftovers, slot: "idle" }] }];
+  const serving = singlePool(instances.filter((i) => i.inPool).map((i) => i.id));
+  return { phases: [...oldSlotsPhase(instances, todo, serving, options.version), ...phases], note };
 }
 var rollingPlugin = defineStrategy({ name: "rolling", optionsSchema: rollingOptionsSchema, create: rollingStrategy });
 
@@ -54144,7 +54218,8 @@ function stickyStrategy() {
       const outOld = instances.filter((i) => !i.inPool && i.version !== version).map((i) => i.id);
       const todo = [...outOld, ...instances.filter((i) => i.inPool && i.version !== version).map((i) => i.id)];
       const rejoin = instances.some((i) => !i.inPool && i.version === version && i.healthy);
-      if (todo.length === 0 && !rejoin) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
+      const nothingToDo = todo.length === 0 && !rejoin;
+      if (nothingToDo && !options.surge) return { strategy: "sticky", version, phases: [], notes: [`all ${ring.length} instances already run ${version}`] };
       const oldVersions = [...new Set(instances.map((i) => i.version).filter((v) => v !== void 0 && v !== version))];
       const size2 = Math.min(options.batchSize ?? 1, Math.max(todo.length, 1));
       const surge = options.surge === true;
@@ -54155,8 +54230,8 @@ function stickyStrategy() {
         `${mode === "both" ? "affinity by " + key + " within the client's version or newer" : mode === "instance" ? "affinity by " + key : "version pinning"}; new clients go to ${version} from ${share}% of the instances`
       );
       const done = new Set(instances.filter((i) => i.version === version).map((i) => i.id));
-      const routingFor = (outNow) => {
-        const live = ring.filter((id) => !outNow.has(id));
+      const routingFor = (outNow2) => {
+        const live = ring.filter((id) => !outNow2.has(id));
         const fresh = live.filter((id) => done.has(id));
         const stale = live.filter((id) => !done.has(id));
         const pools = { live };
@@ -54176,7 +54251,9 @@ function stickyStrategy() {
       const first = Math.max(size2, outOld.length);
       if (todo.length > 0) batches.push(todo.slice(0, first));
       for (let i = first; i < todo.length; i += size2) batches.push(todo.slice(i, i + size2));
-      const phases = [];
+      const outNow = new Set(instances.filter((i) => !i.inPool).map((i) => i.id));
+      const phases = surge ? oldSlotsPhase(instances, todo, routingFor(outNow), version) : [];
+      if (nothingToDo) return { strategy: "sticky", version, phases, notes: [`all ${ring.length} instances already run ${version}`] };
       if (surge) {
         const keepOld = options.keepOld ?? 0;
         const swapped = /* @__PURE__ */ new Set();
@@ -56198,7 +56275,7 @@ async function retireKeptSlots(deployment, options) {
     ...options.onEvent ? { onEvent: options.onEvent } : {}
   });
   if (report === void 0) return { kind: "superseded", by: "a deploy that took the lock first" };
-  return { kind: "retired", report };
+  return { kind: "retired", report, left: report.instances.filter((i) => i.idle && i.idle.running !== false).map((i) => `${i.id} (port ${i.idle.port})`) };
 }
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
@@ -56452,7 +56529,8 @@ async function waitOutKeepWindow(deployment, report, signal) {
   try {
     const outcome = await retireKeptSlots(deployment, { report, signal });
     if (outcome.kind === "superseded") info(`nodrop: the keep window ended; a later deploy (${outcome.by}) owns the fleet now, nothing stopped`);
-    else if (outcome.report.ok) info("nodrop: the keep window ended; the old processes are stopped");
+    else if (outcome.report.ok && outcome.left.length === 0) info("nodrop: the keep window ended; the old processes are stopped");
+    else if (outcome.report.ok) warning(`nodrop: the keep window ended, but ${outcome.left.join(", ")} may still run on the idle slot; the next deploy stops them`);
     else warning(`nodrop: the keep window ended, but stopping the old processes failed (${outcome.report.error?.message ?? "unknown"}); the next deploy stops them`);
   } catch (error2) {
     warning(`nodrop: the old processes were left running (${messageOf(error2)}); the next deploy stops them first`);

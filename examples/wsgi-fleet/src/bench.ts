@@ -8,11 +8,12 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type { DeployReport } from "@nodrop/core";
-import { formatStats } from "@nodrop/loadgen";
+import { formatStats, type LoadStats, summarize } from "@nodrop/loadgen";
 import { startTestHosts } from "@nodrop/testhosts";
-import { exampleDir, startFleet } from "./fleet.js";
+import { type FleetSamples, type ServingSample, firstAnswers, fleetFigures, sampleFleet, servingOverTime } from "./fleet-sampler.js";
+import { type Fleet, exampleDir, startFleet } from "./fleet.js";
 import { timelineSvg } from "./timeline.js";
-import { type DeployUnderLoadResult, deployUnderLoad, nodropBin, runProcess } from "./under-load.js";
+import { type CliRun, type DeployUnderLoadResult, type RunOptions, deployUnderLoad, nodropBin, runNodrop, runProcess } from "./under-load.js";
 
 type Baseline = "stop-all-switch-start-all" | "kill-one-at-a-time";
 
@@ -25,6 +26,13 @@ interface Scenario {
   strategy?: Record<string, unknown>;
   /** A plain script instead of nodrop (examples/wsgi-fleet/baselines/<name>.sh). */
   baseline?: Baseline;
+  /** Gives every instance a spare port, port + offset: two slots each (surge and blue-green need them). */
+  slotOffset?: number;
+  /**
+   * Measures `nodrop rollback` instead of a deploy: a deploy to v2 runs first and waits out the
+   * strategy's keepOld window in the background; the rollback to v1 runs inside that window.
+   */
+  rollback?: true;
 }
 
 const webHosts = (n: number) => Array.from({ length: n }, (_, i) => `web${i + 1}`);
@@ -32,10 +40,16 @@ const scenarios: Scenario[] = [
   { name: "baseline: stop all, switch, start all (script)", slug: "baseline-stop-all", ports: [8361, 8362, 8363, 8364], baseline: "stop-all-switch-start-all" },
   { name: "baseline: kill one at a time, nginx routes around it (script)", slug: "baseline-kill-one", ports: [8371, 8372, 8373, 8374], baseline: "kill-one-at-a-time" },
   { name: "local 4 instances, rolling 1 at a time", slug: "rolling", ports: [8311, 8312, 8313, 8314], strategy: { name: "rolling", batchSize: 1 } },
+  // Two-slot scenarios use 87xx: their spare ports (97xx) are clear of every other bench and test port.
+  { name: "local 4 instances, surge rolling 1 at a time", slug: "surge", ports: [8721, 8722, 8723, 8724], slotOffset: 1000, strategy: { name: "rolling", batchSize: 1, surge: true } },
   { name: "local 4 instances, half-split", slug: "half-split", ports: [8331, 8332, 8333, 8334], strategy: { name: "half-split" } },
+  { name: "local 4 instances, blue-green", slug: "blue-green", ports: [8741, 8742, 8743, 8744], slotOffset: 1000, strategy: { name: "blue-green" } },
+  { name: "local 4 instances, blue-green rollback inside the keepOld window", slug: "blue-green-rollback", ports: [8771, 8772, 8773, 8774], slotOffset: 1000, strategy: { name: "blue-green", keepOld: "30s" }, rollback: true },
   { name: "local 4 instances, sticky", slug: "sticky", ports: [8351, 8352, 8353, 8354], strategy: { name: "sticky" } },
   { name: "3 hosts x 4 instances over SSH, rolling batches of 3 across hosts", slug: "ssh-rolling", hosts: webHosts(3), ports: [8321, 8322, 8323, 8324], strategy: { name: "rolling", batchSize: 3 } },
+  { name: "3 hosts x 4 instances over SSH, surge rolling batches of 3 across hosts", slug: "ssh-surge", hosts: webHosts(3), ports: [8751, 8752, 8753, 8754], slotOffset: 1000, strategy: { name: "rolling", batchSize: 3, surge: true } },
   { name: "3 hosts x 4 instances over SSH, half-split by host", slug: "ssh-half-split", hosts: webHosts(3), ports: [8341, 8342, 8343, 8344], strategy: { name: "half-split", split: "by-host" } },
+  { name: "3 hosts x 4 instances over SSH, blue-green", slug: "ssh-blue-green", hosts: webHosts(3), ports: [8761, 8762, 8763, 8764], slotOffset: 1000, strategy: { name: "blue-green" } },
   { name: "16 hosts x 4 instances over SSH, rolling 25% at a time", slug: "scale-64", hosts: webHosts(16), ports: [8391, 8392, 8393, 8394], strategy: { name: "rolling", batchSize: "25%" } },
 ];
 
@@ -76,11 +90,32 @@ interface Result {
   sshHosts: number | undefined;
   /** Peak resident memory of the deploying process (nodrop's, or bash's for a script). */
   peakRssMb: number | undefined;
+  /** Instances in the fleet (over every host). */
+  instances: number;
+  /** nodrop only: the fewest instance endpoints any routing in force served during the deploy (from nginx's include file). */
+  minServing: number | undefined;
+  /** The fleet's gunicorn processes' summed RSS just before the deploy, and its peak during it (MB). */
+  fleetMemoryBeforeMb: number | undefined;
+  fleetMemoryPeakMb: number | undefined;
+  /** A rollback only: from its start to the end of its last phase, the one that swaps the slots back. */
+  timeToSwapMs: number | undefined;
+  /** From spawning the deploying command to its exit (node's start-up and config loading included). */
+  processMs: number;
   chart: string;
 }
 
-function measure(scenario: Scenario, run: DeployUnderLoadResult, report: (DeployReport & { ssh?: { connections: number; hosts: number } }) | undefined): Result {
-  const { stats } = run;
+/** What a scenario's run gave: the load and deploy, and what the fleet did meanwhile (on the load's clock). */
+interface ScenarioRun {
+  run: DeployUnderLoadResult;
+  report: (DeployReport & { ssh?: { connections: number; hosts: number } }) | undefined;
+  fleet: FleetSamples;
+  /** Instance endpoints served over time (none for a script: nginx is never told). */
+  serving: ServingSample[];
+  instances: number;
+}
+
+function measure(scenario: Scenario, { run, report, fleet, serving, instances }: ScenarioRun): Result {
+  const stats = scenario.rollback ? towardsTarget(run, "v1", "v2") : run.stats;
   const deployMs = Math.round(report?.durationMs ?? run.deployEndMs - run.deployStartMs);
   let nodrop: Pick<Result, "instanceSumMs" | "batchCriticalMs" | "drainMs" | "batches" | "preflightMs" | "overheadPerBatchMs" | "reloads"> = {
     instanceSumMs: undefined,
@@ -93,22 +128,25 @@ function measure(scenario: Scenario, run: DeployUnderLoadResult, report: (Deploy
   };
   if (report) {
     const own = (i: DeployReport["instances"][number]) => i.steps.filter((s) => s.kind !== "route").reduce((sum, s) => sum + s.ms, 0);
-    // Instances that moved in the same proxy change form a batch: group by the route that took them out.
+    // Instances that moved in the same proxy change form a batch: group by the route that took them
+    // out. Routes that name no instance (blue-green's switch) move every instance they do not name at once.
     const batches = new Map<string, number>();
     for (const i of report.instances) {
-      const key = report.routes.find((r) => r.why.includes(i.id))?.why ?? i.id;
-      batches.set(key, Math.max(batches.get(key) ?? 0, own(i)));
+      const key = report.routes.find((r) => names(r.why, i.id))?.why ?? "(one change for all)";
+      batches.set(key, Math.max(batches.get(key) ?? 0, foreground(i.steps)));
     }
     const critical = [...batches.values()].reduce((a, b) => a + b, 0);
     const drain = report.routes.reduce((sum, r) => sum + r.drainMs, 0);
     const preflight = report.phases[0]?.startMs ?? 0;
+    // Old slots stopping in the background after the last phase: the old processes' own time, not nodrop's.
+    const tail = backgroundTail(report);
     nodrop = {
       instanceSumMs: Math.round(report.instances.reduce((sum, i) => sum + own(i), 0)),
       batchCriticalMs: Math.round(critical),
       drainMs: Math.round(drain),
       batches: batches.size,
       preflightMs: Math.round(preflight),
-      overheadPerBatchMs: Math.round((report.durationMs - preflight - critical - drain) / batches.size),
+      overheadPerBatchMs: Math.round((report.durationMs - preflight - critical - drain - tail) / batches.size),
       reloads: report.routes.length,
     };
   }
@@ -133,8 +171,64 @@ function measure(scenario: Scenario, run: DeployUnderLoadResult, report: (Deploy
     sshConnections: report?.ssh?.connections,
     sshHosts: report?.ssh?.hosts,
     peakRssMb: run.cli.peakRssKb === undefined ? undefined : Math.round(run.cli.peakRssKb / 1024),
+    instances,
+    ...figures({ serving, memory: fleet.memory }, run),
+    timeToSwapMs: scenario.rollback && report ? lastPhaseEnd(report) : undefined,
+    processMs: Math.round(run.deployEndMs - run.deployStartMs),
     chart: `bench/${scenario.slug}.svg`,
   };
+}
+
+function figures(fleet: Parameters<typeof fleetFigures>[0], run: DeployUnderLoadResult): Pick<Result, "minServing" | "fleetMemoryBeforeMb" | "fleetMemoryPeakMb"> {
+  const f = fleetFigures(fleet, run.deployStartMs, run.deployEndMs);
+  return { minServing: f.minServing, fleetMemoryBeforeMb: f.memoryBeforeMb, fleetMemoryPeakMb: f.memoryPeakMb };
+}
+
+/** Whether a route's reason names the instance (not only one whose id starts the same: web1-8391 in web11-8391). */
+function names(why: string, id: string): boolean {
+  return new RegExp(`(?<![\\w.-])${id.replace(/[.]/g, "\\.")}(?![\\w.-])`).test(why);
+}
+
+type Steps = DeployReport["instances"][number]["steps"];
+
+/** The steps that stop an old slot after the new one's check: a surge (or blue-green) runs them in the background while it goes on. */
+function backgroundStops(steps: Steps): Steps {
+  const checked = steps.findIndex((s) => s.kind === "check");
+  return steps.filter((s, index) => s.kind === "stop" && checked >= 0 && index > checked);
+}
+
+/** An instance's own time on its batch's critical path: its steps but the proxy's, and but the background stops. */
+function foreground(steps: Steps): number {
+  const background = backgroundStops(steps);
+  return steps.filter((s) => s.kind !== "route" && !background.includes(s)).reduce((sum, s) => sum + s.ms, 0);
+}
+
+/** How long a deploy with background stops (a surge's, blue-green's) waited for them after its last phase (ms; 0 without any). */
+function backgroundTail(report: DeployReport): number {
+  const end = lastPhaseEnd(report);
+  const stopsInBackground = report.instances.some((i) => backgroundStops(i.steps).length > 0);
+  return stopsInBackground && end !== undefined ? Math.max(0, report.durationMs - end) : 0;
+}
+
+/** From a report's start to the end of its last phase (ms). */
+function lastPhaseEnd(report: DeployReport): number | undefined {
+  const last = report.phases.at(-1);
+  return last === undefined ? undefined : Math.round(last.startMs + last.ms);
+}
+
+/**
+ * A rollback's load stats counted in its own direction. The load generator calls the highest
+ * version "new", which for a rollback to v1 is the one being left; with the two labels swapped for
+ * counting, a regression is a client sent back to v2 after v1 answered it, and "late old" a v2
+ * answer to a request started after the first v1 answer.
+ */
+function towardsTarget(run: DeployUnderLoadResult, target: string, left: string): LoadStats {
+  const swap = (v: string | undefined) => (v === target ? left : v === left ? target : v);
+  const records = run.records.map((r) => ({ ...r, version: swap(r.version) }));
+  const directed = summarize(records, run.stats.durationMs, run.stats.switchesPerClient.length);
+  const { firstNewAt: _first, lastOldAt: _last, ...rest } = run.stats;
+  const { versionRegressions, lateOld, firstNewAt, lastOldAt } = directed;
+  return { ...rest, versionRegressions, lateOld, ...(firstNewAt === undefined ? {} : { firstNewAt }), ...(lastOldAt === undefined ? {} : { lastOldAt }) };
 }
 
 /** The deploy's phases on the load's clock: nodrop's from its report, a script's from its step lines. */
@@ -142,13 +236,141 @@ function phasesOf(run: DeployUnderLoadResult, report: DeployReport | undefined, 
   if (report && report.phases.length > 0) {
     const engineStart = Date.parse(report.startedAt) - loadStartedAt;
     const first = report.phases[0]!;
+    const tail = backgroundTail(report);
     return [
       { name: "preflight", startMs: engineStart, endMs: engineStart + first.startMs },
       ...report.phases.map((p) => ({ name: p.name, startMs: engineStart + p.startMs, endMs: engineStart + p.startMs + p.ms })),
+      // The deploy ends only once the old processes stopped in the background have: show that wait too.
+      ...(tail > 0 ? [{ name: "old slots stopping", startMs: engineStart + report.durationMs - tail, endMs: engineStart + report.durationMs }] : []),
     ];
   }
   const lines = run.stderrLines.filter((l) => l.text.trim() !== "");
   return lines.map((l, i) => ({ name: l.text.trim().slice(0, 40), startMs: l.atMs, endMs: lines[i + 1]?.atMs ?? run.deployEndMs }));
+}
+
+const s = (ms: number | undefined) => (ms === undefined ? "-" : `${(ms / 1000).toFixed(1)} s`);
+
+interface Target {
+  what: string;
+  goal: string;
+  /** The figure, with what it came from. */
+  value: string;
+  /** The figure alone, for bench.json (a ratio, ms or a count). */
+  figure: number | undefined;
+  met: boolean;
+}
+
+/** The new strategies' targets, from this run's results; those whose scenarios did not run are left out. */
+function targets(results: readonly Result[]): Target[] {
+  const by = (slug: string) => results.find((r) => r.slug === slug);
+  const out: Target[] = [];
+  const exit = (r: Result) => (r.exitCode === 0 ? "" : `, exit ${r.exitCode}`);
+  // A deploy that failed is not faster: a ratio counts only when both exited 0.
+  const ratio = (what: string, slug: string, base: string) => {
+    const [a, b] = [by(slug), by(base)];
+    if (!a || !b) return;
+    const figure = Number((a.deployMs / b.deployMs).toFixed(2));
+    out.push({ what, goal: "≤ 0.5", value: `${figure} (${s(a.deployMs)}${exit(a)} / ${s(b.deployMs)}${exit(b)})`, figure, met: figure <= 0.5 && a.exitCode === 0 && b.exitCode === 0 });
+  };
+  ratio("surge rolling deploy time ÷ rolling, local", "surge", "rolling");
+  ratio("surge rolling deploy time ÷ rolling, SSH", "ssh-surge", "ssh-rolling");
+  ratio("blue-green deploy time ÷ half-split, local", "blue-green", "half-split");
+  ratio("blue-green deploy time ÷ half-split, SSH", "ssh-blue-green", "ssh-half-split");
+  const rollback = by("blue-green-rollback");
+  if (rollback) {
+    const swap = rollback.timeToSwapMs;
+    out.push({ what: "rollback inside the keepOld window, time to swap (its start to the end of the swap phase)", goal: "< 2 s", value: swap === undefined ? "-" : `${swap} ms${exit(rollback)}`, figure: swap, met: swap !== undefined && swap < 2000 && rollback.exitCode === 0 });
+    out.push({ what: "rollback inside the keepOld window, total (the command's start to its exit)", goal: "< 2 s", value: `${rollback.processMs} ms (nodrop's report: ${rollback.deployMs} ms)${exit(rollback)}`, figure: rollback.processMs, met: rollback.processMs < 2000 && rollback.exitCode === 0 });
+  }
+  const watched = ["surge", "ssh-surge", "blue-green", "ssh-blue-green", "blue-green-rollback"].flatMap((slug) => by(slug) ?? []);
+  if (watched.length > 0) {
+    const failed = watched.reduce((sum, r) => sum + r.failed, 0);
+    out.push({ what: "failed requests in the surge, blue-green and rollback scenarios", goal: "0", value: watched.map((r) => `${r.slug} ${r.failed}`).join(", "), figure: failed, met: failed === 0 });
+  }
+  for (const r of ["surge", "ssh-surge"].flatMap((slug) => by(slug) ?? [])) {
+    out.push({ what: `${r.slug}: fewest instances serving during the deploy`, goal: `≥ ${r.instances} (the fleet)`, value: r.minServing === undefined ? "-" : `${r.minServing}`, figure: r.minServing, met: r.minServing !== undefined && r.minServing >= r.instances });
+  }
+  return out;
+}
+
+const KEPT_LINE = "the old processes stay up until";
+
+/**
+ * Starts `nodrop deploy --version v2` in the background and returns once it has reported and waits
+ * out its keep window (the old processes still up); `exited` settles when the window is over.
+ */
+async function deployKeepingOld(fleet: Fleet): Promise<{ exited: Promise<CliRun> }> {
+  let stderr = "";
+  let kept!: () => void;
+  const keptLine = new Promise<void>((resolve) => (kept = resolve));
+  const exited = runNodrop(["deploy", "--version", "v2", "--config", fleet.configFile], {
+    // Chunks may split the line: look at everything seen so far.
+    onStderr: (text) => ((stderr += text).includes(KEPT_LINE) ? kept() : undefined),
+  });
+  const early = exited.then((cli) => {
+    throw new Error(`the deploy to v2 exited (${cli.code}) before keeping the old processes: ${cli.stderr}`);
+  });
+  await Promise.race([keptLine, early]);
+  return { exited };
+}
+
+/** How a scenario deploys: a baseline's script, a rollback, or (undefined) `nodrop deploy`. */
+function deployerFor(scenario: Scenario, fleet: Fleet): ((options: RunOptions) => Promise<CliRun>) | undefined {
+  if (scenario.baseline) {
+    const script = path.join(exampleDir, "baselines", `${scenario.baseline}.sh`);
+    return (options) => runProcess("bash", [script, fleet.dir, "v2", ...fleet.ports.map(String)], options);
+  }
+  if (scenario.rollback) return (options) => runNodrop(["rollback", "--config", fleet.configFile, "--json"], options);
+  return undefined;
+}
+
+const onLoadClock = (samples: FleetSamples, loadStart: number): FleetSamples => ({
+  changes: samples.changes.map((c) => ({ ...c, atMs: c.atMs - loadStart })),
+  memory: samples.memory.map((s) => ({ ...s, atMs: s.atMs - loadStart })),
+});
+
+/**
+ * Runs a scenario's deploy (or rollback) under load while sampling the fleet. `processDir` is where
+ * the fleet's gunicorn processes keep their state (fleet.dir, or the test hosts' directory).
+ */
+async function deployScenario(scenario: Scenario, fleet: Fleet, processDir: string, load: { clients: number; addresses: string[] }): Promise<ScenarioRun & { loadStartedAt: number }> {
+  const keeping = scenario.rollback ? await deployKeepingOld(fleet) : undefined;
+  // A script never tells nginx: its include file says nothing about what serves.
+  const sampler = sampleFleet({ dir: processDir, ...(scenario.baseline ? {} : { includeFile: fleet.includeFile }) });
+  const loadStartedAt = Date.now();
+  const run = await deployUnderLoad({
+    fleet,
+    version: scenario.rollback ? "v1" : "v2",
+    load: { clients: load.clients, seed: 7, localAddresses: load.addresses },
+    measureMemory: !scenario.baseline,
+    deployer: deployerFor(scenario, fleet),
+  }).catch(async (error: unknown) => {
+    await sampler.stop();
+    throw error;
+  });
+  const samples = onLoadClock(await sampler.stop(), run.loadStart);
+  if (keeping) {
+    const deploy = await keeping.exited;
+    console.log(`the deploy that kept the old processes exited ${deploy.code}: ${deploy.stderr.trim().split("\n").at(-1)}`);
+  }
+  const report = scenario.baseline ? undefined : run.report;
+  if (!scenario.baseline && !report) throw new Error(`no report: ${run.cli.stderr}`);
+  const serving = servingOverTime(samples.changes, firstAnswers(run.records));
+  return { run, report, fleet: samples, serving, instances: fleet.instances.length, loadStartedAt };
+}
+
+function summaryLine(r: Result): string {
+  return (
+    `deploy ${(r.deployMs / 1000).toFixed(1)}s (exit ${r.exitCode})` +
+    (r.timeToSwapMs === undefined ? "" : `; time to swap ${r.timeToSwapMs} ms`) +
+    (r.batchCriticalMs === undefined
+      ? ""
+      : `; preflight ${r.preflightMs} ms; per-batch critical path ${(r.batchCriticalMs / 1000).toFixed(1)}s + drains ${(r.drainMs! / 1000).toFixed(1)}s; overhead per batch ${r.overheadPerBatchMs} ms over ${r.batches} batches; ${r.reloads} reloads`) +
+    (r.sshConnections === undefined ? "" : `; SSH connections ${r.sshConnections} for ${r.sshHosts} hosts`) +
+    (r.peakRssMb === undefined ? "" : `; peak memory ${r.peakRssMb} MB`) +
+    (r.minServing === undefined ? "" : `; min serving ${r.minServing} of ${r.instances}`) +
+    (r.fleetMemoryPeakMb === undefined ? "" : `; fleet memory peak ${r.fleetMemoryPeakMb} MB (before ${r.fleetMemoryBeforeMb ?? "?"} MB)`)
+  );
 }
 
 const { values } = parseArgs({ options: { only: { type: "string" }, clients: { type: "string", default: "48" } } });
@@ -164,35 +386,30 @@ for (const scenario of scenarios) {
   console.log(`\n== ${scenario.name}`);
   const t0 = performance.now();
   const hosts = scenario.hosts ? await startTestHosts({ names: scenario.hosts }) : undefined;
-  const fleet = await startFleet({ ports: scenario.ports, proxyPort: 18301, strategy: scenario.strategy ?? { name: "rolling" }, ...(hosts ? { hosts } : {}) });
+  const fleet = await startFleet({
+    ports: scenario.ports,
+    proxyPort: 18301,
+    strategy: scenario.strategy ?? { name: "rolling" },
+    ...(hosts ? { hosts } : {}),
+    ...(scenario.slotOffset === undefined ? {} : { slotOffset: scenario.slotOffset }),
+  });
   console.log(`fleet of ${fleet.instances.length} instances up in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
   try {
-    const loadStartedAt = Date.now();
-    const script = scenario.baseline ? path.join(exampleDir, "baselines", `${scenario.baseline}.sh`) : undefined;
-    const run = await deployUnderLoad({
-      fleet,
-      version: "v2",
-      load: { clients: Number(values.clients), seed: 7, localAddresses: addresses },
-      measureMemory: !script,
-      ...(script ? { deployer: (options) => runProcess("bash", [script, fleet.dir, "v2", ...fleet.ports.map(String)], options) } : {}),
-    });
-    const report = script ? undefined : run.report;
-    if (!script && !report) throw new Error(`no report: ${run.cli.stderr}`);
-    const result = measure(scenario, run, report);
+    const measured = await deployScenario(scenario, fleet, hosts ? hosts.dir : fleet.dir, { clients: Number(values.clients), addresses });
+    const { run, report } = measured;
+    const result = measure(scenario, measured);
     results.push(result);
-    const svg = timelineSvg({ title: `${scenario.name}: ${result.failed} failed of ${result.requests}, ${result.versionRegressions} regressions`, records: run.records, phases: phasesOf(run, report, loadStartedAt) });
+    const svg = timelineSvg({
+      title: `${scenario.name}: ${result.failed} failed of ${result.requests}, ${result.versionRegressions} regressions`,
+      records: run.records,
+      phases: phasesOf(run, report, measured.loadStartedAt),
+      serving: measured.serving,
+    });
     await writeFile(path.join(docs, result.chart), svg);
-    // The raw report and load stats, for looking into a number (not committed: they are large).
-    await writeFile(path.join(os.tmpdir(), `nodrop-bench-${scenario.slug}.json`), JSON.stringify({ report, stats: run.stats, stderr: run.stderrLines }, null, 1));
-    console.log(formatStats(run.stats));
-    console.log(
-      `deploy ${(result.deployMs / 1000).toFixed(1)}s (exit ${result.exitCode})` +
-        (result.batchCriticalMs === undefined
-          ? ""
-          : `; preflight ${result.preflightMs} ms; per-batch critical path ${(result.batchCriticalMs / 1000).toFixed(1)}s + drains ${(result.drainMs! / 1000).toFixed(1)}s; overhead per batch ${result.overheadPerBatchMs} ms over ${result.batches} batches; ${result.reloads} reloads`) +
-        (result.sshConnections === undefined ? "" : `; SSH connections ${result.sshConnections} for ${result.sshHosts} hosts`) +
-        (result.peakRssMb === undefined ? "" : `; peak memory ${result.peakRssMb} MB`),
-    );
+    // The raw report, load stats and fleet samples, for looking into a number (not committed: they are large).
+    await writeFile(path.join(os.tmpdir(), `nodrop-bench-${scenario.slug}.json`), JSON.stringify({ report, stats: run.stats, stderr: run.stderrLines, deploy: [run.deployStartMs, run.deployEndMs], fleet: { ...measured.fleet, serving: measured.serving } }, null, 1));
+    console.log(formatStats(scenario.rollback ? towardsTarget(run, "v1", "v2") : run.stats));
+    console.log(summaryLine(result));
   } finally {
     await fleet.stop();
     await hosts?.stop();
@@ -234,21 +451,24 @@ const versionOf = (command: string) => {
   }
 };
 const machine = `${versionOf("nginx -v").replace("nginx version: ", "")}, gunicorn ${versionOf("gunicorn --version").replace(/^gunicorn \(version (.*)\)$/, "$1")}; ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
-const s = (ms: number | undefined) => (ms === undefined ? "-" : `${(ms / 1000).toFixed(1)} s`);
 const table = [
-  "| scenario | requests | failed | without resend | Go rule | time with failures | regressions | late old | switches per client (mean / max) | first new → last old | deploy | preflight | per-batch critical path | drains | overhead per batch | deploy / (critical + drains) | instances' own time (sum) | SSH connections | peak memory |",
-  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  "| scenario | requests | failed | without resend | Go rule | time with failures | min serving | regressions | late old | switches per client (mean / max) | first new → last old | deploy | preflight | per-batch critical path | drains | overhead per batch | deploy / (critical + drains) | instances' own time (sum) | SSH connections | deployer peak memory | fleet memory peak (before) |",
+  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ...results.map((r) => {
     const unavoidable = r.batchCriticalMs === undefined ? undefined : r.batchCriticalMs + r.drainMs!;
-    return `| [${r.scenario}](${r.chart}) | ${r.requests} | **${r.failed}** | ${r.rawFailed} | ${r.strictFailed} | ${r.failingSeconds} s | ${r.versionRegressions} | ${r.lateOld} | ${r.switchesMean} / ${r.switchesMax} | ${r.mixedMs === undefined ? "-" : `${(r.mixedMs / 1000).toFixed(2)} s`} | ${s(r.deployMs)} | ${r.preflightMs === undefined ? "-" : `${r.preflightMs} ms`} | ${s(r.batchCriticalMs)} | ${s(r.drainMs)} | ${r.overheadPerBatchMs === undefined ? "-" : `${r.overheadPerBatchMs} ms`} | ${unavoidable === undefined ? "-" : (r.deployMs / unavoidable).toFixed(2)} | ${s(r.instanceSumMs)} | ${r.sshConnections === undefined ? "-" : `${r.sshConnections} (${r.sshHosts} hosts)`} | ${r.peakRssMb === undefined ? "-" : `${r.peakRssMb} MB`} |`;
+    const deploy = r.timeToSwapMs === undefined ? s(r.deployMs) : `${s(r.deployMs)} (swapped at ${(r.timeToSwapMs / 1000).toFixed(2)} s)`;
+    const fleetMemory = r.fleetMemoryPeakMb === undefined ? "-" : `${r.fleetMemoryPeakMb} MB (${r.fleetMemoryBeforeMb ?? "-"} MB)`;
+    return `| [${r.scenario}](${r.chart}) | ${r.requests} | **${r.failed}** | ${r.rawFailed} | ${r.strictFailed} | ${r.failingSeconds} s | ${r.minServing === undefined ? "-" : `${r.minServing} of ${r.instances}`} | ${r.versionRegressions} | ${r.lateOld} | ${r.switchesMean} / ${r.switchesMax} | ${r.mixedMs === undefined ? "-" : `${(r.mixedMs / 1000).toFixed(2)} s`} | ${deploy} | ${r.preflightMs === undefined ? "-" : `${r.preflightMs} ms`} | ${s(r.batchCriticalMs)} | ${s(r.drainMs)} | ${r.overheadPerBatchMs === undefined ? "-" : `${r.overheadPerBatchMs} ms`} | ${unavoidable === undefined ? "-" : (r.deployMs / unavoidable).toFixed(2)} | ${s(r.instanceSumMs)} | ${r.sshConnections === undefined ? "-" : `${r.sshConnections} (${r.sshHosts} hosts)`} | ${r.peakRssMb === undefined ? "-" : `${r.peakRssMb} MB`} | ${fleetMemory} |`;
   }),
 ].join("\n");
-const legend = `Load: ${values.clients} keep-alive clients, each with its own cookie jar and loopback source address; 10% POST, 10% slow requests of 500 ms. "failed" counts what users see (a request on a reused keep-alive connection closed before any answer byte is resent once, as browsers do); "without resend" and "Go rule" (resends GETs only) count the same run stricter. "time with failures": how long requests were failing, in 250 ms slots (a failing instance answers at once, so clients that never wait between requests multiply the failed count; this column does not). "regressions": a client got an older version after a newer one. "late old": a request started after the first new-version answer and answered by the old version. "per-batch critical path": the sum over batches of the slowest instance's own stop, update, start and health check; "drains": waiting for requests in flight at the old routing; "preflight": from the start to the first change (the proxy checked, every host reached, every instance probed directly: an instance busy with slow requests answers its probe late). "overhead per batch": deploy time minus preflight, critical path and drains, per batch (what nodrop itself adds: config tests, reloads and their confirmation, the journal, SSH round trips). Baselines are plain bash scripts in examples/wsgi-fleet/baselines/; nginx is never told, so its columns are "-". Each scenario name links to its timeline chart.`;
+const goals = targets(results);
+const targetLines = goals.map((t) => `- ${t.met ? "met" : "**not met**"}: ${t.what}: ${t.value} (target ${t.goal})`).join("\n");
+const legend = `Load: ${values.clients} keep-alive clients, each with its own cookie jar and loopback source address; 10% POST, 10% slow requests of 500 ms. "failed" counts what users see (a request on a reused keep-alive connection closed before any answer byte is resent once, as browsers do); "without resend" and "Go rule" (resends GETs only) count the same run stricter. "time with failures": how long requests were failing, in 250 ms slots (a failing instance answers at once, so clients that never wait between requests multiply the failed count; this column does not). "regressions": a client got an older version after a newer one. "late old": a request started after the first new-version answer and answered by the old version. "per-batch critical path": the sum over batches of the slowest instance's own stop, update, start and health check; "drains": waiting for requests in flight at the old routing; "preflight": from the start to the first change (the proxy checked, every host reached, every instance probed directly: an instance busy with slow requests answers its probe late). "overhead per batch": deploy time minus preflight, critical path and drains, per batch (what nodrop itself adds: config tests, reloads and their confirmation, the journal, SSH round trips). "min serving": the fewest instance endpoints the routing in force sent requests to at any moment of the deploy, read from nginx's include file every 10 ms (a version pin's pool counts from that version's first answer, when a client can first hold the pin; a timed switch counts both sides, either may answer until its instant); the timeline charts draw it as a line. "fleet memory": the summed resident memory of the fleet's gunicorn processes (masters and workers, sampled every 100 ms) at its peak during the deploy, and just before it in brackets: two slots run two sets of processes for a while; "deployer peak memory" is nodrop's own process (or bash's). Surge and blue-green scenarios give each instance a spare port (\`slots: { offset: 1000 }\`); their per-batch critical path and overhead leave out the old slots' stops, which run in the background (the deploy still waits for the last of them: the "old slots stopping" band of their charts). The rollback row measures \`nodrop rollback\` inside the keepOld window of a blue-green deploy to v2 that is still waiting it out: "swapped at" is when its last phase (the one swap back) ended, and its regressions and late old count the other way (a client sent back to v2 after v1 answered it). Baselines are plain bash scripts in examples/wsgi-fleet/baselines/; nginx is never told, so its columns are "-". Each scenario name links to its timeline chart.`;
 const measuredOn = `Measured by \`pnpm bench\` on ${new Date().toISOString().slice(0, 10)} in ${benchMinutes.toFixed(1)} minutes: ${machine}.`;
 const startup = `Start-up (median of 5 runs to the first line of output): \`nodrop --version\` ${Math.round(cliStart)} ms; the GitHub Action bundle ${Math.round(actionStart)} ms.`;
 if (!values.only) {
-  await writeFile(path.join(docs, "bench.md"), `# Benchmark\n\n${measuredOn}\n\n${startup}\n\n${legend}\n\n${table}\n\n${results.map((r) => `### ${r.scenario}\n\n![${r.scenario}](${r.chart})\n`).join("\n")}`);
-  await writeFile(path.join(docs, "bench.json"), `${JSON.stringify({ machine, date: new Date().toISOString(), minutes: Number(benchMinutes.toFixed(1)), startup: { cliMs: Math.round(cliStart), actionMs: Math.round(actionStart) }, results }, null, 2)}\n`);
+  await writeFile(path.join(docs, "bench.md"), `# Benchmark\n\n${measuredOn}\n\n${startup}\n\n${legend}\n\n${table}\n\n## Targets\n\nComputed from this run (reported, never asserted: a bench does not fail on numbers).\n\n${targetLines}\n\n${results.map((r) => `### ${r.scenario}\n\n![${r.scenario}](${r.chart})\n`).join("\n")}`);
+  await writeFile(path.join(docs, "bench.json"), `${JSON.stringify({ machine, date: new Date().toISOString(), minutes: Number(benchMinutes.toFixed(1)), startup: { cliMs: Math.round(cliStart), actionMs: Math.round(actionStart) }, results, targets: goals }, null, 2)}\n`);
   // README embeds the table and one chart between markers, so it always shows the last run.
   const readmeFile = path.join(repo, "README.md");
   const readme = await readFile(readmeFile, "utf8");
@@ -260,4 +480,4 @@ if (!values.only) {
     await writeFile(readmeFile, readme.slice(0, readme.indexOf(start)) + block + readme.slice(readme.indexOf(end) + end.length));
   }
 }
-console.log(`\n${table}\n\nbench took ${benchMinutes.toFixed(1)} minutes`);
+console.log(`\n${table}\n\nTargets:\n${targetLines || "(none: their scenarios did not run)"}\n\nbench took ${benchMinutes.toFixed(1)} minutes`);

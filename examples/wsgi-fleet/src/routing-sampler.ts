@@ -7,19 +7,62 @@ export function routingIn(text: string): Routing | undefined {
   return line === undefined ? undefined : (JSON.parse(line) as Routing);
 }
 
-/** Reads the include file every 10 ms until stopped: each distinct routing seen, and the fewest instances any of them served. */
-export function sampleRouting(file: string): { stop: () => Promise<{ samples: number; routings: Routing[]; fewest: number }> } {
+/**
+ * How many instance endpoints (an instance on one of its slots) a routing sends requests to:
+ * through the default pool, a default switch's target or a version pin. Blue-green's switch
+ * routing counts both slots of each instance, since either may answer until the switch's instant.
+ * `pinHolders` says whether any client can hold a version's pin yet (one gets it with a first
+ * answer of that version): half-split pins half A to the new version before A restarts, and nobody
+ * reaches A that way until it has served someone.
+ */
+export function servedEndpoints(routing: Routing, pinHolders: (version: string) => boolean = () => true): number {
+  const pinned = Object.entries(routing.pins).flatMap(([version, pool]) => (pinHolders(version) ? [pool] : []));
+  const pools = new Set([routing.defaultPool, ...(routing.switchDefault ? [routing.switchDefault.to] : []), ...pinned]);
+  const endpoints = new Set<string>();
+  for (const pool of pools) {
+    const own = routing.poolSlots?.[pool];
+    // Without slots an instance has one endpoint: its id alone names it.
+    for (const id of Object.hasOwn(routing.pools, pool) ? (routing.pools[pool] ?? []) : []) endpoints.add(`${id}:${own?.[id] ?? routing.slots?.[id] ?? ""}`);
+  }
+  return endpoints.size;
+}
+
+/** A routing the include file held from `atMs` on (the sampler's clock). */
+export interface RoutingChange {
+  atMs: number;
+  routing: Routing;
+}
+
+export interface RoutingSamples {
+  samples: number;
+  /** Each distinct routing seen, in order. */
+  routings: Routing[];
+  /** The fewest instances any sampled routing served. */
+  fewest: number;
+  /** The same routings with when each was first seen. */
+  changes: RoutingChange[];
+}
+
+export interface SampleRoutingOptions {
+  /** The samples' clock (default performance.now()). */
+  clock?: () => number;
+}
+
+/** Reads the include file every 10 ms until stopped: each distinct routing seen (and when), and the fewest instances any of them served. */
+export function sampleRouting(file: string, options: SampleRoutingOptions = {}): { stop: () => Promise<RoutingSamples> } {
+  const clock = options.clock ?? (() => performance.now());
   let running = true;
-  const routings: Routing[] = [];
+  const changes: RoutingChange[] = [];
   let samples = 0;
   let fewest = Number.POSITIVE_INFINITY;
   const loop = (async () => {
     while (running) {
-      const routing = routingIn(await readFile(file, "utf8").catch(() => ""));
+      const atMs = clock();
+      const routing = parsed(await readFile(file, "utf8").catch(() => ""));
       if (routing) {
         samples += 1;
         fewest = Math.min(fewest, servingInstances(routing).size);
-        if (JSON.stringify(routings.at(-1)) !== JSON.stringify(routing)) routings.push(routing);
+        if (JSON.stringify(changes.at(-1)?.routing) !== JSON.stringify(routing)) changes.push({ atMs, routing });
       }
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
@@ -28,7 +71,16 @@ export function sampleRouting(file: string): { stop: () => Promise<{ samples: nu
     stop: async () => {
       running = false;
       await loop;
-      return { samples, routings, fewest };
+      return { samples, routings: changes.map((c) => c.routing), fewest, changes };
     },
   };
+}
+
+/** The routing in the text, or undefined when there is none or it cannot be read (a sample is skipped, the sampler goes on). */
+function parsed(text: string): Routing | undefined {
+  try {
+    return routingIn(text);
+  } catch {
+    return undefined;
+  }
 }

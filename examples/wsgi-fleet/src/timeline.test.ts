@@ -1,5 +1,7 @@
 import type { RequestRecord } from "@nodrop/loadgen";
 import { describe, expect, it } from "vitest";
+import { firstAnswers, fleetFigures, servingOverTime } from "./fleet-sampler.js";
+import { servedEndpoints } from "./routing-sampler.js";
 import { timelineSvg } from "./timeline.js";
 
 function rec(partial: Partial<RequestRecord> & Pick<RequestRecord, "end">): RequestRecord {
@@ -103,10 +105,101 @@ describe("timelineSvg", () => {
     expect(crowded).toContain("<title>step 199: 3.98–4 s</title>");
   });
 
+  it("draws instances serving as a step line on an integer right axis, only when given", () => {
+    const serving = [
+      { atMs: -20, count: 4 },
+      { atMs: 1500, count: 3 },
+      { atMs: 2500, count: 8 },
+      { atMs: 3000, count: 4 },
+    ];
+    const svg = timelineSvg({ title: "t", records, phases, serving });
+    expectWellFormed(svg);
+    expect(svg).toContain('data-counts="4,3,8,4"');
+    expect(svg).toContain(">instances serving</text>");
+    expect(svg).toContain("instances serving (min 3)");
+    // Integer ticks one step above the largest count (8, step 2): 0, 2, ..., 10 and nothing in between.
+    const ticks = [...(/<g class="serving"[^>]*>([\s\S]*?)<\/g>/.exec(svg)?.[1] ?? "").matchAll(/<text [^>]*>(\d+)<\/text>/g)].map((m) => Number(m[1]));
+    expect(ticks).toEqual([0, 2, 4, 6, 8, 10]);
+    // Steps: each count holds until the next sample, the last to the chart's end; a sample before the load starts is drawn from 0.
+    const points = /class="serving-line"[^>]*points="([^"]*)"/.exec(svg)![1]!.split(" ").map((p) => p.split(",").map(Number));
+    expect(points).toHaveLength(8);
+    expect(points[0]![0]).toBe(56);
+    expect(points[1]![0]).toBe(points[2]![0]);
+    expect(points[2]![1]).toBeGreaterThan(points[1]![1]!); // 3 is lower on the chart than 4
+    expect(points[4]![1]).toBeLessThan(points[0]![1]!); // 8 above 4
+
+    expect(timelineSvg({ title: "t", records, phases })).not.toContain("instances serving");
+    expect(timelineSvg({ title: "t", records, phases, serving: [] })).not.toContain("serving-line");
+  });
+
   it("handles no records and no phases", () => {
     const svg = timelineSvg({ title: "empty", records: [], phases: [] });
     expectWellFormed(svg);
     expect(barCounts(svg)).toEqual({});
     expect(svg).toContain("failed (0)");
+  });
+});
+
+// The numbers behind the chart's line and the bench table's "min serving" and "fleet memory" columns.
+describe("servedEndpoints", () => {
+  it("counts each instance once per slot it can be reached on, through the default, a switch target or a held pin", () => {
+    const all = ["a", "b", "c", "d"];
+    expect(servedEndpoints({ pools: { all }, defaultPool: "all", pins: {} })).toBe(4);
+    // Rolling: one out.
+    expect(servedEndpoints({ pools: { all: ["a", "b", "c"], spare: ["d"] }, defaultPool: "all", pins: {} })).toBe(3);
+    // Surge: one swapped to its spare port, still four.
+    expect(servedEndpoints({ pools: { all }, defaultPool: "all", pins: {}, slots: { a: 9001, b: 8002, c: 8003, d: 8004 } })).toBe(4);
+    // Blue-green's switch routing: old slots by default, new ones after the instant: both serve meanwhile.
+    const slots = { a: 8001, b: 8002, c: 8003, d: 8004 };
+    const green = { a: 9001, b: 9002, c: 9003, d: 9004 };
+    expect(servedEndpoints({ pools: { blue: all, green: all }, defaultPool: "blue", pins: { v2: "green" }, switchDefault: { to: "green", afterMs: 1500 }, slots, poolSlots: { green } })).toBe(8);
+    // Half-split while half A restarts: its pin to v2 carries nobody until v2 has answered someone.
+    const halfA = { pools: { b: ["c", "d"], a: ["a", "b"] }, defaultPool: "b", pins: { v2: "a" } };
+    expect(servedEndpoints(halfA, () => false)).toBe(2);
+    expect(servedEndpoints(halfA)).toBe(4);
+    // Its switch: the default flips from half B to half A, both serve until then.
+    expect(servedEndpoints({ ...halfA, switchDefault: { to: "a", afterMs: 1500 } }, () => false)).toBe(4);
+  });
+});
+
+describe("servingOverTime", () => {
+  it("counts each routing from when it was seen, and a pin's pool from its version's first answer", () => {
+    const all = { pools: { all: ["a", "b", "c", "d"] }, defaultPool: "all", pins: { v2: "all" } };
+    const halfA = { pools: { b: ["c", "d"], a: ["a", "b"] }, defaultPool: "b", pins: { v2: "a" } };
+    const first = firstAnswers([rec({ end: 50, version: "v1" }), rec({ end: 2500, version: "v2", status: 502 }), rec({ end: 3000, version: "v2" }), rec({ end: 4000, version: "v2" })]);
+    expect(first).toEqual(new Map([["v1", 50], ["v2", 3000]]));
+    expect(servingOverTime([{ atMs: 0, routing: all }, { atMs: 1000, routing: halfA }, { atMs: 5000, routing: all }], first)).toEqual([
+      { atMs: 0, count: 4 },
+      { atMs: 1000, count: 2 },
+      { atMs: 3000, count: 4 },
+    ]);
+    expect(servingOverTime([], first)).toEqual([]);
+  });
+});
+
+describe("fleetFigures", () => {
+  const samples = {
+    serving: [
+      { atMs: 0, count: 4 },
+      { atMs: 1200, count: 3 },
+      { atMs: 5000, count: 4 },
+      { atMs: 9000, count: 2 },
+    ],
+    memory: [
+      { atMs: 900, rssKb: 100 * 1024 },
+      { atMs: 1000, rssKb: 110 * 1024 },
+      { atMs: 2000, rssKb: 250 * 1024 },
+      { atMs: 8000, rssKb: 500 * 1024 },
+    ],
+  };
+
+  it("takes the count in force when the window opens and every change inside it, memory just before and at its peak inside", () => {
+    expect(fleetFigures(samples, 1500, 6000)).toEqual({ minServing: 3, memoryBeforeMb: 110, memoryPeakMb: 250 });
+    // A window inside one sample's span still has the count then in force.
+    expect(fleetFigures(samples, 5500, 5600)).toEqual({ minServing: 4, memoryBeforeMb: 250, memoryPeakMb: undefined });
+  });
+
+  it("says undefined when nothing was sampled", () => {
+    expect(fleetFigures({ serving: [], memory: [] }, 0, 1000)).toEqual({ minServing: undefined, memoryBeforeMb: undefined, memoryPeakMb: undefined });
   });
 });

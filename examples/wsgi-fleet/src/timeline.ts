@@ -11,6 +11,11 @@ export interface TimelineInput {
   title: string;
   records: readonly RequestRecord[];
   phases: readonly TimelinePhase[];
+  /**
+   * Instance endpoints the routing in force served, each from `atMs` (ms since load start) until
+   * the next: drawn as a step line on a second y axis on the right. None: no line, no axis.
+   */
+  serving?: readonly { atMs: number; count: number }[];
   /** Width of one bar, in ms of completion time. Default 250. */
   bucketMs?: number;
   /** Default 960. */
@@ -27,6 +32,7 @@ const NO_VERSION = "(no version)";
 const FONT = 11;
 const CHAR_W = 6.2; // rough width of one character at FONT px: enough to decide whether a label fits
 const RED_STRIP = 8; // height of the strip of red ticks under the x axis
+const SERVING = "#222222"; // dark, not a version's colour: it is a count, not traffic
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[c]!);
 const r1 = (n: number) => Math.round(n * 10) / 10; // coordinates to 0.1 px keep the file small
@@ -63,6 +69,7 @@ export function timelineSvg(input: TimelineInput): string {
   const width = input.width ?? 960;
   const height = input.height ?? 420;
   const phases = [...input.phases].sort((a, b) => a.startMs - b.startMs);
+  const serving = [...(input.serving ?? [])].sort((a, b) => a.atMs - b.atMs);
   // A loop, not Math.max(...records): a long load has more records than a call takes arguments.
   let lastMs = bucketMs;
   for (const p of phases) lastMs = Math.max(lastMs, p.endMs);
@@ -90,10 +97,11 @@ export function timelineSvg(input: TimelineInput): string {
   const total = (v: string) => counts.get(v)!.reduce((a, b) => a + b, 0);
 
   // Legend first: its rows decide how much height is left for the plot.
-  const legendItems = [
+  const legendItems: { label: string; fill: string; line?: boolean }[] = [
     ...versions.map((v) => ({ label: `${v} (${total(v)})`, fill: colour.get(v)! })),
     { label: `failed (${failTimes.length})`, fill: FAILED },
     { label: `phase (${phases.length})`, fill: BANDS[1]! },
+    ...(serving.length > 0 ? [{ label: `instances serving (min ${Math.min(...serving.map((s) => s.count))})`, fill: SERVING, line: true }] : []),
   ];
   let lx = 56;
   let rows = 1;
@@ -104,7 +112,7 @@ export function timelineSvg(input: TimelineInput): string {
     legendAt.push({ x: lx, row: rows - 1 });
     lx += w;
   }
-  const left = 56, right = width - 16, top = 52; // title, then a strip for horizontal phase labels
+  const left = 56, right = width - (serving.length > 0 ? 44 : 16), top = 52; // title, then a strip for horizontal phase labels; a right axis needs room
   const bottom = height - 50 - rows * 18; // x tick labels, axis title, red-tick strip and legend below
   const plotH = bottom - top;
   const x = (ms: number) => r1(left + (ms / domainMs) * (right - left));
@@ -176,10 +184,15 @@ export function timelineSvg(input: TimelineInput): string {
   for (const t of failTimes) ticks.set(Math.round(x(t)), (ticks.get(Math.round(x(t))) ?? 0) + 1);
   for (const [px, count] of ticks) overlay.push(`<line data-count="${count}" x1="${px}" x2="${px}" y1="${bottom + 2}" y2="${bottom + 2 + RED_STRIP}" stroke="${FAILED}" stroke-width="1.5"><title>${count} failed</title></line>`);
 
+  const servingLine = servingLayer(serving, { right, top, bottom, domainMs, x });
+
   const legend = legendItems.map((item, i) => {
     const { x: lx, row } = legendAt[i]!;
     const ly = height - 8 - (rows - 1 - row) * 18;
-    return `<rect x="${r1(lx)}" y="${ly - 10}" width="12" height="12" fill="${item.fill}" stroke="#999999" stroke-width="0.5"/><text x="${r1(lx + 17)}" y="${ly}">${esc(item.label)}</text>`;
+    const swatch = item.line
+      ? `<line x1="${r1(lx)}" x2="${r1(lx + 12)}" y1="${ly - 4}" y2="${ly - 4}" stroke="${item.fill}" stroke-width="2"/>`
+      : `<rect x="${r1(lx)}" y="${ly - 10}" width="12" height="12" fill="${item.fill}" stroke="#999999" stroke-width="0.5"/>`;
+    return `${swatch}<text x="${r1(lx + 17)}" y="${ly}">${esc(item.label)}</text>`;
   });
 
   const font = `font-size="${FONT}" fill="#333333"`;
@@ -192,8 +205,52 @@ export function timelineSvg(input: TimelineInput): string {
     `<g class="axes" ${font}>`, ...grid, `</g>`,
     `<g class="bars">`, ...bars, `</g>`,
     `<g class="overlay" ${font}>`, ...overlay, `</g>`,
+    ...(servingLine.length > 0 ? [`<g class="serving" ${font}>`, ...servingLine, `</g>`] : []),
     `<g class="legend" ${font}>`, ...legend, `</g>`,
     `</svg>`,
     "",
   ].join("\n");
+}
+
+interface Plot {
+  right: number;
+  top: number;
+  bottom: number;
+  domainMs: number;
+  x: (ms: number) => number;
+}
+
+/**
+ * The instances-serving step line and its right-hand integer axis. The axis goes one step above
+ * the largest count, so that the line at full fleet sits below the top of the tallest bars' area
+ * and a drop by one instance is still a visible step.
+ */
+function servingLayer(serving: readonly { atMs: number; count: number }[], plot: Plot): string[] {
+  if (serving.length === 0) return [];
+  const { right, top, bottom, domainMs, x } = plot;
+  const max = Math.max(1, ...serving.map((s) => s.count));
+  const step = Math.max(1, niceStep(max, 4));
+  const axisMax = (Math.floor(max / step) + 1) * step;
+  const y = (count: number) => r1(bottom - (count / axisMax) * (bottom - top));
+  const out: string[] = [];
+  for (let k = 0; k * step <= axisMax; k++) {
+    const v = k * step;
+    out.push(`<line x1="${right}" x2="${right + 4}" y1="${y(v)}" y2="${y(v)}" stroke="#333333"/>`);
+    out.push(`<text x="${right + 6}" y="${y(v) + 4}">${v}</text>`);
+  }
+  out.push(`<line x1="${right}" x2="${right}" y1="${top}" y2="${bottom}" stroke="#333333"/>`);
+  const mid = r1(top + (bottom - top) / 2);
+  const ax = r1(right + 34);
+  out.push(`<text x="${ax}" y="${mid}" transform="rotate(90 ${ax} ${mid})" text-anchor="middle">instances serving</text>`);
+  // A step line: each count holds from its sample to the next (the last one to the chart's end).
+  const points: string[] = [];
+  serving.forEach((s, i) => {
+    const from = x(Math.min(domainMs, Math.max(0, s.atMs)));
+    const to = x(Math.min(domainMs, Math.max(0, serving[i + 1]?.atMs ?? domainMs)));
+    points.push(`${from},${y(s.count)}`, `${to},${y(s.count)}`);
+  });
+  const tips = serving.map((s, i) => `${s.count} from ${secs(s.atMs)} s${serving[i + 1] ? ` to ${secs(serving[i + 1]!.atMs)} s` : ""}`).join("; ");
+  out.push(`<polyline points="${points.join(" ")}" fill="none" stroke="#ffffff" stroke-width="4" stroke-opacity="0.8"/>`);
+  out.push(`<polyline class="serving-line" data-counts="${serving.map((s) => s.count).join(",")}" points="${points.join(" ")}" fill="none" stroke="${SERVING}" stroke-width="1.5"><title>${esc(`instances serving: ${tips}`)}</title></polyline>`);
+  return out;
 }

@@ -83,6 +83,8 @@ export interface DeployUnderLoadResult {
   report: DeployReport | undefined;
   stats: LoadStats;
   records: RequestRecord[];
+  /** performance.now() when the load started: time 0 of the records, for putting other samples on their clock. */
+  loadStart: number;
   /** When the deploy ran, in ms since the load started (the records' clock). */
   deployStartMs: number;
   deployEndMs: number;
@@ -130,7 +132,7 @@ export async function deployUnderLoad(options: DeployUnderLoadOptions): Promise<
     } catch {
       report = undefined;
     }
-    return { cli, report, stats, records, deployStartMs, deployEndMs, stderrLines };
+    return { cli, report, stats, records, loadStart, deployStartMs, deployEndMs, stderrLines };
   } finally {
     load.stop();
   }
