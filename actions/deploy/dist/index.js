@@ -51787,7 +51787,7 @@ function checkPlanShape(plan, observed) {
   }
   const id = idleStarts(plan).flat().find((i) => !observed.find((o) => o.id === i)?.idle);
   if (id !== void 0) {
-    throw new NodropError("E_PLAN", `the plan starts ${id} on an idle slot, but ${id} has one port: give every instance a spare port (instances[].spare or slotOffset)`, { instance: id });
+    throw new NodropError("E_PLAN", `the plan starts ${id} on an idle slot, but ${id} has one port: give every instance a spare port (instances[].spare, or slots.offset)`, { instance: id });
   }
   return plan;
 }
@@ -56277,6 +56277,17 @@ async function retireKeptSlots(deployment, options) {
   if (report === void 0) return { kind: "superseded", by: "a deploy that took the lock first" };
   return { kind: "retired", report, left: report.instances.filter((i) => i.idle && i.idle.running !== false).map((i) => `${i.id} (port ${i.idle.port})`) };
 }
+async function retireAndReport(deployment, report, signal, say) {
+  try {
+    const outcome = await retireKeptSlots(deployment, { report, signal });
+    if (outcome.kind === "superseded") say("info", `the keep window ended; a later deploy (${outcome.by}) owns the fleet now, nothing stopped`);
+    else if (outcome.report.ok && outcome.left.length === 0) say("info", "the keep window ended; the old processes are stopped");
+    else if (outcome.report.ok) say("warning", `the keep window ended, but ${outcome.left.join(", ")} may still run on the idle slot; the next deploy stops them`);
+    else say("warning", `the keep window ended, but stopping the old processes failed (${outcome.report.error?.message ?? "unknown"}); the next deploy stops them`);
+  } catch (error2) {
+    say("warning", `the old processes were left running (${error2 instanceof Error ? error2.message : String(error2)}); the next deploy stops them first`);
+  }
+}
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
   lines.push("instances now:");
@@ -56526,15 +56537,7 @@ async function run2(signal) {
 }
 async function waitOutKeepWindow(deployment, report, signal) {
   info(`nodrop: the old processes stay up until ${report.keptUntil} for \`nodrop rollback\`; this step waits to stop them then`);
-  try {
-    const outcome = await retireKeptSlots(deployment, { report, signal });
-    if (outcome.kind === "superseded") info(`nodrop: the keep window ended; a later deploy (${outcome.by}) owns the fleet now, nothing stopped`);
-    else if (outcome.report.ok && outcome.left.length === 0) info("nodrop: the keep window ended; the old processes are stopped");
-    else if (outcome.report.ok) warning(`nodrop: the keep window ended, but ${outcome.left.join(", ")} may still run on the idle slot; the next deploy stops them`);
-    else warning(`nodrop: the keep window ended, but stopping the old processes failed (${outcome.report.error?.message ?? "unknown"}); the next deploy stops them`);
-  } catch (error2) {
-    warning(`nodrop: the old processes were left running (${messageOf(error2)}); the next deploy stops them first`);
-  }
+  await retireAndReport(deployment, report, signal, (level, text) => level === "warning" ? warning(`nodrop: ${text}`) : info(`nodrop: ${text}`));
 }
 var warned = /* @__PURE__ */ new Set();
 function warnOnce(kind, message) {

@@ -1,6 +1,6 @@
 import * as core from "@actions/core";
 import { type DeployEvent, type DeployReport, formatDuration, planDeploy, toNodropError } from "@nodrop/core";
-import { checkLockWait, checkVerifyMode, checkVersion, fleetConverged, formatPlan, formatPlugins, loadDeployment, lockedDeploy, retireKeptSlots } from "@nodrop/deployment";
+import { checkLockWait, checkVerifyMode, checkVersion, fleetConverged, formatPlan, formatPlugins, loadDeployment, lockedDeploy, retireAndReport } from "@nodrop/deployment";
 import { actionsExecExecutor } from "./exec-executor.js";
 import { readInputs } from "./inputs.js";
 import { writeSummary } from "./summary.js";
@@ -89,17 +89,9 @@ export async function run(signal: AbortSignal): Promise<void> {
  * makes this a no-op). The outputs are already set; cancelling the job leaves the processes to the
  * next deploy, which stops them first.
  */
-async function waitOutKeepWindow(deployment: Parameters<typeof retireKeptSlots>[0], report: DeployReport, signal: AbortSignal): Promise<void> {
+async function waitOutKeepWindow(deployment: Parameters<typeof retireAndReport>[0], report: DeployReport, signal: AbortSignal): Promise<void> {
   core.info(`nodrop: the old processes stay up until ${report.keptUntil} for \`nodrop rollback\`; this step waits to stop them then`);
-  try {
-    const outcome = await retireKeptSlots(deployment, { report, signal });
-    if (outcome.kind === "superseded") core.info(`nodrop: the keep window ended; a later deploy (${outcome.by}) owns the fleet now, nothing stopped`);
-    else if (outcome.report.ok && outcome.left.length === 0) core.info("nodrop: the keep window ended; the old processes are stopped");
-    else if (outcome.report.ok) core.warning(`nodrop: the keep window ended, but ${outcome.left.join(", ")} may still run on the idle slot; the next deploy stops them`);
-    else core.warning(`nodrop: the keep window ended, but stopping the old processes failed (${outcome.report.error?.message ?? "unknown"}); the next deploy stops them`);
-  } catch (error) {
-    core.warning(`nodrop: the old processes were left running (${messageOf(error)}); the next deploy stops them first`);
-  }
+  await retireAndReport(deployment, report, signal, (level, text) => (level === "warning" ? core.warning(`nodrop: ${text}`) : core.info(`nodrop: ${text}`)));
 }
 
 // Runners other than GitHub's may offer no step summary, output or state file (or an unwritable

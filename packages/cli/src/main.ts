@@ -16,7 +16,7 @@ import {
   loadDeployment,
   lockedDeploy,
   progressReporter,
-  retireKeptSlots,
+  retireAndReport,
   table,
 } from "@nodrop/deployment";
 import type { SshExecutor } from "@nodrop/ssh";
@@ -286,15 +286,7 @@ async function reconcile(deployment: Deployment, options: { lockWaitMs: number; 
  */
 async function waitOutKeepWindow(deployment: Deployment, report: DeployReport, io: Io): Promise<void> {
   io.stderr.write(`nodrop: the old processes stay up until ${report.keptUntil} for \`nodrop rollback\` (one reload, nothing started); waiting to stop them then (Ctrl-C leaves them to the next deploy)\n`);
-  try {
-    const outcome = await retireKeptSlots(deployment, { report, signal: io.signal });
-    if (outcome.kind === "superseded") io.stderr.write(`nodrop: the keep window ended; a later deploy (${outcome.by}) owns the fleet now, nothing stopped\n`);
-    else if (outcome.report.ok && outcome.left.length === 0) io.stderr.write("nodrop: the keep window ended; the old processes are stopped\n");
-    else if (outcome.report.ok) io.stderr.write(`nodrop: warning: the keep window ended, but ${outcome.left.join(", ")} may still run on the idle slot; the next deploy stops them\n`);
-    else io.stderr.write(`nodrop: warning: the keep window ended, but stopping the old processes failed (${outcome.report.error?.message ?? "unknown"}); the next deploy stops them\n`);
-  } catch (error) {
-    io.stderr.write(`nodrop: the old processes were left running (${error instanceof Error ? error.message : String(error)}); the next deploy stops them first\n`);
-  }
+  await retireAndReport(deployment, report, io.signal, (level, text) => io.stderr.write(`nodrop: ${level === "warning" ? "warning: " : ""}${text}\n`));
 }
 
 /** SSH connections the deploy opened, for the report (one per host touched is the goal). */

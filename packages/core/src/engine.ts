@@ -106,7 +106,7 @@ async function afterFailure(context: RunContext, phase: PlanPhase, failure: Nodr
   if (inForce === "unknown") inForce = await readBackRouting(context);
   if (inForce === "previous") {
     // Nothing changed; another proxy change would likely fail the same way. New slots started for
-    // the swap serve nobody under the previous routing: they are stopped.
+    // the swap are stopped unless a proxy generation may have loaded it (stopIdleSlots decides).
     const slots = await stopIdleSlots(context, phase);
     return { error: failure, step, recovery: ["the proxy kept its previous config; no serving instance was changed after the failure", ...slots].join("; ") };
   }

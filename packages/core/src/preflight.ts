@@ -140,7 +140,7 @@ function checkPlanShape(plan: DeployPlan, observed: readonly ObservedInstance[])
   }
   const id = idleStarts(plan).flat().find((i) => !observed.find((o) => o.id === i)?.idle);
   if (id !== undefined) {
-    throw new NodropError("E_PLAN", `the plan starts ${id} on an idle slot, but ${id} has one port: give every instance a spare port (instances[].spare or slotOffset)`, { instance: id });
+    throw new NodropError("E_PLAN", `the plan starts ${id} on an idle slot, but ${id} has one port: give every instance a spare port (instances[].spare, or slots.offset)`, { instance: id });
   }
   return plan;
 }

@@ -37,8 +37,8 @@ export async function recoverPhase(context: RunContext, phase: PlanPhase, failur
 
 /**
  * Stops the processes this deploy started or left on idle slots of the phase's instances (a new
- * version that failed its check, or an old one a swap took out): nothing routes to them, and a
- * process left there would make the next deploy's preflight refuse the port. The live slots are
+ * version that failed its check, or an old one a swap took out) when nothing routes to them and no
+ * failed proxy change may still be draining on them; otherwise the next deploy stops them first. The live slots are
  * not touched; an instance whose new slot was stopped still serves the version it ran.
  */
 export async function stopIdleSlots(context: RunContext, phase: PlanPhase): Promise<string[]> {

@@ -42,3 +42,20 @@ export async function retireKeptSlots(deployment: LockedDeployment, options: Ret
   // What the redeploy's report says of each idle slot is the proof, not its success alone.
   return { kind: "retired", report, left: report.instances.filter((i) => i.idle && i.idle.running !== false).map((i) => `${i.id} (port ${i.idle!.port})`) };
 }
+
+/**
+ * The end of a keep window as the CLI and the action run it: waits, retires the kept processes
+ * (retireKeptSlots) and says what came of it, one line, a warning when something was left running.
+ * Never throws: whatever goes wrong leaves the processes to the next deploy, which stops them first.
+ */
+export async function retireAndReport(deployment: LockedDeployment, report: DeployReport, signal: AbortSignal | undefined, say: (level: "info" | "warning", text: string) => void): Promise<void> {
+  try {
+    const outcome = await retireKeptSlots(deployment, { report, signal });
+    if (outcome.kind === "superseded") say("info", `the keep window ended; a later deploy (${outcome.by}) owns the fleet now, nothing stopped`);
+    else if (outcome.report.ok && outcome.left.length === 0) say("info", "the keep window ended; the old processes are stopped");
+    else if (outcome.report.ok) say("warning", `the keep window ended, but ${outcome.left.join(", ")} may still run on the idle slot; the next deploy stops them`);
+    else say("warning", `the keep window ended, but stopping the old processes failed (${outcome.report.error?.message ?? "unknown"}); the next deploy stops them`);
+  } catch (error) {
+    say("warning", `the old processes were left running (${error instanceof Error ? error.message : String(error)}); the next deploy stops them first`);
+  }
+}
