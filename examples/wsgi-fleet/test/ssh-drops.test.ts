@@ -98,7 +98,9 @@ describe("one host's SSH dropped twice in one deploy (real CLI, sshd, gunicorn, 
     // Recovery ran: it reconnected to web2 (a second connection there), lost it again, and said so.
     expect(report.ssh?.connections).toBeGreaterThanOrEqual(3);
     expect(report.recovery).toContain("could not revert web2-8021");
-    expect(report.recovery).toContain("pool restored");
+    // The failed instance was already out of the routing in force, so recovery either keeps that
+    // routing (no reload needed) or restores it; either way exactly the other three serve.
+    expect(report.recovery).toMatch(/pool (restored|kept): web1-8021, web1-8022, web2-8022/);
     const byId = Object.fromEntries(report.instances.map((i) => [i.id, i]));
     expect(byId["web2-8021"]).toMatchObject({ inPool: false, outcome: "failed" });
     // Every other instance serves, in the pool (on v2 if its batch ran before, else on v1).
