@@ -8,7 +8,17 @@ fleet=$1 cmd=$2 port=$3
 dir="$fleet/instances/$port"
 pidfile="$dir/gunicorn.pid"
 
-running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# A process counts as running unless it is gone or a zombie: gunicorn --daemon re-parents the master
+# to pid 1, and an init that reaps late (some containers' do, by a second or more) would otherwise
+# make every stop look that much slower and a start refuse a port whose process has already exited.
+alive() {
+  local stat
+  kill -0 "$1" 2>/dev/null || return 1
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+running() { [ -f "$pidfile" ] && alive "$(cat "$pidfile")"; }
 
 # Fault injection for tests, by files in the instance's directory: fail-<command> makes that command
 # fail every time, fail-once-<command> the next time only, hang-once-<command> makes it hang.
@@ -39,7 +49,7 @@ case "$cmd" in
     pid=$(cat "$pidfile")
     kill -TERM "$pid"
     # SIGTERM is graceful: in-flight requests finish (within --graceful-timeout), then the master exits.
-    for _ in $(seq 1 250); do kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; exit 0; }; sleep 0.1; done
+    for _ in $(seq 1 250); do alive "$pid" || { rm -f "$pidfile"; exit 0; }; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$pidfile"
     ;;

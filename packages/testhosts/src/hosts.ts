@@ -201,6 +201,14 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
     const h = host(name);
     const [cmd, args] = inHost(h, [sshd, "-f", path.join(h.dir, "sshd_config"), "-E", path.join(h.dir, "sshd.log")]);
     await run(cmd, args);
+    // sshd daemonizes before it binds its listener, so its exit does not mean the port is open yet.
+    const [ssCmd, ssArgs] = inHost(h, ["ss", "-Htln", `( sport = :${h.sshPort} )`]);
+    for (let attempt = 0; attempt < 200; attempt++) {
+      const listening = await run(ssCmd, ssArgs).then((r) => r.stdout.includes(`${h.address}:${h.sshPort}`)).catch(() => false);
+      if (listening) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error(`sshd on ${name} (${h.address}:${h.sshPort}) did not start listening within 10 s; see ${path.join(h.dir, "sshd.log")}`);
   };
   const stopSshd = async (name: string, options: { sessions?: boolean } = {}) => {
     const h = host(name);
