@@ -212,7 +212,7 @@ describe("packed packages installed with npm outside the workspace", () => {
       "half-split": ["half A", "switch, half B", "finish"],
       sticky: ["batch 1/4", "batch 2/4", "batch 3/4", "batch 4/4", "finish"],
     });
-    expect(out.proxy).toEqual({ name: "nginx", capabilities: { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true } });
+    expect(out.proxy).toEqual({ name: "nginx", capabilities: { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true, backgroundDrain: true } });
     expect(out.ssh).toEqual({ name: "ssh", host: "web1", connectionsOpened: 0 });
     expect(out.deployment).toEqual({ proxy: "nginx", strategy: "sticky", pools: ["live"], affinity: true });
     expect(out.cliStrategies).toEqual(["rolling", "half-split", "blue-green", "sticky"]);

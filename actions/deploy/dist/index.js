@@ -51562,6 +51562,10 @@ var DeployRun = class {
    * still route by a routing this run tried, so slots those served are not stopped.
    */
   drained = true;
+  /** A background drain failed: set for good, since a later change's drain need not cover that generation. */
+  backgroundDrainFailed = false;
+  /** Proxy changes whose old routing is still draining in the background, with the routings they replaced. */
+  draining = /* @__PURE__ */ new Set();
   /** `id:port` of every slot a routing of this run served or was about to serve (the one in force at the start included). */
   routedSlots = /* @__PURE__ */ new Set();
   /**
@@ -51661,6 +51665,13 @@ var DeployRun = class {
     if (!t) return this.inForce.some((r) => reachesInstance(r, this.staged, id, void 0));
     const at = port ?? t.port;
     return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, at, this.versionAt(id, at), t.port));
+  }
+  /** The proxy changes still draining (or whose drain failed) whose replaced routing serves the instance's slot at `port`. */
+  drainsServing(id, port) {
+    if (this.draining.size === 0) return [];
+    const t = this.instance(id);
+    const version = this.versionAt(id, port);
+    return [...this.draining].filter((d) => d.replaced.some((r) => reachesSlot(r, this.staged, t.control.spec, port, version, t.port)));
   }
   /** Reached by the default pool, a default switch or the pin of another version, under a routing that may be in force. */
   routedRegardless(id) {
@@ -51814,10 +51825,11 @@ async function timed(context, phase, kind, id, body) {
     throw e;
   }
 }
-async function applyRouting(context, planned, why, phase, signal) {
+async function applyRouting(context, planned, why, phase, signal, background = false) {
   const { run: run3, options } = context;
   const live = (id) => run3.tracked.get(id)?.port;
   const routing = withSlots(planned, options.instances.map((i) => i.spec), live);
+  const backgroundDrain = background && options.proxy.capabilities.backgroundDrain === true;
   await timed(context, phase, "route", void 0, async () => {
     const instances = options.instances.map((i) => {
       if (!run3.tracked.has(i.spec.id)) return { ...i.spec, version: void 0 };
@@ -51826,19 +51838,45 @@ async function applyRouting(context, planned, why, phase, signal) {
       const versions = t.idle ? Object.fromEntries([[t.port, t.version], [t.idle.port, t.idle.version]].filter(([, v]) => v !== void 0)) : void 0;
       return { ...i.spec, port, version: run3.versionAt(i.spec.id, port), ...versions ? { versions } : {} };
     });
+    const replaced = run3.possibleRoutings.map((r) => withSlots(r, options.instances.map((i) => i.spec), live));
     let result;
     run3.routingAttempted(routing);
     try {
-      result = await options.proxy.apply(routing, instances, { signal });
+      result = await options.proxy.apply(routing, instances, { signal, ...backgroundDrain ? { backgroundDrain } : {} });
     } catch (error2) {
       run3.drained = false;
       throw proxyFailure(context, routing, error2);
     }
-    run3.drained = true;
+    run3.drained = !run3.backgroundDrainFailed;
     run3.routingApplied(routing);
-    run3.routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 });
+    const report = { why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 };
+    if (result.drained) trackDrain(context, phase, replaced, result.drained, report);
+    else run3.routes.push(report);
     run3.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)] });
   });
+}
+function trackDrain(context, phase, replaced, drained, report) {
+  const { run: run3 } = context;
+  const entry = { ...report, background: true };
+  run3.routes.push(entry);
+  const pending = {
+    replaced,
+    done: drained.then(
+      (result) => {
+        entry.drainMs = result.drainMs;
+        entry.cut = result.cut ?? 0;
+        run3.draining.delete(pending);
+      },
+      (error2) => {
+        const failure = toNodropError(error2, "E_PROXY_DRAIN", `proxy ${context.options.proxy.name}`);
+        pending.failure = failure;
+        run3.drained = false;
+        run3.backgroundDrainFailed = true;
+        run3.backgroundFailure ??= { error: failure, step: `${phase}: drain (background)`, drain: true };
+      }
+    )
+  };
+  run3.draining.add(pending);
 }
 function proxyFailure(context, routing, error2) {
   const e = toNodropError(error2, "E_PROXY_RELOAD", `proxy ${context.options.proxy.name}`);
@@ -51854,7 +51892,7 @@ async function runStep(context, phase, step2) {
   for (const listener of context.listeners) listener.beforeStep?.(run3);
   switch (step2.kind) {
     case "route":
-      return applyRouting(context, step2.routing, step2.why, phase.name, signal);
+      return applyRouting(context, step2.routing, step2.why, phase.name, signal, step2.background === true);
     case "soak":
       return timed(context, phase.name, "soak", void 0, () => sleep(step2.ms, signal).catch(() => Promise.reject(abortError(signal))));
     default:
@@ -51874,16 +51912,21 @@ async function awaitOlderBackground(context, index) {
 async function settleBackground(context) {
   const { run: run3 } = context;
   await Promise.all([...run3.background.values()].map((b) => b.task));
+  await Promise.all([...run3.draining].map((d) => d.done));
   run3.background.clear();
   const failure = run3.backgroundFailure;
-  return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step };
+  return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step, ...failure.drain ? { drain: true } : {} };
 }
 async function runInstanceStep(context, phase, step2, id) {
   const { options, run: run3 } = context;
   const signal = options.signal;
   const { kind } = step2;
   const t = run3.instance(id);
+  const slotPort = step2.slot === "idle" ? t.idle?.port : t.port;
+  const drains = (kind === "stop" || kind === "update") && slotPort !== void 0 ? run3.drainsServing(id, slotPort) : [];
+  const drainFailure = drains.length > 0 ? await drainsEnded(drains, id, slotPort) : void 0;
   await timed(context, phase.name, kind, id, async () => {
+    if (drainFailure) throw drainFailure;
     if (step2.slot === "idle") return runIdleSlotStep(context, kind, id);
     if ((kind === "stop" || kind === "update") && run3.reachable(id)) {
       throw new NodropError("E_PLAN", `plan would ${kind} ${id} while it is in the pool`, { instance: id });
@@ -51900,6 +51943,12 @@ async function runInstanceStep(context, phase, step2, id) {
       t.outcome = "updated";
     }
   });
+}
+async function drainsEnded(drains, id, port) {
+  await Promise.all(drains.map((d) => d.done));
+  const failed = drains.find((d) => d.failure)?.failure;
+  if (!failed) return void 0;
+  return new NodropError("E_PROXY_DRAIN", `slot ${port} of ${id} left running: the drain of the routing that served it failed (${failed.message.split("\n")[0]})`, { instance: id, cause: failed });
 }
 async function runIdleSlotStep(context, kind, id) {
   const { options, run: run3 } = context;
@@ -52126,6 +52175,13 @@ async function runPhases(context, plan) {
 }
 function backgroundOutcome(failure) {
   if (!failure) return {};
+  if (failure.drain) {
+    return {
+      error: failure.error,
+      step: failure.step,
+      recovery: "the new routing is in force; the slots the routing before it served were left running, out of the pool, since the proxy may still be draining requests on them (the next deploy stops them first); the phases after this one did not run"
+    };
+  }
   const id = failure.error.instance;
   return {
     error: failure.error,
@@ -53400,7 +53456,7 @@ function nginxFeatures(version) {
   const atLeast = (v) => compareVersions(version, v) >= 0;
   return { version, keepaliveMinTimeout: atLeast("1.27.4"), resolve: atLeast("1.27.3"), stickyAndDrain: atLeast("1.29.6") };
 }
-var NGINX_CAPABILITIES = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true });
+var NGINX_CAPABILITIES = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true, backgroundDrain: true });
 function nginxProxy(options) {
   const { executor, configFile } = options;
   const name = nginxName(options.app);
@@ -53495,8 +53551,34 @@ ok=1`;
     }
     return { outcome: "timeout", emerg: [] };
   };
+  const drainGeneration = async (routing, instances, oldPids) => {
+    const d0 = performance.now();
+    for (; ; ) {
+      const now = await workers();
+      if (!now.some((w) => oldPids.has(w.pid))) return { drainMs: performance.now() - d0, cut: 0 };
+      if (performance.now() - d0 > drainTimeout) break;
+      await sleep(pollInterval);
+    }
+    const kept = servedEndpoints(routing, instances, (id) => instances.find((i) => i.id === id)?.port);
+    const cut = await heldConnections(oldPids, fleetEndpoints(instances).filter((e) => !kept.has(e)));
+    if ((options.onDrainTimeout ?? "cut") === "fail") {
+      throw new NodropError(
+        "E_PROXY_DRAIN",
+        `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms with ${cut} connections to removed instances (set worker_shutdown_timeout below proxy.drainTimeout)`
+      );
+    }
+    return { drainMs: performance.now() - d0, cut };
+  };
+  const oldGenerationClosed = async (oldPids) => {
+    const t0 = performance.now();
+    while (performance.now() - t0 < confirmTimeout) {
+      if (!(await workers()).some((w) => oldPids.has(w.pid) && !w.shuttingDown)) return true;
+      await sleep(pollInterval);
+    }
+    return false;
+  };
   const describeFailure = (error2) => error2 instanceof Error ? error2.message : String(error2);
-  const apply = async (routing, instances, signal) => {
+  const apply = async (routing, instances, signal, backgroundDrain = false) => {
     let stage = "before";
     let refusedByMaster = false;
     let previousText;
@@ -53549,29 +53631,19 @@ ${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within
       }
       stage = "confirmed";
       inDoubt = void 0;
-      const d0 = performance.now();
-      let cut = 0;
-      for (; ; ) {
-        const now = await workers();
-        if (!now.some((w) => oldPids.has(w.pid))) break;
-        if (performance.now() - d0 > drainTimeout) {
-          const kept = servedEndpoints(routing, instances, (id) => instances.find((i) => i.id === id)?.port);
-          cut = await heldConnections(oldPids, fleetEndpoints(instances).filter((e) => !kept.has(e)));
-          if ((options.onDrainTimeout ?? "cut") === "fail") {
-            throw new NodropError(
-              "E_PROXY_DRAIN",
-              `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms with ${cut} connections to removed instances (set worker_shutdown_timeout below proxy.drainTimeout)`
-            );
-          }
-          break;
-        }
-        await sleep(pollInterval);
-      }
-      const drainMs = performance.now() - d0;
-      if (switchAt !== void 0) {
-        const wait = switchAt + 50 - (Date.now() + clockOffset);
+      const drain = () => drainGeneration(routing, instances, oldPids);
+      const waitSwitch = async () => {
+        const wait = switchAt === void 0 ? 0 : switchAt + 50 - (Date.now() + clockOffset);
         if (wait > 0) await sleep(wait);
+      };
+      if (backgroundDrain && await oldGenerationClosed(oldPids)) {
+        const drained = drain().catch(async (error2) => Promise.reject(await settle("confirmed", error2, previousText, false)));
+        drained.catch(() => void 0);
+        await waitSwitch();
+        return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained };
       }
+      const { drainMs, cut } = await drain();
+      await waitSwitch();
       return { generation: String(generation), confirmMs, drainMs, cut };
     } catch (error2) {
       const failure = await settle(stage, error2, previousText, refusedByMaster);
@@ -53714,7 +53786,7 @@ ${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within $
       return { ok, details };
     },
     apply(routing, instances, context = {}) {
-      const next = queue.then(() => apply(routing, instances, context.signal));
+      const next = queue.then(() => apply(routing, instances, context.signal, context.backgroundDrain === true));
       queue = next.catch(() => void 0);
       return next;
     },
@@ -54029,8 +54101,9 @@ function blueGreenStrategy() {
           instances: todo,
           onFailure: "isolate",
           steps: [
-            ...timed2 ? [{ kind: "route", routing: switched, why: `switch: every new request to the new slots (${version}) at one instant` }] : [],
-            { kind: "route", routing: after, why: timed2 ? "old slots out" : `switch: every instance to its ${swapBack ? "other" : "new"} slot (${version})` },
+            // Both drains run in the background: the old slots' stops wait for them, nothing else does.
+            ...timed2 ? [{ kind: "route", routing: switched, why: `switch: every new request to the new slots (${version}) at one instant`, background: true }] : [],
+            { kind: "route", routing: after, why: timed2 ? "old slots out" : `switch: every instance to its ${swapBack ? "other" : "new"} slot (${version})`, background: true },
             ...keepOld > 0 ? [] : retireSteps(todo)
           ]
         }
@@ -54159,7 +54232,8 @@ function surgePhases(instances, todo, size2, options) {
     const routing = swapSlots(singlePool(all), instances, swapped);
     const steps = [
       ...surgeSteps(batch, instances, options.version),
-      { kind: "route", routing, why: `batch ${index + 1} swapped to its new slots: ${batch.join(", ")}` },
+      // The old slots drain while the next batch starts: only their stops wait for it.
+      { kind: "route", routing, why: `batch ${index + 1} swapped to its new slots: ${batch.join(", ")}`, background: true },
       ...options.keepOld > 0 ? [] : retireSteps(batch),
       ...options.soak > 0 ? [{ kind: "soak", ms: options.soak }] : []
     ];
@@ -54269,7 +54343,7 @@ function stickyStrategy() {
             steps: [
               ...outside2.length > 0 ? replaceSteps(outside2) : [],
               ...inside.length > 0 ? surgeSteps(inside, instances, version) : [],
-              { kind: "route", routing: swapSlots(routingFor(/* @__PURE__ */ new Set()), instances, swapped), why: `${batch.join(", ")} on ${version}${inside.length > 0 ? ", swapped to their new slots" : ""}` },
+              { kind: "route", routing: swapSlots(routingFor(/* @__PURE__ */ new Set()), instances, swapped), why: `${batch.join(", ")} on ${version}${inside.length > 0 ? ", swapped to their new slots" : ""}`, background: true },
               ...inside.length > 0 && keepOld === 0 ? retireSteps(inside) : []
             ]
           });

@@ -108,6 +108,43 @@ describe("surge rolling (real nginx + gunicorn, two slots per instance)", () => 
     expect(result.stats.failed).toBe(0);
     expect(await fleet.versions()).toEqual(Object.fromEntries(PORTS.flatMap((port) => [[String(port), "v4"], [String(port + OFFSET), "down"]])));
   });
+
+  it("the old slots drain in the background: the next batch starts while a 10 s request is still in flight on batch 1's old slot, which stops only after it", async () => {
+    const SLOW_MS = 10_000;
+    // Where web-8411 is live now and what it runs (after the tests above: 8411, v4).
+    const before = await fleet.versions();
+    const live = before["8411"] !== "down" ? 8411 : 8411 + OFFSET;
+    const from = before[String(live)];
+    // Fresh connections, so that each nginx worker's round robin spreads them (its first goes to web-8411).
+    const t0 = Date.now();
+    const slow = Array.from({ length: 16 }, async () => {
+      const response = await fetch(`${fleet.url}/slow?ms=${SLOW_MS}`, { headers: { connection: "close" } });
+      await response.text();
+      return { status: response.status, instance: response.headers.get("x-app-instance"), version: response.headers.get("x-app-version"), endMs: Date.now() - t0 };
+    });
+    await sleep(300);
+    const cli = await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v5", "--json"]);
+    const answers = await Promise.all(slow);
+    expect(cli.code).toBe(0);
+    const report = JSON.parse(cli.stdout) as { routes: { background?: boolean; drainMs: number }[] };
+    expect(report.routes.map((r) => r.background)).toEqual([true, true, true, true]);
+    // Every slow request finished on the version it started on, none cut by a stop.
+    expect(answers.map((a) => [a.status, a.version])).toEqual(answers.map(() => [200, from]));
+    // The app names itself by its port.
+    expect(answers.filter((a) => a.instance === String(live)).length).toBeGreaterThan(0);
+    const records = lastDeployRecords(await readJournal(fleet));
+    const at = (phase: string, kind: string, instance: string, status: string) => {
+      const record = records.find((r) => r.type === "step" && r.phase === phase && r.kind === kind && r.instance === instance && r.status === status);
+      expect(record, `${phase}: ${kind} ${instance} ${status}`).toBeDefined();
+      return Date.parse(record!.at) - t0;
+    };
+    // The deploy went on: batch 2's new slot was up while the 10 s requests still ran...
+    expect(at("batch 2/4", "start", "web-8412", "ok")).toBeLessThan(SLOW_MS);
+    // ...and web-8411's old slot was not stopped before they ended (its drain waited for them).
+    expect(at("batch 1/4", "stop", "web-8411", "start")).toBeGreaterThanOrEqual(SLOW_MS);
+    const newPort = (port: number) => (live === 8411 ? port + OFFSET : port);
+    expect(await fleet.versions()).toEqual(Object.fromEntries(PORTS.flatMap((port) => [[String(port), newPort(port) === port ? "v5" : "down"], [String(port + OFFSET), newPort(port) === port ? "down" : "v5"]])));
+  });
 });
 
 describe("surge rolling killed with -9 mid-deploy, then resume (real nginx + gunicorn)", () => {

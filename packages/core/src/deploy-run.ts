@@ -32,6 +32,15 @@ export interface IdleSlot {
   ours: boolean;
 }
 
+/** A proxy change that returned before its old routing drained (a background drain). */
+export interface PendingDrain {
+  /** The routings that may have been in force before the change: their generations are draining. */
+  readonly replaced: readonly Routing[];
+  /** Settles (never rejects) when the drain ended; `failure` says whether it failed. */
+  readonly done: Promise<void>;
+  failure?: Error;
+}
+
 /**
  * One deploy's state, in one place: the instances as nodrop knows them, the routing in force, and
  * what the report will say (routes, phases, the verify counts). The step executor, recovery and the
@@ -54,13 +63,17 @@ export class DeployRun {
   /** The index of the phase running now. */
   phaseIndex = 0;
   /** The first background step that failed: the deploy ends at the next phase boundary. */
-  backgroundFailure: { error: Error; step: string } | undefined;
+  backgroundFailure: { error: Error; step: string; drain?: boolean } | undefined;
   /**
    * Whether the last proxy change finished with its old routing drained. After a failed change
    * (a drain that ran out, a reload restored after it was signalled) a generation of the proxy may
    * still route by a routing this run tried, so slots those served are not stopped.
    */
   drained = true;
+  /** A background drain failed: set for good, since a later change's drain need not cover that generation. */
+  backgroundDrainFailed = false;
+  /** Proxy changes whose old routing is still draining in the background, with the routings they replaced. */
+  readonly draining = new Set<PendingDrain>();
   /** `id:port` of every slot a routing of this run served or was about to serve (the one in force at the start included). */
   readonly routedSlots = new Set<string>();
   /**
@@ -177,6 +190,14 @@ export class DeployRun {
     if (!t) return this.inForce.some((r) => reachesInstance(r, this.staged, id, undefined));
     const at = port ?? t.port;
     return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, at, this.versionAt(id, at), t.port));
+  }
+
+  /** The proxy changes still draining (or whose drain failed) whose replaced routing serves the instance's slot at `port`. */
+  drainsServing(id: string, port: number): PendingDrain[] {
+    if (this.draining.size === 0) return [];
+    const t = this.instance(id);
+    const version = this.versionAt(id, port);
+    return [...this.draining].filter((d) => d.replaced.some((r) => reachesSlot(r, this.staged, t.control.spec, port, version, t.port)));
   }
 
   /** Reached by the default pool, a default switch or the pin of another version, under a routing that may be in force. */

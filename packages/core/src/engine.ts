@@ -86,8 +86,15 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
   return backgroundOutcome(await settleBackground(context));
 }
 
-function backgroundOutcome(failure: { error: NodropError; step: string } | undefined): RunOutcome {
+function backgroundOutcome(failure: { error: NodropError; step: string; drain?: boolean } | undefined): RunOutcome {
   if (!failure) return {};
+  if (failure.drain) {
+    return {
+      error: failure.error,
+      step: failure.step,
+      recovery: "the new routing is in force; the slots the routing before it served were left running, out of the pool, since the proxy may still be draining requests on them (the next deploy stops them first); the phases after this one did not run",
+    };
+  }
   const id = failure.error.instance;
   return {
     error: failure.error,

@@ -44,6 +44,8 @@ export interface RouteReport {
   readonly drainMs: number;
   /** Long-lived connections still open at the drain ceiling, cut when their instance stopped. */
   readonly cut: number;
+  /** The drain ran in the background, while the steps after this change went on (off the critical path). */
+  readonly background?: boolean;
 }
 
 export interface PhaseReport {

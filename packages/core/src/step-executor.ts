@@ -3,6 +3,8 @@ import type { RunContext } from "./deploy-options.js";
 import { sleep } from "./duration.js";
 import { NodropError, type RoutingInForce, abortError, toNodropError } from "./errors.js";
 import { waitHealthy } from "./health.js";
+import type { PendingDrain } from "./deploy-run.js";
+import type { RouteReport } from "./report.js";
 import type { StepRecord } from "./run-listener.js";
 import { routedPort, servingInstances, withSlots } from "./routing.js";
 import type { InstanceStep, PlanPhase, PlanStep, Routing, StepKind } from "./types.js";
@@ -40,14 +42,16 @@ export async function timed(context: RunContext, phase: string, kind: StepKind, 
 /**
  * Puts a routing into effect through the proxy. A failure is rethrown with `routingInForce` saying
  * which routing the proxy left in force (an adapter that does not say: unknown), and the run
- * records it: the new routing when it took effect, either one when unknown.
+ * records it: the new routing when it took effect, either one when unknown. With `background`
+ * (and a proxy that can), the old routing drains while the next steps run: see `trackDrain`.
  */
-export async function applyRouting(context: RunContext, planned: Routing, why: string, phase: string, signal: AbortSignal | undefined): Promise<void> {
+export async function applyRouting(context: RunContext, planned: Routing, why: string, phase: string, signal: AbortSignal | undefined, background = false): Promise<void> {
   const { run, options } = context;
   // Instances with slots that the routing leaves out stay on the slot they are live on, and the
   // proxy records every one: what it reads back then says which slot serves.
   const live = (id: string) => run.tracked.get(id)?.port;
   const routing = withSlots(planned, options.instances.map((i) => i.spec), live);
+  const backgroundDrain = background && options.proxy.capabilities.backgroundDrain === true;
   await timed(context, phase, "route", undefined, async () => {
     const instances = options.instances.map((i) => {
       if (!run.tracked.has(i.spec.id)) return { ...i.spec, version: undefined };
@@ -57,19 +61,54 @@ export async function applyRouting(context: RunContext, planned: Routing, why: s
       const versions = t.idle ? Object.fromEntries([[t.port, t.version], [t.idle.port, t.idle.version]].filter(([, v]) => v !== undefined)) : undefined;
       return { ...i.spec, port, version: run.versionAt(i.spec.id, port), ...(versions ? { versions } : {}) };
     });
+    // What may have been in force before this change, each slot pinned down now (the live ports move with the swap).
+    const replaced = run.possibleRoutings.map((r) => withSlots(r, options.instances.map((i) => i.spec), live));
     let result;
     run.routingAttempted(routing);
     try {
-      result = await options.proxy.apply(routing, instances, { signal });
+      result = await options.proxy.apply(routing, instances, { signal, ...(backgroundDrain ? { backgroundDrain } : {}) });
     } catch (error) {
       run.drained = false;
       throw proxyFailure(context, routing, error);
     }
-    run.drained = true;
+    run.drained = !run.backgroundDrainFailed;
     run.routingApplied(routing);
-    run.routes.push({ why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 });
+    const report = { why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 };
+    if (result.drained) trackDrain(context, phase, replaced, result.drained, report);
+    else run.routes.push(report);
     run.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)] });
   });
+}
+
+/**
+ * A drain left running by the proxy: the route's report fills in when it ends. Until then a stop
+ * or update of a slot the replaced routing served waits for it (`DeployRun.drainsServing`), and the
+ * deploy ends after it. A failed drain ends the deploy at the next phase, like a failed background
+ * stop; the slots the old routing served are then kept running (`drained` false).
+ */
+function trackDrain(context: RunContext, phase: string, replaced: Routing[], drained: Promise<{ drainMs: number; cut?: number }>, report: RouteReport): void {
+  const { run } = context;
+  const entry: { -readonly [K in keyof RouteReport]: RouteReport[K] } = { ...report, background: true };
+  run.routes.push(entry);
+  const pending: PendingDrain = {
+    replaced,
+    done: drained.then(
+      (result) => {
+        entry.drainMs = result.drainMs;
+        entry.cut = result.cut ?? 0;
+        run.draining.delete(pending);
+      },
+      (error: unknown) => {
+        // Kept in `draining`: the slots it served must not be stopped in this deploy.
+        const failure = toNodropError(error, "E_PROXY_DRAIN", `proxy ${context.options.proxy.name}`);
+        pending.failure = failure;
+        run.drained = false;
+        run.backgroundDrainFailed = true;
+        run.backgroundFailure ??= { error: failure, step: `${phase}: drain (background)`, drain: true };
+      },
+    ),
+  };
+  run.draining.add(pending);
 }
 
 function proxyFailure(context: RunContext, routing: Routing, error: unknown): NodropError {
@@ -90,7 +129,7 @@ export async function runStep(context: RunContext, phase: PlanPhase, step: PlanS
   for (const listener of context.listeners) listener.beforeStep?.(run);
   switch (step.kind) {
     case "route":
-      return applyRouting(context, step.routing, step.why, phase.name, signal);
+      return applyRouting(context, step.routing, step.why, phase.name, signal, step.background === true);
     case "soak":
       return timed(context, phase.name, "soak", undefined, () => sleep(step.ms, signal).catch(() => Promise.reject(abortError(signal))));
     default:
@@ -116,12 +155,13 @@ export async function awaitOlderBackground(context: RunContext, index: number): 
 }
 
 /** Waits for every background step; the first failure, if any, as the deploy's outcome. */
-export async function settleBackground(context: RunContext): Promise<{ error: NodropError; step: string } | undefined> {
+export async function settleBackground(context: RunContext): Promise<{ error: NodropError; step: string; drain?: boolean } | undefined> {
   const { run } = context;
   await Promise.all([...run.background.values()].map((b) => b.task));
+  await Promise.all([...run.draining].map((d) => d.done));
   run.background.clear();
   const failure = run.backgroundFailure;
-  return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step };
+  return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step, ...(failure.drain ? { drain: true } : {}) };
 }
 
 async function runInstanceStep(context: RunContext, phase: PlanPhase, step: InstanceStep, id: string): Promise<void> {
@@ -129,7 +169,13 @@ async function runInstanceStep(context: RunContext, phase: PlanPhase, step: Inst
   const signal = options.signal;
   const { kind } = step;
   const t = run.instance(id);
+  // A slot that a routing still draining serves is left alone until that drain ends; the step
+  // starts after it, so that its record and its time are the step's own. A failed drain fails it.
+  const slotPort = step.slot === "idle" ? t.idle?.port : t.port;
+  const drains = (kind === "stop" || kind === "update") && slotPort !== undefined ? run.drainsServing(id, slotPort) : [];
+  const drainFailure = drains.length > 0 ? await drainsEnded(drains, id, slotPort!) : undefined;
   await timed(context, phase.name, kind, id, async () => {
+    if (drainFailure) throw drainFailure;
     if (step.slot === "idle") return runIdleSlotStep(context, kind, id);
     if ((kind === "stop" || kind === "update") && run.reachable(id)) {
       // The engine's own guard: a strategy must never stop an instance that can still get requests.
@@ -147,6 +193,14 @@ async function runInstanceStep(context: RunContext, phase: PlanPhase, step: Inst
       t.outcome = "updated";
     }
   });
+}
+
+/** Waits for the drains; the error a step on the slot they served fails with when one of them failed. */
+async function drainsEnded(drains: readonly PendingDrain[], id: string, port: number): Promise<NodropError | undefined> {
+  await Promise.all(drains.map((d) => d.done));
+  const failed = drains.find((d) => d.failure)?.failure;
+  if (!failed) return undefined;
+  return new NodropError("E_PROXY_DRAIN", `slot ${port} of ${id} left running: the drain of the routing that served it failed (${failed.message.split("\n")[0]})`, { instance: id, cause: failed });
 }
 
 /**

@@ -96,6 +96,11 @@ export interface ProxyCapabilities {
   readonly affinity: boolean;
   /** Supports `Routing.poolSlots` (one instance on different ports in different pools). */
   readonly poolSlots?: boolean;
+  /**
+   * Honours `ProxyContext.backgroundDrain`: apply() can return once the new routing is confirmed,
+   * with `drained` settling when nothing routes by the old one any more.
+   */
+  readonly backgroundDrain?: boolean;
 }
 
 export interface ProxyApplyResult {
@@ -110,6 +115,18 @@ export interface ProxyApplyResult {
    * were still open when the drain ceiling came; they end when those instances stop.
    */
   readonly cut?: number;
+  /**
+   * Only when the caller asked for `backgroundDrain` and the adapter can: settles once nothing
+   * routes by the old routing any more (`drainMs` above is then 0), or rejects as apply() would
+   * have for a failed drain (the new routing stays in force).
+   */
+  readonly drained?: Promise<ProxyDrainResult>;
+}
+
+/** How a drain left running after apply() ended. */
+export interface ProxyDrainResult {
+  readonly drainMs: number;
+  readonly cut?: number;
 }
 
 export interface ProxyCheck {
@@ -121,6 +138,12 @@ export interface ProxyCheck {
 export interface ProxyContext {
   readonly signal?: AbortSignal | undefined;
   readonly log?: ((message: string) => void) | undefined;
+  /**
+   * apply() only (capability `backgroundDrain`): return once the new routing is confirmed (and a
+   * timed switch has passed) and let the old routing drain meanwhile, reported by `drained`. An
+   * adapter without the capability ignores it and drains before it returns.
+   */
+  readonly backgroundDrain?: boolean | undefined;
 }
 
 export interface ProxyCheckContext extends ProxyContext {
@@ -209,8 +232,15 @@ export type StepKind = "route" | "stop" | "update" | "start" | "check" | "soak";
  */
 export type InstanceStep = { readonly kind: "stop" | "update" | "start" | "check"; readonly instances: readonly string[]; readonly slot?: "live" | "idle"; readonly background?: boolean };
 
+/**
+ * Puts a routing into effect. With `background`, the steps after it need not wait for the old
+ * routing to drain (where the proxy can drain in the background): only a stop or an update of a
+ * slot that a routing still draining serves waits for that drain, and the deploy ends after it.
+ */
+export type RouteStep = { readonly kind: "route"; readonly routing: Routing; readonly why: string; readonly background?: boolean };
+
 export type PlanStep =
-  | { readonly kind: "route"; readonly routing: Routing; readonly why: string }
+  | RouteStep
   | InstanceStep
   | { readonly kind: "soak"; readonly ms: number };
 

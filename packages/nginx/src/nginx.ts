@@ -39,7 +39,7 @@ interface Worker {
  * wait until every worker of the old generation has exited.
  */
 /** What nginx (open source, 1.22 and later) can put into effect: every routing core defines. */
-export const NGINX_CAPABILITIES: ProxyCapabilities = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true });
+export const NGINX_CAPABILITIES: ProxyCapabilities = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true, backgroundDrain: true });
 
 export function nginxProxy(options: NginxProxyOptions): Proxy {
   const { executor, configFile } = options;
@@ -179,6 +179,46 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     return { outcome: "timeout", emerg: [] };
   };
 
+  /**
+   * Waits until no worker of `oldPids` (the generation before a confirmed reload) runs. That
+   * generation still routes with the old config, but takes no new requests; what keeps a worker
+   * alive is a long-lived connection (WebSocket, SSE), counted and left to be cut at the ceiling.
+   */
+  const drainGeneration = async (routing: Routing, instances: readonly ProxyInstance[], oldPids: ReadonlySet<number>): Promise<{ drainMs: number; cut: number }> => {
+    const d0 = performance.now();
+    for (;;) {
+      const now = await workers();
+      if (!now.some((w) => oldPids.has(w.pid))) return { drainMs: performance.now() - d0, cut: 0 };
+      if (performance.now() - d0 > drainTimeout) break;
+      await sleep(pollInterval);
+    }
+    // Endpoints of the fleet (every slot of every instance) that the new routing does not serve.
+    const kept = servedEndpoints(routing, instances, (id) => instances.find((i) => i.id === id)?.port);
+    const cut = await heldConnections(oldPids, fleetEndpoints(instances).filter((e) => !kept.has(e)));
+    if ((options.onDrainTimeout ?? "cut") === "fail") {
+      throw new NodropError(
+        "E_PROXY_DRAIN",
+        `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms with ${cut} connections to removed instances (set worker_shutdown_timeout below proxy.drainTimeout)`,
+      );
+    }
+    return { drainMs: performance.now() - d0, cut };
+  };
+
+  /**
+   * Whether every worker of `oldPids` is shutting down or gone: the master starts the new
+   * generation before it signals the old one, and an old worker keeps accepting connections (with
+   * the old config) until it handles that signal and closes its listeners, which it does as it
+   * renames itself "shutting down". False when that takes longer than the confirm timeout.
+   */
+  const oldGenerationClosed = async (oldPids: ReadonlySet<number>): Promise<boolean> => {
+    const t0 = performance.now();
+    while (performance.now() - t0 < confirmTimeout) {
+      if (!(await workers()).some((w) => oldPids.has(w.pid) && !w.shuttingDown)) return true;
+      await sleep(pollInterval);
+    }
+    return false;
+  };
+
   const describeFailure = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
   /**
@@ -191,7 +231,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
    *              config) reload again and confirm a new generation: previous; anything failing: unknown
    *   confirmed the new generation runs                             → new (a failed drain is reported as such)
    */
-  const apply = async (routing: Routing, instances: readonly ProxyInstance[], signal?: AbortSignal): Promise<ProxyApplyResult> => {
+  const apply = async (routing: Routing, instances: readonly ProxyInstance[], signal?: AbortSignal, backgroundDrain = false): Promise<ProxyApplyResult> => {
     type Stage = "before" | "written" | "signalled" | "confirmed";
     let stage: Stage = "before";
     // What the master last said about the reload, when it refused it by its own log.
@@ -253,33 +293,21 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       stage = "confirmed";
       inDoubt = undefined;
 
-      // The old generation still routes with the old config until its workers exit. Its workers no
-      // longer take new requests; what keeps one alive is a long-lived connection (WebSocket, SSE).
-      const d0 = performance.now();
-      let cut = 0;
-      for (;;) {
-        const now = await workers();
-        if (!now.some((w) => oldPids.has(w.pid))) break;
-        if (performance.now() - d0 > drainTimeout) {
-          // Endpoints of the fleet (every slot of every instance) that the new routing does not serve.
-          const kept = servedEndpoints(routing, instances, (id) => instances.find((i) => i.id === id)?.port);
-          cut = await heldConnections(oldPids, fleetEndpoints(instances).filter((e) => !kept.has(e)));
-          if ((options.onDrainTimeout ?? "cut") === "fail") {
-            throw new NodropError(
-              "E_PROXY_DRAIN",
-              `nginx on ${executor.host}: workers of the previous generation (${[...oldPids].join(", ")}) still running after ${drainTimeout}ms with ${cut} connections to removed instances (set worker_shutdown_timeout below proxy.drainTimeout)`,
-            );
-          }
-          break;
-        }
-        await sleep(pollInterval);
-      }
-      const drainMs = performance.now() - d0;
-      if (switchAt !== undefined) {
+      const drain = () => drainGeneration(routing, instances, oldPids);
+      const waitSwitch = async () => {
         // The old generation stopped taking requests long before; return once the switch happened.
-        const wait = switchAt + 50 - (Date.now() + clockOffset);
+        const wait = switchAt === undefined ? 0 : switchAt + 50 - (Date.now() + clockOffset);
         if (wait > 0) await sleep(wait);
+      };
+      if (backgroundDrain && (await oldGenerationClosed(oldPids))) {
+        // The caller goes on while the old generation drains; a failed drain still says the new routing is in force.
+        const drained = drain().catch(async (error: unknown) => Promise.reject(await settle("confirmed", error, previousText, false)));
+        drained.catch(() => undefined);
+        await waitSwitch();
+        return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained };
       }
+      const { drainMs, cut } = await drain();
+      await waitSwitch();
       return { generation: String(generation), confirmMs, drainMs, cut };
     } catch (error) {
       const failure = await settle(stage, error, previousText, refusedByMaster);
@@ -433,7 +461,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     },
     apply(routing, instances, context = {}) {
       // Reloads are serialized: generations must not pile up (reload storms).
-      const next = queue.then(() => apply(routing, instances, context.signal));
+      const next = queue.then(() => apply(routing, instances, context.signal, context.backgroundDrain === true));
       queue = next.catch(() => undefined);
       return next;
     },

@@ -56,8 +56,9 @@ export function blueGreenStrategy(): Strategy<BlueGreenOptions> & { optionsSchem
           instances: todo,
           onFailure: "isolate",
           steps: [
-            ...(timed ? [{ kind: "route" as const, routing: switched, why: `switch: every new request to the new slots (${version}) at one instant` }] : []),
-            { kind: "route", routing: after, why: timed ? "old slots out" : `switch: every instance to its ${swapBack ? "other" : "new"} slot (${version})` },
+            // Both drains run in the background: the old slots' stops wait for them, nothing else does.
+            ...(timed ? [{ kind: "route" as const, routing: switched, why: `switch: every new request to the new slots (${version}) at one instant`, background: true }] : []),
+            { kind: "route", routing: after, why: timed ? "old slots out" : `switch: every instance to its ${swapBack ? "other" : "new"} slot (${version})`, background: true },
             ...(keepOld > 0 ? [] : retireSteps(todo)),
           ],
         },

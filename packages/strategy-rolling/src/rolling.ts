@@ -135,7 +135,8 @@ function surgePhases(instances: readonly ObservedInstance[], todo: readonly stri
     const routing = swapSlots(singlePool(all), instances, swapped);
     const steps: PlanStep[] = [
       ...surgeSteps(batch, instances, options.version),
-      { kind: "route", routing, why: `batch ${index + 1} swapped to its new slots: ${batch.join(", ")}` },
+      // The old slots drain while the next batch starts: only their stops wait for it.
+      { kind: "route", routing, why: `batch ${index + 1} swapped to its new slots: ${batch.join(", ")}`, background: true },
       ...(options.keepOld > 0 ? [] : retireSteps(batch)),
       ...(options.soak > 0 ? [{ kind: "soak" as const, ms: options.soak }] : []),
     ];

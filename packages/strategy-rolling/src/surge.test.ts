@@ -75,6 +75,38 @@ class RecordingProxy implements Proxy {
   }
 }
 
+/**
+ * A proxy that drains in the background (capability backgroundDrain): apply() returns at once and
+ * each drain settles when the test says, written into the fleet's call log so that the order of
+ * drains and instance commands can be read off one list.
+ */
+class DrainingProxy extends RecordingProxy {
+  override readonly capabilities = { versionPinning: true, timedSwitch: true, affinity: true, backgroundDrain: true };
+  readonly drains: { generation: string; finish: (failure?: Error) => void }[] = [];
+  readonly asked: boolean[] = [];
+  private readonly log: string[];
+  constructor(log: string[]) {
+    super();
+    this.log = log;
+  }
+  override async apply(routing: Routing, instances: readonly ProxyInstance[], context: { backgroundDrain?: boolean } = {}) {
+    const result = await super.apply(routing, instances);
+    this.asked.push(context.backgroundDrain === true);
+    if (!context.backgroundDrain) return result;
+    const drained = new Promise<{ drainMs: number }>((resolve, reject) => {
+      this.drains.push({
+        generation: result.generation,
+        finish: (failure) => {
+          this.log.push(`drained ${result.generation}${failure ? " (failed)" : ""}`);
+          if (failure) reject(failure);
+          else resolve({ drainMs: 42 });
+        },
+      });
+    });
+    return { ...result, drained };
+  }
+}
+
 function options(fleet: SlotFleet, proxy: RecordingProxy, version: string, strategy: Partial<RollingOptions> = {}): DeployOptions<RollingOptions> {
   return {
     version,
@@ -295,5 +327,80 @@ describe("surge rolling through the engine", () => {
     const report = await deploy({ ...options(fleet, proxy, "v2"), instances: single });
     expect(report.error?.code).toBe("E_PLAN");
     expect(report.error?.message).toContain("strategy.surge needs two slots on every instance it replaces: web-8011, web-8012 have one port");
+  });
+
+  it("with a proxy that drains in the background, the next batch starts before the old slots drain; an old slot stops only after the drains of the routings that served it", async () => {
+    const fleet = new SlotFleet(3, "v1");
+    const proxy = new DrainingProxy(fleet.calls);
+    // Each drain ends once the next batch's new slot has started (the last one, on its own).
+    const started = fleet.calls.length;
+    const finishLater = setInterval(() => {
+      for (const drain of proxy.drains.splice(0)) setTimeout(() => drain.finish(), 5);
+    }, 2);
+    const report = await deploy(options(fleet, proxy, "v2")).finally(() => clearInterval(finishLater));
+    expect(report.ok).toBe(true);
+    expect(started).toBe(0);
+    expect(proxy.asked).toEqual([true, true, true]);
+    const at = (call: string) => {
+      const index = fleet.calls.indexOf(call);
+      expect(index, call).toBeGreaterThanOrEqual(0);
+      return index;
+    };
+    // Batch 2 started while batch 1's old slot was still draining...
+    expect(at("start web-8012:9012")).toBeLessThan(at("drained 1"));
+    // ...and every old slot stopped only after the drain of each routing that served it.
+    expect(at("stop web-8011:8011")).toBeGreaterThan(at("drained 1"));
+    expect(at("stop web-8012:8012")).toBeGreaterThan(Math.max(at("drained 1"), at("drained 2")));
+    expect(at("stop web-8013:8013")).toBeGreaterThan(Math.max(at("drained 2"), at("drained 3")));
+    // The deploy ends after the last drain, and the report has each drain's time, marked background.
+    expect(report.routes.map((r) => [r.background, r.drainMs])).toEqual([
+      [true, 42],
+      [true, 42],
+      [true, 42],
+    ]);
+    expect([...fleet.running.keys()].sort()).toEqual(["web-8011:9011", "web-8012:9012", "web-8013:9013"]);
+  });
+
+  it("a background drain that fails ends the deploy and leaves running every slot the drained routing served", async () => {
+    const fleet = new SlotFleet(3, "v1");
+    const proxy = new DrainingProxy(fleet.calls);
+    let failed = false;
+    const finish = setInterval(() => {
+      for (const drain of proxy.drains.splice(0)) {
+        if (drain.generation === "1") {
+          failed = true;
+          drain.finish(new NodropError("E_PROXY_DRAIN", "nginx on local: workers of the previous generation still running", { routingInForce: "new" }));
+        } else drain.finish();
+      }
+    }, 2);
+    const report = await deploy(options(fleet, proxy, "v2")).finally(() => clearInterval(finish));
+    expect(failed).toBe(true);
+    expect(report.ok).toBe(false);
+    expect(report.error?.code).toBe("E_PROXY_DRAIN");
+    expect(report.error?.step).toBe("batch 1/3: drain (background)");
+    expect(report.recovery).toContain("the new routing is in force; the slots the routing before it served were left running");
+    // web-8011's old slot may still be serving the failed drain's requests: nothing stopped it.
+    expect(fleet.calls).not.toContain("stop web-8011:8011");
+    expect(fleet.running.get("web-8011:8011")).toBe("v1");
+    expect(byId(report, "web-8011")).toMatchObject({ port: 9011, version: "v2", idle: { port: 8011, running: true } });
+    // The routing in force holds the whole fleet, each instance on a slot that runs.
+    expect(servingInstances(proxy.inForce!).size).toBe(3);
+    for (const [id, port] of Object.entries(proxy.inForce!.slots!)) expect(fleet.running.has(`${id}:${port}`), `${id}:${port}`).toBe(true);
+  });
+
+  it("a proxy without the capability is never asked to drain in the background, and reports its drains inline", async () => {
+    const fleet = new SlotFleet(2, "v1");
+    const proxy = new RecordingProxy();
+    const contexts: unknown[] = [];
+    const apply = proxy.apply.bind(proxy);
+    proxy.apply = async (routing, instances, context?: unknown) => {
+      contexts.push(context);
+      return apply(routing, instances);
+    };
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.ok).toBe(true);
+    expect(contexts.length).toBe(2);
+    for (const context of contexts) expect(context).not.toHaveProperty("backgroundDrain");
+    expect(report.routes.every((r) => r.background === undefined)).toBe(true);
   });
 });

@@ -114,7 +114,7 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
             steps: [
               ...(outside.length > 0 ? replaceSteps(outside) : []),
               ...(inside.length > 0 ? surgeSteps(inside, instances, version) : []),
-              { kind: "route", routing: swapSlots(routingFor(new Set()), instances, swapped), why: `${batch.join(", ")} on ${version}${inside.length > 0 ? ", swapped to their new slots" : ""}` },
+              { kind: "route", routing: swapSlots(routingFor(new Set()), instances, swapped), why: `${batch.join(", ")} on ${version}${inside.length > 0 ? ", swapped to their new slots" : ""}`, background: true },
               ...(inside.length > 0 && keepOld === 0 ? retireSteps(inside) : []),
             ],
           });

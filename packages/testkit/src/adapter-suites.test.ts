@@ -7,7 +7,18 @@ import { failed, runSuite } from "./fake-runner.js";
 import { instanceSuite } from "./instance-suite.js";
 import { proxySuite } from "./proxy-suite.js";
 
-type ProxyDefect = "none" | "lags" | "accepts-unknown" | "stale-current" | "undefined-capability" | "not-ok" | "same-generation" | "drops-one";
+type ProxyDefect =
+  | "none"
+  | "background"
+  | "lags"
+  | "accepts-unknown"
+  | "stale-current"
+  | "undefined-capability"
+  | "not-ok"
+  | "same-generation"
+  | "drops-one"
+  | "drained-without-capability"
+  | "drain-rejects";
 
 function fakeProxy(defect: ProxyDefect) {
   const instances: ProxyInstance[] = [1, 2, 3].map((n) => ({ id: `i${n}`, host: "local", address: "127.0.0.1", port: 9000 + n }));
@@ -18,11 +29,17 @@ function fakeProxy(defect: ProxyDefect) {
   let turn = 0;
   const proxy: Proxy = {
     name: "fake",
-    capabilities: { versionPinning: false, drainsOldRouting: true, timedSwitch: false, affinity: (defect === "undefined-capability" ? undefined : false) as boolean },
+    capabilities: {
+      versionPinning: false,
+      drainsOldRouting: true,
+      timedSwitch: false,
+      affinity: (defect === "undefined-capability" ? undefined : false) as boolean,
+      ...(defect === "background" || defect === "drain-rejects" ? { backgroundDrain: true } : {}),
+    },
     async check() {
       return { ok: defect !== "not-ok", details: ["fake proxy"] };
     },
-    async apply(routing, known) {
+    async apply(routing, known, context = {}) {
       if (defect !== "accepts-unknown") {
         try {
           validateRouting(routing, new Set(known.map((i) => i.id)));
@@ -35,7 +52,11 @@ function fakeProxy(defect: ProxyDefect) {
       else inForce = routing;
       written = routing;
       if (defect !== "same-generation") generation += 1;
-      return { generation: String(generation), confirmMs: 1, drainMs: 0 };
+      const result = { generation: String(generation), confirmMs: 1, drainMs: 0 };
+      if (!context.backgroundDrain || !["background", "drained-without-capability", "drain-rejects"].includes(defect)) return result;
+      const drained = defect === "drain-rejects" ? Promise.reject(new NodropError("E_PROXY_DRAIN", "old workers still running")) : new Promise<{ drainMs: number }>((resolve) => setTimeout(() => resolve({ drainMs: 5 }), 5));
+      drained.catch(() => undefined);
+      return { ...result, drained };
     },
     async current() {
       return defect === "stale-current" ? { pools: { all: ["i1", "i2", "i3"] }, defaultPool: "all", pins: {} } : written;
@@ -90,12 +111,14 @@ function fakeInstance(defect: InstanceDefect) {
   return { control, health, versions: ["v1", "v2"] as const, cleanup: async () => undefined };
 }
 
+const BACKGROUND_TITLE = "apply() asked to drain in the background: the new routing is in force when it resolves; `drained` settles (capability backgroundDrain) or is absent";
+
 describe("proxySuite", () => {
   const run = (defect: ProxyDefect) => runSuite((api) => proxySuite(api, { name: defect, setup: async () => fakeProxy(defect) }));
 
-  it("passes a correct proxy", async () => {
-    const results = await run("none");
-    expect(results.length).toBe(7);
+  it.each(["none", "background"] as const)("passes a correct proxy (%s drains)", async (defect) => {
+    const results = await run(defect);
+    expect(results.length).toBe(8);
     expect(failed(results)).toEqual([]);
   });
 
@@ -107,6 +130,8 @@ describe("proxySuite", () => {
     ["not-ok", "check() is ok and says what it checked, with and without the fleet"],
     ["same-generation", "apply(a pool without one instance): once it resolves, no request reaches that instance"],
     ["drops-one", "apply(one pool of every instance): requests reach only the pool, and each of its instances"],
+    ["drained-without-capability", BACKGROUND_TITLE],
+    ["drain-rejects", BACKGROUND_TITLE],
   ] as const)("fails a proxy with defect %s on: %s", async (defect, title) => {
     expect(failed(await run(defect))).toContain(title);
   });

@@ -43,10 +43,10 @@ export function proxySuite(api: TestApi, options: ProxySuiteOptions): void {
     const all = (f: ProxyFixture) => f.instances.map((i) => i.id);
     const removedId = (f: ProxyFixture) => f.instances.at(-1)!.id;
 
-    const apply = async (f: ProxyFixture, routing: Routing, what: string): Promise<ProxyApplyResult> => {
+    const apply = async (f: ProxyFixture, routing: Routing, what: string, backgroundDrain = false): Promise<ProxyApplyResult> => {
       let result: ProxyApplyResult;
       try {
-        result = await f.proxy.apply(routing, f.instances);
+        result = await f.proxy.apply(routing, f.instances, backgroundDrain ? { backgroundDrain } : {});
       } catch (error) {
         throw new ConformanceError(`apply(${what}) rejected: ${describeError(error)}`);
       }
@@ -101,6 +101,9 @@ export function proxySuite(api: TestApi, options: ProxySuiteOptions): void {
         // Strategies plan from these: an undefined that reads as false would silently change plans.
         ok(typeof caps?.[key] === "boolean", `capabilities.${key} must be a boolean, got ${show(caps?.[key])}`);
       }
+      for (const key of ["poolSlots", "backgroundDrain"] as const) {
+        ok(caps?.[key] === undefined || typeof caps[key] === "boolean", `capabilities.${key} must be a boolean when set, got ${show(caps?.[key])}`);
+      }
     });
 
     test("apply(one pool of every instance): requests reach only the pool, and each of its instances", async () => {
@@ -148,6 +151,32 @@ export function proxySuite(api: TestApi, options: ProxySuiteOptions): void {
       await send(f, [...servingInstances(previous)], after);
       const current = await f.proxy.current();
       if (current !== undefined) equal([...servingInstances(current)].sort(), [...servingInstances(previous)].sort(), `instances served by current() ${after}`);
+    });
+
+    test("apply() asked to drain in the background: the new routing is in force when it resolves; `drained` settles (capability backgroundDrain) or is absent", async () => {
+      const f = await get();
+      const gone = all(f)[0]!;
+      const rest = all(f).filter((id) => id !== gone);
+      const what = `a pool without ${gone}, draining in the background`;
+      const result = await apply(f, singlePool(rest), what, true);
+      const capable = f.proxy.capabilities.backgroundDrain === true;
+      if (!capable) {
+        // The engine reads `drained` as "the old routing may still be in use": only an adapter that says it can may return it.
+        ok(result.drained === undefined, `apply(${what}) returned \`drained\` but capabilities.backgroundDrain is not true`);
+      } else {
+        ok(result.drained !== undefined && typeof result.drained.then === "function", `capabilities.backgroundDrain is true but apply(${what}) returned no \`drained\` promise`);
+      }
+      const after = `after apply(${what}) resolved`;
+      everyMember(await send(f, rest, after), rest, after);
+      if (!capable) return;
+      let drained: Awaited<NonNullable<ProxyApplyResult["drained"]>>;
+      try {
+        drained = await result.drained!;
+      } catch (error) {
+        throw new ConformanceError(`apply(${what}): \`drained\` rejected for a drain with nothing in flight: ${describeError(error)}`);
+      }
+      ok(typeof drained?.drainMs === "number" && Number.isFinite(drained.drainMs) && drained.drainMs >= 0, `apply(${what}): \`drained\` must resolve with drainMs >= 0, got ${show(drained?.drainMs)}`);
+      everyMember(await send(f, rest, `after \`drained\` settled`), rest, "after `drained` settled");
     });
 
     test("apply(one pool of every instance) again: the removed instance is back and each instance is reached", async () => {
