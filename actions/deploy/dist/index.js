@@ -54069,10 +54069,14 @@ function blueGreenStrategy() {
     plan({ instances, version, proxy, options }) {
       const all = instances.map((i) => i.id);
       const pins = (pool) => proxy.versionPinning ? { [version]: pool } : {};
-      const todo = instances.filter((i) => i.version !== version || !i.healthy || !i.inPool).map((i) => i.id);
+      const todo = instances.filter((i) => i.version !== version || !i.healthy).map((i) => i.id);
+      const rejoin = instances.some((i) => !i.inPool && i.version === version && i.healthy);
       const serving = instances.filter((i) => i.inPool).map((i) => i.id);
       const tidy = serving.length > 0 ? oldSlotsPhase(instances, todo, singlePool(serving, "all", pins("all")), version) : [];
-      if (todo.length === 0) return { strategy: "blue-green", version, phases: tidy, notes: [`all ${all.length} instances already run ${version}`] };
+      if (todo.length === 0) {
+        const back = rejoin ? [{ name: "finish", instances: [], onFailure: "revert", steps: [{ kind: "route", routing: singlePool(all, "all", pins("all")), why: "all instances in the pool" }] }] : [];
+        return { strategy: "blue-green", version, phases: [...tidy, ...back], notes: [`all ${all.length} instances already run ${version}${rejoin ? "; those out of the pool rejoin it" : ""}`] };
+      }
       checkSpares(instances, "strategy blue-green");
       const notes = [`green: ${version} starts on the idle slot of all ${all.length} instances while every live slot serves; full capacity throughout`];
       const live = (id) => instances.find((i) => i.id === id).livePort ?? instances.find((i) => i.id === id).port;
@@ -54112,7 +54116,11 @@ function blueGreenStrategy() {
       return { strategy: "blue-green", version, phases, notes, ...keepOld > 0 ? { keepOldMs: keepOld } : {} };
     },
     recoveryRouting(healthy, { version }) {
-      return singlePool(healthy.map((i) => i.id), "all", { [version]: "all" });
+      const all = healthy.map((i) => i.id);
+      const onVersion = healthy.filter((i) => i.version === version).map((i) => i.id);
+      if (onVersion.length === 0) return singlePool(all);
+      if (onVersion.length === all.length) return singlePool(all, "all", { [version]: "all" });
+      return { pools: { all, new: onVersion }, defaultPool: "all", pins: { [version]: "new" } };
     }
   };
 }
@@ -54348,6 +54356,7 @@ function stickyStrategy() {
             ]
           });
         }
+        if (batches.length === 0) phases.push({ name: "finish", instances: [], onFailure: "revert", steps: [{ kind: "route", routing: routingFor(/* @__PURE__ */ new Set()), why: "all instances in the pool" }] });
         notes.push(`surge: every instance stays in the pool; batches of up to ${size2} start on their spare ports and swap in`);
         if (keepOld > 0) notes.push(`the old processes are kept for ${formatDuration(keepOld)} after the deploy: \`nodrop rollback\` swaps back in one reload`);
         return { strategy: "sticky", version, phases, notes, ...keepOld > 0 ? { keepOldMs: keepOld } : {} };

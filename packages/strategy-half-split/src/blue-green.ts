@@ -16,11 +16,16 @@ export function blueGreenStrategy(): Strategy<BlueGreenOptions> & { optionsSchem
     plan({ instances, version, proxy, options }: PlanInput<BlueGreenOptions>): DeployPlan {
       const all = instances.map((i) => i.id);
       const pins = (pool: string): Record<string, string> => (proxy.versionPinning ? { [version]: pool } : {});
-      const todo = instances.filter((i) => i.version !== version || !i.healthy || !i.inPool).map((i) => i.id);
+      // Out of the pool but healthy on the version already (a failed deploy left it out): it rejoins on its live slot.
+      const todo = instances.filter((i) => i.version !== version || !i.healthy).map((i) => i.id);
+      const rejoin = instances.some((i) => !i.inPool && i.version === version && i.healthy);
       // Old processes a killed deploy (or a keep window) left on idle slots: the routing in force reloaded, then they stop.
       const serving = instances.filter((i) => i.inPool).map((i) => i.id);
       const tidy = serving.length > 0 ? oldSlotsPhase(instances, todo, singlePool(serving, "all", pins("all")), version) : [];
-      if (todo.length === 0) return { strategy: "blue-green", version, phases: tidy, notes: [`all ${all.length} instances already run ${version}`] };
+      if (todo.length === 0) {
+        const back: PlanPhase[] = rejoin ? [{ name: "finish", instances: [], onFailure: "revert", steps: [{ kind: "route", routing: singlePool(all, "all", pins("all")), why: "all instances in the pool" }] }] : [];
+        return { strategy: "blue-green", version, phases: [...tidy, ...back], notes: [`all ${all.length} instances already run ${version}${rejoin ? "; those out of the pool rejoin it" : ""}`] };
+      }
       checkSpares(instances, "strategy blue-green");
 
       const notes = [`green: ${version} starts on the idle slot of all ${all.length} instances while every live slot serves; full capacity throughout`];
@@ -67,7 +72,12 @@ export function blueGreenStrategy(): Strategy<BlueGreenOptions> & { optionsSchem
       return { strategy: "blue-green", version, phases, notes, ...(keepOld > 0 ? { keepOldMs: keepOld } : {}) };
     },
     recoveryRouting(healthy, { version }) {
-      return singlePool(healthy.map((i) => i.id), "all", { [version]: "all" });
+      // Clients holding the new version's cookie stay on instances that run it; the pin never leads to others.
+      const all = healthy.map((i) => i.id);
+      const onVersion = healthy.filter((i) => i.version === version).map((i) => i.id);
+      if (onVersion.length === 0) return singlePool(all);
+      if (onVersion.length === all.length) return singlePool(all, "all", { [version]: "all" });
+      return { pools: { all, new: onVersion }, defaultPool: "all", pins: { [version]: "new" } };
     },
   };
 }

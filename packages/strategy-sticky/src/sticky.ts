@@ -119,6 +119,8 @@ export function stickyStrategy(): Strategy<StickyOptions> & { optionsSchema: typ
             ],
           });
         }
+        // Nothing to replace, but instances out of the pool on the version rejoin.
+        if (batches.length === 0) phases.push({ name: "finish", instances: [], onFailure: "revert", steps: [{ kind: "route", routing: routingFor(new Set()), why: "all instances in the pool" }] });
         notes.push(`surge: every instance stays in the pool; batches of up to ${size} start on their spare ports and swap in`);
         if (keepOld > 0) notes.push(`the old processes are kept for ${formatDuration(keepOld)} after the deploy: \`nodrop rollback\` swaps back in one reload`);
         return { strategy: "sticky", version, phases, notes, ...(keepOld > 0 ? { keepOldMs: keepOld } : {}) };

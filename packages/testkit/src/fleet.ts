@@ -89,5 +89,48 @@ export function fleetScenarios(options: FleetScenarioOptions = {}): FleetScenari
   return scenarios;
 }
 
+/**
+ * The instances with a spare port each (port + 1000): every other one live on its second slot (an
+ * earlier surge moved it); `idle` says what the idle slot runs (undefined: it is free).
+ */
+export function twoSlots(instances: readonly ObservedInstance[], idle: (index: number) => string | undefined = () => undefined): ObservedInstance[] {
+  return instances.map((i, index) => {
+    const slots = [i.port, i.port + 1000] as const;
+    const livePort = slots[index % 2]!;
+    const version = idle(index);
+    return { ...i, slots, livePort, idle: { port: slots[(index + 1) % 2]!, free: version === undefined, ...(version === undefined ? {} : { version }) } };
+  });
+}
+
+/**
+ * The same fleets with two slots per instance (ports 8011.. and 9011..), as a surge or blue-green
+ * strategy sees them: half of each fleet live on its second slot (an earlier surge moved it), idle
+ * slots free, plus fleets where some idle slots still run a process of the app, of an older version
+ * (a deploy killed mid-surge) or of the target (old slots kept by keepOld, before a rollback). Proxies
+ * with every capability (`poolSlots` included) and with none.
+ */
+export function slotFleetScenarios(options: FleetScenarioOptions = {}): FleetScenario[] {
+  const target = options.target ?? "v2";
+  const old = options.old ?? "v1";
+  const withSlots = twoSlots;
+  const leftovers: { name: string; idle: (index: number) => string | undefined }[] = [
+    { name: "idle slots free", idle: () => undefined },
+    { name: `every other idle slot still running ${old} (a killed deploy)`, idle: (index) => (index % 2 === 0 ? old : undefined) },
+  ];
+  const scenarios: FleetScenario[] = [];
+  for (const base of fleetScenarios({ ...options, target, old })) {
+    for (const leftover of leftovers) {
+      const proxy = base.proxy.timedSwitch ? { ...base.proxy, poolSlots: true } : base.proxy;
+      scenarios.push({ name: `${base.name}, two slots, ${leftover.name}`, instances: withSlots(base.instances, leftover.idle), proxy });
+    }
+  }
+  // Kept old slots: the fleet on the target, every idle slot still running the version before it.
+  for (const n of options.sizes ?? [1, 2, 4, 7]) {
+    const instances = withSlots(fleetOf(Array(n).fill(old), { hosts: n >= 4 ? 2 : 1 }), () => target);
+    scenarios.push({ name: `${n} instance${n === 1 ? "" : "s"} on ${old}, two slots, every idle slot still running ${target} (kept old slots: a rollback)`, instances, proxy: { ...ALL_CAPABILITIES, poolSlots: true } });
+  }
+  return scenarios;
+}
+
 const outCount = (n: number) => Math.max(1, Math.floor(n / 4));
 const lastQuarter = (n: number) => Array.from({ length: outCount(n) }, (_, i) => n - 1 - i);

@@ -8,7 +8,7 @@ export { instanceSuite } from "./instance-suite.js";
 export type { InstanceSuiteOptions, InstanceFixture } from "./instance-suite.js";
 export { proxySuite } from "./proxy-suite.js";
 export type { ProxySuiteOptions, ProxyFixture } from "./proxy-suite.js";
-export { fleetOf, fleetScenarios, ALL_CAPABILITIES, NO_CAPABILITIES } from "./fleet.js";
+export { fleetOf, fleetScenarios, slotFleetScenarios, twoSlots, ALL_CAPABILITIES, NO_CAPABILITIES } from "./fleet.js";
 export type { FleetOfOptions, FleetScenario, FleetScenarioOptions } from "./fleet.js";
 export { planProblems } from "./plan-check.js";
 export type { PlanProblem, PlanRule } from "./plan-check.js";

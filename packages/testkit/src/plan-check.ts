@@ -1,4 +1,4 @@
-import { type DeployPlan, NodropError, type PlanInput, type Routing, servingInstances, validateRouting } from "@nodrop/core";
+import { type DeployPlan, NodropError, type ObservedInstance, type PlanInput, type Routing, reachesSlot, routedPort, servingInstances, validateRouting } from "@nodrop/core";
 
 /** One problem of a plan, tagged with the property it breaks (the strategy suite reports them per property). */
 export interface PlanProblem {
@@ -23,7 +23,7 @@ export type PlanRule =
   | "final-routing"
   /** A fleet already on the target version gets instance steps. */
   | "no-op"
-  /** Pins, a default switch or affinity on a proxy without the capability. */
+  /** Pins, a default switch, affinity or pool slots on a proxy without the capability. */
   | "capabilities";
 
 const INSTANCE_STEPS = ["stop", "update", "start", "check"] as const;
@@ -38,6 +38,10 @@ const INSTANCE_STEPS = ["stop", "update", "start", "check"] as const;
  * client can hold that pin, that is once an instance on that version has been reachable (a fleet
  * partly on it already, or an updated instance back in service). stop and update are also held to
  * the engine's own guard, so a plan that passes here never trips it at run time.
+ *
+ * Instances with two slots (`slots`) are walked per slot: a step with `slot: "idle"` acts on the
+ * port the routing in force does not serve it on, a route step's `slots` moves the live one, and
+ * each rule asks its question of the slot (core's `reachesSlot`, as the engine's guard does).
  */
 export function planProblems<O>(input: PlanInput<O>, plan: DeployPlan, strategyName?: string): PlanProblem[] {
   const problems: PlanProblem[] = [];
@@ -54,42 +58,15 @@ export function planProblems<O>(input: PlanInput<O>, plan: DeployPlan, strategyN
   }
   if (!Array.isArray(plan.notes as unknown) || plan.notes.some((n) => typeof n !== "string")) add("shape", "plan.notes is not an array of strings");
 
-  // State of the walk.
-  let routing: Routing | undefined;
-  const initiallyServing = new Set(input.instances.filter((i) => i.inPool).map((i) => i.id));
-  const version = new Map(input.instances.map((i) => [i.id, i.version]));
-  // Down: unhealthy to begin with, or stopped and not checked since.
-  const down = new Set(input.instances.filter((i) => !i.healthy).map((i) => i.id));
-  const sequence = new Map<string, string[]>(ids.map((id) => [id, []]));
+  const fleet = new SlotWalk(input.instances, target);
   const reportedDown = new Set<string>();
-
-  const routedRegardless = (id: string): boolean => {
-    if (!routing) return initiallyServing.has(id);
-    const r = routing;
-    const pools = [r.defaultPool, ...(r.switchDefault ? [r.switchDefault.to] : [])];
-    for (const [v, pool] of Object.entries(r.pins)) if (v !== target) pools.push(pool);
-    return pools.some((pool) => Object.hasOwn(r.pools, pool) && (r.pools[pool]?.includes(id) ?? false));
-  };
-  const inTargetPin = (id: string): boolean => {
-    if (!routing) return false;
-    const pool = routing.pins[target];
-    return pool !== undefined && Object.hasOwn(routing.pools, pool) && (routing.pools[pool]?.includes(id) ?? false);
-  };
-  // A client can hold the target's pin once an instance on the target was reachable and up.
-  let targetServed = false;
-  const noteServed = () => {
-    if (targetServed) return;
-    targetServed = ids.some((id) => version.get(id) === target && !down.has(id) && routedRegardless(id));
-  };
-  const reachable = (id: string) => routedRegardless(id) || (targetServed && inTargetPin(id));
-  noteServed();
-
   const checkDown = (where: string) => {
-    for (const id of down) {
-      if (reportedDown.has(id) || !reachable(id)) continue;
-      reportedDown.add(id);
-      const why = input.instances.find((i) => i.id === id)?.healthy === false && (sequence.get(id)?.length ?? 0) === 0 ? "unhealthy and not yet checked" : "stopped and not checked since";
-      add("route-to-down", `${where}: requests can reach ${id}, which is ${why}`);
+    for (const slot of fleet.downSlots()) {
+      if (reportedDown.has(slot.key) || !fleet.reachable(slot.id, slot.port)) continue;
+      reportedDown.add(slot.key);
+      const observed = input.instances.find((i) => i.id === slot.id);
+      const why = observed?.healthy === false && fleet.sequence(slot.id, slot.port).length === 0 ? "unhealthy and not yet checked" : "stopped and not checked since";
+      add("route-to-down", `${where}: requests can reach ${fleet.label(slot.id, slot.port)}, which is ${why}`);
     }
   };
 
@@ -101,10 +78,10 @@ export function planProblems<O>(input: PlanInput<O>, plan: DeployPlan, strategyN
     if (own.size !== phase.instances.length) add("phase-instances", `${label} declares an instance twice: ${phase.instances.join(", ")}`);
     for (const id of phase.instances) if (!known.has(id)) add("phase-instances", `${label} declares unknown instance "${id}"`);
     phase.steps.forEach((step, s) => {
-      const where = `${label} step ${s + 1} (${step.kind})`;
+      const where = `${label} step ${s + 1} (${step.kind}${step.kind !== "route" && step.kind !== "soak" && step.slot === "idle" ? ", idle slot" : ""})`;
       if (step.kind === "route") {
         try {
-          validateRouting(step.routing, known);
+          validateRouting(step.routing, input.instances);
         } catch (error) {
           add("valid-routing", `${where}: ${NodropError.is(error) ? error.message : String(error)}`);
           return;
@@ -113,9 +90,9 @@ export function planProblems<O>(input: PlanInput<O>, plan: DeployPlan, strategyN
         if (!input.proxy.versionPinning && Object.keys(r.pins).length > 0) add("capabilities", `${where}: pins ${JSON.stringify(r.pins)}, but the proxy cannot pin clients to a version`);
         if (!input.proxy.timedSwitch && r.switchDefault) add("capabilities", `${where}: switchDefault, but the proxy cannot switch at one instant`);
         if (!input.proxy.affinity && r.affinity) add("capabilities", `${where}: affinity, but the proxy has no instance affinity`);
-        routing = r;
+        if (!input.proxy.poolSlots && r.poolSlots && Object.keys(r.poolSlots).length > 0) add("capabilities", `${where}: poolSlots, but the proxy cannot serve one instance on different ports in different pools`);
+        fleet.route(r);
         checkDown(where);
-        noteServed();
         return;
       }
       if (step.kind === "soak") {
@@ -132,51 +109,184 @@ export function planProblems<O>(input: PlanInput<O>, plan: DeployPlan, strategyN
           continue;
         }
         if (!own.has(id)) add("phase-instances", `${where} touches ${id}, which ${label} does not declare (recovery works per phase)`);
-        sequence.get(id)!.push(step.kind);
-        if (step.kind === "stop" || step.kind === "update") {
-          // The engine's guard: a pin of the target counts for instances on the target.
-          const engineRefuses = routedRegardless(id) || (inTargetPin(id) && version.get(id) === target);
-          if (engineRefuses || reachable(id)) {
-            add("stop-reachable", `${where}: ${id} can still get requests (${describeReach(routing, id, target, initiallyServing)})`);
-          }
+        const port = step.slot === "idle" ? fleet.idlePort(id) : fleet.livePort(id);
+        if (port === undefined) {
+          add("shape", `${where}: ${id} has one port, so it has no idle slot`);
+          continue;
         }
-        if (step.kind === "stop") down.add(id);
-        if (step.kind === "update") version.set(id, target);
-        if (step.kind === "check") {
-          down.delete(id);
-          reportedDown.delete(id);
+        if ((step.kind === "stop" || step.kind === "update") && fleet.guarded(id, port)) {
+          add("stop-reachable", `${where}: ${fleet.label(id, port)} can still get requests (${describeReach(fleet.routing, id, target, fleet.initiallyServing)})`);
         }
+        fleet.apply(step.kind, id, port);
       }
       if (step.kind === "update") checkDown(where);
-      if (step.kind === "check") noteServed();
+      if (step.kind === "check") fleet.noteServed();
     });
   });
 
-  for (const instance of input.instances) {
-    const kinds = sequence.get(instance.id)!;
-    const needsUpdate = instance.version !== target || !instance.healthy;
-    if (needsUpdate && kinds.length === 0) {
-      add("step-order", `${instance.id} (${instance.version ?? "down"}) is never updated to ${target}`);
-      continue;
-    }
-    if (kinds.length === 0) continue;
-    const rounds = kinds.length / 4;
-    const expected = Array.from({ length: Math.max(1, Math.ceil(rounds)) }, () => INSTANCE_STEPS).flat();
-    if (kinds.join() !== expected.join()) {
-      add("step-order", `${instance.id} gets ${kinds.join(" → ")}; expected stop → update → start → check`);
-    }
-  }
+  for (const instance of input.instances) orderProblems(fleet, instance, target, add);
 
-  const finalServing = routing ? servingInstances(routing) : initiallyServing;
+  const finalServing = fleet.routing ? servingInstances(fleet.routing) : fleet.initiallyServing;
   const missing = ids.filter((id) => !finalServing.has(id));
-  if (missing.length > 0) add("final-routing", `after the last step the routing in force does not serve ${missing.join(", ")}${routing ? "" : " (no route step: they stay out of the pool)"}`);
+  if (missing.length > 0) add("final-routing", `after the last step the routing in force does not serve ${missing.join(", ")}${fleet.routing ? "" : " (no route step: they stay out of the pool)"}`);
 
   if (input.instances.every((i) => i.healthy && i.version === target)) {
-    const touched = ids.filter((id) => sequence.get(id)!.length > 0);
+    // Stopping a process the app left on an idle slot (a killed deploy, a keep window) is tidying, not a change.
+    const touched = ids.filter((id) => fleet.touchedBeyondLeftovers(id));
     if (touched.length > 0) add("no-op", `every instance already runs ${target}, yet the plan has steps for ${touched.join(", ")}`);
   }
   return problems;
 }
+
+/**
+ * Whether each instance went through its steps in order. One port: stop → update → start →
+ * check, in rounds. Two slots: each slot's steps are rounds of [stop →] update → start → check
+ * (or a check alone of a slot that already runs the target), possibly ending in a stop; and the
+ * slot live at the end runs the target and was checked since it last started.
+ */
+function orderProblems(fleet: SlotWalk, instance: ObservedInstance, target: string, add: (rule: PlanRule, message: string) => void): void {
+  const needsUpdate = instance.version !== target || !instance.healthy;
+  if (!instance.slots) {
+    const kinds = fleet.sequence(instance.id, instance.port);
+    if (needsUpdate && kinds.length === 0) return add("step-order", `${instance.id} (${instance.version ?? "down"}) is never updated to ${target}`);
+    if (kinds.length === 0) return;
+    const expected = Array.from({ length: Math.max(1, Math.ceil(kinds.length / 4)) }, () => INSTANCE_STEPS).flat();
+    if (kinds.join() !== expected.join()) add("step-order", `${instance.id} gets ${kinds.join(" → ")}; expected stop → update → start → check`);
+    return;
+  }
+  for (const port of instance.slots) {
+    const kinds = fleet.sequence(instance.id, port);
+    if (!SLOT_ORDER.test(kinds.map((k) => `${k},`).join(""))) {
+      add("step-order", `${fleet.label(instance.id, port)} gets ${kinds.join(" → ")}; expected [stop →] update → start → check, possibly ending in a stop`);
+    }
+  }
+  const live = fleet.livePort(instance.id)!;
+  if (needsUpdate && (fleet.version(instance.id, live) !== target || fleet.isDown(instance.id, live))) {
+    add("step-order", `${instance.id} (${instance.version ?? "down"}) ends served by ${fleet.label(instance.id, live)}, which ${fleet.version(instance.id, live) === target ? "was not checked since it started" : `runs ${fleet.version(instance.id, live) ?? "nothing"}, not ${target}`}`);
+  }
+}
+
+const SLOT_ORDER = /^(?:(?:(?:stop,)?update,start,)?check,)*(?:stop,)?$/;
+
+/** The walk's state, one entry per slot (an instance with one port has one): version, down, steps. */
+class SlotWalk {
+  routing: Routing | undefined;
+  readonly initiallyServing: ReadonlySet<string>;
+  private readonly specs: ReadonlyMap<string, ObservedInstance>;
+  private readonly target: string;
+  private readonly live = new Map<string, number>();
+  private readonly versions = new Map<string, string | undefined>();
+  private readonly down = new Set<string>();
+  private readonly steps = new Map<string, string[]>();
+  /** Idle slots where a process of the app ran at the start: stopping one is tidying. */
+  private readonly leftovers = new Set<string>();
+  /** A client can hold the target's pin once a slot on the target was reachable and up. */
+  private targetServed = false;
+
+  constructor(instances: readonly ObservedInstance[], target: string) {
+    this.target = target;
+    this.specs = new Map(instances.map((i) => [i.id, i]));
+    this.initiallyServing = new Set(instances.filter((i) => i.inPool).map((i) => i.id));
+    for (const i of instances) {
+      const live = i.livePort ?? i.port;
+      this.live.set(i.id, live);
+      this.versions.set(key(i.id, live), i.version);
+      if (!i.healthy) this.down.add(key(i.id, live));
+      const idle = this.idlePort(i.id);
+      if (idle === undefined) continue;
+      const running = i.idle !== undefined && !i.idle.free && i.idle.version !== undefined;
+      this.versions.set(key(i.id, idle), running ? i.idle!.version : undefined);
+      if (running) this.leftovers.add(key(i.id, idle));
+      else this.down.add(key(i.id, idle));
+    }
+    this.noteServed();
+  }
+
+  livePort(id: string): number | undefined {
+    return this.live.get(id);
+  }
+
+  idlePort(id: string): number | undefined {
+    const spec = this.specs.get(id);
+    const live = this.live.get(id);
+    return spec?.slots?.find((port) => port !== live);
+  }
+
+  label(id: string, port: number): string {
+    return this.specs.get(id)?.slots ? `${id} on ${port}` : id;
+  }
+
+  version(id: string, port: number): string | undefined {
+    return this.versions.get(key(id, port));
+  }
+
+  isDown(id: string, port: number): boolean {
+    return this.down.has(key(id, port));
+  }
+
+  sequence(id: string, port: number): string[] {
+    return this.steps.get(key(id, port)) ?? [];
+  }
+
+  *downSlots(): Iterable<{ key: string; id: string; port: number }> {
+    for (const k of this.down) {
+      const at = k.lastIndexOf(":");
+      yield { key: k, id: k.slice(0, at), port: Number(k.slice(at + 1)) };
+    }
+  }
+
+  /** Requests can reach the slot: the routing in force leads there, the target's pin once a client can hold it. */
+  reachable(id: string, port: number): boolean {
+    const spec = this.specs.get(id)!;
+    if (!this.routing) return this.initiallyServing.has(id) && port === this.live.get(id);
+    return reachesSlot(this.routing, this.targetServed ? [] : [this.target], spec, port, undefined, this.live.get(id));
+  }
+
+  /** What the engine's guard refuses to stop or update, and what the walk knows can be reached. */
+  guarded(id: string, port: number): boolean {
+    if (this.reachable(id, port)) return true;
+    if (!this.routing) return false;
+    return reachesSlot(this.routing, [this.target], this.specs.get(id)!, port, this.version(id, port), this.live.get(id));
+  }
+
+  route(routing: Routing): void {
+    this.routing = routing;
+    for (const [id, spec] of this.specs) if (spec.slots) this.live.set(id, routedPort(routing, spec, this.live.get(id)));
+    this.noteServed();
+  }
+
+  apply(kind: (typeof INSTANCE_STEPS)[number], id: string, port: number): void {
+    const k = key(id, port);
+    this.steps.set(k, [...(this.steps.get(k) ?? []), kind]);
+    if (kind === "stop") this.down.add(k);
+    if (kind === "update") this.versions.set(k, this.target);
+    if (kind === "check") this.down.delete(k);
+  }
+
+  noteServed(): void {
+    if (this.targetServed) return;
+    for (const [id] of this.specs) {
+      for (const port of this.specs.get(id)!.slots ?? [this.specs.get(id)!.port]) {
+        if (this.version(id, port) === this.target && !this.isDown(id, port) && this.routedRegardless(id, port)) this.targetServed = true;
+      }
+    }
+  }
+
+  touchedBeyondLeftovers(id: string): boolean {
+    const spec = this.specs.get(id)!;
+    return (spec.slots ?? [spec.port]).some((port) => {
+      const kinds = this.sequence(id, port);
+      return kinds.length > 0 && !(this.leftovers.has(key(id, port)) && kinds.every((k) => k === "stop"));
+    });
+  }
+
+  private routedRegardless(id: string, port: number): boolean {
+    if (!this.routing) return this.initiallyServing.has(id) && port === this.live.get(id);
+    return reachesSlot(this.routing, [this.target], this.specs.get(id)!, port, undefined, this.live.get(id));
+  }
+}
+
+const key = (id: string, port: number) => `${id}:${port}`;
 
 function describeReach(routing: Routing | undefined, id: string, target: string, initiallyServing: ReadonlySet<string>): string {
   if (!routing) return initiallyServing.has(id) ? "it is in the pool and no route step has taken it out" : "pinned";

@@ -1,7 +1,7 @@
-import { type DeployPlan, NodropError, type PlanPhase, type PlanStep, type Strategy, replaceSteps, singlePool } from "@nodrop/core";
+import { type DeployPlan, NodropError, type PlanPhase, type PlanStep, type Strategy, replaceSteps, singlePool, surgeSteps, swapSlots } from "@nodrop/core";
 import { describe, expect, it } from "vitest";
 import { failed, runSuite } from "./fake-runner.js";
-import { fleetOf } from "./fleet.js";
+import { fleetOf, slotFleetScenarios, twoSlots } from "./fleet.js";
 import { planProblems } from "./plan-check.js";
 import { strategySuite } from "./strategy-suite.js";
 
@@ -97,6 +97,79 @@ describe("strategySuite", () => {
     const results = await run("no-route");
     const error = results.find((r) => r.title === "never stops or updates an instance a request can still reach")!.error!;
     expect(error).toContain("2 instances, all on v1, a proxy with every capability: phase 1 \"web-1\" step 1 (stop): web-1 can still get requests");
+  });
+});
+
+type SlotDefect = "none" | "stops-live" | "swaps-unchecked" | "swaps-unstarted" | "no-swap";
+
+/** A correct one-at-a-time surge on two slots (start beside, check, swap, stop the old slot), and the same with one defect. */
+function surgeSample(defect: SlotDefect = "none"): Strategy<Record<string, never>> {
+  return {
+    name: "surge-sample",
+    plan({ instances, version }): DeployPlan {
+      const all = instances.map((i) => i.id);
+      const todo = instances.filter((i) => !i.healthy || i.version !== version).map((i) => i.id);
+      const swapped = new Set<string>();
+      const phases: PlanPhase[] = [];
+      // Leftover processes on idle slots: the routing in force reloaded, then they stop (or, with the defect, they are left).
+      const leftovers = instances.filter((i) => i.idle && !i.idle.free && !todo.includes(i.id)).map((i) => i.id);
+      if (leftovers.length > 0) {
+        phases.push({ name: "old slots", instances: leftovers, onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(instances.filter((i) => i.inPool).map((i) => i.id)), why: "in force" }, { kind: "stop", instances: leftovers, slot: "idle" }] });
+      }
+      for (const id of todo) {
+        swapped.add(id);
+        let steps: PlanStep[] = surgeSteps([id], instances, version);
+        if (defect === "swaps-unchecked") steps = steps.filter((step) => step.kind !== "check");
+        if (defect === "swaps-unstarted") steps = steps.filter((step) => step.kind !== "start");
+        // Served: every healthy instance, and those swapped to a checked new slot.
+        const pool = all.filter((other) => swapped.has(other) || instances.find((i) => i.id === other)!.healthy);
+        const swap: PlanStep = { kind: "route", routing: swapSlots(singlePool(pool), instances, defect === "no-swap" ? [] : swapped), why: `${id} swapped` };
+        const retire: PlanStep = { kind: "stop", instances: [id], slot: "idle", background: true };
+        const stopLive: PlanStep = { kind: "stop", instances: [id] };
+        phases.push({ name: id, instances: [id], onFailure: "revert", steps: defect === "stops-live" ? [stopLive, ...steps, swap] : [...steps, swap, retire] });
+      }
+      if (todo.length === 0 && instances.some((i) => !i.inPool)) phases.push({ name: "finish", instances: [], onFailure: "revert", steps: [{ kind: "route", routing: singlePool(all), why: "all back" }] });
+      return { strategy: "surge-sample", version, phases, notes: [] };
+    },
+  };
+}
+
+describe("strategySuite on two-slot fleets", () => {
+  const runSlots = (defect: SlotDefect) => runSuite((api) => strategySuite(api, { name: defect, create: () => surgeSample(defect), options: {}, scenarios: slotFleetScenarios() }));
+
+  it("passes a correct surge", async () => {
+    const results = await runSlots("none");
+    expect(results.filter((r) => r.error).map((r) => r.error)).toEqual([]);
+  });
+
+  it.each([
+    ["stops-live", "never stops or updates an instance a request can still reach"],
+    ["swaps-unchecked", "never routes requests to an instance that is down (stopped and not checked since, or unhealthy)"],
+    ["swaps-unstarted", "takes every instance not on the target through stop → update → start → check, in that order"],
+    ["no-swap", "takes every instance not on the target through stop → update → start → check, in that order"],
+  ] as const)("fails a surge with defect %s on: %s", async (defect, title) => {
+    expect(failed(await runSlots(defect))).toContain(title);
+  });
+
+  it("names the slot in its messages", async () => {
+    const results = await runSlots("stops-live");
+    const error = results.find((r) => r.title === "never stops or updates an instance a request can still reach")!.error!;
+    // web-2 of a fleet is live on its second slot (9011), web-1 on its first.
+    expect(error).toContain("phase 1 \"web-1\" step 1 (stop): web-1 on 8011 can still get requests");
+  });
+
+  it("an idle-slot step on an instance with one port is a shape problem", () => {
+    const input = { instances: fleetOf(["v1", "v1"]), version: "v2", proxy: { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true }, options: {} };
+    const plan: DeployPlan = { strategy: "x", version: "v2", notes: [], phases: [{ name: "a", instances: ["web-1"], onFailure: "revert", steps: [{ kind: "update", instances: ["web-1"], slot: "idle" }] }] };
+    expect(planProblems(input, plan).map((p) => p.message)).toContain('phase 1 "a" step 1 (update, idle slot): web-1 has one port, so it has no idle slot');
+  });
+
+  it("a leftover process on an idle slot may be stopped on a fleet already on the target, nothing else", () => {
+    const instances = twoSlots(fleetOf(["v2", "v2"]), (index) => (index === 0 ? "v1" : undefined));
+    const input = { instances, version: "v2", proxy: { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true }, options: {} };
+    expect(planProblems(input, surgeSample().plan(input))).toEqual([]);
+    const restart: DeployPlan = { strategy: "x", version: "v2", notes: [], phases: [{ name: "a", instances: ["web-2"], onFailure: "revert", steps: [{ kind: "start", instances: ["web-2"], slot: "idle" }] }] };
+    expect(planProblems(input, restart).map((p) => p.rule)).toContain("no-op");
   });
 });
 

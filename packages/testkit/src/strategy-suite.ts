@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from "node:util";
 import { type DeployPlan, NodropError, type ObservedInstance, type PlanInput, type Strategy, servingInstances, validateRouting } from "@nodrop/core";
 import { type SuiteOptions, type TestApi, registerSuite } from "./api.js";
 import { Problems, describeError, show } from "./assert.js";
-import { ALL_CAPABILITIES, type FleetScenario, fleetOf, fleetScenarios } from "./fleet.js";
+import { ALL_CAPABILITIES, type FleetScenario, fleetOf, fleetScenarios, twoSlots } from "./fleet.js";
 import { type PlanRule, planProblems } from "./plan-check.js";
 
 export interface StrategySuiteOptions<O> extends SuiteOptions {
@@ -62,7 +62,12 @@ export function strategySuite<O>(api: TestApi, options: StrategySuiteOptions<O>)
     test("refuses a fleet only with a NodropError E_PLAN, and plans an ordinary fleet", async () => {
       const problems = new Problems();
       for (const p of all()) if (p.outcome.kind === "broken") problems.add(p.scenario.name, p.outcome.problem);
-      const ordinary: FleetScenario = { name: "4 instances on 2 hosts, all on v1, a proxy with every capability", instances: fleetOf(["v1", "v1", "v1", "v1"], { hosts: 2 }), proxy: ALL_CAPABILITIES };
+      // Fleets with two slots per instance get an ordinary fleet with them (a surge needs them).
+      const slotted = scenarios.length > 0 && scenarios.every((s) => s.instances.every((i) => i.slots !== undefined));
+      const plain = fleetOf(["v1", "v1", "v1", "v1"], { hosts: 2 });
+      const ordinary: FleetScenario = slotted
+        ? { name: "4 instances on 2 hosts, two slots each, all on v1, a proxy with every capability", instances: twoSlots(plain), proxy: { ...ALL_CAPABILITIES, poolSlots: true } }
+        : { name: "4 instances on 2 hosts, all on v1, a proxy with every capability", instances: plain, proxy: ALL_CAPABILITIES };
       const outcome = planScenario(options, ordinary, version).outcome;
       if (outcome.kind === "refused") problems.add(ordinary.name, `refused: ${outcome.error.message}`);
       problems.throwIfAny("a strategy refuses what it cannot do with E_PLAN (the engine reports it before anything changes) and must plan a fleet anyone would deploy");

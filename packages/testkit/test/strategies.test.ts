@@ -1,10 +1,10 @@
 // strategySuite over nodrop's own strategies, with their options as the config would parse them.
 import { schema } from "@nodrop/core";
-import { halfSplitOptionsSchema, halfSplitStrategy } from "@nodrop/strategy-half-split";
+import { blueGreenOptionsSchema, blueGreenStrategy, halfSplitOptionsSchema, halfSplitStrategy } from "@nodrop/strategy-half-split";
 import { rollingOptionsSchema, rollingStrategy } from "@nodrop/strategy-rolling";
 import { stickyOptionsSchema, stickyStrategy } from "@nodrop/strategy-sticky";
 import { afterAll, beforeAll, describe, it } from "vitest";
-import { fleetScenarios, strategySuite } from "../src/index.js";
+import { fleetScenarios, slotFleetScenarios, strategySuite } from "../src/index.js";
 
 const api = { describe, it, beforeAll, afterAll };
 
@@ -27,3 +27,11 @@ strategySuite(api, {
   options: halfSplitOptions,
   scenarios: fleetScenarios().filter((s) => s.instances.every((i) => i.inPool) && (s.instances.every((i) => i.version === "v2") || s.instances.every((i) => i.version !== "v2"))),
 });
+
+// Two slots per instance: the walk follows each slot (which one is live, what runs on it).
+const slotScenarios = slotFleetScenarios();
+strategySuite(api, { name: "rolling, surge, batchSize 1", create: rollingStrategy, options: schema.parseOrThrow(rollingOptionsSchema, { batchSize: 1, surge: true }, "strategy"), scenarios: slotScenarios });
+strategySuite(api, { name: 'rolling, surge, batchSize "50%", keepOld', create: rollingStrategy, options: schema.parseOrThrow(rollingOptionsSchema, { batchSize: "50%", surge: true, keepOld: "5m" }, "strategy"), scenarios: slotScenarios });
+strategySuite(api, { name: "sticky, surge", create: stickyStrategy, options: schema.parseOrThrow(stickyOptionsSchema, { surge: true }, "strategy"), scenarios: slotScenarios });
+strategySuite(api, { name: "blue-green", create: blueGreenStrategy, options: schema.parseOrThrow(blueGreenOptionsSchema, {}, "strategy"), scenarios: slotScenarios });
+strategySuite(api, { name: "rolling (no surge) on two-slot fleets", create: rollingStrategy, options: schema.parseOrThrow(rollingOptionsSchema, { batchSize: 1 }, "strategy"), scenarios: slotScenarios });
