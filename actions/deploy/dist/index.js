@@ -51839,6 +51839,7 @@ async function applyRouting(context, planned, why, phase, signal, background = f
       return { ...i.spec, port, version: run3.versionAt(i.spec.id, port), ...versions ? { versions } : {} };
     });
     const replaced = run3.possibleRoutings.map((r) => withSlots(r, options.instances.map((i) => i.spec), live));
+    if (backgroundDrain) await Promise.all(openDrains(run3).slice(0, -1).map((d) => d.done));
     let result;
     run3.routingAttempted(routing);
     try {
@@ -51852,27 +51853,38 @@ async function applyRouting(context, planned, why, phase, signal, background = f
     const report = { why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 };
     if (result.drained) trackDrain(context, phase, replaced, result.drained, report);
     else run3.routes.push(report);
-    run3.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)] });
+    run3.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)], ...result.drained ? { background: true } : {} });
   });
+}
+function openDrains(run3) {
+  return [...run3.draining].filter((d) => !d.settled);
 }
 function trackDrain(context, phase, replaced, drained, report) {
   const { run: run3 } = context;
   const entry = { ...report, background: true };
   run3.routes.push(entry);
+  const t0 = performance.now();
   const pending = {
     replaced,
+    settled: false,
     done: drained.then(
       (result) => {
         entry.drainMs = result.drainMs;
         entry.cut = result.cut ?? 0;
+        pending.settled = true;
         run3.draining.delete(pending);
+        run3.emit({ type: "drained", why: report.why, generation: report.generation, drainMs: result.drainMs });
       },
       (error2) => {
         const failure = toNodropError(error2, "E_PROXY_DRAIN", `proxy ${context.options.proxy.name}`);
         pending.failure = failure;
+        pending.settled = true;
+        entry.drainMs = performance.now() - t0;
+        entry.drainFailed = failure.message.split("\n")[0];
         run3.drained = false;
         run3.backgroundDrainFailed = true;
         run3.backgroundFailure ??= { error: failure, step: `${phase}: drain (background)`, drain: true };
+        run3.emit({ type: "drained", why: report.why, generation: report.generation, drainMs: entry.drainMs, error: entry.drainFailed });
       }
     )
   };
@@ -51912,7 +51924,7 @@ async function awaitOlderBackground(context, index) {
 async function settleBackground(context) {
   const { run: run3 } = context;
   await Promise.all([...run3.background.values()].map((b) => b.task));
-  await Promise.all([...run3.draining].map((d) => d.done));
+  while (openDrains(run3).length > 0) await Promise.all(openDrains(run3).map((d) => d.done));
   run3.background.clear();
   const failure = run3.backgroundFailure;
   return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step, ...failure.drain ? { drain: true } : {} };
@@ -51923,8 +51935,7 @@ async function runInstanceStep(context, phase, step2, id) {
   const { kind } = step2;
   const t = run3.instance(id);
   const slotPort = step2.slot === "idle" ? t.idle?.port : t.port;
-  const drains = (kind === "stop" || kind === "update") && slotPort !== void 0 ? run3.drainsServing(id, slotPort) : [];
-  const drainFailure = drains.length > 0 ? await drainsEnded(drains, id, slotPort) : void 0;
+  const drainFailure = (kind === "stop" || kind === "update") && slotPort !== void 0 && run3.draining.size > 0 ? await drainsEnded(run3, id, slotPort) : void 0;
   await timed(context, phase.name, kind, id, async () => {
     if (drainFailure) throw drainFailure;
     if (step2.slot === "idle") return runIdleSlotStep(context, kind, id);
@@ -51944,9 +51955,11 @@ async function runInstanceStep(context, phase, step2, id) {
     }
   });
 }
-async function drainsEnded(drains, id, port) {
-  await Promise.all(drains.map((d) => d.done));
-  const failed = drains.find((d) => d.failure)?.failure;
+async function drainsEnded(run3, id, port) {
+  for (let open22 = run3.drainsServing(id, port).filter((d) => !d.settled); open22.length > 0; open22 = run3.drainsServing(id, port).filter((d) => !d.settled)) {
+    await Promise.all(open22.map((d) => d.done));
+  }
+  const failed = run3.drainsServing(id, port).find((d) => d.failure)?.failure;
   if (!failed) return void 0;
   return new NodropError("E_PROXY_DRAIN", `slot ${port} of ${id} left running: the drain of the routing that served it failed (${failed.message.split("\n")[0]})`, { instance: id, cause: failed });
 }
@@ -52151,7 +52164,7 @@ async function runPhases(context, plan) {
   const { run: run3 } = context;
   for (const [index, phase] of plan.phases.entries()) {
     await awaitOlderBackground(context, index);
-    if (run3.backgroundFailure) return backgroundOutcome(await settleBackground(context));
+    if (run3.backgroundFailure) return backgroundOutcome(await settleBackground(context), plan.phases.slice(index).map((p) => p.name));
     run3.phaseIndex = index;
     run3.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
     const phaseStart = performance.now();
@@ -52168,27 +52181,28 @@ async function runPhases(context, plan) {
       await settleBackground(context);
       const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? "?"}`);
       endPhase(false);
+      const drain = failedDrain(run3);
+      if (drain && drain.error !== failure && drain.error !== failure.cause) return { ...outcome, recovery: [outcome.recovery, `also, ${DRAIN_FAILED} (${drain.step}: ${drain.error.message.split("\n")[0]})`].filter(Boolean).join("; ") };
       return outcome;
     }
   }
-  return backgroundOutcome(await settleBackground(context));
+  return backgroundOutcome(await settleBackground(context), []);
 }
-function backgroundOutcome(failure) {
+function backgroundOutcome(failure, notRun) {
   if (!failure) return {};
-  if (failure.drain) {
-    return {
-      error: failure.error,
-      step: failure.step,
-      recovery: "the new routing is in force; the slots the routing before it served were left running, out of the pool, since the proxy may still be draining requests on them (the next deploy stops them first); the phases after this one did not run"
-    };
-  }
+  const rest = notRun.length > 0 ? `the deploy stopped before ${notRun.length === 1 ? "phase" : "phases"} ${notRun.join(", ")}` : "every phase had run";
+  if (failure.drain) return { error: failure.error, step: failure.step, recovery: `${DRAIN_FAILED}; ${rest}` };
   const id = failure.error.instance;
   return {
     error: failure.error,
     step: failure.step,
-    recovery: `${id ?? "the instance"} serves from its new slot; its old slot's process may still run, out of the pool (the next deploy stops it first); the phases after this one did not run`
+    recovery: `${id ?? "the instance"} serves from its new slot; its old slot's process may still run, out of the pool (the next deploy stops it first); ${rest}`
   };
 }
+function failedDrain(run3) {
+  return run3.backgroundFailure?.drain ? run3.backgroundFailure : void 0;
+}
+var DRAIN_FAILED = "a background drain failed: the routing that replaced it is in force, and the slots the old one served were left running, out of the pool, since the proxy may still be draining requests on them (the next deploy stops them first)";
 async function afterFailure(context, phase, failure, step2) {
   if (failure.code === "E_LOCK") {
     return { error: failure, step: step2, recovery: "the deploy lock was taken over, so this deploy changed nothing more: the deploy that holds it now owns the fleet (`nodrop status` shows where it stands)" };
@@ -53457,6 +53471,9 @@ function nginxFeatures(version) {
   return { version, keepaliveMinTimeout: atLeast("1.27.4"), resolve: atLeast("1.27.3"), stickyAndDrain: atLeast("1.29.6") };
 }
 var NGINX_CAPABILITIES = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true, backgroundDrain: true });
+function parseWorkers(stdout) {
+  return stdout.split("\n").map((line) => /^\s*(\d+)\s+nginx: worker process( is shutting down)?/.exec(line)).filter((m) => m !== null).map((m) => ({ pid: Number(m[1]), shuttingDown: m[2] !== void 0 }));
+}
 function nginxProxy(options) {
   const { executor, configFile } = options;
   const name = nginxName(options.app);
@@ -53485,7 +53502,13 @@ if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on 
     if (result.code !== 0) {
       throw new NodropError("E_PROXY_RELOAD", `cannot list nginx workers on ${executor.host} (pid file ${options.pidFile ?? "/run/nginx.pid"}): ${result.stderr.trim() || `exit ${result.code}`}`);
     }
-    return result.stdout.split("\n").map((line) => /^\s*(\d+)\s+nginx: worker process( is shutting down)?/.exec(line)).filter((m) => m !== null).map((m) => ({ pid: Number(m[1]), shuttingDown: m[2] !== void 0 }));
+    return parseWorkers(result.stdout);
+  };
+  const workersAmong = async (pids) => {
+    if (pids.size === 0) return [];
+    const result = await run3(`ps -o pid=,args= -p ${[...pids].map((pid) => String(Math.trunc(pid))).join(",")}; true`);
+    if (result.code !== 0) throw new NodropError("E_PROXY_RELOAD", `cannot list nginx workers on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+    return parseWorkers(result.stdout).filter((w) => pids.has(w.pid));
   };
   const readText = async (signal) => {
     const result = await run3(`${refuseLink}if [ -f ${file} ]; then echo present; cat -- ${file}; else echo absent; fi`, signal);
@@ -53554,8 +53577,7 @@ ok=1`;
   const drainGeneration = async (routing, instances, oldPids) => {
     const d0 = performance.now();
     for (; ; ) {
-      const now = await workers();
-      if (!now.some((w) => oldPids.has(w.pid))) return { drainMs: performance.now() - d0, cut: 0 };
+      if ((await workersAmong(oldPids)).length === 0) return { drainMs: performance.now() - d0, cut: 0 };
       if (performance.now() - d0 > drainTimeout) break;
       await sleep(pollInterval);
     }
@@ -53572,7 +53594,7 @@ ok=1`;
   const oldGenerationClosed = async (oldPids) => {
     const t0 = performance.now();
     while (performance.now() - t0 < confirmTimeout) {
-      if (!(await workers()).some((w) => oldPids.has(w.pid) && !w.shuttingDown)) return true;
+      if (!(await workersAmong(oldPids)).some((w) => !w.shuttingDown)) return true;
       await sleep(pollInterval);
     }
     return false;
@@ -56678,7 +56700,11 @@ function logEvents() {
         if (event.status !== "start") info(`${event.kind}${event.instance ? ` ${event.instance}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}`);
         break;
       case "route":
-        info(`nginx generation ${event.generation}: ${event.why}; confirmed in ${formatDuration(event.confirmMs)}, drained in ${formatDuration(event.drainMs)}`);
+        info(`nginx generation ${event.generation}: ${event.why}; confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`}`);
+        break;
+      case "drained":
+        if (event.error) warning(`nginx generation ${event.generation}: the background drain failed after ${formatDuration(event.drainMs)}: ${event.error}`);
+        else info(`nginx generation ${event.generation}: drained in ${formatDuration(event.drainMs)}`);
         break;
       case "recovery":
         close();

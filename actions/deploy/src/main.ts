@@ -157,7 +157,11 @@ function logEvents(): (event: DeployEvent) => void {
         if (event.status !== "start") core.info(`${event.kind}${event.instance ? ` ${event.instance}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}`);
         break;
       case "route":
-        core.info(`nginx generation ${event.generation}: ${event.why}; confirmed in ${formatDuration(event.confirmMs)}, drained in ${formatDuration(event.drainMs)}`);
+        core.info(`nginx generation ${event.generation}: ${event.why}; confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`}`);
+        break;
+      case "drained":
+        if (event.error) core.warning(`nginx generation ${event.generation}: the background drain failed after ${formatDuration(event.drainMs)}: ${event.error}`);
+        else core.info(`nginx generation ${event.generation}: drained in ${formatDuration(event.drainMs)}`);
         break;
       case "recovery":
         close();

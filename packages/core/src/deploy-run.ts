@@ -38,6 +38,7 @@ export interface PendingDrain {
   readonly replaced: readonly Routing[];
   /** Settles (never rejects) when the drain ended; `failure` says whether it failed. */
   readonly done: Promise<void>;
+  settled: boolean;
   failure?: Error;
 }
 

@@ -62,7 +62,7 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
   const { run } = context;
   for (const [index, phase] of plan.phases.entries()) {
     await awaitOlderBackground(context, index);
-    if (run.backgroundFailure) return backgroundOutcome(await settleBackground(context));
+    if (run.backgroundFailure) return backgroundOutcome(await settleBackground(context), plan.phases.slice(index).map((p) => p.name));
     run.phaseIndex = index;
     run.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
     const phaseStart = performance.now();
@@ -80,28 +80,35 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       await settleBackground(context);
       const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? "?"}`);
       endPhase(false);
+      // A drain that failed in the background meanwhile is part of what the report must say.
+      const drain = failedDrain(run);
+      if (drain && drain.error !== failure && drain.error !== failure.cause) return { ...outcome, recovery: [outcome.recovery, `also, ${DRAIN_FAILED} (${drain.step}: ${drain.error.message.split("\n")[0]})`].filter(Boolean).join("; ") };
       return outcome;
     }
   }
-  return backgroundOutcome(await settleBackground(context));
+  return backgroundOutcome(await settleBackground(context), []);
 }
 
-function backgroundOutcome(failure: { error: NodropError; step: string; drain?: boolean } | undefined): RunOutcome {
+/** The outcome of a background step or drain that failed; `notRun` are the phases it kept from starting. */
+function backgroundOutcome(failure: { error: NodropError; step: string; drain?: boolean } | undefined, notRun: readonly string[]): RunOutcome {
   if (!failure) return {};
-  if (failure.drain) {
-    return {
-      error: failure.error,
-      step: failure.step,
-      recovery: "the new routing is in force; the slots the routing before it served were left running, out of the pool, since the proxy may still be draining requests on them (the next deploy stops them first); the phases after this one did not run",
-    };
-  }
+  const rest = notRun.length > 0 ? `the deploy stopped before ${notRun.length === 1 ? "phase" : "phases"} ${notRun.join(", ")}` : "every phase had run";
+  if (failure.drain) return { error: failure.error, step: failure.step, recovery: `${DRAIN_FAILED}; ${rest}` };
   const id = failure.error.instance;
   return {
     error: failure.error,
     step: failure.step,
-    recovery: `${id ?? "the instance"} serves from its new slot; its old slot's process may still run, out of the pool (the next deploy stops it first); the phases after this one did not run`,
+    recovery: `${id ?? "the instance"} serves from its new slot; its old slot's process may still run, out of the pool (the next deploy stops it first); ${rest}`,
   };
 }
+
+/** The background drain that failed in this run, if one did (read through a call: the loop's narrowing does not see it change). */
+function failedDrain(run: RunContext["run"]): { error: Error; step: string } | undefined {
+  return run.backgroundFailure?.drain ? run.backgroundFailure : undefined;
+}
+
+const DRAIN_FAILED =
+  "a background drain failed: the routing that replaced it is in force, and the slots the old one served were left running, out of the pool, since the proxy may still be draining requests on them (the next deploy stops them first)";
 
 /** The failure rule: decided by which routing a failed proxy change left in force, if it was one. */
 async function afterFailure(context: RunContext, phase: PlanPhase, failure: NodropError, step: string): Promise<RunOutcome> {

@@ -15,7 +15,18 @@ export type DeployEvent =
       readonly ms?: number;
       readonly detail?: string;
     }
-  | { readonly type: "route"; readonly why: string; readonly generation: string; readonly confirmMs: number; readonly drainMs: number; readonly serving: readonly string[] }
+  | {
+      readonly type: "route";
+      readonly why: string;
+      readonly generation: string;
+      readonly confirmMs: number;
+      readonly drainMs: number;
+      readonly serving: readonly string[];
+      /** The old routing drains in the background (`drainMs` is 0 then): a "drained" event follows. */
+      readonly background?: boolean;
+    }
+  /** A background drain ended (or failed: `error`). */
+  | { readonly type: "drained"; readonly why: string; readonly generation: string; readonly drainMs: number; readonly error?: string }
   | { readonly type: "recovery"; readonly reason: string }
   | { readonly type: "done"; readonly report: DeployReport };
 

@@ -46,6 +46,8 @@ export interface RouteReport {
   readonly cut: number;
   /** The drain ran in the background, while the steps after this change went on (off the critical path). */
   readonly background?: boolean;
+  /** A background drain that failed: why (`drainMs` is how long it ran). The slots the old routing served were left running. */
+  readonly drainFailed?: string;
 }
 
 export interface PhaseReport {

@@ -63,6 +63,9 @@ export async function applyRouting(context: RunContext, planned: Routing, why: s
     });
     // What may have been in force before this change, each slot pinned down now (the live ports move with the swap).
     const replaced = run.possibleRoutings.map((r) => withSlots(r, options.instances.map((i) => i.spec), live));
+    // At most one older generation drains while this one starts: old generations must not pile up
+    // (each keeps its workers, and polling them costs the proxy host), even where nothing else waits for them.
+    if (backgroundDrain) await Promise.all(openDrains(run).slice(0, -1).map((d) => d.done));
     let result;
     run.routingAttempted(routing);
     try {
@@ -76,8 +79,13 @@ export async function applyRouting(context: RunContext, planned: Routing, why: s
     const report = { why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 };
     if (result.drained) trackDrain(context, phase, replaced, result.drained, report);
     else run.routes.push(report);
-    run.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)] });
+    run.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)], ...(result.drained ? { background: true } : {}) });
   });
+}
+
+/** Background drains still running, oldest first. */
+function openDrains(run: RunContext["run"]): PendingDrain[] {
+  return [...run.draining].filter((d) => !d.settled);
 }
 
 /**
@@ -90,21 +98,29 @@ function trackDrain(context: RunContext, phase: string, replaced: Routing[], dra
   const { run } = context;
   const entry: { -readonly [K in keyof RouteReport]: RouteReport[K] } = { ...report, background: true };
   run.routes.push(entry);
+  const t0 = performance.now();
   const pending: PendingDrain = {
     replaced,
+    settled: false,
     done: drained.then(
       (result) => {
         entry.drainMs = result.drainMs;
         entry.cut = result.cut ?? 0;
+        pending.settled = true;
         run.draining.delete(pending);
+        run.emit({ type: "drained", why: report.why, generation: report.generation, drainMs: result.drainMs });
       },
       (error: unknown) => {
         // Kept in `draining`: the slots it served must not be stopped in this deploy.
         const failure = toNodropError(error, "E_PROXY_DRAIN", `proxy ${context.options.proxy.name}`);
         pending.failure = failure;
+        pending.settled = true;
+        entry.drainMs = performance.now() - t0;
+        entry.drainFailed = failure.message.split("\n")[0]!;
         run.drained = false;
         run.backgroundDrainFailed = true;
         run.backgroundFailure ??= { error: failure, step: `${phase}: drain (background)`, drain: true };
+        run.emit({ type: "drained", why: report.why, generation: report.generation, drainMs: entry.drainMs, error: entry.drainFailed });
       },
     ),
   };
@@ -158,7 +174,7 @@ export async function awaitOlderBackground(context: RunContext, index: number): 
 export async function settleBackground(context: RunContext): Promise<{ error: NodropError; step: string; drain?: boolean } | undefined> {
   const { run } = context;
   await Promise.all([...run.background.values()].map((b) => b.task));
-  await Promise.all([...run.draining].map((d) => d.done));
+  while (openDrains(run).length > 0) await Promise.all(openDrains(run).map((d) => d.done));
   run.background.clear();
   const failure = run.backgroundFailure;
   return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step, ...(failure.drain ? { drain: true } : {}) };
@@ -172,8 +188,7 @@ async function runInstanceStep(context: RunContext, phase: PlanPhase, step: Inst
   // A slot that a routing still draining serves is left alone until that drain ends; the step
   // starts after it, so that its record and its time are the step's own. A failed drain fails it.
   const slotPort = step.slot === "idle" ? t.idle?.port : t.port;
-  const drains = (kind === "stop" || kind === "update") && slotPort !== undefined ? run.drainsServing(id, slotPort) : [];
-  const drainFailure = drains.length > 0 ? await drainsEnded(drains, id, slotPort!) : undefined;
+  const drainFailure = (kind === "stop" || kind === "update") && slotPort !== undefined && run.draining.size > 0 ? await drainsEnded(run, id, slotPort) : undefined;
   await timed(context, phase.name, kind, id, async () => {
     if (drainFailure) throw drainFailure;
     if (step.slot === "idle") return runIdleSlotStep(context, kind, id);
@@ -195,10 +210,16 @@ async function runInstanceStep(context: RunContext, phase: PlanPhase, step: Inst
   });
 }
 
-/** Waits for the drains; the error a step on the slot they served fails with when one of them failed. */
-async function drainsEnded(drains: readonly PendingDrain[], id: string, port: number): Promise<NodropError | undefined> {
-  await Promise.all(drains.map((d) => d.done));
-  const failed = drains.find((d) => d.failure)?.failure;
+/**
+ * Waits until no drain whose old routing served the slot is running (asked again after each wait:
+ * a change made meanwhile may have left another one); the error a step on the slot fails with
+ * when one of them failed.
+ */
+async function drainsEnded(run: RunContext["run"], id: string, port: number): Promise<NodropError | undefined> {
+  for (let open = run.drainsServing(id, port).filter((d) => !d.settled); open.length > 0; open = run.drainsServing(id, port).filter((d) => !d.settled)) {
+    await Promise.all(open.map((d) => d.done));
+  }
+  const failed = run.drainsServing(id, port).find((d) => d.failure)?.failure;
   if (!failed) return undefined;
   return new NodropError("E_PROXY_DRAIN", `slot ${port} of ${id} left running: the drain of the routing that served it failed (${failed.message.split("\n")[0]})`, { instance: id, cause: failed });
 }

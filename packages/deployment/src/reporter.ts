@@ -39,7 +39,10 @@ export function progressReporter(out: Output, started = performance.now()): (eve
         } else if (event.kind === "route" && event.status === "start") status = `${at()} proxy: reloading and draining…`;
         break;
       case "route":
-        status = `${at()} proxy gen ${event.generation}: ${event.why} (confirm ${formatDuration(event.confirmMs)}, drain ${formatDuration(event.drainMs)})`;
+        status = `${at()} proxy gen ${event.generation}: ${event.why} (confirm ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drain ${formatDuration(event.drainMs)}`})`;
+        break;
+      case "drained":
+        if (event.error) status = `${at()} proxy gen ${event.generation}: drain FAILED: ${event.error}`;
         break;
       case "recovery":
         status = `${at()} recovering: ${event.reason.split("\n")[0]}`;
@@ -65,7 +68,9 @@ function plainLine(event: DeployEvent): string | undefined {
       if (event.status === "start") return undefined;
       return `  ${event.kind}${event.instance ? ` ${event.instance}` : ""} ${event.status === "ok" ? "ok" : "FAILED"} ${formatDuration(event.ms ?? 0)}${event.detail ? `: ${event.detail.split("\n")[0]}` : ""}`;
     case "route":
-      return `  proxy generation ${event.generation}: ${event.why} (confirmed in ${formatDuration(event.confirmMs)}, drained in ${formatDuration(event.drainMs)})`;
+      return `  proxy generation ${event.generation}: ${event.why} (confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`})`;
+    case "drained":
+      return `  proxy generation ${event.generation} ${event.error ? `drain FAILED after ${formatDuration(event.drainMs)}: ${event.error}` : `drained in ${formatDuration(event.drainMs)}`} (${event.why})`;
     case "recovery":
       return `recovery after: ${event.reason.split("\n")[0]}`;
     case "done":

@@ -41,6 +41,15 @@ interface Worker {
 /** What nginx (open source, 1.22 and later) can put into effect: every routing core defines. */
 export const NGINX_CAPABILITIES: ProxyCapabilities = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true, backgroundDrain: true });
 
+/** `ps -o pid=,args=` lines of nginx workers: pid, and whether the worker is shutting down (its old generation's title). */
+function parseWorkers(stdout: string): { pid: number; shuttingDown: boolean }[] {
+  return stdout
+    .split("\n")
+    .map((line) => /^\s*(\d+)\s+nginx: worker process( is shutting down)?/.exec(line))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ pid: Number(m[1]), shuttingDown: m[2] !== undefined }));
+}
+
 export function nginxProxy(options: NginxProxyOptions): Proxy {
   const { executor, configFile } = options;
   const name = nginxName(options.app);
@@ -80,11 +89,19 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     if (result.code !== 0) {
       throw new NodropError("E_PROXY_RELOAD", `cannot list nginx workers on ${executor.host} (pid file ${options.pidFile ?? "/run/nginx.pid"}): ${result.stderr.trim() || `exit ${result.code}`}`);
     }
-    return result.stdout
-      .split("\n")
-      .map((line) => /^\s*(\d+)\s+nginx: worker process( is shutting down)?/.exec(line))
-      .filter((m): m is RegExpExecArray => m !== null)
-      .map((m) => ({ pid: Number(m[1]), shuttingDown: m[2] !== undefined }));
+    return parseWorkers(result.stdout);
+  };
+
+  /**
+   * Which of `pids` still run as nginx workers, asked of the pids themselves rather than of the
+   * master the pid file names: a restart or a binary upgrade while a drain is pending leaves the old
+   * generation under another parent. A pid reused by another program does not count.
+   */
+  const workersAmong = async (pids: ReadonlySet<number>): Promise<Worker[]> => {
+    if (pids.size === 0) return [];
+    const result = await run(`ps -o pid=,args= -p ${[...pids].map((pid) => String(Math.trunc(pid))).join(",")}; true`);
+    if (result.code !== 0) throw new NodropError("E_PROXY_RELOAD", `cannot list nginx workers on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+    return parseWorkers(result.stdout).filter((w) => pids.has(w.pid));
   };
 
   /** The include file's text as it is now; undefined when there is none. Exit 3: a link or no regular file. */
@@ -187,8 +204,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   const drainGeneration = async (routing: Routing, instances: readonly ProxyInstance[], oldPids: ReadonlySet<number>): Promise<{ drainMs: number; cut: number }> => {
     const d0 = performance.now();
     for (;;) {
-      const now = await workers();
-      if (!now.some((w) => oldPids.has(w.pid))) return { drainMs: performance.now() - d0, cut: 0 };
+      if ((await workersAmong(oldPids)).length === 0) return { drainMs: performance.now() - d0, cut: 0 };
       if (performance.now() - d0 > drainTimeout) break;
       await sleep(pollInterval);
     }
@@ -213,7 +229,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   const oldGenerationClosed = async (oldPids: ReadonlySet<number>): Promise<boolean> => {
     const t0 = performance.now();
     while (performance.now() - t0 < confirmTimeout) {
-      if (!(await workers()).some((w) => oldPids.has(w.pid) && !w.shuttingDown)) return true;
+      if (!(await workersAmong(oldPids)).some((w) => !w.shuttingDown)) return true;
       await sleep(pollInterval);
     }
     return false;

@@ -197,7 +197,7 @@ describe("surge rolling through the engine", () => {
     // The next batch never started: the failure stops the deploy at the phase boundary.
     expect(fleet.calls.filter((c) => c.includes("web-8012"))).toEqual([]);
     expect(byId(report, "web-8012")).toMatchObject({ port: 8012, version: "v1", outcome: "not-reached", inPool: true });
-    expect(report.recovery).toContain("the phases after this one did not run");
+    expect(report.recovery).toContain("the deploy stopped before phase batch 2/2");
   });
 
   it("refuses before anything runs when an idle port is taken, naming the host and the port", async () => {
@@ -332,14 +332,12 @@ describe("surge rolling through the engine", () => {
   it("with a proxy that drains in the background, the next batch starts before the old slots drain; an old slot stops only after the drains of the routings that served it", async () => {
     const fleet = new SlotFleet(3, "v1");
     const proxy = new DrainingProxy(fleet.calls);
-    // Each drain ends once the next batch's new slot has started (the last one, on its own).
-    const started = fleet.calls.length;
+    // Drains end on a timer, so the engine runs on while they are pending.
     const finishLater = setInterval(() => {
       for (const drain of proxy.drains.splice(0)) setTimeout(() => drain.finish(), 5);
     }, 2);
     const report = await deploy(options(fleet, proxy, "v2")).finally(() => clearInterval(finishLater));
     expect(report.ok).toBe(true);
-    expect(started).toBe(0);
     expect(proxy.asked).toEqual([true, true, true]);
     const at = (call: string) => {
       const index = fleet.calls.indexOf(call);
@@ -361,31 +359,59 @@ describe("surge rolling through the engine", () => {
     expect([...fleet.running.keys()].sort()).toEqual(["web-8011:9011", "web-8012:9012", "web-8013:9013"]);
   });
 
-  it("a background drain that fails ends the deploy and leaves running every slot the drained routing served", async () => {
+  it("a background drain that fails ends the deploy at the next phase and leaves running every slot the drained routing served", async () => {
     const fleet = new SlotFleet(3, "v1");
     const proxy = new DrainingProxy(fleet.calls);
-    let failed = false;
+    // Batch 1's drain fails while batch 2 swaps; the others drain normally.
+    const apply = proxy.apply.bind(proxy);
+    proxy.apply = async (routing, instances, context) => {
+      const result = await apply(routing, instances, context);
+      const first = proxy.drains.findIndex((d) => d.generation === "1");
+      if (proxy.applied.length === 2 && first >= 0) proxy.drains.splice(first, 1)[0]!.finish(new NodropError("E_PROXY_DRAIN", "nginx on local: workers of the previous generation still running", { routingInForce: "new" }));
+      return result;
+    };
+    // The other drains end on a timer; batch 1's is left for the override above.
     const finish = setInterval(() => {
-      for (const drain of proxy.drains.splice(0)) {
-        if (drain.generation === "1") {
-          failed = true;
-          drain.finish(new NodropError("E_PROXY_DRAIN", "nginx on local: workers of the previous generation still running", { routingInForce: "new" }));
-        } else drain.finish();
+      for (const drain of proxy.drains.filter((d) => d.generation !== "1")) {
+        proxy.drains.splice(proxy.drains.indexOf(drain), 1);
+        drain.finish();
       }
     }, 2);
     const report = await deploy(options(fleet, proxy, "v2")).finally(() => clearInterval(finish));
-    expect(failed).toBe(true);
     expect(report.ok).toBe(false);
     expect(report.error?.code).toBe("E_PROXY_DRAIN");
     expect(report.error?.step).toBe("batch 1/3: drain (background)");
-    expect(report.recovery).toContain("the new routing is in force; the slots the routing before it served were left running");
-    // web-8011's old slot may still be serving the failed drain's requests: nothing stopped it.
-    expect(fleet.calls).not.toContain("stop web-8011:8011");
+    // Batch 2 had swapped when the failure came; batch 3 never started.
+    expect(proxy.applied).toHaveLength(2);
+    expect(report.recovery).toContain("a background drain failed: the routing that replaced it is in force, and the slots the old one served were left running");
+    expect(report.recovery).toContain("the deploy stopped before phase batch 3/3");
+    expect(report.routes[0]).toMatchObject({ background: true, drainFailed: "nginx on local: workers of the previous generation still running" });
+    // Neither old slot that routing served was stopped: nginx may still be draining requests on them.
+    expect(fleet.calls.filter((c) => /^stop .*:80\d\d$/.test(c))).toEqual([]);
     expect(fleet.running.get("web-8011:8011")).toBe("v1");
+    expect(fleet.running.get("web-8012:8012")).toBe("v1");
     expect(byId(report, "web-8011")).toMatchObject({ port: 9011, version: "v2", idle: { port: 8011, running: true } });
+    expect(byId(report, "web-8013")).toMatchObject({ port: 8013, version: "v1", outcome: "not-reached" });
     // The routing in force holds the whole fleet, each instance on a slot that runs.
     expect(servingInstances(proxy.inForce!).size).toBe(3);
     for (const [id, port] of Object.entries(proxy.inForce!.slots!)) expect(fleet.running.has(`${id}:${port}`), `${id}:${port}`).toBe(true);
+  });
+
+  it("keeps at most one older generation draining while the next swap starts", async () => {
+    const fleet = new SlotFleet(4, "v1");
+    const proxy = new DrainingProxy(fleet.calls);
+    let mostOpen = 0;
+    const apply = proxy.apply.bind(proxy);
+    proxy.apply = async (routing, instances, context) => {
+      mostOpen = Math.max(mostOpen, proxy.drains.length);
+      return apply(routing, instances, context);
+    };
+    // Nothing waits for these drains but the engine itself (keepOld: no old slot is stopped).
+    const finish = setInterval(() => proxy.drains.shift()?.finish(), 15);
+    const report = await deploy(options(fleet, proxy, "v2", { keepOld: 60_000 })).finally(() => clearInterval(finish));
+    expect(report.ok).toBe(true);
+    expect(proxy.applied).toHaveLength(4);
+    expect(mostOpen).toBe(1);
   });
 
   it("a proxy without the capability is never asked to drain in the background, and reports its drains inline", async () => {
