@@ -201,4 +201,39 @@ describe("surge rolling killed with -9 mid-deploy, then resume (real nginx + gun
     expect(stats.failed).toBe(0);
     expect(stats.requests).toBeGreaterThan(100);
   });
+
+  it("killed just after batch 1's swap, with 10 s requests draining on its old slot: resume stops that slot only after they end, and they all succeed", async () => {
+    const SLOW_MS = 10_000;
+    const before = await fleet.versions();
+    const live = before["8421"] !== "down" ? 8421 : 8421 + OFFSET;
+    const from = before[String(live)]!;
+    const to = from === "v2" ? "v4" : "v2";
+    const record = "step batch 1/3: route ok";
+    const k = enumeration.indexOf(record) + 1;
+    expect(k, `"${record}" in ${enumeration.join(" | ")}`).toBeGreaterThan(0);
+    // Fresh connections: each nginx worker's round robin sends its first to web-8421.
+    const t0 = Date.now();
+    const slow = Array.from({ length: 12 }, async () => {
+      const response = await fetch(`${fleet.url}/slow?ms=${SLOW_MS}`, { headers: { connection: "close" } });
+      await response.text();
+      return { status: response.status, instance: response.headers.get("x-app-instance"), version: response.headers.get("x-app-version"), endMs: Date.now() - t0 };
+    });
+    await sleep(300);
+    const tag = `surge-drain-${k}-${to}`;
+    const killed = await deployKilledAt(fleet, { version: to, k, tag });
+    expect(killed.exit.signal).toBe("SIGKILL");
+    await waitForOrphans(tag);
+    const resumed = await runNodrop(["resume", "--config", fleet.configFile, "--json"]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    const answers = await Promise.all(slow);
+    // Every slow request ended on the version it started on; some were on web-8421's old slot.
+    expect(answers.map((a) => [a.status, a.version])).toEqual(answers.map(() => [200, from]));
+    expect(answers.filter((a) => a.instance === String(live)).length).toBeGreaterThan(0);
+    // The resume stopped the old slot left running only once the crashed deploy's old nginx generation had drained.
+    const records = lastDeployRecords(await readJournal(fleet));
+    const stop = records.find((r) => r.type === "step" && r.kind === "stop" && r.instance === "web-8421" && r.status === "start");
+    expect(stop, records.map(describeRecord).join(" | ")).toBeDefined();
+    expect(Date.parse(stop!.at) - t0).toBeGreaterThanOrEqual(SLOW_MS);
+    expect(Object.values(await fleet.versions()).filter((v) => v !== "down")).toEqual(ports.map(() => to));
+  });
 });
