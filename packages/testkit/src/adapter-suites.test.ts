@@ -18,7 +18,8 @@ type ProxyDefect =
   | "same-generation"
   | "drops-one"
   | "drained-without-capability"
-  | "drain-rejects";
+  | "drain-rejects"
+  | "drains-early";
 
 function fakeProxy(defect: ProxyDefect) {
   const instances: ProxyInstance[] = [1, 2, 3].map((n) => ({ id: `i${n}`, host: "local", address: "127.0.0.1", port: 9000 + n }));
@@ -27,6 +28,7 @@ function fakeProxy(defect: ProxyDefect) {
   let pending: { routing: Routing; requests: number } | undefined;
   let generation = 0;
   let turn = 0;
+  let inFlight = 0;
   const proxy: Proxy = {
     name: "fake",
     capabilities: {
@@ -34,7 +36,7 @@ function fakeProxy(defect: ProxyDefect) {
       drainsOldRouting: true,
       timedSwitch: false,
       affinity: (defect === "undefined-capability" ? undefined : false) as boolean,
-      ...(defect === "background" || defect === "drain-rejects" ? { backgroundDrain: true } : {}),
+      ...(defect === "background" || defect === "drain-rejects" || defect === "drains-early" ? { backgroundDrain: true } : {}),
     },
     async check() {
       return { ok: defect !== "not-ok", details: ["fake proxy"] };
@@ -53,8 +55,13 @@ function fakeProxy(defect: ProxyDefect) {
       written = routing;
       if (defect !== "same-generation") generation += 1;
       const result = { generation: String(generation), confirmMs: 1, drainMs: 0 };
-      if (!context.backgroundDrain || !["background", "drained-without-capability", "drain-rejects"].includes(defect)) return result;
-      const drained = defect === "drain-rejects" ? Promise.reject(new NodropError("E_PROXY_DRAIN", "old workers still running")) : new Promise<{ drainMs: number }>((resolve) => setTimeout(() => resolve({ drainMs: 5 }), 5));
+      if (!context.backgroundDrain || !["background", "drained-without-capability", "drain-rejects", "drains-early"].includes(defect)) return result;
+      // Drained once no request held at the change is in flight ("drains-early": at once).
+      const untilIdle = async () => {
+        while (defect !== "drains-early" && inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+        return { drainMs: 5 };
+      };
+      const drained = defect === "drain-rejects" ? Promise.reject(new NodropError("E_PROXY_DRAIN", "old workers still running")) : untilIdle();
       drained.catch(() => undefined);
       return { ...result, drained };
     },
@@ -72,7 +79,14 @@ function fakeProxy(defect: ProxyDefect) {
     if (defect === "drops-one" && turn % 17 === 0) return undefined;
     return id;
   };
-  return { proxy, instances, request, cleanup: async () => undefined };
+  const slowRequest = async (ms: number): Promise<string | undefined> => {
+    inFlight += 1;
+    const id = await request();
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    inFlight -= 1;
+    return id;
+  };
+  return { proxy, instances, request, slowRequest, cleanup: async () => undefined };
 }
 
 type InstanceDefect = "none" | "lazy-stop" | "ignores-update" | "stop-not-idempotent" | "unreachable";
@@ -132,6 +146,7 @@ describe("proxySuite", () => {
     ["drops-one", "apply(one pool of every instance): requests reach only the pool, and each of its instances"],
     ["drained-without-capability", BACKGROUND_TITLE],
     ["drain-rejects", BACKGROUND_TITLE],
+    ["drains-early", BACKGROUND_TITLE],
   ] as const)("fails a proxy with defect %s on: %s", async (defect, title) => {
     expect(failed(await run(defect))).toContain(title);
   });

@@ -9,6 +9,12 @@ export interface ProxyFixture {
   readonly instances: readonly ProxyInstance[];
   /** Sends one request through the proxy: the id of the instance that answered, undefined when it failed. */
   request(): Promise<string | undefined>;
+  /**
+   * Optional: one request on a new connection that the backend answers only after `ms`. With it,
+   * the check of `backgroundDrain` holds requests in flight across the change and requires that
+   * `drained` settles only after they have been answered.
+   */
+  slowRequest?(ms: number): Promise<string | undefined>;
   /** Stops the proxy and the backends and removes what setup created. */
   cleanup(): Promise<void>;
 }
@@ -158,8 +164,12 @@ export function proxySuite(api: TestApi, options: ProxySuiteOptions): void {
       const gone = all(f)[0]!;
       const rest = all(f).filter((id) => id !== gone);
       const what = `a pool without ${gone}, draining in the background`;
-      const result = await apply(f, singlePool(rest), what, true);
       const capable = f.proxy.capabilities.backgroundDrain === true;
+      // Requests in flight at the change, on every instance (one each per backend, and more): the old routing drains them.
+      const slowMs = 1500;
+      const held = capable && f.slowRequest ? Array.from({ length: 2 * f.instances.length }, () => f.slowRequest!(slowMs).then((id) => ({ id, at: performance.now() }))) : [];
+      if (held.length > 0) await new Promise((resolve) => setTimeout(resolve, 200));
+      const result = await apply(f, singlePool(rest), what, true);
       if (!capable) {
         // The engine reads `drained` as "the old routing may still be in use": only an adapter that says it can may return it.
         ok(result.drained === undefined, `apply(${what}) returned \`drained\` but capabilities.backgroundDrain is not true`);
@@ -170,10 +180,20 @@ export function proxySuite(api: TestApi, options: ProxySuiteOptions): void {
       everyMember(await send(f, rest, after), rest, after);
       if (!capable) return;
       let drained: Awaited<NonNullable<ProxyApplyResult["drained"]>>;
+      let drainedAt: number;
       try {
         drained = await result.drained!;
+        drainedAt = performance.now();
       } catch (error) {
-        throw new ConformanceError(`apply(${what}): \`drained\` rejected for a drain with nothing in flight: ${describeError(error)}`);
+        throw new ConformanceError(`apply(${what}): \`drained\` rejected for a drain of requests that all finish: ${describeError(error)}`);
+      }
+      if (held.length > 0) {
+        const answers = await Promise.all(held);
+        const failed = answers.filter((a) => a.id === undefined).length;
+        ok(failed === 0, `apply(${what}): ${failed} of ${answers.length} requests in flight at the change failed`);
+        // The engine stops a removed instance once \`drained\` settles: a request still on its way there would be cut.
+        const last = Math.max(...answers.map((a) => a.at));
+        ok(drainedAt >= last - 50, () => `apply(${what}): \`drained\` settled ${Math.round(last - drainedAt)} ms before the last request in flight at the change was answered`);
       }
       ok(typeof drained?.drainMs === "number" && Number.isFinite(drained.drainMs) && drained.drainMs >= 0, `apply(${what}): \`drained\` must resolve with drainMs >= 0, got ${show(drained?.drainMs)}`);
       everyMember(await send(f, rest, `after \`drained\` settled`), rest, "after `drained` settled");

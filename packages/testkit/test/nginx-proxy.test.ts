@@ -56,8 +56,12 @@ async function startNginx(): Promise<ProxyFixture> {
     for (const instance of instances) {
       const server = http.createServer((request, response) => {
         request.resume();
-        response.writeHead(200, { "content-type": "text/plain", "x-instance-id": instance.id });
-        response.end(instance.id);
+        // /slow?ms=N answers after N ms (the suite's request held in flight across a change).
+        const ms = Number(new URL(request.url ?? "/", "http://x").searchParams.get("ms") ?? 0);
+        setTimeout(() => {
+          response.writeHead(200, { "content-type": "text/plain", "x-instance-id": instance.id });
+          response.end(instance.id);
+        }, Math.min(Math.max(ms, 0), 10_000));
       });
       servers.push(server);
       await new Promise<void>((resolve, reject) => {
@@ -80,7 +84,7 @@ async function startNginx(): Promise<ProxyFixture> {
       if (i > 100) throw new Error(`nginx on 127.0.0.1:${PROXY_PORT} does not answer`);
       await sleep(50);
     }
-    return { proxy, instances, request, cleanup };
+    return { proxy, instances, request, slowRequest: (ms: number) => request(`/slow?ms=${ms}`, ms + 5000), cleanup };
   } catch (error) {
     await cleanup();
     throw error;
@@ -92,9 +96,9 @@ async function startNginx(): Promise<ProxyFixture> {
  * reload, and a request sent into one that is being closed would fail for a reason the suite
  * does not test.
  */
-function request(): Promise<string | undefined> {
+function request(url = "/", timeout = 5000): Promise<string | undefined> {
   return new Promise((resolve) => {
-    const req = http.get({ host: "127.0.0.1", port: PROXY_PORT, path: "/", agent: false, timeout: 5000, headers: { connection: "close" } }, (response) => {
+    const req = http.get({ host: "127.0.0.1", port: PROXY_PORT, path: url, agent: false, timeout, headers: { connection: "close" } }, (response) => {
       response.resume();
       response.on("end", () => {
         const id = response.headers["x-instance-id"];
