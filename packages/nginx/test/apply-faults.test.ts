@@ -2,7 +2,7 @@
 // in force. nginx runs on this machine (a user-owned prefix) in front of three node:http backends;
 // the adapter drives it over a REAL SSH connection to a real sshd (@nodrop/testhosts), through a
 // TCP relay the test cuts at one point of apply(): after the write, during `nginx -t`, after the
-// reload signal, during the drain poll, and at the restore. The hosts share this machine's disk
+// reload signal, during the drain poll (also one left running in the background), and at the restore. The hosts share this machine's disk
 // and process table, so the sshd host's commands act on this nginx.
 import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
@@ -334,6 +334,31 @@ describe("nginx apply() over SSH, the connection cut at each point: the error sa
       },
     ]);
     const error = await failure(proxy.apply(without3, instances));
+    await ssh.dispose();
+    expect(error.code).toBe("E_SSH_DROPPED");
+    expect(error.routingInForce).toBe("new");
+    expect(error.message).toMatch(/new routing is in force/);
+    for (const answer of held.splice(0)) answer();
+    expect(await slow).toBeDefined();
+    const text = await readFile(includeFile, "utf8");
+    expect(text).toContain("# nodrop-generation: 2");
+    await expectInForce(text, ["b-8731", "b-8732"]);
+  });
+
+  it("cut during a background drain (a slow request holds an old worker): apply() resolved with the new routing in force, and `drained` rejects as dropped, saying it still is", async () => {
+    const slow = request("/slow");
+    for (let i = 0; held.length === 0 && i < 200; i++) await sleep(10);
+    expect(held).toHaveLength(1);
+    // Only the drain's polls after apply() returned: a cut there can no longer fail apply() itself.
+    let returned = false;
+    const { proxy, ssh } = proxyOver([{ match: (c) => returned && c.includes("ps -o pid=,args= -p "), rewrite: (c) => `sleep 2; ${c}` }]);
+    const result = await proxy.apply(without3, instances, { backgroundDrain: true });
+    returned = true;
+    expect(result.drainMs).toBe(0);
+    expect(result.drained).toBeDefined();
+    // New connections already go by the new routing, while the old worker holds the slow request.
+    expect([...(await reached())].sort()).toEqual(["b-8731", "b-8732"]);
+    const error = await failure(result.drained!);
     await ssh.dispose();
     expect(error.code).toBe("E_SSH_DROPPED");
     expect(error.routingInForce).toBe("new");
