@@ -42,6 +42,8 @@ const scenarios: Scenario[] = [
   { name: "local 4 instances, rolling 1 at a time", slug: "rolling", ports: [8311, 8312, 8313, 8314], strategy: { name: "rolling", batchSize: 1 } },
   // Two-slot scenarios use 87xx: their spare ports (97xx) are clear of every other bench and test port.
   { name: "local 4 instances, surge rolling 1 at a time", slug: "surge", ports: [8721, 8722, 8723, 8724], slotOffset: 1000, strategy: { name: "rolling", batchSize: 1, surge: true } },
+  // Surge never takes capacity away, so its batch size is bounded by memory, not by instances serving.
+  { name: "local 4 instances, surge rolling 2 at a time", slug: "surge-2", ports: [8781, 8782, 8783, 8784], slotOffset: 1000, strategy: { name: "rolling", batchSize: 2, surge: true } },
   { name: "local 4 instances, half-split", slug: "half-split", ports: [8331, 8332, 8333, 8334], strategy: { name: "half-split" } },
   { name: "local 4 instances, blue-green", slug: "blue-green", ports: [8741, 8742, 8743, 8744], slotOffset: 1000, strategy: { name: "blue-green" } },
   { name: "local 4 instances, blue-green rollback inside the keepOld window", slug: "blue-green-rollback", ports: [8771, 8772, 8773, 8774], slotOffset: 1000, strategy: { name: "blue-green", keepOld: "30s" }, rollback: true },
@@ -258,7 +260,8 @@ interface Target {
   value: string;
   /** The figure alone, for bench.json (a ratio, ms or a count). */
   figure: number | undefined;
-  met: boolean;
+  /** Undefined for a figure shown for comparison only. */
+  met: boolean | undefined;
 }
 
 /** The new strategies' targets, from this run's results; those whose scenarios did not run are left out. */
@@ -275,6 +278,10 @@ function targets(results: readonly Result[]): Target[] {
   };
   ratio("surge rolling deploy time ÷ rolling, local", "surge", "rolling");
   ratio("surge rolling deploy time ÷ rolling, SSH", "ssh-surge", "ssh-rolling");
+  const wider = by("surge-2");
+  const classic = by("rolling");
+  // Not a target: the same fleet with surge batches of 2 (what its capacity allows), beside classic rolling 1 at a time.
+  if (wider && classic) out.push({ what: "surge 2 at a time ÷ rolling 1 at a time, local", goal: "none (for comparison)", value: `${(wider.deployMs / classic.deployMs).toFixed(2)} (${s(wider.deployMs)}${exit(wider)} / ${s(classic.deployMs)}${exit(classic)})`, figure: Number((wider.deployMs / classic.deployMs).toFixed(2)), met: undefined });
   ratio("blue-green deploy time ÷ half-split, local", "blue-green", "half-split");
   ratio("blue-green deploy time ÷ half-split, SSH", "ssh-blue-green", "ssh-half-split");
   const rollback = by("blue-green-rollback");
@@ -283,12 +290,12 @@ function targets(results: readonly Result[]): Target[] {
     out.push({ what: "rollback inside the keepOld window, time to swap (its start to the end of the swap phase)", goal: "< 2 s", value: swap === undefined ? "-" : `${swap} ms${exit(rollback)}`, figure: swap, met: swap !== undefined && swap < 2000 && rollback.exitCode === 0 });
     out.push({ what: "rollback inside the keepOld window, total (the command's start to its exit)", goal: "< 2 s", value: `${rollback.processMs} ms (nodrop's report: ${rollback.deployMs} ms)${exit(rollback)}`, figure: rollback.processMs, met: rollback.processMs < 2000 && rollback.exitCode === 0 });
   }
-  const watched = ["surge", "ssh-surge", "blue-green", "ssh-blue-green", "blue-green-rollback"].flatMap((slug) => by(slug) ?? []);
+  const watched = ["surge", "surge-2", "ssh-surge", "blue-green", "ssh-blue-green", "blue-green-rollback"].flatMap((slug) => by(slug) ?? []);
   if (watched.length > 0) {
     const failed = watched.reduce((sum, r) => sum + r.failed, 0);
     out.push({ what: "failed requests in the surge, blue-green and rollback scenarios", goal: "0", value: watched.map((r) => `${r.slug} ${r.failed}`).join(", "), figure: failed, met: failed === 0 });
   }
-  for (const r of ["surge", "ssh-surge"].flatMap((slug) => by(slug) ?? [])) {
+  for (const r of ["surge", "surge-2", "ssh-surge"].flatMap((slug) => by(slug) ?? [])) {
     out.push({ what: `${r.slug}: fewest instances serving during the deploy`, goal: `≥ ${r.instances} (the fleet)`, value: r.minServing === undefined ? "-" : `${r.minServing}`, figure: r.minServing, met: r.minServing !== undefined && r.minServing >= r.instances });
   }
   return out;
@@ -463,7 +470,7 @@ const table = [
   }),
 ].join("\n");
 const goals = targets(results);
-const targetLines = goals.map((t) => `- ${t.met ? "met" : "**not met**"}: ${t.what}: ${t.value} (target ${t.goal})`).join("\n");
+const targetLines = goals.map((t) => `- ${t.met === undefined ? "for comparison" : t.met ? "met" : "**not met**"}: ${t.what}: ${t.value} (target ${t.goal})`).join("\n");
 const legend = `Load: ${values.clients} keep-alive clients, each with its own cookie jar and loopback source address; 10% POST, 10% slow requests of 500 ms. "failed" counts what users see (a request on a reused keep-alive connection closed before any answer byte is resent once, as browsers do); "without resend" and "Go rule" (resends GETs only) count the same run stricter. "time with failures": how long requests were failing, in 250 ms slots (a failing instance answers at once, so clients that never wait between requests multiply the failed count; this column does not). "regressions": a client got an older version after a newer one. "late old": a request started after the first new-version answer and answered by the old version. "per-batch critical path": the sum over batches of the slowest instance's own stop, update, start and health check; "drains": waiting for requests in flight at the old routing (a surge's swaps and blue-green's switch drain in the background: those are not on the critical path and not counted); "preflight": from the start to the first change (the proxy checked, every host reached, every instance probed directly: an instance busy with slow requests answers its probe late). "overhead per batch": deploy time minus preflight, critical path and drains, per batch (what nodrop itself adds: config tests, reloads and their confirmation, the journal, SSH round trips). "min serving": the fewest instance endpoints the routing in force sent requests to at any moment of the deploy, read from nginx's include file every 10 ms (a version pin's pool counts from that version's first answer, when a client can first hold the pin; a timed switch counts both sides, either may answer until its instant); the timeline charts draw it as a line. "fleet memory": the summed resident memory of the fleet's gunicorn processes (masters and workers, sampled every 100 ms) at its peak during the deploy, and just before it in brackets: two slots run two sets of processes for a while; "deployer peak memory" is nodrop's own process (or bash's). Surge and blue-green scenarios give each instance a spare port (\`slots: { offset: 1000 }\`); their per-batch critical path and overhead leave out the old slots' drains and stops, which run in the background (the deploy still waits for the last of them: the "old slots stopping" band of their charts). The rollback row measures \`nodrop rollback\` inside the keepOld window of a blue-green deploy to v2 that is still waiting it out: "swapped at" is when its last phase (the one swap back) ended, and its regressions and late old count the other way (a client sent back to v2 after v1 answered it). Baselines are plain bash scripts in examples/wsgi-fleet/baselines/; nginx is never told, so its columns are "-". Each scenario name links to its timeline chart.`;
 const measuredOn = `Measured by \`pnpm bench\` on ${new Date().toISOString().slice(0, 10)} in ${benchMinutes.toFixed(1)} minutes: ${machine}.`;
 const startup = `Start-up (median of 5 runs to the first line of output): \`nodrop --version\` ${Math.round(cliStart)} ms; the GitHub Action bundle ${Math.round(actionStart)} ms.`;
