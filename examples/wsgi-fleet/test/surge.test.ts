@@ -117,11 +117,7 @@ describe("surge rolling (real nginx + gunicorn, two slots per instance)", () => 
     const from = before[String(live)];
     // Fresh connections, so that each nginx worker's round robin spreads them (its first goes to web-8411).
     const t0 = Date.now();
-    const slow = Array.from({ length: 16 }, async () => {
-      const response = await fetch(`${fleet.url}/slow?ms=${SLOW_MS}`, { headers: { connection: "close" } });
-      await response.text();
-      return { status: response.status, instance: response.headers.get("x-app-instance"), version: response.headers.get("x-app-version"), endMs: Date.now() - t0 };
-    });
+    const slow = slowRequests(fleet, 16, SLOW_MS, t0);
     await sleep(300);
     const cli = await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v5", "--json"]);
     const answers = await Promise.all(slow);
@@ -213,11 +209,7 @@ describe("surge rolling killed with -9 mid-deploy, then resume (real nginx + gun
     expect(k, `"${record}" in ${enumeration.join(" | ")}`).toBeGreaterThan(0);
     // Fresh connections: each nginx worker's round robin sends its first to web-8421.
     const t0 = Date.now();
-    const slow = Array.from({ length: 12 }, async () => {
-      const response = await fetch(`${fleet.url}/slow?ms=${SLOW_MS}`, { headers: { connection: "close" } });
-      await response.text();
-      return { status: response.status, instance: response.headers.get("x-app-instance"), version: response.headers.get("x-app-version"), endMs: Date.now() - t0 };
-    });
+    const slow = slowRequests(fleet, 12, SLOW_MS, t0);
     await sleep(300);
     const tag = `surge-drain-${k}-${to}`;
     const killed = await deployKilledAt(fleet, { version: to, k, tag });
@@ -237,3 +229,12 @@ describe("surge rolling killed with -9 mid-deploy, then resume (real nginx + gun
     expect(Object.values(await fleet.versions()).filter((v) => v !== "down")).toEqual(ports.map(() => to));
   });
 });
+
+/** `count` requests through nginx that the app answers after `ms`, each on a fresh connection (so each nginx worker's round robin spreads them); `endMs` counts from `t0`. */
+function slowRequests(fleet: Fleet, count: number, ms: number, t0: number) {
+  return Array.from({ length: count }, async () => {
+    const response = await fetch(`${fleet.url}/slow?ms=${ms}`, { headers: { connection: "close" } });
+    await response.text();
+    return { status: response.status, instance: response.headers.get("x-app-instance"), version: response.headers.get("x-app-version"), endMs: Date.now() - t0 };
+  });
+}
