@@ -50592,6 +50592,11 @@ function describeValue(value, max = 60) {
   const cut = text.length > max ? `${text.slice(0, max)}\u2026` : text;
   return JSON.stringify(cut);
 }
+function inertLine(value, max = 500) {
+  const text = typeof value === "string" ? value : describeValue(value, max);
+  const clean = text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, "?");
+  return clean.length > max ? `${clean.slice(0, max)}\u2026` : clean;
+}
 var nameRule = (value) => SAFE_NAME.test(value) ? void 0 : "letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)";
 var RULES = {
   version: nameRule,
@@ -51159,20 +51164,30 @@ function hostHealthCheck(options) {
     }
   };
 }
-function inspectSlotCommand(idlePort, livePort, address) {
-  for (const port of [idlePort, livePort]) if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`internal: not a port: ${port}`);
-  const tcp = shellQuote(`(exec 3<>/dev/tcp/${address}/${idlePort}) 2>/dev/null`);
+function inspectSlotsCommand(pairs, address) {
+  for (const { idlePort, livePort } of pairs) {
+    for (const port of [idlePort, livePort]) if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`internal: not a port: ${port}`);
+  }
+  if (isIP3(address) === 0) throw new Error(`internal: not an IP address: ${address}`);
+  const list2 = pairs.map((p) => `"${p.idlePort} ${p.livePort}"`).join(" ");
+  const on = (port) => `printf '%s\\n' "$all" | awk -v p=${port} 'NF {n = split($4, a, ":"); if (a[n] == p) print}'`;
+  const tcp = (port) => `bash -c "(exec 3<>/dev/tcp/${address}/${port}) 2>/dev/null"`;
   return [
     // ss's own exit status counts: one that fails (no -H, no permission) falls back to connecting.
-    `if command -v ss >/dev/null 2>&1 && idle=$(ss -Hltnp '( sport = :${idlePort} )' 2>/dev/null) && live=$(ss -Hltnp '( sport = :${livePort} )' 2>/dev/null); then`,
-    `  printf '%s\\n' "$idle" | awk 'NF {print "listen", $4, $0}'`,
-    `  pids=$(printf '%s\\n' "$live" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)`,
-    `  if [ -n "$pids" ]; then ps -o rss= -p "$pids" 2>/dev/null | awk '{s+=$1} END {print "rss", s}'; fi`,
+    "if command -v ss >/dev/null 2>&1 && all=$(ss -Hltnp 2>/dev/null); then",
+    `  for pair in ${list2}; do`,
+    "    set -- $pair",
+    '    echo "slot $1"',
+    `    idle=$(${on("$1")}); live=$(${on("$2")})`,
+    `    printf '%s\\n' "$idle" | awk 'NF {print "listen", $4, $0}'`,
+    `    pids=$(printf '%s\\n' "$live" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)`,
+    `    if [ -n "$pids" ]; then ps -o rss= -p "$pids" 2>/dev/null | awk '{s+=$1} END {print "rss", s}'; fi`,
     // Who runs each side (uid and process name): a process on the idle port is taken for the app's only when it matches.
-    `  for side in idle live; do eval "lines=\\$$side"; pid=$(printf '%s\\n' "$lines" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2); if [ -n "$pid" ]; then echo "owner $side $(stat -c %u /proc/$pid 2>/dev/null) $(cat /proc/$pid/comm 2>/dev/null)"; fi; done`,
+    `    for side in idle live; do eval "lines=\\$$side"; pid=$(printf '%s\\n' "$lines" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2); if [ -n "$pid" ]; then echo "owner $side $(stat -c %u /proc/$pid 2>/dev/null) $(cat /proc/$pid/comm 2>/dev/null)"; fi; done`,
+    "  done",
     "else",
     "  echo noss",
-    `  if command -v bash >/dev/null 2>&1 && bash -c ${tcp}; then echo open; fi`,
+    `  for pair in ${list2}; do set -- $pair; echo "slot $1"; if command -v bash >/dev/null 2>&1 && ${tcp("$1")}; then echo open; fi; done`,
     "fi",
     `awk '/^MemAvailable:/ {print "mem", $2}' /proc/meminfo 2>/dev/null`,
     "exit 0"
@@ -51186,6 +51201,18 @@ function listenerTakes(local, address) {
 }
 function canonical(host) {
   return isIP3(host) === 6 ? new URL(`http://[${host}]/`).hostname.slice(1, -1) : host.toLowerCase();
+}
+function parseSlotInspections(stdout, address) {
+  const blocks = /* @__PURE__ */ new Map();
+  const shared = [];
+  let current = shared;
+  for (const line of stdout.split("\n")) {
+    const slot = /^slot (\d{1,5})$/.exec(line.trim());
+    if (slot) blocks.set(Number(slot[1]), current = []);
+    else if (/^(mem|noss)\b/.test(line.trim())) shared.push(line);
+    else current.push(line);
+  }
+  return new Map([...blocks].map(([port, lines]) => [port, parseSlotInspection([...lines, ...shared].join("\n"), address)]));
 }
 function parseSlotInspection(stdout, address) {
   const listeners = [];
@@ -51217,6 +51244,46 @@ function parseSlotInspection(stdout, address) {
     ...owners.live ? { liveOwner: owners.live } : {}
   };
 }
+var SlotInspector = class {
+  #executor;
+  #pending = [];
+  constructor(executor) {
+    this.#executor = executor;
+  }
+  inspect(id, address, pair, signal) {
+    return new Promise((resolve3, reject) => {
+      this.#pending.push({ id, address, idlePort: pair.idlePort, livePort: pair.livePort, signal, resolve: resolve3, reject });
+      if (this.#pending.length === 1) setImmediate(() => void this.#flush());
+    });
+  }
+  async #flush() {
+    const batch = this.#pending;
+    this.#pending = [];
+    const byAddress = /* @__PURE__ */ new Map();
+    for (const request of batch) byAddress.set(request.address, [...byAddress.get(request.address) ?? [], request]);
+    await Promise.all([...byAddress].map(([address, requests]) => this.#run(address, requests)));
+  }
+  async #run(address, requests) {
+    const signals = requests.map((r) => r.signal).filter((s) => s !== void 0);
+    try {
+      const result = await this.#executor.exec(inspectSlotsCommand(requests, address), { signal: signals.length > 0 ? AbortSignal.any(signals) : void 0, timeoutMs: 3e4 });
+      const seen = result.code === 0 ? parseSlotInspections(result.stdout, address) : void 0;
+      for (const request of requests) {
+        const inspection = seen?.get(request.idlePort);
+        if (inspection) request.resolve(inspection);
+        else request.reject(new NodropError("E_PREFLIGHT", `cannot inspect port ${request.idlePort} on ${this.#executor.host} for ${request.id}: ${result.code === 0 ? "no answer for it" : result.stderr.trim() || `exit ${result.code}`}`, { instance: request.id }));
+      }
+    } catch (error2) {
+      for (const request of requests) request.reject(NodropError.is(error2) ? new NodropError(error2.code, error2.message, { instance: request.id, cause: error2 }) : error2);
+    }
+  }
+};
+var inspectors = /* @__PURE__ */ new WeakMap();
+function slotInspectorOf(executor) {
+  let inspector = inspectors.get(executor);
+  if (!inspector) inspectors.set(executor, inspector = new SlotInspector(executor));
+  return inspector;
+}
 function commandInstance(options) {
   const { spec, executor, commands, timeoutMs } = options;
   const of = `the instance spec of ${describeValue(spec.id)}`;
@@ -51240,11 +51307,8 @@ function commandInstance(options) {
     stop: ({ version, port, signal }) => run3("stop", version === void 0 ? {} : { version }, port, signal),
     update: ({ version, previous, port, signal }) => run3("update", previous === void 0 ? { version } : { version, previous }, port, signal),
     start: ({ version, port, signal }) => run3("start", { version }, port, signal),
-    async inspect({ idlePort, livePort, signal }) {
-      const result = await executor.exec(inspectSlotCommand(idlePort, livePort, spec.address), { signal, timeoutMs: 3e4 });
-      if (result.code !== 0) throw new NodropError("E_PREFLIGHT", `cannot inspect port ${idlePort} on ${executor.host} for ${spec.id}: ${result.stderr.trim() || `exit ${result.code}`}`, { instance: spec.id });
-      return parseSlotInspection(result.stdout, spec.address);
-    },
+    // One command per host for all its instances' slots (they share the executor).
+    inspect: ({ idlePort, livePort, signal }) => slotInspectorOf(executor).inspect(spec.id, spec.address, { idlePort, livePort }, signal),
     async reach({ signal }) {
       const result = await executor.exec("true", { signal, timeoutMs: 3e4 }).catch((error2) => {
         throw NodropError.is(error2) ? new NodropError(error2.code, error2.message, { instance: spec.id, cause: error2 }) : error2;
@@ -51850,11 +51914,16 @@ async function applyRouting(context, planned, why, phase, signal, background = f
     }
     run3.drained = !run3.backgroundDrainFailed;
     run3.routingApplied(routing);
-    const report = { why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 };
+    const warnings = proxyWarnings(result.warnings);
+    const report = { why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0, ...warnings };
     if (result.drained) trackDrain(context, phase, replaced, result.drained, report);
     else run3.routes.push(report);
-    run3.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)], ...result.drained ? { background: true } : {} });
+    run3.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)], ...result.drained ? { background: true } : {}, ...warnings });
   });
+}
+function proxyWarnings(warnings) {
+  if (!Array.isArray(warnings) || warnings.length === 0) return {};
+  return { warnings: warnings.slice(0, 5).map((w) => inertLine(w)) };
 }
 function openDrains(run3) {
   return [...run3.draining].filter((d) => !d.settled);
@@ -53454,6 +53523,33 @@ function parseRenderedConfig(text) {
     return void 0;
   }
 }
+var MASTER_OVERLAP_MS = 100;
+var SwitchTiming = class {
+  #slowestCloseMs = 0;
+  #slowestParseMs = 0;
+  #pollMs;
+  constructor(pollMs) {
+    this.#pollMs = pollMs;
+  }
+  /** A full parse of the config took this long (the command's whole run: an overestimate). */
+  noteParse(ms) {
+    if (Number.isFinite(ms)) this.#slowestParseMs = Math.max(this.#slowestParseMs, ms);
+  }
+  /** From the start of a change (the instant is set then) to every old worker shutting down. */
+  noteClose(ms) {
+    if (Number.isFinite(ms)) this.#slowestCloseMs = Math.max(this.#slowestCloseMs, ms);
+  }
+  /** The delay to set: what the strategy asked for, or longer when this nginx needs it. */
+  delayFor(requestedMs) {
+    const fromParse = MASTER_OVERLAP_MS + 3 * this.#slowestParseMs + 4 * this.#pollMs;
+    return Math.ceil(Math.max(requestedMs, 2 * this.#slowestCloseMs, fromParse));
+  }
+};
+function lateSwitchWarning(host, switchAt, closedAt, delayMs) {
+  if (closedAt !== void 0 && closedAt <= switchAt) return void 0;
+  const when = closedAt === void 0 ? "was not seen closed within the confirm timeout" : `was seen closed ${Math.round(closedAt - switchAt)}ms after the switch instant`;
+  return `nginx on ${host}: the previous worker generation ${when} (the switch was set ${delayMs}ms after the change began): requests it took in between may have had the old version after the first new one; raise strategy.switchDelay`;
+}
 function parseNginxVersion(output) {
   return /nginx\/(\d+\.\d+\.\d+)/.exec(output)?.[1];
 }
@@ -53495,6 +53591,7 @@ if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on 
   const drainTimeout = options.drainTimeout ?? 9e4;
   const pollInterval = options.pollInterval ?? 25;
   let queue = Promise.resolve();
+  const switchTiming = new SwitchTiming(pollInterval);
   let inDoubt;
   const run3 = (command, signal, input) => executor.exec(command, { signal, input, timeoutMs: 6e4 });
   const workers = async (signal) => {
@@ -53604,18 +53701,21 @@ ok=1`;
     let stage = "before";
     let refusedByMaster = false;
     let previousText;
+    const started = performance.now();
     try {
       previousText = await readText(signal);
       const current = previousText === void 0 ? void 0 : parseRenderedConfig(previousText);
       const generation = (current?.generation ?? 0) + 1;
       let switchAt;
+      let switchDelay = 0;
       let clockOffset = 0;
       if (routing.switchDefault) {
         const now = await run3("date +%s%3N", signal);
         const hostNow = Number(now.stdout.trim());
         if (!Number.isFinite(hostNow) || hostNow <= 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the clock on ${executor.host}: ${now.stderr.trim() || now.stdout.trim()}`);
         clockOffset = hostNow - Date.now();
-        switchAt = hostNow + routing.switchDefault.afterMs;
+        switchDelay = switchTiming.delayFor(routing.switchDefault.afterMs);
+        switchAt = hostNow + switchDelay;
       }
       const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
       const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
@@ -53631,7 +53731,9 @@ ok=1`;
         }
         throw new NodropError("E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
       }
+      const testStarted = performance.now();
       const test = await run3(`${nginx} -t 2>&1`);
+      switchTiming.noteParse(performance.now() - testStarted);
       if (test.code !== 0) throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}
 ${lastLines(test.stdout)}`);
       const logOffset = await errorLogSize();
@@ -53658,15 +53760,19 @@ ${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within
         const wait = switchAt === void 0 ? 0 : switchAt + 50 - (Date.now() + clockOffset);
         if (wait > 0) await sleep(wait);
       };
-      if (backgroundDrain && await oldGenerationClosed(oldPids)) {
+      const closed = backgroundDrain || switchAt !== void 0 ? await oldGenerationClosed(oldPids) : false;
+      if (closed) switchTiming.noteClose(performance.now() - started);
+      const late = switchAt === void 0 ? void 0 : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : void 0, switchDelay);
+      const warnings = late === void 0 ? {} : { warnings: [late] };
+      if (backgroundDrain && closed) {
         const drained = drain().catch(async (error2) => Promise.reject(await settle("confirmed", error2, previousText, false)));
         drained.catch(() => void 0);
         await waitSwitch();
-        return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained };
+        return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained, ...warnings };
       }
       const { drainMs, cut } = await drain();
       await waitSwitch();
-      return { generation: String(generation), confirmMs, drainMs, cut };
+      return { generation: String(generation), confirmMs, drainMs, cut, ...warnings };
     } catch (error2) {
       const failure = await settle(stage, error2, previousText, refusedByMaster);
       inDoubt = failure.routingInForce === "unknown" ? failure.message.split("\n")[0] : void 0;
@@ -53755,7 +53861,15 @@ ${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within $
         ok = false;
         details.push(linked.stderr.trim());
       }
-      const dump = await run3(`${nginx} -T 2>&1`, context.signal);
+      const dumpStarted = performance.now();
+      const dump = await run3(
+        `out=$(${nginx} -T 2>&1); code=$?
+if [ "$code" -ne 0 ]; then printf '%s\\n' "$out" | tail -n 20; exit "$code"; fi
+printf '%s\\n' "$out" | grep -E '^# configuration file |proxy_pass|add_header|worker_shutdown_timeout'
+exit 0`,
+        context.signal
+      );
+      if (dump.code === 0) switchTiming.noteParse(performance.now() - dumpStarted);
       if (dump.code !== 0) {
         ok = false;
         details.push(`nginx -T fails: ${lastLines(dump.stdout, 3)}${dump.stdout.includes(configFile) ? "" : ` (if ${configFile} does not exist yet, run \`nodrop init\`)`}`);
@@ -53925,6 +54039,7 @@ var nginxPlugin = defineProxy({
 });
 
 // ../../packages/strategy-half-split/dist/index.js
+var DEFAULT_SWITCH_DELAY = 500;
 var ids = schema_exports.list(schema_exports.str({ pattern: /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, hint: "an instance id" }), { min: 1 });
 var halfSplitOptionsSchema = schema_exports.object({
   split: schema_exports.optional(
@@ -53937,14 +54052,14 @@ var halfSplitOptionsSchema = schema_exports.object({
   b: schema_exports.optional(schema_exports.list(ids.itemSchema, { min: 1, doc: "With split: explicit, the instances updated after the switch." })),
   minHalf: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances a half may have; a smaller half is refused (it must carry all traffic alone)." }), 1),
   switchDelay: schema_exports.optional(
-    schema_exports.duration({ min: 200, max: 6e4, doc: "How long after the switch reload every nginx worker flips to the new half at once (covers the reload overlap)." }),
-    1500
+    schema_exports.duration({ min: 200, max: 6e4, doc: "How long after the switch reload every nginx worker flips to the new half at once (covers the reload overlap; the nginx adapter waits longer when this nginx needs it, and warns when its old workers closed late)." }),
+    DEFAULT_SWITCH_DELAY
   )
 });
 var blueGreenOptionsSchema = schema_exports.object({
   switchDelay: schema_exports.optional(
-    schema_exports.duration({ min: 200, max: 6e4, doc: "How long after the switch reload every nginx worker flips to the new slots at once (covers the reload overlap)." }),
-    1500
+    schema_exports.duration({ min: 200, max: 6e4, doc: "How long after the switch reload every nginx worker flips to the new slots at once (covers the reload overlap; the nginx adapter waits longer when this nginx needs it, and warns when its old workers closed late)." }),
+    DEFAULT_SWITCH_DELAY
   ),
   keepOld: schema_exports.optional(
     schema_exports.duration({ doc: "Keep the old processes running this long after the switch, so that `nodrop rollback` swaps back in one reload without starting anything; then they stop." }),
@@ -54051,7 +54166,7 @@ function halfSplitStrategy() {
       if (!proxy.timedSwitch) notes.push("the proxy cannot switch at one instant: during the switch reload, old workers may still answer with the old version");
       const newHalf = [...a, ...done];
       const phase1 = done.length > 0 ? { pools: { b: bServing, ...pinned ? { n: done } : {} }, defaultPool: "b", pins: pins("n") } : { pools: { a, b: bServing }, defaultPool: "b", pins: pins("a") };
-      const switched = proxy.timedSwitch ? { pools: { a: newHalf, b: bServing }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? 1500 } } : { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") };
+      const switched = proxy.timedSwitch ? { pools: { a: newHalf, b: bServing }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? DEFAULT_SWITCH_DELAY } } : { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") };
       const phases = [
         {
           name: "half A",
@@ -54113,7 +54228,7 @@ function blueGreenStrategy() {
         pools: { blue, green: all },
         defaultPool: "blue",
         pins: pins("green"),
-        switchDefault: { to: "green", afterMs: options.switchDelay ?? 1500 },
+        switchDefault: { to: "green", afterMs: options.switchDelay ?? DEFAULT_SWITCH_DELAY },
         slots: on(live, all),
         poolSlots: { green: { ...on(live, all), ...on(idle, todo) } }
       };
@@ -56701,6 +56816,7 @@ function logEvents() {
         break;
       case "route":
         info(`nginx generation ${event.generation}: ${event.why}; confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`}`);
+        for (const warning2 of event.warnings ?? []) warning(`nginx generation ${event.generation}: ${warning2}`);
         break;
       case "drained":
         if (event.error) warning(`nginx generation ${event.generation}: the background drain failed after ${formatDuration(event.drainMs)}: ${event.error}`);

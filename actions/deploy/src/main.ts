@@ -158,6 +158,7 @@ function logEvents(): (event: DeployEvent) => void {
         break;
       case "route":
         core.info(`nginx generation ${event.generation}: ${event.why}; confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`}`);
+        for (const warning of event.warnings ?? []) core.warning(`nginx generation ${event.generation}: ${warning}`);
         break;
       case "drained":
         if (event.error) core.warning(`nginx generation ${event.generation}: the background drain failed after ${formatDuration(event.drainMs)}: ${event.error}`);

@@ -24,6 +24,8 @@ export type DeployEvent =
       readonly serving: readonly string[];
       /** The old routing drains in the background (`drainMs` is 0 then): a "drained" event follows. */
       readonly background?: boolean;
+      /** What the proxy warned of though the change succeeded. */
+      readonly warnings?: readonly string[];
     }
   /** A background drain ended (or failed: `error`). */
   | { readonly type: "drained"; readonly why: string; readonly generation: string; readonly drainMs: number; readonly error?: string }

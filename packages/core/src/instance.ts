@@ -1,7 +1,7 @@
 import { execOrThrow, type Executor } from "./executor.js";
 import { NodropError } from "./errors.js";
 import { type TemplateSources, type TemplateValues, describeValue, renderTemplate } from "./template.js";
-import { inspectSlotCommand, parseSlotInspection } from "./slot-inspection.js";
+import { slotInspectorOf } from "./slot-inspector.js";
 import type { InstanceControl, InstanceSpec } from "./types.js";
 
 export interface CommandInstanceOptions {
@@ -37,11 +37,8 @@ export function commandInstance(options: CommandInstanceOptions): InstanceContro
     stop: ({ version, port, signal }) => run("stop", version === undefined ? {} : { version }, port, signal),
     update: ({ version, previous, port, signal }) => run("update", previous === undefined ? { version } : { version, previous }, port, signal),
     start: ({ version, port, signal }) => run("start", { version }, port, signal),
-    async inspect({ idlePort, livePort, signal }) {
-      const result = await executor.exec(inspectSlotCommand(idlePort, livePort, spec.address), { signal, timeoutMs: 30_000 });
-      if (result.code !== 0) throw new NodropError("E_PREFLIGHT", `cannot inspect port ${idlePort} on ${executor.host} for ${spec.id}: ${result.stderr.trim() || `exit ${result.code}`}`, { instance: spec.id });
-      return parseSlotInspection(result.stdout, spec.address);
-    },
+    // One command per host for all its instances' slots (they share the executor).
+    inspect: ({ idlePort, livePort, signal }) => slotInspectorOf(executor).inspect(spec.id, spec.address, { idlePort, livePort }, signal),
     async reach({ signal }) {
       const result = await executor.exec("true", { signal, timeoutMs: 30_000 }).catch((error: unknown) => {
         throw NodropError.is(error) ? new NodropError(error.code, error.message, { instance: spec.id, cause: error }) : error;

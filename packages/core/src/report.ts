@@ -48,6 +48,8 @@ export interface RouteReport {
   readonly background?: boolean;
   /** A background drain that failed: why (`drainMs` is how long it ran). The slots the old routing served were left running. */
   readonly drainFailed?: string;
+  /** What the proxy warned of though the change succeeded (ProxyApplyResult.warnings). */
+  readonly warnings?: readonly string[];
 }
 
 export interface PhaseReport {

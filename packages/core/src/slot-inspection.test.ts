@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import net from "node:net";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { inspectSlotCommand, listenerTakes, parseSlotInspection } from "./slot-inspection.js";
+import { inspectSlotCommand, inspectSlotsCommand, listenerTakes, parseSlotInspection, parseSlotInspections } from "./slot-inspection.js";
 
 describe("listenerTakes", () => {
   it.each([
@@ -74,3 +74,44 @@ describe("inspectSlotCommand on this machine's own ss and bash", () => {
     expect(parseSlotInspection(stdout, "127.0.0.1").free).toBe(true);
   });
 });
+
+describe("inspectSlotsCommand: several pairs in one command", () => {
+  it("refuses an address that is not an IP literal (it is part of a shell line)", () => {
+    expect(() => inspectSlotsCommand([{ idlePort: 9011, livePort: 8011 }], "127.0.0.1; rm -rf /")).toThrow(/not an IP address/);
+  });
+
+  it("reads each pair's block, with the host's MemAvailable in every one", () => {
+    const out = 'slot 9011\nlisten 127.0.0.1:9011 users:(("gunicorn",pid=4242,fd=5))\nrss 100\nslot 9012\nrss 200\nmem 8000\n';
+    const seen = parseSlotInspections(out, "127.0.0.1");
+    expect(seen.get(9011)).toEqual({ free: false, listener: "127.0.0.1:9011 (gunicorn 4242)", liveRssBytes: 100 * 1024, availableBytes: 8000 * 1024 });
+    expect(seen.get(9012)).toEqual({ free: true, liveRssBytes: 200 * 1024, availableBytes: 8000 * 1024 });
+    expect(seen.has(9013)).toBe(false);
+  });
+
+  it("on this machine: a listener on one idle port, the other free, each live port's process sized", async () => {
+    const servers = await Promise.all([0, 1, 2].map(() => listening()));
+    const [taken, liveA, liveB] = servers.map((s) => (s.address() as net.AddressInfo).port) as [number, number, number];
+    const free = await freePort();
+    try {
+      const { stdout } = await promisify(execFile)("bash", ["-c", inspectSlotsCommand([{ idlePort: taken, livePort: liveA }, { idlePort: free, livePort: liveB }], "127.0.0.1")]);
+      const seen = parseSlotInspections(stdout, "127.0.0.1");
+      expect(seen.get(taken)).toMatchObject({ free: false, listener: expect.stringMatching(new RegExp(`^127\\.0\\.0\\.1:${taken} \\(\\S+ ${process.pid}\\)$`)) });
+      expect(seen.get(free)?.free).toBe(true);
+      for (const port of [taken, free]) expect(seen.get(port)?.liveRssBytes).toBeGreaterThan(1024 * 1024);
+    } finally {
+      await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+    }
+  });
+});
+
+function listening(): Promise<net.Server> {
+  const server = net.createServer((socket) => socket.destroy());
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+async function freePort(): Promise<number> {
+  const server = await listening();
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}

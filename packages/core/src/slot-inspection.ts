@@ -1,32 +1,55 @@
 import { isIP } from "node:net";
-import { shellQuote } from "./template.js";
 import type { SlotInspection } from "./types.js";
 
+/** An idle port to inspect, with the live port beside it (whose processes' size the overlap counts). */
+export interface SlotPair {
+  readonly idlePort: number;
+  readonly livePort: number;
+}
+
 /**
- * The shell command that inspects an idle slot on the instance's host, before a deploy starts a
- * process there: who listens on the idle port (ss), the resident size of the processes holding the
- * live port's socket (a gunicorn master and its workers), and the host's MemAvailable. Without ss it
- * falls back to connecting to the port (bash's /dev/tcp), and the size is then unknown.
- * Ports are integers and the address an IP literal, checked here again because this is a shell line.
+ * The shell command that inspects idle slots on one host, before a deploy starts processes there:
+ * for each pair, who listens on the idle port (ss), the resident size of the processes holding the
+ * live port's socket (a gunicorn master and its workers) and who runs each side; then the host's
+ * MemAvailable. One `ss -p` serves every pair (it reads every process's descriptors, the costly
+ * part). Without ss it falls back to connecting to each idle port (bash's /dev/tcp), and sizes are
+ * then unknown. Each pair's lines follow a `slot <idle port>` line. Ports are integers and the
+ * address an IP literal, checked here again because this is a shell line.
  */
-export function inspectSlotCommand(idlePort: number, livePort: number, address: string): string {
-  for (const port of [idlePort, livePort]) if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`internal: not a port: ${port}`);
-  const tcp = shellQuote(`(exec 3<>/dev/tcp/${address}/${idlePort}) 2>/dev/null`);
+export function inspectSlotsCommand(pairs: readonly SlotPair[], address: string): string {
+  for (const { idlePort, livePort } of pairs) {
+    for (const port of [idlePort, livePort]) if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`internal: not a port: ${port}`);
+  }
+  if (isIP(address) === 0) throw new Error(`internal: not an IP address: ${address}`);
+  const list = pairs.map((p) => `"${p.idlePort} ${p.livePort}"`).join(" ");
+  // The listeners whose local port (the last field of ss's fourth column) is $1.
+  const on = (port: string) => `printf '%s\\n' "$all" | awk -v p=${port} 'NF {n = split($4, a, ":"); if (a[n] == p) print}'`;
+  const tcp = (port: string) => `bash -c "(exec 3<>/dev/tcp/${address}/${port}) 2>/dev/null"`;
   return [
     // ss's own exit status counts: one that fails (no -H, no permission) falls back to connecting.
-    `if command -v ss >/dev/null 2>&1 && idle=$(ss -Hltnp '( sport = :${idlePort} )' 2>/dev/null) && live=$(ss -Hltnp '( sport = :${livePort} )' 2>/dev/null); then`,
-    `  printf '%s\\n' "$idle" | awk 'NF {print "listen", $4, $0}'`,
-    `  pids=$(printf '%s\\n' "$live" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)`,
-    `  if [ -n "$pids" ]; then ps -o rss= -p "$pids" 2>/dev/null | awk '{s+=$1} END {print "rss", s}'; fi`,
+    "if command -v ss >/dev/null 2>&1 && all=$(ss -Hltnp 2>/dev/null); then",
+    `  for pair in ${list}; do`,
+    "    set -- $pair",
+    '    echo "slot $1"',
+    `    idle=$(${on("$1")}); live=$(${on("$2")})`,
+    `    printf '%s\\n' "$idle" | awk 'NF {print "listen", $4, $0}'`,
+    `    pids=$(printf '%s\\n' "$live" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)`,
+    `    if [ -n "$pids" ]; then ps -o rss= -p "$pids" 2>/dev/null | awk '{s+=$1} END {print "rss", s}'; fi`,
     // Who runs each side (uid and process name): a process on the idle port is taken for the app's only when it matches.
-    `  for side in idle live; do eval "lines=\\$$side"; pid=$(printf '%s\\n' "$lines" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2); if [ -n "$pid" ]; then echo "owner $side $(stat -c %u /proc/$pid 2>/dev/null) $(cat /proc/$pid/comm 2>/dev/null)"; fi; done`,
+    `    for side in idle live; do eval "lines=\\$$side"; pid=$(printf '%s\\n' "$lines" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2); if [ -n "$pid" ]; then echo "owner $side $(stat -c %u /proc/$pid 2>/dev/null) $(cat /proc/$pid/comm 2>/dev/null)"; fi; done`,
+    "  done",
     "else",
     "  echo noss",
-    `  if command -v bash >/dev/null 2>&1 && bash -c ${tcp}; then echo open; fi`,
+    `  for pair in ${list}; do set -- $pair; echo "slot $1"; if command -v bash >/dev/null 2>&1 && ${tcp("$1")}; then echo open; fi; done`,
     "fi",
     "awk '/^MemAvailable:/ {print \"mem\", $2}' /proc/meminfo 2>/dev/null",
     "exit 0",
   ].join("\n");
+}
+
+/** The command for one pair (inspectSlotsCommand's output, read with parseSlotInspection). */
+export function inspectSlotCommand(idlePort: number, livePort: number, address: string): string {
+  return inspectSlotsCommand([{ idlePort, livePort }], address);
 }
 
 /** Whether a listening socket's local address (as ss prints it) takes `address`'s port: that address, or a wildcard. */
@@ -42,7 +65,24 @@ function canonical(host: string): string {
   return isIP(host) === 6 ? new URL(`http://[${host}]/`).hostname.slice(1, -1) : host.toLowerCase();
 }
 
-/** Reads what inspectSlotCommand printed. The host's text is not trusted: only numbers and the listener's address are kept. */
+/**
+ * Reads what inspectSlotsCommand printed: each idle port's inspection (the host's MemAvailable
+ * goes with every one). The host's text is not trusted: only numbers and the listener's address are kept.
+ */
+export function parseSlotInspections(stdout: string, address: string): Map<number, SlotInspection> {
+  const blocks = new Map<number, string[]>();
+  const shared: string[] = [];
+  let current: string[] = shared;
+  for (const line of stdout.split("\n")) {
+    const slot = /^slot (\d{1,5})$/.exec(line.trim());
+    if (slot) blocks.set(Number(slot[1]), (current = []));
+    else if (/^(mem|noss)\b/.test(line.trim())) shared.push(line);
+    else current.push(line);
+  }
+  return new Map([...blocks].map(([port, lines]) => [port, parseSlotInspection([...lines, ...shared].join("\n"), address)]));
+}
+
+/** Reads one pair's lines of inspectSlotsCommand's output (with the host's MemAvailable line). */
 export function parseSlotInspection(stdout: string, address: string): SlotInspection {
   const listeners: string[] = [];
   let open = false;

@@ -3,6 +3,7 @@ import type { RunContext } from "./deploy-options.js";
 import { sleep } from "./duration.js";
 import { NodropError, type RoutingInForce, abortError, toNodropError } from "./errors.js";
 import { waitHealthy } from "./health.js";
+import { inertLine } from "./template.js";
 import type { PendingDrain } from "./deploy-run.js";
 import type { RouteReport } from "./report.js";
 import type { StepRecord } from "./run-listener.js";
@@ -76,11 +77,18 @@ export async function applyRouting(context: RunContext, planned: Routing, why: s
     }
     run.drained = !run.backgroundDrainFailed;
     run.routingApplied(routing);
-    const report = { why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0 };
+    const warnings = proxyWarnings(result.warnings);
+    const report = { why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0, ...warnings };
     if (result.drained) trackDrain(context, phase, replaced, result.drained, report);
     else run.routes.push(report);
-    run.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)], ...(result.drained ? { background: true } : {}) });
+    run.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)], ...(result.drained ? { background: true } : {}), ...warnings });
   });
+}
+
+/** An adapter's warnings as they may be printed: a few lines, each inert (the adapter is a plugin). */
+function proxyWarnings(warnings: unknown): { warnings?: string[] } {
+  if (!Array.isArray(warnings) || warnings.length === 0) return {};
+  return { warnings: warnings.slice(0, 5).map((w) => inertLine(w)) };
 }
 
 /** Background drains still running, oldest first. */

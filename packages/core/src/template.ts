@@ -28,6 +28,18 @@ export function describeValue(value: unknown, max = 60): string {
   return JSON.stringify(cut);
 }
 
+/**
+ * A line of text a plugin wrote for people (an adapter's warning): kept readable, but with control
+ * and direction characters shown as "?" (it cannot move the cursor, or start a line of its own
+ * that forges a log line or a workflow command), and cut short.
+ */
+export function inertLine(value: unknown, max = 500): string {
+  const text = typeof value === "string" ? value : describeValue(value, max);
+  // eslint-disable-next-line no-control-regex
+  const clean = text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, "?");
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+}
+
 const nameRule = (value: string) => (SAFE_NAME.test(value) ? undefined : "letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)");
 /** What each placeholder accepts; anything else is refused when the command is rendered. */
 const RULES: Record<Placeholder, (value: string) => string | undefined> = {

@@ -121,6 +121,12 @@ export interface ProxyApplyResult {
    * have for a failed drain (the new routing stays in force).
    */
   readonly drained?: Promise<ProxyDrainResult>;
+  /**
+   * Things the change did that people must know though it succeeded (nginx: a timed switch whose
+   * old generation was not seen closed before its instant). One line each; the engine prints them
+   * as warnings, with control characters made inert.
+   */
+  readonly warnings?: readonly string[];
 }
 
 /** How a drain left running after apply() ended. */

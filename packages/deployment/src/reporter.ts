@@ -39,7 +39,7 @@ export function progressReporter(out: Output, started = performance.now()): (eve
         } else if (event.kind === "route" && event.status === "start") status = `${at()} proxy: reloading and draining…`;
         break;
       case "route":
-        status = `${at()} proxy gen ${event.generation}: ${event.why} (confirm ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drain ${formatDuration(event.drainMs)}`})`;
+        status = `${at()} proxy gen ${event.generation}: ${event.why} (confirm ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drain ${formatDuration(event.drainMs)}`})${event.warnings?.length ? ` WARNING: ${event.warnings[0]}` : ""}`;
         break;
       case "drained":
         if (event.error) status = `${at()} proxy gen ${event.generation}: drain FAILED: ${event.error}`;
@@ -68,7 +68,10 @@ function plainLine(event: DeployEvent): string | undefined {
       if (event.status === "start") return undefined;
       return `  ${event.kind}${event.instance ? ` ${event.instance}` : ""} ${event.status === "ok" ? "ok" : "FAILED"} ${formatDuration(event.ms ?? 0)}${event.detail ? `: ${event.detail.split("\n")[0]}` : ""}`;
     case "route":
-      return `  proxy generation ${event.generation}: ${event.why} (confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`})`;
+      return [
+        `  proxy generation ${event.generation}: ${event.why} (confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`})`,
+        ...(event.warnings ?? []).map((w) => `  warning: ${w}`),
+      ].join("\n");
     case "drained":
       return `  proxy generation ${event.generation} ${event.error ? `drain FAILED after ${formatDuration(event.drainMs)}: ${event.error}` : `drained in ${formatDuration(event.drainMs)}`} (${event.why})`;
     case "recovery":
@@ -130,6 +133,7 @@ export function formatReport(report: DeployReport): string {
     const cut = report.routes.reduce((s, r) => s + r.cut, 0);
     lines.push("", `proxy: ${report.routes.length} reloads, confirm ${formatDuration(confirm)} and drain ${formatDuration(drain)} in total`);
     if (cut > 0) lines.push(`long-lived connections cut at the drain ceiling (proxy.drainTimeout): ${cut}`);
+    for (const route of report.routes) for (const warning of route.warnings ?? []) lines.push(`warning: proxy generation ${route.generation}: ${warning}`);
   }
   if (report.verify) lines.push(`verify: ${formatVerify(report.verify)}`);
   for (const i of report.instances) if (i.error) lines.push(`${i.id}: ${i.error.split("\n")[0]}`);

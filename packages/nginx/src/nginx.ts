@@ -17,6 +17,7 @@ import {
 } from "@nodrop/core";
 import type { nginxOptionsSchema } from "./options.js";
 import { cookieVariable, nginxName, parseRenderedConfig, poolVariable, renderNginxConfig } from "./render.js";
+import { SwitchTiming, lateSwitchWarning } from "./switch-timing.js";
 import { type NginxFeatures, nginxFeatures, parseNginxVersion } from "./version.js";
 
 /** The options of the `proxy:` section (those with a default may be left out), and what nginxProxy() needs besides. */
@@ -78,6 +79,8 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   const drainTimeout = options.drainTimeout ?? 90_000;
   const pollInterval = options.pollInterval ?? 25;
   let queue: Promise<unknown> = Promise.resolve();
+  // How far ahead a timed switch goes on this nginx, from the parses and closes seen in this run.
+  const switchTiming = new SwitchTiming(pollInterval);
   // Set when a change ended with the routing in force unknown, until a change is confirmed: the
   // file may then say something else than what nginx routes by, so current() must not vouch for it.
   let inDoubt: string | undefined;
@@ -253,19 +256,23 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     // What the master last said about the reload, when it refused it by its own log.
     let refusedByMaster = false;
     let previousText: string | undefined;
+    // A switch instant is set from here: it must cover the write, `nginx -t` and the reload.
+    const started = performance.now();
     try {
       previousText = await readText(signal);
       const current = previousText === undefined ? undefined : parseRenderedConfig(previousText);
       const generation = (current?.generation ?? 0) + 1;
       // A timed switch runs on the proxy host's clock, which nginx's workers read.
       let switchAt: number | undefined;
+      let switchDelay = 0;
       let clockOffset = 0;
       if (routing.switchDefault) {
         const now = await run("date +%s%3N", signal);
         const hostNow = Number(now.stdout.trim());
         if (!Number.isFinite(hostNow) || hostNow <= 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the clock on ${executor.host}: ${now.stderr.trim() || now.stdout.trim()}`);
         clockOffset = hostNow - Date.now();
-        switchAt = hostNow + routing.switchDefault.afterMs;
+        switchDelay = switchTiming.delayFor(routing.switchDefault.afterMs);
+        switchAt = hostNow + switchDelay;
       }
       const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
       const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
@@ -285,7 +292,9 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         throw new NodropError("E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
       }
 
+      const testStarted = performance.now();
       const test = await run(`${nginx} -t 2>&1`);
+      switchTiming.noteParse(performance.now() - testStarted);
       if (test.code !== 0) throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}\n${lastLines(test.stdout)}`);
 
       const logOffset = await errorLogSize();
@@ -315,16 +324,21 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         const wait = switchAt === undefined ? 0 : switchAt + 50 - (Date.now() + clockOffset);
         if (wait > 0) await sleep(wait);
       };
-      if (backgroundDrain && (await oldGenerationClosed(oldPids))) {
+      // A timed switch holds only if the old generation closed before its instant: see that it did.
+      const closed = backgroundDrain || switchAt !== undefined ? await oldGenerationClosed(oldPids) : false;
+      if (closed) switchTiming.noteClose(performance.now() - started);
+      const late = switchAt === undefined ? undefined : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : undefined, switchDelay);
+      const warnings = late === undefined ? {} : { warnings: [late] };
+      if (backgroundDrain && closed) {
         // The caller goes on while the old generation drains; a failed drain still says the new routing is in force.
         const drained = drain().catch(async (error: unknown) => Promise.reject(await settle("confirmed", error, previousText, false)));
         drained.catch(() => undefined);
         await waitSwitch();
-        return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained };
+        return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained, ...warnings };
       }
       const { drainMs, cut } = await drain();
       await waitSwitch();
-      return { generation: String(generation), confirmMs, drainMs, cut };
+      return { generation: String(generation), confirmMs, drainMs, cut, ...warnings };
     } catch (error) {
       const failure = await settle(stage, error, previousText, refusedByMaster);
       inDoubt = failure.routingInForce === "unknown" ? failure.message.split("\n")[0] : undefined;
@@ -421,7 +435,14 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         ok = false;
         details.push(linked.stderr.trim());
       }
-      const dump = await run(`${nginx} -T 2>&1`, context.signal);
+      const dumpStarted = performance.now();
+      // The dump of a big config (large maps, many vhosts) can pass the executor's output cap: the
+      // host keeps only the lines checked below, or on failure the last ones (nginx's error).
+      const dump = await run(
+        `out=$(${nginx} -T 2>&1); code=$?\nif [ "$code" -ne 0 ]; then printf '%s\\n' "$out" | tail -n 20; exit "$code"; fi\nprintf '%s\\n' "$out" | grep -E '^# configuration file |proxy_pass|add_header|worker_shutdown_timeout'\nexit 0`,
+        context.signal,
+      );
+      if (dump.code === 0) switchTiming.noteParse(performance.now() - dumpStarted);
       if (dump.code !== 0) {
         ok = false;
         details.push(`nginx -T fails: ${lastLines(dump.stdout, 3)}${dump.stdout.includes(configFile) ? "" : ` (if ${configFile} does not exist yet, run \`nodrop init\`)`}`);

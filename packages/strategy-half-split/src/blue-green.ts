@@ -1,5 +1,5 @@
 import { type DeployPlan, type PlanInput, type PlanPhase, type Routing, type Strategy, checkSpares, formatDuration, oldSlotsPhase, readySlots, retireSteps, singlePool, surgeSteps } from "@nodrop/core";
-import { type BlueGreenOptions, blueGreenOptionsSchema } from "./options.js";
+import { type BlueGreenOptions, DEFAULT_SWITCH_DELAY, blueGreenOptionsSchema } from "./options.js";
 
 /**
  * Blue-green: half-split without the half. Every instance has two slots; the whole old fleet
@@ -47,7 +47,7 @@ export function blueGreenStrategy(): Strategy<BlueGreenOptions> & { optionsSchem
         pools: { blue, green: all },
         defaultPool: "blue",
         pins: pins("green"),
-        switchDefault: { to: "green", afterMs: options.switchDelay ?? 1500 },
+        switchDefault: { to: "green", afterMs: options.switchDelay ?? DEFAULT_SWITCH_DELAY },
         slots: on(live, all),
         poolSlots: { green: { ...on(live, all), ...on(idle, todo) } },
       };

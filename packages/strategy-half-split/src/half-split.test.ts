@@ -2,7 +2,7 @@ import type { ObservedInstance, PlanStep, ProxyCapabilities, Routing } from "@no
 import { NodropError, schema } from "@nodrop/core";
 import { describe, expect, it } from "vitest";
 import { halfSplitStrategy, splitHalves } from "./half-split.js";
-import { halfSplitOptionsSchema } from "./options.js";
+import { DEFAULT_SWITCH_DELAY, halfSplitOptionsSchema } from "./options.js";
 
 const caps: ProxyCapabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true };
 const options = schema.parseOrThrow(halfSplitOptionsSchema, {}, "strategy");
@@ -62,7 +62,7 @@ describe("halfSplitStrategy().plan", () => {
     expect(routes(phase1!.steps)).toEqual([{ pools: { a, b }, defaultPool: "b", pins: { v2: "a" } } satisfies Routing]);
     expect(phase2!.steps.map((s) => s.kind)).toEqual(["route", "route", "stop", "update", "start", "check"]);
     expect(routes(phase2!.steps)).toEqual([
-      { pools: { a, b }, defaultPool: "b", pins: { v2: "a" }, switchDefault: { to: "a", afterMs: 1500 } },
+      { pools: { a, b }, defaultPool: "b", pins: { v2: "a" }, switchDefault: { to: "a", afterMs: DEFAULT_SWITCH_DELAY } },
       { pools: { a }, defaultPool: "a", pins: { v2: "a" } },
     ]);
     expect(routes(phase3!.steps)).toEqual([{ pools: { all: [...a, ...b] }, defaultPool: "all", pins: { v2: "all" } }]);
@@ -110,7 +110,7 @@ describe("halfSplitStrategy().plan", () => {
     const [phase1, switched] = routes(result.phases.flatMap((p) => p.steps));
     // From the first reload on, one version takes new requests; v2 clients stay on v2 instances.
     expect(phase1).toEqual({ pools: { b: ["local-8013"], n: ["local-8012", "local-8014"] }, defaultPool: "b", pins: { v2: "n" } });
-    expect(switched?.switchDefault).toEqual({ to: "a", afterMs: 1500 });
+    expect(switched?.switchDefault).toEqual({ to: "a", afterMs: DEFAULT_SWITCH_DELAY });
     expect(switched?.pools.a).toEqual(["local-8011", "local-8012", "local-8014"]);
   });
 

@@ -1,5 +1,5 @@
 import { type DeployPlan, NodropError, type ObservedInstance, type PlanInput, type PlanPhase, type Routing, type Strategy, replaceSteps, singlePool } from "@nodrop/core";
-import { type HalfSplitOptions, halfSplitOptionsSchema } from "./options.js";
+import { DEFAULT_SWITCH_DELAY, type HalfSplitOptions, halfSplitOptionsSchema } from "./options.js";
 
 export interface Halves {
   readonly a: readonly string[];
@@ -138,7 +138,7 @@ export function halfSplitStrategy(): Strategy<HalfSplitOptions> & { optionsSchem
       const phase1: Routing =
         done.length > 0 ? { pools: { b: bServing, ...(pinned ? { n: done } : {}) }, defaultPool: "b", pins: pins("n") } : { pools: { a, b: bServing }, defaultPool: "b", pins: pins("a") };
       const switched: Routing = proxy.timedSwitch
-        ? { pools: { a: newHalf, b: bServing }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? 1500 } }
+        ? { pools: { a: newHalf, b: bServing }, defaultPool: "b", pins: pins("a"), switchDefault: { to: "a", afterMs: options.switchDelay ?? DEFAULT_SWITCH_DELAY } }
         : { pools: { a: newHalf }, defaultPool: "a", pins: pins("a") };
       const phases: PlanPhase[] = [
         {

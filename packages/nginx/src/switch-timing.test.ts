@@ -1,0 +1,40 @@
+import { describe, expect, it } from "vitest";
+import { MASTER_OVERLAP_MS, SwitchTiming, lateSwitchWarning } from "./switch-timing.js";
+
+describe("SwitchTiming", () => {
+  it("with nothing measured, the strategy's delay stands when it covers the master's overlap and a few polls", () => {
+    expect(new SwitchTiming(25).delayFor(500)).toBe(500);
+    expect(new SwitchTiming(25).delayFor(50)).toBe(MASTER_OVERLAP_MS + 4 * 25);
+  });
+
+  it("goes past three parses plus the overlap, and past twice the slowest close, whichever is later", () => {
+    const timing = new SwitchTiming(25);
+    timing.noteParse(300);
+    expect(timing.delayFor(500)).toBe(100 + 900 + 100);
+    timing.noteClose(800);
+    timing.noteClose(400);
+    expect(timing.delayFor(500)).toBe(1600);
+    expect(timing.delayFor(5000)).toBe(5000);
+  });
+
+  it("ignores a measurement that is not a number", () => {
+    const timing = new SwitchTiming(25);
+    timing.noteClose(Number.NaN);
+    timing.noteParse(Number.POSITIVE_INFINITY);
+    expect(timing.delayFor(500)).toBe(500);
+  });
+});
+
+describe("lateSwitchWarning", () => {
+  it("says nothing when the old generation was seen closed by the instant", () => {
+    expect(lateSwitchWarning("proxy1", 10_000, 10_000, 500)).toBeUndefined();
+    expect(lateSwitchWarning("proxy1", 10_000, 9_000, 500)).toBeUndefined();
+  });
+
+  it("names the host, how late, the delay used and what to raise", () => {
+    expect(lateSwitchWarning("proxy1", 10_000, 10_120, 500)).toBe(
+      "nginx on proxy1: the previous worker generation was seen closed 120ms after the switch instant (the switch was set 500ms after the change began): requests it took in between may have had the old version after the first new one; raise strategy.switchDelay",
+    );
+    expect(lateSwitchWarning("proxy1", 10_000, undefined, 500)).toMatch(/was not seen closed within the confirm timeout/);
+  });
+});
