@@ -34264,10 +34264,10 @@ var require_agent2 = __commonJS({
       };
     }
     function concat(buf1, buf2) {
-      const combined = Buffer.allocUnsafe(buf1.length + buf2.length);
-      buf1.copy(combined, 0);
-      buf2.copy(combined, buf1.length);
-      return combined;
+      const combined2 = Buffer.allocUnsafe(buf1.length + buf2.length);
+      buf1.copy(combined2, 0);
+      buf2.copy(combined2, buf1.length);
+      return combined2;
     }
     function noop2() {
     }
@@ -50837,7 +50837,7 @@ var configSchema = object({
   ssh: optional(mapping({ hint: "SSH settings shared by every host", doc: "Defaults merged into every entry of hosts (user, privateKeyFile, knownHostsFile, ...)." })),
   proxy: mapping({
     hint: "a mapping with use (nginx, a package name or a ./file)",
-    doc: "The proxy adapter (`use`: nginx, an npm package or a ./file next to this config; `type` is the older name of `use`), `host`, and the adapter's options."
+    doc: "The proxy adapter (`use`: nginx, an npm package or a ./file next to this config; `type` is the older name of `use`), `host`, and the adapter's options. Several proxies in front of the fleet (an HA pair, DNS round robin): `hosts`, a list of host names or of mappings with `host` and that proxy's own options over the section's; every routing change goes to all of them, and the first one keeps the deploy lock and the journal."
   }),
   strategy: optional(
     mapping({
@@ -50850,7 +50850,7 @@ var configSchema = object({
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once on one host; hosts work side by side." }), 8),
   verify: optional(verifySchema),
   stateDir: optional(
-    str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host: where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." })
+    str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host (the first of proxy.hosts): where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." })
   )
 });
 function checkConfig(raw, options, issues) {
@@ -50933,6 +50933,7 @@ function crossFieldIssues(raw, issues) {
   if (isRecord(raw.proxy) && typeof raw.proxy.host === "string" && !hostNames.has(raw.proxy.host)) {
     issues.push({ path: "proxy.host", message: `unknown host "${raw.proxy.host}" (defined: ${known()})` });
   }
+  if (isRecord(raw.proxy) && raw.proxy.hosts !== void 0) proxyHostsIssues(raw.proxy, hostNames, known, issues);
   if (isRecord(raw.hosts)) {
     for (const [name, entry] of Object.entries(raw.hosts)) {
       if (name === "local") issues.push({ path: "hosts.local", message: '"local" is this machine and cannot be redefined' });
@@ -50944,6 +50945,29 @@ function crossFieldIssues(raw, issues) {
   }
   if (isRecord(raw.strategy)) pluginKeyIssues(raw.strategy, "strategy", "name", "a strategy such as rolling, a package name or a ./file", issues);
   if (isRecord(raw.proxy)) pluginKeyIssues(raw.proxy, "proxy", "type", "a proxy such as nginx, a package name or a ./file", issues);
+}
+function proxyHostsIssues(proxy, hostNames, known, issues) {
+  const list2 = proxy.hosts;
+  if (proxy.host !== void 0) issues.push({ path: "proxy.hosts", message: "give either proxy.host (one proxy) or proxy.hosts (several), not both" });
+  if (!Array.isArray(list2) || list2.length === 0) {
+    issues.push({ path: "proxy.hosts", message: `expected a list of at least one host (a name, or a mapping with host and that proxy's options), got ${JSON.stringify(list2)}` });
+    return;
+  }
+  const seen = /* @__PURE__ */ new Set();
+  list2.forEach((entry, index) => {
+    const at = `proxy.hosts[${index}]`;
+    const host = typeof entry === "string" ? entry : isRecord(entry) ? entry.host : void 0;
+    if (typeof host !== "string") {
+      issues.push({ path: isRecord(entry) ? `${at}.host` : at, message: `expected a host name (local or one under hosts), got ${JSON.stringify(isRecord(entry) ? entry.host : entry)}` });
+      return;
+    }
+    if (!hostNames.has(host)) issues.push({ path: `${at}${isRecord(entry) ? ".host" : ""}`, message: `unknown host "${host}" (defined: ${known()})` });
+    else if (seen.has(host)) issues.push({ path: at, message: `host "${host}" is listed twice: each proxy host once` });
+    seen.add(host);
+    if (isRecord(entry)) {
+      for (const key of ["use", "type", "hosts"]) if (key in entry) issues.push({ path: `${at}.${key}`, message: `${key} belongs to the proxy section, not to one of its hosts` });
+    }
+  });
 }
 function pluginKeyIssues(section2, at, legacy, hint, issues) {
   const hasUse = section2.use !== void 0;
@@ -51782,6 +51806,201 @@ var JournalListener = class {
     }).catch(() => void 0);
   }
 };
+function isProxyGroup(proxy) {
+  return Array.isArray(proxy.members);
+}
+function proxyGroup(members) {
+  if (members.length === 0) throw new Error("internal: a proxy group needs at least one member");
+  const state = new GroupState();
+  const capabilities = Object.freeze(Object.fromEntries(capabilityFlags(members).map((flag) => [flag, members.every((m) => m.proxy.capabilities[flag] === true)])));
+  const measureClocks = async (context) => {
+    const blind = members.filter((m) => !m.proxy.clock).map((m) => m.label);
+    if (blind.length > 0) throw new NodropError("E_PREFLIGHT", `a switch at one instant on every proxy needs each one's clock, and ${blind.join(", ")} cannot report ${blind.length === 1 ? "its" : "theirs"} (the adapter has no clock())`);
+    const clocks = await Promise.all(members.map(async (m) => ({ label: m.label, clock: await m.proxy.clock(context) })));
+    state.clocksMeasured(clocks.map((c) => c.clock.offsetMs));
+    return clocks;
+  };
+  return {
+    name: members[0].proxy.name,
+    capabilities,
+    members,
+    check: (context) => checkAll(members, context),
+    async current(context) {
+      const routings = await currentOfEach(members, context);
+      const agreed = agreedRouting(routings);
+      state.inForce(agreed);
+      return agreed;
+    },
+    measureClocks,
+    async apply(routing, instances, context = {}) {
+      const offsets = routing.switchDefault ? state.clocks() ?? (await measureClocks(context)).map((c) => c.clock.offsetMs) : [];
+      const lead = routing.switchDefault ? Math.max(...members.map((m) => m.proxy.switchDelay?.(routing.switchDefault.afterMs) ?? routing.switchDefault.afterMs)) : 0;
+      const instant = routing.switchDefault ? Date.now() + lead : void 0;
+      const contextOf = (index) => instant === void 0 ? context : { ...context, switchAt: Math.round(instant + offsets[index]) };
+      const outcomes = await Promise.all(members.map((m, index) => applyOne(m, routing, instances, contextOf(index))));
+      const failed = outcomes.filter((o) => o.error);
+      if (failed.length === 0) {
+        state.applied(routing);
+        return combined(outcomes.map((o) => o.result));
+      }
+      const previous = state.previous();
+      const restored = await restore(members, outcomes, previous && { routing: previous, instances: instancesFor(previous, instances) }, context);
+      throw groupFailure(failed, restored);
+    },
+    async initialize(routing, instances, context) {
+      const done = await Promise.all(members.map(async (m) => m.proxy.initialize ? m.proxy.initialize(routing, instances, context) : void 0));
+      const wrote = done.filter((d) => d !== void 0);
+      return { wrote: wrote.some((d) => d.wrote), file: wrote.map((d) => d.file).join(", "), instructions: members.flatMap((m, i) => (done[i]?.instructions ?? []).map((line) => `[proxy ${m.label}] ${line}`)) };
+    },
+    async dispose() {
+      await Promise.allSettled(members.map((m) => m.proxy.dispose?.()));
+    }
+  };
+}
+var GroupState = class {
+  #routing;
+  #offsets;
+  clocksMeasured(offsets) {
+    this.#offsets = offsets;
+  }
+  clocks() {
+    return this.#offsets;
+  }
+  inForce(routing) {
+    if (routing) this.#routing = routing;
+  }
+  applied(routing) {
+    this.#routing = routing;
+  }
+  previous() {
+    return this.#routing;
+  }
+};
+function instancesFor(routing, instances) {
+  return instances.map((i) => {
+    const port = routedPort(routing, { ...i, port: i.slots?.[0] ?? i.port });
+    return { ...i, port, version: i.versions?.[String(port)] ?? (port === i.port ? i.version : void 0) };
+  });
+}
+function capabilityFlags(members) {
+  return [...new Set(members.flatMap((m) => Object.keys(m.proxy.capabilities)))];
+}
+async function checkAll(members, context) {
+  const checks = await Promise.all(
+    members.map((m) => m.proxy.check(context).catch((error2) => ({ ok: false, details: [`cannot check: ${toNodropError(error2, "E_PROXY_RELOAD").message.split("\n")[0]}`] })))
+  );
+  return { ok: checks.every((c) => c.ok), details: members.flatMap((m, i) => checks[i].details.map((line) => `[proxy ${m.label}] ${line}`)) };
+}
+async function currentOfEach(members, context) {
+  return Promise.all(
+    members.map(async (m) => {
+      try {
+        return { label: m.label, routing: await m.proxy.current(context) };
+      } catch (error2) {
+        return { label: m.label, routing: void 0, error: toNodropError(error2, "E_PROXY_RELOAD").message.split("\n")[0] };
+      }
+    })
+  );
+}
+function agreedRouting(routings) {
+  const broken = routings.filter((r) => r.error !== void 0);
+  if (broken.length > 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the routing in force on ${broken.map((r) => `proxy ${r.label} (${r.error})`).join(", ")}`);
+  const first = routings[0].routing;
+  const differ = routings.some((r) => r.routing === void 0 !== (first === void 0) || r.routing && first && !sameRouting(r.routing, first));
+  if (!differ) return first;
+  throw new NodropError(
+    "E_PROXY_DISAGREE",
+    `the proxies route differently: ${routings.map((r) => `${r.label} ${r.routing ? describeRouting(r.routing) : "has no routing of nodrop's"}`).join("; ")}; \`nodrop resume\` (after an unfinished deploy) or \`nodrop reconcile\` puts one routing on all of them`
+  );
+}
+function describeRouting(routing) {
+  return `{${Object.entries(routing.pools).map(([pool, ids2]) => `${pool}: ${ids2.join(" ")}`).join("; ")}}${routing.slots ? ` on slots ${Object.values(routing.slots).join(",")}` : ""}`;
+}
+async function applyOne(member, routing, instances, context) {
+  try {
+    return { label: member.label, inForce: "new", result: await member.proxy.apply(routing, instances, context) };
+  } catch (error2) {
+    const failure = toNodropError(error2, "E_PROXY_RELOAD");
+    return { label: member.label, inForce: failure.routingInForce ?? "unknown", error: failure };
+  }
+}
+function combined(results) {
+  const drains = results.map((r) => r.drained).filter((d) => d !== void 0);
+  const warnings = results.flatMap((r) => r.warnings ?? []);
+  const drained = drains.length === 0 ? void 0 : Promise.all(drains).then((all) => ({ drainMs: Math.max(...all.map((d) => d.drainMs)), cut: all.reduce((sum, d) => sum + (d.cut ?? 0), 0) }));
+  drained?.catch(() => void 0);
+  return {
+    generation: results.map((r) => r.generation).join("+"),
+    confirmMs: Math.max(...results.map((r) => r.confirmMs)),
+    drainMs: Math.max(...results.map((r) => r.drainMs)),
+    cut: results.reduce((sum, r) => sum + (r.cut ?? 0), 0),
+    ...drained ? { drained } : {},
+    ...warnings.length > 0 ? { warnings } : {}
+  };
+}
+async function restore(members, outcomes, previous, context) {
+  return Promise.all(
+    outcomes.map(async (outcome, index) => {
+      if (outcome.inForce === "previous") return outcome;
+      if (!previous) return { ...outcome, inForce: outcome.inForce === "new" ? "new" : "unknown" };
+      try {
+        await members[index].proxy.apply(previous.routing, previous.instances, { signal: context.signal, log: context.log });
+        return { ...outcome, inForce: "previous" };
+      } catch (error2) {
+        const failure = toNodropError(error2, "E_PROXY_RELOAD");
+        return { ...outcome, inForce: failure.routingInForce === "previous" ? "previous" : "unknown", error: outcome.error ?? failure };
+      }
+    })
+  );
+}
+function groupFailure(failed, ended) {
+  const first = failed[0].error;
+  const states = new Set(ended.map((o) => o.inForce));
+  const inForce = states.size === 1 ? [...states][0] : "unknown";
+  const others = ended.filter((o) => !failed.includes(o));
+  const tail = inForce === "previous" ? others.length > 0 ? `; ${others.map((o) => o.label).join(", ")} ${others.length === 1 ? "was" : "were"} put back on the previous routing` : "" : `; the proxies now route: ${ended.map((o) => `${o.label} ${o.inForce === "unknown" ? "unknown" : `the ${o.inForce} routing`}`).join(", ")}`;
+  const [line, ...rest] = first.message.split("\n");
+  return new NodropError(first.code, [`proxy ${failed.map((o) => o.label).join(", ")}: ${line}${tail}`, ...rest].join("\n"), { routingInForce: inForce, cause: first });
+}
+async function measureClockOffset(executor, options = {}) {
+  let best;
+  for (let i = 0; i < (options.samples ?? 5); i++) {
+    const sent = Date.now();
+    const result = await executor.exec("date +%s%3N", { signal: options.signal, timeoutMs: 1e4 });
+    const received = Date.now();
+    const hostNow = Number(result.stdout.trim());
+    if (result.code !== 0 || !Number.isSafeInteger(hostNow) || hostNow <= 0) {
+      throw new NodropError("E_PREFLIGHT", `cannot read the clock on ${executor.host}: ${result.stderr.trim() || result.stdout.trim().slice(0, 80) || `exit ${result.code}`}`);
+    }
+    const sample = { offsetMs: hostNow - (sent + received) / 2, errorMs: (received - sent) / 2 };
+    if (!best || sample.errorMs < best.errorMs) best = sample;
+  }
+  return best;
+}
+var CLOCK_SPREAD_LIMIT_MS = 50;
+var CLOCK_ERROR_LIMIT_MS = 100;
+function clockSpreadProblem(offsets, limitMs = CLOCK_SPREAD_LIMIT_MS, errorLimitMs = CLOCK_ERROR_LIMIT_MS) {
+  if (offsets.length < 2) return void 0;
+  const coarse = offsets.filter((o) => o.clock.errorMs > errorLimitMs);
+  if (coarse.length > 0) {
+    return `the proxy hosts' clocks cannot be compared closely enough for a switch at one instant (${formatOffsets(offsets)}): a round trip to ${coarse.map((o) => o.label).join(", ")} took more than ${2 * errorLimitMs}ms; deploy when the hosts answer faster`;
+  }
+  const spread = Math.max(...offsets.map((o) => o.clock.offsetMs)) - Math.min(...offsets.map((o) => o.clock.offsetMs));
+  if (spread <= limitMs) return void 0;
+  return `the proxy hosts' clocks are ${Math.round(spread)}ms apart (${formatOffsets(offsets)}), more than the ${limitMs}ms within which they must agree to switch at one instant: synchronise them (NTP: chrony or systemd-timesyncd), then deploy again`;
+}
+function formatOffsets(offsets) {
+  const signed = (ms) => `${ms >= 0 ? "+" : "-"}${Math.abs(Math.round(ms))}ms`;
+  return offsets.map((o) => `${o.label} ${signed(o.clock.offsetMs)} \xB1${Math.ceil(o.clock.errorMs)}ms`).join(", ");
+}
+async function checkProxyClocks(proxy, plan, signal) {
+  const switches = plan.phases.some((phase) => phase.steps.some((step2) => step2.kind === "route" && step2.routing.switchDefault !== void 0));
+  if (!switches || !isProxyGroup(proxy) || proxy.members.length < 2) return [];
+  const offsets = await proxy.measureClocks({ signal });
+  const problem = clockSpreadProblem(offsets);
+  if (problem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${problem}`);
+  return [`proxy clocks (the switch is at one instant on all of them): ${formatOffsets(offsets)}, within ${CLOCK_SPREAD_LIMIT_MS}ms`];
+}
 async function observeInstances(instances, health, options = {}) {
   const observed = /* @__PURE__ */ new Map();
   await forEachPerHost(instances, (i) => i.spec.host, options.parallel ?? 8, async (instance) => {
@@ -51828,7 +52047,9 @@ async function planDeploy(options) {
   const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
   const plan = checkPlanShape(planned, seenObserved);
   const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
-  return { plan: slotNotes.length > 0 ? { ...plan, notes: [...plan.notes, ...slotNotes] } : plan, observed: seenObserved, routing };
+  const clockNotes = await checkProxyClocks(options.proxy, plan, options.signal);
+  const notes = [...slotNotes, ...clockNotes];
+  return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing };
 }
 async function inspectIdleSlots(options, observed) {
   const seen = /* @__PURE__ */ new Map();
@@ -53400,6 +53621,7 @@ function renderNginxConfig(input) {
   let defaultTarget = target(routing.defaultPool);
   if (routing.switchDefault) {
     if (input.switchAt === void 0) throw new NodropError("E_PROXY_RENDER", "a default switch needs its instant");
+    if (!Number.isSafeInteger(input.switchAt) || input.switchAt <= 0) throw new NodropError("E_PROXY_RENDER", `the switch instant ${String(input.switchAt)} is not a whole number of milliseconds`);
     lines.push(`# default pool until ${new Date(input.switchAt).toISOString()}, then ${routing.switchDefault.to}`);
     lines.push(`map $msec $nodrop_${name}_default {`);
     lines.push(`    default ${defaultTarget};`);
@@ -53697,7 +53919,7 @@ ok=1`;
     return false;
   };
   const describeFailure = (error2) => error2 instanceof Error ? error2.message : String(error2);
-  const apply = async (routing, instances, signal, backgroundDrain = false) => {
+  const apply = async (routing, instances, signal, backgroundDrain = false, givenSwitchAt) => {
     let stage = "before";
     let refusedByMaster = false;
     let previousText;
@@ -53710,11 +53932,12 @@ ok=1`;
       let switchDelay = 0;
       let clockOffset = 0;
       if (routing.switchDefault) {
-        const now = await run3("date +%s%3N", signal);
-        const hostNow = Number(now.stdout.trim());
-        if (!Number.isFinite(hostNow) || hostNow <= 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the clock on ${executor.host}: ${now.stderr.trim() || now.stdout.trim()}`);
-        clockOffset = hostNow - Date.now();
-        switchDelay = switchTiming.delayFor(routing.switchDefault.afterMs);
+        const clock = await measureClockOffset(executor, { samples: 1, signal }).catch((error2) => {
+          throw new NodropError("E_PROXY_RELOAD", describeFailure(error2), { cause: error2 });
+        });
+        clockOffset = clock.offsetMs;
+        const hostNow = Math.round(Date.now() + clockOffset);
+        switchDelay = givenSwitchAt === void 0 ? switchTiming.delayFor(routing.switchDefault.afterMs) : Math.round(givenSwitchAt - hostNow);
         switchAt = hostNow + switchDelay;
       }
       const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
@@ -53760,7 +53983,7 @@ ${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within
         const wait = switchAt === void 0 ? 0 : switchAt + 50 - (Date.now() + clockOffset);
         if (wait > 0) await sleep(wait);
       };
-      const closed = backgroundDrain || switchAt !== void 0 ? await oldGenerationClosed(oldPids) : false;
+      const closed = await oldGenerationClosed(oldPids);
       if (closed) switchTiming.noteClose(performance.now() - started);
       const late = switchAt === void 0 ? void 0 : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : void 0, switchDelay);
       const warnings = late === void 0 ? {} : { warnings: [late] };
@@ -53845,6 +54068,8 @@ ${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within $
   return {
     name: "nginx",
     capabilities: NGINX_CAPABILITIES,
+    clock: (context = {}) => measureClockOffset(executor, { signal: context.signal }),
+    switchDelay: (afterMs) => switchTiming.delayFor(afterMs),
     async check(context = {}) {
       const details = [];
       let ok = true;
@@ -53922,7 +54147,7 @@ exit 0`,
       return { ok, details };
     },
     apply(routing, instances, context = {}) {
-      const next = queue.then(() => apply(routing, instances, context.signal, context.backgroundDrain === true));
+      const next = queue.then(() => apply(routing, instances, context.signal, context.backgroundDrain === true, context.switchAt));
       queue = next.catch(() => void 0);
       return next;
     },
@@ -56188,7 +56413,7 @@ var plain = (value) => typeof value === "number" || typeof value === "string" &&
 var capitalized = (kind) => `${kind[0].toUpperCase()}${kind.slice(1)}`;
 var firstLine = (error2) => (error2 instanceof Error ? error2.message : String(error2)).split("\n")[0];
 var STRATEGY_KEYS = ["use", "name"];
-var PROXY_KEYS = ["use", "type", "host"];
+var PROXY_KEYS = ["use", "type", "host", "hosts"];
 var HOST_KEYS = ["use"];
 async function resolveConfig(file, options = {}) {
   const issues = [];
@@ -56199,9 +56424,10 @@ async function resolveConfig(file, options = {}) {
   const strategyChoice = options.rollback ? rollbackStrategy(config) : chooseStrategy(raw.strategy ?? void 0, options.strategy, issues);
   const proxyNamed = pluginSpecifier(raw.proxy, "type");
   const split = splitHosts(raw.hosts, issues);
+  const firstProxy = proxyOptionsAt(isRecord2(raw.proxy) ? raw.proxy : {}, 0);
   const loads = await Promise.all([
     strategyChoice ? load("strategy", strategyChoice.specifier, strategyChoice.path, strategyChoice.options, "strategy") : void 0,
-    proxyNamed ? load("proxy", proxyNamed.specifier, `proxy.${proxyNamed.path}`, sectionOptions(raw.proxy, PROXY_KEYS), "proxy") : void 0,
+    proxyNamed ? load("proxy", proxyNamed.specifier, `proxy.${proxyNamed.path}`, firstProxy.options, firstProxy.at) : void 0,
     ...split.plugins.map(([name, use]) => load("executor", use, `hosts.${name}.use`, sectionOptions(raw.hosts[name], HOST_KEYS), `hosts.${name}`))
   ]);
   for (const loaded of loads) issues.push(...loaded?.issues ?? []);
@@ -56219,16 +56445,33 @@ async function resolveConfig(file, options = {}) {
       hosts.set(name, () => executor.resolved.plugin.create({ host: name, options: executor.options, baseDir: file.baseDir, env: pluginEnv(env, config, section2), log: options.log ?? (() => void 0) }));
     });
   }
+  const members = proxy ? await proxyMembers(proxy, raw.proxy, issues) : [];
   if (!config || !strategy || !proxy || issues.length > 0) throw schema_exports.configError(sortIssues(issues), file.source);
-  const proxyHost = config.proxy.host;
   return {
     config,
     strategy,
-    proxy: { ...proxy, host: typeof proxyHost === "string" ? proxyHost : "local" },
+    proxy: { ...proxy, host: members[0].host, members },
     hosts,
     executorPlugins,
     plugins: [strategy, proxy, ...executorPlugins.values()].map((p) => p.resolved)
   };
+}
+function proxyOptionsAt(section2, index) {
+  const shared = sectionOptions(section2, PROXY_KEYS);
+  const entry = Array.isArray(section2.hosts) ? section2.hosts[index] : void 0;
+  const own3 = isRecord2(entry) ? sectionOptions(entry, ["host"]) : {};
+  return Object.keys(own3).length === 0 ? { options: shared, at: "proxy" } : { options: { ...shared, ...own3 }, at: `proxy.hosts[${index}]` };
+}
+async function proxyMembers(proxy, section2, issues) {
+  if (!Array.isArray(section2.hosts)) return [{ host: typeof section2.host === "string" ? section2.host : "local", options: proxy.options }];
+  const members = [];
+  for (const [index, entry] of section2.hosts.entries()) {
+    const host = typeof entry === "string" ? entry : isRecord2(entry) && typeof entry.host === "string" ? entry.host : void 0;
+    if (host === void 0) continue;
+    const { options, at } = proxyOptionsAt(section2, index);
+    members.push({ host, options: index === 0 ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues) });
+  }
+  return members;
 }
 function loader(baseDir, version) {
   return async (kind, specifier, usePath, rawOptions, at) => {
@@ -56302,18 +56545,20 @@ async function createDeployment(resolved, options = {}) {
   const proxyExecutor = executors.get(resolved.proxy.host);
   const strategy = created(issues, "strategy", resolved.strategy.resolved, () => resolved.strategy.resolved.plugin.create(), strategyProblem);
   const env = pluginEnv(options.env ?? process.env, config, config.proxy);
-  const proxy = proxyExecutor && created(
-    issues,
-    "proxy",
-    resolved.proxy.resolved,
-    () => resolved.proxy.resolved.plugin.create({ app: config.app, options: resolved.proxy.options, executor: proxyExecutor, baseDir: config.baseDir, env, log: options.log ?? (() => void 0) }),
-    proxyProblem
-  );
+  const several = resolved.proxy.members.length > 1;
+  const members = resolved.proxy.members.map((member, index) => {
+    const executor = executors.get(member.host);
+    const at = several ? `proxy.hosts[${index}]` : "proxy";
+    const made2 = executor && created(issues, at, resolved.proxy.resolved, () => resolved.proxy.resolved.plugin.create({ app: config.app, options: member.options, executor, baseDir: config.baseDir, env, log: options.log ?? (() => void 0) }), proxyProblem);
+    return made2 && { label: member.host, proxy: made2 };
+  });
+  const made = members.filter((m) => m !== void 0);
+  const proxy = made.length === members.length && made.length > 0 ? several ? proxyGroup(made) : made[0].proxy : void 0;
   const proxyHost = resolved.proxy.host;
   const heartbeatExecutor = proxyExecutor && created(issues, `hosts.${proxyHost}`, hostPlugin(proxyHost), () => proxyHost === "local" ? local() : resolved.hosts.get(proxyHost)(), (e) => executorProblem(e, proxyHost));
   const all = [...executors.values(), ...heartbeatExecutor ? [heartbeatExecutor] : []];
   const dispose = async () => {
-    await Promise.allSettled([...all.map((e) => e.dispose?.()), proxy?.dispose?.()]);
+    await Promise.allSettled([...all.map((e) => e.dispose?.()), ...made.map((m) => m.proxy.dispose?.())]);
   };
   if (!strategy || !proxy || !proxyExecutor || issues.length > 0) {
     await dispose();

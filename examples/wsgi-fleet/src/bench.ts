@@ -33,6 +33,8 @@ interface Scenario {
    * strategy's keepOld window in the background; the rollback to v1 runs inside that window.
    */
   rollback?: true;
+  /** Run nginx on these test hosts (of `hosts`), several proxies in front of the instances on the others. */
+  proxyHosts?: readonly string[];
 }
 
 const webHosts = (n: number) => Array.from({ length: n }, (_, i) => `web${i + 1}`);
@@ -52,6 +54,8 @@ const scenarios: Scenario[] = [
   { name: "3 hosts x 4 instances over SSH, surge rolling batches of 3 across hosts", slug: "ssh-surge", hosts: webHosts(3), ports: [8751, 8752, 8753, 8754], slotOffset: 1000, strategy: { name: "rolling", batchSize: 3, surge: true } },
   { name: "3 hosts x 4 instances over SSH, half-split by host", slug: "ssh-half-split", hosts: webHosts(3), ports: [8341, 8342, 8343, 8344], strategy: { name: "half-split", split: "by-host" } },
   { name: "3 hosts x 4 instances over SSH, blue-green", slug: "ssh-blue-green", hosts: webHosts(3), ports: [8761, 8762, 8763, 8764], slotOffset: 1000, strategy: { name: "blue-green" } },
+  // Two proxies: each load client keeps to one of them, as DNS round robin sends it.
+  { name: "3 hosts x 4 instances behind 2 nginx proxies over SSH, half-split by host", slug: "two-proxies-half-split", hosts: [...webHosts(3), "lb1", "lb2"], proxyHosts: ["lb1", "lb2"], ports: [8291, 8292, 8293, 8294], strategy: { name: "half-split", split: "by-host" } },
   { name: "16 hosts x 4 instances over SSH, rolling 25% at a time", slug: "scale-64", hosts: webHosts(16), ports: [8391, 8392, 8393, 8394], strategy: { name: "rolling", batchSize: "25%" } },
 ];
 
@@ -344,12 +348,13 @@ const onLoadClock = (samples: FleetSamples, loadStart: number): FleetSamples => 
 async function deployScenario(scenario: Scenario, fleet: Fleet, processDir: string, load: { clients: number; addresses: string[] }): Promise<ScenarioRun & { loadStartedAt: number }> {
   const keeping = scenario.rollback ? await deployKeepingOld(fleet) : undefined;
   // A script never tells nginx: its include file says nothing about what serves.
-  const sampler = sampleFleet({ dir: processDir, ...(scenario.baseline ? {} : { includeFile: fleet.includeFile }) });
+  const sampler = sampleFleet({ dir: processDir, ...(scenario.baseline ? {} : { includeFile: fleet.proxies[0]?.includeFile ?? fleet.includeFile }) });
   const loadStartedAt = Date.now();
   const run = await deployUnderLoad({
     fleet,
     version: scenario.rollback ? "v1" : "v2",
-    load: { clients: load.clients, seed: 7, localAddresses: load.addresses },
+    // Behind several proxies (on namespace addresses a loopback source cannot reach) each client keeps to one.
+    load: { clients: load.clients, seed: 7, ...(fleet.proxies.length > 0 ? { urls: fleet.proxies.map((p) => p.url) } : { localAddresses: load.addresses }) },
     measureMemory: !scenario.baseline,
     deployer: deployerFor(scenario, fleet),
   }).catch(async (error: unknown) => {
@@ -400,6 +405,7 @@ for (const scenario of scenarios) {
     strategy: scenario.strategy ?? { name: "rolling" },
     ...(hosts ? { hosts } : {}),
     ...(scenario.slotOffset === undefined ? {} : { slotOffset: scenario.slotOffset }),
+    ...(scenario.proxyHosts ? { proxyHosts: scenario.proxyHosts } : {}),
   });
   console.log(`fleet of ${fleet.instances.length} instances up in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
   try {

@@ -67,6 +67,25 @@ export interface FleetOptions {
   accessLog?: boolean;
   /** Gives every instance a spare port, port + offset (config `slots.offset`): two slots each. */
   slotOffset?: number;
+  /**
+   * With `hosts`: run nginx on these test hosts (each its own prefix, on its own address and
+   * `proxyPort`), several proxies in front of the fleet (config `proxy.hosts`); the instances run on
+   * the other hosts. The first keeps the deploy lock and the journal.
+   */
+  proxyHosts?: readonly string[];
+  /** With `proxyHosts`: adapter options of one proxy host, over the shared ones (e.g. another nginx binary). */
+  proxyHostOptions?: Readonly<Record<string, Record<string, unknown>>>;
+}
+
+/** One nginx of a fleet with several proxies. */
+export interface FleetProxy {
+  readonly host: string;
+  readonly url: string;
+  readonly includeFile: string;
+  readonly pidFile: string;
+  readonly dir: string;
+  /** Runs nginx with this proxy's prefix and conf, on its host (its network namespace). */
+  nginx(...args: string[]): Promise<string>;
 }
 
 export interface FleetInstance {
@@ -80,8 +99,10 @@ export interface Fleet {
   readonly dir: string;
   /** The nodrop config for this fleet. */
   readonly configFile: string;
-  /** The public URL through nginx. */
+  /** The public URL through nginx (the first proxy's, with several). */
   readonly url: string;
+  /** With `proxyHosts`: each proxy, in order; empty otherwise. */
+  readonly proxies: readonly FleetProxy[];
   readonly ports: readonly number[];
   /** The spare ports, with `slotOffset` (port + offset, in the order of `ports`); none otherwise. */
   readonly sparePorts: readonly number[];
@@ -120,8 +141,10 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const pidFile = path.join(dir, "nginx.pid");
   const errorLog = path.join(dir, "logs", "error.log");
 
+  const proxyHosts = options.proxyHosts ?? [];
+  if (proxyHosts.length > 0 && !remote) throw new Error("startFleet: proxyHosts needs hosts");
   const instances: FleetInstance[] = remote
-    ? remote.hosts.flatMap((h) => ports.map((port) => ({ id: `${h.name}-${port}`, host: h.name, address: h.address, port })))
+    ? remote.hosts.filter((h) => !proxyHosts.includes(h.name)).flatMap((h) => ports.map((port) => ({ id: `${h.name}-${port}`, host: h.name, address: h.address, port })))
     : ports.map((port) => ({ id: `web-${port}`, host: "local", address: "127.0.0.1", port }));
   // Each host keeps its instances' state in its own directory (hosts share this machine's disk).
   const fleetDir = (host: string) => (remote ? path.join(remote.host(host).dir, "fleet") : dir);
@@ -133,6 +156,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     nginxConf,
     nginxConfText({ dir, includeFile, pidFile, errorLog, proxyPort, workers: options.nginxWorkers ?? 2, shutdownTimeout: options.workerShutdownTimeout ?? 30, ...(options.accessLog ? { accessLog: accessLogFile } : {}) }),
   );
+  const proxies = await Promise.all(proxyHosts.map((name) => fleetProxy(remote!, name, proxyPort, { workers: options.nginxWorkers ?? 2, shutdownTimeout: options.workerShutdownTimeout ?? 30 })));
   const configFile = path.join(dir, "nodrop.yaml");
   // On remote hosts each host's fleet directory differs; the template reads it from the host name.
   const fleetArg = remote ? `${shellQuote(remote.dir)}/{host}/fleet` : shellQuote(dir);
@@ -150,7 +174,10 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       timeout: options.commandTimeout ?? "60s",
     },
     health: { path: "/health", versionHeader: "X-App-Version", interval: "100ms", successes: 2, deadline: "20s", ...options.health },
-    proxy: { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s", ...options.proxy },
+    proxy:
+      proxies.length > 0
+        ? { type: "nginx", drainTimeout: "60s", hosts: proxies.map((p) => ({ host: p.host, configFile: p.includeFile, prefix: p.dir, conf: path.join(p.dir, "nginx.conf"), pidFile: p.pidFile, errorLog: path.join(p.dir, "logs", "error.log"), ...options.proxyHostOptions?.[p.host] })), ...options.proxy }
+        : { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s", ...options.proxy },
     strategy: options.strategy ?? { name: "rolling", batchSize: 1 },
     ...(options.slotOffset === undefined ? {} : { slots: { offset: options.slotOffset } }),
     ...(options.verify ? { verify: { url: `http://127.0.0.1:${proxyPort}/`, ...options.verify } } : {}),
@@ -162,7 +189,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   const fleet: Fleet = {
     dir,
     configFile,
-    url: `http://127.0.0.1:${proxyPort}`,
+    url: proxies[0]?.url ?? `http://127.0.0.1:${proxyPort}`,
+    proxies,
     ports,
     sparePorts,
     instances,
@@ -178,20 +206,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       return Object.fromEntries(slots.map((slot, index) => [slot.key, seen[index]!]));
     },
     async stop() {
-      try {
-        const pid = Number((await readFile(pidFile, "utf8")).trim());
-        process.kill(pid, "SIGTERM");
-        for (let i = 0; i < 100; i++) {
-          try {
-            process.kill(pid, 0);
-            await sleep(50);
-          } catch {
-            break;
-          }
-        }
-      } catch {
-        // nginx was not running
-      }
+      await Promise.all(proxies.map((p) => stopNginx(p.pidFile)));
+      await stopNginx(pidFile);
       const all = instances.flatMap((i) => [i, ...(offset === undefined ? [] : [{ ...i, port: i.port + offset }])]);
       await Promise.all(all.map((i) => onHost(i.host, [fleetDir(i.host), "stop", String(i.port)]).catch(() => undefined)));
       if (ownDir) await rm(dir, { recursive: true, force: true });
@@ -211,14 +227,53 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     const deployment = await loadDeployment(configFile);
     await deployment.proxy.initialize!(deployment.steadyRouting, specs);
     await deployment.dispose();
-    await fleet.nginx();
+    if (proxies.length > 0) await Promise.all(proxies.map((p) => p.nginx()));
+    else await fleet.nginx();
     await waitFor(async () => Object.entries(await fleet.versions()).every(([key, v]) => v === version || isSpare(key)), 20_000, `instances on ${version}`);
-    await waitFor(async () => (await fetch(fleet.url, { signal: AbortSignal.timeout(2000) })).ok, 10_000, "nginx serving");
+    for (const url of proxies.length > 0 ? proxies.map((p) => p.url) : [fleet.url]) await waitFor(async () => (await fetch(url, { signal: AbortSignal.timeout(2000) })).ok, 10_000, `nginx serving at ${url}`);
   } catch (error) {
     await fleet.stop();
     throw error;
   }
   return fleet;
+}
+
+/** Stops the nginx whose master wrote `pidFile` (not running: nothing to do). */
+async function stopNginx(pidFile: string): Promise<void> {
+  try {
+    const pid = Number((await readFile(pidFile, "utf8")).trim());
+    process.kill(pid, "SIGTERM");
+    for (let i = 0; i < 100; i++) {
+      try {
+        process.kill(pid, 0);
+        await sleep(50);
+      } catch {
+        break;
+      }
+    }
+  } catch {
+    // nginx was not running
+  }
+}
+
+/** Sets up an nginx prefix on a test host, listening on its address (started later, in its namespace). */
+async function fleetProxy(remote: TestHosts, name: string, proxyPort: number, settings: { workers: number; shutdownTimeout: number }): Promise<FleetProxy> {
+  const host = remote.host(name);
+  const dir = path.join(host.dir, "nginx");
+  for (const sub of ["nodrop", "logs", "tmp"]) await mkdir(path.join(dir, sub), { recursive: true });
+  const conf = path.join(dir, "nginx.conf");
+  const includeFile = path.join(dir, "nodrop", "web.conf");
+  const pidFile = path.join(dir, "nginx.pid");
+  await writeFile(conf, nginxConfText({ dir, includeFile, pidFile, errorLog: path.join(dir, "logs", "error.log"), proxyPort, listenAddress: host.address, ...settings }));
+  const address = host.address.includes(":") ? `[${host.address}]` : host.address;
+  return {
+    host: name,
+    url: `http://${address}:${proxyPort}`,
+    includeFile,
+    pidFile,
+    dir,
+    nginx: (...args) => remote.sh(name, ["nginx", "-p", dir, "-c", conf, ...args].map((a) => shellQuote(a)).join(" ")),
+  };
 }
 
 async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
@@ -240,6 +295,8 @@ interface NginxConfInput {
   pidFile: string;
   errorLog: string;
   proxyPort: number;
+  /** Where nginx listens (default 127.0.0.1). */
+  listenAddress?: string;
   workers: number;
   shutdownTimeout: number;
   /** Where to write an access log; none when absent (the default: it costs time under load). */
@@ -274,7 +331,7 @@ http {
     include ${input.includeFile};   # nodrop line 1: the file nodrop owns
 
     server {
-        listen 127.0.0.1:${input.proxyPort};
+        listen ${input.listenAddress ?? "127.0.0.1"}:${input.proxyPort};
         keepalive_timeout 30s;
         keepalive_requests 100000;
         location / {

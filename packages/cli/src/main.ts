@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { type DeployReport, type Executor, type JournalRecord, routingSlotProblem, NodropError, describeValue, isSafeName, lastDeploy, observeInstances, planDeploy, reachesInstance, servingInstances, toNodropError } from "@nodrop/core";
+import { type DeployReport, type Executor, type JournalRecord, type Routing, agreedRouting, currentOfEach, describeRouting, isProxyGroup, routingSlotProblem, NodropError, describeValue, isSafeName, lastDeploy, observeInstances, planDeploy, reachesInstance, servingInstances, toNodropError } from "@nodrop/core";
 import {
   type Deployment,
   type Output,
@@ -164,7 +164,16 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         const last = lastDeploy(await journal.read());
         const lockHolder = await deploymentLock(deployment).status();
         const check = await deployment.proxy.check({ signal: io.signal });
-        const routing = await deployment.proxy.current({ signal: io.signal });
+        // Several proxies: each one's routing, and whether they agree (a deploy stopped between them).
+        const proxies = isProxyGroup(deployment.proxy) ? await currentOfEach(deployment.proxy.members, { signal: io.signal }) : undefined;
+        let disagreement: string | undefined;
+        let routing: Routing | undefined;
+        try {
+          routing = proxies ? agreedRouting(proxies) : await deployment.proxy.current({ signal: io.signal });
+        } catch (error) {
+          if (!proxies || !NodropError.is(error)) throw error;
+          disagreement = error.message;
+        }
         // In the pool: reachable by a request, as preflight counts it. A pin the unfinished deploy
         // staged leads only to instances already on its version (nobody else can hold it).
         const staged = last && !last.finished && isSafeName(last.version) ? [last.version] : [];
@@ -176,7 +185,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal: io.signal, ...trusted });
         const instances = observed.map((i) => ({ ...i, inPool: routing ? reachesInstance(routing, staged, i.id, i.version) : undefined }));
         if (values.json) {
-          io.stdout.write(`${JSON.stringify({ proxy: check, routing, instances, lastDeploy: last, lock: lockHolder ?? null }, null, 2)}\n`);
+          io.stdout.write(`${JSON.stringify({ proxy: check, routing, ...(proxies ? { proxies: proxies.map((p) => ({ host: p.label, routing: p.routing ?? null, ...(p.error ? { error: p.error } : {}) })), disagree: disagreement !== undefined } : {}), instances, lastDeploy: last, lock: lockHolder ?? null }, null, 2)}\n`);
         } else {
           if (last) {
             io.stdout.write(
@@ -197,8 +206,13 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           ]);
           io.stdout.write(`${table([["instance", "address", "version", "health", "in pool", ...(slotted ? ["slots"] : [])], ...rows]).join("\n")}\n`);
           io.stdout.write(`proxy ${deployment.proxy.name}: ${check.ok ? "ready" : "NOT READY"}\n  ${check.details.join("\n  ")}\n`);
+          if (proxies) {
+            io.stdout.write(`proxies: ${proxies.length}, ${disagreement ? "ROUTING DIFFERENTLY" : "all on the same routing"}\n`);
+            for (const p of proxies) io.stdout.write(`  ${p.label}: ${p.error ? `cannot read its routing: ${p.error}` : p.routing ? describeRouting(p.routing) : "no routing of nodrop's"}\n`);
+            if (disagreement) io.stdout.write(`  ${disagreement}\n`);
+          }
         }
-        return check.ok && instances.every((i) => i.healthy) && (!last || last.finished) ? 0 : 1;
+        return check.ok && !disagreement && instances.every((i) => i.healthy) && (!last || last.finished) ? 0 : 1;
       }
       case "reconcile":
         return await reconcile(deployment, { lockWaitMs: lockWait, dryRun: values["dry-run"] === true, json: values.json === true }, io);

@@ -79,7 +79,7 @@ export const configSchema = object({
   ssh: optional(mapping({ hint: "SSH settings shared by every host", doc: "Defaults merged into every entry of hosts (user, privateKeyFile, knownHostsFile, ...)." })),
   proxy: mapping({
     hint: "a mapping with use (nginx, a package name or a ./file)",
-    doc: "The proxy adapter (`use`: nginx, an npm package or a ./file next to this config; `type` is the older name of `use`), `host`, and the adapter's options.",
+    doc: "The proxy adapter (`use`: nginx, an npm package or a ./file next to this config; `type` is the older name of `use`), `host`, and the adapter's options. Several proxies in front of the fleet (an HA pair, DNS round robin): `hosts`, a list of host names or of mappings with `host` and that proxy's own options over the section's; every routing change goes to all of them, and the first one keeps the deploy lock and the journal.",
   }),
   strategy: optional(
     mapping({
@@ -92,7 +92,7 @@ export const configSchema = object({
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once on one host; hosts work side by side." }), 8),
   verify: optional(verifySchema),
   stateDir: optional(
-    str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host: where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." }),
+    str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host (the first of proxy.hosts): where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." }),
   ),
 });
 
@@ -217,6 +217,7 @@ function crossFieldIssues(raw: unknown, issues: ConfigIssue[]): void {
   if (isRecord(raw.proxy) && typeof raw.proxy.host === "string" && !hostNames.has(raw.proxy.host)) {
     issues.push({ path: "proxy.host", message: `unknown host "${raw.proxy.host}" (defined: ${known()})` });
   }
+  if (isRecord(raw.proxy) && raw.proxy.hosts !== undefined) proxyHostsIssues(raw.proxy, hostNames, known, issues);
   if (isRecord(raw.hosts)) {
     for (const [name, entry] of Object.entries(raw.hosts)) {
       if (name === "local") issues.push({ path: "hosts.local", message: '"local" is this machine and cannot be redefined' });
@@ -228,6 +229,32 @@ function crossFieldIssues(raw: unknown, issues: ConfigIssue[]): void {
   }
   if (isRecord(raw.strategy)) pluginKeyIssues(raw.strategy, "strategy", "name", "a strategy such as rolling, a package name or a ./file", issues);
   if (isRecord(raw.proxy)) pluginKeyIssues(raw.proxy, "proxy", "type", "a proxy such as nginx, a package name or a ./file", issues);
+}
+
+/**
+ * `proxy.hosts`: several proxies in front of the fleet, each a host name or a mapping with `host`
+ * and that proxy's own options (over the section's). Each host once; not beside `proxy.host`.
+ */
+function proxyHostsIssues(proxy: Record<string, unknown>, hostNames: ReadonlySet<string>, known: () => string, issues: ConfigIssue[]): void {
+  const list = proxy.hosts;
+  if (proxy.host !== undefined) issues.push({ path: "proxy.hosts", message: "give either proxy.host (one proxy) or proxy.hosts (several), not both" });
+  if (!Array.isArray(list) || list.length === 0) {
+    issues.push({ path: "proxy.hosts", message: `expected a list of at least one host (a name, or a mapping with host and that proxy's options), got ${JSON.stringify(list)}` });
+    return;
+  }
+  const seen = new Set<string>();
+  list.forEach((entry: unknown, index) => {
+    const at = `proxy.hosts[${index}]`;
+    const host = typeof entry === "string" ? entry : isRecord(entry) ? entry.host : undefined;
+    if (typeof host !== "string") {
+      issues.push({ path: isRecord(entry) ? `${at}.host` : at, message: `expected a host name (local or one under hosts), got ${JSON.stringify(isRecord(entry) ? entry.host : entry)}` });
+      return;
+    }
+    if (!hostNames.has(host)) issues.push({ path: `${at}${isRecord(entry) ? ".host" : ""}`, message: `unknown host "${host}" (defined: ${known()})` });
+    else if (seen.has(host)) issues.push({ path: at, message: `host "${host}" is listed twice: each proxy host once` });
+    seen.add(host);
+    if (isRecord(entry)) for (const key of ["use", "type", "hosts"]) if (key in entry) issues.push({ path: `${at}.${key}`, message: `${key} belongs to the proxy section, not to one of its hosts` });
+  });
 }
 
 /** A plugin section names its plugin with `use`, or with its older key (`strategy.name`, `proxy.type`). */

@@ -18,6 +18,8 @@ export type NodropErrorCode =
   | "E_PROXY_TEST"
   | "E_PROXY_RELOAD"
   | "E_PROXY_DRAIN"
+  /** Several proxies in front of one fleet route differently (a deploy stopped between them). */
+  | "E_PROXY_DISAGREE"
   | "E_SSH_CONNECT"
   | "E_SSH_HOSTKEY"
   | "E_SSH_AUTH"

@@ -38,3 +38,7 @@ export { validateOptions } from "./plugin-options.js";
 export { isStandardSchema, formatIssuePath } from "./standard-schema.js";
 export type { StandardSchemaV1 } from "./standard-schema.js";
 export { CORE_VERSION } from "./version.js";
+export { proxyGroup, isProxyGroup, currentOfEach, agreedRouting, describeRouting } from "./proxy-group.js";
+export type { ProxyGroup, ProxyMember, MemberRouting } from "./proxy-group.js";
+export { measureClockOffset, clockSpreadProblem, formatOffsets, checkProxyClocks, CLOCK_SPREAD_LIMIT_MS, CLOCK_ERROR_LIMIT_MS } from "./clock.js";
+export type { ClockOffset } from "./clock.js";

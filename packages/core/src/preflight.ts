@@ -1,3 +1,4 @@
+import { checkProxyClocks } from "./clock.js";
 import { forEachPerHost } from "./concurrency.js";
 import type { DeployOptions } from "./deploy-options.js";
 import { NodropError } from "./errors.js";
@@ -91,7 +92,9 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
   const plan = checkPlanShape(planned, seenObserved);
   const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
-  return { plan: slotNotes.length > 0 ? { ...plan, notes: [...plan.notes, ...slotNotes] } : plan, observed: seenObserved, routing };
+  const clockNotes = await checkProxyClocks(options.proxy, plan, options.signal);
+  const notes = [...slotNotes, ...clockNotes];
+  return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing };
 }
 
 /** What each instance's host shows of its idle slot (one command per instance, per host in turn). */

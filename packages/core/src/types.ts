@@ -1,3 +1,4 @@
+import type { ClockOffset } from "./clock.js";
 import type { Executor } from "./executor.js";
 import type { VerifyReport } from "./report.js";
 
@@ -150,6 +151,13 @@ export interface ProxyContext {
    * adapter without the capability ignores it and drains before it returns.
    */
   readonly backgroundDrain?: boolean | undefined;
+  /**
+   * apply() of a routing with `switchDefault` only: the switch instant, epoch ms on the proxy
+   * host's own clock, given when several proxies must switch at the same instant (a proxy group
+   * converts one instant with each host's measured offset). The adapter uses it instead of picking
+   * one, and says so in `warnings` when its old routing was not done taking requests by then.
+   */
+  readonly switchAt?: number | undefined;
 }
 
 export interface ProxyCheckContext extends ProxyContext {
@@ -175,6 +183,18 @@ export interface Proxy {
   apply(routing: Routing, instances: readonly ProxyInstance[], context?: ProxyContext): Promise<ProxyApplyResult>;
   /** The routing currently in force, if this proxy wrote it. */
   current(context?: ProxyContext): Promise<Routing | undefined>;
+  /**
+   * Its host's clock against this machine's (see measureClockOffset): several proxies switching at
+   * one instant need it, and preflight refuses a plan with a timed switch when their clocks are too
+   * far apart, or when a proxy of several cannot say.
+   */
+  clock?(context?: ProxyContext): Promise<ClockOffset>;
+  /**
+   * How far ahead this proxy would set a timed switch asked for `afterMs` ahead, from what it has
+   * seen of its own reloads (it may need longer than asked). A group of proxies sets its one
+   * instant from the slowest member's answer.
+   */
+  switchDelay?(afterMs: number): number;
   /**
    * The one-time setup (`nodrop init`): writes the proxy's own file for this routing when it does
    * not exist yet, without reloading, and says what the user must add to their config.

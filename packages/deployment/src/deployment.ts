@@ -10,6 +10,7 @@ import {
   type NodropConfig,
   NodropError,
   type Proxy,
+  type ProxyMember,
   type Routing,
   SAFE_NAME,
   type Strategy,
@@ -21,6 +22,7 @@ import {
   httpVerifier,
   localExecutor,
   parseDuration,
+  proxyGroup,
   readConfigFile,
   schema,
   singlePool,
@@ -117,22 +119,23 @@ export async function createDeployment(resolved: ResolvedConfig, options: Create
   const proxyExecutor = executors.get(resolved.proxy.host);
   const strategy = created(issues, "strategy", resolved.strategy.resolved, () => resolved.strategy.resolved.plugin.create(), strategyProblem);
   const env = pluginEnv(options.env ?? process.env, config, config.proxy);
-  const proxy =
-    proxyExecutor &&
-    created(
-      issues,
-      "proxy",
-      resolved.proxy.resolved,
-      () => resolved.proxy.resolved.plugin.create({ app: config.app, options: resolved.proxy.options, executor: proxyExecutor, baseDir: config.baseDir, env, log: options.log ?? (() => undefined) }),
-      proxyProblem,
-    );
+  // One adapter per proxy host; several are driven as one group (the engine sees one proxy).
+  const several = resolved.proxy.members.length > 1;
+  const members = resolved.proxy.members.map((member, index) => {
+    const executor = executors.get(member.host);
+    const at = several ? `proxy.hosts[${index}]` : "proxy";
+    const made = executor && created(issues, at, resolved.proxy.resolved, () => resolved.proxy.resolved.plugin.create({ app: config.app, options: member.options, executor, baseDir: config.baseDir, env, log: options.log ?? (() => undefined) }), proxyProblem);
+    return made && { label: member.host, proxy: made };
+  });
+  const made = members.filter((m): m is ProxyMember => m !== undefined);
+  const proxy = made.length === members.length && made.length > 0 ? (several ? proxyGroup(made) : made[0]!.proxy) : undefined;
   // Created now, connected on first use (the first heartbeat).
   const proxyHost = resolved.proxy.host;
   const heartbeatExecutor =
     proxyExecutor && created(issues, `hosts.${proxyHost}`, hostPlugin(proxyHost), () => (proxyHost === "local" ? local() : resolved.hosts.get(proxyHost)!()), (e) => executorProblem(e, proxyHost));
   const all = [...executors.values(), ...(heartbeatExecutor ? [heartbeatExecutor] : [])];
   const dispose = async () => {
-    await Promise.allSettled([...all.map((e) => e.dispose?.()), proxy?.dispose?.()]);
+    await Promise.allSettled([...all.map((e) => e.dispose?.()), ...made.map((m) => m.proxy.dispose?.())]);
   };
   if (!strategy || !proxy || !proxyExecutor || issues.length > 0) {
     await dispose();

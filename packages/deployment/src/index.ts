@@ -1,7 +1,7 @@
 export { loadDeployment, createDeployment, checkVersion, checkVerifyMode, checkLockWait } from "./deployment.js";
 export type { Deployment, VerifyMode, CreateDeploymentOptions } from "./deployment.js";
 export { resolveConfig } from "./resolve-config.js";
-export type { ResolvedConfig, ResolveConfigOptions, ConfiguredPlugin } from "./resolve-config.js";
+export type { ResolvedConfig, ResolveConfigOptions, ConfiguredPlugin, ProxyMemberConfig } from "./resolve-config.js";
 export { resolvePlugin } from "./resolve-plugin.js";
 export type { ResolvedPlugin, AnyResolvedPlugin, ResolvePluginOptions } from "./resolve-plugin.js";
 export { builtInPlugins, builtInPlugin } from "./builtins.js";

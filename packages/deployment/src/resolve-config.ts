@@ -27,13 +27,23 @@ export interface ConfiguredPlugin<K extends PluginKind> {
 export interface ResolvedConfig {
   readonly config: NodropConfig;
   readonly strategy: ConfiguredPlugin<"strategy">;
-  readonly proxy: ConfiguredPlugin<"proxy"> & { readonly host: string };
+  /**
+   * The proxy plugin, on `host` (the first of `proxy.hosts`: the deploy lock and the journal live
+   * there), and every proxy host with its options: one member, or one per entry of `proxy.hosts`.
+   */
+  readonly proxy: ConfiguredPlugin<"proxy"> & { readonly host: string; readonly members: readonly ProxyMemberConfig[] };
   /** Every remote host: a factory per host (called again for the lock's heartbeat connection). */
   readonly hosts: ReadonlyMap<string, () => Executor>;
   /** Executor plugins by host, for the report of what was loaded. */
   readonly executorPlugins: ReadonlyMap<string, ConfiguredPlugin<"executor">>;
   /** Every plugin loaded, built-ins included, in config order. */
   readonly plugins: readonly AnyResolvedPlugin[];
+}
+
+/** One proxy host of the config and its adapter options (the section's, with that host's own over them). */
+export interface ProxyMemberConfig {
+  readonly host: string;
+  readonly options: unknown;
 }
 
 export interface ResolveConfigOptions extends HostSetupOptions {
@@ -53,7 +63,7 @@ export interface ResolveConfigOptions extends HostSetupOptions {
 
 // nodrop's own keys in a plugin's section; the rest are the plugin's options.
 const STRATEGY_KEYS = ["use", "name"];
-const PROXY_KEYS = ["use", "type", "host"];
+const PROXY_KEYS = ["use", "type", "host", "hosts"];
 const HOST_KEYS = ["use"];
 
 /**
@@ -72,9 +82,11 @@ export async function resolveConfig(file: ConfigFile, options: ResolveConfigOpti
   const strategyChoice = options.rollback ? rollbackStrategy(config) : chooseStrategy(raw.strategy ?? undefined, options.strategy, issues);
   const proxyNamed = pluginSpecifier(raw.proxy, "type");
   const split = splitHosts(raw.hosts, issues);
+  // The plugin is loaded with the first proxy host's options; the others are validated apart.
+  const firstProxy = proxyOptionsAt(isRecord(raw.proxy) ? raw.proxy : {}, 0);
   const loads = await Promise.all([
     strategyChoice ? load("strategy", strategyChoice.specifier, strategyChoice.path, strategyChoice.options, "strategy") : undefined,
-    proxyNamed ? load("proxy", proxyNamed.specifier, `proxy.${proxyNamed.path}`, sectionOptions(raw.proxy as Record<string, unknown>, PROXY_KEYS), "proxy") : undefined,
+    proxyNamed ? load("proxy", proxyNamed.specifier, `proxy.${proxyNamed.path}`, firstProxy.options, firstProxy.at) : undefined,
     ...split.plugins.map(([name, use]) => load("executor", use, `hosts.${name}.use`, sectionOptions((raw.hosts as Record<string, Record<string, unknown>>)[name]!, HOST_KEYS), `hosts.${name}`)),
   ]);
   for (const loaded of loads) issues.push(...(loaded?.issues ?? []));
@@ -93,16 +105,41 @@ export async function resolveConfig(file: ConfigFile, options: ResolveConfigOpti
       hosts.set(name, () => executor.resolved.plugin.create({ host: name, options: executor.options, baseDir: file.baseDir, env: pluginEnv(env, config, section), log: options.log ?? (() => undefined) }));
     });
   }
+  const members = proxy ? await proxyMembers(proxy, raw.proxy as Record<string, unknown>, issues) : [];
   if (!config || !strategy || !proxy || issues.length > 0) throw schema.configError(sortIssues(issues), file.source);
-  const proxyHost = (config.proxy as { host?: unknown }).host;
   return {
     config,
     strategy,
-    proxy: { ...proxy, host: typeof proxyHost === "string" ? proxyHost : "local" },
+    proxy: { ...proxy, host: members[0]!.host, members },
     hosts,
     executorPlugins,
     plugins: [strategy, proxy, ...executorPlugins.values()].map((p) => p.resolved),
   };
+}
+
+/** The adapter options of the `index`th proxy host (the section's, with the entry's own over them), and where an issue with them is. */
+function proxyOptionsAt(section: Record<string, unknown>, index: number): { options: Record<string, unknown>; at: string } {
+  const shared = sectionOptions(section, PROXY_KEYS);
+  const entry = Array.isArray(section.hosts) ? section.hosts[index] : undefined;
+  const own = isRecord(entry) ? sectionOptions(entry, ["host"]) : {};
+  return Object.keys(own).length === 0 ? { options: shared, at: "proxy" } : { options: { ...shared, ...own }, at: `proxy.hosts[${index}]` };
+}
+
+/**
+ * The proxy hosts and each one's options: the section's own host (default local), or one per entry
+ * of `proxy.hosts`, whose keys other than `host` go over the section's options (validated for
+ * that host: an issue's path names the entry). The first is the one the plugin was loaded with.
+ */
+async function proxyMembers(proxy: ConfiguredPlugin<"proxy">, section: Record<string, unknown>, issues: ConfigIssue[]): Promise<ProxyMemberConfig[]> {
+  if (!Array.isArray(section.hosts)) return [{ host: typeof section.host === "string" ? section.host : "local", options: proxy.options }];
+  const members: ProxyMemberConfig[] = [];
+  for (const [index, entry] of section.hosts.entries()) {
+    const host = typeof entry === "string" ? entry : isRecord(entry) && typeof entry.host === "string" ? entry.host : undefined;
+    if (host === undefined) continue;
+    const { options, at } = proxyOptionsAt(section, index);
+    members.push({ host, options: index === 0 ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues) });
+  }
+  return members;
 }
 
 /** Loads a plugin and validates its options; what went wrong is recorded at its config path. */

@@ -8,10 +8,15 @@ import type { LoadOptions, LoadResult, LoadRun, RequestKind, RequestRecord } fro
 
 const DEFAULT_DURATION_MS = 60_000;
 
-interface Settings {
+interface Target {
   hostname: string;
   port: number;
   prefix: string;
+}
+
+interface Settings {
+  /** Where the clients send: client i to targets[i % targets.length]. */
+  targets: Target[];
   clients: number;
   durationMs: number;
   maxRequests: number;
@@ -41,14 +46,21 @@ function positive(name: string, value: number, integer: boolean): number {
   return value;
 }
 
-function resolveSettings(o: LoadOptions): Settings {
+function parseTarget(url: string): Target {
   let base: URL;
   try {
-    base = new URL(o.url);
+    base = new URL(url);
   } catch {
-    throw new TypeError(`loadgen: invalid url ${JSON.stringify(o.url)}`);
+    throw new TypeError(`loadgen: invalid url ${JSON.stringify(url)}`);
   }
-  if (base.protocol !== "http:") throw new TypeError(`loadgen: only http: URLs are supported, got ${o.url}`);
+  if (base.protocol !== "http:") throw new TypeError(`loadgen: only http: URLs are supported, got ${url}`);
+  return { hostname: base.hostname.replace(/^\[(.*)\]$/, "$1"), port: base.port === "" ? 80 : Number(base.port), prefix: base.pathname.replace(/\/+$/, "") };
+}
+
+function resolveSettings(o: LoadOptions): Settings {
+  const urls = o.urls ?? [o.url];
+  if (urls.length === 0) throw new TypeError("loadgen: urls must name at least one URL");
+  const targets = urls.map(parseTarget);
   if (o.durationMs === undefined && o.maxRequests === undefined) {
     throw new TypeError("loadgen: durationMs or maxRequests is required");
   }
@@ -60,9 +72,7 @@ function resolveSettings(o: LoadOptions): Settings {
   const slowMs = o.slowMs ?? 500;
   if (!Number.isFinite(slowMs) || slowMs < 0) throw new RangeError(`loadgen: slowMs must be >= 0, got ${slowMs}`);
   return {
-    hostname: base.hostname.replace(/^\[(.*)\]$/, "$1"),
-    port: base.port === "" ? 80 : Number(base.port),
-    prefix: base.pathname.replace(/\/+$/, ""),
+    targets,
     clients: positive("clients", o.clients, true),
     durationMs: positive("durationMs", o.durationMs ?? DEFAULT_DURATION_MS, false),
     maxRequests: o.maxRequests === undefined ? Infinity : positive("maxRequests", o.maxRequests, true),
@@ -130,6 +140,8 @@ export function startLoad(options: LoadOptions): LoadRun {
     const jar = s.cookies ? new CookieJar() : undefined;
     const random = mulberry32(clientSeed(s.seed, client));
     const localAddress = s.localAddresses.length > 0 ? s.localAddresses[client % s.localAddresses.length] : undefined;
+    // Each client keeps to one proxy, as a client of DNS round robin does.
+    const to = s.targets[client % s.targets.length]!;
     let seq = 0;
     try {
       while (acquire()) {
@@ -142,10 +154,10 @@ export function startLoad(options: LoadOptions): LoadRun {
           const cookie = jar?.header();
           if (cookie !== undefined) headers.cookie = cookie;
           const target: ExchangeTarget = {
-            hostname: s.hostname,
-            port: s.port,
+            hostname: to.hostname,
+            port: to.port,
             method: kind === "post" ? "POST" : "GET",
-            path: s.prefix + (kind === "post" ? "/submit" : kind === "slow" ? `/slow?ms=${s.slowMs}` : s.path),
+            path: to.prefix + (kind === "post" ? "/submit" : kind === "slow" ? `/slow?ms=${s.slowMs}` : s.path),
             headers,
           };
           if (kind === "post") {

@@ -2,6 +2,11 @@
 export interface LoadOptions {
   /** Base URL, e.g. `http://127.0.0.1:18080` (a path prefix is kept: `http://h/app` sends `/app/slow?...`). */
   url: string;
+  /**
+   * Several entry points to the same site (proxies behind DNS round robin): client i sends to
+   * urls[i % urls.length], and keeps to it. `url` is then only the default of this list.
+   */
+  urls?: readonly string[];
   /** Concurrent clients, each with its own keep-alive connection (maxSockets 1) and its own cookie jar. */
   clients: number;
   /** Stop after this long. Always a hard cap: defaults to 60000 when only maxRequests is given. */

@@ -10,6 +10,7 @@ import {
   type ProxyCheck,
   type Routing,
   endpoint,
+  measureClockOffset,
   servedEndpoints,
   type schema,
   shellQuote,
@@ -250,7 +251,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
    *              config) reload again and confirm a new generation: previous; anything failing: unknown
    *   confirmed the new generation runs                             → new (a failed drain is reported as such)
    */
-  const apply = async (routing: Routing, instances: readonly ProxyInstance[], signal?: AbortSignal, backgroundDrain = false): Promise<ProxyApplyResult> => {
+  const apply = async (routing: Routing, instances: readonly ProxyInstance[], signal?: AbortSignal, backgroundDrain = false, givenSwitchAt?: number): Promise<ProxyApplyResult> => {
     type Stage = "before" | "written" | "signalled" | "confirmed";
     let stage: Stage = "before";
     // What the master last said about the reload, when it refused it by its own log.
@@ -267,11 +268,14 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       let switchDelay = 0;
       let clockOffset = 0;
       if (routing.switchDefault) {
-        const now = await run("date +%s%3N", signal);
-        const hostNow = Number(now.stdout.trim());
-        if (!Number.isFinite(hostNow) || hostNow <= 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the clock on ${executor.host}: ${now.stderr.trim() || now.stdout.trim()}`);
-        clockOffset = hostNow - Date.now();
-        switchDelay = switchTiming.delayFor(routing.switchDefault.afterMs);
+        const clock = await measureClockOffset(executor, { samples: 1, signal }).catch((error: unknown) => {
+          throw new NodropError("E_PROXY_RELOAD", describeFailure(error), { cause: error });
+        });
+        clockOffset = clock.offsetMs;
+        // Whole milliseconds: $msec is compared with the instant digit by digit.
+        const hostNow = Math.round(Date.now() + clockOffset);
+        // An instant the caller gave (proxies switching together) is already on this host's clock.
+        switchDelay = givenSwitchAt === undefined ? switchTiming.delayFor(routing.switchDefault.afterMs) : Math.round(givenSwitchAt - hostNow);
         switchAt = hostNow + switchDelay;
       }
       const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
@@ -325,7 +329,8 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         if (wait > 0) await sleep(wait);
       };
       // A timed switch holds only if the old generation closed before its instant: see that it did.
-      const closed = backgroundDrain || switchAt !== undefined ? await oldGenerationClosed(oldPids) : false;
+      // Every reload is timed so (one `ps` more): the next switch is set from what this nginx needs.
+      const closed = await oldGenerationClosed(oldPids);
       if (closed) switchTiming.noteClose(performance.now() - started);
       const late = switchAt === undefined ? undefined : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : undefined, switchDelay);
       const warnings = late === undefined ? {} : { warnings: [late] };
@@ -419,6 +424,8 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   return {
     name: "nginx",
     capabilities: NGINX_CAPABILITIES,
+    clock: (context = {}) => measureClockOffset(executor, { signal: context.signal }),
+    switchDelay: (afterMs) => switchTiming.delayFor(afterMs),
     async check(context = {}): Promise<ProxyCheck> {
       const details: string[] = [];
       let ok = true;
@@ -498,7 +505,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     },
     apply(routing, instances, context = {}) {
       // Reloads are serialized: generations must not pile up (reload storms).
-      const next = queue.then(() => apply(routing, instances, context.signal, context.backgroundDrain === true));
+      const next = queue.then(() => apply(routing, instances, context.signal, context.backgroundDrain === true, context.switchAt));
       queue = next.catch(() => undefined);
       return next;
     },

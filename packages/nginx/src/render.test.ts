@@ -91,6 +91,12 @@ describe("renderNginxConfig", () => {
     for (const delta of [-86_400_000, -1000, -1, 0, 1, 749, 750, 60_000]) expect(matches.test(msec(at + delta))).toBe(delta >= 0);
   });
 
+  it("refuses a switch instant that is not whole, positive milliseconds (a fractional one once rendered NaN into the regex, and nginx -t refused it)", () => {
+    for (const switchAt of [1_796_298_801_855.6, Number.NaN, -5, 0]) {
+      expect(() => renderNginxConfig({ ...input(), routing: { ...twoPools, switchDefault: { to: "b", afterMs: 500 } }, switchAt })).toThrow(/is not a whole number of milliseconds/);
+    }
+  });
+
   it("msecAtLeast agrees with numeric comparison over many instants", () => {
     for (let k = 0; k < 500; k++) {
       const at = 1_700_000_000_000 + Math.floor(((k * 7919) % 1000) * 1e6 + k);

@@ -61,6 +61,8 @@ export function renderNginxConfig(input: RenderInput): string {
   let defaultTarget = target(routing.defaultPool);
   if (routing.switchDefault) {
     if (input.switchAt === undefined) throw new NodropError("E_PROXY_RENDER", "a default switch needs its instant");
+    // The instant becomes a regular expression over $msec: whole, positive milliseconds only.
+    if (!Number.isSafeInteger(input.switchAt) || input.switchAt <= 0) throw new NodropError("E_PROXY_RENDER", `the switch instant ${String(input.switchAt)} is not a whole number of milliseconds`);
     // Every worker compares the same clock, so all of them switch at once, whatever generation they are.
     lines.push(`# default pool until ${new Date(input.switchAt).toISOString()}, then ${routing.switchDefault.to}`);
     lines.push(`map $msec $nodrop_${name}_default {`);

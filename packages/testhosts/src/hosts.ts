@@ -184,6 +184,8 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
         "UsePAM no",
         "StrictModes no",
         "AllowTcpForwarding yes",
+        // A test may give one host's sessions another PATH (~/.ssh/environment: a shimmed `date` for clock skew).
+        "PermitUserEnvironment PATH",
         "LogLevel VERBOSE",
         "",
       ].join("\n"),

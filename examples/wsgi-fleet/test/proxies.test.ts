@@ -1,0 +1,182 @@
+// Two nginx proxies in front of one fleet (issue 17), each on a test host of its own (a network
+// namespace with its own address and sshd), gunicorn instances on two more; nodrop reaches every
+// host over SSH. The load's clients each keep to one proxy, as DNS round robin sends them, with
+// their own cookies. Every routing change must hold on both, or on neither.
+import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { type TestHosts, startTestHosts } from "@nodrop/testhosts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Fleet, deployUnderLoad, routingIn, runNodrop, startFleet } from "../src/index.js";
+
+describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd in network namespaces)", () => {
+  let hosts: TestHosts;
+  let fleet: Fleet;
+  /** lb2's nginx -t fails while this file exists (its `binary` is a wrapper that checks for it). */
+  let failTestFlag: string;
+  const includes = () => Promise.all(fleet.proxies.map((p) => readFile(p.includeFile, "utf8")));
+
+  beforeAll(async () => {
+    // Namespaces, not loopback: each proxy host needs an address, and a home (for its own PATH), of its own.
+    hosts = await startTestHosts({ names: ["web1", "web2", "lb1", "lb2"], mode: "netns", sshPort: [2261, 2262, 2263, 2264] });
+    const lb2 = hosts.host("lb2");
+    failTestFlag = path.join(lb2.dir, "fail-nginx-t");
+    const wrapper = path.join(lb2.dir, "nginx-wrapper");
+    // The real nginx, except that `nginx -t` fails (as a config nginx refuses would) while the flag exists.
+    await writeFile(wrapper, `#!/bin/sh\nfor a in "$@"; do if [ "$a" = -t ] && [ -e ${failTestFlag} ]; then echo "nginx: [emerg] unknown directive \\"injected\\" in lb2's config"; exit 1; fi; done\nexec nginx "$@"\n`);
+    await chmod(wrapper, 0o755);
+    fleet = await startFleet({ hosts, proxyHosts: ["lb1", "lb2"], ports: [8261, 8262], proxyPort: 18261, strategy: { name: "rolling", batchSize: 1 }, proxyHostOptions: { lb2: { binary: wrapper } } });
+  });
+  afterAll(async () => {
+    await fleet?.stop();
+    await hosts?.stop();
+  });
+
+  it("rolling v1 -> v2 under load through both proxies: 0 failed, both end on the same routing, every instance on v2", async () => {
+    const result = await deployUnderLoad({ fleet, version: "v2", load: { clients: 24, seed: 171, urls: fleet.proxies.map((p) => p.url) } });
+    expect(result.cli.stderr).not.toContain("error [");
+    expect(result.cli.code).toBe(0);
+    expect(result.stats.failed).toBe(0);
+    expect(result.stats.errors).toEqual({});
+    expect(result.report?.instances.every((i) => i.version === "v2" && i.inPool)).toBe(true);
+    // Every reload went to both: one generation each, joined.
+    expect(result.report?.routes.every((r) => /^\d+\+\d+$/.test(r.generation))).toBe(true);
+    const [one, two] = (await includes()).map(routingIn);
+    expect(one).toBeDefined();
+    expect(two).toEqual(one);
+  });
+
+  it("status shows each proxy's routing and that they agree", async () => {
+    const status = await runNodrop(["status", "--config", fleet.configFile, "--json"]);
+    const shown = JSON.parse(status.stdout) as { proxies: { host: string; routing: unknown }[]; disagree: boolean };
+    expect(shown.proxies.map((p) => p.host)).toEqual(["lb1", "lb2"]);
+    expect(shown.disagree).toBe(false);
+    expect(shown.proxies[1]!.routing).toEqual(shown.proxies[0]!.routing);
+    expect(status.code).toBe(0);
+  });
+
+  it("half-split v2 -> v4 under load through both: one switch instant on both proxies, 0 failed, 0 regressions, 0 late old answers counted across both", async () => {
+    const plan = await runNodrop(["plan", "--config", fleet.configFile, "--version", "v4", "--strategy", "half-split"]);
+    expect(plan.code, plan.stderr).toBe(0);
+    // The offsets preflight measured, printed with the plan.
+    expect(plan.stdout).toMatch(/proxy clocks \(the switch is at one instant on all of them\): lb1 [+-]\d+ms ±\d+ms, lb2 [+-]\d+ms ±\d+ms, within 50ms/);
+    const result = await deployUnderLoad({ fleet, version: "v4", strategy: "half-split", load: { clients: 24, seed: 173, urls: fleet.proxies.map((p) => p.url) } });
+    expect(result.cli.stderr.includes("error ["), result.cli.stderr).toBe(false);
+    expect(result.cli.code, result.cli.stderr).toBe(0);
+    expect(result.stats.failed).toBe(0);
+    expect(result.stats.versionRegressions).toBe(0);
+    expect(result.stats.lateOld).toBe(0);
+    expect(result.stats.byVersion.v2).toBeGreaterThan(0);
+    expect(result.stats.byVersion.v4).toBeGreaterThan(0);
+    // Both proxies' files name the same switch instant.
+    const instants = (await includes()).map((text) => /# default pool until (\S+), then/.exec(text)?.[1]);
+    expect(result.report?.routes.some((r) => r.why.startsWith("switch"))).toBe(true);
+    expect(result.report?.routes.flatMap((r) => r.warnings ?? [])).toEqual([]);
+    expect(instants[0]).toBe(instants[1]);
+    expect(result.report?.instances.every((i) => i.version === "v4" && i.inPool)).toBe(true);
+  });
+
+  // The deploys below never reach an instance: v3 (a release that fails its health check) would show it if one did.
+  it("lb2 refuses the change (nginx -t fails there): lb1 is put back, both keep the routing before, no instance is touched, and the error names lb2", async () => {
+    const before = await includes();
+    await writeFile(failTestFlag, "");
+    try {
+      const result = await deployUnderLoad({ fleet, version: "v3", warmupMs: 500, cooldownMs: 500, load: { clients: 12, seed: 172, urls: fleet.proxies.map((p) => p.url) } });
+      expect(result.cli.code).not.toBe(0);
+      expect(result.report?.error?.message).toMatch(/^proxy lb2: nginx -t failed on lb2.*; lb1 was put back on the previous routing/);
+      expect(result.stats.failed).toBe(0);
+      expect(result.report?.instances.every((i) => i.version === "v4" && i.inPool)).toBe(true);
+      // Byte for byte what each had: lb2 restored its own file, lb1 was sent the routing before (a generation later).
+      const after = await includes();
+      expect(after[1]).toBe(before[1]);
+      expect(routingIn(after[0]!)).toEqual(routingIn(before[0]!));
+    } finally {
+      await rm(failTestFlag, { force: true });
+    }
+    expect(Object.values(await fleet.versions()).every((v) => v === "v4")).toBe(true);
+  });
+
+  it("lb2's clock 5 s ahead (its SSH sessions get a `date` that adds 5 s): a half-split deploy is refused before anything is touched, saying how far apart the clocks are and to use NTP", async () => {
+    const home = hosts.host("lb2").dir;
+    const shim = path.join(home, "shim");
+    await mkdir(shim, { recursive: true });
+    await mkdir(path.join(home, ".ssh"), { recursive: true });
+    await writeFile(path.join(shim, "date"), `#!/bin/sh\nif [ "$1" = "+%s%3N" ]; then echo $(( $(/bin/date +%s%3N) + 5000 )); else exec /bin/date "$@"; fi\n`);
+    await chmod(path.join(shim, "date"), 0o755);
+    const environment = path.join(home, ".ssh", "environment");
+    await writeFile(environment, `PATH=${shim}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n`);
+    const before = await includes();
+    try {
+      // The shim is what lb2's sessions run: the skew is there to be found.
+      expect(Number((await hosts.sh("lb2", `PATH=${shim}:$PATH date +%s%3N`)).trim()) - Date.now()).toBeGreaterThan(4000);
+      const deploy = await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v3", "--strategy", "half-split"]);
+      expect(deploy.code).not.toBe(0);
+      expect(deploy.stderr).toMatch(/refusing to deploy: the proxy hosts' clocks are 5\d{3}ms apart \(lb1 [+-]\d+ms ±\d+ms, lb2 \+5\d{3}ms ±\d+ms\), more than the 50ms .*NTP/);
+      expect(await includes()).toEqual(before);
+      expect(Object.values(await fleet.versions()).every((v) => v === "v4")).toBe(true);
+      // A rolling deploy has no switch at one instant: the same clocks do not stop it.
+      const plan = await runNodrop(["plan", "--config", fleet.configFile, "--version", "v3"]);
+      expect(plan.code, plan.stderr).toBe(0);
+    } finally {
+      await rm(environment, { force: true });
+    }
+  });
+
+  it("proxies that route differently (lb2's file edited and reloaded by hand): status says so and exits 1, and a deploy refuses before touching anything, naming both", async () => {
+    const lb2 = fleet.proxies[1]!;
+    const original = await readFile(lb2.includeFile, "utf8");
+    const routing = routingIn(original)!;
+    const [first, ...rest] = routing.pools[routing.defaultPool]!;
+    // The same file with one instance taken out of lb2's pool, as a hand edit would.
+    const edited = original.replace(/^# nodrop-routing: .*$/m, `# nodrop-routing: ${JSON.stringify({ ...routing, pools: { ...routing.pools, [routing.defaultPool]: rest } })}`).replace(new RegExp(`^\\s*server [^;]+; # ${first}$`, "m"), "");
+    await writeFile(lb2.includeFile, edited);
+    await lb2.nginx("-s", "reload");
+    try {
+      const status = await runNodrop(["status", "--config", fleet.configFile]);
+      expect(status.code).toBe(1);
+      expect(status.stdout).toContain("proxies: 2, ROUTING DIFFERENTLY");
+      const deploy = await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v3"]);
+      expect(deploy.code).not.toBe(0);
+      expect(deploy.stderr).toMatch(/E_PROXY_DISAGREE[\s\S]*the proxies route differently: lb1 \{[^}]*\}; lb2 \{[^}]*\}/);
+      expect(await readFile(lb2.includeFile, "utf8")).toBe(edited);
+      expect(Object.values(await fleet.versions()).every((v) => v === "v4")).toBe(true);
+    } finally {
+      await writeFile(lb2.includeFile, original);
+      await lb2.nginx("-s", "reload");
+    }
+  });
+
+  // Last: it leaves lb2's routing unknown.
+  it("lb2's host drops off the network mid-deploy (its sshd and every session killed as batch 2 starts): the deploy stops and names lb2, nothing it might still route to is stopped, 0 failed requests through either proxy", async () => {
+    let cut: Promise<void> | undefined;
+    const result = await deployUnderLoad({
+      fleet,
+      version: "v2",
+      warmupMs: 500,
+      cooldownMs: 1000,
+      load: { clients: 16, seed: 174, urls: fleet.proxies.map((p) => p.url) },
+      onStderr: (text) => {
+        if (!cut && text.includes("batch 2/")) cut = hosts.stopSshd("lb2", { sessions: true });
+      },
+    });
+    await cut;
+    try {
+      expect(cut, result.cli.stderr).toBeDefined();
+      expect(result.cli.code).not.toBe(0);
+      // lb2 could not be reached for batch 2's change (refused, or dropped while a command ran: then
+      // its routing is unknown); lb1, which took the change, was put back either way.
+      expect(result.report?.error?.message).toMatch(/^proxy lb2: .*(lb1 was put back on the previous routing|the proxies now route: lb1 the previous routing, lb2 unknown)/);
+      expect(result.stats.failed).toBe(0);
+      expect(result.stats.errors).toEqual({});
+      // Every instance still runs: batch 1's on v2, batch 2's on v2 too when lb2 took its first change
+      // before the cut (the cut then hit the change that puts it back), the others on v4.
+      const versions = Object.values(await fleet.versions());
+      expect(versions.every((v) => v === "v2" || v === "v4")).toBe(true);
+      expect(versions.filter((v) => v === "v2").length).toBeGreaterThanOrEqual(1);
+      expect(versions.filter((v) => v === "v2").length).toBeLessThanOrEqual(2);
+      // The report says where each instance is.
+      expect(result.report?.instances.map((i) => i.version).sort()).toEqual([...versions].sort());
+    } finally {
+      await hosts.startSshd("lb2");
+    }
+  });
+});

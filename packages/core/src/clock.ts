@@ -1,0 +1,80 @@
+import { NodropError } from "./errors.js";
+import type { Executor } from "./executor.js";
+import { isProxyGroup } from "./proxy-group.js";
+import type { DeployPlan, Proxy } from "./types.js";
+
+/** How far a host's clock is from this machine's, as one round trip can tell. */
+export interface ClockOffset {
+  /** The host's clock minus this machine's, in ms. */
+  readonly offsetMs: number;
+  /** Half the round trip of the best sample: the true offset is within offsetMs ± errorMs. */
+  readonly errorMs: number;
+}
+
+/**
+ * Measures a host's clock against this machine's (NTP's idea in one line): the host's reading
+ * falls somewhere in the round trip of the command that took it, so the midpoint is the estimate
+ * and half the round trip its error bound; of a few samples, the one with the shortest round trip.
+ */
+export async function measureClockOffset(executor: Executor, options: { samples?: number; signal?: AbortSignal | undefined } = {}): Promise<ClockOffset> {
+  let best: ClockOffset | undefined;
+  for (let i = 0; i < (options.samples ?? 5); i++) {
+    const sent = Date.now();
+    const result = await executor.exec("date +%s%3N", { signal: options.signal, timeoutMs: 10_000 });
+    const received = Date.now();
+    const hostNow = Number(result.stdout.trim());
+    if (result.code !== 0 || !Number.isSafeInteger(hostNow) || hostNow <= 0) {
+      throw new NodropError("E_PREFLIGHT", `cannot read the clock on ${executor.host}: ${result.stderr.trim() || result.stdout.trim().slice(0, 80) || `exit ${result.code}`}`);
+    }
+    const sample = { offsetMs: hostNow - (sent + received) / 2, errorMs: (received - sent) / 2 };
+    if (!best || sample.errorMs < best.errorMs) best = sample;
+  }
+  return best!;
+}
+
+/** Most two proxy hosts' clocks may differ by for one switch instant (docs/guides/several-proxies.md). */
+export const CLOCK_SPREAD_LIMIT_MS = 50;
+
+/** Widest error bound a clock measurement may have (a round trip of twice this is too slow to tell). */
+export const CLOCK_ERROR_LIMIT_MS = 100;
+
+/**
+ * Whether several hosts can switch at one instant: their measured offsets no further apart than
+ * the limit. Each estimate carries the same kind of bias (a command's session is set up before the
+ * host reads its clock, so the reading falls late in the round trip), which cancels between hosts
+ * reached the same way; a measurement whose error bound is itself too wide cannot vouch for the
+ * hosts and is refused too. Returns the refusal's text when they cannot.
+ */
+export function clockSpreadProblem(offsets: readonly { label: string; clock: ClockOffset }[], limitMs = CLOCK_SPREAD_LIMIT_MS, errorLimitMs = CLOCK_ERROR_LIMIT_MS): string | undefined {
+  if (offsets.length < 2) return undefined;
+  const coarse = offsets.filter((o) => o.clock.errorMs > errorLimitMs);
+  if (coarse.length > 0) {
+    return `the proxy hosts' clocks cannot be compared closely enough for a switch at one instant (${formatOffsets(offsets)}): a round trip to ${coarse.map((o) => o.label).join(", ")} took more than ${2 * errorLimitMs}ms; deploy when the hosts answer faster`;
+  }
+  const spread = Math.max(...offsets.map((o) => o.clock.offsetMs)) - Math.min(...offsets.map((o) => o.clock.offsetMs));
+  if (spread <= limitMs) return undefined;
+  return (
+    `the proxy hosts' clocks are ${Math.round(spread)}ms apart (${formatOffsets(offsets)}), more than the ${limitMs}ms within which they must agree to switch at one instant: ` +
+    "synchronise them (NTP: chrony or systemd-timesyncd), then deploy again"
+  );
+}
+
+/** "lb1 +3ms ±1ms, lb2 -812ms ±2ms": each host's offset from this machine. */
+export function formatOffsets(offsets: readonly { label: string; clock: ClockOffset }[]): string {
+  const signed = (ms: number) => `${ms >= 0 ? "+" : "-"}${Math.abs(Math.round(ms))}ms`;
+  return offsets.map((o) => `${o.label} ${signed(o.clock.offsetMs)} ±${Math.ceil(o.clock.errorMs)}ms`).join(", ");
+}
+
+/**
+ * Before a plan with a timed switch runs through several proxies: every proxy host's clock, and a
+ * refusal (nothing touched yet) when they are too far apart for one instant. Returns a line for the
+ * plan's notes (`nodrop plan` prints the offsets); nothing for one proxy or a plan without a switch.
+ */
+export async function checkProxyClocks(proxy: Proxy, plan: DeployPlan, signal?: AbortSignal): Promise<string[]> {
+  const switches = plan.phases.some((phase) => phase.steps.some((step) => step.kind === "route" && step.routing.switchDefault !== undefined));
+  if (!switches || !isProxyGroup(proxy) || proxy.members.length < 2) return [];
+  const offsets = await proxy.measureClocks({ signal });
+  const problem = clockSpreadProblem(offsets);
+  if (problem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${problem}`);
+  return [`proxy clocks (the switch is at one instant on all of them): ${formatOffsets(offsets)}, within ${CLOCK_SPREAD_LIMIT_MS}ms`];
+}

@@ -1,0 +1,239 @@
+import { NodropError, type RoutingInForce, toNodropError } from "./errors.js";
+import { routedPort, sameRouting } from "./routing.js";
+import type { ClockOffset } from "./clock.js";
+import type { Proxy, ProxyApplyResult, ProxyCapabilities, ProxyCheck, ProxyContext, ProxyInstance, Routing } from "./types.js";
+
+/** One proxy of a group, named by what the report calls it (its host). */
+export interface ProxyMember {
+  readonly label: string;
+  readonly proxy: Proxy;
+}
+
+/** Several proxies in front of one fleet, driven as one (the engine sees a single Proxy). */
+export interface ProxyGroup extends Proxy {
+  readonly members: readonly ProxyMember[];
+  /**
+   * Every member host's clock against this machine's (each member's clock()), kept for the timed
+   * switches that follow: each member gets the one instant on its own host's clock. Throws
+   * E_PREFLIGHT naming a member that cannot say.
+   */
+  measureClocks(context?: ProxyContext): Promise<{ label: string; clock: ClockOffset }[]>;
+}
+
+/** Whether a proxy is a group of several (status shows each member's routing). */
+export function isProxyGroup(proxy: Proxy): proxy is ProxyGroup {
+  return Array.isArray((proxy as Partial<ProxyGroup>).members);
+}
+
+/** What one member's current() said: its routing, or why it could not say. */
+export interface MemberRouting {
+  readonly label: string;
+  readonly routing: Routing | undefined;
+  readonly error?: string;
+}
+
+/** A member's part of a change: the routing it ended on. */
+interface MemberOutcome {
+  readonly label: string;
+  readonly inForce: RoutingInForce;
+  readonly result?: ProxyApplyResult;
+  readonly error?: NodropError;
+}
+
+/**
+ * Drives several proxies (an HA pair, DNS round robin) as one. Every change goes to all of them at
+ * once and counts only when each has confirmed it; a drain ends when every member's has. When
+ * one refuses or cannot be reached, the members that took the change are put back on the routing
+ * before it, so that all of them route alike, and the error names the member that failed and says
+ * what is in force: previous when every member is back, unknown when any could not say or be put
+ * back. A timed switch gets one instant for all, given to each member on its own host's clock
+ * (ProxyContext.switchAt) from the offsets measureClocks() found. current() answers only when every member agrees.
+ */
+export function proxyGroup(members: readonly ProxyMember[]): ProxyGroup {
+  if (members.length === 0) throw new Error("internal: a proxy group needs at least one member");
+  const state = new GroupState();
+  const capabilities = Object.freeze(Object.fromEntries(capabilityFlags(members).map((flag) => [flag, members.every((m) => m.proxy.capabilities[flag] === true)]))) as unknown as ProxyCapabilities;
+  const measureClocks = async (context?: ProxyContext): Promise<{ label: string; clock: ClockOffset }[]> => {
+    const blind = members.filter((m) => !m.proxy.clock).map((m) => m.label);
+    if (blind.length > 0) throw new NodropError("E_PREFLIGHT", `a switch at one instant on every proxy needs each one's clock, and ${blind.join(", ")} cannot report ${blind.length === 1 ? "its" : "theirs"} (the adapter has no clock())`);
+    const clocks = await Promise.all(members.map(async (m) => ({ label: m.label, clock: await m.proxy.clock!(context) })));
+    state.clocksMeasured(clocks.map((c) => c.clock.offsetMs));
+    return clocks;
+  };
+  return {
+    name: members[0]!.proxy.name,
+    capabilities,
+    members,
+    check: (context) => checkAll(members, context),
+    async current(context) {
+      const routings = await currentOfEach(members, context);
+      const agreed = agreedRouting(routings);
+      state.inForce(agreed);
+      return agreed;
+    },
+    measureClocks,
+    async apply(routing, instances, context = {}) {
+      // One instant, on each member's own clock (measured at preflight, or now).
+      const offsets = routing.switchDefault ? (state.clocks() ?? (await measureClocks(context)).map((c) => c.clock.offsetMs)) : [];
+      // Far enough ahead for the slowest member's change (its write, test and reload, over its link).
+      const lead = routing.switchDefault ? Math.max(...members.map((m) => m.proxy.switchDelay?.(routing.switchDefault!.afterMs) ?? routing.switchDefault!.afterMs)) : 0;
+      const instant = routing.switchDefault ? Date.now() + lead : undefined;
+      const contextOf = (index: number): ProxyContext => (instant === undefined ? context : { ...context, switchAt: Math.round(instant + offsets[index]!) });
+      const outcomes = await Promise.all(members.map((m, index) => applyOne(m, routing, instances, contextOf(index))));
+      const failed = outcomes.filter((o) => o.error);
+      if (failed.length === 0) {
+        state.applied(routing);
+        return combined(outcomes.map((o) => o.result!));
+      }
+      const previous = state.previous();
+      const restored = await restore(members, outcomes, previous && { routing: previous, instances: instancesFor(previous, instances) }, context);
+      throw groupFailure(failed, restored);
+    },
+    async initialize(routing, instances, context) {
+      const done = await Promise.all(members.map(async (m) => (m.proxy.initialize ? m.proxy.initialize(routing, instances, context) : undefined)));
+      const wrote = done.filter((d) => d !== undefined);
+      return { wrote: wrote.some((d) => d.wrote), file: wrote.map((d) => d.file).join(", "), instructions: members.flatMap((m, i) => (done[i]?.instructions ?? []).map((line) => `[proxy ${m.label}] ${line}`)) };
+    },
+    async dispose() {
+      await Promise.allSettled(members.map((m) => m.proxy.dispose?.()));
+    },
+  };
+}
+
+/** The routing every member confirmed last (or agreed on when asked): where a failed change goes back to. */
+class GroupState {
+  #routing: Routing | undefined;
+  #offsets: number[] | undefined;
+
+  clocksMeasured(offsets: number[]): void {
+    this.#offsets = offsets;
+  }
+
+  clocks(): number[] | undefined {
+    return this.#offsets;
+  }
+
+  inForce(routing: Routing | undefined): void {
+    if (routing) this.#routing = routing;
+  }
+
+  applied(routing: Routing): void {
+    this.#routing = routing;
+  }
+
+  previous(): Routing | undefined {
+    return this.#routing;
+  }
+}
+
+/** The instances as `routing` serves them: each on the slot it names (its first slot otherwise), with that slot's version. */
+function instancesFor(routing: Routing, instances: readonly ProxyInstance[]): ProxyInstance[] {
+  return instances.map((i) => {
+    const port = routedPort(routing, { ...i, port: i.slots?.[0] ?? i.port });
+    return { ...i, port, version: i.versions?.[String(port)] ?? (port === i.port ? i.version : undefined) };
+  });
+}
+
+function capabilityFlags(members: readonly ProxyMember[]): (keyof ProxyCapabilities)[] {
+  return [...new Set(members.flatMap((m) => Object.keys(m.proxy.capabilities)))] as (keyof ProxyCapabilities)[];
+}
+
+async function checkAll(members: readonly ProxyMember[], context: Parameters<Proxy["check"]>[0]): Promise<ProxyCheck> {
+  const checks = await Promise.all(
+    members.map((m) => m.proxy.check(context).catch((error: unknown): ProxyCheck => ({ ok: false, details: [`cannot check: ${toNodropError(error, "E_PROXY_RELOAD").message.split("\n")[0]}`] }))),
+  );
+  return { ok: checks.every((c) => c.ok), details: members.flatMap((m, i) => checks[i]!.details.map((line) => `[proxy ${m.label}] ${line}`)) };
+}
+
+/** Each member's routing in force, or why it could not say. */
+export async function currentOfEach(members: readonly ProxyMember[], context?: ProxyContext): Promise<MemberRouting[]> {
+  return Promise.all(
+    members.map(async (m): Promise<MemberRouting> => {
+      try {
+        return { label: m.label, routing: await m.proxy.current(context) };
+      } catch (error) {
+        return { label: m.label, routing: undefined, error: toNodropError(error, "E_PROXY_RELOAD").message.split("\n")[0] };
+      }
+    }),
+  );
+}
+
+/** The routing all members have, or an error saying which ones differ (preflight refuses then; resume brings them together). */
+export function agreedRouting(routings: readonly MemberRouting[]): Routing | undefined {
+  const broken = routings.filter((r) => r.error !== undefined);
+  if (broken.length > 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the routing in force on ${broken.map((r) => `proxy ${r.label} (${r.error})`).join(", ")}`);
+  const first = routings[0]!.routing;
+  const differ = routings.some((r) => (r.routing === undefined) !== (first === undefined) || (r.routing && first && !sameRouting(r.routing, first)));
+  if (!differ) return first;
+  throw new NodropError(
+    "E_PROXY_DISAGREE",
+    `the proxies route differently: ${routings.map((r) => `${r.label} ${r.routing ? describeRouting(r.routing) : "has no routing of nodrop's"}`).join("; ")}; \`nodrop resume\` (after an unfinished deploy) or \`nodrop reconcile\` puts one routing on all of them`,
+  );
+}
+
+/** A routing in one line: its pools and, with slots, the ports served (status and the disagreement error show it). */
+export function describeRouting(routing: Routing): string {
+  return `{${Object.entries(routing.pools).map(([pool, ids]) => `${pool}: ${ids.join(" ")}`).join("; ")}}${routing.slots ? ` on slots ${Object.values(routing.slots).join(",")}` : ""}`;
+}
+
+async function applyOne(member: ProxyMember, routing: Routing, instances: readonly ProxyInstance[], context: ProxyContext): Promise<MemberOutcome> {
+  try {
+    return { label: member.label, inForce: "new", result: await member.proxy.apply(routing, instances, context) };
+  } catch (error) {
+    const failure = toNodropError(error, "E_PROXY_RELOAD");
+    return { label: member.label, inForce: failure.routingInForce ?? "unknown", error: failure };
+  }
+}
+
+/** One result for the group: the slowest member's times, every member's warnings, one drain for all. */
+function combined(results: readonly ProxyApplyResult[]): ProxyApplyResult {
+  const drains = results.map((r) => r.drained).filter((d): d is NonNullable<ProxyApplyResult["drained"]> => d !== undefined);
+  const warnings = results.flatMap((r) => r.warnings ?? []);
+  const drained = drains.length === 0 ? undefined : Promise.all(drains).then((all) => ({ drainMs: Math.max(...all.map((d) => d.drainMs)), cut: all.reduce((sum, d) => sum + (d.cut ?? 0), 0) }));
+  drained?.catch(() => undefined);
+  return {
+    generation: results.map((r) => r.generation).join("+"),
+    confirmMs: Math.max(...results.map((r) => r.confirmMs)),
+    drainMs: Math.max(...results.map((r) => r.drainMs)),
+    cut: results.reduce((sum, r) => sum + (r.cut ?? 0), 0),
+    ...(drained ? { drained } : {}),
+    ...(warnings.length > 0 ? { warnings } : {}),
+  };
+}
+
+/**
+ * After a change some members failed: puts the members that took it (and those that cannot say)
+ * back on the previous routing, and says what each ended on.
+ */
+async function restore(members: readonly ProxyMember[], outcomes: readonly MemberOutcome[], previous: { routing: Routing; instances: readonly ProxyInstance[] } | undefined, context: ProxyContext): Promise<MemberOutcome[]> {
+  return Promise.all(
+    outcomes.map(async (outcome, index): Promise<MemberOutcome> => {
+      if (outcome.inForce === "previous") return outcome;
+      // Without a routing before (nodrop never wrote one), there is nothing to put back.
+      if (!previous) return { ...outcome, inForce: outcome.inForce === "new" ? "new" : "unknown" };
+      try {
+        await members[index]!.proxy.apply(previous.routing, previous.instances, { signal: context.signal, log: context.log });
+        return { ...outcome, inForce: "previous" };
+      } catch (error) {
+        const failure = toNodropError(error, "E_PROXY_RELOAD");
+        return { ...outcome, inForce: failure.routingInForce === "previous" ? "previous" : "unknown", error: outcome.error ?? failure };
+      }
+    }),
+  );
+}
+
+/** The group's error: the first failed member's, naming it, with what every member ended on. */
+function groupFailure(failed: readonly MemberOutcome[], ended: readonly MemberOutcome[]): NodropError {
+  const first = failed[0]!.error!;
+  const states = new Set(ended.map((o) => o.inForce));
+  const inForce: RoutingInForce = states.size === 1 ? [...states][0]! : "unknown";
+  const others = ended.filter((o) => !failed.includes(o));
+  const tail =
+    inForce === "previous"
+      ? others.length > 0
+        ? `; ${others.map((o) => o.label).join(", ")} ${others.length === 1 ? "was" : "were"} put back on the previous routing`
+        : ""
+      : `; the proxies now route: ${ended.map((o) => `${o.label} ${o.inForce === "unknown" ? "unknown" : `the ${o.inForce} routing`}`).join(", ")}`;
+  const [line, ...rest] = first.message.split("\n");
+  return new NodropError(first.code, [`proxy ${failed.map((o) => o.label).join(", ")}: ${line}${tail}`, ...rest].join("\n"), { routingInForce: inForce, cause: first });
+}
