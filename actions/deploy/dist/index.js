@@ -51839,11 +51839,12 @@ function proxyGroup(members) {
       const contextOf = (index) => instant === void 0 ? context : { ...context, switchAt: Math.round(instant + offsets[index]) };
       const outcomes = await Promise.all(members.map((m, index) => applyOne(m, routing, instances, contextOf(index))));
       const failed = outcomes.filter((o) => o.error);
+      if (failed.length > 0) for (const o of outcomes) o.result?.drained?.catch(() => void 0);
       if (failed.length === 0) {
         state.applied(routing);
         return combined(outcomes.map((o) => o.result));
       }
-      const previous = state.previous();
+      const previous = settledRouting(state.previous());
       const restored = await restore(members, outcomes, previous && { routing: previous, instances: instancesFor(previous, instances) }, context);
       throw groupFailure(failed, restored);
     },
@@ -51876,6 +51877,11 @@ var GroupState = class {
     return this.#routing;
   }
 };
+function settledRouting(routing) {
+  if (!routing?.switchDefault) return routing;
+  const { switchDefault, ...rest } = routing;
+  return { ...rest, defaultPool: switchDefault.to };
+}
 function instancesFor(routing, instances) {
   return instances.map((i) => {
     const port = routedPort(routing, { ...i, port: i.slots?.[0] ?? i.port });
@@ -51910,7 +51916,7 @@ function agreedRouting(routings) {
   if (!differ) return first;
   throw new NodropError(
     "E_PROXY_DISAGREE",
-    `the proxies route differently: ${routings.map((r) => `${r.label} ${r.routing ? describeRouting(r.routing) : "has no routing of nodrop's"}`).join("; ")}; \`nodrop resume\` (after an unfinished deploy) or \`nodrop reconcile\` puts one routing on all of them`
+    `the proxies route differently: ${routings.map((r) => `${r.label} ${r.routing ? describeRouting(r.routing) : "has no routing of nodrop's"}`).join("; ")}; nodrop deploys only from one routing on all of them: put one there by hand (copy one proxy's include file to the others and reload them)`
   );
 }
 function describeRouting(routing) {
@@ -51948,7 +51954,8 @@ async function restore(members, outcomes, previous, context) {
         return { ...outcome, inForce: "previous" };
       } catch (error2) {
         const failure = toNodropError(error2, "E_PROXY_RELOAD");
-        return { ...outcome, inForce: failure.routingInForce === "previous" ? "previous" : "unknown", error: outcome.error ?? failure };
+        const inForce = failure.routingInForce === "new" ? "previous" : failure.routingInForce === "previous" ? outcome.inForce : "unknown";
+        return { ...outcome, inForce, error: outcome.error ?? failure };
       }
     })
   );
@@ -51957,7 +51964,8 @@ function groupFailure(failed, ended) {
   const first = failed[0].error;
   const states = new Set(ended.map((o) => o.inForce));
   const inForce = states.size === 1 ? [...states][0] : "unknown";
-  const others = ended.filter((o) => !failed.includes(o));
+  const failedLabels = new Set(failed.map((o) => o.label));
+  const others = ended.filter((o) => !failedLabels.has(o.label));
   const tail = inForce === "previous" ? others.length > 0 ? `; ${others.map((o) => o.label).join(", ")} ${others.length === 1 ? "was" : "were"} put back on the previous routing` : "" : `; the proxies now route: ${ended.map((o) => `${o.label} ${o.inForce === "unknown" ? "unknown" : `the ${o.inForce} routing`}`).join(", ")}`;
   const [line, ...rest] = first.message.split("\n");
   return new NodropError(first.code, [`proxy ${failed.map((o) => o.label).join(", ")}: ${line}${tail}`, ...rest].join("\n"), { routingInForce: inForce, cause: first });
@@ -56459,17 +56467,19 @@ async function resolveConfig(file, options = {}) {
 function proxyOptionsAt(section2, index) {
   const shared = sectionOptions(section2, PROXY_KEYS);
   const entry = Array.isArray(section2.hosts) ? section2.hosts[index] : void 0;
-  const own3 = isRecord2(entry) ? sectionOptions(entry, ["host"]) : {};
+  const own3 = isRecord2(entry) ? sectionOptions(entry, ["host", ...PROXY_KEYS]) : {};
   return Object.keys(own3).length === 0 ? { options: shared, at: "proxy" } : { options: { ...shared, ...own3 }, at: `proxy.hosts[${index}]` };
 }
 async function proxyMembers(proxy, section2, issues) {
   if (!Array.isArray(section2.hosts)) return [{ host: typeof section2.host === "string" ? section2.host : "local", options: proxy.options }];
   const members = [];
+  const firstOwn = proxyOptionsAt(section2, 0).at !== "proxy";
   for (const [index, entry] of section2.hosts.entries()) {
     const host = typeof entry === "string" ? entry : isRecord2(entry) && typeof entry.host === "string" ? entry.host : void 0;
     if (host === void 0) continue;
     const { options, at } = proxyOptionsAt(section2, index);
-    members.push({ host, options: index === 0 ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues) });
+    const shared = index === 0 || at === "proxy" && !firstOwn;
+    members.push({ host, options: shared ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues) });
   }
   return members;
 }

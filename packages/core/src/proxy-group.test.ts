@@ -136,3 +136,37 @@ describe("clockSpreadProblem", () => {
     expect(clockSpreadProblem([{ label: "lb1", clock: { offsetMs: 0, errorMs: 1 } }])).toBeUndefined();
   });
 });
+
+describe("proxyGroup: putting members back", () => {
+  it("a member whose put-back fails and that kept the change it had taken is on the new routing, never 'previous'", async () => {
+    const [lb1, lb2] = [recording(all), recording(all)];
+    const group = proxyGroup([{ label: "lb1", proxy: lb1 }, { label: "lb2", proxy: lb2 }]);
+    await group.current();
+    lb2.failNext = { inForce: "previous", message: "nginx -t failed on lb2" };
+    // lb1 takes the change, then refuses the put-back and restores its own file: the new routing.
+    const apply = lb1.apply.bind(lb1);
+    let calls = 0;
+    lb1.apply = async (routing, list, context) => {
+      calls += 1;
+      if (calls === 2) throw new NodropError("E_PROXY_TEST", "nginx -t failed on lb1", { routingInForce: "previous" });
+      return apply(routing, list, context);
+    };
+    const error = await group.apply(withoutC, instances).then(
+      () => undefined,
+      (e: unknown) => e as NodropError,
+    );
+    expect(error?.routingInForce).toBe("unknown");
+    expect(error?.message).toBe("proxy lb2: nginx -t failed on lb2; the proxies now route: lb1 the new routing, lb2 the previous routing");
+  });
+
+  it("a routing with a timed switch that has passed is put back settled (its target the default), not switched again", async () => {
+    const [lb1, lb2] = [recording(all), recording(all)];
+    const group = proxyGroup([{ label: "lb1", proxy: lb1 }, { label: "lb2", proxy: lb2 }]);
+    const switched: Routing = { pools: { a: ["a"], b: ["b", "c"] }, defaultPool: "b", pins: {}, switchDefault: { to: "a", afterMs: 200 } };
+    await group.apply(switched, instances);
+    lb2.failNext = { inForce: "previous", message: "nginx -t failed on lb2" };
+    await group.apply(singlePool(["a"]), instances).catch(() => undefined);
+    expect(lb1.applied.at(-1)?.routing).toEqual({ pools: { a: ["a"], b: ["b", "c"] }, defaultPool: "a", pins: {} });
+    expect(lb1.applied.at(-1)?.context?.switchAt).toBeUndefined();
+  });
+});

@@ -81,11 +81,13 @@ export function proxyGroup(members: readonly ProxyMember[]): ProxyGroup {
       const contextOf = (index: number): ProxyContext => (instant === undefined ? context : { ...context, switchAt: Math.round(instant + offsets[index]!) });
       const outcomes = await Promise.all(members.map((m, index) => applyOne(m, routing, instances, contextOf(index))));
       const failed = outcomes.filter((o) => o.error);
+      // A member's background drain is of no use once the change is undone; it must not go unhandled.
+      if (failed.length > 0) for (const o of outcomes) o.result?.drained?.catch(() => undefined);
       if (failed.length === 0) {
         state.applied(routing);
         return combined(outcomes.map((o) => o.result!));
       }
-      const previous = state.previous();
+      const previous = settledRouting(state.previous());
       const restored = await restore(members, outcomes, previous && { routing: previous, instances: instancesFor(previous, instances) }, context);
       throw groupFailure(failed, restored);
     },
@@ -124,6 +126,17 @@ class GroupState {
   previous(): Routing | undefined {
     return this.#routing;
   }
+}
+
+/**
+ * A routing as it stands once its timed switch has passed (the group applies one only to return
+ * after its instant): its switch's target as the default. Put back as it was, it would switch again,
+ * each proxy at an instant of its own, after the old default had answered once more.
+ */
+function settledRouting(routing: Routing | undefined): Routing | undefined {
+  if (!routing?.switchDefault) return routing;
+  const { switchDefault, ...rest } = routing;
+  return { ...rest, defaultPool: switchDefault.to };
 }
 
 /** The instances as `routing` serves them: each on the slot it names (its first slot otherwise), with that slot's version. */
@@ -167,7 +180,7 @@ export function agreedRouting(routings: readonly MemberRouting[]): Routing | und
   if (!differ) return first;
   throw new NodropError(
     "E_PROXY_DISAGREE",
-    `the proxies route differently: ${routings.map((r) => `${r.label} ${r.routing ? describeRouting(r.routing) : "has no routing of nodrop's"}`).join("; ")}; \`nodrop resume\` (after an unfinished deploy) or \`nodrop reconcile\` puts one routing on all of them`,
+    `the proxies route differently: ${routings.map((r) => `${r.label} ${r.routing ? describeRouting(r.routing) : "has no routing of nodrop's"}`).join("; ")}; nodrop deploys only from one routing on all of them: put one there by hand (copy one proxy's include file to the others and reload them)`,
   );
 }
 
@@ -215,8 +228,11 @@ async function restore(members: readonly ProxyMember[], outcomes: readonly Membe
         await members[index]!.proxy.apply(previous.routing, previous.instances, { signal: context.signal, log: context.log });
         return { ...outcome, inForce: "previous" };
       } catch (error) {
+        // The adapter speaks of the put-back: its "previous" is where the member was before it
+        // (the change it had taken), its "new" the group's previous routing.
         const failure = toNodropError(error, "E_PROXY_RELOAD");
-        return { ...outcome, inForce: failure.routingInForce === "previous" ? "previous" : "unknown", error: outcome.error ?? failure };
+        const inForce: RoutingInForce = failure.routingInForce === "new" ? "previous" : failure.routingInForce === "previous" ? outcome.inForce : "unknown";
+        return { ...outcome, inForce, error: outcome.error ?? failure };
       }
     }),
   );
@@ -227,7 +243,8 @@ function groupFailure(failed: readonly MemberOutcome[], ended: readonly MemberOu
   const first = failed[0]!.error!;
   const states = new Set(ended.map((o) => o.inForce));
   const inForce: RoutingInForce = states.size === 1 ? [...states][0]! : "unknown";
-  const others = ended.filter((o) => !failed.includes(o));
+  const failedLabels = new Set(failed.map((o) => o.label));
+  const others = ended.filter((o) => !failedLabels.has(o.label));
   const tail =
     inForce === "previous"
       ? others.length > 0

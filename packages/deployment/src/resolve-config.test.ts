@@ -324,6 +324,32 @@ export default defineProxy({ name: "p", optionsSchema: schema.object({}), capabi
     expect(host.issues.map((i) => i.path)).toEqual(["proxy.host"]);
   });
 
+  it("proxy.hosts: each host once, known, not beside proxy.host; each entry's own options over the section's, validated at its path", async () => {
+    const hosts = { lb1: { address: "10.0.0.5", user: "deploy", agent: true }, lb2: { address: "10.0.0.6", user: "deploy", agent: true } };
+    const agent = { env: { SSH_AUTH_SOCK: "/run/agent.sock" } };
+    const resolved = await resolve(base({ hosts, proxy: { use: "nginx", configFile: "/etc/nginx/nodrop/shop.conf", hosts: ["lb1", { host: "lb2", configFile: "/opt/nginx/nodrop/shop.conf" }] } }), agent);
+    expect(resolved.proxy.host).toBe("lb1");
+    expect(resolved.proxy.members.map((m) => [m.host, (m.options as { configFile: string }).configFile])).toEqual([
+      ["lb1", "/etc/nginx/nodrop/shop.conf"],
+      ["lb2", "/opt/nginx/nodrop/shop.conf"],
+    ]);
+    const error = await refused(
+      base({ hosts, proxy: { use: "nginx", host: "lb1", configFile: "/etc/nginx/nodrop/shop.conf", hosts: ["lb1", "lb1", "lb9", { host: "lb2", configFile: "relative.conf", use: "nginx" }, 7] } }),
+      agent,
+    );
+    expect(error.issues.map((i) => `${i.path}: ${i.message}`).sort()).toEqual([
+      "proxy.hosts: give either proxy.host (one proxy) or proxy.hosts (several), not both",
+      'proxy.hosts[1]: host "lb1" is listed twice: each proxy host once',
+      'proxy.hosts[2]: unknown host "lb9" (defined: "local", "lb1", "lb2")',
+      'proxy.hosts[3].configFile: expected an absolute path of plain characters without .., got string "relative.conf"',
+      "proxy.hosts[3].use: use belongs to the proxy section, not to one of its hosts",
+      "proxy.hosts[4]: expected a host name (local or one under hosts), got 7",
+    ]);
+    // Without a configFile of its own or shared, the host that lacks it is named.
+    const missing = await refused(base({ hosts, proxy: { use: "nginx", hosts: [{ host: "lb1", configFile: "/etc/nginx/nodrop/shop.conf" }, "lb2"] } }), agent);
+    expect(missing.issues.map((i) => i.path)).toEqual(["proxy.configFile"]);
+  });
+
   it("a Standard Schema whose output is undefined is valid options, not a silent failure", async () => {
     write("undefined-options.mjs", `import { defineStrategy } from "@nodrop/core";
 export default defineStrategy({ name: "u", optionsSchema: { "~standard": { version: 1, vendor: "test", validate: () => ({ value: undefined }) } }, create: () => ({ name: "u", plan: () => ({ strategy: "u", version: "v", phases: [], notes: [] }) }) });`);

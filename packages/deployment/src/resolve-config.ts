@@ -121,7 +121,8 @@ export async function resolveConfig(file: ConfigFile, options: ResolveConfigOpti
 function proxyOptionsAt(section: Record<string, unknown>, index: number): { options: Record<string, unknown>; at: string } {
   const shared = sectionOptions(section, PROXY_KEYS);
   const entry = Array.isArray(section.hosts) ? section.hosts[index] : undefined;
-  const own = isRecord(entry) ? sectionOptions(entry, ["host"]) : {};
+  // `use`, `type` and `hosts` inside an entry are refused where the config is checked, not taken for options.
+  const own = isRecord(entry) ? sectionOptions(entry, ["host", ...PROXY_KEYS]) : {};
   return Object.keys(own).length === 0 ? { options: shared, at: "proxy" } : { options: { ...shared, ...own }, at: `proxy.hosts[${index}]` };
 }
 
@@ -133,11 +134,15 @@ function proxyOptionsAt(section: Record<string, unknown>, index: number): { opti
 async function proxyMembers(proxy: ConfiguredPlugin<"proxy">, section: Record<string, unknown>, issues: ConfigIssue[]): Promise<ProxyMemberConfig[]> {
   if (!Array.isArray(section.hosts)) return [{ host: typeof section.host === "string" ? section.host : "local", options: proxy.options }];
   const members: ProxyMemberConfig[] = [];
+  const firstOwn = proxyOptionsAt(section, 0).at !== "proxy";
   for (const [index, entry] of section.hosts.entries()) {
     const host = typeof entry === "string" ? entry : isRecord(entry) && typeof entry.host === "string" ? entry.host : undefined;
     if (host === undefined) continue;
     const { options, at } = proxyOptionsAt(section, index);
-    members.push({ host, options: index === 0 ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues) });
+    // The plugin was loaded with the first host's options; a host with none of its own shares them
+    // when the first has none either (validated once, so one bad option is one issue).
+    const shared = index === 0 || (at === "proxy" && !firstOwn);
+    members.push({ host, options: shared ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues) });
   }
   return members;
 }
