@@ -51841,7 +51841,7 @@ function proxyGroup(members) {
       const failed = outcomes.filter((o) => o.error);
       if (failed.length > 0) for (const o of outcomes) o.result?.drained?.catch(() => void 0);
       if (failed.length === 0) {
-        state.applied(routing);
+        state.inForce(routing);
         return combined(outcomes.map((o) => o.result));
       }
       const previous = settledRouting(state.previous());
@@ -51867,11 +51867,9 @@ var GroupState = class {
   clocks() {
     return this.#offsets;
   }
+  /** A routing every member has: read back from all of them, or confirmed by each. */
   inForce(routing) {
     if (routing) this.#routing = routing;
-  }
-  applied(routing) {
-    this.#routing = routing;
   }
   previous() {
     return this.#routing;

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { loadDeployment } from "@nodrop/deployment";
 import { type InstanceSpec, shellQuote, sleep } from "@nodrop/core";
-import type { TestHosts } from "@nodrop/testhosts";
+import { type TestHosts, stopNginx } from "@nodrop/testhosts";
 import { stringify } from "yaml";
 
 const run = promisify(execFile);
@@ -236,24 +236,6 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     throw error;
   }
   return fleet;
-}
-
-/** Stops the nginx whose master wrote `pidFile` (not running: nothing to do). */
-async function stopNginx(pidFile: string): Promise<void> {
-  try {
-    const pid = Number((await readFile(pidFile, "utf8")).trim());
-    process.kill(pid, "SIGTERM");
-    for (let i = 0; i < 100; i++) {
-      try {
-        process.kill(pid, 0);
-        await sleep(50);
-      } catch {
-        break;
-      }
-    }
-  } catch {
-    // nginx was not running
-  }
 }
 
 /** Sets up an nginx prefix on a test host, listening on its address (started later, in its namespace). */

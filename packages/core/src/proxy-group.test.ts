@@ -37,6 +37,17 @@ function recording(inForce: Routing | undefined, offsetMs = 0): Recording {
   return proxy;
 }
 
+/** Makes the member's second apply() (the put-back after a failed change) fail with `error`. */
+function failSecondApply(proxy: Recording, error: NodropError): void {
+  const apply = proxy.apply.bind(proxy);
+  let calls = 0;
+  proxy.apply = async (routing, list, context) => {
+    calls += 1;
+    if (calls === 2) throw error;
+    return apply(routing, list, context);
+  };
+}
+
 const instances: ProxyInstance[] = ["a", "b", "c"].map((id, i) => ({ id, host: "web", address: "127.0.0.1", port: 8011 + i, version: "v1" }));
 const all = singlePool(["a", "b", "c"]);
 const withoutC = singlePool(["a", "b"]);
@@ -75,13 +86,7 @@ describe("proxyGroup", () => {
     await group.current();
     lb2.failNext = { inForce: "unknown", message: "the connection to lb2 dropped" };
     // lb2's restore fails too, leaving it unknown; lb1 goes back.
-    const apply = lb2.apply.bind(lb2);
-    let calls = 0;
-    lb2.apply = async (routing, list, context) => {
-      calls += 1;
-      if (calls === 2) throw new NodropError("E_SSH_DROPPED", "still down", { routingInForce: "unknown" });
-      return apply(routing, list, context);
-    };
+    failSecondApply(lb2, new NodropError("E_SSH_DROPPED", "still down", { routingInForce: "unknown" }));
     const error = await group.apply(withoutC, instances).then(
       () => undefined,
       (e: unknown) => e as NodropError,
@@ -144,13 +149,7 @@ describe("proxyGroup: putting members back", () => {
     await group.current();
     lb2.failNext = { inForce: "previous", message: "nginx -t failed on lb2" };
     // lb1 takes the change, then refuses the put-back and restores its own file: the new routing.
-    const apply = lb1.apply.bind(lb1);
-    let calls = 0;
-    lb1.apply = async (routing, list, context) => {
-      calls += 1;
-      if (calls === 2) throw new NodropError("E_PROXY_TEST", "nginx -t failed on lb1", { routingInForce: "previous" });
-      return apply(routing, list, context);
-    };
+    failSecondApply(lb1, new NodropError("E_PROXY_TEST", "nginx -t failed on lb1", { routingInForce: "previous" }));
     const error = await group.apply(withoutC, instances).then(
       () => undefined,
       (e: unknown) => e as NodropError,

@@ -84,7 +84,7 @@ export function proxyGroup(members: readonly ProxyMember[]): ProxyGroup {
       // A member's background drain is of no use once the change is undone; it must not go unhandled.
       if (failed.length > 0) for (const o of outcomes) o.result?.drained?.catch(() => undefined);
       if (failed.length === 0) {
-        state.applied(routing);
+        state.inForce(routing);
         return combined(outcomes.map((o) => o.result!));
       }
       const previous = settledRouting(state.previous());
@@ -115,12 +115,9 @@ class GroupState {
     return this.#offsets;
   }
 
+  /** A routing every member has: read back from all of them, or confirmed by each. */
   inForce(routing: Routing | undefined): void {
     if (routing) this.#routing = routing;
-  }
-
-  applied(routing: Routing): void {
-    this.#routing = routing;
   }
 
   previous(): Routing | undefined {
@@ -171,7 +168,7 @@ export async function currentOfEach(members: readonly ProxyMember[], context?: P
   );
 }
 
-/** The routing all members have, or an error saying which ones differ (preflight refuses then; resume brings them together). */
+/** The routing all members have, or an error saying which ones differ (preflight refuses then, resume included). */
 export function agreedRouting(routings: readonly MemberRouting[]): Routing | undefined {
   const broken = routings.filter((r) => r.error !== undefined);
   if (broken.length > 0) throw new NodropError("E_PROXY_RELOAD", `cannot read the routing in force on ${broken.map((r) => `proxy ${r.label} (${r.error})`).join(", ")}`);

@@ -13,7 +13,7 @@ import { promisify } from "node:util";
 import { type ExecOptions, type ExecResult, type Executor, NodropError, type ProxyInstance, type Routing, schema, singlePool, sleep } from "@nodrop/core";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { sshExecutor } from "../../ssh/dist/index.js";
-import { type TcpRelay, type TestHosts, startTestHosts, tcpRelay } from "../../testhosts/dist/index.js";
+import { type TcpRelay, type TestHosts, startTestHosts, stopNginx, tcpRelay, testNginxConf } from "../../testhosts/dist/index.js";
 import { nginxOptionsSchema, nginxProxy, renderNginxConfig } from "../src/index.js";
 
 const run = promisify(execFile);
@@ -172,32 +172,18 @@ beforeAll(async () => {
       server.listen(instance.port, instance.address, () => resolve());
     });
   }
-  const temp = (name: string) => path.join(dir, "tmp", name);
   await writeFile(
     conf,
-    `worker_processes 2;
-pid ${pidFile};
-error_log ${path.join(dir, "logs", "error.log")} notice;
-worker_shutdown_timeout 60s;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path ${temp("body")};
-    proxy_temp_path ${temp("proxy")};
-    fastcgi_temp_path ${temp("fastcgi")};
-    uwsgi_temp_path ${temp("uwsgi")};
-    scgi_temp_path ${temp("scgi")};
-    include ${includeFile};
-    server {
-        listen 127.0.0.1:${PROXY_PORT};
-        location / {
-            proxy_pass http://$nodrop_${APP}_pool;
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 60s;
-        }
-    }
-}
-`,
+    testNginxConf({
+      dir,
+      includeFile,
+      pidFile,
+      errorLog: path.join(dir, "logs", "error.log"),
+      listen: `127.0.0.1:${PROXY_PORT}`,
+      app: APP,
+      shutdownTimeout: "60s",
+      locationLines: ["proxy_connect_timeout 2s;", "proxy_read_timeout 60s;"],
+    }),
   );
   await writeFile(includeFile, renderText(all, 1));
   await nginx();
@@ -209,18 +195,7 @@ http {
 
 afterAll(async () => {
   for (const answer of held.splice(0)) answer();
-  const pid = Number((await readFile(pidFile, "utf8").catch(() => "")).trim());
-  if (pid > 0) {
-    try {
-      process.kill(pid, "SIGTERM");
-      for (let i = 0; i < 200; i++) {
-        process.kill(pid, 0);
-        await sleep(50);
-      }
-    } catch {
-      // gone
-    }
-  }
+  await stopNginx(pidFile);
   for (const server of servers) {
     server.closeAllConnections();
     server.close();

@@ -11,6 +11,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { type ProxyInstance, type Routing, localExecutor, schema, sleep } from "@nodrop/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stopNginx, testNginxConf } from "../../testhosts/dist/index.js";
 import { nginxOptionsSchema, nginxProxy, renderNginxConfig } from "../src/index.js";
 
 const run = promisify(execFile);
@@ -69,31 +70,19 @@ beforeAll(async () => {
       server.listen(instance.port, instance.address, () => resolve());
     });
   }
-  const temp = (name: string) => path.join(dir, "tmp", name);
   await writeFile(
     conf,
-    `worker_processes 2;
-pid ${pidFile};
-error_log ${path.join(dir, "logs", "error.log")} notice;
-worker_shutdown_timeout 10s;
-events { worker_connections 256; }
-http {
-    access_log off;
-    client_body_temp_path ${temp("body")};
-    proxy_temp_path ${temp("proxy")};
-    fastcgi_temp_path ${temp("fastcgi")};
-    uwsgi_temp_path ${temp("uwsgi")};
-    scgi_temp_path ${temp("scgi")};
-    map_hash_max_size 1048576;
-    map_hash_bucket_size 128;
-    include ${slow};
-    include ${includeFile};
-    server {
-        listen 127.0.0.1:${PROXY_PORT};
-        location / { proxy_pass http://$nodrop_${APP}_pool; }
-    }
-}
-`,
+    testNginxConf({
+      dir,
+      includeFile,
+      pidFile,
+      errorLog: path.join(dir, "logs", "error.log"),
+      listen: `127.0.0.1:${PROXY_PORT}`,
+      app: APP,
+      shutdownTimeout: "10s",
+      workerConnections: 256,
+      httpLines: ["map_hash_max_size 1048576;", "map_hash_bucket_size 128;", `include ${slow};`],
+    }),
   );
   await writeFile(includeFile, renderNginxConfig({ name: APP, routing: { pools: { all: ["blue"] }, defaultPool: "all", pins: {} }, instances, generation: 1, versionCookie: "nodrop_version" }));
   await run("nginx", ["-p", dir, "-c", conf]);
@@ -104,18 +93,7 @@ http {
 });
 
 afterAll(async () => {
-  const pid = Number((await readFile(pidFile, "utf8").catch(() => "")).trim());
-  if (pid > 0) {
-    try {
-      process.kill(pid, "SIGTERM");
-      for (let i = 0; i < 200; i++) {
-        process.kill(pid, 0);
-        await sleep(50);
-      }
-    } catch {
-      // gone
-    }
-  }
+  await stopNginx(pidFile);
   for (const server of servers) {
     server.closeAllConnections();
     server.close();

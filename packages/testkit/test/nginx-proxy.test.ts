@@ -8,6 +8,7 @@ import path from "node:path";
 import { execOrThrow, localExecutor, type ProxyInstance, schema, shellQuote, singlePool, sleep } from "@nodrop/core";
 import { nginxOptionsSchema, nginxProxy } from "@nodrop/nginx";
 import { afterAll, beforeAll, describe, it } from "vitest";
+import { stopNginx, testNginxConf } from "../../testhosts/dist/index.js";
 import { type ProxyFixture, proxySuite } from "../src/index.js";
 
 const PROXY_PORT = 18611;
@@ -25,19 +26,7 @@ async function startNginx(): Promise<ProxyFixture> {
   const nginx = `nginx -p ${shellQuote(dir)} -c ${shellQuote(conf)}`;
 
   const cleanup = async () => {
-    // nginx daemonizes: its master is not our child, so stop it by its pid and wait until it is gone.
-    const pid = Number((await readFile(pidFile, "utf8").catch(() => "")).trim());
-    if (pid > 0) {
-      try {
-        process.kill(pid, "SIGTERM");
-        for (let i = 0; i < 200; i++) {
-          process.kill(pid, 0);
-          await sleep(50);
-        }
-      } catch {
-        // gone
-      }
-    }
+    await stopNginx(pidFile);
     await Promise.all(
       servers.map(
         (server) =>
@@ -113,28 +102,11 @@ function request(url = "/", timeout = 5000): Promise<string | undefined> {
 
 /** The site config a user writes once, with its nodrop lines (see examples/wsgi-fleet's nginxConfText). */
 function nginxConf(input: { dir: string; includeFile: string; pidFile: string; errorLog: string }): string {
-  const temp = (name: string) => path.join(input.dir, "tmp", name);
-  return `worker_processes 2;
-pid ${input.pidFile};
-error_log ${input.errorLog} notice;
-worker_shutdown_timeout 10s;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path ${temp("body")};
-    proxy_temp_path ${temp("proxy")};
-    fastcgi_temp_path ${temp("fastcgi")};
-    uwsgi_temp_path ${temp("uwsgi")};
-    scgi_temp_path ${temp("scgi")};
-    include ${input.includeFile};
-    server {
-        listen 127.0.0.1:${PROXY_PORT};
-        location / {
-            proxy_pass http://$nodrop_${APP}_pool;
-            add_header Set-Cookie $nodrop_${APP}_cookie always;
-            proxy_connect_timeout 2s;
-        }
-    }
-}
-`;
+  return testNginxConf({
+    ...input,
+    listen: `127.0.0.1:${PROXY_PORT}`,
+    app: APP,
+    shutdownTimeout: "10s",
+    locationLines: [`add_header Set-Cookie $nodrop_${APP}_cookie always;`, "proxy_connect_timeout 2s;"],
+  });
 }
