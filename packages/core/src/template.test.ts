@@ -184,3 +184,17 @@ describe("SAFE_NAME", () => {
     expect(SAFE_NAME.test("x".repeat(128))).toBe(true);
   });
 });
+
+describe("inertLine: an adapter's warning as it may be printed", () => {
+  it("shows control and direction characters as ?, so the text cannot start a line (a forged log line or ::workflow-command) or move the cursor", async () => {
+    const { inertLine } = await import("./template.js");
+    expect(inertLine("late switch\n::error::forged\r\u001b[2Jgone\u202eevil\u0085")).toBe("late switch?::error::forged??[2Jgone?evil?");
+    expect(inertLine("nginx on lb1: closed 5ms late")).toBe("nginx on lb1: closed 5ms late");
+  });
+
+  it("cuts a long text short, and shows a value that is not text as JSON", async () => {
+    const { inertLine } = await import("./template.js");
+    expect(inertLine("x".repeat(600))).toBe(`${"x".repeat(500)}…`);
+    expect(inertLine({ a: 1 })).toBe('"{\\"a\\":1}"');
+  });
+});
