@@ -51484,11 +51484,9 @@ function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
     const size2 = (ids2) => onHost(ids2).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
     const growth = budget.growth;
     let peak = plan.keepOldMs ? size2(starts.flat()) * growth : 0;
-    let before = 0;
     starts.forEach((ids2, index) => {
-      const previous = index > 0 ? size2(starts[index - 1]) : 0;
-      peak = Math.max(peak, (size2(ids2) + previous) * growth + before * (growth - 1));
-      if (index > 0) before += previous;
+      const first = Math.max(0, index - (plan.phases[index]?.prepareEarly ? 2 : 1));
+      peak = Math.max(peak, size2(starts.slice(first, index + 1).flat()) * growth + size2(starts.slice(0, first).flat()) * (growth - 1));
     });
     const needed = Math.ceil(peak) + budget.reserveBytes;
     if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (new processes at ${growth}\xD7 the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
@@ -51642,6 +51640,8 @@ var DeployRun = class {
   background = /* @__PURE__ */ new Map();
   /** The index of the phase running now. */
   phaseIndex = 0;
+  /** The next phase's steps that started while this one swaps (surge's pipeline), until that phase takes them over. */
+  early;
   /** The first background step that failed: the deploy ends at the next phase boundary. */
   backgroundFailure;
   /**
@@ -51768,6 +51768,352 @@ var DeployRun = class {
     return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, t.port, void 0, t.port));
   }
 };
+async function announce(context, record, ms) {
+  for (const listener of context.listeners) await listener.step?.(context.run, record);
+  context.run.emit({ type: "step", ...record, ...ms === void 0 ? {} : { ms } });
+}
+async function timed(context, phase, kind, id, body) {
+  const t0 = performance.now();
+  try {
+    await announce(context, { phase, kind, instance: id, status: "start" });
+    await body();
+    if (id) context.run.instance(id).steps.push({ kind, ms: performance.now() - t0, ok: true });
+    await announce(context, { phase, kind, instance: id, status: "ok" }, performance.now() - t0);
+  } catch (error2) {
+    const ms = performance.now() - t0;
+    const e = toNodropError(error2, "E_INSTANCE", id ? `${kind} of ${id}` : kind);
+    if (id) {
+      const t = context.run.instance(id);
+      t.steps.push({ kind, ms, ok: false });
+      t.error = e.message;
+    }
+    await announce(context, { phase, kind, instance: id, status: "fail", detail: e.message }, ms).catch(() => void 0);
+    throw e;
+  }
+}
+async function applyRouting(context, planned, why, phase, signal, background = false) {
+  const { run: run3, options } = context;
+  const live = (id) => run3.tracked.get(id)?.port;
+  const routing = withSlots(planned, options.instances.map((i) => i.spec), live);
+  const backgroundDrain = background && options.proxy.capabilities.backgroundDrain === true;
+  await timed(context, phase, "route", void 0, async () => {
+    const instances = options.instances.map((i) => {
+      if (!run3.tracked.has(i.spec.id)) return { ...i.spec, version: void 0 };
+      const t = run3.instance(i.spec.id);
+      const port = routedPort(routing, i.spec, t.port);
+      const versions = t.idle ? Object.fromEntries([[t.port, t.version], [t.idle.port, t.idle.version]].filter(([, v]) => v !== void 0)) : void 0;
+      return { ...i.spec, port, version: run3.versionAt(i.spec.id, port), ...versions ? { versions } : {} };
+    });
+    const replaced = run3.possibleRoutings.map((r) => withSlots(r, options.instances.map((i) => i.spec), live));
+    if (backgroundDrain) await Promise.all(openDrains(run3).slice(0, -1).map((d) => d.done));
+    let result;
+    run3.routingAttempted(routing);
+    try {
+      result = await options.proxy.apply(routing, instances, { signal, ...backgroundDrain ? { backgroundDrain } : {} });
+    } catch (error2) {
+      run3.drained = false;
+      throw proxyFailure(context, routing, error2);
+    }
+    run3.drained = !run3.backgroundDrainFailed;
+    run3.routingApplied(routing);
+    const warnings = proxyWarnings(result.warnings);
+    const report = { why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0, ...warnings };
+    if (result.drained) trackDrain(context, phase, replaced, result.drained, report);
+    else run3.routes.push(report);
+    run3.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)], ...result.drained ? { background: true } : {}, ...warnings });
+  });
+}
+function proxyWarnings(warnings) {
+  if (!Array.isArray(warnings) || warnings.length === 0) return {};
+  return { warnings: warnings.slice(0, 5).map((w) => inertLine(w)) };
+}
+function openDrains(run3) {
+  return [...run3.draining].filter((d) => !d.settled);
+}
+function trackDrain(context, phase, replaced, drained, report) {
+  const { run: run3 } = context;
+  const entry = { ...report, background: true };
+  run3.routes.push(entry);
+  const t0 = performance.now();
+  const pending = {
+    replaced,
+    settled: false,
+    done: drained.then(
+      (result) => {
+        entry.drainMs = result.drainMs;
+        entry.cut = result.cut ?? 0;
+        pending.settled = true;
+        run3.draining.delete(pending);
+        run3.emit({ type: "drained", why: report.why, generation: report.generation, drainMs: result.drainMs });
+      },
+      (error2) => {
+        const failure = toNodropError(error2, "E_PROXY_DRAIN", `proxy ${context.options.proxy.name}`);
+        pending.failure = failure;
+        pending.settled = true;
+        entry.drainMs = performance.now() - t0;
+        entry.drainFailed = failure.message.split("\n")[0];
+        run3.drained = false;
+        run3.backgroundDrainFailed = true;
+        run3.backgroundFailure ??= { error: failure, step: `${phase}: drain (background)`, drain: true };
+        run3.emit({ type: "drained", why: report.why, generation: report.generation, drainMs: entry.drainMs, error: entry.drainFailed });
+      }
+    )
+  };
+  run3.draining.add(pending);
+}
+function proxyFailure(context, routing, error2) {
+  const e = toNodropError(error2, "E_PROXY_RELOAD", `proxy ${context.options.proxy.name}`);
+  const inForce = e.routingInForce ?? (e.code === "E_PROXY_DRAIN" ? "new" : "unknown");
+  if (inForce === "new") context.run.routingApplied(routing);
+  else if (inForce === "unknown") context.run.routingUncertain(routing);
+  return new NodropError(e.code, e.message, { cause: e.cause ?? error2, instance: e.instance, routingInForce: inForce });
+}
+async function runStep(context, phase, step2) {
+  const { options, run: run3 } = context;
+  const signal = options.signal;
+  if (signal?.aborted) throw abortError(signal);
+  for (const listener of context.listeners) listener.beforeStep?.(run3);
+  switch (step2.kind) {
+    case "route":
+      return applyRouting(context, step2.routing, step2.why, phase.name, signal, step2.background === true);
+    case "soak":
+      return timed(context, phase.name, "soak", void 0, () => sleep(step2.ms, signal).catch(() => Promise.reject(abortError(signal))));
+    default:
+      return forEachPerHost(step2.instances, (id) => run3.instance(id).control.spec.host, context.parallel, async (id) => {
+        await run3.background.get(id)?.task;
+        if (!step2.background) return runInstanceStep(context, phase, step2, id);
+        const task = runInstanceStep(context, phase, step2, id).catch((error2) => {
+          run3.backgroundFailure ??= { error: error2, step: `${phase.name}: ${step2.kind} (background)` };
+        });
+        run3.background.set(id, { task, phase: run3.phaseIndex });
+      });
+  }
+}
+async function awaitOlderBackground(context, index) {
+  await Promise.all([...context.run.background.values()].filter((b) => b.phase < index - 1).map((b) => b.task));
+}
+async function settleBackground(context) {
+  const { run: run3 } = context;
+  await Promise.all([...run3.background.values()].map((b) => b.task));
+  while (openDrains(run3).length > 0) await Promise.all(openDrains(run3).map((d) => d.done));
+  run3.background.clear();
+  const failure = run3.backgroundFailure;
+  return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step, ...failure.drain ? { drain: true } : {} };
+}
+async function runInstanceStep(context, phase, step2, id) {
+  const { options, run: run3 } = context;
+  const signal = options.signal;
+  const { kind } = step2;
+  const t = run3.instance(id);
+  const slotPort = step2.slot === "idle" ? t.idle?.port : t.port;
+  const drainFailure = (kind === "stop" || kind === "update") && slotPort !== void 0 && run3.draining.size > 0 ? await drainsEnded(run3, id, slotPort) : void 0;
+  await timed(context, phase.name, kind, id, async () => {
+    if (drainFailure) throw drainFailure;
+    if (step2.slot === "idle") return runIdleSlotStep(context, kind, id);
+    if ((kind === "stop" || kind === "update") && run3.reachable(id)) {
+      throw new NodropError("E_PLAN", `plan would ${kind} ${id} while it is in the pool`, { instance: id });
+    }
+    t.touched = true;
+    const port = t.port;
+    if (kind === "stop") await t.control.stop({ version: t.version, port, signal });
+    else if (kind === "update") {
+      await t.control.update({ version: options.version, previous: t.from, port, signal });
+      t.version = options.version;
+    } else if (kind === "start") await t.control.start({ version: options.version, port, signal });
+    else {
+      await waitHealthy(options.health, { ...t.control.spec, port }, options.version, { ...options.healthWait, signal });
+      t.outcome = "updated";
+    }
+  });
+}
+async function drainsEnded(run3, id, port) {
+  for (let open22 = run3.drainsServing(id, port).filter((d) => !d.settled); open22.length > 0; open22 = run3.drainsServing(id, port).filter((d) => !d.settled)) {
+    await Promise.all(open22.map((d) => d.done));
+  }
+  const failed = run3.drainsServing(id, port).find((d) => d.failure)?.failure;
+  if (!failed) return void 0;
+  return new NodropError("E_PROXY_DRAIN", `slot ${port} of ${id} left running: the drain of the routing that served it failed (${failed.message.split("\n")[0]})`, { instance: id, cause: failed });
+}
+async function runIdleSlotStep(context, kind, id) {
+  const { options, run: run3 } = context;
+  const signal = options.signal;
+  const t = run3.instance(id);
+  const idle = t.idle;
+  if (!idle) throw new NodropError("E_PLAN", `plan would ${kind} the idle slot of ${id}, which has one port (give it a spare port)`, { instance: id });
+  if ((kind === "stop" || kind === "update") && run3.reachable(id, idle.port)) {
+    throw new NodropError("E_PLAN", `plan would ${kind} slot ${idle.port} of ${id} while the proxy routes to it`, { instance: id });
+  }
+  idle.ours = true;
+  const port = idle.port;
+  if (kind === "stop") {
+    await t.control.stop({ version: idle.version, port, signal });
+    idle.running = false;
+  } else if (kind === "update") {
+    await t.control.update({ version: options.version, previous: t.version, port, signal });
+    idle.version = options.version;
+  } else if (kind === "start") {
+    idle.running = void 0;
+    await t.control.start({ version: options.version, port, signal });
+    idle.running = true;
+  } else await waitHealthy(options.health, { ...t.control.spec, port }, options.version, { ...options.healthWait, signal });
+}
+var DEFAULT_REVERT_MS = 3e5;
+var DEFAULT_POOL_RESTORE_MS = 12e4;
+async function recoverPhase(context, phase, failure) {
+  const { run: run3 } = context;
+  run3.emit({ type: "recovery", reason: failure.message });
+  run3.recovering = true;
+  const slotLines = await stopIdleSlots(context, phase);
+  const touched = phase.instances.map((id) => run3.instance(id)).filter((t) => t.touched);
+  if (phase.onFailure === "isolate") {
+    for (const t of touched) if (t.outcome !== "updated") t.outcome = "failed";
+    const left = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
+    return [...slotLines, ...left.length > 0 || slotLines.length === 0 ? [`left ${left.join(", ")} out of the pool; the routing in force is kept`] : []].join("; ");
+  }
+  const lines = [...slotLines, ...await revertInstances(context, phase, touched)];
+  lines.push(await restorePool(context, phase));
+  return lines.join("; ");
+}
+async function stopIdleSlots(context, phase) {
+  const { run: run3 } = context;
+  const signal = AbortSignal.timeout(context.options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
+  const name = `${phase.name} (revert)`;
+  const owned = phase.instances.map((id) => run3.instance(id)).filter((t) => t.idle?.ours && t.idle.running !== false);
+  const stopped = [];
+  const kept = [];
+  const reachable = [];
+  const draining = [];
+  await forEachPerHost(owned, (t) => t.control.spec.host, context.parallel, async (t) => {
+    const idle = t.idle;
+    const label = `${t.control.spec.id} (port ${idle.port})`;
+    if (run3.reachable(t.control.spec.id, idle.port)) return void reachable.push(label);
+    if (!run3.drained && run3.routedSlots.has(`${t.control.spec.id}:${idle.port}`)) return void draining.push(label);
+    try {
+      await timed(context, name, "stop", t.control.spec.id, () => t.control.stop({ version: idle.version, port: idle.port, signal }));
+      idle.running = false;
+      stopped.push(label);
+      if (!t.touched && t.version === t.from && idle.version === run3.version) t.outcome = "reverted";
+    } catch {
+      kept.push(label);
+    }
+  });
+  return [
+    ...stopped.length ? [`stopped the idle slots of ${stopped.join(", ")}`] : [],
+    ...reachable.length ? [`kept ${reachable.join(", ")} running: the routing in force may still reach ${reachable.length === 1 ? "it" : "them"}`] : [],
+    ...draining.length ? [`left ${draining.join(", ")} running: after the failed proxy change, nginx may still be draining requests on ${draining.length === 1 ? "it" : "them"} (the next deploy stops ${draining.length === 1 ? "it" : "them"})`] : [],
+    ...kept.length ? [`could not stop the idle slots of ${kept.join(", ")}: they may still run, out of the pool`] : []
+  ];
+}
+async function revertInstances(context, phase, touched) {
+  const { run: run3, options } = context;
+  const signal = AbortSignal.timeout(options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
+  const name = `${phase.name} (revert)`;
+  await forEachPerHost(touched, (t) => t.control.spec.host, context.parallel, async (t) => {
+    const id = t.control.spec.id;
+    const previous = t.from;
+    if (previous === void 0) {
+      t.outcome = "failed";
+      return;
+    }
+    if (run3.routedRegardless(id) || t.outcome === "updated" && run3.reachable(id)) return;
+    const port = t.port;
+    try {
+      await timed(context, name, "stop", id, () => t.control.stop({ version: t.version, port, signal }));
+      await timed(context, name, "update", id, () => t.control.update({ version: previous, previous: options.version, port, signal }));
+      t.version = previous;
+      await timed(context, name, "start", id, () => t.control.start({ version: previous, port, signal }));
+      await timed(context, name, "check", id, () => waitHealthy(options.health, { ...t.control.spec, port }, previous, { ...options.healthWait, signal }).then(() => void 0));
+      t.outcome = "reverted";
+    } catch {
+      t.outcome = "failed";
+    }
+  });
+  const reverted = touched.filter((t) => t.outcome === "reverted").map((t) => t.control.spec.id);
+  const failed = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
+  return [...reverted.length ? [`reverted ${reverted.join(", ")} to their previous version`] : [], ...failed.length ? [`could not revert ${failed.join(", ")}: left out of the pool`] : []];
+}
+async function restorePool(context, phase) {
+  const { run: run3, options } = context;
+  const healthy = run3.observed.filter((o) => {
+    const t = run3.instance(o.id);
+    return t.outcome === "updated" || t.outcome === "reverted" || !t.touched && (t.outcome === "not-reached" || t.outcome === "unchanged") && o.healthy;
+  }).map((o) => ({ ...o, version: run3.instance(o.id).version }));
+  if (healthy.length === 0) return "no healthy instance to route to; the proxy config in force was kept";
+  const previous = [...new Set(run3.observed.map((o) => o.version).filter((v) => v !== void 0 && v !== run3.version))];
+  const routing = options.strategy.recoveryRouting?.(healthy, { version: run3.version, previous, instances: run3.observed.map((o) => o.id), options: options.strategyOptions }) ?? singlePool(healthy.map((o) => o.id));
+  try {
+    validateRouting(routing, run3.observed);
+    const ids2 = new Set(healthy.map((o) => o.id));
+    if (run3.routing && run3.observed.every((o) => run3.reachable(o.id) === ids2.has(o.id))) return `pool kept: ${[...run3.serving()].join(", ")}`;
+    await applyRouting(context, routing, "recovery: healthy instances back in the pool", `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
+    return `pool restored: ${[...run3.serving()].join(", ")}`;
+  } catch (error2) {
+    let e = toNodropError(error2, "E_PROXY_RELOAD");
+    if (e.routingInForce === "unknown") {
+      const inForce = await readBackRouting(context);
+      e = new NodropError(e.code, e.message, { cause: e.cause, routingInForce: inForce });
+    }
+    if (e.routingInForce === "new") return `pool restored: ${[...run3.serving()].join(", ")} (the proxy then reported: ${e.message})`;
+    return `could not restore the pool (${e.message}); ${inForceClause(e)}`;
+  }
+}
+async function readBackRouting(context) {
+  const { run: run3, options } = context;
+  const candidates = run3.possibleRoutings;
+  const attempted = candidates.at(-1);
+  const routing = await options.proxy.current({ signal: AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS) }).catch(() => void 0);
+  if (!routing) return "unknown";
+  const match = candidates.find((candidate) => sameRouting(candidate, routing));
+  if (!match) {
+    run3.routingUncertain(routing);
+    return "unknown";
+  }
+  run3.routingApplied(match);
+  return match === attempted ? "new" : "previous";
+}
+function inForceClause(error2) {
+  switch (error2.routingInForce) {
+    case "new":
+      return "the proxy put the new routing in force before the failure";
+    case "unknown":
+      return "which routing the proxy has in force is unknown: check it with `nodrop status` before the next deploy";
+    default:
+      return "the previous proxy config is in force";
+  }
+}
+function earlySteps(phase) {
+  const lead = [];
+  for (const step2 of phase.steps) {
+    if (step2.kind === "route" || step2.kind === "soak" || step2.slot !== "idle" || step2.background) break;
+    lead.push(step2);
+  }
+  return lead;
+}
+function startEarly(context, phases, index) {
+  const phase = phases[index];
+  if (!phase?.prepareEarly) return void 0;
+  const steps = earlySteps(phase);
+  if (steps.length === 0) return void 0;
+  const done = (async () => {
+    await awaitOlderBackground(context, index - 1);
+    for (const step2 of steps) {
+      try {
+        await runStep(context, phase, step2);
+      } catch (error2) {
+        return { error: toNodropError(error2, "E_INSTANCE"), step: step2 };
+      }
+    }
+    return void 0;
+  })();
+  return { phase: index, steps: steps.length, done };
+}
+async function abandonEarly(context, phases, early) {
+  if (!early) return [];
+  await early.done;
+  const phase = phases[early.phase];
+  const lines = await stopIdleSlots(context, { ...phase, name: `${phase.name} (started early)` });
+  return lines.length > 0 ? [`${phase.name}, started early: ${lines.join("; ")}`] : [];
+}
 var JournalListener = class {
   name = "journal";
   /** Whether the deploy's first record is written: only then does it get an "end". */
@@ -52093,319 +52439,6 @@ function checkPlanShape(plan, observed) {
   }
   return plan;
 }
-async function announce(context, record, ms) {
-  for (const listener of context.listeners) await listener.step?.(context.run, record);
-  context.run.emit({ type: "step", ...record, ...ms === void 0 ? {} : { ms } });
-}
-async function timed(context, phase, kind, id, body) {
-  const t0 = performance.now();
-  try {
-    await announce(context, { phase, kind, instance: id, status: "start" });
-    await body();
-    if (id) context.run.instance(id).steps.push({ kind, ms: performance.now() - t0, ok: true });
-    await announce(context, { phase, kind, instance: id, status: "ok" }, performance.now() - t0);
-  } catch (error2) {
-    const ms = performance.now() - t0;
-    const e = toNodropError(error2, "E_INSTANCE", id ? `${kind} of ${id}` : kind);
-    if (id) {
-      const t = context.run.instance(id);
-      t.steps.push({ kind, ms, ok: false });
-      t.error = e.message;
-    }
-    await announce(context, { phase, kind, instance: id, status: "fail", detail: e.message }, ms).catch(() => void 0);
-    throw e;
-  }
-}
-async function applyRouting(context, planned, why, phase, signal, background = false) {
-  const { run: run3, options } = context;
-  const live = (id) => run3.tracked.get(id)?.port;
-  const routing = withSlots(planned, options.instances.map((i) => i.spec), live);
-  const backgroundDrain = background && options.proxy.capabilities.backgroundDrain === true;
-  await timed(context, phase, "route", void 0, async () => {
-    const instances = options.instances.map((i) => {
-      if (!run3.tracked.has(i.spec.id)) return { ...i.spec, version: void 0 };
-      const t = run3.instance(i.spec.id);
-      const port = routedPort(routing, i.spec, t.port);
-      const versions = t.idle ? Object.fromEntries([[t.port, t.version], [t.idle.port, t.idle.version]].filter(([, v]) => v !== void 0)) : void 0;
-      return { ...i.spec, port, version: run3.versionAt(i.spec.id, port), ...versions ? { versions } : {} };
-    });
-    const replaced = run3.possibleRoutings.map((r) => withSlots(r, options.instances.map((i) => i.spec), live));
-    if (backgroundDrain) await Promise.all(openDrains(run3).slice(0, -1).map((d) => d.done));
-    let result;
-    run3.routingAttempted(routing);
-    try {
-      result = await options.proxy.apply(routing, instances, { signal, ...backgroundDrain ? { backgroundDrain } : {} });
-    } catch (error2) {
-      run3.drained = false;
-      throw proxyFailure(context, routing, error2);
-    }
-    run3.drained = !run3.backgroundDrainFailed;
-    run3.routingApplied(routing);
-    const warnings = proxyWarnings(result.warnings);
-    const report = { why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, cut: result.cut ?? 0, ...warnings };
-    if (result.drained) trackDrain(context, phase, replaced, result.drained, report);
-    else run3.routes.push(report);
-    run3.emit({ type: "route", why, generation: result.generation, confirmMs: result.confirmMs, drainMs: result.drainMs, serving: [...servingInstances(routing)], ...result.drained ? { background: true } : {}, ...warnings });
-  });
-}
-function proxyWarnings(warnings) {
-  if (!Array.isArray(warnings) || warnings.length === 0) return {};
-  return { warnings: warnings.slice(0, 5).map((w) => inertLine(w)) };
-}
-function openDrains(run3) {
-  return [...run3.draining].filter((d) => !d.settled);
-}
-function trackDrain(context, phase, replaced, drained, report) {
-  const { run: run3 } = context;
-  const entry = { ...report, background: true };
-  run3.routes.push(entry);
-  const t0 = performance.now();
-  const pending = {
-    replaced,
-    settled: false,
-    done: drained.then(
-      (result) => {
-        entry.drainMs = result.drainMs;
-        entry.cut = result.cut ?? 0;
-        pending.settled = true;
-        run3.draining.delete(pending);
-        run3.emit({ type: "drained", why: report.why, generation: report.generation, drainMs: result.drainMs });
-      },
-      (error2) => {
-        const failure = toNodropError(error2, "E_PROXY_DRAIN", `proxy ${context.options.proxy.name}`);
-        pending.failure = failure;
-        pending.settled = true;
-        entry.drainMs = performance.now() - t0;
-        entry.drainFailed = failure.message.split("\n")[0];
-        run3.drained = false;
-        run3.backgroundDrainFailed = true;
-        run3.backgroundFailure ??= { error: failure, step: `${phase}: drain (background)`, drain: true };
-        run3.emit({ type: "drained", why: report.why, generation: report.generation, drainMs: entry.drainMs, error: entry.drainFailed });
-      }
-    )
-  };
-  run3.draining.add(pending);
-}
-function proxyFailure(context, routing, error2) {
-  const e = toNodropError(error2, "E_PROXY_RELOAD", `proxy ${context.options.proxy.name}`);
-  const inForce = e.routingInForce ?? (e.code === "E_PROXY_DRAIN" ? "new" : "unknown");
-  if (inForce === "new") context.run.routingApplied(routing);
-  else if (inForce === "unknown") context.run.routingUncertain(routing);
-  return new NodropError(e.code, e.message, { cause: e.cause ?? error2, instance: e.instance, routingInForce: inForce });
-}
-async function runStep(context, phase, step2) {
-  const { options, run: run3 } = context;
-  const signal = options.signal;
-  if (signal?.aborted) throw abortError(signal);
-  for (const listener of context.listeners) listener.beforeStep?.(run3);
-  switch (step2.kind) {
-    case "route":
-      return applyRouting(context, step2.routing, step2.why, phase.name, signal, step2.background === true);
-    case "soak":
-      return timed(context, phase.name, "soak", void 0, () => sleep(step2.ms, signal).catch(() => Promise.reject(abortError(signal))));
-    default:
-      return forEachPerHost(step2.instances, (id) => run3.instance(id).control.spec.host, context.parallel, async (id) => {
-        await run3.background.get(id)?.task;
-        if (!step2.background) return runInstanceStep(context, phase, step2, id);
-        const task = runInstanceStep(context, phase, step2, id).catch((error2) => {
-          run3.backgroundFailure ??= { error: error2, step: `${phase.name}: ${step2.kind} (background)` };
-        });
-        run3.background.set(id, { task, phase: run3.phaseIndex });
-      });
-  }
-}
-async function awaitOlderBackground(context, index) {
-  await Promise.all([...context.run.background.values()].filter((b) => b.phase < index - 1).map((b) => b.task));
-}
-async function settleBackground(context) {
-  const { run: run3 } = context;
-  await Promise.all([...run3.background.values()].map((b) => b.task));
-  while (openDrains(run3).length > 0) await Promise.all(openDrains(run3).map((d) => d.done));
-  run3.background.clear();
-  const failure = run3.backgroundFailure;
-  return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step, ...failure.drain ? { drain: true } : {} };
-}
-async function runInstanceStep(context, phase, step2, id) {
-  const { options, run: run3 } = context;
-  const signal = options.signal;
-  const { kind } = step2;
-  const t = run3.instance(id);
-  const slotPort = step2.slot === "idle" ? t.idle?.port : t.port;
-  const drainFailure = (kind === "stop" || kind === "update") && slotPort !== void 0 && run3.draining.size > 0 ? await drainsEnded(run3, id, slotPort) : void 0;
-  await timed(context, phase.name, kind, id, async () => {
-    if (drainFailure) throw drainFailure;
-    if (step2.slot === "idle") return runIdleSlotStep(context, kind, id);
-    if ((kind === "stop" || kind === "update") && run3.reachable(id)) {
-      throw new NodropError("E_PLAN", `plan would ${kind} ${id} while it is in the pool`, { instance: id });
-    }
-    t.touched = true;
-    const port = t.port;
-    if (kind === "stop") await t.control.stop({ version: t.version, port, signal });
-    else if (kind === "update") {
-      await t.control.update({ version: options.version, previous: t.from, port, signal });
-      t.version = options.version;
-    } else if (kind === "start") await t.control.start({ version: options.version, port, signal });
-    else {
-      await waitHealthy(options.health, { ...t.control.spec, port }, options.version, { ...options.healthWait, signal });
-      t.outcome = "updated";
-    }
-  });
-}
-async function drainsEnded(run3, id, port) {
-  for (let open22 = run3.drainsServing(id, port).filter((d) => !d.settled); open22.length > 0; open22 = run3.drainsServing(id, port).filter((d) => !d.settled)) {
-    await Promise.all(open22.map((d) => d.done));
-  }
-  const failed = run3.drainsServing(id, port).find((d) => d.failure)?.failure;
-  if (!failed) return void 0;
-  return new NodropError("E_PROXY_DRAIN", `slot ${port} of ${id} left running: the drain of the routing that served it failed (${failed.message.split("\n")[0]})`, { instance: id, cause: failed });
-}
-async function runIdleSlotStep(context, kind, id) {
-  const { options, run: run3 } = context;
-  const signal = options.signal;
-  const t = run3.instance(id);
-  const idle = t.idle;
-  if (!idle) throw new NodropError("E_PLAN", `plan would ${kind} the idle slot of ${id}, which has one port (give it a spare port)`, { instance: id });
-  if ((kind === "stop" || kind === "update") && run3.reachable(id, idle.port)) {
-    throw new NodropError("E_PLAN", `plan would ${kind} slot ${idle.port} of ${id} while the proxy routes to it`, { instance: id });
-  }
-  idle.ours = true;
-  const port = idle.port;
-  if (kind === "stop") {
-    await t.control.stop({ version: idle.version, port, signal });
-    idle.running = false;
-  } else if (kind === "update") {
-    await t.control.update({ version: options.version, previous: t.version, port, signal });
-    idle.version = options.version;
-  } else if (kind === "start") {
-    idle.running = void 0;
-    await t.control.start({ version: options.version, port, signal });
-    idle.running = true;
-  } else await waitHealthy(options.health, { ...t.control.spec, port }, options.version, { ...options.healthWait, signal });
-}
-var DEFAULT_REVERT_MS = 3e5;
-var DEFAULT_POOL_RESTORE_MS = 12e4;
-async function recoverPhase(context, phase, failure) {
-  const { run: run3 } = context;
-  run3.emit({ type: "recovery", reason: failure.message });
-  run3.recovering = true;
-  const slotLines = await stopIdleSlots(context, phase);
-  const touched = phase.instances.map((id) => run3.instance(id)).filter((t) => t.touched);
-  if (phase.onFailure === "isolate") {
-    for (const t of touched) if (t.outcome !== "updated") t.outcome = "failed";
-    const left = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
-    return [...slotLines, ...left.length > 0 || slotLines.length === 0 ? [`left ${left.join(", ")} out of the pool; the routing in force is kept`] : []].join("; ");
-  }
-  const lines = [...slotLines, ...await revertInstances(context, phase, touched)];
-  lines.push(await restorePool(context, phase));
-  return lines.join("; ");
-}
-async function stopIdleSlots(context, phase) {
-  const { run: run3 } = context;
-  const signal = AbortSignal.timeout(context.options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
-  const name = `${phase.name} (revert)`;
-  const owned = phase.instances.map((id) => run3.instance(id)).filter((t) => t.idle?.ours && t.idle.running !== false);
-  const stopped = [];
-  const kept = [];
-  const reachable = [];
-  const draining = [];
-  await forEachPerHost(owned, (t) => t.control.spec.host, context.parallel, async (t) => {
-    const idle = t.idle;
-    const label = `${t.control.spec.id} (port ${idle.port})`;
-    if (run3.reachable(t.control.spec.id, idle.port)) return void reachable.push(label);
-    if (!run3.drained && run3.routedSlots.has(`${t.control.spec.id}:${idle.port}`)) return void draining.push(label);
-    try {
-      await timed(context, name, "stop", t.control.spec.id, () => t.control.stop({ version: idle.version, port: idle.port, signal }));
-      idle.running = false;
-      stopped.push(label);
-      if (!t.touched && t.version === t.from && idle.version === run3.version) t.outcome = "reverted";
-    } catch {
-      kept.push(label);
-    }
-  });
-  return [
-    ...stopped.length ? [`stopped the idle slots of ${stopped.join(", ")}`] : [],
-    ...reachable.length ? [`kept ${reachable.join(", ")} running: the routing in force may still reach ${reachable.length === 1 ? "it" : "them"}`] : [],
-    ...draining.length ? [`left ${draining.join(", ")} running: after the failed proxy change, nginx may still be draining requests on ${draining.length === 1 ? "it" : "them"} (the next deploy stops ${draining.length === 1 ? "it" : "them"})`] : [],
-    ...kept.length ? [`could not stop the idle slots of ${kept.join(", ")}: they may still run, out of the pool`] : []
-  ];
-}
-async function revertInstances(context, phase, touched) {
-  const { run: run3, options } = context;
-  const signal = AbortSignal.timeout(options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
-  const name = `${phase.name} (revert)`;
-  await forEachPerHost(touched, (t) => t.control.spec.host, context.parallel, async (t) => {
-    const id = t.control.spec.id;
-    const previous = t.from;
-    if (previous === void 0) {
-      t.outcome = "failed";
-      return;
-    }
-    if (run3.routedRegardless(id) || t.outcome === "updated" && run3.reachable(id)) return;
-    const port = t.port;
-    try {
-      await timed(context, name, "stop", id, () => t.control.stop({ version: t.version, port, signal }));
-      await timed(context, name, "update", id, () => t.control.update({ version: previous, previous: options.version, port, signal }));
-      t.version = previous;
-      await timed(context, name, "start", id, () => t.control.start({ version: previous, port, signal }));
-      await timed(context, name, "check", id, () => waitHealthy(options.health, { ...t.control.spec, port }, previous, { ...options.healthWait, signal }).then(() => void 0));
-      t.outcome = "reverted";
-    } catch {
-      t.outcome = "failed";
-    }
-  });
-  const reverted = touched.filter((t) => t.outcome === "reverted").map((t) => t.control.spec.id);
-  const failed = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
-  return [...reverted.length ? [`reverted ${reverted.join(", ")} to their previous version`] : [], ...failed.length ? [`could not revert ${failed.join(", ")}: left out of the pool`] : []];
-}
-async function restorePool(context, phase) {
-  const { run: run3, options } = context;
-  const healthy = run3.observed.filter((o) => {
-    const t = run3.instance(o.id);
-    return t.outcome === "updated" || t.outcome === "reverted" || !t.touched && (t.outcome === "not-reached" || t.outcome === "unchanged") && o.healthy;
-  }).map((o) => ({ ...o, version: run3.instance(o.id).version }));
-  if (healthy.length === 0) return "no healthy instance to route to; the proxy config in force was kept";
-  const previous = [...new Set(run3.observed.map((o) => o.version).filter((v) => v !== void 0 && v !== run3.version))];
-  const routing = options.strategy.recoveryRouting?.(healthy, { version: run3.version, previous, instances: run3.observed.map((o) => o.id), options: options.strategyOptions }) ?? singlePool(healthy.map((o) => o.id));
-  try {
-    validateRouting(routing, run3.observed);
-    const ids2 = new Set(healthy.map((o) => o.id));
-    if (run3.routing && run3.observed.every((o) => run3.reachable(o.id) === ids2.has(o.id))) return `pool kept: ${[...run3.serving()].join(", ")}`;
-    await applyRouting(context, routing, "recovery: healthy instances back in the pool", `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
-    return `pool restored: ${[...run3.serving()].join(", ")}`;
-  } catch (error2) {
-    let e = toNodropError(error2, "E_PROXY_RELOAD");
-    if (e.routingInForce === "unknown") {
-      const inForce = await readBackRouting(context);
-      e = new NodropError(e.code, e.message, { cause: e.cause, routingInForce: inForce });
-    }
-    if (e.routingInForce === "new") return `pool restored: ${[...run3.serving()].join(", ")} (the proxy then reported: ${e.message})`;
-    return `could not restore the pool (${e.message}); ${inForceClause(e)}`;
-  }
-}
-async function readBackRouting(context) {
-  const { run: run3, options } = context;
-  const candidates = run3.possibleRoutings;
-  const attempted = candidates.at(-1);
-  const routing = await options.proxy.current({ signal: AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS) }).catch(() => void 0);
-  if (!routing) return "unknown";
-  const match = candidates.find((candidate) => sameRouting(candidate, routing));
-  if (!match) {
-    run3.routingUncertain(routing);
-    return "unknown";
-  }
-  run3.routingApplied(match);
-  return match === attempted ? "new" : "previous";
-}
-function inForceClause(error2) {
-  switch (error2.routingInForce) {
-    case "new":
-      return "the proxy put the new routing in force before the failure";
-    case "unknown":
-      return "which routing the proxy has in force is unknown: check it with `nodrop status` before the next deploy";
-    default:
-      return "the previous proxy config is in force";
-  }
-}
 var VerifyListener = class {
   name = "verify";
   running = false;
@@ -52459,16 +52492,30 @@ async function deploy(options) {
 async function runPhases(context, plan) {
   const { run: run3 } = context;
   for (const [index, phase] of plan.phases.entries()) {
-    await awaitOlderBackground(context, index);
-    if (run3.backgroundFailure) return backgroundOutcome(await settleBackground(context), plan.phases.slice(index).map((p) => p.name));
+    const early = takeEarly(run3, index);
+    if (!early) await awaitOlderBackground(context, index);
+    if (run3.backgroundFailure) {
+      const failure = await settleBackground(context);
+      return withClauses(backgroundOutcome(failure, plan.phases.slice(index).map((p) => p.name)), await abandonEarly(context, plan.phases, early));
+    }
     run3.phaseIndex = index;
     run3.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
     const phaseStart = performance.now();
     const endPhase = (ok) => run3.phases.push({ name: phase.name, startMs: phaseStart - run3.started, ms: performance.now() - phaseStart, ok });
     let current;
     try {
-      for (const step2 of phase.steps) {
+      let skip = 0;
+      if (early) {
+        const failed = await early.done;
+        if (failed) {
+          current = failed.step;
+          throw failed.error;
+        }
+        skip = early.steps;
+      }
+      for (const step2 of phase.steps.slice(skip)) {
         current = step2;
+        if (step2.kind === "route") run3.early ??= startEarly(context, plan.phases, index + 1);
         await runStep(context, phase, step2);
       }
       endPhase(true);
@@ -52476,13 +52523,23 @@ async function runPhases(context, plan) {
       const failure = toNodropError(error2, "E_INSTANCE");
       await settleBackground(context);
       const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? "?"}`);
+      const abandoned = await abandonEarly(context, plan.phases, takeEarly(run3, index + 1));
       endPhase(false);
       const drain = failedDrain(run3);
-      if (drain && drain.error !== failure && drain.error !== failure.cause) return { ...outcome, recovery: [outcome.recovery, `also, ${DRAIN_FAILED} (${drain.step}: ${drain.error.message.split("\n")[0]})`].filter(Boolean).join("; ") };
-      return outcome;
+      const also = drain && drain.error !== failure && drain.error !== failure.cause ? [`also, ${DRAIN_FAILED} (${drain.step}: ${drain.error.message.split("\n")[0]})`] : [];
+      return withClauses(outcome, [...abandoned, ...also]);
     }
   }
   return backgroundOutcome(await settleBackground(context), []);
+}
+function takeEarly(run3, index) {
+  const early = run3.early?.phase === index ? run3.early : void 0;
+  if (early) run3.early = void 0;
+  return early;
+}
+function withClauses(outcome, clauses) {
+  if (clauses.length === 0) return outcome;
+  return { ...outcome, recovery: [outcome.recovery, ...clauses].filter(Boolean).join("; ") };
 }
 function backgroundOutcome(failure, notRun) {
   if (!failure) return {};
@@ -54508,6 +54565,12 @@ var rollingOptionsSchema = schema_exports.object({
     schema_exports.bool({ doc: "Start each batch's new version on the instances' spare ports while the old one serves, swap them in one reload and stop the old processes in the background: the pool never shrinks. Needs two slots per instance." }),
     false
   ),
+  prepareAhead: schema_exports.optional(
+    schema_exports.bool({
+      doc: "With surge: start the next batch's new processes while this batch swaps, so the reload does not hold it up. One more batch's processes then run beside the old ones (preflight's memory check counts them); false on hosts short of memory."
+    }),
+    true
+  ),
   keepOld: schema_exports.optional(
     schema_exports.duration({ doc: "With surge: keep the old processes running this long after the deploy, so that `nodrop rollback` swaps back in one reload without starting anything; then they stop." }),
     0
@@ -54570,7 +54633,7 @@ function rollingStrategy() {
       const size2 = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
       if (options.surge) {
         const keepOld = options.keepOld ?? 0;
-        const surge = surgePhases(instances, todo, size2, { soak: options.soak ?? 0, version, keepOld });
+        const surge = surgePhases(instances, todo, size2, { soak: options.soak ?? 0, version, keepOld, prepareAhead: options.prepareAhead ?? true });
         phases.push(...surge.phases);
         notes.push(surge.note);
         if (keepOld > 0) notes.push(`the old processes are kept for ${formatDuration(keepOld)} after the deploy: \`nodrop rollback\` swaps back in one reload`);
@@ -54613,7 +54676,8 @@ function surgePhases(instances, todo, size2, options) {
       ...options.keepOld > 0 ? [] : retireSteps(batch),
       ...options.soak > 0 ? [{ kind: "soak", ms: options.soak }] : []
     ];
-    return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" };
+    const early = options.prepareAhead && options.soak === 0 && index > 0;
+    return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert", ...early ? { prepareEarly: true } : {} };
   });
   const note = swapAll ? `surge: every idle slot already runs ${options.version}: one swap, no process started` : `surge: batches of up to ${size2} start on their spare ports while the old processes serve; all ${all.length} instances serve throughout`;
   const serving = singlePool(instances.filter((i) => i.inPool).map((i) => i.id));
@@ -56761,6 +56825,19 @@ async function retireAndReport(deployment, report, signal, say) {
     say("warning", `the old processes were left running (${error2 instanceof Error ? error2.message : String(error2)}); the next deploy stops them first`);
   }
 }
+var PhaseTracker = class {
+  /** The plan's phases, in order. */
+  planned = [];
+  current = -1;
+  see(event) {
+    if (event.type === "plan") this.planned = event.plan.phases.map((p) => p.name);
+    if (event.type === "phase") this.current = event.index;
+  }
+  /** " (for <phase>, started early)" for a step of a phase after the one the lines are under (not an earlier one's background stop). */
+  aside(event) {
+    return event.type === "step" && this.planned.indexOf(event.phase) > this.current ? ` (for ${event.phase}, started early)` : "";
+  }
+};
 function formatPlan(plan, observed) {
   const lines = [`strategy ${plan.strategy}, deploying ${plan.version}`];
   lines.push("instances now:");
@@ -57047,11 +57124,13 @@ function publish(report) {
 }
 function logEvents() {
   let open4 = false;
+  const phases = new PhaseTracker();
   const close = () => {
     if (open4) endGroup();
     open4 = false;
   };
   return (event) => {
+    phases.see(event);
     switch (event.type) {
       case "preflight":
         info(`preflight: ${event.instances.map((i) => `${i.id}=${i.version ?? "?"}`).join(" ")}`);
@@ -57065,7 +57144,7 @@ function logEvents() {
         open4 = true;
         break;
       case "step":
-        if (event.status !== "start") info(`${event.kind}${event.instance ? ` ${event.instance}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}`);
+        if (event.status !== "start") info(`${event.kind}${event.instance ? ` ${event.instance}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}${phases.aside(event)}`);
         break;
       case "route":
         info(`nginx generation ${event.generation}: ${event.why}; confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`}`);

@@ -1,6 +1,6 @@
 import * as core from "@actions/core";
 import { type DeployEvent, type DeployReport, formatDuration, planDeploy, toNodropError } from "@nodrop/core";
-import { checkLockWait, checkVerifyMode, checkVersion, fleetConverged, formatPlan, formatPlugins, loadDeployment, lockedDeploy, retireAndReport } from "@nodrop/deployment";
+import { PhaseTracker, checkLockWait, checkVerifyMode, checkVersion, fleetConverged, formatPlan, formatPlugins, loadDeployment, lockedDeploy, retireAndReport } from "@nodrop/deployment";
 import { actionsExecExecutor } from "./exec-executor.js";
 import { readInputs } from "./inputs.js";
 import { writeSummary } from "./summary.js";
@@ -136,11 +136,13 @@ function publish(report: DeployReport): void {
 /** One collapsible group per phase (batch), plain lines inside. */
 function logEvents(): (event: DeployEvent) => void {
   let open = false;
+  const phases = new PhaseTracker();
   const close = () => {
     if (open) core.endGroup();
     open = false;
   };
   return (event) => {
+    phases.see(event);
     switch (event.type) {
       case "preflight":
         core.info(`preflight: ${event.instances.map((i) => `${i.id}=${i.version ?? "?"}`).join(" ")}`);
@@ -154,7 +156,7 @@ function logEvents(): (event: DeployEvent) => void {
         open = true;
         break;
       case "step":
-        if (event.status !== "start") core.info(`${event.kind}${event.instance ? ` ${event.instance}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}`);
+        if (event.status !== "start") core.info(`${event.kind}${event.instance ? ` ${event.instance}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}${phases.aside(event)}`);
         break;
       case "route":
         core.info(`nginx generation ${event.generation}: ${event.why}; confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`}`);

@@ -1,3 +1,4 @@
+import type { EarlyStart } from "./early-start.js";
 import type { DeployListener } from "./events.js";
 import type { InstanceOutcome, PhaseReport, RouteReport, StepTiming, VerifyReport } from "./report.js";
 import { reachesInstance, reachesSlot, routedPort, sameRouting, servingInstances, singlePool } from "./routing.js";
@@ -63,6 +64,8 @@ export class DeployRun {
   readonly background = new Map<string, { readonly task: Promise<void>; readonly phase: number }>();
   /** The index of the phase running now. */
   phaseIndex = 0;
+  /** The next phase's steps that started while this one swaps (surge's pipeline), until that phase takes them over. */
+  early: EarlyStart | undefined;
   /** The first background step that failed: the deploy ends at the next phase boundary. */
   backgroundFailure: { error: Error; step: string; drain?: boolean } | undefined;
   /**

@@ -1,6 +1,7 @@
 import type { DeployOptions, RunContext } from "./deploy-options.js";
 import { buildReport, type RunOutcome } from "./deploy-report.js";
 import { DeployRun } from "./deploy-run.js";
+import { type EarlyStart, abandonEarly, startEarly } from "./early-start.js";
 import { NodropError, toNodropError } from "./errors.js";
 import { JournalListener } from "./journal-listener.js";
 import { planDeploy } from "./preflight.js";
@@ -61,16 +62,33 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
 async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutcome> {
   const { run } = context;
   for (const [index, phase] of plan.phases.entries()) {
-    await awaitOlderBackground(context, index);
-    if (run.backgroundFailure) return backgroundOutcome(await settleBackground(context), plan.phases.slice(index).map((p) => p.name));
+    const early = takeEarly(run, index);
+    // A phase whose new processes started early starts none now: the early start waited for the
+    // old processes to stop that the memory check counts on.
+    if (!early) await awaitOlderBackground(context, index);
+    if (run.backgroundFailure) {
+      const failure = await settleBackground(context);
+      return withClauses(backgroundOutcome(failure, plan.phases.slice(index).map((p) => p.name)), await abandonEarly(context, plan.phases, early));
+    }
     run.phaseIndex = index;
     run.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
     const phaseStart = performance.now();
     const endPhase = (ok: boolean) => run.phases.push({ name: phase.name, startMs: phaseStart - run.started, ms: performance.now() - phaseStart, ok });
     let current: PlanStep | undefined;
     try {
-      for (const step of phase.steps) {
+      let skip = 0;
+      if (early) {
+        // This phase's first steps already ran while the one before it swapped: their outcome is this phase's.
+        const failed = await early.done;
+        if (failed) {
+          current = failed.step;
+          throw failed.error;
+        }
+        skip = early.steps;
+      }
+      for (const step of phase.steps.slice(skip)) {
         current = step;
+        if (step.kind === "route") run.early ??= startEarly(context, plan.phases, index + 1);
         await runStep(context, phase, step);
       }
       endPhase(true);
@@ -79,14 +97,28 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       // Recovery works on a settled fleet: no stop of an old slot still in progress.
       await settleBackground(context);
       const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? "?"}`);
+      const abandoned = await abandonEarly(context, plan.phases, takeEarly(run, index + 1));
       endPhase(false);
       // A drain that failed in the background meanwhile is part of what the report must say.
       const drain = failedDrain(run);
-      if (drain && drain.error !== failure && drain.error !== failure.cause) return { ...outcome, recovery: [outcome.recovery, `also, ${DRAIN_FAILED} (${drain.step}: ${drain.error.message.split("\n")[0]})`].filter(Boolean).join("; ") };
-      return outcome;
+      const also = drain && drain.error !== failure && drain.error !== failure.cause ? [`also, ${DRAIN_FAILED} (${drain.step}: ${drain.error.message.split("\n")[0]})`] : [];
+      return withClauses(outcome, [...abandoned, ...also]);
     }
   }
   return backgroundOutcome(await settleBackground(context), []);
+}
+
+/** The early start of phase `index`, handed over (the run keeps none once taken). */
+function takeEarly(run: RunContext["run"], index: number): EarlyStart | undefined {
+  const early = run.early?.phase === index ? run.early : undefined;
+  if (early) run.early = undefined;
+  return early;
+}
+
+/** The outcome with more clauses in its recovery. */
+function withClauses(outcome: RunOutcome, clauses: readonly string[]): RunOutcome {
+  if (clauses.length === 0) return outcome;
+  return { ...outcome, recovery: [outcome.recovery, ...clauses].filter(Boolean).join("; ") };
 }
 
 /** The outcome of a background step or drain that failed; `notRun` are the phases it kept from starting. */

@@ -20,7 +20,8 @@ export function idleStarts(plan: DeployPlan): string[][] {
  * Checks a plan that starts processes on idle slots against what each host showed: every such
  * port free, and each host's available memory enough for the peak overlap. A phase's new processes
  * overlap with their old ones, and with the previous phase's while those stop in the background,
- * so the peak is the largest sum of two neighbouring phases (of all of them when old slots are kept). Throws E_PREFLIGHT naming the host and
+ * so the peak is the largest sum of two neighbouring phases (three when a phase starts early, of
+ * all of them when old slots are kept). Throws E_PREFLIGHT naming the host and
  * the port or the shortfall, before anything changed; returns lines for the plan's notes.
  */
 export function checkIdleSlots(plan: DeployPlan, observed: readonly ObservedInstance[], seen: ReadonlyMap<string, SlotInspection>, budget: OverlapBudget = DEFAULT_OVERLAP): string[] {
@@ -49,15 +50,14 @@ export function checkIdleSlots(plan: DeployPlan, observed: readonly ObservedInst
     }
     const size = (ids: readonly string[]) => onHost(ids).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
     // Phase i overlaps its new processes with the previous phase's while those old ones stop (the
-    // engine waits for older ones), and the new processes of every earlier phase have grown past
-    // the old ones they replaced. Old slots kept for a rollback never stop: everything adds up.
+    // engine waits for older ones), and with the one before that too when phase i starts early
+    // (surge's pipeline); the new processes of every earlier phase have grown past the old ones
+    // they replaced. Old slots kept for a rollback never stop: everything adds up.
     const growth = budget.growth;
     let peak = plan.keepOldMs ? size(starts.flat()) * growth : 0;
-    let before = 0;
     starts.forEach((ids, index) => {
-      const previous = index > 0 ? size(starts[index - 1]!) : 0;
-      peak = Math.max(peak, (size(ids) + previous) * growth + before * (growth - 1));
-      if (index > 0) before += previous;
+      const first = Math.max(0, index - (plan.phases[index]?.prepareEarly ? 2 : 1));
+      peak = Math.max(peak, size(starts.slice(first, index + 1).flat()) * growth + size(starts.slice(0, first).flat()) * (growth - 1));
     });
     const needed = Math.ceil(peak) + budget.reserveBytes;
     if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (new processes at ${growth}× the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);

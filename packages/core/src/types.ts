@@ -283,6 +283,13 @@ export interface PlanPhase {
   readonly instances: readonly string[];
   readonly steps: readonly PlanStep[];
   readonly onFailure: FailurePolicy;
+  /**
+   * Its leading steps on idle slots may start while the phase before it runs its first route (a
+   * surge's swap): nothing routes to those slots, and the next batch need not wait for the reload.
+   * A failure among them surfaces when this phase begins. One more phase's new processes then
+   * overlap with old ones, which preflight's memory check counts.
+   */
+  readonly prepareEarly?: boolean;
 }
 
 export interface DeployPlan {

@@ -12,5 +12,5 @@ export { retireKeptSlots, retireAndReport } from "./kept-slots.js";
 export type { RetireKeptSlotsOptions, RetireOutcome } from "./kept-slots.js";
 export type { LockedDeployOptions, LockedDeployment } from "./locked-deploy.js";
 export { configReference } from "./reference.js";
-export { formatReport, formatPlan, formatPlugins, formatVerify, fleetConverged, progressReporter, table } from "./reporter.js";
+export { formatReport, formatPlan, formatPlugins, formatVerify, fleetConverged, progressReporter, table, PhaseTracker } from "./reporter.js";
 export type { Output } from "./reporter.js";

@@ -12,9 +12,11 @@ export interface Output {
 export function progressReporter(out: Output, started = performance.now()): (event: DeployEvent) => void {
   const at = () => `[${formatDuration(performance.now() - started).padStart(6)}]`;
   if (!out.isTTY) {
+    const phases = new PhaseTracker();
     return (event) => {
+      phases.see(event);
       const line = plainLine(event);
-      if (line) out.write(`${at()} ${line}\n`);
+      if (line) out.write(`${at()} ${line}${phases.aside(event)}\n`);
     };
   }
   const rows = new Map<string, string>();
@@ -54,6 +56,26 @@ export function progressReporter(out: Output, started = performance.now()): (eve
     }
     if (rows.size > 0) redraw();
   };
+}
+
+/**
+ * Which phase the log's lines are under. A step of a later phase that started early (surge's
+ * pipeline: the next batch starts while this one swaps) says which phase it belongs to.
+ */
+export class PhaseTracker {
+  /** The plan's phases, in order. */
+  private planned: string[] = [];
+  private current = -1;
+
+  see(event: DeployEvent): void {
+    if (event.type === "plan") this.planned = event.plan.phases.map((p) => p.name);
+    if (event.type === "phase") this.current = event.index;
+  }
+
+  /** " (for <phase>, started early)" for a step of a phase after the one the lines are under (not an earlier one's background stop). */
+  aside(event: DeployEvent): string {
+    return event.type === "step" && this.planned.indexOf(event.phase) > this.current ? ` (for ${event.phase}, started early)` : "";
+  }
 }
 
 function plainLine(event: DeployEvent): string | undefined {

@@ -13,6 +13,12 @@ export const rollingOptionsSchema = schema.object({
     schema.bool({ doc: "Start each batch's new version on the instances' spare ports while the old one serves, swap them in one reload and stop the old processes in the background: the pool never shrinks. Needs two slots per instance." }),
     false,
   ),
+  prepareAhead: schema.optional(
+    schema.bool({
+      doc: "With surge: start the next batch's new processes while this batch swaps, so the reload does not hold it up. One more batch's processes then run beside the old ones (preflight's memory check counts them); false on hosts short of memory.",
+    }),
+    true,
+  ),
   keepOld: schema.optional(
     schema.duration({ doc: "With surge: keep the old processes running this long after the deploy, so that `nodrop rollback` swaps back in one reload without starting anything; then they stop." }),
     0,

@@ -168,8 +168,8 @@ describe("rollingOptionsSchema", () => {
   }
 
   it("fills in defaults", () => {
-    expect(parse({})).toEqual({ batchSize: 1, minInPool: 1, soak: 0, surge: false, keepOld: 0 });
-    expect(parse({ batchSize: "25%", soak: "30s", minInPool: 2 })).toEqual({ batchSize: "25%", minInPool: 2, soak: 30_000, surge: false, keepOld: 0 });
+    expect(parse({})).toEqual({ batchSize: 1, minInPool: 1, soak: 0, surge: false, prepareAhead: true, keepOld: 0 });
+    expect(parse({ batchSize: "25%", soak: "30s", minInPool: 2 })).toEqual({ batchSize: "25%", minInPool: 2, soak: 30_000, surge: false, prepareAhead: true, keepOld: 0 });
   });
 
   it.each(["0%", 0, "101%", "50", -1, 1.5, "05%"])("batchSize %j is an error naming strategy.batchSize", (batchSize) => {

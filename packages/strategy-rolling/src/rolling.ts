@@ -89,7 +89,7 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
       const size = Math.min(batchCount(options.batchSize ?? 1, all.length), todo.length);
       if (options.surge) {
         const keepOld = options.keepOld ?? 0;
-        const surge = surgePhases(instances, todo, size, { soak: options.soak ?? 0, version, keepOld });
+        const surge = surgePhases(instances, todo, size, { soak: options.soak ?? 0, version, keepOld, prepareAhead: options.prepareAhead ?? true });
         phases.push(...surge.phases);
         notes.push(surge.note);
         if (keepOld > 0) notes.push(`the old processes are kept for ${formatDuration(keepOld)} after the deploy: \`nodrop rollback\` swaps back in one reload`);
@@ -120,10 +120,16 @@ export function rollingStrategy(): Strategy<RollingOptions> & { optionsSchema: t
  * Surge batches: each starts its new version on the idle slots while the old slots serve, swaps
  * them in one reload (the old slots drain with the old nginx generation) and stops the old
  * processes in the background, so the next batch does not wait for them (or keeps them, with
- * keepOld). Every routing holds the whole fleet: capacity never drops below it. When every idle
+ * keepOld). With prepareAhead, a batch's new processes start while the batch before it swaps.
+ * Every routing holds the whole fleet: capacity never drops below it. When every idle
  * slot already runs the version (a rollback inside the keep window), one swap does it all.
  */
-function surgePhases(instances: readonly ObservedInstance[], todo: readonly string[], size: number, options: { soak: number; version: string; keepOld: number }): { phases: PlanPhase[]; note: string } {
+function surgePhases(
+  instances: readonly ObservedInstance[],
+  todo: readonly string[],
+  size: number,
+  options: { soak: number; version: string; keepOld: number; prepareAhead: boolean },
+): { phases: PlanPhase[]; note: string } {
   checkSpares(instances.filter((i) => todo.includes(i.id)), "strategy.surge");
   const all = instances.map((i) => i.id);
   const ready = readySlots(instances.filter((i) => todo.includes(i.id)), options.version);
@@ -140,7 +146,10 @@ function surgePhases(instances: readonly ObservedInstance[], todo: readonly stri
       ...(options.keepOld > 0 ? [] : retireSteps(batch)),
       ...(options.soak > 0 ? [{ kind: "soak" as const, ms: options.soak }] : []),
     ];
-    return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert" };
+    // From the second batch on, its new processes start while the batch before it swaps (not the
+    // first: a plan that stops leftovers reloads the routing in force before any idle slot changes).
+    const early = options.prepareAhead && options.soak === 0 && index > 0;
+    return { name: `batch ${index + 1}/${batches.length}`, instances: batch, steps, onFailure: "revert", ...(early ? { prepareEarly: true } : {}) };
   });
   const note = swapAll
     ? `surge: every idle slot already runs ${options.version}: one swap, no process started`

@@ -194,10 +194,66 @@ describe("surge rolling through the engine", () => {
     expect(report.error?.instance).toBe("web-8011");
     expect(report.error?.step).toMatch(/\(background\)$/);
     expect(byId(report, "web-8011")).toMatchObject({ port: 9011, version: "v2", outcome: "updated", idle: { port: 8011, running: true } });
-    // The next batch never started: the failure stops the deploy at the phase boundary.
+    // Batch 2's new slot started while batch 1 swapped (the pipeline); the failure stopped the deploy
+    // at the phase boundary, before batch 2's swap, and that slot was stopped again.
+    expect(fleet.calls.filter((c) => c.includes("web-8012"))).toEqual(["update web-8012:9012 v2", "start web-8012:9012", "stop web-8012:9012"]);
+    expect(byId(report, "web-8012")).toMatchObject({ port: 8012, version: "v1", inPool: true, idle: { port: 9012, running: false } });
+    expect(fleet.running.get("web-8012:8012")).toBe("v1");
+    expect(fleet.running.has("web-8012:9012")).toBe(false);
+    expect(report.recovery).toContain("the deploy stopped before phase batch 2/2");
+    expect(report.recovery).toContain("batch 2/2, started early: stopped the idle slots of web-8012 (port 9012)");
+  });
+
+  it("without prepareAhead, a batch starts nothing before the one before it has swapped", async () => {
+    const fleet = new SlotFleet(2, "v1");
+    fleet.failStop.add("web-8011:8011");
+    const report = await deploy(options(fleet, new RecordingProxy(), "v2", { prepareAhead: false }));
+    expect(report.error?.step).toMatch(/\(background\)$/);
     expect(fleet.calls.filter((c) => c.includes("web-8012"))).toEqual([]);
     expect(byId(report, "web-8012")).toMatchObject({ port: 8012, version: "v1", outcome: "not-reached", inPool: true });
-    expect(report.recovery).toContain("the deploy stopped before phase batch 2/2");
+  });
+
+  it("with prepareAhead, the next batch's new slot starts during the swap before it, and is swapped in only after it was checked", async () => {
+    const fleet = new SlotFleet(3, "v1");
+    const log = fleet.calls;
+    const proxy = new RecordingProxy();
+    const apply = proxy.apply.bind(proxy);
+    // Each swap takes a while, and says in the log when it begins and ends.
+    proxy.apply = async (routing, instances) => {
+      log.push(`swap ${proxy.applied.length + 1} begins`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const result = await apply(routing, instances);
+      log.push(`swap ${proxy.applied.length} ends`);
+      return result;
+    };
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.ok).toBe(true);
+    const at = (entry: string) => log.indexOf(entry);
+    // web-8012 (batch 2) starts while swap 1 runs; web-8013 (batch 3) while swap 2 runs.
+    expect(at("start web-8012:9012")).toBeGreaterThan(at("swap 1 begins"));
+    expect(at("start web-8012:9012")).toBeLessThan(at("swap 1 ends"));
+    expect(at("start web-8013:9013")).toBeGreaterThan(at("swap 2 begins"));
+    expect(at("start web-8013:9013")).toBeLessThan(at("swap 2 ends"));
+    // The first batch waits for nothing before it; every routing holds the whole fleet.
+    expect(at("start web-8011:9011")).toBeLessThan(at("swap 1 begins"));
+    expect(proxy.applied.map((a) => servingInstances(a.routing).size)).toEqual([3, 3, 3]);
+    expect(report.phases.map((p) => p.ok)).toEqual([true, true, true]);
+  });
+
+  it("with prepareAhead, a next batch's new slot that fails its check fails that batch: stopped, and its instance never left its old slot", async () => {
+    const fleet = new SlotFleet(3, "v1");
+    fleet.broken.add("web-8012:9012");
+    const proxy = new RecordingProxy();
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.ok).toBe(false);
+    expect(report.error).toMatchObject({ code: "E_HEALTHCHECK", instance: "web-8012", step: "batch 2/3: check" });
+    // Batch 1 swapped; batch 2 never did; batch 3 never started.
+    expect(proxy.applied).toHaveLength(1);
+    expect(fleet.running.has("web-8012:9012")).toBe(false);
+    expect(fleet.running.get("web-8012:8012")).toBe("v1");
+    expect(fleet.calls.filter((c) => c.includes("web-8013"))).toEqual([]);
+    expect(byId(report, "web-8011")).toMatchObject({ port: 9011, version: "v2", outcome: "updated" });
+    expect(byId(report, "web-8012")).toMatchObject({ port: 8012, version: "v1", inPool: true });
   });
 
   it("refuses before anything runs when an idle port is taken, naming the host and the port", async () => {
@@ -222,10 +278,14 @@ describe("surge rolling through the engine", () => {
     expect(report.error?.message).toContain("host local has 1100 MiB available, the overlap needs 1628 MiB");
     expect(report.error?.message).toContain("528 MiB short");
     expect(fleet.calls).toEqual([]);
-    // With batches of 1 the peak is in the last batch: two instances overlapping (750 MiB) and the
-    // two swapped before them grown by a quarter (150 MiB), + 128 MiB: 1028 MiB fits.
-    const plan = await planDeploy(options(fleet, proxy, "v2", { batchSize: 1 }));
+    // With batches of 1 and no pipeline, the peak is in the last batch: two instances overlapping
+    // (750 MiB) and the two swapped before them grown by a quarter (150 MiB), + 128 MiB: 1028 MiB fits.
+    const plan = await planDeploy(options(fleet, proxy, "v2", { batchSize: 1, prepareAhead: false }));
     expect(plan.plan.notes).toContain("memory for the overlap on local: 1028 MiB needed, 1100 MiB available");
+    // With the pipeline (the default), three batches overlap: 3 × 375 + 75 + 128 = 1328 MiB.
+    const pipelined = await deploy(options(fleet, proxy, "v2", { batchSize: 1 }));
+    expect(pipelined.error?.message).toContain("the overlap needs 1328 MiB");
+    expect(fleet.calls).toEqual([]);
   });
 
   it("after a deploy killed mid-surge, stops the app's old processes left on idle slots and uses a new one as it is", async () => {
@@ -385,13 +445,17 @@ describe("surge rolling through the engine", () => {
     expect(proxy.applied).toHaveLength(2);
     expect(report.recovery).toContain("a background drain failed: the routing that replaced it is in force, and the slots the old one served were left running");
     expect(report.recovery).toContain("the deploy stopped before phase batch 3/3");
+    // Batch 3's new slot, started during batch 2's swap, was stopped again: nothing routed to it.
+    expect(report.recovery).toContain("batch 3/3, started early: stopped the idle slots of web-8013 (port 9013)");
+    expect(fleet.running.has("web-8013:9013")).toBe(false);
     expect(report.routes[0]).toMatchObject({ background: true, drainFailed: "nginx on local: workers of the previous generation still running" });
     // Neither old slot that routing served was stopped: nginx may still be draining requests on them.
     expect(fleet.calls.filter((c) => /^stop .*:80\d\d$/.test(c))).toEqual([]);
     expect(fleet.running.get("web-8011:8011")).toBe("v1");
     expect(fleet.running.get("web-8012:8012")).toBe("v1");
     expect(byId(report, "web-8011")).toMatchObject({ port: 9011, version: "v2", idle: { port: 8011, running: true } });
-    expect(byId(report, "web-8013")).toMatchObject({ port: 8013, version: "v1", outcome: "not-reached" });
+    // Its new slot was started early and stopped again: back where it was, hence "reverted".
+    expect(byId(report, "web-8013")).toMatchObject({ port: 8013, version: "v1", outcome: "reverted" });
     // The routing in force holds the whole fleet, each instance on a slot that runs.
     expect(servingInstances(proxy.inForce!).size).toBe(3);
     for (const [id, port] of Object.entries(proxy.inForce!.slots!)) expect(fleet.running.has(`${id}:${port}`), `${id}:${port}`).toBe(true);
