@@ -1,7 +1,8 @@
 // Surge rolling on real nginx and gunicorn, each instance with two slots (a port and a spare):
 // under load the pool never holds fewer instances than the fleet, a new slot that fails its check
 // changes nothing users see, and a taken spare port or too little memory is refused up front.
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
 import net from "node:net";
 import { sleep } from "@nodrop/core";
 import { startLoad } from "@nodrop/loadgen";
@@ -109,6 +110,38 @@ describe("surge rolling (real nginx + gunicorn, two slots per instance)", () => 
     expect(await fleet.versions()).toEqual(Object.fromEntries(PORTS.flatMap((port) => [[String(port), "v4"], [String(port + OFFSET), "down"]])));
   });
 
+  it("the pipeline: batch 2's new slot starts while batch 1 swaps; when that start fails, batch 2 fails with it, its instance never leaves its old slot, and no request fails", async () => {
+    const before = await fleet.versions();
+    const live = (port: number) => (before[String(port)] !== "down" ? port : port + OFFSET);
+    const idle = (port: number) => (live(port) === port ? port + OFFSET : port);
+    const from = before[String(live(8412))];
+    await mkdir(path.join(fleet.dir, "instances", String(idle(8412))), { recursive: true });
+    await writeFile(path.join(fleet.dir, "instances", String(idle(8412)), "fail-once-start"), "");
+    const result = await deployUnderLoad({ fleet, version: "v2", warmupMs: 500, cooldownMs: 500, load: { clients: 12, seed: 19 } });
+    expect(result.cli.code).not.toBe(0);
+    expect(result.report?.error).toMatchObject({ code: "E_INSTANCE", instance: "web-8412", step: "batch 2/4: start" });
+    expect(result.stats.failed).toBe(0);
+    // The start was attempted before batch 1's swap had ended: it ran early, not after it.
+    const records = lastDeployRecords(await readJournal(fleet));
+    const when = (phase: string, kind: string, instance: string | undefined, status: string) => {
+      const record = records.find((r) => r.type === "step" && r.phase === phase && r.kind === kind && r.instance === instance && r.status === status);
+      expect(record, `${phase}: ${kind} ${instance ?? ""} ${status}`).toBeDefined();
+      return Date.parse(record!.at);
+    };
+    expect(when("batch 2/4", "start", "web-8412", "start")).toBeLessThanOrEqual(when("batch 1/4", "route", undefined, "ok"));
+    // Batch 1 went live on its new slot; web-8412 serves from its old one, the rest were not reached.
+    const state = result.report!.instances.map((i) => [i.id, i.version, i.port, i.inPool]);
+    expect(state).toEqual(PORTS.map((port) => [`web-${port}`, port === 8411 ? "v2" : from, port === 8411 ? idle(8411) : live(port), true]));
+    const after = await fleet.versions();
+    expect(after[String(live(8412))]).toBe(from);
+    expect(after[String(idle(8412))]).toBe("down");
+    expect(after[String(idle(8411))]).toBe("v2");
+    // The next deploy finishes the job (the start fails only once): the tests after this one start from one version.
+    const again = await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v2"]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(new Set(Object.values(await fleet.versions()).filter((v) => v !== "down"))).toEqual(new Set(["v2"]));
+  });
+
   it("the old slots drain in the background: the next batch starts while a 10 s request is still in flight on batch 1's old slot, which stops only after it", async () => {
     const SLOW_MS = 10_000;
     // Where web-8411 is live now and what it runs (after the tests above: 8411, v4).
@@ -141,6 +174,7 @@ describe("surge rolling (real nginx + gunicorn, two slots per instance)", () => 
     const newPort = (port: number) => (live === 8411 ? port + OFFSET : port);
     expect(await fleet.versions()).toEqual(Object.fromEntries(PORTS.flatMap((port) => [[String(port), newPort(port) === port ? "v5" : "down"], [String(port + OFFSET), newPort(port) === port ? "down" : "v5"]])));
   });
+
 });
 
 describe("surge rolling killed with -9 mid-deploy, then resume (real nginx + gunicorn)", () => {
