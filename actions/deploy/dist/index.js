@@ -51675,16 +51675,21 @@ var DeployRun = class {
     this.id = `${this.startedAt.toISOString()}-${process.pid}`;
   }
   emit = (event) => this.listener(event);
-  /** Starts tracking from what preflight saw, with the routing it read (undefined: the proxy has none of ours, so all serve). */
-  begin(observed, routing) {
+  /**
+   * Starts tracking from what preflight saw, with the routing it read (undefined: the proxy has none
+   * of ours, so all serve) and any other that some proxy of a group has in force (`others`): until a
+   * change is confirmed on all of them, an instance any of these reaches counts as reachable.
+   */
+  begin(observed, routing, others = []) {
     this.observed = [...observed];
-    this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id))];
+    this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id)), ...others];
     for (const o of observed) if (o.inPool) this.routedSlots.add(`${o.id}:${o.livePort ?? o.port}`);
     for (const o of observed) {
       const control = this.instances.find((i) => i.spec.id === o.id);
       const idle = o.idle ? { port: o.idle.port, version: o.idle.version, running: o.idle.free ? false : void 0, ours: false } : void 0;
       this.tracked.set(o.id, { control, from: o.version, version: o.version, port: o.livePort ?? o.port, idle, touched: false, outcome: o.version === this.version ? "unchanged" : "not-reached", steps: [] });
     }
+    for (const other of others) this.routingAttempted(other);
   }
   /** For a deploy refused before tracking began: the routing preflight could read, if any. */
   refusedBefore(routing) {
@@ -52260,7 +52265,7 @@ function agreedRouting(routings) {
   if (!differ) return first;
   throw new NodropError(
     "E_PROXY_DISAGREE",
-    `the proxies route differently: ${routings.map((r) => `${r.label} ${r.routing ? describeRouting(r.routing) : "has no routing of nodrop's"}`).join("; ")}; nodrop deploys only from one routing on all of them: put one there by hand (copy one proxy's include file to the others and reload them)`
+    `the proxies route differently: ${routings.map((r) => `${r.label} ${r.routing ? describeRouting(r.routing) : "has no routing of nodrop's"}`).join("; ")}; a deploy starts only from one routing on all of them: \`nodrop resume\` or \`nodrop rollback\` puts the first proxy's routing on every one first`
   );
 }
 function describeRouting(routing) {
@@ -52353,6 +52358,34 @@ async function checkProxyClocks(proxy, plan, signal) {
   if (problem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${problem}`);
   return [`proxy clocks (the switch is at one instant on all of them): ${formatOffsets(offsets)}, within ${CLOCK_SPREAD_LIMIT_MS}ms`];
 }
+async function readRoutingInForce(options) {
+  const { proxy, signal } = options;
+  try {
+    return { routing: await proxy.current({ signal }), others: [] };
+  } catch (error2) {
+    if (!options.reconcileProxies || !isProxyGroup(proxy) || toNodropError(error2, "E_PROXY_RELOAD").code !== "E_PROXY_DISAGREE") throw error2;
+    const each = await currentOfEach(proxy.members, { signal });
+    const missing = each.filter((m) => m.routing === void 0 || m.error !== void 0);
+    if (missing.length > 0) throw error2;
+    const specs = options.instances.map((i) => i.spec);
+    for (const m of each) {
+      const problem = routingSlotProblem(m.routing, specs);
+      if (problem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: on proxy ${m.label}, ${problem}`);
+    }
+    const [first, ...rest] = each;
+    const routing = settledRouting(first.routing);
+    const others = [first.routing, ...rest.map((m) => m.routing)].filter((r, index, all) => !sameRouting(r, routing) && all.findIndex((o) => sameRouting(o, r)) === index);
+    const why = `every proxy onto the routing ${first.label} has (they routed differently)`;
+    return {
+      routing,
+      others,
+      reconcile: {
+        phase: { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }] },
+        note: `the proxies route differently (${each.map((m) => `${m.label} ${describeRouting(m.routing)}`).join("; ")}): the first change puts ${first.label}'s routing on all of them, and nothing stops before their old routings have drained`
+      }
+    };
+  }
+}
 async function observeInstances(instances, health, options = {}) {
   const observed = /* @__PURE__ */ new Map();
   await forEachPerHost(instances, (i) => i.spec.host, options.parallel ?? 8, async (instance) => {
@@ -52379,7 +52412,8 @@ async function planDeploy(options) {
   }
   const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i])).values()];
   await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
-  const routing = await options.proxy.current({ signal: options.signal });
+  const read2 = await readRoutingInForce(options);
+  const routing = read2.routing;
   const slotProblem = routing ? routingSlotProblem(routing, options.instances.map((i) => i.spec)) : void 0;
   if (slotProblem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: on proxy ${options.proxy.name}, ${slotProblem}`);
   const observed = await observeInstances(options.instances, options.health, { ...options, routing: routing ? { routing, staged: [options.version, ...options.stagedVersions ?? []] } : void 0 });
@@ -52397,11 +52431,11 @@ async function planDeploy(options) {
   const inspections = await inspectIdleSlots(options, observed);
   const seenObserved = await Promise.all(observed.map((o) => withIdleSlot(options, o, inspections.get(o.id))));
   const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
-  const plan = checkPlanShape(planned, seenObserved);
+  const plan = checkPlanShape(read2.reconcile ? { ...planned, phases: [read2.reconcile.phase, ...planned.phases], notes: [read2.reconcile.note, ...planned.notes] } : planned, seenObserved);
   const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
   const clockNotes = await checkProxyClocks(options.proxy, plan, options.signal);
   const notes = [...slotNotes, ...clockNotes];
-  return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing };
+  return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing, others: read2.others };
 }
 async function inspectIdleSlots(options, observed) {
   const seen = /* @__PURE__ */ new Map();
@@ -52473,7 +52507,7 @@ async function deploy(options) {
   try {
     const preflight = await planDeploy(options);
     plan = preflight.plan;
-    run3.begin(preflight.observed, preflight.routing);
+    run3.begin(preflight.observed, preflight.routing, preflight.others);
   } catch (error2) {
     run3.refusedBefore(await options.proxy.current({ signal: options.signal }).catch(() => void 0));
     return finish(context, { error: toNodropError(error2, "E_PREFLIGHT"), step: "preflight" });
@@ -56751,7 +56785,15 @@ async function lockedDeployAfter(deployment, deployId, options) {
 }
 function deployWith(deployment, journal, options, signal) {
   return interruptedVersions(journal).then(
-    (stagedVersions) => deploy({ ...deployment.options, version: options.version, journal, stagedVersions, signal, ...options.onEvent ? { onEvent: options.onEvent } : {} })
+    (stagedVersions) => deploy({
+      ...deployment.options,
+      version: options.version,
+      journal,
+      stagedVersions,
+      signal,
+      ...options.onEvent ? { onEvent: options.onEvent } : {},
+      ...options.reconcileProxies ? { reconcileProxies: true } : {}
+    })
   );
 }
 async function underLock(deployment, options, body) {

@@ -25,7 +25,7 @@ export const USAGE = `nodrop: deploy new code to app instances behind nginx with
 
 usage:
   nodrop deploy   --config FILE --version V [--strategy S] [--verify MODE] [--lock-wait DURATION] [--json]
-  nodrop resume   --config FILE [--verify MODE] [--lock-wait DURATION] [--json]          finishes a deploy that did not end
+  nodrop resume   --config FILE [--verify MODE] [--lock-wait DURATION] [--json]          finishes a deploy that did not end (or brings proxies that route differently together)
   nodrop rollback --config FILE [--to V] [--verify MODE] [--lock-wait DURATION] [--json] back to the version before the last deploy
   nodrop lock status|release --config FILE
   nodrop reconcile --config FILE [--dry-run] [--lock-wait DURATION] [--json]  the routing in force, with the config's addresses
@@ -125,7 +125,8 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           const last = lastDeploy(await journal.read());
           if (!last) throw new NodropError("E_JOURNAL", `no deploy in the journal on ${deployment.proxyExecutor.host} (${deployment.stateDir}): nothing to ${command}`);
           if (command === "resume") {
-            if (last.finished && last.ok) throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) finished; nothing to resume`);
+            // A finished deploy leaves nothing to resume, unless the proxies have come to route differently since.
+            if (last.finished && last.ok && !(await proxiesDisagree(deployment))) throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) finished; nothing to resume`);
             // Checked again where it is used: the journal is a file anyone on the proxy host can edit.
             version = journalVersion(last.version, "version");
             io.stderr.write(`nodrop: resuming the deploy of ${version} started ${last.at} (last step: ${last.lastStep ?? "none"})\n`);
@@ -139,7 +140,14 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
             io.stderr.write(`nodrop: rolling back from ${last.version} to ${version}\n`);
           }
         }
-        const report = await lockedDeploy(deployment, { version, lockWaitMs: lockWait, signal: io.signal, onEvent: progressReporter(values.json ? io.stderr : io.stdout) });
+        const report = await lockedDeploy(deployment, {
+          version,
+          lockWaitMs: lockWait,
+          signal: io.signal,
+          onEvent: progressReporter(values.json ? io.stderr : io.stdout),
+          // Resume and rollback are how a fleet whose proxies a dead deploy left routing differently comes back together.
+          ...(command === "deploy" ? {} : { reconcileProxies: true }),
+        });
         const ssh = sshConnections(deployment.executors);
         if (values.json) io.stdout.write(`${JSON.stringify(ssh ? { ...report, ssh } : report, null, 2)}\n`);
         else io.stdout.write(`\n${formatReport(report)}${ssh ? `\nssh: ${ssh.connections} connections to ${ssh.hosts} hosts` : ""}\n`);
@@ -298,6 +306,17 @@ async function reconcile(deployment: Deployment, options: { lockWaitMs: number; 
  * rollback` (from this or any other machine); then this process stops them, unless a later deploy
  * came first. Interrupted, it leaves them to the next deploy, which stops them before anything else.
  */
+/** Whether the deployment's proxies are several and route differently now (each read for itself). */
+async function proxiesDisagree(deployment: Deployment): Promise<boolean> {
+  if (!isProxyGroup(deployment.proxy)) return false;
+  try {
+    agreedRouting(await currentOfEach(deployment.proxy.members));
+    return false;
+  } catch (error) {
+    return NodropError.is(error) && error.code === "E_PROXY_DISAGREE";
+  }
+}
+
 async function waitOutKeepWindow(deployment: Deployment, report: DeployReport, io: Io): Promise<void> {
   io.stderr.write(`nodrop: the old processes stay up until ${report.keptUntil} for \`nodrop rollback\` (one reload, nothing started); waiting to stop them then (Ctrl-C leaves them to the next deploy)\n`);
   await retireAndReport(deployment, report, io.signal, (level, text) => io.stderr.write(`nodrop: ${level === "warning" ? "warning: " : ""}${text}\n`));

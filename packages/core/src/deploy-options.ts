@@ -36,6 +36,13 @@ export interface DeployOptions<StrategyOptions> {
   journal?: Journal;
   /** Probes the site through the proxy for the whole deploy; crossing its threshold stops the deploy. */
   verify?: DeployVerifier;
+  /**
+   * When the proxies of a group route differently (a deploy died between their changes): plan from
+   * the first one's routing, count every other one's as possibly in force, and put the first one's
+   * on all of them before anything else changes. Without it such a deploy is refused. `resume` and
+   * `rollback` set it.
+   */
+  reconcileProxies?: boolean;
   /** What a host must keep free while new processes start on idle slots beside the old ones. */
   overlap?: OverlapBudget;
 }

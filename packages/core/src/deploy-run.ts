@@ -104,16 +104,22 @@ export class DeployRun {
 
   emit: DeployListener = (event) => this.listener(event);
 
-  /** Starts tracking from what preflight saw, with the routing it read (undefined: the proxy has none of ours, so all serve). */
-  begin(observed: readonly ObservedInstance[], routing: Routing | undefined): void {
+  /**
+   * Starts tracking from what preflight saw, with the routing it read (undefined: the proxy has none
+   * of ours, so all serve) and any other that some proxy of a group has in force (`others`): until a
+   * change is confirmed on all of them, an instance any of these reaches counts as reachable.
+   */
+  begin(observed: readonly ObservedInstance[], routing: Routing | undefined, others: readonly Routing[] = []): void {
     this.observed = [...observed];
-    this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id))];
+    this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id)), ...others];
     for (const o of observed) if (o.inPool) this.routedSlots.add(`${o.id}:${o.livePort ?? o.port}`);
     for (const o of observed) {
       const control = this.instances.find((i) => i.spec.id === o.id)!;
       const idle = o.idle ? { port: o.idle.port, version: o.idle.version, running: o.idle.free ? false : undefined, ours: false } : undefined;
       this.tracked.set(o.id, { control, from: o.version, version: o.version, port: o.livePort ?? o.port, idle, touched: false, outcome: o.version === this.version ? "unchanged" : "not-reached", steps: [] });
     }
+    // The slots the other proxies serve are ones a generation of theirs may be draining on.
+    for (const other of others) this.routingAttempted(other);
   }
 
   /** For a deploy refused before tracking began: the routing preflight could read, if any. */

@@ -36,7 +36,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   try {
     const preflight = await planDeploy(options);
     plan = preflight.plan;
-    run.begin(preflight.observed, preflight.routing);
+    run.begin(preflight.observed, preflight.routing, preflight.others);
   } catch (error) {
     // Nothing was touched: report pool membership as the proxy has it.
     run.refusedBefore(await options.proxy.current({ signal: options.signal }).catch(() => undefined));

@@ -4,6 +4,7 @@ import type { DeployOptions } from "./deploy-options.js";
 import { NodropError } from "./errors.js";
 import type { HealthCheck, InstanceControl, ObservedInstance, DeployPlan, Routing, SlotInspection } from "./types.js";
 import { reachesInstance, routedPort, routingSlotProblem, validateRouting } from "./routing.js";
+import { readRoutingInForce } from "./proxy-reconcile.js";
 import { checkIdleSlots, idleStarts } from "./slot-preflight.js";
 import { isSafeName } from "./template.js";
 
@@ -13,6 +14,8 @@ export interface Preflight {
   readonly observed: ObservedInstance[];
   /** Undefined when the proxy holds no routing of nodrop's (every instance then counts as serving). */
   readonly routing: Routing | undefined;
+  /** Routings other proxies of a group have in force, when they disagreed and the deploy reconciles them. */
+  readonly others: readonly Routing[];
 }
 
 /** Probes every instance directly: which version it runs and whether it is healthy. */
@@ -68,7 +71,8 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   // per host: a host's instances share its executor, and a busy host pays for every login shell.
   const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i] as const)).values()];
   await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
-  const routing = await options.proxy.current({ signal: options.signal });
+  const read = await readRoutingInForce(options);
+  const routing = read.routing;
   // The routing in force comes from a file on the proxy host: the slots it names must be the
   // instances' own ports before any probe or command uses them.
   const slotProblem = routing ? routingSlotProblem(routing, options.instances.map((i) => i.spec)) : undefined;
@@ -90,11 +94,11 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   const inspections = await inspectIdleSlots(options, observed);
   const seenObserved = await Promise.all(observed.map((o) => withIdleSlot(options, o, inspections.get(o.id))));
   const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
-  const plan = checkPlanShape(planned, seenObserved);
+  const plan = checkPlanShape(read.reconcile ? { ...planned, phases: [read.reconcile.phase, ...planned.phases], notes: [read.reconcile.note, ...planned.notes] } : planned, seenObserved);
   const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
   const clockNotes = await checkProxyClocks(options.proxy, plan, options.signal);
   const notes = [...slotNotes, ...clockNotes];
-  return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing };
+  return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing, others: read.others };
 }
 
 /** What each instance's host shows of its idle slot (one command per instance, per host in turn). */

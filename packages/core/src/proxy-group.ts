@@ -130,7 +130,7 @@ class GroupState {
  * after its instant): its switch's target as the default. Put back as it was, it would switch again,
  * each proxy at an instant of its own, after the old default had answered once more.
  */
-function settledRouting(routing: Routing | undefined): Routing | undefined {
+export function settledRouting(routing: Routing | undefined): Routing | undefined {
   if (!routing?.switchDefault) return routing;
   const { switchDefault, ...rest } = routing;
   return { ...rest, defaultPool: switchDefault.to };
@@ -177,7 +177,7 @@ export function agreedRouting(routings: readonly MemberRouting[]): Routing | und
   if (!differ) return first;
   throw new NodropError(
     "E_PROXY_DISAGREE",
-    `the proxies route differently: ${routings.map((r) => `${r.label} ${r.routing ? describeRouting(r.routing) : "has no routing of nodrop's"}`).join("; ")}; nodrop deploys only from one routing on all of them: put one there by hand (copy one proxy's include file to the others and reload them)`,
+    `the proxies route differently: ${routings.map((r) => `${r.label} ${r.routing ? describeRouting(r.routing) : "has no routing of nodrop's"}`).join("; ")}; a deploy starts only from one routing on all of them: \`nodrop resume\` or \`nodrop rollback\` puts the first proxy's routing on every one first`,
   );
 }
 

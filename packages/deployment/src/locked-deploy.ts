@@ -20,6 +20,8 @@ export interface LockedDeployOptions {
   lockWaitMs?: number;
   signal?: AbortSignal | undefined;
   onEvent?: DeployListener | undefined;
+  /** Proxies of a group that route differently are brought together first, not refused (resume, rollback). */
+  reconcileProxies?: boolean;
 }
 
 /**
@@ -47,7 +49,15 @@ export async function lockedDeployAfter(deployment: LockedDeployment, deployId: 
 
 function deployWith(deployment: LockedDeployment, journal: Journal, options: LockedDeployOptions, signal: AbortSignal): Promise<DeployReport> {
   return interruptedVersions(journal).then((stagedVersions) =>
-    deploy({ ...deployment.options, version: options.version, journal, stagedVersions, signal, ...(options.onEvent ? { onEvent: options.onEvent } : {}) }),
+    deploy({
+      ...deployment.options,
+      version: options.version,
+      journal,
+      stagedVersions,
+      signal,
+      ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+      ...(options.reconcileProxies ? { reconcileProxies: true } : {}),
+    }),
   );
 }
 
