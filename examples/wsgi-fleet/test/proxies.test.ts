@@ -2,17 +2,34 @@
 // namespace with its own address and sshd), gunicorn instances on two more; nodrop reaches every
 // host over SSH. The load's clients each keep to one proxy, as DNS round robin sends them, with
 // their own cookies. Every routing change must hold on both, or on neither.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { type Routing, sleep } from "@nodrop/core";
 import { type TestHosts, startTestHosts } from "@nodrop/testhosts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Fleet, deployUnderLoad, routingIn, runNodrop, startFleet } from "../src/index.js";
+import { type Fleet, deployUnderLoad, nodropBin, routingIn, runNodrop, startFleet } from "../src/index.js";
+
+/** Lines in a file (0 when it does not exist). */
+const lines = (file: string) => readFile(file, "utf8").then((t) => t.split("\n").filter(Boolean).length, () => 0);
+
+/** Polls `done` every 20 ms; throws after `timeoutMs`. */
+async function until(done: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await done())) {
+    if (performance.now() > deadline) throw new Error(`not reached within ${timeoutMs} ms`);
+    await sleep(20);
+  }
+}
 
 describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd in network namespaces)", () => {
   let hosts: TestHosts;
   let fleet: Fleet;
   /** lb2's nginx -t fails while this file exists (its `binary` is a wrapper that checks for it). */
   let failTestFlag: string;
+  /** A line per `nginx -s reload` lb1's nginx accepted. */
+  let reloadsSent: string;
   const includes = () => Promise.all(fleet.proxies.map((p) => readFile(p.includeFile, "utf8")));
 
   beforeAll(async () => {
@@ -24,7 +41,19 @@ describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd
     // The real nginx, except that `nginx -t` fails (as a config nginx refuses would) while the flag exists.
     await writeFile(wrapper, `#!/bin/sh\nfor a in "$@"; do if [ "$a" = -t ] && [ -e ${failTestFlag} ]; then echo "nginx: [emerg] unknown directive \\"injected\\" in lb2's config"; exit 1; fi; done\nexec nginx "$@"\n`);
     await chmod(wrapper, 0o755);
-    fleet = await startFleet({ hosts, proxyHosts: ["lb1", "lb2"], ports: [8261, 8262], proxyPort: 18261, strategy: { name: "rolling", batchSize: 1 }, proxyHostOptions: { lb2: { binary: wrapper } } });
+    // lb1's nginx as it is, but every `nginx -s reload` that went through adds a line to a file.
+    reloadsSent = path.join(hosts.host("lb1").dir, "reloads-sent");
+    const lb1Wrapper = path.join(hosts.host("lb1").dir, "nginx-wrapper");
+    await writeFile(lb1Wrapper, `#!/bin/sh\nnginx "$@"; rc=$?\ncase " $* " in *" -s reload "*) [ $rc = 0 ] && echo sent >> ${reloadsSent};; esac\nexit $rc\n`);
+    await chmod(lb1Wrapper, 0o755);
+    fleet = await startFleet({
+      hosts,
+      proxyHosts: ["lb1", "lb2"],
+      ports: [8261, 8262],
+      proxyPort: 18261,
+      strategy: { name: "rolling", batchSize: 1 },
+      proxyHostOptions: { lb1: { binary: lb1Wrapper }, lb2: { binary: wrapper } },
+    });
   });
   afterAll(async () => {
     await fleet?.stop();
@@ -144,7 +173,7 @@ describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd
     }
   });
 
-  it("proxies that route differently (lb2's file edited and reloaded by hand): status says so and exits 1, and a deploy refuses before touching anything, naming both", async () => {
+  it("proxies that route differently (lb2's file edited and reloaded by hand): status says so and exits 1, a deploy refuses before touching anything, naming both, and a rollback to the version they run brings them together", async () => {
     const lb2 = fleet.proxies[1]!;
     const original = await readFile(lb2.includeFile, "utf8");
     const routing = routingIn(original)!;
@@ -162,14 +191,103 @@ describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd
       expect(deploy.stderr).toMatch(/E_PROXY_DISAGREE[\s\S]*the proxies route differently: lb1 \{[^}]*\}; lb2 \{[^}]*\}/);
       expect(await readFile(lb2.includeFile, "utf8")).toBe(edited);
       expect(Object.values(await fleet.versions()).every((v) => v === "v4")).toBe(true);
+      // rollback (to v4, which every instance runs: the last deploy, of v3, failed) is a way back: lb1's routing on both, nothing else changed.
+      const resume = await runNodrop(["rollback", "--config", fleet.configFile, "--to", "v4", "--json"]);
+      expect(resume.code, resume.stderr).toBe(0);
+      const report = JSON.parse(resume.stdout) as { routes: { why: string }[]; instances: { version: string; inPool: boolean }[] };
+      expect(report.routes.map((r) => r.why)).toEqual(["every proxy onto the routing lb1 has (they routed differently)"]);
+      expect(report.instances.every((i) => i.version === "v4" && i.inPool)).toBe(true);
+      const [one, two] = (await includes()).map(routingIn);
+      expect(two).toEqual(one);
+      expect(one).toEqual(routing);
     } finally {
       await writeFile(lb2.includeFile, original);
       await lb2.nginx("-s", "reload");
     }
   });
 
+  // v1, so that the test after it has a deploy to make.
+  it("nodrop killed (-9) when lb1 has taken batch 2's change and lb2 has not: status shows both and that they differ, and resume brings them together, 0 failed requests through either proxy", async () => {
+    const home = hosts.host("lb2").dir;
+    const shim = path.join(home, "shim-mv");
+    const hold = path.join(home, "hold-mv");
+    const held = path.join(home, "mv-held");
+    const count = path.join(home, "mv-count");
+    await mkdir(shim, { recursive: true });
+    await mkdir(path.join(home, ".ssh"), { recursive: true });
+    // lb2's second `mv` while the hold exists (the rename of batch 2's include file) waits until it
+    // is gone and then fails: lb2's file and its nginx keep batch 1's routing.
+    await writeFile(
+      path.join(shim, "mv"),
+      `#!/bin/sh\nif [ -e ${hold} ]; then\n  n=$(( $(cat ${count} 2>/dev/null || echo 0) + 1 )); echo $n > ${count}\n  if [ $n = 2 ]; then : > ${held}; while [ -e ${hold} ]; do sleep 0.05; done; exit 1; fi\nfi\nexec /bin/mv "$@"\n`,
+    );
+    await chmod(path.join(shim, "mv"), 0o755);
+    const environment = path.join(home, ".ssh", "environment");
+    await writeFile(environment, `PATH=${shim}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n`);
+    await writeFile(hold, "");
+    await rm(count, { force: true });
+    const reloadsBefore = await lines(reloadsSent);
+    let status: { code: number | null; stdout: string } | undefined;
+    let split: (Routing | undefined)[] = [];
+    try {
+      const result = await deployUnderLoad({
+        fleet,
+        version: "v1",
+        warmupMs: 500,
+        cooldownMs: 1000,
+        load: { clients: 16, seed: 175, urls: fleet.proxies.map((p) => p.url) },
+        deployer: async () => {
+          const child = spawn(process.execPath, [nodropBin, "deploy", "--config", fleet.configFile, "--version", "v1"], { stdio: ["ignore", "ignore", "pipe"] });
+          let stderr = "";
+          child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+          let gone = false;
+          const exited = new Promise<void>((resolve) => child.on("exit", () => ((gone = true), resolve())));
+          // lb2 holds batch 2's write; lb1 took batch 1's change and then batch 2's (its second reload signal).
+          await until(async () => {
+            if (gone) throw new Error(`the deploy ended before lb2 held batch 2's change:\n${stderr}`);
+            return existsSync(held) && (await lines(reloadsSent)) >= reloadsBefore + 2;
+          }, 60_000).catch((error: Error) => {
+            throw new Error(`${error.message} (lb2 held: ${existsSync(held)}, lb1 reloads: ${reloadsBefore} before)\n${stderr}`);
+          });
+          child.kill("SIGKILL");
+          await exited;
+          // The held mv ends (failing: nothing written) and lb2's next ones pass.
+          await rm(hold, { force: true });
+          split = (await includes()).map(routingIn);
+          const shown = await runNodrop(["status", "--config", fleet.configFile, "--json"]);
+          status = { code: shown.code, stdout: shown.stdout };
+          return runNodrop(["resume", "--config", fleet.configFile, "--json"]);
+        },
+      });
+      // The kill left them apart: lb1 without batch 2's instance, lb2 without batch 1's.
+      expect(split[0]).toBeDefined();
+      expect(split[1]).toBeDefined();
+      expect(split[0]).not.toEqual(split[1]);
+      expect(status?.code).toBe(1);
+      const shown = JSON.parse(status!.stdout) as { proxies: { host: string; routing: Routing }[]; disagree: boolean; lastDeploy?: { finished: boolean } };
+      expect(shown.disagree).toBe(true);
+      expect(shown.proxies.map((p) => p.host)).toEqual(["lb1", "lb2"]);
+      expect(shown.proxies.map((p) => p.routing)).toEqual(split);
+      expect(shown.lastDeploy?.finished).toBe(false);
+      // resume: lb1's routing on both first, then the deploy finished.
+      expect(result.cli.code, result.cli.stderr).toBe(0);
+      expect(result.report?.routes[0]?.why).toBe("every proxy onto the routing lb1 has (they routed differently)");
+      expect(result.report?.instances.every((i) => i.version === "v1" && i.inPool)).toBe(true);
+      expect(result.stats.failed).toBe(0);
+      expect(result.stats.errors).toEqual({});
+      const [one, two] = (await includes()).map(routingIn);
+      expect(two).toEqual(one);
+      expect(Object.values(await fleet.versions()).every((v) => v === "v1")).toBe(true);
+    } finally {
+      await rm(hold, { force: true });
+      await rm(environment, { force: true });
+    }
+  });
+
   // Last: it leaves lb2's routing unknown.
   it("lb2's host drops off the network mid-deploy (its sshd and every session killed as batch 2 starts): the deploy stops and names lb2, nothing it might still route to is stopped, 0 failed requests through either proxy", async () => {
+    // What the fleet runs before (the test before leaves it on one version).
+    const from = Object.values(await fleet.versions())[0];
     let cut: Promise<void> | undefined;
     const result = await deployUnderLoad({
       fleet,
@@ -191,9 +309,9 @@ describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd
       expect(result.stats.failed).toBe(0);
       expect(result.stats.errors).toEqual({});
       // Every instance still runs: batch 1's on v2, batch 2's on v2 too when lb2 took its first change
-      // before the cut (the cut then hit the change that puts it back), the others on v4.
+      // before the cut (the cut then hit the change that puts it back), the others on the version before.
       const versions = Object.values(await fleet.versions());
-      expect(versions.every((v) => v === "v2" || v === "v4")).toBe(true);
+      expect(versions.every((v) => v === "v2" || v === from)).toBe(true);
       expect(versions.filter((v) => v === "v2").length).toBeGreaterThanOrEqual(1);
       expect(versions.filter((v) => v === "v2").length).toBeLessThanOrEqual(2);
       // The report says where each instance is.
