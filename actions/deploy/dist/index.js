@@ -53075,6 +53075,7 @@ function definitionProblem(kind, definition) {
   if (typeof d.create !== "function") return "create must be a function";
   if (!isOptionsSchema(d.optionsSchema)) return "optionsSchema must be a core schema (schema.object(...)) or a Standard Schema validator (zod, valibot, arktype)";
   if (kind === "proxy" && (typeof d.capabilities !== "object" || d.capabilities === null)) return "capabilities must be an object of flags";
+  if (kind === "proxy" && d.sharedOptions !== void 0 && !(Array.isArray(d.sharedOptions) && d.sharedOptions.every((o) => typeof o === "string"))) return "sharedOptions must be a list of option names";
   return void 0;
 }
 function isOptionsSchema(value) {
@@ -54357,6 +54358,8 @@ var nginxPlugin = defineProxy({
   name: "nginx",
   optionsSchema: nginxOptionsSchema,
   capabilities: NGINX_CAPABILITIES,
+  // A client that DNS sends to another proxy carries its pin in this cookie: every proxy reads the same one.
+  sharedOptions: ["versionCookie"],
   create: ({ app, options, executor }) => nginxProxy({ ...options, app, executor })
 });
 
@@ -56575,9 +56578,22 @@ async function proxyMembers(proxy, section2, issues) {
     if (host === void 0) continue;
     const { options, at } = proxyOptionsAt(section2, index);
     const shared = index === 0 || at === "proxy" && !firstOwn;
-    members.push({ host, options: shared ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues) });
+    const parsed = shared ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues);
+    if (index > 0) sharedOptionIssues(proxy, members[0], { host, options: parsed }, at, issues);
+    members.push({ host, options: parsed });
   }
   return members;
+}
+function sharedOptionIssues(proxy, first, member, at, issues) {
+  if (!isRecord2(first.options) || !isRecord2(member.options)) return;
+  for (const key of proxy.resolved.plugin.sharedOptions ?? []) {
+    const [mine, theirs] = [member.options[key], first.options[key]];
+    if (JSON.stringify(mine) === JSON.stringify(theirs)) continue;
+    issues.push({
+      path: `${at}.${key}`,
+      message: `must be the same on every proxy host (a client the next request takes to another proxy carries it): ${member.host} has ${JSON.stringify(mine)}, ${first.host} ${JSON.stringify(theirs)}`
+    });
+  }
 }
 function loader(baseDir, version) {
   return async (kind, specifier, usePath, rawOptions, at) => {

@@ -72,6 +72,12 @@ export interface ProxyPluginInput<Options> extends PluginInput<Options> {
 export interface ProxyPlugin<Options = any> extends PluginBase<"proxy", Options> {
   /** What every proxy this plugin creates can do; strategies plan from these. */
   readonly capabilities: ProxyCapabilities;
+  /**
+   * Options every proxy of a group (`proxy.hosts`) must have alike, as parsed: what a client carries
+   * from one proxy to another (nginx: the version cookie's name). A host's entry that makes one
+   * differ is refused, naming the option and both values.
+   */
+  readonly sharedOptions?: readonly string[];
   readonly create: (input: ProxyPluginInput<Options>) => Proxy;
 }
 
@@ -124,6 +130,7 @@ export function definitionProblem(kind: PluginKind, definition: unknown): string
   if (typeof d.create !== "function") return "create must be a function";
   if (!isOptionsSchema(d.optionsSchema)) return "optionsSchema must be a core schema (schema.object(...)) or a Standard Schema validator (zod, valibot, arktype)";
   if (kind === "proxy" && (typeof d.capabilities !== "object" || d.capabilities === null)) return "capabilities must be an object of flags";
+  if (kind === "proxy" && d.sharedOptions !== undefined && !(Array.isArray(d.sharedOptions) && d.sharedOptions.every((o) => typeof o === "string"))) return "sharedOptions must be a list of option names";
   return undefined;
 }
 

@@ -345,6 +345,14 @@ export default defineProxy({ name: "p", optionsSchema: schema.object({}), capabi
       "proxy.hosts[3].use: use belongs to the proxy section, not to one of its hosts",
       "proxy.hosts[4]: expected a host name (local or one under hosts), got 7",
     ]);
+    // The version cookie is one for all: a client the next request takes to another proxy carries it.
+    const cookie = await refused(base({ hosts, proxy: { use: "nginx", configFile: "/etc/nginx/nodrop/shop.conf", hosts: ["lb1", { host: "lb2", versionCookie: "shop_v" }] } }), agent);
+    expect(cookie.issues).toEqual([
+      { path: "proxy.hosts[1].versionCookie", message: 'must be the same on every proxy host (a client the next request takes to another proxy carries it): lb2 has "shop_v", lb1 "nodrop_version"' },
+    ]);
+    // Given alike on each host, or once for all, it is fine.
+    const alike = await resolve(base({ hosts, proxy: { use: "nginx", versionCookie: "shop_v", hosts: [{ host: "lb1", configFile: "/a/x.conf" }, { host: "lb2", configFile: "/b/x.conf", versionCookie: "shop_v" }] } }), agent);
+    expect(alike.proxy.members.map((m) => (m.options as { versionCookie: string }).versionCookie)).toEqual(["shop_v", "shop_v"]);
     // Without a configFile of its own or shared, the host that lacks it is named.
     const missing = await refused(base({ hosts, proxy: { use: "nginx", hosts: [{ host: "lb1", configFile: "/etc/nginx/nodrop/shop.conf" }, "lb2"] } }), agent);
     expect(missing.issues.map((i) => i.path)).toEqual(["proxy.configFile"]);

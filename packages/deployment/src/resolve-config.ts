@@ -142,9 +142,24 @@ async function proxyMembers(proxy: ConfiguredPlugin<"proxy">, section: Record<st
     // The plugin was loaded with the first host's options; a host with none of its own shares them
     // when the first has none either (validated once, so one bad option is one issue).
     const shared = index === 0 || (at === "proxy" && !firstOwn);
-    members.push({ host, options: shared ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues) });
+    const parsed = shared ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues);
+    if (index > 0) sharedOptionIssues(proxy, members[0]!, { host, options: parsed }, at, issues);
+    members.push({ host, options: parsed });
   }
   return members;
+}
+
+/** A proxy host whose own options make one the plugin says all must share differ from the first host's. */
+function sharedOptionIssues(proxy: ConfiguredPlugin<"proxy">, first: ProxyMemberConfig, member: ProxyMemberConfig, at: string, issues: ConfigIssue[]): void {
+  if (!isRecord(first.options) || !isRecord(member.options)) return;
+  for (const key of proxy.resolved.plugin.sharedOptions ?? []) {
+    const [mine, theirs] = [member.options[key], first.options[key]];
+    if (JSON.stringify(mine) === JSON.stringify(theirs)) continue;
+    issues.push({
+      path: `${at}.${key}`,
+      message: `must be the same on every proxy host (a client the next request takes to another proxy carries it): ${member.host} has ${JSON.stringify(mine)}, ${first.host} ${JSON.stringify(theirs)}`,
+    });
+  }
 }
 
 /** Loads a plugin and validates its options; what went wrong is recorded at its config path. */

@@ -7,5 +7,7 @@ export const nginxPlugin = defineProxy<NginxOptions>({
   name: "nginx",
   optionsSchema: nginxOptionsSchema,
   capabilities: NGINX_CAPABILITIES,
+  // A client that DNS sends to another proxy carries its pin in this cookie: every proxy reads the same one.
+  sharedOptions: ["versionCookie"],
   create: ({ app, options, executor }) => nginxProxy({ ...options, app, executor }),
 });
