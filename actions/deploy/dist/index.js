@@ -53859,6 +53859,18 @@ var SwitchTiming = class {
   noteClose(ms) {
     if (Number.isFinite(ms)) this.#slowestCloseMs = Math.max(this.#slowestCloseMs, ms);
   }
+  /**
+   * Why an instant given from outside (proxies switching together) `delayMs` away on this host's
+   * clock is too close to use, or undefined: it must leave at least the master's overlap and two
+   * parses (`nginx -t`, then the reload's), or this nginx's old generation would still take requests
+   * after it. Past or too close, nothing is written: the switch would not be one instant.
+   */
+  givenInstantProblem(host, delayMs) {
+    const floor = Math.ceil(MASTER_OVERLAP_MS + 2 * this.#slowestParseMs);
+    if (Number.isFinite(delayMs) && delayMs >= floor) return void 0;
+    const when = !Number.isFinite(delayMs) ? "not a time" : delayMs < 0 ? `${Math.round(-delayMs)}ms in the past` : `only ${Math.round(delayMs)}ms away`;
+    return `the switch instant given for nginx on ${host} is ${when} on its clock, and this nginx needs at least ${floor}ms (its 100ms overlap and two parses of its config): raise strategy.switchDelay, or look at the link to ${host}`;
+  }
   /** The delay to set: what the strategy asked for, or longer when this nginx needs it. */
   delayFor(requestedMs) {
     const fromParse = MASTER_OVERLAP_MS + 3 * this.#slowestParseMs + 4 * this.#pollMs;
@@ -54036,6 +54048,8 @@ ok=1`;
         clockOffset = clock.offsetMs;
         const hostNow = Math.round(Date.now() + clockOffset);
         switchDelay = givenSwitchAt === void 0 ? switchTiming.delayFor(routing.switchDefault.afterMs) : Math.round(givenSwitchAt - hostNow);
+        const tooClose = givenSwitchAt === void 0 ? void 0 : switchTiming.givenInstantProblem(executor.host, switchDelay);
+        if (tooClose) throw new NodropError("E_PROXY_RELOAD", tooClose, { routingInForce: "previous" });
         switchAt = hostNow + switchDelay;
       }
       const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;

@@ -276,6 +276,8 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         const hostNow = Math.round(Date.now() + clockOffset);
         // An instant the caller gave (proxies switching together) is already on this host's clock.
         switchDelay = givenSwitchAt === undefined ? switchTiming.delayFor(routing.switchDefault.afterMs) : Math.round(givenSwitchAt - hostNow);
+        const tooClose = givenSwitchAt === undefined ? undefined : switchTiming.givenInstantProblem(executor.host, switchDelay);
+        if (tooClose) throw new NodropError("E_PROXY_RELOAD", tooClose, { routingInForce: "previous" });
         switchAt = hostNow + switchDelay;
       }
       const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;

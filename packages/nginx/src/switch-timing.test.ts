@@ -25,6 +25,20 @@ describe("SwitchTiming", () => {
   });
 });
 
+describe("SwitchTiming.givenInstantProblem", () => {
+  it("takes an instant that leaves the overlap and two parses; refuses one in the past, too close or not a time, naming the host", () => {
+    const timing = new SwitchTiming(25);
+    expect(timing.givenInstantProblem("lb2", MASTER_OVERLAP_MS)).toBeUndefined();
+    timing.noteParse(200);
+    expect(timing.givenInstantProblem("lb2", 500)).toBeUndefined();
+    expect(timing.givenInstantProblem("lb2", 499)).toBe(
+      "the switch instant given for nginx on lb2 is only 499ms away on its clock, and this nginx needs at least 500ms (its 100ms overlap and two parses of its config): raise strategy.switchDelay, or look at the link to lb2",
+    );
+    expect(timing.givenInstantProblem("lb2", -1200)).toContain("is 1200ms in the past on its clock");
+    expect(timing.givenInstantProblem("lb2", Number.NaN)).toContain("is not a time on its clock");
+  });
+});
+
 describe("lateSwitchWarning", () => {
   it("says nothing when the old generation was seen closed by the instant", () => {
     expect(lateSwitchWarning("proxy1", 10_000, 10_000, 500)).toBeUndefined();

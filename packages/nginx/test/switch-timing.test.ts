@@ -134,4 +134,24 @@ describe("nginx timed switch on a slow-parsing nginx (a 300,000-entry map)", () 
     expect((await instantInFile()) - before).toBeGreaterThan(300);
     expect(await answers()).toBe(true);
   });
+
+  it("an instant given from outside (proxies switching together) that has passed, or leaves less than this nginx's overlap and two parses, is refused before anything is written", async () => {
+    const proxy = adapter();
+    await proxy.check({ instances });
+    const file = await readFile(includeFile, "utf8");
+    for (const switchAt of [Date.now() - 1000, Date.now() + 150]) {
+      const error = await proxy.apply(switchTo("green", 200), instances, { switchAt }).then(
+        () => undefined,
+        (e: unknown) => e as { code: string; message: string; routingInForce: string },
+      );
+      expect(error?.code).toBe("E_PROXY_RELOAD");
+      expect(error?.routingInForce).toBe("previous");
+      expect(error?.message).toMatch(/^the switch instant given for nginx on local is (\d+ms in the past|only \d+ms away) on its clock, and this nginx needs at least \d+ms .*nothing was changed on local/);
+      expect(await readFile(includeFile, "utf8")).toBe(file);
+    }
+    // One far enough ahead is used as given.
+    const at = Date.now() + 3000;
+    await proxy.apply(switchTo("green", 200), instances, { switchAt: at });
+    expect(Math.abs((await instantInFile()) - at)).toBeLessThanOrEqual(1);
+  });
 });
