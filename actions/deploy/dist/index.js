@@ -52241,10 +52241,14 @@ function capabilityFlags(members) {
   return [...new Set(members.flatMap((m) => Object.keys(m.proxy.capabilities)))];
 }
 async function checkAll(members, context) {
-  const checks = await Promise.all(
-    members.map((m) => m.proxy.check(context).catch((error2) => ({ ok: false, details: [`cannot check: ${toNodropError(error2, "E_PROXY_RELOAD").message.split("\n")[0]}`] })))
-  );
-  return { ok: checks.every((c) => c.ok), details: members.flatMap((m, i) => checks[i].details.map((line) => `[proxy ${m.label}] ${line}`)) };
+  const checks = await Promise.allSettled(members.map((m) => m.proxy.check(context)));
+  const thrown = checks.findIndex((c) => c.status === "rejected");
+  if (thrown >= 0) {
+    const error2 = toNodropError(checks[thrown].reason, "E_PROXY_SETUP");
+    throw new NodropError(error2.code, `proxy ${members[thrown].label}: ${error2.message}`, { cause: error2 });
+  }
+  const results = checks.map((c) => c.value);
+  return { ok: results.every((c) => c.ok), details: members.flatMap((m, i) => results[i].details.map((line) => `[proxy ${m.label}] ${line}`)) };
 }
 async function currentOfEach(members, context) {
   return Promise.all(

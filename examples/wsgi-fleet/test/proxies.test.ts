@@ -2,14 +2,19 @@
 // namespace with its own address and sshd), gunicorn instances on two more; nodrop reaches every
 // host over SSH. The load's clients each keep to one proxy, as DNS round robin sends them, with
 // their own cookies. Every routing change must hold on both, or on neither.
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { type Routing, sleep } from "@nodrop/core";
 import { type TestHosts, startTestHosts } from "@nodrop/testhosts";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse, stringify } from "yaml";
 import { type Fleet, deployUnderLoad, nodropBin, routingIn, runNodrop, startFleet } from "../src/index.js";
+import { readJournal } from "../src/kill-points.js";
+
+const execFileP = promisify(execFile);
 
 /** Lines in a file (0 when it does not exist). */
 const lines = (file: string) => readFile(file, "utf8").then((t) => t.split("\n").filter(Boolean).length, () => 0);
@@ -206,8 +211,30 @@ describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd
     }
   });
 
+  it("lb2's host key changed (known_hosts holds another key for it): refused before anything is touched, naming lb2 and both keys' fingerprints", async () => {
+    const config = parse(await readFile(fleet.configFile, "utf8")) as { ssh: { knownHosts: string } };
+    const lb2 = hosts.host("lb2");
+    const keyFile = path.join(lb2.dir, "impostor_key");
+    await rm(keyFile, { force: true });
+    await rm(`${keyFile}.pub`, { force: true });
+    await execFileP("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", keyFile]);
+    const [type, key] = (await readFile(`${keyFile}.pub`, "utf8")).trim().split(/\s+/);
+    const [hostPart] = lb2.knownHostsLine.split(" ");
+    const knownHosts = config.ssh.knownHosts.split("\n").map((line) => (line.startsWith(`${hostPart} `) ? `${hostPart} ${type} ${key}` : line)).join("\n");
+    expect(knownHosts).not.toBe(config.ssh.knownHosts);
+    const impostor = fleet.configFile.replace(/\.yaml$/, ".lb2-key.yaml");
+    await writeFile(impostor, stringify({ ...config, ssh: { ...config.ssh, knownHosts } }));
+    const before = await includes();
+    const versions = await fleet.versions();
+    const deploy = await runNodrop(["deploy", "--config", impostor, "--version", "v1"]);
+    expect(deploy.code).not.toBe(0);
+    expect(deploy.stderr).toMatch(/error \[E_SSH_HOSTKEY\]: proxy lb2: host key of lb2 \([^)]*\) has CHANGED: seen ssh-ed25519 SHA256:\S+, expected ssh-ed25519 SHA256:\S+/);
+    expect(await includes()).toEqual(before);
+    expect(await fleet.versions()).toEqual(versions);
+  });
+
   // v1, so that the test after it has a deploy to make.
-  it("nodrop killed (-9) when lb1 has taken batch 2's change and lb2 has not: status shows both and that they differ, and resume brings them together, 0 failed requests through either proxy", async () => {
+  it("nodrop killed (-9) when lb1 has taken batch 2's change and lb2 has not (a second deployer meanwhile is refused by the one lock): status shows both and that they differ, and resume brings them together, 0 failed requests through either proxy", async () => {
     const home = hosts.host("lb2").dir;
     const shim = path.join(home, "shim-mv");
     const hold = path.join(home, "hold-mv");
@@ -228,6 +255,8 @@ describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd
     await rm(count, { force: true });
     const reloadsBefore = await lines(reloadsSent);
     let status: { code: number | null; stdout: string } | undefined;
+    let second: { code: number | null; stderr: string } | undefined;
+    let secondWrote = -1;
     let split: (Routing | undefined)[] = [];
     try {
       const result = await deployUnderLoad({
@@ -249,6 +278,10 @@ describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd
           }, 60_000).catch((error: Error) => {
             throw new Error(`${error.message} (lb2 held: ${existsSync(held)}, lb1 reloads: ${reloadsBefore} before)\n${stderr}`);
           });
+          // A second deployer meanwhile: refused by the one lock on lb1, naming the holder; it writes no journal record.
+          const deploysBefore = (await readJournal(fleet)).filter((r) => r.type === "deploy").length;
+          second = await runNodrop(["deploy", "--config", fleet.configFile, "--version", "v2"]);
+          secondWrote = (await readJournal(fleet)).filter((r) => r.type === "deploy").length - deploysBefore;
           child.kill("SIGKILL");
           await exited;
           // The held mv ends (failing: nothing written) and lb2's next ones pass.
@@ -259,6 +292,9 @@ describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd
           return runNodrop(["resume", "--config", fleet.configFile, "--json"]);
         },
       });
+      expect(second?.code).not.toBe(0);
+      expect(second?.stderr).toMatch(/E_LOCK[\s\S]*deploying v1/);
+      expect(secondWrote).toBe(0);
       // The kill left them apart: lb1 without batch 2's instance, lb2 without batch 1's.
       expect(split[0]).toBeDefined();
       expect(split[1]).toBeDefined();

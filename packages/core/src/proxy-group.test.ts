@@ -128,6 +128,16 @@ describe("proxyGroup", () => {
     expect(group.capabilities.versionPinning).toBe(true);
     expect(await group.check()).toEqual({ ok: true, details: ["[proxy lb1] fine", "[proxy lb2] fine"] });
   });
+
+  it("a member whose check throws (its host key changed) fails the group's check with that error's code, naming the member", async () => {
+    const lb2 = recording(all);
+    lb2.check = async () => {
+      throw new NodropError("E_SSH_HOSTKEY", "host key of lb2 (root@10.0.0.6:22) has CHANGED");
+    };
+    const group = proxyGroup([{ label: "lb1", proxy: recording(all) }, { label: "lb2", proxy: lb2 }]);
+    const error = await group.check().then(() => undefined, (e: unknown) => e as NodropError);
+    expect(error).toMatchObject({ code: "E_SSH_HOSTKEY", message: "proxy lb2: host key of lb2 (root@10.0.0.6:22) has CHANGED" });
+  });
 });
 
 describe("clockSpreadProblem", () => {

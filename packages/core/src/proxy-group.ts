@@ -148,11 +148,20 @@ function capabilityFlags(members: readonly ProxyMember[]): (keyof ProxyCapabilit
   return [...new Set(members.flatMap((m) => Object.keys(m.proxy.capabilities)))] as (keyof ProxyCapabilities)[];
 }
 
+/**
+ * Every member's check, each line naming its member. A member whose check throws (its host cannot
+ * be reached, its host key changed) fails the whole check with that error, its code kept and the
+ * member named, as a single proxy's would.
+ */
 async function checkAll(members: readonly ProxyMember[], context: Parameters<Proxy["check"]>[0]): Promise<ProxyCheck> {
-  const checks = await Promise.all(
-    members.map((m) => m.proxy.check(context).catch((error: unknown): ProxyCheck => ({ ok: false, details: [`cannot check: ${toNodropError(error, "E_PROXY_RELOAD").message.split("\n")[0]}`] }))),
-  );
-  return { ok: checks.every((c) => c.ok), details: members.flatMap((m, i) => checks[i]!.details.map((line) => `[proxy ${m.label}] ${line}`)) };
+  const checks = await Promise.allSettled(members.map((m) => m.proxy.check(context)));
+  const thrown = checks.findIndex((c) => c.status === "rejected");
+  if (thrown >= 0) {
+    const error = toNodropError((checks[thrown] as PromiseRejectedResult).reason, "E_PROXY_SETUP");
+    throw new NodropError(error.code, `proxy ${members[thrown]!.label}: ${error.message}`, { cause: error });
+  }
+  const results = checks.map((c) => (c as PromiseFulfilledResult<ProxyCheck>).value);
+  return { ok: results.every((c) => c.ok), details: members.flatMap((m, i) => results[i]!.details.map((line) => `[proxy ${m.label}] ${line}`)) };
 }
 
 /** Each member's routing in force, or why it could not say. */
