@@ -134,7 +134,7 @@ function publish(report: DeployReport): void {
 }
 
 /** One collapsible group per phase (batch), plain lines inside. */
-function logEvents(): (event: DeployEvent) => void {
+export function logEvents(): (event: DeployEvent) => void {
   let open = false;
   const phases = new PhaseTracker();
   const close = () => {

@@ -1,6 +1,6 @@
-import type { DeployEvent, DeployPlan } from "@nodrop/core";
+import type { DeployEvent, DeployPlan, DeployReport } from "@nodrop/core";
 import { describe, expect, it } from "vitest";
-import { progressReporter } from "./reporter.js";
+import { formatReport, progressReporter } from "./reporter.js";
 
 const plan: DeployPlan = {
   strategy: "rolling",
@@ -13,7 +13,11 @@ function lines(events: DeployEvent[]): string[] {
   const written: string[] = [];
   const report = progressReporter({ isTTY: false, write: (text) => written.push(text) });
   for (const event of events) report(event);
-  return written.map((l) => l.replace(/^\[[^\]]*\] /, "").trimEnd());
+  return written
+    .join("")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => l.replace(/^\[[^\]]*\] /, "").trimEnd());
 }
 
 describe("progressReporter in a log", () => {
@@ -35,5 +39,26 @@ describe("progressReporter in a log", () => {
       "  stop web-1 ok 10ms",
       "  stop web-2 ok 10ms",
     ]);
+  });
+});
+
+describe("a proxy's warnings", () => {
+  const warning = "nginx on lb2: the previous worker generation was seen closed 12ms after the switch instant";
+
+  it("are printed under the change in the log, and in the report's summary naming the generation", () => {
+    const out = lines([{ type: "route", why: "switch", generation: "7+4", confirmMs: 40, drainMs: 0, serving: ["a"], background: true, warnings: [warning] }]);
+    expect(out).toEqual(["  proxy generation 7+4: switch (confirmed in 40ms, draining in the background)", `  warning: ${warning}`]);
+    const report = {
+      id: "x",
+      ok: true,
+      strategy: "half-split",
+      version: "v2",
+      startedAt: "2026-12-03T00:00:00.000Z",
+      durationMs: 1000,
+      phases: [],
+      instances: [],
+      routes: [{ why: "switch", generation: "7+4", confirmMs: 40, drainMs: 0, cut: 0, warnings: [warning] }],
+    } as unknown as DeployReport;
+    expect(formatReport(report).split("\n")).toContain(`warning: proxy generation 7+4: ${warning}`);
   });
 });
