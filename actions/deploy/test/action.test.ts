@@ -21,7 +21,8 @@ const runAction = (entry: "index" | "post", inputs: Record<string, string>, opti
 describe("the action bundle against the local fleet (real nginx + gunicorn)", () => {
   let fleet: Fleet;
   beforeAll(async () => {
-    fleet = await startFleet({ ports: [8291, 8292, 8293], proxyPort: 18291, verify: { rate: 20 } });
+    // v3 never passes its health check: an 8 s deadline (not 20 s) is what each failing deploy waits.
+    fleet = await startFleet({ ports: [8291, 8292, 8293], proxyPort: 18291, verify: { rate: 20 }, health: { deadline: "8s" } });
   });
   afterAll(async () => {
     await fleet?.stop();
@@ -97,7 +98,7 @@ describe("the action bundle: secrets, runners without summary or outputs, and th
   const ports = [8296, 8297];
   let fleet: Fleet;
   beforeAll(async () => {
-    fleet = await startFleet({ ports, proxyPort: 18296 });
+    fleet = await startFleet({ ports, proxyPort: 18296, health: { deadline: "8s" } });
   });
   afterAll(async () => {
     await fleet?.stop();

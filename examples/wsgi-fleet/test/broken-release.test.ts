@@ -6,7 +6,8 @@ import { type Fleet, deployUnderLoad, runNodrop, startFleet } from "../src/index
 describe("broken release v3 (real nginx + gunicorn)", () => {
   let fleet: Fleet;
   beforeAll(async () => {
-    fleet = await startFleet({ ports: [8121, 8122, 8123, 8124], proxyPort: 18121, version: "v2" });
+    // A health deadline of 8 s, not the default 20 s: v3 never passes, and the deploy waits the whole deadline for it.
+    fleet = await startFleet({ ports: [8121, 8122, 8123, 8124], proxyPort: 18121, version: "v2", health: { deadline: "8s" } });
   });
   afterAll(async () => {
     await fleet?.stop();
