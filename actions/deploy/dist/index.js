@@ -52101,6 +52101,7 @@ function startEarly(context, phases, index) {
   if (steps.length === 0) return void 0;
   const done = (async () => {
     await awaitOlderBackground(context, index - 1);
+    if (context.run.backgroundFailure) return { skipped: true };
     for (const step2 of steps) {
       try {
         await runStep(context, phase, step2);
@@ -52114,10 +52115,16 @@ function startEarly(context, phases, index) {
 }
 async function abandonEarly(context, phases, early) {
   if (!early) return [];
-  await early.done;
+  if ("skipped" in (await early.done ?? {})) return [];
   const phase = phases[early.phase];
   const lines = await stopIdleSlots(context, { ...phase, name: `${phase.name} (started early)` });
   return lines.length > 0 ? [`${phase.name}, started early: ${lines.join("; ")}`] : [];
+}
+async function leftEarly(context, phases, early) {
+  if (!early || "skipped" in (await early.done ?? {})) return [];
+  const phase = phases[early.phase];
+  const running = phase.instances.filter((id) => context.run.instance(id).idle?.ours && context.run.instance(id).idle?.running !== false);
+  return running.length > 0 ? [`${phase.name}, started early: the idle slots of ${running.join(", ")} were left running for the deploy that holds the lock now`] : [];
 }
 var JournalListener = class {
   name = "journal";
@@ -52183,6 +52190,10 @@ function proxyGroup(members) {
       return agreed;
     },
     measureClocks,
+    async alsoInForce(context) {
+      const each = await Promise.all(members.map((m) => m.proxy.alsoInForce?.(context) ?? []));
+      return each.flat();
+    },
     async apply(routing, instances, context = {}) {
       const offsets = routing.switchDefault ? state.clocks() ?? (await measureClocks(context)).map((c) => c.clock.offsetMs) : [];
       const lead = routing.switchDefault ? Math.max(...members.map((m) => m.proxy.switchDelay?.(routing.switchDefault.afterMs) ?? routing.switchDefault.afterMs)) : 0;
@@ -52363,6 +52374,27 @@ async function checkProxyClocks(proxy, plan, signal) {
   return [`proxy clocks (the switch is at one instant on all of them): ${formatOffsets(offsets)}, within ${CLOCK_SPREAD_LIMIT_MS}ms`];
 }
 async function readRoutingInForce(options) {
+  const read2 = await readAgreed(options);
+  const unconfirmed = await readUnconfirmed(options, read2.routing);
+  if (unconfirmed.length === 0) return read2;
+  const others = [...read2.others, ...unconfirmed].filter((r, index, all) => all.findIndex((o) => sameRouting(o, r)) === index);
+  const routing = settledRouting(read2.routing);
+  if (!sameRouting(routing, read2.routing)) others.push(read2.routing);
+  const why = "the routing in the proxy's file put into effect (a change to it was never confirmed)";
+  const note = "a change was written to the proxy but its reload never confirmed (a deploy died in between): the first change puts the routing in the file into effect, and nothing stops before the routing before it has drained";
+  return { routing, others, reconcile: read2.reconcile ? { ...read2.reconcile, note: `${read2.reconcile.note}; ${note}` } : { phase: { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }] }, note } };
+}
+async function readUnconfirmed(options, routing) {
+  if (!routing || !options.proxy.alsoInForce) return [];
+  const specs = options.instances.map((i) => i.spec);
+  const found = (await options.proxy.alsoInForce({ signal: options.signal })).filter((r) => !sameRouting(r, routing));
+  for (const r of found) {
+    const problem = routingSlotProblem(r, specs);
+    if (problem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: on proxy ${options.proxy.name}, the routing before an unconfirmed change: ${problem}`);
+  }
+  return found;
+}
+async function readAgreed(options) {
   const { proxy, signal } = options;
   try {
     return { routing: await proxy.current({ signal }), others: [] };
@@ -52545,6 +52577,9 @@ async function runPhases(context, plan) {
       let skip = 0;
       if (early) {
         const failed = await early.done;
+        if (failed && "skipped" in failed) {
+          return backgroundOutcome(await settleBackground(context), plan.phases.slice(index).map((p) => p.name));
+        }
         if (failed) {
           current = failed.step;
           throw failed.error;
@@ -52561,7 +52596,8 @@ async function runPhases(context, plan) {
       const failure = toNodropError(error2, "E_INSTANCE");
       await settleBackground(context);
       const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? "?"}`);
-      const abandoned = await abandonEarly(context, plan.phases, takeEarly(run3, index + 1));
+      const next = takeEarly(run3, index + 1);
+      const abandoned = failure.code === "E_LOCK" ? await leftEarly(context, plan.phases, next) : await abandonEarly(context, plan.phases, next);
       endPhase(false);
       const drain = failedDrain(run3);
       const also = drain && drain.error !== failure && drain.error !== failure.cause ? [`also, ${DRAIN_FAILED} (${drain.step}: ${drain.error.message.split("\n")[0]})`] : [];
@@ -53919,6 +53955,9 @@ function nginxProxy(options) {
   const tmpTemplate = `${shellQuote(`${configFile}.nodrop-tmp.`)}XXXXXXXXXX`;
   const tmpGlob = `${shellQuote(`${configFile}.nodrop-tmp.`)}*`;
   const prevGlob = `${shellQuote(`${configFile}.nodrop-prev.`)}*`;
+  const unconfirmedAt = (generation) => shellQuote(`${configFile}.nodrop-unconfirmed.${Number.isSafeInteger(generation) && generation > 0 ? generation : 0}`);
+  const unconfirmedNewAt = (generation) => shellQuote(`${configFile}.nodrop-unconfirmed-new.${Number.isSafeInteger(generation) && generation > 0 ? generation : 0}`);
+  const unconfirmedGlob = `${shellQuote(`${configFile}.nodrop-unconfirmed`)}*`;
   const refuseLink = `if [ -L ${file} ]; then printf '%s is a symbolic link (to %s) on %s; nodrop replaces this file by rename and does not write through links: make it a regular file, or point proxy.configFile at the target\\n' ${file} "$(readlink -- ${file})" ${shellQuote(executor.host)} >&2; exit 3; fi
 if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on %s\\n' ${file} ${shellQuote(executor.host)} >&2; exit 3; fi
 `;
@@ -53957,21 +53996,49 @@ if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on 
     const result = await run3(`if [ -f ${file} ] && [ ! -L ${file} ]; then cat ${file}; fi`, signal);
     return result.code === 0 ? parseRenderedConfig(result.stdout) : void 0;
   };
-  const replaceFile = async (text) => {
+  const replaceFile = async (text, generation) => {
     const sweep = `for f in ${tmpGlob} ${prevGlob}; do if [ "$f" != "\${t:-}" ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done
 `;
     const script = text === void 0 ? `${refuseLink}set -e
 t=
-${sweep}rm -f -- ${file}` : `${refuseLink}t=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"}' EXIT
+${sweep}rm -f -- ${file}` : `${refuseLink}t=; u=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"} \${u:+"$u"}' EXIT
 set -e
 t=$(mktemp ${tmpTemplate})
 ${sweep}if [ -f ${file} ]; then chmod --reference=${file} -- "$t"; else chmod 644 -- "$t"; fi
 cat > "$t"
 if [ "$(sha256sum < "$t" | cut -c1-64)" != ${createHash2("sha256").update(text, "utf8").digest("hex")} ]; then echo "the text arrived incomplete (the connection dropped while it was sent?)" >&2; exit 4; fi
-mv -fT -- "$t" ${file}
+` + // What nginx routes by until this change is in force and drained (a restore records nothing: generation undefined).
+    (generation === void 0 ? "" : `if [ -f ${file} ]; then u=$(mktemp ${tmpTemplate}); cat -- ${file} > "$u"; mv -fT -- "$u" ${unconfirmedAt(generation)}; u=; fi
+`) + `mv -fT -- "$t" ${file}
 ok=1`;
     const result = await run3(script, void 0, text);
     return { ok: result.code === 0, why: result.stderr.trim() || `exit ${result.code}`, code: result.code };
+  };
+  const clearUnconfirmed = async (generation) => {
+    await run3(
+      `for f in ${unconfirmedGlob}; do n=\${f##*.}; case "$n" in ''|*[!0-9]*) continue;; esac; if [ "$n" -le ${Number.isSafeInteger(generation) ? generation : 0} ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done`
+    ).catch(() => void 0);
+  };
+  const recordUnconfirmed = async (text, generation) => {
+    await run3(`u=; ok=; trap '[ -n "$ok" ] || rm -f -- \${u:+"$u"}' EXIT
+set -e
+u=$(mktemp ${tmpTemplate})
+cat > "$u"
+mv -fT -- "$u" ${unconfirmedNewAt(generation)}
+ok=1`, void 0, text).catch(() => void 0);
+  };
+  const unconfirmedRoutings = async (signal) => {
+    const mark = "# nodrop-unconfirmed-record";
+    const result = await run3(`for f in ${unconfirmedGlob}; do if [ -f "$f" ] && [ ! -L "$f" ]; then echo '${mark}'; cat -- "$f"; fi; done`, signal);
+    if (result.code !== 0) return [];
+    const now = (await readCurrent(signal))?.routing;
+    const found = [];
+    for (const text of result.stdout.split(`${mark}
+`).slice(1)) {
+      const routing = parseRenderedConfig(text)?.routing;
+      if (routing && !(now && sameRouting(routing, now)) && !found.some((r) => sameRouting(r, routing))) found.push(routing);
+    }
+    return found;
   };
   const errorLogSize = async (signal) => {
     if (!options.errorLog) return void 0;
@@ -54037,11 +54104,13 @@ ok=1`;
     let stage = "before";
     let refusedByMaster = false;
     let previousText;
+    let newText;
+    let generation;
     const started = performance.now();
     try {
       previousText = await readText(signal);
       const current = previousText === void 0 ? void 0 : parseRenderedConfig(previousText);
-      const generation = (current?.generation ?? 0) + 1;
+      generation = (current?.generation ?? 0) + 1;
       let switchAt;
       let switchDelay = 0;
       let clockOffset = 0;
@@ -54058,11 +54127,12 @@ ok=1`;
       }
       const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
       const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
+      newText = text;
       const before = await workers(signal);
       if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
       const oldPids = new Set(before.map((w) => w.pid));
       stage = "written";
-      const write = await replaceFile(text);
+      const write = await replaceFile(text, generation);
       if (!write.ok) {
         if (write.code === 3) {
           stage = "before";
@@ -54103,22 +54173,27 @@ ${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within
       if (closed) switchTiming.noteClose(performance.now() - started);
       const late = switchAt === void 0 ? void 0 : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : void 0, switchDelay);
       const warnings = late === void 0 ? {} : { warnings: [late] };
+      const change = generation;
       if (backgroundDrain && closed) {
-        const drained = drain().catch(async (error2) => Promise.reject(await settle("confirmed", error2, previousText, false)));
+        const drained = drain().then(
+          async (result) => (await clearUnconfirmed(change), result),
+          async (error2) => Promise.reject(await settle("confirmed", error2, previousText, false))
+        );
         drained.catch(() => void 0);
         await waitSwitch();
         return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained, ...warnings };
       }
       const { drainMs, cut } = await drain();
+      await clearUnconfirmed(change);
       await waitSwitch();
       return { generation: String(generation), confirmMs, drainMs, cut, ...warnings };
     } catch (error2) {
-      const failure = await settle(stage, error2, previousText, refusedByMaster);
+      const failure = await settle(stage, error2, previousText, refusedByMaster, newText, generation);
       inDoubt = failure.routingInForce === "unknown" ? failure.message.split("\n")[0] : void 0;
       throw failure;
     }
   };
-  const settle = async (stage, error2, previousText, refusedByMaster) => {
+  const settle = async (stage, error2, previousText, refusedByMaster, newText, generation) => {
     const code = NodropError.is(error2) ? error2.code : "E_PROXY_RELOAD";
     const what = describeFailure(error2);
     const newline = what.indexOf("\n");
@@ -54129,6 +54204,7 @@ ${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within
     if (stage === "confirmed") {
       return fail("new", `nginx on ${executor.host} had confirmed the reload, so the new routing is in force (${configFile} holds it)${code === "E_PROXY_DRAIN" ? "" : "; whether the previous generation of workers has finished draining is unknown"}`);
     }
+    if (stage === "signalled" && !refusedByMaster && newText !== void 0 && generation !== void 0) await recordUnconfirmed(newText, generation);
     let restored;
     let restoreError;
     try {
@@ -54273,6 +54349,7 @@ exit 0`,
       }
       return (await readCurrent(context.signal))?.routing;
     },
+    alsoInForce: (context = {}) => unconfirmedRoutings(context.signal),
     async initialize(routing, instances, context = {}) {
       const exists2 = await run3(`${refuseLink}[ -f ${file} ]`, context.signal);
       if (exists2.code === 3) throw new NodropError("E_PROXY_SETUP", `cannot use ${configFile} on ${executor.host}: ${exists2.stderr.trim()}`);
@@ -56597,7 +56674,7 @@ async function proxyMembers(proxy, section2, issues) {
     const { options, at } = proxyOptionsAt(section2, index);
     const shared = index === 0 || at === "proxy" && !firstOwn;
     const parsed = shared ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues);
-    if (index > 0) sharedOptionIssues(proxy, members[0], { host, options: parsed }, at, issues);
+    if (members[0]) sharedOptionIssues(proxy, members[0], { host, options: parsed }, at, issues);
     members.push({ host, options: parsed });
   }
   return members;

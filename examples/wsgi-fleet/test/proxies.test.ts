@@ -242,11 +242,11 @@ describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd
     const count = path.join(home, "mv-count");
     await mkdir(shim, { recursive: true });
     await mkdir(path.join(home, ".ssh"), { recursive: true });
-    // lb2's second `mv` while the hold exists (the rename of batch 2's include file) waits until it
-    // is gone and then fails: lb2's file and its nginx keep batch 1's routing.
+    // lb2's second rename onto its include file while the hold exists (batch 2's) waits until the
+    // hold is gone and then fails: lb2's file and its nginx keep batch 1's routing.
     await writeFile(
       path.join(shim, "mv"),
-      `#!/bin/sh\nif [ -e ${hold} ]; then\n  n=$(( $(cat ${count} 2>/dev/null || echo 0) + 1 )); echo $n > ${count}\n  if [ $n = 2 ]; then : > ${held}; while [ -e ${hold} ]; do sleep 0.05; done; exit 1; fi\nfi\nexec /bin/mv "$@"\n`,
+      `#!/bin/sh\nfor last; do :; done\nif [ -e ${hold} ] && [ "$last" = ${fleet.proxies[1]!.includeFile} ]; then\n  n=$(( $(cat ${count} 2>/dev/null || echo 0) + 1 )); echo $n > ${count}\n  if [ $n = 2 ]; then : > ${held}; while [ -e ${hold} ]; do sleep 0.05; done; exit 1; fi\nfi\nexec /bin/mv "$@"\n`,
     );
     await chmod(path.join(shim, "mv"), 0o755);
     const environment = path.join(home, ".ssh", "environment");

@@ -192,8 +192,10 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         const trusted = routing && !slotProblem ? { routing: { routing, staged } } : {};
         const observed = await observeInstances(deployment.options.instances, deployment.options.health, { signal: io.signal, ...trusted });
         const instances = observed.map((i) => ({ ...i, inPool: routing ? reachesInstance(routing, staged, i.id, i.version) : undefined }));
+        // A change written but whose reload was never confirmed: nginx may still route by the routing before it.
+        const unconfirmed = routing ? ((await deployment.proxy.alsoInForce?.({ signal: io.signal })) ?? []) : [];
         if (values.json) {
-          io.stdout.write(`${JSON.stringify({ proxy: check, routing, ...(proxies ? { proxies: proxies.map((p) => ({ host: p.label, routing: p.routing ?? null, ...(p.error ? { error: p.error } : {}) })), disagree: disagreement !== undefined } : {}), instances, lastDeploy: last, lock: lockHolder ?? null }, null, 2)}\n`);
+          io.stdout.write(`${JSON.stringify({ proxy: check, routing, ...(unconfirmed.length > 0 ? { unconfirmed } : {}), ...(proxies ? { proxies: proxies.map((p) => ({ host: p.label, routing: p.routing ?? null, ...(p.error ? { error: p.error } : {}) })), disagree: disagreement !== undefined } : {}), instances, lastDeploy: last, lock: lockHolder ?? null }, null, 2)}\n`);
         } else {
           if (last) {
             io.stdout.write(
@@ -219,8 +221,9 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
             for (const p of proxies) io.stdout.write(`  ${p.label}: ${p.error ? `cannot read its routing: ${p.error}` : p.routing ? describeRouting(p.routing) : "no routing of nodrop's"}\n`);
             if (disagreement) io.stdout.write(`  ${disagreement}\n`);
           }
+          for (const r of unconfirmed) io.stdout.write(`proxy: A CHANGE WAS WRITTEN BUT ITS RELOAD NEVER CONFIRMED; it may still route by ${describeRouting(r)} (the next deploy, resume or rollback puts the file's routing into effect first)\n`);
         }
-        return check.ok && !disagreement && instances.every((i) => i.healthy) && (!last || last.finished) ? 0 : 1;
+        return check.ok && !disagreement && unconfirmed.length === 0 && instances.every((i) => i.healthy) && (!last || last.finished) ? 0 : 1;
       }
       case "reconcile":
         return await reconcile(deployment, { lockWaitMs: lockWait, dryRun: values["dry-run"] === true, json: values.json === true }, io);

@@ -16,8 +16,12 @@ export interface EarlyStart {
   readonly phase: number;
   /** How many of its leading steps run early. */
   readonly steps: number;
-  /** Settles (never rejects) when they ended: the first failure, with the step it happened in. */
-  readonly done: Promise<{ error: NodropError; step: PlanStep } | undefined>;
+  /**
+   * Settles (never rejects) when they ended: the first failure, with the step it happened in; or
+   * `skipped` when a background step had failed by the time they could start (the deploy ends at
+   * the next phase boundary, and nothing more is started).
+   */
+  readonly done: Promise<{ error: NodropError; step: PlanStep } | { skipped: true } | undefined>;
 }
 
 /** The steps a phase leads with that touch only idle slots, in the foreground: those may start early. */
@@ -42,6 +46,8 @@ export function startEarly(context: RunContext, phases: readonly PlanPhase[], in
   if (steps.length === 0) return undefined;
   const done = (async () => {
     await awaitOlderBackground(context, index - 1);
+    // An old process that did not stop is still resident: starting more would pass the memory model.
+    if (context.run.backgroundFailure) return { skipped: true as const };
     for (const step of steps) {
       try {
         await runStep(context, phase, step);
@@ -60,8 +66,16 @@ export function startEarly(context: RunContext, phases: readonly PlanPhase[], in
  */
 export async function abandonEarly(context: RunContext, phases: readonly PlanPhase[], early: EarlyStart | undefined): Promise<string[]> {
   if (!early) return [];
-  await early.done;
+  if ("skipped" in ((await early.done) ?? {})) return [];
   const phase = phases[early.phase]!;
   const lines = await stopIdleSlots(context, { ...phase, name: `${phase.name} (started early)` });
   return lines.length > 0 ? [`${phase.name}, started early: ${lines.join("; ")}`] : [];
+}
+
+/** After the lock was taken over: waits for the early steps to end and says what they left running, stopping nothing. */
+export async function leftEarly(context: RunContext, phases: readonly PlanPhase[], early: EarlyStart | undefined): Promise<string[]> {
+  if (!early || "skipped" in ((await early.done) ?? {})) return [];
+  const phase = phases[early.phase]!;
+  const running = phase.instances.filter((id) => context.run.instance(id).idle?.ours && context.run.instance(id).idle?.running !== false);
+  return running.length > 0 ? [`${phase.name}, started early: the idle slots of ${running.join(", ")} were left running for the deploy that holds the lock now`] : [];
 }

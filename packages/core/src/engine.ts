@@ -1,7 +1,7 @@
 import type { DeployOptions, RunContext } from "./deploy-options.js";
 import { buildReport, type RunOutcome } from "./deploy-report.js";
 import { DeployRun } from "./deploy-run.js";
-import { type EarlyStart, abandonEarly, startEarly } from "./early-start.js";
+import { type EarlyStart, abandonEarly, leftEarly, startEarly } from "./early-start.js";
 import { NodropError, toNodropError } from "./errors.js";
 import { JournalListener } from "./journal-listener.js";
 import { planDeploy } from "./preflight.js";
@@ -80,6 +80,10 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       if (early) {
         // This phase's first steps already ran while the one before it swapped: their outcome is this phase's.
         const failed = await early.done;
+        if (failed && "skipped" in failed) {
+          // A background step failed before they could start (and after this phase's boundary check).
+          return backgroundOutcome(await settleBackground(context), plan.phases.slice(index).map((p) => p.name));
+        }
         if (failed) {
           current = failed.step;
           throw failed.error;
@@ -97,7 +101,9 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       // Recovery works on a settled fleet: no stop of an old slot still in progress.
       await settleBackground(context);
       const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? "?"}`);
-      const abandoned = await abandonEarly(context, plan.phases, takeEarly(run, index + 1));
+      // With the lock taken over, the deploy that holds it now may already use a slot started early: left as it is.
+      const next = takeEarly(run, index + 1);
+      const abandoned = failure.code === "E_LOCK" ? await leftEarly(context, plan.phases, next) : await abandonEarly(context, plan.phases, next);
       endPhase(false);
       // A drain that failed in the background meanwhile is part of what the report must say.
       const drain = failedDrain(run);

@@ -72,6 +72,10 @@ export function proxyGroup(members: readonly ProxyMember[]): ProxyGroup {
       return agreed;
     },
     measureClocks,
+    async alsoInForce(context) {
+      const each = await Promise.all(members.map((m) => m.proxy.alsoInForce?.(context) ?? []));
+      return each.flat();
+    },
     async apply(routing, instances, context = {}) {
       // One instant, on each member's own clock (measured at preflight, or now).
       const offsets = routing.switchDefault ? (state.clocks() ?? (await measureClocks(context)).map((c) => c.clock.offsetMs)) : [];

@@ -25,8 +25,39 @@ export interface RoutingRead {
  * possibly in force (no instance one of them reaches is stopped before the first change has
  * drained it), and a first phase puts the first member's on all of them. A member whose routing
  * cannot be read is still refused: nodrop cannot tell what it would have to drain.
+ *
+ * Whatever the command, a proxy that keeps on record the routing before a change whose reload was
+ * never confirmed (`alsoInForce`: a deploy killed between writing the file and the reload) gets the
+ * same treatment: that routing counts as possibly in force, and the first phase puts the file's into
+ * effect, since nginx may still route by the one before.
  */
 export async function readRoutingInForce(options: Pick<DeployOptions<unknown>, "proxy" | "instances" | "signal" | "reconcileProxies">): Promise<RoutingRead> {
+  const read = await readAgreed(options);
+  const unconfirmed = await readUnconfirmed(options, read.routing);
+  if (unconfirmed.length === 0) return read;
+  const others = [...read.others, ...unconfirmed].filter((r, index, all) => all.findIndex((o) => sameRouting(o, r)) === index);
+  // A timed switch in the file has passed by now, whether or not nginx loaded it: put in effect as it stands.
+  const routing = settledRouting(read.routing)!;
+  if (!sameRouting(routing, read.routing!)) others.push(read.routing!);
+  const why = "the routing in the proxy's file put into effect (a change to it was never confirmed)";
+  const note = "a change was written to the proxy but its reload never confirmed (a deploy died in between): the first change puts the routing in the file into effect, and nothing stops before the routing before it has drained";
+  return { routing, others, reconcile: read.reconcile ? { ...read.reconcile, note: `${read.reconcile.note}; ${note}` } : { phase: { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }] }, note } };
+}
+
+/** Routings a change written but never confirmed may have left in force (the proxy keeps them on record), each checked like the file's. */
+async function readUnconfirmed(options: Pick<DeployOptions<unknown>, "proxy" | "instances" | "signal">, routing: Routing | undefined): Promise<Routing[]> {
+  if (!routing || !options.proxy.alsoInForce) return [];
+  const specs = options.instances.map((i) => i.spec);
+  const found = (await options.proxy.alsoInForce({ signal: options.signal })).filter((r) => !sameRouting(r, routing));
+  for (const r of found) {
+    const problem = routingSlotProblem(r, specs);
+    if (problem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: on proxy ${options.proxy.name}, the routing before an unconfirmed change: ${problem}`);
+  }
+  return found;
+}
+
+/** The routing every proxy has, or (reconciling) the first one's with the others'. */
+async function readAgreed(options: Pick<DeployOptions<unknown>, "proxy" | "instances" | "signal" | "reconcileProxies">): Promise<RoutingRead> {
   const { proxy, signal } = options;
   try {
     return { routing: await proxy.current({ signal }), others: [] };

@@ -184,6 +184,12 @@ export interface Proxy {
   /** The routing currently in force, if this proxy wrote it. */
   current(context?: ProxyContext): Promise<Routing | undefined>;
   /**
+   * Other routings the proxy may still route by than the one current() reads: a change that was
+   * written but whose reload was never confirmed (a deploy killed in between) leaves the routing
+   * before it. Preflight then counts them as possibly in force and puts current()'s into effect first.
+   */
+  alsoInForce?(context?: ProxyContext): Promise<readonly Routing[]>;
+  /**
    * Its host's clock against this machine's (see measureClockOffset): several proxies switching at
    * one instant need it, and preflight refuses a plan with a timed switch when their clocks are too
    * far apart, or when a proxy of several cannot say.

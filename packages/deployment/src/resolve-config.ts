@@ -143,7 +143,7 @@ async function proxyMembers(proxy: ConfiguredPlugin<"proxy">, section: Record<st
     // when the first has none either (validated once, so one bad option is one issue).
     const shared = index === 0 || (at === "proxy" && !firstOwn);
     const parsed = shared ? proxy.options : await validateOptions(proxy.resolved.plugin.optionsSchema, options, at, issues);
-    if (index > 0) sharedOptionIssues(proxy, members[0]!, { host, options: parsed }, at, issues);
+    if (members[0]) sharedOptionIssues(proxy, members[0], { host, options: parsed }, at, issues);
     members.push({ host, options: parsed });
   }
   return members;

@@ -11,6 +11,7 @@ import {
   type Routing,
   endpoint,
   measureClockOffset,
+  sameRouting,
   servedEndpoints,
   type schema,
   shellQuote,
@@ -69,6 +70,15 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   const tmpGlob = `${shellQuote(`${configFile}.nodrop-tmp.`)}*`;
   // Earlier versions kept the previous file under this name until the reload was confirmed.
   const prevGlob = `${shellQuote(`${configFile}.nodrop-prev.`)}*`;
+  // The text nginx routed by before a change, one record per change (`.nodrop-unconfirmed.<generation>`):
+  // written in the same command that puts the new file in place, removed once the change's reload
+  // is confirmed and its old generation has drained (with every older record: nothing older runs
+  // then). A deploy killed in between leaves it, so the next one knows nginx may still route by it.
+  // The generation comes from the file (anyone's to edit on the proxy host): only a plain integer names a record.
+  const unconfirmedAt = (generation: number) => shellQuote(`${configFile}.nodrop-unconfirmed.${Number.isSafeInteger(generation) && generation > 0 ? generation : 0}`);
+  // A reload signalled but not confirmed records the new text too (`-new.<generation>`): either may run.
+  const unconfirmedNewAt = (generation: number) => shellQuote(`${configFile}.nodrop-unconfirmed-new.${Number.isSafeInteger(generation) && generation > 0 ? generation : 0}`);
+  const unconfirmedGlob = `${shellQuote(`${configFile}.nodrop-unconfirmed`)}*`;
   // The include file itself must be a plain file: nodrop replaces it by rename, and a link there
   // (which would be replaced by a file, or written through by hand) means the setup is not the one
   // nodrop expects. Exit 3 names it.
@@ -135,18 +145,54 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
    * (the deploy lock), and a late write of a dropped connection whose temp is gone cannot land.
    * Resolves with the exit code and stderr: the caller decides what a failure means.
    */
-  const replaceFile = async (text: string | undefined): Promise<{ ok: boolean; why: string; code: number | null }> => {
+  const replaceFile = async (text: string | undefined, generation?: number): Promise<{ ok: boolean; why: string; code: number | null }> => {
     const sweep = `for f in ${tmpGlob} ${prevGlob}; do if [ "$f" != "\${t:-}" ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done\n`;
     const script =
       text === undefined
         ? `${refuseLink}set -e\nt=\n${sweep}rm -f -- ${file}`
-        : `${refuseLink}t=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"}' EXIT\nset -e\nt=$(mktemp ${tmpTemplate})\n${sweep}` +
+        : `${refuseLink}t=; u=; ok=; trap '[ -n "$ok" ] || rm -f -- \${t:+"$t"} \${u:+"$u"}' EXIT\nset -e\nt=$(mktemp ${tmpTemplate})\n${sweep}` +
           `if [ -f ${file} ]; then chmod --reference=${file} -- "$t"; else chmod 644 -- "$t"; fi\n` +
           `cat > "$t"\n` +
           `if [ "$(sha256sum < "$t" | cut -c1-64)" != ${createHash("sha256").update(text, "utf8").digest("hex")} ]; then echo "the text arrived incomplete (the connection dropped while it was sent?)" >&2; exit 4; fi\n` +
+          // What nginx routes by until this change is in force and drained (a restore records nothing: generation undefined).
+          (generation === undefined ? "" : `if [ -f ${file} ]; then u=$(mktemp ${tmpTemplate}); cat -- ${file} > "$u"; mv -fT -- "$u" ${unconfirmedAt(generation)}; u=; fi\n`) +
           `mv -fT -- "$t" ${file}\nok=1`;
     const result = await run(script, undefined, text);
     return { ok: result.code === 0, why: result.stderr.trim() || `exit ${result.code}`, code: result.code };
+  };
+
+  /**
+   * Once the reload of change `generation` is confirmed and its old generation has drained, nothing
+   * routes by a text older than the file's: that change's record goes, with every older one (a later
+   * change's, written while this drain ran in the background, stays). Best effort: a record left
+   * over only costs the next deploy one reload.
+   */
+  const clearUnconfirmed = async (generation: number): Promise<void> => {
+    await run(
+      `for f in ${unconfirmedGlob}; do n=\${f##*.}; case "$n" in ''|*[!0-9]*) continue;; esac; if [ "$n" -le ${Number.isSafeInteger(generation) ? generation : 0} ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done`,
+    ).catch(() => undefined);
+  };
+
+  /**
+   * Records `text` for change `generation` as what nginx may route by (its reload was signalled but
+   * not confirmed: the new generation may have loaded it, whatever the file is put back to).
+   */
+  const recordUnconfirmed = async (text: string, generation: number): Promise<void> => {
+    await run(`u=; ok=; trap '[ -n "$ok" ] || rm -f -- \${u:+"$u"}' EXIT\nset -e\nu=$(mktemp ${tmpTemplate})\ncat > "$u"\nmv -fT -- "$u" ${unconfirmedNewAt(generation)}\nok=1`, undefined, text).catch(() => undefined);
+  };
+
+  /** The routings on record for changes whose reload or drain never finished, those that differ from the file's. */
+  const unconfirmedRoutings = async (signal?: AbortSignal): Promise<Routing[]> => {
+    const mark = "# nodrop-unconfirmed-record";
+    const result = await run(`for f in ${unconfirmedGlob}; do if [ -f "$f" ] && [ ! -L "$f" ]; then echo '${mark}'; cat -- "$f"; fi; done`, signal);
+    if (result.code !== 0) return [];
+    const now = (await readCurrent(signal))?.routing;
+    const found: Routing[] = [];
+    for (const text of result.stdout.split(`${mark}\n`).slice(1)) {
+      const routing = parseRenderedConfig(text)?.routing;
+      if (routing && !(now && sameRouting(routing, now)) && !found.some((r) => sameRouting(r, routing))) found.push(routing);
+    }
+    return found;
   };
 
   const errorLogSize = async (signal?: AbortSignal): Promise<number | undefined> => {
@@ -257,12 +303,14 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     // What the master last said about the reload, when it refused it by its own log.
     let refusedByMaster = false;
     let previousText: string | undefined;
+    let newText: string | undefined;
+    let generation: number | undefined;
     // A switch instant is set from here: it must cover the write, `nginx -t` and the reload.
     const started = performance.now();
     try {
       previousText = await readText(signal);
       const current = previousText === undefined ? undefined : parseRenderedConfig(previousText);
-      const generation = (current?.generation ?? 0) + 1;
+      generation = (current?.generation ?? 0) + 1;
       // A timed switch runs on the proxy host's clock, which nginx's workers read.
       let switchAt: number | undefined;
       let switchDelay = 0;
@@ -282,6 +330,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       }
       const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
       const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
+      newText = text;
       const before = await workers(signal);
       if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
       const oldPids = new Set(before.map((w) => w.pid));
@@ -289,7 +338,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       // From here on, no abort until the change is finished or undone: a half-applied proxy change is worse than a late stop.
       // The write counts as done from the moment its command is sent: a dropped connection leaves its outcome unknown.
       stage = "written";
-      const write = await replaceFile(text);
+      const write = await replaceFile(text, generation);
       if (!write.ok) {
         if (write.code === 3) {
           stage = "before";
@@ -336,25 +385,30 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       if (closed) switchTiming.noteClose(performance.now() - started);
       const late = switchAt === undefined ? undefined : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : undefined, switchDelay);
       const warnings = late === undefined ? {} : { warnings: [late] };
+      const change = generation;
       if (backgroundDrain && closed) {
         // The caller goes on while the old generation drains; a failed drain still says the new routing is in force.
-        const drained = drain().catch(async (error: unknown) => Promise.reject(await settle("confirmed", error, previousText, false)));
+        const drained = drain().then(
+          async (result) => (await clearUnconfirmed(change), result),
+          async (error: unknown) => Promise.reject(await settle("confirmed", error, previousText, false)),
+        );
         drained.catch(() => undefined);
         await waitSwitch();
         return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained, ...warnings };
       }
       const { drainMs, cut } = await drain();
+      await clearUnconfirmed(change);
       await waitSwitch();
       return { generation: String(generation), confirmMs, drainMs, cut, ...warnings };
     } catch (error) {
-      const failure = await settle(stage, error, previousText, refusedByMaster);
+      const failure = await settle(stage, error, previousText, refusedByMaster, newText, generation);
       inDoubt = failure.routingInForce === "unknown" ? failure.message.split("\n")[0] : undefined;
       throw failure;
     }
   };
 
   /** The error a failed apply throws, after undoing what the stage reached requires; it says what is in force. */
-  const settle = async (stage: "before" | "written" | "signalled" | "confirmed", error: unknown, previousText: string | undefined, refusedByMaster: boolean): Promise<NodropError> => {
+  const settle = async (stage: "before" | "written" | "signalled" | "confirmed", error: unknown, previousText: string | undefined, refusedByMaster: boolean, newText?: string, generation?: number): Promise<NodropError> => {
     const code = NodropError.is(error) ? error.code : "E_PROXY_RELOAD";
     const what = describeFailure(error);
     // "<what failed>; <what is in force>", then any output the failure carried (nginx's own lines).
@@ -366,6 +420,9 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     if (stage === "confirmed") {
       return fail("new", `nginx on ${executor.host} had confirmed the reload, so the new routing is in force (${configFile} holds it)${code === "E_PROXY_DRAIN" ? "" : "; whether the previous generation of workers has finished draining is unknown"}`);
     }
+    // A signalled reload may have loaded the new text, whatever the file is put back to: on record
+    // until a reload of the restored file is confirmed, for a next run this one may not live to warn.
+    if (stage === "signalled" && !refusedByMaster && newText !== undefined && generation !== undefined) await recordUnconfirmed(newText, generation);
     // The file may hold the new text: put the previous one back, and say restored only when that exited 0.
     let restored: Awaited<ReturnType<typeof replaceFile>> | undefined;
     let restoreError: unknown;
@@ -517,6 +574,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       }
       return (await readCurrent(context.signal))?.routing;
     },
+    alsoInForce: (context = {}) => unconfirmedRoutings(context.signal),
     async initialize(routing, instances, context = {}) {
       const exists = await run(`${refuseLink}[ -f ${file} ]`, context.signal);
       if (exists.code === 3) throw new NodropError("E_PROXY_SETUP", `cannot use ${configFile} on ${executor.host}: ${exists.stderr.trim()}`);

@@ -362,6 +362,12 @@ describe("nginx apply() over SSH, the connection cut at each point: the error sa
     await ssh.dispose();
     const text = await readFile(includeFile, "utf8");
     await expectInForce(text, ["b-8731", "b-8732"]);
+    // A next process (this one's memory gone) learns it from the record beside the file: the file
+    // holds the new routing, and nginx may still route by the one before it.
+    const next = proxyOver([]);
+    expect(await next.proxy.current()).toEqual(without3);
+    expect(await next.proxy.alsoInForce!()).toEqual([all]);
+    await next.ssh.dispose();
   });
 
   it("cut after the reload signal, then again at the restore → unknown, never 'restored'", async () => {

@@ -16,6 +16,8 @@ class SlotFleet {
   readonly calls: string[] = [];
   readonly broken = new Set<string>();
   failStop = new Set<string>();
+  /** A stop of one of these slots waits for its gate, then fails. */
+  readonly gatedFailStop = new Map<string, Promise<void>>();
   inspection: (id: string) => SlotInspection = () => ({ free: true, liveRssBytes: 50 * 2 ** 20, availableBytes: 8 * 2 ** 30 });
 
   constructor(count: number, version: string) {
@@ -31,6 +33,11 @@ class SlotFleet {
       spec,
       stop: async ({ port = spec.port }) => {
         this.calls.push(`stop ${spec.id}:${port}`);
+        const gate = this.gatedFailStop.get(`${spec.id}:${port}`);
+        if (gate) {
+          await gate;
+          throw new NodropError("E_INSTANCE", `stop of ${spec.id} on ${port} failed`, { instance: spec.id });
+        }
         if (this.failStop.has(`${spec.id}:${port}`)) throw new NodropError("E_INSTANCE", `stop of ${spec.id} on ${port} failed`, { instance: spec.id });
         this.running.delete(`${spec.id}:${port}`);
       },
@@ -238,6 +245,31 @@ describe("surge rolling through the engine", () => {
     expect(at("start web-8011:9011")).toBeLessThan(at("swap 1 begins"));
     expect(proxy.applied.map((a) => servingInstances(a.routing).size)).toEqual([3, 3, 3]);
     expect(report.phases.map((p) => p.ok)).toEqual([true, true, true]);
+  });
+
+  it("with prepareAhead, batch 1's old slot that fails to stop (still resident) keeps batch 4 from starting early: at most three batches' processes overlap", async () => {
+    const fleet = new SlotFleet(4, "v1");
+    let release = () => {};
+    fleet.gatedFailStop.set("web-8011:8011", new Promise<void>((resolve) => (release = resolve)));
+    const proxy = new RecordingProxy();
+    const apply = proxy.apply.bind(proxy);
+    // Batch 1's old slot fails to stop while batch 3 swaps: batch 4's early start waits for that stop.
+    proxy.apply = async (routing, instances) => {
+      if (proxy.applied.length === 2) {
+        release();
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      return apply(routing, instances);
+    };
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.ok).toBe(false);
+    expect(report.error?.step).toBe("batch 1/4: stop (background)");
+    // Batches 2 and 3 swapped (batch 3 started during batch 2's swap, as the model allows); batch 4 started nothing.
+    expect(proxy.applied).toHaveLength(3);
+    expect(fleet.calls.filter((c) => c.includes("web-8014"))).toEqual([]);
+    expect(report.recovery).toContain("the deploy stopped before phase batch 4/4");
+    expect(byId(report, "web-8013")).toMatchObject({ port: 9013, version: "v2", outcome: "updated" });
+    expect(byId(report, "web-8011")).toMatchObject({ port: 9011, idle: { port: 8011, running: true } });
   });
 
   it("with prepareAhead, a next batch's new slot that fails its check fails that batch: stopped, and its instance never left its old slot", async () => {
