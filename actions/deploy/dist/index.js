@@ -51364,6 +51364,11 @@ function sameRouting(a, b) {
   const extra = (r) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null, slots(r), poolSlots(r)]);
   return a.defaultPool === b.defaultPool && pools(a) === pools(b) && pins(a) === pins(b) && extra(a) === extra(b);
 }
+function distinctRoutings(routings, except = []) {
+  const kept = [];
+  for (const r of routings) if (![...except, ...kept].some((o) => sameRouting(o, r))) kept.push(r);
+  return kept;
+}
 var POOL_NAME = /^[a-z][a-z0-9_]{0,31}$/;
 var AFFINITY_KEY = /^\$(remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1,64})$/;
 var PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -52377,17 +52382,22 @@ async function readRoutingInForce(options) {
   const read2 = await readAgreed(options);
   const unconfirmed = await readUnconfirmed(options, read2.routing);
   if (unconfirmed.length === 0) return read2;
-  const others = [...read2.others, ...unconfirmed].filter((r, index, all) => all.findIndex((o) => sameRouting(o, r)) === index);
   const routing = settledRouting(read2.routing);
-  if (!sameRouting(routing, read2.routing)) others.push(read2.routing);
-  const why = "the routing in the proxy's file put into effect (a change to it was never confirmed)";
+  const others = distinctRoutings([...read2.others, ...unconfirmed, read2.routing], [routing]);
   const note = "a change was written to the proxy but its reload never confirmed (a deploy died in between): the first change puts the routing in the file into effect, and nothing stops before the routing before it has drained";
-  return { routing, others, reconcile: read2.reconcile ? { ...read2.reconcile, note: `${read2.reconcile.note}; ${note}` } : { phase: { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }] }, note } };
+  return {
+    routing,
+    others,
+    reconcile: read2.reconcile ? { ...read2.reconcile, note: `${read2.reconcile.note}; ${note}` } : { phase: proxiesPhase(routing, "the routing in the proxy's file put into effect (a change to it was never confirmed)"), note }
+  };
+}
+function proxiesPhase(routing, why) {
+  return { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }] };
 }
 async function readUnconfirmed(options, routing) {
   if (!routing || !options.proxy.alsoInForce) return [];
   const specs = options.instances.map((i) => i.spec);
-  const found = (await options.proxy.alsoInForce({ signal: options.signal })).filter((r) => !sameRouting(r, routing));
+  const found = distinctRoutings(await options.proxy.alsoInForce({ signal: options.signal }), [routing]);
   for (const r of found) {
     const problem = routingSlotProblem(r, specs);
     if (problem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: on proxy ${options.proxy.name}, the routing before an unconfirmed change: ${problem}`);
@@ -52410,13 +52420,12 @@ async function readAgreed(options) {
     }
     const [first, ...rest] = each;
     const routing = settledRouting(first.routing);
-    const others = [first.routing, ...rest.map((m) => m.routing)].filter((r, index, all) => !sameRouting(r, routing) && all.findIndex((o) => sameRouting(o, r)) === index);
-    const why = `every proxy onto the routing ${first.label} has (they routed differently)`;
+    const others = distinctRoutings([first.routing, ...rest.map((m) => m.routing)], [routing]);
     return {
       routing,
       others,
       reconcile: {
-        phase: { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }] },
+        phase: proxiesPhase(routing, `every proxy onto the routing ${first.label} has (they routed differently)`),
         note: `the proxies route differently (${each.map((m) => `${m.label} ${describeRouting(m.routing)}`).join("; ")}): the first change puts ${first.label}'s routing on all of them, and nothing stops before their old routings have drained`
       }
     };
@@ -52563,6 +52572,7 @@ async function runPhases(context, plan) {
   const { run: run3 } = context;
   for (const [index, phase] of plan.phases.entries()) {
     const early = takeEarly(run3, index);
+    const earlyFailure = early ? await early.done : void 0;
     if (!early) await awaitOlderBackground(context, index);
     if (run3.backgroundFailure) {
       const failure = await settleBackground(context);
@@ -52574,19 +52584,11 @@ async function runPhases(context, plan) {
     const endPhase = (ok) => run3.phases.push({ name: phase.name, startMs: phaseStart - run3.started, ms: performance.now() - phaseStart, ok });
     let current;
     try {
-      let skip = 0;
-      if (early) {
-        const failed = await early.done;
-        if (failed && "skipped" in failed) {
-          return backgroundOutcome(await settleBackground(context), plan.phases.slice(index).map((p) => p.name));
-        }
-        if (failed) {
-          current = failed.step;
-          throw failed.error;
-        }
-        skip = early.steps;
+      if (earlyFailure && "error" in earlyFailure) {
+        current = earlyFailure.step;
+        throw earlyFailure.error;
       }
-      for (const step2 of phase.steps.slice(skip)) {
+      for (const step2 of phase.steps.slice(early && earlyFailure === void 0 ? early.steps : 0)) {
         current = step2;
         if (step2.kind === "route") run3.early ??= startEarly(context, plan.phases, index + 1);
         await runStep(context, phase, step2);
@@ -53955,8 +53957,8 @@ function nginxProxy(options) {
   const tmpTemplate = `${shellQuote(`${configFile}.nodrop-tmp.`)}XXXXXXXXXX`;
   const tmpGlob = `${shellQuote(`${configFile}.nodrop-tmp.`)}*`;
   const prevGlob = `${shellQuote(`${configFile}.nodrop-prev.`)}*`;
-  const unconfirmedAt = (generation) => shellQuote(`${configFile}.nodrop-unconfirmed.${Number.isSafeInteger(generation) && generation > 0 ? generation : 0}`);
-  const unconfirmedNewAt = (generation) => shellQuote(`${configFile}.nodrop-unconfirmed-new.${Number.isSafeInteger(generation) && generation > 0 ? generation : 0}`);
+  const recordNumber = (generation) => Number.isSafeInteger(generation) && generation > 0 ? generation : 0;
+  const unconfirmedAt = (generation, kind = "") => shellQuote(`${configFile}.nodrop-unconfirmed${kind}.${recordNumber(generation)}`);
   const unconfirmedGlob = `${shellQuote(`${configFile}.nodrop-unconfirmed`)}*`;
   const refuseLink = `if [ -L ${file} ]; then printf '%s is a symbolic link (to %s) on %s; nodrop replaces this file by rename and does not write through links: make it a regular file, or point proxy.configFile at the target\\n' ${file} "$(readlink -- ${file})" ${shellQuote(executor.host)} >&2; exit 3; fi
 if [ -e ${file} ] && [ ! -f ${file} ]; then printf '%s is not a regular file on %s\\n' ${file} ${shellQuote(executor.host)} >&2; exit 3; fi
@@ -54016,7 +54018,7 @@ ok=1`;
   };
   const clearUnconfirmed = async (generation) => {
     await run3(
-      `for f in ${unconfirmedGlob}; do n=\${f##*.}; case "$n" in ''|*[!0-9]*) continue;; esac; if [ "$n" -le ${Number.isSafeInteger(generation) ? generation : 0} ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done`
+      `for f in ${unconfirmedGlob}; do n=\${f##*.}; case "$n" in ''|*[!0-9]*) continue;; esac; if [ "$n" -le ${recordNumber(generation)} ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done`
     ).catch(() => void 0);
   };
   const recordUnconfirmed = async (text, generation) => {
@@ -54024,21 +54026,17 @@ ok=1`;
 set -e
 u=$(mktemp ${tmpTemplate})
 cat > "$u"
-mv -fT -- "$u" ${unconfirmedNewAt(generation)}
+mv -fT -- "$u" ${unconfirmedAt(generation, "-new")}
 ok=1`, void 0, text).catch(() => void 0);
   };
   const unconfirmedRoutings = async (signal) => {
     const mark = "# nodrop-unconfirmed-record";
-    const result = await run3(`for f in ${unconfirmedGlob}; do if [ -f "$f" ] && [ ! -L "$f" ]; then echo '${mark}'; cat -- "$f"; fi; done`, signal);
+    const plain2 = (f) => `if [ -f ${f} ] && [ ! -L ${f} ]; then cat -- ${f}; fi`;
+    const result = await run3(`echo '${mark}'; ${plain2(file)}; for f in ${unconfirmedGlob}; do echo '${mark}'; ${plain2('"$f"')}; done`, signal);
     if (result.code !== 0) return [];
-    const now = (await readCurrent(signal))?.routing;
-    const found = [];
-    for (const text of result.stdout.split(`${mark}
-`).slice(1)) {
-      const routing = parseRenderedConfig(text)?.routing;
-      if (routing && !(now && sameRouting(routing, now)) && !found.some((r) => sameRouting(r, routing))) found.push(routing);
-    }
-    return found;
+    const [now, ...records] = result.stdout.split(`${mark}
+`).slice(1).map((text) => parseRenderedConfig(text)?.routing);
+    return distinctRoutings(records.filter((r) => r !== void 0), now ? [now] : []);
   };
   const errorLogSize = async (signal) => {
     if (!options.errorLog) return void 0;

@@ -64,7 +64,9 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
   for (const [index, phase] of plan.phases.entries()) {
     const early = takeEarly(run, index);
     // A phase whose new processes started early starts none now: the early start waited for the
-    // old processes to stop that the memory check counts on.
+    // old processes to stop that the memory check counts on. Its steps end first (one it skipped
+    // because a background step had failed leaves that failure for the check below).
+    const earlyFailure = early ? await early.done : undefined;
     if (!early) await awaitOlderBackground(context, index);
     if (run.backgroundFailure) {
       const failure = await settleBackground(context);
@@ -76,21 +78,12 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
     const endPhase = (ok: boolean) => run.phases.push({ name: phase.name, startMs: phaseStart - run.started, ms: performance.now() - phaseStart, ok });
     let current: PlanStep | undefined;
     try {
-      let skip = 0;
-      if (early) {
-        // This phase's first steps already ran while the one before it swapped: their outcome is this phase's.
-        const failed = await early.done;
-        if (failed && "skipped" in failed) {
-          // A background step failed before they could start (and after this phase's boundary check).
-          return backgroundOutcome(await settleBackground(context), plan.phases.slice(index).map((p) => p.name));
-        }
-        if (failed) {
-          current = failed.step;
-          throw failed.error;
-        }
-        skip = early.steps;
+      // This phase's first steps already ran while the one before it swapped: their outcome is this phase's.
+      if (earlyFailure && "error" in earlyFailure) {
+        current = earlyFailure.step;
+        throw earlyFailure.error;
       }
-      for (const step of phase.steps.slice(skip)) {
+      for (const step of phase.steps.slice(early && earlyFailure === undefined ? early.steps : 0)) {
         current = step;
         if (step.kind === "route") run.early ??= startEarly(context, plan.phases, index + 1);
         await runStep(context, phase, step);

@@ -13,7 +13,7 @@ export { httpHealthCheck, hostHealthCheck, waitHealthy, reportedVersion } from "
 export type { HttpHealthCheckOptions, HostHealthCheckOptions, WaitHealthyOptions } from "./health.js";
 export { commandInstance } from "./instance.js";
 export type { CommandInstanceOptions } from "./instance.js";
-export { singlePool, servingInstances, validateRouting, sameRouting, reachesInstance, reachesSlot, routedPort, withSlots, servedEndpoints, endpoint, routingSlotProblem } from "./routing.js";
+export { singlePool, servingInstances, validateRouting, sameRouting, distinctRoutings, reachesInstance, reachesSlot, routedPort, withSlots, servedEndpoints, endpoint, routingSlotProblem } from "./routing.js";
 export { checkIdleSlots, idleStarts, DEFAULT_OVERLAP } from "./slot-preflight.js";
 export type { OverlapBudget } from "./slot-preflight.js";
 export { inspectSlotCommand, inspectSlotsCommand, parseSlotInspection, parseSlotInspections, listenerTakes } from "./slot-inspection.js";

@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { NodropError } from "./errors.js";
 import { proxyGroup } from "./proxy-group.js";
+import { rejected } from "./test-support.js";
 import { singlePool } from "./routing.js";
 import type { Proxy, ProxyApplyResult, ProxyContext, ProxyInstance, Routing } from "./types.js";
 
@@ -67,13 +68,10 @@ describe("proxyGroup", () => {
     const group = proxyGroup([{ label: "lb1", proxy: lb1 }, { label: "lb2", proxy: lb2 }, { label: "lb3", proxy: lb3 }]);
     await group.current();
     lb2.failNext = { inForce: "previous", message: "nginx -t failed on lb2\nunknown directive" };
-    const error = await group.apply(withoutC, instances).then(
-      () => undefined,
-      (e: unknown) => e as NodropError,
-    );
-    expect(error?.code).toBe("E_PROXY_TEST");
-    expect(error?.routingInForce).toBe("previous");
-    expect(error?.message).toBe("proxy lb2: nginx -t failed on lb2; lb1, lb3 were put back on the previous routing\nunknown directive");
+    const error = await rejected(group.apply(withoutC, instances));
+    expect(error.code).toBe("E_PROXY_TEST");
+    expect(error.routingInForce).toBe("previous");
+    expect(error.message).toBe("proxy lb2: nginx -t failed on lb2; lb1, lb3 were put back on the previous routing\nunknown directive");
     for (const member of [lb1, lb2, lb3]) expect(member.inForce).toEqual(all);
     // lb1 and lb3 were sent the change, then the routing before it.
     expect(lb1.applied.map((a) => a.routing)).toEqual([withoutC, all]);
@@ -87,12 +85,9 @@ describe("proxyGroup", () => {
     lb2.failNext = { inForce: "unknown", message: "the connection to lb2 dropped" };
     // lb2's restore fails too, leaving it unknown; lb1 goes back.
     failSecondApply(lb2, new NodropError("E_SSH_DROPPED", "still down", { routingInForce: "unknown" }));
-    const error = await group.apply(withoutC, instances).then(
-      () => undefined,
-      (e: unknown) => e as NodropError,
-    );
-    expect(error?.routingInForce).toBe("unknown");
-    expect(error?.message).toBe("proxy lb2: the connection to lb2 dropped; the proxies now route: lb1 the previous routing, lb2 unknown");
+    const error = await rejected(group.apply(withoutC, instances));
+    expect(error.routingInForce).toBe("unknown");
+    expect(error.message).toBe("proxy lb2: the connection to lb2 dropped; the proxies now route: lb1 the previous routing, lb2 unknown");
   });
 
   it("a timed switch: every member gets the same instant, each on its own host's clock (the offsets measured at preflight)", async () => {
@@ -135,7 +130,7 @@ describe("proxyGroup", () => {
       throw new NodropError("E_SSH_HOSTKEY", "host key of lb2 (root@10.0.0.6:22) has CHANGED");
     };
     const group = proxyGroup([{ label: "lb1", proxy: recording(all) }, { label: "lb2", proxy: lb2 }]);
-    const error = await group.check().then(() => undefined, (e: unknown) => e as NodropError);
+    const error = await rejected(group.check());
     expect(error).toMatchObject({ code: "E_SSH_HOSTKEY", message: "proxy lb2: host key of lb2 (root@10.0.0.6:22) has CHANGED" });
   });
 });
@@ -160,12 +155,9 @@ describe("proxyGroup: putting members back", () => {
     lb2.failNext = { inForce: "previous", message: "nginx -t failed on lb2" };
     // lb1 takes the change, then refuses the put-back and restores its own file: the new routing.
     failSecondApply(lb1, new NodropError("E_PROXY_TEST", "nginx -t failed on lb1", { routingInForce: "previous" }));
-    const error = await group.apply(withoutC, instances).then(
-      () => undefined,
-      (e: unknown) => e as NodropError,
-    );
-    expect(error?.routingInForce).toBe("unknown");
-    expect(error?.message).toBe("proxy lb2: nginx -t failed on lb2; the proxies now route: lb1 the new routing, lb2 the previous routing");
+    const error = await rejected(group.apply(withoutC, instances));
+    expect(error.routingInForce).toBe("unknown");
+    expect(error.message).toBe("proxy lb2: nginx -t failed on lb2; the proxies now route: lb1 the new routing, lb2 the previous routing");
   });
 
   it("a routing with a timed switch that has passed is put back settled (its target the default), not switched again", async () => {

@@ -1,7 +1,7 @@
 import type { DeployOptions } from "./deploy-options.js";
 import { NodropError, toNodropError } from "./errors.js";
 import { currentOfEach, describeRouting, isProxyGroup, settledRouting } from "./proxy-group.js";
-import { routingSlotProblem, sameRouting } from "./routing.js";
+import { distinctRoutings, routingSlotProblem } from "./routing.js";
 import type { PlanPhase, Routing } from "./types.js";
 
 /**
@@ -35,20 +35,29 @@ export async function readRoutingInForce(options: Pick<DeployOptions<unknown>, "
   const read = await readAgreed(options);
   const unconfirmed = await readUnconfirmed(options, read.routing);
   if (unconfirmed.length === 0) return read;
-  const others = [...read.others, ...unconfirmed].filter((r, index, all) => all.findIndex((o) => sameRouting(o, r)) === index);
   // A timed switch in the file has passed by now, whether or not nginx loaded it: put in effect as it stands.
   const routing = settledRouting(read.routing)!;
-  if (!sameRouting(routing, read.routing!)) others.push(read.routing!);
-  const why = "the routing in the proxy's file put into effect (a change to it was never confirmed)";
+  const others = distinctRoutings([...read.others, ...unconfirmed, read.routing!], [routing]);
   const note = "a change was written to the proxy but its reload never confirmed (a deploy died in between): the first change puts the routing in the file into effect, and nothing stops before the routing before it has drained";
-  return { routing, others, reconcile: read.reconcile ? { ...read.reconcile, note: `${read.reconcile.note}; ${note}` } : { phase: { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }] }, note } };
+  return {
+    routing,
+    others,
+    reconcile: read.reconcile
+      ? { ...read.reconcile, note: `${read.reconcile.note}; ${note}` }
+      : { phase: proxiesPhase(routing, "the routing in the proxy's file put into effect (a change to it was never confirmed)"), note },
+  };
+}
+
+/** The first phase of a plan whose proxies may route by more than one routing: `routing` on all of them. */
+function proxiesPhase(routing: Routing, why: string): PlanPhase {
+  return { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }] };
 }
 
 /** Routings a change written but never confirmed may have left in force (the proxy keeps them on record), each checked like the file's. */
 async function readUnconfirmed(options: Pick<DeployOptions<unknown>, "proxy" | "instances" | "signal">, routing: Routing | undefined): Promise<Routing[]> {
   if (!routing || !options.proxy.alsoInForce) return [];
   const specs = options.instances.map((i) => i.spec);
-  const found = (await options.proxy.alsoInForce({ signal: options.signal })).filter((r) => !sameRouting(r, routing));
+  const found = distinctRoutings(await options.proxy.alsoInForce({ signal: options.signal }), [routing]);
   for (const r of found) {
     const problem = routingSlotProblem(r, specs);
     if (problem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: on proxy ${options.proxy.name}, the routing before an unconfirmed change: ${problem}`);
@@ -74,13 +83,12 @@ async function readAgreed(options: Pick<DeployOptions<unknown>, "proxy" | "insta
     const [first, ...rest] = each;
     // A timed switch that the first member holds has passed by now: it is put back as it stands.
     const routing = settledRouting(first!.routing!)!;
-    const others = [first!.routing!, ...rest.map((m) => m.routing!)].filter((r, index, all) => !sameRouting(r, routing) && all.findIndex((o) => sameRouting(o, r)) === index);
-    const why = `every proxy onto the routing ${first!.label} has (they routed differently)`;
+    const others = distinctRoutings([first!.routing!, ...rest.map((m) => m.routing!)], [routing]);
     return {
       routing,
       others,
       reconcile: {
-        phase: { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }] },
+        phase: proxiesPhase(routing, `every proxy onto the routing ${first!.label} has (they routed differently)`),
         note: `the proxies route differently (${each.map((m) => `${m.label} ${describeRouting(m.routing!)}`).join("; ")}): the first change puts ${first!.label}'s routing on all of them, and nothing stops before their old routings have drained`,
       },
     };

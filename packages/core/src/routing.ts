@@ -41,6 +41,13 @@ export function sameRouting(a: Routing, b: Routing): boolean {
   return a.defaultPool === b.defaultPool && pools(a) === pools(b) && pins(a) === pins(b) && extra(a) === extra(b);
 }
 
+/** The routings, each once (by sameRouting), without any that is the same as one of `except`. */
+export function distinctRoutings(routings: readonly Routing[], except: readonly Routing[] = []): Routing[] {
+  const kept: Routing[] = [];
+  for (const r of routings) if (![...except, ...kept].some((o) => sameRouting(o, r))) kept.push(r);
+  return kept;
+}
+
 const POOL_NAME = /^[a-z][a-z0-9_]{0,31}$/;
 const AFFINITY_KEY = /^\$(remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1,64})$/;
 const PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -10,8 +10,8 @@ import {
   type ProxyCheck,
   type Routing,
   endpoint,
+  distinctRoutings,
   measureClockOffset,
-  sameRouting,
   servedEndpoints,
   type schema,
   shellQuote,
@@ -74,10 +74,10 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
   // written in the same command that puts the new file in place, removed once the change's reload
   // is confirmed and its old generation has drained (with every older record: nothing older runs
   // then). A deploy killed in between leaves it, so the next one knows nginx may still route by it.
-  // The generation comes from the file (anyone's to edit on the proxy host): only a plain integer names a record.
-  const unconfirmedAt = (generation: number) => shellQuote(`${configFile}.nodrop-unconfirmed.${Number.isSafeInteger(generation) && generation > 0 ? generation : 0}`);
   // A reload signalled but not confirmed records the new text too (`-new.<generation>`): either may run.
-  const unconfirmedNewAt = (generation: number) => shellQuote(`${configFile}.nodrop-unconfirmed-new.${Number.isSafeInteger(generation) && generation > 0 ? generation : 0}`);
+  // The generation comes from the file (anyone's to edit on the proxy host): only a plain integer names a record.
+  const recordNumber = (generation: number) => (Number.isSafeInteger(generation) && generation > 0 ? generation : 0);
+  const unconfirmedAt = (generation: number, kind: "" | "-new" = "") => shellQuote(`${configFile}.nodrop-unconfirmed${kind}.${recordNumber(generation)}`);
   const unconfirmedGlob = `${shellQuote(`${configFile}.nodrop-unconfirmed`)}*`;
   // The include file itself must be a plain file: nodrop replaces it by rename, and a link there
   // (which would be replaced by a file, or written through by hand) means the setup is not the one
@@ -169,7 +169,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
    */
   const clearUnconfirmed = async (generation: number): Promise<void> => {
     await run(
-      `for f in ${unconfirmedGlob}; do n=\${f##*.}; case "$n" in ''|*[!0-9]*) continue;; esac; if [ "$n" -le ${Number.isSafeInteger(generation) ? generation : 0} ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done`,
+      `for f in ${unconfirmedGlob}; do n=\${f##*.}; case "$n" in ''|*[!0-9]*) continue;; esac; if [ "$n" -le ${recordNumber(generation)} ] && [ -f "$f" ] && [ ! -L "$f" ]; then rm -f -- "$f"; fi; done`,
     ).catch(() => undefined);
   };
 
@@ -178,21 +178,20 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
    * not confirmed: the new generation may have loaded it, whatever the file is put back to).
    */
   const recordUnconfirmed = async (text: string, generation: number): Promise<void> => {
-    await run(`u=; ok=; trap '[ -n "$ok" ] || rm -f -- \${u:+"$u"}' EXIT\nset -e\nu=$(mktemp ${tmpTemplate})\ncat > "$u"\nmv -fT -- "$u" ${unconfirmedNewAt(generation)}\nok=1`, undefined, text).catch(() => undefined);
+    await run(`u=; ok=; trap '[ -n "$ok" ] || rm -f -- \${u:+"$u"}' EXIT\nset -e\nu=$(mktemp ${tmpTemplate})\ncat > "$u"\nmv -fT -- "$u" ${unconfirmedAt(generation, "-new")}\nok=1`, undefined, text).catch(() => undefined);
   };
 
-  /** The routings on record for changes whose reload or drain never finished, those that differ from the file's. */
+  /**
+   * The routings on record for changes whose reload or drain never finished, those that differ from
+   * the file's: the file first and every record after it, in one command.
+   */
   const unconfirmedRoutings = async (signal?: AbortSignal): Promise<Routing[]> => {
     const mark = "# nodrop-unconfirmed-record";
-    const result = await run(`for f in ${unconfirmedGlob}; do if [ -f "$f" ] && [ ! -L "$f" ]; then echo '${mark}'; cat -- "$f"; fi; done`, signal);
+    const plain = (f: string) => `if [ -f ${f} ] && [ ! -L ${f} ]; then cat -- ${f}; fi`;
+    const result = await run(`echo '${mark}'; ${plain(file)}; for f in ${unconfirmedGlob}; do echo '${mark}'; ${plain('"$f"')}; done`, signal);
     if (result.code !== 0) return [];
-    const now = (await readCurrent(signal))?.routing;
-    const found: Routing[] = [];
-    for (const text of result.stdout.split(`${mark}\n`).slice(1)) {
-      const routing = parseRenderedConfig(text)?.routing;
-      if (routing && !(now && sameRouting(routing, now)) && !found.some((r) => sameRouting(r, routing))) found.push(routing);
-    }
-    return found;
+    const [now, ...records] = result.stdout.split(`${mark}\n`).slice(1).map((text) => parseRenderedConfig(text)?.routing);
+    return distinctRoutings(records.filter((r): r is Routing => r !== undefined), now ? [now] : []);
   };
 
   const errorLogSize = async (signal?: AbortSignal): Promise<number | undefined> => {
@@ -421,7 +420,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       return fail("new", `nginx on ${executor.host} had confirmed the reload, so the new routing is in force (${configFile} holds it)${code === "E_PROXY_DRAIN" ? "" : "; whether the previous generation of workers has finished draining is unknown"}`);
     }
     // A signalled reload may have loaded the new text, whatever the file is put back to: on record
-    // until a reload of the restored file is confirmed, for a next run this one may not live to warn.
+    // (until a later change is confirmed and drained), for a next run this one may not live to warn.
     if (stage === "signalled" && !refusedByMaster && newText !== undefined && generation !== undefined) await recordUnconfirmed(newText, generation);
     // The file may hold the new text: put the previous one back, and say restored only when that exited 0.
     let restored: Awaited<ReturnType<typeof replaceFile>> | undefined;
