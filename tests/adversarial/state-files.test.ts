@@ -299,6 +299,40 @@ describe("state files on the proxy host, local executor (real nginx + gunicorn)"
     }
   });
 
+  it("links planted at the names of the include file's unconfirmed-change records are never written through, and a link there is never read as a record", async () => {
+    await resetState();
+    const generation = Number(/^# nodrop-generation: (\d+)$/m.exec(readFileSync(fleet.includeFile, "utf8"))?.[1]);
+    expect(generation).toBeGreaterThan(0);
+    // The names the next two changes would write their records at, and one far ahead that no change reaches.
+    const planted = [1, 2].flatMap((k) => [`${fleet.includeFile}.nodrop-unconfirmed.${generation + k}`, `${fleet.includeFile}.nodrop-unconfirmed-new.${generation + k}`]);
+    const ahead = `${fleet.includeFile}.nodrop-unconfirmed.${generation + 1000}`;
+    for (const name of [...planted, ahead]) {
+      await rm(name, { force: true });
+      await symlink(victimFile, name);
+    }
+    try {
+      await hostile("proxy-host-file", "links at the unconfirmed-change record names", async () => {
+        const beforeVictims = victims();
+        for (const version of ["v2", "v1"]) {
+          const result = await runNodrop(deployArgs(fleet.configFile, version));
+          expect(result.code, result.stderr).toBe(0);
+          // A link is no record: the deploy had nothing to put into effect first.
+          expect(result.stdout).not.toContain("never confirmed");
+        }
+        expect(victims()).toBe(beforeVictims);
+        // The written names were replaced by records (rename replaces the link, never its target) and cleared after each drain.
+        for (const name of planted.filter((n) => !n.includes("-new."))) expect(existsSync(name)).toBe(false);
+        // The links no change wrote to (no reload was left unconfirmed, and one far ahead) are still there, unread.
+        for (const name of [...planted.filter((n) => n.includes("-new.")), ahead]) expect(readlinkSync(name)).toBe(victimFile);
+        const status = await runNodrop(["status", "--config", fleet.configFile, "--json"]);
+        expect((JSON.parse(status.stdout) as { unconfirmed?: unknown }).unconfirmed).toBeUndefined();
+        expect(await serving()).toBe(true);
+      });
+    } finally {
+      for (const name of [...planted, ahead]) await rm(name, { force: true });
+    }
+  });
+
   it("the include file itself is a symlink: refused by deploy and reported by status (E_PROXY_SETUP), the link's target unchanged", async () => {
     await resetState();
     // The user's real file elsewhere, the include path a link to it.
