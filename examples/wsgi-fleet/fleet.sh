@@ -37,10 +37,17 @@ case "$cmd" in
   start)
     [ -L "$dir/current" ] || { echo "instance $port has no release; update it first" >&2; exit 1; }
     if running; then echo "instance $port is already running" >&2; exit 1; fi
-    # gthread workers: slow requests must not block the others. The graceful timeout bounds a stop.
+    # gthread workers: slow requests must not block the others. The graceful timeout bounds a stop
+    # (10 s; a fleet's graceful-timeout file, whole seconds, sets another, so tests of cut
+    # connections need not wait 10 s per stop).
     address=${4:-127.0.0.1}
+    graceful=10
+    if [ -f "$fleet/graceful-timeout" ]; then
+      graceful=$(cat "$fleet/graceful-timeout")
+      case "$graceful" in ''|*[!0-9]*) echo "$fleet/graceful-timeout: not a whole number of seconds" >&2; exit 1 ;; esac
+    fi
     gunicorn --daemon --pid "$pidfile" --bind "$address:$port" \
-      --workers 2 --threads 8 --worker-class gthread --graceful-timeout 10 \
+      --workers 2 --threads 8 --worker-class gthread --graceful-timeout "$graceful" \
       --chdir "$here/app" --env "APP_RELEASE=$dir/current" --env "APP_INSTANCE=$port" \
       --error-logfile "$dir/gunicorn.log" app:application
     ;;

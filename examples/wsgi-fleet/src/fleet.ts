@@ -59,6 +59,8 @@ export interface FleetOptions {
   proxy?: Record<string, unknown>;
   /** nginx's worker_shutdown_timeout in seconds (default 30). */
   workerShutdownTimeout?: number;
+  /** gunicorn's --graceful-timeout in whole seconds, the longest a stop waits for requests (default 10). */
+  gracefulTimeout?: number;
   /** commands.timeout in the config (default 60s). */
   commandTimeout?: string;
   /** A verify section for the config; its url defaults to the fleet's public URL. */
@@ -215,6 +217,14 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   };
 
   try {
+    if (options.gracefulTimeout !== undefined) {
+      if (!Number.isInteger(options.gracefulTimeout) || options.gracefulTimeout < 0) throw new Error(`startFleet: gracefulTimeout ${options.gracefulTimeout} is not a whole number of seconds`);
+      // Hosts share this machine's disk, so their fleet directories are written from here.
+      for (const host of new Set(instances.map((i) => i.host))) {
+        await mkdir(fleetDir(host), { recursive: true });
+        await writeFile(path.join(fleetDir(host), "graceful-timeout"), `${options.gracefulTimeout}\n`);
+      }
+    }
     await Promise.all(
       instances.map(async (i) => {
         await onHost(i.host, [fleetDir(i.host), "update", String(i.port), version]);

@@ -1,4 +1,5 @@
-// Fault injection under load: each fault at the first and the last batch of a rolling deploy.
+// Fault injection under load: each fault at the first and the last batch of a rolling deploy (two
+// instances: the first batch has one after it, the last none).
 // After each one: no request failed, nginx's config is valid and serving, `nodrop status` agrees
 // with what runs, and `nodrop resume` brings the fleet to one version.
 import { spawn } from "node:child_process";
@@ -38,7 +39,8 @@ describe("fault injection under load (real nginx + gunicorn)", () => {
   let fleet: Fleet;
   const outcomes: Outcome[] = [];
   beforeAll(async () => {
-    fleet = await startFleet({ ports: [8311, 8312, 8313], proxyPort: 18311, commandTimeout: "8s" });
+    // A start that hangs waits out the command timeout: 5 s, above a start under load (about 1 s).
+    fleet = await startFleet({ ports: [8311, 8312], proxyPort: 18311, commandTimeout: "5s" });
   });
   afterAll(async () => {
     console.log(`faults tried: ${outcomes.length}, survived: ${outcomes.filter((o) => o.survived).length}`);
@@ -47,8 +49,8 @@ describe("fault injection under load (real nginx + gunicorn)", () => {
   });
 
   const points = [
-    { port: 8311, at: "batch 1/3" },
-    { port: 8313, at: "batch 3/3" },
+    { port: 8311, at: "batch 1/2" },
+    { port: 8312, at: "batch 2/2" },
   ];
   const cases = faults.flatMap((fault) => points.map((point) => ({ ...point, fault })));
 
@@ -130,7 +132,7 @@ describe("fault injection under load (real nginx + gunicorn)", () => {
       }
     }
     const { stats } = await load.done;
-    outcomes.push({ fault: "disk full at the config write", at: "batch 1/3", survived: stats.failed === 0, detail: "" });
+    outcomes.push({ fault: "disk full at the config write", at: "batch 1/2", survived: stats.failed === 0, detail: "" });
     expect(stats.failed).toBe(0);
   });
 });

@@ -8,7 +8,8 @@ import { type Fleet, deployUnderLoad, runNodrop, startFleet } from "../src/index
 describe("half-split deploy (real nginx + gunicorn)", () => {
   let fleet: Fleet;
   beforeAll(async () => {
-    fleet = await startFleet({ ports: [8241, 8242, 8243, 8244], proxyPort: 18241, strategy: { name: "half-split" } });
+    // v3 never passes its health check: an 8 s deadline (not 20 s) is what the failing deploy waits.
+    fleet = await startFleet({ ports: [8241, 8242, 8243, 8244], proxyPort: 18241, strategy: { name: "half-split" }, health: { deadline: "8s" } });
   });
   afterAll(async () => {
     await fleet?.stop();

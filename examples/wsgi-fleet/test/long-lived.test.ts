@@ -34,8 +34,9 @@ function openStream(url: string, ms: number): Promise<Stream> {
 describe("long-lived connections during a deploy (real nginx + gunicorn)", () => {
   let fleet: Fleet;
   beforeAll(async () => {
-        // nginx's own ceiling (worker_shutdown_timeout) above the deploy's length, so nodrop's is the one that acts.
-    fleet = await startFleet({ ports: [8271, 8272, 8273, 8274], proxyPort: 18271, proxy: { drainTimeout: "2s" }, workerShutdownTimeout: 180 });
+    // nginx's own ceiling (worker_shutdown_timeout) above the deploy's length, so nodrop's is the one
+    // that acts; gunicorn's graceful stop cut to 2 s (from 10), the time each cut stream holds a stop.
+    fleet = await startFleet({ ports: [8271, 8272, 8273, 8274], proxyPort: 18271, proxy: { drainTimeout: "2s" }, workerShutdownTimeout: 180, gracefulTimeout: 2 });
   });
   afterAll(async () => {
     await fleet?.stop();
