@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Controls one gunicorn instance of the example fleet; nodrop's command templates call it:
-#   fleet.sh FLEET_DIR start PORT [ADDRESS] | stop PORT | update PORT VERSION
+#   fleet.sh FLEET_DIR start PORT [ADDRESS] | stop PORT | update PORT VERSION [RELEASE_DIR]
 # Releases live in ./releases/<version>; an instance's current release is a symlink.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,11 +28,13 @@ if [ -e "$dir/hang-once-$cmd" ]; then rm -f "$dir/hang-once-$cmd"; sleep 600; fi
 
 case "$cmd" in
   update)
-    version=$4
-    [ -f "$here/releases/$version/VERSION" ] || { echo "no release $version in $here/releases" >&2; exit 1; }
+    # The release is ./releases/<version>, or the directory given (nodrop's {release}: what a
+    # deploy with a release section put on the host).
+    version=$4 release=${5:-$here/releases/$4}
+    [ -f "$release/VERSION" ] || { echo "no release $version at $release" >&2; exit 1; }
     if running; then echo "instance $port is running; stop it before updating" >&2; exit 1; fi
     mkdir -p "$dir"
-    ln -sfn "$here/releases/$version" "$dir/current"
+    ln -sfn "$release" "$dir/current"
     ;;
   start)
     [ -L "$dir/current" ] || { echo "instance $port has no release; update it first" >&2; exit 1; }

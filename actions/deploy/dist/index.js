@@ -11123,7 +11123,7 @@ var require_mock_interceptor = __commonJS({
 var require_mock_client = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/mock/mock-client.js"(exports, module) {
     "use strict";
-    var { promisify } = __require("util");
+    var { promisify: promisify2 } = __require("util");
     var Client2 = require_client();
     var { buildMockDispatch } = require_mock_utils();
     var {
@@ -11163,7 +11163,7 @@ var require_mock_client = __commonJS({
         return new MockInterceptor(opts, this[kDispatches]);
       }
       async [kClose]() {
-        await promisify(this[kOriginalClose])();
+        await promisify2(this[kOriginalClose])();
         this[kConnected] = 0;
         this[kMockAgent][Symbols.kClients].delete(this[kOrigin]);
       }
@@ -11176,7 +11176,7 @@ var require_mock_client = __commonJS({
 var require_mock_pool = __commonJS({
   "../../node_modules/.pnpm/undici@6.29.1/node_modules/undici/lib/mock/mock-pool.js"(exports, module) {
     "use strict";
-    var { promisify } = __require("util");
+    var { promisify: promisify2 } = __require("util");
     var Pool = require_pool();
     var { buildMockDispatch } = require_mock_utils();
     var {
@@ -11216,7 +11216,7 @@ var require_mock_pool = __commonJS({
         return new MockInterceptor(opts, this[kDispatches]);
       }
       async [kClose]() {
-        await promisify(this[kOriginalClose])();
+        await promisify2(this[kOriginalClose])();
         this[kConnected] = 0;
         this[kMockAgent][Symbols.kClients].delete(this[kOrigin]);
       }
@@ -33004,7 +33004,7 @@ var require_keyParser = __commonJS({
     var {
       createDecipheriv,
       createECDH,
-      createHash: createHash4,
+      createHash: createHash5,
       createHmac: createHmac2,
       createSign,
       createVerify,
@@ -33692,11 +33692,11 @@ ${formatted}-----END ${type} KEY-----`;
                 );
               }
               const ivSlice = bufferSlice(cipherIV, 0, 8);
-              let cipherKey = createHash4("md5").update(passphrase).update(ivSlice).digest();
+              let cipherKey = createHash5("md5").update(passphrase).update(ivSlice).digest();
               while (cipherKey.length < encInfo.keyLen) {
                 cipherKey = combineBuffers(
                   cipherKey,
-                  createHash4("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
+                  createHash5("md5").update(cipherKey).update(passphrase).update(ivSlice).digest()
                 );
               }
               if (cipherKey.length > encInfo.keyLen)
@@ -33861,8 +33861,8 @@ ${formatted}-----END ${type} KEY-----`;
         if (encrypted) {
           const encInfo = CIPHER_INFO[cipherName];
           let cipherKey = combineBuffers(
-            createHash4("sha1").update(PPK_PP1).update(passphrase).digest(),
-            createHash4("sha1").update(PPK_PP2).update(passphrase).digest()
+            createHash5("sha1").update(PPK_PP1).update(passphrase).digest(),
+            createHash5("sha1").update(PPK_PP2).update(passphrase).digest()
           );
           if (cipherKey.length > encInfo.keyLen)
             cipherKey = bufferSlice(cipherKey, 0, encInfo.keyLen);
@@ -33902,7 +33902,7 @@ ${formatted}-----END ${type} KEY-----`;
           passphrase = EMPTY_PASSPHRASE;
         const calcMAC = createHmac2(
           "sha1",
-          createHash4("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
+          createHash5("sha1").update("putty-private-key-file-mac-key").update(passphrase).digest()
         ).update(macData).digest("hex");
         if (calcMAC !== mac) {
           if (encrypted) {
@@ -34246,7 +34246,7 @@ var require_agent2 = __commonJS({
     var { Duplex } = __require("stream");
     var { resolve: resolve3 } = __require("path");
     var { readFile: readFile4 } = __require("fs");
-    var { execFile, spawn: spawn3 } = __require("child_process");
+    var { execFile: execFile2, spawn: spawn3 } = __require("child_process");
     var { isParsedKey, parseKey } = require_keyParser();
     var {
       makeBufferParser,
@@ -34467,7 +34467,7 @@ var require_agent2 = __commonJS({
             if (err) {
               if (triedCygpath)
                 return cb(new Error("Invalid cygwin unix socket path"));
-              execFile("cygpath", ["-w", socketPath], (err2, stdout, stderr) => {
+              execFile2("cygpath", ["-w", socketPath], (err2, stdout, stderr) => {
                 if (err2 || stdout.length === 0)
                   return cb(new Error("Invalid cygwin unix socket path"));
                 triedCygpath = true;
@@ -36224,7 +36224,7 @@ var require_kex = __commonJS({
       createDiffieHellman,
       createDiffieHellmanGroup,
       createECDH,
-      createHash: createHash4,
+      createHash: createHash5,
       createPublicKey,
       diffieHellman,
       generateKeyPairSync,
@@ -36650,7 +36650,7 @@ var require_kex = __commonJS({
               DISCONNECT_REASON.KEY_EXCHANGE_FAILED
             );
           }
-          const hash = createHash4(this.hashName);
+          const hash = createHash5(this.hashName);
           hashString(hash, isServer ? this._remoteIdentRaw : this._identRaw);
           hashString(hash, isServer ? this._identRaw : this._remoteIdentRaw);
           hashString(hash, isServer ? this._remoteKexinit : this._kexinit);
@@ -37658,9 +37658,9 @@ var require_kex = __commonJS({
     function generateKEXVal(len, hashName, secret, exchangeHash, sessionID, char) {
       let ret;
       if (len) {
-        let digest2 = createHash4(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
+        let digest2 = createHash5(hashName).update(secret).update(exchangeHash).update(char).update(sessionID).digest();
         while (digest2.length < len) {
-          const chunk = createHash4(hashName).update(secret).update(exchangeHash).update(digest2).digest();
+          const chunk = createHash5(hashName).update(secret).update(exchangeHash).update(digest2).digest();
           const extended = Buffer.allocUnsafe(digest2.length + chunk.length);
           extended.set(digest2, 0);
           extended.set(chunk, digest2.length);
@@ -43095,7 +43095,7 @@ var require_client2 = __commonJS({
   "../../node_modules/.pnpm/ssh2@1.17.0/node_modules/ssh2/lib/client.js"(exports, module) {
     "use strict";
     var {
-      createHash: createHash4,
+      createHash: createHash5,
       getHashes,
       randomFillSync
     } = __require("crypto");
@@ -43317,7 +43317,7 @@ var require_client2 = __commonJS({
           }
           hostVerifier = (key, verify) => {
             if (hashAlgo)
-              key = createHash4(hashAlgo).update(key).digest("hex");
+              key = createHash5(hashAlgo).update(key).digest("hex");
             const ret = hashCb(key, verify);
             if (ret !== void 0)
               verify(ret);
@@ -50214,8 +50214,10 @@ import http2 from "http";
 import https2 from "https";
 import { spawn as spawn2 } from "child_process";
 import { constants as constants3 } from "fs";
-import { lstat as lstat2, mkdir as mkdir2, open as open2, readlink as readlink2 } from "fs/promises";
+import { copyFile as copyFile2, lstat as lstat2, mkdir as mkdir2, open as open2, readlink as readlink2, stat as stat2 } from "fs/promises";
 import path22 from "path";
+import { open as open22 } from "fs/promises";
+import { createHash } from "crypto";
 import http22 from "http";
 import { isIP as isIP3 } from "net";
 import { randomUUID as randomUUID2 } from "crypto";
@@ -50581,8 +50583,9 @@ function mapping(options = {}) {
 function msText(ms) {
   return ms % 1e3 === 0 && ms > 0 ? `${ms / 1e3}s` : `${ms}ms`;
 }
-var PLACEHOLDERS = ["version", "previous", "host", "address", "port", "id"];
+var PLACEHOLDERS = ["version", "previous", "host", "address", "port", "id", "release"];
 var TOKEN = /\{\{|\}\}|\{([a-z]+)\}|[{}]/g;
+var PLAIN_ABSOLUTE_PATH = /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/;
 var SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 function isSafeName(value) {
   return typeof value === "string" && SAFE_NAME.test(value);
@@ -50604,7 +50607,8 @@ var RULES = {
   id: nameRule,
   host: nameRule,
   address: (value) => isIP(value) !== 0 ? void 0 : "an IP address",
-  port: (value) => /^[1-9][0-9]{0,4}$/.test(value) && Number(value) <= 65535 ? void 0 : "an integer 1-65535"
+  port: (value) => /^[1-9][0-9]{0,4}$/.test(value) && Number(value) <= 65535 ? void 0 : "an integer 1-65535",
+  release: (value) => PLAIN_ABSOLUTE_PATH.test(value) && value !== "/" ? void 0 : "an absolute path of plain characters without .."
 };
 function placeholderProblem(name, value) {
   if (typeof value !== "string" && typeof value !== "number") return `expected a string or a number, got ${typeof value}`;
@@ -50792,13 +50796,41 @@ var slotsSchema = object(
 );
 var commandsSchema = object(
   {
-    stop: template("Stops the instance gracefully and returns once it has exited. Placeholders: {id} {host} {address} {port} {version} {previous}."),
+    stop: template("Stops the instance gracefully and returns once it has exited. Placeholders: {id} {host} {address} {port} {version} {previous}, and {release} (<release.dir>/<version>) with a release section."),
     update: template("Puts {version} in place for the instance (it is stopped)."),
     start: template("Starts the instance; the health check then waits for it."),
+    prepare: optional(
+      template(
+        "Run once per instance host and version, hosts side by side, before any instance leaves the pool: a virtualenv and `pip install`, compiled assets, a `git checkout` into {release} (it runs where commands do, so `cd {release}` first). Placeholders: {version} {release} {host}. Needs a release section; skipped where that release is already prepared (see release)."
+      )
+    ),
     cwd: optional(str({ minLength: 1, pattern: /^[^\0]+$/, hint: "a string", doc: "Working directory for local commands, relative to the config file." })),
     timeout: optional(duration({ min: 1, doc: "Each command is ended when it runs longer." }), 6e4)
   },
   { doc: "Command templates; every placeholder value is validated and shell-quoted." }
+);
+var releaseSchema = object(
+  {
+    dir: str({
+      minLength: 2,
+      pattern: /^\/[A-Za-z0-9._\/@+{}-]*$/,
+      hint: "an absolute path of plain characters (it may contain {host})",
+      doc: "On each instance's host, where releases live: <dir>/<version> is {release}. {host} is replaced by the host's name. One app per directory."
+    }),
+    artifact: optional(
+      str({
+        minLength: 1,
+        pattern: /^[^\0]+$/,
+        hint: "a path",
+        doc: "A file or a directory, relative to the config file, sent once to every host over the connection nodrop holds and checked there by its sha256. A .tar.gz, .tgz or .tar is unpacked into the release, a directory is sent as a tarball, any other file (a wheel) is put in the release as it is. `--artifact` (the action's `artifact` input) overrides it."
+      })
+    ),
+    keep: optional(int({ min: 1, max: 1e3, doc: "Releases each host keeps after a successful deploy, newest first; the running release, the one before it and any release an instance still runs are never removed." }), 5),
+    prepareTimeout: optional(duration({ min: 1, doc: "commands.prepare is ended when it runs longer." }), 10 * 6e4)
+  },
+  {
+    doc: "Releases on the hosts: before any instance leaves the pool, every instance host gets <dir>/<version> (the artifact, uploaded once per host through a temporary directory and a rename, so a cut connection or a full disk leaves no partial release), then commands.prepare runs there once. A host whose release records the same artifact sha256 and the same prepare command (in <dir>/<version>/.nodrop-release) skips both."
+  }
 );
 var healthSchema = object(
   {
@@ -50847,10 +50879,11 @@ var configSchema = object({
     { name: "rolling" }
   ),
   slots: optional(slotsSchema),
+  release: optional(releaseSchema),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once on one host; hosts work side by side." }), 8),
   verify: optional(verifySchema),
   stateDir: optional(
-    str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host (the first of proxy.hosts): where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." })
+    str({ pattern: PLAIN_ABSOLUTE_PATH, hint: "an absolute path of plain characters without ..", doc: "On the proxy host (the first of proxy.hosts): where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." })
   )
 });
 function checkConfig(raw, options, issues) {
@@ -50913,11 +50946,12 @@ function crossFieldIssues(raw, issues) {
     });
   }
   if (isRecord(raw.commands)) {
-    for (const key of ["stop", "update", "start"]) {
+    for (const key of ["stop", "update", "start", "prepare"]) {
       const template2 = raw.commands[key];
       if (typeof template2 === "string") for (const problem of checkTemplate(template2)) issues.push({ path: `commands.${key}`, message: problem });
     }
   }
+  releaseIssues(raw, issues);
   const hostNames = /* @__PURE__ */ new Set(["local", ...isRecord(raw.hosts) ? Object.keys(raw.hosts) : []]);
   const known = () => [...hostNames].map((h) => JSON.stringify(h)).join(", ");
   if (Array.isArray(raw.instances)) {
@@ -50945,6 +50979,28 @@ function crossFieldIssues(raw, issues) {
   }
   if (isRecord(raw.strategy)) pluginKeyIssues(raw.strategy, "strategy", "name", "a strategy such as rolling, a package name or a ./file", issues);
   if (isRecord(raw.proxy)) pluginKeyIssues(raw.proxy, "proxy", "type", "a proxy such as nginx, a package name or a ./file", issues);
+}
+function releaseIssues(raw, issues) {
+  const commands = isRecord(raw.commands) ? raw.commands : {};
+  if (!isRecord(raw.release)) {
+    for (const key of ["stop", "update", "start", "prepare"]) {
+      const template2 = commands[key];
+      if (typeof template2 === "string" && template2.includes("{release}")) issues.push({ path: `commands.${key}`, message: "{release} needs a release section (release.dir: where each host keeps its releases)" });
+    }
+    if (typeof commands.prepare === "string") issues.push({ path: "commands.prepare", message: "needs a release section (release.dir: where each host keeps its releases)" });
+    return;
+  }
+  if (typeof commands.prepare === "string") {
+    const unknown = [...commands.prepare.matchAll(/\{([a-z]+)\}/g)].map((m) => m[1]).filter((name) => !["version", "release", "host"].includes(name));
+    for (const name of new Set(unknown)) issues.push({ path: "commands.prepare", message: `{${name}} has no value in prepare, which runs once per host (it has {version}, {release} and {host})` });
+  }
+  const dir = raw.release.dir;
+  if (typeof dir !== "string") return;
+  const tokens = [...dir.matchAll(/\{([^}]*)\}/g)].map((m) => m[1]);
+  for (const token of new Set(tokens)) if (token !== "host") issues.push({ path: "release.dir", message: `{${token}}: the only placeholder here is {host}` });
+  if (/[{}]/.test(dir.replaceAll("{host}", ""))) issues.push({ path: "release.dir", message: "a stray brace (the only placeholder is {host})" });
+  else if (!PLAIN_ABSOLUTE_PATH.test(dir.replaceAll("{host}", "h")) || dir.replaceAll("{host}", "h").split("/").includes("..")) issues.push({ path: "release.dir", message: `${JSON.stringify(dir)} is not an absolute path of plain characters without ..` });
+  else if (/^\/+$/.test(dir)) issues.push({ path: "release.dir", message: "not the root directory: releases are removed from it" });
 }
 function proxyHostsIssues(proxy, hostNames, known, issues) {
   const list2 = proxy.hosts;
@@ -51039,6 +51095,12 @@ function localExecutor(options = {}) {
         await handle.close();
       }
     },
+    async upload(localFile2, remoteFile, uploadOptions = {}) {
+      if (uploadOptions.signal?.aborted) throw abortError(uploadOptions.signal);
+      await copyFile2(localFile2, path22.resolve(options.cwd ?? process.cwd(), remoteFile), constants3.COPYFILE_EXCL);
+      const { size: size2 } = await stat2(localFile2);
+      uploadOptions.onProgress?.(size2, size2);
+    },
     exec(command, execOptions = {}) {
       const { signal, timeoutMs, input } = execOptions;
       if (signal?.aborted) return Promise.reject(abortError(signal));
@@ -51099,6 +51161,272 @@ async function execOrThrow(executor, command, what, options = {}) {
     throw new NodropError("E_EXEC", `${what} failed on ${executor.host} (exit ${result.code ?? "signal"})${detail ? `: ${detail}` : ""}`);
   }
   return result;
+}
+var CHUNK_BYTES = 3 * 1024 * 1024;
+async function uploadFile(executor, localFile2, remoteFile, options = {}) {
+  if (options.signal?.aborted) throw abortError(options.signal);
+  if (executor.upload) return executor.upload(localFile2, remoteFile, options);
+  await uploadThroughExec(executor, localFile2, remoteFile, options);
+}
+async function uploadThroughExec(executor, localFile2, remoteFile, options) {
+  const file = await open22(localFile2, "r");
+  try {
+    const total = (await file.stat()).size;
+    const target = shellQuote(remoteFile);
+    await execOrThrow(executor, `: > ${target}`, `creating ${remoteFile}`, { signal: options.signal });
+    const buffer = Buffer.alloc(CHUNK_BYTES);
+    for (let sent = 0; sent < total; ) {
+      if (options.signal?.aborted) throw abortError(options.signal);
+      const { bytesRead } = await file.read(buffer, 0, CHUNK_BYTES, sent);
+      if (bytesRead === 0) throw new NodropError("E_RELEASE", `${localFile2} ended at ${sent} bytes while being sent to ${executor.host} (it was ${total}): was it changed meanwhile?`);
+      await execOrThrow(executor, `base64 -d >> ${target}`, `writing ${remoteFile}`, { signal: options.signal, input: buffer.subarray(0, bytesRead).toString("base64") });
+      sent += bytesRead;
+      options.onProgress?.(sent, total);
+    }
+  } finally {
+    await file.close();
+  }
+}
+function throttledProgress(onProgress, step2 = 0.1) {
+  if (!onProgress) return void 0;
+  let next = 0;
+  return (sent, total) => {
+    if (sent < total && sent < next) return;
+    next = sent + Math.max(1, Math.floor(total * step2));
+    onProgress(sent, total);
+  };
+}
+var RELEASE_MARKER = ".nodrop-release";
+var INCOMING = ".nodrop-incoming-";
+function releasePath(dir, version) {
+  if (!PLAIN_ABSOLUTE_PATH.test(dir) || dir === "/") throw new NodropError("E_RELEASE", `release directory ${describeValue(dir)} is not an absolute path of plain characters (letters, digits, . _ / @ + -) without ..`);
+  if (!isSafeName(version)) throw new NodropError("E_RELEASE", `version ${describeValue(version)} cannot name a release directory`);
+  return `${dir.replace(/\/+$/, "")}/${version}`;
+}
+function inspectScript(dir, version) {
+  const release = releasePath(dir, version);
+  return [
+    "set -eu",
+    `d=${shellQuote(dir)}; r=${shellQuote(release)}`,
+    'mkdir -p -- "$d"',
+    // Uploads cut before their rename (the deploy lock keeps two deploys of the app apart).
+    `for t in "$d"/${INCOMING}*; do if [ -e "$t" ] || [ -L "$t" ]; then rm -rf -- "$t"; fi; done`,
+    'if [ -L "$r" ]; then echo "state link $(readlink -- "$r" | head -c 200 | tr -d "\\n" | tr -c "[:print:]" "?")"',
+    'elif [ -d "$r" ]; then echo "state present"; if [ -f "$r/' + RELEASE_MARKER + '" ] && [ ! -L "$r/' + RELEASE_MARKER + '" ]; then head -c 4096 -- "$r/' + RELEASE_MARKER + '" | sed "s/^/marker /"; fi',
+    'elif [ -e "$r" ]; then echo "state other"',
+    'else echo "state absent"; fi',
+    `echo "free $(df -Pk -- "$d" | awk 'NR == 2 { print $4 }')"`
+  ].join("\n");
+}
+function parseInspection(stdout, where) {
+  const lines = stdout.split("\n").filter(Boolean);
+  const state = lines.find((l) => l.startsWith("state "))?.slice(6);
+  const freeText = lines.find((l) => l.startsWith("free "))?.slice(5);
+  const freeBytes = freeText && /^\d{1,15}$/.test(freeText) ? Number(freeText) * 1024 : void 0;
+  if (state === "absent") return { kind: "absent", freeBytes };
+  if (state === "other") return { kind: "refused", why: `${where} exists and is not a directory`, freeBytes };
+  if (state?.startsWith("link ")) return { kind: "refused", why: `${where} is a symbolic link (to ${describeValue(state.slice(5))})`, freeBytes };
+  if (state !== "present") throw new NodropError("E_RELEASE", `unexpected answer about ${where}: ${describeValue(stdout, 200)}`);
+  return { kind: "present", marker: parseMarker(lines.filter((l) => l.startsWith("marker ")).map((l) => l.slice(7))), freeBytes };
+}
+var HEX64 = /^[0-9a-f]{64}$/;
+function parseMarker(lines) {
+  const field = (key) => lines.find((l) => l.startsWith(`${key}=`))?.slice(key.length + 1);
+  const version = field("version");
+  const sha256 = field("sha256");
+  const prepared = field("prepared");
+  return {
+    ...version !== void 0 && isSafeName(version) ? { version } : {},
+    ...sha256 !== void 0 && (sha256 === "none" || HEX64.test(sha256)) ? { sha256 } : {},
+    ...prepared !== void 0 && HEX64.test(prepared) ? { prepared } : {}
+  };
+}
+function incomingScript(dir) {
+  return `set -eu
+mktemp -d -- ${shellQuote(`${dir.replace(/\/+$/, "")}/${INCOMING}XXXXXX`)}`;
+}
+function isIncomingPath(dir, path32) {
+  const prefix = `${dir.replace(/\/+$/, "")}/${INCOMING}`;
+  return path32.startsWith(prefix) && /^[A-Za-z0-9]{6,}$/.test(path32.slice(prefix.length));
+}
+var UPLOADED_NAME = ".nodrop-artifact";
+function installScript(o) {
+  if (!HEX64.test(o.sha256)) throw new NodropError("E_RELEASE", `not a sha256: ${describeValue(o.sha256)}`);
+  if (!isIncomingPath(o.dir, o.incoming)) throw new NodropError("E_RELEASE", `${describeValue(o.incoming)} is not an upload directory of ${describeValue(o.dir)}`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/.test(o.name)) throw new NodropError("E_RELEASE", `artifact name ${describeValue(o.name)} is not a plain file name`);
+  const release = releasePath(o.dir, o.version);
+  const unpack = {
+    "tar.gz": `tar -xzf ${UPLOADED_NAME} -C content --no-same-owner --no-same-permissions; rm -f -- ${UPLOADED_NAME}`,
+    tar: `tar -xf ${UPLOADED_NAME} -C content --no-same-owner --no-same-permissions; rm -f -- ${UPLOADED_NAME}`,
+    none: `mv -- ${UPLOADED_NAME} content/${shellQuote(o.name)}`
+  }[o.unpack];
+  return [
+    "set -eu",
+    `t=${shellQuote(o.incoming)}; r=${shellQuote(release)}; want=${o.sha256}`,
+    // Whatever happens (a bad checksum, a full disk while unpacking), nothing of the upload stays.
+    `trap 'cd / && rm -rf -- "$t"' EXIT`,
+    'cd -- "$t"',
+    `got=$(sha256sum -- ${UPLOADED_NAME} | cut -d " " -f 1)`,
+    '[ "$got" = "$want" ] || { echo "checksum mismatch: the file on this host has sha256 $got, nodrop sent $want" >&2; exit 3; }',
+    "mkdir content",
+    unpack,
+    `printf 'version=%s\\nsha256=%s\\n' ${shellQuote(o.version)} "$want" > content/${RELEASE_MARKER}`,
+    o.replace ? 'if [ -e "$r" ] || [ -L "$r" ]; then mv -T -- "$r" "$t/replaced"; fi' : ":",
+    'mv -T -- content "$r"'
+  ].join("\n");
+}
+function emptyReleaseScript(dir, version, incoming) {
+  if (!isIncomingPath(dir, incoming)) throw new NodropError("E_RELEASE", `${describeValue(incoming)} is not an upload directory of ${describeValue(dir)}`);
+  const release = releasePath(dir, version);
+  return [
+    "set -eu",
+    `t=${shellQuote(incoming)}; r=${shellQuote(release)}`,
+    `trap 'rm -rf -- "$t"' EXIT`,
+    'mkdir -- "$t/content"',
+    `printf 'version=%s\\nsha256=none\\n' ${shellQuote(version)} > "$t/content/${RELEASE_MARKER}"`,
+    'mv -T -- "$t/content" "$r"'
+  ].join("\n");
+}
+function markPreparedScript(dir, version, hash) {
+  if (!HEX64.test(hash)) throw new NodropError("E_RELEASE", `not a sha256: ${describeValue(hash)}`);
+  const release = releasePath(dir, version);
+  return [
+    "set -eu",
+    `r=${shellQuote(release)}; f="$r/${RELEASE_MARKER}"`,
+    '[ -d "$r" ] && [ ! -L "$r" ] && [ ! -L "$f" ] || { echo "$r or its marker is missing or a link" >&2; exit 1; }',
+    `tmp=$(mktemp -- "$f.XXXXXX")`,
+    `{ grep -v '^prepared=' -- "$f" 2>/dev/null || true; printf 'prepared=%s\\n' ${hash}; } > "$tmp"`,
+    'mv -f -- "$tmp" "$f"'
+  ].join("\n");
+}
+var DEFAULT_OVERLAP = { reserveBytes: 128 * 1024 * 1024, growth: 1.25 };
+function idleStarts(plan) {
+  return plan.phases.map((phase) => [...new Set(phase.steps.flatMap((step2) => step2.kind === "start" && step2.slot === "idle" ? step2.instances : []))]);
+}
+function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
+  const starts = idleStarts(plan);
+  const used = new Set(starts.flat());
+  if (used.size === 0) return [];
+  const byId = new Map(observed.map((o) => [o.id, o]));
+  const taken = [...used].flatMap((id) => {
+    const o = byId.get(id);
+    const inspection = seen.get(id);
+    return o.idle && inspection && !inspection.free && o.idle.version === void 0 ? [{ id, line: `port ${o.idle.port} on host ${o.host} (the idle slot of ${id}) is taken: ${inspection.listener ?? "something listens there"}` }] : [];
+  });
+  if (taken.length > 0) {
+    throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${taken.map((t) => t.line).join("; ")}; stop what runs there, or pick another spare port`, { instance: taken[0].id });
+  }
+  const notes = [];
+  const shortfalls = [];
+  for (const host of [...new Set([...used].map((id) => byId.get(id).host))]) {
+    const onHost = (ids2) => ids2.filter((id) => byId.get(id).host === host);
+    const sizes = onHost([...used]).map((id) => seen.get(id)?.liveRssBytes);
+    const available = onHost([...used]).map((id) => seen.get(id)?.availableBytes).find((b) => b !== void 0);
+    if (sizes.some((b) => b === void 0) || available === void 0) {
+      notes.push(`memory for the overlap on ${host} not measured (nodrop cannot see the processes on the live ports, or /proc/meminfo): not checked`);
+      continue;
+    }
+    const size2 = (ids2) => onHost(ids2).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
+    const growth = budget.growth;
+    let peak = plan.keepOldMs ? size2(starts.flat()) * growth : 0;
+    starts.forEach((ids2, index) => {
+      const first = Math.max(0, index - (plan.phases[index]?.prepareEarly ? 2 : 1));
+      peak = Math.max(peak, size2(starts.slice(first, index + 1).flat()) * growth + size2(starts.slice(0, first).flat()) * (growth - 1));
+    });
+    const needed = Math.ceil(peak) + budget.reserveBytes;
+    if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (new processes at ${growth}\xD7 the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
+    else notes.push(`memory for the overlap on ${host}: ${mib(needed)} needed, ${mib(available)} available`);
+  }
+  if (shortfalls.length > 0) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${shortfalls.join("; ")}; use smaller batches, free memory, or lower slots.reserve`);
+  return notes;
+}
+function mib(bytes) {
+  return `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
+}
+function releasePhase(hosts) {
+  return { name: "release", instances: [], steps: [{ kind: "release", hosts, instances: [] }], onFailure: "isolate" };
+}
+function preparedHash(prepare, sha256) {
+  return createHash("sha256").update(`${prepare}
+${sha256 ?? "none"}`).digest("hex");
+}
+function releaseAction(state, setup, where, inUse) {
+  if (state.kind === "refused") throw new NodropError("E_RELEASE", `${state.why}: nodrop neither uses nor replaces it; remove it`);
+  const sha = state.kind === "present" ? state.marker.sha256 : void 0;
+  const needsPrepare = (held) => setup.prepare !== void 0 && (state.kind !== "present" || state.marker.prepared !== preparedHash(setup.prepare, held));
+  if (setup.mode === "existing") {
+    if (state.kind === "absent") throw new NodropError("E_RELEASE", `${where} does not exist: a rollback uses the release already on the host (it may have been pruned); deploy that version with its artifact instead`);
+    return { send: "none", prepare: needsPrepare(sha) };
+  }
+  const artifact = setup.artifact;
+  if (!artifact) return { send: state.kind === "absent" ? "create" : "none", prepare: needsPrepare(sha ?? "none") };
+  if (state.kind === "absent") return { send: "upload", prepare: setup.prepare !== void 0 };
+  if (sha === artifact.sha256) return { send: "none", prepare: needsPrepare(sha) };
+  if (inUse.length > 0) {
+    throw new NodropError(
+      "E_RELEASE",
+      `${where} holds another build (sha256 ${sha ? `${sha.slice(0, 12)}\u2026` : "not recorded"}, the artifact's is ${artifact.sha256.slice(0, 12)}\u2026), and ${inUse.join(", ")} ${inUse.length === 1 ? "runs" : "run"} it: give the new build its own version`
+    );
+  }
+  return { send: "replace", prepare: setup.prepare !== void 0 };
+}
+async function releaseOnHost(context, setup, host) {
+  const { options, run: run3 } = context;
+  const signal = options.signal;
+  const version = options.version;
+  const executor = setup.executorFor(host);
+  const dir = setup.dirOf(host);
+  const release = releasePath(dir, version);
+  const where = `${release} on ${host}`;
+  const inspected = await execOrThrow(executor, inspectScript(dir, version), `looking at ${where}`, { signal, timeoutMs: 6e4 });
+  const state = parseInspection(inspected.stdout, where);
+  const inUse = run3.observed.filter((o) => o.host === host && (o.version === version || o.idle?.version === version)).map((o) => o.id);
+  const action = releaseAction(state, setup, where, inUse);
+  const done = [];
+  if (action.send === "upload" || action.send === "replace") {
+    const artifact = setup.artifact;
+    if (state.freeBytes !== void 0 && state.freeBytes < artifact.bytes) {
+      throw new NodropError("E_RELEASE", `${host} has ${mib(state.freeBytes)} free in ${dir}, and the artifact alone is ${mib(artifact.bytes)}`);
+    }
+    const ms = await sendArtifact(context, executor, { dir, version, artifact, replace: action.send === "replace", where });
+    done.push(`${action.send === "replace" ? "replaced another build: " : ""}uploaded ${mib(artifact.bytes)} in ${Math.round(ms)} ms, sha256 verified on the host`);
+  } else if (action.send === "create") {
+    const incoming = await makeIncoming(executor, dir, where, signal);
+    await execOrThrow(executor, emptyReleaseScript(dir, version, incoming), `creating ${where}`, { signal, timeoutMs: 6e4 });
+    done.push("created (empty, for prepare)");
+  } else done.push(setup.artifact && setup.mode === "deploy" ? "already there (same sha256)" : "already there");
+  if (action.prepare) {
+    const command = renderTemplate(setup.prepare, { version, release, host }, "commands.prepare", { version: "the deploy's version", release: "release.dir", host: "the instance's host" });
+    const t0 = performance.now();
+    await execOrThrow(executor, command, `prepare of ${version}`, { signal, timeoutMs: setup.prepareTimeoutMs, echo: true });
+    const held = setup.mode === "deploy" && setup.artifact ? setup.artifact.sha256 : state.kind === "present" ? state.marker.sha256 : "none";
+    await execOrThrow(executor, markPreparedScript(dir, version, preparedHash(setup.prepare, held)), `marking ${where} prepared`, { signal, timeoutMs: 6e4 });
+    done.push(`prepared in ${Math.round(performance.now() - t0)} ms`);
+  } else if (setup.prepare !== void 0) done.push("already prepared (same command, same build)");
+  return done.join(", ");
+}
+async function sendArtifact(context, executor, o) {
+  const signal = context.options.signal;
+  const incoming = await makeIncoming(executor, o.dir, o.where, signal);
+  const t0 = performance.now();
+  const progress = throttledProgress((sentBytes, totalBytes) => context.run.emit({ type: "upload", host: executor.host, sentBytes, totalBytes }));
+  try {
+    await uploadFile(executor, o.artifact.file, `${incoming}/${UPLOADED_NAME}`, { signal, onProgress: progress });
+  } catch (error2) {
+    await executor.exec(`rm -rf -- ${shellQuote(incoming)}`, { timeoutMs: 3e4 }).catch(() => void 0);
+    throw error2;
+  }
+  const ms = performance.now() - t0;
+  await execOrThrow(executor, installScript({ dir: o.dir, version: o.version, incoming, sha256: o.artifact.sha256, unpack: o.artifact.unpack, name: o.artifact.name, replace: o.replace }), `installing ${o.where}`, {
+    signal,
+    timeoutMs: 10 * 6e4
+  });
+  return ms;
+}
+async function makeIncoming(executor, dir, where, signal) {
+  const made = (await execOrThrow(executor, incomingScript(dir), `making an upload directory for ${where}`, { signal, timeoutMs: 6e4 })).stdout.trim();
+  if (!isIncomingPath(dir, made)) throw new NodropError("E_RELEASE", `the host answered ${describeValue(made)} for a new upload directory in ${dir}`);
+  return made;
 }
 function httpHealthCheck(options) {
   const header = options.versionHeader.toLowerCase();
@@ -51240,7 +51568,7 @@ function parseSlotInspections(stdout, address) {
 }
 function parseSlotInspection(stdout, address) {
   const listeners = [];
-  let open22 = false;
+  let open32 = false;
   let rssKiB;
   let memKiB;
   const owners = {};
@@ -51250,7 +51578,7 @@ function parseSlotInspection(stdout, address) {
       const pid = /pid=(\d+)/.exec(line)?.[1];
       const name = /\(\("([A-Za-z0-9._-]{1,32})"/.exec(line)?.[1];
       listeners.push(`${first.replace(/[^A-Za-z0-9.:[\]*%_-]/g, "?")}${pid ? ` (${name ?? "pid"} ${pid})` : ""}`);
-    } else if (word === "open") open22 = true;
+    } else if (word === "open") open32 = true;
     else if (word === "rss" && /^\d+$/.test(first ?? "")) rssKiB = Number(first);
     else if (word === "mem" && /^\d+$/.test(first ?? "")) memKiB = Number(first);
     else if (word === "owner" && (first === "idle" || first === "live")) {
@@ -51258,7 +51586,7 @@ function parseSlotInspection(stdout, address) {
       if (/^\d+$/.test(uid ?? "")) owners[first] = `${uid}:${name.join(" ").replace(/[^A-Za-z0-9._-]/g, "?").slice(0, 32)}`;
     }
   }
-  if (open22) listeners.push(`${address} (answers a connection)`);
+  if (open32) listeners.push(`${address} (answers a connection)`);
   return {
     free: listeners.length === 0,
     ...listeners.length > 0 ? { listener: listeners.join(", ") } : {},
@@ -51309,14 +51637,15 @@ function slotInspectorOf(executor) {
   return inspector;
 }
 function commandInstance(options) {
-  const { spec, executor, commands, timeoutMs } = options;
+  const { spec, executor, commands, timeoutMs, releaseDir } = options;
   const of = `the instance spec of ${describeValue(spec.id)}`;
-  const sources = { id: of, host: of, address: of, port: of, version: `the deploy's step on ${describeValue(spec.id)}`, previous: `the version ${describeValue(spec.id)} reported before the deploy` };
+  const sources = { id: of, host: of, address: of, port: of, version: `the deploy's step on ${describeValue(spec.id)}`, previous: `the version ${describeValue(spec.id)} reported before the deploy`, release: "release.dir and the version" };
   const run3 = async (kind, values, port, signal) => {
     if (port !== void 0 && port !== spec.port && !spec.slots?.includes(port)) {
       throw new NodropError("E_PLAN", `${kind} of ${spec.id} on port ${port}, which is not one of its slots`, { instance: spec.id });
     }
-    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: port ?? spec.port, ...values }, `commands.${kind}`, sources);
+    const release = releaseDir !== void 0 && values.version !== void 0 ? { release: releasePath(releaseDir, String(values.version)) } : {};
+    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: port ?? spec.port, ...values, ...release }, `commands.${kind}`, sources);
     try {
       await execOrThrow(executor, command, `${kind} of ${spec.id}`, { signal, timeoutMs, echo: true });
     } catch (error2) {
@@ -51458,50 +51787,6 @@ function routingSlotProblem(routing, specs) {
   } catch (error2) {
     return `the routing in force does not match the config: ${error2.message.replace(/^invalid routing: /, "")}`;
   }
-}
-var DEFAULT_OVERLAP = { reserveBytes: 128 * 1024 * 1024, growth: 1.25 };
-function idleStarts(plan) {
-  return plan.phases.map((phase) => [...new Set(phase.steps.flatMap((step2) => step2.kind === "start" && step2.slot === "idle" ? step2.instances : []))]);
-}
-function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
-  const starts = idleStarts(plan);
-  const used = new Set(starts.flat());
-  if (used.size === 0) return [];
-  const byId = new Map(observed.map((o) => [o.id, o]));
-  const taken = [...used].flatMap((id) => {
-    const o = byId.get(id);
-    const inspection = seen.get(id);
-    return o.idle && inspection && !inspection.free && o.idle.version === void 0 ? [{ id, line: `port ${o.idle.port} on host ${o.host} (the idle slot of ${id}) is taken: ${inspection.listener ?? "something listens there"}` }] : [];
-  });
-  if (taken.length > 0) {
-    throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${taken.map((t) => t.line).join("; ")}; stop what runs there, or pick another spare port`, { instance: taken[0].id });
-  }
-  const notes = [];
-  const shortfalls = [];
-  for (const host of [...new Set([...used].map((id) => byId.get(id).host))]) {
-    const onHost = (ids2) => ids2.filter((id) => byId.get(id).host === host);
-    const sizes = onHost([...used]).map((id) => seen.get(id)?.liveRssBytes);
-    const available = onHost([...used]).map((id) => seen.get(id)?.availableBytes).find((b) => b !== void 0);
-    if (sizes.some((b) => b === void 0) || available === void 0) {
-      notes.push(`memory for the overlap on ${host} not measured (nodrop cannot see the processes on the live ports, or /proc/meminfo): not checked`);
-      continue;
-    }
-    const size2 = (ids2) => onHost(ids2).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
-    const growth = budget.growth;
-    let peak = plan.keepOldMs ? size2(starts.flat()) * growth : 0;
-    starts.forEach((ids2, index) => {
-      const first = Math.max(0, index - (plan.phases[index]?.prepareEarly ? 2 : 1));
-      peak = Math.max(peak, size2(starts.slice(first, index + 1).flat()) * growth + size2(starts.slice(0, first).flat()) * (growth - 1));
-    });
-    const needed = Math.ceil(peak) + budget.reserveBytes;
-    if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (new processes at ${growth}\xD7 the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
-    else notes.push(`memory for the overlap on ${host}: ${mib(needed)} needed, ${mib(available)} available`);
-  }
-  if (shortfalls.length > 0) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${shortfalls.join("; ")}; use smaller batches, free memory, or lower slots.reserve`);
-  return notes;
-}
-function mib(bytes) {
-  return `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
 }
 async function forEachLimit(items, limit, fn2) {
   let next = 0;
@@ -51801,6 +52086,26 @@ async function timed(context, phase, kind, id, body) {
     throw e;
   }
 }
+async function timedOnHost(context, phase, kind, host, body) {
+  const t0 = performance.now();
+  try {
+    await announce(context, { phase, kind, instance: void 0, host, status: "start" });
+    const detail = await body();
+    await announce(context, { phase, kind, instance: void 0, host, status: "ok", detail }, performance.now() - t0);
+  } catch (error2) {
+    const inner = toNodropError(error2, "E_RELEASE");
+    const code = inner.code === "E_ABORTED" || inner.code.startsWith("E_SSH") || inner.code === "E_TIMEOUT" ? inner.code : "E_RELEASE";
+    const message = inner.message.includes(host) ? inner.message : `${inner.message} (on ${host})`;
+    const e = new NodropError(code, message, { cause: error2, routingInForce: "previous" });
+    await announce(context, { phase, kind, instance: void 0, host, status: "fail", detail: e.message }, performance.now() - t0).catch(() => void 0);
+    throw e;
+  }
+}
+async function runReleaseStep(context, phase, step2) {
+  const setup = context.options.release;
+  if (!setup) throw new NodropError("E_PLAN", `phase "${phase.name}" has a release step, but the deploy has no release setup`);
+  await forEachLimit(step2.hosts, step2.hosts.length, (host) => timedOnHost(context, phase.name, "release", host, () => releaseOnHost(context, setup, host)));
+}
 async function applyRouting(context, planned, why, phase, signal, background = false) {
   const { run: run3, options } = context;
   const live = (id) => run3.tracked.get(id)?.port;
@@ -51888,6 +52193,8 @@ async function runStep(context, phase, step2) {
       return applyRouting(context, step2.routing, step2.why, phase.name, signal, step2.background === true);
     case "soak":
       return timed(context, phase.name, "soak", void 0, () => sleep(step2.ms, signal).catch(() => Promise.reject(abortError(signal))));
+    case "release":
+      return runReleaseStep(context, phase, step2);
     default:
       return forEachPerHost(step2.instances, (id) => run3.instance(id).control.spec.host, context.parallel, async (id) => {
         await run3.background.get(id)?.task;
@@ -51937,8 +52244,8 @@ async function runInstanceStep(context, phase, step2, id) {
   });
 }
 async function drainsEnded(run3, id, port) {
-  for (let open22 = run3.drainsServing(id, port).filter((d) => !d.settled); open22.length > 0; open22 = run3.drainsServing(id, port).filter((d) => !d.settled)) {
-    await Promise.all(open22.map((d) => d.done));
+  for (let open32 = run3.drainsServing(id, port).filter((d) => !d.settled); open32.length > 0; open32 = run3.drainsServing(id, port).filter((d) => !d.settled)) {
+    await Promise.all(open32.map((d) => d.done));
   }
   const failed = run3.drainsServing(id, port).find((d) => d.failure)?.failure;
   if (!failed) return void 0;
@@ -52094,7 +52401,7 @@ function inForceClause(error2) {
 function earlySteps(phase) {
   const lead = [];
   for (const step2 of phase.steps) {
-    if (step2.kind === "route" || step2.kind === "soak" || step2.slot !== "idle" || step2.background) break;
+    if (step2.kind === "route" || step2.kind === "soak" || step2.kind === "release" || step2.slot !== "idle" || step2.background) break;
     lead.push(step2);
   }
   return lead;
@@ -52147,7 +52454,7 @@ var JournalListener = class {
   }
   async step(run3, record) {
     const detail = record.detail === void 0 ? {} : { detail: record.detail.split("\n")[0] };
-    const append = this.journal.append({ type: "step", id: run3.id, phase: record.phase, kind: record.kind, instance: record.instance, status: record.status, ...detail });
+    const append = this.journal.append({ type: "step", id: run3.id, phase: record.phase, kind: record.kind, instance: record.instance, ...record.host ? { host: record.host } : {}, status: record.status, ...detail });
     if (run3.recovering || record.status === "fail") await append.catch(() => void 0);
     else await append;
   }
@@ -52476,7 +52783,9 @@ async function planDeploy(options) {
   const inspections = await inspectIdleSlots(options, observed);
   const seenObserved = await Promise.all(observed.map((o) => withIdleSlot(options, o, inspections.get(o.id))));
   const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
-  const plan = checkPlanShape(read2.reconcile ? { ...planned, phases: [read2.reconcile.phase, ...planned.phases], notes: [read2.reconcile.note, ...planned.notes] } : planned, seenObserved);
+  const planning = planned.phases.find((p) => p.steps.some((step2) => step2.kind === "release"));
+  if (planning) throw new NodropError("E_PLAN", `phase "${planning.name}" has a release step: the engine adds the release phase, a strategy does not plan one`);
+  const plan = checkPlanShape(withEnginePhases(planned, read2.reconcile, options), seenObserved);
   const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
   const clockNotes = await checkProxyClocks(options.proxy, plan, options.signal);
   const notes = [...slotNotes, ...clockNotes];
@@ -52500,6 +52809,18 @@ async function withIdleSlot(options, o, seen) {
   const version = probe.ok && isSafeName(probe.version) ? probe.version : void 0;
   return { ...o, idle: { port: o.idle.port, free: false, ...version === void 0 ? {} : { version } } };
 }
+function withEnginePhases(plan, reconcile, options) {
+  const hosts = [...new Set(options.instances.map((i) => i.spec.host))];
+  const release = options.release ? [releasePhase(hosts)] : [];
+  const releaseNote = options.release ? [releaseNoteOf(options.release, hosts)] : [];
+  return { ...plan, phases: [...release, ...reconcile ? [reconcile.phase] : [], ...plan.phases], notes: [...releaseNote, ...reconcile ? [reconcile.note] : [], ...plan.notes] };
+}
+function releaseNoteOf(setup, hosts) {
+  const on = `${hosts.length === 1 ? "host" : `each of ${hosts.length} hosts`} (${hosts.join(", ")})`;
+  if (setup.mode === "existing") return `release: the one already on ${on} is used${setup.prepare ? ", prepared there if it is not yet" : ""}`;
+  const sent = setup.artifact ? `${setup.artifact.name} (${mib(setup.artifact.bytes)}, sha256 ${setup.artifact.sha256.slice(0, 12)}\u2026) goes once to ${on} unless it is there` : `made on ${on} unless it is there`;
+  return `release: ${sent}${setup.prepare ? ", then prepared once per host" : ""}, before any instance leaves the pool`;
+}
 function checkPlanShape(plan, observed) {
   const known = new Set(observed.map((i) => i.id));
   for (const phase of plan.phases) {
@@ -52507,7 +52828,7 @@ function checkPlanShape(plan, observed) {
     const own3 = new Set(phase.instances);
     for (const step2 of phase.steps) {
       if (step2.kind === "route") validateRouting(step2.routing, observed);
-      else if (step2.kind !== "soak") {
+      else if (step2.kind !== "soak" && step2.kind !== "release") {
         for (const id2 of step2.instances) if (!own3.has(id2)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step2.kind}s "${id2}", which is not one of its instances`);
       }
     }
@@ -53076,7 +53397,7 @@ function lastDeploy(records) {
     finished: end !== void 0,
     ok: end === void 0 ? void 0 : end.ok === true,
     from,
-    lastStep: step2 ? `${text(step2.phase)}: ${text(step2.kind)}${step2.instance ? ` ${isSafeName(step2.instance) ? step2.instance : describeValue(step2.instance, 40)}` : ""} (${text(step2.status)})` : void 0
+    lastStep: step2 ? `${text(step2.phase)}: ${text(step2.kind)}${step2.instance ? ` ${isSafeName(step2.instance) ? step2.instance : describeValue(step2.instance, 40)}` : step2.host ? ` ${isSafeName(step2.host) ? step2.host : describeValue(step2.host, 40)}` : ""} (${text(step2.status)})` : void 0
   };
 }
 function isStandardSchema(value) {
@@ -53159,9 +53480,9 @@ import { mkdir as mkdir3, open as open3 } from "fs/promises";
 import os7 from "os";
 import path5 from "path";
 var import_ssh2 = __toESM(require_lib2(), 1);
-import { createHash, createHmac } from "crypto";
+import { createHash as createHash2, createHmac } from "crypto";
 function fingerprint(keyBlob) {
-  return `SHA256:${createHash("sha256").update(keyBlob).digest("base64").replace(/=+$/, "")}`;
+  return `SHA256:${createHash2("sha256").update(keyBlob).digest("base64").replace(/=+$/, "")}`;
 }
 function keyType(keyBlob) {
   if (keyBlob.length < 4) return "unknown";
@@ -53412,7 +53733,7 @@ function sshExecutor(options) {
   let live;
   let opening;
   let opened = 0;
-  const open22 = async () => {
+  const open23 = async () => {
     const attempts = options.connectAttempts ?? 3;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -53429,7 +53750,7 @@ function sshExecutor(options) {
   };
   const connection = () => {
     if (live && !live.dropped) return Promise.resolve(live);
-    opening ??= open22().then(
+    opening ??= open23().then(
       (link) => {
         opening = void 0;
         live = link;
@@ -53540,10 +53861,23 @@ function sshExecutor(options) {
       finish2(new NodropError("E_SSH_DROPPED", `connection to ${options.name} (${options.address}) is gone (${error2.message}); \`${o.command}\` did not start`));
     }
   });
+  const upload = async (localFile2, remoteFile, uploadOptions = {}) => {
+    const { signal } = uploadOptions;
+    if (signal?.aborted) throw abortError(signal);
+    const release = await sessions.acquire(signal);
+    try {
+      const link = await connection();
+      if (signal?.aborted) throw abortError(signal);
+      await sendOverSftp(link, options, localFile2, remoteFile, uploadOptions);
+    } finally {
+      release();
+    }
+  };
   return {
     name: "ssh",
     host: options.name,
     exec: exec2,
+    upload,
     connectionsOpened: () => opened,
     async dispose() {
       const current = live;
@@ -53554,6 +53888,39 @@ function sshExecutor(options) {
       if (pending) (await pending.catch(() => void 0))?.drop(ended(), false);
     }
   };
+}
+function sendOverSftp(link, target, localFile2, remoteFile, o) {
+  return new Promise((resolve3, reject) => {
+    if (link.dropped) return reject(new NodropError("E_SSH_DROPPED", `${link.dropped.message} before the upload of ${remoteFile} started`));
+    let sftp;
+    let settled = false;
+    const finish2 = (error2) => {
+      if (settled) return;
+      settled = true;
+      unwatch();
+      o.signal?.removeEventListener("abort", onAbort);
+      sftp?.end();
+      if (error2) reject(error2);
+      else resolve3();
+    };
+    const unwatch = link.watch((error2) => finish2(new NodropError("E_SSH_DROPPED", `${error2.message} while uploading ${remoteFile}: the upload is incomplete`)));
+    const onAbort = () => finish2(abortError(o.signal));
+    o.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      link.client.sftp((error2, channel) => {
+        if (error2) return finish2(new NodropError("E_EXEC", `${target.name} does not offer SFTP (${error2.message}); nodrop sends artifacts over SFTP: enable its subsystem in sshd_config ("Subsystem sftp internal-sftp")`));
+        sftp = channel;
+        if (settled) return channel.end();
+        channel.on("error", (e) => finish2(new NodropError("E_SSH_DROPPED", `SFTP channel to ${target.name} failed while uploading ${remoteFile} (${e.message})`)));
+        channel.fastPut(localFile2, remoteFile, { mode: 384, step: (sent, _chunk, total) => o.onProgress?.(sent, total) }, (e) => {
+          if (e) finish2(new NodropError("E_EXEC", `upload of ${remoteFile} to ${target.name} failed: ${e.message}`));
+          else finish2();
+        });
+      });
+    } catch (error2) {
+      finish2(new NodropError("E_SSH_DROPPED", `connection to ${target.name} (${target.address}) is gone (${error2.message}); the upload of ${remoteFile} did not start`));
+    }
+  });
 }
 async function connect(target, log, link = new Link()) {
   const port = target.port ?? 22;
@@ -53729,7 +54096,7 @@ var sshHostSchema = schema_exports.object({
 });
 
 // ../../packages/nginx/dist/index.js
-import { createHash as createHash2 } from "crypto";
+import { createHash as createHash3 } from "crypto";
 import { isIP as isIP4 } from "net";
 var NGINX_NAME = /^[A-Za-z0-9_]{1,48}$/;
 var upstreamName = (name, pool) => `nodrop_${name}_${pool}`;
@@ -54008,7 +54375,7 @@ set -e
 t=$(mktemp ${tmpTemplate})
 ${sweep}if [ -f ${file} ]; then chmod --reference=${file} -- "$t"; else chmod 644 -- "$t"; fi
 cat > "$t"
-if [ "$(sha256sum < "$t" | cut -c1-64)" != ${createHash2("sha256").update(text, "utf8").digest("hex")} ]; then echo "the text arrived incomplete (the connection dropped while it was sent?)" >&2; exit 4; fi
+if [ "$(sha256sum < "$t" | cut -c1-64)" != ${createHash3("sha256").update(text, "utf8").digest("hex")} ]; then echo "the text arrived incomplete (the connection dropped while it was sent?)" >&2; exit 4; fi
 ` + // What nginx routes by until this change is in force and drained (a restore records nothing: generation undefined).
     (generation === void 0 ? "" : `if [ -f ${file} ]; then u=$(mktemp ${tmpTemplate}); cat -- ${file} > "$u"; mv -fT -- "$u" ${unconfirmedAt(generation)}; u=; fi
 `) + `mv -fT -- "$t" ${file}
@@ -54970,8 +55337,8 @@ function stickyStrategy() {
 var stickyPlugin = defineStrategy({ name: "sticky", optionsSchema: stickyOptionsSchema, create: stickyStrategy });
 
 // ../../packages/deployment/dist/index.js
-import { createHash as createHash3 } from "crypto";
-import { readFile as readFile2, realpath, stat as stat2 } from "fs/promises";
+import { createHash as createHash4 } from "crypto";
+import { readFile as readFile2, realpath, stat as stat3 } from "fs/promises";
 import path23 from "path";
 import { fileURLToPath as fileURLToPath4, pathToFileURL as pathToFileURL2 } from "url";
 
@@ -56162,8 +56529,8 @@ function packageResolve(specifier, base, conditions) {
   let packageJsonPath = fileURLToPath3(packageJsonUrl);
   let lastPath;
   do {
-    const stat3 = tryStatSync(packageJsonPath.slice(0, -13));
-    if (!stat3 || !stat3.isDirectory()) {
+    const stat4 = tryStatSync(packageJsonPath.slice(0, -13));
+    if (!stat4 || !stat4.isDirectory()) {
       lastPath = packageJsonPath;
       packageJsonUrl = new URL(
         (isScoped ? "../../../../node_modules/" : "../../../node_modules/") + packageName + "/package.json",
@@ -56353,6 +56720,8 @@ function resolve2(specifier, parent) {
 
 // ../../packages/deployment/dist/index.js
 var import_semver = __toESM(require_semver2(), 1);
+import { execFile } from "child_process";
+import { promisify } from "util";
 var ACTION_SECRET_ENV = ["NODROP_ACTION_SSH_KEY", "NODROP_ACTION_SSH_PASSPHRASE"];
 function secretEnvNames(config) {
   const names = new Set(ACTION_SECRET_ENV);
@@ -56516,14 +56885,14 @@ async function localFile(specifier, baseDir, refuse) {
     throw refuse(`not found: no file ${written} (${error2.code ?? "error"})`);
   }
   if (outside(realBase, real)) throw refuse(`escapes the config's directory ${realBase}: a symlink leads to ${real}`);
-  const isFile = await stat2(real).then((st) => st.isFile(), (error2) => {
+  const isFile = await stat3(real).then((st) => st.isFile(), (error2) => {
     throw refuse(`cannot read ${real}: ${firstLine(error2)}`);
   });
   if (!isFile) throw refuse(`${real} is not a file`);
   return real;
 }
 async function digest(file) {
-  return `sha256:${createHash3("sha256").update(await readFile2(file)).digest("hex").slice(0, 12)}`;
+  return `sha256:${createHash4("sha256").update(await readFile2(file)).digest("hex").slice(0, 12)}`;
 }
 function printable(value) {
   return /^[\w.+~^<>=| -]{1,100}$/.test(value) ? value : JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}\u2026` : value);
@@ -56560,7 +56929,7 @@ async function packageFile(specifier, baseDir, refuse) {
   }
   if (!url.startsWith("file:")) throw refuse(`resolves to ${url}, not a file`);
   const file = fileURLToPath4(url);
-  const exists2 = await stat2(file).then((st) => st.isFile(), () => false);
+  const exists2 = await stat3(file).then((st) => st.isFile(), () => false);
   if (!exists2) throw refuse(`${where} is installed, but ${JSON.stringify(specifier)} resolves to ${file}, which is not a file (is the package built?)`);
   const [realFile, realRoot] = await Promise.all([realpath(file).catch(() => file), realpath(root).catch(() => root)]);
   if (realFile !== realRoot && !realFile.startsWith(`${realRoot}${path23.sep}`)) throw refuse(`${where} resolves to ${realFile}, outside its own directory ${realRoot}`);
@@ -56569,7 +56938,7 @@ async function packageFile(specifier, baseDir, refuse) {
 async function firstExisting(dirs) {
   for (const dir of dirs) {
     try {
-      if ((await stat2(dir)).isDirectory()) return dir;
+      if ((await stat3(dir)).isDirectory()) return dir;
     } catch {
     }
   }
@@ -56795,9 +57164,20 @@ function assemble(parts) {
     if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
     return executor;
   };
+  const releaseDirOf = (host) => config.release.dir.replaceAll("{host}", host);
   const instances = config.instances.map(
-    (entry) => commandInstance({ spec: instanceSpec(entry), executor: executorFor(entry.host), commands: config.commands, timeoutMs: config.commands.timeout })
+    (entry) => commandInstance({
+      spec: instanceSpec(entry),
+      executor: executorFor(entry.host),
+      commands: config.commands,
+      timeoutMs: config.commands.timeout,
+      ...config.release ? { releaseDir: releaseDirOf(entry.host) } : {}
+    })
   );
+  const releaseFor = (mode, artifact) => {
+    if (!config.release || mode === "deploy" && !artifact && !config.commands.prepare) return void 0;
+    return { dirOf: releaseDirOf, artifact: mode === "deploy" ? artifact : void 0, prepare: config.commands.prepare, prepareTimeoutMs: config.release.prepareTimeout, mode, executorFor };
+  };
   const ids2 = config.instances.map((i) => i.id);
   const strategyOptions = resolved.strategy.options;
   return {
@@ -56809,6 +57189,7 @@ function assemble(parts) {
     executors,
     plugins: resolved.plugins,
     config,
+    releaseFor,
     options: {
       instances,
       proxy,
@@ -56901,7 +57282,8 @@ function deployWith(deployment, journal, options, signal) {
       stagedVersions,
       signal,
       ...options.onEvent ? { onEvent: options.onEvent } : {},
-      ...options.reconcileProxies ? { reconcileProxies: true } : {}
+      ...options.reconcileProxies ? { reconcileProxies: true } : {},
+      ...options.release ? { release: options.release } : {}
     })
   );
 }
@@ -57002,6 +57384,7 @@ function formatPlan(plan, observed) {
         const pins = Object.entries(step2.routing.pins).map(([v, p]) => `${v}->${p}`).join(" ");
         lines.push(`   - proxy: ${step2.why} (${pools}; default ${step2.routing.defaultPool}${pins ? `; pins ${pins}` : ""}); wait for the old generation to drain`);
       } else if (step2.kind === "soak") lines.push(`   - soak ${formatDuration(step2.ms)}`);
+      else if (step2.kind === "release") lines.push(`   - release on ${step2.hosts.join(", ")}, side by side (see the release note)`);
       else lines.push(`   - ${step2.kind} ${step2.instances.join(", ")}`);
     }
   });
@@ -57021,6 +57404,7 @@ function formatPlugins(plugins) {
   const show = (text) => /^[\x20-\x7e\u00a0-\uffff]*$/.test(text) && !/[\u2028\u2029\u202a-\u202e\u2066-\u2069]/.test(text) ? text : JSON.stringify(text);
   return plugins.map((p) => `${p.kind} ${show(p.specifier)}: ${p.source === "built-in" ? `built-in ${show(p.plugin.name)} (nodrop ${show(p.version)})` : `${show(p.plugin.name)} ${show(p.version)} from ${show(p.file ?? "")}`}`).join("\n");
 }
+var execFileP = promisify(execFile);
 
 // src/exec-executor.ts
 import { randomUUID as randomUUID3 } from "crypto";
@@ -57048,6 +57432,8 @@ function actionsExecExecutor(options = {}) {
     host: "local",
     // The journal's appends are file writes, not commands: the same checks as core's, no log line.
     ...plain2.appendFile ? { appendFile: plain2.appendFile } : {},
+    // An artifact for a local fleet is a file copy too.
+    ...plain2.upload ? { upload: plain2.upload } : {},
     // @actions/exec leaves its child's stdin without an error handler: a command that exits before
     // reading its input would crash the action with EPIPE. Those (nodrop's file writes) go the plain way.
     exec: (command, execOptions = {}) => execOptions.input ? plain2.exec(command, execOptions) : run(command, execOptions, { cwd: options.cwd, env, maxOutput })
@@ -57114,8 +57500,8 @@ async function findGroup(id) {
   for (const entry of await readdir2("/proc").catch(() => [])) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const stat3 = await readFile3(`/proc/${entry}/stat`, "utf8");
-      const ppid = Number(stat3.slice(stat3.lastIndexOf(")") + 2).split(" ")[1]);
+      const stat4 = await readFile3(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat4.slice(stat4.lastIndexOf(")") + 2).split(" ")[1]);
       if (ppid !== process.pid) continue;
       if (`\0${await readFile3(`/proc/${entry}/environ`, "latin1")}`.includes(needle)) return Number(entry);
     } catch {

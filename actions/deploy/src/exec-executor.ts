@@ -41,6 +41,8 @@ export function actionsExecExecutor(options: LocalExecutorOptions = {}): Executo
     host: "local",
     // The journal's appends are file writes, not commands: the same checks as core's, no log line.
     ...(plain.appendFile ? { appendFile: plain.appendFile } : {}),
+    // An artifact for a local fleet is a file copy too.
+    ...(plain.upload ? { upload: plain.upload } : {}),
     // @actions/exec leaves its child's stdin without an error handler: a command that exits before
     // reading its input would crash the action with EPIPE. Those (nodrop's file writes) go the plain way.
     exec: (command, execOptions = {}) => (execOptions.input ? plain.exec(command, execOptions) : run(command, execOptions, { cwd: options.cwd, env, maxOutput })),

@@ -18,10 +18,10 @@ export const exampleDir = path.resolve(path.dirname(fileURLToPath(import.meta.ur
 export const fleetSh = path.join(exampleDir, "fleet.sh");
 
 /** The config's command templates for instances whose state lives in `fleetArg` (already shell-quoted; may hold {host}). */
-export function fleetCommands(fleetArg: string): { stop: string; update: string; start: string } {
+export function fleetCommands(fleetArg: string, releases = false): { stop: string; update: string; start: string } {
   return {
     stop: `${shellQuote(fleetSh)} ${fleetArg} stop {port}`,
-    update: `${shellQuote(fleetSh)} ${fleetArg} update {port} {version}`,
+    update: `${shellQuote(fleetSh)} ${fleetArg} update {port} {version}${releases ? " {release}" : ""}`,
     start: `${shellQuote(fleetSh)} ${fleetArg} start {port} {address}`,
   };
 }
@@ -59,6 +59,12 @@ export interface FleetOptions {
   proxy?: Record<string, unknown>;
   /** nginx's worker_shutdown_timeout in seconds (default 30). */
   workerShutdownTimeout?: number;
+  /**
+   * A release section: each host keeps releases in its own directory (`releasesDir`), and update
+   * links the instance to `{release}` instead of the repository's ./releases/<version>. With
+   * `prepare`, that is commands.prepare.
+   */
+  releases?: { prepare?: string; artifact?: string; keep?: number };
   /** gunicorn's --graceful-timeout in whole seconds, the longest a stop waits for requests (default 10). */
   gracefulTimeout?: number;
   /** commands.timeout in the config (default 60s). */
@@ -172,9 +178,13 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       : {}),
     instances: remote ? instances.map(({ id, host, address, port }) => ({ id, host, address, port })) : instances.map(({ id, port }) => ({ id, port })),
     commands: {
-      ...fleetCommands(fleetArg),
+      ...fleetCommands(fleetArg, options.releases !== undefined),
+      ...(options.releases?.prepare ? { prepare: options.releases.prepare } : {}),
       timeout: options.commandTimeout ?? "60s",
     },
+    ...(options.releases
+      ? { release: { dir: remote ? `${remote.dir}/{host}/releases` : path.join(dir, "releases"), ...(options.releases.artifact ? { artifact: options.releases.artifact } : {}), ...(options.releases.keep ? { keep: options.releases.keep } : {}) } }
+      : {}),
     health: { path: "/health", versionHeader: "X-App-Version", interval: "100ms", successes: 2, deadline: "20s", ...options.health },
     proxy:
       proxies.length > 0

@@ -62,6 +62,8 @@ export interface DeployUnderLoadOptions {
   fleet: Fleet;
   version: string;
   strategy?: string;
+  /** More arguments for `nodrop deploy` (e.g. --artifact FILE). */
+  args?: readonly string[];
   /** Load settings; url comes from the fleet. */
   load?: Partial<Omit<LoadOptions, "url">>;
   /** Load before the deploy starts (default 1500 ms). */
@@ -117,6 +119,7 @@ export async function deployUnderLoad(options: DeployUnderLoadOptions): Promise<
     await sleep(options.warmupMs ?? 1500);
     const args = ["deploy", "--config", options.fleet.configFile, "--version", options.version, "--json"];
     if (options.strategy) args.push("--strategy", options.strategy);
+    if (options.args) args.push(...options.args);
     const deployStartMs = performance.now() - loadStart;
     const runOptions: RunOptions = { onStderr, ...(options.measureMemory ? { measureMemory: true } : {}) };
     const cli = await (options.deployer ? options.deployer(runOptions) : runNodrop(args, runOptions));

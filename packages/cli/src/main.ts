@@ -15,6 +15,7 @@ import {
   formatReport,
   loadDeployment,
   lockedDeploy,
+  deployRelease,
   progressReporter,
   retireAndReport,
   table,
@@ -24,19 +25,21 @@ import type { SshExecutor } from "@nodrop/ssh";
 export const USAGE = `nodrop: deploy new code to app instances behind nginx without dropping a request
 
 usage:
-  nodrop deploy   --config FILE --version V [--strategy S] [--verify MODE] [--lock-wait DURATION] [--json]
-  nodrop resume   --config FILE [--verify MODE] [--lock-wait DURATION] [--json]          finishes a deploy that did not end (or brings proxies that route differently together)
+  nodrop deploy   --config FILE --version V [--artifact PATH] [--strategy S] [--verify MODE] [--lock-wait DURATION] [--json]
+  nodrop resume   --config FILE [--artifact PATH] [--verify MODE] [--lock-wait DURATION] [--json]  finishes a deploy that did not end (or brings proxies that route differently together)
   nodrop rollback --config FILE [--to V] [--verify MODE] [--lock-wait DURATION] [--json] back to the version before the last deploy
   nodrop lock status|release --config FILE
   nodrop reconcile --config FILE [--dry-run] [--lock-wait DURATION] [--json]  the routing in force, with the config's addresses
-  nodrop plan   --config FILE --version V [--strategy S] [--json]   prints the steps; touches nothing
+  nodrop plan   --config FILE --version V [--artifact PATH] [--strategy S] [--json]   prints the steps; touches nothing
   nodrop status --config FILE [--json]                              versions, health and pool membership
   nodrop init   --config FILE                                       writes the proxy file nodrop owns, once
   nodrop --version | --help
 
 deploy exits 0 only when every instance runs V and is in the pool.
 --verify (with a verify section in the config): enforce (default; rollback: report) stops the deploy at
-the probe's thresholds, report only counts, off does not probe.`;
+the probe's thresholds, report only counts, off does not probe.
+--artifact (with a release section): the file or directory every host gets as the release of V,
+instead of release.artifact; a rollback uses the release already on each host.`;
 
 export interface Io {
   stdout: Output;
@@ -77,6 +80,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
       to: { type: "string" },
       verify: { type: "string" },
       "dry-run": { type: "boolean" },
+      artifact: { type: "string" },
     },
   });
   const command = positionals[0];
@@ -94,6 +98,9 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
   const rollbackTo = values.to === undefined ? undefined : checkVersion(values.to, "--to");
   if (!values.config) throw new NodropError("E_ARGS", "--config is required (the nodrop YAML file)");
   const verifyMode = checkVerifyMode(values.verify);
+  if (values.artifact !== undefined && !["deploy", "resume", "plan"].includes(command)) {
+    throw new NodropError("E_ARGS", `--artifact is for deploy, resume and plan${command === "rollback" ? ": a rollback uses the release already on each host" : ""}`);
+  }
   // A rollback goes back with the drain rules, one batch at a time (version pins of the newer
   // version are dropped), and repairs a site that may be failing right now: its probe counts but
   // does not stop it.
@@ -110,7 +117,8 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
     switch (command) {
       case "plan": {
         const version = checkVersion(values.version);
-        const { plan, observed } = await planDeploy({ ...deployment.options, version, signal: io.signal });
+        const { release, dispose } = await deployRelease(deployment, { mode: "deploy", override: values.artifact });
+        const { plan, observed } = await planDeploy({ ...deployment.options, version, signal: io.signal, ...(release ? { release } : {}) }).finally(dispose);
         const plugins = deployment.plugins.map(({ kind, specifier, source, file, version: v, plugin }) => ({ kind, specifier, name: plugin.name, source, file, version: v }));
         io.stdout.write(values.json ? `${JSON.stringify({ plan, observed, plugins }, null, 2)}\n` : `${formatPlan(plan, observed)}\nplugins:\n  ${formatPlugins(deployment.plugins).split("\n").join("\n  ")}\n`);
         return 0;
@@ -140,6 +148,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
             io.stderr.write(`nodrop: rolling back from ${last.version} to ${version}\n`);
           }
         }
+        const { release, dispose } = await deployRelease(deployment, { mode: rollback ? "existing" : "deploy", override: values.artifact });
         const report = await lockedDeploy(deployment, {
           version,
           lockWaitMs: lockWait,
@@ -147,7 +156,8 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           onEvent: progressReporter(values.json ? io.stderr : io.stdout),
           // Resume and rollback are how a fleet whose proxies a dead deploy left routing differently comes back together.
           ...(command === "deploy" ? {} : { reconcileProxies: true }),
-        });
+          release,
+        }).finally(dispose);
         const ssh = sshConnections(deployment.executors);
         if (values.json) io.stdout.write(`${JSON.stringify(ssh ? { ...report, ssh } : report, null, 2)}\n`);
         else io.stdout.write(`\n${formatReport(report)}${ssh ? `\nssh: ${ssh.connections} connections to ${ssh.hosts} hosts` : ""}\n`);

@@ -144,7 +144,7 @@ describe("validateConfig: invalid configs name the exact path", () => {
     ["instance id with a quote", (c) => (instances(c)[1]!.id = 'we"b'), "instances[1].id: expected a name of letters"],
     ["host with a space", (c) => (instances(c)[1]!.host = "web 1"), "instances[1].host: expected a name of letters"],
     ["unknown key in an instance", (c) => (instances(c)[1]!.adress = "10.0.0.1"), "instances[1].adress: unknown key (known keys: id, host, address, port, spare)"],
-    ["unknown placeholder", (c) => (section(c, "commands").stop = "./stop {verison}"), "commands.stop: unknown placeholder {verison} (known: {version}, {previous}, {host}, {address}, {port}, {id})"],
+    ["unknown placeholder", (c) => (section(c, "commands").stop = "./stop {verison}"), "commands.stop: unknown placeholder {verison} (known: {version}, {previous}, {host}, {address}, {port}, {id}, {release})"],
     ["stray brace", (c) => (section(c, "commands").start = "./start {port"), 'commands.start: stray "{" at 8 (write {{ or }} for a literal brace)'],
     ["empty command", (c) => (section(c, "commands").update = ""), 'commands.update: expected a command template, got string ""'],
     ["missing command", (c) => delete section(c, "commands").start, "commands.start: required: a command template"],
@@ -301,5 +301,51 @@ describe("loadConfig", () => {
     const error = await rejected(loadConfig(file));
     expect(error.code).toBe("E_CONFIG");
     expect(error.message).toContain(`cannot read config file ${file}`);
+  });
+});
+
+describe("validateConfig: the release section and commands.prepare", () => {
+  const issues = (error: NodropError) => error.issues!.map((i) => `${i.path}: ${i.message}`);
+
+  it("accepts a release directory with {host}, an artifact and prepare, with their defaults", () => {
+    const config = validateConfig(
+      { ...base(), release: { dir: "/srv/{host}/releases", artifact: "./dist" }, commands: { ...section(base(), "commands"), update: "ln -sfn {release} /srv/app/current-{port}", prepare: "cd {release} && make {version} on {host}" } },
+      { baseDir: "/srv/app" },
+    );
+    expect(config.release).toEqual({ dir: "/srv/{host}/releases", artifact: "./dist", keep: 5, prepareTimeout: 600_000 });
+    expect(config.commands.prepare).toBe("cd {release} && make {version} on {host}");
+  });
+
+  it("refuses {release} and prepare without a release section, naming the command", () => {
+    const error = invalid((c) => (c.commands = { ...section(c, "commands"), start: "./start {release}", prepare: "make" }));
+    expect(issues(error)).toEqual([
+      "commands.start: {release} needs a release section (release.dir: where each host keeps its releases)",
+      "commands.prepare: needs a release section (release.dir: where each host keeps its releases)",
+    ]);
+  });
+
+  it("refuses a prepare placeholder that has no value once per host", () => {
+    const error = invalid((c) => {
+      c.release = { dir: "/srv/r" };
+      c.commands = { ...section(c, "commands"), prepare: "make {port} {id}" };
+    });
+    expect(issues(error)).toEqual([
+      "commands.prepare: {port} has no value in prepare, which runs once per host (it has {version}, {release} and {host})",
+      "commands.prepare: {id} has no value in prepare, which runs once per host (it has {version}, {release} and {host})",
+    ]);
+  });
+
+  it("refuses a release directory that is relative, climbs out, is the root, or has another placeholder", () => {
+    for (const [dir, message] of [
+      ["srv/r", /expected an absolute path of plain characters/],
+      ["/srv/../etc", /is not an absolute path of plain characters without \.\./],
+      ["/", /not the root directory/],
+      ["/srv/{app}/r", /\{app\}: the only placeholder here is \{host\}/],
+      ["/srv/$(id)", /expected an absolute path of plain characters/],
+    ] as const) {
+      const error = invalid((c) => (c.release = { dir }));
+      expect(issues(error).join("\n")).toMatch(message);
+      expect(error.issues![0]!.path).toBe("release.dir");
+    }
   });
 });

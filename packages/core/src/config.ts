@@ -4,7 +4,7 @@ import path from "node:path";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 import { type ConfigIssue, NodropError } from "./errors.js";
 import { type Infer, bool, configError, duration, int, list, mapping, object, oneOf, optional, refine, section, size, str } from "./schema.js";
-import { SAFE_NAME, checkTemplate } from "./template.js";
+import { PLAIN_ABSOLUTE_PATH, SAFE_NAME, checkTemplate } from "./template.js";
 import { verifyUrlProblem } from "./verify.js";
 
 const safeName = (doc: string) =>
@@ -31,13 +31,42 @@ export const slotsSchema = object(
 
 export const commandsSchema = object(
   {
-    stop: template("Stops the instance gracefully and returns once it has exited. Placeholders: {id} {host} {address} {port} {version} {previous}."),
+    stop: template("Stops the instance gracefully and returns once it has exited. Placeholders: {id} {host} {address} {port} {version} {previous}, and {release} (<release.dir>/<version>) with a release section."),
     update: template("Puts {version} in place for the instance (it is stopped)."),
     start: template("Starts the instance; the health check then waits for it."),
+    prepare: optional(
+      template(
+        "Run once per instance host and version, hosts side by side, before any instance leaves the pool: a virtualenv and `pip install`, compiled assets, a `git checkout` into {release} (it runs where commands do, so `cd {release}` first). Placeholders: {version} {release} {host}. Needs a release section; skipped where that release is already prepared (see release).",
+      ),
+    ),
     cwd: optional(str({ minLength: 1, pattern: /^[^\0]+$/, hint: "a string", doc: "Working directory for local commands, relative to the config file." })),
     timeout: optional(duration({ min: 1, doc: "Each command is ended when it runs longer." }), 60_000),
   },
   { doc: "Command templates; every placeholder value is validated and shell-quoted." },
+);
+
+export const releaseSchema = object(
+  {
+    dir: str({
+      minLength: 2,
+      pattern: /^\/[A-Za-z0-9._\/@+{}-]*$/,
+      hint: "an absolute path of plain characters (it may contain {host})",
+      doc: "On each instance's host, where releases live: <dir>/<version> is {release}. {host} is replaced by the host's name. One app per directory.",
+    }),
+    artifact: optional(
+      str({
+        minLength: 1,
+        pattern: /^[^\0]+$/,
+        hint: "a path",
+        doc: "A file or a directory, relative to the config file, sent once to every host over the connection nodrop holds and checked there by its sha256. A .tar.gz, .tgz or .tar is unpacked into the release, a directory is sent as a tarball, any other file (a wheel) is put in the release as it is. `--artifact` (the action's `artifact` input) overrides it.",
+      }),
+    ),
+    keep: optional(int({ min: 1, max: 1000, doc: "Releases each host keeps after a successful deploy, newest first; the running release, the one before it and any release an instance still runs are never removed." }), 5),
+    prepareTimeout: optional(duration({ min: 1, doc: "commands.prepare is ended when it runs longer." }), 10 * 60_000),
+  },
+  {
+    doc: "Releases on the hosts: before any instance leaves the pool, every instance host gets <dir>/<version> (the artifact, uploaded once per host through a temporary directory and a rename, so a cut connection or a full disk leaves no partial release), then commands.prepare runs there once. A host whose release records the same artifact sha256 and the same prepare command (in <dir>/<version>/.nodrop-release) skips both.",
+  },
 );
 
 export const healthSchema = object(
@@ -89,10 +118,11 @@ export const configSchema = object({
     { name: "rolling" },
   ),
   slots: optional(slotsSchema),
+  release: optional(releaseSchema),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once on one host; hosts work side by side." }), 8),
   verify: optional(verifySchema),
   stateDir: optional(
-    str({ pattern: /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/, hint: "an absolute path of plain characters without ..", doc: "On the proxy host (the first of proxy.hosts): where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." }),
+    str({ pattern: PLAIN_ABSOLUTE_PATH, hint: "an absolute path of plain characters without ..", doc: "On the proxy host (the first of proxy.hosts): where the deploy lock and the journal live. Default /var/lib/nodrop/<app>." }),
   ),
 });
 
@@ -196,11 +226,12 @@ function crossFieldIssues(raw: unknown, issues: ConfigIssue[]): void {
     });
   }
   if (isRecord(raw.commands)) {
-    for (const key of ["stop", "update", "start"] as const) {
+    for (const key of ["stop", "update", "start", "prepare"] as const) {
       const template = raw.commands[key];
       if (typeof template === "string") for (const problem of checkTemplate(template)) issues.push({ path: `commands.${key}`, message: problem });
     }
   }
+  releaseIssues(raw, issues);
   // Every host an instance or the proxy names must be defined (or be this machine).
   const hostNames = new Set(["local", ...(isRecord(raw.hosts) ? Object.keys(raw.hosts) : [])]);
   const known = () => [...hostNames].map((h) => JSON.stringify(h)).join(", ");
@@ -229,6 +260,30 @@ function crossFieldIssues(raw: unknown, issues: ConfigIssue[]): void {
   }
   if (isRecord(raw.strategy)) pluginKeyIssues(raw.strategy, "strategy", "name", "a strategy such as rolling, a package name or a ./file", issues);
   if (isRecord(raw.proxy)) pluginKeyIssues(raw.proxy, "proxy", "type", "a proxy such as nginx, a package name or a ./file", issues);
+}
+
+/** `{release}` and `commands.prepare` need a release section; its dir takes `{host}` only, and is a plain absolute path for every host. */
+function releaseIssues(raw: Record<string, unknown>, issues: ConfigIssue[]): void {
+  const commands = isRecord(raw.commands) ? raw.commands : {};
+  if (!isRecord(raw.release)) {
+    for (const key of ["stop", "update", "start", "prepare"]) {
+      const template = commands[key];
+      if (typeof template === "string" && template.includes("{release}")) issues.push({ path: `commands.${key}`, message: "{release} needs a release section (release.dir: where each host keeps its releases)" });
+    }
+    if (typeof commands.prepare === "string") issues.push({ path: "commands.prepare", message: "needs a release section (release.dir: where each host keeps its releases)" });
+    return;
+  }
+  if (typeof commands.prepare === "string") {
+    const unknown = [...commands.prepare.matchAll(/\{([a-z]+)\}/g)].map((m) => m[1]!).filter((name) => !["version", "release", "host"].includes(name));
+    for (const name of new Set(unknown)) issues.push({ path: "commands.prepare", message: `{${name}} has no value in prepare, which runs once per host (it has {version}, {release} and {host})` });
+  }
+  const dir = raw.release.dir;
+  if (typeof dir !== "string") return;
+  const tokens = [...dir.matchAll(/\{([^}]*)\}/g)].map((m) => m[1]);
+  for (const token of new Set(tokens)) if (token !== "host") issues.push({ path: "release.dir", message: `{${token}}: the only placeholder here is {host}` });
+  if (/[{}]/.test(dir.replaceAll("{host}", ""))) issues.push({ path: "release.dir", message: "a stray brace (the only placeholder is {host})" });
+  else if (!PLAIN_ABSOLUTE_PATH.test(dir.replaceAll("{host}", "h")) || dir.replaceAll("{host}", "h").split("/").includes("..")) issues.push({ path: "release.dir", message: `${JSON.stringify(dir)} is not an absolute path of plain characters without ..` });
+  else if (/^\/+$/.test(dir)) issues.push({ path: "release.dir", message: "not the root directory: releases are removed from it" });
 }
 
 /**

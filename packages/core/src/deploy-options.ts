@@ -3,6 +3,7 @@ import type { DeployListener } from "./events.js";
 import type { WaitHealthyOptions } from "./health.js";
 import type { Journal } from "./journal.js";
 import type { RunListener } from "./run-listener.js";
+import type { ReleaseSetup } from "./release.js";
 import type { OverlapBudget } from "./slot-preflight.js";
 import type { DeployVerifier, HealthCheck, InstanceControl, Proxy, Strategy } from "./types.js";
 
@@ -45,6 +46,11 @@ export interface DeployOptions<StrategyOptions> {
   reconcileProxies?: boolean;
   /** What a host must keep free while new processes start on idle slots beside the old ones. */
   overlap?: OverlapBudget;
+  /**
+   * The release every instance host gets before any instance leaves the pool (an artifact, a
+   * prepare command): a phase of its own, first. Without it, the plan is the strategy's alone.
+   */
+  release?: ReleaseSetup;
 }
 
 /** What the step executor and recovery work with: the options, the run's state and its listeners. */

@@ -31,6 +31,10 @@ export type NodropErrorCode =
   | "E_STATE"
   /** The verify probe saw more failures or regressions than allowed. */
   | "E_VERIFY"
+  /** A release could not be put on a host (upload, checksum, unpack, prepare), or is not there to use. */
+  | "E_RELEASE"
+  /** A hook (preDeploy, beforeBatch, ...) failed or could not run. */
+  | "E_HOOK"
   | "E_ABORTED";
 
 const BRAND = Symbol.for("@nodrop/core/NodropError");

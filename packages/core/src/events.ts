@@ -11,10 +11,14 @@ export type DeployEvent =
       readonly phase: string;
       readonly kind: StepKind;
       readonly instance: string | undefined;
+      /** The host a step is about when it is about a host, not an instance (a release). */
+      readonly host?: string;
       readonly status: "start" | "ok" | "fail";
       readonly ms?: number;
       readonly detail?: string;
     }
+  /** An artifact on its way to a host (a few events per upload, the last when it has all arrived). */
+  | { readonly type: "upload"; readonly host: string; readonly sentBytes: number; readonly totalBytes: number }
   | {
       readonly type: "route";
       readonly why: string;

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { constants } from "node:fs";
-import { lstat, mkdir, open, readlink } from "node:fs/promises";
+import { copyFile, lstat, mkdir, open, readlink, stat } from "node:fs/promises";
 import path from "node:path";
 import { NodropError, abortError } from "./errors.js";
 
@@ -41,6 +41,12 @@ export interface Executor {
    * and a process per line costs more than the step itself on a fast fleet.
    */
   appendFile?(file: string, text: string): Promise<void>;
+  /**
+   * Copies a local file to a new file on the host (in a directory that exists; an existing file
+   * there is an error). Optional: without it, `uploadFile` sends the file through `exec` in chunks.
+   * SSH does it over SFTP on the connection it holds; locally it is a copy.
+   */
+  upload?(localFile: string, remoteFile: string, options?: { signal?: AbortSignal | undefined; onProgress?: ((sentBytes: number, totalBytes: number) => void) | undefined }): Promise<void>;
   dispose?(): Promise<void>;
 }
 
@@ -94,6 +100,13 @@ export function localExecutor(options: LocalExecutorOptions = {}): Executor {
       } finally {
         await handle.close();
       }
+    },
+    async upload(localFile, remoteFile, uploadOptions = {}) {
+      if (uploadOptions.signal?.aborted) throw abortError(uploadOptions.signal);
+      // COPYFILE_EXCL: never over an existing file, nor through a link planted at the name.
+      await copyFile(localFile, path.resolve(options.cwd ?? process.cwd(), remoteFile), constants.COPYFILE_EXCL);
+      const { size } = await stat(localFile);
+      uploadOptions.onProgress?.(size, size);
     },
     exec(command, execOptions = {}) {
       const { signal, timeoutMs, input } = execOptions;

@@ -1,6 +1,7 @@
 import { execOrThrow, type Executor } from "./executor.js";
 import { NodropError } from "./errors.js";
 import { type TemplateSources, type TemplateValues, describeValue, renderTemplate } from "./template.js";
+import { releasePath } from "./release-scripts.js";
 import { slotInspectorOf } from "./slot-inspector.js";
 import type { InstanceControl, InstanceSpec } from "./types.js";
 
@@ -9,20 +10,24 @@ export interface CommandInstanceOptions {
   executor: Executor;
   commands: { stop: string; update: string; start: string };
   timeoutMs: number;
+  /** The host's releases directory (the config's `release.dir`): `{release}` is `<dir>/<version>`. */
+  releaseDir?: string | undefined;
 }
 
 /** An instance controlled by shell command templates run through an executor (local or SSH). */
 export function commandInstance(options: CommandInstanceOptions): InstanceControl {
-  const { spec, executor, commands, timeoutMs } = options;
+  const { spec, executor, commands, timeoutMs, releaseDir } = options;
   const of = `the instance spec of ${describeValue(spec.id)}`;
-  const sources: TemplateSources = { id: of, host: of, address: of, port: of, version: `the deploy's step on ${describeValue(spec.id)}`, previous: `the version ${describeValue(spec.id)} reported before the deploy` };
+  const sources: TemplateSources = { id: of, host: of, address: of, port: of, version: `the deploy's step on ${describeValue(spec.id)}`, previous: `the version ${describeValue(spec.id)} reported before the deploy`, release: "release.dir and the version" };
   const run = async (kind: "stop" | "update" | "start", values: TemplateValues, port: number | undefined, signal: AbortSignal | undefined) => {
     // A slot's command gets that slot's port; only the instance's own ports are accepted.
     if (port !== undefined && port !== spec.port && !spec.slots?.includes(port)) {
       throw new NodropError("E_PLAN", `${kind} of ${spec.id} on port ${port}, which is not one of its slots`, { instance: spec.id });
     }
     // Every value is checked where the command is rendered, whichever caller (engine, plugin) passed it.
-    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: port ?? spec.port, ...values }, `commands.${kind}`, sources);
+    // {release} is the version's directory; without release.dir (or a version) it has no value.
+    const release = releaseDir !== undefined && values.version !== undefined ? { release: releasePath(releaseDir, String(values.version)) } : {};
+    const command = renderTemplate(commands[kind], { id: spec.id, host: spec.host, address: spec.address, port: port ?? spec.port, ...values, ...release }, `commands.${kind}`, sources);
     try {
       await execOrThrow(executor, command, `${kind} of ${spec.id}`, { signal, timeoutMs, echo: true });
     } catch (error) {

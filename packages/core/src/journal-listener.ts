@@ -32,7 +32,7 @@ export class JournalListener implements RunListener {
 
   async step(run: DeployRun, record: StepRecord): Promise<void> {
     const detail = record.detail === undefined ? {} : { detail: record.detail.split("\n")[0]! };
-    const append = this.journal.append({ type: "step", id: run.id, phase: record.phase, kind: record.kind, instance: record.instance, status: record.status, ...detail });
+    const append = this.journal.append({ type: "step", id: run.id, phase: record.phase, kind: record.kind, instance: record.instance, ...(record.host ? { host: record.host } : {}), status: record.status, ...detail });
     // A failure's own record is best effort: the failure is what gets reported.
     if (run.recovering || record.status === "fail") await append.catch(() => undefined);
     else await append;

@@ -7,7 +7,7 @@ import { describeValue, isSafeName, shellQuote } from "./template.js";
 /** One line of the journal: what a deploy is about to do, and what it did. */
 export type JournalEntry =
   | { readonly type: "deploy"; readonly id: string; readonly version: string; readonly strategy: string; readonly instances: readonly { id: string; from: string | undefined }[] }
-  | { readonly type: "step"; readonly id: string; readonly phase: string; readonly kind: StepKind; readonly instance: string | undefined; readonly status: "start" | "ok" | "fail"; readonly detail?: string }
+  | { readonly type: "step"; readonly id: string; readonly phase: string; readonly kind: StepKind; readonly instance: string | undefined; readonly host?: string; readonly status: "start" | "ok" | "fail"; readonly detail?: string }
   | {
       readonly type: "end";
       readonly id: string;
@@ -131,6 +131,6 @@ export function lastDeploy(records: readonly JournalRecord[]): LastDeploy | unde
     finished: end !== undefined,
     ok: end === undefined ? undefined : end.ok === true,
     from,
-    lastStep: step ? `${text(step.phase)}: ${text(step.kind)}${step.instance ? ` ${isSafeName(step.instance) ? step.instance : describeValue(step.instance, 40)}` : ""} (${text(step.status)})` : undefined,
+    lastStep: step ? `${text(step.phase)}: ${text(step.kind)}${step.instance ? ` ${isSafeName(step.instance) ? step.instance : describeValue(step.instance, 40)}` : step.host ? ` ${isSafeName(step.host) ? step.host : describeValue(step.host, 40)}` : ""} (${text(step.status)})` : undefined,
   };
 }

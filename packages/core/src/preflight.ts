@@ -2,10 +2,11 @@ import { checkProxyClocks } from "./clock.js";
 import { forEachPerHost } from "./concurrency.js";
 import type { DeployOptions } from "./deploy-options.js";
 import { NodropError } from "./errors.js";
-import type { HealthCheck, InstanceControl, ObservedInstance, DeployPlan, Routing, SlotInspection } from "./types.js";
+import type { HealthCheck, InstanceControl, ObservedInstance, DeployPlan, PlanPhase, Routing, SlotInspection } from "./types.js";
+import { type ReleaseSetup, releasePhase } from "./release.js";
 import { reachesInstance, routedPort, routingSlotProblem, validateRouting } from "./routing.js";
 import { readRoutingInForce } from "./proxy-reconcile.js";
-import { checkIdleSlots, idleStarts } from "./slot-preflight.js";
+import { checkIdleSlots, idleStarts, mib } from "./slot-preflight.js";
 import { isSafeName } from "./template.js";
 
 /** What preflight found: the plan, the instances as they were, and the routing the proxy had in force. */
@@ -94,7 +95,10 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   const inspections = await inspectIdleSlots(options, observed);
   const seenObserved = await Promise.all(observed.map((o) => withIdleSlot(options, o, inspections.get(o.id))));
   const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
-  const plan = checkPlanShape(read.reconcile ? { ...planned, phases: [read.reconcile.phase, ...planned.phases], notes: [read.reconcile.note, ...planned.notes] } : planned, seenObserved);
+  // The engine puts the release first itself: in a strategy's plan, it could come after a change.
+  const planning = planned.phases.find((p) => p.steps.some((step) => step.kind === "release"));
+  if (planning) throw new NodropError("E_PLAN", `phase "${planning.name}" has a release step: the engine adds the release phase, a strategy does not plan one`);
+  const plan = checkPlanShape(withEnginePhases(planned, read.reconcile, options), seenObserved);
   const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
   const clockNotes = await checkProxyClocks(options.proxy, plan, options.signal);
   const notes = [...slotNotes, ...clockNotes];
@@ -131,6 +135,24 @@ async function withIdleSlot(options: Omit<DeployOptions<unknown>, "onEvent">, o:
   return { ...o, idle: { port: o.idle.port, free: false, ...(version === undefined ? {} : { version }) } };
 }
 
+/**
+ * The phases the engine adds before the strategy's: the release on every instance host (nothing
+ * leaves the pool until every host has it), then bringing disagreeing proxies together.
+ */
+function withEnginePhases(plan: DeployPlan, reconcile: { phase: PlanPhase; note: string } | undefined, options: Pick<DeployOptions<unknown>, "release" | "instances">): DeployPlan {
+  const hosts = [...new Set(options.instances.map((i) => i.spec.host))];
+  const release = options.release ? [releasePhase(hosts)] : [];
+  const releaseNote = options.release ? [releaseNoteOf(options.release, hosts)] : [];
+  return { ...plan, phases: [...release, ...(reconcile ? [reconcile.phase] : []), ...plan.phases], notes: [...releaseNote, ...(reconcile ? [reconcile.note] : []), ...plan.notes] };
+}
+
+function releaseNoteOf(setup: ReleaseSetup, hosts: readonly string[]): string {
+  const on = `${hosts.length === 1 ? "host" : `each of ${hosts.length} hosts`} (${hosts.join(", ")})`;
+  if (setup.mode === "existing") return `release: the one already on ${on} is used${setup.prepare ? ", prepared there if it is not yet" : ""}`;
+  const sent = setup.artifact ? `${setup.artifact.name} (${mib(setup.artifact.bytes)}, sha256 ${setup.artifact.sha256.slice(0, 12)}…) goes once to ${on} unless it is there` : `made on ${on} unless it is there`;
+  return `release: ${sent}${setup.prepare ? ", then prepared once per host" : ""}, before any instance leaves the pool`;
+}
+
 /** Refuses a plan that names unknown instances, an invalid routing, or a step outside its phase. */
 function checkPlanShape(plan: DeployPlan, observed: readonly ObservedInstance[]): DeployPlan {
   const known = new Set(observed.map((i) => i.id));
@@ -139,7 +161,7 @@ function checkPlanShape(plan: DeployPlan, observed: readonly ObservedInstance[])
     const own = new Set(phase.instances);
     for (const step of phase.steps) {
       if (step.kind === "route") validateRouting(step.routing, observed);
-      else if (step.kind !== "soak") {
+      else if (step.kind !== "soak" && step.kind !== "release") {
         // Recovery works per phase: a step may only touch the instances its phase declares.
         for (const id of step.instances) if (!own.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step.kind}s "${id}", which is not one of its instances`);
       }

@@ -7,6 +7,8 @@ export interface StepRecord {
   readonly phase: string;
   readonly kind: StepKind;
   readonly instance: string | undefined;
+  /** The host a step is about when it is about a host, not an instance (a release). */
+  readonly host?: string | undefined;
   readonly status: "start" | "ok" | "fail";
   readonly detail?: string;
 }

@@ -1,4 +1,4 @@
-import { forEachPerHost } from "./concurrency.js";
+import { forEachLimit, forEachPerHost } from "./concurrency.js";
 import type { RunContext } from "./deploy-options.js";
 import { sleep } from "./duration.js";
 import { NodropError, type RoutingInForce, abortError, toNodropError } from "./errors.js";
@@ -8,7 +8,8 @@ import type { PendingDrain } from "./deploy-run.js";
 import type { RouteReport } from "./report.js";
 import type { StepRecord } from "./run-listener.js";
 import { routedPort, servingInstances, withSlots } from "./routing.js";
-import type { InstanceStep, PlanPhase, PlanStep, Routing, StepKind } from "./types.js";
+import { releaseOnHost } from "./release.js";
+import type { InstanceStep, PlanPhase, PlanStep, ReleaseStep, Routing, StepKind } from "./types.js";
 
 /** Announces a step to the listeners (journal first) and then to the caller's listener. */
 async function announce(context: RunContext, record: StepRecord, ms?: number): Promise<void> {
@@ -38,6 +39,34 @@ export async function timed(context: RunContext, phase: string, kind: StepKind, 
     await announce(context, { phase, kind, instance: id, status: "fail", detail: e.message }, ms).catch(() => undefined);
     throw e;
   }
+}
+
+/**
+ * A step about a host (its release), announced like any other: its "ok" record says what was
+ * done. A failure names the host and says that the routing before it is in force: nothing in the
+ * pool was touched.
+ */
+async function timedOnHost(context: RunContext, phase: string, kind: StepKind, host: string, body: () => Promise<string>): Promise<void> {
+  const t0 = performance.now();
+  try {
+    await announce(context, { phase, kind, instance: undefined, host, status: "start" });
+    const detail = await body();
+    await announce(context, { phase, kind, instance: undefined, host, status: "ok", detail }, performance.now() - t0);
+  } catch (error) {
+    const inner = toNodropError(error, "E_RELEASE");
+    const code = inner.code === "E_ABORTED" || inner.code.startsWith("E_SSH") || inner.code === "E_TIMEOUT" ? inner.code : "E_RELEASE";
+    const message = inner.message.includes(host) ? inner.message : `${inner.message} (on ${host})`;
+    const e = new NodropError(code, message, { cause: error, routingInForce: "previous" });
+    await announce(context, { phase, kind, instance: undefined, host, status: "fail", detail: e.message }, performance.now() - t0).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Puts the release on every host at once; every host finishes (or fails) before the step does. */
+async function runReleaseStep(context: RunContext, phase: PlanPhase, step: ReleaseStep): Promise<void> {
+  const setup = context.options.release;
+  if (!setup) throw new NodropError("E_PLAN", `phase "${phase.name}" has a release step, but the deploy has no release setup`);
+  await forEachLimit(step.hosts, step.hosts.length, (host) => timedOnHost(context, phase.name, "release", host, () => releaseOnHost(context, setup, host)));
 }
 
 /**
@@ -156,6 +185,8 @@ export async function runStep(context: RunContext, phase: PlanPhase, step: PlanS
       return applyRouting(context, step.routing, step.why, phase.name, signal, step.background === true);
     case "soak":
       return timed(context, phase.name, "soak", undefined, () => sleep(step.ms, signal).catch(() => Promise.reject(abortError(signal))));
+    case "release":
+      return runReleaseStep(context, phase, step);
     default:
       return forEachPerHost(step.instances, (id) => run.instance(id).control.spec.host, context.parallel, async (id) => {
         // An instance's own steps stay in order: a background stop ends before its next step.

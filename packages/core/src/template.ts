@@ -2,13 +2,16 @@ import { isIP } from "node:net";
 import { NodropError } from "./errors.js";
 
 /** The placeholders a command template may use. */
-export const PLACEHOLDERS = ["version", "previous", "host", "address", "port", "id"] as const;
+export const PLACEHOLDERS = ["version", "previous", "host", "address", "port", "id", "release"] as const;
 export type Placeholder = (typeof PLACEHOLDERS)[number];
 export type TemplateValues = Partial<Record<Placeholder, string | number>>;
 /** Where each value came from ("config", "--version", "the journal", "instance web-1"), for errors. */
 export type TemplateSources = Partial<Record<Placeholder, string>>;
 
 const TOKEN = /\{\{|\}\}|\{([a-z]+)\}|[{}]/g;
+
+/** An absolute path of plain characters, without `..` (a release directory, the state directory). */
+export const PLAIN_ABSOLUTE_PATH = /^(?!.*(?:^|\/)\.\.(?:\/|$))\/[A-Za-z0-9._\/@+-]*$/;
 
 /** Versions, ids and host names must be boring: they end up in shell commands and nginx config. */
 export const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -49,6 +52,7 @@ const RULES: Record<Placeholder, (value: string) => string | undefined> = {
   host: nameRule,
   address: (value) => (isIP(value) !== 0 ? undefined : "an IP address"),
   port: (value) => (/^[1-9][0-9]{0,4}$/.test(value) && Number(value) <= 65535 ? undefined : "an integer 1-65535"),
+  release: (value) => (PLAIN_ABSOLUTE_PATH.test(value) && value !== "/" ? undefined : "an absolute path of plain characters without .."),
 };
 
 /** Why a placeholder's value is refused, or undefined when it is fine. */

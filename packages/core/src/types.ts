@@ -255,7 +255,7 @@ export interface HealthProbe {
   readonly detail: string;
 }
 
-export type StepKind = "route" | "stop" | "update" | "start" | "check" | "soak";
+export type StepKind = "route" | "stop" | "update" | "start" | "check" | "soak" | "release";
 
 /**
  * A step on instances acts on their live slot, or with `slot: "idle"` on the slot nothing routes to
@@ -271,9 +271,24 @@ export type InstanceStep = { readonly kind: "stop" | "update" | "start" | "check
  */
 export type RouteStep = { readonly kind: "route"; readonly routing: Routing; readonly why: string; readonly background?: boolean };
 
+/**
+ * Puts the deploy's release on each host (the artifact sent once, the prepare command run once),
+ * hosts side by side. The engine adds it, in a phase of its own before any other: no strategy plans it.
+ */
+export type ReleaseStep = {
+  readonly kind: "release";
+  readonly hosts: readonly string[];
+  // It changes no instance. Code written before this step existed, reading an instance step's
+  // fields after ruling out route and soak, keeps compiling and finds no instance here.
+  readonly instances: readonly never[];
+  readonly slot?: undefined;
+  readonly background?: undefined;
+};
+
 export type PlanStep =
   | RouteStep
   | InstanceStep
+  | ReleaseStep
   | { readonly kind: "soak"; readonly ms: number };
 
 /**

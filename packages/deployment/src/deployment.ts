@@ -1,5 +1,7 @@
 import {
+  type Artifact,
   type ConfigIssue,
+  type ReleaseSetup,
   type DeployOptions,
   type DeployVerifier,
   DEFAULT_OVERLAP,
@@ -51,6 +53,12 @@ export interface Deployment {
   readonly plugins: readonly AnyResolvedPlugin[];
   /** The validated config. */
   readonly config: NodropConfig;
+  /**
+   * The release step's setup for a deploy (`deploy`: send `artifact` and prepare as needed;
+   * `existing`: a rollback, which uses the release already on each host); undefined without a
+   * release section, or when a deploy has neither an artifact nor a prepare command.
+   */
+  releaseFor(mode: ReleaseSetup["mode"], artifact?: Artifact): ReleaseSetup | undefined;
   dispose(): Promise<void>;
 }
 
@@ -169,9 +177,20 @@ function assemble(parts: {
     if (!executor) throw new NodropError("E_CONFIG", `unknown host "${host}"`);
     return executor;
   };
+  const releaseDirOf = (host: string) => config.release!.dir.replaceAll("{host}", host);
   const instances = config.instances.map((entry) =>
-    commandInstance({ spec: instanceSpec(entry), executor: executorFor(entry.host), commands: config.commands, timeoutMs: config.commands.timeout }),
+    commandInstance({
+      spec: instanceSpec(entry),
+      executor: executorFor(entry.host),
+      commands: config.commands,
+      timeoutMs: config.commands.timeout,
+      ...(config.release ? { releaseDir: releaseDirOf(entry.host) } : {}),
+    }),
   );
+  const releaseFor = (mode: ReleaseSetup["mode"], artifact?: Artifact): ReleaseSetup | undefined => {
+    if (!config.release || (mode === "deploy" && !artifact && !config.commands.prepare)) return undefined;
+    return { dirOf: releaseDirOf, artifact: mode === "deploy" ? artifact : undefined, prepare: config.commands.prepare, prepareTimeoutMs: config.release.prepareTimeout, mode, executorFor };
+  };
   const ids = config.instances.map((i) => i.id);
   const strategyOptions = resolved.strategy.options;
   return {
@@ -183,6 +202,7 @@ function assemble(parts: {
     executors,
     plugins: resolved.plugins,
     config,
+    releaseFor,
     options: {
       instances,
       proxy,

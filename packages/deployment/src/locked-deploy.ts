@@ -1,4 +1,4 @@
-import { type DeployListener, type DeployReport, type HeldLock, type Journal, deploy, deployLock, fileJournal, formatDuration, isSafeName, lastDeploy } from "@nodrop/core";
+import { type DeployListener, type DeployReport, type HeldLock, type Journal, type ReleaseSetup, deploy, deployLock, fileJournal, formatDuration, isSafeName, lastDeploy } from "@nodrop/core";
 import type { Deployment } from "./deployment.js";
 
 /** What the lock, the journal and a locked deploy need of a deployment. */
@@ -22,6 +22,8 @@ export interface LockedDeployOptions {
   onEvent?: DeployListener | undefined;
   /** Proxies of a group that route differently are brought together first, not refused (resume, rollback). */
   reconcileProxies?: boolean;
+  /** The release put on every instance host before any instance leaves the pool (Deployment.releaseFor). */
+  release?: ReleaseSetup | undefined;
 }
 
 /**
@@ -57,6 +59,7 @@ function deployWith(deployment: LockedDeployment, journal: Journal, options: Loc
       signal,
       ...(options.onEvent ? { onEvent: options.onEvent } : {}),
       ...(options.reconcileProxies ? { reconcileProxies: true } : {}),
+      ...(options.release ? { release: options.release } : {}),
     }),
   );
 }

@@ -39,6 +39,10 @@ export function progressReporter(out: Output, started = performance.now()): (eve
           const mark = event.status === "start" ? "…" : event.status === "ok" ? `✓ ${formatDuration(event.ms ?? 0)}` : "✗";
           rows.set(event.instance, `${event.phase.padEnd(16)} ${event.kind.padEnd(6)} ${mark}`);
         } else if (event.kind === "route" && event.status === "start") status = `${at()} proxy: reloading and draining…`;
+        else if (event.host) status = `${at()} release on ${event.host}: ${event.status === "start" ? "…" : event.status === "ok" ? `✓ ${event.detail ?? ""}` : "✗"}`;
+        break;
+      case "upload":
+        status = `${at()} upload to ${event.host}: ${uploadProgress(event)}`;
         break;
       case "route":
         status = `${at()} proxy gen ${event.generation}: ${event.why} (confirm ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drain ${formatDuration(event.drainMs)}`})${event.warnings?.length ? ` WARNING: ${event.warnings[0]}` : ""}`;
@@ -88,7 +92,7 @@ function plainLine(event: DeployEvent): string | undefined {
       return `${event.phase}`;
     case "step":
       if (event.status === "start") return undefined;
-      return `  ${event.kind}${event.instance ? ` ${event.instance}` : ""} ${event.status === "ok" ? "ok" : "FAILED"} ${formatDuration(event.ms ?? 0)}${event.detail ? `: ${event.detail.split("\n")[0]}` : ""}`;
+      return `  ${event.kind}${event.instance ? ` ${event.instance}` : event.host ? ` ${event.host}` : ""} ${event.status === "ok" ? "ok" : "FAILED"} ${formatDuration(event.ms ?? 0)}${event.detail ? `: ${event.detail.split("\n")[0]}` : ""}`;
     case "route":
       return [
         `  proxy generation ${event.generation}: ${event.why} (confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`})`,
@@ -98,9 +102,17 @@ function plainLine(event: DeployEvent): string | undefined {
       return `  proxy generation ${event.generation} ${event.error ? `drain FAILED after ${formatDuration(event.drainMs)}: ${event.error}` : `drained in ${formatDuration(event.drainMs)}`} (${event.why})`;
     case "recovery":
       return `recovery after: ${event.reason.split("\n")[0]}`;
+    case "upload":
+      return `  upload to ${event.host}: ${uploadProgress(event)}`;
     case "done":
       return undefined;
   }
+}
+
+function uploadProgress(event: { sentBytes: number; totalBytes: number }): string {
+  const mb = (bytes: number) => (bytes / 1024 / 1024).toFixed(1);
+  const percent = event.totalBytes > 0 ? Math.floor((event.sentBytes / event.totalBytes) * 100) : 100;
+  return `${mb(event.sentBytes)} of ${mb(event.totalBytes)} MiB (${percent}%)`;
 }
 
 export function formatPlan(plan: DeployPlan, observed: readonly ObservedInstance[]): string {
@@ -116,6 +128,7 @@ export function formatPlan(plan: DeployPlan, observed: readonly ObservedInstance
         const pins = Object.entries(step.routing.pins).map(([v, p]) => `${v}->${p}`).join(" ");
         lines.push(`   - proxy: ${step.why} (${pools}; default ${step.routing.defaultPool}${pins ? `; pins ${pins}` : ""}); wait for the old generation to drain`);
       } else if (step.kind === "soak") lines.push(`   - soak ${formatDuration(step.ms)}`);
+      else if (step.kind === "release") lines.push(`   - release on ${step.hosts.join(", ")}, side by side (see the release note)`);
       else lines.push(`   - ${step.kind} ${step.instances.join(", ")}`);
     }
   });

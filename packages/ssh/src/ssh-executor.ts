@@ -252,10 +252,25 @@ export function sshExecutor(options: SshExecutorOptions): SshExecutor {
       }
     });
 
+  const upload = async (localFile: string, remoteFile: string, uploadOptions: UploadOptions = {}): Promise<void> => {
+    const { signal } = uploadOptions;
+    if (signal?.aborted) throw abortError(signal);
+    // An SFTP channel is a session like a command's: it counts against the host's MaxSessions.
+    const release = await sessions.acquire(signal);
+    try {
+      const link = await connection();
+      if (signal?.aborted) throw abortError(signal);
+      await sendOverSftp(link, options, localFile, remoteFile, uploadOptions);
+    } finally {
+      release();
+    }
+  };
+
   return {
     name: "ssh",
     host: options.name,
     exec,
+    upload,
     connectionsOpened: () => opened,
     async dispose() {
       const current = live;
@@ -266,6 +281,50 @@ export function sshExecutor(options: SshExecutorOptions): SshExecutor {
       if (pending) (await pending.catch(() => undefined))?.drop(ended(), false);
     },
   };
+}
+
+interface UploadOptions {
+  readonly signal?: AbortSignal | undefined;
+  readonly onProgress?: ((sentBytes: number, totalBytes: number) => void) | undefined;
+}
+
+/**
+ * Copies a file over SFTP on the link's connection (its own channel), 0600 on the host. Settles
+ * once: done, the connection dropped (what arrived is partial, and the caller's rename never
+ * happens), an abort, or the host refusing (no SFTP subsystem, a full disk).
+ */
+function sendOverSftp(link: Link, target: SshTarget, localFile: string, remoteFile: string, o: UploadOptions): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (link.dropped) return reject(new NodropError("E_SSH_DROPPED", `${link.dropped.message} before the upload of ${remoteFile} started`));
+    let sftp: ssh2.SFTPWrapper | undefined;
+    let settled = false;
+    const finish = (error?: NodropError) => {
+      if (settled) return;
+      settled = true;
+      unwatch();
+      o.signal?.removeEventListener("abort", onAbort);
+      sftp?.end();
+      if (error) reject(error);
+      else resolve();
+    };
+    const unwatch = link.watch((error) => finish(new NodropError("E_SSH_DROPPED", `${error.message} while uploading ${remoteFile}: the upload is incomplete`)));
+    const onAbort = () => finish(abortError(o.signal));
+    o.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      link.client.sftp((error, channel) => {
+        if (error) return finish(new NodropError("E_EXEC", `${target.name} does not offer SFTP (${error.message}); nodrop sends artifacts over SFTP: enable its subsystem in sshd_config ("Subsystem sftp internal-sftp")`));
+        sftp = channel;
+        if (settled) return channel.end();
+        channel.on("error", (e: Error) => finish(new NodropError("E_SSH_DROPPED", `SFTP channel to ${target.name} failed while uploading ${remoteFile} (${e.message})`)));
+        channel.fastPut(localFile, remoteFile, { mode: 0o600, step: (sent, _chunk, total) => o.onProgress?.(sent, total) }, (e?: Error | null) => {
+          if (e) finish(new NodropError("E_EXEC", `upload of ${remoteFile} to ${target.name} failed: ${e.message}`));
+          else finish();
+        });
+      });
+    } catch (error) {
+      finish(new NodropError("E_SSH_DROPPED", `connection to ${target.name} (${target.address}) is gone (${(error as Error).message}); the upload of ${remoteFile} did not start`));
+    }
+  });
 }
 
 /** Opens a verified, authenticated connection (through the jump host when there is one). */

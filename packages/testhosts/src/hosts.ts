@@ -55,6 +55,8 @@ export interface TestHostsOptions {
    * mode, 2222 on loopback addresses.
    */
   sshPort?: number | readonly number[];
+  /** sshd offers SFTP (default true; false: a host without the subsystem). */
+  sftp?: boolean;
 }
 
 async function canUseNetns(): Promise<boolean> {
@@ -184,6 +186,8 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
         "UsePAM no",
         "StrictModes no",
         "AllowTcpForwarding yes",
+        // Artifacts go over SFTP (OpenSSH's own server, in sshd's process: no binary to find).
+        ...(options.sftp === false ? [] : ["Subsystem sftp internal-sftp"]),
         // A test may give one host's sessions another PATH (~/.ssh/environment: a shimmed `date` for clock skew).
         "PermitUserEnvironment PATH",
         "LogLevel VERBOSE",

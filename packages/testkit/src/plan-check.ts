@@ -99,6 +99,10 @@ export function planProblems<O>(input: PlanInput<O>, plan: DeployPlan, strategyN
         if (typeof step.ms !== "number" || !Number.isFinite(step.ms) || step.ms < 0) add("shape", `${where}: ms ${JSON.stringify(step.ms)} is not a duration`);
         return;
       }
+      if (step.kind === "release") {
+        add("shape", `${where}: a release step (the engine adds the release phase before the plan; a strategy does not plan one)`);
+        return;
+      }
       if (!(INSTANCE_STEPS as readonly string[]).includes(step.kind)) {
         add("shape", `${where}: unknown step kind`);
         return;

@@ -1,0 +1,172 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, mkdir, readFile, readdir, symlink, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { describe, expect, it } from "vitest";
+import { type Executor, localExecutor } from "./executor.js";
+import { type ReleaseSetup, preparedHash, releaseAction } from "./release.js";
+import { type ReleaseState, emptyReleaseScript, incomingScript, inspectScript, installScript, markPreparedScript, parseInspection, parseMarker, releasePath } from "./release-scripts.js";
+import { thrown } from "./test-support.js";
+import { throttledProgress, uploadFile } from "./upload.js";
+
+const execFileP = promisify(execFile);
+const SHA = "a".repeat(64);
+const artifact = { file: "/tmp/web.tar.gz", name: "web.tar.gz", sha256: SHA, bytes: 10, unpack: "tar.gz" as const };
+const setup = (o: Partial<Pick<ReleaseSetup, "artifact" | "prepare" | "mode">> = {}) => ({ mode: "deploy" as const, artifact, ...o });
+const present = (marker: Record<string, string>): ReleaseState => ({ kind: "present", marker, freeBytes: undefined });
+const absent: ReleaseState = { kind: "absent", freeBytes: undefined };
+
+describe("releaseAction: what a host must do, from what it has", () => {
+  it("uploads where the release is absent, sends nothing where it holds the same build", () => {
+    expect(releaseAction(absent, setup(), "r", [])).toEqual({ send: "upload", prepare: false });
+    expect(releaseAction(present({ sha256: SHA }), setup(), "r", [])).toEqual({ send: "none", prepare: false });
+  });
+
+  it("replaces another build that no instance runs, and refuses to replace one that an instance runs", () => {
+    expect(releaseAction(present({ sha256: "b".repeat(64) }), setup(), "r", [])).toEqual({ send: "replace", prepare: false });
+    const e = thrown(() => releaseAction(present({ sha256: "b".repeat(64) }), setup(), "/srv/r/v2 on web1", ["web1-8011"]));
+    expect(e.code).toBe("E_RELEASE");
+    expect(e.message).toMatch(/v2 on web1 holds another build \(sha256 bbbbbbbbbbbb…, the artifact's is aaaaaaaaaaaa…\), and web1-8011 runs it/);
+  });
+
+  it("prepares unless the marker records this command on this build", () => {
+    const prepare = "cd {release} && make";
+    expect(releaseAction(present({ sha256: SHA, prepared: preparedHash(prepare, SHA) }), setup({ prepare }), "r", []).prepare).toBe(false);
+    // Another command, or the same command on another build, prepares again.
+    expect(releaseAction(present({ sha256: SHA, prepared: preparedHash("make", SHA) }), setup({ prepare }), "r", []).prepare).toBe(true);
+    expect(preparedHash(prepare, SHA)).not.toBe(preparedHash(prepare, "b".repeat(64)));
+    expect(releaseAction(absent, setup({ prepare }), "r", [])).toEqual({ send: "upload", prepare: true });
+  });
+
+  it("without an artifact: makes an empty release for prepare to fill", () => {
+    expect(releaseAction(absent, { mode: "deploy", prepare: "git clone x {release}" }, "r", [])).toEqual({ send: "create", prepare: true });
+  });
+
+  it("a rollback (existing) never sends, and refuses a release that is gone", () => {
+    expect(releaseAction(present({ sha256: SHA }), { mode: "existing", artifact }, "r", [])).toEqual({ send: "none", prepare: false });
+    expect(thrown(() => releaseAction(absent, { mode: "existing" }, "/srv/r/v1 on web2", [])).message).toMatch(/v1 on web2 does not exist: a rollback uses the release already on the host/);
+  });
+
+  it("a link or a file at the release's name is neither used nor replaced", () => {
+    const e = thrown(() => releaseAction({ kind: "refused", why: "/srv/r/v2 is a symbolic link (to \"/etc\")", freeBytes: 1 }, setup(), "r", []));
+    expect(e.message).toMatch(/symbolic link .*neither uses nor replaces it; remove it/);
+  });
+});
+
+describe("release scripts and what they print", () => {
+  it("refuses a release path that is not plain and absolute, or a version that is not a name", () => {
+    expect(releasePath("/srv/web/releases/", "v2")).toBe("/srv/web/releases/v2");
+    for (const dir of ["srv/x", "/srv/../etc", "/srv/$(id)", "/", "/srv x"]) expect(thrown(() => releasePath(dir, "v2")).code).toBe("E_RELEASE");
+    for (const version of ["../x", "-rf", "a b", ""]) expect(thrown(() => releasePath("/srv", version)).code).toBe("E_RELEASE");
+  });
+
+  it("reads a marker's well-formed fields only (a marker is a file anyone with access may edit)", () => {
+    expect(parseMarker(["version=v2", `sha256=${SHA}`, `prepared=${SHA}`])).toEqual({ version: "v2", sha256: SHA, prepared: SHA });
+    expect(parseMarker(["version=$(reboot)", "sha256=xyz", "prepared=1"])).toEqual({});
+    expect(parseMarker(["sha256=none"])).toEqual({ sha256: "none" });
+  });
+
+  it("refuses an answer it does not expect", () => {
+    expect(thrown(() => parseInspection("hello\n", "/srv/r/v2 on web1")).message).toMatch(/unexpected answer about \/srv\/r\/v2 on web1/);
+    expect(parseInspection("state absent\nfree 2048\n", "w")).toEqual({ kind: "absent", freeBytes: 2048 * 1024 });
+    expect(parseInspection("state absent\nfree lots\n", "w")).toEqual({ kind: "absent", freeBytes: undefined });
+  });
+
+  it("an install only from a directory incomingScript makes, with a real sha256 and a plain name", () => {
+    const base = { dir: "/srv/r", version: "v2", incoming: "/srv/r/.nodrop-incoming-Ab12Cd", sha256: SHA, unpack: "tar.gz" as const, name: "web.tar.gz", replace: false };
+    expect(installScript(base)).toContain("mv -T -- content");
+    expect(thrown(() => installScript({ ...base, incoming: "/etc" })).code).toBe("E_RELEASE");
+    expect(thrown(() => installScript({ ...base, incoming: "/srv/r/.nodrop-incoming-x;rm" })).code).toBe("E_RELEASE");
+    expect(thrown(() => installScript({ ...base, sha256: "$(id)" })).code).toBe("E_RELEASE");
+    expect(thrown(() => installScript({ ...base, name: "../x" })).code).toBe("E_RELEASE");
+  });
+});
+
+describe("the scripts on this machine (bash, GNU tar, sha256sum)", () => {
+  const sh = async (executor: Executor, script: string) => {
+    const result = await executor.exec(script);
+    return { ...result, ok: result.code === 0 };
+  };
+
+  it("inspect sweeps cut uploads and reports a link at the release's name without following it", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-rel-"));
+    const local = localExecutor();
+    await mkdir(path.join(dir, ".nodrop-incoming-Old123"));
+    await symlink("/etc", path.join(dir, "v2"));
+    const state = parseInspection((await sh(local, inspectScript(dir, "v2"))).stdout, "v2");
+    expect(state).toMatchObject({ kind: "refused", why: 'v2 is a symbolic link (to "/etc")' });
+    expect(await readdir(dir)).toEqual(["v2"]);
+  });
+
+  it("a tarball becomes the release through one rename, its marker written; a wrong sha256 leaves nothing", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-rel-"));
+    const build = await mkdtemp(path.join(os.tmpdir(), "nodrop-build-"));
+    await writeFile(path.join(build, "VERSION"), "v2\n");
+    const tarball = path.join(build, "..", `${path.basename(build)}.tar.gz`);
+    await execFileP("tar", ["-czf", tarball, "-C", build, "."]);
+    const sha = (await execFileP("sha256sum", [tarball])).stdout.split(" ")[0]!;
+    const local = localExecutor();
+    const send = async (sha256: string) => {
+      const incoming = (await sh(local, incomingScript(dir))).stdout.trim();
+      await uploadFile(local, tarball, `${incoming}/.nodrop-artifact`);
+      return sh(local, installScript({ dir, version: "v2", incoming, sha256, unpack: "tar.gz", name: "web.tar.gz", replace: false }));
+    };
+    const bad = await send("b".repeat(64));
+    expect(bad.code).toBe(3);
+    expect(bad.stderr).toMatch(/checksum mismatch/);
+    expect(await readdir(dir)).toEqual([]);
+    expect((await send(sha)).ok).toBe(true);
+    expect(await readdir(dir)).toEqual(["v2"]);
+    expect(await readFile(path.join(dir, "v2", "VERSION"), "utf8")).toBe("v2\n");
+    expect(await readFile(path.join(dir, "v2", ".nodrop-release"), "utf8")).toBe(`version=v2\nsha256=${sha}\n`);
+    // Marked prepared through a temp file and a rename; a second mark replaces the first.
+    expect((await sh(local, markPreparedScript(dir, "v2", SHA))).ok).toBe(true);
+    expect((await sh(local, markPreparedScript(dir, "v2", "c".repeat(64)))).ok).toBe(true);
+    expect(parseMarker((await readFile(path.join(dir, "v2", ".nodrop-release"), "utf8")).split("\n"))).toEqual({ version: "v2", sha256: sha, prepared: "c".repeat(64) });
+    // An install onto an existing release without `replace` fails, and leaves it as it was.
+    expect((await send(sha)).ok).toBe(false);
+    expect((await readdir(dir)).sort()).toEqual(["v2"]);
+  });
+
+  it("an empty release for prepare to fill", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-rel-"));
+    const local = localExecutor();
+    const incoming = (await sh(local, incomingScript(dir))).stdout.trim();
+    expect((await sh(local, emptyReleaseScript(dir, "v3", incoming))).ok).toBe(true);
+    expect(await readdir(dir)).toEqual(["v3"]);
+    expect(await readFile(path.join(dir, "v3", ".nodrop-release"), "utf8")).toBe("version=v3\nsha256=none\n");
+  });
+});
+
+describe("uploadFile", () => {
+  it("an executor without upload gets the file through exec in base64 chunks, byte for byte", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-up-"));
+    const source = path.join(dir, "source.bin");
+    const bytes = Buffer.alloc(7 * 1024 * 1024 + 123);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7919) % 251;
+    await writeFile(source, bytes);
+    const { upload: _none, ...execOnly } = localExecutor();
+    const progress: number[] = [];
+    await uploadFile(execOnly, source, path.join(dir, "copy.bin"), { onProgress: (sent) => progress.push(sent) });
+    expect(Buffer.compare(await readFile(path.join(dir, "copy.bin")), bytes)).toBe(0);
+    expect(progress.at(-1)).toBe(bytes.length);
+    expect(progress.length).toBe(3);
+  });
+
+  it("the local executor copies, and never over a file or a link already at the name", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-up-"));
+    await writeFile(path.join(dir, "a"), "new");
+    await writeFile(path.join(dir, "victim"), "keep");
+    await symlink(path.join(dir, "victim"), path.join(dir, "planted"));
+    await expect(uploadFile(localExecutor(), path.join(dir, "a"), path.join(dir, "planted"))).rejects.toThrow(/EEXIST/);
+    expect(await readFile(path.join(dir, "victim"), "utf8")).toBe("keep");
+  });
+
+  it("throttledProgress reports about every tenth and always the end", () => {
+    const seen: number[] = [];
+    const report = throttledProgress((sent) => seen.push(sent))!;
+    for (let sent = 0; sent <= 1000; sent += 10) report(sent, 1000);
+    expect(seen).toEqual([0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]);
+  });
+});

@@ -1,0 +1,160 @@
+import { createHash } from "node:crypto";
+import type { RunContext } from "./deploy-options.js";
+import { NodropError } from "./errors.js";
+import { type Executor, execOrThrow } from "./executor.js";
+import {
+  type ReleaseState,
+  type Unpack,
+  UPLOADED_NAME,
+  emptyReleaseScript,
+  incomingScript,
+  inspectScript,
+  installScript,
+  isIncomingPath,
+  markPreparedScript,
+  parseInspection,
+  releasePath,
+} from "./release-scripts.js";
+import { mib } from "./slot-preflight.js";
+import { describeValue, renderTemplate, shellQuote } from "./template.js";
+import type { ExecutorFor, PlanPhase } from "./types.js";
+import { throttledProgress, uploadFile } from "./upload.js";
+
+/** A file every host gets once, checked by its sha256 there (a directory is packed into a tarball first). */
+export interface Artifact {
+  /** The local file sent. */
+  readonly file: string;
+  /** Its name, for messages and for a file kept as it is (`unpack: "none"`). */
+  readonly name: string;
+  readonly sha256: string;
+  readonly bytes: number;
+  readonly unpack: Unpack;
+}
+
+/**
+ * Releases on the instances' hosts (the config's `release` section and `commands.prepare`): before
+ * any instance leaves the pool, every host gets `<dir>/<version>` (the artifact, uploaded once and
+ * unpacked) and runs the prepare command once for it, side by side.
+ */
+export interface ReleaseSetup {
+  /** Each host's releases directory, an absolute path. */
+  readonly dirOf: (host: string) => string;
+  readonly artifact?: Artifact | undefined;
+  /** Run once per host and version in the release (`{version}`, `{release}`, `{host}`). */
+  readonly prepare?: string | undefined;
+  readonly prepareTimeoutMs: number;
+  /**
+   * "existing": the release must already be on every host, and no artifact is sent (a rollback: the
+   * configured artifact is the newer version's). "deploy": sent and prepared as needed.
+   */
+  readonly mode: "deploy" | "existing";
+  readonly executorFor: ExecutorFor;
+}
+
+/** The phase that puts the release on every host; nothing leaves the pool in it, so a failure there touched nothing. */
+export function releasePhase(hosts: readonly string[]): PlanPhase {
+  return { name: "release", instances: [], steps: [{ kind: "release", hosts, instances: [] }], onFailure: "isolate" };
+}
+
+/** What a host must do for the release; `reason` says why, for the log. */
+export interface ReleaseAction {
+  readonly send: "upload" | "replace" | "create" | "none";
+  readonly prepare: boolean;
+}
+
+/** Which prepare a release has had: the command and what it ran on. A change of either prepares again. */
+export function preparedHash(prepare: string, sha256: string | undefined): string {
+  return createHash("sha256").update(`${prepare}\n${sha256 ?? "none"}`).digest("hex");
+}
+
+/**
+ * Decides, from what the host has, whether to send the artifact and whether to prepare. A release
+ * that holds another build is replaced only when no instance on the host runs that version:
+ * changing files under a running process is what releases exist to avoid.
+ */
+export function releaseAction(state: ReleaseState, setup: Pick<ReleaseSetup, "artifact" | "prepare" | "mode">, where: string, inUse: readonly string[]): ReleaseAction {
+  if (state.kind === "refused") throw new NodropError("E_RELEASE", `${state.why}: nodrop neither uses nor replaces it; remove it`);
+  const sha = state.kind === "present" ? state.marker.sha256 : undefined;
+  const needsPrepare = (held: string | undefined) => setup.prepare !== undefined && (state.kind !== "present" || state.marker.prepared !== preparedHash(setup.prepare, held));
+  if (setup.mode === "existing") {
+    if (state.kind === "absent") throw new NodropError("E_RELEASE", `${where} does not exist: a rollback uses the release already on the host (it may have been pruned); deploy that version with its artifact instead`);
+    return { send: "none", prepare: needsPrepare(sha) };
+  }
+  const artifact = setup.artifact;
+  if (!artifact) return { send: state.kind === "absent" ? "create" : "none", prepare: needsPrepare(sha ?? "none") };
+  if (state.kind === "absent") return { send: "upload", prepare: setup.prepare !== undefined };
+  if (sha === artifact.sha256) return { send: "none", prepare: needsPrepare(sha) };
+  if (inUse.length > 0) {
+    throw new NodropError(
+      "E_RELEASE",
+      `${where} holds another build (sha256 ${sha ? `${sha.slice(0, 12)}…` : "not recorded"}, the artifact's is ${artifact.sha256.slice(0, 12)}…), and ${inUse.join(", ")} ${inUse.length === 1 ? "runs" : "run"} it: give the new build its own version`,
+    );
+  }
+  return { send: "replace", prepare: setup.prepare !== undefined };
+}
+
+/** Puts the release on one host; resolves with what was done, for the step's log line. */
+export async function releaseOnHost(context: RunContext, setup: ReleaseSetup, host: string): Promise<string> {
+  const { options, run } = context;
+  const signal = options.signal;
+  const version = options.version;
+  const executor = setup.executorFor(host);
+  const dir = setup.dirOf(host);
+  const release = releasePath(dir, version);
+  const where = `${release} on ${host}`;
+  const inspected = await execOrThrow(executor, inspectScript(dir, version), `looking at ${where}`, { signal, timeoutMs: 60_000 });
+  const state = parseInspection(inspected.stdout, where);
+  // Instances on this host that run this version now, on either slot.
+  const inUse = run.observed.filter((o) => o.host === host && (o.version === version || o.idle?.version === version)).map((o) => o.id);
+  const action = releaseAction(state, setup, where, inUse);
+  const done: string[] = [];
+  if (action.send === "upload" || action.send === "replace") {
+    const artifact = setup.artifact!;
+    if (state.freeBytes !== undefined && state.freeBytes < artifact.bytes) {
+      throw new NodropError("E_RELEASE", `${host} has ${mib(state.freeBytes)} free in ${dir}, and the artifact alone is ${mib(artifact.bytes)}`);
+    }
+    const ms = await sendArtifact(context, executor, { dir, version, artifact, replace: action.send === "replace", where });
+    done.push(`${action.send === "replace" ? "replaced another build: " : ""}uploaded ${mib(artifact.bytes)} in ${Math.round(ms)} ms, sha256 verified on the host`);
+  } else if (action.send === "create") {
+    const incoming = await makeIncoming(executor, dir, where, signal);
+    await execOrThrow(executor, emptyReleaseScript(dir, version, incoming), `creating ${where}`, { signal, timeoutMs: 60_000 });
+    done.push("created (empty, for prepare)");
+  } else done.push(setup.artifact && setup.mode === "deploy" ? "already there (same sha256)" : "already there");
+  if (action.prepare) {
+    const command = renderTemplate(setup.prepare!, { version, release, host }, "commands.prepare", { version: "the deploy's version", release: "release.dir", host: "the instance's host" });
+    const t0 = performance.now();
+    await execOrThrow(executor, command, `prepare of ${version}`, { signal, timeoutMs: setup.prepareTimeoutMs, echo: true });
+    const held = setup.mode === "deploy" && setup.artifact ? setup.artifact.sha256 : state.kind === "present" ? state.marker.sha256 : "none";
+    await execOrThrow(executor, markPreparedScript(dir, version, preparedHash(setup.prepare!, held)), `marking ${where} prepared`, { signal, timeoutMs: 60_000 });
+    done.push(`prepared in ${Math.round(performance.now() - t0)} ms`);
+  } else if (setup.prepare !== undefined) done.push("already prepared (same command, same build)");
+  return done.join(", ");
+}
+
+/** Uploads into a fresh incoming directory and installs from there; returns the upload's ms. */
+async function sendArtifact(context: RunContext, executor: Executor, o: { dir: string; version: string; artifact: Artifact; replace: boolean; where: string }): Promise<number> {
+  const signal = context.options.signal;
+  const incoming = await makeIncoming(executor, o.dir, o.where, signal);
+  const t0 = performance.now();
+  const progress = throttledProgress((sentBytes, totalBytes) => context.run.emit({ type: "upload", host: executor.host, sentBytes, totalBytes }));
+  try {
+    await uploadFile(executor, o.artifact.file, `${incoming}/${UPLOADED_NAME}`, { signal, onProgress: progress });
+  } catch (error) {
+    // Best effort: what arrived is removed now (a full disk needs the space back); the next deploy
+    // removes it otherwise. It never was a release: only the rename below makes one.
+    await executor.exec(`rm -rf -- ${shellQuote(incoming)}`, { timeoutMs: 30_000 }).catch(() => undefined);
+    throw error;
+  }
+  const ms = performance.now() - t0;
+  await execOrThrow(executor, installScript({ dir: o.dir, version: o.version, incoming, sha256: o.artifact.sha256, unpack: o.artifact.unpack, name: o.artifact.name, replace: o.replace }), `installing ${o.where}`, {
+    signal,
+    timeoutMs: 10 * 60_000,
+  });
+  return ms;
+}
+
+async function makeIncoming(executor: Executor, dir: string, where: string, signal: AbortSignal | undefined): Promise<string> {
+  const made = (await execOrThrow(executor, incomingScript(dir), `making an upload directory for ${where}`, { signal, timeoutMs: 60_000 })).stdout.trim();
+  if (!isIncomingPath(dir, made)) throw new NodropError("E_RELEASE", `the host answered ${describeValue(made)} for a new upload directory in ${dir}`);
+  return made;
+}
