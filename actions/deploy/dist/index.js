@@ -51299,6 +51299,28 @@ function markPreparedScript(dir, version, hash) {
     'mv -f -- "$tmp" "$f"'
   ].join("\n");
 }
+function listReleasesScript(dir) {
+  return [
+    "set -eu",
+    `d=${shellQuote(dir)}`,
+    '[ -d "$d" ] || exit 0',
+    'for r in "$d"/*; do',
+    `  [ -d "$r" ] && [ ! -L "$r" ] && [ -f "$r/${RELEASE_MARKER}" ] && [ ! -L "$r/${RELEASE_MARKER}" ] || continue`,
+    // Nanoseconds where stat has them (GNU coreutils 8.6 on), else seconds: several deploys a second still sort.
+    `  printf 'release %s %s\\n' "$(basename -- "$r")" "$(stat -c %.9Y -- "$r/${RELEASE_MARKER}" 2>/dev/null || stat -c %Y -- "$r/${RELEASE_MARKER}")"`,
+    "done"
+  ].join("\n");
+}
+function parseReleaseList(stdout) {
+  return stdout.split("\n").map((line) => /^release (\S+) (\d{1,15}(?:\.\d{1,9})?)$/.exec(line)).filter((m) => m !== null && isSafeName(m[1])).map((m) => ({ name: m[1], mtime: Number(m[2]) }));
+}
+function removeReleasesScript(dir, names) {
+  for (const name of names) if (!isSafeName(name)) throw new NodropError("E_RELEASE", `not a release name: ${describeValue(name)}`);
+  releasePath(dir, names[0] ?? "x");
+  return `set -eu
+cd -- ${shellQuote(dir)}
+rm -rf -- ${names.map(shellQuote).join(" ")}`;
+}
 var DEFAULT_OVERLAP = { reserveBytes: 128 * 1024 * 1024, growth: 1.25 };
 function idleStarts(plan) {
   return plan.phases.map((phase) => [...new Set(phase.steps.flatMap((step2) => step2.kind === "start" && step2.slot === "idle" ? step2.instances : []))]);
@@ -51427,6 +51449,30 @@ async function makeIncoming(executor, dir, where, signal) {
   const made = (await execOrThrow(executor, incomingScript(dir), `making an upload directory for ${where}`, { signal, timeoutMs: 6e4 })).stdout.trim();
   if (!isIncomingPath(dir, made)) throw new NodropError("E_RELEASE", `the host answered ${describeValue(made)} for a new upload directory in ${dir}`);
   return made;
+}
+function releasesToRemove(found, keep, protect) {
+  const newest = [...found].sort((a, b) => b.mtime - a.mtime || b.name.localeCompare(a.name));
+  return newest.slice(keep).filter((r) => !protect.has(r.name)).map((r) => r.name);
+}
+async function pruneReleases(context, setup, hosts, protect) {
+  const pruned = [];
+  const warnings = [];
+  const signal = context.options.signal;
+  await Promise.all(
+    hosts.map(async (host) => {
+      const executor = setup.executorFor(host);
+      const dir = setup.dirOf(host);
+      try {
+        const found = parseReleaseList((await execOrThrow(executor, listReleasesScript(dir), `listing the releases in ${dir}`, { signal, timeoutMs: 6e4 })).stdout);
+        const removed = releasesToRemove(found, setup.keep, protect);
+        if (removed.length > 0) await execOrThrow(executor, removeReleasesScript(dir, removed), `removing old releases from ${dir}`, { signal, timeoutMs: 10 * 6e4 });
+        pruned.push({ host, kept: found.map((r) => r.name).filter((name) => !removed.includes(name)).sort(), removed: [...removed].sort() });
+      } catch (error2) {
+        warnings.push(`old releases were not removed on ${host}: ${error2.message.split("\n")[0]}`);
+      }
+    })
+  );
+  return { pruned: pruned.sort((a, b) => a.host.localeCompare(b.host)), warnings };
 }
 function httpHealthCheck(options) {
   const header = options.versionHeader.toLowerCase();
@@ -51910,6 +51956,8 @@ function buildReport(run3, strategy, outcome, keepOldMs = 0) {
     }),
     ...error2 ? { error: { code: error2.code, message: error2.message, ...error2.instance ? { instance: error2.instance } : {}, ...step2 ? { step: step2 } : {} } } : {},
     ...recovery ? { recovery } : {},
+    ...outcome.warnings?.length ? { warnings: outcome.warnings } : {},
+    ...outcome.releases ? { releases: outcome.releases } : {},
     ...run3.verify ? { verify: run3.verify } : {},
     ...keepOldMs > 0 && [...run3.tracked.values()].some((t) => t.idle?.running !== false) ? { keptUntil: new Date(Date.now() + keepOldMs).toISOString() } : {}
   };
@@ -52887,7 +52935,18 @@ async function deploy(options) {
       return finish(context, { error: toNodropError(error2, "E_PREFLIGHT"), step: listener.name });
     }
   }
-  return finish(context, await runPhases(context, plan), plan.keepOldMs);
+  return finish(context, await afterSuccess(context, await runPhases(context, plan)), plan.keepOldMs);
+}
+async function afterSuccess(context, outcome) {
+  const setup = context.options.release;
+  if (outcome.error || !setup?.keep) return outcome;
+  const { run: run3 } = context;
+  const protect = /* @__PURE__ */ new Set([run3.version]);
+  for (const o of run3.observed) for (const v of [o.version, o.idle?.version]) if (v) protect.add(v);
+  for (const t of run3.tracked.values()) for (const v of [t.version, t.from, t.idle?.version]) if (v) protect.add(v);
+  const hosts = [...new Set(context.options.instances.map((i) => i.spec.host))];
+  const { pruned, warnings } = await pruneReleases(context, { ...setup, keep: setup.keep }, hosts, protect);
+  return { ...outcome, releases: pruned, ...warnings.length ? { warnings } : {} };
 }
 async function runPhases(context, plan) {
   const { run: run3 } = context;
@@ -57176,7 +57235,7 @@ function assemble(parts) {
   );
   const releaseFor = (mode, artifact) => {
     if (!config.release || mode === "deploy" && !artifact && !config.commands.prepare) return void 0;
-    return { dirOf: releaseDirOf, artifact: mode === "deploy" ? artifact : void 0, prepare: config.commands.prepare, prepareTimeoutMs: config.release.prepareTimeout, mode, executorFor };
+    return { dirOf: releaseDirOf, artifact: mode === "deploy" ? artifact : void 0, prepare: config.commands.prepare, prepareTimeoutMs: config.release.prepareTimeout, keep: config.release.keep, mode, executorFor };
   };
   const ids2 = config.instances.map((i) => i.id);
   const strategyOptions = resolved.strategy.options;

@@ -222,3 +222,46 @@ describe("releases on 3 SSH hosts: the artifact over SFTP, prepare once per host
     expect(await snapshot()).toBe(snap);
   });
 });
+
+describe("releases on a local fleet: a copy, keep-N through five deploys and a rollback (real gunicorn and nginx)", () => {
+  let fleet: Fleet;
+  beforeAll(async () => {
+    // One instance with a spare port: surge deploys take seconds, and keep-N needs several.
+    fleet = await startFleet({ ports: [8731], proxyPort: 18731, slotOffset: 1000, strategy: { name: "rolling", surge: true }, releases: { keep: 3 }, health: { deadline: "8s" } });
+  });
+  afterAll(async () => {
+    await fleet?.stop();
+  });
+  const releases = async () => (await readdir(path.join(fleet.dir, "releases"))).sort();
+  /** A directory artifact: nodrop packs it into a tarball itself. */
+  const source = async (version: string) => {
+    const dir = path.join(fleet.dir, "src", version);
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, "VERSION"), `${version}\n`);
+    return dir;
+  };
+  const deployed = async (args: string[]) => {
+    const run = await runNodrop([...args, "--config", fleet.configFile, "--json"]);
+    expect(run.code, run.stderr).toBe(0);
+    return JSON.parse(run.stdout) as { releases?: { host: string; kept: string[]; removed: string[] }[] };
+  };
+
+  it("keeps the newest 3, and never the running release or the one before it, also after a rollback", async () => {
+    for (const v of ["r1", "r2", "r3", "r4", "r5"]) await deployed(["deploy", "--version", v, "--artifact", await source(v)]);
+    expect(await releases()).toEqual(["r3", "r4", "r5"]);
+    // A directory artifact was packed and unpacked: the release is its files.
+    expect(await readFile(path.join(fleet.dir, "releases", "r5", "VERSION"), "utf8")).toBe("r5\n");
+
+    // Back to the oldest one kept: nothing is removed (r5, the version before, is the way forward again).
+    const back = await deployed(["rollback", "--to", "r3"]);
+    expect(back.releases).toEqual([{ host: "local", kept: ["r3", "r4", "r5"], removed: [] }]);
+    expect(Object.values(await fleet.versions())).toContain("r3");
+
+    // The next deploy: r6 and the newest two stay, and r3 too: it is what ran before r6 (the rollback target).
+    const next = await deployed(["deploy", "--version", "r6", "--artifact", await source("r6")]);
+    expect(next.releases).toEqual([{ host: "local", kept: ["r3", "r4", "r5", "r6"], removed: [] }]);
+    const last = await deployed(["deploy", "--version", "r7", "--artifact", await source("r7")]);
+    expect(last.releases).toEqual([{ host: "local", kept: ["r5", "r6", "r7"], removed: ["r3", "r4"] }]);
+    expect(await releases()).toEqual(["r5", "r6", "r7"]);
+  });
+});

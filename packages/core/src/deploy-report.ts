@@ -1,5 +1,6 @@
 import type { DeployRun } from "./deploy-run.js";
 import type { NodropError } from "./errors.js";
+import type { PrunedReleases } from "./release.js";
 import type { DeployReport, InstanceReport } from "./report.js";
 
 /** How a deploy ended, as the report states it. */
@@ -9,6 +10,10 @@ export interface RunOutcome {
   readonly step?: string | undefined;
   /** What recovery did, or why there was none. */
   readonly recovery?: string | undefined;
+  /** What went wrong after the deploy succeeded, without changing that (old releases not removed). */
+  readonly warnings?: readonly string[] | undefined;
+  /** Each host's releases after pruning, when releases were kept to a number. */
+  readonly releases?: readonly PrunedReleases[] | undefined;
 }
 
 /** The report of a run, built from its state alone. */
@@ -33,6 +38,8 @@ export function buildReport(run: DeployRun, strategy: string, outcome: RunOutcom
     }),
     ...(error ? { error: { code: error.code, message: error.message, ...(error.instance ? { instance: error.instance } : {}), ...(step ? { step } : {}) } } : {}),
     ...(recovery ? { recovery } : {}),
+    ...(outcome.warnings?.length ? { warnings: outcome.warnings } : {}),
+    ...(outcome.releases ? { releases: outcome.releases } : {}),
     ...(run.verify ? { verify: run.verify } : {}),
     ...(keepOldMs > 0 && [...run.tracked.values()].some((t) => t.idle?.running !== false) ? { keptUntil: new Date(Date.now() + keepOldMs).toISOString() } : {}),
   };

@@ -5,6 +5,7 @@ import { type EarlyStart, abandonEarly, leftEarly, startEarly } from "./early-st
 import { NodropError, toNodropError } from "./errors.js";
 import { JournalListener } from "./journal-listener.js";
 import { planDeploy } from "./preflight.js";
+import { pruneReleases } from "./release.js";
 import { inForceClause, readBackRouting, recoverPhase, stopIdleSlots } from "./recovery.js";
 import type { DeployReport } from "./report.js";
 import type { RunListener } from "./run-listener.js";
@@ -51,7 +52,24 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
       return finish(context, { error: toNodropError(error, "E_PREFLIGHT"), step: listener.name });
     }
   }
-  return finish(context, await runPhases(context, plan), plan.keepOldMs);
+  return finish(context, await afterSuccess(context, await runPhases(context, plan)), plan.keepOldMs);
+}
+
+/**
+ * After a deploy that succeeded, each instance host keeps `release.keep` releases. Under the lock
+ * still (nothing else uses the releases meanwhile), and never one that is running, that ran before
+ * (the rollback target) or that an instance still runs on a kept slot.
+ */
+async function afterSuccess(context: RunContext, outcome: RunOutcome): Promise<RunOutcome> {
+  const setup = context.options.release;
+  if (outcome.error || !setup?.keep) return outcome;
+  const { run } = context;
+  const protect = new Set<string>([run.version]);
+  for (const o of run.observed) for (const v of [o.version, o.idle?.version]) if (v) protect.add(v);
+  for (const t of run.tracked.values()) for (const v of [t.version, t.from, t.idle?.version]) if (v) protect.add(v);
+  const hosts = [...new Set(context.options.instances.map((i) => i.spec.host))];
+  const { pruned, warnings } = await pruneReleases(context, { ...setup, keep: setup.keep }, hosts, protect);
+  return { ...outcome, releases: pruned, ...(warnings.length ? { warnings } : {}) };
 }
 
 /**

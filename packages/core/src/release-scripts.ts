@@ -161,3 +161,33 @@ export function markPreparedScript(dir: string, version: string, hash: string): 
     'mv -f -- "$tmp" "$f"',
   ].join("\n");
 }
+
+/** Lists the releases nodrop made in `dir` (a directory with its marker): `release <name> <marker's mtime>` per line. */
+export function listReleasesScript(dir: string): string {
+  return [
+    "set -eu",
+    `d=${shellQuote(dir)}`,
+    '[ -d "$d" ] || exit 0',
+    'for r in "$d"/*; do',
+    `  [ -d "$r" ] && [ ! -L "$r" ] && [ -f "$r/${RELEASE_MARKER}" ] && [ ! -L "$r/${RELEASE_MARKER}" ] || continue`,
+    // Nanoseconds where stat has them (GNU coreutils 8.6 on), else seconds: several deploys a second still sort.
+    `  printf 'release %s %s\\n' "$(basename -- "$r")" "$(stat -c %.9Y -- "$r/${RELEASE_MARKER}" 2>/dev/null || stat -c %Y -- "$r/${RELEASE_MARKER}")"`,
+    "done",
+  ].join("\n");
+}
+
+/** The releases `listReleasesScript` printed, each name checked (a name is what `rm` gets). */
+export function parseReleaseList(stdout: string): { name: string; mtime: number }[] {
+  return stdout
+    .split("\n")
+    .map((line) => /^release (\S+) (\d{1,15}(?:\.\d{1,9})?)$/.exec(line))
+    .filter((m): m is RegExpExecArray => m !== null && isSafeName(m[1]))
+    .map((m) => ({ name: m[1]!, mtime: Number(m[2]) }));
+}
+
+/** Removes releases by name from `dir`; every name is a version (checked here again). */
+export function removeReleasesScript(dir: string, names: readonly string[]): string {
+  for (const name of names) if (!isSafeName(name)) throw new NodropError("E_RELEASE", `not a release name: ${describeValue(name)}`);
+  releasePath(dir, names[0] ?? "x");
+  return `set -eu\ncd -- ${shellQuote(dir)}\nrm -rf -- ${names.map(shellQuote).join(" ")}`;
+}

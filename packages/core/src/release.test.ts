@@ -5,8 +5,21 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { type Executor, localExecutor } from "./executor.js";
-import { type ReleaseSetup, preparedHash, releaseAction } from "./release.js";
-import { type ReleaseState, emptyReleaseScript, incomingScript, inspectScript, installScript, markPreparedScript, parseInspection, parseMarker, releasePath } from "./release-scripts.js";
+import { type ReleaseSetup, preparedHash, releaseAction, releasesToRemove } from "./release.js";
+import {
+  type ReleaseState,
+  emptyReleaseScript,
+  incomingScript,
+  inspectScript,
+  installScript,
+  listReleasesScript,
+  markPreparedScript,
+  parseInspection,
+  parseMarker,
+  parseReleaseList,
+  releasePath,
+  removeReleasesScript,
+} from "./release-scripts.js";
 import { thrown } from "./test-support.js";
 import { throttledProgress, uploadFile } from "./upload.js";
 
@@ -168,5 +181,41 @@ describe("uploadFile", () => {
     const report = throttledProgress((sent) => seen.push(sent))!;
     for (let sent = 0; sent <= 1000; sent += 10) report(sent, 1000);
     expect(seen).toEqual([0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]);
+  });
+});
+
+describe("keeping N releases", () => {
+  const found = [
+    { name: "r1", mtime: 1 },
+    { name: "r2", mtime: 2 },
+    { name: "r3", mtime: 3 },
+    { name: "r4", mtime: 4.5 },
+    { name: "r5", mtime: 4.25 },
+  ];
+
+  it("removes all but the newest N, by the marker's time, not by name", () => {
+    expect(releasesToRemove(found, 3, new Set()).sort()).toEqual(["r1", "r2"]);
+    expect(releasesToRemove(found, 1, new Set())).toEqual(["r5", "r3", "r2", "r1"]);
+  });
+
+  it("never removes a protected release, however old", () => {
+    expect(releasesToRemove(found, 2, new Set(["r1", "r4"])).sort()).toEqual(["r2", "r3"]);
+  });
+
+  it("reads only well-formed lines with a release name, and removes only names", async () => {
+    expect(parseReleaseList("release r1 1700000000.123456789\nrelease $(id) 1\nrelease -rf 2\ngarbage\nrelease r2 17\n")).toEqual([
+      { name: "r1", mtime: 1700000000.123456789 },
+      { name: "r2", mtime: 17 },
+    ]);
+    expect(thrown(() => removeReleasesScript("/srv/r", ["r1", "../etc"])).code).toBe("E_RELEASE");
+    const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-keep-"));
+    for (const name of ["r1", "r2", "handmade"]) await mkdir(path.join(dir, name));
+    for (const name of ["r1", "r2"]) await writeFile(path.join(dir, name, ".nodrop-release"), `version=${name}\n`);
+    const listed = parseReleaseList((await localExecutor().exec(listReleasesScript(dir))).stdout);
+    // A directory without nodrop's marker is not a release nodrop made: never listed, never removed.
+    expect(listed.map((r) => r.name).sort()).toEqual(["r1", "r2"]);
+    expect(listed.every((r) => r.mtime > 1e9)).toBe(true);
+    expect((await localExecutor().exec(removeReleasesScript(dir, ["r1"]))).code).toBe(0);
+    expect((await readdir(dir)).sort()).toEqual(["handmade", "r2"]);
   });
 });

@@ -11,9 +11,12 @@ import {
   inspectScript,
   installScript,
   isIncomingPath,
+  listReleasesScript,
   markPreparedScript,
   parseInspection,
+  parseReleaseList,
   releasePath,
+  removeReleasesScript,
 } from "./release-scripts.js";
 import { mib } from "./slot-preflight.js";
 import { describeValue, renderTemplate, shellQuote } from "./template.js";
@@ -48,6 +51,8 @@ export interface ReleaseSetup {
    * configured artifact is the newer version's). "deploy": sent and prepared as needed.
    */
   readonly mode: "deploy" | "existing";
+  /** Releases each host keeps after a successful deploy (see `releasesToRemove`); none are removed without it. */
+  readonly keep?: number | undefined;
   readonly executorFor: ExecutorFor;
 }
 
@@ -157,4 +162,43 @@ async function makeIncoming(executor: Executor, dir: string, where: string, sign
   const made = (await execOrThrow(executor, incomingScript(dir), `making an upload directory for ${where}`, { signal, timeoutMs: 60_000 })).stdout.trim();
   if (!isIncomingPath(dir, made)) throw new NodropError("E_RELEASE", `the host answered ${describeValue(made)} for a new upload directory in ${dir}`);
   return made;
+}
+
+/**
+ * Which releases a host removes to keep `keep`: the newest by their marker's time stay, and so do
+ * the protected ones (the version deployed, the versions that ran before it: the rollback target,
+ * and any version an instance still runs, on either slot) whatever their age.
+ */
+export function releasesToRemove(found: readonly { name: string; mtime: number }[], keep: number, protect: ReadonlySet<string>): string[] {
+  const newest = [...found].sort((a, b) => b.mtime - a.mtime || b.name.localeCompare(a.name));
+  return newest.slice(keep).filter((r) => !protect.has(r.name)).map((r) => r.name);
+}
+
+/** What pruning did on one host, for the report. */
+export interface PrunedReleases {
+  readonly host: string;
+  readonly kept: readonly string[];
+  readonly removed: readonly string[];
+}
+
+/** Prunes every host's releases to `keep`; a host where that fails becomes a warning (the deploy already succeeded). */
+export async function pruneReleases(context: RunContext, setup: ReleaseSetup & { keep: number }, hosts: readonly string[], protect: ReadonlySet<string>): Promise<{ pruned: PrunedReleases[]; warnings: string[] }> {
+  const pruned: PrunedReleases[] = [];
+  const warnings: string[] = [];
+  const signal = context.options.signal;
+  await Promise.all(
+    hosts.map(async (host) => {
+      const executor = setup.executorFor(host);
+      const dir = setup.dirOf(host);
+      try {
+        const found = parseReleaseList((await execOrThrow(executor, listReleasesScript(dir), `listing the releases in ${dir}`, { signal, timeoutMs: 60_000 })).stdout);
+        const removed = releasesToRemove(found, setup.keep, protect);
+        if (removed.length > 0) await execOrThrow(executor, removeReleasesScript(dir, removed), `removing old releases from ${dir}`, { signal, timeoutMs: 10 * 60_000 });
+        pruned.push({ host, kept: found.map((r) => r.name).filter((name) => !removed.includes(name)).sort(), removed: [...removed].sort() });
+      } catch (error) {
+        warnings.push(`old releases were not removed on ${host}: ${(error as Error).message.split("\n")[0]}`);
+      }
+    }),
+  );
+  return { pruned: pruned.sort((a, b) => a.host.localeCompare(b.host)), warnings };
 }

@@ -89,6 +89,8 @@ export interface DeployReport {
   readonly warnings?: readonly string[];
   /** When the plan kept old slots running for an instant rollback: until when (ISO time). */
   readonly keptUntil?: string;
+  /** Each instance host's releases after a successful deploy pruned them to `release.keep`. */
+  readonly releases?: readonly { readonly host: string; readonly kept: readonly string[]; readonly removed: readonly string[] }[];
 }
 
 /** The verify probe's counts for one deploy. */

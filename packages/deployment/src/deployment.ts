@@ -189,7 +189,7 @@ function assemble(parts: {
   );
   const releaseFor = (mode: ReleaseSetup["mode"], artifact?: Artifact): ReleaseSetup | undefined => {
     if (!config.release || (mode === "deploy" && !artifact && !config.commands.prepare)) return undefined;
-    return { dirOf: releaseDirOf, artifact: mode === "deploy" ? artifact : undefined, prepare: config.commands.prepare, prepareTimeoutMs: config.release.prepareTimeout, mode, executorFor };
+    return { dirOf: releaseDirOf, artifact: mode === "deploy" ? artifact : undefined, prepare: config.commands.prepare, prepareTimeoutMs: config.release.prepareTimeout, keep: config.release.keep, mode, executorFor };
   };
   const ids = config.instances.map((i) => i.id);
   const strategyOptions = resolved.strategy.options;

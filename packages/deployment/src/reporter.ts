@@ -171,6 +171,7 @@ export function formatReport(report: DeployReport): string {
     for (const route of report.routes) for (const warning of route.warnings ?? []) lines.push(`warning: proxy generation ${route.generation}: ${warning}`);
   }
   if (report.verify) lines.push(`verify: ${formatVerify(report.verify)}`);
+  for (const r of report.releases ?? []) lines.push(`releases on ${r.host}: ${r.kept.join(", ") || "none"}${r.removed.length ? ` (removed ${r.removed.join(", ")})` : ""}`);
   for (const i of report.instances) if (i.error) lines.push(`${i.id}: ${i.error.split("\n")[0]}`);
   for (const warning of report.warnings ?? []) lines.push(`warning: ${warning}`);
   return lines.join("\n");
