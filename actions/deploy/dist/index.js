@@ -12290,13 +12290,13 @@ var require_headers = __commonJS({
           return this.#headersList[kHeadersSortedMap];
         }
         const headers = [];
-        const names = this.#headersList.toSortedArray();
+        const names2 = this.#headersList.toSortedArray();
         const cookies = this.#headersList.cookies;
         if (cookies === null || cookies.length === 1) {
-          return this.#headersList[kHeadersSortedMap] = names;
+          return this.#headersList[kHeadersSortedMap] = names2;
         }
-        for (let i = 0; i < names.length; ++i) {
-          const { 0: name, 1: value } = names[i];
+        for (let i = 0; i < names2.length; ++i) {
+          const { 0: name, 1: value } = names2[i];
           if (name === "set-cookie") {
             for (let j = 0; j < cookies.length; ++j) {
               headers.push([name, cookies[j]]);
@@ -40489,14 +40489,14 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, pathLen, p);
         buf.utf8Write(path10, p += 4, pathLen);
         this._requests[reqid] = {
-          cb: (err, names) => {
+          cb: (err, names2) => {
             if (typeof cb !== "function")
               return;
             if (err)
               return cb(err);
-            if (!names || !names.length)
+            if (!names2 || !names2.length)
               return cb(new Error("Response missing link info"));
-            cb(void 0, names[0].filename);
+            cb(void 0, names2[0].filename);
           }
         };
         const isBuffered = sendOrBuffer(this, buf);
@@ -40545,14 +40545,14 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, pathLen, p);
         buf.utf8Write(path10, p += 4, pathLen);
         this._requests[reqid] = {
-          cb: (err, names) => {
+          cb: (err, names2) => {
             if (typeof cb !== "function")
               return;
             if (err)
               return cb(err);
-            if (!names || !names.length)
+            if (!names2 || !names2.length)
               return cb(new Error("Response missing path info"));
-            cb(void 0, names[0].filename);
+            cb(void 0, names2[0].filename);
           }
         };
         const isBuffered = sendOrBuffer(this, buf);
@@ -40750,14 +40750,14 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, pathLen, p += 20);
         buf.utf8Write(path10, p += 4, pathLen);
         this._requests[reqid] = {
-          cb: (err, names) => {
+          cb: (err, names2) => {
             if (typeof cb !== "function")
               return;
             if (err)
               return cb(err);
-            if (!names || !names.length)
+            if (!names2 || !names2.length)
               return cb(new Error("Response missing expanded path"));
-            cb(void 0, names[0].filename);
+            cb(void 0, names2[0].filename);
           }
         };
         const isBuffered = sendOrBuffer(this, buf);
@@ -40849,14 +40849,14 @@ var require_SFTP = __commonJS({
         buf.utf8Write(username, p, usernameLen);
         p += usernameLen;
         this._requests[reqid] = {
-          cb: (err, names) => {
+          cb: (err, names2) => {
             if (typeof cb !== "function")
               return;
             if (err)
               return cb(err);
-            if (!names || !names.length)
+            if (!names2 || !names2.length)
               return cb(new Error("Response missing home directory"));
-            cb(void 0, names[0].filename);
+            cb(void 0, names2[0].filename);
           }
         };
         const isBuffered = sendOrBuffer(this, buf);
@@ -40997,20 +40997,20 @@ var require_SFTP = __commonJS({
           `SFTP: Outbound: ${isBuffered ? "Buffered" : "Sending"} DATA`
         );
       }
-      name(reqid, names) {
+      name(reqid, names2) {
         if (!this.server)
           throw new Error("Server-only method called in client mode");
-        if (!Array.isArray(names)) {
-          if (typeof names !== "object" || names === null)
+        if (!Array.isArray(names2)) {
+          if (typeof names2 !== "object" || names2 === null)
             throw new Error("names is not an object or array");
-          names = [names];
+          names2 = [names2];
         }
-        const count = names.length;
+        const count = names2.length;
         let namesLen = 0;
         let nameAttrs;
         const attrs = [];
         for (let i = 0; i < count; ++i) {
-          const name = names[i];
+          const name = names2[i];
           const filename = !name || !name.filename || typeof name.filename !== "string" ? "" : name.filename;
           namesLen += 4 + Buffer.byteLength(filename);
           const longname = !name || !name.longname || typeof name.longname !== "string" ? "" : name.longname;
@@ -41042,7 +41042,7 @@ var require_SFTP = __commonJS({
         writeUInt32BE(buf, count, p);
         p += 4;
         for (let i = 0; i < count; ++i) {
-          const name = names[i];
+          const name = names2[i];
           {
             const filename = !name || !name.filename || typeof name.filename !== "string" ? "" : name.filename;
             const len = Buffer.byteLength(filename);
@@ -41672,10 +41672,10 @@ var require_SFTP = __commonJS({
         if (version === void 0)
           return doFatalSFTPError(sftp, "Malformed VERSION packet");
         if (sftp._debug) {
-          const names = Object.keys(extensions);
-          if (names.length) {
+          const names2 = Object.keys(extensions);
+          if (names2.length) {
             sftp._debug(
-              `SFTP: Inbound: Received VERSION (v${version}, exts:${names})`
+              `SFTP: Inbound: Received VERSION (v${version}, exts:${names2})`
             );
           } else {
             sftp._debug(`SFTP: Inbound: Received VERSION (v${version})`);
@@ -41791,24 +41791,24 @@ var require_SFTP = __commonJS({
         }
         const count = bufferParser.readUInt32BE();
         if (count !== void 0) {
-          let names = [];
+          let names2 = [];
           for (let i = 0; i < count; ++i) {
             const filename = bufferParser.readString(true);
             const longname = bufferParser.readString(true);
             const attrs = readAttrs(sftp._biOpt);
             if (attrs === void 0) {
-              names = void 0;
+              names2 = void 0;
               break;
             }
-            names.push({ filename, longname, attrs });
+            names2.push({ filename, longname, attrs });
           }
-          if (names !== void 0) {
+          if (names2 !== void 0) {
             sftp._debug && sftp._debug(
-              `SFTP: Inbound: Received NAME (id:${reqID}, ${names.length})`
+              `SFTP: Inbound: Received NAME (id:${reqID}, ${names2.length})`
             );
             bufferParser.clear();
             if (req && typeof req.cb === "function")
-              req.cb(void 0, names);
+              req.cb(void 0, names2);
             return;
           }
         }
@@ -41955,10 +41955,10 @@ var require_SFTP = __commonJS({
         if (version === void 0)
           return doFatalSFTPError(sftp, "Malformed INIT packet");
         if (sftp._debug) {
-          const names = Object.keys(extensions);
-          if (names.length) {
+          const names2 = Object.keys(extensions);
+          if (names2.length) {
             sftp._debug(
-              `SFTP: Inbound: Received INIT (v${version}, exts:${names})`
+              `SFTP: Inbound: Received INIT (v${version}, exts:${names2})`
             );
           } else {
             sftp._debug(`SFTP: Inbound: Received INIT (v${version})`);
@@ -50318,13 +50318,13 @@ function str(options = {}) {
     kind: "string",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path32, issues) {
+    parse(value, path33, issues) {
       if (typeof value !== "string") {
-        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path33, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       if ((options.minLength ?? 0) > value.length || options.pattern && !options.pattern.test(value) || options.maxLength !== void 0 && value.length > options.maxLength) {
-        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path33, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       return value;
@@ -50339,9 +50339,9 @@ function int(options = {}) {
     kind: "integer",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path32, issues) {
+    parse(value, path33, issues) {
       if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path33, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       return value;
@@ -50353,9 +50353,9 @@ function bool(options = {}) {
     kind: "boolean",
     doc: options.doc,
     describe: () => "true or false",
-    parse(value, path32, issues) {
+    parse(value, path33, issues) {
       if (typeof value !== "boolean") {
-        issues.push({ path: path32, message: `expected true or false, got ${typeName(value)}` });
+        issues.push({ path: path33, message: `expected true or false, got ${typeName(value)}` });
         return void 0;
       }
       return value;
@@ -50368,14 +50368,14 @@ function duration(options = {}) {
     kind: "duration",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path32, issues) {
+    parse(value, path33, issues) {
       const ms = parseDuration(value);
       if (ms === void 0) {
-        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path33, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       if (options.min !== void 0 && ms < options.min || options.max !== void 0 && ms > options.max) {
-        issues.push({ path: path32, message: `expected a duration between ${options.min ?? 0}ms and ${options.max === void 0 ? "24h" : `${options.max}ms`}, got ${typeName(value)}` });
+        issues.push({ path: path33, message: `expected a duration between ${options.min ?? 0}ms and ${options.max === void 0 ? "24h" : `${options.max}ms`}, got ${typeName(value)}` });
         return void 0;
       }
       return ms;
@@ -50389,12 +50389,12 @@ function size(options = {}) {
     kind: "size",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path32, issues) {
+    parse(value, path33, issues) {
       const text = typeof value === "number" ? String(value) : typeof value === "string" ? value.trim() : "";
       const match = /^(\d{1,16})(KiB|MiB|GiB|TiB)?$/.exec(text);
       const bytes = match && Number.isSafeInteger(Number(match[1])) ? Number(match[1]) * SIZE_UNITS[match[2] ?? ""] : void 0;
       if (bytes === void 0 || !Number.isSafeInteger(bytes)) {
-        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path33, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       return bytes;
@@ -50407,9 +50407,9 @@ function oneOf(values, options = {}) {
     kind: "enum",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path32, issues) {
+    parse(value, path33, issues) {
       if (typeof value !== "string" || !values.includes(value)) {
-        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path33, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       return value;
@@ -50423,17 +50423,17 @@ function list(item, options = {}) {
     itemSchema: item,
     doc: options.doc,
     describe: () => `a list${min > 0 ? ` of at least ${min}` : ""} of ${item.describe()}`,
-    parse(value, path32, issues) {
+    parse(value, path33, issues) {
       if (!Array.isArray(value)) {
-        issues.push({ path: path32, message: `expected a list, got ${typeName(value)}` });
+        issues.push({ path: path33, message: `expected a list, got ${typeName(value)}` });
         return void 0;
       }
       if (value.length < min) {
-        issues.push({ path: path32, message: `expected at least ${min} item${min === 1 ? "" : "s"}, got ${value.length}` });
+        issues.push({ path: path33, message: `expected at least ${min} item${min === 1 ? "" : "s"}, got ${value.length}` });
         return void 0;
       }
       const before = issues.length;
-      const out = value.map((v, i) => item.parse(v, `${path32}[${i}]`, issues));
+      const out = value.map((v, i) => item.parse(v, `${path33}[${i}]`, issues));
       return issues.length === before ? out : void 0;
     }
   };
@@ -50443,12 +50443,12 @@ function refine(base, check, hint) {
     kind: base.kind,
     doc: base.doc,
     describe: () => hint ?? base.describe(),
-    parse(value, path32, issues) {
-      const parsed = base.parse(value, path32, issues);
+    parse(value, path33, issues) {
+      const parsed = base.parse(value, path33, issues);
       if (parsed === void 0) return void 0;
       const problem = check(parsed);
       if (problem) {
-        issues.push({ path: path32, message: problem });
+        issues.push({ path: path33, message: problem });
         return void 0;
       }
       return parsed;
@@ -50461,13 +50461,13 @@ function either(a, b, options = {}) {
     kind: "either",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path32, issues) {
+    parse(value, path33, issues) {
       const scratch = [];
-      const first = a.parse(value, path32, scratch);
+      const first = a.parse(value, path33, scratch);
       if (first !== void 0) return first;
-      const second = b.parse(value, path32, scratch);
+      const second = b.parse(value, path33, scratch);
       if (second !== void 0) return second;
-      issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
+      issues.push({ path: path33, message: `expected ${hint}, got ${typeName(value)}` });
       return void 0;
     }
   };
@@ -50498,9 +50498,9 @@ function object(shape, options = {}) {
     doc: options.doc,
     fields,
     describe: () => "a mapping",
-    parse(value, path32, issues) {
+    parse(value, path33, issues) {
       if (typeof value !== "object" || value === null || Array.isArray(value)) {
-        issues.push({ path: path32 || "(top level)", message: `expected a mapping, got ${typeName(value)}` });
+        issues.push({ path: path33 || "(top level)", message: `expected a mapping, got ${typeName(value)}` });
         return void 0;
       }
       const before = issues.length;
@@ -50509,17 +50509,17 @@ function object(shape, options = {}) {
       for (const key of Object.keys(input)) {
         if (!Object.hasOwn(fields, key)) {
           const known = Object.keys(fields).join(", ");
-          issues.push({ path: join3(path32, key), message: `unknown key (known keys: ${known})` });
+          issues.push({ path: join3(path33, key), message: `unknown key (known keys: ${known})` });
         }
       }
       for (const [key, field] of Object.entries(fields)) {
         const raw = Object.hasOwn(input, key) ? input[key] : void 0;
         if (raw === void 0 || raw === null) {
-          if (field.required) issues.push({ path: join3(path32, key), message: `required: ${field.schema.describe()}` });
-          else if (field.default !== void 0) out[key] = field.schema.parse(structuredClone(field.default), join3(path32, key), issues);
+          if (field.required) issues.push({ path: join3(path33, key), message: `required: ${field.schema.describe()}` });
+          else if (field.default !== void 0) out[key] = field.schema.parse(structuredClone(field.default), join3(path33, key), issues);
           continue;
         }
-        const parsed = field.schema.parse(raw, join3(path32, key), issues);
+        const parsed = field.schema.parse(raw, join3(path33, key), issues);
         if (parsed !== void 0) out[key] = parsed;
       }
       return issues.length === before ? out : void 0;
@@ -50527,16 +50527,16 @@ function object(shape, options = {}) {
   };
   return schema;
 }
-function pathSegments(path32) {
-  if (path32 === "(top level)") return [];
-  return [...path32.matchAll(/\[(\d+)\]|([^.[\]]+)/g)].map((m) => m[1] !== void 0 ? Number(m[1]) : m[2]);
+function pathSegments(path33) {
+  if (path33 === "(top level)") return [];
+  return [...path33.matchAll(/\[(\d+)\]|([^.[\]]+)/g)].map((m) => m[1] !== void 0 ? Number(m[1]) : m[2]);
 }
-function join3(path32, key) {
-  return path32 ? `${path32}.${key}` : key;
+function join3(path33, key) {
+  return path33 ? `${path33}.${key}` : key;
 }
-function parseOrThrow(schema, value, path32 = "", source) {
+function parseOrThrow(schema, value, path33 = "", source) {
   const issues = [];
-  const parsed = schema.parse(value, path32, issues);
+  const parsed = schema.parse(value, path33, issues);
   if (parsed === void 0 || issues.length > 0) throw configError(issues, source);
   return parsed;
 }
@@ -50545,12 +50545,12 @@ function configError(issues, source) {
   return new NodropError("E_CONFIG", `invalid config${where}:
 ${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`, { issues });
 }
-function documentSchema(schema, path32 = "") {
+function documentSchema(schema, path33 = "") {
   const rows = [];
   const fields = schema.fields;
   if (!fields) return rows;
   for (const [key, field] of Object.entries(fields)) {
-    const p = join3(path32, key);
+    const p = join3(path33, key);
     const inner = field.schema;
     rows.push({
       path: p,
@@ -50571,9 +50571,9 @@ function mapping(options = {}) {
     kind: "mapping",
     doc: options.doc,
     describe: () => hint,
-    parse(value, path32, issues) {
+    parse(value, path33, issues) {
       if (typeof value !== "object" || value === null || Array.isArray(value)) {
-        issues.push({ path: path32, message: `expected ${hint}, got ${typeName(value)}` });
+        issues.push({ path: path33, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
       return value;
@@ -50832,6 +50832,20 @@ var releaseSchema = object(
     doc: "Releases on the hosts: before any instance leaves the pool, every instance host gets <dir>/<version> (the artifact, uploaded once per host through a temporary directory and a rename, so a cut connection or a full disk leaves no partial release), then commands.prepare runs there once. A host whose release records the same artifact sha256 and the same prepare command (in <dir>/<version>/.nodrop-release) skips both."
   }
 );
+var hook = (doc) => optional(str({ minLength: 1, pattern: /^[^\0]+$/, hint: "a shell command", doc }));
+var hooksSchema = object(
+  {
+    preDeploy: hook("Before the first change (after preflight, the lock taken): a failure stops the deploy with nothing touched."),
+    beforeBatch: hook("Before each batch (a phase of the strategy that changes instances: a rolling batch, a half): a failure stops the deploy there, nothing of that batch changed."),
+    afterBatch: hook("After each batch's steps, its instances checked healthy on the new version (a rolling batch rejoins the pool in the next reload, with the next batch's change): a failure stops the deploy before the next phase (resume goes on)."),
+    postDeploy: hook("After a deploy that succeeded: a failure leaves the fleet as deployed, is in the report, and makes the CLI exit 1."),
+    onFailure: hook("After a deploy that failed, once recovery is done: its own failure is in the report."),
+    timeout: optional(duration({ min: 1, doc: "A hook is ended when it runs longer." }), 5 * 6e4)
+  },
+  {
+    doc: "Shell commands run with bash where nodrop runs (in CI: on the runner), in commands.cwd, with the deploy in NODROP_* environment variables (docs/guides/hooks.md lists them; nothing is spliced into the command). Their output goes to the log, never into the outputs."
+  }
+);
 var healthSchema = object(
   {
     path: optional(str({ pattern: /^\/[A-Za-z0-9._~\/?=&%-]*$/, hint: "a URL path starting with /", doc: "Probed directly on each instance." }), "/health"),
@@ -50880,6 +50894,7 @@ var configSchema = object({
   ),
   slots: optional(slotsSchema),
   release: optional(releaseSchema),
+  hooks: optional(hooksSchema),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once on one host; hosts work side by side." }), 8),
   verify: optional(verifySchema),
   stateDir: optional(
@@ -50904,8 +50919,8 @@ function sortIssues(issues) {
   return [...issues].sort((x, y) => issueOrder(x.path) - issueOrder(y.path));
 }
 var TOP_LEVEL = Object.keys(configSchema.fields);
-function issueOrder(path32) {
-  const key = /^[A-Za-z]+/.exec(path32)?.[0] ?? "";
+function issueOrder(path33) {
+  const key = /^[A-Za-z]+/.exec(path33)?.[0] ?? "";
   const index = TOP_LEVEL.indexOf(key);
   return index < 0 ? -1 : index;
 }
@@ -51104,11 +51119,12 @@ function localExecutor(options = {}) {
     exec(command, execOptions = {}) {
       const { signal, timeoutMs, input } = execOptions;
       if (signal?.aborted) return Promise.reject(abortError(signal));
+      const env = { ...process.env, ...options.env, ...execOptions.env };
       const started = performance.now();
       return new Promise((resolve3, reject) => {
         const child2 = spawn2("bash", ["-c", command], {
           cwd: options.cwd,
-          env: Object.fromEntries(Object.entries({ ...process.env, ...options.env }).filter(([name]) => !options.unsetEnv?.includes(name))),
+          env: Object.fromEntries(Object.entries(env).filter(([name]) => !options.unsetEnv?.includes(name))),
           detached: true,
           stdio: ["pipe", "pipe", "pipe"]
         });
@@ -51245,9 +51261,9 @@ function incomingScript(dir) {
   return `set -eu
 mktemp -d -- ${shellQuote(`${dir.replace(/\/+$/, "")}/${INCOMING}XXXXXX`)}`;
 }
-function isIncomingPath(dir, path32) {
+function isIncomingPath(dir, path33) {
   const prefix = `${dir.replace(/\/+$/, "")}/${INCOMING}`;
-  return path32.startsWith(prefix) && /^[A-Za-z0-9]{6,}$/.test(path32.slice(prefix.length));
+  return path33.startsWith(prefix) && /^[A-Za-z0-9]{6,}$/.test(path33.slice(prefix.length));
 }
 var UPLOADED_NAME = ".nodrop-artifact";
 function installScript(o) {
@@ -51314,12 +51330,12 @@ function listReleasesScript(dir) {
 function parseReleaseList(stdout) {
   return stdout.split("\n").map((line) => /^release (\S+) (\d{1,15}(?:\.\d{1,9})?)$/.exec(line)).filter((m) => m !== null && isSafeName(m[1])).map((m) => ({ name: m[1], mtime: Number(m[2]) }));
 }
-function removeReleasesScript(dir, names) {
-  for (const name of names) if (!isSafeName(name)) throw new NodropError("E_RELEASE", `not a release name: ${describeValue(name)}`);
-  releasePath(dir, names[0] ?? "x");
+function removeReleasesScript(dir, names2) {
+  for (const name of names2) if (!isSafeName(name)) throw new NodropError("E_RELEASE", `not a release name: ${describeValue(name)}`);
+  releasePath(dir, names2[0] ?? "x");
   return `set -eu
 cd -- ${shellQuote(dir)}
-rm -rf -- ${names.map(shellQuote).join(" ")}`;
+rm -rf -- ${names2.map(shellQuote).join(" ")}`;
 }
 var DEFAULT_OVERLAP = { reserveBytes: 128 * 1024 * 1024, growth: 1.25 };
 function idleStarts(plan) {
@@ -51366,7 +51382,7 @@ function mib(bytes) {
   return `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
 }
 function releasePhase(hosts) {
-  return { name: "release", instances: [], steps: [{ kind: "release", hosts, instances: [] }], onFailure: "isolate" };
+  return { name: "release", instances: [], steps: [{ kind: "release", hosts, instances: [] }], onFailure: "isolate", added: "release" };
 }
 function preparedHash(prepare, sha256) {
   return createHash("sha256").update(`${prepare}
@@ -51473,6 +51489,46 @@ async function pruneReleases(context, setup, hosts, protect) {
     })
   );
   return { pruned: pruned.sort((a, b) => a.host.localeCompare(b.host)), warnings };
+}
+var HOOK_NAMES = ["preDeploy", "beforeBatch", "afterBatch", "postDeploy", "onFailure"];
+var names = (values) => [...new Set(values.filter((v) => isSafeName(v)))].join(" ");
+function runEnv(run3, setup, strategy, hook2) {
+  return {
+    NODROP_HOOK: hook2,
+    NODROP_APP: setup.app,
+    NODROP_DEPLOY_ID: run3.id,
+    NODROP_VERSION: run3.version,
+    NODROP_PREVIOUS: names(run3.observed.map((o) => o.version).filter((v) => v !== run3.version)),
+    NODROP_STRATEGY: strategy,
+    NODROP_HOSTS: names(run3.instances.map((i) => i.spec.host)),
+    NODROP_INSTANCES: names(run3.instances.map((i) => i.spec.id))
+  };
+}
+function phaseEnv(phase, index, count) {
+  return { NODROP_PHASE: inertLine(phase.name, 200), NODROP_PHASE_INDEX: String(index), NODROP_PHASE_COUNT: String(count), NODROP_PHASE_INSTANCES: names(phase.instances) };
+}
+async function runHook(run3, setup, hook2, env, options) {
+  const command = setup.commands[hook2];
+  if (command === void 0) return void 0;
+  run3.emit({ type: "hook", hook: hook2, status: "start" });
+  const t0 = performance.now();
+  let result;
+  try {
+    const done = await setup.executor.exec(command, { signal: options.signal, timeoutMs: setup.timeoutMs, env });
+    const output = outputLines(done.stdout, done.stderr);
+    result = { hook: hook2, ok: done.code === 0, ms: performance.now() - t0, code: done.code, ...done.code === 0 ? {} : { error: `the ${hook2} hook exited with ${done.code ?? "a signal"}` } };
+    run3.emit({ type: "hook", hook: hook2, status: result.ok ? "ok" : "fail", ms: result.ms, output, ...result.error ? { detail: result.error } : {} });
+  } catch (error2) {
+    const e = toNodropError(error2, "E_HOOK");
+    result = { hook: hook2, ok: false, ms: performance.now() - t0, code: null, error: `the ${hook2} hook could not run to its end: ${e.message.split("\n")[0]}` };
+    run3.emit({ type: "hook", hook: hook2, status: "fail", ms: result.ms, output: [], detail: result.error });
+  }
+  run3.hooks.push(result);
+  if (!result.ok && options.throwOnFailure) throw new NodropError("E_HOOK", result.error, { routingInForce: "previous" });
+  return result;
+}
+function outputLines(stdout, stderr) {
+  return `${stdout}${stdout && !stdout.endsWith("\n") ? "\n" : ""}${stderr}`.split("\n").filter((line, i, all) => line !== "" || i < all.length - 1).slice(-200).map((line) => inertLine(line, 1e3));
 }
 function httpHealthCheck(options) {
   const header = options.versionHeader.toLowerCase();
@@ -51958,6 +52014,7 @@ function buildReport(run3, strategy, outcome, keepOldMs = 0) {
     ...recovery ? { recovery } : {},
     ...outcome.warnings?.length ? { warnings: outcome.warnings } : {},
     ...outcome.releases ? { releases: outcome.releases } : {},
+    ...run3.hooks.length > 0 ? { hooks: run3.hooks } : {},
     ...run3.verify ? { verify: run3.verify } : {},
     ...keepOldMs > 0 && [...run3.tracked.values()].some((t) => t.idle?.running !== false) ? { keptUntil: new Date(Date.now() + keepOldMs).toISOString() } : {}
   };
@@ -51972,6 +52029,8 @@ var DeployRun = class {
   phases = [];
   observed = [];
   verify;
+  /** The hooks that ran, in order. */
+  hooks = [];
   /** Set once recovery begins: from then on the journal is best effort. */
   recovering = false;
   /** Background steps (an old slot's stop) still running, by instance, with the index of the phase that started them. */
@@ -52747,7 +52806,7 @@ async function readRoutingInForce(options) {
   };
 }
 function proxiesPhase(routing, why) {
-  return { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }] };
+  return { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }], added: "reconcile" };
 }
 async function readUnconfirmed(options, routing) {
   if (!routing || !options.proxy.alsoInForce) return [];
@@ -52935,7 +52994,33 @@ async function deploy(options) {
       return finish(context, { error: toNodropError(error2, "E_PREFLIGHT"), step: listener.name });
     }
   }
+  const refused = await preDeploy(context);
+  if (refused) return finish(context, refused);
   return finish(context, await afterSuccess(context, await runPhases(context, plan)), plan.keepOldMs);
+}
+async function preDeploy(context) {
+  const hooks = context.options.hooks;
+  if (!hooks?.commands.preDeploy) return void 0;
+  try {
+    await runHook(context.run, hooks, "preDeploy", runEnv(context.run, hooks, context.options.strategy.name, "preDeploy"), { signal: context.options.signal, throwOnFailure: true });
+    return void 0;
+  } catch (error2) {
+    return { error: toNodropError(error2, "E_HOOK"), step: "preDeploy", recovery: "nothing was touched: the deploy stopped before its first change" };
+  }
+}
+var isBatch = (phase) => !phase.added && phase.instances.length > 0;
+async function batchHook(context, hook2, plan, index) {
+  const hooks = context.options.hooks;
+  const phase = plan.phases[index];
+  if (!hooks?.commands[hook2] || !isBatch(phase)) return void 0;
+  const batches = plan.phases.filter(isBatch);
+  const env = { ...runEnv(context.run, hooks, context.options.strategy.name, hook2), ...phaseEnv(phase, batches.indexOf(phase) + 1, batches.length) };
+  try {
+    await runHook(context.run, hooks, hook2, env, { signal: context.options.signal, throwOnFailure: true });
+    return void 0;
+  } catch (error2) {
+    return toNodropError(error2, "E_HOOK");
+  }
 }
 async function afterSuccess(context, outcome) {
   const setup = context.options.release;
@@ -52964,6 +53049,8 @@ async function runPhases(context, plan) {
     const endPhase = (ok) => run3.phases.push({ name: phase.name, startMs: phaseStart - run3.started, ms: performance.now() - phaseStart, ok });
     let current;
     try {
+      const before = await batchHook(context, "beforeBatch", plan, index);
+      if (before) throw before;
       if (earlyFailure && "error" in earlyFailure) {
         current = earlyFailure.step;
         throw earlyFailure.error;
@@ -52977,13 +53064,21 @@ async function runPhases(context, plan) {
     } catch (error2) {
       const failure = toNodropError(error2, "E_INSTANCE");
       await settleBackground(context);
-      const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? "?"}`);
+      const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? (failure.code === "E_HOOK" ? "beforeBatch" : "?")}`);
       const next = takeEarly(run3, index + 1);
       const abandoned = failure.code === "E_LOCK" ? await leftEarly(context, plan.phases, next) : await abandonEarly(context, plan.phases, next);
       endPhase(false);
       const drain = failedDrain(run3);
       const also = drain && drain.error !== failure && drain.error !== failure.cause ? [`also, ${DRAIN_FAILED} (${drain.step}: ${drain.error.message.split("\n")[0]})`] : [];
       return withClauses(outcome, [...abandoned, ...also]);
+    }
+    const after = await batchHook(context, "afterBatch", plan, index);
+    if (after) {
+      await settleBackground(context);
+      const rest = plan.phases.slice(index + 1).map((p) => p.name);
+      const abandoned = await abandonEarly(context, plan.phases, takeEarly(run3, index + 1));
+      const recovery = `${phase.name} finished and serves as planned; ${rest.length > 0 ? `the deploy stopped before ${rest.join(", ")} (\`nodrop resume\` goes on, \`nodrop rollback\` goes back)` : "every phase had run"}`;
+      return withClauses({ error: after, step: `${phase.name}: afterBatch`, recovery }, abandoned);
     }
   }
   return backgroundOutcome(await settleBackground(context), []);
@@ -53027,12 +53122,25 @@ async function afterFailure(context, phase, failure, step2) {
   }
   return { error: failure, step: step2, recovery: await recoverPhase(context, phase, failure) };
 }
+async function postHook(context, outcome) {
+  const hooks = context.options.hooks;
+  if (!hooks) return;
+  const hook2 = outcome.error ? "onFailure" : "postDeploy";
+  if (!hooks.commands[hook2]) return;
+  const env = { ...runEnv(context.run, hooks, context.options.strategy.name, hook2), NODROP_RESULT: outcome.error ? "failed" : "succeeded" };
+  if (outcome.error) {
+    env.NODROP_ERROR_CODE = outcome.error.code;
+    env.NODROP_ERROR_STEP = inertLine(outcome.step ?? "", 200);
+  }
+  await runHook(context.run, hooks, hook2, env, { throwOnFailure: false });
+}
 async function finish(context, outcome, keepOldMs) {
   const { run: run3, listeners, options } = context;
   for (const listener of listeners) await listener.stopping?.(run3).catch(() => void 0);
   if (!outcome.error && run3.verify?.breach) {
     outcome = { error: new NodropError("E_VERIFY", run3.verify.breach), step: "verify" };
   }
+  await postHook(context, outcome);
   run3.recovering = true;
   const report = buildReport(run3, options.strategy.name, outcome, outcome.error ? 0 : keepOldMs);
   for (const listener of listeners) await listener.finished?.(run3, report).catch(() => void 0);
@@ -53100,8 +53208,8 @@ ${guard}${command}`, execOptions);
     if (result.code === REFUSED) throw refusal("E_STATE", "the deploy lock", on.host, result.stderr);
     return result;
   };
-  const check = (path32, type) => stateCheck([{ path: path32, type }]);
-  const recordOf = (path32) => `${check(path32.replace(/\/holder\.json$/, ""), "dir")}${check(path32, "file")}`;
+  const check = (path33, type) => stateCheck([{ path: path33, type }]);
+  const recordOf = (path33) => `${check(path33.replace(/\/holder\.json$/, ""), "dir")}${check(path33, "file")}`;
   const seen = /* @__PURE__ */ new Map();
   const beatKey = (h) => `${h.beat}\0${h.heartbeat}\0${h.releasing ? 1 : 0}`;
   const observe = (h) => {
@@ -53383,7 +53491,7 @@ ${removeLock}`);
   }
 }
 function fileJournal(executor, file) {
-  const path32 = shellQuote(file);
+  const path33 = shellQuote(file);
   const dir = file.slice(0, Math.max(file.lastIndexOf("/"), 1)) || ".";
   const paths = [
     { path: dir, type: "dir" },
@@ -53404,7 +53512,7 @@ function fileJournal(executor, file) {
         }
         const result = await executor.exec(`umask 077
 ${guard}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1
-${stateCheck(paths)}cat >> ${path32}`, { input: line, timeoutMs: 3e4 });
+${stateCheck(paths)}cat >> ${path33}`, { input: line, timeoutMs: 3e4 });
         if (result.code === REFUSED) throw refusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
         if (result.code !== 0) throw new NodropError("E_JOURNAL", `cannot write the journal ${file} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
       });
@@ -53412,7 +53520,7 @@ ${stateCheck(paths)}cat >> ${path32}`, { input: line, timeoutMs: 3e4 });
       return next;
     },
     async read() {
-      const result = await executor.exec(`${guard}cat ${path32} 2>/dev/null || true`);
+      const result = await executor.exec(`${guard}cat ${path33} 2>/dev/null || true`);
       if (result.code === REFUSED) throw refusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
       return parseJournal(result.stdout);
     }
@@ -53464,9 +53572,9 @@ function isStandardSchema(value) {
   const props = value["~standard"];
   return typeof props === "object" && props !== null && props.version === 1 && typeof props.validate === "function";
 }
-function formatIssuePath(prefix, path32) {
+function formatIssuePath(prefix, path33) {
   let out = prefix;
-  for (const segment of path32 ?? []) {
+  for (const segment of path33 ?? []) {
     const key = typeof segment === "object" && segment !== null ? segment.key : segment;
     if (typeof key === "number") out += `[${key}]`;
     else if (typeof key === "string" && /^[A-Za-z_$][\w$-]*$/.test(key)) out += out ? `.${key}` : key;
@@ -53508,22 +53616,22 @@ function isOptionsSchema(value) {
 function isPlugin(value) {
   return typeof value === "object" && value !== null && value[BRAND2] === true;
 }
-async function validateOptions(schema, value, path32, issues) {
+async function validateOptions(schema, value, path33, issues) {
   if (!isStandardSchema(schema) || schema["~standard"].vendor === "nodrop") {
     const before = issues.length;
-    const parsed = schema.parse(value, path32, issues);
+    const parsed = schema.parse(value, path33, issues);
     return issues.length === before ? parsed : void 0;
   }
   let result;
   try {
     result = await schema["~standard"].validate(value);
   } catch (error2) {
-    issues.push({ path: path32, message: `the options validator threw: ${error2 instanceof Error ? error2.message : String(error2)}` });
+    issues.push({ path: path33, message: `the options validator threw: ${error2 instanceof Error ? error2.message : String(error2)}` });
     return void 0;
   }
   if (result.issues) {
-    for (const issue2 of result.issues) issues.push({ path: formatIssuePath(path32, issue2.path) || "(top level)", message: String(issue2.message) });
-    if (result.issues.length === 0) issues.push({ path: path32, message: "the options validator refused the options without saying why" });
+    for (const issue2 of result.issues) issues.push({ path: formatIssuePath(path33, issue2.path) || "(top level)", message: String(issue2.message) });
+    if (result.issues.length === 0) issues.push({ path: path33, message: "the options validator refused the options without saying why" });
     return void 0;
   }
   return result.value;
@@ -53707,7 +53815,7 @@ function hostFieldMatch(field, name) {
   }
   return matchHostname(name, field);
 }
-function verifyKnownHost(entries, names, offered, fallbackNames = []) {
+function verifyKnownHost(entries, names2, offered, fallbackNames = []) {
   const lines = (list2) => {
     const hosts = list2.map(lowerAscii);
     return entries.filter((e) => {
@@ -53715,7 +53823,7 @@ function verifyKnownHost(entries, names, offered, fallbackNames = []) {
       return results.includes(1) && !results.includes(-1);
     });
   };
-  const forHost = lines(names);
+  const forHost = lines(names2);
   const forFallback = lines(fallbackNames);
   const revoked = [...forHost, ...forFallback].find((e) => e.marker === "@revoked" && e.key.equals(offered));
   if (revoked) return { status: "revoked", line: revoked.line };
@@ -54020,10 +54128,10 @@ async function connect(target, log, link = new Link()) {
     const seen = `${keyType(key)} ${fingerprint(key)}`;
     const address = target.address.toLowerCase();
     const alias = target.name.toLowerCase();
-    const names = [knownHostsName(address, port), ...alias !== address ? [knownHostsName(alias, port)] : []];
+    const names2 = [knownHostsName(address, port), ...alias !== address ? [knownHostsName(alias, port)] : []];
     const bare = port === 22 ? [] : [address, ...alias !== address ? [alias] : []];
     const pins = target.hostKeys.fingerprints ?? [];
-    const verdict = verifyKnownHost(entries, names, key, bare);
+    const verdict = verifyKnownHost(entries, names2, key, bare);
     if (verdict.status === "revoked") {
       refusal2 = new NodropError("E_SSH_HOSTKEY", `host key of ${where} is revoked in known_hosts (line ${verdict.line}); seen ${seen}`);
       return false;
@@ -54039,7 +54147,7 @@ async function connect(target, log, link = new Link()) {
       return false;
     }
     if (target.hostKeys.policy === "accept-new") {
-      const earlier = acceptedThisRun.get(names[0]);
+      const earlier = acceptedThisRun.get(names2[0]);
       if (earlier && !earlier.equals(key)) {
         refusal2 = new NodropError(
           "E_SSH_HOSTKEY",
@@ -54047,8 +54155,8 @@ async function connect(target, log, link = new Link()) {
         );
         return false;
       }
-      acceptedThisRun.set(names[0], key);
-      if (!recordedThisRun.has(`${target.hostKeys.recordTo ?? ""}\0${names[0]}`)) toRecord = { line: knownHostsLine(names[0], key), seen, name: names[0] };
+      acceptedThisRun.set(names2[0], key);
+      if (!recordedThisRun.has(`${target.hostKeys.recordTo ?? ""}\0${names2[0]}`)) toRecord = { line: knownHostsLine(names2[0], key), seen, name: names2[0] };
       return true;
     }
     refusal2 = new NodropError(
@@ -56780,12 +56888,17 @@ function resolve2(specifier, parent) {
 // ../../packages/deployment/dist/index.js
 var import_semver = __toESM(require_semver2(), 1);
 import { execFile } from "child_process";
+import { createHash as createHash22 } from "crypto";
+import { createReadStream } from "fs";
+import { lstat as lstat3, mkdtemp, rm as rm2, stat as stat22 } from "fs/promises";
+import os22 from "os";
+import path32 from "path";
 import { promisify } from "util";
 var ACTION_SECRET_ENV = ["NODROP_ACTION_SSH_KEY", "NODROP_ACTION_SSH_PASSPHRASE"];
 function secretEnvNames(config) {
-  const names = new Set(ACTION_SECRET_ENV);
-  for (const entry of [config.ssh, config.proxy, config.strategy, ...Object.values(config.hosts ?? {})]) for (const name of envOptionNames(entry)) names.add(name);
-  return [...names];
+  const names2 = new Set(ACTION_SECRET_ENV);
+  for (const entry of [config.ssh, config.proxy, config.strategy, ...Object.values(config.hosts ?? {})]) for (const name of envOptionNames(entry)) names2.add(name);
+  return [...names2];
 }
 var expand = (file, baseDir) => file.startsWith("~/") ? path9.join(os8.homedir(), file.slice(2)) : path9.resolve(baseDir, file);
 function splitHosts(hosts, issues = []) {
@@ -56811,10 +56924,10 @@ function envOptionNames(section2, depth = 0) {
     ([field, value]) => /Env$/.test(field) && typeof value === "string" && value !== "" ? [value] : envOptionNames(value, depth + 1)
   );
 }
-function sshExecutorFactories(config, names, options, issues) {
+function sshExecutorFactories(config, names2, options, issues) {
   const env = options.env ?? process.env;
   const parsed = /* @__PURE__ */ new Map();
-  for (const name of names) {
+  for (const name of names2) {
     const { use: _ssh, ...entry } = config.hosts?.[name] ?? {};
     const merged = { ...config.ssh ?? {}, ...options.sshOverrides ?? {}, ...entry };
     const host = sshHostSchema.parse(merged, `hosts.${name}`, issues);
@@ -56833,7 +56946,7 @@ function sshExecutorFactories(config, names, options, issues) {
       return void 0;
     }
     resolving.add(name);
-    if (host.jump && !names.includes(host.jump)) {
+    if (host.jump && !names2.includes(host.jump)) {
       issues.push({ path: `${at}.jump`, message: `"${host.jump}" is not an SSH host (its entry names an executor plugin): a jump host is reached over SSH` });
     }
     let privateKey;
@@ -56918,16 +57031,16 @@ async function resolvePlugin(kind, specifier, options) {
     });
     source = "file";
   } else if (PACKAGE.test(specifier)) {
-    const names = Object.keys(builtInPlugins[kind]);
-    const notBuiltIn = names.length > 0 && !specifier.includes("/") ? `not a built-in ${kind} (${names.join(", ")}), and ` : "";
+    const names2 = Object.keys(builtInPlugins[kind]);
+    const notBuiltIn = names2.length > 0 && !specifier.includes("/") ? `not a built-in ${kind} (${names2.join(", ")}), and ` : "";
     const found = await packageFile(specifier, options.baseDir, (problem) => refuse(`${notBuiltIn}${problem}`));
     file = found.file;
     version = found.version;
     source = "package";
   } else {
-    const names = Object.keys(builtInPlugins[kind]);
+    const names2 = Object.keys(builtInPlugins[kind]);
     throw refuse(
-      `not a built-in ${kind}${names.length > 0 ? ` (${names.join(", ")})` : ""}, a package name, or a ./file inside the config's directory` + (path23.isAbsolute(specifier) || specifier.startsWith("../") ? "; an absolute path or ../ is refused: plugins live next to the config" : "")
+      `not a built-in ${kind}${names2.length > 0 ? ` (${names2.join(", ")})` : ""}, a package name, or a ./file inside the config's directory` + (path23.isAbsolute(specifier) || specifier.startsWith("../") ? "; an absolute path or ../ is refused: plugins live next to the config" : "")
     );
   }
   const plugin = await importPlugin(kind, file, refuse);
@@ -57258,10 +57371,15 @@ function assemble(parts) {
       healthWait: { successes: config.health.successes, intervalMs: config.health.interval, deadlineMs: config.health.deadline },
       parallel: config.parallel,
       overlap: { ...DEFAULT_OVERLAP, reserveBytes: config.slots?.reserve ?? DEFAULT_OVERLAP.reserveBytes },
+      ...config.hooks ? { hooks: hookSetup(config.hooks, config.app, executorFor("local")) } : {},
       ...config.verify && options.verify !== "off" ? { verify: verifier(config.verify, config.health.versionHeader, options.verify !== "report") } : {}
     },
     dispose
   };
+}
+function hookSetup(hooks, app, executor) {
+  const commands = Object.fromEntries(HOOK_NAMES.filter((name) => hooks[name] !== void 0).map((name) => [name, hooks[name]]));
+  return { commands, timeoutMs: hooks.timeout, executor, app };
 }
 function instanceSpec(entry) {
   const { id, host, address, port, spare } = entry;
@@ -57453,6 +57571,9 @@ function formatPlan(plan, observed) {
 function fleetConverged(report) {
   return report.ok && report.instances.every((i) => i.version === report.version && i.inPool);
 }
+function hookFailed(report) {
+  return (report.hooks ?? []).some((h) => !h.ok);
+}
 function formatVerify(verify) {
   const versions = Object.entries(verify.byVersion).map(([v, n]) => `${v} ${n}`).join(", ");
   const errors = Object.entries(verify.errors).map(([kind, n]) => `${kind} ${n}`).join(", ");
@@ -57464,6 +57585,53 @@ function formatPlugins(plugins) {
   return plugins.map((p) => `${p.kind} ${show(p.specifier)}: ${p.source === "built-in" ? `built-in ${show(p.plugin.name)} (nodrop ${show(p.version)})` : `${show(p.plugin.name)} ${show(p.version)} from ${show(p.file ?? "")}`}`).join("\n");
 }
 var execFileP = promisify(execFile);
+var PLAIN_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
+async function packArtifact(given, from, what) {
+  const file = path32.resolve(from, given);
+  const seen = await lstat3(file).catch((error2) => {
+    throw new NodropError("E_RELEASE", `${what} ${describeValue(given)}: ${error2.code === "ENOENT" ? "no such file or directory" : error2.message} (resolved to ${file})`);
+  });
+  if (seen.isDirectory()) return packDirectory(file, what);
+  if (!seen.isFile()) throw new NodropError("E_RELEASE", `${what} ${describeValue(given)} is not a file or a directory`);
+  const name = path32.basename(file);
+  if (!PLAIN_FILE_NAME.test(name)) throw new NodropError("E_RELEASE", `${what} ${describeValue(given)}: its name must be letters, digits, '.', '_', '+' or '-' (it is used on every host)`);
+  return { file, name, bytes: seen.size, sha256: await sha256Of(file), unpack: unpackOf(name), dispose: async () => void 0 };
+}
+function unpackOf(name) {
+  if (/\.(tar\.gz|tgz)$/.test(name)) return "tar.gz";
+  if (name.endsWith(".tar")) return "tar";
+  return "none";
+}
+async function packDirectory(dir, what) {
+  const tmp = await mkdtemp(path32.join(os22.tmpdir(), "nodrop-artifact-"));
+  const base = PLAIN_FILE_NAME.test(path32.basename(dir)) ? path32.basename(dir) : "release";
+  const file = path32.join(tmp, `${base}.tar.gz`);
+  try {
+    await execFileP("bash", ["-c", 'set -o pipefail; tar --sort=name --owner=0 --group=0 --numeric-owner -C "$1" -cf - . | gzip -n > "$2"', "pack", dir, file]);
+  } catch (error2) {
+    await rm2(tmp, { recursive: true, force: true });
+    throw new NodropError("E_RELEASE", `${what}: packing ${dir} into a tarball failed: ${error2.stderr?.trim() || error2.message}`);
+  }
+  const { size: size2 } = await stat22(file);
+  return { file, name: path32.basename(file), bytes: size2, sha256: await sha256Of(file), unpack: "tar.gz", dispose: () => rm2(tmp, { recursive: true, force: true }) };
+}
+async function sha256Of(file) {
+  const hash = createHash22("sha256");
+  for await (const chunk of createReadStream(file)) hash.update(chunk);
+  return hash.digest("hex");
+}
+async function deployRelease(deployment, o) {
+  const section2 = deployment.config.release;
+  const none = { release: void 0, dispose: async () => void 0 };
+  if (!section2) {
+    if (o.override !== void 0) throw new NodropError("E_ARGS", `${o.overrideName ?? "--artifact"} needs a release section in the config (release.dir: where each host keeps its releases)`);
+    return none;
+  }
+  if (o.mode === "existing") return { release: deployment.releaseFor("existing"), dispose: none.dispose };
+  const given = o.override ?? section2.artifact;
+  const packed = given === void 0 ? void 0 : await packArtifact(given, o.override !== void 0 ? o.cwd ?? process.cwd() : deployment.config.baseDir, o.override !== void 0 ? o.overrideName ?? "--artifact" : "release.artifact");
+  return { release: deployment.releaseFor("deploy", packed), dispose: async () => packed?.dispose() };
+}
 
 // src/exec-executor.ts
 import { randomUUID as randomUUID3 } from "crypto";
@@ -57512,7 +57680,8 @@ async function run(command, options, context) {
   signal?.addEventListener("abort", onAbort, { once: true });
   const running = exec("setsid", ["bash", "-c", command], {
     cwd: context.cwd,
-    env: { ...context.env, [MARK]: id },
+    // A hook's own variables (NODROP_*) on top; the secrets stay out (context.env has none).
+    env: { ...context.env, ...options.env, [MARK]: id },
     ignoreReturnCode: true,
     silent: options.echo !== true,
     listeners: { stdout: out.push, stderr: err.push }
@@ -57587,7 +57756,8 @@ function readInputs(env = process.env) {
     knownHosts: getInput("known-hosts") || void 0,
     dryRun: getBooleanInput("dry-run"),
     verify: getInput("verify") || void 0,
-    lockWait: getInput("lock-wait") || void 0
+    lockWait: getInput("lock-wait") || void 0,
+    artifact: getInput("artifact") || void 0
   };
 }
 
@@ -57643,8 +57813,9 @@ async function run2(signal) {
     try {
       info(`plugins:
   ${formatPlugins(deployment.plugins).split("\n").join("\n  ")}`);
+      const { release, dispose } = await deployRelease(deployment, { mode: "deploy", override: inputs.artifact, overrideName: "the artifact input" });
       if (inputs.dryRun) {
-        const { plan, observed } = await planDeploy({ ...deployment.options, version, signal });
+        const { plan, observed } = await planDeploy({ ...deployment.options, version, signal, ...release ? { release } : {} }).finally(dispose);
         info(formatPlan(plan, observed));
         setOutput2("version", version);
         setOutput2("result", JSON.stringify({ dryRun: true, plan }));
@@ -57659,7 +57830,7 @@ async function run2(signal) {
         }
         log(event);
       };
-      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent });
+      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent, release }).finally(dispose);
       if (changing) saveState2("deploying", fleetConverged(report) ? "" : version);
       publish(report);
       for (const warning2 of report.warnings ?? []) warning(`nodrop: ${warning2}`, { title: "nodrop E_LOCK" });
@@ -57670,6 +57841,8 @@ async function run2(signal) {
           title: `nodrop ${e?.code ?? "E_DEPLOY"}${e?.instance ? ` on ${e.instance}` : ""}${e?.step ? ` at ${e.step}` : ""}`
         });
         setFailed(`deploy of ${version} failed${e ? `: [${e.code}] ${e.message.split("\n")[0]}` : ""}`);
+      } else if (hookFailed(report)) {
+        setFailed(`deployed ${version}, but ${report.hooks.filter((h) => !h.ok).map((h) => h.error ?? h.hook).join("; ")}`);
       }
       if (report.ok && report.keptUntil) await waitOutKeepWindow(deployment, report, signal);
     } finally {
@@ -57740,7 +57913,7 @@ function logEvents() {
         open4 = true;
         break;
       case "step":
-        if (event.status !== "start") info(`${event.kind}${event.instance ? ` ${event.instance}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}${phases.aside(event)}`);
+        if (event.status !== "start") info(`${event.kind}${event.instance ? ` ${event.instance}` : event.host ? ` ${event.host}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}${phases.aside(event)}`);
         break;
       case "route":
         info(`nginx generation ${event.generation}: ${event.why}; confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`}`);
@@ -57755,6 +57928,15 @@ function logEvents() {
         startGroup("recovery");
         open4 = true;
         warning(`recovering after: ${event.reason.split("\n")[0]}`);
+        break;
+      case "upload":
+        info(`upload to ${event.host}: ${(event.sentBytes / 1024 / 1024).toFixed(1)} of ${(event.totalBytes / 1024 / 1024).toFixed(1)} MiB`);
+        break;
+      case "hook":
+        if (event.status === "start") break;
+        info(`hook ${event.hook}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail})` : ""}`);
+        for (const line of event.output ?? []) info(`  ${event.hook} | ${line}`);
+        if (event.status === "fail") warning(`nodrop: ${event.detail ?? `the ${event.hook} hook failed`}`);
         break;
       case "done":
         close();

@@ -69,7 +69,8 @@ async function run(command: string, options: ExecOptions, context: RunContext): 
   signal?.addEventListener("abort", onAbort, { once: true });
   const running = exec("setsid", ["bash", "-c", command], {
     cwd: context.cwd,
-    env: { ...context.env, [MARK]: id },
+    // A hook's own variables (NODROP_*) on top; the secrets stay out (context.env has none).
+    env: { ...context.env, ...options.env, [MARK]: id },
     ignoreReturnCode: true,
     silent: options.echo !== true,
     listeners: { stdout: out.push, stderr: err.push },

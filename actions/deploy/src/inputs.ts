@@ -12,6 +12,8 @@ export interface ActionInputs {
   verify: string | undefined;
   /** A duration; checked where it is used. */
   lockWait: string | undefined;
+  /** A file or directory sent to every host as the release; checked where it is used. */
+  artifact: string | undefined;
 }
 
 /**
@@ -36,5 +38,6 @@ export function readInputs(env: NodeJS.ProcessEnv = process.env): ActionInputs {
     dryRun: core.getBooleanInput("dry-run"),
     verify: core.getInput("verify") || undefined,
     lockWait: core.getInput("lock-wait") || undefined,
+    artifact: core.getInput("artifact") || undefined,
   };
 }

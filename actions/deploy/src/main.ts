@@ -1,6 +1,19 @@
 import * as core from "@actions/core";
 import { type DeployEvent, type DeployReport, formatDuration, planDeploy, toNodropError } from "@nodrop/core";
-import { PhaseTracker, checkLockWait, checkVerifyMode, checkVersion, fleetConverged, formatPlan, formatPlugins, loadDeployment, lockedDeploy, retireAndReport } from "@nodrop/deployment";
+import {
+  PhaseTracker,
+  checkLockWait,
+  checkVerifyMode,
+  checkVersion,
+  deployRelease,
+  fleetConverged,
+  formatPlan,
+  formatPlugins,
+  hookFailed,
+  loadDeployment,
+  lockedDeploy,
+  retireAndReport,
+} from "@nodrop/deployment";
 import { actionsExecExecutor } from "./exec-executor.js";
 import { readInputs } from "./inputs.js";
 import { writeSummary } from "./summary.js";
@@ -37,8 +50,10 @@ export async function run(signal: AbortSignal): Promise<void> {
     });
     try {
       core.info(`plugins:\n  ${formatPlugins(deployment.plugins).split("\n").join("\n  ")}`);
+      // The artifact input is relative to the workspace (the step's working directory).
+      const { release, dispose } = await deployRelease(deployment, { mode: "deploy", override: inputs.artifact, overrideName: "the artifact input" });
       if (inputs.dryRun) {
-        const { plan, observed } = await planDeploy({ ...deployment.options, version, signal });
+        const { plan, observed } = await planDeploy({ ...deployment.options, version, signal, ...(release ? { release } : {}) }).finally(dispose);
         core.info(formatPlan(plan, observed));
         setOutput("version", version);
         setOutput("result", JSON.stringify({ dryRun: true, plan }));
@@ -58,7 +73,7 @@ export async function run(signal: AbortSignal): Promise<void> {
       };
       // The same lock and journal as the CLI: a terminal deploy waits for (or is refused by) this one,
       // and `nodrop status` / `resume` see it.
-      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent });
+      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent, release }).finally(dispose);
       // Kept for the post step while the fleet is not all on the version and in the pool.
       if (changing) saveState("deploying", fleetConverged(report) ? "" : version);
       publish(report);
@@ -71,6 +86,9 @@ export async function run(signal: AbortSignal): Promise<void> {
           title: `nodrop ${e?.code ?? "E_DEPLOY"}${e?.instance ? ` on ${e.instance}` : ""}${e?.step ? ` at ${e.step}` : ""}`,
         });
         core.setFailed(`deploy of ${version} failed${e ? `: [${e.code}] ${e.message.split("\n")[0]}` : ""}`);
+      } else if (hookFailed(report)) {
+        // Deployed, and a postDeploy hook failed: the fleet stays as it is, the step fails.
+        core.setFailed(`deployed ${version}, but ${report.hooks!.filter((h) => !h.ok).map((h) => h.error ?? h.hook).join("; ")}`);
       }
       if (report.ok && report.keptUntil) await waitOutKeepWindow(deployment, report, signal);
     } finally {
@@ -156,7 +174,7 @@ export function logEvents(): (event: DeployEvent) => void {
         open = true;
         break;
       case "step":
-        if (event.status !== "start") core.info(`${event.kind}${event.instance ? ` ${event.instance}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}${phases.aside(event)}`);
+        if (event.status !== "start") core.info(`${event.kind}${event.instance ? ` ${event.instance}` : event.host ? ` ${event.host}` : ""}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail.split("\n")[0]})` : ""}${phases.aside(event)}`);
         break;
       case "route":
         core.info(`nginx generation ${event.generation}: ${event.why}; confirmed in ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drained in ${formatDuration(event.drainMs)}`}`);
@@ -171,6 +189,16 @@ export function logEvents(): (event: DeployEvent) => void {
         core.startGroup("recovery");
         open = true;
         core.warning(`recovering after: ${event.reason.split("\n")[0]}`);
+        break;
+      case "upload":
+        core.info(`upload to ${event.host}: ${(event.sentBytes / 1024 / 1024).toFixed(1)} of ${(event.totalBytes / 1024 / 1024).toFixed(1)} MiB`);
+        break;
+      case "hook":
+        if (event.status === "start") break;
+        // Every line of the hook's output starts with its name: none can be read as a workflow command.
+        core.info(`hook ${event.hook}: ${event.status === "ok" ? "ok" : "FAILED"} in ${formatDuration(event.ms ?? 0)}${event.detail ? ` (${event.detail})` : ""}`);
+        for (const line of event.output ?? []) core.info(`  ${event.hook} | ${line}`);
+        if (event.status === "fail") core.warning(`nodrop: ${event.detail ?? `the ${event.hook} hook failed`}`);
         break;
       case "done":
         close();

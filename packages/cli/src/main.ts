@@ -16,6 +16,7 @@ import {
   loadDeployment,
   lockedDeploy,
   deployRelease,
+  hookFailed,
   progressReporter,
   retireAndReport,
   table,
@@ -163,7 +164,8 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         else io.stdout.write(`\n${formatReport(report)}${ssh ? `\nssh: ${ssh.connections} connections to ${ssh.hosts} hosts` : ""}\n`);
         if (report.error) io.stderr.write(`nodrop: error [${report.error.code}]: ${report.error.message}\n`);
         if (report.ok && report.keptUntil) await waitOutKeepWindow(deployment, report, io);
-        return fleetConverged(report) ? 0 : 1;
+        // A postDeploy hook that failed leaves the fleet deployed, and still fails the command.
+        return fleetConverged(report) && !hookFailed(report) ? 0 : 1;
       }
       case "lock": {
         const lock = deploymentLock(deployment);

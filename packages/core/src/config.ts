@@ -69,6 +69,22 @@ export const releaseSchema = object(
   },
 );
 
+const hook = (doc: string) => optional(str({ minLength: 1, pattern: /^[^\0]+$/, hint: "a shell command", doc }));
+
+export const hooksSchema = object(
+  {
+    preDeploy: hook("Before the first change (after preflight, the lock taken): a failure stops the deploy with nothing touched."),
+    beforeBatch: hook("Before each batch (a phase of the strategy that changes instances: a rolling batch, a half): a failure stops the deploy there, nothing of that batch changed."),
+    afterBatch: hook("After each batch's steps, its instances checked healthy on the new version (a rolling batch rejoins the pool in the next reload, with the next batch's change): a failure stops the deploy before the next phase (resume goes on)."),
+    postDeploy: hook("After a deploy that succeeded: a failure leaves the fleet as deployed, is in the report, and makes the CLI exit 1."),
+    onFailure: hook("After a deploy that failed, once recovery is done: its own failure is in the report."),
+    timeout: optional(duration({ min: 1, doc: "A hook is ended when it runs longer." }), 5 * 60_000),
+  },
+  {
+    doc: "Shell commands run with bash where nodrop runs (in CI: on the runner), in commands.cwd, with the deploy in NODROP_* environment variables (docs/guides/hooks.md lists them; nothing is spliced into the command). Their output goes to the log, never into the outputs.",
+  },
+);
+
 export const healthSchema = object(
   {
     path: optional(str({ pattern: /^\/[A-Za-z0-9._~\/?=&%-]*$/, hint: "a URL path starting with /", doc: "Probed directly on each instance." }), "/health"),
@@ -119,6 +135,7 @@ export const configSchema = object({
   ),
   slots: optional(slotsSchema),
   release: optional(releaseSchema),
+  hooks: optional(hooksSchema),
   parallel: optional(int({ min: 1, max: 64, doc: "Most commands and checks run at once on one host; hosts work side by side." }), 8),
   verify: optional(verifySchema),
   stateDir: optional(

@@ -3,6 +3,7 @@ import type { DeployListener } from "./events.js";
 import type { WaitHealthyOptions } from "./health.js";
 import type { Journal } from "./journal.js";
 import type { RunListener } from "./run-listener.js";
+import type { HookSetup } from "./hooks.js";
 import type { ReleaseSetup } from "./release.js";
 import type { OverlapBudget } from "./slot-preflight.js";
 import type { DeployVerifier, HealthCheck, InstanceControl, Proxy, Strategy } from "./types.js";
@@ -51,6 +52,8 @@ export interface DeployOptions<StrategyOptions> {
    * prepare command): a phase of its own, first. Without it, the plan is the strategy's alone.
    */
   release?: ReleaseSetup;
+  /** The config's hooks (preDeploy, beforeBatch, afterBatch, postDeploy, onFailure), run on this machine. */
+  hooks?: HookSetup;
 }
 
 /** What the step executor and recovery work with: the options, the run's state and its listeners. */

@@ -1,4 +1,5 @@
 import type { EarlyStart } from "./early-start.js";
+import type { HookRun } from "./hooks.js";
 import type { DeployListener } from "./events.js";
 import type { InstanceOutcome, PhaseReport, RouteReport, StepTiming, VerifyReport } from "./report.js";
 import { reachesInstance, reachesSlot, routedPort, sameRouting, servingInstances, singlePool } from "./routing.js";
@@ -58,6 +59,8 @@ export class DeployRun {
   readonly phases: PhaseReport[] = [];
   observed: ObservedInstance[] = [];
   verify: VerifyReport | undefined;
+  /** The hooks that ran, in order. */
+  readonly hooks: HookRun[] = [];
   /** Set once recovery begins: from then on the journal is best effort. */
   recovering = false;
   /** Background steps (an old slot's stop) still running, by instance, with the index of the phase that started them. */

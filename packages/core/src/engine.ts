@@ -5,7 +5,9 @@ import { type EarlyStart, abandonEarly, leftEarly, startEarly } from "./early-st
 import { NodropError, toNodropError } from "./errors.js";
 import { JournalListener } from "./journal-listener.js";
 import { planDeploy } from "./preflight.js";
+import { phaseEnv, runEnv, runHook } from "./hooks.js";
 import { pruneReleases } from "./release.js";
+import { inertLine } from "./template.js";
 import { inForceClause, readBackRouting, recoverPhase, stopIdleSlots } from "./recovery.js";
 import type { DeployReport } from "./report.js";
 import type { RunListener } from "./run-listener.js";
@@ -52,7 +54,39 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
       return finish(context, { error: toNodropError(error, "E_PREFLIGHT"), step: listener.name });
     }
   }
+  const refused = await preDeploy(context);
+  if (refused) return finish(context, refused);
   return finish(context, await afterSuccess(context, await runPhases(context, plan)), plan.keepOldMs);
+}
+
+/** The preDeploy hook, once everything is planned and watched and before the first change: a failure touched nothing. */
+async function preDeploy(context: RunContext): Promise<RunOutcome | undefined> {
+  const hooks = context.options.hooks;
+  if (!hooks?.commands.preDeploy) return undefined;
+  try {
+    await runHook(context.run, hooks, "preDeploy", runEnv(context.run, hooks, context.options.strategy.name, "preDeploy"), { signal: context.options.signal, throwOnFailure: true });
+    return undefined;
+  } catch (error) {
+    return { error: toNodropError(error, "E_HOOK"), step: "preDeploy", recovery: "nothing was touched: the deploy stopped before its first change" };
+  }
+}
+
+/** Whether a phase is a batch: the strategy's, and it changes instances (a closing route-only phase does not). */
+const isBatch = (phase: PlanPhase) => !phase.added && phase.instances.length > 0;
+
+/** A batch hook for phase `index` when it is a batch; the error when the hook failed. */
+async function batchHook(context: RunContext, hook: "beforeBatch" | "afterBatch", plan: DeployPlan, index: number): Promise<NodropError | undefined> {
+  const hooks = context.options.hooks;
+  const phase = plan.phases[index]!;
+  if (!hooks?.commands[hook] || !isBatch(phase)) return undefined;
+  const batches = plan.phases.filter(isBatch);
+  const env = { ...runEnv(context.run, hooks, context.options.strategy.name, hook), ...phaseEnv(phase, batches.indexOf(phase) + 1, batches.length) };
+  try {
+    await runHook(context.run, hooks, hook, env, { signal: context.options.signal, throwOnFailure: true });
+    return undefined;
+  } catch (error) {
+    return toNodropError(error, "E_HOOK");
+  }
 }
 
 /**
@@ -96,6 +130,9 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
     const endPhase = (ok: boolean) => run.phases.push({ name: phase.name, startMs: phaseStart - run.started, ms: performance.now() - phaseStart, ok });
     let current: PlanStep | undefined;
     try {
+      // Before anything of the batch changes; a failure is the phase's own, with the routing before it in force.
+      const before = await batchHook(context, "beforeBatch", plan, index);
+      if (before) throw before;
       // This phase's first steps already ran while the one before it swapped: their outcome is this phase's.
       if (earlyFailure && "error" in earlyFailure) {
         current = earlyFailure.step;
@@ -111,7 +148,7 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       const failure = toNodropError(error, "E_INSTANCE");
       // Recovery works on a settled fleet: no stop of an old slot still in progress.
       await settleBackground(context);
-      const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? "?"}`);
+      const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? (failure.code === "E_HOOK" ? "beforeBatch" : "?")}`);
       // With the lock taken over, the deploy that holds it now may already use a slot started early: left as it is.
       const next = takeEarly(run, index + 1);
       const abandoned = failure.code === "E_LOCK" ? await leftEarly(context, plan.phases, next) : await abandonEarly(context, plan.phases, next);
@@ -120,6 +157,14 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       const drain = failedDrain(run);
       const also = drain && drain.error !== failure && drain.error !== failure.cause ? [`also, ${DRAIN_FAILED} (${drain.step}: ${drain.error.message.split("\n")[0]})`] : [];
       return withClauses(outcome, [...abandoned, ...also]);
+    }
+    const after = await batchHook(context, "afterBatch", plan, index);
+    if (after) {
+      await settleBackground(context);
+      const rest = plan.phases.slice(index + 1).map((p) => p.name);
+      const abandoned = await abandonEarly(context, plan.phases, takeEarly(run, index + 1));
+      const recovery = `${phase.name} finished and serves as planned; ${rest.length > 0 ? `the deploy stopped before ${rest.join(", ")} (\`nodrop resume\` goes on, \`nodrop rollback\` goes back)` : "every phase had run"}`;
+      return withClauses({ error: after, step: `${phase.name}: afterBatch`, recovery }, abandoned);
     }
   }
   return backgroundOutcome(await settleBackground(context), []);
@@ -179,6 +224,24 @@ async function afterFailure(context: RunContext, phase: PlanPhase, failure: Nodr
   return { error: failure, step, recovery: await recoverPhase(context, phase, failure) };
 }
 
+/**
+ * postDeploy after a deploy that succeeded, onFailure after one that did not (whatever stopped it,
+ * an interrupt included: it runs on its own timeout). Its failure is in the report's hooks; the
+ * outcome stays what it was.
+ */
+async function postHook(context: RunContext, outcome: RunOutcome): Promise<void> {
+  const hooks = context.options.hooks;
+  if (!hooks) return;
+  const hook = outcome.error ? "onFailure" : "postDeploy";
+  if (!hooks.commands[hook]) return;
+  const env: Record<string, string> = { ...runEnv(context.run, hooks, context.options.strategy.name, hook), NODROP_RESULT: outcome.error ? "failed" : "succeeded" };
+  if (outcome.error) {
+    env.NODROP_ERROR_CODE = outcome.error.code;
+    env.NODROP_ERROR_STEP = inertLine(outcome.step ?? "", 200);
+  }
+  await runHook(context.run, hooks, hook, env, { throwOnFailure: false });
+}
+
 /** Lets the listeners finish (the verify counts, the journal's end), then builds and announces the report. */
 async function finish(context: RunContext, outcome: RunOutcome, keepOldMs?: number): Promise<DeployReport> {
   const { run, listeners, options } = context;
@@ -187,6 +250,7 @@ async function finish(context: RunContext, outcome: RunOutcome, keepOldMs?: numb
     // Crossed after the last step: every instance is done, but the deploy did not meet its bar.
     outcome = { error: new NodropError("E_VERIFY", run.verify.breach), step: "verify" };
   }
+  await postHook(context, outcome);
   run.recovering = true;
   const report = buildReport(run, options.strategy.name, outcome, outcome.error ? 0 : keepOldMs);
   for (const listener of listeners) await listener.finished?.(run, report).catch(() => undefined);

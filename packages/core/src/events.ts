@@ -1,3 +1,4 @@
+import type { HookName } from "./hooks.js";
 import type { DeployReport } from "./report.js";
 import type { DeployPlan, ObservedInstance, StepKind } from "./types.js";
 
@@ -19,6 +20,8 @@ export type DeployEvent =
     }
   /** An artifact on its way to a host (a few events per upload, the last when it has all arrived). */
   | { readonly type: "upload"; readonly host: string; readonly sentBytes: number; readonly totalBytes: number }
+  /** A hook ran (preDeploy, ...): its output's lines, each inert, come with its end. */
+  | { readonly type: "hook"; readonly hook: HookName; readonly status: "start" | "ok" | "fail"; readonly ms?: number; readonly output?: readonly string[]; readonly detail?: string }
   | {
       readonly type: "route";
       readonly why: string;

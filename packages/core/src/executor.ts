@@ -10,6 +10,8 @@ export interface ExecOptions {
   timeoutMs?: number | undefined;
   /** Written to the command's standard input. */
   input?: string | undefined;
+  /** More environment variables for this command: honoured by executors on this machine (hooks run there). */
+  env?: Record<string, string> | undefined;
   /**
    * A command the user wrote (an instance's stop, update or start), not one of nodrop's own: an
    * executor that shows commands in a log (the action's) shows these, and keeps nodrop's own quiet.
@@ -111,12 +113,13 @@ export function localExecutor(options: LocalExecutorOptions = {}): Executor {
     exec(command, execOptions = {}) {
       const { signal, timeoutMs, input } = execOptions;
       if (signal?.aborted) return Promise.reject(abortError(signal));
+      const env = { ...process.env, ...options.env, ...execOptions.env };
       const started = performance.now();
       return new Promise<ExecResult>((resolve, reject) => {
         // detached: the command leads its own process group, so a timeout ends its children too.
         const child = spawn("bash", ["-c", command], {
           cwd: options.cwd,
-          env: Object.fromEntries(Object.entries({ ...process.env, ...options.env }).filter(([name]) => !options.unsetEnv?.includes(name))),
+          env: Object.fromEntries(Object.entries(env).filter(([name]) => !options.unsetEnv?.includes(name))),
           detached: true,
           stdio: ["pipe", "pipe", "pipe"],
         });

@@ -3,14 +3,16 @@ export type { NodropErrorCode, NodropErrorOptions, ConfigIssue, RoutingInForce }
 export { parseDuration, formatDuration, sleep, MAX_DURATION_MS } from "./duration.js";
 export * as schema from "./schema.js";
 export type { Schema, Infer, SchemaDocRow, Field, ObjectSchema, ObjectOf, Shape, ListSchema } from "./schema.js";
-export { loadConfig, validateConfig, checkConfig, readConfigFile, sortIssues, pluginSpecifier, configSchema, verifySchema, releaseSchema, sectionOptions } from "./config.js";
+export { loadConfig, validateConfig, checkConfig, readConfigFile, sortIssues, pluginSpecifier, configSchema, verifySchema, releaseSchema, hooksSchema, sectionOptions } from "./config.js";
 export type { NodropConfig, InstanceConfig, ConfigFile } from "./config.js";
 export { renderTemplate, checkTemplate, shellQuote, PLACEHOLDERS, SAFE_NAME, PLAIN_ABSOLUTE_PATH, isSafeName, describeValue, inertLine, placeholderProblem } from "./template.js";
 export type { Placeholder, TemplateValues, TemplateSources } from "./template.js";
 export { localExecutor, execOrThrow } from "./executor.js";
 export { uploadFile, throttledProgress } from "./upload.js";
 export type { UploadOptions } from "./upload.js";
-export { releasePhase, releaseAction, preparedHash } from "./release.js";
+export { releasePhase, releaseAction, preparedHash, releasesToRemove } from "./release.js";
+export { HOOK_NAMES, HOOK_ENV } from "./hooks.js";
+export type { HookName, HookSetup, HookRun } from "./hooks.js";
 export type { Artifact, ReleaseSetup, ReleaseAction } from "./release.js";
 export { releasePath, parseInspection, parseMarker, RELEASE_MARKER } from "./release-scripts.js";
 export type { ReleaseMarker, ReleaseState, Unpack } from "./release-scripts.js";

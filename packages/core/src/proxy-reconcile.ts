@@ -50,7 +50,7 @@ export async function readRoutingInForce(options: Pick<DeployOptions<unknown>, "
 
 /** The first phase of a plan whose proxies may route by more than one routing: `routing` on all of them. */
 function proxiesPhase(routing: Routing, why: string): PlanPhase {
-  return { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }] };
+  return { name: "proxies", instances: [], onFailure: "revert", steps: [{ kind: "route", routing, why }], added: "reconcile" };
 }
 
 /** Routings a change written but never confirmed may have left in force (the proxy keeps them on record), each checked like the file's. */

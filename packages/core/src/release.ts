@@ -58,7 +58,7 @@ export interface ReleaseSetup {
 
 /** The phase that puts the release on every host; nothing leaves the pool in it, so a failure there touched nothing. */
 export function releasePhase(hosts: readonly string[]): PlanPhase {
-  return { name: "release", instances: [], steps: [{ kind: "release", hosts, instances: [] }], onFailure: "isolate" };
+  return { name: "release", instances: [], steps: [{ kind: "release", hosts, instances: [] }], onFailure: "isolate", added: "release" };
 }
 
 /** What a host must do for the release; `reason` says why, for the log. */

@@ -89,6 +89,8 @@ export interface DeployReport {
   readonly warnings?: readonly string[];
   /** When the plan kept old slots running for an instant rollback: until when (ISO time). */
   readonly keptUntil?: string;
+  /** The hooks that ran, in order; a failed postDeploy or onFailure leaves the outcome as it was, but the CLI exits 1. */
+  readonly hooks?: readonly { readonly hook: string; readonly ok: boolean; readonly ms: number; readonly code: number | null; readonly error?: string }[];
   /** Each instance host's releases after a successful deploy pruned them to `release.keep`. */
   readonly releases?: readonly { readonly host: string; readonly kept: readonly string[]; readonly removed: readonly string[] }[];
 }

@@ -311,6 +311,11 @@ export interface PlanPhase {
    * overlap with old ones, which preflight's memory check counts.
    */
   readonly prepareEarly?: boolean;
+  /**
+   * Set on the phases the engine adds before the strategy's (the release on the hosts, bringing
+   * proxies together): they are not batches, so the batch hooks do not run for them.
+   */
+  readonly added?: "release" | "reconcile";
 }
 
 export interface DeployPlan {

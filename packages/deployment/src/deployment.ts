@@ -2,6 +2,8 @@ import {
   type Artifact,
   type ConfigIssue,
   type ReleaseSetup,
+  type HookSetup,
+  HOOK_NAMES,
   type DeployOptions,
   type DeployVerifier,
   DEFAULT_OVERLAP,
@@ -215,10 +217,17 @@ function assemble(parts: {
       healthWait: { successes: config.health.successes, intervalMs: config.health.interval, deadlineMs: config.health.deadline },
       parallel: config.parallel,
       overlap: { ...DEFAULT_OVERLAP, reserveBytes: config.slots?.reserve ?? DEFAULT_OVERLAP.reserveBytes },
+      ...(config.hooks ? { hooks: hookSetup(config.hooks, config.app, executorFor("local")) } : {}),
       ...(config.verify && options.verify !== "off" ? { verify: verifier(config.verify, config.health.versionHeader, options.verify !== "report") } : {}),
     },
     dispose,
   };
+}
+
+/** The config's hooks, run by this machine's executor (the one that keeps the secrets out of their environment). */
+function hookSetup(hooks: NonNullable<NodropConfig["hooks"]>, app: string, executor: Executor): HookSetup {
+  const commands = Object.fromEntries(HOOK_NAMES.filter((name) => hooks[name] !== undefined).map((name) => [name, hooks[name]!]));
+  return { commands, timeoutMs: hooks.timeout, executor, app };
 }
 
 /** An instance of the config as core knows it: with two slots when it has a spare port. */

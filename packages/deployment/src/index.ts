@@ -12,7 +12,7 @@ export { retireKeptSlots, retireAndReport } from "./kept-slots.js";
 export type { RetireKeptSlotsOptions, RetireOutcome } from "./kept-slots.js";
 export type { LockedDeployOptions, LockedDeployment } from "./locked-deploy.js";
 export { configReference } from "./reference.js";
-export { formatReport, formatPlan, formatPlugins, formatVerify, fleetConverged, progressReporter, table, PhaseTracker } from "./reporter.js";
+export { formatReport, formatPlan, formatPlugins, formatVerify, fleetConverged, hookFailed, progressReporter, table, PhaseTracker } from "./reporter.js";
 export type { Output } from "./reporter.js";
 export { packArtifact, deployRelease, sha256Of } from "./artifact.js";
 export type { PackedArtifact, DeployRelease } from "./artifact.js";

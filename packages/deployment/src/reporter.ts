@@ -44,6 +44,11 @@ export function progressReporter(out: Output, started = performance.now()): (eve
       case "upload":
         status = `${at()} upload to ${event.host}: ${uploadProgress(event)}`;
         break;
+      case "hook":
+        // Its output goes above the live rows, as plain lines: it is the hook's log.
+        if (event.status !== "start") out.write(`${hookLines(event)}\n`);
+        status = `${at()} hook ${event.hook}: ${event.status === "start" ? "running…" : event.status === "ok" ? "ok" : "FAILED"}`;
+        break;
       case "route":
         status = `${at()} proxy gen ${event.generation}: ${event.why} (confirm ${formatDuration(event.confirmMs)}, ${event.background ? "draining in the background" : `drain ${formatDuration(event.drainMs)}`})${event.warnings?.length ? ` WARNING: ${event.warnings[0]}` : ""}`;
         break;
@@ -104,9 +109,17 @@ function plainLine(event: DeployEvent): string | undefined {
       return `recovery after: ${event.reason.split("\n")[0]}`;
     case "upload":
       return `  upload to ${event.host}: ${uploadProgress(event)}`;
+    case "hook":
+      return event.status === "start" ? undefined : hookLines(event);
     case "done":
       return undefined;
   }
+}
+
+/** A hook's end and its output, each line marked as the hook's (the lines are inert already). */
+function hookLines(event: Extract<DeployEvent, { type: "hook" }>): string {
+  const head = `hook ${event.hook} ${event.status === "ok" ? "ok" : "FAILED"} ${formatDuration(event.ms ?? 0)}${event.detail ? `: ${event.detail}` : ""}`;
+  return [head, ...(event.output ?? []).map((line) => `  ${event.hook} | ${line}`)].join("\n");
 }
 
 function uploadProgress(event: { sentBytes: number; totalBytes: number }): string {
@@ -141,6 +154,11 @@ export function fleetConverged(report: DeployReport): boolean {
   return report.ok && report.instances.every((i) => i.version === report.version && i.inPool);
 }
 
+/** Whether a hook failed (a postDeploy after a deploy that succeeded, an onFailure): the CLI and the action then exit 1. */
+export function hookFailed(report: DeployReport): boolean {
+  return (report.hooks ?? []).some((h) => !h.ok);
+}
+
 export function formatReport(report: DeployReport): string {
   const lines: string[] = [];
   const state = fleetConverged(report) ? "DEPLOYED" : "FAILED";
@@ -171,6 +189,7 @@ export function formatReport(report: DeployReport): string {
     for (const route of report.routes) for (const warning of route.warnings ?? []) lines.push(`warning: proxy generation ${route.generation}: ${warning}`);
   }
   if (report.verify) lines.push(`verify: ${formatVerify(report.verify)}`);
+  for (const h of report.hooks ?? []) if (!h.ok) lines.push(`hook ${h.hook} FAILED: ${h.error ?? `exit ${h.code}`}`);
   for (const r of report.releases ?? []) lines.push(`releases on ${r.host}: ${r.kept.join(", ") || "none"}${r.removed.length ? ` (removed ${r.removed.join(", ")})` : ""}`);
   for (const i of report.instances) if (i.error) lines.push(`${i.id}: ${i.error.split("\n")[0]}`);
   for (const warning of report.warnings ?? []) lines.push(`warning: ${warning}`);
