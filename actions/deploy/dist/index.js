@@ -51212,6 +51212,11 @@ function throttledProgress(onProgress, step2 = 0.1) {
     onProgress(sent, total);
   };
 }
+function formatBytes(bytes) {
+  if (bytes < 1024 * 1024) return `${Math.max(1, Math.round(bytes / 1024))} KiB`;
+  const mib2 = bytes / 1024 / 1024;
+  return `${mib2.toFixed(mib2 < 10 ? 1 : 0)} MiB`;
+}
 var RELEASE_MARKER = ".nodrop-release";
 var INCOMING = ".nodrop-incoming-";
 function releasePath(dir, version) {
@@ -51337,50 +51342,6 @@ function removeReleasesScript(dir, names2) {
 cd -- ${shellQuote(dir)}
 rm -rf -- ${names2.map(shellQuote).join(" ")}`;
 }
-var DEFAULT_OVERLAP = { reserveBytes: 128 * 1024 * 1024, growth: 1.25 };
-function idleStarts(plan) {
-  return plan.phases.map((phase) => [...new Set(phase.steps.flatMap((step2) => step2.kind === "start" && step2.slot === "idle" ? step2.instances : []))]);
-}
-function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
-  const starts = idleStarts(plan);
-  const used = new Set(starts.flat());
-  if (used.size === 0) return [];
-  const byId = new Map(observed.map((o) => [o.id, o]));
-  const taken = [...used].flatMap((id) => {
-    const o = byId.get(id);
-    const inspection = seen.get(id);
-    return o.idle && inspection && !inspection.free && o.idle.version === void 0 ? [{ id, line: `port ${o.idle.port} on host ${o.host} (the idle slot of ${id}) is taken: ${inspection.listener ?? "something listens there"}` }] : [];
-  });
-  if (taken.length > 0) {
-    throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${taken.map((t) => t.line).join("; ")}; stop what runs there, or pick another spare port`, { instance: taken[0].id });
-  }
-  const notes = [];
-  const shortfalls = [];
-  for (const host of [...new Set([...used].map((id) => byId.get(id).host))]) {
-    const onHost = (ids2) => ids2.filter((id) => byId.get(id).host === host);
-    const sizes = onHost([...used]).map((id) => seen.get(id)?.liveRssBytes);
-    const available = onHost([...used]).map((id) => seen.get(id)?.availableBytes).find((b) => b !== void 0);
-    if (sizes.some((b) => b === void 0) || available === void 0) {
-      notes.push(`memory for the overlap on ${host} not measured (nodrop cannot see the processes on the live ports, or /proc/meminfo): not checked`);
-      continue;
-    }
-    const size2 = (ids2) => onHost(ids2).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
-    const growth = budget.growth;
-    let peak = plan.keepOldMs ? size2(starts.flat()) * growth : 0;
-    starts.forEach((ids2, index) => {
-      const first = Math.max(0, index - (plan.phases[index]?.prepareEarly ? 2 : 1));
-      peak = Math.max(peak, size2(starts.slice(first, index + 1).flat()) * growth + size2(starts.slice(0, first).flat()) * (growth - 1));
-    });
-    const needed = Math.ceil(peak) + budget.reserveBytes;
-    if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (new processes at ${growth}\xD7 the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
-    else notes.push(`memory for the overlap on ${host}: ${mib(needed)} needed, ${mib(available)} available`);
-  }
-  if (shortfalls.length > 0) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${shortfalls.join("; ")}; use smaller batches, free memory, or lower slots.reserve`);
-  return notes;
-}
-function mib(bytes) {
-  return `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
-}
 function releasePhase(hosts) {
   return { name: "release", instances: [], steps: [{ kind: "release", hosts, instances: [] }], onFailure: "isolate", added: "release" };
 }
@@ -51424,10 +51385,10 @@ async function releaseOnHost(context, setup, host) {
   if (action.send === "upload" || action.send === "replace") {
     const artifact = setup.artifact;
     if (state.freeBytes !== void 0 && state.freeBytes < artifact.bytes) {
-      throw new NodropError("E_RELEASE", `${host} has ${mib(state.freeBytes)} free in ${dir}, and the artifact alone is ${mib(artifact.bytes)}`);
+      throw new NodropError("E_RELEASE", `${host} has ${formatBytes(state.freeBytes)} free in ${dir}, and the artifact alone is ${formatBytes(artifact.bytes)}`);
     }
     const ms = await sendArtifact(context, executor, { dir, version, artifact, replace: action.send === "replace", where });
-    done.push(`${action.send === "replace" ? "replaced another build: " : ""}uploaded ${mib(artifact.bytes)} in ${Math.round(ms)} ms, sha256 verified on the host`);
+    done.push(`${action.send === "replace" ? "replaced another build: " : ""}uploaded ${formatBytes(artifact.bytes)} in ${Math.round(ms)} ms, sha256 verified on the host`);
   } else if (action.send === "create") {
     const incoming = await makeIncoming(executor, dir, where, signal);
     await execOrThrow(executor, emptyReleaseScript(dir, version, incoming), `creating ${where}`, { signal, timeoutMs: 6e4 });
@@ -51889,6 +51850,50 @@ function routingSlotProblem(routing, specs) {
   } catch (error2) {
     return `the routing in force does not match the config: ${error2.message.replace(/^invalid routing: /, "")}`;
   }
+}
+var DEFAULT_OVERLAP = { reserveBytes: 128 * 1024 * 1024, growth: 1.25 };
+function idleStarts(plan) {
+  return plan.phases.map((phase) => [...new Set(phase.steps.flatMap((step2) => step2.kind === "start" && step2.slot === "idle" ? step2.instances : []))]);
+}
+function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
+  const starts = idleStarts(plan);
+  const used = new Set(starts.flat());
+  if (used.size === 0) return [];
+  const byId = new Map(observed.map((o) => [o.id, o]));
+  const taken = [...used].flatMap((id) => {
+    const o = byId.get(id);
+    const inspection = seen.get(id);
+    return o.idle && inspection && !inspection.free && o.idle.version === void 0 ? [{ id, line: `port ${o.idle.port} on host ${o.host} (the idle slot of ${id}) is taken: ${inspection.listener ?? "something listens there"}` }] : [];
+  });
+  if (taken.length > 0) {
+    throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${taken.map((t) => t.line).join("; ")}; stop what runs there, or pick another spare port`, { instance: taken[0].id });
+  }
+  const notes = [];
+  const shortfalls = [];
+  for (const host of [...new Set([...used].map((id) => byId.get(id).host))]) {
+    const onHost = (ids2) => ids2.filter((id) => byId.get(id).host === host);
+    const sizes = onHost([...used]).map((id) => seen.get(id)?.liveRssBytes);
+    const available = onHost([...used]).map((id) => seen.get(id)?.availableBytes).find((b) => b !== void 0);
+    if (sizes.some((b) => b === void 0) || available === void 0) {
+      notes.push(`memory for the overlap on ${host} not measured (nodrop cannot see the processes on the live ports, or /proc/meminfo): not checked`);
+      continue;
+    }
+    const size2 = (ids2) => onHost(ids2).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
+    const growth = budget.growth;
+    let peak = plan.keepOldMs ? size2(starts.flat()) * growth : 0;
+    starts.forEach((ids2, index) => {
+      const first = Math.max(0, index - (plan.phases[index]?.prepareEarly ? 2 : 1));
+      peak = Math.max(peak, size2(starts.slice(first, index + 1).flat()) * growth + size2(starts.slice(0, first).flat()) * (growth - 1));
+    });
+    const needed = Math.ceil(peak) + budget.reserveBytes;
+    if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (new processes at ${growth}\xD7 the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
+    else notes.push(`memory for the overlap on ${host}: ${mib(needed)} needed, ${mib(available)} available`);
+  }
+  if (shortfalls.length > 0) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${shortfalls.join("; ")}; use smaller batches, free memory, or lower slots.reserve`);
+  return notes;
+}
+function mib(bytes) {
+  return `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
 }
 async function forEachLimit(items, limit, fn2) {
   let next = 0;
@@ -52925,7 +52930,7 @@ function withEnginePhases(plan, reconcile, options) {
 function releaseNoteOf(setup, hosts) {
   const on = `${hosts.length === 1 ? "host" : `each of ${hosts.length} hosts`} (${hosts.join(", ")})`;
   if (setup.mode === "existing") return `release: the one already on ${on} is used${setup.prepare ? ", prepared there if it is not yet" : ""}`;
-  const sent = setup.artifact ? `${setup.artifact.name} (${mib(setup.artifact.bytes)}, sha256 ${setup.artifact.sha256.slice(0, 12)}\u2026) goes once to ${on} unless it is there` : `made on ${on} unless it is there`;
+  const sent = setup.artifact ? `${setup.artifact.name} (${formatBytes(setup.artifact.bytes)}, sha256 ${setup.artifact.sha256.slice(0, 12)}\u2026) goes once to ${on} unless it is there` : `made on ${on} unless it is there`;
   return `release: ${sent}${setup.prepare ? ", then prepared once per host" : ""}, before any instance leaves the pool`;
 }
 function checkPlanShape(plan, observed) {
@@ -57930,7 +57935,7 @@ function logEvents() {
         warning(`recovering after: ${event.reason.split("\n")[0]}`);
         break;
       case "upload":
-        info(`upload to ${event.host}: ${(event.sentBytes / 1024 / 1024).toFixed(1)} of ${(event.totalBytes / 1024 / 1024).toFixed(1)} MiB`);
+        info(`upload to ${event.host}: ${formatBytes(event.sentBytes)} of ${formatBytes(event.totalBytes)}`);
         break;
       case "hook":
         if (event.status === "start") break;

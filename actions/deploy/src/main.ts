@@ -1,5 +1,5 @@
 import * as core from "@actions/core";
-import { type DeployEvent, type DeployReport, formatDuration, planDeploy, toNodropError } from "@nodrop/core";
+import { type DeployEvent, type DeployReport, formatBytes, formatDuration, planDeploy, toNodropError } from "@nodrop/core";
 import {
   PhaseTracker,
   checkLockWait,
@@ -191,7 +191,7 @@ export function logEvents(): (event: DeployEvent) => void {
         core.warning(`recovering after: ${event.reason.split("\n")[0]}`);
         break;
       case "upload":
-        core.info(`upload to ${event.host}: ${(event.sentBytes / 1024 / 1024).toFixed(1)} of ${(event.totalBytes / 1024 / 1024).toFixed(1)} MiB`);
+        core.info(`upload to ${event.host}: ${formatBytes(event.sentBytes)} of ${formatBytes(event.totalBytes)}`);
         break;
       case "hook":
         if (event.status === "start") break;

@@ -1,11 +1,13 @@
 // `pnpm demo`: starts the example fleet (4 gunicorn instances behind nginx, all on v1), sends
-// load through nginx, deploys v2 with nodrop while the load runs, prints what happened, and
-// stops everything it started.
+// load through nginx, deploys v2 with nodrop while the load runs (from its artifact: the release
+// directory is sent to the host, checked and prepared there before any instance leaves the pool),
+// prints what happened, and stops everything it started.
+import path from "node:path";
 import { parseArgs } from "node:util";
 import { formatReport } from "@nodrop/deployment";
 import { formatDuration } from "@nodrop/core";
 import { formatStats } from "@nodrop/loadgen";
-import { startFleet } from "./fleet.js";
+import { fleetSh, startFleet } from "./fleet.js";
 import { deployUnderLoad } from "./under-load.js";
 
 const { values } = parseArgs({
@@ -18,7 +20,11 @@ const { values } = parseArgs({
 });
 
 // The config's verify section: nodrop's own probe through nginx, reported with the deploy.
-const fleet = await startFleet({ version: "v1", strategy: { name: values.strategy }, verify: { rate: 20 } });
+// Releases on the host: the artifact (the example's release directory for the version) becomes
+// <fleet>/releases/<version>, and the prepare command runs there once, before the first switch.
+const artifact = path.join(path.dirname(fleetSh), "releases", values.to);
+const prepare = "cd {release} && test -s VERSION && python3 -m compileall -q . && date -u +%FT%TZ > PREPARED_AT";
+const fleet = await startFleet({ version: "v1", strategy: { name: values.strategy }, verify: { rate: 20 }, releases: { prepare } });
 let exitCode = 1;
 const stopAll = async () => {
   await fleet.stop();
@@ -26,13 +32,15 @@ const stopAll = async () => {
 process.on("SIGINT", () => void stopAll().then(() => process.exit(130)));
 try {
   console.log(`fleet: 4 gunicorn instances on ${fleet.ports.join(", ")} (v1), nginx on ${fleet.url}, config ${fleet.configFile}`);
-  console.log(`load: ${values.clients} keep-alive clients, 10% POST, 10% slow (500 ms); deploying ${values.to} with ${values.strategy}\n`);
+  console.log(`load: ${values.clients} keep-alive clients, 10% POST, 10% slow (500 ms); deploying ${values.to} with ${values.strategy}`);
+  console.log(`release: the artifact ${path.relative(process.cwd(), artifact)} (a directory: nodrop packs it), sent once and checked by its sha256; prepare: ${prepare}\n`);
   const result = await deployUnderLoad({
     fleet,
     version: values.to,
     // Each client has its own loopback address, so address affinity (sticky) is real.
     load: { clients: Number(values.clients), localAddresses: Array.from({ length: Number(values.clients) }, (_, i) => `127.0.20.${i + 1}`) },
     minRequests: Number(values.requests),
+    args: ["--artifact", artifact],
     onStderr: (text) => process.stdout.write(text),
   });
   const versions = await fleet.versions();

@@ -105,7 +105,7 @@ describe("releases on 3 SSH hosts: the artifact over SFTP, prepare once per host
       const onData = (d: Buffer) => {
         out += d.toString();
         // The first progress line for web2 short of 100%: the upload is under way.
-        if (!cut && /upload to web2: [\d.]+ of [\d.]+ MiB \((?!100)\d+%\)/.test(out)) {
+        if (!cut && /upload to web2: [\d.]+ [KM]iB of 50 MiB \((?!100)\d+%\)/.test(out)) {
           cut = true;
           void hosts.stopSshd("web2", { sessions: true });
         }

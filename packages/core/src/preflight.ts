@@ -6,7 +6,8 @@ import type { HealthCheck, InstanceControl, ObservedInstance, DeployPlan, PlanPh
 import { type ReleaseSetup, releasePhase } from "./release.js";
 import { reachesInstance, routedPort, routingSlotProblem, validateRouting } from "./routing.js";
 import { readRoutingInForce } from "./proxy-reconcile.js";
-import { checkIdleSlots, idleStarts, mib } from "./slot-preflight.js";
+import { checkIdleSlots, idleStarts } from "./slot-preflight.js";
+import { formatBytes } from "./upload.js";
 import { isSafeName } from "./template.js";
 
 /** What preflight found: the plan, the instances as they were, and the routing the proxy had in force. */
@@ -149,7 +150,7 @@ function withEnginePhases(plan: DeployPlan, reconcile: { phase: PlanPhase; note:
 function releaseNoteOf(setup: ReleaseSetup, hosts: readonly string[]): string {
   const on = `${hosts.length === 1 ? "host" : `each of ${hosts.length} hosts`} (${hosts.join(", ")})`;
   if (setup.mode === "existing") return `release: the one already on ${on} is used${setup.prepare ? ", prepared there if it is not yet" : ""}`;
-  const sent = setup.artifact ? `${setup.artifact.name} (${mib(setup.artifact.bytes)}, sha256 ${setup.artifact.sha256.slice(0, 12)}…) goes once to ${on} unless it is there` : `made on ${on} unless it is there`;
+  const sent = setup.artifact ? `${setup.artifact.name} (${formatBytes(setup.artifact.bytes)}, sha256 ${setup.artifact.sha256.slice(0, 12)}…) goes once to ${on} unless it is there` : `made on ${on} unless it is there`;
   return `release: ${sent}${setup.prepare ? ", then prepared once per host" : ""}, before any instance leaves the pool`;
 }
 

@@ -18,10 +18,9 @@ import {
   releasePath,
   removeReleasesScript,
 } from "./release-scripts.js";
-import { mib } from "./slot-preflight.js";
 import { describeValue, renderTemplate, shellQuote } from "./template.js";
 import type { ExecutorFor, PlanPhase } from "./types.js";
-import { throttledProgress, uploadFile } from "./upload.js";
+import { formatBytes, throttledProgress, uploadFile } from "./upload.js";
 
 /** A file every host gets once, checked by its sha256 there (a directory is packed into a tarball first). */
 export interface Artifact {
@@ -116,10 +115,10 @@ export async function releaseOnHost(context: RunContext, setup: ReleaseSetup, ho
   if (action.send === "upload" || action.send === "replace") {
     const artifact = setup.artifact!;
     if (state.freeBytes !== undefined && state.freeBytes < artifact.bytes) {
-      throw new NodropError("E_RELEASE", `${host} has ${mib(state.freeBytes)} free in ${dir}, and the artifact alone is ${mib(artifact.bytes)}`);
+      throw new NodropError("E_RELEASE", `${host} has ${formatBytes(state.freeBytes)} free in ${dir}, and the artifact alone is ${formatBytes(artifact.bytes)}`);
     }
     const ms = await sendArtifact(context, executor, { dir, version, artifact, replace: action.send === "replace", where });
-    done.push(`${action.send === "replace" ? "replaced another build: " : ""}uploaded ${mib(artifact.bytes)} in ${Math.round(ms)} ms, sha256 verified on the host`);
+    done.push(`${action.send === "replace" ? "replaced another build: " : ""}uploaded ${formatBytes(artifact.bytes)} in ${Math.round(ms)} ms, sha256 verified on the host`);
   } else if (action.send === "create") {
     const incoming = await makeIncoming(executor, dir, where, signal);
     await execOrThrow(executor, emptyReleaseScript(dir, version, incoming), `creating ${where}`, { signal, timeoutMs: 60_000 });

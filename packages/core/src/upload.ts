@@ -58,3 +58,10 @@ export function throttledProgress(onProgress: ((sent: number, total: number) => 
     onProgress(sent, total);
   };
 }
+
+/** A size for people: KiB below one MiB, MiB with one decimal below 10, whole MiB above. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024 * 1024) return `${Math.max(1, Math.round(bytes / 1024))} KiB`;
+  const mib = bytes / 1024 / 1024;
+  return `${mib.toFixed(mib < 10 ? 1 : 0)} MiB`;
+}

@@ -1,4 +1,4 @@
-import { type DeployEvent, type DeployPlan, type DeployReport, type InstanceReport, type ObservedInstance, type VerifyReport, formatDuration } from "@nodrop/core";
+import { type DeployEvent, type DeployPlan, type DeployReport, type InstanceReport, type ObservedInstance, type VerifyReport, formatBytes, formatDuration } from "@nodrop/core";
 
 export interface Output {
   write(text: string): void;
@@ -123,9 +123,8 @@ function hookLines(event: Extract<DeployEvent, { type: "hook" }>): string {
 }
 
 function uploadProgress(event: { sentBytes: number; totalBytes: number }): string {
-  const mb = (bytes: number) => (bytes / 1024 / 1024).toFixed(1);
   const percent = event.totalBytes > 0 ? Math.floor((event.sentBytes / event.totalBytes) * 100) : 100;
-  return `${mb(event.sentBytes)} of ${mb(event.totalBytes)} MiB (${percent}%)`;
+  return `${formatBytes(event.sentBytes)} of ${formatBytes(event.totalBytes)} (${percent}%)`;
 }
 
 export function formatPlan(plan: DeployPlan, observed: readonly ObservedInstance[]): string {
