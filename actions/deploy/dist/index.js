@@ -50843,7 +50843,7 @@ var hooksSchema = object(
     timeout: optional(duration({ min: 1, doc: "A hook is ended when it runs longer." }), 5 * 6e4)
   },
   {
-    doc: "Shell commands run with bash where nodrop runs (in CI: on the runner), in commands.cwd, with the deploy in NODROP_* environment variables (docs/guides/hooks.md lists them; nothing is spliced into the command). Their output goes to the log, never into the outputs."
+    doc: "Shell commands run with bash where nodrop runs (in CI: on the runner), in commands.cwd, with the deploy in NODROP_* environment variables (docs/guides/releases.md#hooks lists them; nothing is spliced into the command). Their output goes to the log, never into the outputs."
   }
 );
 var healthSchema = object(
@@ -51217,21 +51217,59 @@ function formatBytes(bytes) {
   const mib2 = bytes / 1024 / 1024;
   return `${mib2.toFixed(mib2 < 10 ? 1 : 0)} MiB`;
 }
+var REFUSED = 3;
+var GUARD_FUNCTION = [
+  "nd_guard() {",
+  '  if [ -L "$1" ]; then echo "$1 is a symbolic link (to $(readlink -- "$1")); nodrop does not follow links in its state directory: remove it" >&2; return 3; fi',
+  '  [ -e "$1" ] || return 0',
+  // A path that vanishes between the two checks (a lock being released) is absent, so it passes.
+  '  local s; s=$(stat -c "%u %h %a" -- "$1" 2>/dev/null) || { [ -e "$1" ] || [ -L "$1" ] || return 0; echo "$1: cannot stat it" >&2; return 3; }',
+  '  set -- "$1" "$2" $s',
+  '  if [ "$2" = dir ] && [ ! -d "$1" ]; then echo "$1 is not a directory" >&2; return 3; fi',
+  '  if [ "$2" = file ] && [ ! -f "$1" ]; then echo "$1 is not a regular file" >&2; return 3; fi',
+  '  if [ "$3" != "$EUID" ]; then echo "$1 is owned by uid $3, not by uid $EUID that nodrop runs as" >&2; return 3; fi',
+  '  if [ "$2" = dir ] && (( 8#$5 & 8#022 )); then echo "$1 is writable by others (mode $5): make it 0700 and check what is in it" >&2; return 3; fi',
+  '  if [ "$2" = file ] && [ "$4" -gt 1 ]; then echo "$1 has $4 hard links" >&2; return 3; fi',
+  "}"
+].join("\n");
+function stateGuard(paths) {
+  return `${GUARD_FUNCTION}
+${stateCheck(paths)}`;
+}
+function stateCheck(paths) {
+  return `${paths.map((p) => `nd_guard ${shellQuote(p.path)} ${p.type}`).join(" && ")} || exit ${REFUSED}
+`;
+}
+function refusal(code, what, host, stderr) {
+  return new NodropError(code, `refusing ${what} on ${host}: ${stderr.trim().split("\n").at(-1)}`);
+}
+function prepareStateDir(dir) {
+  const paths = [{ path: dir, type: "dir" }];
+  return `umask 077
+${stateGuard(paths)}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1
+${stateCheck(paths)}chmod 700 -- ${shellQuote(dir)} || exit 1
+find ${shellQuote(dir)} -mindepth 1 -maxdepth 1 -type f -perm /077 -exec chmod go-rwx -- {} + 2>/dev/null || true
+`;
+}
 var RELEASE_MARKER = ".nodrop-release";
 var INCOMING = ".nodrop-incoming-";
+var REMOVING = ".nodrop-removing-";
 function releasePath(dir, version) {
   if (!PLAIN_ABSOLUTE_PATH.test(dir) || dir === "/") throw new NodropError("E_RELEASE", `release directory ${describeValue(dir)} is not an absolute path of plain characters (letters, digits, . _ / @ + -) without ..`);
   if (!isSafeName(version)) throw new NodropError("E_RELEASE", `version ${describeValue(version)} cannot name a release directory`);
   return `${dir.replace(/\/+$/, "")}/${version}`;
 }
-function inspectScript(dir, version) {
+function inspectScript(dir, version, host) {
   const release = releasePath(dir, version);
+  const own3 = leftoverPrefixes(host);
   return [
     "set -eu",
     `d=${shellQuote(dir)}; r=${shellQuote(release)}`,
-    'mkdir -p -- "$d"',
-    // Uploads cut before their rename (the deploy lock keeps two deploys of the app apart).
-    `for t in "$d"/${INCOMING}*; do if [ -e "$t" ] || [ -L "$t" ]; then rm -rf -- "$t"; fi; done`,
+    'if [ ! -L "$d" ]; then mkdir -p -m 0755 -- "$d"; fi',
+    stateGuard([{ path: dir, type: "dir" }]).trimEnd(),
+    // This host's uploads cut before their rename, and prunes cut midway (the deploy lock keeps two
+    // deploys of the app apart; another host on a shared filesystem keeps its own).
+    `for t in ${own3.map((p) => `"$d"/${p}*`).join(" ")}; do if [ -e "$t" ] || [ -L "$t" ]; then rm -rf -- "$t"; fi; done`,
     'if [ -L "$r" ]; then echo "state link $(readlink -- "$r" | head -c 200 | tr -d "\\n" | tr -c "[:print:]" "?")"',
     'elif [ -d "$r" ]; then echo "state present"; if [ -f "$r/' + RELEASE_MARKER + '" ] && [ ! -L "$r/' + RELEASE_MARKER + '" ]; then head -c 4096 -- "$r/' + RELEASE_MARKER + '" | sed "s/^/marker /"; fi',
     'elif [ -e "$r" ]; then echo "state other"',
@@ -51262,13 +51300,18 @@ function parseMarker(lines) {
     ...prepared !== void 0 && HEX64.test(prepared) ? { prepared } : {}
   };
 }
-function incomingScript(dir) {
+function leftoverPrefixes(host) {
+  if (!isSafeName(host)) throw new NodropError("E_RELEASE", `host ${describeValue(host)} cannot name an upload directory`);
+  return [`${INCOMING}${host}-`, `${REMOVING}${host}-`];
+}
+function incomingScript(dir, host) {
   return `set -eu
-mktemp -d -- ${shellQuote(`${dir.replace(/\/+$/, "")}/${INCOMING}XXXXXX`)}`;
+mktemp -d -- ${shellQuote(`${dir.replace(/\/+$/, "")}/${leftoverPrefixes(host)[0]}XXXXXX`)}`;
 }
 function isIncomingPath(dir, path33) {
   const prefix = `${dir.replace(/\/+$/, "")}/${INCOMING}`;
-  return path33.startsWith(prefix) && /^[A-Za-z0-9]{6,}$/.test(path33.slice(prefix.length));
+  const rest = path33.slice(prefix.length);
+  return path33.startsWith(prefix) && /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}-[A-Za-z0-9]{6,}$/.test(rest);
 }
 var UPLOADED_NAME = ".nodrop-artifact";
 function installScript(o) {
@@ -51291,8 +51334,9 @@ function installScript(o) {
     '[ "$got" = "$want" ] || { echo "checksum mismatch: the file on this host has sha256 $got, nodrop sent $want" >&2; exit 3; }',
     "mkdir content",
     unpack,
+    // The artifact's own marker (a copied release, a link planted in the tarball) never counts.
+    `rm -rf -- content/${RELEASE_MARKER}`,
     `printf 'version=%s\\nsha256=%s\\n' ${shellQuote(o.version)} "$want" > content/${RELEASE_MARKER}`,
-    o.replace ? 'if [ -e "$r" ] || [ -L "$r" ]; then mv -T -- "$r" "$t/replaced"; fi' : ":",
     'mv -T -- content "$r"'
   ].join("\n");
 }
@@ -51314,17 +51358,19 @@ function markPreparedScript(dir, version, hash) {
   return [
     "set -eu",
     `r=${shellQuote(release)}; f="$r/${RELEASE_MARKER}"`,
-    '[ -d "$r" ] && [ ! -L "$r" ] && [ ! -L "$f" ] || { echo "$r or its marker is missing or a link" >&2; exit 1; }',
+    // A regular file, not a link or a FIFO (prepare runs the user's command in the release).
+    '[ -d "$r" ] && [ ! -L "$r" ] && [ -f "$f" ] && [ ! -L "$f" ] || { echo "$r or its marker is missing, a link or not a file" >&2; exit 1; }',
     `tmp=$(mktemp -- "$f.XXXXXX")`,
-    `{ grep -v '^prepared=' -- "$f" 2>/dev/null || true; printf 'prepared=%s\\n' ${hash}; } > "$tmp"`,
-    'mv -f -- "$tmp" "$f"'
+    `{ grep -v '^prepared=' -- "$f" || true; printf 'prepared=%s\\n' ${hash}; } > "$tmp"`,
+    'mv -fT -- "$tmp" "$f"'
   ].join("\n");
 }
 function listReleasesScript(dir) {
   return [
     "set -eu",
     `d=${shellQuote(dir)}`,
-    '[ -d "$d" ] || exit 0',
+    '[ -e "$d" ] || [ -L "$d" ] || exit 0',
+    stateGuard([{ path: dir, type: "dir" }]).trimEnd(),
     'for r in "$d"/*; do',
     `  [ -d "$r" ] && [ ! -L "$r" ] && [ -f "$r/${RELEASE_MARKER}" ] && [ ! -L "$r/${RELEASE_MARKER}" ] || continue`,
     // Nanoseconds where stat has them (GNU coreutils 8.6 on), else seconds: several deploys a second still sort.
@@ -51335,12 +51381,21 @@ function listReleasesScript(dir) {
 function parseReleaseList(stdout) {
   return stdout.split("\n").map((line) => /^release (\S+) (\d{1,15}(?:\.\d{1,9})?)$/.exec(line)).filter((m) => m !== null && isSafeName(m[1])).map((m) => ({ name: m[1], mtime: Number(m[2]) }));
 }
-function removeReleasesScript(dir, names2) {
+function removeReleasesScript(dir, host, names2) {
   for (const name of names2) if (!isSafeName(name)) throw new NodropError("E_RELEASE", `not a release name: ${describeValue(name)}`);
   releasePath(dir, names2[0] ?? "x");
-  return `set -eu
-cd -- ${shellQuote(dir)}
-rm -rf -- ${names2.map(shellQuote).join(" ")}`;
+  const removing = leftoverPrefixes(host)[1];
+  return [
+    "set -eu",
+    stateGuard([{ path: dir, type: "dir" }]).trimEnd(),
+    `cd -- ${shellQuote(dir)}`,
+    `for r in ${names2.map(shellQuote).join(" ")}; do`,
+    '  [ -d "$r" ] && [ ! -L "$r" ] || continue',
+    `  t=$(mktemp -d -- ${removing}XXXXXX)`,
+    '  mv -T -- "$r" "$t/release"',
+    '  rm -rf -- "$t"',
+    "done"
+  ].join("\n");
 }
 function releasePhase(hosts) {
   return { name: "release", instances: [], steps: [{ kind: "release", hosts, instances: [] }], onFailure: "isolate", added: "release" };
@@ -51349,25 +51404,29 @@ function preparedHash(prepare, sha256) {
   return createHash("sha256").update(`${prepare}
 ${sha256 ?? "none"}`).digest("hex");
 }
-function releaseAction(state, setup, where, inUse) {
+function releaseAction(state, setup, where, version, inUse) {
   if (state.kind === "refused") throw new NodropError("E_RELEASE", `${state.why}: nodrop neither uses nor replaces it; remove it`);
+  if (state.kind === "present" && state.marker.version !== version) {
+    const says = state.marker.version ? `its marker names ${state.marker.version}` : "it has no marker of nodrop's";
+    throw new NodropError("E_RELEASE", `${where} exists, but ${says}: nodrop did not make it for ${version}, and neither uses nor replaces it; remove it`);
+  }
   const sha = state.kind === "present" ? state.marker.sha256 : void 0;
-  const needsPrepare = (held) => setup.prepare !== void 0 && (state.kind !== "present" || state.marker.prepared !== preparedHash(setup.prepare, held));
+  const prepare = (held) => {
+    const due = setup.prepare !== void 0 && (state.kind !== "present" || state.marker.prepared !== preparedHash(setup.prepare, held));
+    return due && inUse.length > 0 ? { prepare: false, preparedInUse: true } : { prepare: due };
+  };
   if (setup.mode === "existing") {
-    if (state.kind === "absent") throw new NodropError("E_RELEASE", `${where} does not exist: a rollback uses the release already on the host (it may have been pruned); deploy that version with its artifact instead`);
-    return { send: "none", prepare: needsPrepare(sha) };
+    if (state.kind === "absent") throw new NodropError("E_RELEASE", `${where} does not exist, and this deploy sends nothing (a rollback, or no artifact and no prepare command): the release may have been pruned; deploy that version with its artifact`);
+    return { send: "none", ...prepare(sha) };
   }
   const artifact = setup.artifact;
-  if (!artifact) return { send: state.kind === "absent" ? "create" : "none", prepare: needsPrepare(sha ?? "none") };
+  if (!artifact) return { send: state.kind === "absent" ? "create" : "none", ...prepare(sha ?? "none") };
   if (state.kind === "absent") return { send: "upload", prepare: setup.prepare !== void 0 };
-  if (sha === artifact.sha256) return { send: "none", prepare: needsPrepare(sha) };
-  if (inUse.length > 0) {
-    throw new NodropError(
-      "E_RELEASE",
-      `${where} holds another build (sha256 ${sha ? `${sha.slice(0, 12)}\u2026` : "not recorded"}, the artifact's is ${artifact.sha256.slice(0, 12)}\u2026), and ${inUse.join(", ")} ${inUse.length === 1 ? "runs" : "run"} it: give the new build its own version`
-    );
-  }
-  return { send: "replace", prepare: setup.prepare !== void 0 };
+  if (sha === artifact.sha256) return { send: "none", ...prepare(sha) };
+  throw new NodropError(
+    "E_RELEASE",
+    `${where} holds another build (sha256 ${sha ? `${sha.slice(0, 12)}\u2026` : "not recorded"}; the artifact's is ${artifact.sha256.slice(0, 12)}\u2026): a version names one build, so give this one its own version${inUse.length > 0 ? ` (${inUse.join(", ")} ${inUse.length === 1 ? "runs" : "run"} that release)` : ", or remove that release"}`
+  );
 }
 async function releaseOnHost(context, setup, host) {
   const { options, run: run3 } = context;
@@ -51377,20 +51436,20 @@ async function releaseOnHost(context, setup, host) {
   const dir = setup.dirOf(host);
   const release = releasePath(dir, version);
   const where = `${release} on ${host}`;
-  const inspected = await execOrThrow(executor, inspectScript(dir, version), `looking at ${where}`, { signal, timeoutMs: 6e4 });
+  const inspected = await execOrThrow(executor, inspectScript(dir, version, host), `looking at ${where}`, { signal, timeoutMs: 6e4 });
   const state = parseInspection(inspected.stdout, where);
-  const inUse = run3.observed.filter((o) => o.host === host && (o.version === version || o.idle?.version === version)).map((o) => o.id);
-  const action = releaseAction(state, setup, where, inUse);
+  const inUse = run3.observed.filter((o) => o.host === host && (o.version === version || o.idle?.version === version || o.version === void 0)).map((o) => o.id);
+  const action = releaseAction(state, setup, where, version, inUse);
   const done = [];
-  if (action.send === "upload" || action.send === "replace") {
+  if (action.send === "upload") {
     const artifact = setup.artifact;
     if (state.freeBytes !== void 0 && state.freeBytes < artifact.bytes) {
       throw new NodropError("E_RELEASE", `${host} has ${formatBytes(state.freeBytes)} free in ${dir}, and the artifact alone is ${formatBytes(artifact.bytes)}`);
     }
-    const ms = await sendArtifact(context, executor, { dir, version, artifact, replace: action.send === "replace", where });
-    done.push(`${action.send === "replace" ? "replaced another build: " : ""}uploaded ${formatBytes(artifact.bytes)} in ${Math.round(ms)} ms, sha256 verified on the host`);
+    const ms = await sendArtifact(context, executor, { dir, version, artifact, where });
+    done.push(`uploaded ${formatBytes(artifact.bytes)} in ${Math.round(ms)} ms, sha256 verified on the host`);
   } else if (action.send === "create") {
-    const incoming = await makeIncoming(executor, dir, where, signal);
+    const incoming = await makeIncoming(executor, dir, host, where, signal);
     await execOrThrow(executor, emptyReleaseScript(dir, version, incoming), `creating ${where}`, { signal, timeoutMs: 6e4 });
     done.push("created (empty, for prepare)");
   } else done.push(setup.artifact && setup.mode === "deploy" ? "already there (same sha256)" : "already there");
@@ -51401,12 +51460,13 @@ async function releaseOnHost(context, setup, host) {
     const held = setup.mode === "deploy" && setup.artifact ? setup.artifact.sha256 : state.kind === "present" ? state.marker.sha256 : "none";
     await execOrThrow(executor, markPreparedScript(dir, version, preparedHash(setup.prepare, held)), `marking ${where} prepared`, { signal, timeoutMs: 6e4 });
     done.push(`prepared in ${Math.round(performance.now() - t0)} ms`);
-  } else if (setup.prepare !== void 0) done.push("already prepared (same command, same build)");
+  } else if (action.preparedInUse) done.push(`not prepared again: ${inUse.join(", ")} may run it (it was prepared by another command)`);
+  else if (setup.prepare !== void 0) done.push("already prepared (same command, same build)");
   return done.join(", ");
 }
 async function sendArtifact(context, executor, o) {
   const signal = context.options.signal;
-  const incoming = await makeIncoming(executor, o.dir, o.where, signal);
+  const incoming = await makeIncoming(executor, o.dir, executor.host, o.where, signal);
   const t0 = performance.now();
   const progress = throttledProgress((sentBytes, totalBytes) => context.run.emit({ type: "upload", host: executor.host, sentBytes, totalBytes }));
   try {
@@ -51416,14 +51476,14 @@ async function sendArtifact(context, executor, o) {
     throw error2;
   }
   const ms = performance.now() - t0;
-  await execOrThrow(executor, installScript({ dir: o.dir, version: o.version, incoming, sha256: o.artifact.sha256, unpack: o.artifact.unpack, name: o.artifact.name, replace: o.replace }), `installing ${o.where}`, {
+  await execOrThrow(executor, installScript({ dir: o.dir, version: o.version, incoming, sha256: o.artifact.sha256, unpack: o.artifact.unpack, name: o.artifact.name }), `installing ${o.where}`, {
     signal,
     timeoutMs: 10 * 6e4
   });
   return ms;
 }
-async function makeIncoming(executor, dir, where, signal) {
-  const made = (await execOrThrow(executor, incomingScript(dir), `making an upload directory for ${where}`, { signal, timeoutMs: 6e4 })).stdout.trim();
+async function makeIncoming(executor, dir, host, where, signal) {
+  const made = (await execOrThrow(executor, incomingScript(dir, host), `making an upload directory for ${where}`, { signal, timeoutMs: 6e4 })).stdout.trim();
   if (!isIncomingPath(dir, made)) throw new NodropError("E_RELEASE", `the host answered ${describeValue(made)} for a new upload directory in ${dir}`);
   return made;
 }
@@ -51442,7 +51502,7 @@ async function pruneReleases(context, setup, hosts, protect) {
       try {
         const found = parseReleaseList((await execOrThrow(executor, listReleasesScript(dir), `listing the releases in ${dir}`, { signal, timeoutMs: 6e4 })).stdout);
         const removed = releasesToRemove(found, setup.keep, protect);
-        if (removed.length > 0) await execOrThrow(executor, removeReleasesScript(dir, removed), `removing old releases from ${dir}`, { signal, timeoutMs: 10 * 6e4 });
+        if (removed.length > 0) await execOrThrow(executor, removeReleasesScript(dir, host, removed), `removing old releases from ${dir}`, { signal, timeoutMs: 10 * 6e4 });
         pruned.push({ host, kept: found.map((r) => r.name).filter((name) => !removed.includes(name)).sort(), removed: [...removed].sort() });
       } catch (error2) {
         warnings.push(`old releases were not removed on ${host}: ${error2.message.split("\n")[0]}`);
@@ -51457,6 +51517,7 @@ function runEnv(run3, setup, strategy, hook2) {
   return {
     NODROP_HOOK: hook2,
     NODROP_APP: setup.app,
+    NODROP_COMMAND: isSafeName(setup.command) ? setup.command : "deploy",
     NODROP_DEPLOY_ID: run3.id,
     NODROP_VERSION: run3.version,
     NODROP_PREVIOUS: names(run3.observed.map((o) => o.version).filter((v) => v !== run3.version)),
@@ -51485,7 +51546,7 @@ async function runHook(run3, setup, hook2, env, options) {
     run3.emit({ type: "hook", hook: hook2, status: "fail", ms: result.ms, output: [], detail: result.error });
   }
   run3.hooks.push(result);
-  if (!result.ok && options.throwOnFailure) throw new NodropError("E_HOOK", result.error, { routingInForce: "previous" });
+  if (!result.ok && options.throwOnFailure) throw new NodropError(options.signal?.aborted ? "E_ABORTED" : "E_HOOK", result.error);
   return result;
 }
 function outputLines(stdout, stderr) {
@@ -53001,7 +53062,7 @@ async function deploy(options) {
   }
   const refused = await preDeploy(context);
   if (refused) return finish(context, refused);
-  return finish(context, await afterSuccess(context, await runPhases(context, plan)), plan.keepOldMs);
+  return finish(context, await runPhases(context, plan), plan.keepOldMs);
 }
 async function preDeploy(context) {
   const hooks = context.options.hooks;
@@ -53013,6 +53074,7 @@ async function preDeploy(context) {
     return { error: toNodropError(error2, "E_HOOK"), step: "preDeploy", recovery: "nothing was touched: the deploy stopped before its first change" };
   }
 }
+var hasBatchHooks = (context) => context.options.hooks?.commands.beforeBatch !== void 0 || context.options.hooks?.commands.afterBatch !== void 0;
 var isBatch = (phase) => !phase.added && phase.instances.length > 0;
 async function batchHook(context, hook2, plan, index) {
   const hooks = context.options.hooks;
@@ -53062,7 +53124,7 @@ async function runPhases(context, plan) {
       }
       for (const step2 of phase.steps.slice(early && earlyFailure === void 0 ? early.steps : 0)) {
         current = step2;
-        if (step2.kind === "route") run3.early ??= startEarly(context, plan.phases, index + 1);
+        if (step2.kind === "route" && !hasBatchHooks(context)) run3.early ??= startEarly(context, plan.phases, index + 1);
         await runStep(context, phase, step2);
       }
       endPhase(true);
@@ -53078,15 +53140,18 @@ async function runPhases(context, plan) {
       return withClauses(outcome, [...abandoned, ...also]);
     }
     const after = await batchHook(context, "afterBatch", plan, index);
-    if (after) {
-      await settleBackground(context);
-      const rest = plan.phases.slice(index + 1).map((p) => p.name);
-      const abandoned = await abandonEarly(context, plan.phases, takeEarly(run3, index + 1));
-      const recovery = `${phase.name} finished and serves as planned; ${rest.length > 0 ? `the deploy stopped before ${rest.join(", ")} (\`nodrop resume\` goes on, \`nodrop rollback\` goes back)` : "every phase had run"}`;
-      return withClauses({ error: after, step: `${phase.name}: afterBatch`, recovery }, abandoned);
-    }
+    if (after) return afterBatchFailed(context, plan, index, after);
   }
   return backgroundOutcome(await settleBackground(context), []);
+}
+async function afterBatchFailed(context, plan, index, error2) {
+  const phase = plan.phases[index];
+  await settleBackground(context);
+  context.run.recovering = true;
+  const pool = await restorePool(context, phase);
+  const rest = plan.phases.slice(index + 1).map((p) => p.name);
+  const next = rest.length > 0 ? `the deploy stopped before ${rest.join(", ")} (\`nodrop resume\` goes on without running this hook again, \`nodrop rollback\` goes back)` : "every phase had run";
+  return { error: error2, step: `${phase.name}: afterBatch`, recovery: `${phase.name} finished on the new version; ${pool}; ${next}` };
 }
 function takeEarly(run3, index) {
   const early = run3.early?.phase === index ? run3.early : void 0;
@@ -53137,7 +53202,8 @@ async function postHook(context, outcome) {
     env.NODROP_ERROR_CODE = outcome.error.code;
     env.NODROP_ERROR_STEP = inertLine(outcome.step ?? "", 200);
   }
-  await runHook(context.run, hooks, hook2, env, { throwOnFailure: false });
+  const signal = context.options.signal?.aborted ? void 0 : context.options.signal;
+  await runHook(context.run, hooks, hook2, env, { signal, throwOnFailure: false });
 }
 async function finish(context, outcome, keepOldMs) {
   const { run: run3, listeners, options } = context;
@@ -53145,46 +53211,14 @@ async function finish(context, outcome, keepOldMs) {
   if (!outcome.error && run3.verify?.breach) {
     outcome = { error: new NodropError("E_VERIFY", run3.verify.breach), step: "verify" };
   }
-  await postHook(context, outcome);
+  outcome = await afterSuccess(context, outcome);
   run3.recovering = true;
-  const report = buildReport(run3, options.strategy.name, outcome, outcome.error ? 0 : keepOldMs);
-  for (const listener of listeners) await listener.finished?.(run3, report).catch(() => void 0);
+  const built = buildReport(run3, options.strategy.name, outcome, outcome.error ? 0 : keepOldMs);
+  for (const listener of listeners) await listener.finished?.(run3, built).catch(() => void 0);
+  await postHook(context, outcome);
+  const report = run3.hooks.length > 0 ? { ...built, hooks: [...run3.hooks] } : built;
   run3.emit({ type: "done", report });
   return report;
-}
-var REFUSED = 3;
-var GUARD_FUNCTION = [
-  "nd_guard() {",
-  '  if [ -L "$1" ]; then echo "$1 is a symbolic link (to $(readlink -- "$1")); nodrop does not follow links in its state directory: remove it" >&2; return 3; fi',
-  '  [ -e "$1" ] || return 0',
-  // A path that vanishes between the two checks (a lock being released) is absent, so it passes.
-  '  local s; s=$(stat -c "%u %h %a" -- "$1" 2>/dev/null) || { [ -e "$1" ] || [ -L "$1" ] || return 0; echo "$1: cannot stat it" >&2; return 3; }',
-  '  set -- "$1" "$2" $s',
-  '  if [ "$2" = dir ] && [ ! -d "$1" ]; then echo "$1 is not a directory" >&2; return 3; fi',
-  '  if [ "$2" = file ] && [ ! -f "$1" ]; then echo "$1 is not a regular file" >&2; return 3; fi',
-  '  if [ "$3" != "$EUID" ]; then echo "$1 is owned by uid $3, not by uid $EUID that nodrop runs as" >&2; return 3; fi',
-  '  if [ "$2" = dir ] && (( 8#$5 & 8#022 )); then echo "$1 is writable by others (mode $5): make it 0700 and check what is in it" >&2; return 3; fi',
-  '  if [ "$2" = file ] && [ "$4" -gt 1 ]; then echo "$1 has $4 hard links" >&2; return 3; fi',
-  "}"
-].join("\n");
-function stateGuard(paths) {
-  return `${GUARD_FUNCTION}
-${stateCheck(paths)}`;
-}
-function stateCheck(paths) {
-  return `${paths.map((p) => `nd_guard ${shellQuote(p.path)} ${p.type}`).join(" && ")} || exit ${REFUSED}
-`;
-}
-function refusal(code, what, host, stderr) {
-  return new NodropError(code, `refusing ${what} on ${host}: ${stderr.trim().split("\n").at(-1)}`);
-}
-function prepareStateDir(dir) {
-  const paths = [{ path: dir, type: "dir" }];
-  return `umask 077
-${stateGuard(paths)}[ -e ${shellQuote(dir)} ] || mkdir -p -- ${shellQuote(dir)} || exit 1
-${stateCheck(paths)}chmod 700 -- ${shellQuote(dir)} || exit 1
-find ${shellQuote(dir)} -mindepth 1 -maxdepth 1 -type f -perm /077 -exec chmod go-rwx -- {} + 2>/dev/null || true
-`;
 }
 var EXISTS = 10;
 var NOT_OURS = 11;
@@ -57352,8 +57386,9 @@ function assemble(parts) {
     })
   );
   const releaseFor = (mode, artifact) => {
-    if (!config.release || mode === "deploy" && !artifact && !config.commands.prepare) return void 0;
-    return { dirOf: releaseDirOf, artifact: mode === "deploy" ? artifact : void 0, prepare: config.commands.prepare, prepareTimeoutMs: config.release.prepareTimeout, keep: config.release.keep, mode, executorFor };
+    if (!config.release) return void 0;
+    const actual = mode === "deploy" && !artifact && !config.commands.prepare ? "existing" : mode;
+    return { dirOf: releaseDirOf, artifact: actual === "deploy" ? artifact : void 0, prepare: config.commands.prepare, prepareTimeoutMs: config.release.prepareTimeout, keep: config.release.keep, mode: actual, executorFor };
   };
   const ids2 = config.instances.map((i) => i.id);
   const strategyOptions = resolved.strategy.options;
@@ -57456,9 +57491,12 @@ async function lockedDeployAfter(deployment, deployId, options) {
   return report && warning2 ? { ...report, warnings: [...report.warnings ?? [], warning2] } : report;
 }
 function deployWith(deployment, journal, options, signal) {
+  const { hooks, ...rest } = deployment.options;
+  const command = options.command ?? "deploy";
   return interruptedVersions(journal).then(
     (stagedVersions) => deploy({
-      ...deployment.options,
+      ...rest,
+      ...hooks && command !== "retire" ? { hooks: { ...hooks, command } } : {},
       version: options.version,
       journal,
       stagedVersions,
@@ -57487,9 +57525,12 @@ async function interruptedVersions(journal) {
   const last = lastDeploy(records);
   if (!last || last.finished || !isSafeName(last.version)) return [];
   const version = last.version;
-  const ranBefore = records.some((r) => r.type === "deploy" && Array.isArray(r.instances) && r.instances.some((i) => i?.from === version));
+  const ranBefore = versionRanBefore(records, version);
   const servedNow = records.some((r) => r.type === "step" && r.id === last.id && r.kind === "check" && r.status === "ok");
   return ranBefore || servedNow ? [] : [version];
+}
+function versionRanBefore(records, version) {
+  return records.some((r) => r.type === "deploy" && Array.isArray(r.instances) && r.instances.some((i) => i?.from === version));
 }
 async function releaseWarning(lock, held, host) {
   try {
@@ -57524,6 +57565,8 @@ async function retireKeptSlots(deployment, options) {
     version: last.version,
     lockWaitMs: options.lockWaitMs ?? 3e5,
     signal: options.signal,
+    // Housekeeping, not a deploy anyone asked for: no hooks (a second "deployed" notice, a migration run again).
+    command: "retire",
     ...options.onEvent ? { onEvent: options.onEvent } : {}
   });
   if (report === void 0) return { kind: "superseded", by: "a deploy that took the lock first" };
@@ -57612,7 +57655,7 @@ async function packDirectory(dir, what) {
   const base = PLAIN_FILE_NAME.test(path32.basename(dir)) ? path32.basename(dir) : "release";
   const file = path32.join(tmp, `${base}.tar.gz`);
   try {
-    await execFileP("bash", ["-c", 'set -o pipefail; tar --sort=name --owner=0 --group=0 --numeric-owner -C "$1" -cf - . | gzip -n > "$2"', "pack", dir, file]);
+    await execFileP("bash", ["-c", 'set -o pipefail; tar --format=gnu --sort=name --owner=0 --group=0 --numeric-owner --exclude=./.nodrop-release -C "$1" -cf - . | gzip -n > "$2"', "pack", dir, file]);
   } catch (error2) {
     await rm2(tmp, { recursive: true, force: true });
     throw new NodropError("E_RELEASE", `${what}: packing ${dir} into a tarball failed: ${error2.stderr?.trim() || error2.message}`);
@@ -57632,7 +57675,10 @@ async function deployRelease(deployment, o) {
     if (o.override !== void 0) throw new NodropError("E_ARGS", `${o.overrideName ?? "--artifact"} needs a release section in the config (release.dir: where each host keeps its releases)`);
     return none;
   }
-  if (o.mode === "existing") return { release: deployment.releaseFor("existing"), dispose: none.dispose };
+  if (o.mode === "existing") {
+    if (o.override !== void 0) throw new NodropError("E_ARGS", `${o.overrideName ?? "--artifact"} is not used here: going back to a version that ran before uses the release already on each host`);
+    return { release: deployment.releaseFor("existing"), dispose: none.dispose };
+  }
   const given = o.override ?? section2.artifact;
   const packed = given === void 0 ? void 0 : await packArtifact(given, o.override !== void 0 ? o.cwd ?? process.cwd() : deployment.config.baseDir, o.override !== void 0 ? o.overrideName ?? "--artifact" : "release.artifact");
   return { release: deployment.releaseFor("deploy", packed), dispose: async () => packed?.dispose() };

@@ -80,3 +80,18 @@ describe("example workflows and the docs' workflow snippets", () => {
     }
   });
 });
+
+describe("the example workflows' nodrop steps", () => {
+  const inputs = Object.keys((parse(readFileSync(path.join(root, "actions", "deploy", "action.yml"), "utf8")) as { inputs: Record<string, unknown> }).inputs);
+  /** Every step that uses the deploy action, with its `with:` keys. */
+  const nodropSteps = workflows.flatMap(({ where, text }) => {
+    const jobs = (parse(text) as { jobs?: Record<string, { steps?: { uses?: string; with?: Record<string, unknown> }[] }> }).jobs ?? {};
+    return Object.values(jobs).flatMap((job) => (job.steps ?? []).filter((s) => s.uses?.startsWith("nodrop/nodrop/actions/deploy@")).map((s) => ({ where, keys: Object.keys(s.with ?? {}) })));
+  });
+
+  it("pass only inputs the action has (a misspelt one would be ignored by the runner, with a warning)", () => {
+    expect(nodropSteps.length).toBeGreaterThanOrEqual(workflows.length);
+    for (const { where, keys } of nodropSteps) for (const key of keys) expect(inputs, `${where}: ${key}`).toContain(key);
+    expect(nodropSteps.some((s) => s.keys.includes("artifact"))).toBe(true);
+  });
+});

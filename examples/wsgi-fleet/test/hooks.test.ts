@@ -47,6 +47,11 @@ describe("hooks around a rolling deploy (real gunicorn and nginx)", () => {
     return { ...run, report: JSON.parse(run.stdout) as { ok: boolean; error?: { code: string; step?: string }; recovery?: string; hooks?: { hook: string; ok: boolean; code: number | null }[] } };
   };
   const versions = async () => Object.values(await fleet.versions());
+  /** Pool membership as nginx has it, read by `nodrop status`. */
+  const inPool = async () => {
+    const status = JSON.parse((await runNodrop(["status", "--config", config, "--json"])).stdout) as { instances: { id: string; inPool: boolean }[] };
+    return Object.fromEntries(status.instances.map((i) => [i.id, i.inPool]));
+  };
 
   it("all succeed: each runs in order with the deploy in its variables, and its output reaches the log inert", async () => {
     const run = await deploy("v2");
@@ -89,8 +94,10 @@ describe("hooks around a rolling deploy (real gunicorn and nginx)", () => {
     const run = await deploy("v4");
     expect(run.code).toBe(1);
     expect(run.report.error).toMatchObject({ code: "E_HOOK", step: "batch 2/2: beforeBatch" });
-    expect(run.report.recovery).toMatch(/the proxy kept its previous config; no serving instance was changed/);
+    expect(run.report.recovery).toMatch(/pool restored: web-8741, web-8742/);
     expect(await versions()).toEqual(["v4", "v2"]);
+    // Batch 1 was out of the pool until batch 2's reload: it is back, with the instance batch 2 never touched.
+    expect(await inPool()).toEqual({ "web-8741": true, "web-8742": true });
     expect((await logged()).map((l) => l.split("|")[0])).toEqual(["preDeploy", "beforeBatch", "afterBatch", "beforeBatch", "onFailure"]);
   });
 
@@ -101,8 +108,9 @@ describe("hooks around a rolling deploy (real gunicorn and nginx)", () => {
     const run = await deploy("v4");
     expect(run.code).toBe(1);
     expect(run.report.error).toMatchObject({ code: "E_HOOK", step: "batch 1/2: afterBatch" });
-    expect(run.report.recovery).toMatch(/batch 1\/2 finished and serves as planned; the deploy stopped before batch 2\/2, finish \(`nodrop resume` goes on/);
+    expect(run.report.recovery).toMatch(/batch 1\/2 finished on the new version; pool restored: web-8741, web-8742; the deploy stopped before batch 2\/2, finish \(`nodrop resume` goes on without running this hook again/);
     expect(await versions()).toEqual(["v4", "v2"]);
+    expect(await inPool()).toEqual({ "web-8741": true, "web-8742": true });
     await rm(path.join(fleet.dir, "fail-afterBatch-1"));
     const resumed = await runNodrop(["resume", "--config", config]);
     expect(resumed.code, resumed.stderr).toBe(0);

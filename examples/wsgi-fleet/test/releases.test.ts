@@ -93,6 +93,15 @@ describe("releases on 3 SSH hosts: the artifact over SFTP, prepare once per host
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toMatch(/release web1 ok .*already there \(same sha256\)/);
     expect(await sftpSessions()).toEqual(after);
+
+    // Another build under the same version is refused on every host, nothing sent: a version names one build.
+    const other = await buildArtifact(work, "r2-other", 0);
+    const snap = await snapshot();
+    const refused = await runNodrop(["deploy", "--config", fleet.configFile, "--version", "r2", "--artifact", other]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/E_RELEASE.*releases\/r2 on web\d holds another build .*a version names one build, so give this one its own version/);
+    expect(await snapshot()).toBe(snap);
+    expect(await sftpSessions()).toEqual(after);
   });
 
   it("an upload cut mid-way (web2's sshd and sessions killed): no release appears there, nothing is touched, and the next deploy completes", async () => {
@@ -140,7 +149,7 @@ describe("releases on 3 SSH hosts: the artifact over SFTP, prepare once per host
     const sshdPid = (await readFile(path.join(hosts.host("web3").dir, "sshd.pid"), "utf8")).trim();
     const inSshd = (...argv: string[]) => execFileP("nsenter", ["-t", sshdPid, "-m", "--", ...argv]);
     const listed = async () => (await inSshd("ls", "-A", dir)).stdout.split("\n").filter(Boolean);
-    const mount = (size: string) => inSshd("mount", "-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir);
+    const mount = (size: string) => inSshd("mount", "-t", "tmpfs", "-o", `size=${size},mode=0755`, "tmpfs", dir);
     const before = await snapshot();
     try {
       // 30 MiB: the free-space check refuses before sending anything.
@@ -218,7 +227,7 @@ describe("releases on 3 SSH hosts: the artifact over SFTP, prepare once per host
     const snap = await snapshot();
     const gone = await runNodrop(["rollback", "--config", fleet.configFile, "--to", "r2"]);
     expect(gone.code).toBe(1);
-    expect(gone.stderr).toMatch(/E_RELEASE.*releases\/r2 on web3 does not exist/);
+    expect(gone.stderr).toMatch(/E_RELEASE.*releases\/r2 on web3 does not exist, and this deploy sends nothing/);
     expect(await snapshot()).toBe(snap);
   });
 });

@@ -17,6 +17,7 @@ import {
   lockedDeploy,
   deployRelease,
   hookFailed,
+  versionRanBefore,
   progressReporter,
   retireAndReport,
   table,
@@ -149,7 +150,9 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
             io.stderr.write(`nodrop: rolling back from ${last.version} to ${version}\n`);
           }
         }
-        const { release, dispose } = await deployRelease(deployment, { mode: rollback ? "existing" : "deploy", override: values.artifact });
+        // A rollback, and the resume of one, go back to a release already on the hosts: nothing is sent.
+        const goesBack = rollback || (command === "resume" && versionRanBefore(await journal.read(), version));
+        const { release, dispose } = await deployRelease(deployment, { mode: goesBack ? "existing" : "deploy", override: values.artifact });
         const report = await lockedDeploy(deployment, {
           version,
           lockWaitMs: lockWait,
@@ -158,6 +161,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           // Resume and rollback are how a fleet whose proxies a dead deploy left routing differently comes back together.
           ...(command === "deploy" ? {} : { reconcileProxies: true }),
           release,
+          command: command as "deploy" | "resume" | "rollback",
         }).finally(dispose);
         const ssh = sshConnections(deployment.executors);
         if (values.json) io.stdout.write(`${JSON.stringify(ssh ? { ...report, ssh } : report, null, 2)}\n`);

@@ -81,7 +81,7 @@ export const hooksSchema = object(
     timeout: optional(duration({ min: 1, doc: "A hook is ended when it runs longer." }), 5 * 60_000),
   },
   {
-    doc: "Shell commands run with bash where nodrop runs (in CI: on the runner), in commands.cwd, with the deploy in NODROP_* environment variables (docs/guides/hooks.md lists them; nothing is spliced into the command). Their output goes to the log, never into the outputs.",
+    doc: "Shell commands run with bash where nodrop runs (in CI: on the runner), in commands.cwd, with the deploy in NODROP_* environment variables (docs/guides/releases.md#hooks lists them; nothing is spliced into the command). Their output goes to the log, never into the outputs.",
   },
 );
 

@@ -8,7 +8,7 @@ import { planDeploy } from "./preflight.js";
 import { phaseEnv, runEnv, runHook } from "./hooks.js";
 import { pruneReleases } from "./release.js";
 import { inertLine } from "./template.js";
-import { inForceClause, readBackRouting, recoverPhase, stopIdleSlots } from "./recovery.js";
+import { inForceClause, readBackRouting, recoverPhase, restorePool, stopIdleSlots } from "./recovery.js";
 import type { DeployReport } from "./report.js";
 import type { RunListener } from "./run-listener.js";
 import { awaitOlderBackground, runStep, settleBackground } from "./step-executor.js";
@@ -56,7 +56,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   }
   const refused = await preDeploy(context);
   if (refused) return finish(context, refused);
-  return finish(context, await afterSuccess(context, await runPhases(context, plan)), plan.keepOldMs);
+  return finish(context, await runPhases(context, plan), plan.keepOldMs);
 }
 
 /** The preDeploy hook, once everything is planned and watched and before the first change: a failure touched nothing. */
@@ -70,6 +70,8 @@ async function preDeploy(context: RunContext): Promise<RunOutcome | undefined> {
     return { error: toNodropError(error, "E_HOOK"), step: "preDeploy", recovery: "nothing was touched: the deploy stopped before its first change" };
   }
 }
+
+const hasBatchHooks = (context: RunContext) => context.options.hooks?.commands.beforeBatch !== undefined || context.options.hooks?.commands.afterBatch !== undefined;
 
 /** Whether a phase is a batch: the strategy's, and it changes instances (a closing route-only phase does not). */
 const isBatch = (phase: PlanPhase) => !phase.added && phase.instances.length > 0;
@@ -140,7 +142,8 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       }
       for (const step of phase.steps.slice(early && earlyFailure === undefined ? early.steps : 0)) {
         current = step;
-        if (step.kind === "route") run.early ??= startEarly(context, plan.phases, index + 1);
+        // Batch hooks see each batch start and end as planned: no batch starts early around them.
+        if (step.kind === "route" && !hasBatchHooks(context)) run.early ??= startEarly(context, plan.phases, index + 1);
         await runStep(context, phase, step);
       }
       endPhase(true);
@@ -159,15 +162,24 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       return withClauses(outcome, [...abandoned, ...also]);
     }
     const after = await batchHook(context, "afterBatch", plan, index);
-    if (after) {
-      await settleBackground(context);
-      const rest = plan.phases.slice(index + 1).map((p) => p.name);
-      const abandoned = await abandonEarly(context, plan.phases, takeEarly(run, index + 1));
-      const recovery = `${phase.name} finished and serves as planned; ${rest.length > 0 ? `the deploy stopped before ${rest.join(", ")} (\`nodrop resume\` goes on, \`nodrop rollback\` goes back)` : "every phase had run"}`;
-      return withClauses({ error: after, step: `${phase.name}: afterBatch`, recovery }, abandoned);
-    }
+    if (after) return afterBatchFailed(context, plan, index, after);
   }
   return backgroundOutcome(await settleBackground(context), []);
+}
+
+/**
+ * An afterBatch hook failed: the batch is done and healthy, and goes back in the pool with every
+ * healthy instance (a rolling batch would otherwise wait for the next batch's reload); the deploy
+ * stops before the next phase.
+ */
+async function afterBatchFailed(context: RunContext, plan: DeployPlan, index: number, error: NodropError): Promise<RunOutcome> {
+  const phase = plan.phases[index]!;
+  await settleBackground(context);
+  context.run.recovering = true;
+  const pool = await restorePool(context, phase);
+  const rest = plan.phases.slice(index + 1).map((p) => p.name);
+  const next = rest.length > 0 ? `the deploy stopped before ${rest.join(", ")} (\`nodrop resume\` goes on without running this hook again, \`nodrop rollback\` goes back)` : "every phase had run";
+  return { error, step: `${phase.name}: afterBatch`, recovery: `${phase.name} finished on the new version; ${pool}; ${next}` };
 }
 
 /** The early start of phase `index`, handed over (the run keeps none once taken). */
@@ -239,7 +251,9 @@ async function postHook(context: RunContext, outcome: RunOutcome): Promise<void>
     env.NODROP_ERROR_CODE = outcome.error.code;
     env.NODROP_ERROR_STEP = inertLine(outcome.step ?? "", 200);
   }
-  await runHook(context.run, hooks, hook, env, { throwOnFailure: false });
+  // An interrupt that ended the deploy does not end its onFailure hook (which has its own timeout); a later one does.
+  const signal = context.options.signal?.aborted ? undefined : context.options.signal;
+  await runHook(context.run, hooks, hook, env, { signal, throwOnFailure: false });
 }
 
 /** Lets the listeners finish (the verify counts, the journal's end), then builds and announces the report. */
@@ -250,10 +264,14 @@ async function finish(context: RunContext, outcome: RunOutcome, keepOldMs?: numb
     // Crossed after the last step: every instance is done, but the deploy did not meet its bar.
     outcome = { error: new NodropError("E_VERIFY", run.verify.breach), step: "verify" };
   }
-  await postHook(context, outcome);
+  // Only a deploy that met its bar prunes releases (the verify verdict is in by now).
+  outcome = await afterSuccess(context, outcome);
   run.recovering = true;
-  const report = buildReport(run, options.strategy.name, outcome, outcome.error ? 0 : keepOldMs);
-  for (const listener of listeners) await listener.finished?.(run, report).catch(() => undefined);
+  const built = buildReport(run, options.strategy.name, outcome, outcome.error ? 0 : keepOldMs);
+  for (const listener of listeners) await listener.finished?.(run, built).catch(() => undefined);
+  // After the journal's end record: a hook killed or hung there leaves a deploy the journal calls finished.
+  await postHook(context, outcome);
+  const report = run.hooks.length > 0 ? { ...built, hooks: [...run.hooks] } : built;
   run.emit({ type: "done", report });
   return report;
 }

@@ -44,9 +44,10 @@ export interface Executor {
    */
   appendFile?(file: string, text: string): Promise<void>;
   /**
-   * Copies a local file to a new file on the host (in a directory that exists; an existing file
-   * there is an error). Optional: without it, `uploadFile` sends the file through `exec` in chunks.
-   * SSH does it over SFTP on the connection it holds; locally it is a copy.
+   * Copies a local file to a new file on the host, in a directory the caller has just made for it
+   * (nodrop's is a fresh `mktemp -d`, mode 0700, so nothing else can be at that name). Optional:
+   * without it, `uploadFile` sends the file through `exec` in chunks. SSH does it over SFTP on the
+   * connection it holds (mode 0600); locally it is a copy that refuses an existing name.
    */
   upload?(localFile: string, remoteFile: string, options?: { signal?: AbortSignal | undefined; onProgress?: ((sentBytes: number, totalBytes: number) => void) | undefined }): Promise<void>;
   dispose?(): Promise<void>;

@@ -20,6 +20,8 @@ export interface HookSetup {
   readonly executor: Executor;
   /** The app's name, for NODROP_APP. */
   readonly app: string;
+  /** What runs the deploy, for NODROP_COMMAND: deploy (the default), resume or rollback. */
+  readonly command?: string | undefined;
 }
 
 /** What a hook saw and did, for the report. */
@@ -37,6 +39,7 @@ export interface HookRun {
 export const HOOK_ENV = {
   NODROP_HOOK: "the hook's name (preDeploy, beforeBatch, afterBatch, postDeploy, onFailure)",
   NODROP_APP: "the config's app",
+  NODROP_COMMAND: "what runs the deploy: deploy, resume or rollback",
   NODROP_DEPLOY_ID: "the deploy's id, as the journal names it",
   NODROP_VERSION: "the version being deployed",
   NODROP_PREVIOUS: "the versions the fleet ran before, space-separated (usually one)",
@@ -44,8 +47,8 @@ export const HOOK_ENV = {
   NODROP_HOSTS: "the instances' hosts, space-separated",
   NODROP_INSTANCES: "every instance id, space-separated",
   NODROP_PHASE: "beforeBatch and afterBatch: the phase's name (batch 2/4, half A, ...)",
-  NODROP_PHASE_INDEX: "beforeBatch and afterBatch: its position among the strategy's phases, from 1",
-  NODROP_PHASE_COUNT: "beforeBatch and afterBatch: how many phases the strategy planned",
+  NODROP_PHASE_INDEX: "beforeBatch and afterBatch: its position among the batches, from 1",
+  NODROP_PHASE_COUNT: "beforeBatch and afterBatch: how many batches the deploy has",
   NODROP_PHASE_INSTANCES: "beforeBatch and afterBatch: the instances it changes, space-separated",
   NODROP_RESULT: "postDeploy and onFailure: succeeded or failed",
   NODROP_ERROR_CODE: "onFailure: the error's code (E_HEALTHCHECK, ...)",
@@ -56,10 +59,11 @@ export const HOOK_ENV = {
 const names = (values: readonly (string | undefined)[]) => [...new Set(values.filter((v): v is string => isSafeName(v)))].join(" ");
 
 /** The variables every hook of this run gets. */
-export function runEnv(run: DeployRun, setup: Pick<HookSetup, "app">, strategy: string, hook: HookName): Record<string, string> {
+export function runEnv(run: DeployRun, setup: Pick<HookSetup, "app" | "command">, strategy: string, hook: HookName): Record<string, string> {
   return {
     NODROP_HOOK: hook,
     NODROP_APP: setup.app,
+    NODROP_COMMAND: isSafeName(setup.command) ? setup.command : "deploy",
     NODROP_DEPLOY_ID: run.id,
     NODROP_VERSION: run.version,
     NODROP_PREVIOUS: names(run.observed.map((o) => o.version).filter((v) => v !== run.version)),
@@ -96,7 +100,8 @@ export async function runHook(run: DeployRun, setup: HookSetup, hook: HookName, 
     run.emit({ type: "hook", hook, status: "fail", ms: result.ms, output: [], detail: result.error });
   }
   run.hooks.push(result);
-  if (!result.ok && options.throwOnFailure) throw new NodropError("E_HOOK", result.error!, { routingInForce: "previous" });
+  // No routing in force is claimed: the phase's failure rule restores a pool of healthy instances.
+  if (!result.ok && options.throwOnFailure) throw new NodropError(options.signal?.aborted ? "E_ABORTED" : "E_HOOK", result.error!);
   return result;
 }
 

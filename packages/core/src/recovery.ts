@@ -106,7 +106,7 @@ async function revertInstances(context: RunContext, phase: PlanPhase, touched: r
 }
 
 /** Routes every instance nodrop checked healthy (updated, reverted, or untouched and healthy before). */
-async function restorePool(context: RunContext, phase: PlanPhase): Promise<string> {
+export async function restorePool(context: RunContext, phase: PlanPhase): Promise<string> {
   const { run, options } = context;
   const healthy: ObservedInstance[] = run.observed
     .filter((o) => {

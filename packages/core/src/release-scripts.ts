@@ -1,4 +1,5 @@
 import { NodropError } from "./errors.js";
+import { stateGuard } from "./state.js";
 import { PLAIN_ABSOLUTE_PATH, describeValue, isSafeName, shellQuote } from "./template.js";
 
 /**
@@ -9,13 +10,20 @@ import { PLAIN_ABSOLUTE_PATH, describeValue, isSafeName, shellQuote } from "./te
  *   version=<version>
  *   sha256=<the artifact's sha256, or "none" when the prepare command made it>
  *   prepared=<sha256 of the prepare command and the artifact's sha256>   (once prepare succeeded)
- * An upload goes into `<dir>/.nodrop-incoming-XXXXXX` and becomes the release by one rename, so a
- * cut connection or a full disk leaves no partial release; the next deploy removes such leftovers.
+ * An upload goes into `<dir>/.nodrop-incoming-<host>-XXXXXX` and becomes the release by one rename,
+ * so a cut connection or a full disk leaves no partial release; the next deploy to that host removes
+ * such leftovers (its own only: hosts may share a filesystem). A pruned release is renamed to
+ * `.nodrop-removing-<host>-XXXXXX` before it is removed, so a cut prune never leaves half a release
+ * under its name.
+ *
+ * `<dir>` must be a directory of nodrop's uid that nobody else may write to (the state directory's
+ * check): anyone who could write there could plant a release with the right marker.
  */
 
 /** The marker a release keeps of what it holds. */
 export const RELEASE_MARKER = ".nodrop-release";
 const INCOMING = ".nodrop-incoming-";
+const REMOVING = ".nodrop-removing-";
 
 export interface ReleaseMarker {
   readonly version?: string | undefined;
@@ -41,14 +49,17 @@ export function releasePath(dir: string, version: string): string {
  * Makes the releases directory, removes what a cut upload left, and prints the state of the
  * release and the space left: one round trip.
  */
-export function inspectScript(dir: string, version: string): string {
+export function inspectScript(dir: string, version: string, host: string): string {
   const release = releasePath(dir, version);
+  const own = leftoverPrefixes(host);
   return [
     "set -eu",
     `d=${shellQuote(dir)}; r=${shellQuote(release)}`,
-    'mkdir -p -- "$d"',
-    // Uploads cut before their rename (the deploy lock keeps two deploys of the app apart).
-    `for t in "$d"/${INCOMING}*; do if [ -e "$t" ] || [ -L "$t" ]; then rm -rf -- "$t"; fi; done`,
+    'if [ ! -L "$d" ]; then mkdir -p -m 0755 -- "$d"; fi',
+    stateGuard([{ path: dir, type: "dir" }]).trimEnd(),
+    // This host's uploads cut before their rename, and prunes cut midway (the deploy lock keeps two
+    // deploys of the app apart; another host on a shared filesystem keeps its own).
+    `for t in ${own.map((p) => `"$d"/${p}*`).join(" ")}; do if [ -e "$t" ] || [ -L "$t" ]; then rm -rf -- "$t"; fi; done`,
     'if [ -L "$r" ]; then echo "state link $(readlink -- "$r" | head -c 200 | tr -d "\\n" | tr -c "[:print:]" "?")"',
     'elif [ -d "$r" ]; then echo "state present"; if [ -f "$r/' + RELEASE_MARKER + '" ] && [ ! -L "$r/' + RELEASE_MARKER + '" ]; then head -c 4096 -- "$r/' + RELEASE_MARKER + '" | sed "s/^/marker /"; fi',
     'elif [ -e "$r" ]; then echo "state other"',
@@ -85,15 +96,22 @@ export function parseMarker(lines: readonly string[]): ReleaseMarker {
   };
 }
 
-/** A fresh upload directory beside the releases; its path is the one line printed. */
-export function incomingScript(dir: string): string {
-  return `set -eu\nmktemp -d -- ${shellQuote(`${dir.replace(/\/+$/, "")}/${INCOMING}XXXXXX`)}`;
+/** The names this host's leftovers start with: cut uploads and cut prunes. */
+function leftoverPrefixes(host: string): string[] {
+  if (!isSafeName(host)) throw new NodropError("E_RELEASE", `host ${describeValue(host)} cannot name an upload directory`);
+  return [`${INCOMING}${host}-`, `${REMOVING}${host}-`];
 }
 
-/** Whether a path printed by `incomingScript` is one it makes. */
+/** A fresh upload directory beside the releases (mode 0700, mktemp's); its path is the one line printed. */
+export function incomingScript(dir: string, host: string): string {
+  return `set -eu\nmktemp -d -- ${shellQuote(`${dir.replace(/\/+$/, "")}/${leftoverPrefixes(host)[0]}XXXXXX`)}`;
+}
+
+/** Whether a path printed by `incomingScript` is one it makes (for some host). */
 export function isIncomingPath(dir: string, path: string): boolean {
   const prefix = `${dir.replace(/\/+$/, "")}/${INCOMING}`;
-  return path.startsWith(prefix) && /^[A-Za-z0-9]{6,}$/.test(path.slice(prefix.length));
+  const rest = path.slice(prefix.length);
+  return path.startsWith(prefix) && /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}-[A-Za-z0-9]{6,}$/.test(rest);
 }
 
 /** How an artifact becomes a release's files. */
@@ -104,11 +122,10 @@ export const UPLOADED_NAME = ".nodrop-artifact";
 
 /**
  * Checks the upload's sha256, unpacks it (a tarball) or keeps it as `name` (any other file), writes
- * the marker and renames the result to `<dir>/<version>`. With `replace`, a release already at that
- * name (another build, not in use) is moved aside first and removed after; without it, one that
- * appeared meanwhile fails the rename (`mv -T` never moves into a directory).
+ * the marker and renames the result to `<dir>/<version>`. A release that appeared at that name
+ * meanwhile fails the rename (`mv -T` never moves into a directory): nothing is ever replaced.
  */
-export function installScript(o: { dir: string; version: string; incoming: string; sha256: string; unpack: Unpack; name: string; replace: boolean }): string {
+export function installScript(o: { dir: string; version: string; incoming: string; sha256: string; unpack: Unpack; name: string }): string {
   if (!HEX64.test(o.sha256)) throw new NodropError("E_RELEASE", `not a sha256: ${describeValue(o.sha256)}`);
   if (!isIncomingPath(o.dir, o.incoming)) throw new NodropError("E_RELEASE", `${describeValue(o.incoming)} is not an upload directory of ${describeValue(o.dir)}`);
   if (!/^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/.test(o.name)) throw new NodropError("E_RELEASE", `artifact name ${describeValue(o.name)} is not a plain file name`);
@@ -128,8 +145,9 @@ export function installScript(o: { dir: string; version: string; incoming: strin
     '[ "$got" = "$want" ] || { echo "checksum mismatch: the file on this host has sha256 $got, nodrop sent $want" >&2; exit 3; }',
     "mkdir content",
     unpack,
+    // The artifact's own marker (a copied release, a link planted in the tarball) never counts.
+    `rm -rf -- content/${RELEASE_MARKER}`,
     `printf 'version=%s\\nsha256=%s\\n' ${shellQuote(o.version)} "$want" > content/${RELEASE_MARKER}`,
-    o.replace ? 'if [ -e "$r" ] || [ -L "$r" ]; then mv -T -- "$r" "$t/replaced"; fi' : ":",
     'mv -T -- content "$r"',
   ].join("\n");
 }
@@ -155,10 +173,11 @@ export function markPreparedScript(dir: string, version: string, hash: string): 
   return [
     "set -eu",
     `r=${shellQuote(release)}; f="$r/${RELEASE_MARKER}"`,
-    '[ -d "$r" ] && [ ! -L "$r" ] && [ ! -L "$f" ] || { echo "$r or its marker is missing or a link" >&2; exit 1; }',
+    // A regular file, not a link or a FIFO (prepare runs the user's command in the release).
+    '[ -d "$r" ] && [ ! -L "$r" ] && [ -f "$f" ] && [ ! -L "$f" ] || { echo "$r or its marker is missing, a link or not a file" >&2; exit 1; }',
     `tmp=$(mktemp -- "$f.XXXXXX")`,
-    `{ grep -v '^prepared=' -- "$f" 2>/dev/null || true; printf 'prepared=%s\\n' ${hash}; } > "$tmp"`,
-    'mv -f -- "$tmp" "$f"',
+    `{ grep -v '^prepared=' -- "$f" || true; printf 'prepared=%s\\n' ${hash}; } > "$tmp"`,
+    'mv -fT -- "$tmp" "$f"',
   ].join("\n");
 }
 
@@ -167,7 +186,8 @@ export function listReleasesScript(dir: string): string {
   return [
     "set -eu",
     `d=${shellQuote(dir)}`,
-    '[ -d "$d" ] || exit 0',
+    '[ -e "$d" ] || [ -L "$d" ] || exit 0',
+    stateGuard([{ path: dir, type: "dir" }]).trimEnd(),
     'for r in "$d"/*; do',
     `  [ -d "$r" ] && [ ! -L "$r" ] && [ -f "$r/${RELEASE_MARKER}" ] && [ ! -L "$r/${RELEASE_MARKER}" ] || continue`,
     // Nanoseconds where stat has them (GNU coreutils 8.6 on), else seconds: several deploys a second still sort.
@@ -185,9 +205,24 @@ export function parseReleaseList(stdout: string): { name: string; mtime: number 
     .map((m) => ({ name: m[1]!, mtime: Number(m[2]) }));
 }
 
-/** Removes releases by name from `dir`; every name is a version (checked here again). */
-export function removeReleasesScript(dir: string, names: readonly string[]): string {
+/**
+ * Removes releases by name from `dir`, each renamed out of the way first (one rename: a cut prune
+ * leaves a hidden leftover, never half a release under its name). Every name is a version, checked
+ * here again, and `dir` passes the state directory's check.
+ */
+export function removeReleasesScript(dir: string, host: string, names: readonly string[]): string {
   for (const name of names) if (!isSafeName(name)) throw new NodropError("E_RELEASE", `not a release name: ${describeValue(name)}`);
   releasePath(dir, names[0] ?? "x");
-  return `set -eu\ncd -- ${shellQuote(dir)}\nrm -rf -- ${names.map(shellQuote).join(" ")}`;
+  const removing = leftoverPrefixes(host)[1];
+  return [
+    "set -eu",
+    stateGuard([{ path: dir, type: "dir" }]).trimEnd(),
+    `cd -- ${shellQuote(dir)}`,
+    `for r in ${names.map(shellQuote).join(" ")}; do`,
+    '  [ -d "$r" ] && [ ! -L "$r" ] || continue',
+    `  t=$(mktemp -d -- ${removing}XXXXXX)`,
+    '  mv -T -- "$r" "$t/release"',
+    '  rm -rf -- "$t"',
+    "done",
+  ].join("\n");
 }

@@ -31,38 +31,47 @@ const present = (marker: Record<string, string>): ReleaseState => ({ kind: "pres
 const absent: ReleaseState = { kind: "absent", freeBytes: undefined };
 
 describe("releaseAction: what a host must do, from what it has", () => {
+  const v2 = (marker: Record<string, string>) => present({ version: "v2", ...marker });
+  const act = (state: ReleaseState, o: Parameters<typeof setup>[0] = {}, inUse: string[] = []) => releaseAction(state, { ...setup(), ...o }, "/srv/r/v2 on web1", "v2", inUse);
+
   it("uploads where the release is absent, sends nothing where it holds the same build", () => {
-    expect(releaseAction(absent, setup(), "r", [])).toEqual({ send: "upload", prepare: false });
-    expect(releaseAction(present({ sha256: SHA }), setup(), "r", [])).toEqual({ send: "none", prepare: false });
+    expect(act(absent)).toEqual({ send: "upload", prepare: false });
+    expect(act(v2({ sha256: SHA }))).toEqual({ send: "none", prepare: false });
   });
 
-  it("replaces another build that no instance runs, and refuses to replace one that an instance runs", () => {
-    expect(releaseAction(present({ sha256: "b".repeat(64) }), setup(), "r", [])).toEqual({ send: "replace", prepare: false });
-    const e = thrown(() => releaseAction(present({ sha256: "b".repeat(64) }), setup(), "/srv/r/v2 on web1", ["web1-8011"]));
+  it("never replaces another build, whether or not an instance runs it: a version names one build", () => {
+    const e = thrown(() => act(v2({ sha256: "b".repeat(64) })));
     expect(e.code).toBe("E_RELEASE");
-    expect(e.message).toMatch(/v2 on web1 holds another build \(sha256 bbbbbbbbbbbb…, the artifact's is aaaaaaaaaaaa…\), and web1-8011 runs it/);
+    expect(e.message).toMatch(/v2 on web1 holds another build \(sha256 bbbbbbbbbbbb…; the artifact's is aaaaaaaaaaaa…\): a version names one build, so give this one its own version, or remove that release/);
+    expect(thrown(() => act(v2({ sha256: "b".repeat(64) }), {}, ["web1-8011"])).message).toMatch(/\(web1-8011 runs that release\)/);
   });
 
-  it("prepares unless the marker records this command on this build", () => {
+  it("never uses or replaces a directory nodrop did not make for this version (no marker, or another version's)", () => {
+    expect(thrown(() => act(present({}))).message).toMatch(/exists, but it has no marker of nodrop's: nodrop did not make it for v2/);
+    expect(thrown(() => act(present({ version: "v1", sha256: SHA }), { mode: "existing" })).message).toMatch(/its marker names v1/);
+  });
+
+  it("prepares unless the marker records this command on this build, and never under running processes", () => {
     const prepare = "cd {release} && make";
-    expect(releaseAction(present({ sha256: SHA, prepared: preparedHash(prepare, SHA) }), setup({ prepare }), "r", []).prepare).toBe(false);
+    expect(act(v2({ sha256: SHA, prepared: preparedHash(prepare, SHA) }), { prepare }).prepare).toBe(false);
     // Another command, or the same command on another build, prepares again.
-    expect(releaseAction(present({ sha256: SHA, prepared: preparedHash("make", SHA) }), setup({ prepare }), "r", []).prepare).toBe(true);
+    expect(act(v2({ sha256: SHA, prepared: preparedHash("make", SHA) }), { prepare }).prepare).toBe(true);
     expect(preparedHash(prepare, SHA)).not.toBe(preparedHash(prepare, "b".repeat(64)));
-    expect(releaseAction(absent, setup({ prepare }), "r", [])).toEqual({ send: "upload", prepare: true });
+    expect(act(absent, { prepare })).toEqual({ send: "upload", prepare: true });
+    expect(act(v2({ sha256: SHA, prepared: preparedHash("make", SHA) }), { prepare }, ["web1-8011"])).toEqual({ send: "none", prepare: false, preparedInUse: true });
   });
 
   it("without an artifact: makes an empty release for prepare to fill", () => {
-    expect(releaseAction(absent, { mode: "deploy", prepare: "git clone x {release}" }, "r", [])).toEqual({ send: "create", prepare: true });
+    expect(releaseAction(absent, { mode: "deploy", prepare: "git clone x {release}" }, "r", "v2", [])).toEqual({ send: "create", prepare: true });
   });
 
   it("a rollback (existing) never sends, and refuses a release that is gone", () => {
-    expect(releaseAction(present({ sha256: SHA }), { mode: "existing", artifact }, "r", [])).toEqual({ send: "none", prepare: false });
-    expect(thrown(() => releaseAction(absent, { mode: "existing" }, "/srv/r/v1 on web2", [])).message).toMatch(/v1 on web2 does not exist: a rollback uses the release already on the host/);
+    expect(act(v2({ sha256: SHA }), { mode: "existing" })).toEqual({ send: "none", prepare: false });
+    expect(thrown(() => releaseAction(absent, { mode: "existing" }, "/srv/r/v1 on web2", "v1", [])).message).toMatch(/v1 on web2 does not exist, and this deploy sends nothing \(a rollback/);
   });
 
   it("a link or a file at the release's name is neither used nor replaced", () => {
-    const e = thrown(() => releaseAction({ kind: "refused", why: "/srv/r/v2 is a symbolic link (to \"/etc\")", freeBytes: 1 }, setup(), "r", []));
+    const e = thrown(() => act({ kind: "refused", why: "/srv/r/v2 is a symbolic link (to \"/etc\")", freeBytes: 1 }));
     expect(e.message).toMatch(/symbolic link .*neither uses nor replaces it; remove it/);
   });
 });
@@ -87,10 +96,11 @@ describe("release scripts and what they print", () => {
   });
 
   it("an install only from a directory incomingScript makes, with a real sha256 and a plain name", () => {
-    const base = { dir: "/srv/r", version: "v2", incoming: "/srv/r/.nodrop-incoming-Ab12Cd", sha256: SHA, unpack: "tar.gz" as const, name: "web.tar.gz", replace: false };
+    const base = { dir: "/srv/r", version: "v2", incoming: "/srv/r/.nodrop-incoming-web1-Ab12Cd", sha256: SHA, unpack: "tar.gz" as const, name: "web.tar.gz" };
     expect(installScript(base)).toContain("mv -T -- content");
     expect(thrown(() => installScript({ ...base, incoming: "/etc" })).code).toBe("E_RELEASE");
-    expect(thrown(() => installScript({ ...base, incoming: "/srv/r/.nodrop-incoming-x;rm" })).code).toBe("E_RELEASE");
+    expect(thrown(() => installScript({ ...base, incoming: "/srv/r/.nodrop-incoming-web1-x;rm" })).code).toBe("E_RELEASE");
+    expect(thrown(() => installScript({ ...base, incoming: "/srv/r/.nodrop-incoming-Ab12Cd" })).code).toBe("E_RELEASE");
     expect(thrown(() => installScript({ ...base, sha256: "$(id)" })).code).toBe("E_RELEASE");
     expect(thrown(() => installScript({ ...base, name: "../x" })).code).toBe("E_RELEASE");
   });
@@ -105,11 +115,13 @@ describe("the scripts on this machine (bash, GNU tar, sha256sum)", () => {
   it("inspect sweeps cut uploads and reports a link at the release's name without following it", async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-rel-"));
     const local = localExecutor();
-    await mkdir(path.join(dir, ".nodrop-incoming-Old123"));
+    await mkdir(path.join(dir, ".nodrop-incoming-local-Old123"));
+    // Another host's upload on a shared filesystem is its own business.
+    await mkdir(path.join(dir, ".nodrop-incoming-web2-Old456"));
     await symlink("/etc", path.join(dir, "v2"));
-    const state = parseInspection((await sh(local, inspectScript(dir, "v2"))).stdout, "v2");
+    const state = parseInspection((await sh(local, inspectScript(dir, "v2", "local"))).stdout, "v2");
     expect(state).toMatchObject({ kind: "refused", why: 'v2 is a symbolic link (to "/etc")' });
-    expect(await readdir(dir)).toEqual(["v2"]);
+    expect((await readdir(dir)).sort()).toEqual([".nodrop-incoming-web2-Old456", "v2"]);
   });
 
   it("a tarball becomes the release through one rename, its marker written; a wrong sha256 leaves nothing", async () => {
@@ -121,9 +133,9 @@ describe("the scripts on this machine (bash, GNU tar, sha256sum)", () => {
     const sha = (await execFileP("sha256sum", [tarball])).stdout.split(" ")[0]!;
     const local = localExecutor();
     const send = async (sha256: string) => {
-      const incoming = (await sh(local, incomingScript(dir))).stdout.trim();
+      const incoming = (await sh(local, incomingScript(dir, "local"))).stdout.trim();
       await uploadFile(local, tarball, `${incoming}/.nodrop-artifact`);
-      return sh(local, installScript({ dir, version: "v2", incoming, sha256, unpack: "tar.gz", name: "web.tar.gz", replace: false }));
+      return sh(local, installScript({ dir, version: "v2", incoming, sha256, unpack: "tar.gz", name: "web.tar.gz" }));
     };
     const bad = await send("b".repeat(64));
     expect(bad.code).toBe(3);
@@ -142,10 +154,45 @@ describe("the scripts on this machine (bash, GNU tar, sha256sum)", () => {
     expect((await readdir(dir)).sort()).toEqual(["v2"]);
   });
 
+  it("the releases directory must pass the state directory's check: not a link, ours, nobody else may write to it", async () => {
+    const base = await mkdtemp(path.join(os.tmpdir(), "nodrop-rel-"));
+    const local = localExecutor();
+    await mkdir(path.join(base, "real"));
+    await symlink(path.join(base, "real"), path.join(base, "link"));
+    const linked = await sh(local, inspectScript(path.join(base, "link"), "v2", "local"));
+    expect(linked.code).toBe(3);
+    expect(linked.stderr).toMatch(/link is a symbolic link .*nodrop does not follow links/);
+    await mkdir(path.join(base, "open"), { mode: 0o777 });
+    await execFileP("chmod", ["0777", path.join(base, "open")]);
+    const open = await sh(local, inspectScript(path.join(base, "open"), "v2", "local"));
+    expect(open.code).toBe(3);
+    expect(open.stderr).toMatch(/open is writable by others \(mode 777\)/);
+    // Nothing was made through the link.
+    expect(await readdir(path.join(base, "real"))).toEqual([]);
+  });
+
+  it("a marker the artifact brings along (a link planted in the tarball) is replaced, never written through", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-rel-"));
+    const build = await mkdtemp(path.join(os.tmpdir(), "nodrop-build-"));
+    const victim = path.join(build, "..", `${path.basename(build)}-victim`);
+    await writeFile(victim, "keep\n");
+    await writeFile(path.join(build, "VERSION"), "v2\n");
+    await symlink(victim, path.join(build, ".nodrop-release"));
+    const tarball = `${build}.tar.gz`;
+    await execFileP("tar", ["-czf", tarball, "-C", build, "."]);
+    const sha = (await execFileP("sha256sum", [tarball])).stdout.split(" ")[0]!;
+    const local = localExecutor();
+    const incoming = (await sh(local, incomingScript(dir, "local"))).stdout.trim();
+    await uploadFile(local, tarball, `${incoming}/.nodrop-artifact`);
+    expect((await sh(local, installScript({ dir, version: "v2", incoming, sha256: sha, unpack: "tar.gz", name: "web.tar.gz" }))).ok).toBe(true);
+    expect(await readFile(victim, "utf8")).toBe("keep\n");
+    expect(await readFile(path.join(dir, "v2", ".nodrop-release"), "utf8")).toBe(`version=v2\nsha256=${sha}\n`);
+  });
+
   it("an empty release for prepare to fill", async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-rel-"));
     const local = localExecutor();
-    const incoming = (await sh(local, incomingScript(dir))).stdout.trim();
+    const incoming = (await sh(local, incomingScript(dir, "local"))).stdout.trim();
     expect((await sh(local, emptyReleaseScript(dir, "v3", incoming))).ok).toBe(true);
     expect(await readdir(dir)).toEqual(["v3"]);
     expect(await readFile(path.join(dir, "v3", ".nodrop-release"), "utf8")).toBe("version=v3\nsha256=none\n");
@@ -207,7 +254,7 @@ describe("keeping N releases", () => {
       { name: "r1", mtime: 1700000000.123456789 },
       { name: "r2", mtime: 17 },
     ]);
-    expect(thrown(() => removeReleasesScript("/srv/r", ["r1", "../etc"])).code).toBe("E_RELEASE");
+    expect(thrown(() => removeReleasesScript("/srv/r", "local", ["r1", "../etc"])).code).toBe("E_RELEASE");
     const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-keep-"));
     for (const name of ["r1", "r2", "handmade"]) await mkdir(path.join(dir, name));
     for (const name of ["r1", "r2"]) await writeFile(path.join(dir, name, ".nodrop-release"), `version=${name}\n`);
@@ -215,7 +262,7 @@ describe("keeping N releases", () => {
     // A directory without nodrop's marker is not a release nodrop made: never listed, never removed.
     expect(listed.map((r) => r.name).sort()).toEqual(["r1", "r2"]);
     expect(listed.every((r) => r.mtime > 1e9)).toBe(true);
-    expect((await localExecutor().exec(removeReleasesScript(dir, ["r1"]))).code).toBe(0);
+    expect((await localExecutor().exec(removeReleasesScript(dir, "local", ["r1"]))).code).toBe(0);
     expect((await readdir(dir)).sort()).toEqual(["handmade", "r2"]);
   });
 });

@@ -60,10 +60,12 @@ export function releasePhase(hosts: readonly string[]): PlanPhase {
   return { name: "release", instances: [], steps: [{ kind: "release", hosts, instances: [] }], onFailure: "isolate", added: "release" };
 }
 
-/** What a host must do for the release; `reason` says why, for the log. */
+/** What a host must do for the release. */
 export interface ReleaseAction {
-  readonly send: "upload" | "replace" | "create" | "none";
+  readonly send: "upload" | "create" | "none";
   readonly prepare: boolean;
+  /** Prepare is due (another command, or never), but instances run the release: it is not run under them. */
+  readonly preparedInUse?: boolean;
 }
 
 /** Which prepare a release has had: the command and what it ran on. A change of either prepares again. */
@@ -72,29 +74,35 @@ export function preparedHash(prepare: string, sha256: string | undefined): strin
 }
 
 /**
- * Decides, from what the host has, whether to send the artifact and whether to prepare. A release
- * that holds another build is replaced only when no instance on the host runs that version:
- * changing files under a running process is what releases exist to avoid.
+ * Decides, from what the host has, whether to send the artifact and whether to prepare. A version
+ * names one build: a release that holds another one is never replaced (files changed under a
+ * running process, or under a rollback target, are what releases exist to avoid), and neither is a
+ * directory nodrop did not make for that version.
  */
-export function releaseAction(state: ReleaseState, setup: Pick<ReleaseSetup, "artifact" | "prepare" | "mode">, where: string, inUse: readonly string[]): ReleaseAction {
+export function releaseAction(state: ReleaseState, setup: Pick<ReleaseSetup, "artifact" | "prepare" | "mode">, where: string, version: string, inUse: readonly string[]): ReleaseAction {
   if (state.kind === "refused") throw new NodropError("E_RELEASE", `${state.why}: nodrop neither uses nor replaces it; remove it`);
+  if (state.kind === "present" && state.marker.version !== version) {
+    const says = state.marker.version ? `its marker names ${state.marker.version}` : "it has no marker of nodrop's";
+    throw new NodropError("E_RELEASE", `${where} exists, but ${says}: nodrop did not make it for ${version}, and neither uses nor replaces it; remove it`);
+  }
   const sha = state.kind === "present" ? state.marker.sha256 : undefined;
-  const needsPrepare = (held: string | undefined) => setup.prepare !== undefined && (state.kind !== "present" || state.marker.prepared !== preparedHash(setup.prepare, held));
+  const prepare = (held: string | undefined): Pick<ReleaseAction, "prepare" | "preparedInUse"> => {
+    const due = setup.prepare !== undefined && (state.kind !== "present" || state.marker.prepared !== preparedHash(setup.prepare, held));
+    // Never under running processes: they were started from the release as it is.
+    return due && inUse.length > 0 ? { prepare: false, preparedInUse: true } : { prepare: due };
+  };
   if (setup.mode === "existing") {
-    if (state.kind === "absent") throw new NodropError("E_RELEASE", `${where} does not exist: a rollback uses the release already on the host (it may have been pruned); deploy that version with its artifact instead`);
-    return { send: "none", prepare: needsPrepare(sha) };
+    if (state.kind === "absent") throw new NodropError("E_RELEASE", `${where} does not exist, and this deploy sends nothing (a rollback, or no artifact and no prepare command): the release may have been pruned; deploy that version with its artifact`);
+    return { send: "none", ...prepare(sha) };
   }
   const artifact = setup.artifact;
-  if (!artifact) return { send: state.kind === "absent" ? "create" : "none", prepare: needsPrepare(sha ?? "none") };
+  if (!artifact) return { send: state.kind === "absent" ? "create" : "none", ...prepare(sha ?? "none") };
   if (state.kind === "absent") return { send: "upload", prepare: setup.prepare !== undefined };
-  if (sha === artifact.sha256) return { send: "none", prepare: needsPrepare(sha) };
-  if (inUse.length > 0) {
-    throw new NodropError(
-      "E_RELEASE",
-      `${where} holds another build (sha256 ${sha ? `${sha.slice(0, 12)}…` : "not recorded"}, the artifact's is ${artifact.sha256.slice(0, 12)}…), and ${inUse.join(", ")} ${inUse.length === 1 ? "runs" : "run"} it: give the new build its own version`,
-    );
-  }
-  return { send: "replace", prepare: setup.prepare !== undefined };
+  if (sha === artifact.sha256) return { send: "none", ...prepare(sha) };
+  throw new NodropError(
+    "E_RELEASE",
+    `${where} holds another build (sha256 ${sha ? `${sha.slice(0, 12)}…` : "not recorded"}; the artifact's is ${artifact.sha256.slice(0, 12)}…): a version names one build, so give this one its own version${inUse.length > 0 ? ` (${inUse.join(", ")} ${inUse.length === 1 ? "runs" : "run"} that release)` : ", or remove that release"}`,
+  );
 }
 
 /** Puts the release on one host; resolves with what was done, for the step's log line. */
@@ -106,21 +114,22 @@ export async function releaseOnHost(context: RunContext, setup: ReleaseSetup, ho
   const dir = setup.dirOf(host);
   const release = releasePath(dir, version);
   const where = `${release} on ${host}`;
-  const inspected = await execOrThrow(executor, inspectScript(dir, version), `looking at ${where}`, { signal, timeoutMs: 60_000 });
+  const inspected = await execOrThrow(executor, inspectScript(dir, version, host), `looking at ${where}`, { signal, timeoutMs: 60_000 });
   const state = parseInspection(inspected.stdout, where);
-  // Instances on this host that run this version now, on either slot.
-  const inUse = run.observed.filter((o) => o.host === host && (o.version === version || o.idle?.version === version)).map((o) => o.id);
-  const action = releaseAction(state, setup, where, inUse);
+  // Instances on this host that may run this version now, on either slot (one whose version is
+  // unknown might: a process that does not answer its health check still has its files open).
+  const inUse = run.observed.filter((o) => o.host === host && (o.version === version || o.idle?.version === version || o.version === undefined)).map((o) => o.id);
+  const action = releaseAction(state, setup, where, version, inUse);
   const done: string[] = [];
-  if (action.send === "upload" || action.send === "replace") {
+  if (action.send === "upload") {
     const artifact = setup.artifact!;
     if (state.freeBytes !== undefined && state.freeBytes < artifact.bytes) {
       throw new NodropError("E_RELEASE", `${host} has ${formatBytes(state.freeBytes)} free in ${dir}, and the artifact alone is ${formatBytes(artifact.bytes)}`);
     }
-    const ms = await sendArtifact(context, executor, { dir, version, artifact, replace: action.send === "replace", where });
-    done.push(`${action.send === "replace" ? "replaced another build: " : ""}uploaded ${formatBytes(artifact.bytes)} in ${Math.round(ms)} ms, sha256 verified on the host`);
+    const ms = await sendArtifact(context, executor, { dir, version, artifact, where });
+    done.push(`uploaded ${formatBytes(artifact.bytes)} in ${Math.round(ms)} ms, sha256 verified on the host`);
   } else if (action.send === "create") {
-    const incoming = await makeIncoming(executor, dir, where, signal);
+    const incoming = await makeIncoming(executor, dir, host, where, signal);
     await execOrThrow(executor, emptyReleaseScript(dir, version, incoming), `creating ${where}`, { signal, timeoutMs: 60_000 });
     done.push("created (empty, for prepare)");
   } else done.push(setup.artifact && setup.mode === "deploy" ? "already there (same sha256)" : "already there");
@@ -131,14 +140,15 @@ export async function releaseOnHost(context: RunContext, setup: ReleaseSetup, ho
     const held = setup.mode === "deploy" && setup.artifact ? setup.artifact.sha256 : state.kind === "present" ? state.marker.sha256 : "none";
     await execOrThrow(executor, markPreparedScript(dir, version, preparedHash(setup.prepare!, held)), `marking ${where} prepared`, { signal, timeoutMs: 60_000 });
     done.push(`prepared in ${Math.round(performance.now() - t0)} ms`);
-  } else if (setup.prepare !== undefined) done.push("already prepared (same command, same build)");
+  } else if (action.preparedInUse) done.push(`not prepared again: ${inUse.join(", ")} may run it (it was prepared by another command)`);
+  else if (setup.prepare !== undefined) done.push("already prepared (same command, same build)");
   return done.join(", ");
 }
 
 /** Uploads into a fresh incoming directory and installs from there; returns the upload's ms. */
-async function sendArtifact(context: RunContext, executor: Executor, o: { dir: string; version: string; artifact: Artifact; replace: boolean; where: string }): Promise<number> {
+async function sendArtifact(context: RunContext, executor: Executor, o: { dir: string; version: string; artifact: Artifact; where: string }): Promise<number> {
   const signal = context.options.signal;
-  const incoming = await makeIncoming(executor, o.dir, o.where, signal);
+  const incoming = await makeIncoming(executor, o.dir, executor.host, o.where, signal);
   const t0 = performance.now();
   const progress = throttledProgress((sentBytes, totalBytes) => context.run.emit({ type: "upload", host: executor.host, sentBytes, totalBytes }));
   try {
@@ -150,15 +160,15 @@ async function sendArtifact(context: RunContext, executor: Executor, o: { dir: s
     throw error;
   }
   const ms = performance.now() - t0;
-  await execOrThrow(executor, installScript({ dir: o.dir, version: o.version, incoming, sha256: o.artifact.sha256, unpack: o.artifact.unpack, name: o.artifact.name, replace: o.replace }), `installing ${o.where}`, {
+  await execOrThrow(executor, installScript({ dir: o.dir, version: o.version, incoming, sha256: o.artifact.sha256, unpack: o.artifact.unpack, name: o.artifact.name }), `installing ${o.where}`, {
     signal,
     timeoutMs: 10 * 60_000,
   });
   return ms;
 }
 
-async function makeIncoming(executor: Executor, dir: string, where: string, signal: AbortSignal | undefined): Promise<string> {
-  const made = (await execOrThrow(executor, incomingScript(dir), `making an upload directory for ${where}`, { signal, timeoutMs: 60_000 })).stdout.trim();
+async function makeIncoming(executor: Executor, dir: string, host: string, where: string, signal: AbortSignal | undefined): Promise<string> {
+  const made = (await execOrThrow(executor, incomingScript(dir, host), `making an upload directory for ${where}`, { signal, timeoutMs: 60_000 })).stdout.trim();
   if (!isIncomingPath(dir, made)) throw new NodropError("E_RELEASE", `the host answered ${describeValue(made)} for a new upload directory in ${dir}`);
   return made;
 }
@@ -192,7 +202,7 @@ export async function pruneReleases(context: RunContext, setup: ReleaseSetup & {
       try {
         const found = parseReleaseList((await execOrThrow(executor, listReleasesScript(dir), `listing the releases in ${dir}`, { signal, timeoutMs: 60_000 })).stdout);
         const removed = releasesToRemove(found, setup.keep, protect);
-        if (removed.length > 0) await execOrThrow(executor, removeReleasesScript(dir, removed), `removing old releases from ${dir}`, { signal, timeoutMs: 10 * 60_000 });
+        if (removed.length > 0) await execOrThrow(executor, removeReleasesScript(dir, host, removed), `removing old releases from ${dir}`, { signal, timeoutMs: 10 * 60_000 });
         pruned.push({ host, kept: found.map((r) => r.name).filter((name) => !removed.includes(name)).sort(), removed: [...removed].sort() });
       } catch (error) {
         warnings.push(`old releases were not removed on ${host}: ${(error as Error).message.split("\n")[0]}`);

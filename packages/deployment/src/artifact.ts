@@ -48,8 +48,9 @@ async function packDirectory(dir: string, what: string): Promise<PackedArtifact>
   const base = PLAIN_FILE_NAME.test(path.basename(dir)) ? path.basename(dir) : "release";
   const file = path.join(tmp, `${base}.tar.gz`);
   try {
-    // GNU tar's options for the same bytes from the same files; `gzip -n` leaves out name and time.
-    await execFileP("bash", ["-c", 'set -o pipefail; tar --sort=name --owner=0 --group=0 --numeric-owner -C "$1" -cf - . | gzip -n > "$2"', "pack", dir, file]);
+    // GNU tar's options for the same bytes from the same files (the gnu format has no atime or
+    // ctime headers); `gzip -n` leaves out name and time. A release's own marker is never sent.
+    await execFileP("bash", ["-c", 'set -o pipefail; tar --format=gnu --sort=name --owner=0 --group=0 --numeric-owner --exclude=./.nodrop-release -C "$1" -cf - . | gzip -n > "$2"', "pack", dir, file]);
   } catch (error) {
     await rm(tmp, { recursive: true, force: true });
     throw new NodropError("E_RELEASE", `${what}: packing ${dir} into a tarball failed: ${(error as { stderr?: string }).stderr?.trim() || (error as Error).message}`);
@@ -86,7 +87,10 @@ export async function deployRelease(
     if (o.override !== undefined) throw new NodropError("E_ARGS", `${o.overrideName ?? "--artifact"} needs a release section in the config (release.dir: where each host keeps its releases)`);
     return none;
   }
-  if (o.mode === "existing") return { release: deployment.releaseFor("existing"), dispose: none.dispose };
+  if (o.mode === "existing") {
+    if (o.override !== undefined) throw new NodropError("E_ARGS", `${o.overrideName ?? "--artifact"} is not used here: going back to a version that ran before uses the release already on each host`);
+    return { release: deployment.releaseFor("existing"), dispose: none.dispose };
+  }
   const given = o.override ?? section.artifact;
   const packed = given === undefined ? undefined : await packArtifact(given, o.override !== undefined ? (o.cwd ?? process.cwd()) : deployment.config.baseDir, o.override !== undefined ? (o.overrideName ?? "--artifact") : "release.artifact");
   return { release: deployment.releaseFor("deploy", packed), dispose: async () => packed?.dispose() };

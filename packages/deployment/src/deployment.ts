@@ -57,8 +57,8 @@ export interface Deployment {
   readonly config: NodropConfig;
   /**
    * The release step's setup for a deploy (`deploy`: send `artifact` and prepare as needed;
-   * `existing`: a rollback, which uses the release already on each host); undefined without a
-   * release section, or when a deploy has neither an artifact nor a prepare command.
+   * `existing`: a rollback, which uses the release already on each host, as does a deploy with
+   * neither an artifact nor a prepare command); undefined without a release section.
    */
   releaseFor(mode: ReleaseSetup["mode"], artifact?: Artifact): ReleaseSetup | undefined;
   dispose(): Promise<void>;
@@ -190,8 +190,10 @@ function assemble(parts: {
     }),
   );
   const releaseFor = (mode: ReleaseSetup["mode"], artifact?: Artifact): ReleaseSetup | undefined => {
-    if (!config.release || (mode === "deploy" && !artifact && !config.commands.prepare)) return undefined;
-    return { dirOf: releaseDirOf, artifact: mode === "deploy" ? artifact : undefined, prepare: config.commands.prepare, prepareTimeoutMs: config.release.prepareTimeout, keep: config.release.keep, mode, executorFor };
+    if (!config.release) return undefined;
+    // Nothing to send or prepare (a resume without --artifact, say): every host must have the release already.
+    const actual = mode === "deploy" && !artifact && !config.commands.prepare ? "existing" : mode;
+    return { dirOf: releaseDirOf, artifact: actual === "deploy" ? artifact : undefined, prepare: config.commands.prepare, prepareTimeoutMs: config.release.prepareTimeout, keep: config.release.keep, mode: actual, executorFor };
   };
   const ids = config.instances.map((i) => i.id);
   const strategyOptions = resolved.strategy.options;

@@ -36,6 +36,8 @@ export async function retireKeptSlots(deployment: LockedDeployment, options: Ret
     version: last.version,
     lockWaitMs: options.lockWaitMs ?? 300_000,
     signal: options.signal,
+    // Housekeeping, not a deploy anyone asked for: no hooks (a second "deployed" notice, a migration run again).
+    command: "retire",
     ...(options.onEvent ? { onEvent: options.onEvent } : {}),
   });
   if (report === undefined) return { kind: "superseded", by: "a deploy that took the lock first" };

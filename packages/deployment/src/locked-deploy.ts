@@ -1,4 +1,4 @@
-import { type DeployListener, type DeployReport, type HeldLock, type Journal, type ReleaseSetup, deploy, deployLock, fileJournal, formatDuration, isSafeName, lastDeploy } from "@nodrop/core";
+import { type DeployListener, type DeployReport, type HeldLock, type Journal, type JournalRecord, type ReleaseSetup, deploy, deployLock, fileJournal, formatDuration, isSafeName, lastDeploy } from "@nodrop/core";
 import type { Deployment } from "./deployment.js";
 
 /** What the lock, the journal and a locked deploy need of a deployment. */
@@ -24,6 +24,8 @@ export interface LockedDeployOptions {
   reconcileProxies?: boolean;
   /** The release put on every instance host before any instance leaves the pool (Deployment.releaseFor). */
   release?: ReleaseSetup | undefined;
+  /** What runs this deploy, for the hooks' NODROP_COMMAND (default deploy); "retire" runs no hooks. */
+  command?: "deploy" | "resume" | "rollback" | "retire" | undefined;
 }
 
 /**
@@ -50,9 +52,12 @@ export async function lockedDeployAfter(deployment: LockedDeployment, deployId: 
 }
 
 function deployWith(deployment: LockedDeployment, journal: Journal, options: LockedDeployOptions, signal: AbortSignal): Promise<DeployReport> {
+  const { hooks, ...rest } = deployment.options;
+  const command = options.command ?? "deploy";
   return interruptedVersions(journal).then((stagedVersions) =>
     deploy({
-      ...deployment.options,
+      ...rest,
+      ...(hooks && command !== "retire" ? { hooks: { ...hooks, command } } : {}),
       version: options.version,
       journal,
       stagedVersions,
@@ -93,9 +98,17 @@ async function interruptedVersions(journal: Journal): Promise<string[]> {
   // Only a version that never served: clients may hold the pin of one that ran before (a rollback
   // goes back to it) or that an instance was checked healthy on in the interrupted deploy.
   const version = last.version;
-  const ranBefore = records.some((r) => r.type === "deploy" && Array.isArray(r.instances) && r.instances.some((i) => i?.from === version));
+  const ranBefore = versionRanBefore(records, version);
   const servedNow = records.some((r) => r.type === "step" && r.id === last.id && r.kind === "check" && r.status === "ok");
   return ranBefore || servedNow ? [] : [version];
+}
+
+/**
+ * Whether an instance ran `version` before some deploy in the journal: a deploy to it goes back
+ * (a rollback, or its resume), so its release is the one already on the hosts.
+ */
+export function versionRanBefore(records: readonly JournalRecord[], version: string): boolean {
+  return records.some((r) => r.type === "deploy" && Array.isArray(r.instances) && r.instances.some((i) => i?.from === version));
 }
 
 /** Releases the lock; when that fails, a warning that says why and what state the lock is in. */

@@ -1,7 +1,7 @@
 import { mkdir, open } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { type ExecOptions, type ExecResult, type Executor, NodropError, abortError, shellQuote, sleep } from "@nodrop/core";
+import { type ExecOptions, type ExecResult, type Executor, NodropError, type UploadOptions, abortError, shellQuote, sleep } from "@nodrop/core";
 import ssh2 from "ssh2";
 import { fingerprint, type KnownHostEntry, keyType, knownHostsLine, knownHostsName, parseKnownHosts, verifyKnownHost } from "./known-hosts.js";
 import { semaphore } from "./semaphore.js";
@@ -281,11 +281,6 @@ export function sshExecutor(options: SshExecutorOptions): SshExecutor {
       if (pending) (await pending.catch(() => undefined))?.drop(ended(), false);
     },
   };
-}
-
-interface UploadOptions {
-  readonly signal?: AbortSignal | undefined;
-  readonly onProgress?: ((sentBytes: number, totalBytes: number) => void) | undefined;
 }
 
 /**
