@@ -3,6 +3,7 @@
 // docs/bench.md, docs/bench.json, one SVG timeline per scenario (docs/bench/) and README's table.
 // Numbers only come from here: tests assert counts and states, never timings.
 import { execSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -35,6 +36,11 @@ interface Scenario {
   rollback?: true;
   /** Run nginx on these test hosts (of `hosts`), several proxies in front of the instances on the others. */
   proxyHosts?: readonly string[];
+  /**
+   * Deploys from an artifact of this many MiB (random bytes, so gzip cannot shrink them): the
+   * release phase sends it to every host and prepares it before any instance leaves the pool.
+   */
+  artifactMib?: number;
 }
 
 const webHosts = (n: number) => Array.from({ length: n }, (_, i) => `web${i + 1}`);
@@ -56,6 +62,9 @@ const scenarios: Scenario[] = [
   { name: "3 hosts x 4 instances over SSH, blue-green", slug: "ssh-blue-green", hosts: webHosts(3), ports: [8761, 8762, 8763, 8764], slotOffset: 1000, strategy: { name: "blue-green" } },
   // Two proxies: each load client keeps to one of them, as DNS round robin sends it.
   { name: "3 hosts x 4 instances behind 2 nginx proxies over SSH, half-split by host", slug: "two-proxies-half-split", hosts: [...webHosts(3), "lb1", "lb2"], proxyHosts: ["lb1", "lb2"], ports: [8291, 8292, 8293, 8294], strategy: { name: "half-split", split: "by-host" } },
+  // The same fleet and strategy with two artifact sizes: the release phase grows with the size, the rest must not.
+  { name: "3 hosts x 4 instances over SSH, rolling batches of 3, from a 10 MiB artifact", slug: "ssh-artifact-10", hosts: webHosts(3), ports: [8801, 8802, 8803, 8804], strategy: { name: "rolling", batchSize: 3 }, artifactMib: 10 },
+  { name: "3 hosts x 4 instances over SSH, rolling batches of 3, from a 100 MiB artifact", slug: "ssh-artifact-100", hosts: webHosts(3), ports: [8811, 8812, 8813, 8814], strategy: { name: "rolling", batchSize: 3 }, artifactMib: 100 },
   { name: "16 hosts x 4 instances over SSH, rolling 25% at a time", slug: "scale-64", hosts: webHosts(16), ports: [8391, 8392, 8393, 8394], strategy: { name: "rolling", batchSize: "25%" } },
 ];
 
@@ -80,6 +89,9 @@ interface Result {
   /** From the first response of the new version to the last of the old one (ms; negative: no overlap). */
   mixedMs: number | undefined;
   deployMs: number;
+  /** With an artifact: the release phase (upload, checksum, unpack, prepare on every host), and the deploy without it. */
+  releaseMs?: number;
+  afterReleaseMs?: number;
   /** nodrop only: sum over instances of their own stop + update + start + check time. */
   instanceSumMs: number | undefined;
   /** nodrop only: sum over batches of the slowest instance in the batch (what a batch cannot go below). */
@@ -153,7 +165,8 @@ function measure(scenario: Scenario, { run, report, fleet, serving, instances }:
       drainMs: Math.round(drain),
       batches: batches.size,
       preflightMs: Math.round(preflight),
-      overheadPerBatchMs: Math.round((report.durationMs - preflight - critical - drain - tail) / batches.size),
+      // The release phase (an artifact's upload and prepare) runs before any batch: not a batch's overhead.
+      overheadPerBatchMs: Math.round((report.durationMs - preflight - critical - drain - tail - (report.phases.find((p) => p.name === "release")?.ms ?? 0)) / batches.size),
       reloads: report.routes.length,
     };
   }
@@ -174,6 +187,7 @@ function measure(scenario: Scenario, { run, report, fleet, serving, instances }:
     switchesMax: Math.max(0, ...stats.switchesPerClient),
     mixedMs: stats.firstNewAt !== undefined && stats.lastOldAt !== undefined ? Math.round(stats.lastOldAt - stats.firstNewAt) : undefined,
     deployMs,
+    ...releaseFigures(report, deployMs),
     ...nodrop,
     sshConnections: report?.ssh?.connections,
     sshHosts: report?.ssh?.hosts,
@@ -184,6 +198,12 @@ function measure(scenario: Scenario, { run, report, fleet, serving, instances }:
     processMs: Math.round(run.deployEndMs - run.deployStartMs),
     chart: `bench/${scenario.slug}.svg`,
   };
+}
+
+/** The release phase's time and the deploy's without it (the part with instances out of the pool). */
+function releaseFigures(report: DeployReport | undefined, deployMs: number): Pick<Result, "releaseMs" | "afterReleaseMs"> {
+  const release = report?.phases.find((p) => p.name === "release");
+  return release ? { releaseMs: Math.round(release.ms), afterReleaseMs: Math.round(deployMs - release.ms) } : {};
 }
 
 function figures(fleet: Parameters<typeof fleetFigures>[0], run: DeployUnderLoadResult): Pick<Result, "minServing" | "fleetMemoryBeforeMb" | "fleetMemoryPeakMb"> {
@@ -294,6 +314,19 @@ function targets(results: readonly Result[]): Target[] {
     out.push({ what: "rollback inside the keepOld window, time to swap (its start to the end of the swap phase)", goal: "< 2 s", value: swap === undefined ? "-" : `${swap} ms${exit(rollback)}`, figure: swap, met: swap !== undefined && swap < 2000 && rollback.exitCode === 0 });
     out.push({ what: "rollback inside the keepOld window, total (the command's start to its exit)", goal: "< 2 s", value: `${rollback.processMs} ms (nodrop's report: ${rollback.deployMs} ms)${exit(rollback)}`, figure: rollback.processMs, met: rollback.processMs < 2000 && rollback.exitCode === 0 });
   }
+  const [small, large] = [by("ssh-artifact-10"), by("ssh-artifact-100")];
+  if (small?.afterReleaseMs !== undefined && large?.afterReleaseMs !== undefined) {
+    // The part of the deploy with instances out of the pool, with ten times the artifact.
+    const figure = Number((large.afterReleaseMs / small.afterReleaseMs).toFixed(2));
+    const both = small.exitCode === 0 && large.exitCode === 0;
+    out.push({
+      what: "deploy after the release phase, 100 MiB artifact ÷ 10 MiB (release phase: upload, check, unpack, prepare)",
+      goal: "≤ 1.1 (does not grow with the artifact)",
+      value: `${figure} (${s(large.afterReleaseMs)}${exit(large)} / ${s(small.afterReleaseMs)}${exit(small)}; release phase ${s(large.releaseMs!)} / ${s(small.releaseMs!)})`,
+      figure,
+      met: both && figure <= 1.1,
+    });
+  }
   const watched = ["surge", "surge-2", "ssh-surge", "blue-green", "ssh-blue-green", "blue-green-rollback"].flatMap((slug) => by(slug) ?? []);
   if (watched.length > 0) {
     const failed = watched.reduce((sum, r) => sum + r.failed, 0);
@@ -345,7 +378,7 @@ const onLoadClock = (samples: FleetSamples, loadStart: number): FleetSamples => 
  * Runs a scenario's deploy (or rollback) under load while sampling the fleet. `processDir` is where
  * the fleet's gunicorn processes keep their state (fleet.dir, or the test hosts' directory).
  */
-async function deployScenario(scenario: Scenario, fleet: Fleet, processDir: string, load: { clients: number; addresses: string[] }): Promise<ScenarioRun & { loadStartedAt: number }> {
+async function deployScenario(scenario: Scenario, fleet: Fleet, processDir: string, load: { clients: number; addresses: string[] }, args: readonly string[] = []): Promise<ScenarioRun & { loadStartedAt: number }> {
   const keeping = scenario.rollback ? await deployKeepingOld(fleet) : undefined;
   // A script never tells nginx: its include file says nothing about what serves.
   const sampler = sampleFleet({ dir: processDir, ...(scenario.baseline ? {} : { includeFile: fleet.proxies[0]?.includeFile ?? fleet.includeFile }) });
@@ -357,6 +390,7 @@ async function deployScenario(scenario: Scenario, fleet: Fleet, processDir: stri
     load: { clients: load.clients, seed: 7, ...(fleet.proxies.length > 0 ? { urls: fleet.proxies.map((p) => p.url) } : { localAddresses: load.addresses }) },
     measureMemory: !scenario.baseline,
     deployer: deployerFor(scenario, fleet),
+    args,
   }).catch(async (error: unknown) => {
     await sampler.stop();
     throw error;
@@ -376,6 +410,7 @@ function summaryLine(r: Result): string {
   return (
     `deploy ${(r.deployMs / 1000).toFixed(1)}s (exit ${r.exitCode})` +
     (r.timeToSwapMs === undefined ? "" : `; time to swap ${r.timeToSwapMs} ms`) +
+    (r.releaseMs === undefined ? "" : `; release phase ${(r.releaseMs / 1000).toFixed(1)}s, the rest ${(r.afterReleaseMs! / 1000).toFixed(1)}s`) +
     (r.batchCriticalMs === undefined
       ? ""
       : `; preflight ${r.preflightMs} ms; per-batch critical path ${(r.batchCriticalMs / 1000).toFixed(1)}s + drains ${(r.drainMs! / 1000).toFixed(1)}s; overhead per batch ${r.overheadPerBatchMs} ms over ${r.batches} batches; ${r.reloads} reloads`) +
@@ -406,10 +441,12 @@ for (const scenario of scenarios) {
     ...(hosts ? { hosts } : {}),
     ...(scenario.slotOffset === undefined ? {} : { slotOffset: scenario.slotOffset }),
     ...(scenario.proxyHosts ? { proxyHosts: scenario.proxyHosts } : {}),
+    ...(scenario.artifactMib === undefined ? {} : { releases: { prepare: "cd {release} && test -s VERSION && date -u +%FT%TZ > PREPARED_AT" } }),
   });
   console.log(`fleet of ${fleet.instances.length} instances up in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
   try {
-    const measured = await deployScenario(scenario, fleet, hosts ? hosts.dir : fleet.dir, { clients: Number(values.clients), addresses });
+    const artifact = scenario.artifactMib === undefined ? [] : ["--artifact", await buildArtifact(fleet.dir, "v2", scenario.artifactMib)];
+    const measured = await deployScenario(scenario, fleet, hosts ? hosts.dir : fleet.dir, { clients: Number(values.clients), addresses }, artifact);
     const { run, report } = measured;
     const result = measure(scenario, measured);
     results.push(result);
@@ -428,6 +465,17 @@ for (const scenario of scenarios) {
     await fleet.stop();
     await hosts?.stop();
   }
+}
+
+/** A release tarball of `mib` MiB: the version's VERSION file and random bytes. */
+async function buildArtifact(dir: string, version: string, mib: number): Promise<string> {
+  const build = path.join(dir, `build-${version}`);
+  await mkdir(build, { recursive: true });
+  await writeFile(path.join(build, "VERSION"), `${version}\n`);
+  await writeFile(path.join(build, "blob.bin"), randomBytes(mib * 1024 * 1024));
+  const file = path.join(dir, `app-${version}.tar.gz`);
+  execSync(`tar -czf ${file} -C ${build} .`);
+  return file;
 }
 
 /** Median time (ms) from spawning `node file args` to its first line of output. */

@@ -34,7 +34,8 @@ describe("releases on 3 SSH hosts: the artifact over SFTP, prepare once per host
   const names = ["web1", "web2", "web3"];
   beforeAll(async () => {
     hosts = await startTestHosts({ names });
-    fleet = await startFleet({ hosts, ports: [8721], proxyPort: 18721, releases: {}, health: { deadline: "8s" } });
+    // Batches of 2 of the 3 instances: each deploy two batches, not three (the release phase is what is tested).
+    fleet = await startFleet({ hosts, ports: [8721], proxyPort: 18721, releases: {}, health: { deadline: "8s" }, strategy: { name: "rolling", batchSize: 2 } });
     work = path.join(fleet.dir, "artifacts");
     await mkdir(work, { recursive: true });
   });
@@ -105,7 +106,7 @@ describe("releases on 3 SSH hosts: the artifact over SFTP, prepare once per host
   });
 
   it("an upload cut mid-way (web2's sshd and sessions killed): no release appears there, nothing is touched, and the next deploy completes", async () => {
-    const file = await buildArtifact(work, "r3", 50);
+    const file = await buildArtifact(work, "r3", 30);
     const before = await snapshot();
     let cut = false;
     const run = await new Promise<{ code: number | null; out: string }>((resolve) => {
@@ -114,7 +115,7 @@ describe("releases on 3 SSH hosts: the artifact over SFTP, prepare once per host
       const onData = (d: Buffer) => {
         out += d.toString();
         // The first progress line for web2 short of 100%: the upload is under way.
-        if (!cut && /upload to web2: [\d.]+ [KM]iB of 50 MiB \((?!100)\d+%\)/.test(out)) {
+        if (!cut && /upload to web2: [\d.]+ [KM]iB of 30 MiB \((?!100)\d+%\)/.test(out)) {
           cut = true;
           void hosts.stopSshd("web2", { sessions: true });
         }
@@ -139,7 +140,7 @@ describe("releases on 3 SSH hosts: the artifact over SFTP, prepare once per host
   });
 
   it("a host without room for the release (a small filesystem at web3's releases): refused before any instance leaves the pool, naming web3; nothing partial is left", async () => {
-    const file = await buildArtifact(work, "r4", 50);
+    const file = await buildArtifact(work, "r4", 20);
     const dir = path.join(hosts.host("web3").dir, "releases-small");
     const config = await withConfig("small-disk", (c) => (c.release.dir = `${hosts.dir}/{host}/releases-small`));
     // web1 and web2 keep their releases in releases-small too, on the ordinary disk.
@@ -152,16 +153,16 @@ describe("releases on 3 SSH hosts: the artifact over SFTP, prepare once per host
     const mount = (size: string) => inSshd("mount", "-t", "tmpfs", "-o", `size=${size},mode=0755`, "tmpfs", dir);
     const before = await snapshot();
     try {
-      // 30 MiB: the free-space check refuses before sending anything.
-      await mount("30m");
+      // 10 MiB: the free-space check refuses before sending anything.
+      await mount("10m");
       const small = await runNodrop(["deploy", "--config", config, "--version", "r4", "--artifact", file]);
       expect(small.code, small.stdout + small.stderr).toBe(1);
-      expect(small.stderr).toMatch(/E_RELEASE.*web3 has [\d.]+ MiB free in .*releases-small, and the artifact alone is 50 MiB/);
+      expect(small.stderr).toMatch(/E_RELEASE.*web3 has [\d.]+ MiB free in .*releases-small, and the artifact alone is 20 MiB/);
       expect(await snapshot()).toBe(before);
       expect(await listed()).toEqual([]);
       await inSshd("umount", dir);
-      // 80 MiB: the upload fits, unpacking it does not (disk full mid-way): refused, the upload removed.
-      await mount("80m");
+      // 30 MiB: the upload fits, unpacking it does not (disk full mid-way): refused, the upload removed.
+      await mount("30m");
       const full = await runNodrop(["deploy", "--config", config, "--version", "r4", "--artifact", file]);
       expect(full.code).toBe(1);
       expect(full.stderr).toMatch(/E_RELEASE.*installing .*releases-small\/r4 on web3 failed/);
