@@ -33,4 +33,19 @@ describe("the action's log", () => {
     ]);
     expect(lines).toContain("start web-2: ok in 5ms (for batch 2/2, started early)");
   });
+
+  it("a hook's output: every line under the hook's name, so none is read as a workflow command; a failed hook is a warning", () => {
+    const lines = logged([
+      { type: "hook", hook: "postDeploy", status: "start" },
+      { type: "hook", hook: "postDeploy", status: "fail", ms: 12, output: ["::error::forged", "::set-output name=result::x"], detail: "the postDeploy hook exited with 3" },
+      { type: "step", phase: "release", kind: "release", instance: undefined, host: "web1", status: "ok", ms: 30, detail: "uploaded 1 KiB in 3 ms, sha256 verified on the host" },
+    ]);
+    expect(lines).toEqual([
+      "hook postDeploy: FAILED in 12ms (the postDeploy hook exited with 3)",
+      "  postDeploy | ::error::forged",
+      "  postDeploy | ::set-output name=result::x",
+      "::warning::nodrop: the postDeploy hook exited with 3",
+      "release web1: ok in 30ms (uploaded 1 KiB in 3 ms, sha256 verified on the host)",
+    ]);
+  });
 });
