@@ -218,6 +218,39 @@ describe("releases on 3 SSH hosts: the artifact over SFTP, prepare once per host
     expect(new Set(Object.values(await fleet.versions()))).toEqual(new Set(["r6"]));
   });
 
+  it("nodrop killed (-9) while the hosts prepare: status says the deploy did not finish, in its release phase, and resume prepares and finishes", async () => {
+    // A prepare that takes a while, so the kill lands inside it.
+    const config = await withConfig("slow-prepare", (c) => (c.commands.prepare = "sleep 2 && echo prepared > {release}/PREPARED"));
+    const file = await buildArtifact(work, "r8", 1);
+    const before = await snapshot();
+    const killed = await new Promise<{ out: string; signal: NodeJS.Signals | null }>((resolve) => {
+      const child = spawn(process.execPath, [nodropBin, "deploy", "--config", config, "--version", "r8", "--artifact", file], { stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      let sent = false;
+      child.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+        // Every host has the artifact (its upload reached 100%): the prepares are what runs now.
+        if (!sent && names.every((h) => new RegExp(`upload to ${h}: .*\\(100%\\)`).test(out))) {
+          sent = true;
+          setTimeout(() => child.kill("SIGKILL"), 300);
+        }
+      });
+      child.on("close", (_code, signal) => resolve({ out, signal }));
+    });
+    expect(killed.signal, killed.out).toBe("SIGKILL");
+    expect(killed.out).not.toMatch(/release web\d ok/);
+    expect(await snapshot()).toBe(before);
+    const status = JSON.parse((await runNodrop(["status", "--config", config, "--json"])).stdout) as { lastDeploy: { version: string; finished: boolean; lastStep?: string } };
+    expect(status.lastDeploy).toMatchObject({ version: "r8", finished: false });
+    expect(status.lastDeploy.lastStep).toMatch(/^release: release web\d \(start\)$/);
+    // The killed deploy's lock is stale at once (its process is gone, on this machine); resume finishes.
+    const resumed = await runNodrop(["resume", "--config", config, "--artifact", file, "--lock-wait", "2m"]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stdout).toMatch(/release web1 ok .*already there \(same sha256\), prepared in \d+ ms/);
+    for (const h of names) expect(await readFile(path.join(releasesOn(h), "r8", "PREPARED"), "utf8")).toBe("prepared\n");
+    expect(new Set(Object.values(await fleet.versions()))).toEqual(new Set(["r8"]));
+  });
+
   it("a rollback uses the release already on each host and sends nothing; one that is gone is refused before anything changes", async () => {
     const before = await sftpSessions();
     const back = await runNodrop(["rollback", "--config", fleet.configFile, "--to", "r3"]);
