@@ -180,12 +180,13 @@ describe("the action bundle: secrets, runners without summary or outputs, and th
       expect(Object.values(await fleet.versions())).toEqual(["v2", "v2"]);
       expect(readdirSync(unwritable)).toEqual([]);
     });
-    await hostile("action-input", "GITHUB_OUTPUT an unwritable path, deploy fails its health check", async () => {
-      const run = await runAction("index", { config: fleet.configFile, version: "v3", "dry-run": "false" }, { env: { GITHUB_OUTPUT: unwritable } });
+    // A version with no release fails its first update at once (a failing health check waits out its deadline).
+    await hostile("action-input", "GITHUB_OUTPUT an unwritable path, deploy fails its first update", async () => {
+      const run = await runAction("index", { config: fleet.configFile, version: "v9", "dry-run": "false" }, { env: { GITHUB_OUTPUT: unwritable } });
       expect(run.code).toBe(1);
       expect(run.stdout).toMatch(/^::warning::nodrop: could not set the output result: /m);
-      expect(run.stdout).toMatch(/::error title=nodrop E_HEALTHCHECK on web-8296/);
-      expect(run.summary).toContain("nodrop: FAILED v3");
+      expect(run.stdout).toMatch(/::error title=nodrop E_INSTANCE on web-8296/);
+      expect(run.summary).toContain("nodrop: FAILED v9");
       // Reverted: both instances back on v2.
       expect(Object.values(await fleet.versions())).toEqual(["v2", "v2"]);
       expect(readdirSync(unwritable)).toEqual([]);
