@@ -53094,6 +53094,7 @@ async function afterSuccess(context, outcome) {
   if (outcome.error || !setup?.keep) return outcome;
   const { run: run3 } = context;
   const protect = /* @__PURE__ */ new Set([run3.version]);
+  if (setup.rollbackTarget && run3.observed.every((o) => o.version === run3.version)) protect.add(setup.rollbackTarget);
   for (const o of run3.observed) for (const v of [o.version, o.idle?.version]) if (v) protect.add(v);
   for (const t of run3.tracked.values()) for (const v of [t.version, t.from, t.idle?.version]) if (v) protect.add(v);
   const hosts = [...new Set(context.options.instances.map((i) => i.spec.host))];
@@ -57473,6 +57474,20 @@ function verifier(verify, healthHeader, enforce) {
     enforce
   });
 }
+function rollbackTarget(records) {
+  let rest = records;
+  for (let last = lastDeploy(rest); last; last = lastDeploy(rest)) {
+    const previous = mostCommon(Object.values(last.from));
+    if (previous !== void 0 && previous !== last.version) return previous;
+    rest = rest.slice(0, rest.findLastIndex((r) => r.type === "deploy"));
+  }
+  return void 0;
+}
+function mostCommon(values) {
+  const counts = /* @__PURE__ */ new Map();
+  for (const v of values) if (v !== void 0) counts.set(v, (counts.get(v) ?? 0) + 1);
+  return [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
+}
 function deploymentLock(deployment) {
   return deployLock({ executor: deployment.proxyExecutor, heartbeatExecutor: deployment.heartbeatExecutor ?? deployment.proxyExecutor, dir: deployment.stateDir });
 }
@@ -57490,22 +57505,24 @@ async function lockedDeployAfter(deployment, deployId, options) {
   });
   return report && warning2 ? { ...report, warnings: [...report.warnings ?? [], warning2] } : report;
 }
-function deployWith(deployment, journal, options, signal) {
+async function deployWith(deployment, journal, options, signal) {
   const { hooks, ...rest } = deployment.options;
   const command = options.command ?? "deploy";
-  return interruptedVersions(journal).then(
-    (stagedVersions) => deploy({
-      ...rest,
-      ...hooks && command !== "retire" ? { hooks: { ...hooks, command } } : {},
-      version: options.version,
-      journal,
-      stagedVersions,
-      signal,
-      ...options.onEvent ? { onEvent: options.onEvent } : {},
-      ...options.reconcileProxies ? { reconcileProxies: true } : {},
-      ...options.release ? { release: options.release } : {}
-    })
-  );
+  const records = await journal.read().catch(() => []);
+  const stagedVersions = interruptedVersions(records);
+  const target = options.release ? rollbackTarget(records) : void 0;
+  const release = options.release && target ? { ...options.release, rollbackTarget: target } : options.release;
+  return deploy({
+    ...rest,
+    ...hooks && command !== "retire" ? { hooks: { ...hooks, command } } : {},
+    version: options.version,
+    journal,
+    stagedVersions,
+    signal,
+    ...options.onEvent ? { onEvent: options.onEvent } : {},
+    ...options.reconcileProxies ? { reconcileProxies: true } : {},
+    ...release ? { release } : {}
+  });
 }
 async function underLock(deployment, options, body) {
   const lock = deploymentLock(deployment);
@@ -57520,8 +57537,7 @@ async function underLock(deployment, options, body) {
   }
   return { value, warning: await releaseWarning(lock, held, deployment.proxyExecutor.host) };
 }
-async function interruptedVersions(journal) {
-  const records = await journal.read().catch(() => []);
+function interruptedVersions(records) {
   const last = lastDeploy(records);
   if (!last || last.finished || !isSafeName(last.version)) return [];
   const version = last.version;

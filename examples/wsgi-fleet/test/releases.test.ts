@@ -306,5 +306,15 @@ describe("releases on a local fleet: a copy, keep-N through five deploys and a r
     const last = await deployed(["deploy", "--version", "r7", "--artifact", await source("r7")]);
     expect(last.releases).toEqual([{ host: "local", kept: ["r5", "r6", "r7"], removed: ["r3", "r4"] }]);
     expect(await releases()).toEqual(["r5", "r6", "r7"]);
+
+    // keep 1, and r7 deployed again: r6 stays, what `nodrop rollback` would go back to (the journal's), r5 goes.
+    const raw = parse(await readFile(fleet.configFile, "utf8")) as Record<string, any>;
+    raw.release.keep = 1;
+    const keepOne = path.join(fleet.dir, "keep-one.yaml");
+    await writeFile(keepOne, stringify(raw));
+    // The same directory, untouched: the same tarball, so the release on the host is this build.
+    const again = await runNodrop(["deploy", "--version", "r7", "--artifact", path.join(fleet.dir, "src", "r7"), "--config", keepOne, "--json"]);
+    expect(again.code, again.stderr).toBe(0);
+    expect((JSON.parse(again.stdout) as { releases?: unknown }).releases).toEqual([{ host: "local", kept: ["r6", "r7"], removed: ["r5"] }]);
   });
 });

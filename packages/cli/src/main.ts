@@ -17,6 +17,7 @@ import {
   lockedDeploy,
   deployRelease,
   hookFailed,
+  rollbackTarget,
   versionRanBefore,
   progressReporter,
   retireAndReport,
@@ -358,25 +359,4 @@ function sshConnections(executors: ReadonlyMap<string, Executor>): { connections
 function journalVersion(value: unknown, what: string): string {
   if (!isSafeName(value)) throw new NodropError("E_JOURNAL", `the journal's ${what} ${describeValue(value)} is not a safe version string; refusing to use it (name one with --to, or fix the journal)`);
   return value;
-}
-
-/**
- * The version the fleet ran before its last change: the last deploy's `from`, skipping deploys that
- * changed no version (the end of a keep window redeploys the version that runs, to stop the old
- * processes; so does deploying the same version again).
- */
-function rollbackTarget(records: readonly JournalRecord[]): string | undefined {
-  let rest = records;
-  for (let last = lastDeploy(rest); last; last = lastDeploy(rest)) {
-    const previous = mostCommon(Object.values(last.from));
-    if (previous !== undefined && previous !== last.version) return previous;
-    rest = rest.slice(0, rest.findLastIndex((r) => r.type === "deploy"));
-  }
-  return undefined;
-}
-
-function mostCommon(values: readonly (string | undefined)[]): string | undefined {
-  const counts = new Map<string, number>();
-  for (const v of values) if (v !== undefined) counts.set(v, (counts.get(v) ?? 0) + 1);
-  return [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
 }

@@ -101,6 +101,7 @@ async function afterSuccess(context: RunContext, outcome: RunOutcome): Promise<R
   if (outcome.error || !setup?.keep) return outcome;
   const { run } = context;
   const protect = new Set<string>([run.version]);
+  if (setup.rollbackTarget && run.observed.every((o) => o.version === run.version)) protect.add(setup.rollbackTarget);
   for (const o of run.observed) for (const v of [o.version, o.idle?.version]) if (v) protect.add(v);
   for (const t of run.tracked.values()) for (const v of [t.version, t.from, t.idle?.version]) if (v) protect.add(v);
   const hosts = [...new Set(context.options.instances.map((i) => i.spec.host))];

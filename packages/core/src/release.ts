@@ -52,6 +52,11 @@ export interface ReleaseSetup {
   readonly mode: "deploy" | "existing";
   /** Releases each host keeps after a successful deploy (see `releasesToRemove`); none are removed without it. */
   readonly keep?: number | undefined;
+  /**
+   * The rollback target before this deploy (the journal's): never pruned when this deploy changes no
+   * version (a deploy of the version running), since it then stays what a rollback goes back to.
+   */
+  readonly rollbackTarget?: string | undefined;
   readonly executorFor: ExecutorFor;
 }
 

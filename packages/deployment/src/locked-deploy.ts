@@ -1,5 +1,6 @@
 import { type DeployListener, type DeployReport, type HeldLock, type Journal, type JournalRecord, type ReleaseSetup, deploy, deployLock, fileJournal, formatDuration, isSafeName, lastDeploy } from "@nodrop/core";
 import type { Deployment } from "./deployment.js";
+import { rollbackTarget } from "./rollback-target.js";
 
 /** What the lock, the journal and a locked deploy need of a deployment. */
 export type LockedDeployment = Pick<Deployment, "options" | "proxyExecutor" | "heartbeatExecutor" | "stateDir">;
@@ -51,11 +52,16 @@ export async function lockedDeployAfter(deployment: LockedDeployment, deployId: 
   return report && warning ? { ...report, warnings: [...(report.warnings ?? []), warning] } : report;
 }
 
-function deployWith(deployment: LockedDeployment, journal: Journal, options: LockedDeployOptions, signal: AbortSignal): Promise<DeployReport> {
+async function deployWith(deployment: LockedDeployment, journal: Journal, options: LockedDeployOptions, signal: AbortSignal): Promise<DeployReport> {
   const { hooks, ...rest } = deployment.options;
   const command = options.command ?? "deploy";
-  return interruptedVersions(journal).then((stagedVersions) =>
-    deploy({
+  // An unreadable journal is the deploy's to report (its first record fails the same way).
+  const records = await journal.read().catch(() => []);
+  const stagedVersions = interruptedVersions(records);
+  // Pruning keeps what `nodrop rollback` would go back to, also after a deploy of the version already running.
+  const target = options.release ? rollbackTarget(records) : undefined;
+  const release = options.release && target ? { ...options.release, rollbackTarget: target } : options.release;
+  return deploy({
       ...rest,
       ...(hooks && command !== "retire" ? { hooks: { ...hooks, command } } : {}),
       version: options.version,
@@ -64,9 +70,8 @@ function deployWith(deployment: LockedDeployment, journal: Journal, options: Loc
       signal,
       ...(options.onEvent ? { onEvent: options.onEvent } : {}),
       ...(options.reconcileProxies ? { reconcileProxies: true } : {}),
-      ...(options.release ? { release: options.release } : {}),
-    }),
-  );
+      ...(release ? { release } : {}),
+    });
 }
 
 /** Runs `body` holding the deploy lock; a lock that could not be released comes back as a warning. */
@@ -90,9 +95,7 @@ async function underLock<T>(deployment: LockedDeployment, options: LockedDeployO
  * to instances already on it, so the next deploy (resume, rollback, or a new one) can repair an
  * instance it left stopped behind one. Read under the lock, checked where it is used.
  */
-async function interruptedVersions(journal: Journal): Promise<string[]> {
-  // An unreadable journal is the deploy's to report (its first record fails the same way).
-  const records = await journal.read().catch(() => []);
+function interruptedVersions(records: readonly JournalRecord[]): string[] {
   const last = lastDeploy(records);
   if (!last || last.finished || !isSafeName(last.version)) return [];
   // Only a version that never served: clients may hold the pin of one that ran before (a rollback
