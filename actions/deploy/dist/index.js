@@ -51397,6 +51397,9 @@ function removeReleasesScript(dir, host, names2) {
     "done"
   ].join("\n");
 }
+function instanceHosts(instances) {
+  return [...new Set(instances.map((i) => i.spec.host))];
+}
 function releasePhase(hosts) {
   return { name: "release", instances: [], steps: [{ kind: "release", hosts, instances: [] }], onFailure: "isolate", added: "release" };
 }
@@ -51429,6 +51432,16 @@ function releaseAction(state, setup, where, version, inUse) {
   );
 }
 async function releaseOnHost(context, setup, host) {
+  try {
+    return await putRelease(context, setup, host);
+  } catch (error2) {
+    const inner = toNodropError(error2, "E_RELEASE");
+    const code = inner.code === "E_ABORTED" || inner.code.startsWith("E_SSH") || inner.code === "E_TIMEOUT" ? inner.code : "E_RELEASE";
+    const message = inner.message.includes(host) ? inner.message : `${inner.message} (on ${host})`;
+    throw new NodropError(code, message, { cause: error2, routingInForce: "previous" });
+  }
+}
+async function putRelease(context, setup, host) {
   const { options, run: run3 } = context;
   const signal = options.signal;
   const version = options.version;
@@ -51513,9 +51526,9 @@ async function pruneReleases(context, setup, hosts, protect) {
 }
 var HOOK_NAMES = ["preDeploy", "beforeBatch", "afterBatch", "postDeploy", "onFailure"];
 var names = (values) => [...new Set(values.filter((v) => isSafeName(v)))].join(" ");
-function runEnv(run3, setup, strategy, hook2) {
+function runEnv(run3, setup, strategy, hook3) {
   return {
-    NODROP_HOOK: hook2,
+    NODROP_HOOK: hook3,
     NODROP_APP: setup.app,
     NODROP_COMMAND: isSafeName(setup.command) ? setup.command : "deploy",
     NODROP_DEPLOY_ID: run3.id,
@@ -51529,25 +51542,28 @@ function runEnv(run3, setup, strategy, hook2) {
 function phaseEnv(phase, index, count) {
   return { NODROP_PHASE: inertLine(phase.name, 200), NODROP_PHASE_INDEX: String(index), NODROP_PHASE_COUNT: String(count), NODROP_PHASE_INSTANCES: names(phase.instances) };
 }
-async function runHook(run3, setup, hook2, env, options) {
-  const command = setup.commands[hook2];
+async function runHook(run3, setup, hook3, env, signal) {
+  const command = setup.commands[hook3];
   if (command === void 0) return void 0;
-  run3.emit({ type: "hook", hook: hook2, status: "start" });
+  run3.emit({ type: "hook", hook: hook3, status: "start" });
   const t0 = performance.now();
   let result;
   try {
-    const done = await setup.executor.exec(command, { signal: options.signal, timeoutMs: setup.timeoutMs, env });
+    const done = await setup.executor.exec(command, { signal, timeoutMs: setup.timeoutMs, env });
     const output = outputLines(done.stdout, done.stderr);
-    result = { hook: hook2, ok: done.code === 0, ms: performance.now() - t0, code: done.code, ...done.code === 0 ? {} : { error: `the ${hook2} hook exited with ${done.code ?? "a signal"}` } };
-    run3.emit({ type: "hook", hook: hook2, status: result.ok ? "ok" : "fail", ms: result.ms, output, ...result.error ? { detail: result.error } : {} });
+    result = { hook: hook3, ok: done.code === 0, ms: performance.now() - t0, code: done.code, ...done.code === 0 ? {} : { error: `the ${hook3} hook exited with ${done.code ?? "a signal"}` } };
+    run3.emit({ type: "hook", hook: hook3, status: result.ok ? "ok" : "fail", ms: result.ms, output, ...result.error ? { detail: result.error } : {} });
   } catch (error2) {
     const e = toNodropError(error2, "E_HOOK");
-    result = { hook: hook2, ok: false, ms: performance.now() - t0, code: null, error: `the ${hook2} hook could not run to its end: ${e.message.split("\n")[0]}` };
-    run3.emit({ type: "hook", hook: hook2, status: "fail", ms: result.ms, output: [], detail: result.error });
+    result = { hook: hook3, ok: false, ms: performance.now() - t0, code: null, error: `the ${hook3} hook could not run to its end: ${e.message.split("\n")[0]}` };
+    run3.emit({ type: "hook", hook: hook3, status: "fail", ms: result.ms, output: [], detail: result.error });
   }
   run3.hooks.push(result);
-  if (!result.ok && options.throwOnFailure) throw new NodropError(options.signal?.aborted ? "E_ABORTED" : "E_HOOK", result.error);
   return result;
+}
+function hookFailure(result, signal) {
+  if (!result || result.ok) return void 0;
+  return new NodropError(signal?.aborted ? "E_ABORTED" : "E_HOOK", result.error ?? `the ${result.hook} hook failed`);
 }
 function outputLines(stdout, stderr) {
   return `${stdout}${stdout && !stdout.endsWith("\n") ? "\n" : ""}${stderr}`.split("\n").filter((line, i, all) => line !== "" || i < all.length - 1).slice(-200).map((line) => inertLine(line, 1e3));
@@ -52240,13 +52256,14 @@ async function announce(context, record, ms) {
   for (const listener of context.listeners) await listener.step?.(context.run, record);
   context.run.emit({ type: "step", ...record, ...ms === void 0 ? {} : { ms } });
 }
-async function timed(context, phase, kind, id, body) {
+async function timed(context, phase, kind, id, body, host) {
   const t0 = performance.now();
+  const about = { phase, kind, instance: id, ...host === void 0 ? {} : { host } };
   try {
-    await announce(context, { phase, kind, instance: id, status: "start" });
-    await body();
+    await announce(context, { ...about, status: "start" });
+    const detail = await body();
     if (id) context.run.instance(id).steps.push({ kind, ms: performance.now() - t0, ok: true });
-    await announce(context, { phase, kind, instance: id, status: "ok" }, performance.now() - t0);
+    await announce(context, { ...about, status: "ok", ...typeof detail === "string" ? { detail } : {} }, performance.now() - t0);
   } catch (error2) {
     const ms = performance.now() - t0;
     const e = toNodropError(error2, "E_INSTANCE", id ? `${kind} of ${id}` : kind);
@@ -52255,29 +52272,14 @@ async function timed(context, phase, kind, id, body) {
       t.steps.push({ kind, ms, ok: false });
       t.error = e.message;
     }
-    await announce(context, { phase, kind, instance: id, status: "fail", detail: e.message }, ms).catch(() => void 0);
-    throw e;
-  }
-}
-async function timedOnHost(context, phase, kind, host, body) {
-  const t0 = performance.now();
-  try {
-    await announce(context, { phase, kind, instance: void 0, host, status: "start" });
-    const detail = await body();
-    await announce(context, { phase, kind, instance: void 0, host, status: "ok", detail }, performance.now() - t0);
-  } catch (error2) {
-    const inner = toNodropError(error2, "E_RELEASE");
-    const code = inner.code === "E_ABORTED" || inner.code.startsWith("E_SSH") || inner.code === "E_TIMEOUT" ? inner.code : "E_RELEASE";
-    const message = inner.message.includes(host) ? inner.message : `${inner.message} (on ${host})`;
-    const e = new NodropError(code, message, { cause: error2, routingInForce: "previous" });
-    await announce(context, { phase, kind, instance: void 0, host, status: "fail", detail: e.message }, performance.now() - t0).catch(() => void 0);
+    await announce(context, { ...about, status: "fail", detail: e.message }, ms).catch(() => void 0);
     throw e;
   }
 }
 async function runReleaseStep(context, phase, step2) {
   const setup = context.options.release;
   if (!setup) throw new NodropError("E_PLAN", `phase "${phase.name}" has a release step, but the deploy has no release setup`);
-  await forEachLimit(step2.hosts, step2.hosts.length, (host) => timedOnHost(context, phase.name, "release", host, () => releaseOnHost(context, setup, host)));
+  await forEachLimit(step2.hosts, step2.hosts.length, (host) => timed(context, phase.name, "release", void 0, () => releaseOnHost(context, setup, host), host));
 }
 async function applyRouting(context, planned, why, phase, signal, background = false) {
   const { run: run3, options } = context;
@@ -52983,7 +52985,7 @@ async function withIdleSlot(options, o, seen) {
   return { ...o, idle: { port: o.idle.port, free: false, ...version === void 0 ? {} : { version } } };
 }
 function withEnginePhases(plan, reconcile, options) {
-  const hosts = [...new Set(options.instances.map((i) => i.spec.host))];
+  const hosts = instanceHosts(options.instances);
   const release = options.release ? [releasePhase(hosts)] : [];
   const releaseNote = options.release ? [releaseNoteOf(options.release, hosts)] : [];
   return { ...plan, phases: [...release, ...reconcile ? [reconcile.phase] : [], ...plan.phases], notes: [...releaseNote, ...reconcile ? [reconcile.note] : [], ...plan.notes] };
@@ -53064,30 +53066,22 @@ async function deploy(options) {
   if (refused) return finish(context, refused);
   return finish(context, await runPhases(context, plan), plan.keepOldMs);
 }
-async function preDeploy(context) {
+function hook2(context, name, env = {}, signal = context.options.signal) {
   const hooks = context.options.hooks;
-  if (!hooks?.commands.preDeploy) return void 0;
-  try {
-    await runHook(context.run, hooks, "preDeploy", runEnv(context.run, hooks, context.options.strategy.name, "preDeploy"), { signal: context.options.signal, throwOnFailure: true });
-    return void 0;
-  } catch (error2) {
-    return { error: toNodropError(error2, "E_HOOK"), step: "preDeploy", recovery: "nothing was touched: the deploy stopped before its first change" };
-  }
+  if (!hooks?.commands[name]) return Promise.resolve(void 0);
+  return runHook(context.run, hooks, name, { ...runEnv(context.run, hooks, context.options.strategy.name, name), ...env }, signal);
+}
+async function preDeploy(context) {
+  const failure = hookFailure(await hook2(context, "preDeploy"), context.options.signal);
+  return failure && { error: failure, step: "preDeploy", recovery: "nothing was touched: the deploy stopped before its first change" };
 }
 var hasBatchHooks = (context) => context.options.hooks?.commands.beforeBatch !== void 0 || context.options.hooks?.commands.afterBatch !== void 0;
 var isBatch = (phase) => !phase.added && phase.instances.length > 0;
-async function batchHook(context, hook2, plan, index) {
-  const hooks = context.options.hooks;
+async function batchHook(context, name, plan, index) {
   const phase = plan.phases[index];
-  if (!hooks?.commands[hook2] || !isBatch(phase)) return void 0;
+  if (!isBatch(phase)) return void 0;
   const batches = plan.phases.filter(isBatch);
-  const env = { ...runEnv(context.run, hooks, context.options.strategy.name, hook2), ...phaseEnv(phase, batches.indexOf(phase) + 1, batches.length) };
-  try {
-    await runHook(context.run, hooks, hook2, env, { signal: context.options.signal, throwOnFailure: true });
-    return void 0;
-  } catch (error2) {
-    return toNodropError(error2, "E_HOOK");
-  }
+  return hookFailure(await hook2(context, name, phaseEnv(phase, batches.indexOf(phase) + 1, batches.length)), context.options.signal);
 }
 async function afterSuccess(context, outcome) {
   const setup = context.options.release;
@@ -53096,9 +53090,8 @@ async function afterSuccess(context, outcome) {
   const protect = /* @__PURE__ */ new Set([run3.version]);
   if (setup.rollbackTarget && run3.observed.every((o) => o.version === run3.version)) protect.add(setup.rollbackTarget);
   for (const o of run3.observed) for (const v of [o.version, o.idle?.version]) if (v) protect.add(v);
-  for (const t of run3.tracked.values()) for (const v of [t.version, t.from, t.idle?.version]) if (v) protect.add(v);
-  const hosts = [...new Set(context.options.instances.map((i) => i.spec.host))];
-  const { pruned, warnings } = await pruneReleases(context, { ...setup, keep: setup.keep }, hosts, protect);
+  for (const t of run3.tracked.values()) for (const v of [t.version, t.idle?.version]) if (v) protect.add(v);
+  const { pruned, warnings } = await pruneReleases(context, { ...setup, keep: setup.keep }, instanceHosts(context.options.instances), protect);
   return { ...outcome, releases: pruned, ...warnings.length ? { warnings } : {} };
 }
 async function runPhases(context, plan) {
@@ -53194,17 +53187,13 @@ async function afterFailure(context, phase, failure, step2) {
   return { error: failure, step: step2, recovery: await recoverPhase(context, phase, failure) };
 }
 async function postHook(context, outcome) {
-  const hooks = context.options.hooks;
-  if (!hooks) return;
-  const hook2 = outcome.error ? "onFailure" : "postDeploy";
-  if (!hooks.commands[hook2]) return;
-  const env = { ...runEnv(context.run, hooks, context.options.strategy.name, hook2), NODROP_RESULT: outcome.error ? "failed" : "succeeded" };
+  const env = { NODROP_RESULT: outcome.error ? "failed" : "succeeded" };
   if (outcome.error) {
     env.NODROP_ERROR_CODE = outcome.error.code;
     env.NODROP_ERROR_STEP = inertLine(outcome.step ?? "", 200);
   }
   const signal = context.options.signal?.aborted ? void 0 : context.options.signal;
-  await runHook(context.run, hooks, hook2, env, { signal, throwOnFailure: false });
+  await hook2(context, outcome.error ? "onFailure" : "postDeploy", env, signal);
 }
 async function finish(context, outcome, keepOldMs) {
   const { run: run3, listeners, options } = context;

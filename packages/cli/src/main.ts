@@ -130,10 +130,12 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
       case "resume":
       case "rollback": {
         const journal = deploymentJournal(deployment);
+        // Read once (over SSH, it is a round trip); the deploy reads it again under the lock.
+        const records = command === "deploy" ? [] : await journal.read();
         let version: string;
         if (command === "deploy") version = checkVersion(values.version);
         else {
-          const last = lastDeploy(await journal.read());
+          const last = lastDeploy(records);
           if (!last) throw new NodropError("E_JOURNAL", `no deploy in the journal on ${deployment.proxyExecutor.host} (${deployment.stateDir}): nothing to ${command}`);
           if (command === "resume") {
             // A finished deploy leaves nothing to resume, unless the proxies have come to route differently since.
@@ -144,7 +146,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           } else {
             if (rollbackTo !== undefined) version = rollbackTo;
             else {
-              const previous = rollbackTarget(await journal.read());
+              const previous = rollbackTarget(records);
               if (!previous) throw new NodropError("E_JOURNAL", "the journal does not say which version ran before; name it with --to");
               version = journalVersion(previous, "previous version");
             }
@@ -152,7 +154,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           }
         }
         // A rollback, and the resume of one, go back to a release already on the hosts: nothing is sent.
-        const goesBack = rollback || (command === "resume" && versionRanBefore(await journal.read(), version));
+        const goesBack = rollback || (command === "resume" && versionRanBefore(records, version));
         const { release, dispose } = await deployRelease(deployment, { mode: goesBack ? "existing" : "deploy", override: values.artifact });
         const report = await lockedDeploy(deployment, {
           version,

@@ -5,8 +5,8 @@ import { type EarlyStart, abandonEarly, leftEarly, startEarly } from "./early-st
 import { NodropError, toNodropError } from "./errors.js";
 import { JournalListener } from "./journal-listener.js";
 import { planDeploy } from "./preflight.js";
-import { phaseEnv, runEnv, runHook } from "./hooks.js";
-import { pruneReleases } from "./release.js";
+import { type HookName, type HookRun, hookFailure, phaseEnv, runEnv, runHook } from "./hooks.js";
+import { instanceHosts, pruneReleases } from "./release.js";
 import { inertLine } from "./template.js";
 import { inForceClause, readBackRouting, recoverPhase, restorePool, stopIdleSlots } from "./recovery.js";
 import type { DeployReport } from "./report.js";
@@ -59,16 +59,17 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
   return finish(context, await runPhases(context, plan), plan.keepOldMs);
 }
 
+/** Runs a hook with the run's variables and `env`, when the config has it; what it did. */
+function hook(context: RunContext, name: HookName, env: Record<string, string> = {}, signal = context.options.signal): Promise<HookRun | undefined> {
+  const hooks = context.options.hooks;
+  if (!hooks?.commands[name]) return Promise.resolve(undefined);
+  return runHook(context.run, hooks, name, { ...runEnv(context.run, hooks, context.options.strategy.name, name), ...env }, signal);
+}
+
 /** The preDeploy hook, once everything is planned and watched and before the first change: a failure touched nothing. */
 async function preDeploy(context: RunContext): Promise<RunOutcome | undefined> {
-  const hooks = context.options.hooks;
-  if (!hooks?.commands.preDeploy) return undefined;
-  try {
-    await runHook(context.run, hooks, "preDeploy", runEnv(context.run, hooks, context.options.strategy.name, "preDeploy"), { signal: context.options.signal, throwOnFailure: true });
-    return undefined;
-  } catch (error) {
-    return { error: toNodropError(error, "E_HOOK"), step: "preDeploy", recovery: "nothing was touched: the deploy stopped before its first change" };
-  }
+  const failure = hookFailure(await hook(context, "preDeploy"), context.options.signal);
+  return failure && { error: failure, step: "preDeploy", recovery: "nothing was touched: the deploy stopped before its first change" };
 }
 
 const hasBatchHooks = (context: RunContext) => context.options.hooks?.commands.beforeBatch !== undefined || context.options.hooks?.commands.afterBatch !== undefined;
@@ -77,18 +78,11 @@ const hasBatchHooks = (context: RunContext) => context.options.hooks?.commands.b
 const isBatch = (phase: PlanPhase) => !phase.added && phase.instances.length > 0;
 
 /** A batch hook for phase `index` when it is a batch; the error when the hook failed. */
-async function batchHook(context: RunContext, hook: "beforeBatch" | "afterBatch", plan: DeployPlan, index: number): Promise<NodropError | undefined> {
-  const hooks = context.options.hooks;
+async function batchHook(context: RunContext, name: "beforeBatch" | "afterBatch", plan: DeployPlan, index: number): Promise<NodropError | undefined> {
   const phase = plan.phases[index]!;
-  if (!hooks?.commands[hook] || !isBatch(phase)) return undefined;
+  if (!isBatch(phase)) return undefined;
   const batches = plan.phases.filter(isBatch);
-  const env = { ...runEnv(context.run, hooks, context.options.strategy.name, hook), ...phaseEnv(phase, batches.indexOf(phase) + 1, batches.length) };
-  try {
-    await runHook(context.run, hooks, hook, env, { signal: context.options.signal, throwOnFailure: true });
-    return undefined;
-  } catch (error) {
-    return toNodropError(error, "E_HOOK");
-  }
+  return hookFailure(await hook(context, name, phaseEnv(phase, batches.indexOf(phase) + 1, batches.length)), context.options.signal);
 }
 
 /**
@@ -102,10 +96,10 @@ async function afterSuccess(context: RunContext, outcome: RunOutcome): Promise<R
   const { run } = context;
   const protect = new Set<string>([run.version]);
   if (setup.rollbackTarget && run.observed.every((o) => o.version === run.version)) protect.add(setup.rollbackTarget);
+  // What ran before (the observed versions), and what runs now on either slot.
   for (const o of run.observed) for (const v of [o.version, o.idle?.version]) if (v) protect.add(v);
-  for (const t of run.tracked.values()) for (const v of [t.version, t.from, t.idle?.version]) if (v) protect.add(v);
-  const hosts = [...new Set(context.options.instances.map((i) => i.spec.host))];
-  const { pruned, warnings } = await pruneReleases(context, { ...setup, keep: setup.keep }, hosts, protect);
+  for (const t of run.tracked.values()) for (const v of [t.version, t.idle?.version]) if (v) protect.add(v);
+  const { pruned, warnings } = await pruneReleases(context, { ...setup, keep: setup.keep }, instanceHosts(context.options.instances), protect);
   return { ...outcome, releases: pruned, ...(warnings.length ? { warnings } : {}) };
 }
 
@@ -243,18 +237,14 @@ async function afterFailure(context: RunContext, phase: PlanPhase, failure: Nodr
  * outcome stays what it was.
  */
 async function postHook(context: RunContext, outcome: RunOutcome): Promise<void> {
-  const hooks = context.options.hooks;
-  if (!hooks) return;
-  const hook = outcome.error ? "onFailure" : "postDeploy";
-  if (!hooks.commands[hook]) return;
-  const env: Record<string, string> = { ...runEnv(context.run, hooks, context.options.strategy.name, hook), NODROP_RESULT: outcome.error ? "failed" : "succeeded" };
+  const env: Record<string, string> = { NODROP_RESULT: outcome.error ? "failed" : "succeeded" };
   if (outcome.error) {
     env.NODROP_ERROR_CODE = outcome.error.code;
     env.NODROP_ERROR_STEP = inertLine(outcome.step ?? "", 200);
   }
   // An interrupt that ended the deploy does not end its onFailure hook (which has its own timeout); a later one does.
   const signal = context.options.signal?.aborted ? undefined : context.options.signal;
-  await runHook(context.run, hooks, hook, env, { signal, throwOnFailure: false });
+  await hook(context, outcome.error ? "onFailure" : "postDeploy", env, signal);
 }
 
 /** Lets the listeners finish (the verify counts, the journal's end), then builds and announces the report. */

@@ -3,9 +3,9 @@ import { describe, expect, it } from "vitest";
 import { DeployRun } from "./deploy-run.js";
 import type { DeployEvent } from "./events.js";
 import { localExecutor } from "./executor.js";
-import { HOOK_ENV, phaseEnv, runEnv, runHook } from "./hooks.js";
+import { NodropError } from "./errors.js";
+import { HOOK_ENV, hookFailure, phaseEnv, runEnv, runHook } from "./hooks.js";
 import type { InstanceControl } from "./types.js";
-import { rejected } from "./test-support.js";
 
 const control = (id: string, host: string): InstanceControl => ({
   spec: { id, host, address: "127.0.0.1", port: 8011 },
@@ -40,21 +40,24 @@ describe("hooks", () => {
     const events: DeployEvent[] = [];
     const r = run(events);
     const setup = { commands: { afterBatch: "printf '::error::x\\n\\033[1mbold\\n'; echo \"$NODROP_PHASE\" >&2; exit 4" }, timeoutMs: 5000, executor: localExecutor(), app: "shop" };
-    const error = await rejected(runHook(r, setup, "afterBatch", { NODROP_PHASE: "batch 1/2" }, { throwOnFailure: true }));
+    const error = hookFailure(await runHook(r, setup, "afterBatch", { NODROP_PHASE: "batch 1/2" }))!;
+    expect(NodropError.is(error)).toBe(true);
     expect(error.code).toBe("E_HOOK");
     expect(error.message).toBe("the afterBatch hook exited with 4");
     expect(error.routingInForce).toBeUndefined();
     const end = events.find((e) => e.type === "hook" && e.status === "fail");
     expect(end).toMatchObject({ output: ["::error::x", "?[1mbold", "batch 1/2"] });
     expect(r.hooks).toEqual([expect.objectContaining({ hook: "afterBatch", ok: false, code: 4 })]);
-    // Without throwOnFailure the run records it and goes on; a hook the config lacks does nothing.
-    expect(await runHook(r, setup, "afterBatch", {}, { throwOnFailure: false })).toMatchObject({ ok: false });
-    expect(await runHook(r, setup, "postDeploy", {}, { throwOnFailure: true })).toBeUndefined();
+    // The run records each one and goes on; a hook the config lacks does nothing.
+    expect(await runHook(r, setup, "afterBatch", {})).toMatchObject({ ok: false });
+    expect(r.hooks).toHaveLength(2);
+    expect(await runHook(r, setup, "postDeploy", {})).toBeUndefined();
+    expect(hookFailure(undefined)).toBeUndefined();
   });
 
   it("a hook that outlives its timeout is ended and reported as such", async () => {
     const r = run();
-    const result = await runHook(r, { commands: { postDeploy: "sleep 5" }, timeoutMs: 100, executor: localExecutor(), app: "shop" }, "postDeploy", {}, { throwOnFailure: false });
+    const result = await runHook(r, { commands: { postDeploy: "sleep 5" }, timeoutMs: 100, executor: localExecutor(), app: "shop" }, "postDeploy", {});
     expect(result).toMatchObject({ ok: false, code: null });
     expect(result?.error).toMatch(/^the postDeploy hook could not run to its end: command timed out after 100ms/);
   });

@@ -81,16 +81,16 @@ export function phaseEnv(phase: PlanPhase, index: number, count: number): Record
 /**
  * Runs one hook, when the config has it. Its output goes to the log (the `hook` event, each line
  * inert: a hook cannot forge a log line or a workflow command), never into the outputs. Resolves
- * with what happened; rejects (E_HOOK) only when `throwOnFailure`.
+ * with what happened (the run keeps it for the report); never rejects.
  */
-export async function runHook(run: DeployRun, setup: HookSetup, hook: HookName, env: Record<string, string>, options: { signal?: AbortSignal | undefined; throwOnFailure: boolean }): Promise<HookRun | undefined> {
+export async function runHook(run: DeployRun, setup: HookSetup, hook: HookName, env: Record<string, string>, signal?: AbortSignal): Promise<HookRun | undefined> {
   const command = setup.commands[hook];
   if (command === undefined) return undefined;
   run.emit({ type: "hook", hook, status: "start" });
   const t0 = performance.now();
   let result: HookRun;
   try {
-    const done = await setup.executor.exec(command, { signal: options.signal, timeoutMs: setup.timeoutMs, env });
+    const done = await setup.executor.exec(command, { signal, timeoutMs: setup.timeoutMs, env });
     const output = outputLines(done.stdout, done.stderr);
     result = { hook, ok: done.code === 0, ms: performance.now() - t0, code: done.code, ...(done.code === 0 ? {} : { error: `the ${hook} hook exited with ${done.code ?? "a signal"}` }) };
     run.emit({ type: "hook", hook, status: result.ok ? "ok" : "fail", ms: result.ms, output, ...(result.error ? { detail: result.error } : {}) });
@@ -100,9 +100,16 @@ export async function runHook(run: DeployRun, setup: HookSetup, hook: HookName, 
     run.emit({ type: "hook", hook, status: "fail", ms: result.ms, output: [], detail: result.error });
   }
   run.hooks.push(result);
-  // No routing in force is claimed: the phase's failure rule restores a pool of healthy instances.
-  if (!result.ok && options.throwOnFailure) throw new NodropError(options.signal?.aborted ? "E_ABORTED" : "E_HOOK", result.error!);
   return result;
+}
+
+/**
+ * A hook that failed as the deploy's error (E_HOOK; E_ABORTED when an interrupt ended it). No
+ * routing in force is claimed: the phase's failure rule restores a pool of healthy instances.
+ */
+export function hookFailure(result: HookRun | undefined, signal?: AbortSignal): NodropError | undefined {
+  if (!result || result.ok) return undefined;
+  return new NodropError(signal?.aborted ? "E_ABORTED" : "E_HOOK", result.error ?? `the ${result.hook} hook failed`);
 }
 
 /** A hook's output as log lines: the last 200, each made inert. */

@@ -3,7 +3,7 @@ import { forEachPerHost } from "./concurrency.js";
 import type { DeployOptions } from "./deploy-options.js";
 import { NodropError } from "./errors.js";
 import type { HealthCheck, InstanceControl, ObservedInstance, DeployPlan, PlanPhase, Routing, SlotInspection } from "./types.js";
-import { type ReleaseSetup, releasePhase } from "./release.js";
+import { type ReleaseSetup, instanceHosts, releasePhase } from "./release.js";
 import { reachesInstance, routedPort, routingSlotProblem, validateRouting } from "./routing.js";
 import { readRoutingInForce } from "./proxy-reconcile.js";
 import { checkIdleSlots, idleStarts } from "./slot-preflight.js";
@@ -141,7 +141,7 @@ async function withIdleSlot(options: Omit<DeployOptions<unknown>, "onEvent">, o:
  * leaves the pool until every host has it), then bringing disagreeing proxies together.
  */
 function withEnginePhases(plan: DeployPlan, reconcile: { phase: PlanPhase; note: string } | undefined, options: Pick<DeployOptions<unknown>, "release" | "instances">): DeployPlan {
-  const hosts = [...new Set(options.instances.map((i) => i.spec.host))];
+  const hosts = instanceHosts(options.instances);
   const release = options.release ? [releasePhase(hosts)] : [];
   const releaseNote = options.release ? [releaseNoteOf(options.release, hosts)] : [];
   return { ...plan, phases: [...release, ...(reconcile ? [reconcile.phase] : []), ...plan.phases], notes: [...releaseNote, ...(reconcile ? [reconcile.note] : []), ...plan.notes] };

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { RunContext } from "./deploy-options.js";
-import { NodropError } from "./errors.js";
+import { NodropError, toNodropError } from "./errors.js";
 import { type Executor, execOrThrow } from "./executor.js";
 import {
   type ReleaseState,
@@ -19,7 +19,7 @@ import {
   removeReleasesScript,
 } from "./release-scripts.js";
 import { describeValue, renderTemplate, shellQuote } from "./template.js";
-import type { ExecutorFor, PlanPhase } from "./types.js";
+import type { ExecutorFor, InstanceControl, PlanPhase } from "./types.js";
 import { formatBytes, throttledProgress, uploadFile } from "./upload.js";
 
 /** A file every host gets once, checked by its sha256 there (a directory is packed into a tarball first). */
@@ -58,6 +58,11 @@ export interface ReleaseSetup {
    */
   readonly rollbackTarget?: string | undefined;
   readonly executorFor: ExecutorFor;
+}
+
+/** The hosts that run instances, each once, in config order: where releases go. */
+export function instanceHosts(instances: readonly InstanceControl[]): string[] {
+  return [...new Set(instances.map((i) => i.spec.host))];
 }
 
 /** The phase that puts the release on every host; nothing leaves the pool in it, so a failure there touched nothing. */
@@ -110,8 +115,23 @@ export function releaseAction(state: ReleaseState, setup: Pick<ReleaseSetup, "ar
   );
 }
 
-/** Puts the release on one host; resolves with what was done, for the step's log line. */
+/**
+ * Puts the release on one host; resolves with what was done, for the step's log line. A failure
+ * names the host and says that the routing before it is in force: nothing in the pool was touched.
+ */
 export async function releaseOnHost(context: RunContext, setup: ReleaseSetup, host: string): Promise<string> {
+  try {
+    return await putRelease(context, setup, host);
+  } catch (error) {
+    const inner = toNodropError(error, "E_RELEASE");
+    // A dropped connection, a timeout or an interrupt keep their code; any other failure is the release's.
+    const code = inner.code === "E_ABORTED" || inner.code.startsWith("E_SSH") || inner.code === "E_TIMEOUT" ? inner.code : "E_RELEASE";
+    const message = inner.message.includes(host) ? inner.message : `${inner.message} (on ${host})`;
+    throw new NodropError(code, message, { cause: error, routingInForce: "previous" });
+  }
+}
+
+async function putRelease(context: RunContext, setup: ReleaseSetup, host: string): Promise<string> {
   const { options, run } = context;
   const signal = options.signal;
   const version = options.version;

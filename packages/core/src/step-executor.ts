@@ -19,15 +19,17 @@ async function announce(context: RunContext, record: StepRecord, ms?: number): P
 
 /**
  * Runs one step body, announced before and after: a step whose "start" record cannot be written
- * does not run. Its time lands on the instance it is about.
+ * does not run. Its time lands on the instance it is about. A step about a host instead (a
+ * release) names it in its records, and what its body returns is its "ok" record's detail.
  */
-export async function timed(context: RunContext, phase: string, kind: StepKind, id: string | undefined, body: () => Promise<void>): Promise<void> {
+export async function timed(context: RunContext, phase: string, kind: StepKind, id: string | undefined, body: () => Promise<void | string>, host?: string): Promise<void> {
   const t0 = performance.now();
+  const about = { phase, kind, instance: id, ...(host === undefined ? {} : { host }) };
   try {
-    await announce(context, { phase, kind, instance: id, status: "start" });
-    await body();
+    await announce(context, { ...about, status: "start" });
+    const detail = await body();
     if (id) context.run.instance(id).steps.push({ kind, ms: performance.now() - t0, ok: true });
-    await announce(context, { phase, kind, instance: id, status: "ok" }, performance.now() - t0);
+    await announce(context, { ...about, status: "ok", ...(typeof detail === "string" ? { detail } : {}) }, performance.now() - t0);
   } catch (error) {
     const ms = performance.now() - t0;
     const e = toNodropError(error, "E_INSTANCE", id ? `${kind} of ${id}` : kind);
@@ -36,28 +38,7 @@ export async function timed(context: RunContext, phase: string, kind: StepKind, 
       t.steps.push({ kind, ms, ok: false });
       t.error = e.message;
     }
-    await announce(context, { phase, kind, instance: id, status: "fail", detail: e.message }, ms).catch(() => undefined);
-    throw e;
-  }
-}
-
-/**
- * A step about a host (its release), announced like any other: its "ok" record says what was
- * done. A failure names the host and says that the routing before it is in force: nothing in the
- * pool was touched.
- */
-async function timedOnHost(context: RunContext, phase: string, kind: StepKind, host: string, body: () => Promise<string>): Promise<void> {
-  const t0 = performance.now();
-  try {
-    await announce(context, { phase, kind, instance: undefined, host, status: "start" });
-    const detail = await body();
-    await announce(context, { phase, kind, instance: undefined, host, status: "ok", detail }, performance.now() - t0);
-  } catch (error) {
-    const inner = toNodropError(error, "E_RELEASE");
-    const code = inner.code === "E_ABORTED" || inner.code.startsWith("E_SSH") || inner.code === "E_TIMEOUT" ? inner.code : "E_RELEASE";
-    const message = inner.message.includes(host) ? inner.message : `${inner.message} (on ${host})`;
-    const e = new NodropError(code, message, { cause: error, routingInForce: "previous" });
-    await announce(context, { phase, kind, instance: undefined, host, status: "fail", detail: e.message }, performance.now() - t0).catch(() => undefined);
+    await announce(context, { ...about, status: "fail", detail: e.message }, ms).catch(() => undefined);
     throw e;
   }
 }
@@ -66,7 +47,7 @@ async function timedOnHost(context: RunContext, phase: string, kind: StepKind, h
 async function runReleaseStep(context: RunContext, phase: PlanPhase, step: ReleaseStep): Promise<void> {
   const setup = context.options.release;
   if (!setup) throw new NodropError("E_PLAN", `phase "${phase.name}" has a release step, but the deploy has no release setup`);
-  await forEachLimit(step.hosts, step.hosts.length, (host) => timedOnHost(context, phase.name, "release", host, () => releaseOnHost(context, setup, host)));
+  await forEachLimit(step.hosts, step.hosts.length, (host) => timed(context, phase.name, "release", undefined, () => releaseOnHost(context, setup, host), host));
 }
 
 /**
