@@ -4,8 +4,11 @@ import { defineConfig } from "vitest/config";
 // Core's sources read their version from this constant, which its build compiles in (tsup.config.ts).
 const coreVersion = JSON.stringify(JSON.parse(readFileSync(new URL("./packages/core/package.json", import.meta.url), "utf8")).version);
 
-// Two projects: pure unit tests run in parallel; tests that start real nginx, gunicorn and sshd
-// run one file at a time, because this machine has 2 cores and they put it under load.
+// Two projects: pure unit tests, then the tests that start real nginx, gunicorn and sshd, two files
+// at a time. Most of an integration file's time is spent waiting (drains, graceful stops, health
+// deadlines), so two side by side fill a 2-core machine without starving either. Each file has
+// ports of its own and test hosts claim a subnet of their own (testhosts' claimNet), so any two can
+// run together. `pnpm test --maxWorkers=1` runs them one at a time.
 export default defineConfig({
   define: { __NODROP_CORE_VERSION__: coreVersion },
   test: {
@@ -15,6 +18,7 @@ export default defineConfig({
       {
         test: {
           name: "unit",
+          sequence: { groupOrder: 0 },
           include: ["packages/*/src/**/*.test.ts", "actions/*/src/**/*.test.ts", "examples/*/src/**/*.test.ts"],
         },
       },
@@ -22,7 +26,8 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["packages/*/test/**/*.test.ts", "examples/*/test/**/*.test.ts", "actions/*/test/**/*.test.ts", "tests/**/*.test.ts"],
-          fileParallelism: false,
+          maxWorkers: 2,
+          sequence: { groupOrder: 1 },
           testTimeout: 240_000,
           hookTimeout: 120_000,
         },

@@ -264,7 +264,7 @@ describe("packed packages installed with npm outside the workspace", () => {
     let fleet: Fleet;
     let config: string;
     beforeAll(async () => {
-      fleet = await startFleet({ ports: [8611, 8612, 8613, 8614], proxyPort: 18611, version: "v1" });
+      fleet = await startFleet({ ports: [8631, 8632, 8633, 8634], proxyPort: 18631, version: "v1" });
       // The user's repository: the config in deploy/, the plugin installed at the top (npm install).
       const raw = parse(readFileSync(fleet.configFile, "utf8")) as Record<string, unknown>;
       raw.strategy = { use: THIRD_PARTY, minInPool: 2 };

@@ -17,13 +17,13 @@ import { type TcpRelay, type TestHosts, startTestHosts, stopNginx, tcpRelay, tes
 import { nginxOptionsSchema, nginxProxy, renderNginxConfig } from "../src/index.js";
 
 const run = promisify(execFile);
-const PROXY_PORT = 18731;
-const PORTS = [8731, 8732, 8733];
+const PROXY_PORT = 18751;
+const PORTS = [8751, 8752, 8753];
 const APP = "faults";
 const instances: ProxyInstance[] = PORTS.map((port) => ({ id: `b-${port}`, host: "proxy", address: "127.0.0.1", port, version: "v1" }));
 const all = singlePool(instances.map((i) => i.id));
-// The change under test takes b-8733 out of the pool.
-const without3 = singlePool(["b-8731", "b-8732"]);
+// The change under test takes b-8753 out of the pool.
+const without3 = singlePool(["b-8751", "b-8752"]);
 
 let hosts: TestHosts;
 let relay: TcpRelay;
@@ -237,7 +237,7 @@ describe("nginx apply() over SSH, the connection cut at each point: the error sa
     expect(error.routingInForce).toBe("previous");
     expect(error.message).toMatch(/was restored and nginx was not reloaded/);
     expect(await workerPids()).toBe(workersBefore);
-    await expectInForce(before, ["b-8731", "b-8732", "b-8733"]);
+    await expectInForce(before, ["b-8751", "b-8752", "b-8753"]);
   });
 
   it("cut after the write and the restore fails on the host: nginx was never reloaded → previous, and the message says the file may hold the new routing", async () => {
@@ -263,7 +263,7 @@ describe("nginx apply() over SSH, the connection cut at each point: the error sa
     expect(text).not.toBe(before);
     await ssh.dispose();
     await writeFile(includeFile, before);
-    await expectInForce(before, ["b-8731", "b-8732", "b-8733"]);
+    await expectInForce(before, ["b-8751", "b-8752", "b-8753"]);
   });
 
   it("cut during nginx -t: the previous file is restored, nginx not reloaded → previous", async () => {
@@ -274,7 +274,7 @@ describe("nginx apply() over SSH, the connection cut at each point: the error sa
     expect(error.code).toBe("E_SSH_DROPPED");
     expect(error.routingInForce).toBe("previous");
     expect(await workerPids()).toBe(workersBefore);
-    await expectInForce(before, ["b-8731", "b-8732", "b-8733"]);
+    await expectInForce(before, ["b-8751", "b-8752", "b-8753"]);
   });
 
   it("cut after the reload signal: the file is restored AND nginx reloaded with it, a new generation confirmed → previous", async () => {
@@ -286,7 +286,7 @@ describe("nginx apply() over SSH, the connection cut at each point: the error sa
     expect(error.message).toMatch(/restored and nginx reloaded with it/);
     // Two reloads ran: the one cut, and the one that put the previous routing back into nginx.
     expect(seen.filter(isReload)).toHaveLength(2);
-    await expectInForce(before, ["b-8731", "b-8732", "b-8733"]);
+    await expectInForce(before, ["b-8751", "b-8752", "b-8753"]);
   });
 
   it("cut during the drain poll (a slow request holds an old worker): the new routing took effect → new", async () => {
@@ -317,7 +317,7 @@ describe("nginx apply() over SSH, the connection cut at each point: the error sa
     expect(await slow).toBeDefined();
     const text = await readFile(includeFile, "utf8");
     expect(text).toContain("# nodrop-generation: 2");
-    await expectInForce(text, ["b-8731", "b-8732"]);
+    await expectInForce(text, ["b-8751", "b-8752"]);
   });
 
   it("cut during a background drain (a slow request holds an old worker): apply() resolved with the new routing in force, and `drained` rejects as dropped, saying it still is", async () => {
@@ -332,7 +332,7 @@ describe("nginx apply() over SSH, the connection cut at each point: the error sa
     expect(result.drainMs).toBe(0);
     expect(result.drained).toBeDefined();
     // New connections already go by the new routing, while the old worker holds the slow request.
-    expect([...(await reached())].sort()).toEqual(["b-8731", "b-8732"]);
+    expect([...(await reached())].sort()).toEqual(["b-8751", "b-8752"]);
     const error = await failure(result.drained!);
     await ssh.dispose();
     expect(error.code).toBe("E_SSH_DROPPED");
@@ -342,7 +342,7 @@ describe("nginx apply() over SSH, the connection cut at each point: the error sa
     expect(await slow).toBeDefined();
     const text = await readFile(includeFile, "utf8");
     expect(text).toContain("# nodrop-generation: 2");
-    await expectInForce(text, ["b-8731", "b-8732"]);
+    await expectInForce(text, ["b-8751", "b-8752"]);
   });
 
   it("cut after the reload signal and the restore fails on the host → unknown, never 'restored'; current() does not vouch for the file until a change is confirmed", async () => {
@@ -361,7 +361,7 @@ describe("nginx apply() over SSH, the connection cut at each point: the error sa
     await expect(proxy.current()).rejects.toMatchObject({ routingInForce: "unknown" });
     await ssh.dispose();
     const text = await readFile(includeFile, "utf8");
-    await expectInForce(text, ["b-8731", "b-8732"]);
+    await expectInForce(text, ["b-8751", "b-8752"]);
     // A next process (this one's memory gone) learns it from the record beside the file: the file
     // holds the new routing, and nginx may still route by the one before it.
     const next = proxyOver([]);

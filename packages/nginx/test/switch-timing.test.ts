@@ -15,11 +15,11 @@ import { stopNginx, testNginxConf } from "../../testhosts/dist/index.js";
 import { nginxOptionsSchema, nginxProxy, renderNginxConfig } from "../src/index.js";
 
 const run = promisify(execFile);
-const PROXY_PORT = 18741;
+const PROXY_PORT = 18766;
 const APP = "timing";
 const instances: ProxyInstance[] = [
-  { id: "blue", host: "local", address: "127.0.0.1", port: 8746, version: "v1" },
-  { id: "green", host: "local", address: "127.0.0.1", port: 8747, version: "v2" },
+  { id: "blue", host: "local", address: "127.0.0.1", port: 8766, version: "v1" },
+  { id: "green", host: "local", address: "127.0.0.1", port: 8767, version: "v2" },
 ];
 const MAP_ENTRIES = 300_000;
 

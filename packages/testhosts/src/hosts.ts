@@ -95,6 +95,42 @@ async function keygen(file: string, type: "ed25519" | "rsa", passphrase = "", fo
   return readFile(file, "utf8");
 }
 
+const netClaim = (net: number) => path.join(os.tmpdir(), `nodrop-testnet-${net}`);
+
+/**
+ * Picks the N of this harness's 10.201.N.0/24 (or 127.0.N.x) and claims it with a file created
+ * exclusively, because test files run side by side and two harnesses on one subnet would answer
+ * for each other's addresses. A claim whose process is gone is stale and taken over.
+ */
+async function claimNet(): Promise<number> {
+  const start = Math.floor(Math.random() * 250);
+  for (let i = 0; i < 250; i++) {
+    const net = 1 + ((start + i) % 250);
+    if (await claim(netClaim(net))) return net;
+    // An empty claim is one being written: taken. A claim whose process is gone is stale.
+    const owner = Number(await readFile(netClaim(net), "utf8").catch(() => "0"));
+    if (owner === 0 || isAlive(owner)) continue;
+    await rm(netClaim(net), { force: true });
+    if (await claim(netClaim(net))) return net;
+  }
+  throw new Error(`no free 10.201.N.0/24 for test hosts: every N is claimed in ${os.tmpdir()}`);
+}
+
+const claim = (file: string) =>
+  writeFile(file, String(process.pid), { flag: "wx" }).then(
+    () => true,
+    () => false,
+  );
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Starts one OpenSSH server per host. In namespace mode each host is a network namespace on a
  * bridge the harness creates (10.201.N.0/24); otherwise hosts are distinct loopback addresses
@@ -105,10 +141,10 @@ export async function startTestHosts(options: TestHostsOptions = {}): Promise<Te
   const mode = options.mode === "loopback" ? "loopback" : options.mode === "netns" || (await canUseNetns()) ? "netns" : "loopback";
   const dir = await mkdtemp(path.join(os.tmpdir(), "nodrop-hosts-"));
   await mkdir("/run/sshd", { recursive: true }).catch(() => undefined);
-  const net = 1 + Math.floor(Math.random() * 250);
+  const net = await claimNet();
   const tag = `${process.pid % 1000}${net}`.slice(-6);
   const bridge = `ndbr${tag}`;
-  const cleanups: (() => Promise<unknown>)[] = [];
+  const cleanups: (() => Promise<unknown>)[] = [() => rm(netClaim(net), { force: true })];
 
   const clientKeyPath = path.join(dir, "id_client");
   const passphrase = "correct horse battery staple";
