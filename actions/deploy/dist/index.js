@@ -18299,9 +18299,9 @@ var require_util8 = __commonJS({
       }
       return true;
     }
-    function delay(ms) {
+    function delay(ms2) {
       return new Promise((resolve3) => {
-        setTimeout(resolve3, ms).unref();
+        setTimeout(resolve3, ms2).unref();
       });
     }
     module.exports = {
@@ -49002,22 +49002,22 @@ var __awaiter = function(thisArg, _arguments, P, generator) {
   return new (P || (P = Promise))(function(resolve3, reject) {
     function fulfilled(value) {
       try {
-        step2(generator.next(value));
+        step3(generator.next(value));
       } catch (e) {
         reject(e);
       }
     }
     function rejected(value) {
       try {
-        step2(generator["throw"](value));
+        step3(generator["throw"](value));
       } catch (e) {
         reject(e);
       }
     }
-    function step2(result) {
+    function step3(result) {
       result.done ? resolve3(result.value) : adopt(result.value).then(fulfilled, rejected);
     }
-    step2((generator = generator.apply(thisArg, _arguments || [])).next());
+    step3((generator = generator.apply(thisArg, _arguments || [])).next());
   });
 };
 var { access, appendFile, writeFile } = promises;
@@ -49299,22 +49299,22 @@ var __awaiter2 = function(thisArg, _arguments, P, generator) {
   return new (P || (P = Promise))(function(resolve3, reject) {
     function fulfilled(value) {
       try {
-        step2(generator.next(value));
+        step3(generator.next(value));
       } catch (e) {
         reject(e);
       }
     }
     function rejected(value) {
       try {
-        step2(generator["throw"](value));
+        step3(generator["throw"](value));
       } catch (e) {
         reject(e);
       }
     }
-    function step2(result) {
+    function step3(result) {
       result.done ? resolve3(result.value) : adopt(result.value).then(fulfilled, rejected);
     }
-    step2((generator = generator.apply(thisArg, _arguments || [])).next());
+    step3((generator = generator.apply(thisArg, _arguments || [])).next());
   });
 };
 var { chmod, copyFile, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, symlink, unlink } = fs2.promises;
@@ -49423,22 +49423,22 @@ var __awaiter3 = function(thisArg, _arguments, P, generator) {
   return new (P || (P = Promise))(function(resolve3, reject) {
     function fulfilled(value) {
       try {
-        step2(generator.next(value));
+        step3(generator.next(value));
       } catch (e) {
         reject(e);
       }
     }
     function rejected(value) {
       try {
-        step2(generator["throw"](value));
+        step3(generator["throw"](value));
       } catch (e) {
         reject(e);
       }
     }
-    function step2(result) {
+    function step3(result) {
       result.done ? resolve3(result.value) : adopt(result.value).then(fulfilled, rejected);
     }
-    step2((generator = generator.apply(thisArg, _arguments || [])).next());
+    step3((generator = generator.apply(thisArg, _arguments || [])).next());
   });
 };
 function which(tool, check) {
@@ -49517,22 +49517,22 @@ var __awaiter4 = function(thisArg, _arguments, P, generator) {
   return new (P || (P = Promise))(function(resolve3, reject) {
     function fulfilled(value) {
       try {
-        step2(generator.next(value));
+        step3(generator.next(value));
       } catch (e) {
         reject(e);
       }
     }
     function rejected(value) {
       try {
-        step2(generator["throw"](value));
+        step3(generator["throw"](value));
       } catch (e) {
         reject(e);
       }
     }
-    function step2(result) {
+    function step3(result) {
       result.done ? resolve3(result.value) : adopt(result.value).then(fulfilled, rejected);
     }
-    step2((generator = generator.apply(thisArg, _arguments || [])).next());
+    step3((generator = generator.apply(thisArg, _arguments || [])).next());
   });
 };
 var IS_WINDOWS2 = process.platform === "win32";
@@ -49962,22 +49962,22 @@ var __awaiter5 = function(thisArg, _arguments, P, generator) {
   return new (P || (P = Promise))(function(resolve3, reject) {
     function fulfilled(value) {
       try {
-        step2(generator.next(value));
+        step3(generator.next(value));
       } catch (e) {
         reject(e);
       }
     }
     function rejected(value) {
       try {
-        step2(generator["throw"](value));
+        step3(generator["throw"](value));
       } catch (e) {
         reject(e);
       }
     }
-    function step2(result) {
+    function step3(result) {
       result.done ? resolve3(result.value) : adopt(result.value).then(fulfilled, rejected);
     }
-    step2((generator = generator.apply(thisArg, _arguments || [])).next());
+    step3((generator = generator.apply(thisArg, _arguments || [])).next());
   });
 };
 function exec(commandLine, args, options) {
@@ -50255,29 +50255,29 @@ function abortError(signal) {
 var UNITS = { ms: 1, s: 1e3, m: 6e4, h: 36e5 };
 var MAX_DURATION_MS = 24 * 36e5;
 function parseDuration(value) {
-  let ms;
-  if (typeof value === "number") ms = value;
+  let ms2;
+  if (typeof value === "number") ms2 = value;
   else if (typeof value === "string") {
     const match = /^(\d{1,15}(?:\.\d{1,15})?)(ms|s|m|h)$/.exec(value.trim());
     if (!match) return void 0;
-    ms = Math.round(Number(match[1]) * UNITS[match[2]]);
+    ms2 = Math.round(Number(match[1]) * UNITS[match[2]]);
   } else return void 0;
-  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_DURATION_MS) return void 0;
-  return ms === 0 ? 0 : ms;
+  if (!Number.isFinite(ms2) || ms2 < 0 || ms2 > MAX_DURATION_MS) return void 0;
+  return ms2 === 0 ? 0 : ms2;
 }
-function formatDuration(ms) {
-  if (ms < 1e3) return `${Math.round(ms)}ms`;
-  if (ms < 6e4) return `${(ms / 1e3).toFixed(ms < 1e4 ? 2 : 1)}s`;
-  const minutes = Math.floor(ms / 6e4);
-  return `${minutes}m${Math.round(ms % 6e4 / 1e3)}s`;
+function formatDuration(ms2) {
+  if (ms2 < 1e3) return `${Math.round(ms2)}ms`;
+  if (ms2 < 6e4) return `${(ms2 / 1e3).toFixed(ms2 < 1e4 ? 2 : 1)}s`;
+  const minutes = Math.floor(ms2 / 6e4);
+  return `${minutes}m${Math.round(ms2 % 6e4 / 1e3)}s`;
 }
-function sleep(ms, signal) {
+function sleep(ms2, signal) {
   return new Promise((resolve3, reject) => {
     if (signal?.aborted) return reject(signal.reason);
     const timer = setTimeout(() => {
       signal?.removeEventListener("abort", onAbort);
       resolve3();
-    }, ms);
+    }, ms2);
     const onAbort = () => {
       clearTimeout(timer);
       reject(signal?.reason);
@@ -50295,6 +50295,7 @@ __export(schema_exports, {
   int: () => int,
   list: () => list,
   mapping: () => mapping,
+  number: () => number,
   object: () => object,
   oneOf: () => oneOf,
   optional: () => optional,
@@ -50348,6 +50349,21 @@ function int(options = {}) {
     }
   };
 }
+function number(options = {}) {
+  const hint = options.min !== void 0 && options.max !== void 0 ? `a number ${options.min}-${options.max}` : options.min !== void 0 ? `a number >= ${options.min}` : "a number";
+  return {
+    kind: "number",
+    doc: options.doc,
+    describe: () => hint,
+    parse(value, path33, issues) {
+      if (typeof value !== "number" || !Number.isFinite(value) || options.min !== void 0 && value < options.min || options.max !== void 0 && value > options.max) {
+        issues.push({ path: path33, message: `expected ${hint}, got ${typeName(value)}` });
+        return void 0;
+      }
+      return value;
+    }
+  };
+}
 function bool(options = {}) {
   return {
     kind: "boolean",
@@ -50369,16 +50385,16 @@ function duration(options = {}) {
     doc: options.doc,
     describe: () => hint,
     parse(value, path33, issues) {
-      const ms = parseDuration(value);
-      if (ms === void 0) {
+      const ms2 = parseDuration(value);
+      if (ms2 === void 0) {
         issues.push({ path: path33, message: `expected ${hint}, got ${typeName(value)}` });
         return void 0;
       }
-      if (options.min !== void 0 && ms < options.min || options.max !== void 0 && ms > options.max) {
+      if (options.min !== void 0 && ms2 < options.min || options.max !== void 0 && ms2 > options.max) {
         issues.push({ path: path33, message: `expected a duration between ${options.min ?? 0}ms and ${options.max === void 0 ? "24h" : `${options.max}ms`}, got ${typeName(value)}` });
         return void 0;
       }
-      return ms;
+      return ms2;
     }
   };
 }
@@ -50580,8 +50596,8 @@ function mapping(options = {}) {
     }
   };
 }
-function msText(ms) {
-  return ms % 1e3 === 0 && ms > 0 ? `${ms / 1e3}s` : `${ms}ms`;
+function msText(ms2) {
+  return ms2 % 1e3 === 0 && ms2 > 0 ? `${ms2 / 1e3}s` : `${ms2}ms`;
 }
 var PLACEHOLDERS = ["version", "previous", "host", "address", "port", "id", "release"];
 var TOKEN = /\{\{|\}\}|\{([a-z]+)\}|[{}]/g;
@@ -51203,12 +51219,12 @@ async function uploadThroughExec(executor, localFile2, remoteFile, options) {
     await file.close();
   }
 }
-function throttledProgress(onProgress, step2 = 0.1) {
+function throttledProgress(onProgress, step3 = 0.1) {
   if (!onProgress) return void 0;
   let next = 0;
   return (sent, total) => {
     if (sent < total && sent < next) return;
-    next = sent + Math.max(1, Math.floor(total * step2));
+    next = sent + Math.max(1, Math.floor(total * step3));
     onProgress(sent, total);
   };
 }
@@ -51459,8 +51475,8 @@ async function putRelease(context, setup, host) {
     if (state.freeBytes !== void 0 && state.freeBytes < artifact.bytes) {
       throw new NodropError("E_RELEASE", `${host} has ${formatBytes(state.freeBytes)} free in ${dir}, and the artifact alone is ${formatBytes(artifact.bytes)}`);
     }
-    const ms = await sendArtifact(context, executor, { dir, version, artifact, where });
-    done.push(`uploaded ${formatBytes(artifact.bytes)} in ${Math.round(ms)} ms, sha256 verified on the host`);
+    const ms2 = await sendArtifact(context, executor, { dir, version, artifact, where });
+    done.push(`uploaded ${formatBytes(artifact.bytes)} in ${Math.round(ms2)} ms, sha256 verified on the host`);
   } else if (action.send === "create") {
     const incoming = await makeIncoming(executor, dir, host, where, signal);
     await execOrThrow(executor, emptyReleaseScript(dir, version, incoming), `creating ${where}`, { signal, timeoutMs: 6e4 });
@@ -51488,12 +51504,12 @@ async function sendArtifact(context, executor, o) {
     await executor.exec(`rm -rf -- ${shellQuote(incoming)}`, { timeoutMs: 3e4 }).catch(() => void 0);
     throw error2;
   }
-  const ms = performance.now() - t0;
+  const ms2 = performance.now() - t0;
   await execOrThrow(executor, installScript({ dir: o.dir, version: o.version, incoming, sha256: o.artifact.sha256, unpack: o.artifact.unpack, name: o.artifact.name }), `installing ${o.where}`, {
     signal,
     timeoutMs: 10 * 6e4
   });
-  return ms;
+  return ms2;
 }
 async function makeIncoming(executor, dir, host, where, signal) {
   const made = (await execOrThrow(executor, incomingScript(dir, host), `making an upload directory for ${where}`, { signal, timeoutMs: 6e4 })).stdout.trim();
@@ -51814,14 +51830,14 @@ function singlePool(ids2, name = "all", pins = {}) {
   return { pools: { [name]: [...ids2] }, defaultPool: name, pins };
 }
 function servingInstances(routing) {
-  const pools = /* @__PURE__ */ new Set([routing.defaultPool, ...Object.values(routing.pins), ...routing.switchDefault ? [routing.switchDefault.to] : []]);
+  const pools = /* @__PURE__ */ new Set([routing.defaultPool, ...Object.values(routing.pins), ...routing.switchDefault ? [routing.switchDefault.to] : [], ...routing.split ? [routing.split.to] : []]);
   const ids2 = /* @__PURE__ */ new Set();
   for (const pool of pools) for (const id of Object.hasOwn(routing.pools, pool) ? routing.pools[pool] ?? [] : []) ids2.add(id);
   return ids2;
 }
 function reachesInstance(routing, staged, id, runs) {
   const stagedVersions = typeof staged === "string" ? [staged] : staged;
-  const pools = [routing.defaultPool, ...routing.switchDefault ? [routing.switchDefault.to] : []];
+  const pools = [routing.defaultPool, ...routing.switchDefault ? [routing.switchDefault.to] : [], ...routing.split ? [routing.split.to] : []];
   for (const [pinned, pool] of Object.entries(routing.pins)) if (!stagedVersions.includes(pinned) || runs === pinned) pools.push(pool);
   return pools.some((pool) => Object.hasOwn(routing.pools, pool) && (routing.pools[pool]?.includes(id) ?? false));
 }
@@ -51830,7 +51846,8 @@ function sameRouting(a, b) {
   const pins = (r) => Object.keys(r.pins).sort().map((v) => `${v}>${r.pins[v]}`).join(";");
   const slots = (r) => Object.keys(r.slots ?? {}).sort().map((id) => `${id}:${r.slots?.[id]}`);
   const poolSlots = (r) => Object.keys(r.poolSlots ?? {}).sort().map((pool) => `${pool}=${Object.keys(r.poolSlots?.[pool] ?? {}).sort().map((id) => `${id}:${r.poolSlots?.[pool]?.[id]}`).join(",")}`);
-  const extra = (r) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null, slots(r), poolSlots(r)]);
+  const split = (r) => r.split ? [r.split.key, r.split.percent, r.split.to] : null;
+  const extra = (r) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null, slots(r), poolSlots(r), split(r)]);
   return a.defaultPool === b.defaultPool && pools(a) === pools(b) && pins(a) === pins(b) && extra(a) === extra(b);
 }
 function distinctRoutings(routings, except = []) {
@@ -51841,6 +51858,7 @@ function distinctRoutings(routings, except = []) {
 var POOL_NAME = /^[a-z][a-z0-9_]{0,31}$/;
 var AFFINITY_KEY = /^\$(remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1,64})$/;
 var PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+var SPLIT_KEY = /^(?:\$(?:remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1,64})){1,3}$/;
 function routedPort(routing, spec, live, pool) {
   const own3 = pool !== void 0 && routing.poolSlots && Object.hasOwn(routing.poolSlots, pool) ? routing.poolSlots[pool] : void 0;
   const inPool = own3 && Object.hasOwn(own3, spec.id) ? own3[spec.id] : void 0;
@@ -51851,6 +51869,7 @@ function leadingPools(routing) {
   return [
     { pool: routing.defaultPool },
     ...routing.switchDefault ? [{ pool: routing.switchDefault.to }] : [],
+    ...routing.split ? [{ pool: routing.split.to }] : [],
     ...Object.entries(routing.pins).map(([pinned, pool]) => ({ pool, pinned }))
   ];
 }
@@ -51896,6 +51915,7 @@ function validateRouting(routing, known) {
     for (const id of routing.affinity.ring) if (!knownIds.has(id)) problems.push(`affinity ring names unknown instance "${id}"`);
     for (const [name, ids2] of pools) for (const id of ids2) if (!ring.has(id)) problems.push(`pool "${name}" lists "${id}", which is not on the affinity ring`);
   }
+  if (routing.split) problems.push(...splitProblems(routing));
   if (routing.switchDefault && !Object.hasOwn(routing.pools, routing.switchDefault.to)) {
     problems.push(`default switch to "${routing.switchDefault.to}" names a pool that is not defined`);
   }
@@ -51928,9 +51948,22 @@ function routingSlotProblem(routing, specs) {
     return `the routing in force does not match the config: ${error2.message.replace(/^invalid routing: /, "")}`;
   }
 }
+function splitProblems(routing) {
+  const split = routing.split;
+  const problems = [];
+  if (typeof split.key !== "string" || !SPLIT_KEY.test(split.key)) problems.push(`split key "${String(split.key)}" must be up to three of $remote_addr, $cookie_NAME and $http_NAME`);
+  const hundredths = Math.round(split.percent * 100);
+  if (typeof split.percent !== "number" || !(split.percent > 0 && split.percent < 100) || Math.abs(hundredths - split.percent * 100) > 1e-6) {
+    problems.push(`split percent ${String(split.percent)} must be above 0 and below 100, with at most two decimals`);
+  }
+  if (!Object.hasOwn(routing.pools, split.to)) problems.push(`split to "${split.to}" names a pool that is not defined`);
+  if (split.to === routing.defaultPool) problems.push(`split to "${split.to}" is the default pool`);
+  if (routing.switchDefault || routing.affinity) problems.push("a split cannot be combined with a default switch or affinity");
+  return problems;
+}
 var DEFAULT_OVERLAP = { reserveBytes: 128 * 1024 * 1024, growth: 1.25 };
 function idleStarts(plan) {
-  return plan.phases.map((phase) => [...new Set(phase.steps.flatMap((step2) => step2.kind === "start" && step2.slot === "idle" ? step2.instances : []))]);
+  return plan.phases.map((phase) => [...new Set(phase.steps.flatMap((step3) => step3.kind === "start" && step3.slot === "idle" ? step3.instances : []))]);
 }
 function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
   const starts = idleStarts(plan);
@@ -52074,7 +52107,7 @@ function oldSlotsPhase(instances, exclude, routing, version) {
   ];
 }
 function buildReport(run3, strategy, outcome, keepOldMs = 0) {
-  const { error: error2, step: step2, recovery } = outcome;
+  const { error: error2, step: step3, recovery } = outcome;
   const serving = run3.serving();
   return {
     id: run3.id,
@@ -52092,11 +52125,12 @@ function buildReport(run3, strategy, outcome, keepOldMs = 0) {
       const idle = t.idle ? { idle: { port: t.idle.port, running: t.idle.running, ...t.idle.running !== false && t.idle.version ? { version: t.idle.version } : {} } } : {};
       return { ...base, port: t.port, ...idle, from: t.from, version: t.version, outcome: t.outcome, steps: t.steps, ...t.error === void 0 ? {} : { error: t.error } };
     }),
-    ...error2 ? { error: { code: error2.code, message: error2.message, ...error2.instance ? { instance: error2.instance } : {}, ...step2 ? { step: step2 } : {} } } : {},
+    ...error2 ? { error: { code: error2.code, message: error2.message, ...error2.instance ? { instance: error2.instance } : {}, ...step3 ? { step: step3 } : {} } } : {},
     ...recovery ? { recovery } : {},
     ...outcome.warnings?.length ? { warnings: outcome.warnings } : {},
     ...outcome.releases ? { releases: outcome.releases } : {},
     ...run3.hooks.length > 0 ? { hooks: run3.hooks } : {},
+    ...run3.gates.length > 0 ? { gates: run3.gates } : {},
     ...run3.verify ? { verify: run3.verify } : {},
     ...keepOldMs > 0 && [...run3.tracked.values()].some((t) => t.idle?.running !== false) ? { keptUntil: new Date(Date.now() + keepOldMs).toISOString() } : {}
   };
@@ -52113,6 +52147,8 @@ var DeployRun = class {
   verify;
   /** The hooks that ran, in order. */
   hooks = [];
+  /** A canary's gates, in order, with what each decided. */
+  gates = [];
   /** Set once recovery begins: from then on the journal is best effort. */
   recovering = false;
   /** Background steps (an old slot's stop) still running, by instance, with the index of the phase that started them. */
@@ -52252,9 +52288,149 @@ var DeployRun = class {
     return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, t.port, void 0, t.port));
   }
 };
-async function announce(context, record, ms) {
+var LATENCY_BUCKETS_MS = (() => {
+  const bounds = [];
+  for (let b = 1; b < 12e4; b *= 1.1) bounds.push(Math.round(b * 1e3) / 1e3);
+  bounds.push(Number.POSITIVE_INFINITY);
+  return bounds;
+})();
+function latencyBucket(ms2) {
+  let low = 0;
+  let high = LATENCY_BUCKETS_MS.length - 1;
+  while (low < high) {
+    const mid = low + high >> 1;
+    if (ms2 <= LATENCY_BUCKETS_MS[mid]) high = mid;
+    else low = mid + 1;
+  }
+  return low;
+}
+function emptyCounts() {
+  return { requests: 0, errors: 0, latency: [] };
+}
+function addCounts(a, b) {
+  const latency = [];
+  for (let i = 0; i < Math.max(a.latency.length, b.latency.length); i++) latency.push((a.latency[i] ?? 0) + (b.latency[i] ?? 0));
+  return { requests: a.requests + b.requests, errors: a.errors + b.errors, latency };
+}
+function validCounts(counts) {
+  if (typeof counts !== "object" || counts === null) return false;
+  const c = counts;
+  const whole = (n) => Number.isSafeInteger(n) && n >= 0;
+  if (!whole(c.requests) || !whole(c.errors) || c.errors > c.requests) return false;
+  if (!Array.isArray(c.latency) || c.latency.length > LATENCY_BUCKETS_MS.length || !c.latency.every(whole)) return false;
+  return c.latency.reduce((sum, n) => sum + n, 0) <= c.requests;
+}
+function percentileMs(counts, q) {
+  const total = counts.latency.reduce((sum, n) => sum + n, 0);
+  if (total === 0) return void 0;
+  const rank = Math.ceil(q * total);
+  let seen = 0;
+  for (const [i, n] of counts.latency.entries()) {
+    seen += n;
+    if (seen >= rank) return LATENCY_BUCKETS_MS[Math.min(i, LATENCY_BUCKETS_MS.length - 2)];
+  }
+  return LATENCY_BUCKETS_MS.at(-2);
+}
+function figuresOf(version, counts) {
+  return {
+    version,
+    requests: counts.requests,
+    errors: counts.errors,
+    errorRate: counts.requests === 0 ? 0 : counts.errors / counts.requests,
+    p50Ms: percentileMs(counts, 0.5),
+    p99Ms: percentileMs(counts, 0.99)
+  };
+}
+function formatFigures(f) {
+  const ms2 = (v) => v === void 0 ? "-" : `${v < 10 ? v.toFixed(1) : Math.round(v)} ms`;
+  return `${f.version}: ${f.requests} requests, ${f.errors} 5xx (${(100 * f.errorRate).toFixed(1)}%), p50 ${ms2(f.p50Ms)}, p99 ${ms2(f.p99Ms)}`;
+}
+function judgeGate(canary, baseline, analysis, elapsedMs, gateMs) {
+  const enough = canary.requests >= analysis.minRequests;
+  if (enough) {
+    const increase = canary.errorRate - baseline.errorRate;
+    if (increase > analysis.maxErrorRateIncrease) {
+      return { decision: "fail", reason: `5xx rate ${pct(canary.errorRate)} against ${pct(baseline.errorRate)} on ${baseline.version}: more than ${pct(analysis.maxErrorRateIncrease)} above` };
+    }
+    if (baseline.requests >= analysis.minRequests && canary.p99Ms !== void 0 && baseline.p99Ms !== void 0) {
+      const reference = Math.max(baseline.p99Ms, analysis.latencyFloorMs);
+      if (canary.p99Ms > analysis.maxLatencyRatio * reference) {
+        return { decision: "fail", reason: `p99 latency ${ms(canary.p99Ms)} against ${ms(baseline.p99Ms)} on ${baseline.version}: more than ${analysis.maxLatencyRatio}x` };
+      }
+    }
+  }
+  if (elapsedMs < gateMs) return { decision: "wait", reason: "watching" };
+  if (enough) return { decision: "pass", reason: `${canary.requests} requests within the thresholds` };
+  if (elapsedMs < gateMs + analysis.extraMs) return { decision: "wait", reason: `waiting for ${analysis.minRequests} requests (${canary.requests} so far)` };
+  return { decision: "fail", reason: `inconclusive: ${canary.requests} requests on ${canary.version} in ${ms(elapsedMs)}, fewer than the ${analysis.minRequests} a verdict needs` };
+}
+var pct = (rate) => `${(100 * rate).toFixed(2).replace(/\.?0+$/, "")}%`;
+var ms = (v) => v >= 1e3 ? `${(v / 1e3).toFixed(1)} s` : `${Math.round(v)} ms`;
+async function runGateStep(context, phase, step3) {
+  const { run: run3, options } = context;
+  const signal = options.signal;
+  const t0 = performance.now();
+  const record = (report) => {
+    const full = { phase: phase.name, gate: step3.name, weight: step3.weight, ms: Math.round(performance.now() - t0), ...report };
+    run3.gates.push(full);
+    run3.emit({ type: "gate", ...full });
+    return full;
+  };
+  await timed(context, phase.name, "gate", void 0, async () => {
+    const analysis = step3.analysis;
+    if (!analysis) {
+      await sleep(step3.ms, signal).catch(() => Promise.reject(abortError(signal)));
+      return record({ decision: "waited", reason: `${step3.weight}% for ${ms(step3.ms)}` }).reason;
+    }
+    const proxy = options.proxy;
+    if (!proxy.capabilities.traffic || !proxy.traffic) throw new NodropError("E_PLAN", `gate ${step3.name}: proxy ${proxy.name} cannot count traffic (nginx: set proxy.accessLog)`);
+    let cursor = (await proxy.traffic(void 0, { signal })).cursor;
+    let totals = /* @__PURE__ */ new Map();
+    for (; ; ) {
+      await sleep(Math.min(analysis.intervalMs, Math.max(0, step3.ms - (performance.now() - t0))) || analysis.intervalMs, signal).catch(() => Promise.reject(abortError(signal)));
+      const window2 = await proxy.traffic(cursor, { signal });
+      cursor = window2.cursor;
+      totals = addByVersion(totals, window2.endpoints, versionAt(context));
+      const canary = figuresOf(run3.version, totals.get(run3.version) ?? emptyCounts());
+      const baseline = figuresOf(otherVersions(totals, run3.version), sumOthers(totals, run3.version));
+      const verdict = judgeGate(canary, baseline, analysis, performance.now() - t0, step3.ms);
+      if (verdict.decision === "wait") continue;
+      const report = record({ decision: verdict.decision === "pass" ? "passed" : "failed", reason: verdict.reason, canary, baseline });
+      if (verdict.decision === "pass") return `${report.reason}; ${formatFigures(canary)}; ${formatFigures(baseline)}`;
+      throw new NodropError("E_CANARY", `gate ${step3.name} (${step3.weight}%) failed: ${verdict.reason}; ${formatFigures(canary)}; ${formatFigures(baseline)}`);
+    }
+  });
+}
+function versionAt(context) {
+  const map = /* @__PURE__ */ new Map();
+  for (const t of context.run.tracked.values()) {
+    const spec = t.control.spec;
+    if (t.version !== void 0) map.set(endpoint(spec.address, t.port), t.version);
+    if (t.idle?.version !== void 0) map.set(endpoint(spec.address, t.idle.port), t.idle.version);
+  }
+  return map;
+}
+function addByVersion(totals, endpoints, versions) {
+  const next = new Map(totals);
+  for (const [where, counts] of Object.entries(endpoints)) {
+    const version = versions.get(where);
+    if (version === void 0 || !validCounts(counts)) continue;
+    next.set(version, addCounts(next.get(version) ?? emptyCounts(), counts));
+  }
+  return next;
+}
+function sumOthers(totals, version) {
+  let sum = emptyCounts();
+  for (const [v, counts] of totals) if (v !== version) sum = addCounts(sum, counts);
+  return sum;
+}
+function otherVersions(totals, version) {
+  const others = [...totals.keys()].filter((v) => v !== version).sort();
+  return others.length > 0 ? others.join("+") : "the old version";
+}
+async function announce(context, record, ms2) {
   for (const listener of context.listeners) await listener.step?.(context.run, record);
-  context.run.emit({ type: "step", ...record, ...ms === void 0 ? {} : { ms } });
+  context.run.emit({ type: "step", ...record, ...ms2 === void 0 ? {} : { ms: ms2 } });
 }
 async function timed(context, phase, kind, id, body, host) {
   const t0 = performance.now();
@@ -52265,21 +52441,21 @@ async function timed(context, phase, kind, id, body, host) {
     if (id) context.run.instance(id).steps.push({ kind, ms: performance.now() - t0, ok: true });
     await announce(context, { ...about, status: "ok", ...typeof detail === "string" ? { detail } : {} }, performance.now() - t0);
   } catch (error2) {
-    const ms = performance.now() - t0;
+    const ms2 = performance.now() - t0;
     const e = toNodropError(error2, "E_INSTANCE", id ? `${kind} of ${id}` : kind);
     if (id) {
       const t = context.run.instance(id);
-      t.steps.push({ kind, ms, ok: false });
+      t.steps.push({ kind, ms: ms2, ok: false });
       t.error = e.message;
     }
-    await announce(context, { ...about, status: "fail", detail: e.message }, ms).catch(() => void 0);
+    await announce(context, { ...about, status: "fail", detail: e.message }, ms2).catch(() => void 0);
     throw e;
   }
 }
-async function runReleaseStep(context, phase, step2) {
+async function runReleaseStep(context, phase, step3) {
   const setup = context.options.release;
   if (!setup) throw new NodropError("E_PLAN", `phase "${phase.name}" has a release step, but the deploy has no release setup`);
-  await forEachLimit(step2.hosts, step2.hosts.length, (host) => timed(context, phase.name, "release", void 0, () => releaseOnHost(context, setup, host), host));
+  await forEachLimit(step3.hosts, step3.hosts.length, (host) => timed(context, phase.name, "release", void 0, () => releaseOnHost(context, setup, host), host));
 }
 async function applyRouting(context, planned, why, phase, signal, background = false) {
   const { run: run3, options } = context;
@@ -52358,24 +52534,26 @@ function proxyFailure(context, routing, error2) {
   else if (inForce === "unknown") context.run.routingUncertain(routing);
   return new NodropError(e.code, e.message, { cause: e.cause ?? error2, instance: e.instance, routingInForce: inForce });
 }
-async function runStep(context, phase, step2) {
+async function runStep(context, phase, step3) {
   const { options, run: run3 } = context;
   const signal = options.signal;
   if (signal?.aborted) throw abortError(signal);
   for (const listener of context.listeners) listener.beforeStep?.(run3);
-  switch (step2.kind) {
+  switch (step3.kind) {
     case "route":
-      return applyRouting(context, step2.routing, step2.why, phase.name, signal, step2.background === true);
+      return applyRouting(context, step3.routing, step3.why, phase.name, signal, step3.background === true);
     case "soak":
-      return timed(context, phase.name, "soak", void 0, () => sleep(step2.ms, signal).catch(() => Promise.reject(abortError(signal))));
+      return timed(context, phase.name, "soak", void 0, () => sleep(step3.ms, signal).catch(() => Promise.reject(abortError(signal))));
     case "release":
-      return runReleaseStep(context, phase, step2);
+      return runReleaseStep(context, phase, step3);
+    case "gate":
+      return runGateStep(context, phase, step3);
     default:
-      return forEachPerHost(step2.instances, (id) => run3.instance(id).control.spec.host, context.parallel, async (id) => {
+      return forEachPerHost(step3.instances, (id) => run3.instance(id).control.spec.host, context.parallel, async (id) => {
         await run3.background.get(id)?.task;
-        if (!step2.background) return runInstanceStep(context, phase, step2, id);
-        const task = runInstanceStep(context, phase, step2, id).catch((error2) => {
-          run3.backgroundFailure ??= { error: error2, step: `${phase.name}: ${step2.kind} (background)` };
+        if (!step3.background) return runInstanceStep(context, phase, step3, id);
+        const task = runInstanceStep(context, phase, step3, id).catch((error2) => {
+          run3.backgroundFailure ??= { error: error2, step: `${phase.name}: ${step3.kind} (background)` };
         });
         run3.background.set(id, { task, phase: run3.phaseIndex });
       });
@@ -52392,16 +52570,16 @@ async function settleBackground(context) {
   const failure = run3.backgroundFailure;
   return failure && { error: toNodropError(failure.error, "E_INSTANCE"), step: failure.step, ...failure.drain ? { drain: true } : {} };
 }
-async function runInstanceStep(context, phase, step2, id) {
+async function runInstanceStep(context, phase, step3, id) {
   const { options, run: run3 } = context;
   const signal = options.signal;
-  const { kind } = step2;
+  const { kind } = step3;
   const t = run3.instance(id);
-  const slotPort = step2.slot === "idle" ? t.idle?.port : t.port;
+  const slotPort = step3.slot === "idle" ? t.idle?.port : t.port;
   const drainFailure = (kind === "stop" || kind === "update") && slotPort !== void 0 && run3.draining.size > 0 ? await drainsEnded(run3, id, slotPort) : void 0;
   await timed(context, phase.name, kind, id, async () => {
     if (drainFailure) throw drainFailure;
-    if (step2.slot === "idle") return runIdleSlotStep(context, kind, id);
+    if (step3.slot === "idle") return runIdleSlotStep(context, kind, id);
     if ((kind === "stop" || kind === "update") && run3.reachable(id)) {
       throw new NodropError("E_PLAN", `plan would ${kind} ${id} while it is in the pool`, { instance: id });
     }
@@ -52456,13 +52634,16 @@ async function recoverPhase(context, phase, failure) {
   run3.emit({ type: "recovery", reason: failure.message });
   run3.recovering = true;
   const slotLines = await stopIdleSlots(context, phase);
-  const touched = phase.instances.map((id) => run3.instance(id)).filter((t) => t.touched);
+  const ids2 = phase.onFailure === "revert" ? [.../* @__PURE__ */ new Set([...phase.instances, ...phase.revertAlso ?? []])] : phase.instances;
+  const touched = ids2.map((id) => run3.instance(id)).filter((t) => t.touched);
   if (phase.onFailure === "isolate") {
     for (const t of touched) if (t.outcome !== "updated") t.outcome = "failed";
     const left = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
     return [...slotLines, ...left.length > 0 || slotLines.length === 0 ? [`left ${left.join(", ")} out of the pool; the routing in force is kept`] : []].join("; ");
   }
-  const lines = [...slotLines, ...await revertInstances(context, phase, touched)];
+  const lines = [...slotLines];
+  if (phase.revertAlso !== void 0 && touched.length > 0) lines.push(await routeOut(context, phase, new Set(touched.map((t) => t.control.spec.id))));
+  lines.push(...await revertInstances(context, phase, touched));
   lines.push(await restorePool(context, phase));
   return lines.join("; ");
 }
@@ -52524,15 +52705,36 @@ async function revertInstances(context, phase, touched) {
   const failed = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
   return [...reverted.length ? [`reverted ${reverted.join(", ")} to their previous version`] : [], ...failed.length ? [`could not revert ${failed.join(", ")}: left out of the pool`] : []];
 }
-async function restorePool(context, phase) {
+async function routeOut(context, phase, leaving) {
   const { run: run3, options } = context;
-  const healthy = run3.observed.filter((o) => {
+  const staying = healthyInstances(context).filter((o) => !leaving.has(o.id));
+  if (staying.length === 0) return `no healthy instance outside ${[...leaving].join(", ")} to route to: they keep serving`;
+  const routing = recoveryRoutingOf(context, staying);
+  try {
+    validateRouting(routing, run3.observed);
+    await applyRouting(context, routing, `recovery: every client back, ${[...leaving].join(", ")} out`, `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
+    return `every client routed to ${staying.map((o) => o.id).join(", ")}`;
+  } catch (error2) {
+    return `could not route clients away from ${[...leaving].join(", ")} (${toNodropError(error2, "E_PROXY_RELOAD").message.split("\n")[0]}); they keep serving`;
+  }
+}
+function healthyInstances(context) {
+  const { run: run3 } = context;
+  return run3.observed.filter((o) => {
     const t = run3.instance(o.id);
     return t.outcome === "updated" || t.outcome === "reverted" || !t.touched && (t.outcome === "not-reached" || t.outcome === "unchanged") && o.healthy;
   }).map((o) => ({ ...o, version: run3.instance(o.id).version }));
-  if (healthy.length === 0) return "no healthy instance to route to; the proxy config in force was kept";
+}
+function recoveryRoutingOf(context, healthy) {
+  const { run: run3, options } = context;
   const previous = [...new Set(run3.observed.map((o) => o.version).filter((v) => v !== void 0 && v !== run3.version))];
-  const routing = options.strategy.recoveryRouting?.(healthy, { version: run3.version, previous, instances: run3.observed.map((o) => o.id), options: options.strategyOptions }) ?? singlePool(healthy.map((o) => o.id));
+  return options.strategy.recoveryRouting?.(healthy, { version: run3.version, previous, instances: run3.observed.map((o) => o.id), options: options.strategyOptions }) ?? singlePool(healthy.map((o) => o.id));
+}
+async function restorePool(context, phase) {
+  const { run: run3, options } = context;
+  const healthy = healthyInstances(context);
+  if (healthy.length === 0) return "no healthy instance to route to; the proxy config in force was kept";
+  const routing = recoveryRoutingOf(context, healthy);
   try {
     validateRouting(routing, run3.observed);
     const ids2 = new Set(healthy.map((o) => o.id));
@@ -52575,9 +52777,9 @@ function inForceClause(error2) {
 }
 function earlySteps(phase) {
   const lead = [];
-  for (const step2 of phase.steps) {
-    if (step2.kind === "route" || step2.kind === "soak" || step2.kind === "release" || step2.slot !== "idle" || step2.background) break;
-    lead.push(step2);
+  for (const step3 of phase.steps) {
+    if (step3.kind === "route" || step3.kind === "soak" || step3.kind === "release" || step3.kind === "gate" || step3.slot !== "idle" || step3.background) break;
+    lead.push(step3);
   }
   return lead;
 }
@@ -52589,11 +52791,11 @@ function startEarly(context, phases, index) {
   const done = (async () => {
     await awaitOlderBackground(context, index - 1);
     if (context.run.backgroundFailure) return { skipped: true };
-    for (const step2 of steps) {
+    for (const step3 of steps) {
       try {
-        await runStep(context, phase, step2);
+        await runStep(context, phase, step3);
       } catch (error2) {
-        return { error: toNodropError(error2, "E_INSTANCE"), step: step2 };
+        return { error: toNodropError(error2, "E_INSTANCE"), step: step3 };
       }
     }
     return void 0;
@@ -52654,6 +52856,23 @@ var JournalListener = class {
 function isProxyGroup(proxy) {
   return Array.isArray(proxy.members);
 }
+async function groupTraffic(members, cursor, context) {
+  let cursors = [];
+  if (cursor !== void 0) {
+    try {
+      cursors = JSON.parse(cursor);
+    } catch {
+      cursors = [];
+    }
+    if (!Array.isArray(cursors) || cursors.length !== members.length || !cursors.every((c) => typeof c === "string")) {
+      throw new NodropError("E_PROXY_SETUP", `traffic cursor for ${members.length} proxies is not theirs: ${cursor.slice(0, 80)}`);
+    }
+  }
+  const windows = await Promise.all(members.map((m, i) => m.proxy.traffic(cursors[i], context)));
+  const endpoints = {};
+  for (const w of windows) for (const [where, counts] of Object.entries(w.endpoints)) endpoints[where] = Object.hasOwn(endpoints, where) ? addCounts(endpoints[where], counts) : counts;
+  return { cursor: JSON.stringify(windows.map((w) => w.cursor)), endpoints };
+}
 function proxyGroup(members) {
   if (members.length === 0) throw new Error("internal: a proxy group needs at least one member");
   const state = new GroupState();
@@ -52681,6 +52900,7 @@ function proxyGroup(members) {
       const each = await Promise.all(members.map((m) => m.proxy.alsoInForce?.(context) ?? []));
       return each.flat();
     },
+    ...capabilities.traffic ? { traffic: (cursor, context) => groupTraffic(members, cursor, context) } : {},
     async apply(routing, instances, context = {}) {
       const offsets = routing.switchDefault ? state.clocks() ?? (await measureClocks(context)).map((c) => c.clock.offsetMs) : [];
       const lead = routing.switchDefault ? Math.max(...members.map((m) => m.proxy.switchDelay?.(routing.switchDefault.afterMs) ?? routing.switchDefault.afterMs)) : 0;
@@ -52849,11 +53069,11 @@ function clockSpreadProblem(offsets, limitMs = CLOCK_SPREAD_LIMIT_MS, errorLimit
   return `the proxy hosts' clocks are ${Math.round(spread)}ms apart (${formatOffsets(offsets)}), more than the ${limitMs}ms within which they must agree to switch at one instant: synchronise them (NTP: chrony or systemd-timesyncd), then deploy again`;
 }
 function formatOffsets(offsets) {
-  const signed = (ms) => `${ms >= 0 ? "+" : "-"}${Math.abs(Math.round(ms))}ms`;
+  const signed = (ms2) => `${ms2 >= 0 ? "+" : "-"}${Math.abs(Math.round(ms2))}ms`;
   return offsets.map((o) => `${o.label} ${signed(o.clock.offsetMs)} \xB1${Math.ceil(o.clock.errorMs)}ms`).join(", ");
 }
 async function checkProxyClocks(proxy, plan, signal) {
-  const switches = plan.phases.some((phase) => phase.steps.some((step2) => step2.kind === "route" && step2.routing.switchDefault !== void 0));
+  const switches = plan.phases.some((phase) => phase.steps.some((step3) => step3.kind === "route" && step3.routing.switchDefault !== void 0));
   if (!switches || !isProxyGroup(proxy) || proxy.members.length < 2) return [];
   const offsets = await proxy.measureClocks({ signal });
   const problem = clockSpreadProblem(offsets);
@@ -52958,7 +53178,7 @@ async function planDeploy(options) {
   const inspections = await inspectIdleSlots(options, observed);
   const seenObserved = await Promise.all(observed.map((o) => withIdleSlot(options, o, inspections.get(o.id))));
   const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
-  const planning = planned.phases.find((p) => p.steps.some((step2) => step2.kind === "release"));
+  const planning = planned.phases.find((p) => p.steps.some((step3) => step3.kind === "release"));
   if (planning) throw new NodropError("E_PLAN", `phase "${planning.name}" has a release step: the engine adds the release phase, a strategy does not plan one`);
   const plan = checkPlanShape(withEnginePhases(planned, read2.reconcile, options), seenObserved);
   const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
@@ -52999,12 +53219,12 @@ function releaseNoteOf(setup, hosts) {
 function checkPlanShape(plan, observed) {
   const known = new Set(observed.map((i) => i.id));
   for (const phase of plan.phases) {
-    for (const id2 of phase.instances) if (!known.has(id2)) throw new NodropError("E_PLAN", `phase "${phase.name}" names unknown instance "${id2}"`);
+    for (const id2 of [...phase.instances, ...phase.revertAlso ?? []]) if (!known.has(id2)) throw new NodropError("E_PLAN", `phase "${phase.name}" names unknown instance "${id2}"`);
     const own3 = new Set(phase.instances);
-    for (const step2 of phase.steps) {
-      if (step2.kind === "route") validateRouting(step2.routing, observed);
-      else if (step2.kind !== "soak" && step2.kind !== "release") {
-        for (const id2 of step2.instances) if (!own3.has(id2)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step2.kind}s "${id2}", which is not one of its instances`);
+    for (const step3 of phase.steps) {
+      if (step3.kind === "route") validateRouting(step3.routing, observed);
+      else if (step3.kind !== "soak" && step3.kind !== "release" && step3.kind !== "gate") {
+        for (const id2 of step3.instances) if (!own3.has(id2)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step3.kind}s "${id2}", which is not one of its instances`);
       }
     }
   }
@@ -53116,10 +53336,10 @@ async function runPhases(context, plan) {
         current = earlyFailure.step;
         throw earlyFailure.error;
       }
-      for (const step2 of phase.steps.slice(early && earlyFailure === void 0 ? early.steps : 0)) {
-        current = step2;
-        if (step2.kind === "route" && !hasBatchHooks(context)) run3.early ??= startEarly(context, plan.phases, index + 1);
-        await runStep(context, phase, step2);
+      for (const step3 of phase.steps.slice(early && earlyFailure === void 0 ? early.steps : 0)) {
+        current = step3;
+        if (step3.kind === "route" && !hasBatchHooks(context)) run3.early ??= startEarly(context, plan.phases, index + 1);
+        await runStep(context, phase, step3);
       }
       endPhase(true);
     } catch (error2) {
@@ -53171,20 +53391,20 @@ function failedDrain(run3) {
   return run3.backgroundFailure?.drain ? run3.backgroundFailure : void 0;
 }
 var DRAIN_FAILED = "a background drain failed: the routing that replaced it is in force, and the slots the old one served were left running, out of the pool, since the proxy may still be draining requests on them (the next deploy stops them first)";
-async function afterFailure(context, phase, failure, step2) {
+async function afterFailure(context, phase, failure, step3) {
   if (failure.code === "E_LOCK") {
-    return { error: failure, step: step2, recovery: "the deploy lock was taken over, so this deploy changed nothing more: the deploy that holds it now owns the fleet (`nodrop status` shows where it stands)" };
+    return { error: failure, step: step3, recovery: "the deploy lock was taken over, so this deploy changed nothing more: the deploy that holds it now owns the fleet (`nodrop status` shows where it stands)" };
   }
   let inForce = failure.routingInForce;
   if (inForce === "unknown") inForce = await readBackRouting(context);
   if (inForce === "previous") {
     const slots = await stopIdleSlots(context, phase);
-    return { error: failure, step: step2, recovery: ["the proxy kept its previous config; no serving instance was changed after the failure", ...slots].join("; ") };
+    return { error: failure, step: step3, recovery: ["the proxy kept its previous config; no serving instance was changed after the failure", ...slots].join("; ") };
   }
   if (inForce === "unknown") {
-    return { error: failure, step: step2, recovery: `${inForceClause(failure)}; no instance was changed after the failure, and instances either routing reaches are counted in the pool` };
+    return { error: failure, step: step3, recovery: `${inForceClause(failure)}; no instance was changed after the failure, and instances either routing reaches are counted in the pool` };
   }
-  return { error: failure, step: step2, recovery: await recoverPhase(context, phase, failure) };
+  return { error: failure, step: step3, recovery: await recoverPhase(context, phase, failure) };
 }
 async function postHook(context, outcome) {
   const env = { NODROP_RESULT: outcome.error ? "failed" : "succeeded" };
@@ -53583,7 +53803,7 @@ function lastDeploy(records) {
   });
   const own3 = records.filter((r) => isObject2(r) && r.id === start.id);
   const end = own3.find((r) => r.type === "end");
-  const step2 = own3.filter((r) => r.type === "step").at(-1);
+  const step3 = own3.filter((r) => r.type === "step").at(-1);
   const text = (value) => typeof value === "string" && /^[\x20-\x7e]{1,100}$/.test(value) ? value : describeValue(value, 40);
   return {
     id: start.id,
@@ -53593,7 +53813,7 @@ function lastDeploy(records) {
     finished: end !== void 0,
     ok: end === void 0 ? void 0 : end.ok === true,
     from,
-    lastStep: step2 ? `${text(step2.phase)}: ${text(step2.kind)}${step2.instance ? ` ${isSafeName(step2.instance) ? step2.instance : describeValue(step2.instance, 40)}` : step2.host ? ` ${isSafeName(step2.host) ? step2.host : describeValue(step2.host, 40)}` : ""} (${text(step2.status)})` : void 0
+    lastStep: step3 ? `${text(step3.phase)}: ${text(step3.kind)}${step3.instance ? ` ${isSafeName(step3.instance) ? step3.instance : describeValue(step3.instance, 40)}` : step3.host ? ` ${isSafeName(step3.host) ? step3.host : describeValue(step3.host, 40)}` : ""} (${text(step3.status)})` : void 0
   };
 }
 function isStandardSchema(value) {
@@ -54294,6 +54514,74 @@ var sshHostSchema = schema_exports.object({
 // ../../packages/nginx/dist/index.js
 import { createHash as createHash3 } from "crypto";
 import { isIP as isIP4 } from "net";
+var TRAFFIC_READ_BYTES = 900 * 1024;
+var LINE = /^\d{1,12}\.\d{3}\|\d{3}\|(\d{1,7}\.\d{3})\|([^|]*)\|([^|]*)$/;
+var ENDPOINT = /^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]{2,45}\]):\d{1,5}$/;
+var CURSOR = /^(\d{1,20}):(\d{1,20})$/;
+function formatCursor(cursor) {
+  return `${cursor.inode}:${cursor.offset}`;
+}
+function parseCursor(text) {
+  const match = CURSOR.exec(text);
+  const offset = Number(match?.[2]);
+  if (!match || !Number.isSafeInteger(offset)) throw new NodropError("E_PROXY_SETUP", `access log cursor "${text.slice(0, 60)}" is not inode:offset`);
+  return { inode: match[1], offset };
+}
+function trafficCommand(file, cursor, max = TRAFFIC_READ_BYTES) {
+  const f = shellQuote(file);
+  const lines = [
+    `if [ -L ${f} ]; then echo "${file.replace(/["$`\\]/g, "")} is a symbolic link" >&2; exit 3; fi`,
+    `s=$(stat -L -c '%i %s' -- ${f}) || exit 4`,
+    "set -- $s; ino=$1; size=$2"
+  ];
+  if (!cursor) lines.push('echo "$ino $size 0"');
+  else {
+    lines.push(
+      `from=${cursor.offset}`,
+      `if [ "$ino" != ${shellQuote(cursor.inode)} ] || [ "$from" -gt "$size" ]; then from=0; fi`,
+      `n=$((size - from)); if [ "$n" -gt ${max} ]; then n=${max}; fi`,
+      'echo "$ino $from $n"',
+      `tail -c +$((from + 1)) -- ${f} | head -c "$n"`
+    );
+  }
+  return lines.join("\n");
+}
+function parseAccessLog(text) {
+  const end = text.lastIndexOf("\n");
+  const whole = end < 0 ? "" : text.slice(0, end);
+  const counts = /* @__PURE__ */ new Map();
+  const of = (where) => {
+    let c = counts.get(where);
+    if (!c) counts.set(where, c = { requests: 0, errors: 0, latency: [] });
+    return c;
+  };
+  let skipped = 0;
+  for (const line of whole.split("\n")) {
+    if (line === "") continue;
+    const match = LINE.exec(line);
+    if (!match) {
+      skipped += 1;
+      continue;
+    }
+    const addresses = match[3].split(/, | : /);
+    const statuses = match[2].split(/, | : /);
+    if (addresses.length !== statuses.length || !addresses.every((a) => ENDPOINT.test(a))) {
+      if (addresses.some((a) => a !== "-" && !a.startsWith("unix:"))) skipped += 1;
+      continue;
+    }
+    addresses.forEach((where, i) => {
+      const c = of(where);
+      c.requests += 1;
+      const status = Number(statuses[i]);
+      if (!(status < 500)) c.errors += 1;
+    });
+    const last = of(addresses.at(-1));
+    const bucket = latencyBucket(Number(match[1]) * 1e3);
+    while (last.latency.length <= bucket) last.latency.push(0);
+    last.latency[bucket] = last.latency[bucket] + 1;
+  }
+  return { endpoints: Object.fromEntries(counts), consumed: end < 0 ? 0 : Buffer.byteLength(text.slice(0, end + 1)), skipped };
+}
 var NGINX_NAME = /^[A-Za-z0-9_]{1,48}$/;
 var upstreamName = (name, pool) => `nodrop_${name}_${pool}`;
 var poolVariable = (name) => `$nodrop_${name}_pool`;
@@ -54331,6 +54619,11 @@ function renderNginxConfig(input) {
     lines.push(`    "~^(?:${msecAtLeast(input.switchAt)})$" ${target(routing.switchDefault.to)};`);
     lines.push("}", "");
     defaultTarget = `$nodrop_${name}_default`;
+  }
+  if (routing.split) {
+    lines.push(`# ${routing.split.percent}% of clients by ${routing.split.key} to ${routing.split.to}`);
+    lines.push(`split_clients "${routing.split.key}" $nodrop_${name}_split {`, `    ${Math.round(routing.split.percent * 100) / 100}% ${target(routing.split.to)};`, `    * ${defaultTarget};`, "}", "");
+    defaultTarget = `$nodrop_${name}_split`;
   }
   lines.push(`map $cookie_${versionCookie} ${buckets ? `$nodrop_${name}_pick` : poolVariable(name)} {`);
   lines.push(`    default ${defaultTarget};`);
@@ -54457,12 +54750,12 @@ var SwitchTiming = class {
     this.#pollMs = pollMs;
   }
   /** A full parse of the config took this long (the command's whole run: an overestimate). */
-  noteParse(ms) {
-    if (Number.isFinite(ms)) this.#slowestParseMs = Math.max(this.#slowestParseMs, ms);
+  noteParse(ms2) {
+    if (Number.isFinite(ms2)) this.#slowestParseMs = Math.max(this.#slowestParseMs, ms2);
   }
   /** From the start of a change (the instant is set then) to every old worker shutting down. */
-  noteClose(ms) {
-    if (Number.isFinite(ms)) this.#slowestCloseMs = Math.max(this.#slowestCloseMs, ms);
+  noteClose(ms2) {
+    if (Number.isFinite(ms2)) this.#slowestCloseMs = Math.max(this.#slowestCloseMs, ms2);
   }
   /**
    * Why an instant given from outside (proxies switching together) `delayMs` away on this host's
@@ -54503,7 +54796,7 @@ function nginxFeatures(version) {
   const atLeast = (v) => compareVersions(version, v) >= 0;
   return { version, keepaliveMinTimeout: atLeast("1.27.4"), resolve: atLeast("1.27.3"), stickyAndDrain: atLeast("1.29.6") };
 }
-var NGINX_CAPABILITIES = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true, backgroundDrain: true });
+var NGINX_CAPABILITIES = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true, backgroundDrain: true, split: true });
 function parseWorkers(stdout) {
   return stdout.split("\n").map((line) => /^\s*(\d+)\s+nginx: worker process( is shutting down)?/.exec(line)).filter((m) => m !== null).map((m) => ({ pid: Number(m[1]), shuttingDown: m[2] !== void 0 }));
 }
@@ -54818,9 +55111,29 @@ ${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within $
     }
     return count;
   };
+  const traffic = async (cursor, signal) => {
+    const log = options.accessLog;
+    let at = cursor === void 0 ? void 0 : parseCursor(cursor);
+    const endpoints = {};
+    for (let piece = 0; piece < 8; piece++) {
+      const result = await run3(trafficCommand(log, at), signal);
+      if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot read the access log ${log} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+      const newline = result.stdout.indexOf("\n");
+      const head = /^(\d{1,20}) (\d{1,20}) (\d{1,20})$/.exec(result.stdout.slice(0, newline));
+      if (!head) throw new NodropError("E_PROXY_SETUP", `cannot read the access log ${log} on ${executor.host}: unexpected output`);
+      const [inode, from, length] = [head[1], Number(head[2]), Number(head[3])];
+      if (at === void 0) return { cursor: formatCursor({ inode, offset: from }), endpoints };
+      const parsed = parseAccessLog(result.stdout.slice(newline + 1));
+      for (const [where, counts] of Object.entries(parsed.endpoints)) endpoints[where] = Object.hasOwn(endpoints, where) ? addCounts(endpoints[where], counts) : counts;
+      at = { inode, offset: from + parsed.consumed };
+      if (length < TRAFFIC_READ_BYTES || parsed.consumed === 0) break;
+    }
+    return { cursor: formatCursor(at), endpoints };
+  };
   return {
     name: "nginx",
-    capabilities: NGINX_CAPABILITIES,
+    capabilities: options.accessLog ? { ...NGINX_CAPABILITIES, traffic: true } : NGINX_CAPABILITIES,
+    ...options.accessLog ? { traffic: (cursor, context = {}) => traffic(cursor, context.signal) } : {},
     clock: (context = {}) => measureClockOffset(executor, { signal: context.signal }),
     switchDelay: (afterMs) => switchTiming.delayFor(afterMs),
     async check(context = {}) {
@@ -54997,6 +55310,11 @@ var nginxOptionsSchema = schema_exports.object({
   conf: schema_exports.optional(path6("nginx -c: the main config file the running master was started with.")),
   sudo: schema_exports.optional(schema_exports.bool({ doc: "Run nginx commands through `sudo -n`." }), false),
   pidFile: schema_exports.optional(path6("The master's pid file (the `pid` directive)."), "/run/nginx.pid"),
+  accessLog: schema_exports.optional(
+    path6(
+      "An access log in nodrop's format (`log_format nodrop '$msec|$status|$request_time|$upstream_status|$upstream_addr';`, and `access_log <file> nodrop;` where the app is proxied): a canary's gates read each version's requests, 5xx answers and latency from it."
+    )
+  ),
   errorLog: schema_exports.optional(path6("The error log; read after each reload to catch [emerg] lines that `nginx -s reload` does not report.")),
   versionCookie: schema_exports.optional(schema_exports.str({ pattern: /^[A-Za-z0-9_]{1,48}$/, hint: "a cookie name of letters, digits and _", doc: "Cookie that pins a client to a version." }), "nodrop_version"),
   confirmTimeout: schema_exports.optional(schema_exports.duration({ min: 100, doc: "How long a reload may take to show a new worker generation." }), 1e4),
@@ -55018,6 +55336,174 @@ var nginxPlugin = defineProxy({
   sharedOptions: ["versionCookie"],
   create: ({ app, options, executor }) => nginxProxy({ ...options, app, executor })
 });
+
+// ../../packages/strategy-canary/dist/index.js
+var percentOf = (doc) => schema_exports.str({ pattern: /^(?:100|[1-9]?[0-9](?:\.[0-9]{1,2})?)%$/, hint: 'a percentage such as "5%" or "0.5%"', ...doc ? { doc } : {} });
+var percent = percentOf();
+var step = schema_exports.object({
+  weight: percent,
+  pause: schema_exports.optional(schema_exports.duration({ doc: "How long this step's gate lasts, instead of strategy.gate." })),
+  analysis: schema_exports.optional(schema_exports.bool({ doc: "Whether this step's gate analyses the proxy's counts (false: it only waits)." }))
+});
+var canaryOptionsSchema = schema_exports.object({
+  steps: schema_exports.optional(
+    schema_exports.list(schema_exports.either(percent, step, { hint: 'a percentage ("5%") or { weight, pause, analysis }' }), {
+      min: 1,
+      doc: "The new version's share of clients at each step, growing; each step ends with a gate. After the last one, the rest of the fleet is promoted batch by batch to 100%."
+    }),
+    ["10%", "50%"]
+  ),
+  key: schema_exports.optional(
+    schema_exports.str({ pattern: SPLIT_KEY, hint: "up to three of $remote_addr, $cookie_NAME and $http_NAME", doc: "What identifies a client for the split (nginx split_clients hashes it): a client keeps its side until a step moves it." }),
+    "$remote_addr$http_user_agent"
+  ),
+  gate: schema_exports.optional(schema_exports.duration({ min: 1e3, doc: "How long each step is watched before the next one." }), 6e4),
+  analysis: schema_exports.section(
+    schema_exports.object({
+      enabled: schema_exports.optional(schema_exports.bool({ doc: "Gates compare the new version's figures in the proxy's access log with the old version's (nginx: proxy.accessLog). false: gates only wait." }), true),
+      minRequests: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest requests the new version must answer in a gate before it can pass." }), 50),
+      maxErrorRateIncrease: schema_exports.optional(percentOf("Highest 5xx rate of the new version above the old version's in the same window."), "1%"),
+      maxLatencyRatio: schema_exports.optional(schema_exports.number({ min: 1, doc: "Highest p99 latency of the new version, as a multiple of the old version's in the same window." }), 2),
+      latencyFloor: schema_exports.optional(schema_exports.duration({ doc: "The old version's p99 counts as at least this in the ratio: below it, differences are noise." }), 25),
+      interval: schema_exports.optional(schema_exports.duration({ min: 100, doc: "How often a gate reads the proxy's counts: a breach ends the gate at the next read." }), 5e3),
+      extraTime: schema_exports.optional(schema_exports.duration({ doc: "How long a gate may wait beyond its time for minRequests before it fails as inconclusive." }), 6e4)
+    }, { doc: "How a gate judges the new version against the old one, in the same window of the proxy's access log." })
+  ),
+  batchSize: schema_exports.optional(schema_exports.int({ min: 1, doc: "Instances promoted at once after the last step." }), 1)
+});
+var percentOf2 = (text) => Number(text.slice(0, -1));
+function canarySteps(options) {
+  const gate = options.gate ?? 6e4;
+  const analyze = options.analysis?.enabled ?? true;
+  const steps = (options.steps ?? ["10%", "50%"]).map(
+    (s) => typeof s === "string" ? { weight: percentOf2(s), ms: gate, analysis: analyze } : { weight: percentOf2(s.weight), ms: s.pause ?? gate, analysis: analyze && (s.analysis ?? true) }
+  );
+  const problems = [];
+  steps.forEach((s, i) => {
+    if (s.weight <= 0 || s.weight >= 100) problems.push(`strategy.steps[${i}]: ${s.weight}% must be above 0% and below 100% (the last step to 100% is the promotion)`);
+    if (i > 0 && s.weight <= steps[i - 1].weight) problems.push(`strategy.steps[${i}]: ${s.weight}% must be more than the step before (${steps[i - 1].weight}%): a share only grows, so no client moves back`);
+  });
+  if (problems.length > 0) throw new NodropError("E_PLAN", problems.join("; "));
+  return steps;
+}
+function canaryAnalysis(options) {
+  const a = options.analysis;
+  return {
+    minRequests: a?.minRequests ?? 50,
+    maxErrorRateIncrease: percentOf2(a?.maxErrorRateIncrease ?? "1%") / 100,
+    maxLatencyRatio: a?.maxLatencyRatio ?? 2,
+    latencyFloorMs: a?.latencyFloor ?? 25,
+    intervalMs: a?.interval ?? 5e3,
+    extraMs: a?.extraTime ?? 6e4
+  };
+}
+function canaryCount(weight, fleet) {
+  return Math.min(fleet - 1, Math.max(1, Math.ceil(weight * fleet / 100 - 1e-9)));
+}
+function spreadByHost(instances) {
+  const byHost = /* @__PURE__ */ new Map();
+  for (const i of instances) byHost.set(i.host, [...byHost.get(i.host) ?? [], i]);
+  const lists = [...byHost.values()];
+  const out = [];
+  for (let round = 0; out.length < instances.length; round++) for (const list2 of lists) if (round < list2.length) out.push(list2[round]);
+  return out;
+}
+function canaryRouting(stable, canary, version, key, percent22) {
+  return { pools: { stable: [...stable], canary: [...canary] }, defaultPool: "stable", pins: { [version]: "canary" }, ...percent22 !== void 0 ? { split: { key, percent: percent22, to: "canary" } } : {} };
+}
+var share = (count, fleet) => Math.min(99.99, Math.round(1e4 * count / fleet) / 100);
+function canaryStrategy() {
+  return {
+    name: "canary",
+    optionsSchema: canaryOptionsSchema,
+    plan({ instances, version, proxy, options }) {
+      const all = instances.map((i) => i.id);
+      const steps = canarySteps(options);
+      if (!proxy.split) throw new NodropError("E_PLAN", "strategy: canary needs a proxy that can split clients by weight (nginx); this proxy cannot");
+      if (!proxy.versionPinning) throw new NodropError("E_PLAN", "strategy: canary needs a proxy that pins clients to a version (the version cookie); this proxy cannot");
+      const analyzed = steps.some((s) => s.analysis);
+      if (analyzed && !proxy.traffic) {
+        throw new NodropError("E_PLAN", "strategy.analysis: the gates read each version's figures from the proxy, and this one cannot count traffic: set proxy.accessLog (nginx), or strategy.analysis.enabled: false");
+      }
+      const done = instances.filter((i) => i.version === version && i.healthy);
+      const stable = spreadByHost(instances.filter((i) => i.version !== version && i.healthy && i.inPool));
+      const outside2 = instances.filter((i) => !done.includes(i) && !stable.includes(i)).map((i) => i.id);
+      if (done.length === all.length) {
+        const out = instances.filter((i) => !i.inPool).map((i) => i.id);
+        if (out.length === 0) return { strategy: "canary", version, phases: [], notes: [`all ${all.length} instances already run ${version}`] };
+        const rejoin = { name: "rejoin", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", { [version]: "all" }), why: `${out.join(", ")} back: all instances on ${version}` }] };
+        return { strategy: "canary", version, phases: [rejoin], notes: [`all ${all.length} instances already run ${version}; ${out.join(", ")} rejoin the pool`] };
+      }
+      if (stable.length < 2 && done.length === 0) throw new NodropError("E_PLAN", `strategy: a canary needs at least two healthy instances serving the old version (${stable.length} do)`);
+      const key = options.key ?? "$remote_addr$http_user_agent";
+      const analysis = canaryAnalysis(options);
+      const notes = [];
+      const phases = [];
+      let canary = done.map((i) => i.id);
+      let old = stable.map((i) => i.id);
+      let weight = done.length > 0 ? share(done.length, all.length) : void 0;
+      if (done.length > 0) notes.push(`${canary.join(", ")} already run ${version}: they start as the canary`);
+      for (const step22 of steps) {
+        const target = Math.max(canary.length, canaryCount(step22.weight, all.length));
+        const batch = old.slice(0, Math.max(0, Math.min(target - canary.length, old.length - 1)));
+        const phaseSteps = [];
+        const rest = old.filter((id) => !batch.includes(id));
+        if (batch.length > 0) {
+          phaseSteps.push({ kind: "route", routing: canaryRouting(rest, canary.length > 0 ? canary : batch, version, key, canary.length > 0 ? weight : void 0), why: `${batch.join(", ")} out of the old version's pool` });
+          phaseSteps.push(...replaceSteps(batch));
+        }
+        const joined = [...canary, ...batch];
+        phaseSteps.push({ kind: "route", routing: canaryRouting(rest, joined, version, key, step22.weight), why: `${step22.weight}% of clients to ${version} on ${joined.join(", ")}` });
+        phaseSteps.push({ kind: "gate", name: `${step22.weight}%`, weight: step22.weight, ms: step22.ms, instances: [], ...step22.analysis ? { analysis } : {} });
+        phases.push({ name: `canary ${step22.weight}%`, instances: batch, steps: phaseSteps, onFailure: "revert", revertAlso: canary });
+        canary = joined;
+        old = rest;
+        weight = step22.weight;
+      }
+      phases.push(...promotion(old, outside2, canary, version, key, weight, all.length, options.batchSize ?? 1));
+      const last = steps.at(-1);
+      notes.push(
+        `steps: ${steps.map((s) => `${s.weight}% (${s.analysis ? "analysed" : "watched"} for ${formatDuration(s.ms)})`).join(", ")}, then ${version} is promoted to every instance`,
+        `clients are split by ${key}; the version cookie keeps every client ${version} served on it`,
+        ...analyzed ? [`a gate fails on more than ${100 * analysis.maxErrorRateIncrease}% more 5xx, or a p99 over ${analysis.maxLatencyRatio}x the old version's, after at least ${analysis.minRequests} requests; then every client and instance goes back`] : [],
+        ...outside2.length > 0 ? [`${outside2.join(", ")} out of the pool or unhealthy: replaced at the promotion`] : []
+      );
+      if (last.weight < 50) notes.push(`the last step gives ${version} ${last.weight}% of clients; the promotion after it is not gated`);
+      return { strategy: "canary", version, phases, notes };
+    },
+    recoveryRouting(healthy, context) {
+      const fresh = healthy.filter((i) => i.version === context.version).map((i) => i.id);
+      const older = healthy.filter((i) => i.version !== context.version).map((i) => i.id);
+      if (older.length === 0) return singlePool(fresh, "all", { [context.version]: "all" });
+      if (fresh.length === 0) return singlePool(older);
+      return { pools: { stable: older, canary: fresh }, defaultPool: "stable", pins: { [context.version]: "canary" } };
+    }
+  };
+}
+function promotion(old, outside2, canary, version, key, weight, fleet, size2) {
+  const phases = [];
+  let serving = [...old];
+  let joined = [...canary];
+  let percent22 = weight;
+  const revert = () => ({ onFailure: "revert", revertAlso: [...joined] });
+  if (outside2.length > 0) phases.push({ name: "promote: out of pool", instances: [...outside2], steps: replaceSteps(outside2), ...revert() });
+  while (serving.length > 0) {
+    const batch = serving.slice(0, size2);
+    const rest = serving.filter((id) => !batch.includes(id));
+    const steps = rest.length > 0 ? [
+      { kind: "route", routing: canaryRouting(rest, joined, version, key, percent22), why: `promote: ${batch.join(", ")} out of the old version's pool` },
+      ...replaceSteps(batch),
+      { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, percent22 = Math.max(percent22, share(joined.length + batch.length, fleet))), why: `promote: ${percent22}% of clients to ${version}` }
+    ] : [{ kind: "route", routing: singlePool(joined, "canary", { [version]: "canary" }), why: `promote: every client to ${version}` }, ...replaceSteps(batch)];
+    phases.push({ name: `promote ${batch.join(", ")}`, instances: batch, steps, ...revert() });
+    joined = [...joined, ...batch];
+    serving = rest;
+  }
+  const all = [...joined, ...outside2.filter((id) => !joined.includes(id))];
+  phases.push({ name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", { [version]: "all" }), why: `all instances on ${version}` }] });
+  return phases;
+}
+var canaryPlugin = defineStrategy({ name: "canary", optionsSchema: canaryOptionsSchema, create: canaryStrategy });
 
 // ../../packages/strategy-half-split/dist/index.js
 var DEFAULT_SWITCH_DELAY = 500;
@@ -55246,10 +55732,10 @@ var halfSplitPlugin = defineStrategy({ name: "half-split", optionsSchema: halfSp
 var blueGreenPlugin = defineStrategy({ name: "blue-green", optionsSchema: blueGreenOptionsSchema, create: blueGreenStrategy });
 
 // ../../packages/strategy-rolling/dist/index.js
-var percent = schema_exports.str({ pattern: /^(100|[1-9][0-9]?)%$/, hint: 'a percentage such as "25%"' });
+var percent2 = schema_exports.str({ pattern: /^(100|[1-9][0-9]?)%$/, hint: 'a percentage such as "25%"' });
 var rollingOptionsSchema = schema_exports.object({
   batchSize: schema_exports.optional(
-    schema_exports.either(schema_exports.int({ min: 1 }), percent, { hint: 'a count (1) or a percentage of the fleet ("25%")', doc: "Instances updated at once." }),
+    schema_exports.either(schema_exports.int({ min: 1 }), percent2, { hint: 'a count (1) or a percentage of the fleet ("25%")', doc: "Instances updated at once." }),
     1
   ),
   minInPool: schema_exports.optional(schema_exports.int({ min: 1, doc: "Fewest instances left serving while a batch is out; a plan that would go below is refused." }), 1),
@@ -55273,7 +55759,7 @@ function batchCount(batchSize, fleetSize) {
   if (typeof batchSize === "number") return batchSize;
   return Math.max(1, Math.floor(fleetSize * Number(batchSize.slice(0, -1)) / 100));
 }
-function spreadByHost(instances) {
+function spreadByHost2(instances) {
   const byHost = /* @__PURE__ */ new Map();
   for (const instance of instances) {
     const list2 = byHost.get(instance.host) ?? [];
@@ -55298,7 +55784,7 @@ function rollingStrategy() {
       const all = instances.map((i) => i.id);
       const notes = [];
       const outside2 = instances.filter((i) => !i.inPool && (i.version !== version || !i.healthy)).map((i) => i.id);
-      const todo = spreadByHost(instances.filter((i) => i.inPool && i.version !== version)).map((i) => i.id);
+      const todo = spreadByHost2(instances.filter((i) => i.inPool && i.version !== version)).map((i) => i.id);
       const skipped = all.length - todo.length - outside2.length;
       if (skipped > 0) notes.push(`${skipped} instance${skipped === 1 ? "" : "s"} already on ${version}: left as they are`);
       const allIn = singlePool(all);
@@ -55432,9 +55918,9 @@ function stickyStrategy() {
       const surge = options.surge === true;
       if (surge) checkSpares(instances.filter((i) => todo.includes(i.id) && !outOld.includes(i.id)), "strategy.surge");
       else checkBatchCapacity(size2, ring.length, options.minInPool ?? 1);
-      const share = options.newShare ?? 50;
+      const share2 = options.newShare ?? 50;
       notes.push(
-        `${mode === "both" ? "affinity by " + key + " within the client's version or newer" : mode === "instance" ? "affinity by " + key : "version pinning"}; new clients go to ${version} from ${share}% of the instances`
+        `${mode === "both" ? "affinity by " + key + " within the client's version or newer" : mode === "instance" ? "affinity by " + key : "version pinning"}; new clients go to ${version} from ${share2}% of the instances`
       );
       const done = new Set(instances.filter((i) => i.version === version).map((i) => i.id));
       const routingFor = (outNow2) => {
@@ -55444,7 +55930,7 @@ function stickyStrategy() {
         const pools = { live };
         if (fresh.length > 0) pools.new = fresh;
         if (stale.length > 0) pools.old = stale;
-        const newDefault = stale.length === 0 || fresh.length > 0 && 100 * fresh.length / ring.length >= share;
+        const newDefault = stale.length === 0 || fresh.length > 0 && 100 * fresh.length / ring.length >= share2;
         const defaultPool = !pinning || surge && affinity ? "live" : newDefault ? "new" : "old";
         const pins = {};
         if (pinning) {
@@ -57036,7 +57522,7 @@ ${readFileSync(file, "utf8")}`;
   return factories;
 }
 var builtInPlugins = {
-  strategy: { rolling: rollingPlugin, "half-split": halfSplitPlugin, "blue-green": blueGreenPlugin, sticky: stickyPlugin },
+  strategy: { rolling: rollingPlugin, "half-split": halfSplitPlugin, "blue-green": blueGreenPlugin, sticky: stickyPlugin, canary: canaryPlugin },
   proxy: { nginx: nginxPlugin },
   // Hosts without `use` are reached over SSH (hosts.ts); an executor plugin is always named by file or package.
   executor: {}
@@ -57302,9 +57788,9 @@ function checkVerifyMode(value, flag = "--verify") {
 }
 function checkLockWait(value, flag = "--lock-wait") {
   if (value === void 0) return 0;
-  const ms = parseDuration(value);
-  if (ms === void 0) throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected a duration such as 30s or 15m (at most 24h)`);
-  return ms;
+  const ms2 = parseDuration(value);
+  if (ms2 === void 0) throw new NodropError("E_ARGS", `${flag} ${JSON.stringify(value)}: expected a duration such as 30s or 15m (at most 24h)`);
+  return ms2;
 }
 function checkVersion(version, flag = "--version") {
   if (version === void 0 || version === "") throw new NodropError("E_ARGS", `${flag} is required (the version to deploy, e.g. ${flag} v2)`);
@@ -57608,14 +58094,16 @@ function formatPlan(plan, observed) {
   for (const note of plan.notes) lines.push(`note: ${note}`);
   plan.phases.forEach((phase, index) => {
     lines.push(`${index + 1}. ${phase.name}${phase.instances.length ? ` [${phase.instances.join(", ")}]` : ""}`);
-    for (const step2 of phase.steps) {
-      if (step2.kind === "route") {
-        const pools = Object.entries(step2.routing.pools).map(([name, ids2]) => `${name}={${ids2.join(",")}}`).join(" ");
-        const pins = Object.entries(step2.routing.pins).map(([v, p]) => `${v}->${p}`).join(" ");
-        lines.push(`   - proxy: ${step2.why} (${pools}; default ${step2.routing.defaultPool}${pins ? `; pins ${pins}` : ""}); wait for the old generation to drain`);
-      } else if (step2.kind === "soak") lines.push(`   - soak ${formatDuration(step2.ms)}`);
-      else if (step2.kind === "release") lines.push(`   - release on ${step2.hosts.join(", ")}, side by side (see the release note)`);
-      else lines.push(`   - ${step2.kind} ${step2.instances.join(", ")}`);
+    for (const step3 of phase.steps) {
+      if (step3.kind === "route") {
+        const pools = Object.entries(step3.routing.pools).map(([name, ids2]) => `${name}={${ids2.join(",")}}`).join(" ");
+        const pins = Object.entries(step3.routing.pins).map(([v, p]) => `${v}->${p}`).join(" ");
+        const split = step3.routing.split ? `; ${step3.routing.split.percent}% of clients to ${step3.routing.split.to}` : "";
+        lines.push(`   - proxy: ${step3.why} (${pools}; default ${step3.routing.defaultPool}${split}${pins ? `; pins ${pins}` : ""}); wait for the old generation to drain`);
+      } else if (step3.kind === "soak") lines.push(`   - soak ${formatDuration(step3.ms)}`);
+      else if (step3.kind === "gate") lines.push(`   - gate ${step3.name}: ${step3.analysis ? "compare the new version's 5xx rate and p99 with the old one's" : "wait"} for ${formatDuration(step3.ms)}`);
+      else if (step3.kind === "release") lines.push(`   - release on ${step3.hosts.join(", ")}, side by side (see the release note)`);
+      else lines.push(`   - ${step3.kind} ${step3.instances.join(", ")}`);
     }
   });
   if (plan.phases.length === 0) lines.push("nothing to do");
@@ -57818,13 +58306,13 @@ function readInputs(env = process.env) {
 }
 
 // src/summary.ts
-var step = (i, kind) => {
+var step2 = (i, kind) => {
   const steps = i.steps.filter((s) => s.kind === kind);
   return steps.length === 0 ? "-" : steps.map((s) => `${formatDuration(s.ms)}${s.ok ? "" : " \u2717"}`).join(" + ");
 };
 async function writeSummary(report) {
   const header = ["instance", "host", "port", "before", "now", "stop", "update", "start", "check", "in pool", "state"].map((data) => ({ data, header: true }));
-  const rows = report.instances.map((i) => [i.id, i.host, String(i.port), i.from ?? "?", i.version ?? "?", step(i, "stop"), step(i, "update"), step(i, "start"), step(i, "check"), i.inPool ? "yes" : "no", i.outcome]);
+  const rows = report.instances.map((i) => [i.id, i.host, String(i.port), i.from ?? "?", i.version ?? "?", step2(i, "stop"), step2(i, "update"), step2(i, "start"), step2(i, "check"), i.inPool ? "yes" : "no", i.outcome]);
   const drain = report.routes.reduce((s, r) => s + r.drainMs, 0);
   const cut = report.routes.reduce((s, r) => s + r.cut, 0);
   summary.addHeading(`nodrop: ${report.ok ? "deployed" : "FAILED"} ${report.version} (${report.strategy})`, 2).addTable([header, ...rows]).addList([

@@ -4,7 +4,10 @@ It reports the release it runs (header X-App-Version and body), which instance a
 (X-App-Instance), has a /health path, a /slow path and accepts POST /submit. A release
 directory holds a VERSION file; a release with a BROKEN file fails its health check; a release with
 a FAILING file passes its health check but answers 500 to everything else (only a probe of real
-pages, nodrop's verify section, can catch it).
+pages, nodrop's verify section, can catch it). A release with a FAILING_PATHS file answers 500 to
+paths that start with one of its lines, and one with a SLOW_MS file waits that many milliseconds
+before every answer but /health: both pass their health check, as a subtly bad release does, and a
+canary's analysis is what catches them.
 """
 import json
 import os
@@ -19,6 +22,18 @@ FAILING = os.path.exists(os.path.join(RELEASE, "FAILING"))
 INSTANCE = os.environ.get("APP_INSTANCE", "?")
 
 
+def _read_lines(name):
+    try:
+        with open(os.path.join(RELEASE, name), encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    except FileNotFoundError:
+        return []
+
+
+FAILING_PATHS = _read_lines("FAILING_PATHS")
+SLOW_MS = int((_read_lines("SLOW_MS") or ["0"])[0])
+
+
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     method = environ.get("REQUEST_METHOD", "GET")
@@ -31,7 +46,10 @@ def application(environ, start_response):
         start_response("200 OK", headers)
         return [json.dumps({"status": "ok", "version": VERSION}).encode()]
 
-    if FAILING:
+    if SLOW_MS:
+        time.sleep(SLOW_MS / 1000)
+
+    if FAILING or any(path.startswith(p) for p in FAILING_PATHS):
         start_response("500 Internal Server Error", headers)
         return [json.dumps({"error": "this release fails every page but /health", "version": VERSION}).encode()]
 

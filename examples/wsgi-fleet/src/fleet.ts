@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { loadDeployment } from "@nodrop/deployment";
 import { type InstanceSpec, shellQuote, sleep } from "@nodrop/core";
+import { NODROP_LOG_FORMAT } from "@nodrop/nginx";
 import { type TestHosts, stopNginx } from "@nodrop/testhosts";
 import { stringify } from "yaml";
 
@@ -73,6 +74,8 @@ export interface FleetOptions {
   verify?: Record<string, unknown>;
   /** nginx writes an access log (logs/access.log: status, user agent, version that answered), for counting requests. */
   accessLog?: boolean;
+  /** nginx also writes nodrop's own access log (logs/nodrop.log, NODROP_LOG_FORMAT), set as proxy.accessLog: a canary's gates read it. */
+  canaryLog?: boolean;
   /** Gives every instance a spare port, port + offset (config `slots.offset`): two slots each. */
   slotOffset?: number;
   /**
@@ -120,6 +123,8 @@ export interface Fleet {
   readonly pidFile: string;
   /** nginx's access log when `accessLog` was set: `<status> <version or -> "<user agent>"` per request. */
   readonly accessLogFile: string;
+  /** nodrop's access log when `canaryLog` was set (NODROP_LOG_FORMAT). */
+  readonly canaryLogFile: string;
   /** Runs nginx with this fleet's prefix and conf. */
   nginx(...args: string[]): Promise<{ stdout: string; stderr: string }>;
   /** Each instance's version, probed directly ("down" when it does not answer), by port (local) or id; with slots, both ports (local) or `id:port`. */
@@ -160,9 +165,10 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     remote ? remote.sh(host, [fleetSh, ...args].map((a) => shellQuote(a)).join(" ")) : run(fleetSh, args).then((r) => r.stdout);
 
   const accessLogFile = path.join(dir, "logs", "access.log");
+  const canaryLogFile = path.join(dir, "logs", "nodrop.log");
   await writeFile(
     nginxConf,
-    nginxConfText({ dir, includeFile, pidFile, errorLog, proxyPort, workers: options.nginxWorkers ?? 2, shutdownTimeout: options.workerShutdownTimeout ?? 30, ...(options.accessLog ? { accessLog: accessLogFile } : {}) }),
+    nginxConfText({ dir, includeFile, pidFile, errorLog, proxyPort, workers: options.nginxWorkers ?? 2, shutdownTimeout: options.workerShutdownTimeout ?? 30, ...(options.accessLog ? { accessLog: accessLogFile } : {}), ...(options.canaryLog ? { canaryLog: canaryLogFile } : {}) }),
   );
   const proxies = await Promise.all(proxyHosts.map((name) => fleetProxy(remote!, name, proxyPort, { workers: options.nginxWorkers ?? 2, shutdownTimeout: options.workerShutdownTimeout ?? 30 })));
   const configFile = path.join(dir, "nodrop.yaml");
@@ -189,7 +195,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     proxy:
       proxies.length > 0
         ? { type: "nginx", drainTimeout: "60s", hosts: proxies.map((p) => ({ host: p.host, configFile: p.includeFile, prefix: p.dir, conf: path.join(p.dir, "nginx.conf"), pidFile: p.pidFile, errorLog: path.join(p.dir, "logs", "error.log"), ...options.proxyHostOptions?.[p.host] })), ...options.proxy }
-        : { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s", ...options.proxy },
+        : { type: "nginx", configFile: includeFile, prefix: dir, conf: nginxConf, pidFile, errorLog, drainTimeout: "60s", ...(options.canaryLog ? { accessLog: canaryLogFile } : {}), ...options.proxy },
     strategy: options.strategy ?? { name: "rolling", batchSize: 1 },
     ...(options.slotOffset === undefined ? {} : { slots: { offset: options.slotOffset } }),
     ...(options.verify ? { verify: { url: `http://127.0.0.1:${proxyPort}/`, ...options.verify } } : {}),
@@ -210,6 +216,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     includeFile,
     pidFile,
     accessLogFile,
+    canaryLogFile,
     nginx: (...args) => run("nginx", ["-p", dir, "-c", nginxConf, ...args]),
     async versions() {
       const slots = instances.flatMap((i) => [{ ...i, key: remote ? i.id : String(i.port) }, ...(offset === undefined ? [] : [{ ...i, port: i.port + offset, key: remote ? `${i.id}:${i.port + offset}` : String(i.port + offset) }])]);
@@ -303,6 +310,8 @@ interface NginxConfInput {
   shutdownTimeout: number;
   /** Where to write an access log; none when absent (the default: it costs time under load). */
   accessLog?: string;
+  /** Where to write nodrop's access log (a canary's gates read it). */
+  canaryLog?: string;
 }
 
 /**
@@ -323,7 +332,9 @@ events { worker_connections 4096; }
 
 http {
     ${input.accessLog ? `log_format nodrop_count '$status $upstream_http_x_app_version "$http_user_agent"';
-    access_log ${input.accessLog} nodrop_count;` : "access_log off;"}
+    access_log ${input.accessLog} nodrop_count;` : input.canaryLog ? "" : "access_log off;"}
+    ${input.canaryLog ? `${NODROP_LOG_FORMAT}   # nodrop's format: a canary's gates read it
+    access_log ${input.canaryLog} nodrop;` : ""}
     client_body_temp_path ${temp("body")};
     proxy_temp_path ${temp("proxy")};
     fastcgi_temp_path ${temp("fastcgi")};

@@ -54,7 +54,7 @@ describe("verify probe (real nginx + gunicorn)", () => {
     expect(verify).toBeDefined();
     const lines = (await accessLog(fleet)).slice(before);
     const probe = lines.filter((l) => l.agent === "nodrop-verify");
-    const load = lines.filter((l) => l.agent === "nodrop-loadgen");
+    const load = lines.filter((l) => l.agent.startsWith("nodrop-loadgen/"));
     // Every request the probe counted reached nginx once (a resent request never did the first time).
     expect(verify!.requests).toBe(probe.length);
     expect(verify!.ok).toBe(count(probe, (l) => l.status === 200));
@@ -86,7 +86,7 @@ describe("verify probe (real nginx + gunicorn)", () => {
     expect(verify.errors).toEqual({ http_500: verify.failed });
     expect(verify.failed).toBeGreaterThan(0);
     const stats: LoadStats = result.stats;
-    expect(stats.failed).toBe(count(lines.filter((l) => l.agent === "nodrop-loadgen"), (l) => l.status === 500));
+    expect(stats.failed).toBe(count(lines.filter((l) => l.agent.startsWith("nodrop-loadgen/")), (l) => l.status === 500));
     expect(stats.errors.http_500).toBe(stats.failed);
     expect(stats.failed).toBeGreaterThan(0);
     // The deploy stopped: some instances were never changed and still serve v2.

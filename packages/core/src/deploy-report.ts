@@ -41,6 +41,7 @@ export function buildReport(run: DeployRun, strategy: string, outcome: RunOutcom
     ...(outcome.warnings?.length ? { warnings: outcome.warnings } : {}),
     ...(outcome.releases ? { releases: outcome.releases } : {}),
     ...(run.hooks.length > 0 ? { hooks: run.hooks } : {}),
+    ...(run.gates.length > 0 ? { gates: run.gates } : {}),
     ...(run.verify ? { verify: run.verify } : {}),
     ...(keepOldMs > 0 && [...run.tracked.values()].some((t) => t.idle?.running !== false) ? { keptUntil: new Date(Date.now() + keepOldMs).toISOString() } : {}),
   };

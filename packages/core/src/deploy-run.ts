@@ -1,4 +1,5 @@
 import type { EarlyStart } from "./early-start.js";
+import type { GateReport } from "./canary-gate.js";
 import type { HookRun } from "./hooks.js";
 import type { DeployListener } from "./events.js";
 import type { InstanceOutcome, PhaseReport, RouteReport, StepTiming, VerifyReport } from "./report.js";
@@ -61,6 +62,8 @@ export class DeployRun {
   verify: VerifyReport | undefined;
   /** The hooks that ran, in order. */
   readonly hooks: HookRun[] = [];
+  /** A canary's gates, in order, with what each decided. */
+  readonly gates: GateReport[] = [];
   /** Set once recovery begins: from then on the journal is best effort. */
   recovering = false;
   /** Background steps (an old slot's stop) still running, by instance, with the index of the phase that started them. */

@@ -28,7 +28,7 @@ export interface EarlyStart {
 export function earlySteps(phase: PlanPhase): PlanStep[] {
   const lead: PlanStep[] = [];
   for (const step of phase.steps) {
-    if (step.kind === "route" || step.kind === "soak" || step.kind === "release" || step.slot !== "idle" || step.background) break;
+    if (step.kind === "route" || step.kind === "soak" || step.kind === "release" || step.kind === "gate" || step.slot !== "idle" || step.background) break;
     lead.push(step);
   }
   return lead;

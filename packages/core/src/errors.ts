@@ -35,6 +35,8 @@ export type NodropErrorCode =
   | "E_RELEASE"
   /** A hook (preDeploy, beforeBatch, ...) failed or could not run. */
   | "E_HOOK"
+  /** A canary's gate saw the new version do worse than the old one (or too few requests to tell). */
+  | "E_CANARY"
   | "E_ABORTED";
 
 const BRAND = Symbol.for("@nodrop/core/NodropError");

@@ -1,3 +1,4 @@
+import type { GateReport } from "./canary-gate.js";
 import type { HookName } from "./hooks.js";
 import type { DeployReport } from "./report.js";
 import type { DeployPlan, ObservedInstance, StepKind } from "./types.js";
@@ -37,6 +38,7 @@ export type DeployEvent =
   /** A background drain ended (or failed: `error`). */
   | { readonly type: "drained"; readonly why: string; readonly generation: string; readonly drainMs: number; readonly error?: string }
   | { readonly type: "recovery"; readonly reason: string }
+  | ({ readonly type: "gate" } & GateReport)
   | { readonly type: "done"; readonly report: DeployReport };
 
 export type DeployListener = (event: DeployEvent) => void;

@@ -21,7 +21,7 @@ export { httpHealthCheck, hostHealthCheck, waitHealthy, reportedVersion } from "
 export type { HttpHealthCheckOptions, HostHealthCheckOptions, WaitHealthyOptions } from "./health.js";
 export { commandInstance } from "./instance.js";
 export type { CommandInstanceOptions } from "./instance.js";
-export { singlePool, servingInstances, validateRouting, sameRouting, distinctRoutings, reachesInstance, reachesSlot, routedPort, withSlots, servedEndpoints, endpoint, routingSlotProblem } from "./routing.js";
+export { SPLIT_KEY, singlePool, servingInstances, validateRouting, sameRouting, distinctRoutings, reachesInstance, reachesSlot, routedPort, withSlots, servedEndpoints, endpoint, routingSlotProblem } from "./routing.js";
 export { checkIdleSlots, idleStarts, DEFAULT_OVERLAP } from "./slot-preflight.js";
 export type { OverlapBudget } from "./slot-preflight.js";
 export { inspectSlotCommand, inspectSlotsCommand, parseSlotInspection, parseSlotInspections, listenerTakes } from "./slot-inspection.js";
@@ -50,3 +50,7 @@ export { proxyGroup, isProxyGroup, currentOfEach, agreedRouting, describeRouting
 export type { ProxyGroup, ProxyMember, MemberRouting } from "./proxy-group.js";
 export { measureClockOffset, clockSpreadProblem, formatOffsets, checkProxyClocks, CLOCK_SPREAD_LIMIT_MS, CLOCK_ERROR_LIMIT_MS } from "./clock.js";
 export type { ClockOffset } from "./clock.js";
+export { LATENCY_BUCKETS_MS, latencyBucket, emptyCounts, addCounts, validCounts, percentileMs, figuresOf, formatFigures } from "./traffic.js";
+export type { VersionFigures } from "./traffic.js";
+export { judgeGate } from "./canary-gate.js";
+export type { GateReport, GateVerdict } from "./canary-gate.js";

@@ -158,11 +158,11 @@ function releaseNoteOf(setup: ReleaseSetup, hosts: readonly string[]): string {
 function checkPlanShape(plan: DeployPlan, observed: readonly ObservedInstance[]): DeployPlan {
   const known = new Set(observed.map((i) => i.id));
   for (const phase of plan.phases) {
-    for (const id of phase.instances) if (!known.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" names unknown instance "${id}"`);
+    for (const id of [...phase.instances, ...(phase.revertAlso ?? [])]) if (!known.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" names unknown instance "${id}"`);
     const own = new Set(phase.instances);
     for (const step of phase.steps) {
       if (step.kind === "route") validateRouting(step.routing, observed);
-      else if (step.kind !== "soak" && step.kind !== "release") {
+      else if (step.kind !== "soak" && step.kind !== "release" && step.kind !== "gate") {
         // Recovery works per phase: a step may only touch the instances its phase declares.
         for (const id of step.instances) if (!own.has(id)) throw new NodropError("E_PLAN", `phase "${phase.name}" ${step.kind}s "${id}", which is not one of its instances`);
       }

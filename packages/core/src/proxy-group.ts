@@ -1,7 +1,8 @@
 import { NodropError, type RoutingInForce, toNodropError } from "./errors.js";
 import { routedPort, sameRouting } from "./routing.js";
 import type { ClockOffset } from "./clock.js";
-import type { Proxy, ProxyApplyResult, ProxyCapabilities, ProxyCheck, ProxyContext, ProxyInstance, Routing } from "./types.js";
+import { addCounts } from "./traffic.js";
+import type { Proxy, ProxyApplyResult, ProxyCapabilities, ProxyCheck, ProxyContext, ProxyInstance, Routing, TrafficCounts, TrafficWindow } from "./types.js";
 
 /** One proxy of a group, named by what the report calls it (its host). */
 export interface ProxyMember {
@@ -30,6 +31,28 @@ export interface MemberRouting {
   readonly label: string;
   readonly routing: Routing | undefined;
   readonly error?: string;
+}
+
+/**
+ * Every member's traffic, summed by endpoint (each proxy serves its own share of the clients). The
+ * group's cursor holds each member's, in member order.
+ */
+async function groupTraffic(members: readonly ProxyMember[], cursor: string | undefined, context?: ProxyContext): Promise<TrafficWindow> {
+  let cursors: unknown[] = [];
+  if (cursor !== undefined) {
+    try {
+      cursors = JSON.parse(cursor) as unknown[];
+    } catch {
+      cursors = [];
+    }
+    if (!Array.isArray(cursors) || cursors.length !== members.length || !cursors.every((c) => typeof c === "string")) {
+      throw new NodropError("E_PROXY_SETUP", `traffic cursor for ${members.length} proxies is not theirs: ${cursor.slice(0, 80)}`);
+    }
+  }
+  const windows = await Promise.all(members.map((m, i) => m.proxy.traffic!(cursors[i] as string | undefined, context)));
+  const endpoints: Record<string, TrafficCounts> = {};
+  for (const w of windows) for (const [where, counts] of Object.entries(w.endpoints)) endpoints[where] = Object.hasOwn(endpoints, where) ? addCounts(endpoints[where]!, counts) : counts;
+  return { cursor: JSON.stringify(windows.map((w) => w.cursor)), endpoints };
 }
 
 /** A member's part of a change: the routing it ended on. */
@@ -76,6 +99,7 @@ export function proxyGroup(members: readonly ProxyMember[]): ProxyGroup {
       const each = await Promise.all(members.map((m) => m.proxy.alsoInForce?.(context) ?? []));
       return each.flat();
     },
+    ...(capabilities.traffic ? { traffic: (cursor: string | undefined, context?: ProxyContext) => groupTraffic(members, cursor, context) } : {}),
     async apply(routing, instances, context = {}) {
       // One instant, on each member's own clock (measured at preflight, or now).
       const offsets = routing.switchDefault ? (state.clocks() ?? (await measureClocks(context)).map((c) => c.clock.offsetMs)) : [];

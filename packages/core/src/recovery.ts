@@ -24,13 +24,17 @@ export async function recoverPhase(context: RunContext, phase: PlanPhase, failur
   run.emit({ type: "recovery", reason: failure.message });
   run.recovering = true;
   const slotLines = await stopIdleSlots(context, phase);
-  const touched = phase.instances.map((id) => run.instance(id)).filter((t) => t.touched);
+  const ids = phase.onFailure === "revert" ? [...new Set([...phase.instances, ...(phase.revertAlso ?? [])])] : phase.instances;
+  const touched = ids.map((id) => run.instance(id)).filter((t) => t.touched);
   if (phase.onFailure === "isolate") {
     for (const t of touched) if (t.outcome !== "updated") t.outcome = "failed";
     const left = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
     return [...slotLines, ...(left.length > 0 || slotLines.length === 0 ? [`left ${left.join(", ")} out of the pool; the routing in force is kept`] : [])].join("; ");
   }
-  const lines = [...slotLines, ...(await revertInstances(context, phase, touched))];
+  const lines = [...slotLines];
+  // Earlier phases' instances serve: every client leaves them before they go back.
+  if (phase.revertAlso !== undefined && touched.length > 0) lines.push(await routeOut(context, phase, new Set(touched.map((t) => t.control.spec.id))));
+  lines.push(...(await revertInstances(context, phase, touched)));
   lines.push(await restorePool(context, phase));
   return lines.join("; ");
 }
@@ -105,20 +109,52 @@ async function revertInstances(context: RunContext, phase: PlanPhase, touched: r
   return [...(reverted.length ? [`reverted ${reverted.join(", ")} to their previous version`] : []), ...(failed.length ? [`could not revert ${failed.join(", ")}: left out of the pool`] : [])];
 }
 
-/** Routes every instance nodrop checked healthy (updated, reverted, or untouched and healthy before). */
-export async function restorePool(context: RunContext, phase: PlanPhase): Promise<string> {
+/**
+ * Routes every client to the healthy instances outside `leaving` (a canary's abort: the old
+ * version's), so that those can be reverted once the old routing drained. With none healthy
+ * outside, the routing in force is kept and the instances stay as they are.
+ */
+async function routeOut(context: RunContext, phase: PlanPhase, leaving: ReadonlySet<string>): Promise<string> {
   const { run, options } = context;
-  const healthy: ObservedInstance[] = run.observed
+  const staying = healthyInstances(context).filter((o) => !leaving.has(o.id));
+  if (staying.length === 0) return `no healthy instance outside ${[...leaving].join(", ")} to route to: they keep serving`;
+  const routing = recoveryRoutingOf(context, staying);
+  try {
+    validateRouting(routing, run.observed);
+    await applyRouting(context, routing, `recovery: every client back, ${[...leaving].join(", ")} out`, `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
+    return `every client routed to ${staying.map((o) => o.id).join(", ")}`;
+  } catch (error) {
+    return `could not route clients away from ${[...leaving].join(", ")} (${toNodropError(error, "E_PROXY_RELOAD").message.split("\n")[0]}); they keep serving`;
+  }
+}
+
+/** The instances nodrop knows are healthy now (updated, reverted, or untouched and healthy before), with the versions they run. */
+function healthyInstances(context: RunContext): ObservedInstance[] {
+  const { run } = context;
+  return run.observed
     .filter((o) => {
       const t = run.instance(o.id);
       return t.outcome === "updated" || t.outcome === "reverted" || (!t.touched && (t.outcome === "not-reached" || t.outcome === "unchanged") && o.healthy);
     })
     .map((o) => ({ ...o, version: run.instance(o.id).version }));
-  if (healthy.length === 0) return "no healthy instance to route to; the proxy config in force was kept";
+}
+
+/** The strategy's routing for these healthy instances (one pool of them by default). */
+function recoveryRoutingOf(context: RunContext, healthy: readonly ObservedInstance[]) {
+  const { run, options } = context;
   const previous = [...new Set(run.observed.map((o) => o.version).filter((v): v is string => v !== undefined && v !== run.version))];
-  const routing =
+  return (
     options.strategy.recoveryRouting?.(healthy, { version: run.version, previous, instances: run.observed.map((o) => o.id), options: options.strategyOptions }) ??
-    singlePool(healthy.map((o) => o.id));
+    singlePool(healthy.map((o) => o.id))
+  );
+}
+
+/** Routes every instance nodrop checked healthy (updated, reverted, or untouched and healthy before). */
+export async function restorePool(context: RunContext, phase: PlanPhase): Promise<string> {
+  const { run, options } = context;
+  const healthy = healthyInstances(context);
+  if (healthy.length === 0) return "no healthy instance to route to; the proxy config in force was kept";
+  const routing = recoveryRoutingOf(context, healthy);
   try {
     validateRouting(routing, run.observed);
     // The routing in force already serves exactly the healthy instances (a phase that failed before

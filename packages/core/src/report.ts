@@ -1,3 +1,4 @@
+import type { GateReport } from "./canary-gate.js";
 import type { NodropErrorCode } from "./errors.js";
 import type { StepKind } from "./types.js";
 
@@ -91,6 +92,8 @@ export interface DeployReport {
   readonly keptUntil?: string;
   /** The hooks that ran, in order; a failed postDeploy or onFailure leaves the outcome as it was, but the CLI exits 1. */
   readonly hooks?: readonly { readonly hook: string; readonly ok: boolean; readonly ms: number; readonly code: number | null; readonly error?: string }[];
+  /** A canary's gates, in order: each one's share, decision, reason and figures. */
+  readonly gates?: readonly GateReport[];
   /** Each instance host's releases after a successful deploy pruned them to `release.keep`. */
   readonly releases?: readonly { readonly host: string; readonly kept: readonly string[]; readonly removed: readonly string[] }[];
 }

@@ -127,3 +127,27 @@ describe("routing slots", () => {
     expect(sameRouting({ ...singlePool(["a"]), slots: { a: 9011 } }, { ...singlePool(["a"]), slots: { a: 9011 } })).toBe(true);
   });
 });
+
+describe("a routing's split (a canary)", () => {
+  const specs = ["a", "b", "c"];
+  const base = { pools: { stable: ["a", "b"], canary: ["c"] }, defaultPool: "stable", pins: { v2: "canary" } };
+  it("reaches the split's pool and counts it in sameRouting", () => {
+    const split = { ...base, split: { key: "$remote_addr$http_user_agent", percent: 5, to: "canary" } };
+    expect([...servingInstances(split)].sort()).toEqual(["a", "b", "c"]);
+    expect(() => validateRouting(split, new Set(specs))).not.toThrow();
+    expect(sameRouting(split, { ...split, split: { ...split.split, percent: 25 } })).toBe(false);
+    expect(sameRouting(split, base)).toBe(false);
+  });
+  it.each([
+    ["a key that is not a client variable", { key: "$request_id", percent: 5, to: "canary" }, "split key"],
+    ["a key with text spliced in", { key: '$remote_addr"; }', percent: 5, to: "canary" }, "split key"],
+    ["0%", { key: "$remote_addr", percent: 0, to: "canary" }, "split percent 0"],
+    ["100%", { key: "$remote_addr", percent: 100, to: "canary" }, "split percent 100"],
+    ["three decimals", { key: "$remote_addr", percent: 0.125, to: "canary" }, "at most two decimals"],
+    ["NaN", { key: "$remote_addr", percent: Number.NaN, to: "canary" }, "split percent NaN"],
+    ["a missing pool", { key: "$remote_addr", percent: 5, to: "nope" }, 'split to "nope"'],
+    ["the default pool", { key: "$remote_addr", percent: 5, to: "stable" }, "is the default pool"],
+  ])("refuses %s", (_name, split, message) => {
+    expect(() => validateRouting({ ...base, split }, new Set(specs))).toThrow(message);
+  });
+});

@@ -8,7 +8,7 @@ export function singlePool(ids: readonly string[], name = "all", pins: Record<st
 
 /** The instances any request can reach under this routing. */
 export function servingInstances(routing: Routing): Set<string> {
-  const pools = new Set([routing.defaultPool, ...Object.values(routing.pins), ...(routing.switchDefault ? [routing.switchDefault.to] : [])]);
+  const pools = new Set([routing.defaultPool, ...Object.values(routing.pins), ...(routing.switchDefault ? [routing.switchDefault.to] : []), ...(routing.split ? [routing.split.to] : [])]);
   const ids = new Set<string>();
   for (const pool of pools) for (const id of Object.hasOwn(routing.pools, pool) ? (routing.pools[pool] ?? []) : []) ids.add(id);
   return ids;
@@ -23,7 +23,7 @@ export function servingInstances(routing: Routing): Set<string> {
  */
 export function reachesInstance(routing: Routing, staged: string | readonly string[], id: string, runs: string | undefined): boolean {
   const stagedVersions = typeof staged === "string" ? [staged] : staged;
-  const pools = [routing.defaultPool, ...(routing.switchDefault ? [routing.switchDefault.to] : [])];
+  const pools = [routing.defaultPool, ...(routing.switchDefault ? [routing.switchDefault.to] : []), ...(routing.split ? [routing.split.to] : [])];
   for (const [pinned, pool] of Object.entries(routing.pins)) if (!stagedVersions.includes(pinned) || runs === pinned) pools.push(pool);
   return pools.some((pool) => Object.hasOwn(routing.pools, pool) && (routing.pools[pool]?.includes(id) ?? false));
 }
@@ -37,7 +37,8 @@ export function sameRouting(a: Routing, b: Routing): boolean {
     Object.keys(r.poolSlots ?? {})
       .sort()
       .map((pool) => `${pool}=${Object.keys(r.poolSlots?.[pool] ?? {}).sort().map((id) => `${id}:${r.poolSlots?.[pool]?.[id]}`).join(",")}`);
-  const extra = (r: Routing) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null, slots(r), poolSlots(r)]);
+  const split = (r: Routing) => (r.split ? [r.split.key, r.split.percent, r.split.to] : null);
+  const extra = (r: Routing) => JSON.stringify([r.switchDefault?.to ?? null, r.affinity?.key ?? null, r.affinity ? [...r.affinity.ring].sort() : null, slots(r), poolSlots(r), split(r)]);
   return a.defaultPool === b.defaultPool && pools(a) === pools(b) && pins(a) === pins(b) && extra(a) === extra(b);
 }
 
@@ -51,6 +52,8 @@ export function distinctRoutings(routings: readonly Routing[], except: readonly 
 const POOL_NAME = /^[a-z][a-z0-9_]{0,31}$/;
 const AFFINITY_KEY = /^\$(remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1,64})$/;
 const PIN_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** A split's client key: up to three of $remote_addr, $cookie_NAME and $http_NAME, side by side. */
+export const SPLIT_KEY = /^(?:\$(?:remote_addr|cookie_[A-Za-z0-9_]{1,64}|http_[a-z0-9_]{1,64})){1,3}$/;
 
 /**
  * The port a routing serves an instance on: the slot it names, else `live` (the slot the instance
@@ -69,6 +72,7 @@ function leadingPools(routing: Routing): { pool: string; pinned?: string }[] {
   return [
     { pool: routing.defaultPool },
     ...(routing.switchDefault ? [{ pool: routing.switchDefault.to }] : []),
+    ...(routing.split ? [{ pool: routing.split.to }] : []),
     ...Object.entries(routing.pins).map(([pinned, pool]) => ({ pool, pinned })),
   ];
 }
@@ -139,6 +143,7 @@ export function validateRouting(routing: Routing, known: ReadonlySet<string> | r
     for (const id of routing.affinity.ring) if (!knownIds.has(id)) problems.push(`affinity ring names unknown instance "${id}"`);
     for (const [name, ids] of pools) for (const id of ids) if (!ring.has(id)) problems.push(`pool "${name}" lists "${id}", which is not on the affinity ring`);
   }
+  if (routing.split) problems.push(...splitProblems(routing));
   if (routing.switchDefault && !Object.hasOwn(routing.pools, routing.switchDefault.to)) {
     problems.push(`default switch to "${routing.switchDefault.to}" names a pool that is not defined`);
   }
@@ -176,4 +181,19 @@ export function routingSlotProblem(routing: Routing, specs: readonly InstanceSpe
   } catch (error) {
     return `the routing in force does not match the config: ${(error as Error).message.replace(/^invalid routing: /, "")}`;
   }
+}
+
+/** What is wrong with a routing's split: its key, its share (0 to 100 exclusive, two decimals at most: nginx's precision), its pool. */
+function splitProblems(routing: Routing): string[] {
+  const split = routing.split!;
+  const problems: string[] = [];
+  if (typeof split.key !== "string" || !SPLIT_KEY.test(split.key)) problems.push(`split key "${String(split.key)}" must be up to three of $remote_addr, $cookie_NAME and $http_NAME`);
+  const hundredths = Math.round(split.percent * 100);
+  if (typeof split.percent !== "number" || !(split.percent > 0 && split.percent < 100) || Math.abs(hundredths - split.percent * 100) > 1e-6) {
+    problems.push(`split percent ${String(split.percent)} must be above 0 and below 100, with at most two decimals`);
+  }
+  if (!Object.hasOwn(routing.pools, split.to)) problems.push(`split to "${split.to}" names a pool that is not defined`);
+  if (split.to === routing.defaultPool) problems.push(`split to "${split.to}" is the default pool`);
+  if (routing.switchDefault || routing.affinity) problems.push("a split cannot be combined with a default switch or affinity");
+  return problems;
 }

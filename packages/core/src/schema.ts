@@ -74,6 +74,23 @@ export function int(options: Common & { min?: number; max?: number } = {}): Sche
   };
 }
 
+/** A finite number (a ratio such as 1.5). */
+export function number(options: Common & { min?: number; max?: number } = {}): Schema<number> {
+  const hint = options.min !== undefined && options.max !== undefined ? `a number ${options.min}-${options.max}` : options.min !== undefined ? `a number >= ${options.min}` : "a number";
+  return {
+    kind: "number",
+    doc: options.doc,
+    describe: () => hint,
+    parse(value, path, issues) {
+      if (typeof value !== "number" || !Number.isFinite(value) || (options.min !== undefined && value < options.min) || (options.max !== undefined && value > options.max)) {
+        issues.push({ path, message: `expected ${hint}, got ${typeName(value)}` });
+        return undefined;
+      }
+      return value;
+    },
+  };
+}
+
 export function bool(options: Common = {}): Schema<boolean> {
   return {
     kind: "boolean",

@@ -9,6 +9,7 @@ import type { RouteReport } from "./report.js";
 import type { StepRecord } from "./run-listener.js";
 import { routedPort, servingInstances, withSlots } from "./routing.js";
 import { releaseOnHost } from "./release.js";
+import { runGateStep } from "./canary-gate.js";
 import type { InstanceStep, PlanPhase, PlanStep, ReleaseStep, Routing, StepKind } from "./types.js";
 
 /** Announces a step to the listeners (journal first) and then to the caller's listener. */
@@ -168,6 +169,8 @@ export async function runStep(context: RunContext, phase: PlanPhase, step: PlanS
       return timed(context, phase.name, "soak", undefined, () => sleep(step.ms, signal).catch(() => Promise.reject(abortError(signal))));
     case "release":
       return runReleaseStep(context, phase, step);
+    case "gate":
+      return runGateStep(context, phase, step);
     default:
       return forEachPerHost(step.instances, (id) => run.instance(id).control.spec.host, context.parallel, async (id) => {
         // An instance's own steps stay in order: a background stop ends before its next step.

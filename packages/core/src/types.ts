@@ -70,6 +70,13 @@ export interface Routing {
    * that the timed switch flips between them. Only for proxies with the `poolSlots` capability.
    */
   readonly poolSlots?: Readonly<Record<string, Readonly<Record<string, number>>>>;
+  /**
+   * A weighted split of the default pool's requests (a canary): a request whose client key hashes
+   * into the first `percent` goes to pool `to`, the others to `defaultPool`. The hash is stable per
+   * key, and growing `percent` keeps the clients already in it, so a client only ever moves to `to`.
+   * Pinned clients still go to their version's pool. Only for proxies with the `split` capability.
+   */
+  readonly split?: { readonly key: string; readonly percent: number; readonly to: string };
 }
 
 /**
@@ -102,6 +109,10 @@ export interface ProxyCapabilities {
    * with `drained` settling when nothing routes by the old one any more.
    */
   readonly backgroundDrain?: boolean;
+  /** Supports `Routing.split` (a weighted share of the default pool's clients to another pool). */
+  readonly split?: boolean;
+  /** traffic() can count each instance's requests, 5xx answers and latency (a canary's analysis). */
+  readonly traffic?: boolean;
 }
 
 export interface ProxyApplyResult {
@@ -206,7 +217,28 @@ export interface Proxy {
    * not exist yet, without reloading, and says what the user must add to their config.
    */
   initialize?(routing: Routing, instances: readonly ProxyInstance[], context?: ProxyContext): Promise<{ wrote: boolean; file: string; instructions: readonly string[] }>;
+  /**
+   * What the proxy served since `cursor`, per upstream endpoint ("127.0.0.1:8011"), and the cursor
+   * to read on from (capability `traffic`). Without a cursor: nothing counted, and the cursor at
+   * the end of what it has now, so that a window starts at the call. A cursor is opaque to callers
+   * and checked by the adapter, since it may come back from a journal.
+   */
+  traffic?(cursor: string | undefined, context?: ProxyContext): Promise<TrafficWindow>;
   dispose?(): Promise<void>;
+}
+
+/** What a proxy served in a window (see Proxy.traffic). */
+export interface TrafficWindow {
+  readonly cursor: string;
+  /** endpoint ("address:port", IPv6 in brackets) -> counts of the requests it answered. */
+  readonly endpoints: Readonly<Record<string, TrafficCounts>>;
+}
+
+/** Requests, 5xx answers and a latency histogram (LATENCY_BUCKETS_MS: counts per bucket). */
+export interface TrafficCounts {
+  readonly requests: number;
+  readonly errors: number;
+  readonly latency: readonly number[];
 }
 
 export interface InstanceContext {
@@ -255,7 +287,7 @@ export interface HealthProbe {
   readonly detail: string;
 }
 
-export type StepKind = "route" | "stop" | "update" | "start" | "check" | "soak" | "release";
+export type StepKind = "route" | "stop" | "update" | "start" | "check" | "soak" | "release" | "gate";
 
 /**
  * A step on instances acts on their live slot, or with `slot: "idle"` on the slot nothing routes to
@@ -285,10 +317,46 @@ export type ReleaseStep = {
   readonly background?: undefined;
 };
 
+/**
+ * A canary's gate: the step's share of clients runs on the new version for `ms` while the engine
+ * compares what the proxy saw of it with the old version (`analysis`), or simply waits (`analysis`
+ * left out). A breach fails the phase, and the phase's failure rule puts every client back on the
+ * old version. `weight` is the share the routing in force gives the new version, for the report.
+ */
+export type GateStep = {
+  readonly kind: "gate";
+  readonly name: string;
+  readonly weight: number;
+  readonly ms: number;
+  readonly analysis?: CanaryAnalysis | undefined;
+  // It changes no instance (as a release step): code that reads an instance step's fields after
+  // ruling out route and soak keeps compiling and finds no instance here.
+  readonly instances: readonly never[];
+  readonly slot?: undefined;
+  readonly background?: undefined;
+};
+
+/** The thresholds a canary's gate holds the new version to, against the old one in the same window. */
+export interface CanaryAnalysis {
+  /** Fewest requests the new version must answer before the gate can pass (and before a ratio counts). */
+  readonly minRequests: number;
+  /** Highest 5xx rate of the new version (0.01 = 1%) beyond the old version's own rate. */
+  readonly maxErrorRateIncrease: number;
+  /** Highest p99 latency of the new version as a multiple of the old version's. */
+  readonly maxLatencyRatio: number;
+  /** The old version's p99 counts as at least this (ms) in the ratio: below it, differences are noise. */
+  readonly latencyFloorMs: number;
+  /** How long a gate may wait for minRequests beyond `ms` before it fails as inconclusive. */
+  readonly extraMs: number;
+  /** How often the proxy's counts are read during the gate (a breach stops it at the next read). */
+  readonly intervalMs: number;
+}
+
 export type PlanStep =
   | RouteStep
   | InstanceStep
   | ReleaseStep
+  | GateStep
   | { readonly kind: "soak"; readonly ms: number };
 
 /**
@@ -316,6 +384,13 @@ export interface PlanPhase {
    * proxies together): they are not batches, so the batch hooks do not run for them.
    */
   readonly added?: "release" | "reconcile";
+  /**
+   * With onFailure "revert", set (even empty) for a phase whose failure must take back everything
+   * its new version serves (a canary's abort): every client is routed to the instances outside
+   * these and the phase's own, which then go back to the version they ran, serving or not. Lists
+   * the instances earlier phases changed.
+   */
+  readonly revertAlso?: readonly string[];
 }
 
 export interface DeployPlan {

@@ -58,6 +58,9 @@ export function progressReporter(out: Output, started = performance.now()): (eve
       case "recovery":
         status = `${at()} recovering: ${event.reason.split("\n")[0]}`;
         break;
+      case "gate":
+        status = `${at()} gate ${event.gate}: ${event.decision} (${event.reason})`;
+        break;
       case "done":
         break;
       default:
@@ -111,6 +114,9 @@ function plainLine(event: DeployEvent): string | undefined {
       return `  upload to ${event.host}: ${uploadProgress(event)}`;
     case "hook":
       return event.status === "start" ? undefined : hookLines(event);
+    case "gate":
+      // The gate's step line says what it decided, with the figures.
+      return undefined;
     case "done":
       return undefined;
   }
@@ -138,8 +144,10 @@ export function formatPlan(plan: DeployPlan, observed: readonly ObservedInstance
       if (step.kind === "route") {
         const pools = Object.entries(step.routing.pools).map(([name, ids]) => `${name}={${ids.join(",")}}`).join(" ");
         const pins = Object.entries(step.routing.pins).map(([v, p]) => `${v}->${p}`).join(" ");
-        lines.push(`   - proxy: ${step.why} (${pools}; default ${step.routing.defaultPool}${pins ? `; pins ${pins}` : ""}); wait for the old generation to drain`);
+        const split = step.routing.split ? `; ${step.routing.split.percent}% of clients to ${step.routing.split.to}` : "";
+        lines.push(`   - proxy: ${step.why} (${pools}; default ${step.routing.defaultPool}${split}${pins ? `; pins ${pins}` : ""}); wait for the old generation to drain`);
       } else if (step.kind === "soak") lines.push(`   - soak ${formatDuration(step.ms)}`);
+      else if (step.kind === "gate") lines.push(`   - gate ${step.name}: ${step.analysis ? "compare the new version's 5xx rate and p99 with the old one's" : "wait"} for ${formatDuration(step.ms)}`);
       else if (step.kind === "release") lines.push(`   - release on ${step.hosts.join(", ")}, side by side (see the release note)`);
       else lines.push(`   - ${step.kind} ${step.instances.join(", ")}`);
     }

@@ -150,7 +150,8 @@ export function startLoad(options: LoadOptions): LoadRun {
         const start = now();
         const deadline = start + s.requestTimeoutMs;
         const send = (): Promise<ExchangeResult> => {
-          const headers: OutgoingHttpHeaders = { accept: "*/*", "user-agent": "nodrop-loadgen" };
+          // Each client its own agent string, as browsers differ: a split keyed on address and agent (a canary's) tells them apart.
+          const headers: OutgoingHttpHeaders = { accept: "*/*", "user-agent": `nodrop-loadgen/${client}` };
           const cookie = jar?.header();
           if (cookie !== undefined) headers.cookie = cookie;
           const target: ExchangeTarget = {

@@ -8,3 +8,5 @@ export type { RenderInput } from "./render.js";
 export { parseNginxVersion, nginxFeatures, compareVersions } from "./version.js";
 export type { NginxFeatures } from "./version.js";
 export { nginxPlugin, nginxPlugin as default } from "./plugin.js";
+export { NODROP_LOG_FORMAT, parseAccessLog, parseCursor, formatCursor, trafficCommand } from "./access-log.js";
+export type { LogCursor } from "./access-log.js";

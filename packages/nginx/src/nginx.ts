@@ -8,7 +8,11 @@ import {
   type ProxyCapabilities,
   type ProxyApplyResult,
   type ProxyCheck,
+  type ProxyContext,
   type Routing,
+  type TrafficCounts,
+  type TrafficWindow,
+  addCounts,
   endpoint,
   distinctRoutings,
   measureClockOffset,
@@ -17,6 +21,7 @@ import {
   shellQuote,
   sleep,
 } from "@nodrop/core";
+import { formatCursor, parseAccessLog, parseCursor, TRAFFIC_READ_BYTES, trafficCommand } from "./access-log.js";
 import type { nginxOptionsSchema } from "./options.js";
 import { cookieVariable, nginxName, parseRenderedConfig, poolVariable, renderNginxConfig } from "./render.js";
 import { SwitchTiming, lateSwitchWarning } from "./switch-timing.js";
@@ -42,7 +47,7 @@ interface Worker {
  * wait until every worker of the old generation has exited.
  */
 /** What nginx (open source, 1.22 and later) can put into effect: every routing core defines. */
-export const NGINX_CAPABILITIES: ProxyCapabilities = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true, backgroundDrain: true });
+export const NGINX_CAPABILITIES: ProxyCapabilities = Object.freeze({ versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true, backgroundDrain: true, split: true });
 
 /** `ps -o pid=,args=` lines of nginx workers: pid, and whether the worker is shutting down (its old generation's title). */
 function parseWorkers(stdout: string): { pid: number; shuttingDown: boolean }[] {
@@ -479,9 +484,32 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     return count;
   };
 
+  /** What the access log holds after `cursor` (a canary's analysis), read in pieces of at most TRAFFIC_READ_BYTES. */
+  const traffic = async (cursor: string | undefined, signal?: AbortSignal): Promise<TrafficWindow> => {
+    const log = options.accessLog!;
+    let at = cursor === undefined ? undefined : parseCursor(cursor);
+    const endpoints: Record<string, TrafficCounts> = {};
+    for (let piece = 0; piece < 8; piece++) {
+      const result = await run(trafficCommand(log, at), signal);
+      if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot read the access log ${log} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
+      const newline = result.stdout.indexOf("\n");
+      const head = /^(\d{1,20}) (\d{1,20}) (\d{1,20})$/.exec(result.stdout.slice(0, newline));
+      if (!head) throw new NodropError("E_PROXY_SETUP", `cannot read the access log ${log} on ${executor.host}: unexpected output`);
+      const [inode, from, length] = [head[1]!, Number(head[2]), Number(head[3])];
+      if (at === undefined) return { cursor: formatCursor({ inode, offset: from }), endpoints };
+      const parsed = parseAccessLog(result.stdout.slice(newline + 1));
+      for (const [where, counts] of Object.entries(parsed.endpoints)) endpoints[where] = Object.hasOwn(endpoints, where) ? addCounts(endpoints[where]!, counts) : counts;
+      at = { inode, offset: from + parsed.consumed };
+      // Caught up (what is left is at most a line being written), or no whole line in a full piece.
+      if (length < TRAFFIC_READ_BYTES || parsed.consumed === 0) break;
+    }
+    return { cursor: formatCursor(at!), endpoints };
+  };
+
   return {
     name: "nginx",
-    capabilities: NGINX_CAPABILITIES,
+    capabilities: options.accessLog ? { ...NGINX_CAPABILITIES, traffic: true } : NGINX_CAPABILITIES,
+    ...(options.accessLog ? { traffic: (cursor: string | undefined, context: ProxyContext = {}) => traffic(cursor, context.signal) } : {}),
     clock: (context = {}) => measureClockOffset(executor, { signal: context.signal }),
     switchDelay: (afterMs) => switchTiming.delayFor(afterMs),
     async check(context = {}): Promise<ProxyCheck> {

@@ -10,6 +10,11 @@ export const nginxOptionsSchema = schema.object({
   conf: schema.optional(path("nginx -c: the main config file the running master was started with.")),
   sudo: schema.optional(schema.bool({ doc: "Run nginx commands through `sudo -n`." }), false),
   pidFile: schema.optional(path("The master's pid file (the `pid` directive)."), "/run/nginx.pid"),
+  accessLog: schema.optional(
+    path(
+      "An access log in nodrop's format (`log_format nodrop '$msec|$status|$request_time|$upstream_status|$upstream_addr';`, and `access_log <file> nodrop;` where the app is proxied): a canary's gates read each version's requests, 5xx answers and latency from it.",
+    ),
+  ),
   errorLog: schema.optional(path("The error log; read after each reload to catch [emerg] lines that `nginx -s reload` does not report.")),
   versionCookie: schema.optional(schema.str({ pattern: /^[A-Za-z0-9_]{1,48}$/, hint: "a cookie name of letters, digits and _", doc: "Cookie that pins a client to a version." }), "nodrop_version"),
   confirmTimeout: schema.optional(schema.duration({ min: 100, doc: "How long a reload may take to show a new worker generation." }), 10_000),

@@ -71,6 +71,14 @@ export function renderNginxConfig(input: RenderInput): string {
     lines.push("}", "");
     defaultTarget = `$nodrop_${name}_default`;
   }
+  if (routing.split) {
+    // A canary's share: nginx hashes the client key (MurmurHash2) into the first percent or the
+    // rest. The rest is `*`, never a second percentage: shares summing to exactly 100% misbehave
+    // before nginx 1.31.2. The values are upstream names (split_clients takes no variables).
+    lines.push(`# ${routing.split.percent}% of clients by ${routing.split.key} to ${routing.split.to}`);
+    lines.push(`split_clients "${routing.split.key}" $nodrop_${name}_split {`, `    ${Math.round(routing.split.percent * 100) / 100}% ${target(routing.split.to)};`, `    * ${defaultTarget};`, "}", "");
+    defaultTarget = `$nodrop_${name}_split`;
+  }
   lines.push(`map $cookie_${versionCookie} ${buckets ? `$nodrop_${name}_pick` : poolVariable(name)} {`);
   lines.push(`    default ${defaultTarget};`);
   for (const [version, pool] of Object.entries(routing.pins)) lines.push(`    "${version}" ${target(pool)};`);

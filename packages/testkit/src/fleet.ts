@@ -29,7 +29,7 @@ export function fleetOf(versions: readonly (string | undefined)[], options: Flee
   });
 }
 
-export const ALL_CAPABILITIES: ProxyCapabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true };
+export const ALL_CAPABILITIES: ProxyCapabilities = { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, split: true, traffic: true };
 export const NO_CAPABILITIES: ProxyCapabilities = { versionPinning: false, drainsOldRouting: false, timedSwitch: false, affinity: false };
 
 export interface FleetScenario {

@@ -23,7 +23,7 @@ export type PlanRule =
   | "final-routing"
   /** A fleet already on the target version gets instance steps. */
   | "no-op"
-  /** Pins, a default switch, affinity or pool slots on a proxy without the capability. */
+  /** Pins, a default switch, affinity, pool slots, a split or an analysed gate on a proxy without the capability. */
   | "capabilities";
 
 const INSTANCE_STEPS = ["stop", "update", "start", "check"] as const;
@@ -90,6 +90,7 @@ export function planProblems<O>(input: PlanInput<O>, plan: DeployPlan, strategyN
         if (!input.proxy.versionPinning && Object.keys(r.pins).length > 0) add("capabilities", `${where}: pins ${JSON.stringify(r.pins)}, but the proxy cannot pin clients to a version`);
         if (!input.proxy.timedSwitch && r.switchDefault) add("capabilities", `${where}: switchDefault, but the proxy cannot switch at one instant`);
         if (!input.proxy.affinity && r.affinity) add("capabilities", `${where}: affinity, but the proxy has no instance affinity`);
+        if (!input.proxy.split && r.split) add("capabilities", `${where}: a weighted split, but the proxy cannot split clients by weight`);
         if (!input.proxy.poolSlots && r.poolSlots && Object.keys(r.poolSlots).length > 0) add("capabilities", `${where}: poolSlots, but the proxy cannot serve one instance on different ports in different pools`);
         fleet.route(r);
         checkDown(where);
@@ -97,6 +98,11 @@ export function planProblems<O>(input: PlanInput<O>, plan: DeployPlan, strategyN
       }
       if (step.kind === "soak") {
         if (typeof step.ms !== "number" || !Number.isFinite(step.ms) || step.ms < 0) add("shape", `${where}: ms ${JSON.stringify(step.ms)} is not a duration`);
+        return;
+      }
+      if (step.kind === "gate") {
+        if (typeof step.ms !== "number" || !Number.isFinite(step.ms) || step.ms < 0) add("shape", `${where}: ms ${JSON.stringify(step.ms)} is not a duration`);
+        if (step.analysis && !input.proxy.traffic) add("capabilities", `${where}: an analysed gate, but the proxy cannot count traffic`);
         return;
       }
       if (step.kind === "release") {
@@ -298,6 +304,7 @@ function describeReach(routing: Routing | undefined, id: string, target: string,
   const has = (pool: string) => Object.hasOwn(routing.pools, pool) && (routing.pools[pool]?.includes(id) ?? false);
   if (has(routing.defaultPool)) via.push(`default pool "${routing.defaultPool}"`);
   if (routing.switchDefault && has(routing.switchDefault.to)) via.push(`switch to "${routing.switchDefault.to}"`);
+  if (routing.split && has(routing.split.to)) via.push(`split to "${routing.split.to}"`);
   for (const [v, pool] of Object.entries(routing.pins)) if (has(pool)) via.push(`pool "${pool}" pinned to ${v}${v === target ? " (clients may hold it already)" : ""}`);
   return `in the routing in force via ${via.join(", ")}`;
 }

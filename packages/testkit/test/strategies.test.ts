@@ -2,6 +2,7 @@
 import { schema } from "@nodrop/core";
 import { blueGreenOptionsSchema, blueGreenStrategy, halfSplitOptionsSchema, halfSplitStrategy } from "@nodrop/strategy-half-split";
 import { rollingOptionsSchema, rollingStrategy } from "@nodrop/strategy-rolling";
+import { canaryOptionsSchema, canaryStrategy } from "@nodrop/strategy-canary";
 import { stickyOptionsSchema, stickyStrategy } from "@nodrop/strategy-sticky";
 import { afterAll, beforeAll, describe, it } from "vitest";
 import { fleetScenarios, slotFleetScenarios, strategySuite } from "../src/index.js";
@@ -11,6 +12,8 @@ const api = { describe, it, beforeAll, afterAll };
 strategySuite(api, { name: "rolling, batchSize 1", create: rollingStrategy, options: schema.parseOrThrow(rollingOptionsSchema, { batchSize: 1 }, "strategy") });
 strategySuite(api, { name: 'rolling, batchSize "50%"', create: rollingStrategy, options: schema.parseOrThrow(rollingOptionsSchema, { batchSize: "50%" }, "strategy") });
 strategySuite(api, { name: "sticky", create: stickyStrategy, options: schema.parseOrThrow(stickyOptionsSchema, {}, "strategy") });
+strategySuite(api, { name: "canary", create: canaryStrategy, options: schema.parseOrThrow(canaryOptionsSchema, {}, "strategy") });
+strategySuite(api, { name: "canary, 5% 25% 50%, batches of 2", create: canaryStrategy, options: schema.parseOrThrow(canaryOptionsSchema, { steps: ["5%", "25%", "50%"], batchSize: 2 }, "strategy") });
 
 const halfSplitOptions = schema.parseOrThrow(halfSplitOptionsSchema, {}, "strategy");
 // Every generated fleet, including those a failed earlier deploy leaves behind (mixed versions,

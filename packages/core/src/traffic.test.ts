@@ -1,0 +1,99 @@
+import { describe, expect, it } from "vitest";
+import { judgeGate } from "./canary-gate.js";
+import { LATENCY_BUCKETS_MS, addCounts, figuresOf, latencyBucket, percentileMs, validCounts } from "./traffic.js";
+import type { CanaryAnalysis, TrafficCounts } from "./types.js";
+
+/** Counts of `latencies` (ms), `errors` of them 5xx. */
+function counts(latencies: readonly number[], errors = 0): TrafficCounts {
+  const latency: number[] = [];
+  for (const ms of latencies) {
+    const b = latencyBucket(ms);
+    while (latency.length <= b) latency.push(0);
+    latency[b]! += 1;
+  }
+  return { requests: latencies.length, errors, latency };
+}
+
+const analysis: CanaryAnalysis = { minRequests: 50, maxErrorRateIncrease: 0.01, maxLatencyRatio: 2, latencyFloorMs: 25, intervalMs: 1000, extraMs: 10_000 };
+const many = (n: number, ms: number) => Array.from({ length: n }, () => ms);
+
+describe("latency histogram", () => {
+  it("puts a latency in the first bucket whose bound is at least it, and reads percentiles at most 10% high", () => {
+    expect(latencyBucket(0)).toBe(0);
+    expect(latencyBucket(1)).toBe(0);
+    expect(LATENCY_BUCKETS_MS[latencyBucket(1.05)]).toBeGreaterThanOrEqual(1.05);
+    for (const ms of [3, 17, 250, 4999, 61_000]) {
+      const p = percentileMs(counts([ms]), 0.5)!;
+      expect(p).toBeGreaterThanOrEqual(ms);
+      expect(p).toBeLessThanOrEqual(ms * 1.1 + 0.001);
+    }
+    expect(latencyBucket(10_000_000)).toBe(LATENCY_BUCKETS_MS.length - 1);
+  });
+
+  it("p50 and p99 of a known distribution: 98 fast requests and 2 slow ones", () => {
+    const c = counts([...many(98, 5), 800, 900]);
+    expect(percentileMs(c, 0.5)).toBeLessThan(6);
+    expect(percentileMs(c, 0.99)).toBeGreaterThanOrEqual(800);
+    expect(percentileMs({ requests: 0, errors: 0, latency: [] }, 0.5)).toBeUndefined();
+  });
+
+  it("adds counts bucket by bucket", () => {
+    const sum = addCounts(counts([5, 5], 1), counts([900]));
+    expect(sum.requests).toBe(3);
+    expect(sum.errors).toBe(1);
+    expect(sum.latency.reduce((a, b) => a + b, 0)).toBe(3);
+  });
+
+  it("refuses malformed counts from an adapter: negative, fractional, more errors than requests, too many buckets", () => {
+    expect(validCounts(counts([1, 2, 3], 1))).toBe(true);
+    for (const bad of [
+      null,
+      { requests: -1, errors: 0, latency: [] },
+      { requests: 1.5, errors: 0, latency: [] },
+      { requests: 1, errors: 2, latency: [] },
+      { requests: 1, errors: 0, latency: [5] },
+      { requests: 1, errors: 0, latency: "x" },
+      { requests: 1, errors: 0, latency: new Array(LATENCY_BUCKETS_MS.length + 1).fill(0) },
+    ]) {
+      expect(validCounts(bad)).toBe(false);
+    }
+  });
+});
+
+describe("judgeGate", () => {
+  const baseline = figuresOf("v1", counts(many(500, 8), 1));
+
+  it("waits while the gate's time runs, then passes with enough requests within the thresholds", () => {
+    const canary = figuresOf("v2", counts(many(60, 9)));
+    expect(judgeGate(canary, baseline, analysis, 1000, 5000).decision).toBe("wait");
+    expect(judgeGate(canary, baseline, analysis, 5000, 5000)).toMatchObject({ decision: "pass" });
+  });
+
+  it("fails as soon as enough requests show a 5xx rate above the old one's by more than allowed", () => {
+    const canary = figuresOf("v2", counts(many(60, 9), 6));
+    const verdict = judgeGate(canary, baseline, analysis, 1000, 5000);
+    expect(verdict.decision).toBe("fail");
+    expect(verdict.reason).toContain("5xx rate 10%");
+  });
+
+  it("does not judge errors on fewer than minRequests, and an equal rate on both sides passes", () => {
+    expect(judgeGate(figuresOf("v2", counts(many(10, 9), 5)), baseline, analysis, 1000, 5000).decision).toBe("wait");
+    const bad = figuresOf("v1", counts(many(500, 8), 50));
+    expect(judgeGate(figuresOf("v2", counts(many(100, 9), 10)), bad, analysis, 5000, 5000).decision).toBe("pass");
+  });
+
+  it("fails a p99 over the ratio, but not one under the floor (a few ms either way is noise)", () => {
+    expect(judgeGate(figuresOf("v2", counts(many(100, 300))), baseline, analysis, 1000, 5000)).toMatchObject({ decision: "fail", reason: expect.stringContaining("p99 latency") });
+    // 8 ms against 20 ms: 2.5x, under the 25 ms floor's 2x (50 ms).
+    expect(judgeGate(figuresOf("v2", counts(many(100, 20))), baseline, analysis, 5000, 5000).decision).toBe("pass");
+    // The ratio needs minRequests on the old side too.
+    const fewOld = figuresOf("v1", counts(many(10, 8)));
+    expect(judgeGate(figuresOf("v2", counts(many(100, 300))), fewOld, analysis, 5000, 5000).decision).toBe("pass");
+  });
+
+  it("waits up to extraMs for minRequests, then fails as inconclusive", () => {
+    const few = figuresOf("v2", counts(many(10, 9)));
+    expect(judgeGate(few, baseline, analysis, 9000, 5000).decision).toBe("wait");
+    expect(judgeGate(few, baseline, analysis, 15_001, 5000)).toMatchObject({ decision: "fail", reason: expect.stringContaining("inconclusive") });
+  });
+});

@@ -1,0 +1,71 @@
+import { percentileMs } from "@nodrop/core";
+import { describe, expect, it } from "vitest";
+import { NODROP_LOG_FORMAT, parseAccessLog, parseCursor, trafficCommand } from "./access-log.js";
+import { renderNginxConfig } from "./render.js";
+
+const line = (status: number, seconds: number, upstreamStatus: string, addr: string) => `1764800000.123|${status}|${seconds.toFixed(3)}|${upstreamStatus}|${addr}`;
+
+describe("nodrop's access log", () => {
+  it("counts each endpoint's requests, 5xx answers and latency", () => {
+    const text = [line(200, 0.004, "200", "127.0.0.1:8011"), line(500, 0.009, "500", "127.0.0.1:8012"), line(200, 0.3, "200", "127.0.0.1:8012"), ""].join("\n");
+    const { endpoints, consumed, skipped } = parseAccessLog(text);
+    expect(consumed).toBe(Buffer.byteLength(text));
+    expect(skipped).toBe(0);
+    expect(endpoints["127.0.0.1:8011"]).toMatchObject({ requests: 1, errors: 0 });
+    expect(endpoints["127.0.0.1:8012"]).toMatchObject({ requests: 2, errors: 1 });
+    expect(percentileMs(endpoints["127.0.0.1:8012"]!, 0.99)).toBeGreaterThanOrEqual(300);
+  });
+
+  it("counts a retried request's attempts on each endpoint, the refused one as an error, the time on the one that answered", () => {
+    const { endpoints } = parseAccessLog(`${line(200, 0.01, "502, 200", "127.0.0.1:8011, [::1]:8012")}\n`);
+    expect(endpoints["127.0.0.1:8011"]).toMatchObject({ requests: 1, errors: 1, latency: [] });
+    expect(endpoints["[::1]:8012"]).toMatchObject({ requests: 1, errors: 0 });
+  });
+
+  it("leaves a line still being written for the next read, and skips lines of another format or forged ones", () => {
+    const whole = `${line(200, 0.001, "200", "127.0.0.1:8011")}\n`;
+    const forged = ['127.0.0.1 - - [03/Dec/2026] "GET / HTTP/1.1" 200', "1764800000.123|200|0.001|200|127.0.0.1:8011|extra", "1764800000.123|200|0.001|200|evil.example:80", "1764800000.123|200|0.001|200, 200|127.0.0.1:8011"];
+    const { endpoints, consumed, skipped } = parseAccessLog(`${whole}${forged.join("\n")}\n1764800000.1`);
+    expect(consumed).toBe(Buffer.byteLength(`${whole}${forged.join("\n")}\n`));
+    expect(skipped).toBe(4);
+    expect(Object.keys(endpoints)).toEqual(["127.0.0.1:8011"]);
+    // Answered by nginx itself: nothing to attribute, nothing skipped.
+    expect(parseAccessLog(`${line(404, 0, "-", "-")}\n`)).toMatchObject({ endpoints: {}, skipped: 0 });
+  });
+
+  it("reads a cursor back only as inode:offset", () => {
+    expect(parseCursor("1234:56")).toEqual({ inode: "1234", offset: 56 });
+    for (const bad of ["", "1234", "a:1", "1:2:3", "1:99999999999999999999", "1;rm -rf /:2"]) expect(() => parseCursor(bad)).toThrow(/cursor/);
+  });
+
+  it("quotes the file in its command, and refuses a link there", () => {
+    const command = trafficCommand("/var/log/nginx/it's.log", { inode: "12", offset: 34 });
+    expect(command).toContain("'/var/log/nginx/it'\\''s.log'");
+    expect(command).toContain("if [ -L ");
+    expect(command).toContain("from=34");
+  });
+
+  it("documents a format nginx's log_format takes: the fields the parser reads, in its order", () => {
+    expect(NODROP_LOG_FORMAT).toBe("log_format nodrop '$msec|$status|$request_time|$upstream_status|$upstream_addr';");
+  });
+});
+
+describe("rendering a split", () => {
+  const instances = [8011, 8012, 8013].map((port) => ({ id: `web-${port}`, host: "local", address: "127.0.0.1", port, version: port === 8013 ? "v2" : "v1" }));
+  const routing = { pools: { stable: ["web-8011", "web-8012"], canary: ["web-8013"] }, defaultPool: "stable", pins: { v2: "canary" }, split: { key: "$remote_addr$http_user_agent", percent: 12.5, to: "canary" } };
+
+  it("hashes the key into the share and takes the rest with *, never a second percentage (sums of exactly 100% misbehave before nginx 1.31.2)", () => {
+    const text = renderNginxConfig({ name: "web", routing, instances, generation: 3, versionCookie: "nodrop_version" });
+    expect(text).toContain('split_clients "$remote_addr$http_user_agent" $nodrop_web_split {\n    12.5% nodrop_web_canary;\n    * nodrop_web_stable;\n}');
+    expect(text).toContain("map $cookie_nodrop_version $nodrop_web_pool {\n    default $nodrop_web_split;\n    \"v2\" nodrop_web_canary;");
+  });
+
+  it("renders a share computed with float error as nginx's two decimals", () => {
+    const text = renderNginxConfig({ name: "web", routing: { ...routing, split: { ...routing.split, percent: 0.1 + 0.2 } }, instances, generation: 3, versionCookie: "nodrop_version" });
+    expect(text).toContain("    0.3% nodrop_web_canary;");
+  });
+
+  it("refuses a key that would splice text into the config", () => {
+    expect(() => renderNginxConfig({ name: "web", routing: { ...routing, split: { ...routing.split, key: '$remote_addr" ; include /etc/passwd; "' } }, instances, generation: 3, versionCookie: "nodrop_version" })).toThrow(/split key/);
+  });
+});

@@ -1,0 +1,103 @@
+import { NodropError, type TrafficCounts, latencyBucket, shellQuote } from "@nodrop/core";
+
+/**
+ * The one log_format line a canary's analysis needs, for `http {}` (with `access_log <file>
+ * nodrop;` where the app is proxied, and `proxy.accessLog: <file>`). Fields are separated by `|`,
+ * which none of them contains; nginx escapes anything unusual in a variable as \xHH.
+ */
+export const NODROP_LOG_FORMAT = "log_format nodrop '$msec|$status|$request_time|$upstream_status|$upstream_addr';";
+
+/** Most bytes read from the log per command: the executor keeps 1 MiB of a command's output. */
+export const TRAFFIC_READ_BYTES = 900 * 1024;
+
+const LINE = /^\d{1,12}\.\d{3}\|\d{3}\|(\d{1,7}\.\d{3})\|([^|]*)\|([^|]*)$/;
+const ENDPOINT = /^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]{2,45}\]):\d{1,5}$/;
+const CURSOR = /^(\d{1,20}):(\d{1,20})$/;
+
+/** A position in the log: the file's inode (a rotated log starts again at 0) and a byte offset. */
+export interface LogCursor {
+  readonly inode: string;
+  readonly offset: number;
+}
+
+export function formatCursor(cursor: LogCursor): string {
+  return `${cursor.inode}:${cursor.offset}`;
+}
+
+/** Reads a cursor back (it may come from a journal): digits only, or an error naming it. */
+export function parseCursor(text: string): LogCursor {
+  const match = CURSOR.exec(text);
+  const offset = Number(match?.[2]);
+  if (!match || !Number.isSafeInteger(offset)) throw new NodropError("E_PROXY_SETUP", `access log cursor "${text.slice(0, 60)}" is not inode:offset`);
+  return { inode: match[1]!, offset };
+}
+
+/**
+ * One command: the log's inode and size (a link there is refused, exit 3), and with a cursor the
+ * bytes after it, at most `max`. A cursor from another inode, or past the end (the file was
+ * truncated), reads from the start.
+ */
+export function trafficCommand(file: string, cursor: LogCursor | undefined, max = TRAFFIC_READ_BYTES): string {
+  const f = shellQuote(file);
+  const lines = [
+    `if [ -L ${f} ]; then echo "${file.replace(/["$`\\]/g, "")} is a symbolic link" >&2; exit 3; fi`,
+    `s=$(stat -L -c '%i %s' -- ${f}) || exit 4`,
+    'set -- $s; ino=$1; size=$2',
+  ];
+  if (!cursor) lines.push('echo "$ino $size 0"');
+  else {
+    lines.push(
+      `from=${cursor.offset}`,
+      `if [ "$ino" != ${shellQuote(cursor.inode)} ] || [ "$from" -gt "$size" ]; then from=0; fi`,
+      `n=$((size - from)); if [ "$n" -gt ${max} ]; then n=${max}; fi`,
+      'echo "$ino $from $n"',
+      `tail -c +$((from + 1)) -- ${f} | head -c "$n"`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Counts what the log lines say, per upstream endpoint: each attempt nginx made (a retry lists
+ * several) counts as a request of the endpoint it went to, a 5xx status (502 for a refused
+ * connection included) as an error, and the request's time goes to the endpoint that answered
+ * last. Only whole lines count: `consumed` is the bytes up to the last newline. Lines that do not
+ * match the format (another log_format, a forged line) are skipped and counted.
+ */
+export function parseAccessLog(text: string): { endpoints: Record<string, TrafficCounts>; consumed: number; skipped: number } {
+  const end = text.lastIndexOf("\n");
+  const whole = end < 0 ? "" : text.slice(0, end);
+  const counts = new Map<string, { requests: number; errors: number; latency: number[] }>();
+  const of = (where: string) => {
+    let c = counts.get(where);
+    if (!c) counts.set(where, (c = { requests: 0, errors: 0, latency: [] }));
+    return c;
+  };
+  let skipped = 0;
+  for (const line of whole.split("\n")) {
+    if (line === "") continue;
+    const match = LINE.exec(line);
+    if (!match) {
+      skipped += 1;
+      continue;
+    }
+    const addresses = match[3]!.split(/, | : /);
+    const statuses = match[2]!.split(/, | : /);
+    if (addresses.length !== statuses.length || !addresses.every((a) => ENDPOINT.test(a))) {
+      // "-": served by nginx itself (no upstream), or a unix socket: nothing to attribute.
+      if (addresses.some((a) => a !== "-" && !a.startsWith("unix:"))) skipped += 1;
+      continue;
+    }
+    addresses.forEach((where, i) => {
+      const c = of(where);
+      c.requests += 1;
+      const status = Number(statuses[i]);
+      if (!(status < 500)) c.errors += 1;
+    });
+    const last = of(addresses.at(-1)!);
+    const bucket = latencyBucket(Number(match[1]) * 1000);
+    while (last.latency.length <= bucket) last.latency.push(0);
+    last.latency[bucket] = last.latency[bucket]! + 1;
+  }
+  return { endpoints: Object.fromEntries(counts), consumed: end < 0 ? 0 : Buffer.byteLength(text.slice(0, end + 1)), skipped };
+}

@@ -1,0 +1,190 @@
+import {
+  type CanaryAnalysis,
+  type DeployPlan,
+  NodropError,
+  type ObservedInstance,
+  type PlanInput,
+  type PlanPhase,
+  type PlanStep,
+  type Routing,
+  type Strategy,
+  formatDuration,
+  replaceSteps,
+  singlePool,
+} from "@nodrop/core";
+import { type CanaryOptions, canaryOptionsSchema } from "./options.js";
+
+/** One step of the canary as planned: the share of clients and how its gate watches it. */
+export interface CanaryStep {
+  readonly weight: number;
+  readonly ms: number;
+  readonly analysis: boolean;
+}
+
+const percentOf = (text: string) => Number(text.slice(0, -1));
+
+/** The steps from the options, checked: growing shares below 100%. */
+export function canarySteps(options: CanaryOptions): CanaryStep[] {
+  const gate = options.gate ?? 60_000;
+  const analyze = options.analysis?.enabled ?? true;
+  const steps = (options.steps ?? ["10%", "50%"]).map((s) =>
+    typeof s === "string" ? { weight: percentOf(s), ms: gate, analysis: analyze } : { weight: percentOf(s.weight), ms: s.pause ?? gate, analysis: analyze && (s.analysis ?? true) },
+  );
+  const problems: string[] = [];
+  steps.forEach((s, i) => {
+    if (s.weight <= 0 || s.weight >= 100) problems.push(`strategy.steps[${i}]: ${s.weight}% must be above 0% and below 100% (the last step to 100% is the promotion)`);
+    if (i > 0 && s.weight <= steps[i - 1]!.weight) problems.push(`strategy.steps[${i}]: ${s.weight}% must be more than the step before (${steps[i - 1]!.weight}%): a share only grows, so no client moves back`);
+  });
+  if (problems.length > 0) throw new NodropError("E_PLAN", problems.join("; "));
+  return steps;
+}
+
+/** The gates' thresholds from the options. */
+export function canaryAnalysis(options: CanaryOptions): CanaryAnalysis {
+  const a = options.analysis;
+  return {
+    minRequests: a?.minRequests ?? 50,
+    maxErrorRateIncrease: percentOf(a?.maxErrorRateIncrease ?? "1%") / 100,
+    maxLatencyRatio: a?.maxLatencyRatio ?? 2,
+    latencyFloorMs: a?.latencyFloor ?? 25,
+    intervalMs: a?.interval ?? 5000,
+    extraMs: a?.extraTime ?? 60_000,
+  };
+}
+
+/** How many instances serve the new version at a share: enough for it (at least one), leaving at least one on the old. */
+export function canaryCount(weight: number, fleet: number): number {
+  return Math.min(fleet - 1, Math.max(1, Math.ceil((weight * fleet) / 100 - 1e-9)));
+}
+
+/** Orders instances host by host in turn (a1, b1, a2, b2, ...), so that a step's instances spread over hosts. */
+function spreadByHost(instances: readonly ObservedInstance[]): ObservedInstance[] {
+  const byHost = new Map<string, ObservedInstance[]>();
+  for (const i of instances) byHost.set(i.host, [...(byHost.get(i.host) ?? []), i]);
+  const lists = [...byHost.values()];
+  const out: ObservedInstance[] = [];
+  for (let round = 0; out.length < instances.length; round++) for (const list of lists) if (round < list.length) out.push(list[round]!);
+  return out;
+}
+
+/** The routing of a canary under way: the old version's pool takes the default, `percent` of clients and every pinned client go to the new. */
+function canaryRouting(stable: readonly string[], canary: readonly string[], version: string, key: string, percent: number | undefined): Routing {
+  return { pools: { stable: [...stable], canary: [...canary] }, defaultPool: "stable", pins: { [version]: "canary" }, ...(percent !== undefined ? { split: { key, percent, to: "canary" } } : {}) };
+}
+
+const share = (count: number, fleet: number) => Math.min(99.99, Math.round((10_000 * count) / fleet) / 100);
+
+/**
+ * Canary: a growing share of clients on the new version. At each step, the instances the share
+ * needs are taken out of the old version's pool (drained), replaced and checked, and join the
+ * canary pool; nginx's split_clients sends that share of clients to it, and the version cookie pins
+ * every client the new version served. A step ends with its gate: the engine compares the new
+ * version's 5xx rate and latency with the old one's in the same window, and a breach puts every
+ * client and every canary instance back on the old version. After the last step, the rest of the
+ * fleet is promoted batch by batch, the share following capacity, to 100%.
+ */
+export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typeof canaryOptionsSchema } {
+  return {
+    name: "canary",
+    optionsSchema: canaryOptionsSchema,
+    plan({ instances, version, proxy, options }: PlanInput<CanaryOptions>): DeployPlan {
+      const all = instances.map((i) => i.id);
+      const steps = canarySteps(options);
+      if (!proxy.split) throw new NodropError("E_PLAN", "strategy: canary needs a proxy that can split clients by weight (nginx); this proxy cannot");
+      if (!proxy.versionPinning) throw new NodropError("E_PLAN", "strategy: canary needs a proxy that pins clients to a version (the version cookie); this proxy cannot");
+      const analyzed = steps.some((s) => s.analysis);
+      if (analyzed && !proxy.traffic) {
+        throw new NodropError("E_PLAN", "strategy.analysis: the gates read each version's figures from the proxy, and this one cannot count traffic: set proxy.accessLog (nginx), or strategy.analysis.enabled: false");
+      }
+      const done = instances.filter((i) => i.version === version && i.healthy);
+      const stable = spreadByHost(instances.filter((i) => i.version !== version && i.healthy && i.inPool));
+      const outside = instances.filter((i) => !done.includes(i) && !stable.includes(i)).map((i) => i.id);
+      if (done.length === all.length) {
+        const out = instances.filter((i) => !i.inPool).map((i) => i.id);
+        if (out.length === 0) return { strategy: "canary", version, phases: [], notes: [`all ${all.length} instances already run ${version}`] };
+        const rejoin: PlanPhase = { name: "rejoin", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", { [version]: "all" }), why: `${out.join(", ")} back: all instances on ${version}` }] };
+        return { strategy: "canary", version, phases: [rejoin], notes: [`all ${all.length} instances already run ${version}; ${out.join(", ")} rejoin the pool`] };
+      }
+      if (stable.length < 2 && done.length === 0) throw new NodropError("E_PLAN", `strategy: a canary needs at least two healthy instances serving the old version (${stable.length} do)`);
+
+      const key = options.key ?? "$remote_addr$http_user_agent";
+      const analysis = canaryAnalysis(options);
+      const notes: string[] = [];
+      const phases: PlanPhase[] = [];
+      let canary = done.map((i) => i.id);
+      let old = stable.map((i) => i.id);
+      let weight: number | undefined = done.length > 0 ? share(done.length, all.length) : undefined;
+      if (done.length > 0) notes.push(`${canary.join(", ")} already run ${version}: they start as the canary`);
+
+      for (const step of steps) {
+        const target = Math.max(canary.length, canaryCount(step.weight, all.length));
+        const batch = old.slice(0, Math.max(0, Math.min(target - canary.length, old.length - 1)));
+        const phaseSteps: PlanStep[] = [];
+        const rest = old.filter((id) => !batch.includes(id));
+        if (batch.length > 0) {
+          // Before anything serves the new version, its pin points at the instances being replaced (nobody holds it yet).
+          phaseSteps.push({ kind: "route", routing: canaryRouting(rest, canary.length > 0 ? canary : batch, version, key, canary.length > 0 ? weight : undefined), why: `${batch.join(", ")} out of the old version's pool` });
+          phaseSteps.push(...replaceSteps(batch));
+        }
+        const joined = [...canary, ...batch];
+        phaseSteps.push({ kind: "route", routing: canaryRouting(rest, joined, version, key, step.weight), why: `${step.weight}% of clients to ${version} on ${joined.join(", ")}` });
+        phaseSteps.push({ kind: "gate", name: `${step.weight}%`, weight: step.weight, ms: step.ms, instances: [], ...(step.analysis ? { analysis } : {}) });
+        phases.push({ name: `canary ${step.weight}%`, instances: batch, steps: phaseSteps, onFailure: "revert", revertAlso: canary });
+        canary = joined;
+        old = rest;
+        weight = step.weight;
+      }
+      phases.push(...promotion(old, outside, canary, version, key, weight!, all.length, options.batchSize ?? 1));
+      const last = steps.at(-1)!;
+      notes.push(
+        `steps: ${steps.map((s) => `${s.weight}% (${s.analysis ? "analysed" : "watched"} for ${formatDuration(s.ms)})`).join(", ")}, then ${version} is promoted to every instance`,
+        `clients are split by ${key}; the version cookie keeps every client ${version} served on it`,
+        ...(analyzed ? [`a gate fails on more than ${100 * analysis.maxErrorRateIncrease}% more 5xx, or a p99 over ${analysis.maxLatencyRatio}x the old version's, after at least ${analysis.minRequests} requests; then every client and instance goes back`] : []),
+        ...(outside.length > 0 ? [`${outside.join(", ")} out of the pool or unhealthy: replaced at the promotion`] : []),
+      );
+      if (last.weight < 50) notes.push(`the last step gives ${version} ${last.weight}% of clients; the promotion after it is not gated`);
+      return { strategy: "canary", version, phases, notes };
+    },
+    recoveryRouting(healthy, context) {
+      // After a failure: a canary's abort routes everyone to the old version before it reverts the
+      // canary instances; what serves then is one version's pool, or both with the new one pinned.
+      const fresh = healthy.filter((i) => i.version === context.version).map((i) => i.id);
+      const older = healthy.filter((i) => i.version !== context.version).map((i) => i.id);
+      if (older.length === 0) return singlePool(fresh, "all", { [context.version]: "all" });
+      if (fresh.length === 0) return singlePool(older);
+      return { pools: { stable: older, canary: fresh }, defaultPool: "stable", pins: { [context.version]: "canary" } };
+    },
+  };
+}
+
+/**
+ * After the last step: the old version's instances go batch by batch, each out of its pool,
+ * replaced and into the canary's, the share following the canary's capacity; the last batch goes
+ * with every client on the new version. Then one pool of all, still pinned.
+ */
+function promotion(old: readonly string[], outside: readonly string[], canary: readonly string[], version: string, key: string, weight: number, fleet: number, size: number): PlanPhase[] {
+  const phases: PlanPhase[] = [];
+  let serving = [...old];
+  let joined = [...canary];
+  let percent = weight;
+  const revert = () => ({ onFailure: "revert" as const, revertAlso: [...joined] });
+  if (outside.length > 0) phases.push({ name: "promote: out of pool", instances: [...outside], steps: replaceSteps(outside), ...revert() });
+  while (serving.length > 0) {
+    const batch = serving.slice(0, size);
+    const rest = serving.filter((id) => !batch.includes(id));
+    const steps: PlanStep[] =
+      rest.length > 0
+        ? [
+            { kind: "route", routing: canaryRouting(rest, joined, version, key, percent), why: `promote: ${batch.join(", ")} out of the old version's pool` },
+            ...replaceSteps(batch),
+            { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, (percent = Math.max(percent, share(joined.length + batch.length, fleet)))), why: `promote: ${percent}% of clients to ${version}` },
+          ]
+        : [{ kind: "route", routing: singlePool(joined, "canary", { [version]: "canary" }), why: `promote: every client to ${version}` }, ...replaceSteps(batch)];
+    phases.push({ name: `promote ${batch.join(", ")}`, instances: batch, steps, ...revert() });
+    joined = [...joined, ...batch];
+    serving = rest;
+  }
+  const all = [...joined, ...outside.filter((id) => !joined.includes(id))];
+  phases.push({ name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", { [version]: "all" }), why: `all instances on ${version}` }] });
+  return phases;
+}

@@ -1,0 +1,5 @@
+export { canaryStrategy, canarySteps, canaryAnalysis, canaryCount } from "./canary.js";
+export type { CanaryStep } from "./canary.js";
+export { canaryOptionsSchema } from "./options.js";
+export type { CanaryOptions } from "./options.js";
+export { canaryPlugin, canaryPlugin as default } from "./plugin.js";
