@@ -43,6 +43,7 @@ import { sshExecutor } from "@nodrop/ssh";
 import { rollingStrategy } from "@nodrop/strategy-rolling";
 import { halfSplitStrategy } from "@nodrop/strategy-half-split";
 import { stickyStrategy } from "@nodrop/strategy-sticky";
+import { canaryStrategy } from "@nodrop/strategy-canary";
 import { builtInPlugins, configReference, createDeployment, resolveConfig } from "@nodrop/deployment";
 
 const names = JSON.parse(process.argv[2]);
@@ -57,9 +58,10 @@ const fleet = [8011, 8012, 8013, 8014].map((port) => ({
   id: "web-" + port, host: "local", address: "127.0.0.1", port, version: "v1", healthy: true, inPool: true,
 }));
 const proxy = nginxProxy({ app: "web", configFile: "/nonexistent/nodrop/web.conf", executor: localExecutor() });
-for (const strategy of [rollingStrategy(), halfSplitStrategy(), stickyStrategy()]) {
+for (const strategy of [rollingStrategy(), halfSplitStrategy(), stickyStrategy(), canaryStrategy()]) {
   const options = strategy.optionsSchema.parse({}, "strategy", []);
-  const plan = strategy.plan({ instances: fleet, version: "v2", proxy: proxy.capabilities, options });
+  // The canary's gates count traffic: nginx can once proxy.accessLog is set.
+  const plan = strategy.plan({ instances: fleet, version: "v2", proxy: { ...proxy.capabilities, traffic: true }, options });
   out.plans[strategy.name] = plan.phases.map((phase) => phase.name);
 }
 
@@ -211,11 +213,12 @@ describe("packed packages installed with npm outside the workspace", () => {
       rolling: ["batch 1/4", "batch 2/4", "batch 3/4", "batch 4/4", "finish"],
       "half-split": ["half A", "switch, half B", "finish"],
       sticky: ["batch 1/4", "batch 2/4", "batch 3/4", "batch 4/4", "finish"],
+      canary: ["canary 10%", "canary 50%", "promote web-8013", "promote web-8014", "finish"],
     });
-    expect(out.proxy).toEqual({ name: "nginx", capabilities: { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true, backgroundDrain: true } });
+    expect(out.proxy).toEqual({ name: "nginx", capabilities: { versionPinning: true, drainsOldRouting: true, timedSwitch: true, affinity: true, poolSlots: true, backgroundDrain: true, split: true } });
     expect(out.ssh).toEqual({ name: "ssh", host: "web1", connectionsOpened: 0 });
     expect(out.deployment).toEqual({ proxy: "nginx", strategy: "sticky", pools: ["live"], affinity: true });
-    expect(out.cliStrategies).toEqual(["rolling", "half-split", "blue-green", "sticky"]);
+    expect(out.cliStrategies).toEqual(["rolling", "half-split", "blue-green", "sticky", "canary", "canary-abort"]);
     expect(out.reference).toBe("# Configuration reference");
     expect(out.configError).toBe("E_CONFIG");
     expect(out.required).toBe(true);
@@ -246,7 +249,7 @@ describe("packed packages installed with npm outside the workspace", () => {
       });
     }
     // The strategies' and the adapters' READMEs each show an example.
-    for (const name of ["core", "nginx", "ssh", "strategy-rolling", "strategy-half-split", "strategy-sticky", "deployment"]) expect(files).toContain(`readme-${name}-1.ts`);
+    for (const name of ["core", "nginx", "ssh", "strategy-rolling", "strategy-half-split", "strategy-sticky", "strategy-canary", "deployment"]) expect(files).toContain(`readme-${name}-1.ts`);
     writeFileSync(
       path.join(scratch, "tsconfig.json"),
       JSON.stringify({

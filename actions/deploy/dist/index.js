@@ -50045,6 +50045,9 @@ function error(message, properties = {}) {
 function warning(message, properties = {}) {
   issueCommand("warning", toCommandProperties(properties), message instanceof Error ? message.toString() : message);
 }
+function notice(message, properties = {}) {
+  issueCommand("notice", toCommandProperties(properties), message instanceof Error ? message.toString() : message);
+}
 function info(message) {
   process.stdout.write(message + os5.EOL);
 }
@@ -50903,8 +50906,8 @@ var configSchema = object({
   }),
   strategy: optional(
     mapping({
-      hint: "a mapping with use (rolling, half-split, blue-green, sticky, a package name or a ./file)",
-      doc: "The strategy (`use`: rolling, half-split, blue-green, sticky, an npm package or a ./file next to this config; `name` is the older name of `use`) and its options."
+      hint: "a mapping with use (rolling, half-split, blue-green, sticky, canary, a package name or a ./file)",
+      doc: "The strategy (`use`: rolling, half-split, blue-green, sticky, canary, an npm package or a ./file next to this config; `name` is the older name of `use`) and its options."
     }),
     { name: "rolling" }
   ),
@@ -52131,6 +52134,7 @@ function buildReport(run3, strategy, outcome, keepOldMs = 0) {
     ...outcome.releases ? { releases: outcome.releases } : {},
     ...run3.hooks.length > 0 ? { hooks: run3.hooks } : {},
     ...run3.gates.length > 0 ? { gates: run3.gates } : {},
+    ...outcome.paused ? { paused: { ...outcome.paused, since: (/* @__PURE__ */ new Date()).toISOString() } } : {},
     ...run3.verify ? { verify: run3.verify } : {},
     ...keepOldMs > 0 && [...run3.tracked.values()].some((t) => t.idle?.running !== false) ? { keptUntil: new Date(Date.now() + keepOldMs).toISOString() } : {}
   };
@@ -52338,6 +52342,7 @@ function figuresOf(version, counts) {
     errors: counts.errors,
     errorRate: counts.requests === 0 ? 0 : counts.errors / counts.requests,
     p50Ms: percentileMs(counts, 0.5),
+    p90Ms: percentileMs(counts, 0.9),
     p99Ms: percentileMs(counts, 0.99)
   };
 }
@@ -52345,17 +52350,31 @@ function formatFigures(f) {
   const ms2 = (v) => v === void 0 ? "-" : `${v < 10 ? v.toFixed(1) : Math.round(v)} ms`;
   return `${f.version}: ${f.requests} requests, ${f.errors} 5xx (${(100 * f.errorRate).toFixed(1)}%), p50 ${ms2(f.p50Ms)}, p99 ${ms2(f.p99Ms)}`;
 }
-function judgeGate(canary, baseline, analysis, elapsedMs, gateMs) {
+var GatePaused = class extends Error {
+  phase;
+  gate;
+  constructor(phase, gate) {
+    super(`paused at gate ${gate} (${phase}): \`nodrop promote\` goes on, \`nodrop abort\` goes back`);
+    this.phase = phase;
+    this.gate = gate;
+  }
+};
+function judgeGate(canary, baseline, analysis, elapsedMs, gateMs, unattributedErrors = 0) {
+  if (unattributedErrors > 0) {
+    return { decision: "fail", reason: `${unattributedErrors} 5xx the proxy could not attribute to an instance (a pool with no live server left): counted against ${canary.version}` };
+  }
   const enough = canary.requests >= analysis.minRequests;
   if (enough) {
-    const increase = canary.errorRate - baseline.errorRate;
-    if (increase > analysis.maxErrorRateIncrease) {
-      return { decision: "fail", reason: `5xx rate ${pct(canary.errorRate)} against ${pct(baseline.errorRate)} on ${baseline.version}: more than ${pct(analysis.maxErrorRateIncrease)} above` };
+    const baseRate = baseline.requests >= analysis.minRequests ? baseline.errorRate : 0;
+    const increase = canary.errorRate - baseRate;
+    if (increase > analysis.maxErrorRateIncrease && binomialTail(canary.errors, canary.requests, Math.min(1, baseRate + analysis.maxErrorRateIncrease)) < BREACH_P) {
+      return { decision: "fail", reason: `5xx rate ${pct(canary.errorRate)} against ${pct(baseRate)} on ${baseline.version}: more than ${pct(analysis.maxErrorRateIncrease)} above` };
     }
-    if (baseline.requests >= analysis.minRequests && canary.p99Ms !== void 0 && baseline.p99Ms !== void 0) {
-      const reference = Math.max(baseline.p99Ms, analysis.latencyFloorMs);
-      if (canary.p99Ms > analysis.maxLatencyRatio * reference) {
-        return { decision: "fail", reason: `p99 latency ${ms(canary.p99Ms)} against ${ms(baseline.p99Ms)} on ${baseline.version}: more than ${analysis.maxLatencyRatio}x` };
+    if (baseline.requests >= analysis.minRequests) {
+      const fine = canary.requests >= LATENCY_MIN_REQUESTS && baseline.requests >= LATENCY_MIN_REQUESTS;
+      const [name, ours, theirs] = fine ? ["p99", canary.p99Ms, baseline.p99Ms] : ["p90", canary.p90Ms, baseline.p90Ms];
+      if (ours !== void 0 && theirs !== void 0 && ours > analysis.maxLatencyRatio * Math.max(theirs, analysis.latencyFloorMs)) {
+        return { decision: "fail", reason: `${name} latency ${ms(ours)} against ${ms(theirs)} on ${baseline.version}: more than ${analysis.maxLatencyRatio}x` };
       }
     }
   }
@@ -52363,6 +52382,22 @@ function judgeGate(canary, baseline, analysis, elapsedMs, gateMs) {
   if (enough) return { decision: "pass", reason: `${canary.requests} requests within the thresholds` };
   if (elapsedMs < gateMs + analysis.extraMs) return { decision: "wait", reason: `waiting for ${analysis.minRequests} requests (${canary.requests} so far)` };
   return { decision: "fail", reason: `inconclusive: ${canary.requests} requests on ${canary.version} in ${ms(elapsedMs)}, fewer than the ${analysis.minRequests} a verdict needs` };
+}
+var BREACH_P = 0.01;
+var LATENCY_MIN_REQUESTS = 200;
+function binomialTail(k, n, p) {
+  if (k <= 0) return 1;
+  if (k > n) return 0;
+  if (p <= 0) return 0;
+  if (p >= 1) return 1;
+  let log = n * Math.log1p(-p);
+  let below = log;
+  const ratio = Math.log(p) - Math.log1p(-p);
+  for (let i = 0; i < k - 1; i++) {
+    log += Math.log(n - i) - Math.log(i + 1) + ratio;
+    below = Math.max(below, log) + Math.log1p(Math.exp(-Math.abs(below - log)));
+  }
+  return Math.max(0, 1 - Math.exp(below));
 }
 var pct = (rate) => `${(100 * rate).toFixed(2).replace(/\.?0+$/, "")}%`;
 var ms = (v) => v >= 1e3 ? `${(v / 1e3).toFixed(1)} s` : `${Math.round(v)} ms`;
@@ -52376,6 +52411,11 @@ async function runGateStep(context, phase, step3) {
     run3.emit({ type: "gate", ...full });
     return full;
   };
+  if (step3.manual) {
+    const report = record({ decision: "paused", reason: `${step3.weight}% of clients on ${run3.version}, waiting for \`nodrop promote\`` });
+    await announce(context, { phase: phase.name, kind: "gate", instance: void 0, status: "paused", detail: report.reason });
+    throw new GatePaused(phase.name, step3.name);
+  }
   await timed(context, phase.name, "gate", void 0, async () => {
     const analysis = step3.analysis;
     if (!analysis) {
@@ -52386,14 +52426,16 @@ async function runGateStep(context, phase, step3) {
     if (!proxy.capabilities.traffic || !proxy.traffic) throw new NodropError("E_PLAN", `gate ${step3.name}: proxy ${proxy.name} cannot count traffic (nginx: set proxy.accessLog)`);
     let cursor = (await proxy.traffic(void 0, { signal })).cursor;
     let totals = /* @__PURE__ */ new Map();
+    let unattributed = 0;
     for (; ; ) {
       await sleep(Math.min(analysis.intervalMs, Math.max(0, step3.ms - (performance.now() - t0))) || analysis.intervalMs, signal).catch(() => Promise.reject(abortError(signal)));
       const window2 = await proxy.traffic(cursor, { signal });
       cursor = window2.cursor;
       totals = addByVersion(totals, window2.endpoints, versionAt(context));
+      if (Number.isSafeInteger(window2.unattributed?.errors)) unattributed += window2.unattributed.errors;
       const canary = figuresOf(run3.version, totals.get(run3.version) ?? emptyCounts());
       const baseline = figuresOf(otherVersions(totals, run3.version), sumOthers(totals, run3.version));
-      const verdict = judgeGate(canary, baseline, analysis, performance.now() - t0, step3.ms);
+      const verdict = judgeGate(canary, baseline, analysis, performance.now() - t0, step3.ms, unattributed);
       if (verdict.decision === "wait") continue;
       const report = record({ decision: verdict.decision === "pass" ? "passed" : "failed", reason: verdict.reason, canary, baseline });
       if (verdict.decision === "pass") return `${report.reason}; ${formatFigures(canary)}; ${formatFigures(baseline)}`;
@@ -52836,7 +52878,7 @@ var JournalListener = class {
     else await append;
   }
   async finished(run3, report) {
-    if (!this.opened) return;
+    if (!this.opened || report.paused) return;
     await this.journal.append({
       type: "end",
       id: run3.id,
@@ -52870,8 +52912,13 @@ async function groupTraffic(members, cursor, context) {
   }
   const windows = await Promise.all(members.map((m, i) => m.proxy.traffic(cursors[i], context)));
   const endpoints = {};
-  for (const w of windows) for (const [where, counts] of Object.entries(w.endpoints)) endpoints[where] = Object.hasOwn(endpoints, where) ? addCounts(endpoints[where], counts) : counts;
-  return { cursor: JSON.stringify(windows.map((w) => w.cursor)), endpoints };
+  const unattributed = { requests: 0, errors: 0 };
+  for (const w of windows) {
+    for (const [where, counts] of Object.entries(w.endpoints)) if (validCounts(counts)) endpoints[where] = Object.hasOwn(endpoints, where) ? addCounts(endpoints[where], counts) : counts;
+    unattributed.requests += Number.isSafeInteger(w.unattributed?.requests) ? w.unattributed.requests : 0;
+    unattributed.errors += Number.isSafeInteger(w.unattributed?.errors) ? w.unattributed.errors : 0;
+  }
+  return { cursor: JSON.stringify(windows.map((w) => w.cursor)), endpoints, unattributed };
 }
 function proxyGroup(members) {
   if (members.length === 0) throw new Error("internal: a proxy group needs at least one member");
@@ -53177,7 +53224,13 @@ async function planDeploy(options) {
   }
   const inspections = await inspectIdleSlots(options, observed);
   const seenObserved = await Promise.all(observed.map((o) => withIdleSlot(options, o, inspections.get(o.id))));
-  const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
+  const planned = options.strategy.plan({
+    instances: seenObserved,
+    version: options.version,
+    proxy: options.proxy.capabilities,
+    options: options.strategyOptions,
+    ...options.passedGates?.length ? { passedGates: options.passedGates } : {}
+  });
   const planning = planned.phases.find((p) => p.steps.some((step3) => step3.kind === "release"));
   if (planning) throw new NodropError("E_PLAN", `phase "${planning.name}" has a release step: the engine adds the release phase, a strategy does not plan one`);
   const plan = checkPlanShape(withEnginePhases(planned, read2.reconcile, options), seenObserved);
@@ -53305,7 +53358,7 @@ async function batchHook(context, name, plan, index) {
 }
 async function afterSuccess(context, outcome) {
   const setup = context.options.release;
-  if (outcome.error || !setup?.keep) return outcome;
+  if (outcome.error || outcome.paused || !setup?.keep) return outcome;
   const { run: run3 } = context;
   const protect = /* @__PURE__ */ new Set([run3.version]);
   if (setup.rollbackTarget && run3.observed.every((o) => o.version === run3.version)) protect.add(setup.rollbackTarget);
@@ -53343,6 +53396,11 @@ async function runPhases(context, plan) {
       }
       endPhase(true);
     } catch (error2) {
+      if (error2 instanceof GatePaused) {
+        await settleBackground(context);
+        endPhase(true);
+        return { paused: { phase: error2.phase, gate: error2.gate } };
+      }
       const failure = toNodropError(error2, "E_INSTANCE");
       await settleBackground(context);
       const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? (failure.code === "E_HOOK" ? "beforeBatch" : "?")}`);
@@ -53407,6 +53465,7 @@ async function afterFailure(context, phase, failure, step3) {
   return { error: failure, step: step3, recovery: await recoverPhase(context, phase, failure) };
 }
 async function postHook(context, outcome) {
+  if (outcome.paused) return;
   const env = { NODROP_RESULT: outcome.error ? "failed" : "succeeded" };
   if (outcome.error) {
     env.NODROP_ERROR_CODE = outcome.error.code;
@@ -53805,6 +53864,10 @@ function lastDeploy(records) {
   const end = own3.find((r) => r.type === "end");
   const step3 = own3.filter((r) => r.type === "step").at(-1);
   const text = (value) => typeof value === "string" && /^[\x20-\x7e]{1,100}$/.test(value) ? value : describeValue(value, 40);
+  const gateRecords = own3.filter((r) => r.type === "step" && r.kind === "gate" && r.status !== "start");
+  const phaseName = (value) => typeof value === "string" && /^[A-Za-z0-9][A-Za-z0-9 .,%:/_-]{0,99}$/.test(value);
+  const gates = gateRecords.map((r) => ({ phase: text(r.phase), status: text(r.status), detail: typeof r.detail === "string" && /^[\x20-\x7e]{1,400}$/.test(r.detail) ? r.detail : r.detail === void 0 ? "" : describeValue(r.detail, 40) }));
+  const passedGates = [...new Set(gateRecords.filter((r) => r.status === "ok" && phaseName(r.phase)).map((r) => r.phase))];
   return {
     id: start.id,
     version: start.version,
@@ -53813,6 +53876,9 @@ function lastDeploy(records) {
     finished: end !== void 0,
     ok: end === void 0 ? void 0 : end.ok === true,
     from,
+    paused: step3?.kind === "gate" && step3.status === "paused" && phaseName(step3.phase) ? step3.phase : void 0,
+    gates,
+    passedGates,
     lastStep: step3 ? `${text(step3.phase)}: ${text(step3.kind)}${step3.instance ? ` ${isSafeName(step3.instance) ? step3.instance : describeValue(step3.instance, 40)}` : step3.host ? ` ${isSafeName(step3.host) ? step3.host : describeValue(step3.host, 40)}` : ""} (${text(step3.status)})` : void 0
   };
 }
@@ -54517,6 +54583,7 @@ import { isIP as isIP4 } from "net";
 var TRAFFIC_READ_BYTES = 900 * 1024;
 var LINE = /^\d{1,12}\.\d{3}\|\d{3}\|(\d{1,7}\.\d{3})\|([^|]*)\|([^|]*)$/;
 var ENDPOINT = /^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]{2,45}\]):\d{1,5}$/;
+var UPSTREAM_NAME = /^[A-Za-z0-9_]{1,100}$/;
 var CURSOR = /^(\d{1,20}):(\d{1,20})$/;
 function formatCursor(cursor) {
   return `${cursor.inode}:${cursor.offset}`;
@@ -54556,6 +54623,7 @@ function parseAccessLog(text) {
     return c;
   };
   let skipped = 0;
+  const unattributed = { requests: 0, errors: 0 };
   for (const line of whole.split("\n")) {
     if (line === "") continue;
     const match = LINE.exec(line);
@@ -54565,22 +54633,32 @@ function parseAccessLog(text) {
     }
     const addresses = match[3].split(/, | : /);
     const statuses = match[2].split(/, | : /);
-    if (addresses.length !== statuses.length || !addresses.every((a) => ENDPOINT.test(a))) {
-      if (addresses.some((a) => a !== "-" && !a.startsWith("unix:"))) skipped += 1;
+    if (addresses.length !== statuses.length) {
+      skipped += 1;
       continue;
     }
+    if (addresses.every((a) => a === "-" || a.startsWith("unix:"))) continue;
+    let attributed = false;
     addresses.forEach((where, i) => {
-      const c = of(where);
-      c.requests += 1;
       const status = Number(statuses[i]);
-      if (!(status < 500)) c.errors += 1;
+      const error2 = status >= 500;
+      if (ENDPOINT.test(where)) {
+        const c = of(where);
+        c.requests += 1;
+        if (error2) c.errors += 1;
+        attributed = true;
+      } else if (UPSTREAM_NAME.test(where)) {
+        unattributed.requests += 1;
+        if (error2) unattributed.errors += 1;
+      } else skipped += 1;
     });
+    if (!attributed) continue;
     const last = of(addresses.at(-1));
     const bucket = latencyBucket(Number(match[1]) * 1e3);
     while (last.latency.length <= bucket) last.latency.push(0);
     last.latency[bucket] = last.latency[bucket] + 1;
   }
-  return { endpoints: Object.fromEntries(counts), consumed: end < 0 ? 0 : Buffer.byteLength(text.slice(0, end + 1)), skipped };
+  return { endpoints: Object.fromEntries(counts), unattributed, consumed: end < 0 ? 0 : Buffer.byteLength(text.slice(0, end + 1)), skipped };
 }
 var NGINX_NAME = /^[A-Za-z0-9_]{1,48}$/;
 var upstreamName = (name, pool) => `nodrop_${name}_${pool}`;
@@ -55115,6 +55193,7 @@ ${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within $
     const log = options.accessLog;
     let at = cursor === void 0 ? void 0 : parseCursor(cursor);
     const endpoints = {};
+    const unattributed = { requests: 0, errors: 0 };
     for (let piece = 0; piece < 8; piece++) {
       const result = await run3(trafficCommand(log, at), signal);
       if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot read the access log ${log} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
@@ -55122,13 +55201,16 @@ ${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within $
       const head = /^(\d{1,20}) (\d{1,20}) (\d{1,20})$/.exec(result.stdout.slice(0, newline));
       if (!head) throw new NodropError("E_PROXY_SETUP", `cannot read the access log ${log} on ${executor.host}: unexpected output`);
       const [inode, from, length] = [head[1], Number(head[2]), Number(head[3])];
-      if (at === void 0) return { cursor: formatCursor({ inode, offset: from }), endpoints };
+      if (at === void 0) return { cursor: formatCursor({ inode, offset: from }), endpoints, unattributed };
       const parsed = parseAccessLog(result.stdout.slice(newline + 1));
       for (const [where, counts] of Object.entries(parsed.endpoints)) endpoints[where] = Object.hasOwn(endpoints, where) ? addCounts(endpoints[where], counts) : counts;
-      at = { inode, offset: from + parsed.consumed };
-      if (length < TRAFFIC_READ_BYTES || parsed.consumed === 0) break;
+      unattributed.requests += parsed.unattributed.requests;
+      unattributed.errors += parsed.unattributed.errors;
+      const full = length >= TRAFFIC_READ_BYTES;
+      at = { inode, offset: from + (full && parsed.consumed === 0 ? length : parsed.consumed) };
+      if (!full) break;
     }
-    return { cursor: formatCursor(at), endpoints };
+    return { cursor: formatCursor(at), endpoints, unattributed };
   };
   return {
     name: "nginx",
@@ -55342,7 +55424,12 @@ var percentOf = (doc) => schema_exports.str({ pattern: /^(?:100|[1-9]?[0-9](?:\.
 var percent = percentOf();
 var step = schema_exports.object({
   weight: percent,
-  pause: schema_exports.optional(schema_exports.duration({ doc: "How long this step's gate lasts, instead of strategy.gate." })),
+  pause: schema_exports.optional(
+    schema_exports.either(schema_exports.oneOf(["manual"]), schema_exports.duration(), {
+      hint: 'a duration, or "manual"',
+      doc: 'How long this step\'s gate lasts, instead of strategy.gate; "manual": the deploy pauses here until `nodrop promote` (or `nodrop abort`), however long that takes.'
+    })
+  ),
   analysis: schema_exports.optional(schema_exports.bool({ doc: "Whether this step's gate analyses the proxy's counts (false: it only waits)." }))
 });
 var canaryOptionsSchema = schema_exports.object({
@@ -55376,7 +55463,7 @@ function canarySteps(options) {
   const gate = options.gate ?? 6e4;
   const analyze = options.analysis?.enabled ?? true;
   const steps = (options.steps ?? ["10%", "50%"]).map(
-    (s) => typeof s === "string" ? { weight: percentOf2(s), ms: gate, analysis: analyze } : { weight: percentOf2(s.weight), ms: s.pause ?? gate, analysis: analyze && (s.analysis ?? true) }
+    (s) => typeof s === "string" ? { weight: percentOf2(s), ms: gate, analysis: analyze, manual: false } : { weight: percentOf2(s.weight), ms: typeof s.pause === "number" ? s.pause : gate, analysis: analyze && (s.analysis ?? true) && s.pause !== "manual", manual: s.pause === "manual" }
   );
   const problems = [];
   steps.forEach((s, i) => {
@@ -55411,12 +55498,15 @@ function spreadByHost(instances) {
 function canaryRouting(stable, canary, version, key, percent22) {
   return { pools: { stable: [...stable], canary: [...canary] }, defaultPool: "stable", pins: { [version]: "canary" }, ...percent22 !== void 0 ? { split: { key, percent: percent22, to: "canary" } } : {} };
 }
+function beforeCanary(stable) {
+  return singlePool(stable, "stable");
+}
 var share = (count, fleet) => Math.min(99.99, Math.round(1e4 * count / fleet) / 100);
 function canaryStrategy() {
   return {
     name: "canary",
     optionsSchema: canaryOptionsSchema,
-    plan({ instances, version, proxy, options }) {
+    plan({ instances, version, proxy, options, passedGates = [] }) {
       const all = instances.map((i) => i.id);
       const steps = canarySteps(options);
       if (!proxy.split) throw new NodropError("E_PLAN", "strategy: canary needs a proxy that can split clients by weight (nginx); this proxy cannot");
@@ -55441,7 +55531,8 @@ function canaryStrategy() {
       const phases = [];
       let canary = done.map((i) => i.id);
       let old = stable.map((i) => i.id);
-      let weight = done.length > 0 ? share(done.length, all.length) : void 0;
+      const floor = done.length > 0 ? share(done.length, all.length) : 0;
+      let weight = done.length > 0 ? floor : void 0;
       if (done.length > 0) notes.push(`${canary.join(", ")} already run ${version}: they start as the canary`);
       for (const step22 of steps) {
         const target = Math.max(canary.length, canaryCount(step22.weight, all.length));
@@ -55449,21 +55540,23 @@ function canaryStrategy() {
         const phaseSteps = [];
         const rest = old.filter((id) => !batch.includes(id));
         if (batch.length > 0) {
-          phaseSteps.push({ kind: "route", routing: canaryRouting(rest, canary.length > 0 ? canary : batch, version, key, canary.length > 0 ? weight : void 0), why: `${batch.join(", ")} out of the old version's pool` });
+          phaseSteps.push({ kind: "route", routing: canary.length > 0 ? canaryRouting(rest, canary, version, key, weight) : beforeCanary(rest), why: `${batch.join(", ")} out of the old version's pool` });
           phaseSteps.push(...replaceSteps(batch));
         }
         const joined = [...canary, ...batch];
-        phaseSteps.push({ kind: "route", routing: canaryRouting(rest, joined, version, key, step22.weight), why: `${step22.weight}% of clients to ${version} on ${joined.join(", ")}` });
-        phaseSteps.push({ kind: "gate", name: `${step22.weight}%`, weight: step22.weight, ms: step22.ms, instances: [], ...step22.analysis ? { analysis } : {} });
-        phases.push({ name: `canary ${step22.weight}%`, instances: batch, steps: phaseSteps, onFailure: "revert", revertAlso: canary });
+        const percent22 = Math.max(step22.weight, floor);
+        phaseSteps.push({ kind: "route", routing: canaryRouting(rest, joined, version, key, percent22), why: `${percent22}% of clients to ${version} on ${joined.join(", ")}` });
+        const name = `canary ${step22.weight}%`;
+        if (!passedGates.includes(name)) phaseSteps.push({ kind: "gate", name: `${step22.weight}%`, weight: step22.weight, ms: step22.ms, instances: [], ...step22.analysis ? { analysis } : {}, ...step22.manual ? { manual: true } : {} });
+        phases.push({ name, instances: batch, steps: phaseSteps, onFailure: "revert", revertAlso: canary });
         canary = joined;
         old = rest;
-        weight = step22.weight;
+        weight = percent22;
       }
       phases.push(...promotion(old, outside2, canary, version, key, weight, all.length, options.batchSize ?? 1));
       const last = steps.at(-1);
       notes.push(
-        `steps: ${steps.map((s) => `${s.weight}% (${s.analysis ? "analysed" : "watched"} for ${formatDuration(s.ms)})`).join(", ")}, then ${version} is promoted to every instance`,
+        `steps: ${steps.map((s) => `${s.weight}% (${passedGates.includes(`canary ${s.weight}%`) ? "passed" : s.manual ? "paused until `nodrop promote`" : `${s.analysis ? "analysed" : "watched"} for ${formatDuration(s.ms)}`})`).join(", ")}, then ${version} is promoted to every instance`,
         `clients are split by ${key}; the version cookie keeps every client ${version} served on it`,
         ...analyzed ? [`a gate fails on more than ${100 * analysis.maxErrorRateIncrease}% more 5xx, or a p99 over ${analysis.maxLatencyRatio}x the old version's, after at least ${analysis.minRequests} requests; then every client and instance goes back`] : [],
         ...outside2.length > 0 ? [`${outside2.join(", ")} out of the pool or unhealthy: replaced at the promotion`] : []
@@ -55485,8 +55578,6 @@ function promotion(old, outside2, canary, version, key, weight, fleet, size2) {
   let serving = [...old];
   let joined = [...canary];
   let percent22 = weight;
-  const revert = () => ({ onFailure: "revert", revertAlso: [...joined] });
-  if (outside2.length > 0) phases.push({ name: "promote: out of pool", instances: [...outside2], steps: replaceSteps(outside2), ...revert() });
   while (serving.length > 0) {
     const batch = serving.slice(0, size2);
     const rest = serving.filter((id) => !batch.includes(id));
@@ -55495,15 +55586,45 @@ function promotion(old, outside2, canary, version, key, weight, fleet, size2) {
       ...replaceSteps(batch),
       { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, percent22 = Math.max(percent22, share(joined.length + batch.length, fleet))), why: `promote: ${percent22}% of clients to ${version}` }
     ] : [{ kind: "route", routing: singlePool(joined, "canary", { [version]: "canary" }), why: `promote: every client to ${version}` }, ...replaceSteps(batch)];
-    phases.push({ name: `promote ${batch.join(", ")}`, instances: batch, steps, ...revert() });
+    phases.push({ name: `promote ${batch.join(", ")}`, instances: batch, steps, onFailure: "revert" });
     joined = [...joined, ...batch];
     serving = rest;
   }
+  if (outside2.length > 0) phases.push({ name: "promote: out of pool", instances: [...outside2], steps: replaceSteps(outside2), onFailure: "isolate" });
   const all = [...joined, ...outside2.filter((id) => !joined.includes(id))];
   phases.push({ name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", { [version]: "all" }), why: `all instances on ${version}` }] });
   return phases;
 }
+var canaryAbortOptionsSchema = schema_exports.object({});
+function canaryAbortStrategy() {
+  return {
+    name: "canary-abort",
+    optionsSchema: canaryAbortOptionsSchema,
+    plan({ instances, version }) {
+      const all = instances.map((i) => i.id);
+      const serving = instances.filter((i) => i.version === version && i.healthy).map((i) => i.id);
+      const back = instances.filter((i) => !serving.includes(i.id)).map((i) => i.id);
+      if (back.length === 0) {
+        const out = instances.filter((i) => !i.inPool).map((i) => i.id);
+        if (out.length === 0) return { strategy: "canary-abort", version, phases: [], notes: [`all ${all.length} instances already run ${version}`] };
+        return { strategy: "canary-abort", version, notes: [`${out.join(", ")} rejoin the pool`], phases: [{ name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all), why: `${out.join(", ")} back` }] }] };
+      }
+      if (serving.length === 0) throw new NodropError("E_PLAN", `no healthy instance runs ${version} to take every client: nothing to abort to (\`nodrop rollback --to\` replaces them one batch at a time)`);
+      const phases = [
+        {
+          name: "abort",
+          instances: back,
+          onFailure: "revert",
+          steps: [{ kind: "route", routing: singlePool(serving), why: `every client back to ${version} on ${serving.join(", ")}` }, ...replaceSteps(back)]
+        },
+        { name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all), why: `all instances on ${version}` }] }
+      ];
+      return { strategy: "canary-abort", version, phases, notes: [`every client goes to ${serving.join(", ")} (${version}) at once; ${back.join(", ")} go back to ${version}`] };
+    }
+  };
+}
 var canaryPlugin = defineStrategy({ name: "canary", optionsSchema: canaryOptionsSchema, create: canaryStrategy });
+var canaryAbortPlugin = defineStrategy({ name: "canary-abort", optionsSchema: canaryAbortOptionsSchema, create: canaryAbortStrategy });
 
 // ../../packages/strategy-half-split/dist/index.js
 var DEFAULT_SWITCH_DELAY = 500;
@@ -57522,7 +57643,7 @@ ${readFileSync(file, "utf8")}`;
   return factories;
 }
 var builtInPlugins = {
-  strategy: { rolling: rollingPlugin, "half-split": halfSplitPlugin, "blue-green": blueGreenPlugin, sticky: stickyPlugin, canary: canaryPlugin },
+  strategy: { rolling: rollingPlugin, "half-split": halfSplitPlugin, "blue-green": blueGreenPlugin, sticky: stickyPlugin, canary: canaryPlugin, "canary-abort": canaryAbortPlugin },
   proxy: { nginx: nginxPlugin },
   // Hosts without `use` are reached over SSH (hosts.ts); an executor plugin is always named by file or package.
   executor: {}
@@ -57677,7 +57798,7 @@ async function resolveConfig(file, options = {}) {
   const raw = isRecord2(file.raw) ? file.raw : {};
   const env = options.env ?? process.env;
   const load = loader(file.baseDir, options.version);
-  const strategyChoice = options.rollback ? rollbackStrategy(config) : chooseStrategy(raw.strategy ?? void 0, options.strategy, issues);
+  const strategyChoice = options.abort ? { specifier: "canary-abort", path: "abort", options: {} } : options.rollback ? rollbackStrategy(config) : chooseStrategy(raw.strategy ?? void 0, options.strategy, issues);
   const proxyNamed = pluginSpecifier(raw.proxy, "type");
   const split = splitHosts(raw.hosts, issues);
   const firstProxy = proxyOptionsAt(isRecord2(raw.proxy) ? raw.proxy : {}, 0);
@@ -57987,6 +58108,7 @@ async function deployWith(deployment, journal, options, signal) {
   const stagedVersions = interruptedVersions(records);
   const target = options.release ? rollbackTarget(records) : void 0;
   const release = options.release && target ? { ...options.release, rollbackTarget: target } : options.release;
+  const passedGates = gatesToSkip(records, options);
   return deploy({
     ...rest,
     ...hooks && command !== "retire" ? { hooks: { ...hooks, command } } : {},
@@ -57996,8 +58118,19 @@ async function deployWith(deployment, journal, options, signal) {
     signal,
     ...options.onEvent ? { onEvent: options.onEvent } : {},
     ...options.reconcileProxies ? { reconcileProxies: true } : {},
-    ...release ? { release } : {}
+    ...release ? { release } : {},
+    ...passedGates.length > 0 ? { passedGates } : {}
   });
+}
+function gatesToSkip(records, options) {
+  let last;
+  try {
+    last = lastDeploy(records);
+  } catch {
+    return [];
+  }
+  if (!last || last.finished || last.version !== options.version || options.command !== "resume") return [];
+  return [...last.passedGates, ...options.promote && last.paused ? [last.paused] : []];
 }
 async function underLock(deployment, options, body) {
   const lock = deploymentLock(deployment);
@@ -58043,6 +58176,24 @@ async function releaseWarning(lock, held, host) {
     }
     return `the deploy lock on ${host} could not be released (${why}): ${state}`;
   }
+}
+function canaryCommand(records, command) {
+  const last = lastDeploy(records);
+  if (!last) throw new NodropError("E_JOURNAL", `no deploy in the journal: nothing to ${command}`);
+  const safe = (version, what) => {
+    if (!isSafeName(version)) throw new NodropError("E_JOURNAL", `the journal's ${what} is not a safe version string; refusing to use it`);
+    return version;
+  };
+  if (command === "promote") {
+    if (last.finished || !last.paused) {
+      throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) is not paused at a gate${last.finished ? ": it finished" : ` (last step: ${last.lastStep ?? "none"}; \`nodrop resume\` goes on with it)`}`);
+    }
+    return { version: safe(last.version, "version"), message: `promoting the canary of ${last.version} past its gate in ${last.paused}` };
+  }
+  if (last.finished) throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) finished: nothing to abort (\`nodrop rollback\` goes back to the version before it)`);
+  const previous = rollbackTarget(records);
+  if (!previous) throw new NodropError("E_JOURNAL", `the journal does not say which version ran before the deploy of ${last.version}`);
+  return { version: safe(previous, "previous version"), message: `aborting the deploy of ${last.version}: every client back to ${previous}` };
 }
 async function retireKeptSlots(deployment, options) {
   const { keptUntil: until, id } = options.report;
@@ -58301,7 +58452,8 @@ function readInputs(env = process.env) {
     dryRun: getBooleanInput("dry-run"),
     verify: getInput("verify") || void 0,
     lockWait: getInput("lock-wait") || void 0,
-    artifact: getInput("artifact") || void 0
+    artifact: getInput("artifact") || void 0,
+    command: getInput("command") || "deploy"
   };
 }
 
@@ -58336,12 +58488,14 @@ var PASSPHRASE_ENV = "NODROP_ACTION_SSH_PASSPHRASE";
 async function run2(signal) {
   try {
     const inputs = readInputs();
-    const version = checkVersion(inputs.version, "version");
+    const command = checkCommand(inputs.command);
+    let version = command === "deploy" ? checkVersion(inputs.version, "version") : "";
     const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
     const verify = checkVerifyMode(inputs.verify, "verify");
     const lockWaitMs = checkLockWait(inputs.lockWait, "lock-wait");
     const deployment = await loadDeployment(inputs.config, {
-      strategy: inputs.strategy,
+      strategy: command === "deploy" ? inputs.strategy : void 0,
+      abort: command === "abort",
       verify,
       env,
       log: (message) => info(message),
@@ -58357,7 +58511,12 @@ async function run2(signal) {
     try {
       info(`plugins:
   ${formatPlugins(deployment.plugins).split("\n").join("\n  ")}`);
-      const { release, dispose } = await deployRelease(deployment, { mode: "deploy", override: inputs.artifact, overrideName: "the artifact input" });
+      if (command !== "deploy") {
+        const next = canaryCommand(await deploymentJournal(deployment).read(), command);
+        version = next.version;
+        info(`nodrop: ${next.message}`);
+      }
+      const { release, dispose } = await deployRelease(deployment, { mode: command === "deploy" ? "deploy" : "existing", override: command === "deploy" ? inputs.artifact : void 0, overrideName: "the artifact input" });
       if (inputs.dryRun) {
         const { plan, observed } = await planDeploy({ ...deployment.options, version, signal, ...release ? { release } : {} }).finally(dispose);
         info(formatPlan(plan, observed));
@@ -58374,7 +58533,23 @@ async function run2(signal) {
         }
         log(event);
       };
-      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent, release }).finally(dispose);
+      const report = await lockedDeploy(deployment, {
+        version,
+        lockWaitMs,
+        signal,
+        onEvent,
+        release,
+        ...command === "promote" ? { command: "resume", promote: true, reconcileProxies: true } : command === "abort" ? { command: "rollback", reconcileProxies: true } : {}
+      }).finally(dispose);
+      if (report.paused) {
+        if (changing) saveState2("deploying", "");
+        publish(report);
+        const phase = inertLine(report.paused.phase, 100);
+        setOutput2("paused", phase);
+        notice(`paused at gate ${inertLine(report.paused.gate, 40)} (${phase}): run this action with command: promote to go on, or command: abort to send every client back`, { title: "nodrop canary paused" });
+        await writeSummary(report).catch((error2) => warnOnce("summary", `could not write the step summary: ${messageOf(error2)}`));
+        return;
+      }
       if (changing) saveState2("deploying", fleetConverged(report) ? "" : version);
       publish(report);
       for (const warning2 of report.warnings ?? []) warning(`nodrop: ${warning2}`, { title: "nodrop E_LOCK" });
@@ -58487,6 +58662,10 @@ function logEvents() {
         break;
     }
   };
+}
+function checkCommand(value) {
+  if (value === "deploy" || value === "promote" || value === "abort") return value;
+  throw new NodropError("E_ARGS", `command: expected deploy, promote or abort, got ${JSON.stringify(value.slice(0, 40))}`);
 }
 
 // src/index.ts

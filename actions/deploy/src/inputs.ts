@@ -14,6 +14,8 @@ export interface ActionInputs {
   lockWait: string | undefined;
   /** A file or directory sent to every host as the release; checked where it is used. */
   artifact: string | undefined;
+  /** deploy, promote or abort; checked where it is used. */
+  command: string;
 }
 
 /**
@@ -39,5 +41,6 @@ export function readInputs(env: NodeJS.ProcessEnv = process.env): ActionInputs {
     verify: core.getInput("verify") || undefined,
     lockWait: core.getInput("lock-wait") || undefined,
     artifact: core.getInput("artifact") || undefined,
+    command: core.getInput("command") || "deploy",
   };
 }

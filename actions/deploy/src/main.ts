@@ -1,5 +1,5 @@
 import * as core from "@actions/core";
-import { type DeployEvent, type DeployReport, formatBytes, formatDuration, planDeploy, toNodropError } from "@nodrop/core";
+import { type DeployEvent, type DeployReport, NodropError, formatBytes, formatDuration, inertLine, planDeploy, toNodropError } from "@nodrop/core";
 import {
   PhaseTracker,
   checkLockWait,
@@ -12,6 +12,8 @@ import {
   hookFailed,
   loadDeployment,
   lockedDeploy,
+  canaryCommand,
+  deploymentJournal,
   retireAndReport,
 } from "@nodrop/deployment";
 import { actionsExecExecutor } from "./exec-executor.js";
@@ -29,13 +31,16 @@ const PASSPHRASE_ENV = "NODROP_ACTION_SSH_PASSPHRASE";
 export async function run(signal: AbortSignal): Promise<void> {
   try {
     const inputs = readInputs();
-    const version = checkVersion(inputs.version, "version");
+    const command = checkCommand(inputs.command);
+    // promote and abort take their version from the journal, once the deployment is loaded.
+    let version = command === "deploy" ? checkVersion(inputs.version, "version") : "";
     const env = { ...process.env, [KEY_ENV]: inputs.sshPrivateKey, [PASSPHRASE_ENV]: inputs.sshPassphrase };
     const verify = checkVerifyMode(inputs.verify, "verify");
     const lockWaitMs = checkLockWait(inputs.lockWait, "lock-wait");
     // Plugins the config names are resolved from its directory: the workspace, after `npm ci`.
     const deployment = await loadDeployment(inputs.config, {
-      strategy: inputs.strategy,
+      strategy: command === "deploy" ? inputs.strategy : undefined,
+      abort: command === "abort",
       verify,
       env,
       log: (message) => core.info(message),
@@ -50,8 +55,13 @@ export async function run(signal: AbortSignal): Promise<void> {
     });
     try {
       core.info(`plugins:\n  ${formatPlugins(deployment.plugins).split("\n").join("\n  ")}`);
-      // The artifact input is relative to the workspace (the step's working directory).
-      const { release, dispose } = await deployRelease(deployment, { mode: "deploy", override: inputs.artifact, overrideName: "the artifact input" });
+      if (command !== "deploy") {
+        const next = canaryCommand(await deploymentJournal(deployment).read(), command);
+        version = next.version;
+        core.info(`nodrop: ${next.message}`);
+      }
+      // The artifact input is relative to the workspace (the step's working directory); promote and abort use the release already on the hosts.
+      const { release, dispose } = await deployRelease(deployment, { mode: command === "deploy" ? "deploy" : "existing", override: command === "deploy" ? inputs.artifact : undefined, overrideName: "the artifact input" });
       if (inputs.dryRun) {
         const { plan, observed } = await planDeploy({ ...deployment.options, version, signal, ...(release ? { release } : {}) }).finally(dispose);
         core.info(formatPlan(plan, observed));
@@ -73,7 +83,25 @@ export async function run(signal: AbortSignal): Promise<void> {
       };
       // The same lock and journal as the CLI: a terminal deploy waits for (or is refused by) this one,
       // and `nodrop status` / `resume` see it.
-      const report = await lockedDeploy(deployment, { version, lockWaitMs, signal, onEvent, release }).finally(dispose);
+      const report = await lockedDeploy(deployment, {
+        version,
+        lockWaitMs,
+        signal,
+        onEvent,
+        release,
+        ...(command === "promote" ? { command: "resume" as const, promote: true, reconcileProxies: true } : command === "abort" ? { command: "rollback" as const, reconcileProxies: true } : {}),
+      }).finally(dispose);
+      if (report.paused) {
+        // Paused on purpose: the step succeeds, and says how to go on.
+        if (changing) saveState("deploying", "");
+        publish(report);
+        // The phase's name comes from the strategy, a plugin: an output gets it as one inert line.
+        const phase = inertLine(report.paused.phase, 100);
+        setOutput("paused", phase);
+        core.notice(`paused at gate ${inertLine(report.paused.gate, 40)} (${phase}): run this action with command: promote to go on, or command: abort to send every client back`, { title: "nodrop canary paused" });
+        await writeSummary(report).catch((error: unknown) => warnOnce("summary", `could not write the step summary: ${messageOf(error)}`));
+        return;
+      }
       // Kept for the post step while the fleet is not all on the version and in the pool.
       if (changing) saveState("deploying", fleetConverged(report) ? "" : version);
       publish(report);
@@ -205,4 +233,10 @@ export function logEvents(): (event: DeployEvent) => void {
         break;
     }
   };
+}
+
+/** The command input: deploy, promote or abort, or an error naming the input. */
+function checkCommand(value: string): "deploy" | "promote" | "abort" {
+  if (value === "deploy" || value === "promote" || value === "abort") return value;
+  throw new NodropError("E_ARGS", `command: expected deploy, promote or abort, got ${JSON.stringify(value.slice(0, 40))}`);
 }

@@ -27,13 +27,21 @@ export function fleetCommands(fleetArg: string, releases = false): { stop: strin
   };
 }
 
-/** The version an instance reports on /health, probed directly: "down" when it does not answer. */
+/**
+ * The version an instance reports on /health, probed directly: "down" when it does not answer.
+ * A probe that timed out is tried again (up to three times, 5 s each): test files run side by
+ * side, and a busy machine must not make a running instance look down in a before/after snapshot.
+ * A refused connection is "down" at once.
+ */
 export async function instanceVersion(instance: { readonly address: string; readonly port: number }): Promise<string> {
-  try {
-    const response = await fetch(`http://${instance.address}:${instance.port}/health`, { signal: AbortSignal.timeout(2000) });
-    return response.headers.get("x-app-version") ?? "unknown";
-  } catch {
-    return "down";
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const response = await fetch(`http://${instance.address}:${instance.port}/health`, { signal: AbortSignal.timeout(5000) });
+      return response.headers.get("x-app-version") ?? "unknown";
+    } catch (error) {
+      const timedOut = (error as Error).name === "TimeoutError";
+      if (!timedOut || attempt >= 3) return "down";
+    }
   }
 }
 

@@ -27,7 +27,7 @@ const cases: { name: string; mutate?: (c: Config) => void; args?: (file: string)
   { name: "missing proxy type", mutate: (c) => delete c.proxy.type, expect: /proxy\.use: required/ },
   { name: "unknown proxy option", mutate: (c) => (c.proxy.confFile = "/etc/nginx/x.conf"), expect: /proxy\.confFile: unknown key/ },
   { name: "relative proxy path", mutate: (c) => (c.proxy.configFile = "nodrop/web.conf"), expect: /proxy\.configFile: expected an absolute path/ },
-  { name: "unknown strategy", mutate: (c) => (c.strategy.name = "yolo"), expect: /strategy\.name: strategy "yolo": not a built-in strategy \(rolling, half-split, blue-green, sticky\), and not found: no package yolo in / },
+  { name: "unknown strategy", mutate: (c) => (c.strategy.name = "yolo"), expect: /strategy\.name: strategy "yolo": not a built-in strategy \(rolling, half-split, blue-green, sticky, canary, canary-abort\), and not found: no package yolo in / },
   { name: "strategy option of the wrong type", mutate: (c) => (c.strategy.batchSize = "half"), expect: /strategy\.batchSize: expected a count/ },
   { name: "batch that would empty the pool", mutate: (c) => (c.strategy.batchSize = 4), expect: /strategy\.batchSize: a batch of 4 out of 4 instances leaves 0 serving/ },
   { name: "unknown host", mutate: (c) => (c.instances[1].host = "web9"), expect: /instances\[1\]\.host: unknown host "web9"/ },
@@ -67,7 +67,7 @@ const cases: { name: string; mutate?: (c: Config) => void; args?: (file: string)
   { name: "version with shell metacharacters", args: (f) => ["deploy", "--config", f, "--version", "v2; rm -rf /"], expect: /--version "v2; rm -rf \/": expected letters/ },
   { name: "version with a quote", args: (f) => ["deploy", "--config", f, "--version", "v2'"], expect: /--version "v2'": expected letters/ },
   { name: "missing version", args: (f) => ["deploy", "--config", f], expect: /--version is required/ },
-  { name: "unknown strategy flag value", args: (f) => ["deploy", "--config", f, "--version", "v2", "--strategy", "nope"], expect: /--strategy: "nope" is not a built-in strategy \(rolling, half-split, blue-green, sticky\) nor the one the config names/ },
+  { name: "unknown strategy flag value", args: (f) => ["deploy", "--config", f, "--version", "v2", "--strategy", "nope"], expect: /--strategy: "nope" is not a built-in strategy \(rolling, half-split, blue-green, sticky, canary, canary-abort\) nor the one the config names/ },
   { name: "missing config file", args: () => ["deploy", "--config", "/nonexistent/nodrop.yaml", "--version", "v2"], expect: /cannot read config file \/nonexistent\/nodrop\.yaml/ },
 ];
 

@@ -17,6 +17,7 @@ import {
   lockedDeploy,
   deployRelease,
   hookFailed,
+  canaryCommand,
   rollbackTarget,
   versionRanBefore,
   progressReporter,
@@ -31,6 +32,8 @@ usage:
   nodrop deploy   --config FILE --version V [--artifact PATH] [--strategy S] [--verify MODE] [--lock-wait DURATION] [--json]
   nodrop resume   --config FILE [--artifact PATH] [--verify MODE] [--lock-wait DURATION] [--json]  finishes a deploy that did not end (or brings proxies that route differently together)
   nodrop rollback --config FILE [--to V] [--verify MODE] [--lock-wait DURATION] [--json] back to the version before the last deploy
+  nodrop promote  --config FILE [--verify MODE] [--lock-wait DURATION] [--json]  a canary paused at a manual gate goes on
+  nodrop abort    --config FILE [--verify MODE] [--lock-wait DURATION] [--json]  a canary that did not finish goes back: every client at once
   nodrop lock status|release --config FILE
   nodrop reconcile --config FILE [--dry-run] [--lock-wait DURATION] [--json]  the routing in force, with the config's addresses
   nodrop plan   --config FILE --version V [--artifact PATH] [--strategy S] [--json]   prints the steps; touches nothing
@@ -95,23 +98,25 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
   const sub = command === "lock" ? positionals[1] : undefined;
   if (command === "lock" && sub !== "status" && sub !== "release") throw new NodropError("E_ARGS", "nodrop lock needs status or release");
   if (positionals.length > (command === "lock" ? 2 : 1)) throw new NodropError("E_ARGS", `unexpected argument "${positionals.at(-1)}"`);
-  if (!["deploy", "plan", "status", "init", "resume", "rollback", "lock", "reconcile"].includes(command)) throw new NodropError("E_ARGS", `unknown command "${command}"\n${USAGE}`);
+  if (!["deploy", "plan", "status", "init", "resume", "rollback", "promote", "abort", "lock", "reconcile"].includes(command)) throw new NodropError("E_ARGS", `unknown command "${command}"\n${USAGE}`);
   const lockWait = checkLockWait(values["lock-wait"]);
   // Checked before anything is read or reached, like every other argument.
   const rollbackTo = values.to === undefined ? undefined : checkVersion(values.to, "--to");
   if (!values.config) throw new NodropError("E_ARGS", "--config is required (the nodrop YAML file)");
   const verifyMode = checkVerifyMode(values.verify);
   if (values.artifact !== undefined && !["deploy", "resume", "plan"].includes(command)) {
-    throw new NodropError("E_ARGS", `--artifact is for deploy, resume and plan${command === "rollback" ? ": a rollback uses the release already on each host" : ""}`);
+    throw new NodropError("E_ARGS", `--artifact is for deploy, resume and plan${command === "rollback" || command === "abort" ? `: ${command === "abort" ? "an abort" : "a rollback"} uses the release already on each host` : ""}`);
   }
   // A rollback goes back with the drain rules, one batch at a time (version pins of the newer
   // version are dropped), and repairs a site that may be failing right now: its probe counts but
   // does not stop it.
   const rollback = command === "rollback";
+  const abort = command === "abort";
   const deployment = await loadDeployment(values.config, {
-    strategy: rollback ? undefined : values.strategy,
+    strategy: rollback || abort ? undefined : values.strategy,
     rollback,
-    verify: verifyMode ?? (rollback ? "report" : "enforce"),
+    abort,
+    verify: verifyMode ?? (rollback || abort ? "report" : "enforce"),
     version: VERSION,
     log: (message) => io.stderr.write(`nodrop: ${message}\n`),
   });
@@ -128,6 +133,8 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
       }
       case "deploy":
       case "resume":
+      case "promote":
+      case "abort":
       case "rollback": {
         const journal = deploymentJournal(deployment);
         // Read once (over SSH, it is a round trip); the deploy reads it again under the lock.
@@ -137,7 +144,11 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         else {
           const last = lastDeploy(records);
           if (!last) throw new NodropError("E_JOURNAL", `no deploy in the journal on ${deployment.proxyExecutor.host} (${deployment.stateDir}): nothing to ${command}`);
-          if (command === "resume") {
+          if (command === "promote" || command === "abort") {
+            const next = canaryCommand(records, command);
+            version = next.version;
+            io.stderr.write(`nodrop: ${next.message}\n`);
+          } else if (command === "resume") {
             // A finished deploy leaves nothing to resume, unless the proxies have come to route differently since.
             if (last.finished && last.ok && !(await proxiesDisagree(deployment))) throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) finished; nothing to resume`);
             // Checked again where it is used: the journal is a file anyone on the proxy host can edit.
@@ -154,7 +165,7 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           }
         }
         // A rollback, and the resume of one, go back to a release already on the hosts: nothing is sent.
-        const goesBack = rollback || (command === "resume" && versionRanBefore(records, version));
+        const goesBack = rollback || abort || ((command === "resume" || command === "promote") && versionRanBefore(records, version));
         const { release, dispose } = await deployRelease(deployment, { mode: goesBack ? "existing" : "deploy", override: values.artifact });
         const report = await lockedDeploy(deployment, {
           version,
@@ -164,12 +175,17 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
           // Resume and rollback are how a fleet whose proxies a dead deploy left routing differently comes back together.
           ...(command === "deploy" ? {} : { reconcileProxies: true }),
           release,
-          command: command as "deploy" | "resume" | "rollback",
+          command: command === "promote" ? "resume" : command === "abort" ? "rollback" : (command as "deploy" | "resume" | "rollback"),
+          ...(command === "promote" ? { promote: true } : {}),
         }).finally(dispose);
         const ssh = sshConnections(deployment.executors);
         if (values.json) io.stdout.write(`${JSON.stringify(ssh ? { ...report, ssh } : report, null, 2)}\n`);
         else io.stdout.write(`\n${formatReport(report)}${ssh ? `\nssh: ${ssh.connections} connections to ${ssh.hosts} hosts` : ""}\n`);
         if (report.error) io.stderr.write(`nodrop: error [${report.error.code}]: ${report.error.message}\n`);
+        if (report.paused) {
+          io.stderr.write(`nodrop: paused at gate ${report.paused.gate} (${report.paused.phase}): \`nodrop promote\` goes on, \`nodrop abort\` sends every client back\n`);
+          return 0;
+        }
         if (report.ok && report.keptUntil) await waitOutKeepWindow(deployment, report, io);
         // A postDeploy hook that failed leaves the fleet deployed, and still fails the command.
         return fleetConverged(report) && !hookFailed(report) ? 0 : 1;
@@ -220,8 +236,12 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
             io.stdout.write(
               last.finished
                 ? `last deploy: ${last.version} (${last.strategy}) at ${last.at}: ${last.ok ? "finished" : "failed"}\n`
-                : `last deploy: ${last.version} (${last.strategy}) at ${last.at} DID NOT FINISH; last step: ${last.lastStep ?? "none"}. Run \`nodrop resume\` or \`nodrop rollback\`.\n`,
+                : last.paused
+                  ? `last deploy: ${last.version} (${last.strategy}) at ${last.at} PAUSED at its gate in ${last.paused}. Run \`nodrop promote\` to go on or \`nodrop abort\` to send every client back.\n`
+                  : `last deploy: ${last.version} (${last.strategy}) at ${last.at} DID NOT FINISH; last step: ${last.lastStep ?? "none"}. Run \`nodrop resume\` or \`nodrop rollback\`.\n`,
             );
+            // A canary's gates, with what each saw (the journal's lines, plain text only).
+            for (const gate of last.gates) io.stdout.write(`  gate ${gate.phase}: ${gate.status === "ok" ? "passed" : gate.status === "fail" ? "FAILED" : gate.status}${gate.detail ? `: ${gate.detail}` : ""}\n`);
           }
           if (lockHolder) io.stdout.write(`lock: held by ${lockHolder.who}@${lockHolder.from} deploying ${lockHolder.version} since ${lockHolder.since}\n`);
           const slotted = instances.some((i) => i.idle);

@@ -159,7 +159,7 @@ describe("validateConfig: invalid configs name the exact path", () => {
     ["proxy.use not a string", (c) => (c.proxy = { use: 3 }), "proxy.use: expected a proxy such as nginx, a package name or a ./file, got 3"],
     ["strategy without use", (c) => (c.strategy = { batchSize: 2 }), "strategy.use: required: a strategy such as rolling, a package name or a ./file"],
     ["strategy.name empty", (c) => (c.strategy = { name: "" }), 'strategy.name: expected a strategy such as rolling, a package name or a ./file, got ""'],
-    ["strategy as a list", (c) => (c.strategy = ["rolling"]), "strategy: expected a mapping with use (rolling, half-split, blue-green, sticky, a package name or a ./file), got a list"],
+    ["strategy as a list", (c) => (c.strategy = ["rolling"]), "strategy: expected a mapping with use (rolling, half-split, blue-green, sticky, canary, a package name or a ./file), got a list"],
     ["parallel 0", (c) => (c.parallel = 0), "parallel: expected an integer 1-64, got number 0"],
     ["verify without url", (c) => (c.verify = { rate: 5 }), "verify.url: required: an http:// or https:// URL"],
     ["verify.url not http", (c) => (c.verify = { url: "ftp://example.com/" }), "verify.url: expected an http:// or https:// URL, got a ftp: URL"],

@@ -128,8 +128,8 @@ export const configSchema = object({
   }),
   strategy: optional(
     mapping({
-      hint: "a mapping with use (rolling, half-split, blue-green, sticky, a package name or a ./file)",
-      doc: "The strategy (`use`: rolling, half-split, blue-green, sticky, an npm package or a ./file next to this config; `name` is the older name of `use`) and its options.",
+      hint: "a mapping with use (rolling, half-split, blue-green, sticky, canary, a package name or a ./file)",
+      doc: "The strategy (`use`: rolling, half-split, blue-green, sticky, canary, an npm package or a ./file next to this config; `name` is the older name of `use`) and its options.",
     }),
     { name: "rolling" },
   ),

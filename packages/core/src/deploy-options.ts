@@ -34,6 +34,11 @@ export interface DeployOptions<StrategyOptions> {
    * instance a killed deploy stopped behind a staged pin.
    */
   stagedVersions?: readonly string[];
+  /**
+   * The phases whose gate the deploy being resumed already passed, or that `nodrop promote` let
+   * through: the strategy plans them without their gate (PlanInput.passedGates).
+   */
+  passedGates?: readonly string[];
   /** Records every step before and after it runs; a step whose record cannot be written does not run. */
   journal?: Journal;
   /** Probes the site through the proxy for the whole deploy; crossing its threshold stops the deploy. */

@@ -12,6 +12,8 @@ export interface RunOutcome {
   readonly recovery?: string | undefined;
   /** What went wrong after the deploy succeeded, without changing that (old releases not removed). */
   readonly warnings?: readonly string[] | undefined;
+  /** The deploy stopped at a manual gate, its journal left open for `nodrop promote` or `nodrop abort`. */
+  readonly paused?: { readonly phase: string; readonly gate: string } | undefined;
   /** Each host's releases after pruning, when releases were kept to a number. */
   readonly releases?: readonly PrunedReleases[] | undefined;
 }
@@ -42,6 +44,7 @@ export function buildReport(run: DeployRun, strategy: string, outcome: RunOutcom
     ...(outcome.releases ? { releases: outcome.releases } : {}),
     ...(run.hooks.length > 0 ? { hooks: run.hooks } : {}),
     ...(run.gates.length > 0 ? { gates: run.gates } : {}),
+    ...(outcome.paused ? { paused: { ...outcome.paused, since: new Date().toISOString() } } : {}),
     ...(run.verify ? { verify: run.verify } : {}),
     ...(keepOldMs > 0 && [...run.tracked.values()].some((t) => t.idle?.running !== false) ? { keptUntil: new Date(Date.now() + keepOldMs).toISOString() } : {}),
   };

@@ -5,6 +5,7 @@ import { type EarlyStart, abandonEarly, leftEarly, startEarly } from "./early-st
 import { NodropError, toNodropError } from "./errors.js";
 import { JournalListener } from "./journal-listener.js";
 import { planDeploy } from "./preflight.js";
+import { GatePaused } from "./canary-gate.js";
 import { type HookName, type HookRun, hookFailure, phaseEnv, runEnv, runHook } from "./hooks.js";
 import { instanceHosts, pruneReleases } from "./release.js";
 import { inertLine } from "./template.js";
@@ -92,7 +93,7 @@ async function batchHook(context: RunContext, name: "beforeBatch" | "afterBatch"
  */
 async function afterSuccess(context: RunContext, outcome: RunOutcome): Promise<RunOutcome> {
   const setup = context.options.release;
-  if (outcome.error || !setup?.keep) return outcome;
+  if (outcome.error || outcome.paused || !setup?.keep) return outcome;
   const { run } = context;
   const protect = new Set<string>([run.version]);
   if (setup.rollbackTarget && run.observed.every((o) => o.version === run.version)) protect.add(setup.rollbackTarget);
@@ -143,6 +144,12 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       }
       endPhase(true);
     } catch (error) {
+      if (error instanceof GatePaused) {
+        // Not a failure: the deploy stops where it is, serving, for a person to promote or abort.
+        await settleBackground(context);
+        endPhase(true);
+        return { paused: { phase: error.phase, gate: error.gate } };
+      }
       const failure = toNodropError(error, "E_INSTANCE");
       // Recovery works on a settled fleet: no stop of an old slot still in progress.
       await settleBackground(context);
@@ -237,6 +244,8 @@ async function afterFailure(context: RunContext, phase: PlanPhase, failure: Nodr
  * outcome stays what it was.
  */
 async function postHook(context: RunContext, outcome: RunOutcome): Promise<void> {
+  // A paused canary has not ended: the run that promotes it to the end runs postDeploy.
+  if (outcome.paused) return;
   const env: Record<string, string> = { NODROP_RESULT: outcome.error ? "failed" : "succeeded" };
   if (outcome.error) {
     env.NODROP_ERROR_CODE = outcome.error.code;

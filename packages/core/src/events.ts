@@ -15,7 +15,7 @@ export type DeployEvent =
       readonly instance: string | undefined;
       /** The host a step is about when it is about a host, not an instance (a release). */
       readonly host?: string;
-      readonly status: "start" | "ok" | "fail";
+      readonly status: "start" | "ok" | "fail" | "paused";
       readonly ms?: number;
       readonly detail?: string;
     }

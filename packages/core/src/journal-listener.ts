@@ -39,7 +39,8 @@ export class JournalListener implements RunListener {
   }
 
   async finished(run: DeployRun, report: DeployReport): Promise<void> {
-    if (!this.opened) return;
+    // A paused deploy stays open: `nodrop promote` resumes it, `nodrop abort` rolls it back.
+    if (!this.opened || report.paused) return;
     await this.journal
       .append({
         type: "end",

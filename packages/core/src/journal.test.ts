@@ -26,9 +26,28 @@ describe("lastDeploy", () => {
       ok: undefined,
       from: { x: "v2", y: "v2" },
       lastStep: "half A: stop x (start)",
+      paused: undefined,
+      gates: [],
+      passedGates: [],
     });
     expect(lastDeploy(records.slice(0, 2))).toMatchObject({ id: "a", finished: true, ok: true });
     expect(lastDeploy([])).toBeUndefined();
+  });
+
+  it("reads a canary's gates: those passed, the one it is paused at, and refuses to plan from a forged phase name", () => {
+    const records: JournalRecord[] = [
+      { at, type: "deploy", id: "c", version: "v2", strategy: "canary", instances: [{ id: "x", from: "v1" }] },
+      { at, type: "step", id: "c", phase: "canary 10%", kind: "gate", instance: undefined, status: "start" },
+      { at, type: "step", id: "c", phase: "canary 10%", kind: "gate", instance: undefined, status: "ok", detail: "412 requests within the thresholds" },
+      { at, type: "step", id: "c", phase: "canary 50%\u001b[2J; rm -rf /", kind: "gate", instance: undefined, status: "ok" },
+      { at, type: "step", id: "c", phase: "canary 50%", kind: "gate", instance: undefined, status: "paused", detail: "50% of clients on v2" },
+    ];
+    const last = lastDeploy(records)!;
+    expect(last.paused).toBe("canary 50%");
+    expect(last.passedGates).toEqual(["canary 10%"]);
+    expect(last.gates.map((g) => g.status)).toEqual(["ok", "ok", "paused"]);
+    expect(last.gates[1]!.phase).not.toContain("\u001b");
+    expect(last.lastStep).toBe("canary 50%: gate (paused)");
   });
 });
 

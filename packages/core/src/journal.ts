@@ -7,7 +7,7 @@ import { describeValue, isSafeName, shellQuote } from "./template.js";
 /** One line of the journal: what a deploy is about to do, and what it did. */
 export type JournalEntry =
   | { readonly type: "deploy"; readonly id: string; readonly version: string; readonly strategy: string; readonly instances: readonly { id: string; from: string | undefined }[] }
-  | { readonly type: "step"; readonly id: string; readonly phase: string; readonly kind: StepKind; readonly instance: string | undefined; readonly host?: string; readonly status: "start" | "ok" | "fail"; readonly detail?: string }
+  | { readonly type: "step"; readonly id: string; readonly phase: string; readonly kind: StepKind; readonly instance: string | undefined; readonly host?: string; readonly status: "start" | "ok" | "fail" | "paused"; readonly detail?: string }
   | {
       readonly type: "end";
       readonly id: string;
@@ -92,6 +92,12 @@ export interface LastDeploy {
   readonly from: Readonly<Record<string, string | undefined>>;
   /** The last step it recorded. */
   readonly lastStep: string | undefined;
+  /** The phase of the manual gate it is paused at (its last step), when it is. */
+  readonly paused?: string | undefined;
+  /** Its gates' outcomes, in order: the phase, "ok", "fail" or "paused", and what the gate saw. */
+  readonly gates: readonly { readonly phase: string; readonly status: string; readonly detail: string }[];
+  /** The phases whose gate it passed (what a resume plans without its gate). */
+  readonly passedGates: readonly string[];
 }
 
 /**
@@ -123,6 +129,11 @@ export function lastDeploy(records: readonly JournalRecord[]): LastDeploy | unde
   const step = own.filter((r): r is Extract<JournalRecord, { type: "step" }> => r.type === "step").at(-1);
   // Shown as it is when it is plain text, escaped otherwise.
   const text = (value: unknown) => (typeof value === "string" && /^[\x20-\x7e]{1,100}$/.test(value) ? value : describeValue(value, 40));
+  const gateRecords = own.filter((r): r is Extract<JournalRecord, { type: "step" }> => r.type === "step" && r.kind === "gate" && r.status !== "start");
+  // A gate's phase goes back into a plan (passedGates): only a plain phase name counts.
+  const phaseName = (value: unknown): value is string => typeof value === "string" && /^[A-Za-z0-9][A-Za-z0-9 .,%:/_-]{0,99}$/.test(value);
+  const gates = gateRecords.map((r) => ({ phase: text(r.phase), status: text(r.status), detail: typeof r.detail === "string" && /^[\x20-\x7e]{1,400}$/.test(r.detail) ? r.detail : r.detail === undefined ? "" : describeValue(r.detail, 40) }));
+  const passedGates = [...new Set(gateRecords.filter((r) => r.status === "ok" && phaseName(r.phase)).map((r) => r.phase))];
   return {
     id: start.id,
     version: start.version,
@@ -131,6 +142,9 @@ export function lastDeploy(records: readonly JournalRecord[]): LastDeploy | unde
     finished: end !== undefined,
     ok: end === undefined ? undefined : end.ok === true,
     from,
+    paused: step?.kind === "gate" && step.status === "paused" && phaseName(step.phase) ? step.phase : undefined,
+    gates,
+    passedGates,
     lastStep: step ? `${text(step.phase)}: ${text(step.kind)}${step.instance ? ` ${isSafeName(step.instance) ? step.instance : describeValue(step.instance, 40)}` : step.host ? ` ${isSafeName(step.host) ? step.host : describeValue(step.host, 40)}` : ""} (${text(step.status)})` : undefined,
   };
 }

@@ -95,7 +95,13 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   }
   const inspections = await inspectIdleSlots(options, observed);
   const seenObserved = await Promise.all(observed.map((o) => withIdleSlot(options, o, inspections.get(o.id))));
-  const planned = options.strategy.plan({ instances: seenObserved, version: options.version, proxy: options.proxy.capabilities, options: options.strategyOptions });
+  const planned = options.strategy.plan({
+    instances: seenObserved,
+    version: options.version,
+    proxy: options.proxy.capabilities,
+    options: options.strategyOptions,
+    ...(options.passedGates?.length ? { passedGates: options.passedGates } : {}),
+  });
   // The engine puts the release first itself: in a strategy's plan, it could come after a change.
   const planning = planned.phases.find((p) => p.steps.some((step) => step.kind === "release"));
   if (planning) throw new NodropError("E_PLAN", `phase "${planning.name}" has a release step: the engine adds the release phase, a strategy does not plan one`);

@@ -1,7 +1,7 @@
 import { NodropError, type RoutingInForce, toNodropError } from "./errors.js";
 import { routedPort, sameRouting } from "./routing.js";
 import type { ClockOffset } from "./clock.js";
-import { addCounts } from "./traffic.js";
+import { addCounts, validCounts } from "./traffic.js";
 import type { Proxy, ProxyApplyResult, ProxyCapabilities, ProxyCheck, ProxyContext, ProxyInstance, Routing, TrafficCounts, TrafficWindow } from "./types.js";
 
 /** One proxy of a group, named by what the report calls it (its host). */
@@ -51,8 +51,14 @@ async function groupTraffic(members: readonly ProxyMember[], cursor: string | un
   }
   const windows = await Promise.all(members.map((m, i) => m.proxy.traffic!(cursors[i] as string | undefined, context)));
   const endpoints: Record<string, TrafficCounts> = {};
-  for (const w of windows) for (const [where, counts] of Object.entries(w.endpoints)) endpoints[where] = Object.hasOwn(endpoints, where) ? addCounts(endpoints[where]!, counts) : counts;
-  return { cursor: JSON.stringify(windows.map((w) => w.cursor)), endpoints };
+  const unattributed = { requests: 0, errors: 0 };
+  for (const w of windows) {
+    // A member's malformed counts (a plugin's) are left out, as the gate leaves them out of one proxy's.
+    for (const [where, counts] of Object.entries(w.endpoints)) if (validCounts(counts)) endpoints[where] = Object.hasOwn(endpoints, where) ? addCounts(endpoints[where]!, counts) : counts;
+    unattributed.requests += Number.isSafeInteger(w.unattributed?.requests) ? w.unattributed!.requests : 0;
+    unattributed.errors += Number.isSafeInteger(w.unattributed?.errors) ? w.unattributed!.errors : 0;
+  }
+  return { cursor: JSON.stringify(windows.map((w) => w.cursor)), endpoints, unattributed };
 }
 
 /** A member's part of a change: the routing it ended on. */

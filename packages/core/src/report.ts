@@ -92,6 +92,11 @@ export interface DeployReport {
   readonly keptUntil?: string;
   /** The hooks that ran, in order; a failed postDeploy or onFailure leaves the outcome as it was, but the CLI exits 1. */
   readonly hooks?: readonly { readonly hook: string; readonly ok: boolean; readonly ms: number; readonly code: number | null; readonly error?: string }[];
+  /**
+   * Set when the deploy stopped at a manual gate (a canary's pause): nothing failed, the journal's
+   * deploy is left open, and `nodrop promote` goes on from here (`nodrop abort` goes back).
+   */
+  readonly paused?: { readonly phase: string; readonly gate: string; readonly since: string };
   /** A canary's gates, in order: each one's share, decision, reason and figures. */
   readonly gates?: readonly GateReport[];
   /** Each instance host's releases after a successful deploy pruned them to `release.keep`. */

@@ -9,7 +9,7 @@ export interface StepRecord {
   readonly instance: string | undefined;
   /** The host a step is about when it is about a host, not an instance (a release). */
   readonly host?: string | undefined;
-  readonly status: "start" | "ok" | "fail";
+  readonly status: "start" | "ok" | "fail" | "paused";
   readonly detail?: string;
 }
 

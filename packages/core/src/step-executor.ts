@@ -13,7 +13,7 @@ import { runGateStep } from "./canary-gate.js";
 import type { InstanceStep, PlanPhase, PlanStep, ReleaseStep, Routing, StepKind } from "./types.js";
 
 /** Announces a step to the listeners (journal first) and then to the caller's listener. */
-async function announce(context: RunContext, record: StepRecord, ms?: number): Promise<void> {
+export async function announce(context: RunContext, record: StepRecord, ms?: number): Promise<void> {
   for (const listener of context.listeners) await listener.step?.(context.run, record);
   context.run.emit({ type: "step", ...record, ...(ms === undefined ? {} : { ms }) });
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { judgeGate } from "./canary-gate.js";
+import { binomialTail, judgeGate } from "./canary-gate.js";
 import { LATENCY_BUCKETS_MS, addCounts, figuresOf, latencyBucket, percentileMs, validCounts } from "./traffic.js";
 import type { CanaryAnalysis, TrafficCounts } from "./types.js";
 
@@ -83,12 +83,38 @@ describe("judgeGate", () => {
   });
 
   it("fails a p99 over the ratio, but not one under the floor (a few ms either way is noise)", () => {
-    expect(judgeGate(figuresOf("v2", counts(many(100, 300))), baseline, analysis, 1000, 5000)).toMatchObject({ decision: "fail", reason: expect.stringContaining("p99 latency") });
+    expect(judgeGate(figuresOf("v2", counts(many(300, 300))), baseline, analysis, 1000, 5000)).toMatchObject({ decision: "fail", reason: expect.stringContaining("p99 latency") });
     // 8 ms against 20 ms: 2.5x, under the 25 ms floor's 2x (50 ms).
-    expect(judgeGate(figuresOf("v2", counts(many(100, 20))), baseline, analysis, 5000, 5000).decision).toBe("pass");
-    // The ratio needs minRequests on the old side too.
-    const fewOld = figuresOf("v1", counts(many(10, 8)));
-    expect(judgeGate(figuresOf("v2", counts(many(100, 300))), fewOld, analysis, 5000, 5000).decision).toBe("pass");
+    expect(judgeGate(figuresOf("v2", counts(many(300, 20))), baseline, analysis, 5000, 5000).decision).toBe("pass");
+    // Under a few hundred requests on a side, p90s are compared: over fewer, p99 is just the slowest one.
+    const fewOld = figuresOf("v1", counts(many(150, 8)));
+    expect(judgeGate(figuresOf("v2", counts(many(300, 300))), fewOld, analysis, 5000, 5000)).toMatchObject({ decision: "fail", reason: expect.stringContaining("p90 latency") });
+    expect(judgeGate(figuresOf("v2", counts([...many(99, 5), 60])), baseline, analysis, 5000, 5000).decision).toBe("pass");
+    // A thin old side (under minRequests): no latency verdict.
+    expect(judgeGate(figuresOf("v2", counts(many(300, 300))), figuresOf("v1", counts(many(10, 8))), analysis, 5000, 5000).decision).toBe("pass");
+  });
+
+  it("does not fail on one unlucky 5xx among few requests, nor let a thin, failing baseline mask a failing canary", () => {
+    // 1 in 50 (2%) against 0.2%: above the allowance, but likely for a version at 1.2%.
+    expect(judgeGate(figuresOf("v2", counts(many(50, 9), 1)), baseline, analysis, 5000, 5000).decision).toBe("pass");
+    // 30% failing against a baseline of 3 requests, one failed: the baseline counts as 0%.
+    const thin = figuresOf("v1", counts(many(3, 8), 1));
+    expect(judgeGate(figuresOf("v2", counts(many(100, 9), 30)), thin, analysis, 1000, 5000).decision).toBe("fail");
+  });
+
+  it("fails on 5xx the proxy could not attribute (a pool with no live server)", () => {
+    expect(judgeGate(figuresOf("v2", counts(many(60, 9))), baseline, analysis, 1000, 5000, 3)).toMatchObject({ decision: "fail", reason: expect.stringContaining("could not attribute") });
+  });
+
+  it("binomial tails: exact on small cases, stable on large ones", () => {
+    expect(binomialTail(0, 10, 0.5)).toBe(1);
+    expect(binomialTail(1, 2, 0.5)).toBeCloseTo(0.75, 10);
+    expect(binomialTail(2, 2, 0.5)).toBeCloseTo(0.25, 10);
+    expect(binomialTail(11, 10, 0.5)).toBe(0);
+    // 300 5xx of 10,000 at a true 1%: far out in the tail; 100 of 10,000: about half.
+    expect(binomialTail(300, 10_000, 0.01)).toBeLessThan(1e-12);
+    expect(binomialTail(100, 10_000, 0.01)).toBeGreaterThan(0.4);
+    expect(binomialTail(100, 10_000, 0.01)).toBeLessThan(0.6);
   });
 
   it("waits up to extraMs for minRequests, then fails as inconclusive", () => {

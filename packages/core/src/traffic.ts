@@ -70,6 +70,7 @@ export interface VersionFigures {
   /** errors / requests, 0 without requests. */
   readonly errorRate: number;
   readonly p50Ms?: number | undefined;
+  readonly p90Ms?: number | undefined;
   readonly p99Ms?: number | undefined;
 }
 
@@ -80,6 +81,7 @@ export function figuresOf(version: string, counts: TrafficCounts): VersionFigure
     errors: counts.errors,
     errorRate: counts.requests === 0 ? 0 : counts.errors / counts.requests,
     p50Ms: percentileMs(counts, 0.5),
+    p90Ms: percentileMs(counts, 0.9),
     p99Ms: percentileMs(counts, 0.99),
   };
 }

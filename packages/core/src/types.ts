@@ -232,6 +232,12 @@ export interface TrafficWindow {
   readonly cursor: string;
   /** endpoint ("address:port", IPv6 in brackets) -> counts of the requests it answered. */
   readonly endpoints: Readonly<Record<string, TrafficCounts>>;
+  /**
+   * Requests the proxy could not attribute to an endpoint (nginx: a pool with no live server left
+   * logs its name, not an address), and how many of them were 5xx: a gate counts them against
+   * the new version, since it cannot tell whose they were.
+   */
+  readonly unattributed?: { readonly requests: number; readonly errors: number } | undefined;
 }
 
 /** Requests, 5xx answers and a latency histogram (LATENCY_BUCKETS_MS: counts per bucket). */
@@ -329,6 +335,11 @@ export type GateStep = {
   readonly weight: number;
   readonly ms: number;
   readonly analysis?: CanaryAnalysis | undefined;
+  /**
+   * Waits for a person: the deploy stops here, paused, with its journal open, and `nodrop promote`
+   * (a resume that counts this gate as passed) goes on, or `nodrop abort` goes back.
+   */
+  readonly manual?: boolean | undefined;
   // It changes no instance (as a release step): code that reads an instance step's fields after
   // ruling out route and soak keeps compiling and finds no instance here.
   readonly instances: readonly never[];
@@ -412,6 +423,11 @@ export interface PlanInput<Options> {
   readonly version: string;
   readonly proxy: ProxyCapabilities;
   readonly options: Options;
+  /**
+   * Resuming a deploy with gates (a canary): the phases whose gate it passed already, or that
+   * `nodrop promote` let through. A strategy plans them again without their gate.
+   */
+  readonly passedGates?: readonly string[];
 }
 
 /** What a strategy is told when it picks the routing to restore after a failure. */

@@ -1,6 +1,6 @@
 import type { PluginKind, PluginOf } from "@nodrop/core";
 import { nginxPlugin } from "@nodrop/nginx";
-import { canaryPlugin } from "@nodrop/strategy-canary";
+import { canaryAbortPlugin, canaryPlugin } from "@nodrop/strategy-canary";
 import { blueGreenPlugin, halfSplitPlugin } from "@nodrop/strategy-half-split";
 import { rollingPlugin } from "@nodrop/strategy-rolling";
 import { stickyPlugin } from "@nodrop/strategy-sticky";
@@ -11,7 +11,7 @@ import { stickyPlugin } from "@nodrop/strategy-sticky";
  * resolved from the config's directory (resolve-plugin.ts).
  */
 export const builtInPlugins: { readonly [K in PluginKind]: Readonly<Record<string, PluginOf<K>>> } = {
-  strategy: { rolling: rollingPlugin, "half-split": halfSplitPlugin, "blue-green": blueGreenPlugin, sticky: stickyPlugin, canary: canaryPlugin },
+  strategy: { rolling: rollingPlugin, "half-split": halfSplitPlugin, "blue-green": blueGreenPlugin, sticky: stickyPlugin, canary: canaryPlugin, "canary-abort": canaryAbortPlugin },
   proxy: { nginx: nginxPlugin },
   // Hosts without `use` are reached over SSH (hosts.ts); an executor plugin is always named by file or package.
   executor: {},

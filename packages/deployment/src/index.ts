@@ -9,6 +9,8 @@ export { secretEnvNames, ACTION_SECRET_ENV } from "./hosts.js";
 export type { HostSetupOptions } from "./hosts.js";
 export { lockedDeploy, lockedDeployAfter, deploymentJournal, deploymentLock, versionRanBefore } from "./locked-deploy.js";
 export { rollbackTarget } from "./rollback-target.js";
+export { canaryCommand } from "./canary-commands.js";
+export type { CanaryCommand } from "./canary-commands.js";
 export { retireKeptSlots, retireAndReport } from "./kept-slots.js";
 export type { RetireKeptSlotsOptions, RetireOutcome } from "./kept-slots.js";
 export type { LockedDeployOptions, LockedDeployment } from "./locked-deploy.js";

@@ -27,6 +27,11 @@ export interface LockedDeployOptions {
   release?: ReleaseSetup | undefined;
   /** What runs this deploy, for the hooks' NODROP_COMMAND (default deploy); "retire" runs no hooks. */
   command?: "deploy" | "resume" | "rollback" | "retire" | undefined;
+  /**
+   * `nodrop promote`: the deploy being resumed is paused at a manual gate, and that gate counts as
+   * passed. A resume of the same version plans the gates it passed already without them either way.
+   */
+  promote?: boolean | undefined;
 }
 
 /**
@@ -61,6 +66,7 @@ async function deployWith(deployment: LockedDeployment, journal: Journal, option
   // Pruning keeps what `nodrop rollback` would go back to, also after a deploy of the version already running.
   const target = options.release ? rollbackTarget(records) : undefined;
   const release = options.release && target ? { ...options.release, rollbackTarget: target } : options.release;
+  const passedGates = gatesToSkip(records, options);
   return deploy({
       ...rest,
       ...(hooks && command !== "retire" ? { hooks: { ...hooks, command } } : {}),
@@ -71,7 +77,24 @@ async function deployWith(deployment: LockedDeployment, journal: Journal, option
       ...(options.onEvent ? { onEvent: options.onEvent } : {}),
       ...(options.reconcileProxies ? { reconcileProxies: true } : {}),
       ...(release ? { release } : {}),
+      ...(passedGates.length > 0 ? { passedGates } : {}),
     });
+}
+
+/**
+ * The gates a resume of the journal's last deploy (unfinished, same version) plans without: those
+ * it passed, and with `promote` the one it is paused at. None for anything else, and none from a
+ * journal that cannot be read (the deploy reports that itself).
+ */
+function gatesToSkip(records: readonly JournalRecord[], options: LockedDeployOptions): string[] {
+  let last;
+  try {
+    last = lastDeploy(records);
+  } catch {
+    return [];
+  }
+  if (!last || last.finished || last.version !== options.version || options.command !== "resume") return [];
+  return [...last.passedGates, ...(options.promote && last.paused ? [last.paused] : [])];
 }
 
 /** Runs `body` holding the deploy lock; a lock that could not be released comes back as a warning. */

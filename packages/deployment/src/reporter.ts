@@ -100,6 +100,7 @@ function plainLine(event: DeployEvent): string | undefined {
       return `${event.phase}`;
     case "step":
       if (event.status === "start") return undefined;
+      if (event.status === "paused") return `  ${event.kind} PAUSED${event.detail ? `: ${event.detail.split("\n")[0]}` : ""}`;
       return `  ${event.kind}${event.instance ? ` ${event.instance}` : event.host ? ` ${event.host}` : ""} ${event.status === "ok" ? "ok" : "FAILED"} ${formatDuration(event.ms ?? 0)}${event.detail ? `: ${event.detail.split("\n")[0]}` : ""}`;
     case "route":
       return [

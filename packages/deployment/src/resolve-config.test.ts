@@ -367,7 +367,7 @@ export default defineStrategy({ name: "u", optionsSchema: { "~standard": { versi
 
   it("--strategy loads only a built-in or the config's own strategy", async () => {
     const error = await refused(base({ strategy: { use: "./deploy/strategy.mjs" } }), { strategy: "@acme/one-at-a-time" });
-    expect(error.issues).toEqual([{ path: "--strategy", message: expect.stringContaining('"@acme/one-at-a-time" is not a built-in strategy (rolling, half-split, blue-green, sticky, canary) nor the one the config names') }]);
+    expect(error.issues).toEqual([{ path: "--strategy", message: expect.stringContaining('"@acme/one-at-a-time" is not a built-in strategy (rolling, half-split, blue-green, sticky, canary, canary-abort) nor the one the config names') }]);
     expect((await resolve(base({ strategy: { use: "./deploy/strategy.mjs", hold: "1s" } }), { strategy: "./deploy/strategy.mjs" })).strategy.options).toEqual({ hold: 1000 });
     expect((await resolve(base({ strategy: { use: "./deploy/strategy.mjs", hold: "1s" } }), { strategy: "rolling" })).strategy.resolved.plugin.name).toBe("rolling");
   });

@@ -57,6 +57,8 @@ export interface ResolveConfigOptions extends HostSetupOptions {
    * slots kept for it (`keepOld`) are swapped back in one reload and full capacity holds otherwise.
    */
   readonly rollback?: boolean | undefined;
+  /** `nodrop abort`: the canary-abort strategy (every client back at once, then the canary's instances). */
+  readonly abort?: boolean | undefined;
   /** nodrop's version, shown for built-in plugins. */
   readonly version?: string | undefined;
 }
@@ -79,7 +81,11 @@ export async function resolveConfig(file: ConfigFile, options: ResolveConfigOpti
   // Loaded side by side; each load records its problems apart, added in config order afterwards.
   const load = loader(file.baseDir, options.version);
 
-  const strategyChoice = options.rollback ? rollbackStrategy(config) : chooseStrategy(raw.strategy ?? undefined, options.strategy, issues);
+  const strategyChoice = options.abort
+    ? { specifier: "canary-abort", path: "abort", options: {} }
+    : options.rollback
+      ? rollbackStrategy(config)
+      : chooseStrategy(raw.strategy ?? undefined, options.strategy, issues);
   const proxyNamed = pluginSpecifier(raw.proxy, "type");
   const split = splitHosts(raw.hosts, issues);
   // The plugin is loaded with the first proxy host's options; the others are validated apart.

@@ -33,6 +33,14 @@ describe("nodrop's access log", () => {
     expect(parseAccessLog(`${line(404, 0, "-", "-")}\n`)).toMatchObject({ endpoints: {}, skipped: 0 });
   });
 
+  it("counts a pool with no live server (nginx logs its name and 502) as unattributed, and a client that left before the answer (status -) as no error", () => {
+    const parsed = parseAccessLog(`${line(502, 0, "502", "nodrop_web_canary")}\n${line(502, 0.01, "502, 502", "127.0.0.1:8011, nodrop_web_canary")}\n${line(499, 0.2, "-", "127.0.0.1:8012")}\n`);
+    expect(parsed.unattributed).toEqual({ requests: 2, errors: 2 });
+    expect(parsed.endpoints["127.0.0.1:8011"]).toMatchObject({ requests: 1, errors: 1 });
+    expect(parsed.endpoints["127.0.0.1:8012"]).toMatchObject({ requests: 1, errors: 0 });
+    expect(parsed.skipped).toBe(0);
+  });
+
   it("reads a cursor back only as inode:offset", () => {
     expect(parseCursor("1234:56")).toEqual({ inode: "1234", offset: 56 });
     for (const bad of ["", "1234", "a:1", "1:2:3", "1:99999999999999999999", "1;rm -rf /:2"]) expect(() => parseCursor(bad)).toThrow(/cursor/);

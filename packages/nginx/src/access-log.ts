@@ -12,6 +12,7 @@ export const TRAFFIC_READ_BYTES = 900 * 1024;
 
 const LINE = /^\d{1,12}\.\d{3}\|\d{3}\|(\d{1,7}\.\d{3})\|([^|]*)\|([^|]*)$/;
 const ENDPOINT = /^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]{2,45}\]):\d{1,5}$/;
+const UPSTREAM_NAME = /^[A-Za-z0-9_]{1,100}$/;
 const CURSOR = /^(\d{1,20}):(\d{1,20})$/;
 
 /** A position in the log: the file's inode (a rotated log starts again at 0) and a byte offset. */
@@ -64,7 +65,7 @@ export function trafficCommand(file: string, cursor: LogCursor | undefined, max 
  * last. Only whole lines count: `consumed` is the bytes up to the last newline. Lines that do not
  * match the format (another log_format, a forged line) are skipped and counted.
  */
-export function parseAccessLog(text: string): { endpoints: Record<string, TrafficCounts>; consumed: number; skipped: number } {
+export function parseAccessLog(text: string): { endpoints: Record<string, TrafficCounts>; unattributed: { requests: number; errors: number }; consumed: number; skipped: number } {
   const end = text.lastIndexOf("\n");
   const whole = end < 0 ? "" : text.slice(0, end);
   const counts = new Map<string, { requests: number; errors: number; latency: number[] }>();
@@ -74,6 +75,7 @@ export function parseAccessLog(text: string): { endpoints: Record<string, Traffi
     return c;
   };
   let skipped = 0;
+  const unattributed = { requests: 0, errors: 0 };
   for (const line of whole.split("\n")) {
     if (line === "") continue;
     const match = LINE.exec(line);
@@ -83,21 +85,32 @@ export function parseAccessLog(text: string): { endpoints: Record<string, Traffi
     }
     const addresses = match[3]!.split(/, | : /);
     const statuses = match[2]!.split(/, | : /);
-    if (addresses.length !== statuses.length || !addresses.every((a) => ENDPOINT.test(a))) {
-      // "-": served by nginx itself (no upstream), or a unix socket: nothing to attribute.
-      if (addresses.some((a) => a !== "-" && !a.startsWith("unix:"))) skipped += 1;
+    if (addresses.length !== statuses.length) {
+      skipped += 1;
       continue;
     }
+    if (addresses.every((a) => a === "-" || a.startsWith("unix:"))) continue; // served by nginx itself: nothing to attribute
+    let attributed = false;
     addresses.forEach((where, i) => {
-      const c = of(where);
-      c.requests += 1;
       const status = Number(statuses[i]);
-      if (!(status < 500)) c.errors += 1;
+      const error = status >= 500;
+      if (ENDPOINT.test(where)) {
+        const c = of(where);
+        c.requests += 1;
+        if (error) c.errors += 1;
+        attributed = true;
+      } else if (UPSTREAM_NAME.test(where)) {
+        // No live server left in a pool: nginx logs the upstream's name and a 502. Whose instances
+        // failed is not in the line; a gate counts it against the deploy rather than lose it.
+        unattributed.requests += 1;
+        if (error) unattributed.errors += 1;
+      } else skipped += 1;
     });
+    if (!attributed) continue;
     const last = of(addresses.at(-1)!);
     const bucket = latencyBucket(Number(match[1]) * 1000);
     while (last.latency.length <= bucket) last.latency.push(0);
     last.latency[bucket] = last.latency[bucket]! + 1;
   }
-  return { endpoints: Object.fromEntries(counts), consumed: end < 0 ? 0 : Buffer.byteLength(text.slice(0, end + 1)), skipped };
+  return { endpoints: Object.fromEntries(counts), unattributed, consumed: end < 0 ? 0 : Buffer.byteLength(text.slice(0, end + 1)), skipped };
 }

@@ -489,6 +489,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     const log = options.accessLog!;
     let at = cursor === undefined ? undefined : parseCursor(cursor);
     const endpoints: Record<string, TrafficCounts> = {};
+    const unattributed = { requests: 0, errors: 0 };
     for (let piece = 0; piece < 8; piece++) {
       const result = await run(trafficCommand(log, at), signal);
       if (result.code !== 0) throw new NodropError("E_PROXY_SETUP", `cannot read the access log ${log} on ${executor.host}: ${result.stderr.trim() || `exit ${result.code}`}`);
@@ -496,14 +497,19 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       const head = /^(\d{1,20}) (\d{1,20}) (\d{1,20})$/.exec(result.stdout.slice(0, newline));
       if (!head) throw new NodropError("E_PROXY_SETUP", `cannot read the access log ${log} on ${executor.host}: unexpected output`);
       const [inode, from, length] = [head[1]!, Number(head[2]), Number(head[3])];
-      if (at === undefined) return { cursor: formatCursor({ inode, offset: from }), endpoints };
+      if (at === undefined) return { cursor: formatCursor({ inode, offset: from }), endpoints, unattributed };
       const parsed = parseAccessLog(result.stdout.slice(newline + 1));
       for (const [where, counts] of Object.entries(parsed.endpoints)) endpoints[where] = Object.hasOwn(endpoints, where) ? addCounts(endpoints[where]!, counts) : counts;
-      at = { inode, offset: from + parsed.consumed };
-      // Caught up (what is left is at most a line being written), or no whole line in a full piece.
-      if (length < TRAFFIC_READ_BYTES || parsed.consumed === 0) break;
+      unattributed.requests += parsed.unattributed.requests;
+      unattributed.errors += parsed.unattributed.errors;
+      // A full piece without a whole line (a line longer than a piece: not nodrop's format) is
+      // skipped, or the cursor would never move past it.
+      const full = length >= TRAFFIC_READ_BYTES;
+      at = { inode, offset: from + (full && parsed.consumed === 0 ? length : parsed.consumed) };
+      // Caught up: what is left is at most a line being written.
+      if (!full) break;
     }
-    return { cursor: formatCursor(at!), endpoints };
+    return { cursor: formatCursor(at!), endpoints, unattributed };
   };
 
   return {

@@ -25,8 +25,8 @@ describe("canaryStrategy.plan", () => {
     const defined = shares.filter((s): s is number => s !== undefined);
     expect(defined).toEqual([...defined].sort((a, b) => a - b));
     expect(routes(p).at(-1)).toEqual({ pools: { all: ["web-8011", "web-8012", "web-8013", "web-8014"] }, defaultPool: "all", pins: { v2: "all" } });
-    // Every routing pins v2 clients to v2's pool.
-    for (const r of routes(p)) expect(r.pools[r.pins.v2!]).toBeDefined();
+    // Every routing from the first one that serves v2 pins v2 clients to v2's pool.
+    for (const r of routes(p).slice(1)) expect(r.pools[r.pins.v2!]).toBeDefined();
   });
 
   it("takes as many instances as the share needs, leaving at least one on the old version", () => {
@@ -40,7 +40,9 @@ describe("canaryStrategy.plan", () => {
     // Set though empty: the first step's own instances serve after its route, and go back too.
     expect(p.phases[0]!.revertAlso).toEqual([]);
     expect(p.phases[1]).toMatchObject({ instances: ["web-8012"], revertAlso: ["web-8011"] });
-    expect(p.phases[2]).toMatchObject({ revertAlso: ["web-8011", "web-8012"] });
+    // Promotion, after the gates: a failed batch goes back alone, as a rolling batch does.
+    expect(p.phases[2]).toMatchObject({ name: "promote web-8013", onFailure: "revert" });
+    expect(p.phases[2]!.revertAlso).toBeUndefined();
   });
 
   it("refuses shares that do not grow, or that reach 100%, naming the step", () => {
@@ -68,6 +70,8 @@ describe("canaryStrategy.plan", () => {
     const p = plan(instances, { steps: ["5%", "75%"] });
     expect(p.phases[0]!.instances).toEqual([]);
     expect(p.phases[1]!.instances).toEqual(["web-8013"]);
+    // 5% is below the capacity already on v2 (2 of 4): the share starts at 50%.
+    expect(routes(p)[0]!.split?.percent).toBe(50);
   });
 
   it("restores the old version alone after a failure, or both with v2 pinned when some serve v2", () => {
@@ -76,5 +80,15 @@ describe("canaryStrategy.plan", () => {
     expect(strategy.recoveryRouting!(fleet(2), context)).toEqual({ pools: { all: ["web-8011", "web-8012"] }, defaultPool: "all", pins: {} });
     const mixed = [fleet(2)[0]!, { ...fleet(2)[1]!, version: "v2" }];
     expect(strategy.recoveryRouting!(mixed, context)).toEqual({ pools: { stable: ["web-8011"], canary: ["web-8012"] }, defaultPool: "stable", pins: { v2: "canary" } });
+  });
+});
+
+describe("the first route of a canary", () => {
+  it("has no pin for the new version while its first instances are replaced (a cookie from an aborted attempt must not lead there)", () => {
+    const p = plan(fleet(4), { steps: ["25%"] });
+    const [out, into] = routes(p);
+    expect(out).toEqual({ pools: { stable: ["web-8012", "web-8013", "web-8014"] }, defaultPool: "stable", pins: {} });
+    expect(into!.pins).toEqual({ v2: "canary" });
+    expect(into!.pools.canary).toEqual(["web-8011"]);
   });
 });

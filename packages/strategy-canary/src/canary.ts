@@ -19,6 +19,8 @@ export interface CanaryStep {
   readonly weight: number;
   readonly ms: number;
   readonly analysis: boolean;
+  /** Waits for `nodrop promote` instead of a time. */
+  readonly manual: boolean;
 }
 
 const percentOf = (text: string) => Number(text.slice(0, -1));
@@ -28,7 +30,9 @@ export function canarySteps(options: CanaryOptions): CanaryStep[] {
   const gate = options.gate ?? 60_000;
   const analyze = options.analysis?.enabled ?? true;
   const steps = (options.steps ?? ["10%", "50%"]).map((s) =>
-    typeof s === "string" ? { weight: percentOf(s), ms: gate, analysis: analyze } : { weight: percentOf(s.weight), ms: s.pause ?? gate, analysis: analyze && (s.analysis ?? true) },
+    typeof s === "string"
+      ? { weight: percentOf(s), ms: gate, analysis: analyze, manual: false }
+      : { weight: percentOf(s.weight), ms: typeof s.pause === "number" ? s.pause : gate, analysis: analyze && (s.analysis ?? true) && s.pause !== "manual", manual: s.pause === "manual" },
   );
   const problems: string[] = [];
   steps.forEach((s, i) => {
@@ -72,6 +76,16 @@ function canaryRouting(stable: readonly string[], canary: readonly string[], ver
   return { pools: { stable: [...stable], canary: [...canary] }, defaultPool: "stable", pins: { [version]: "canary" }, ...(percent !== undefined ? { split: { key, percent, to: "canary" } } : {}) };
 }
 
+/**
+ * Before anything serves the new version: only the old version's pool. No pin for the new one
+ * yet, since a client may still hold its cookie from an earlier attempt that was aborted, and
+ * the pin would send it to instances being replaced; the pin comes with the first instance that
+ * serves the version, in the same reload.
+ */
+function beforeCanary(stable: readonly string[]): Routing {
+  return singlePool(stable, "stable");
+}
+
 const share = (count: number, fleet: number) => Math.min(99.99, Math.round((10_000 * count) / fleet) / 100);
 
 /**
@@ -87,7 +101,7 @@ export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typ
   return {
     name: "canary",
     optionsSchema: canaryOptionsSchema,
-    plan({ instances, version, proxy, options }: PlanInput<CanaryOptions>): DeployPlan {
+    plan({ instances, version, proxy, options, passedGates = [] }: PlanInput<CanaryOptions>): DeployPlan {
       const all = instances.map((i) => i.id);
       const steps = canarySteps(options);
       if (!proxy.split) throw new NodropError("E_PLAN", "strategy: canary needs a proxy that can split clients by weight (nginx); this proxy cannot");
@@ -113,7 +127,9 @@ export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typ
       const phases: PlanPhase[] = [];
       let canary = done.map((i) => i.id);
       let old = stable.map((i) => i.id);
-      let weight: number | undefined = done.length > 0 ? share(done.length, all.length) : undefined;
+      // A resumed canary (instances already on the version) never offers them less than their share of capacity.
+      const floor = done.length > 0 ? share(done.length, all.length) : 0;
+      let weight: number | undefined = done.length > 0 ? floor : undefined;
       if (done.length > 0) notes.push(`${canary.join(", ")} already run ${version}: they start as the canary`);
 
       for (const step of steps) {
@@ -123,21 +139,24 @@ export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typ
         const rest = old.filter((id) => !batch.includes(id));
         if (batch.length > 0) {
           // Before anything serves the new version, its pin points at the instances being replaced (nobody holds it yet).
-          phaseSteps.push({ kind: "route", routing: canaryRouting(rest, canary.length > 0 ? canary : batch, version, key, canary.length > 0 ? weight : undefined), why: `${batch.join(", ")} out of the old version's pool` });
+          phaseSteps.push({ kind: "route", routing: canary.length > 0 ? canaryRouting(rest, canary, version, key, weight) : beforeCanary(rest), why: `${batch.join(", ")} out of the old version's pool` });
           phaseSteps.push(...replaceSteps(batch));
         }
         const joined = [...canary, ...batch];
-        phaseSteps.push({ kind: "route", routing: canaryRouting(rest, joined, version, key, step.weight), why: `${step.weight}% of clients to ${version} on ${joined.join(", ")}` });
-        phaseSteps.push({ kind: "gate", name: `${step.weight}%`, weight: step.weight, ms: step.ms, instances: [], ...(step.analysis ? { analysis } : {}) });
-        phases.push({ name: `canary ${step.weight}%`, instances: batch, steps: phaseSteps, onFailure: "revert", revertAlso: canary });
+        const percent = Math.max(step.weight, floor);
+        phaseSteps.push({ kind: "route", routing: canaryRouting(rest, joined, version, key, percent), why: `${percent}% of clients to ${version} on ${joined.join(", ")}` });
+        const name = `canary ${step.weight}%`;
+        // A resumed canary (or one `nodrop promote` let on) does not hold a passed gate again: its share is restored, and it goes on.
+        if (!passedGates.includes(name)) phaseSteps.push({ kind: "gate", name: `${step.weight}%`, weight: step.weight, ms: step.ms, instances: [], ...(step.analysis ? { analysis } : {}), ...(step.manual ? { manual: true } : {}) });
+        phases.push({ name, instances: batch, steps: phaseSteps, onFailure: "revert", revertAlso: canary });
         canary = joined;
         old = rest;
-        weight = step.weight;
+        weight = percent;
       }
       phases.push(...promotion(old, outside, canary, version, key, weight!, all.length, options.batchSize ?? 1));
       const last = steps.at(-1)!;
       notes.push(
-        `steps: ${steps.map((s) => `${s.weight}% (${s.analysis ? "analysed" : "watched"} for ${formatDuration(s.ms)})`).join(", ")}, then ${version} is promoted to every instance`,
+        `steps: ${steps.map((s) => `${s.weight}% (${passedGates.includes(`canary ${s.weight}%`) ? "passed" : s.manual ? "paused until `nodrop promote`" : `${s.analysis ? "analysed" : "watched"} for ${formatDuration(s.ms)}`})`).join(", ")}, then ${version} is promoted to every instance`,
         `clients are split by ${key}; the version cookie keeps every client ${version} served on it`,
         ...(analyzed ? [`a gate fails on more than ${100 * analysis.maxErrorRateIncrease}% more 5xx, or a p99 over ${analysis.maxLatencyRatio}x the old version's, after at least ${analysis.minRequests} requests; then every client and instance goes back`] : []),
         ...(outside.length > 0 ? [`${outside.join(", ")} out of the pool or unhealthy: replaced at the promotion`] : []),
@@ -160,15 +179,15 @@ export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typ
 /**
  * After the last step: the old version's instances go batch by batch, each out of its pool,
  * replaced and into the canary's, the share following the canary's capacity; the last batch goes
- * with every client on the new version. Then one pool of all, still pinned.
+ * with every client on the new version. Then one pool of all, still pinned. The gates are behind:
+ * a batch that fails goes back alone (as a rolling batch does), and the canary keeps serving.
+ * Instances that were out of the pool or unhealthy go last, left out if they fail again.
  */
 function promotion(old: readonly string[], outside: readonly string[], canary: readonly string[], version: string, key: string, weight: number, fleet: number, size: number): PlanPhase[] {
   const phases: PlanPhase[] = [];
   let serving = [...old];
   let joined = [...canary];
   let percent = weight;
-  const revert = () => ({ onFailure: "revert" as const, revertAlso: [...joined] });
-  if (outside.length > 0) phases.push({ name: "promote: out of pool", instances: [...outside], steps: replaceSteps(outside), ...revert() });
   while (serving.length > 0) {
     const batch = serving.slice(0, size);
     const rest = serving.filter((id) => !batch.includes(id));
@@ -180,10 +199,11 @@ function promotion(old: readonly string[], outside: readonly string[], canary: r
             { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, (percent = Math.max(percent, share(joined.length + batch.length, fleet)))), why: `promote: ${percent}% of clients to ${version}` },
           ]
         : [{ kind: "route", routing: singlePool(joined, "canary", { [version]: "canary" }), why: `promote: every client to ${version}` }, ...replaceSteps(batch)];
-    phases.push({ name: `promote ${batch.join(", ")}`, instances: batch, steps, ...revert() });
+    phases.push({ name: `promote ${batch.join(", ")}`, instances: batch, steps, onFailure: "revert" });
     joined = [...joined, ...batch];
     serving = rest;
   }
+  if (outside.length > 0) phases.push({ name: "promote: out of pool", instances: [...outside], steps: replaceSteps(outside), onFailure: "isolate" });
   const all = [...joined, ...outside.filter((id) => !joined.includes(id))];
   phases.push({ name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", { [version]: "all" }), why: `all instances on ${version}` }] });
   return phases;

@@ -2,4 +2,5 @@ export { canaryStrategy, canarySteps, canaryAnalysis, canaryCount } from "./cana
 export type { CanaryStep } from "./canary.js";
 export { canaryOptionsSchema } from "./options.js";
 export type { CanaryOptions } from "./options.js";
-export { canaryPlugin, canaryPlugin as default } from "./plugin.js";
+export { canaryAbortStrategy, canaryAbortOptionsSchema } from "./abort.js";
+export { canaryPlugin, canaryAbortPlugin, canaryPlugin as default } from "./plugin.js";

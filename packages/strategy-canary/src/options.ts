@@ -5,7 +5,12 @@ const percent = percentOf();
 
 const step = schema.object({
   weight: percent,
-  pause: schema.optional(schema.duration({ doc: "How long this step's gate lasts, instead of strategy.gate." })),
+  pause: schema.optional(
+    schema.either(schema.oneOf(["manual"] as const), schema.duration(), {
+      hint: 'a duration, or "manual"',
+      doc: 'How long this step\'s gate lasts, instead of strategy.gate; "manual": the deploy pauses here until `nodrop promote` (or `nodrop abort`), however long that takes.',
+    }),
+  ),
   analysis: schema.optional(schema.bool({ doc: "Whether this step's gate analyses the proxy's counts (false: it only waits)." })),
 });
 
