@@ -41,6 +41,8 @@ interface Scenario {
    * release phase sends it to every host and prepares it before any instance leaves the pool.
    */
   artifactMib?: number;
+  /** nginx writes nodrop's access log and the config reads it (proxy.accessLog): a canary's gates need it. */
+  canaryLog?: true;
 }
 
 const webHosts = (n: number) => Array.from({ length: n }, (_, i) => `web${i + 1}`);
@@ -65,11 +67,15 @@ const scenarios: Scenario[] = [
   // The same fleet and strategy with two artifact sizes: the release phase grows with the size, the rest must not.
   { name: "3 hosts x 4 instances over SSH, rolling batches of 3, from a 10 MiB artifact", slug: "ssh-artifact-10", hosts: webHosts(3), ports: [8801, 8802, 8803, 8804], strategy: { name: "rolling", batchSize: 3 }, artifactMib: 10 },
   { name: "3 hosts x 4 instances over SSH, rolling batches of 3, from a 100 MiB artifact", slug: "ssh-artifact-100", hosts: webHosts(3), ports: [8811, 8812, 8813, 8814], strategy: { name: "rolling", batchSize: 3 }, artifactMib: 100 },
+  // Gates of 10 s on nginx's own log, read every 2 s: the chart shows the share per version grow, the title each gate's decision.
+  { name: "local 4 instances, canary 25% then 50% (10 s gates on nginx's log)", slug: "canary", ports: [8821, 8822, 8823, 8824], canaryLog: true, strategy: { name: "canary", steps: ["25%", "50%"], gate: "10s", analysis: { interval: "2s" } } },
   { name: "16 hosts x 4 instances over SSH, rolling 25% at a time", slug: "scale-64", hosts: webHosts(16), ports: [8391, 8392, 8393, 8394], strategy: { name: "rolling", batchSize: "25%" } },
 ];
 
 interface Result {
   scenario: string;
+  /** A canary's gates: each one's decision and the new version's share of its requests. */
+  gates?: string;
   slug: string;
   tool: "nodrop" | "script";
   /** The deploy's own exit code (a baseline that loses requests still "succeeds"). */
@@ -442,16 +448,21 @@ for (const scenario of scenarios) {
     ...(scenario.slotOffset === undefined ? {} : { slotOffset: scenario.slotOffset }),
     ...(scenario.proxyHosts ? { proxyHosts: scenario.proxyHosts } : {}),
     ...(scenario.artifactMib === undefined ? {} : { releases: { prepare: "cd {release} && test -s VERSION && date -u +%FT%TZ > PREPARED_AT" } }),
+    ...(scenario.canaryLog ? { canaryLog: true } : {}),
   });
   console.log(`fleet of ${fleet.instances.length} instances up in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
   try {
     const artifact = scenario.artifactMib === undefined ? [] : ["--artifact", await buildArtifact(fleet.dir, "v2", scenario.artifactMib)];
     const measured = await deployScenario(scenario, fleet, hosts ? hosts.dir : fleet.dir, { clients: Number(values.clients), addresses }, artifact);
     const { run, report } = measured;
-    const result = measure(scenario, measured);
+    const measuredResult = measure(scenario, measured);
+    // A canary's gates: each one's decision and the share of requests the new version took in it, as nginx's log counted them.
+    const gates = (report?.gates ?? []).map((g) => `${g.gate} ${g.decision} (${gateShare(g)}% of requests)`).join(", ");
+    const result: Result = gates ? { ...measuredResult, gates } : measuredResult;
     results.push(result);
+    if (gates) console.log(`gates: ${gates}`);
     const svg = timelineSvg({
-      title: `${scenario.name}: ${result.failed} failed of ${result.requests}, ${result.versionRegressions} regressions`,
+      title: `${scenario.name}: ${result.failed} failed of ${result.requests}, ${result.versionRegressions} regressions${gates ? `; gates ${gates}` : ""}`,
       records: run.records,
       phases: phasesOf(run, report, measured.loadStartedAt),
       serving: measured.serving,
@@ -465,6 +476,13 @@ for (const scenario of scenarios) {
     await fleet.stop();
     await hosts?.stop();
   }
+}
+
+/** The new version's share of a gate's requests (percent, whole). */
+function gateShare(g: { canary?: { requests: number } | undefined; baseline?: { requests: number } | undefined }): number {
+  const ours = g.canary?.requests ?? 0;
+  const total = ours + (g.baseline?.requests ?? 0);
+  return total === 0 ? 0 : Math.round((100 * ours) / total);
 }
 
 /** A release tarball of `mib` MiB: the version's VERSION file and random bytes. */
@@ -520,7 +538,7 @@ const table = [
     const unavoidable = r.batchCriticalMs === undefined ? undefined : r.batchCriticalMs + r.drainMs!;
     const deploy = r.timeToSwapMs === undefined ? s(r.deployMs) : `${s(r.deployMs)} (swapped at ${(r.timeToSwapMs / 1000).toFixed(2)} s)`;
     const fleetMemory = r.fleetMemoryPeakMb === undefined ? "-" : `${r.fleetMemoryPeakMb} MB (${r.fleetMemoryBeforeMb ?? "-"} MB)`;
-    return `| [${r.scenario}](${r.chart}) | ${r.requests} | **${r.failed}** | ${r.rawFailed} | ${r.strictFailed} | ${r.failingSeconds} s | ${r.minServing === undefined ? "-" : `${r.minServing} of ${r.instances}`} | ${r.versionRegressions} | ${r.lateOld} | ${r.switchesMean} / ${r.switchesMax} | ${r.mixedMs === undefined ? "-" : `${(r.mixedMs / 1000).toFixed(2)} s`} | ${deploy} | ${r.preflightMs === undefined ? "-" : `${r.preflightMs} ms`} | ${s(r.batchCriticalMs)} | ${s(r.drainMs)} | ${r.overheadPerBatchMs === undefined ? "-" : `${r.overheadPerBatchMs} ms`} | ${unavoidable === undefined ? "-" : (r.deployMs / unavoidable).toFixed(2)} | ${s(r.instanceSumMs)} | ${r.sshConnections === undefined ? "-" : `${r.sshConnections} (${r.sshHosts} hosts)`} | ${r.peakRssMb === undefined ? "-" : `${r.peakRssMb} MB`} | ${fleetMemory} |`;
+    return `| [${r.scenario}](${r.chart})${r.gates ? `; gates: ${r.gates}` : ""} | ${r.requests} | **${r.failed}** | ${r.rawFailed} | ${r.strictFailed} | ${r.failingSeconds} s | ${r.minServing === undefined ? "-" : `${r.minServing} of ${r.instances}`} | ${r.versionRegressions} | ${r.lateOld} | ${r.switchesMean} / ${r.switchesMax} | ${r.mixedMs === undefined ? "-" : `${(r.mixedMs / 1000).toFixed(2)} s`} | ${deploy} | ${r.preflightMs === undefined ? "-" : `${r.preflightMs} ms`} | ${s(r.batchCriticalMs)} | ${s(r.drainMs)} | ${r.overheadPerBatchMs === undefined ? "-" : `${r.overheadPerBatchMs} ms`} | ${unavoidable === undefined ? "-" : (r.deployMs / unavoidable).toFixed(2)} | ${s(r.instanceSumMs)} | ${r.sshConnections === undefined ? "-" : `${r.sshConnections} (${r.sshHosts} hosts)`} | ${r.peakRssMb === undefined ? "-" : `${r.peakRssMb} MB`} | ${fleetMemory} |`;
   }),
 ].join("\n");
 const goals = targets(results);

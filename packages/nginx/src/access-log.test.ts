@@ -1,3 +1,7 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { appendFileSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { percentileMs } from "@nodrop/core";
 import { describe, expect, it } from "vitest";
 import { NODROP_LOG_FORMAT, parseAccessLog, parseCursor, trafficCommand } from "./access-log.js";
@@ -75,5 +79,36 @@ describe("rendering a split", () => {
 
   it("refuses a key that would splice text into the config", () => {
     expect(() => renderNginxConfig({ name: "web", routing: { ...routing, split: { ...routing.split, key: '$remote_addr" ; include /etc/passwd; "' } }, instances, generation: 3, versionCookie: "nodrop_version" })).toThrow(/split key/);
+  });
+});
+
+describe("the traffic command, run here", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "nodrop-log-"));
+  const log = path.join(dir, "web.nodrop.log");
+  const sh = (command: string) => spawnSync("bash", ["-c", command], { encoding: "utf8" });
+  const head = (out: string) => out.slice(0, out.indexOf("\n")).split(" ");
+
+  it("reads what came after the cursor, from the start when the log was rotated, and nothing through a planted link", () => {
+    writeFileSync(log, `${line(200, 0.001, "200", "127.0.0.1:8011")}\n`);
+    const start = sh(trafficCommand(log, undefined));
+    const [inode, size] = head(start.stdout);
+    appendFileSync(log, `${line(500, 0.002, "500", "127.0.0.1:8012")}\n`);
+    const next = sh(trafficCommand(log, { inode: inode!, offset: Number(size) }));
+    expect(next.status).toBe(0);
+    expect(Object.keys(parseAccessLog(next.stdout.slice(next.stdout.indexOf("\n") + 1)).endpoints)).toEqual(["127.0.0.1:8012"]);
+    // Rotated: a new file (another inode) under the name is read from its start.
+    renameSync(log, `${log}.1`);
+    writeFileSync(log, `${line(200, 0.001, "200", "127.0.0.1:8013")}\n`);
+    const rotated = sh(trafficCommand(log, { inode: inode!, offset: Number(size) }));
+    expect(head(rotated.stdout)[1]).toBe("0");
+    expect(Object.keys(parseAccessLog(rotated.stdout.slice(rotated.stdout.indexOf("\n") + 1)).endpoints)).toEqual(["127.0.0.1:8013"]);
+    // A link planted at the log's path is refused (exit 3), and nothing of its target is read.
+    rmSync(log);
+    symlinkSync("/etc/passwd", log);
+    const planted = sh(trafficCommand(log, { inode: "1", offset: 0 }));
+    expect(planted.status).toBe(3);
+    expect(planted.stdout).toBe("");
+    expect(planted.stderr).toContain("is a symbolic link");
+    execFileSync("rm", ["-rf", dir]);
   });
 });
