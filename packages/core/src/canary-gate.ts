@@ -70,6 +70,9 @@ export function judgeGate(canary: VersionFigures, baseline: VersionFigures, anal
   return { decision: "fail", reason: `inconclusive: ${canary.requests} requests on ${canary.version} in ${ms(elapsedMs)}, fewer than the ${analysis.minRequests} a verdict needs` };
 }
 
+/** How often a gate without analysis asks the verify probe whether a threshold was crossed. */
+const VERIFY_POLL_MS = 1000;
+
 /** A breach is a count of 5xx this unlikely (or less) for a version at the allowed rate. */
 const BREACH_P = 0.01;
 /** Fewest requests on each side before the latencies compared are p99s (p90s below). */
@@ -117,8 +120,19 @@ export async function runGateStep(context: RunContext, phase: PlanPhase, step: G
   }
   await timed(context, phase.name, "gate", undefined, async () => {
     const analysis = step.analysis;
+    // The verify probe (the config's verify section) gates every step too: a threshold it crosses
+    // during the gate fails the gate at once, instead of at the next step.
+    const probeBreach = () => {
+      const breach = options.verify?.breach();
+      if (!breach) return;
+      record({ decision: "failed", reason: breach });
+      throw new NodropError("E_CANARY", `gate ${step.name} (${step.weight}%) failed: ${breach}`);
+    };
     if (!analysis) {
-      await sleep(step.ms, signal).catch(() => Promise.reject(abortError(signal)));
+      for (let left = step.ms; left > 0; left -= VERIFY_POLL_MS) {
+        await sleep(Math.min(VERIFY_POLL_MS, left), signal).catch(() => Promise.reject(abortError(signal)));
+        probeBreach();
+      }
       return record({ decision: "waited", reason: `${step.weight}% for ${ms(step.ms)}` }).reason;
     }
     const proxy = options.proxy;
@@ -128,6 +142,7 @@ export async function runGateStep(context: RunContext, phase: PlanPhase, step: G
     let unattributed = 0;
     for (;;) {
       await sleep(Math.min(analysis.intervalMs, Math.max(0, step.ms - (performance.now() - t0))) || analysis.intervalMs, signal).catch(() => Promise.reject(abortError(signal)));
+      probeBreach();
       const window = await proxy.traffic(cursor, { signal });
       cursor = window.cursor;
       totals = addByVersion(totals, window.endpoints, versionAt(context));

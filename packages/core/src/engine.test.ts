@@ -817,3 +817,72 @@ describe("deploy: the verify probe", () => {
     expect(report.verify).toBeUndefined();
   });
 });
+
+describe("deploy: a canary's gates (revertAlso, the verify probe, a manual pause)", () => {
+  // a becomes the canary in phase 1, b joins it in phase 2; c stays on v1.
+  const canaryPhases = (gate: PlanStep): PlanPhase[] => [
+    {
+      name: "canary a",
+      instances: ["a"],
+      onFailure: "revert",
+      revertAlso: [],
+      steps: [{ kind: "route", routing: singlePool(["b", "c"], "stable"), why: "a out" }, ...replaceSteps(["a"]), { kind: "route", routing: { pools: { stable: ["b", "c"], canary: ["a"] }, defaultPool: "stable", pins: { v2: "canary" } }, why: "a in" }],
+    },
+    {
+      name: "canary b",
+      instances: ["b"],
+      onFailure: "revert",
+      revertAlso: ["a"],
+      steps: [
+        { kind: "route", routing: { pools: { stable: ["c"], canary: ["a"] }, defaultPool: "stable", pins: { v2: "canary" } }, why: "b out" },
+        ...replaceSteps(["b"]),
+        { kind: "route", routing: { pools: { stable: ["c"], canary: ["a", "b"] }, defaultPool: "stable", pins: { v2: "canary" } }, why: "b in" },
+        gate,
+      ],
+    },
+  ];
+  const waitGate: PlanStep = { kind: "gate", name: "50%", weight: 50, ms: 30, instances: [] };
+
+  it("a verify threshold crossed during a gate fails it at once: every client goes to c first, then a and b (an earlier phase's) go back", async () => {
+    const { fleet, proxy, options } = setup(V1, fixed(canaryPhases({ ...waitGate, ms: 60_000 })));
+    // Crossed once the gate runs: only the gate can notice it before its minute is up.
+    let gateRunning = false;
+    const { verifier } = scriptedVerifier(() => gateRunning, fleet);
+    const started = performance.now();
+    const onEvent = (e: DeployEvent) => {
+      if (e.type === "step" && e.kind === "gate" && e.status === "start") gateRunning = true;
+    };
+    const report = await deploy({ ...options, verify: verifier, onEvent });
+    // Not after the gate's minute: at its first look at the probe.
+    expect(performance.now() - started).toBeLessThan(30_000);
+    expect(report.error).toMatchObject({ code: "E_CANARY", step: "canary b: gate" });
+    expect(report.gates).toEqual([expect.objectContaining({ gate: "50%", decision: "failed", reason: expect.stringContaining("3 of 40") })]);
+    // The routing that sent every client to c came before any stop of a or b in the recovery.
+    const lists = proxy.servingLists();
+    expect(lists).toContainEqual(["c"]);
+    expect(fleet.callsFor("a").slice(-3)).toEqual(["stop a", "update a v2->v1", "start a v1"]);
+    const r = byId(report);
+    expect(r.a).toMatchObject({ version: "v1", outcome: "reverted", inPool: true });
+    expect(r.b).toMatchObject({ version: "v1", outcome: "reverted", inPool: true });
+    expect(lists.at(-1)).toEqual(["a", "b", "c"]);
+  });
+
+  it("a manual gate ends the deploy paused, with no recovery and no end: the canary keeps serving", async () => {
+    const { proxy, options } = setup(V1, fixed(canaryPhases({ ...waitGate, manual: true })));
+    const report = await deploy(options);
+    expect(report.paused).toMatchObject({ phase: "canary b", gate: "50%" });
+    expect(report.error).toBeUndefined();
+    expect(report.recovery).toBeUndefined();
+    expect(report.gates).toEqual([expect.objectContaining({ decision: "paused" })]);
+    expect(proxy.servingLists().at(-1)?.slice().sort()).toEqual(["a", "b", "c"]);
+    expect(byId(report).a).toMatchObject({ version: "v2", inPool: true });
+  });
+
+  it("an analysed gate on a proxy that cannot count traffic is refused with what to set", async () => {
+    const analysis = { minRequests: 1, maxErrorRateIncrease: 0.01, maxLatencyRatio: 2, latencyFloorMs: 25, intervalMs: 10, extraMs: 10 };
+    const { options } = setup(V1, fixed(canaryPhases({ ...waitGate, analysis })));
+    const report = await deploy(options);
+    expect(report.error?.code).toBe("E_PLAN");
+    expect(report.error?.message).toContain("proxy.accessLog");
+  });
+});
