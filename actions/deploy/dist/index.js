@@ -52383,6 +52383,7 @@ function judgeGate(canary, baseline, analysis, elapsedMs, gateMs, unattributedEr
   if (elapsedMs < gateMs + analysis.extraMs) return { decision: "wait", reason: `waiting for ${analysis.minRequests} requests (${canary.requests} so far)` };
   return { decision: "fail", reason: `inconclusive: ${canary.requests} requests on ${canary.version} in ${ms(elapsedMs)}, fewer than the ${analysis.minRequests} a verdict needs` };
 }
+var VERIFY_POLL_MS = 1e3;
 var BREACH_P = 0.01;
 var LATENCY_MIN_REQUESTS = 200;
 function binomialTail(k, n, p) {
@@ -52418,8 +52419,17 @@ async function runGateStep(context, phase, step3) {
   }
   await timed(context, phase.name, "gate", void 0, async () => {
     const analysis = step3.analysis;
+    const probeBreach = () => {
+      const breach = options.verify?.breach();
+      if (!breach) return;
+      record({ decision: "failed", reason: breach });
+      throw new NodropError("E_CANARY", `gate ${step3.name} (${step3.weight}%) failed: ${breach}`);
+    };
     if (!analysis) {
-      await sleep(step3.ms, signal).catch(() => Promise.reject(abortError(signal)));
+      for (let left = step3.ms; left > 0; left -= VERIFY_POLL_MS) {
+        await sleep(Math.min(VERIFY_POLL_MS, left), signal).catch(() => Promise.reject(abortError(signal)));
+        probeBreach();
+      }
       return record({ decision: "waited", reason: `${step3.weight}% for ${ms(step3.ms)}` }).reason;
     }
     const proxy = options.proxy;
@@ -52429,6 +52439,7 @@ async function runGateStep(context, phase, step3) {
     let unattributed = 0;
     for (; ; ) {
       await sleep(Math.min(analysis.intervalMs, Math.max(0, step3.ms - (performance.now() - t0))) || analysis.intervalMs, signal).catch(() => Promise.reject(abortError(signal)));
+      probeBreach();
       const window2 = await proxy.traffic(cursor, { signal });
       cursor = window2.cursor;
       totals = addByVersion(totals, window2.endpoints, versionAt(context));
