@@ -77,6 +77,9 @@ describe("fault injection under load (real nginx + gunicorn)", () => {
       execFileSync("nginx", ["-p", fleet.dir, "-c", fleet.nginxConf, "-t"], { stdio: "ignore" });
       expect((await fetch(fleet.url)).status).toBe(200);
       // `nodrop status` tells the truth: the versions it reports are what each instance answers.
+      // First the fleet settles: an instance started just before the kill is still booting (slower
+      // when another test file loads the machine), and would answer between the two probes.
+      await settledVersions(fleet);
       const status = JSON.parse((await runNodrop(["status", "--config", fleet.configFile, "--json"])).stdout) as {
         instances: { id: string; port: number; version?: string; healthy: boolean; inPool: boolean }[];
         lastDeploy: { version: string; finished: boolean; ok?: boolean };
@@ -136,3 +139,15 @@ describe("fault injection under load (real nginx + gunicorn)", () => {
     expect(stats.failed).toBe(0);
   });
 });
+
+/** The fleet's versions once two probes 700 ms apart agree (at most about 15 s). */
+async function settledVersions(fleet: Fleet): Promise<Record<string, string>> {
+  let last = JSON.stringify(await fleet.versions());
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 700));
+    const now = JSON.stringify(await fleet.versions());
+    if (now === last) return JSON.parse(now) as Record<string, string>;
+    last = now;
+  }
+  return JSON.parse(last) as Record<string, string>;
+}
