@@ -58116,6 +58116,7 @@ async function deployWith(deployment, journal, options, signal) {
   const { hooks, ...rest } = deployment.options;
   const command = options.command ?? "deploy";
   const records = await journal.read().catch(() => []);
+  refuseOverPausedCanary(records, options);
   const stagedVersions = interruptedVersions(records);
   const target = options.release ? rollbackTarget(records) : void 0;
   const release = options.release && target ? { ...options.release, rollbackTarget: target } : options.release;
@@ -58142,6 +58143,20 @@ function gatesToSkip(records, options) {
   }
   if (!last || last.finished || last.version !== options.version || options.command !== "resume") return [];
   return [...last.passedGates, ...options.promote && last.paused ? [last.paused] : []];
+}
+function refuseOverPausedCanary(records, options) {
+  if ((options.command ?? "deploy") !== "deploy") return;
+  let last;
+  try {
+    last = lastDeploy(records);
+  } catch {
+    return;
+  }
+  if (!last || last.finished || !last.paused || last.version === options.version) return;
+  throw new NodropError(
+    "E_CANARY",
+    `the canary of ${last.version} is paused at its gate in ${last.paused}: \`nodrop promote\` takes it on, \`nodrop abort\` sends every client back; deploy ${options.version} after either (nothing was changed)`
+  );
 }
 async function underLock(deployment, options, body) {
   const lock = deploymentLock(deployment);
@@ -58199,12 +58214,25 @@ function canaryCommand(records, command) {
     if (last.finished || !last.paused) {
       throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) is not paused at a gate${last.finished ? ": it finished" : ` (last step: ${last.lastStep ?? "none"}; \`nodrop resume\` goes on with it)`}`);
     }
-    return { version: safe(last.version, "version"), message: `promoting the canary of ${last.version} past its gate in ${last.paused}` };
+    const passedGates = [...last.passedGates, last.paused];
+    return { command, deployId: last.id, version: safe(last.version, "version"), passedGates, message: `promoting the canary of ${last.version} past its gate in ${last.paused}` };
   }
   if (last.finished) throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) finished: nothing to abort (\`nodrop rollback\` goes back to the version before it)`);
   const previous = rollbackTarget(records);
   if (!previous) throw new NodropError("E_JOURNAL", `the journal does not say which version ran before the deploy of ${last.version}`);
-  return { version: safe(previous, "previous version"), message: `aborting the deploy of ${last.version}: every client back to ${previous}` };
+  return { command, deployId: last.id, version: safe(previous, "previous version"), passedGates: [], message: `aborting the deploy of ${last.version}: every client back to ${previous}` };
+}
+async function runCanaryCommand(deployment, next, options) {
+  const report = await lockedDeployAfter(deployment, next.deployId, {
+    ...options,
+    version: next.version,
+    // A promote is a resume past its gate; an abort is a rollback through the canary-abort strategy.
+    command: next.command === "promote" ? "resume" : "rollback",
+    ...next.command === "promote" ? { promote: true } : {},
+    reconcileProxies: true
+  });
+  if (!report) throw new NodropError("E_JOURNAL", `another deploy ran after this ${next.command} read the journal: nothing done (\`nodrop status\` shows where the fleet stands now)`);
+  return report;
 }
 async function retireKeptSlots(deployment, options) {
   const { keptUntil: until, id } = options.report;
@@ -58522,14 +58550,15 @@ async function run2(signal) {
     try {
       info(`plugins:
   ${formatPlugins(deployment.plugins).split("\n").join("\n  ")}`);
-      if (command !== "deploy") {
-        const next = canaryCommand(await deploymentJournal(deployment).read(), command);
-        version = next.version;
-        info(`nodrop: ${next.message}`);
+      const canary = command === "deploy" ? void 0 : canaryCommand(await deploymentJournal(deployment).read(), command);
+      if (canary) {
+        version = canary.version;
+        info(`nodrop: ${canary.message}`);
       }
       const { release, dispose } = await deployRelease(deployment, { mode: command === "deploy" ? "deploy" : "existing", override: command === "deploy" ? inputs.artifact : void 0, overrideName: "the artifact input" });
       if (inputs.dryRun) {
-        const { plan, observed } = await planDeploy({ ...deployment.options, version, signal, ...release ? { release } : {} }).finally(dispose);
+        const passedGates = canary?.passedGates.length ? { passedGates: canary.passedGates } : {};
+        const { plan, observed } = await planDeploy({ ...deployment.options, version, signal, ...passedGates, ...release ? { release } : {} }).finally(dispose);
         info(formatPlan(plan, observed));
         setOutput2("version", version);
         setOutput2("result", JSON.stringify({ dryRun: true, plan }));
@@ -58544,14 +58573,8 @@ async function run2(signal) {
         }
         log(event);
       };
-      const report = await lockedDeploy(deployment, {
-        version,
-        lockWaitMs,
-        signal,
-        onEvent,
-        release,
-        ...command === "promote" ? { command: "resume", promote: true, reconcileProxies: true } : command === "abort" ? { command: "rollback", reconcileProxies: true } : {}
-      }).finally(dispose);
+      const run3 = { lockWaitMs, signal, onEvent, release };
+      const report = await (canary ? runCanaryCommand(deployment, canary, run3) : lockedDeploy(deployment, { ...run3, version })).finally(dispose);
       if (report.paused) {
         if (changing) saveState2("deploying", "");
         publish(report);

@@ -13,6 +13,7 @@ import {
   loadDeployment,
   lockedDeploy,
   canaryCommand,
+  runCanaryCommand,
   deploymentJournal,
   retireAndReport,
 } from "@nodrop/deployment";
@@ -55,15 +56,17 @@ export async function run(signal: AbortSignal): Promise<void> {
     });
     try {
       core.info(`plugins:\n  ${formatPlugins(deployment.plugins).split("\n").join("\n  ")}`);
-      if (command !== "deploy") {
-        const next = canaryCommand(await deploymentJournal(deployment).read(), command);
-        version = next.version;
-        core.info(`nodrop: ${next.message}`);
+      const canary = command === "deploy" ? undefined : canaryCommand(await deploymentJournal(deployment).read(), command);
+      if (canary) {
+        version = canary.version;
+        core.info(`nodrop: ${canary.message}`);
       }
       // The artifact input is relative to the workspace (the step's working directory); promote and abort use the release already on the hosts.
       const { release, dispose } = await deployRelease(deployment, { mode: command === "deploy" ? "deploy" : "existing", override: command === "deploy" ? inputs.artifact : undefined, overrideName: "the artifact input" });
       if (inputs.dryRun) {
-        const { plan, observed } = await planDeploy({ ...deployment.options, version, signal, ...(release ? { release } : {}) }).finally(dispose);
+        // A promote's plan is the one it would run: without the gates it passed and the one it lets through.
+        const passedGates = canary?.passedGates.length ? { passedGates: canary.passedGates } : {};
+        const { plan, observed } = await planDeploy({ ...deployment.options, version, signal, ...passedGates, ...(release ? { release } : {}) }).finally(dispose);
         core.info(formatPlan(plan, observed));
         setOutput("version", version);
         setOutput("result", JSON.stringify({ dryRun: true, plan }));
@@ -83,14 +86,8 @@ export async function run(signal: AbortSignal): Promise<void> {
       };
       // The same lock and journal as the CLI: a terminal deploy waits for (or is refused by) this one,
       // and `nodrop status` / `resume` see it.
-      const report = await lockedDeploy(deployment, {
-        version,
-        lockWaitMs,
-        signal,
-        onEvent,
-        release,
-        ...(command === "promote" ? { command: "resume" as const, promote: true, reconcileProxies: true } : command === "abort" ? { command: "rollback" as const, reconcileProxies: true } : {}),
-      }).finally(dispose);
+      const run = { lockWaitMs, signal, onEvent, release };
+      const report = await (canary ? runCanaryCommand(deployment, canary, run) : lockedDeploy(deployment, { ...run, version })).finally(dispose);
       if (report.paused) {
         // Paused on purpose: the step succeeds, and says how to go on.
         if (changing) saveState("deploying", "");

@@ -15,8 +15,10 @@ import {
   formatReport,
   loadDeployment,
   lockedDeploy,
+  runCanaryCommand,
   deployRelease,
   hookFailed,
+  type CanaryCommand,
   canaryCommand,
   rollbackTarget,
   versionRanBefore,
@@ -140,14 +142,15 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         // Read once (over SSH, it is a round trip); the deploy reads it again under the lock.
         const records = command === "deploy" ? [] : await journal.read();
         let version: string;
+        let canary: CanaryCommand | undefined;
         if (command === "deploy") version = checkVersion(values.version);
         else {
           const last = lastDeploy(records);
           if (!last) throw new NodropError("E_JOURNAL", `no deploy in the journal on ${deployment.proxyExecutor.host} (${deployment.stateDir}): nothing to ${command}`);
           if (command === "promote" || command === "abort") {
-            const next = canaryCommand(records, command);
-            version = next.version;
-            io.stderr.write(`nodrop: ${next.message}\n`);
+            canary = canaryCommand(records, command);
+            version = canary.version;
+            io.stderr.write(`nodrop: ${canary.message}\n`);
           } else if (command === "resume") {
             // A finished deploy leaves nothing to resume, unless the proxies have come to route differently since.
             if (last.finished && last.ok && !(await proxiesDisagree(deployment))) throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) finished; nothing to resume`);
@@ -167,17 +170,17 @@ async function dispatch(argv: readonly string[], io: Io): Promise<number> {
         // A rollback, and the resume of one, go back to a release already on the hosts: nothing is sent.
         const goesBack = rollback || abort || ((command === "resume" || command === "promote") && versionRanBefore(records, version));
         const { release, dispose } = await deployRelease(deployment, { mode: goesBack ? "existing" : "deploy", override: values.artifact });
-        const report = await lockedDeploy(deployment, {
-          version,
-          lockWaitMs: lockWait,
-          signal: io.signal,
-          onEvent: progressReporter(values.json ? io.stderr : io.stdout),
-          // Resume and rollback are how a fleet whose proxies a dead deploy left routing differently comes back together.
-          ...(command === "deploy" ? {} : { reconcileProxies: true }),
-          release,
-          command: command === "promote" ? "resume" : command === "abort" ? "rollback" : (command as "deploy" | "resume" | "rollback"),
-          ...(command === "promote" ? { promote: true } : {}),
-        }).finally(dispose);
+        const run = { lockWaitMs: lockWait, signal: io.signal, onEvent: progressReporter(values.json ? io.stderr : io.stdout), release };
+        const report = await (canary
+          ? runCanaryCommand(deployment, canary, run)
+          : lockedDeploy(deployment, {
+              ...run,
+              version,
+              // Resume and rollback are how a fleet whose proxies a dead deploy left routing differently comes back together.
+              ...(command === "deploy" ? {} : { reconcileProxies: true }),
+              command: command as "deploy" | "resume" | "rollback",
+            })
+        ).finally(dispose);
         const ssh = sshConnections(deployment.executors);
         if (values.json) io.stdout.write(`${JSON.stringify(ssh ? { ...report, ssh } : report, null, 2)}\n`);
         else io.stdout.write(`\n${formatReport(report)}${ssh ? `\nssh: ${ssh.connections} connections to ${ssh.hosts} hosts` : ""}\n`);

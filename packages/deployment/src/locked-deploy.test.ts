@@ -1,10 +1,11 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { type Executor, NodropError, type Proxy, type Routing, type Strategy, localExecutor, singlePool } from "@nodrop/core";
+import { type Executor, type JournalRecord, NodropError, lastDeploy, type Proxy, type Routing, type Strategy, localExecutor, singlePool } from "@nodrop/core";
 import { rollingOptionsSchema, rollingStrategy } from "@nodrop/strategy-rolling";
 import { afterEach, describe, expect, it } from "vitest";
-import { lockedDeploy } from "./locked-deploy.js";
+import { canaryCommand, runCanaryCommand } from "./canary-commands.js";
+import { deploymentLock, lockedDeploy } from "./locked-deploy.js";
 import { formatReport } from "./reporter.js";
 import type { LockedDeployment } from "./locked-deploy.js";
 
@@ -118,5 +119,107 @@ describe("lockedDeploy", () => {
     expect(report.ok).toBe(true);
     expect(report.warnings).toBeUndefined();
     expect((await lockedDeploy(deployment, { version: "v1" })).warnings).toBeUndefined();
+  });
+});
+
+/** The fake fleet with a journal whose last deploy, of v2, is paused at the manual gate of "canary 25%" after passing "canary 10%". */
+async function pausedCanary() {
+  const deployment = await fakeDeployment(localExecutor());
+  const { mkdir, writeFile } = await import("node:fs/promises");
+  await mkdir(deployment.stateDir, { recursive: true, mode: 0o700 });
+  const at = new Date().toISOString();
+  const records = [
+    { type: "deploy", id: "d1", version: "v2", strategy: "canary", instances: [{ id: "a", from: "v1" }, { id: "b", from: "v1" }] },
+    { type: "step", id: "d1", phase: "canary 10%", kind: "gate", status: "ok", detail: "passed" },
+    { type: "step", id: "d1", phase: "canary 25%", kind: "gate", status: "paused" },
+  ];
+  const journalFile = path.join(deployment.stateDir, "journal.jsonl");
+  await writeFile(journalFile, records.map((r) => `${JSON.stringify({ at, ...r })}\n`).join(""), { mode: 0o600 });
+  const commands: string[] = [];
+  const instances = deployment.options.instances.map((i) => ({ ...i, stop: async () => void commands.push(`stop ${i.spec.id}`), update: async () => void commands.push(`update ${i.spec.id}`) }));
+  return { deployment: { ...deployment, options: { ...deployment.options, instances } }, commands, journalFile };
+}
+
+describe("a canary paused at a manual gate", () => {
+  it("refuses a deploy of another version with E_CANARY naming the gate; nothing runs, the journal and the lock are as they were", async () => {
+    const { deployment, commands, journalFile } = await pausedCanary();
+    const { readFile } = await import("node:fs/promises");
+    const before = await readFile(journalFile, "utf8");
+    const error = (await lockedDeploy(deployment, { version: "v3" }).catch((e: unknown) => e)) as NodropError;
+    expect(error).toBeInstanceOf(NodropError);
+    expect(error.code).toBe("E_CANARY");
+    expect(error.message).toContain("the canary of v2 is paused at its gate in canary 25%");
+    expect(error.message).toContain("deploy v3 after either");
+    expect(commands).toEqual([]);
+    expect(await readFile(journalFile, "utf8")).toBe(before);
+    expect(await deploymentLock(deployment).status()).toBeUndefined();
+  });
+
+  it("lets a deploy of the same version, a resume and a rollback through (the canary's own ways on)", async () => {
+    for (const [version, command] of [["v2", "deploy"], ["v2", "resume"], ["v1", "rollback"]] as const) {
+      const { deployment } = await pausedCanary();
+      const report = await lockedDeploy(deployment, { version, command });
+      expect(report.error?.code, `${command} ${version}`).not.toBe("E_CANARY");
+    }
+  });
+
+  it("promote reads the gates to skip from the journal: those passed and the one it is paused at", async () => {
+    const { journalFile } = await pausedCanary();
+    const next = canaryCommand(await readJournal(journalFile), "promote");
+    expect(next).toMatchObject({ command: "promote", deployId: "d1", version: "v2", passedGates: ["canary 10%", "canary 25%"] });
+    const abort = canaryCommand(await readJournal(journalFile), "abort");
+    expect(abort).toMatchObject({ command: "abort", deployId: "d1", version: "v1", passedGates: [] });
+  });
+
+  it("a second promote read from the same journal is refused once the first has run: two promotes pass one gate", async () => {
+    const { deployment, journalFile } = await pausedCanary();
+    const records = await readJournal(journalFile);
+    const first = canaryCommand(records, "promote");
+    const second = canaryCommand(records, "promote");
+    // The first one runs (this fake fleet never reports v2 healthy, which does not matter here): a deploy record of its own.
+    await runCanaryCommand(deployment, first, {});
+    expect(lastDeploy(await readJournal(journalFile))?.id).not.toBe("d1");
+    const linesAfterFirst = (await readJournal(journalFile)).length;
+    const error = (await runCanaryCommand(deployment, second, {}).catch((e: unknown) => e)) as NodropError;
+    expect(error.code).toBe("E_JOURNAL");
+    expect(error.message).toContain("another deploy ran after this promote read the journal: nothing done");
+    expect((await readJournal(journalFile)).length).toBe(linesAfterFirst);
+  });
+
+  it("an abort read before another deploy took the fleet is refused, nothing done", async () => {
+    const { deployment, journalFile, commands } = await pausedCanary();
+    const abort = canaryCommand(await readJournal(journalFile), "abort");
+    // Meanwhile, someone promotes it (another deploy record of v2).
+    await runCanaryCommand(deployment, canaryCommand(await readJournal(journalFile), "promote"), {});
+    commands.length = 0;
+    const error = (await runCanaryCommand(deployment, abort, {}).catch((e: unknown) => e)) as NodropError;
+    expect(error.code).toBe("E_JOURNAL");
+    expect(commands).toEqual([]);
+  });
+});
+
+async function readJournal(file: string): Promise<JournalRecord[]> {
+  const { readFile } = await import("node:fs/promises");
+  return (await readFile(file, "utf8")).trim().split("\n").map((line) => JSON.parse(line) as JournalRecord);
+}
+
+describe("abort of a canary that was resumed or promoted", () => {
+  // The resume's own record says what each instance ran when it started: some already on the canary's version.
+  const at = "2026-12-01T10:00:00.000Z";
+  const journal = (resumedFrom: Record<string, string>): JournalRecord[] =>
+    [
+      { type: "deploy", id: "d1", at, version: "v2", strategy: "canary", instances: ["a", "b", "c", "d"].map((id) => ({ id, from: "v1" })) },
+      { type: "step", id: "d1", at, phase: "canary 25%", kind: "gate", status: "paused" },
+      { type: "deploy", id: "d2", at, version: "v2", strategy: "canary", instances: Object.entries(resumedFrom).map(([id, from]) => ({ id, from })) },
+      { type: "step", id: "d2", at, phase: "canary 50%", kind: "gate", status: "paused" },
+    ] as unknown as JournalRecord[];
+
+  it.each([
+    ["a quarter on the canary", { a: "v2", b: "v1", c: "v1", d: "v1" }],
+    ["half, the canary's listed first", { a: "v2", b: "v2", c: "v1", d: "v1" }],
+    ["half, the old version's listed first", { c: "v1", d: "v1", a: "v2", b: "v2" }],
+    ["three quarters on the canary", { a: "v2", b: "v2", c: "v2", d: "v1" }],
+  ])("goes back to the version the canary started from (%s)", (_, from) => {
+    expect(canaryCommand(journal(from), "abort")).toMatchObject({ deployId: "d2", version: "v1" });
   });
 });

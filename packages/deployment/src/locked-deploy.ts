@@ -1,4 +1,4 @@
-import { type DeployListener, type DeployReport, type HeldLock, type Journal, type JournalRecord, type ReleaseSetup, deploy, deployLock, fileJournal, formatDuration, isSafeName, lastDeploy } from "@nodrop/core";
+import { type DeployListener, type DeployReport, type HeldLock, type Journal, type JournalRecord, NodropError, type ReleaseSetup, deploy, deployLock, fileJournal, formatDuration, isSafeName, lastDeploy } from "@nodrop/core";
 import type { Deployment } from "./deployment.js";
 import { rollbackTarget } from "./rollback-target.js";
 
@@ -62,6 +62,7 @@ async function deployWith(deployment: LockedDeployment, journal: Journal, option
   const command = options.command ?? "deploy";
   // An unreadable journal is the deploy's to report (its first record fails the same way).
   const records = await journal.read().catch(() => []);
+  refuseOverPausedCanary(records, options);
   const stagedVersions = interruptedVersions(records);
   // Pruning keeps what `nodrop rollback` would go back to, also after a deploy of the version already running.
   const target = options.release ? rollbackTarget(records) : undefined;
@@ -95,6 +96,27 @@ function gatesToSkip(records: readonly JournalRecord[], options: LockedDeployOpt
   }
   if (!last || last.finished || last.version !== options.version || options.command !== "resume") return [];
   return [...last.passedGates, ...(options.promote && last.paused ? [last.paused] : [])];
+}
+
+/**
+ * A deploy of another version while a canary waits at a manual gate is refused, nothing changed:
+ * the canary's clients hold its version's cookie, and the new deploy's routing pins only its own
+ * version, so they would land on old instances (a client back on an older version). The canary
+ * ends first, either way. A deploy of the same version goes on with it, holding its gates again.
+ */
+function refuseOverPausedCanary(records: readonly JournalRecord[], options: LockedDeployOptions): void {
+  if ((options.command ?? "deploy") !== "deploy") return;
+  let last;
+  try {
+    last = lastDeploy(records);
+  } catch {
+    return; // the deploy reports an unreadable journal itself
+  }
+  if (!last || last.finished || !last.paused || last.version === options.version) return;
+  throw new NodropError(
+    "E_CANARY",
+    `the canary of ${last.version} is paused at its gate in ${last.paused}: \`nodrop promote\` takes it on, \`nodrop abort\` sends every client back; deploy ${options.version} after either (nothing was changed)`,
+  );
 }
 
 /** Runs `body` holding the deploy lock; a lock that could not be released comes back as a warning. */

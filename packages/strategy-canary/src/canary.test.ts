@@ -34,6 +34,24 @@ describe("canaryStrategy.plan", () => {
     expect(canaryCount(50, 2)).toBe(1);
   });
 
+  it("moves a step's instances batchSize at a time, so capacity never drops by more than a batch; the share grows with them", () => {
+    for (const batchSize of [1, 2]) {
+      const p = plan(fleet(8), { steps: ["50%"], batchSize });
+      const step = p.phases[0]!;
+      expect(step.instances).toHaveLength(4);
+      const stepRoutes = step.steps.flatMap((s) => (s.kind === "route" ? [s.routing] : []));
+      // Route out, (replace), route in, for each batch; the step's own share last.
+      expect(stepRoutes).toHaveLength(4 / batchSize + (4 / batchSize - 1) + 1);
+      for (const r of stepRoutes) expect(new Set(Object.values(r.pools).flat()).size, `batchSize ${batchSize}`).toBeGreaterThanOrEqual(8 - batchSize);
+      const shares = routes(p).flatMap((r) => (r.split ? [r.split.percent] : []));
+      expect(shares).toEqual([...shares].sort((a, b) => a - b));
+      expect(Math.max(...stepRoutes.flatMap((r) => (r.split ? [r.split.percent] : [])))).toBe(50);
+      // Every batch's replacement comes after its own route out, and the next batch leaves after it joined.
+      const order = step.steps.map((s) => (s.kind === "route" ? "route" : s.kind === "gate" ? "gate" : `${s.kind} ${s.instances.join(",")}`));
+      expect(order.filter((o) => o.startsWith("stop"))).toHaveLength(4 / batchSize);
+    }
+  });
+
   it("reverts every canary instance on a failure of a later step (a breach puts every client back)", () => {
     const p = plan(fleet(4), { steps: ["25%", "50%"] });
     expect(p.phases[0]).toMatchObject({ instances: ["web-8011"], onFailure: "revert" });

@@ -135,15 +135,11 @@ export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typ
       for (const step of steps) {
         const target = Math.max(canary.length, canaryCount(step.weight, all.length));
         const batch = old.slice(0, Math.max(0, Math.min(target - canary.length, old.length - 1)));
-        const phaseSteps: PlanStep[] = [];
         const rest = old.filter((id) => !batch.includes(id));
-        if (batch.length > 0) {
-          // Before anything serves the new version, its pin points at the instances being replaced (nobody holds it yet).
-          phaseSteps.push({ kind: "route", routing: canary.length > 0 ? canaryRouting(rest, canary, version, key, weight) : beforeCanary(rest), why: `${batch.join(", ")} out of the old version's pool` });
-          phaseSteps.push(...replaceSteps(batch));
-        }
+        const intake = stepIntake({ old, batch, canary, version, key, weight, target: step.weight, fleet: all.length, size: options.batchSize ?? 1 });
+        const phaseSteps: PlanStep[] = [...intake.steps];
         const joined = [...canary, ...batch];
-        const percent = Math.max(step.weight, floor);
+        const percent = Math.max(step.weight, floor, intake.weight ?? 0);
         phaseSteps.push({ kind: "route", routing: canaryRouting(rest, joined, version, key, percent), why: `${percent}% of clients to ${version} on ${joined.join(", ")}` });
         const name = `canary ${step.weight}%`;
         // A resumed canary (or one `nodrop promote` let on) does not hold a passed gate again: its share is restored, and it goes on.
@@ -174,6 +170,48 @@ export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typ
       return { pools: { stable: older, canary: fresh }, defaultPool: "stable", pins: { [context.version]: "canary" } };
     },
   };
+}
+
+interface StepIntake {
+  readonly old: readonly string[];
+  /** The old version's instances this step moves to the canary. */
+  readonly batch: readonly string[];
+  readonly canary: readonly string[];
+  readonly version: string;
+  readonly key: string;
+  /** The canary's share before the step (undefined: nothing served the new version yet). */
+  readonly weight: number | undefined;
+  /** The step's share. */
+  readonly target: number;
+  readonly fleet: number;
+  /** At most this many instances out of the pool at once (batchSize). */
+  readonly size: number;
+}
+
+/**
+ * A step's instances move to the canary batchSize at a time: each batch out of the old version's
+ * pool (drained), replaced and checked, then into the canary's before the next leaves, so a step
+ * that needs several instances never takes more than a batch of capacity away. The share grows
+ * with the canary's capacity on the way, never past the step's; the step's own route comes last.
+ * Before anything serves the new version there is no pin (beforeCanary).
+ */
+function stepIntake({ old, batch, canary, version, key, weight, target, fleet, size }: StepIntake): { steps: PlanStep[]; weight: number | undefined } {
+  const steps: PlanStep[] = [];
+  let serving = [...old];
+  let joined = [...canary];
+  let current = weight;
+  for (let start = 0; start < batch.length; start += size) {
+    const chunk = batch.slice(start, start + size);
+    serving = serving.filter((id) => !chunk.includes(id));
+    steps.push({ kind: "route", routing: joined.length > 0 ? canaryRouting(serving, joined, version, key, current) : beforeCanary(serving), why: `${chunk.join(", ")} out of the old version's pool` });
+    steps.push(...replaceSteps(chunk));
+    joined = [...joined, ...chunk];
+    if (start + size < batch.length) {
+      current = Math.max(current ?? 0, Math.min(target, share(joined.length, fleet)));
+      steps.push({ kind: "route", routing: canaryRouting(serving, joined, version, key, current), why: `${chunk.join(", ")} join the canary: ${current}% of clients to ${version}` });
+    }
+  }
+  return { steps, weight: current };
 }
 
 /**

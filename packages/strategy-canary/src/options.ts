@@ -38,7 +38,7 @@ export const canaryOptionsSchema = schema.object({
       extraTime: schema.optional(schema.duration({ doc: "How long a gate may wait beyond its time for minRequests before it fails as inconclusive." }), 60_000),
     }, { doc: "How a gate judges the new version against the old one, in the same window of the proxy's access log." }),
   ),
-  batchSize: schema.optional(schema.int({ min: 1, doc: "Instances promoted at once after the last step." }), 1),
+  batchSize: schema.optional(schema.int({ min: 1, doc: "Most instances out of the pool at once: a step that needs several moves them this many at a time, and the promotion after the last step goes in batches of this size." }), 1),
 });
 
 /** What plan() takes; fields left out take their defaults (the parsed config section has them all). */
