@@ -54591,6 +54591,17 @@ var sshHostSchema = schema_exports.object({
 // ../../packages/nginx/dist/index.js
 import { createHash as createHash3 } from "crypto";
 import { isIP as isIP4 } from "net";
+var NODROP_LOG_FORMAT = "log_format nodrop '$msec|$status|$request_time|$upstream_status|$upstream_addr';";
+function accessLogSetupProblems(dump, file) {
+  const problems = [];
+  const format2 = /^\s*log_format\s+nodrop\s+(.*)$/m.exec(dump);
+  const wanted = NODROP_LOG_FORMAT.slice("log_format nodrop ".length);
+  if (!format2) problems.push(`no \`log_format nodrop\` in the nginx config: add \`${NODROP_LOG_FORMAT}\` inside http {} (proxy.accessLog)`);
+  else if (format2[1].replace(/\s*(?:#.*)?$/, "") !== wanted) problems.push(`\`log_format nodrop\` is not nodrop's format: it must read \`${NODROP_LOG_FORMAT}\` (on one line)`);
+  const escaped = file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  if (!new RegExp(`^\\s*access_log\\s+${escaped}\\s+nodrop\\b`, "m").test(dump)) problems.push(`no \`access_log ${file} nodrop;\` in the nginx config: add it where the app is proxied (proxy.accessLog)`);
+  return problems;
+}
 var TRAFFIC_READ_BYTES = 900 * 1024;
 var LINE = /^\d{1,12}\.\d{3}\|\d{3}\|(\d{1,7}\.\d{3})\|([^|]*)\|([^|]*)$/;
 var ENDPOINT = /^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]{2,45}\]):\d{1,5}$/;
@@ -54619,7 +54630,9 @@ function trafficCommand(file, cursor, max = TRAFFIC_READ_BYTES) {
       `if [ "$ino" != ${shellQuote(cursor.inode)} ] || [ "$from" -gt "$size" ]; then from=0; fi`,
       `n=$((size - from)); if [ "$n" -gt ${max} ]; then n=${max}; fi`,
       'echo "$ino $from $n"',
-      `tail -c +$((from + 1)) -- ${f} | head -c "$n"`
+      // Every byte that is not printable ASCII becomes one "?": the text keeps the file's byte
+      // count, so the cursor's offset stays exact whatever another format wrote into the file.
+      `tail -c +$((from + 1)) -- ${f} | head -c "$n" | LC_ALL=C tr -c '\\11\\12\\40-\\176' '?'`
     );
   }
   return lines.join("\n");
@@ -55200,6 +55213,11 @@ ${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within $
     }
     return count;
   };
+  const unreadableLog = async (signal) => {
+    const result = await run3(trafficCommand(options.accessLog, void 0), signal);
+    if (result.code === 0) return [];
+    return [`cannot read the access log ${options.accessLog} on ${executor.host}: ${result.stderr.trim().split("\n").at(-1) || `exit ${result.code}`}`];
+  };
   const traffic = async (cursor, signal) => {
     const log = options.accessLog;
     let at = cursor === void 0 ? void 0 : parseCursor(cursor);
@@ -55249,7 +55267,7 @@ ${confirmation.emerg.slice(-5).join("\n")}` : `no new worker generation within $
       const dump = await run3(
         `out=$(${nginx} -T 2>&1); code=$?
 if [ "$code" -ne 0 ]; then printf '%s\\n' "$out" | tail -n 20; exit "$code"; fi
-printf '%s\\n' "$out" | grep -E '^# configuration file |proxy_pass|add_header|worker_shutdown_timeout'
+printf '%s\\n' "$out" | grep -E '^# configuration file |proxy_pass|add_header|worker_shutdown_timeout|log_format|access_log'
 exit 0`,
         context.signal
       );
@@ -55273,6 +55291,13 @@ exit 0`,
         if (new RegExp(`add_header\\s+Set-Cookie\\s+${cookie}\\b`).test(dump.stdout)) details.push(`the version cookie is set (add_header Set-Cookie ${cookieVariable(name)})`);
         else details.push(`note: no \`add_header Set-Cookie ${cookieVariable(name)} always;\`: clients are not pinned to the version that served them (half-split and sticky need it)`);
         if (!/^\s*worker_shutdown_timeout\s/m.test(dump.stdout)) details.push("warning: worker_shutdown_timeout is not set; a stuck connection can hold a drain until proxy.drainTimeout");
+      }
+      if (options.accessLog) {
+        const problems = [...dump.code === 0 ? accessLogSetupProblems(dump.stdout, options.accessLog) : [], ...await unreadableLog(context.signal)];
+        if (problems.length > 0) {
+          ok = false;
+          details.push(...problems);
+        } else details.push(`nginx writes ${options.accessLog} in nodrop's format (a canary's gates read it)`);
       }
       if (context.instances) {
         try {
@@ -55467,7 +55492,7 @@ var canaryOptionsSchema = schema_exports.object({
       extraTime: schema_exports.optional(schema_exports.duration({ doc: "How long a gate may wait beyond its time for minRequests before it fails as inconclusive." }), 6e4)
     }, { doc: "How a gate judges the new version against the old one, in the same window of the proxy's access log." })
   ),
-  batchSize: schema_exports.optional(schema_exports.int({ min: 1, doc: "Instances promoted at once after the last step." }), 1)
+  batchSize: schema_exports.optional(schema_exports.int({ min: 1, doc: "Most instances out of the pool at once: a step that needs several moves them this many at a time, and the promotion after the last step goes in batches of this size." }), 1)
 });
 var percentOf2 = (text) => Number(text.slice(0, -1));
 function canarySteps(options) {
@@ -55548,14 +55573,11 @@ function canaryStrategy() {
       for (const step22 of steps) {
         const target = Math.max(canary.length, canaryCount(step22.weight, all.length));
         const batch = old.slice(0, Math.max(0, Math.min(target - canary.length, old.length - 1)));
-        const phaseSteps = [];
         const rest = old.filter((id) => !batch.includes(id));
-        if (batch.length > 0) {
-          phaseSteps.push({ kind: "route", routing: canary.length > 0 ? canaryRouting(rest, canary, version, key, weight) : beforeCanary(rest), why: `${batch.join(", ")} out of the old version's pool` });
-          phaseSteps.push(...replaceSteps(batch));
-        }
+        const intake = stepIntake({ old, batch, canary, version, key, weight, target: step22.weight, fleet: all.length, size: options.batchSize ?? 1 });
+        const phaseSteps = [...intake.steps];
         const joined = [...canary, ...batch];
-        const percent22 = Math.max(step22.weight, floor);
+        const percent22 = Math.max(step22.weight, floor, intake.weight ?? 0);
         phaseSteps.push({ kind: "route", routing: canaryRouting(rest, joined, version, key, percent22), why: `${percent22}% of clients to ${version} on ${joined.join(", ")}` });
         const name = `canary ${step22.weight}%`;
         if (!passedGates.includes(name)) phaseSteps.push({ kind: "gate", name: `${step22.weight}%`, weight: step22.weight, ms: step22.ms, instances: [], ...step22.analysis ? { analysis } : {}, ...step22.manual ? { manual: true } : {} });
@@ -55583,6 +55605,24 @@ function canaryStrategy() {
       return { pools: { stable: older, canary: fresh }, defaultPool: "stable", pins: { [context.version]: "canary" } };
     }
   };
+}
+function stepIntake({ old, batch, canary, version, key, weight, target, fleet, size: size2 }) {
+  const steps = [];
+  let serving = [...old];
+  let joined = [...canary];
+  let current = weight;
+  for (let start = 0; start < batch.length; start += size2) {
+    const chunk = batch.slice(start, start + size2);
+    serving = serving.filter((id) => !chunk.includes(id));
+    steps.push({ kind: "route", routing: joined.length > 0 ? canaryRouting(serving, joined, version, key, current) : beforeCanary(serving), why: `${chunk.join(", ")} out of the old version's pool` });
+    steps.push(...replaceSteps(chunk));
+    joined = [...joined, ...chunk];
+    if (start + size2 < batch.length) {
+      current = Math.max(current ?? 0, Math.min(target, share(joined.length, fleet)));
+      steps.push({ kind: "route", routing: canaryRouting(serving, joined, version, key, current), why: `${chunk.join(", ")} join the canary: ${current}% of clients to ${version}` });
+    }
+  }
+  return { steps, weight: current };
 }
 function promotion(old, outside2, canary, version, key, weight, fleet, size2) {
   const phases = [];

@@ -59,6 +59,18 @@ describe("canary (real nginx + gunicorn, gates on nginx's access log)", () => {
     await fleet?.stop();
   });
 
+  it("a proxy.accessLog that nginx does not write in nodrop's format is refused before anything changes, naming the file", async () => {
+    const config = parse(await readFile(fleet.configFile, "utf8")) as { proxy: Record<string, unknown> };
+    const file = fleet.configFile.replace(/\.yaml$/, ".otherlog.yaml");
+    const elsewhere = `${fleet.canaryLogFile}.elsewhere`;
+    await writeFile(file, stringify({ ...config, proxy: { ...config.proxy, accessLog: elsewhere } }));
+    const run = await runNodrop(["deploy", "--config", file, "--version", "v2"]);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain(`no \`access_log ${elsewhere} nodrop;\` in the nginx config`);
+    expect(run.stderr).toContain(`cannot read the access log ${elsewhere}`);
+    expect(Object.values(await fleet.versions())).toEqual(["v1", "v1", "v1", "v1"]);
+  });
+
   it("a release that answers 500 on /submit and /slow (v6) is aborted at the first gate: its failures stay within its share for one gate, and every client ends on v1", async () => {
     const result = await deployUnderLoad({ fleet, version: "v6", load: LOAD });
     const report = result.report!;
@@ -146,6 +158,12 @@ describe("canary (real nginx + gunicorn, gates on nginx's access log)", () => {
     // Paused, serving both: web-8761 on v4 for its share, the lock free for the next command.
     expect(await fleet.versions()).toEqual({ 8761: "v4", 8762: "v2", 8763: "v2", 8764: "v2" });
     expect((await runNodrop(["lock", "status", "--config", config])).stdout).toBe("not held\n");
+    // A second deployer while it is paused: a deploy of another version is refused, nothing changed.
+    const other = await runNodrop(["deploy", "--config", config, "--version", "v5"]);
+    expect(other.code).not.toBe(0);
+    expect(other.stderr).toContain("[E_CANARY]");
+    expect(other.stderr).toContain("the canary of v4 is paused at its gate in canary 25%");
+    expect(await fleet.versions()).toEqual({ 8761: "v4", 8762: "v2", 8763: "v2", 8764: "v2" });
     const text = await runNodrop(["status", "--config", config]);
     expect(text.stdout).toContain("PAUSED at its gate in canary 25%");
     expect(text.stdout).toMatch(/gate canary 25%: paused: 25% of clients on v4/);

@@ -1,10 +1,10 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { appendFileSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { percentileMs } from "@nodrop/core";
 import { describe, expect, it } from "vitest";
-import { NODROP_LOG_FORMAT, parseAccessLog, parseCursor, trafficCommand } from "./access-log.js";
+import { NODROP_LOG_FORMAT, accessLogSetupProblems, parseAccessLog, parseCursor, trafficCommand } from "./access-log.js";
 import { renderNginxConfig } from "./render.js";
 
 const line = (status: number, seconds: number, upstreamStatus: string, addr: string) => `1764800000.123|${status}|${seconds.toFixed(3)}|${upstreamStatus}|${addr}`;
@@ -109,6 +109,41 @@ describe("the traffic command, run here", () => {
     expect(planted.status).toBe(3);
     expect(planted.stdout).toBe("");
     expect(planted.stderr).toContain("is a symbolic link");
+    rmSync(log);
+  });
+
+  it("keeps the cursor exact past bytes that are not UTF-8 (another format's line in the same file)", () => {
+    const foreign = Buffer.concat([Buffer.from("GET /caf"), Buffer.from([0xe9, 0xff, 0xc3]), Buffer.from(" HTTP/1.1\n")]);
+    writeFileSync(log, Buffer.concat([foreign, Buffer.from(`${line(200, 0.001, "200", "127.0.0.1:8011")}\n`)]));
+    const [inode] = head(sh(trafficCommand(log, undefined)).stdout);
+    const first = sh(trafficCommand(log, { inode: inode!, offset: 0 }));
+    const text = first.stdout.slice(first.stdout.indexOf("\n") + 1);
+    const parsed = parseAccessLog(text);
+    expect(parsed.skipped).toBe(1);
+    // The offset the parser consumed is the file's size: the next read starts on the next line, not inside one.
+    expect(parsed.consumed).toBe(statSync(log).size);
+    appendFileSync(log, `${line(500, 0.002, "500", "127.0.0.1:8012")}\n`);
+    const next = sh(trafficCommand(log, { inode: inode!, offset: parsed.consumed }));
+    const again = parseAccessLog(next.stdout.slice(next.stdout.indexOf("\n") + 1));
+    expect(again.skipped).toBe(0);
+    expect(Object.keys(again.endpoints)).toEqual(["127.0.0.1:8012"]);
     execFileSync("rm", ["-rf", dir]);
+  });
+});
+
+describe("the access log's setup in nginx -T", () => {
+  const file = "/var/log/nginx/shop.nodrop.log";
+  const good = `${NODROP_LOG_FORMAT}\n        access_log ${file} nodrop;`;
+
+  it("finds nothing wrong when the format and the access_log line are there", () => {
+    expect(accessLogSetupProblems(good, file)).toEqual([]);
+    expect(accessLogSetupProblems(`    ${NODROP_LOG_FORMAT}   # for nodrop\n  access_log ${file} nodrop buffer=4k;`, file)).toEqual([]);
+  });
+
+  it("names what is missing or different, with the line to add", () => {
+    expect(accessLogSetupProblems(`access_log ${file} nodrop;`, file)).toEqual([expect.stringContaining(`no \`log_format nodrop\` in the nginx config: add \`${NODROP_LOG_FORMAT}\``)]);
+    expect(accessLogSetupProblems(`log_format nodrop '$msec|$status|$request_time';\naccess_log ${file} nodrop;`, file)).toEqual([expect.stringContaining("is not nodrop's format")]);
+    expect(accessLogSetupProblems(`${NODROP_LOG_FORMAT}\naccess_log ${file} combined;`, file)).toEqual([expect.stringContaining(`no \`access_log ${file} nodrop;\``)]);
+    expect(accessLogSetupProblems(`${NODROP_LOG_FORMAT}\naccess_log ${file}.old nodrop;`, file)).toHaveLength(1);
   });
 });

@@ -7,6 +7,22 @@ import { NodropError, type TrafficCounts, latencyBucket, shellQuote } from "@nod
  */
 export const NODROP_LOG_FORMAT = "log_format nodrop '$msec|$status|$request_time|$upstream_status|$upstream_addr';";
 
+/**
+ * What keeps a canary's gates from reading `file`, from the lines of `nginx -T` that mention
+ * log_format or access_log: nodrop's format must be defined under its name exactly as given (on
+ * one line), and some access_log must write `file` in it. Empty when both are there.
+ */
+export function accessLogSetupProblems(dump: string, file: string): string[] {
+  const problems: string[] = [];
+  const format = /^\s*log_format\s+nodrop\s+(.*)$/m.exec(dump);
+  const wanted = NODROP_LOG_FORMAT.slice("log_format nodrop ".length);
+  if (!format) problems.push(`no \`log_format nodrop\` in the nginx config: add \`${NODROP_LOG_FORMAT}\` inside http {} (proxy.accessLog)`);
+  else if (format[1]!.replace(/\s*(?:#.*)?$/, "") !== wanted) problems.push(`\`log_format nodrop\` is not nodrop's format: it must read \`${NODROP_LOG_FORMAT}\` (on one line)`);
+  const escaped = file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  if (!new RegExp(`^\\s*access_log\\s+${escaped}\\s+nodrop\\b`, "m").test(dump)) problems.push(`no \`access_log ${file} nodrop;\` in the nginx config: add it where the app is proxied (proxy.accessLog)`);
+  return problems;
+}
+
 /** Most bytes read from the log per command: the executor keeps 1 MiB of a command's output. */
 export const TRAFFIC_READ_BYTES = 900 * 1024;
 
@@ -52,7 +68,9 @@ export function trafficCommand(file: string, cursor: LogCursor | undefined, max 
       `if [ "$ino" != ${shellQuote(cursor.inode)} ] || [ "$from" -gt "$size" ]; then from=0; fi`,
       `n=$((size - from)); if [ "$n" -gt ${max} ]; then n=${max}; fi`,
       'echo "$ino $from $n"',
-      `tail -c +$((from + 1)) -- ${f} | head -c "$n"`,
+      // Every byte that is not printable ASCII becomes one "?": the text keeps the file's byte
+      // count, so the cursor's offset stays exact whatever another format wrote into the file.
+      `tail -c +$((from + 1)) -- ${f} | head -c "$n" | LC_ALL=C tr -c '\\11\\12\\40-\\176' '?'`,
     );
   }
   return lines.join("\n");

@@ -21,7 +21,7 @@ import {
   shellQuote,
   sleep,
 } from "@nodrop/core";
-import { formatCursor, parseAccessLog, parseCursor, TRAFFIC_READ_BYTES, trafficCommand } from "./access-log.js";
+import { accessLogSetupProblems, formatCursor, parseAccessLog, parseCursor, TRAFFIC_READ_BYTES, trafficCommand } from "./access-log.js";
 import type { nginxOptionsSchema } from "./options.js";
 import { cookieVariable, nginxName, parseRenderedConfig, poolVariable, renderNginxConfig } from "./render.js";
 import { SwitchTiming, lateSwitchWarning } from "./switch-timing.js";
@@ -484,6 +484,13 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     return count;
   };
 
+  /** Why the access log cannot be read on the proxy host (a link, missing, not readable): a gate would fail on it after its instances were replaced. */
+  const unreadableLog = async (signal?: AbortSignal): Promise<string[]> => {
+    const result = await run(trafficCommand(options.accessLog!, undefined), signal);
+    if (result.code === 0) return [];
+    return [`cannot read the access log ${options.accessLog} on ${executor.host}: ${result.stderr.trim().split("\n").at(-1) || `exit ${result.code}`}`];
+  };
+
   /** What the access log holds after `cursor` (a canary's analysis), read in pieces of at most TRAFFIC_READ_BYTES. */
   const traffic = async (cursor: string | undefined, signal?: AbortSignal): Promise<TrafficWindow> => {
     const log = options.accessLog!;
@@ -538,7 +545,7 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       // The dump of a big config (large maps, many vhosts) can pass the executor's output cap: the
       // host keeps only the lines checked below, or on failure the last ones (nginx's error).
       const dump = await run(
-        `out=$(${nginx} -T 2>&1); code=$?\nif [ "$code" -ne 0 ]; then printf '%s\\n' "$out" | tail -n 20; exit "$code"; fi\nprintf '%s\\n' "$out" | grep -E '^# configuration file |proxy_pass|add_header|worker_shutdown_timeout'\nexit 0`,
+        `out=$(${nginx} -T 2>&1); code=$?\nif [ "$code" -ne 0 ]; then printf '%s\\n' "$out" | tail -n 20; exit "$code"; fi\nprintf '%s\\n' "$out" | grep -E '^# configuration file |proxy_pass|add_header|worker_shutdown_timeout|log_format|access_log'\nexit 0`,
         context.signal,
       );
       if (dump.code === 0) switchTiming.noteParse(performance.now() - dumpStarted);
@@ -561,6 +568,13 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         if (new RegExp(`add_header\\s+Set-Cookie\\s+${cookie}\\b`).test(dump.stdout)) details.push(`the version cookie is set (add_header Set-Cookie ${cookieVariable(name)})`);
         else details.push(`note: no \`add_header Set-Cookie ${cookieVariable(name)} always;\`: clients are not pinned to the version that served them (half-split and sticky need it)`);
         if (!/^\s*worker_shutdown_timeout\s/m.test(dump.stdout)) details.push("warning: worker_shutdown_timeout is not set; a stuck connection can hold a drain until proxy.drainTimeout");
+      }
+      if (options.accessLog) {
+        const problems = [...(dump.code === 0 ? accessLogSetupProblems(dump.stdout, options.accessLog) : []), ...(await unreadableLog(context.signal))];
+        if (problems.length > 0) {
+          ok = false;
+          details.push(...problems);
+        } else details.push(`nginx writes ${options.accessLog} in nodrop's format (a canary's gates read it)`);
       }
       if (context.instances) {
         // The routing in force must route each instance to the address the config gives it: a
