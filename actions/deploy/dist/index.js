@@ -51895,9 +51895,9 @@ function endpoint(address, port) {
   return `${address.includes(":") ? `[${address}]` : address}:${port}`;
 }
 function withSlots(routing, specs, live) {
-  const slotted = specs.filter((s) => s.slots !== void 0);
-  if (slotted.length === 0) return routing;
-  return { ...routing, slots: Object.fromEntries(slotted.map((s) => [s.id, routedPort(routing, s, live(s.id))])) };
+  const slotted2 = specs.filter((s) => s.slots !== void 0);
+  if (slotted2.length === 0) return routing;
+  return { ...routing, slots: Object.fromEntries(slotted2.map((s) => [s.id, routedPort(routing, s, live(s.id))])) };
 }
 function validateRouting(routing, known) {
   const specs = Array.isArray(known) ? known : void 0;
@@ -51994,9 +51994,11 @@ function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
     const size2 = (ids2) => onHost(ids2).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
     const growth = budget.growth;
     let peak = plan.keepOldMs ? size2(starts.flat()) * growth : 0;
+    const kept = (upTo) => starts.slice(0, upTo).filter((_, i) => plan.phases[i]?.keepsOldSlots);
+    const gone = (upTo) => starts.slice(0, upTo).filter((_, i) => !plan.phases[i]?.keepsOldSlots);
     starts.forEach((ids2, index) => {
       const first = Math.max(0, index - (plan.phases[index]?.prepareEarly ? 2 : 1));
-      peak = Math.max(peak, size2(starts.slice(first, index + 1).flat()) * growth + size2(starts.slice(0, first).flat()) * (growth - 1));
+      peak = Math.max(peak, size2(starts.slice(first, index + 1).flat()) * growth + size2(gone(first).flat()) * (growth - 1) + size2(kept(first).flat()) * growth);
     });
     const needed = Math.ceil(peak) + budget.reserveBytes;
     if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (new processes at ${growth}\xD7 the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
@@ -52686,7 +52688,11 @@ async function recoverPhase(context, phase, failure) {
   const { run: run3 } = context;
   run3.emit({ type: "recovery", reason: failure.message });
   run3.recovering = true;
-  const slotLines = await stopIdleSlots(context, phase);
+  const canary = phase.onFailure === "revert" && phase.revertAlso !== void 0;
+  const target = revertTarget(run3);
+  const back = canary ? takenBack(context, [.../* @__PURE__ */ new Set([...phase.instances, ...phase.revertAlso])], target) : [];
+  const swappable = back.filter((t) => canSwapBack(t, target));
+  const slotLines = await stopIdleSlots(context, phase, phase.instances, new Set(swappable.map((t) => t.control.spec.id)));
   const ids2 = phase.onFailure === "revert" ? [.../* @__PURE__ */ new Set([...phase.instances, ...phase.revertAlso ?? []])] : phase.instances;
   const touched = ids2.map((id) => run3.instance(id)).filter((t) => t.touched);
   if (phase.onFailure === "isolate") {
@@ -52695,16 +52701,39 @@ async function recoverPhase(context, phase, failure) {
     return [...slotLines, ...left.length > 0 || slotLines.length === 0 ? [`left ${left.join(", ")} out of the pool; the routing in force is kept`] : []].join("; ");
   }
   const lines = [...slotLines];
-  if (phase.revertAlso !== void 0 && touched.length > 0) lines.push(await routeOut(context, phase, new Set(touched.map((t) => t.control.spec.id))));
-  lines.push(...await revertInstances(context, phase, touched));
+  if (!canary) {
+    lines.push(...await revertInstances(context, phase, touched, target));
+    lines.push(await restorePool(context, phase));
+    return lines.join("; ");
+  }
+  const leaving = new Set(back.map((t) => t.control.spec.id));
+  const routed = back.length > 0 ? await routeOut(context, phase, leaving, swappable, target) : void 0;
+  if (routed) lines.push(routed.line);
+  const swapped = routed?.swapped ? swappable : [];
+  for (const t of swapped) t.outcome = "reverted";
+  if (swapped.length > 0) lines.push(...await stopIdleSlots(context, phase, swapped.map((t) => t.control.spec.id)));
+  lines.push(...await revertInstances(context, phase, back.filter((t) => !swapped.includes(t)), target));
   lines.push(await restorePool(context, phase));
   return lines.join("; ");
 }
-async function stopIdleSlots(context, phase) {
+function takenBack(context, ids2, target) {
+  const { run: run3 } = context;
+  return ids2.map((id) => run3.instance(id)).filter((t) => (t.touched || t.version === run3.version) && target(t) !== void 0);
+}
+function revertTarget(run3) {
+  const counts = /* @__PURE__ */ new Map();
+  for (const o of run3.observed) if (o.version !== void 0 && o.version !== run3.version) counts.set(o.version, (counts.get(o.version) ?? 0) + 1);
+  const baseline = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
+  return (t) => t.from !== void 0 && t.from !== run3.version ? t.from : baseline;
+}
+function canSwapBack(t, target) {
+  return !t.touched && t.idle !== void 0 && t.idle.running !== false && t.idle.version !== void 0 && t.idle.version === target(t);
+}
+async function stopIdleSlots(context, phase, ids2 = phase.instances, except = /* @__PURE__ */ new Set()) {
   const { run: run3 } = context;
   const signal = AbortSignal.timeout(context.options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
   const name = `${phase.name} (revert)`;
-  const owned = phase.instances.map((id) => run3.instance(id)).filter((t) => t.idle?.ours && t.idle.running !== false);
+  const owned = ids2.filter((id) => !except.has(id)).map((id) => run3.instance(id)).filter((t) => t.idle?.ours && t.idle.running !== false);
   const stopped = [];
   const kept = [];
   const reachable = [];
@@ -52730,13 +52759,13 @@ async function stopIdleSlots(context, phase) {
     ...kept.length ? [`could not stop the idle slots of ${kept.join(", ")}: they may still run, out of the pool`] : []
   ];
 }
-async function revertInstances(context, phase, touched) {
+async function revertInstances(context, phase, touched, target) {
   const { run: run3, options } = context;
   const signal = AbortSignal.timeout(options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
   const name = `${phase.name} (revert)`;
   await forEachPerHost(touched, (t) => t.control.spec.host, context.parallel, async (t) => {
     const id = t.control.spec.id;
-    const previous = t.from;
+    const previous = target(t);
     if (previous === void 0) {
       t.outcome = "failed";
       return;
@@ -52758,17 +52787,21 @@ async function revertInstances(context, phase, touched) {
   const failed = touched.filter((t) => t.outcome === "failed").map((t) => t.control.spec.id);
   return [...reverted.length ? [`reverted ${reverted.join(", ")} to their previous version`] : [], ...failed.length ? [`could not revert ${failed.join(", ")}: left out of the pool`] : []];
 }
-async function routeOut(context, phase, leaving) {
+async function routeOut(context, phase, leaving, swapping, target) {
   const { run: run3, options } = context;
-  const staying = healthyInstances(context).filter((o) => !leaving.has(o.id));
-  if (staying.length === 0) return `no healthy instance outside ${[...leaving].join(", ")} to route to: they keep serving`;
-  const routing = recoveryRoutingOf(context, staying);
+  const returning = swapping.map((t) => ({ ...run3.observed.find((o) => o.id === t.control.spec.id), version: target(t), healthy: true }));
+  const staying = [...healthyInstances(context).filter((o) => !leaving.has(o.id)), ...returning];
+  if (staying.length === 0) return { line: `no healthy instance outside ${[...leaving].join(", ")} to route to: they keep serving`, swapped: false };
+  const planned = recoveryRoutingOf(context, staying);
+  const routing = swapping.length > 0 ? { ...planned, slots: { ...planned.slots, ...Object.fromEntries(swapping.map((t) => [t.control.spec.id, t.idle.port])) } } : planned;
+  const back = swapping.map((t) => t.control.spec.id);
   try {
     validateRouting(routing, run3.observed);
-    await applyRouting(context, routing, `recovery: every client back, ${[...leaving].join(", ")} out`, `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
-    return `every client routed to ${staying.map((o) => o.id).join(", ")}`;
+    await applyRouting(context, routing, `recovery: every client back, ${[...leaving].join(", ")} out${back.length > 0 ? ` (${back.join(", ")} back on their old slots)` : ""}`, `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
+    const line = `every client routed to ${staying.map((o) => o.id).join(", ")}`;
+    return { line: back.length > 0 ? `${line}; ${back.join(", ")} swapped back to the old process on their other slot` : line, swapped: true };
   } catch (error2) {
-    return `could not route clients away from ${[...leaving].join(", ")} (${toNodropError(error2, "E_PROXY_RELOAD").message.split("\n")[0]}); they keep serving`;
+    return { line: `could not route clients away from ${[...leaving].join(", ")} (${toNodropError(error2, "E_PROXY_RELOAD").message.split("\n")[0]}); they keep serving`, swapped: false };
   }
 }
 function healthyInstances(context) {
@@ -55492,6 +55525,12 @@ var canaryOptionsSchema = schema_exports.object({
       extraTime: schema_exports.optional(schema_exports.duration({ doc: "How long a gate may wait beyond its time for minRequests before it fails as inconclusive." }), 6e4)
     }, { doc: "How a gate judges the new version against the old one, in the same window of the proxy's access log." })
   ),
+  surge: schema_exports.optional(
+    schema_exports.bool({
+      doc: "Run the canary on spare slots (instances[].spare or slots.offset): each instance starts the new version on its idle port while its old process serves, and swaps in one reload, so the fleet keeps its full capacity; the old processes keep running until the gates are passed, so that an abort swaps back to them without a restart."
+    }),
+    false
+  ),
   batchSize: schema_exports.optional(schema_exports.int({ min: 1, doc: "Most instances out of the pool at once: a step that needs several moves them this many at a time, and the promotion after the last step goes in batches of this size." }), 1)
 });
 var percentOf2 = (text) => Number(text.slice(0, -1));
@@ -55565,6 +55604,12 @@ function canaryStrategy() {
       const analysis = canaryAnalysis(options);
       const notes = [];
       const phases = [];
+      const surge = options.surge ? new Surge(instances, version) : void 0;
+      if (surge) {
+        checkSpares(stable, "strategy.surge");
+        const inForce = done.length > 0 ? canaryRouting(stable.map((i) => i.id), done.map((i) => i.id), version, key, share(done.length, all.length)) : singlePool(instances.filter((i) => i.inPool).map((i) => i.id), "stable");
+        phases.push(...oldSlotsPhase(instances, stable.map((i) => i.id), inForce, version));
+      }
       let canary = done.map((i) => i.id);
       let old = stable.map((i) => i.id);
       const floor = done.length > 0 ? share(done.length, all.length) : 0;
@@ -55574,25 +55619,26 @@ function canaryStrategy() {
         const target = Math.max(canary.length, canaryCount(step22.weight, all.length));
         const batch = old.slice(0, Math.max(0, Math.min(target - canary.length, old.length - 1)));
         const rest = old.filter((id) => !batch.includes(id));
-        const intake = stepIntake({ old, batch, canary, version, key, weight, target: step22.weight, fleet: all.length, size: options.batchSize ?? 1 });
+        const intake = stepIntake({ old, batch, canary, version, key, weight, target: step22.weight, fleet: all.length, size: options.batchSize ?? 1, surge });
         const phaseSteps = [...intake.steps];
         const joined = [...canary, ...batch];
         const percent22 = Math.max(step22.weight, floor, intake.weight ?? 0);
-        phaseSteps.push({ kind: "route", routing: canaryRouting(rest, joined, version, key, percent22), why: `${percent22}% of clients to ${version} on ${joined.join(", ")}` });
+        phaseSteps.push({ kind: "route", routing: slotted(surge, canaryRouting(rest, joined, version, key, percent22)), why: `${percent22}% of clients to ${version} on ${joined.join(", ")}` });
         const name = `canary ${step22.weight}%`;
         if (!passedGates.includes(name)) phaseSteps.push({ kind: "gate", name: `${step22.weight}%`, weight: step22.weight, ms: step22.ms, instances: [], ...step22.analysis ? { analysis } : {}, ...step22.manual ? { manual: true } : {} });
-        phases.push({ name, instances: batch, steps: phaseSteps, onFailure: "revert", revertAlso: canary });
+        phases.push({ name, instances: batch, steps: phaseSteps, onFailure: "revert", revertAlso: canary, ...surge ? { keepsOldSlots: true } : {} });
         canary = joined;
         old = rest;
         weight = percent22;
       }
-      phases.push(...promotion(old, outside2, canary, version, key, weight, all.length, options.batchSize ?? 1));
+      phases.push(...promotion({ old, outside: outside2, canary, version, key, weight, fleet: all.length, size: options.batchSize ?? 1, surge }));
       const last = steps.at(-1);
       notes.push(
         `steps: ${steps.map((s) => `${s.weight}% (${passedGates.includes(`canary ${s.weight}%`) ? "passed" : s.manual ? "paused until `nodrop promote`" : `${s.analysis ? "analysed" : "watched"} for ${formatDuration(s.ms)}`})`).join(", ")}, then ${version} is promoted to every instance`,
         `clients are split by ${key}; the version cookie keeps every client ${version} served on it`,
         ...analyzed ? [`a gate fails on more than ${100 * analysis.maxErrorRateIncrease}% more 5xx, or a p99 over ${analysis.maxLatencyRatio}x the old version's, after at least ${analysis.minRequests} requests; then every client and instance goes back`] : [],
-        ...outside2.length > 0 ? [`${outside2.join(", ")} out of the pool or unhealthy: replaced at the promotion`] : []
+        ...outside2.length > 0 ? [`${outside2.join(", ")} out of the pool or unhealthy: replaced at the promotion`] : [],
+        ...surge ? [`surge: each instance starts ${version} on its spare port while its old process serves, and keeps that process until the gates are passed (an abort swaps back to it in one reload); all ${all.length} instances serve throughout`] : []
       );
       if (last.weight < 50) notes.push(`the last step gives ${version} ${last.weight}% of clients; the promotion after it is not gated`);
       return { strategy: "canary", version, phases, notes };
@@ -55606,7 +55652,24 @@ function canaryStrategy() {
     }
   };
 }
-function stepIntake({ old, batch, canary, version, key, weight, target, fleet, size: size2 }) {
+var Surge = class {
+  instances;
+  version;
+  swapped = /* @__PURE__ */ new Set();
+  constructor(instances, version) {
+    this.instances = instances;
+    this.version = version;
+  }
+  /** Starts and checks the new version on these instances' idle slots, while their live slots serve; they serve there from the next route. */
+  start(ids2) {
+    for (const id of ids2) this.swapped.add(id);
+    return surgeSteps(ids2, this.instances, this.version);
+  }
+};
+function slotted(surge, routing) {
+  return surge && surge.swapped.size > 0 ? swapSlots(routing, surge.instances, surge.swapped) : routing;
+}
+function stepIntake({ old, batch, canary, version, key, weight, target, fleet, size: size2, surge }) {
   const steps = [];
   let serving = [...old];
   let joined = [...canary];
@@ -55614,36 +55677,49 @@ function stepIntake({ old, batch, canary, version, key, weight, target, fleet, s
   for (let start = 0; start < batch.length; start += size2) {
     const chunk = batch.slice(start, start + size2);
     serving = serving.filter((id) => !chunk.includes(id));
-    steps.push({ kind: "route", routing: joined.length > 0 ? canaryRouting(serving, joined, version, key, current) : beforeCanary(serving), why: `${chunk.join(", ")} out of the old version's pool` });
-    steps.push(...replaceSteps(chunk));
+    if (surge) steps.push(...surge.start(chunk));
+    else {
+      steps.push({ kind: "route", routing: joined.length > 0 ? canaryRouting(serving, joined, version, key, current) : beforeCanary(serving), why: `${chunk.join(", ")} out of the old version's pool` });
+      steps.push(...replaceSteps(chunk));
+    }
     joined = [...joined, ...chunk];
     if (start + size2 < batch.length) {
       current = Math.max(current ?? 0, Math.min(target, share(joined.length, fleet)));
-      steps.push({ kind: "route", routing: canaryRouting(serving, joined, version, key, current), why: `${chunk.join(", ")} join the canary: ${current}% of clients to ${version}` });
+      steps.push({ kind: "route", routing: slotted(surge, canaryRouting(serving, joined, version, key, current)), why: `${chunk.join(", ")} join the canary: ${current}% of clients to ${version}` });
     }
   }
   return { steps, weight: current };
 }
-function promotion(old, outside2, canary, version, key, weight, fleet, size2) {
+function promotion({ old, outside: outside2, canary, version, key, weight, fleet, size: size2, surge }) {
   const phases = [];
   let serving = [...old];
   let joined = [...canary];
   let percent22 = weight;
+  const kept = surge ? [...surge.swapped] : [];
+  if (kept.length > 0) phases.push({ name: "canary: old processes", instances: kept, onFailure: "isolate", steps: retireSteps(kept) });
   while (serving.length > 0) {
     const batch = serving.slice(0, size2);
     const rest = serving.filter((id) => !batch.includes(id));
-    const steps = rest.length > 0 ? [
-      { kind: "route", routing: canaryRouting(rest, joined, version, key, percent22), why: `promote: ${batch.join(", ")} out of the old version's pool` },
-      ...replaceSteps(batch),
-      { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, percent22 = Math.max(percent22, share(joined.length + batch.length, fleet))), why: `promote: ${percent22}% of clients to ${version}` }
-    ] : [{ kind: "route", routing: singlePool(joined, "canary", { [version]: "canary" }), why: `promote: every client to ${version}` }, ...replaceSteps(batch)];
+    const grown = () => percent22 = Math.max(percent22, share(joined.length + batch.length, fleet));
+    let steps;
+    if (surge) {
+      const starts = surge.start(batch);
+      const routing = rest.length > 0 ? canaryRouting(rest, [...joined, ...batch], version, key, grown()) : singlePool([...joined, ...batch], "canary", { [version]: "canary" });
+      steps = [...starts, { kind: "route", routing: slotted(surge, routing), why: rest.length > 0 ? `promote: ${batch.join(", ")} swapped in, ${percent22}% of clients to ${version}` : `promote: every client to ${version}` }, ...retireSteps(batch)];
+    } else if (rest.length > 0) {
+      steps = [
+        { kind: "route", routing: canaryRouting(rest, joined, version, key, percent22), why: `promote: ${batch.join(", ")} out of the old version's pool` },
+        ...replaceSteps(batch),
+        { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, grown()), why: `promote: ${percent22}% of clients to ${version}` }
+      ];
+    } else steps = [{ kind: "route", routing: singlePool(joined, "canary", { [version]: "canary" }), why: `promote: every client to ${version}` }, ...replaceSteps(batch)];
     phases.push({ name: `promote ${batch.join(", ")}`, instances: batch, steps, onFailure: "revert" });
     joined = [...joined, ...batch];
     serving = rest;
   }
   if (outside2.length > 0) phases.push({ name: "promote: out of pool", instances: [...outside2], steps: replaceSteps(outside2), onFailure: "isolate" });
   const all = [...joined, ...outside2.filter((id) => !joined.includes(id))];
-  phases.push({ name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", { [version]: "all" }), why: `all instances on ${version}` }] });
+  phases.push({ name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: slotted(surge, singlePool(all, "all", { [version]: "all" })), why: `all instances on ${version}` }] });
   return phases;
 }
 var canaryAbortOptionsSchema = schema_exports.object({});
@@ -57931,8 +58007,8 @@ function loader(baseDir, version) {
   };
 }
 function rollbackStrategy(config) {
-  const slotted = config !== void 0 && config.instances.every((i) => i.spare !== void 0);
-  return { specifier: "rolling", path: "rollback", options: slotted ? { surge: true } : {} };
+  const slotted2 = config !== void 0 && config.instances.every((i) => i.spare !== void 0);
+  return { specifier: "rolling", path: "rollback", options: slotted2 ? { surge: true } : {} };
 }
 function chooseStrategy(section2, override, issues) {
   const named = section2 === void 0 ? { specifier: "rolling", path: "name" } : pluginSpecifier(section2, "name");

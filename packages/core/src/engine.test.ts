@@ -867,6 +867,26 @@ describe("deploy: a canary's gates (revertAlso, the verify probe, a manual pause
     expect(lists.at(-1)).toEqual(["a", "b", "c"]);
   });
 
+  it("a resumed canary's failed gate takes back the instances that were on v2 before the resume too: every client to c, a and b back to v1", async () => {
+    // a ran v2 when this run started (a killed canary, resumed): in force, the canary's routing.
+    const resumed = { pools: { stable: ["b", "c"], canary: ["a"] }, defaultPool: "stable", pins: { v2: "canary" } };
+    const { fleet, proxy, options } = setup({ a: "v2", b: "v1", c: "v1" }, fixed([canaryPhases({ ...waitGate, ms: 60_000 })[1]!]), resumed);
+    let gateRunning = false;
+    const { verifier } = scriptedVerifier(() => gateRunning, fleet);
+    const onEvent = (e: DeployEvent) => {
+      if (e.type === "step" && e.kind === "gate" && e.status === "start") gateRunning = true;
+    };
+    const report = await deploy({ ...options, verify: verifier, onEvent });
+    expect(report.error).toMatchObject({ code: "E_CANARY" });
+    expect(proxy.servingLists()).toContainEqual(["c"]);
+    expect(fleet.callsFor("a")).toEqual(["stop a", "update a v2->v1", "start a v1"]);
+    const r = byId(report);
+    expect(r.a).toMatchObject({ version: "v1", outcome: "reverted", inPool: true });
+    expect(r.b).toMatchObject({ version: "v1", outcome: "reverted", inPool: true });
+    // Nothing routes v2's pin any more: the last routing is the old version's alone.
+    expect(proxy.applied.at(-1)?.pins).toEqual({});
+  });
+
   it("a manual gate ends the deploy paused, with no recovery and no end: the canary keeps serving", async () => {
     const { proxy, options } = setup(V1, fixed(canaryPhases({ ...waitGate, manual: true })));
     const report = await deploy(options);

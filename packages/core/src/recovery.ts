@@ -23,7 +23,12 @@ export async function recoverPhase(context: RunContext, phase: PlanPhase, failur
   const { run } = context;
   run.emit({ type: "recovery", reason: failure.message });
   run.recovering = true;
-  const slotLines = await stopIdleSlots(context, phase);
+  const canary = phase.onFailure === "revert" && phase.revertAlso !== undefined;
+  const target = revertTarget(run);
+  const back = canary ? takenBack(context, [...new Set([...phase.instances, ...phase.revertAlso!])], target) : [];
+  // A canary instance swapped onto its new slot still has its old process running on the other one: it goes back by a swap, so that process is not stopped first.
+  const swappable = back.filter((t) => canSwapBack(t, target));
+  const slotLines = await stopIdleSlots(context, phase, phase.instances, new Set(swappable.map((t) => t.control.spec.id)));
   const ids = phase.onFailure === "revert" ? [...new Set([...phase.instances, ...(phase.revertAlso ?? [])])] : phase.instances;
   const touched = ids.map((id) => run.instance(id)).filter((t) => t.touched);
   if (phase.onFailure === "isolate") {
@@ -32,11 +37,48 @@ export async function recoverPhase(context: RunContext, phase: PlanPhase, failur
     return [...slotLines, ...(left.length > 0 || slotLines.length === 0 ? [`left ${left.join(", ")} out of the pool; the routing in force is kept`] : [])].join("; ");
   }
   const lines = [...slotLines];
-  // Earlier phases' instances serve: every client leaves them before they go back.
-  if (phase.revertAlso !== undefined && touched.length > 0) lines.push(await routeOut(context, phase, new Set(touched.map((t) => t.control.spec.id))));
-  lines.push(...(await revertInstances(context, phase, touched)));
+  if (!canary) {
+    lines.push(...(await revertInstances(context, phase, touched, target)));
+    lines.push(await restorePool(context, phase));
+    return lines.join("; ");
+  }
+  // A canary's abort: every client leaves the canary's instances (those swapped back return on
+  // their old slots in the same reload), then the others go back in place.
+  const leaving = new Set(back.map((t) => t.control.spec.id));
+  const routed = back.length > 0 ? await routeOut(context, phase, leaving, swappable, target) : undefined;
+  if (routed) lines.push(routed.line);
+  const swapped = routed?.swapped ? swappable : [];
+  for (const t of swapped) t.outcome = "reverted";
+  if (swapped.length > 0) lines.push(...(await stopIdleSlots(context, phase, swapped.map((t) => t.control.spec.id))));
+  lines.push(...(await revertInstances(context, phase, back.filter((t) => !swapped.includes(t)), target)));
   lines.push(await restorePool(context, phase));
   return lines.join("; ");
+}
+
+/**
+ * What a canary's abort takes back: every instance of the phase or an earlier one the deploy
+ * touched or that runs the new version, including those that ran it before this run began (a
+ * resumed canary's first instances), which nothing here touched.
+ */
+function takenBack(context: RunContext, ids: readonly string[], target: (t: TrackedInstance) => string | undefined): TrackedInstance[] {
+  const { run } = context;
+  return ids.map((id) => run.instance(id)).filter((t) => (t.touched || t.version === run.version) && target(t) !== undefined);
+}
+
+/**
+ * The version an instance goes back to: the one it ran before the deploy, or, for one that
+ * already ran the new version then (a resumed canary), the version most of the others ran.
+ */
+function revertTarget(run: RunContext["run"]): (t: TrackedInstance) => string | undefined {
+  const counts = new Map<string, number>();
+  for (const o of run.observed) if (o.version !== undefined && o.version !== run.version) counts.set(o.version, (counts.get(o.version) ?? 0) + 1);
+  const baseline = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
+  return (t) => (t.from !== undefined && t.from !== run.version ? t.from : baseline);
+}
+
+/** A swapped instance whose old slot still runs the version it goes back to, untouched by a command on its live slot. */
+function canSwapBack(t: TrackedInstance, target: (t: TrackedInstance) => string | undefined): boolean {
+  return !t.touched && t.idle !== undefined && t.idle.running !== false && t.idle.version !== undefined && t.idle.version === target(t);
 }
 
 /**
@@ -45,11 +87,11 @@ export async function recoverPhase(context: RunContext, phase: PlanPhase, failur
  * failed proxy change may still be draining on them; otherwise the next deploy stops them first. The live slots are
  * not touched; an instance whose new slot was stopped still serves the version it ran.
  */
-export async function stopIdleSlots(context: RunContext, phase: PlanPhase): Promise<string[]> {
+export async function stopIdleSlots(context: RunContext, phase: PlanPhase, ids: readonly string[] = phase.instances, except: ReadonlySet<string> = new Set()): Promise<string[]> {
   const { run } = context;
   const signal = AbortSignal.timeout(context.options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
   const name = `${phase.name} (revert)`;
-  const owned = phase.instances.map((id) => run.instance(id)).filter((t) => t.idle?.ours && t.idle.running !== false);
+  const owned = ids.filter((id) => !except.has(id)).map((id) => run.instance(id)).filter((t) => t.idle?.ours && t.idle.running !== false);
   const stopped: string[] = [];
   const kept: string[] = [];
   const reachable: string[] = [];
@@ -77,13 +119,13 @@ export async function stopIdleSlots(context: RunContext, phase: PlanPhase): Prom
   ];
 }
 
-async function revertInstances(context: RunContext, phase: PlanPhase, touched: readonly TrackedInstance[]): Promise<string[]> {
+async function revertInstances(context: RunContext, phase: PlanPhase, touched: readonly TrackedInstance[], target: (t: TrackedInstance) => string | undefined): Promise<string[]> {
   const { run, options } = context;
   const signal = AbortSignal.timeout(options.recoveryTimeoutMs ?? DEFAULT_REVERT_MS);
   const name = `${phase.name} (revert)`;
   await forEachPerHost(touched, (t) => t.control.spec.host, context.parallel, async (t) => {
     const id = t.control.spec.id;
-    const previous = t.from;
+    const previous = target(t);
     if (previous === undefined) {
       t.outcome = "failed";
       return;
@@ -111,20 +153,26 @@ async function revertInstances(context: RunContext, phase: PlanPhase, touched: r
 
 /**
  * Routes every client to the healthy instances outside `leaving` (a canary's abort: the old
- * version's), so that those can be reverted once the old routing drained. With none healthy
- * outside, the routing in force is kept and the instances stay as they are.
+ * version's), so that those can be reverted once the old routing drained. Instances in
+ * `swapping` come back in the same reload on their idle slot, which still runs the version they
+ * go back to: their abort is that reload. With no instance to route to, the routing in force is
+ * kept and the instances stay as they are.
  */
-async function routeOut(context: RunContext, phase: PlanPhase, leaving: ReadonlySet<string>): Promise<string> {
+async function routeOut(context: RunContext, phase: PlanPhase, leaving: ReadonlySet<string>, swapping: readonly TrackedInstance[], target: (t: TrackedInstance) => string | undefined): Promise<{ line: string; swapped: boolean }> {
   const { run, options } = context;
-  const staying = healthyInstances(context).filter((o) => !leaving.has(o.id));
-  if (staying.length === 0) return `no healthy instance outside ${[...leaving].join(", ")} to route to: they keep serving`;
-  const routing = recoveryRoutingOf(context, staying);
+  const returning = swapping.map((t) => ({ ...run.observed.find((o) => o.id === t.control.spec.id)!, version: target(t), healthy: true }));
+  const staying = [...healthyInstances(context).filter((o) => !leaving.has(o.id)), ...returning];
+  if (staying.length === 0) return { line: `no healthy instance outside ${[...leaving].join(", ")} to route to: they keep serving`, swapped: false };
+  const planned = recoveryRoutingOf(context, staying);
+  const routing = swapping.length > 0 ? { ...planned, slots: { ...planned.slots, ...Object.fromEntries(swapping.map((t) => [t.control.spec.id, t.idle!.port])) } } : planned;
+  const back = swapping.map((t) => t.control.spec.id);
   try {
     validateRouting(routing, run.observed);
-    await applyRouting(context, routing, `recovery: every client back, ${[...leaving].join(", ")} out`, `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
-    return `every client routed to ${staying.map((o) => o.id).join(", ")}`;
+    await applyRouting(context, routing, `recovery: every client back, ${[...leaving].join(", ")} out${back.length > 0 ? ` (${back.join(", ")} back on their old slots)` : ""}`, `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
+    const line = `every client routed to ${staying.map((o) => o.id).join(", ")}`;
+    return { line: back.length > 0 ? `${line}; ${back.join(", ")} swapped back to the old process on their other slot` : line, swapped: true };
   } catch (error) {
-    return `could not route clients away from ${[...leaving].join(", ")} (${toNodropError(error, "E_PROXY_RELOAD").message.split("\n")[0]}); they keep serving`;
+    return { line: `could not route clients away from ${[...leaving].join(", ")} (${toNodropError(error, "E_PROXY_RELOAD").message.split("\n")[0]}); they keep serving`, swapped: false };
   }
 }
 

@@ -55,9 +55,12 @@ export function checkIdleSlots(plan: DeployPlan, observed: readonly ObservedInst
     // they replaced. Old slots kept for a rollback never stop: everything adds up.
     const growth = budget.growth;
     let peak = plan.keepOldMs ? size(starts.flat()) * growth : 0;
+    // Phases that keep their old processes (a canary's) count them as long as they run: in full.
+    const kept = (upTo: number) => starts.slice(0, upTo).filter((_, i) => plan.phases[i]?.keepsOldSlots);
+    const gone = (upTo: number) => starts.slice(0, upTo).filter((_, i) => !plan.phases[i]?.keepsOldSlots);
     starts.forEach((ids, index) => {
       const first = Math.max(0, index - (plan.phases[index]?.prepareEarly ? 2 : 1));
-      peak = Math.max(peak, size(starts.slice(first, index + 1).flat()) * growth + size(starts.slice(0, first).flat()) * (growth - 1));
+      peak = Math.max(peak, size(starts.slice(first, index + 1).flat()) * growth + size(gone(first).flat()) * (growth - 1) + size(kept(first).flat()) * growth);
     });
     const needed = Math.ceil(peak) + budget.reserveBytes;
     if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (new processes at ${growth}× the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);

@@ -399,9 +399,17 @@ export interface PlanPhase {
    * With onFailure "revert", set (even empty) for a phase whose failure must take back everything
    * its new version serves (a canary's abort): every client is routed to the instances outside
    * these and the phase's own, which then go back to the version they ran, serving or not. Lists
-   * the instances earlier phases changed.
+   * the instances earlier phases changed. An instance whose new version runs on its idle slot,
+   * with its old process still running on the other, goes back by a swap in that same reload;
+   * one that ran the new version before the deploy began goes back to the version most others ran.
    */
   readonly revertAlso?: readonly string[];
+  /**
+   * The old processes this phase's swaps leave on idle slots keep running past the next phase (a
+   * canary keeps them until its gates are passed, so that its abort swaps back): preflight's
+   * memory check counts them until the end.
+   */
+  readonly keepsOldSlots?: boolean;
 }
 
 export interface DeployPlan {

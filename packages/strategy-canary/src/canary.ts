@@ -8,9 +8,14 @@ import {
   type PlanStep,
   type Routing,
   type Strategy,
+  checkSpares,
   formatDuration,
+  oldSlotsPhase,
   replaceSteps,
+  retireSteps,
   singlePool,
+  surgeSteps,
+  swapSlots,
 } from "@nodrop/core";
 import { type CanaryOptions, canaryOptionsSchema } from "./options.js";
 
@@ -125,6 +130,13 @@ export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typ
       const analysis = canaryAnalysis(options);
       const notes: string[] = [];
       const phases: PlanPhase[] = [];
+      const surge = options.surge ? new Surge(instances, version) : undefined;
+      if (surge) {
+        checkSpares(stable, "strategy.surge");
+        // Processes left on idle slots (a killed deploy, kept slots) stop first, after the routing in force is reloaded as it is.
+        const inForce = done.length > 0 ? canaryRouting(stable.map((i) => i.id), done.map((i) => i.id), version, key, share(done.length, all.length)) : singlePool(instances.filter((i) => i.inPool).map((i) => i.id), "stable");
+        phases.push(...oldSlotsPhase(instances, stable.map((i) => i.id), inForce, version));
+      }
       let canary = done.map((i) => i.id);
       let old = stable.map((i) => i.id);
       // A resumed canary (instances already on the version) never offers them less than their share of capacity.
@@ -136,26 +148,28 @@ export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typ
         const target = Math.max(canary.length, canaryCount(step.weight, all.length));
         const batch = old.slice(0, Math.max(0, Math.min(target - canary.length, old.length - 1)));
         const rest = old.filter((id) => !batch.includes(id));
-        const intake = stepIntake({ old, batch, canary, version, key, weight, target: step.weight, fleet: all.length, size: options.batchSize ?? 1 });
+        const intake = stepIntake({ old, batch, canary, version, key, weight, target: step.weight, fleet: all.length, size: options.batchSize ?? 1, surge });
         const phaseSteps: PlanStep[] = [...intake.steps];
         const joined = [...canary, ...batch];
         const percent = Math.max(step.weight, floor, intake.weight ?? 0);
-        phaseSteps.push({ kind: "route", routing: canaryRouting(rest, joined, version, key, percent), why: `${percent}% of clients to ${version} on ${joined.join(", ")}` });
+        phaseSteps.push({ kind: "route", routing: slotted(surge, canaryRouting(rest, joined, version, key, percent)), why: `${percent}% of clients to ${version} on ${joined.join(", ")}` });
         const name = `canary ${step.weight}%`;
         // A resumed canary (or one `nodrop promote` let on) does not hold a passed gate again: its share is restored, and it goes on.
         if (!passedGates.includes(name)) phaseSteps.push({ kind: "gate", name: `${step.weight}%`, weight: step.weight, ms: step.ms, instances: [], ...(step.analysis ? { analysis } : {}), ...(step.manual ? { manual: true } : {}) });
-        phases.push({ name, instances: batch, steps: phaseSteps, onFailure: "revert", revertAlso: canary });
+        // With surge, the old processes keep running beside the canary until its gates are passed: an abort swaps back to them.
+        phases.push({ name, instances: batch, steps: phaseSteps, onFailure: "revert", revertAlso: canary, ...(surge ? { keepsOldSlots: true } : {}) });
         canary = joined;
         old = rest;
         weight = percent;
       }
-      phases.push(...promotion(old, outside, canary, version, key, weight!, all.length, options.batchSize ?? 1));
+      phases.push(...promotion({ old, outside, canary, version, key, weight: weight!, fleet: all.length, size: options.batchSize ?? 1, surge }));
       const last = steps.at(-1)!;
       notes.push(
         `steps: ${steps.map((s) => `${s.weight}% (${passedGates.includes(`canary ${s.weight}%`) ? "passed" : s.manual ? "paused until `nodrop promote`" : `${s.analysis ? "analysed" : "watched"} for ${formatDuration(s.ms)}`})`).join(", ")}, then ${version} is promoted to every instance`,
         `clients are split by ${key}; the version cookie keeps every client ${version} served on it`,
         ...(analyzed ? [`a gate fails on more than ${100 * analysis.maxErrorRateIncrease}% more 5xx, or a p99 over ${analysis.maxLatencyRatio}x the old version's, after at least ${analysis.minRequests} requests; then every client and instance goes back`] : []),
         ...(outside.length > 0 ? [`${outside.join(", ")} out of the pool or unhealthy: replaced at the promotion`] : []),
+        ...(surge ? [`surge: each instance starts ${version} on its spare port while its old process serves, and keeps that process until the gates are passed (an abort swaps back to it in one reload); all ${all.length} instances serve throughout`] : []),
       );
       if (last.weight < 50) notes.push(`the last step gives ${version} ${last.weight}% of clients; the promotion after it is not gated`);
       return { strategy: "canary", version, phases, notes };
@@ -172,6 +186,32 @@ export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typ
   };
 }
 
+/**
+ * A surge canary's slots as the plan goes: which instances it has swapped onto their spare port so
+ * far, so that every routing after a swap serves them there.
+ */
+class Surge {
+  readonly instances: readonly ObservedInstance[];
+  readonly version: string;
+  readonly swapped = new Set<string>();
+
+  constructor(instances: readonly ObservedInstance[], version: string) {
+    this.instances = instances;
+    this.version = version;
+  }
+
+  /** Starts and checks the new version on these instances' idle slots, while their live slots serve; they serve there from the next route. */
+  start(ids: readonly string[]): PlanStep[] {
+    for (const id of ids) this.swapped.add(id);
+    return surgeSteps(ids, this.instances, this.version);
+  }
+}
+
+/** The routing with every instance swapped so far served on its new slot. */
+function slotted(surge: Surge | undefined, routing: Routing): Routing {
+  return surge && surge.swapped.size > 0 ? swapSlots(routing, surge.instances, surge.swapped) : routing;
+}
+
 interface StepIntake {
   readonly old: readonly string[];
   /** The old version's instances this step moves to the canary. */
@@ -184,8 +224,9 @@ interface StepIntake {
   /** The step's share. */
   readonly target: number;
   readonly fleet: number;
-  /** At most this many instances out of the pool at once (batchSize). */
+  /** At most this many instances out of the pool at once (batchSize); with surge, started on idle slots at once. */
   readonly size: number;
+  readonly surge: Surge | undefined;
 }
 
 /**
@@ -195,7 +236,7 @@ interface StepIntake {
  * with the canary's capacity on the way, never past the step's; the step's own route comes last.
  * Before anything serves the new version there is no pin (beforeCanary).
  */
-function stepIntake({ old, batch, canary, version, key, weight, target, fleet, size }: StepIntake): { steps: PlanStep[]; weight: number | undefined } {
+function stepIntake({ old, batch, canary, version, key, weight, target, fleet, size, surge }: StepIntake): { steps: PlanStep[]; weight: number | undefined } {
   const steps: PlanStep[] = [];
   let serving = [...old];
   let joined = [...canary];
@@ -203,15 +244,33 @@ function stepIntake({ old, batch, canary, version, key, weight, target, fleet, s
   for (let start = 0; start < batch.length; start += size) {
     const chunk = batch.slice(start, start + size);
     serving = serving.filter((id) => !chunk.includes(id));
-    steps.push({ kind: "route", routing: joined.length > 0 ? canaryRouting(serving, joined, version, key, current) : beforeCanary(serving), why: `${chunk.join(", ")} out of the old version's pool` });
-    steps.push(...replaceSteps(chunk));
+    // With surge, the old process serves until the route that swaps the new one in: nothing leaves the pool.
+    if (surge) steps.push(...surge.start(chunk));
+    else {
+      steps.push({ kind: "route", routing: joined.length > 0 ? canaryRouting(serving, joined, version, key, current) : beforeCanary(serving), why: `${chunk.join(", ")} out of the old version's pool` });
+      steps.push(...replaceSteps(chunk));
+    }
     joined = [...joined, ...chunk];
     if (start + size < batch.length) {
       current = Math.max(current ?? 0, Math.min(target, share(joined.length, fleet)));
-      steps.push({ kind: "route", routing: canaryRouting(serving, joined, version, key, current), why: `${chunk.join(", ")} join the canary: ${current}% of clients to ${version}` });
+      steps.push({ kind: "route", routing: slotted(surge, canaryRouting(serving, joined, version, key, current)), why: `${chunk.join(", ")} join the canary: ${current}% of clients to ${version}` });
     }
   }
   return { steps, weight: current };
+}
+
+interface Promotion {
+  /** The old version's instances still serving after the last step. */
+  readonly old: readonly string[];
+  /** Out of the pool or unhealthy: replaced last. */
+  readonly outside: readonly string[];
+  readonly canary: readonly string[];
+  readonly version: string;
+  readonly key: string;
+  readonly weight: number;
+  readonly fleet: number;
+  readonly size: number;
+  readonly surge: Surge | undefined;
 }
 
 /**
@@ -219,30 +278,40 @@ function stepIntake({ old, batch, canary, version, key, weight, target, fleet, s
  * replaced and into the canary's, the share following the canary's capacity; the last batch goes
  * with every client on the new version. Then one pool of all, still pinned. The gates are behind:
  * a batch that fails goes back alone (as a rolling batch does), and the canary keeps serving.
- * Instances that were out of the pool or unhealthy go last, left out if they fail again.
+ * Instances that were out of the pool or unhealthy go last, left out if they fail again. With
+ * surge, the old processes the canary kept stop in the background as the promotion begins, and
+ * each batch starts on its idle slots and swaps in one reload.
  */
-function promotion(old: readonly string[], outside: readonly string[], canary: readonly string[], version: string, key: string, weight: number, fleet: number, size: number): PlanPhase[] {
+function promotion({ old, outside, canary, version, key, weight, fleet, size, surge }: Promotion): PlanPhase[] {
   const phases: PlanPhase[] = [];
   let serving = [...old];
   let joined = [...canary];
   let percent = weight;
+  // The gates are passed: the old processes the canary's swaps kept (an abort's way back) stop, off the critical path.
+  const kept = surge ? [...surge.swapped] : [];
+  if (kept.length > 0) phases.push({ name: "canary: old processes", instances: kept, onFailure: "isolate", steps: retireSteps(kept) });
   while (serving.length > 0) {
     const batch = serving.slice(0, size);
     const rest = serving.filter((id) => !batch.includes(id));
-    const steps: PlanStep[] =
-      rest.length > 0
-        ? [
-            { kind: "route", routing: canaryRouting(rest, joined, version, key, percent), why: `promote: ${batch.join(", ")} out of the old version's pool` },
-            ...replaceSteps(batch),
-            { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, (percent = Math.max(percent, share(joined.length + batch.length, fleet)))), why: `promote: ${percent}% of clients to ${version}` },
-          ]
-        : [{ kind: "route", routing: singlePool(joined, "canary", { [version]: "canary" }), why: `promote: every client to ${version}` }, ...replaceSteps(batch)];
+    const grown = () => (percent = Math.max(percent, share(joined.length + batch.length, fleet)));
+    let steps: PlanStep[];
+    if (surge) {
+      const starts = surge.start(batch);
+      const routing = rest.length > 0 ? canaryRouting(rest, [...joined, ...batch], version, key, grown()) : singlePool([...joined, ...batch], "canary", { [version]: "canary" });
+      steps = [...starts, { kind: "route", routing: slotted(surge, routing), why: rest.length > 0 ? `promote: ${batch.join(", ")} swapped in, ${percent}% of clients to ${version}` : `promote: every client to ${version}` }, ...retireSteps(batch)];
+    } else if (rest.length > 0) {
+      steps = [
+        { kind: "route", routing: canaryRouting(rest, joined, version, key, percent), why: `promote: ${batch.join(", ")} out of the old version's pool` },
+        ...replaceSteps(batch),
+        { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, grown()), why: `promote: ${percent}% of clients to ${version}` },
+      ];
+    } else steps = [{ kind: "route", routing: singlePool(joined, "canary", { [version]: "canary" }), why: `promote: every client to ${version}` }, ...replaceSteps(batch)];
     phases.push({ name: `promote ${batch.join(", ")}`, instances: batch, steps, onFailure: "revert" });
     joined = [...joined, ...batch];
     serving = rest;
   }
   if (outside.length > 0) phases.push({ name: "promote: out of pool", instances: [...outside], steps: replaceSteps(outside), onFailure: "isolate" });
   const all = [...joined, ...outside.filter((id) => !joined.includes(id))];
-  phases.push({ name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all, "all", { [version]: "all" }), why: `all instances on ${version}` }] });
+  phases.push({ name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: slotted(surge, singlePool(all, "all", { [version]: "all" })), why: `all instances on ${version}` }] });
   return phases;
 }

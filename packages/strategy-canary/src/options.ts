@@ -38,6 +38,12 @@ export const canaryOptionsSchema = schema.object({
       extraTime: schema.optional(schema.duration({ doc: "How long a gate may wait beyond its time for minRequests before it fails as inconclusive." }), 60_000),
     }, { doc: "How a gate judges the new version against the old one, in the same window of the proxy's access log." }),
   ),
+  surge: schema.optional(
+    schema.bool({
+      doc: "Run the canary on spare slots (instances[].spare or slots.offset): each instance starts the new version on its idle port while its old process serves, and swaps in one reload, so the fleet keeps its full capacity; the old processes keep running until the gates are passed, so that an abort swaps back to them without a restart.",
+    }),
+    false,
+  ),
   batchSize: schema.optional(schema.int({ min: 1, doc: "Most instances out of the pool at once: a step that needs several moves them this many at a time, and the promotion after the last step goes in batches of this size." }), 1),
 });
 

@@ -38,3 +38,5 @@ strategySuite(api, { name: 'rolling, surge, batchSize "50%", keepOld', create: r
 strategySuite(api, { name: "sticky, surge", create: stickyStrategy, options: schema.parseOrThrow(stickyOptionsSchema, { surge: true }, "strategy"), scenarios: slotScenarios });
 strategySuite(api, { name: "blue-green", create: blueGreenStrategy, options: schema.parseOrThrow(blueGreenOptionsSchema, {}, "strategy"), scenarios: slotScenarios });
 strategySuite(api, { name: "rolling (no surge) on two-slot fleets", create: rollingStrategy, options: schema.parseOrThrow(rollingOptionsSchema, { batchSize: 1 }, "strategy"), scenarios: slotScenarios });
+strategySuite(api, { name: "canary, surge", create: canaryStrategy, options: schema.parseOrThrow(canaryOptionsSchema, { surge: true }, "strategy"), scenarios: slotScenarios });
+strategySuite(api, { name: "canary, surge, 5% 25% 50%, batches of 2", create: canaryStrategy, options: schema.parseOrThrow(canaryOptionsSchema, { steps: ["5%", "25%", "50%"], batchSize: 2, surge: true }, "strategy"), scenarios: slotScenarios });
