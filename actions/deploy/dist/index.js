@@ -52799,7 +52799,7 @@ async function routeOut(context, phase, leaving, swapping, target) {
     validateRouting(routing, run3.observed);
     await applyRouting(context, routing, `recovery: every client back, ${[...leaving].join(", ")} out${back.length > 0 ? ` (${back.join(", ")} back on their old slots)` : ""}`, `${phase.name} (revert)`, AbortSignal.timeout(options.poolRestoreTimeoutMs ?? DEFAULT_POOL_RESTORE_MS));
     const line = `every client routed to ${staying.map((o) => o.id).join(", ")}`;
-    return { line: back.length > 0 ? `${line}; ${back.join(", ")} swapped back to the old process on their other slot` : line, swapped: true };
+    return { line: back.length > 0 ? `${line}; ${back.join(", ")} swapped back to the old process on ${back.length === 1 ? "its" : "their"} other slot` : line, swapped: true };
   } catch (error2) {
     return { line: `could not route clients away from ${[...leaving].join(", ")} (${toNodropError(error2, "E_PROXY_RELOAD").message.split("\n")[0]}); they keep serving`, swapped: false };
   }
