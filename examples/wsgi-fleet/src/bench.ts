@@ -69,6 +69,8 @@ const scenarios: Scenario[] = [
   { name: "3 hosts x 4 instances over SSH, rolling batches of 3, from a 100 MiB artifact", slug: "ssh-artifact-100", hosts: webHosts(3), ports: [8811, 8812, 8813, 8814], strategy: { name: "rolling", batchSize: 3 }, artifactMib: 100 },
   // Gates of 10 s on nginx's own log, read every 2 s: the chart shows the share per version grow, the title each gate's decision.
   { name: "local 4 instances, canary 25% then 50% (10 s gates on nginx's log)", slug: "canary", ports: [8821, 8822, 8823, 8824], canaryLog: true, strategy: { name: "canary", steps: ["25%", "50%"], gate: "10s", analysis: { interval: "2s" } } },
+  // The same canary on spare slots: the pool holds all 4 throughout (the serving line stays at 4).
+  { name: "local 4 instances, canary on spare slots 25% then 50% (10 s gates)", slug: "canary-surge", ports: [8701, 8702, 8703, 8704], slotOffset: 1000, canaryLog: true, strategy: { name: "canary", surge: true, steps: ["25%", "50%"], gate: "10s", analysis: { interval: "2s" } } },
   { name: "16 hosts x 4 instances over SSH, rolling 25% at a time", slug: "scale-64", hosts: webHosts(16), ports: [8391, 8392, 8393, 8394], strategy: { name: "rolling", batchSize: "25%" } },
 ];
 

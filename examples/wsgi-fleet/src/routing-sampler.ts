@@ -9,7 +9,7 @@ export function routingIn(text: string): Routing | undefined {
 
 /**
  * How many instance endpoints (an instance on one of its slots) a routing sends requests to:
- * through the default pool, a default switch's target or a version pin. Blue-green's switch
+ * through the default pool, a default switch's target, a canary's split or a version pin. Blue-green's switch
  * routing counts both slots of each instance, since either may answer until the switch's instant.
  * `pinHolders` says whether any client can hold a version's pin yet (one gets it with a first
  * answer of that version): half-split pins half A to the new version before A restarts, and nobody
@@ -17,7 +17,8 @@ export function routingIn(text: string): Routing | undefined {
  */
 export function servedEndpoints(routing: Routing, pinHolders: (version: string) => boolean = () => true): number {
   const pinned = Object.entries(routing.pins).flatMap(([version, pool]) => (pinHolders(version) ? [pool] : []));
-  const pools = new Set([routing.defaultPool, ...(routing.switchDefault ? [routing.switchDefault.to] : []), ...pinned]);
+  // A canary's split sends its share to its pool from the first reload: it serves whoever holds a pin.
+  const pools = new Set([routing.defaultPool, ...(routing.switchDefault ? [routing.switchDefault.to] : []), ...(routing.split ? [routing.split.to] : []), ...pinned]);
   const endpoints = new Set<string>();
   for (const pool of pools) {
     const own = routing.poolSlots?.[pool];

@@ -159,6 +159,9 @@ describe("servedEndpoints", () => {
     expect(servedEndpoints(halfA)).toBe(4);
     // Its switch: the default flips from half B to half A, both serve until then.
     expect(servedEndpoints({ ...halfA, switchDefault: { to: "a", afterMs: 1500 } }, () => false)).toBe(4);
+    // A canary: its split's share reaches the canary pool from the first reload, before anyone holds the pin.
+    const canary = { pools: { stable: ["b", "c", "d"], canary: ["a"] }, defaultPool: "stable", pins: { v2: "canary" }, split: { key: "$remote_addr", percent: 25, to: "canary" } };
+    expect(servedEndpoints(canary, () => false)).toBe(4);
   });
 });
 
