@@ -52689,9 +52689,9 @@ async function recoverPhase(context, phase, failure) {
   run3.emit({ type: "recovery", reason: failure.message });
   run3.recovering = true;
   const canary = phase.onFailure === "revert" && phase.revertAlso !== void 0;
-  const target = revertTarget(run3);
+  const target = canary ? canaryRevertTarget(run3) : (t) => t.from;
   const back = canary ? takenBack(context, [.../* @__PURE__ */ new Set([...phase.instances, ...phase.revertAlso])], target) : [];
-  const swappable = back.filter((t) => canSwapBack(t, target));
+  const swappable = await aliveToSwapBack(context, back.filter((t) => canSwapBack(t, target)), target);
   const slotLines = await stopIdleSlots(context, phase, phase.instances, new Set(swappable.map((t) => t.control.spec.id)));
   const ids2 = phase.onFailure === "revert" ? [.../* @__PURE__ */ new Set([...phase.instances, ...phase.revertAlso ?? []])] : phase.instances;
   const touched = ids2.map((id) => run3.instance(id)).filter((t) => t.touched);
@@ -52720,11 +52720,25 @@ function takenBack(context, ids2, target) {
   const { run: run3 } = context;
   return ids2.map((id) => run3.instance(id)).filter((t) => (t.touched || t.version === run3.version) && target(t) !== void 0);
 }
-function revertTarget(run3) {
+function canaryRevertTarget(run3) {
   const counts = /* @__PURE__ */ new Map();
-  for (const o of run3.observed) if (o.version !== void 0 && o.version !== run3.version) counts.set(o.version, (counts.get(o.version) ?? 0) + 1);
-  const baseline = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
+  for (const o of run3.observed) if (o.healthy && o.inPool && o.version !== void 0 && o.version !== run3.version) counts.set(o.version, (counts.get(o.version) ?? 0) + 1);
+  const [first, second] = [...counts.entries()].sort((a, b) => b[1] - a[1]);
+  const baseline = first && (!second || second[1] < first[1]) ? first[0] : void 0;
   return (t) => t.from !== void 0 && t.from !== run3.version ? t.from : baseline;
+}
+async function aliveToSwapBack(context, candidates, target) {
+  const { options } = context;
+  const wait = { ...options.healthWait, successes: 1, deadlineMs: Math.min(options.healthWait.deadlineMs, 5e3), signal: AbortSignal.timeout(1e4) };
+  const alive = await Promise.all(
+    candidates.map(
+      (t) => waitHealthy(options.health, { ...t.control.spec, port: t.idle.port }, target(t), wait).then(
+        () => true,
+        () => false
+      )
+    )
+  );
+  return candidates.filter((_, i) => alive[i]);
 }
 function canSwapBack(t, target) {
   return !t.touched && t.idle !== void 0 && t.idle.running !== false && t.idle.version !== void 0 && t.idle.version === target(t);
@@ -52743,6 +52757,7 @@ async function stopIdleSlots(context, phase, ids2 = phase.instances, except = /*
     const label = `${t.control.spec.id} (port ${idle.port})`;
     if (run3.reachable(t.control.spec.id, idle.port)) return void reachable.push(label);
     if (!run3.drained && run3.routedSlots.has(`${t.control.spec.id}:${idle.port}`)) return void draining.push(label);
+    if (run3.drainsServing(t.control.spec.id, idle.port).some((d) => !d.settled)) return void draining.push(label);
     try {
       await timed(context, name, "stop", t.control.spec.id, () => t.control.stop({ version: idle.version, port: idle.port, signal }));
       idle.running = false;
@@ -52770,7 +52785,7 @@ async function revertInstances(context, phase, touched, target) {
       t.outcome = "failed";
       return;
     }
-    if (run3.routedRegardless(id) || t.outcome === "updated" && run3.reachable(id)) return;
+    if (run3.routedRegardless(id) || (t.outcome === "updated" || !t.touched) && run3.reachable(id) || !t.touched && !run3.drained) return;
     const port = t.port;
     try {
       await timed(context, name, "stop", id, () => t.control.stop({ version: t.version, port, signal }));

@@ -887,6 +887,23 @@ describe("deploy: a canary's gates (revertAlso, the verify probe, a manual pause
     expect(proxy.applied.at(-1)?.pins).toEqual({});
   });
 
+  it("a resumed canary's instance that the proxy could not route away from keeps serving: never stopped while its pin reaches it", async () => {
+    const resumed = { pools: { stable: ["b", "c"], canary: ["a"] }, defaultPool: "stable", pins: { v2: "canary" } };
+    const { fleet, proxy, options } = setup({ a: "v2", b: "v1", c: "v1" }, fixed([canaryPhases({ ...waitGate, ms: 60_000 })[1]!]), resumed);
+    let gateRunning = false;
+    const { verifier } = scriptedVerifier(() => gateRunning, fleet);
+    // Every proxy change from the gate on fails: the routing before it (a, b pinned) stays in force.
+    proxy.failOn = () => (gateRunning ? new NodropError("E_PROXY_RELOAD", "nginx -t failed: no space left on device", { routingInForce: "previous" }) : undefined);
+    const onEvent = (e: DeployEvent) => {
+      if (e.type === "step" && e.kind === "gate" && e.status === "start") gateRunning = true;
+    };
+    const report = await deploy({ ...options, verify: verifier, onEvent });
+    expect(report.error).toMatchObject({ code: "E_CANARY" });
+    expect(report.recovery).toContain("could not route clients away");
+    expect(fleet.callsFor("a")).toEqual([]);
+    expect(fleet.running.get("a")).toBe("v2");
+  });
+
   it("a manual gate ends the deploy paused, with no recovery and no end: the canary keeps serving", async () => {
     const { proxy, options } = setup(V1, fixed(canaryPhases({ ...waitGate, manual: true })));
     const report = await deploy(options);

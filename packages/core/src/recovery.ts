@@ -24,10 +24,11 @@ export async function recoverPhase(context: RunContext, phase: PlanPhase, failur
   run.emit({ type: "recovery", reason: failure.message });
   run.recovering = true;
   const canary = phase.onFailure === "revert" && phase.revertAlso !== undefined;
-  const target = revertTarget(run);
+  // Only a canary's abort takes back instances that ran the new version before this run: elsewhere an instance goes back to what it ran.
+  const target = canary ? canaryRevertTarget(run) : (t: TrackedInstance) => t.from;
   const back = canary ? takenBack(context, [...new Set([...phase.instances, ...phase.revertAlso!])], target) : [];
-  // A canary instance swapped onto its new slot still has its old process running on the other one: it goes back by a swap, so that process is not stopped first.
-  const swappable = back.filter((t) => canSwapBack(t, target));
+  // A canary instance swapped onto its new slot still has its old process on the other one: it goes back by a swap, so that process is not stopped first.
+  const swappable = await aliveToSwapBack(context, back.filter((t) => canSwapBack(t, target)), target);
   const slotLines = await stopIdleSlots(context, phase, phase.instances, new Set(swappable.map((t) => t.control.spec.id)));
   const ids = phase.onFailure === "revert" ? [...new Set([...phase.instances, ...(phase.revertAlso ?? [])])] : phase.instances;
   const touched = ids.map((id) => run.instance(id)).filter((t) => t.touched);
@@ -66,14 +67,35 @@ function takenBack(context: RunContext, ids: readonly string[], target: (t: Trac
 }
 
 /**
- * The version an instance goes back to: the one it ran before the deploy, or, for one that
- * already ran the new version then (a resumed canary), the version most of the others ran.
+ * The version a canary's instance goes back to: the one it ran before the deploy, or, for one that
+ * already ran the new version then (a resumed canary), the version the old pool serves: the one
+ * most healthy instances in the pool ran. A tie names none: such an instance is left as it is.
  */
-function revertTarget(run: RunContext["run"]): (t: TrackedInstance) => string | undefined {
+function canaryRevertTarget(run: RunContext["run"]): (t: TrackedInstance) => string | undefined {
   const counts = new Map<string, number>();
-  for (const o of run.observed) if (o.version !== undefined && o.version !== run.version) counts.set(o.version, (counts.get(o.version) ?? 0) + 1);
-  const baseline = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
+  for (const o of run.observed) if (o.healthy && o.inPool && o.version !== undefined && o.version !== run.version) counts.set(o.version, (counts.get(o.version) ?? 0) + 1);
+  const [first, second] = [...counts.entries()].sort((a, b) => b[1] - a[1]);
+  const baseline = first && (!second || second[1] < first[1]) ? first[0] : undefined;
   return (t) => (t.from !== undefined && t.from !== run.version ? t.from : baseline);
+}
+
+/**
+ * The candidates whose old process answers its health check with the version it goes back to,
+ * now: one may have died during a long gate (a surge doubles memory), and a swap back to it would
+ * route clients to a port where nothing listens. The others go back in place.
+ */
+async function aliveToSwapBack(context: RunContext, candidates: readonly TrackedInstance[], target: (t: TrackedInstance) => string | undefined): Promise<TrackedInstance[]> {
+  const { options } = context;
+  const wait = { ...options.healthWait, successes: 1, deadlineMs: Math.min(options.healthWait.deadlineMs, 5000), signal: AbortSignal.timeout(10_000) };
+  const alive = await Promise.all(
+    candidates.map((t) =>
+      waitHealthy(options.health, { ...t.control.spec, port: t.idle!.port }, target(t)!, wait).then(
+        () => true,
+        () => false,
+      ),
+    ),
+  );
+  return candidates.filter((_, i) => alive[i]);
 }
 
 /** A swapped instance whose old slot still runs the version it goes back to, untouched by a command on its live slot. */
@@ -102,6 +124,8 @@ export async function stopIdleSlots(context: RunContext, phase: PlanPhase, ids: 
     if (run.reachable(t.control.spec.id, idle.port)) return void reachable.push(label);
     // A failed proxy change may have left a generation draining on it: the next deploy stops it.
     if (!run.drained && run.routedSlots.has(`${t.control.spec.id}:${idle.port}`)) return void draining.push(label);
+    // A routing that served it may still be draining in the background.
+    if (run.drainsServing(t.control.spec.id, idle.port).some((d) => !d.settled)) return void draining.push(label);
     try {
       await timed(context, name, "stop", t.control.spec.id, () => t.control.stop({ version: idle.version, port: idle.port, signal }));
       idle.running = false;
@@ -131,8 +155,10 @@ async function revertInstances(context: RunContext, phase: PlanPhase, touched: r
       return;
     }
     // Requests can reach it (serving as it is, or checked healthy on the new version): reverting
-    // it would mean draining it first. It stays as it is.
-    if (run.routedRegardless(id) || (t.outcome === "updated" && run.reachable(id))) return;
+    // it would mean draining it first. It stays as it is. So does an instance this run never
+    // touched (a resumed canary's) that a pin still reaches, or that an old nginx generation may
+    // still be draining on after a failed proxy change.
+    if (run.routedRegardless(id) || ((t.outcome === "updated" || !t.touched) && run.reachable(id)) || (!t.touched && !run.drained)) return;
     // On the slot it is live on: with two slots, that need not be its first port.
     const port = t.port;
     try {

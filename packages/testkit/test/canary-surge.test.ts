@@ -127,6 +127,29 @@ describe("canary with surge (spare slots)", () => {
     for (const id of ["web-8011", "web-8012"]) expect(report.instances.find((i) => i.id === id)).toMatchObject({ version: "v1", outcome: "reverted", inPool: true });
   });
 
+  it("a kept old process that died during the gate is not swapped back to: that instance goes back in place, the others by a swap", async () => {
+    const { fleet, proxy, options } = setup({ steps: ["25%", "50%"] });
+    let gates = 0;
+    const onEvent = (e: DeployEvent) => {
+      if (e.type === "step" && e.kind === "gate" && e.status === "start") {
+        gates += 1;
+        // The old process of web-8011 dies (out of memory) while the second gate runs.
+        if (gates === 2) fleet.running.delete("web-8011:8011");
+      }
+    };
+    const report = await deploy({ ...options, onEvent, verify: probe(() => gates >= 2) });
+    expect(report.error?.code).toBe("E_CANARY");
+    // Never routed to the dead port: every routing after the gate serves web-8011 on 9011 or not at all, until it is back.
+    const afterGate = proxy.applied.slice(-2);
+    expect(portsOf(afterGate[0]!, fleet)["web-8012"]).toBe(8012);
+    expect(servingInstances(afterGate[0]!).has("web-8011")).toBe(false);
+    // web-8011 went back in place, on the port it was live on (9011); web-8012 by the swap.
+    expect(fleet.calls.filter((c) => c.startsWith("stop web-8011") || c.startsWith("update web-8011:9011 v1") || c.startsWith("start web-8011")).slice(-3)).toEqual(["stop web-8011:9011", "update web-8011:9011 v1", "start web-8011:9011"]);
+    expect(fleet.running.get("web-8011:9011")).toBe("v1");
+    expect(report.instances.find((i) => i.id === "web-8011")).toMatchObject({ version: "v1", outcome: "reverted", inPool: true });
+    expect(report.instances.find((i) => i.id === "web-8012")).toMatchObject({ version: "v1", outcome: "reverted", inPool: true });
+  });
+
   it("a new slot that fails its check changes nothing for users: the old process never left the pool", async () => {
     const { fleet, proxy, options } = setup({ steps: ["25%"] });
     const probeHealth = options.health;
