@@ -54642,12 +54642,18 @@ import { isIP as isIP4 } from "net";
 var NODROP_LOG_FORMAT = "log_format nodrop '$msec|$status|$request_time|$upstream_status|$upstream_addr';";
 function accessLogSetupProblems(dump, file) {
   const problems = [];
-  const format2 = /^\s*log_format\s+nodrop\s+(.*)$/m.exec(dump);
+  const format2 = /^\s*log_format\s+nodrop(?=[\s;])\s+(.*)$/m.exec(dump);
   const wanted = NODROP_LOG_FORMAT.slice("log_format nodrop ".length);
   if (!format2) problems.push(`no \`log_format nodrop\` in the nginx config: add \`${NODROP_LOG_FORMAT}\` inside http {} (proxy.accessLog)`);
   else if (format2[1].replace(/\s*(?:#.*)?$/, "") !== wanted) problems.push(`\`log_format nodrop\` is not nodrop's format: it must read \`${NODROP_LOG_FORMAT}\` (on one line)`);
   const escaped = file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  if (!new RegExp(`^\\s*access_log\\s+${escaped}\\s+nodrop\\b`, "m").test(dump)) problems.push(`no \`access_log ${file} nodrop;\` in the nginx config: add it where the app is proxied (proxy.accessLog)`);
+  const line = new RegExp(`(?:^|[{;])\\s*access_log\\s+(["']?)${escaped}\\1\\s+nodrop(?=[\\s;])([^;]*);`, "m").exec(dump);
+  if (!line) problems.push(`no \`access_log ${file} nodrop;\` in the nginx config: add it where the app is proxied (proxy.accessLog)`);
+  else {
+    const params = line[2];
+    if (/\bgzip\b/.test(params)) problems.push(`\`access_log ${file} nodrop\` has gzip: the gates read plain lines (drop gzip)`);
+    if (/\bbuffer=/.test(params) && !/\bflush=/.test(params)) problems.push(`\`access_log ${file} nodrop\` has buffer= without flush=: lines would reach the file after the gate that needs them (add flush=1s, or drop buffer)`);
+  }
   return problems;
 }
 var TRAFFIC_READ_BYTES = 900 * 1024;
@@ -54669,6 +54675,8 @@ function trafficCommand(file, cursor, max = TRAFFIC_READ_BYTES) {
   const lines = [
     `if [ -L ${f} ]; then echo "${file.replace(/["$`\\]/g, "")} is a symbolic link" >&2; exit 3; fi`,
     `s=$(stat -L -c '%i %s' -- ${f}) || exit 4`,
+    // stat works on a file this user cannot read (nginx's logs are root:adm 0640): a read must be possible too.
+    `if [ ! -r ${f} ]; then echo "${file.replace(/["$`\\]/g, "")} is not readable by $(id -un)" >&2; exit 5; fi`,
     "set -- $s; ino=$1; size=$2"
   ];
   if (!cursor) lines.push('echo "$ino $size 0"');
@@ -58283,11 +58291,10 @@ function refuseOverPausedCanary(records, options) {
   } catch {
     return;
   }
-  if (!last || last.finished || !last.paused || last.version === options.version) return;
-  throw new NodropError(
-    "E_CANARY",
-    `the canary of ${last.version} is paused at its gate in ${last.paused}: \`nodrop promote\` takes it on, \`nodrop abort\` sends every client back; deploy ${options.version} after either (nothing was changed)`
-  );
+  if (!last || last.finished || last.version === options.version || !last.paused && last.strategy !== "canary") return;
+  const where = last.paused ? `is paused at its gate in ${last.paused}` : `did not finish (last step: ${last.lastStep ?? "none"})`;
+  const next = last.paused ? "`nodrop promote` takes it on" : "`nodrop resume` takes it on";
+  throw new NodropError("E_CANARY", `the canary of ${last.version} ${where}: ${next}, \`nodrop abort\` sends every client back; deploy ${options.version} after either (nothing was changed)`);
 }
 async function underLock(deployment, options, body) {
   const lock = deploymentLock(deployment);

@@ -155,6 +155,20 @@ describe("a canary paused at a manual gate", () => {
     expect(await deploymentLock(deployment).status()).toBeUndefined();
   });
 
+  it("refuses a deploy of another version over a canary killed during its gate too (not paused, not finished)", async () => {
+    const { deployment, commands, journalFile } = await pausedCanary();
+    const { readFile, writeFile } = await import("node:fs/promises");
+    // The runner died during the gate: its last record is the gate's start.
+    const lines = (await readFile(journalFile, "utf8")).trim().split("\n");
+    lines[lines.length - 1] = JSON.stringify({ ...JSON.parse(lines.at(-1)!), status: "start" });
+    await writeFile(journalFile, `${lines.join("\n")}\n`);
+    const error = (await lockedDeploy(deployment, { version: "v3" }).catch((e: unknown) => e)) as NodropError;
+    expect(error.code).toBe("E_CANARY");
+    expect(error.message).toContain("the canary of v2 did not finish (last step: canary 25%: gate (start))");
+    expect(error.message).toContain("`nodrop resume` takes it on");
+    expect(commands).toEqual([]);
+  });
+
   it("lets a deploy of the same version, a resume and a rollback through (the canary's own ways on)", async () => {
     for (const [version, command] of [["v2", "deploy"], ["v2", "resume"], ["v1", "rollback"]] as const) {
       const { deployment } = await pausedCanary();

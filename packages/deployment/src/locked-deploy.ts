@@ -99,10 +99,11 @@ function gatesToSkip(records: readonly JournalRecord[], options: LockedDeployOpt
 }
 
 /**
- * A deploy of another version while a canary waits at a manual gate is refused, nothing changed:
- * the canary's clients hold its version's cookie, and the new deploy's routing pins only its own
- * version, so they would land on old instances (a client back on an older version). The canary
- * ends first, either way. A deploy of the same version goes on with it, holding its gates again.
+ * A deploy of another version while a canary has not finished (paused at a manual gate, or killed
+ * or failed mid-way) is refused, nothing changed: the canary's clients hold its version's cookie,
+ * and the new deploy's routing pins only its own version, so they would land on old instances (a
+ * client back on an older version). The canary ends first, either way. A deploy of the same
+ * version goes on with it, holding its gates again.
  */
 function refuseOverPausedCanary(records: readonly JournalRecord[], options: LockedDeployOptions): void {
   if ((options.command ?? "deploy") !== "deploy") return;
@@ -112,11 +113,10 @@ function refuseOverPausedCanary(records: readonly JournalRecord[], options: Lock
   } catch {
     return; // the deploy reports an unreadable journal itself
   }
-  if (!last || last.finished || !last.paused || last.version === options.version) return;
-  throw new NodropError(
-    "E_CANARY",
-    `the canary of ${last.version} is paused at its gate in ${last.paused}: \`nodrop promote\` takes it on, \`nodrop abort\` sends every client back; deploy ${options.version} after either (nothing was changed)`,
-  );
+  if (!last || last.finished || last.version === options.version || (!last.paused && last.strategy !== "canary")) return;
+  const where = last.paused ? `is paused at its gate in ${last.paused}` : `did not finish (last step: ${last.lastStep ?? "none"})`;
+  const next = last.paused ? "`nodrop promote` takes it on" : "`nodrop resume` takes it on";
+  throw new NodropError("E_CANARY", `the canary of ${last.version} ${where}: ${next}, \`nodrop abort\` sends every client back; deploy ${options.version} after either (nothing was changed)`);
 }
 
 /** Runs `body` holding the deploy lock; a lock that could not be released comes back as a warning. */

@@ -1,8 +1,8 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { appendFileSync, mkdtempSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { appendFileSync, chmodSync, mkdtempSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { percentileMs } from "@nodrop/core";
+import { percentileMs, shellQuote } from "@nodrop/core";
 import { describe, expect, it } from "vitest";
 import { NODROP_LOG_FORMAT, accessLogSetupProblems, parseAccessLog, parseCursor, trafficCommand } from "./access-log.js";
 import { renderNginxConfig } from "./render.js";
@@ -102,6 +102,15 @@ describe("the traffic command, run here", () => {
     const rotated = sh(trafficCommand(log, { inode: inode!, offset: Number(size) }));
     expect(head(rotated.stdout)[1]).toBe("0");
     expect(Object.keys(parseAccessLog(rotated.stdout.slice(rotated.stdout.indexOf("\n") + 1)).endpoints)).toEqual(["127.0.0.1:8013"]);
+    // A log this user cannot read is refused (exit 5), though stat works on it (as on nginx's root:adm
+    // 0640 logs). Root reads anything: as root, the command runs as nobody.
+    chmodSync(dir, 0o755);
+    chmodSync(log, 0o600);
+    const asNobody = process.getuid?.() === 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
+    const unreadable = sh(`${asNobody}bash -c ${shellQuote(trafficCommand(log, undefined))}`);
+    chmodSync(log, 0o644);
+    expect(unreadable.status).toBe(5);
+    expect(unreadable.stderr).toContain("is not readable by");
     // A link planted at the log's path is refused (exit 3), and nothing of its target is read.
     rmSync(log);
     symlinkSync("/etc/passwd", log);
@@ -137,7 +146,15 @@ describe("the access log's setup in nginx -T", () => {
 
   it("finds nothing wrong when the format and the access_log line are there", () => {
     expect(accessLogSetupProblems(good, file)).toEqual([]);
-    expect(accessLogSetupProblems(`    ${NODROP_LOG_FORMAT}   # for nodrop\n  access_log ${file} nodrop buffer=4k;`, file)).toEqual([]);
+    expect(accessLogSetupProblems(`    ${NODROP_LOG_FORMAT}   # for nodrop\n  access_log ${file} nodrop buffer=4k flush=1s;`, file)).toEqual([]);
+    expect(accessLogSetupProblems(`${NODROP_LOG_FORMAT}\n    location / { proxy_pass http://$nodrop_web_pool; access_log "${file}" nodrop;`, file)).toEqual([]);
+  });
+
+  it("refuses a log the gates could not read in time: gzip, buffer without flush, another format's name", () => {
+    expect(accessLogSetupProblems(`${NODROP_LOG_FORMAT}\naccess_log ${file} nodrop gzip;`, file)).toEqual([expect.stringContaining("has gzip")]);
+    expect(accessLogSetupProblems(`${NODROP_LOG_FORMAT}\naccess_log ${file} nodrop buffer=32k;`, file)).toEqual([expect.stringContaining("buffer= without flush=")]);
+    expect(accessLogSetupProblems(`${NODROP_LOG_FORMAT}\naccess_log ${file} nodrop-old;`, file)).toEqual([expect.stringContaining(`no \`access_log ${file} nodrop;\``)]);
+    expect(accessLogSetupProblems(`log_format nodrop-old '$msec';\naccess_log ${file} nodrop;`, file)).toEqual([expect.stringContaining("no `log_format nodrop`")]);
   });
 
   it("names what is missing or different, with the line to add", () => {

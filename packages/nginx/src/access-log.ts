@@ -14,12 +14,20 @@ export const NODROP_LOG_FORMAT = "log_format nodrop '$msec|$status|$request_time
  */
 export function accessLogSetupProblems(dump: string, file: string): string[] {
   const problems: string[] = [];
-  const format = /^\s*log_format\s+nodrop\s+(.*)$/m.exec(dump);
+  const format = /^\s*log_format\s+nodrop(?=[\s;])\s+(.*)$/m.exec(dump);
   const wanted = NODROP_LOG_FORMAT.slice("log_format nodrop ".length);
   if (!format) problems.push(`no \`log_format nodrop\` in the nginx config: add \`${NODROP_LOG_FORMAT}\` inside http {} (proxy.accessLog)`);
   else if (format[1]!.replace(/\s*(?:#.*)?$/, "") !== wanted) problems.push(`\`log_format nodrop\` is not nodrop's format: it must read \`${NODROP_LOG_FORMAT}\` (on one line)`);
   const escaped = file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  if (!new RegExp(`^\\s*access_log\\s+${escaped}\\s+nodrop\\b`, "m").test(dump)) problems.push(`no \`access_log ${file} nodrop;\` in the nginx config: add it where the app is proxied (proxy.accessLog)`);
+  // The path may be quoted; what follows the format name are its parameters.
+  const line = new RegExp(`(?:^|[{;])\\s*access_log\\s+(["']?)${escaped}\\1\\s+nodrop(?=[\\s;])([^;]*);`, "m").exec(dump);
+  if (!line) problems.push(`no \`access_log ${file} nodrop;\` in the nginx config: add it where the app is proxied (proxy.accessLog)`);
+  else {
+    const params = line[2]!;
+    // Compressed lines cannot be read; buffered ones reach the file late or at a worker's exit, after the gate.
+    if (/\bgzip\b/.test(params)) problems.push(`\`access_log ${file} nodrop\` has gzip: the gates read plain lines (drop gzip)`);
+    if (/\bbuffer=/.test(params) && !/\bflush=/.test(params)) problems.push(`\`access_log ${file} nodrop\` has buffer= without flush=: lines would reach the file after the gate that needs them (add flush=1s, or drop buffer)`);
+  }
   return problems;
 }
 
@@ -59,6 +67,8 @@ export function trafficCommand(file: string, cursor: LogCursor | undefined, max 
   const lines = [
     `if [ -L ${f} ]; then echo "${file.replace(/["$`\\]/g, "")} is a symbolic link" >&2; exit 3; fi`,
     `s=$(stat -L -c '%i %s' -- ${f}) || exit 4`,
+    // stat works on a file this user cannot read (nginx's logs are root:adm 0640): a read must be possible too.
+    `if [ ! -r ${f} ]; then echo "${file.replace(/["$`\\]/g, "")} is not readable by $(id -un)" >&2; exit 5; fi`,
     'set -- $s; ino=$1; size=$2',
   ];
   if (!cursor) lines.push('echo "$ino $size 0"');
