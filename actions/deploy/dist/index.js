@@ -55630,8 +55630,9 @@ function canaryStrategy() {
       const surge = options.surge ? new Surge(instances, version) : void 0;
       if (surge) {
         checkSpares(stable, "strategy.surge");
+        for (const i of done) if (i.idle && !i.idle.free && i.idle.version !== void 0 && i.idle.version !== version) surge.kept.add(i.id);
         const inForce = done.length > 0 ? canaryRouting(stable.map((i) => i.id), done.map((i) => i.id), version, key, share(done.length, all.length)) : singlePool(instances.filter((i) => i.inPool).map((i) => i.id), "stable");
-        phases.push(...oldSlotsPhase(instances, stable.map((i) => i.id), inForce, version));
+        phases.push(...oldSlotsPhase(instances, [...stable.map((i) => i.id), ...surge.kept], inForce, version));
       }
       let canary = done.map((i) => i.id);
       let old = stable.map((i) => i.id);
@@ -55679,6 +55680,8 @@ var Surge = class {
   instances;
   version;
   swapped = /* @__PURE__ */ new Set();
+  /** Instances already on the version whose old process still runs on the idle slot (kept by the run this one resumes). */
+  kept = /* @__PURE__ */ new Set();
   constructor(instances, version) {
     this.instances = instances;
     this.version = version;
@@ -55718,7 +55721,7 @@ function promotion({ old, outside: outside2, canary, version, key, weight, fleet
   let serving = [...old];
   let joined = [...canary];
   let percent22 = weight;
-  const kept = surge ? [...surge.swapped] : [];
+  const kept = surge ? [.../* @__PURE__ */ new Set([...surge.kept, ...surge.swapped])] : [];
   if (kept.length > 0) phases.push({ name: "canary: old processes", instances: kept, onFailure: "isolate", steps: retireSteps(kept) });
   while (serving.length > 0) {
     const batch = serving.slice(0, size2);
@@ -55760,16 +55763,24 @@ function canaryAbortStrategy() {
         return { strategy: "canary-abort", version, notes: [`${out.join(", ")} rejoin the pool`], phases: [{ name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all), why: `${out.join(", ")} back` }] }] };
       }
       if (serving.length === 0) throw new NodropError("E_PLAN", `no healthy instance runs ${version} to take every client: nothing to abort to (\`nodrop rollback --to\` replaces them one batch at a time)`);
+      const swap = readySlots(instances.filter((i) => back.includes(i.id) && i.inPool), version);
+      const inPlace = back.filter((id) => !swap.includes(id));
+      const swapped = (routing) => swap.length > 0 ? swapSlots(routing, instances, swap) : routing;
       const phases = [
         {
           name: "abort",
           instances: back,
           onFailure: "revert",
-          steps: [{ kind: "route", routing: singlePool(serving), why: `every client back to ${version} on ${serving.join(", ")}` }, ...replaceSteps(back)]
+          steps: [
+            { kind: "route", routing: swapped(singlePool([...serving, ...swap])), why: `every client back to ${version} on ${[...serving, ...swap].join(", ")}${swap.length > 0 ? ` (${swap.join(", ")} on the old processes they kept)` : ""}` },
+            ...inPlace.length > 0 ? replaceSteps(inPlace) : [],
+            ...swap.length > 0 ? retireSteps(swap) : []
+          ]
         },
-        { name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all), why: `all instances on ${version}` }] }
+        { name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: swapped(singlePool(all)), why: `all instances on ${version}` }] }
       ];
-      return { strategy: "canary-abort", version, phases, notes: [`every client goes to ${serving.join(", ")} (${version}) at once; ${back.join(", ")} go back to ${version}`] };
+      const how = [...swap.length > 0 ? [`${swap.join(", ")} swap back to the ${version} processes they kept`] : [], ...inPlace.length > 0 ? [`${inPlace.join(", ")} go back to ${version}`] : []].join("; ");
+      return { strategy: "canary-abort", version, phases, notes: [`every client goes to ${version} at once; ${how}`] };
     }
   };
 }

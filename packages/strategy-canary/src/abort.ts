@@ -1,4 +1,4 @@
-import { type DeployPlan, NodropError, type PlanInput, type PlanPhase, type Strategy, replaceSteps, schema, singlePool } from "@nodrop/core";
+import { type DeployPlan, NodropError, type PlanInput, type PlanPhase, type Strategy, readySlots, replaceSteps, retireSteps, schema, singlePool, swapSlots } from "@nodrop/core";
 
 /** No options: an abort has one way to go. */
 export const canaryAbortOptionsSchema = schema.object({});
@@ -24,16 +24,25 @@ export function canaryAbortStrategy(): Strategy<Record<string, never>> & { optio
         return { strategy: "canary-abort", version, notes: [`${out.join(", ")} rejoin the pool`], phases: [{ name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all), why: `${out.join(", ")} back` }] }] };
       }
       if (serving.length === 0) throw new NodropError("E_PLAN", `no healthy instance runs ${version} to take every client: nothing to abort to (\`nodrop rollback --to\` replaces them one batch at a time)`);
+      // A surge canary kept the old processes on the idle slots: those instances go back by a swap in the same reload, restarting nothing.
+      const swap = readySlots(instances.filter((i) => back.includes(i.id) && i.inPool), version);
+      const inPlace = back.filter((id) => !swap.includes(id));
+      const swapped = (routing: ReturnType<typeof singlePool>) => (swap.length > 0 ? swapSlots(routing, instances, swap) : routing);
       const phases: PlanPhase[] = [
         {
           name: "abort",
           instances: back,
           onFailure: "revert",
-          steps: [{ kind: "route", routing: singlePool(serving), why: `every client back to ${version} on ${serving.join(", ")}` }, ...replaceSteps(back)],
+          steps: [
+            { kind: "route", routing: swapped(singlePool([...serving, ...swap])), why: `every client back to ${version} on ${[...serving, ...swap].join(", ")}${swap.length > 0 ? ` (${swap.join(", ")} on the old processes they kept)` : ""}` },
+            ...(inPlace.length > 0 ? replaceSteps(inPlace) : []),
+            ...(swap.length > 0 ? retireSteps(swap) : []),
+          ],
         },
-        { name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: singlePool(all), why: `all instances on ${version}` }] },
+        { name: "finish", instances: [], onFailure: "isolate", steps: [{ kind: "route", routing: swapped(singlePool(all)), why: `all instances on ${version}` }] },
       ];
-      return { strategy: "canary-abort", version, phases, notes: [`every client goes to ${serving.join(", ")} (${version}) at once; ${back.join(", ")} go back to ${version}`] };
+      const how = [...(swap.length > 0 ? [`${swap.join(", ")} swap back to the ${version} processes they kept`] : []), ...(inPlace.length > 0 ? [`${inPlace.join(", ")} go back to ${version}`] : [])].join("; ");
+      return { strategy: "canary-abort", version, phases, notes: [`every client goes to ${version} at once; ${how}`] };
     },
   };
 }

@@ -133,9 +133,11 @@ export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typ
       const surge = options.surge ? new Surge(instances, version) : undefined;
       if (surge) {
         checkSpares(stable, "strategy.surge");
-        // Processes left on idle slots (a killed deploy, kept slots) stop first, after the routing in force is reloaded as it is.
+        // A resumed canary's instances keep the old processes an earlier run kept for them: an abort swaps back to them.
+        for (const i of done) if (i.idle && !i.idle.free && i.idle.version !== undefined && i.idle.version !== version) surge.kept.add(i.id);
+        // Other processes left on idle slots (a killed deploy) stop first, after the routing in force is reloaded as it is.
         const inForce = done.length > 0 ? canaryRouting(stable.map((i) => i.id), done.map((i) => i.id), version, key, share(done.length, all.length)) : singlePool(instances.filter((i) => i.inPool).map((i) => i.id), "stable");
-        phases.push(...oldSlotsPhase(instances, stable.map((i) => i.id), inForce, version));
+        phases.push(...oldSlotsPhase(instances, [...stable.map((i) => i.id), ...surge.kept], inForce, version));
       }
       let canary = done.map((i) => i.id);
       let old = stable.map((i) => i.id);
@@ -194,6 +196,8 @@ class Surge {
   readonly instances: readonly ObservedInstance[];
   readonly version: string;
   readonly swapped = new Set<string>();
+  /** Instances already on the version whose old process still runs on the idle slot (kept by the run this one resumes). */
+  readonly kept = new Set<string>();
 
   constructor(instances: readonly ObservedInstance[], version: string) {
     this.instances = instances;
@@ -288,7 +292,7 @@ function promotion({ old, outside, canary, version, key, weight, fleet, size, su
   let joined = [...canary];
   let percent = weight;
   // The gates are passed: the old processes the canary's swaps kept (an abort's way back) stop, off the critical path.
-  const kept = surge ? [...surge.swapped] : [];
+  const kept = surge ? [...new Set([...surge.kept, ...surge.swapped])] : [];
   if (kept.length > 0) phases.push({ name: "canary: old processes", instances: kept, onFailure: "isolate", steps: retireSteps(kept) });
   while (serving.length > 0) {
     const batch = serving.slice(0, size);

@@ -4,7 +4,7 @@
 // through the conformance suite in strategies.test.ts; real nginx and gunicorn in
 // examples/wsgi-fleet/test/canary.test.ts.)
 import { type DeployEvent, type DeployOptions, type DeployVerifier, type InstanceControl, type InstanceSpec, type Proxy, type Routing, deploy, schema, servingInstances } from "@nodrop/core";
-import { type CanaryOptions, canaryOptionsSchema, canaryStrategy } from "@nodrop/strategy-canary";
+import { type CanaryOptions, canaryAbortStrategy, canaryOptionsSchema, canaryStrategy } from "@nodrop/strategy-canary";
 import { describe, expect, it } from "vitest";
 
 /** Four instances on ports 8011.. with spares on 9011..: what runs on each `id:port`, and every command with its port. */
@@ -34,7 +34,8 @@ class SlotFleet {
         this.calls.push(`start ${spec.id}:${port}`);
         this.running.set(`${spec.id}:${port}`, this.installed.get(`${spec.id}:${port}`)!);
       },
-      inspect: async () => ({ free: true, liveRssBytes: 50 * 2 ** 20, availableBytes: 8 * 2 ** 30 }),
+      // Something listens on the idle port when a process of this fleet runs there.
+      inspect: async ({ idlePort }) => ({ free: !this.running.has(`${spec.id}:${idlePort}`), liveRssBytes: 50 * 2 ** 20, availableBytes: 8 * 2 ** 30 }),
     }));
   }
 }
@@ -148,6 +149,44 @@ describe("canary with surge (spare slots)", () => {
     expect(fleet.running.get("web-8011:9011")).toBe("v1");
     expect(report.instances.find((i) => i.id === "web-8011")).toMatchObject({ version: "v1", outcome: "reverted", inPool: true });
     expect(report.instances.find((i) => i.id === "web-8012")).toMatchObject({ version: "v1", outcome: "reverted", inPool: true });
+  });
+
+  describe("paused at a manual gate, then a later run", () => {
+    /** web-8011 and web-8012 on v2 on their spare ports, their v1 processes kept; the deploy paused. */
+    async function paused() {
+      const s = setup({ steps: [{ weight: "50%", pause: "manual" }, "75%"] });
+      const report = await deploy(s.options);
+      expect(report.paused).toMatchObject({ phase: "canary 50%" });
+      expect(s.fleet.running.get("web-8011:8011")).toBe("v1");
+      s.fleet.calls.length = 0;
+      return s;
+    }
+
+    it("`nodrop abort` (canary-abort) swaps them back to the kept processes in one reload, starting nothing, and stops the new ones", async () => {
+      const { fleet, proxy, options } = await paused();
+      const report = await deploy({ ...options, version: "v1", strategy: canaryAbortStrategy() as never, strategyOptions: {} as never });
+      expect(report.error).toBeUndefined();
+      expect(fleet.calls.filter((c) => c.startsWith("start") || c.startsWith("update"))).toEqual([]);
+      expect(fleet.calls.sort()).toEqual(["stop web-8011:9011", "stop web-8012:9012"]);
+      for (const routing of proxy.applied.slice(-2)) expect(servingInstances(routing).size).toBe(4);
+      expect(portsOf(proxy.applied.at(-1)!, fleet)).toEqual({ "web-8011": 8011, "web-8012": 8012, "web-8013": 8013, "web-8014": 8014 });
+      expect(report.instances.every((i) => i.version === "v1" && i.inPool)).toBe(true);
+    });
+
+    it("a promote (a resume past the gate) keeps those processes, and its failed gate swaps back to them", async () => {
+      const { fleet, options } = await paused();
+      let gate = false;
+      const onEvent = (e: DeployEvent) => {
+        if (e.type === "step" && e.kind === "gate" && e.status === "start") gate = true;
+      };
+      const report = await deploy({ ...options, passedGates: ["canary 50%"], onEvent, verify: probe(() => gate) });
+      expect(report.error).toMatchObject({ code: "E_CANARY", step: "canary 75%: gate" });
+      // The v1 processes the first run kept on 8011 and 8012 were never stopped nor started again.
+      expect(fleet.calls.filter((c) => / web-801[12]:801[12]/.test(c))).toEqual([]);
+      expect(fleet.running.get("web-8011:8011")).toBe("v1");
+      expect(report.instances.every((i) => i.version === "v1" && i.inPool)).toBe(true);
+      expect(report.recovery).toContain("swapped back to the old process");
+    });
   });
 
   it("a new slot that fails its check changes nothing for users: the old process never left the pool", async () => {

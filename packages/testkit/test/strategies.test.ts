@@ -2,7 +2,7 @@
 import { schema } from "@nodrop/core";
 import { blueGreenOptionsSchema, blueGreenStrategy, halfSplitOptionsSchema, halfSplitStrategy } from "@nodrop/strategy-half-split";
 import { rollingOptionsSchema, rollingStrategy } from "@nodrop/strategy-rolling";
-import { canaryOptionsSchema, canaryStrategy } from "@nodrop/strategy-canary";
+import { canaryAbortStrategy, canaryOptionsSchema, canaryStrategy } from "@nodrop/strategy-canary";
 import { stickyOptionsSchema, stickyStrategy } from "@nodrop/strategy-sticky";
 import { afterAll, beforeAll, describe, it } from "vitest";
 import { fleetScenarios, slotFleetScenarios, strategySuite } from "../src/index.js";
@@ -40,3 +40,11 @@ strategySuite(api, { name: "blue-green", create: blueGreenStrategy, options: sch
 strategySuite(api, { name: "rolling (no surge) on two-slot fleets", create: rollingStrategy, options: schema.parseOrThrow(rollingOptionsSchema, { batchSize: 1 }, "strategy"), scenarios: slotScenarios });
 strategySuite(api, { name: "canary, surge", create: canaryStrategy, options: schema.parseOrThrow(canaryOptionsSchema, { surge: true }, "strategy"), scenarios: slotScenarios });
 strategySuite(api, { name: "canary, surge, 5% 25% 50%, batches of 2", create: canaryStrategy, options: schema.parseOrThrow(canaryOptionsSchema, { steps: ["5%", "25%", "50%"], batchSize: 2, surge: true }, "strategy"), scenarios: slotScenarios });
+// An abort goes back to a version some healthy instance runs: a fleet all on the old version has none on the target, which it refuses by design.
+strategySuite(api, {
+  name: "canary-abort, two slots",
+  create: canaryAbortStrategy,
+  options: {},
+  scenarios: slotScenarios,
+  knownFailures: { "refuses a fleet only with a NodropError E_PLAN, and plans an ordinary fleet": "an abort needs an instance on the version it goes back to" },
+});
