@@ -12,6 +12,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Fleet, deployUnderLoad, nodropBin, runNodrop, startFleet } from "../src/index.js";
 
 const GATE_MS = 4000;
+/**
+ * How far a gate's share of requests may lie from its weight, in points. split_clients hashes 40
+ * clients: the share of them on the canary is binomial, σ ≈ 7 points at 25% and 8 at 50%, and
+ * clients differ in how many requests they make; 20 points is about 3σ (12 failed once in a run).
+ */
+const SHARE_TOLERANCE = 20;
 /** Load: 40 clients, each its own agent string (the split's key is address and agent) and cookie jar. */
 const LOAD = { clients: 40, seed: 1901 };
 
@@ -87,8 +93,8 @@ describe("canary (real nginx + gunicorn, gates on nginx's access log)", () => {
     expect(failed.every((r) => r.status === 500 && r.version === "v6")).toBe(true);
     // The bound: failures only between the reload that gave v6 its share and the one that sent
     // every client back (plus that one's drain), which the first failing read of the gate decided;
-    // and only to the canary's share of clients (25%, within the 12 points the split's hash of 40
-    // clients gives, see the good release's test).
+    // and only to the canary's share of clients (25%, within the SHARE_TOLERANCE points the
+    // split's hash of 40 clients gives, see the good release's test).
     const at = (pattern: RegExp) => result.stderrLines.find((l) => pattern.test(l.text))?.atMs;
     const shareOn = at(/proxy generation \d+: 25% of clients to v6/);
     const allBack = at(/proxy generation \d+: recovery: every client back/);
@@ -102,7 +108,7 @@ describe("canary (real nginx + gunicorn, gates on nginx's access log)", () => {
     expect(allBack! - shareOn!).toBeLessThan(GATE_MS);
     const hit = new Set(failed.map((r) => r.client));
     expect(hit.size).toBeGreaterThan(0);
-    expect(hit.size).toBeLessThanOrEqual(Math.ceil(0.37 * LOAD.clients));
+    expect(hit.size).toBeLessThanOrEqual(Math.ceil(((25 + SHARE_TOLERANCE) / 100) * LOAD.clients));
     // Afterwards every client is on v1: each request started after the deploy returned v1.
     const after = result.records.filter((r) => r.start > result.deployEndMs);
     expect(after.length).toBeGreaterThan(0);
@@ -129,7 +135,7 @@ describe("canary (real nginx + gunicorn, gates on nginx's access log)", () => {
     expect(await fleet.versions()).toEqual({ 8761: "v1", 8762: "v1", 8763: "v1", 8764: "v1" });
   });
 
-  it("a good release (v2) goes through 25% and 50% to 100%: 0 failed, 0 regressions, each gate's share of requests within 12 points of its weight", async () => {
+  it("a good release (v2) goes through 25% and 50% to 100%: 0 failed, 0 regressions, each gate's share of requests within SHARE_TOLERANCE (20) points of its weight", async () => {
     const result = await deployUnderLoad({ fleet, version: "v2", load: LOAD });
     const report = result.report!;
     expect(result.cli.stderr).not.toContain("error [");
@@ -142,7 +148,7 @@ describe("canary (real nginx + gunicorn, gates on nginx's access log)", () => {
       ["25%", "passed"],
       ["50%", "passed"],
     ]);
-    for (const gate of report.gates!) expect(Math.abs(share(gate) - gate.weight), `${gate.gate}: ${share(gate).toFixed(1)}%`).toBeLessThanOrEqual(12);
+    for (const gate of report.gates!) expect(Math.abs(share(gate) - gate.weight), `${gate.gate}: ${share(gate).toFixed(1)}%`).toBeLessThanOrEqual(SHARE_TOLERANCE);
     expect(report.instances.every((i) => i.version === "v2" && i.inPool)).toBe(true);
     // A client that got v2 never got v1 again; and after the deploy, only v2 answers.
     expect(result.records.filter((r) => r.start > result.deployEndMs).every((r) => r.version === "v2")).toBe(true);

@@ -94,6 +94,19 @@ describe("judgeGate", () => {
     expect(judgeGate(figuresOf("v2", counts(many(300, 300))), figuresOf("v1", counts(many(10, 8))), analysis, 5000, 5000).decision).toBe("pass");
   });
 
+  it("does not fail a good release whose p90 falls on the slow tenth by chance: the old version's p95 is its match under a few hundred requests", () => {
+    // As the load makes it: a tenth of the requests take 500 ms on both versions. 150 on v2, 12% slow by chance; 400 on v1, 9% slow.
+    const v2 = figuresOf("v2", counts([...many(132, 1), ...many(18, 520)]));
+    const v1 = figuresOf("v1", counts([...many(364, 1), ...many(36, 520)]));
+    expect(v2.p90Ms).toBeGreaterThan(400);
+    expect(v1.p90Ms).toBeLessThan(10);
+    expect(judgeGate(v2, v1, analysis, 5000, 5000)).toMatchObject({ decision: "pass" });
+    // A release slower on every page still fails: its p90 is far above the old p95 too.
+    const slow = figuresOf("v2", counts(many(150, 300)));
+    const fast = figuresOf("v1", counts(many(400, 1)));
+    expect(judgeGate(slow, fast, analysis, 5000, 5000)).toMatchObject({ decision: "fail", reason: expect.stringContaining("(its p95)") });
+  });
+
   it("does not fail on one unlucky 5xx among few requests, nor let a thin, failing baseline mask a failing canary", () => {
     // 1 in 50 (2%) against 0.2%: above the allowance, but likely for a version at 1.2%.
     expect(judgeGate(figuresOf("v2", counts(many(50, 9), 1)), baseline, analysis, 5000, 5000).decision).toBe("pass");

@@ -71,6 +71,8 @@ export interface VersionFigures {
   readonly errorRate: number;
   readonly p50Ms?: number | undefined;
   readonly p90Ms?: number | undefined;
+  /** The baseline's side of a comparison of p90s: a sampling margin above (see judgeGate). */
+  readonly p95Ms?: number | undefined;
   readonly p99Ms?: number | undefined;
 }
 
@@ -82,6 +84,7 @@ export function figuresOf(version: string, counts: TrafficCounts): VersionFigure
     errorRate: counts.requests === 0 ? 0 : counts.errors / counts.requests,
     p50Ms: percentileMs(counts, 0.5),
     p90Ms: percentileMs(counts, 0.9),
+    p95Ms: percentileMs(counts, 0.95),
     p99Ms: percentileMs(counts, 0.99),
   };
 }
