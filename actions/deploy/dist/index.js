@@ -55628,18 +55628,19 @@ function canaryStrategy() {
       const analysis = canaryAnalysis(options);
       const notes = [];
       const phases = [];
-      const surge = options.surge ? new Surge(instances, version) : void 0;
-      if (surge) {
-        checkSpares(stable, "strategy.surge");
-        for (const i of done) if (i.idle && !i.idle.free && i.idle.version !== void 0 && i.idle.version !== version) surge.kept.add(i.id);
-        const inForce = done.length > 0 ? canaryRouting(stable.map((i) => i.id), done.map((i) => i.id), version, key, share(done.length, all.length)) : singlePool(instances.filter((i) => i.inPool).map((i) => i.id), "stable");
-        phases.push(...oldSlotsPhase(instances, [...stable.map((i) => i.id), ...surge.kept], inForce, version));
-      }
       let canary = done.map((i) => i.id);
       let old = stable.map((i) => i.id);
       const floor = done.length > 0 ? share(done.length, all.length) : 0;
       let weight = done.length > 0 ? floor : void 0;
       if (done.length > 0) notes.push(`${canary.join(", ")} already run ${version}: they start as the canary`);
+      const surge = options.surge ? new Surge(instances, version) : void 0;
+      if (surge) {
+        checkSpares(stable, "strategy.surge");
+        const ready = readySlots(done, version);
+        for (const id of leftoverSlots(done)) if (!ready.includes(id)) surge.kept.add(id);
+        const inForce = done.length > 0 ? canaryRouting(old, canary, version, key, floor) : singlePool(instances.filter((i) => i.inPool).map((i) => i.id), "stable");
+        phases.push(...oldSlotsPhase(instances, [...old, ...surge.kept], inForce, version));
+      }
       for (const step22 of steps) {
         const target = Math.max(canary.length, canaryCount(step22.weight, all.length));
         const batch = old.slice(0, Math.max(0, Math.min(target - canary.length, old.length - 1)));
@@ -55727,22 +55728,23 @@ function promotion({ old, outside: outside2, canary, version, key, weight, fleet
   while (serving.length > 0) {
     const batch = serving.slice(0, size2);
     const rest = serving.filter((id) => !batch.includes(id));
-    const grown = () => percent22 = Math.max(percent22, share(joined.length + batch.length, fleet));
+    const grown = Math.max(percent22, share(joined.length + batch.length, fleet));
     let steps;
     if (surge) {
       const starts = surge.start(batch);
-      const routing = rest.length > 0 ? canaryRouting(rest, [...joined, ...batch], version, key, grown()) : singlePool([...joined, ...batch], "canary", { [version]: "canary" });
-      steps = [...starts, { kind: "route", routing: slotted(surge, routing), why: rest.length > 0 ? `promote: ${batch.join(", ")} swapped in, ${percent22}% of clients to ${version}` : `promote: every client to ${version}` }, ...retireSteps(batch)];
+      const routing = rest.length > 0 ? canaryRouting(rest, [...joined, ...batch], version, key, grown) : singlePool([...joined, ...batch], "canary", { [version]: "canary" });
+      steps = [...starts, { kind: "route", routing: slotted(surge, routing), why: rest.length > 0 ? `promote: ${batch.join(", ")} swapped in, ${grown}% of clients to ${version}` : `promote: every client to ${version}` }, ...retireSteps(batch)];
     } else if (rest.length > 0) {
       steps = [
         { kind: "route", routing: canaryRouting(rest, joined, version, key, percent22), why: `promote: ${batch.join(", ")} out of the old version's pool` },
         ...replaceSteps(batch),
-        { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, grown()), why: `promote: ${percent22}% of clients to ${version}` }
+        { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, grown), why: `promote: ${grown}% of clients to ${version}` }
       ];
     } else steps = [{ kind: "route", routing: singlePool(joined, "canary", { [version]: "canary" }), why: `promote: every client to ${version}` }, ...replaceSteps(batch)];
     phases.push({ name: `promote ${batch.join(", ")}`, instances: batch, steps, onFailure: "revert" });
     joined = [...joined, ...batch];
     serving = rest;
+    if (rest.length > 0) percent22 = grown;
   }
   if (outside2.length > 0) phases.push({ name: "promote: out of pool", instances: [...outside2], steps: replaceSteps(outside2), onFailure: "isolate" });
   const all = [...joined, ...outside2.filter((id) => !joined.includes(id))];
@@ -58267,7 +58269,7 @@ async function deployWith(deployment, journal, options, signal) {
   const { hooks, ...rest } = deployment.options;
   const command = options.command ?? "deploy";
   const records = await journal.read().catch(() => []);
-  refuseOverPausedCanary(records, options);
+  refuseOverUnfinishedCanary(records, options);
   const stagedVersions = interruptedVersions(records);
   const target = options.release ? rollbackTarget(records) : void 0;
   const release = options.release && target ? { ...options.release, rollbackTarget: target } : options.release;
@@ -58293,9 +58295,12 @@ function gatesToSkip(records, options) {
     return [];
   }
   if (!last || last.finished || last.version !== options.version || options.command !== "resume") return [];
-  return [...last.passedGates, ...options.promote && last.paused ? [last.paused] : []];
+  return resumedGates(last, options.promote === true);
 }
-function refuseOverPausedCanary(records, options) {
+function resumedGates(last, promote) {
+  return [...last.passedGates, ...promote && last.paused ? [last.paused] : []];
+}
+function refuseOverUnfinishedCanary(records, options) {
   if ((options.command ?? "deploy") !== "deploy") return;
   let last;
   try {
@@ -58364,8 +58369,7 @@ function canaryCommand(records, command) {
     if (last.finished || !last.paused) {
       throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) is not paused at a gate${last.finished ? ": it finished" : ` (last step: ${last.lastStep ?? "none"}; \`nodrop resume\` goes on with it)`}`);
     }
-    const passedGates = [...last.passedGates, last.paused];
-    return { command, deployId: last.id, version: safe(last.version, "version"), passedGates, message: `promoting the canary of ${last.version} past its gate in ${last.paused}` };
+    return { command, deployId: last.id, version: safe(last.version, "version"), passedGates: resumedGates(last, true), message: `promoting the canary of ${last.version} past its gate in ${last.paused}` };
   }
   if (last.finished) throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) finished: nothing to abort (\`nodrop rollback\` goes back to the version before it)`);
   const previous = rollbackTarget(records);

@@ -1,5 +1,5 @@
 import { type DeployReport, type JournalRecord, NodropError, isSafeName, lastDeploy } from "@nodrop/core";
-import { type LockedDeployOptions, type LockedDeployment, lockedDeployAfter } from "./locked-deploy.js";
+import { type LockedDeployOptions, type LockedDeployment, lockedDeployAfter, resumedGates } from "./locked-deploy.js";
 import { rollbackTarget } from "./rollback-target.js";
 
 /** What `promote` or `abort` does, read from the journal: the deploy it acts on, the version it deploys and what it says first. */
@@ -30,8 +30,7 @@ export function canaryCommand(records: readonly JournalRecord[], command: "promo
     if (last.finished || !last.paused) {
       throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) is not paused at a gate${last.finished ? ": it finished" : ` (last step: ${last.lastStep ?? "none"}; \`nodrop resume\` goes on with it)`}`);
     }
-    const passedGates = [...last.passedGates, last.paused];
-    return { command, deployId: last.id, version: safe(last.version, "version"), passedGates, message: `promoting the canary of ${last.version} past its gate in ${last.paused}` };
+    return { command, deployId: last.id, version: safe(last.version, "version"), passedGates: resumedGates(last, true), message: `promoting the canary of ${last.version} past its gate in ${last.paused}` };
   }
   if (last.finished) throw new NodropError("E_JOURNAL", `the last deploy (${last.version} at ${last.at}) finished: nothing to abort (\`nodrop rollback\` goes back to the version before it)`);
   const previous = rollbackTarget(records);

@@ -1,4 +1,4 @@
-import { type DeployListener, type DeployReport, type HeldLock, type Journal, type JournalRecord, NodropError, type ReleaseSetup, deploy, deployLock, fileJournal, formatDuration, isSafeName, lastDeploy } from "@nodrop/core";
+import { type DeployListener, type DeployReport, type HeldLock, type Journal, type JournalRecord, type LastDeploy, NodropError, type ReleaseSetup, deploy, deployLock, fileJournal, formatDuration, isSafeName, lastDeploy } from "@nodrop/core";
 import type { Deployment } from "./deployment.js";
 import { rollbackTarget } from "./rollback-target.js";
 
@@ -62,7 +62,7 @@ async function deployWith(deployment: LockedDeployment, journal: Journal, option
   const command = options.command ?? "deploy";
   // An unreadable journal is the deploy's to report (its first record fails the same way).
   const records = await journal.read().catch(() => []);
-  refuseOverPausedCanary(records, options);
+  refuseOverUnfinishedCanary(records, options);
   const stagedVersions = interruptedVersions(records);
   // Pruning keeps what `nodrop rollback` would go back to, also after a deploy of the version already running.
   const target = options.release ? rollbackTarget(records) : undefined;
@@ -95,7 +95,12 @@ function gatesToSkip(records: readonly JournalRecord[], options: LockedDeployOpt
     return [];
   }
   if (!last || last.finished || last.version !== options.version || options.command !== "resume") return [];
-  return [...last.passedGates, ...(options.promote && last.paused ? [last.paused] : [])];
+  return resumedGates(last, options.promote === true);
+}
+
+/** The gates a resume of `last` plans without: those it passed, and with `promote` the one it is paused at. */
+export function resumedGates(last: LastDeploy, promote: boolean): string[] {
+  return [...last.passedGates, ...(promote && last.paused ? [last.paused] : [])];
 }
 
 /**
@@ -105,7 +110,7 @@ function gatesToSkip(records: readonly JournalRecord[], options: LockedDeployOpt
  * client back on an older version). The canary ends first, either way. A deploy of the same
  * version goes on with it, holding its gates again.
  */
-function refuseOverPausedCanary(records: readonly JournalRecord[], options: LockedDeployOptions): void {
+function refuseOverUnfinishedCanary(records: readonly JournalRecord[], options: LockedDeployOptions): void {
   if ((options.command ?? "deploy") !== "deploy") return;
   let last;
   try {

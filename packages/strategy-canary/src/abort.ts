@@ -1,4 +1,4 @@
-import { type DeployPlan, NodropError, type PlanInput, type PlanPhase, type Strategy, readySlots, replaceSteps, retireSteps, schema, singlePool, swapSlots } from "@nodrop/core";
+import { type DeployPlan, NodropError, type PlanInput, type PlanPhase, type Routing, type Strategy, readySlots, replaceSteps, retireSteps, schema, singlePool, swapSlots } from "@nodrop/core";
 
 /** No options: an abort has one way to go. */
 export const canaryAbortOptionsSchema = schema.object({});
@@ -27,7 +27,7 @@ export function canaryAbortStrategy(): Strategy<Record<string, never>> & { optio
       // A surge canary kept the old processes on the idle slots: those instances go back by a swap in the same reload, restarting nothing.
       const swap = readySlots(instances.filter((i) => back.includes(i.id) && i.inPool), version);
       const inPlace = back.filter((id) => !swap.includes(id));
-      const swapped = (routing: ReturnType<typeof singlePool>) => (swap.length > 0 ? swapSlots(routing, instances, swap) : routing);
+      const swapped = (routing: Routing) => (swap.length > 0 ? swapSlots(routing, instances, swap) : routing);
       const phases: PlanPhase[] = [
         {
           name: "abort",

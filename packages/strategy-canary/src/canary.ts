@@ -10,7 +10,9 @@ import {
   type Strategy,
   checkSpares,
   formatDuration,
+  leftoverSlots,
   oldSlotsPhase,
+  readySlots,
   replaceSteps,
   retireSteps,
   singlePool,
@@ -130,21 +132,22 @@ export function canaryStrategy(): Strategy<CanaryOptions> & { optionsSchema: typ
       const analysis = canaryAnalysis(options);
       const notes: string[] = [];
       const phases: PlanPhase[] = [];
-      const surge = options.surge ? new Surge(instances, version) : undefined;
-      if (surge) {
-        checkSpares(stable, "strategy.surge");
-        // A resumed canary's instances keep the old processes an earlier run kept for them: an abort swaps back to them.
-        for (const i of done) if (i.idle && !i.idle.free && i.idle.version !== undefined && i.idle.version !== version) surge.kept.add(i.id);
-        // Other processes left on idle slots (a killed deploy) stop first, after the routing in force is reloaded as it is.
-        const inForce = done.length > 0 ? canaryRouting(stable.map((i) => i.id), done.map((i) => i.id), version, key, share(done.length, all.length)) : singlePool(instances.filter((i) => i.inPool).map((i) => i.id), "stable");
-        phases.push(...oldSlotsPhase(instances, [...stable.map((i) => i.id), ...surge.kept], inForce, version));
-      }
       let canary = done.map((i) => i.id);
       let old = stable.map((i) => i.id);
       // A resumed canary (instances already on the version) never offers them less than their share of capacity.
       const floor = done.length > 0 ? share(done.length, all.length) : 0;
       let weight: number | undefined = done.length > 0 ? floor : undefined;
       if (done.length > 0) notes.push(`${canary.join(", ")} already run ${version}: they start as the canary`);
+      const surge = options.surge ? new Surge(instances, version) : undefined;
+      if (surge) {
+        checkSpares(stable, "strategy.surge");
+        // A resumed canary's instances keep the old processes an earlier run kept for them: an abort swaps back to them.
+        const ready = readySlots(done, version);
+        for (const id of leftoverSlots(done)) if (!ready.includes(id)) surge.kept.add(id);
+        // Other processes left on idle slots (a killed deploy) stop first, after the routing in force is reloaded as it is.
+        const inForce = done.length > 0 ? canaryRouting(old, canary, version, key, floor) : singlePool(instances.filter((i) => i.inPool).map((i) => i.id), "stable");
+        phases.push(...oldSlotsPhase(instances, [...old, ...surge.kept], inForce, version));
+      }
 
       for (const step of steps) {
         const target = Math.max(canary.length, canaryCount(step.weight, all.length));
@@ -216,21 +219,27 @@ function slotted(surge: Surge | undefined, routing: Routing): Routing {
   return surge && surge.swapped.size > 0 ? swapSlots(routing, surge.instances, surge.swapped) : routing;
 }
 
-interface StepIntake {
+/** What every part of a canary's plan works from: the fleet's two sides and how it moves. */
+interface CanaryMove {
+  /** The old version's instances serving when this part begins. */
   readonly old: readonly string[];
-  /** The old version's instances this step moves to the canary. */
-  readonly batch: readonly string[];
+  /** The instances on the new version so far. */
   readonly canary: readonly string[];
   readonly version: string;
   readonly key: string;
-  /** The canary's share before the step (undefined: nothing served the new version yet). */
-  readonly weight: number | undefined;
-  /** The step's share. */
-  readonly target: number;
   readonly fleet: number;
   /** At most this many instances out of the pool at once (batchSize); with surge, started on idle slots at once. */
   readonly size: number;
   readonly surge: Surge | undefined;
+}
+
+interface StepIntake extends CanaryMove {
+  /** The old version's instances this step moves to the canary. */
+  readonly batch: readonly string[];
+  /** The canary's share before the step (undefined: nothing served the new version yet). */
+  readonly weight: number | undefined;
+  /** The step's share. */
+  readonly target: number;
 }
 
 /**
@@ -263,18 +272,11 @@ function stepIntake({ old, batch, canary, version, key, weight, target, fleet, s
   return { steps, weight: current };
 }
 
-interface Promotion {
-  /** The old version's instances still serving after the last step. */
-  readonly old: readonly string[];
+interface Promotion extends CanaryMove {
   /** Out of the pool or unhealthy: replaced last. */
   readonly outside: readonly string[];
-  readonly canary: readonly string[];
-  readonly version: string;
-  readonly key: string;
+  /** The canary's share after the last step. */
   readonly weight: number;
-  readonly fleet: number;
-  readonly size: number;
-  readonly surge: Surge | undefined;
 }
 
 /**
@@ -297,22 +299,24 @@ function promotion({ old, outside, canary, version, key, weight, fleet, size, su
   while (serving.length > 0) {
     const batch = serving.slice(0, size);
     const rest = serving.filter((id) => !batch.includes(id));
-    const grown = () => (percent = Math.max(percent, share(joined.length + batch.length, fleet)));
+    // The share once this batch serves the new version: it follows the canary's capacity.
+    const grown = Math.max(percent, share(joined.length + batch.length, fleet));
     let steps: PlanStep[];
     if (surge) {
       const starts = surge.start(batch);
-      const routing = rest.length > 0 ? canaryRouting(rest, [...joined, ...batch], version, key, grown()) : singlePool([...joined, ...batch], "canary", { [version]: "canary" });
-      steps = [...starts, { kind: "route", routing: slotted(surge, routing), why: rest.length > 0 ? `promote: ${batch.join(", ")} swapped in, ${percent}% of clients to ${version}` : `promote: every client to ${version}` }, ...retireSteps(batch)];
+      const routing = rest.length > 0 ? canaryRouting(rest, [...joined, ...batch], version, key, grown) : singlePool([...joined, ...batch], "canary", { [version]: "canary" });
+      steps = [...starts, { kind: "route", routing: slotted(surge, routing), why: rest.length > 0 ? `promote: ${batch.join(", ")} swapped in, ${grown}% of clients to ${version}` : `promote: every client to ${version}` }, ...retireSteps(batch)];
     } else if (rest.length > 0) {
       steps = [
         { kind: "route", routing: canaryRouting(rest, joined, version, key, percent), why: `promote: ${batch.join(", ")} out of the old version's pool` },
         ...replaceSteps(batch),
-        { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, grown()), why: `promote: ${percent}% of clients to ${version}` },
+        { kind: "route", routing: canaryRouting(rest, [...joined, ...batch], version, key, grown), why: `promote: ${grown}% of clients to ${version}` },
       ];
     } else steps = [{ kind: "route", routing: singlePool(joined, "canary", { [version]: "canary" }), why: `promote: every client to ${version}` }, ...replaceSteps(batch)];
     phases.push({ name: `promote ${batch.join(", ")}`, instances: batch, steps, onFailure: "revert" });
     joined = [...joined, ...batch];
     serving = rest;
+    if (rest.length > 0) percent = grown;
   }
   if (outside.length > 0) phases.push({ name: "promote: out of pool", instances: [...outside], steps: replaceSteps(outside), onFailure: "isolate" });
   const all = [...joined, ...outside.filter((id) => !joined.includes(id))];
