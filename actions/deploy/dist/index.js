@@ -51680,30 +51680,41 @@ function inspectSlotsCommand(pairs, address) {
     for (const port of [idlePort, livePort]) if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`internal: not a port: ${port}`);
   }
   if (isIP3(address) === 0) throw new Error(`internal: not an IP address: ${address}`);
-  const list2 = pairs.map((p) => `"${p.idlePort} ${p.livePort}"`).join(" ");
-  const on = (port) => `printf '%s\\n' "$all" | awk -v p=${port} 'NF {n = split($4, a, ":"); if (a[n] == p) print}'`;
+  const list2 = pairs.map((p) => `${p.idlePort} ${p.livePort}`).join(" ");
   const tcp = (port) => `bash -c "(exec 3<>/dev/tcp/${address}/${port}) 2>/dev/null"`;
   return [
     // ss's own exit status counts: one that fails (no -H, no permission) falls back to connecting.
     "if command -v ss >/dev/null 2>&1 && all=$(ss -Hltnp 2>/dev/null); then",
-    `  for pair in ${list2}; do`,
-    "    set -- $pair",
-    '    echo "slot $1"',
-    `    idle=$(${on("$1")}); live=$(${on("$2")})`,
-    `    printf '%s\\n' "$idle" | awk 'NF {print "listen", $4, $0}'`,
-    `    pids=$(printf '%s\\n' "$live" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)`,
-    `    if [ -n "$pids" ]; then ps -o rss= -p "$pids" 2>/dev/null | awk '{s+=$1} END {print "rss", s}'; fi`,
-    // Who runs each side (uid and process name): a process on the idle port is taken for the app's only when it matches.
-    `    for side in idle live; do eval "lines=\\$$side"; pid=$(printf '%s\\n' "$lines" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2); if [ -n "$pid" ]; then echo "owner $side $(stat -c %u /proc/$pid 2>/dev/null) $(cat /proc/$pid/comm 2>/dev/null)"; fi; done`,
-    "  done",
+    `  pids=$(printf '%s\\n' "$all" | awk '${PIDS_AWK}')`,
+    // pid, uid, resident KiB and name of every listener's process, then a separator, then ss's lines.
+    `  { if [ -n "$pids" ]; then ps -o pid=,uid=,rss=,comm= -p "$pids" 2>/dev/null; fi; echo '--'; printf '%s\\n' "$all"; } | awk -v pairs="${list2}" '${PAIRS_AWK}'`,
     "else",
     "  echo noss",
-    `  for pair in ${list2}; do set -- $pair; echo "slot $1"; if command -v bash >/dev/null 2>&1 && ${tcp("$1")}; then echo open; fi; done`,
+    `  for pair in ${pairs.map((p) => `"${p.idlePort}"`).join(" ")}; do echo "slot $pair"; if command -v bash >/dev/null 2>&1 && ${tcp("$pair")}; then echo open; fi; done`,
     "fi",
     `awk '/^MemAvailable:/ {print "mem", $2}' /proc/meminfo 2>/dev/null`,
     "exit 0"
   ].join("\n");
 }
+var PIDS_AWK = `{ s = $0; while (match(s, /pid=[0-9]+/)) { p = substr(s, RSTART + 4, RLENGTH - 4); if (!(p in seen)) { seen[p] = 1; out = out (out == "" ? "" : ",") p }; s = substr(s, RSTART + RLENGTH) } } END { print out }`;
+var PAIRS_AWK = [
+  `function firstpid(text) { return match(text, /pid=[0-9]+/) ? substr(text, RSTART + 4, RLENGTH - 4) : "" }`,
+  `function owner(side, text,  p) { p = firstpid(text); if (p != "" && (p in uid)) print "owner", side, uid[p], comm[p] }`,
+  `$0 == "--" { inss = 1; next }`,
+  `!inss { if (NF >= 4) { uid[$1] = $2; rss[$1] = $3; name = $4; for (i = 5; i <= NF; i++) name = name " " $i; comm[$1] = name }; next }`,
+  `NF { n = split($4, a, ":"); port = a[n]; at[port] = at[port] $0 "\\n"; if (!(port in first)) first[port] = $0 }`,
+  `END {`,
+  `  n = split(pairs, p, " ");`,
+  `  for (k = 1; k < n; k += 2) {`,
+  `    idle = p[k]; live = p[k + 1]; print "slot", idle;`,
+  `    m = split(at[idle], lines, "\\n"); for (j = 1; j <= m; j++) if (lines[j] != "") { split(lines[j], f, " "); print "listen", f[4], lines[j] }`,
+  `    split("", counted); sum = 0; sized = 0; s = at[live];`,
+  `    while (match(s, /pid=[0-9]+/)) { q = substr(s, RSTART + 4, RLENGTH - 4); if (!(q in counted) && (q in rss)) { counted[q] = 1; sum += rss[q]; sized = 1 }; s = substr(s, RSTART + RLENGTH) }`,
+  `    if (sized) print "rss", sum;`,
+  `    owner("idle", first[idle]); owner("live", first[live])`,
+  `  }`,
+  `}`
+].join("\n");
 function listenerTakes(local, address) {
   let host = local.replace(/:\d+$/, "");
   host = host.replace(/^\[(.*)\]$/, "$1").replace(/%[^%]*$/, "").replace(/^::ffff:/i, "");
@@ -51971,7 +51982,7 @@ function idleStarts(plan) {
 function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
   const starts = idleStarts(plan);
   const used = new Set(starts.flat());
-  if (used.size === 0) return [];
+  if (used.size === 0) return { notes: [], extraOverlap: 0 };
   const byId = new Map(observed.map((o) => [o.id, o]));
   const taken = [...used].flatMap((id) => {
     const o = byId.get(id);
@@ -51981,31 +51992,46 @@ function checkIdleSlots(plan, observed, seen, budget = DEFAULT_OVERLAP) {
   if (taken.length > 0) {
     throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${taken.map((t) => t.line).join("; ")}; stop what runs there, or pick another spare port`, { instance: taken[0].id });
   }
-  const notes = [];
-  const shortfalls = [];
-  for (const host of [...new Set([...used].map((id) => byId.get(id).host))]) {
-    const onHost = (ids2) => ids2.filter((id) => byId.get(id).host === host);
-    const sizes = onHost([...used]).map((id) => seen.get(id)?.liveRssBytes);
-    const available = onHost([...used]).map((id) => seen.get(id)?.availableBytes).find((b) => b !== void 0);
-    if (sizes.some((b) => b === void 0) || available === void 0) {
-      notes.push(`memory for the overlap on ${host} not measured (nodrop cannot see the processes on the live ports, or /proc/meminfo): not checked`);
-      continue;
-    }
-    const size2 = (ids2) => onHost(ids2).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0);
-    const growth = budget.growth;
-    let peak = plan.keepOldMs ? size2(starts.flat()) * growth : 0;
-    const kept = (upTo) => starts.slice(0, upTo).filter((_, i) => plan.phases[i]?.keepsOldSlots);
-    const gone = (upTo) => starts.slice(0, upTo).filter((_, i) => !plan.phases[i]?.keepsOldSlots);
-    starts.forEach((ids2, index) => {
-      const first = Math.max(0, index - (plan.phases[index]?.prepareEarly ? 2 : 1));
-      peak = Math.max(peak, size2(starts.slice(first, index + 1).flat()) * growth + size2(gone(first).flat()) * (growth - 1) + size2(kept(first).flat()) * growth);
-    });
-    const needed = Math.ceil(peak) + budget.reserveBytes;
-    if (needed > available) shortfalls.push(`host ${host} has ${mib(available)} available, the overlap needs ${mib(needed)} (new processes at ${growth}\xD7 the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed - available)} short`);
-    else notes.push(`memory for the overlap on ${host}: ${mib(needed)} needed, ${mib(available)} available`);
+  const hosts = [...new Set([...used].map((id) => byId.get(id).host))].map((host) => hostMemory(host, [...used].filter((id) => byId.get(id).host === host), seen));
+  const unmeasured = hosts.filter((h) => h.available === void 0);
+  const measured = hosts.filter((h) => h.available !== void 0);
+  const needed = (host, extra) => Math.ceil(overlapPeak(plan, starts, host.size, budget.growth, extra)) + budget.reserveBytes;
+  const shortfalls = measured.filter((h) => needed(h, 0) > h.available);
+  if (shortfalls.length > 0) {
+    const lines = shortfalls.map((h) => `host ${h.host} has ${mib(h.available)} available, the overlap needs ${mib(needed(h, 0))} (new processes at ${budget.growth}\xD7 the old ones' size, ${mib(budget.reserveBytes)} reserve): ${mib(needed(h, 0) - h.available)} short`);
+    throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${lines.join("; ")}; use smaller batches, free memory, or lower slots.reserve`);
   }
-  if (shortfalls.length > 0) throw new NodropError("E_PREFLIGHT", `refusing to deploy: ${shortfalls.join("; ")}; use smaller batches, free memory, or lower slots.reserve`);
-  return notes;
+  const widest = Math.max(0, ...starts.map((_, index) => index - baseOverlap(plan, index)));
+  let extraOverlap = 0;
+  if (unmeasured.length === 0) while (extraOverlap < widest && measured.every((h) => needed(h, extraOverlap + 1) <= h.available)) extraOverlap++;
+  const notes = [
+    ...unmeasured.map((h) => `memory for the overlap on ${h.host} not measured (nodrop cannot see the processes on the live ports, or /proc/meminfo): not checked`),
+    ...measured.map((h) => `memory for the overlap on ${h.host}: ${mib(needed(h, extraOverlap))} needed, ${mib(h.available)} available`)
+  ];
+  const stopping = (extra) => extra >= widest ? "every earlier batch's" : `up to ${extra + 1} earlier batches'`;
+  if (extraOverlap > 0) notes.push(`with that memory, ${stopping(extraOverlap)} old processes may still be stopping while a batch starts its new ones`);
+  return { notes, extraOverlap };
+}
+var baseOverlap = (plan, index) => plan.phases[index]?.prepareEarly ? 2 : 1;
+function hostMemory(host, ids2, seen) {
+  const onHost = new Set(ids2);
+  const sizes = ids2.map((id) => seen.get(id)?.liveRssBytes);
+  const available = ids2.map((id) => seen.get(id)?.availableBytes).find((b) => b !== void 0);
+  return {
+    host,
+    size: (of) => of.filter((id) => onHost.has(id)).reduce((sum, id) => sum + (seen.get(id)?.liveRssBytes ?? 0), 0),
+    available: sizes.some((b) => b === void 0) ? void 0 : available
+  };
+}
+function overlapPeak(plan, starts, size2, growth, extra) {
+  let peak = plan.keepOldMs ? size2(starts.flat()) * growth : 0;
+  const kept = (upTo) => starts.slice(0, upTo).filter((_, i) => plan.phases[i]?.keepsOldSlots);
+  const gone = (upTo) => starts.slice(0, upTo).filter((_, i) => !plan.phases[i]?.keepsOldSlots);
+  starts.forEach((ids2, index) => {
+    const first = Math.max(0, index - baseOverlap(plan, index) - extra);
+    peak = Math.max(peak, size2(starts.slice(first, index + 1).flat()) * growth + size2(gone(first).flat()) * (growth - 1) + size2(kept(first).flat()) * growth);
+  });
+  return peak;
 }
 function mib(bytes) {
   return `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
@@ -52161,6 +52187,8 @@ var DeployRun = class {
   background = /* @__PURE__ */ new Map();
   /** The index of the phase running now. */
   phaseIndex = 0;
+  /** How many more earlier phases' old processes may still be stopping when a phase starts new ones (preflight's `extraOverlap`). */
+  extraOverlap = 0;
   /** The next phase's steps that started while this one swaps (surge's pipeline), until that phase takes them over. */
   early;
   /** The first background step that failed: the deploy ends at the next phase boundary. */
@@ -52616,7 +52644,8 @@ async function runStep(context, phase, step3) {
   }
 }
 async function awaitOlderBackground(context, index) {
-  await Promise.all([...context.run.background.values()].filter((b) => b.phase < index - 1).map((b) => b.task));
+  const oldest = index - 1 - context.run.extraOverlap;
+  await Promise.all([...context.run.background.values()].filter((b) => b.phase < oldest).map((b) => b.task));
 }
 async function settleBackground(context) {
   const { run: run3 } = context;
@@ -53294,10 +53323,10 @@ async function planDeploy(options) {
   const planning = planned.phases.find((p) => p.steps.some((step3) => step3.kind === "release"));
   if (planning) throw new NodropError("E_PLAN", `phase "${planning.name}" has a release step: the engine adds the release phase, a strategy does not plan one`);
   const plan = checkPlanShape(withEnginePhases(planned, read2.reconcile, options), seenObserved);
-  const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
+  const slots = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
   const clockNotes = await checkProxyClocks(options.proxy, plan, options.signal);
-  const notes = [...slotNotes, ...clockNotes];
-  return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing, others: read2.others };
+  const notes = [...slots.notes, ...clockNotes];
+  return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing, others: read2.others, extraOverlap: slots.extraOverlap };
 }
 async function inspectIdleSlots(options, observed) {
   const seen = /* @__PURE__ */ new Map();
@@ -53382,6 +53411,7 @@ async function deploy(options) {
     const preflight = await planDeploy(options);
     plan = preflight.plan;
     run3.begin(preflight.observed, preflight.routing, preflight.others);
+    run3.extraOverlap = preflight.extraOverlap;
   } catch (error2) {
     run3.refusedBefore(await options.proxy.current({ signal: options.signal }).catch(() => void 0));
     return finish(context, { error: toNodropError(error2, "E_PREFLIGHT"), step: "preflight" });

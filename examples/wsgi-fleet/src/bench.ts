@@ -429,6 +429,9 @@ function summaryLine(r: Result): string {
   );
 }
 
+/** `--only`: slugs, or parts of names where no slug matches, comma-separated (`--only rolling,surge`). */
+const selected = (scenario: Scenario, only: string) =>
+  only.split(",").some((part) => scenario.slug === part || (!scenarios.some((s) => s.slug === part) && scenario.name.includes(part)));
 const { values } = parseArgs({ options: { only: { type: "string" }, clients: { type: "string", default: "48" } } });
 // Every client has its own cookie jar and its own loopback source address (address affinity is real).
 const addresses = Array.from({ length: Number(values.clients) }, (_, i) => `127.0.${10 + Math.floor(i / 250)}.${(i % 250) + 1}`);
@@ -438,7 +441,7 @@ await mkdir(path.join(docs, "bench"), { recursive: true });
 const benchStarted = performance.now();
 const results: Result[] = [];
 for (const scenario of scenarios) {
-  if (values.only && !scenario.name.includes(values.only) && scenario.slug !== values.only) continue;
+  if (values.only && !selected(scenario, values.only)) continue;
   console.log(`\n== ${scenario.name}`);
   const t0 = performance.now();
   const hosts = scenario.hosts ? await startTestHosts({ names: scenario.hosts }) : undefined;

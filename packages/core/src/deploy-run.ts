@@ -70,6 +70,8 @@ export class DeployRun {
   readonly background = new Map<string, { readonly task: Promise<void>; readonly phase: number }>();
   /** The index of the phase running now. */
   phaseIndex = 0;
+  /** How many more earlier phases' old processes may still be stopping when a phase starts new ones (preflight's `extraOverlap`). */
+  extraOverlap = 0;
   /** The next phase's steps that started while this one swaps (surge's pipeline), until that phase takes them over. */
   early: EarlyStart | undefined;
   /** The first background step that failed: the deploy ends at the next phase boundary. */

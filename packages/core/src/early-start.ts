@@ -36,8 +36,9 @@ export function earlySteps(phase: PlanPhase): PlanStep[] {
 
 /**
  * Starts the early steps of phase `index` (when it is marked and has any), once the background steps
- * of phases older than the one before it ended: one more phase's processes overlap than without the
- * pipeline, which preflight's memory check counts on (`checkIdleSlots`).
+ * of phases older than the one before it ended (and the run's `extraOverlap` before that): one more
+ * phase's processes overlap than without the pipeline, which preflight's memory check counts on
+ * (`checkIdleSlots`).
  */
 export function startEarly(context: RunContext, phases: readonly PlanPhase[], index: number): EarlyStart | undefined {
   const phase = phases[index];

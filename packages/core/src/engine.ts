@@ -41,6 +41,7 @@ export async function deploy<O>(options: DeployOptions<O>): Promise<DeployReport
     const preflight = await planDeploy(options);
     plan = preflight.plan;
     run.begin(preflight.observed, preflight.routing, preflight.others);
+    run.extraOverlap = preflight.extraOverlap;
   } catch (error) {
     // Nothing was touched: report pool membership as the proxy has it.
     run.refusedBefore(await options.proxy.current({ signal: options.signal }).catch(() => undefined));

@@ -23,6 +23,7 @@ export { commandInstance } from "./instance.js";
 export type { CommandInstanceOptions } from "./instance.js";
 export { SPLIT_KEY, singlePool, servingInstances, validateRouting, sameRouting, distinctRoutings, reachesInstance, reachesSlot, routedPort, withSlots, servedEndpoints, endpoint, routingSlotProblem } from "./routing.js";
 export { checkIdleSlots, idleStarts, DEFAULT_OVERLAP } from "./slot-preflight.js";
+export type { IdleSlotCheck } from "./slot-preflight.js";
 export type { OverlapBudget } from "./slot-preflight.js";
 export { inspectSlotCommand, inspectSlotsCommand, parseSlotInspection, parseSlotInspections, listenerTakes } from "./slot-inspection.js";
 export type { SlotPair } from "./slot-inspection.js";

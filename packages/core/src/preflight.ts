@@ -18,6 +18,8 @@ export interface Preflight {
   readonly routing: Routing | undefined;
   /** Routings other proxies of a group have in force, when they disagreed and the deploy reconciles them. */
   readonly others: readonly Routing[];
+  /** How many more phases' old processes may still be stopping while a phase starts (`checkIdleSlots`). */
+  readonly extraOverlap: number;
 }
 
 /** Probes every instance directly: which version it runs and whether it is healthy. */
@@ -106,10 +108,10 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   const planning = planned.phases.find((p) => p.steps.some((step) => step.kind === "release"));
   if (planning) throw new NodropError("E_PLAN", `phase "${planning.name}" has a release step: the engine adds the release phase, a strategy does not plan one`);
   const plan = checkPlanShape(withEnginePhases(planned, read.reconcile, options), seenObserved);
-  const slotNotes = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
+  const slots = checkIdleSlots(plan, seenObserved, inspections, options.overlap);
   const clockNotes = await checkProxyClocks(options.proxy, plan, options.signal);
-  const notes = [...slotNotes, ...clockNotes];
-  return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing, others: read.others };
+  const notes = [...slots.notes, ...clockNotes];
+  return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing, others: read.others, extraOverlap: slots.extraOverlap };
 }
 
 /** What each instance's host shows of its idle slot (one command per instance, per host in turn). */

@@ -98,6 +98,10 @@ describe("inspectSlotsCommand: several pairs in one command", () => {
       expect(seen.get(taken)).toMatchObject({ free: false, listener: expect.stringMatching(new RegExp(`^127\\.0\\.0\\.1:${taken} \\(\\S+ ${process.pid}\\)$`)) });
       expect(seen.get(free)?.free).toBe(true);
       for (const port of [taken, free]) expect(seen.get(port)?.liveRssBytes).toBeGreaterThan(1024 * 1024);
+      // Who runs each side, from the one ps: this process holds both, so the idle listener is taken for the app's.
+      expect(seen.get(taken)?.listenerOwner).toMatch(new RegExp(`^${process.getuid!()}:\\S+$`));
+      expect(seen.get(taken)?.listenerOwner).toBe(seen.get(taken)?.liveOwner);
+      expect(seen.get(free)?.listenerOwner).toBeUndefined();
     } finally {
       await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
     }

@@ -11,41 +11,59 @@ export interface SlotPair {
  * The shell command that inspects idle slots on one host, before a deploy starts processes there:
  * for each pair, who listens on the idle port (ss), the resident size of the processes holding the
  * live port's socket (a gunicorn master and its workers) and who runs each side; then the host's
- * MemAvailable. One `ss -p` serves every pair (it reads every process's descriptors, the costly
- * part). Without ss it falls back to connecting to each idle port (bash's /dev/tcp), and sizes are
- * then unknown. Each pair's lines follow a `slot <idle port>` line. Ports are integers and the
- * address an IP literal, checked here again because this is a shell line.
+ * MemAvailable. One `ss -p` (it reads every process's descriptors, the costly part), one `ps` and
+ * one awk serve every pair: a host busy serving pays for each process a command forks, and a
+ * per-pair pipeline cost tenths of a second there. Without ss it falls back to connecting to each
+ * idle port (bash's /dev/tcp), and sizes are then unknown. Each pair's lines follow a `slot <idle
+ * port>` line. Ports are integers and the address an IP literal, checked here again because this
+ * is a shell line.
  */
 export function inspectSlotsCommand(pairs: readonly SlotPair[], address: string): string {
   for (const { idlePort, livePort } of pairs) {
     for (const port of [idlePort, livePort]) if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`internal: not a port: ${port}`);
   }
   if (isIP(address) === 0) throw new Error(`internal: not an IP address: ${address}`);
-  const list = pairs.map((p) => `"${p.idlePort} ${p.livePort}"`).join(" ");
-  // The listeners whose local port (the last field of ss's fourth column) is $1.
-  const on = (port: string) => `printf '%s\\n' "$all" | awk -v p=${port} 'NF {n = split($4, a, ":"); if (a[n] == p) print}'`;
+  const list = pairs.map((p) => `${p.idlePort} ${p.livePort}`).join(" ");
   const tcp = (port: string) => `bash -c "(exec 3<>/dev/tcp/${address}/${port}) 2>/dev/null"`;
   return [
     // ss's own exit status counts: one that fails (no -H, no permission) falls back to connecting.
     "if command -v ss >/dev/null 2>&1 && all=$(ss -Hltnp 2>/dev/null); then",
-    `  for pair in ${list}; do`,
-    "    set -- $pair",
-    '    echo "slot $1"',
-    `    idle=$(${on("$1")}); live=$(${on("$2")})`,
-    `    printf '%s\\n' "$idle" | awk 'NF {print "listen", $4, $0}'`,
-    `    pids=$(printf '%s\\n' "$live" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | paste -sd, -)`,
-    `    if [ -n "$pids" ]; then ps -o rss= -p "$pids" 2>/dev/null | awk '{s+=$1} END {print "rss", s}'; fi`,
-    // Who runs each side (uid and process name): a process on the idle port is taken for the app's only when it matches.
-    `    for side in idle live; do eval "lines=\\$$side"; pid=$(printf '%s\\n' "$lines" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2); if [ -n "$pid" ]; then echo "owner $side $(stat -c %u /proc/$pid 2>/dev/null) $(cat /proc/$pid/comm 2>/dev/null)"; fi; done`,
-    "  done",
+    `  pids=$(printf '%s\\n' "$all" | awk '${PIDS_AWK}')`,
+    // pid, uid, resident KiB and name of every listener's process, then a separator, then ss's lines.
+    `  { if [ -n "$pids" ]; then ps -o pid=,uid=,rss=,comm= -p "$pids" 2>/dev/null; fi; echo '--'; printf '%s\\n' "$all"; } | awk -v pairs="${list}" '${PAIRS_AWK}'`,
     "else",
     "  echo noss",
-    `  for pair in ${list}; do set -- $pair; echo "slot $1"; if command -v bash >/dev/null 2>&1 && ${tcp("$1")}; then echo open; fi; done`,
+    `  for pair in ${pairs.map((p) => `"${p.idlePort}"`).join(" ")}; do echo "slot $pair"; if command -v bash >/dev/null 2>&1 && ${tcp("$pair")}; then echo open; fi; done`,
     "fi",
     "awk '/^MemAvailable:/ {print \"mem\", $2}' /proc/meminfo 2>/dev/null",
     "exit 0",
   ].join("\n");
 }
+
+// The pids that ss names (pid=N), comma-separated, each once. No single quote: it is inside one.
+const PIDS_AWK = `{ s = $0; while (match(s, /pid=[0-9]+/)) { p = substr(s, RSTART + 4, RLENGTH - 4); if (!(p in seen)) { seen[p] = 1; out = out (out == "" ? "" : ",") p }; s = substr(s, RSTART + RLENGTH) } } END { print out }`;
+
+// Reads ps's lines up to "--", then ss's, and prints each pair's block: "slot", its idle port's
+// "listen" lines, the live port's processes' summed "rss", and each side's first process's "owner"
+// (uid and name). A listener's local port is the last ":" field of ss's fourth column. No single quote.
+const PAIRS_AWK = [
+  `function firstpid(text) { return match(text, /pid=[0-9]+/) ? substr(text, RSTART + 4, RLENGTH - 4) : "" }`,
+  `function owner(side, text,  p) { p = firstpid(text); if (p != "" && (p in uid)) print "owner", side, uid[p], comm[p] }`,
+  `$0 == "--" { inss = 1; next }`,
+  `!inss { if (NF >= 4) { uid[$1] = $2; rss[$1] = $3; name = $4; for (i = 5; i <= NF; i++) name = name " " $i; comm[$1] = name }; next }`,
+  `NF { n = split($4, a, ":"); port = a[n]; at[port] = at[port] $0 "\\n"; if (!(port in first)) first[port] = $0 }`,
+  `END {`,
+  `  n = split(pairs, p, " ");`,
+  `  for (k = 1; k < n; k += 2) {`,
+  `    idle = p[k]; live = p[k + 1]; print "slot", idle;`,
+  `    m = split(at[idle], lines, "\\n"); for (j = 1; j <= m; j++) if (lines[j] != "") { split(lines[j], f, " "); print "listen", f[4], lines[j] }`,
+  `    split("", counted); sum = 0; sized = 0; s = at[live];`,
+  `    while (match(s, /pid=[0-9]+/)) { q = substr(s, RSTART + 4, RLENGTH - 4); if (!(q in counted) && (q in rss)) { counted[q] = 1; sum += rss[q]; sized = 1 }; s = substr(s, RSTART + RLENGTH) }`,
+  `    if (sized) print "rss", sum;`,
+  `    owner("idle", first[idle]); owner("live", first[live])`,
+  `  }`,
+  `}`,
+].join("\n");
 
 /** The command for one pair (inspectSlotsCommand's output, read with parseSlotInspection). */
 export function inspectSlotCommand(idlePort: number, livePort: number, address: string): string {

@@ -19,7 +19,7 @@ describe("SlotInspector", () => {
       inspector.inspect("c", "127.0.0.2", { idlePort: 9013, livePort: 8013 }, undefined),
     ]);
     expect(executor.commands).toHaveLength(2);
-    expect(executor.commands[0]).toContain('"9011 8011" "9012 8012"');
+    expect(executor.commands[0]).toContain('pairs="9011 8011 9012 8012"');
     expect(executor.commands[1]).toContain('"9013 8013"');
     expect(a).toEqual({ free: true, liveRssBytes: 10 * 1024, availableBytes: 50 * 1024 });
     expect(b).toMatchObject({ free: false });

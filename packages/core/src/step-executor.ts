@@ -185,12 +185,14 @@ export async function runStep(context: RunContext, phase: PlanPhase, step: PlanS
 }
 
 /**
- * Before a phase starts: waits for the background steps of phases older than the one before it,
- * so that at most two phases' old processes overlap with new ones (what preflight's memory check
- * counts on), however slowly an old process stops.
+ * Before a phase starts: waits for the background steps of phases older than the one before it
+ * (and the `extraOverlap` before that, which preflight found memory for), so that no more phases'
+ * old processes overlap with new ones than preflight's memory check counted, however slowly an
+ * old process stops.
  */
 export async function awaitOlderBackground(context: RunContext, index: number): Promise<void> {
-  await Promise.all([...context.run.background.values()].filter((b) => b.phase < index - 1).map((b) => b.task));
+  const oldest = index - 1 - context.run.extraOverlap;
+  await Promise.all([...context.run.background.values()].filter((b) => b.phase < oldest).map((b) => b.task));
 }
 
 /** Waits for every background step; the first failure, if any, as the deploy's outcome. */

@@ -18,6 +18,8 @@ class SlotFleet {
   failStop = new Set<string>();
   /** A stop of one of these slots waits for its gate, then fails. */
   readonly gatedFailStop = new Map<string, Promise<void>>();
+  /** A stop of one of these slots waits for its gate, then succeeds (logged as "stopped <slot>"). */
+  readonly gatedStop = new Map<string, Promise<void>>();
   inspection: (id: string) => SlotInspection = () => ({ free: true, liveRssBytes: 50 * 2 ** 20, availableBytes: 8 * 2 ** 30 });
 
   constructor(count: number, version: string) {
@@ -39,6 +41,11 @@ class SlotFleet {
           throw new NodropError("E_INSTANCE", `stop of ${spec.id} on ${port} failed`, { instance: spec.id });
         }
         if (this.failStop.has(`${spec.id}:${port}`)) throw new NodropError("E_INSTANCE", `stop of ${spec.id} on ${port} failed`, { instance: spec.id });
+        const slow = this.gatedStop.get(`${spec.id}:${port}`);
+        if (slow) {
+          await slow;
+          this.calls.push(`stopped ${spec.id}:${port}`);
+        }
         this.running.delete(`${spec.id}:${port}`);
       },
       update: async ({ version, port = spec.port }) => {
@@ -247,8 +254,10 @@ describe("surge rolling through the engine", () => {
     expect(report.phases.map((p) => p.ok)).toEqual([true, true, true]);
   });
 
-  it("with prepareAhead, batch 1's old slot that fails to stop (still resident) keeps batch 4 from starting early: at most three batches' processes overlap", async () => {
+  it("with prepareAhead and memory for three batches only, batch 1's old slot that fails to stop (still resident) keeps batch 4 from starting early", async () => {
     const fleet = new SlotFleet(4, "v1");
+    // 300 MiB instances: three batches overlapping need 1328 MiB, all four 1628 MiB (see the refusal test below).
+    fleet.inspection = () => ({ free: true, liveRssBytes: 300 * 2 ** 20, availableBytes: 1400 * 2 ** 20 });
     let release = () => {};
     fleet.gatedFailStop.set("web-8011:8011", new Promise<void>((resolve) => (release = resolve)));
     const proxy = new RecordingProxy();
@@ -270,6 +279,31 @@ describe("surge rolling through the engine", () => {
     expect(report.recovery).toContain("the deploy stopped before phase batch 4/4");
     expect(byId(report, "web-8013")).toMatchObject({ port: 9013, version: "v2", outcome: "updated" });
     expect(byId(report, "web-8011")).toMatchObject({ port: 9011, idle: { port: 8011, running: true } });
+  });
+
+  it("with memory for the whole overlap, batch 4 starts while batch 1's old slot is still stopping: a slow stop holds nothing up", async () => {
+    const fleet = new SlotFleet(4, "v1");
+    let release = () => {};
+    fleet.gatedStop.set("web-8011:8011", new Promise<void>((resolve) => (release = resolve)));
+    // Were batch 4 waiting for that stop, the stop would end first: released after 300 ms at the latest.
+    const fallback = setTimeout(() => release(), 300);
+    const proxy = new RecordingProxy();
+    const apply = proxy.apply.bind(proxy);
+    proxy.apply = async (routing, instances) => {
+      const result = await apply(routing, instances);
+      if (proxy.applied.length === 4) release();
+      return result;
+    };
+    const plan = await planDeploy(options(fleet, proxy, "v2"));
+    expect(plan.plan.notes).toContain("with that memory, every earlier batch's old processes may still be stopping while a batch starts its new ones");
+    const report = await deploy(options(fleet, proxy, "v2"));
+    clearTimeout(fallback);
+    expect(report.ok).toBe(true);
+    expect(fleet.calls.indexOf("start web-8014:9014")).toBeGreaterThan(-1);
+    expect(fleet.calls.indexOf("start web-8014:9014")).toBeLessThan(fleet.calls.indexOf("stopped web-8011:8011"));
+    // The deploy still ends only once that stop has: the report says every old slot is down.
+    for (const id of ["web-8011", "web-8012", "web-8013", "web-8014"]) expect(byId(report, id).idle).toMatchObject({ running: false });
+    expect(proxy.applied.map((a) => servingInstances(a.routing).size)).toEqual([4, 4, 4, 4]);
   });
 
   it("with prepareAhead, a next batch's new slot that fails its check fails that batch: stopped, and its instance never left its old slot", async () => {
