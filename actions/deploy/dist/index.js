@@ -52167,161 +52167,6 @@ function buildReport(run3, strategy, outcome, keepOldMs = 0) {
     ...keepOldMs > 0 && [...run3.tracked.values()].some((t) => t.idle?.running !== false) ? { keptUntil: new Date(Date.now() + keepOldMs).toISOString() } : {}
   };
 }
-var DeployRun = class {
-  id;
-  startedAt = /* @__PURE__ */ new Date();
-  /** performance.now() at the start: phase and step times are measured from it. */
-  started = performance.now();
-  tracked = /* @__PURE__ */ new Map();
-  routes = [];
-  phases = [];
-  observed = [];
-  verify;
-  /** The hooks that ran, in order. */
-  hooks = [];
-  /** A canary's gates, in order, with what each decided. */
-  gates = [];
-  /** Set once recovery begins: from then on the journal is best effort. */
-  recovering = false;
-  /** Background steps (an old slot's stop) still running, by instance, with the index of the phase that started them. */
-  background = /* @__PURE__ */ new Map();
-  /** The index of the phase running now. */
-  phaseIndex = 0;
-  /** How many more earlier phases' old processes may still be stopping when a phase starts new ones (preflight's `extraOverlap`). */
-  extraOverlap = 0;
-  /** The next phase's steps that started while this one swaps (surge's pipeline), until that phase takes them over. */
-  early;
-  /** The first background step that failed: the deploy ends at the next phase boundary. */
-  backgroundFailure;
-  /**
-   * Whether the last proxy change finished with its old routing drained. After a failed change
-   * (a drain that ran out, a reload restored after it was signalled) a generation of the proxy may
-   * still route by a routing this run tried, so slots those served are not stopped.
-   */
-  drained = true;
-  /** A background drain failed: set for good, since a later change's drain need not cover that generation. */
-  backgroundDrainFailed = false;
-  /** Proxy changes whose old routing is still draining in the background, with the routings they replaced. */
-  draining = /* @__PURE__ */ new Set();
-  /** `id:port` of every slot a routing of this run served or was about to serve (the one in force at the start included). */
-  routedSlots = /* @__PURE__ */ new Set();
-  /**
-   * The routings that may be in force: one when nodrop knows it, the previous and the new one when a
-   * proxy change failed without saying which took effect (an instance either reaches is reachable).
-   * Before preflight has read the proxy, none: every instance counts as serving.
-   */
-  inForce = [];
-  version;
-  instances;
-  listener;
-  /** The deploy's version and any an interrupted deploy staged: their pins count only for instances on them. */
-  staged;
-  constructor(version, instances, listener, staged = []) {
-    this.version = version;
-    this.staged = [version, ...staged.filter((v) => v !== version)];
-    this.instances = instances;
-    this.listener = listener;
-    this.id = `${this.startedAt.toISOString()}-${process.pid}`;
-  }
-  emit = (event) => this.listener(event);
-  /**
-   * Starts tracking from what preflight saw, with the routing it read (undefined: the proxy has none
-   * of ours, so all serve) and any other that some proxy of a group has in force (`others`): until a
-   * change is confirmed on all of them, an instance any of these reaches counts as reachable.
-   */
-  begin(observed, routing, others = []) {
-    this.observed = [...observed];
-    this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id)), ...others];
-    for (const o of observed) if (o.inPool) this.routedSlots.add(`${o.id}:${o.livePort ?? o.port}`);
-    for (const o of observed) {
-      const control = this.instances.find((i) => i.spec.id === o.id);
-      const idle = o.idle ? { port: o.idle.port, version: o.idle.version, running: o.idle.free ? false : void 0, ours: false } : void 0;
-      this.tracked.set(o.id, { control, from: o.version, version: o.version, port: o.livePort ?? o.port, idle, touched: false, outcome: o.version === this.version ? "unchanged" : "not-reached", steps: [] });
-    }
-    for (const other of others) this.routingAttempted(other);
-  }
-  /** For a deploy refused before tracking began: the routing preflight could read, if any. */
-  refusedBefore(routing) {
-    this.inForce = routing ? [routing] : [];
-  }
-  instance(id) {
-    const t = this.tracked.get(id);
-    if (!t) throw new Error(`internal: instance ${id} is not tracked`);
-    return t;
-  }
-  /** The routing in force, when it is known. */
-  get routing() {
-    return this.inForce.length === 1 ? this.inForce[0] : void 0;
-  }
-  get routingKnown() {
-    return this.inForce.length <= 1;
-  }
-  /** Every routing that may be in force (one when known). */
-  get possibleRoutings() {
-    return this.inForce;
-  }
-  routingApplied(routing) {
-    this.inForce = [routing];
-    for (const t of this.tracked.values()) {
-      const port = routedPort(routing, t.control.spec, t.port);
-      if (!t.idle || port === t.port) continue;
-      const old = { port: t.port, version: t.version };
-      t.port = t.idle.port;
-      t.version = t.idle.version;
-      t.idle = { port: old.port, version: old.version, running: true, ours: true };
-      if (t.version === this.version) t.outcome = "updated";
-    }
-  }
-  /** Records the slots a routing about to be applied serves (in any of its pools). */
-  routingAttempted(routing) {
-    for (const [pool, ids2] of Object.entries(routing.pools)) {
-      for (const id of ids2) {
-        const t = this.tracked.get(id);
-        if (t) this.routedSlots.add(`${id}:${routedPort(routing, t.control.spec, t.port, pool)}`);
-      }
-    }
-  }
-  /** The version the instance's slot on `port` runs, as far as nodrop knows. */
-  versionAt(id, port) {
-    const t = this.instance(id);
-    return port === t.port ? t.version : t.idle?.port === port ? t.idle.version : void 0;
-  }
-  /** A change to `routing` failed without saying whether it took effect: either may be in force. */
-  routingUncertain(routing) {
-    this.inForce = [...this.inForce.filter((r) => !sameRouting(r, routing)), routing];
-  }
-  /** Instances any request can reach (everyone, before preflight read the proxy). */
-  serving() {
-    if (this.inForce.length === 0) return new Set(this.instances.map((i) => i.spec.id));
-    const ids2 = /* @__PURE__ */ new Set();
-    for (const r of this.inForce) for (const id of servingInstances(r)) ids2.add(id);
-    return ids2;
-  }
-  /**
-   * Whether a request can still reach the instance (on its slot at `port`, by default the live one),
-   * under any routing that may be in force (see {@link reachesInstance}).
-   */
-  reachable(id, port) {
-    if (this.inForce.length === 0) return true;
-    const t = this.tracked.get(id);
-    if (!t) return this.inForce.some((r) => reachesInstance(r, this.staged, id, void 0));
-    const at = port ?? t.port;
-    return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, at, this.versionAt(id, at), t.port));
-  }
-  /** The proxy changes still draining (or whose drain failed) whose replaced routing serves the instance's slot at `port`. */
-  drainsServing(id, port) {
-    if (this.draining.size === 0) return [];
-    const t = this.instance(id);
-    const version = this.versionAt(id, port);
-    return [...this.draining].filter((d) => d.replaced.some((r) => reachesSlot(r, this.staged, t.control.spec, port, version, t.port)));
-  }
-  /** Reached by the default pool, a default switch or the pin of another version, under a routing that may be in force. */
-  routedRegardless(id) {
-    if (this.inForce.length === 0) return true;
-    const t = this.instance(id);
-    return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, t.port, void 0, t.port));
-  }
-};
 var LATENCY_BUCKETS_MS = (() => {
   const bounds = [];
   for (let b = 1; b < 12e4; b *= 1.1) bounds.push(Math.round(b * 1e3) / 1e3);
@@ -52906,6 +52751,45 @@ function inForceClause(error2) {
       return "the previous proxy config is in force";
   }
 }
+var SurgePipeline = class {
+  #started = /* @__PURE__ */ new Map();
+  #prepared = /* @__PURE__ */ new Set();
+  #open = true;
+  /** The early start of phase `index`, handed over to it (the pipeline keeps none once taken). */
+  take(index) {
+    const early = this.#started.get(index);
+    this.#started.delete(index);
+    return early;
+  }
+  /** Nothing more starts early (a phase failed, or batch hooks must see every batch as planned); what did, in phase order. */
+  close() {
+    this.#open = false;
+    const left = [...this.#started.values()].sort((a, b) => a.phase - b.phase);
+    this.#started.clear();
+    return left;
+  }
+  /** Phase `index` has started its new processes (or has none left to start): the one after it may start early. */
+  prepared(context, phases, index) {
+    this.#prepared.add(index);
+    this.advance(context, phases);
+  }
+  /**
+   * Starts early what may: the next phase once the running one has started its new processes, the
+   * one after once that next one has (a phase only after the one before it, so that starts go one
+   * phase at a time), never more than two phases ahead of the one running.
+   */
+  advance(context, phases) {
+    const { run: run3 } = context;
+    for (let index = run3.phaseIndex + 1; index <= run3.phaseIndex + 2 && this.#open && !run3.backgroundFailure; index++) {
+      if (!this.#prepared.has(index - 1)) return;
+      if (this.#started.has(index)) continue;
+      const early = startEarly(context, phases, index);
+      if (!early) return;
+      this.#started.set(index, early);
+    }
+  }
+};
+var marksPrepared = (step3) => step3.kind === "route" || step3.kind === "check" && step3.slot === "idle";
 function earlySteps(phase) {
   const lead = [];
   for (const step3 of phase.steps) {
@@ -52924,6 +52808,7 @@ function startEarly(context, phases, index) {
     if (context.run.backgroundFailure) return { skipped: true };
     for (const step3 of steps) {
       try {
+        if (marksPrepared(step3)) context.run.pipeline.prepared(context, phases, index);
         await runStep(context, phase, step3);
       } catch (error2) {
         return { error: toNodropError(error2, "E_INSTANCE"), step: step3 };
@@ -52946,6 +52831,161 @@ async function leftEarly(context, phases, early) {
   const running = phase.instances.filter((id) => context.run.instance(id).idle?.ours && context.run.instance(id).idle?.running !== false);
   return running.length > 0 ? [`${phase.name}, started early: the idle slots of ${running.join(", ")} were left running for the deploy that holds the lock now`] : [];
 }
+var DeployRun = class {
+  id;
+  startedAt = /* @__PURE__ */ new Date();
+  /** performance.now() at the start: phase and step times are measured from it. */
+  started = performance.now();
+  tracked = /* @__PURE__ */ new Map();
+  routes = [];
+  phases = [];
+  observed = [];
+  verify;
+  /** The hooks that ran, in order. */
+  hooks = [];
+  /** A canary's gates, in order, with what each decided. */
+  gates = [];
+  /** Set once recovery begins: from then on the journal is best effort. */
+  recovering = false;
+  /** Background steps (an old slot's stop) still running, by instance, with the index of the phase that started them. */
+  background = /* @__PURE__ */ new Map();
+  /** The index of the phase running now. */
+  phaseIndex = 0;
+  /** How many more earlier phases' old processes may still be stopping when a phase starts new ones (preflight's `extraOverlap`). */
+  extraOverlap = 0;
+  /** Surge's pipeline: the phases' steps that started early, until their phase takes them over. */
+  pipeline = new SurgePipeline();
+  /** The first background step that failed: the deploy ends at the next phase boundary. */
+  backgroundFailure;
+  /**
+   * Whether the last proxy change finished with its old routing drained. After a failed change
+   * (a drain that ran out, a reload restored after it was signalled) a generation of the proxy may
+   * still route by a routing this run tried, so slots those served are not stopped.
+   */
+  drained = true;
+  /** A background drain failed: set for good, since a later change's drain need not cover that generation. */
+  backgroundDrainFailed = false;
+  /** Proxy changes whose old routing is still draining in the background, with the routings they replaced. */
+  draining = /* @__PURE__ */ new Set();
+  /** `id:port` of every slot a routing of this run served or was about to serve (the one in force at the start included). */
+  routedSlots = /* @__PURE__ */ new Set();
+  /**
+   * The routings that may be in force: one when nodrop knows it, the previous and the new one when a
+   * proxy change failed without saying which took effect (an instance either reaches is reachable).
+   * Before preflight has read the proxy, none: every instance counts as serving.
+   */
+  inForce = [];
+  version;
+  instances;
+  listener;
+  /** The deploy's version and any an interrupted deploy staged: their pins count only for instances on them. */
+  staged;
+  constructor(version, instances, listener, staged = []) {
+    this.version = version;
+    this.staged = [version, ...staged.filter((v) => v !== version)];
+    this.instances = instances;
+    this.listener = listener;
+    this.id = `${this.startedAt.toISOString()}-${process.pid}`;
+  }
+  emit = (event) => this.listener(event);
+  /**
+   * Starts tracking from what preflight saw, with the routing it read (undefined: the proxy has none
+   * of ours, so all serve) and any other that some proxy of a group has in force (`others`): until a
+   * change is confirmed on all of them, an instance any of these reaches counts as reachable.
+   */
+  begin(observed, routing, others = []) {
+    this.observed = [...observed];
+    this.inForce = [routing ?? singlePool(observed.filter((o) => o.inPool).map((o) => o.id)), ...others];
+    for (const o of observed) if (o.inPool) this.routedSlots.add(`${o.id}:${o.livePort ?? o.port}`);
+    for (const o of observed) {
+      const control = this.instances.find((i) => i.spec.id === o.id);
+      const idle = o.idle ? { port: o.idle.port, version: o.idle.version, running: o.idle.free ? false : void 0, ours: false } : void 0;
+      this.tracked.set(o.id, { control, from: o.version, version: o.version, port: o.livePort ?? o.port, idle, touched: false, outcome: o.version === this.version ? "unchanged" : "not-reached", steps: [] });
+    }
+    for (const other of others) this.routingAttempted(other);
+  }
+  /** For a deploy refused before tracking began: the routing preflight could read, if any. */
+  refusedBefore(routing) {
+    this.inForce = routing ? [routing] : [];
+  }
+  instance(id) {
+    const t = this.tracked.get(id);
+    if (!t) throw new Error(`internal: instance ${id} is not tracked`);
+    return t;
+  }
+  /** The routing in force, when it is known. */
+  get routing() {
+    return this.inForce.length === 1 ? this.inForce[0] : void 0;
+  }
+  get routingKnown() {
+    return this.inForce.length <= 1;
+  }
+  /** Every routing that may be in force (one when known). */
+  get possibleRoutings() {
+    return this.inForce;
+  }
+  routingApplied(routing) {
+    this.inForce = [routing];
+    for (const t of this.tracked.values()) {
+      const port = routedPort(routing, t.control.spec, t.port);
+      if (!t.idle || port === t.port) continue;
+      const old = { port: t.port, version: t.version };
+      t.port = t.idle.port;
+      t.version = t.idle.version;
+      t.idle = { port: old.port, version: old.version, running: true, ours: true };
+      if (t.version === this.version) t.outcome = "updated";
+    }
+  }
+  /** Records the slots a routing about to be applied serves (in any of its pools). */
+  routingAttempted(routing) {
+    for (const [pool, ids2] of Object.entries(routing.pools)) {
+      for (const id of ids2) {
+        const t = this.tracked.get(id);
+        if (t) this.routedSlots.add(`${id}:${routedPort(routing, t.control.spec, t.port, pool)}`);
+      }
+    }
+  }
+  /** The version the instance's slot on `port` runs, as far as nodrop knows. */
+  versionAt(id, port) {
+    const t = this.instance(id);
+    return port === t.port ? t.version : t.idle?.port === port ? t.idle.version : void 0;
+  }
+  /** A change to `routing` failed without saying whether it took effect: either may be in force. */
+  routingUncertain(routing) {
+    this.inForce = [...this.inForce.filter((r) => !sameRouting(r, routing)), routing];
+  }
+  /** Instances any request can reach (everyone, before preflight read the proxy). */
+  serving() {
+    if (this.inForce.length === 0) return new Set(this.instances.map((i) => i.spec.id));
+    const ids2 = /* @__PURE__ */ new Set();
+    for (const r of this.inForce) for (const id of servingInstances(r)) ids2.add(id);
+    return ids2;
+  }
+  /**
+   * Whether a request can still reach the instance (on its slot at `port`, by default the live one),
+   * under any routing that may be in force (see {@link reachesInstance}).
+   */
+  reachable(id, port) {
+    if (this.inForce.length === 0) return true;
+    const t = this.tracked.get(id);
+    if (!t) return this.inForce.some((r) => reachesInstance(r, this.staged, id, void 0));
+    const at = port ?? t.port;
+    return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, at, this.versionAt(id, at), t.port));
+  }
+  /** The proxy changes still draining (or whose drain failed) whose replaced routing serves the instance's slot at `port`. */
+  drainsServing(id, port) {
+    if (this.draining.size === 0) return [];
+    const t = this.instance(id);
+    const version = this.versionAt(id, port);
+    return [...this.draining].filter((d) => d.replaced.some((r) => reachesSlot(r, this.staged, t.control.spec, port, version, t.port)));
+  }
+  /** Reached by the default pool, a default switch or the pin of another version, under a routing that may be in force. */
+  routedRegardless(id) {
+    if (this.inForce.length === 0) return true;
+    const t = this.instance(id);
+    return this.inForce.some((r) => reachesSlot(r, this.staged, t.control.spec, t.port, void 0, t.port));
+  }
+};
 var JournalListener = class {
   name = "journal";
   /** Whether the deploy's first record is written: only then does it get an "end". */
@@ -53459,16 +53499,19 @@ async function afterSuccess(context, outcome) {
 }
 async function runPhases(context, plan) {
   const { run: run3 } = context;
+  if (hasBatchHooks(context)) run3.pipeline.close();
   for (const [index, phase] of plan.phases.entries()) {
-    const early = takeEarly(run3, index);
+    const early = run3.pipeline.take(index);
     const earlyFailure = early ? await early.done : void 0;
     if (!early) await awaitOlderBackground(context, index);
     if (run3.backgroundFailure) {
+      const later = run3.pipeline.close();
       const failure = await settleBackground(context);
-      return withClauses(backgroundOutcome(failure, plan.phases.slice(index).map((p) => p.name)), await abandonEarly(context, plan.phases, early));
+      return withClauses(backgroundOutcome(failure, plan.phases.slice(index).map((p) => p.name)), await abandonAll(context, plan.phases, [...early ? [early] : [], ...later]));
     }
     run3.phaseIndex = index;
     run3.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
+    run3.pipeline.advance(context, plan.phases);
     const phaseStart = performance.now();
     const endPhase = (ok) => run3.phases.push({ name: phase.name, startMs: phaseStart - run3.started, ms: performance.now() - phaseStart, ok });
     let current;
@@ -53481,7 +53524,7 @@ async function runPhases(context, plan) {
       }
       for (const step3 of phase.steps.slice(early && earlyFailure === void 0 ? early.steps : 0)) {
         current = step3;
-        if (step3.kind === "route" && !hasBatchHooks(context)) run3.early ??= startEarly(context, plan.phases, index + 1);
+        if (marksPrepared(step3)) run3.pipeline.prepared(context, plan.phases, index);
         await runStep(context, phase, step3);
       }
       endPhase(true);
@@ -53492,10 +53535,10 @@ async function runPhases(context, plan) {
         return { paused: { phase: error2.phase, gate: error2.gate } };
       }
       const failure = toNodropError(error2, "E_INSTANCE");
+      const later = run3.pipeline.close();
       await settleBackground(context);
       const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? (failure.code === "E_HOOK" ? "beforeBatch" : "?")}`);
-      const next = takeEarly(run3, index + 1);
-      const abandoned = failure.code === "E_LOCK" ? await leftEarly(context, plan.phases, next) : await abandonEarly(context, plan.phases, next);
+      const abandoned = failure.code === "E_LOCK" ? await leftAll(context, plan.phases, later) : await abandonAll(context, plan.phases, later);
       endPhase(false);
       const drain = failedDrain(run3);
       const also = drain && drain.error !== failure && drain.error !== failure.cause ? [`also, ${DRAIN_FAILED} (${drain.step}: ${drain.error.message.split("\n")[0]})`] : [];
@@ -53515,10 +53558,15 @@ async function afterBatchFailed(context, plan, index, error2) {
   const next = rest.length > 0 ? `the deploy stopped before ${rest.join(", ")} (\`nodrop resume\` goes on without running this hook again, \`nodrop rollback\` goes back)` : "every phase had run";
   return { error: error2, step: `${phase.name}: afterBatch`, recovery: `${phase.name} finished on the new version; ${pool}; ${next}` };
 }
-function takeEarly(run3, index) {
-  const early = run3.early?.phase === index ? run3.early : void 0;
-  if (early) run3.early = void 0;
-  return early;
+async function abandonAll(context, phases, starts) {
+  const clauses = [];
+  for (const early of starts) clauses.push(...await abandonEarly(context, phases, early));
+  return clauses;
+}
+async function leftAll(context, phases, starts) {
+  const clauses = [];
+  for (const early of starts) clauses.push(...await leftEarly(context, phases, early));
+  return clauses;
 }
 function withClauses(outcome, clauses) {
   if (clauses.length === 0) return outcome;

@@ -1,4 +1,4 @@
-import type { EarlyStart } from "./early-start.js";
+import { SurgePipeline } from "./early-start.js";
 import type { GateReport } from "./canary-gate.js";
 import type { HookRun } from "./hooks.js";
 import type { DeployListener } from "./events.js";
@@ -72,8 +72,8 @@ export class DeployRun {
   phaseIndex = 0;
   /** How many more earlier phases' old processes may still be stopping when a phase starts new ones (preflight's `extraOverlap`). */
   extraOverlap = 0;
-  /** The next phase's steps that started while this one swaps (surge's pipeline), until that phase takes them over. */
-  early: EarlyStart | undefined;
+  /** Surge's pipeline: the phases' steps that started early, until their phase takes them over. */
+  readonly pipeline = new SurgePipeline();
   /** The first background step that failed: the deploy ends at the next phase boundary. */
   backgroundFailure: { error: Error; step: string; drain?: boolean } | undefined;
   /**

@@ -6,9 +6,11 @@ import type { PlanPhase, PlanStep } from "./types.js";
 
 /**
  * Surge's pipeline. A phase marked `prepareEarly` starts the steps it leads with on idle slots (put
- * the version in place, start, check) while the phase before it swaps, instead of after: nothing
- * routes to those slots, so users see no difference, and the swap's reload no longer holds the next
- * batch up. What such a step does is the phase's own: a failure surfaces when the phase begins and
+ * the version in place, start, check) before its turn: once the phase before it has started its own
+ * new processes (while that one checks them and swaps), instead of after its swap. Nothing routes to
+ * those slots, so users see no difference, and neither the check nor the reload before it holds the
+ * next batch up. New processes still start one phase at a time, at most two phases ahead of the one
+ * running. What such a step does is the phase's own: a failure surfaces when the phase begins and
  * follows its failure rule; a phase before it that fails stops what was started early.
  */
 export interface EarlyStart {
@@ -24,6 +26,53 @@ export interface EarlyStart {
   readonly done: Promise<{ error: NodropError; step: PlanStep } | { skipped: true } | undefined>;
 }
 
+/** The pipeline's state in a run: the early starts not yet taken over by their phase, and which phases have started their new processes. */
+export class SurgePipeline {
+  readonly #started = new Map<number, EarlyStart>();
+  readonly #prepared = new Set<number>();
+  #open = true;
+
+  /** The early start of phase `index`, handed over to it (the pipeline keeps none once taken). */
+  take(index: number): EarlyStart | undefined {
+    const early = this.#started.get(index);
+    this.#started.delete(index);
+    return early;
+  }
+
+  /** Nothing more starts early (a phase failed, or batch hooks must see every batch as planned); what did, in phase order. */
+  close(): EarlyStart[] {
+    this.#open = false;
+    const left = [...this.#started.values()].sort((a, b) => a.phase - b.phase);
+    this.#started.clear();
+    return left;
+  }
+
+  /** Phase `index` has started its new processes (or has none left to start): the one after it may start early. */
+  prepared(context: RunContext, phases: readonly PlanPhase[], index: number): void {
+    this.#prepared.add(index);
+    this.advance(context, phases);
+  }
+
+  /**
+   * Starts early what may: the next phase once the running one has started its new processes, the
+   * one after once that next one has (a phase only after the one before it, so that starts go one
+   * phase at a time), never more than two phases ahead of the one running.
+   */
+  advance(context: RunContext, phases: readonly PlanPhase[]): void {
+    const { run } = context;
+    for (let index = run.phaseIndex + 1; index <= run.phaseIndex + 2 && this.#open && !run.backgroundFailure; index++) {
+      if (!this.#prepared.has(index - 1)) return;
+      if (this.#started.has(index)) continue;
+      const early = startEarly(context, phases, index);
+      if (!early) return;
+      this.#started.set(index, early);
+    }
+  }
+}
+
+/** A step that comes once its phase's new processes are started (their check, or the swap): the next phase may start early from there. */
+export const marksPrepared = (step: PlanStep) => step.kind === "route" || (step.kind === "check" && step.slot === "idle");
+
 /** The steps a phase leads with that touch only idle slots, in the foreground: those may start early. */
 export function earlySteps(phase: PlanPhase): PlanStep[] {
   const lead: PlanStep[] = [];
@@ -36,11 +85,12 @@ export function earlySteps(phase: PlanPhase): PlanStep[] {
 
 /**
  * Starts the early steps of phase `index` (when it is marked and has any), once the background steps
- * of phases older than the one before it ended (and the run's `extraOverlap` before that): one more
- * phase's processes overlap than without the pipeline, which preflight's memory check counts on
- * (`checkIdleSlots`).
+ * of phases older than the one two before it ended (and the run's `extraOverlap` before that): at
+ * most three phases run new processes beside old ones, however far ahead the pipeline is, which
+ * preflight's memory check counts on (`checkIdleSlots`). From its check on, the phase after it may
+ * start early in turn.
  */
-export function startEarly(context: RunContext, phases: readonly PlanPhase[], index: number): EarlyStart | undefined {
+function startEarly(context: RunContext, phases: readonly PlanPhase[], index: number): EarlyStart | undefined {
   const phase = phases[index];
   if (!phase?.prepareEarly) return undefined;
   const steps = earlySteps(phase);
@@ -51,6 +101,7 @@ export function startEarly(context: RunContext, phases: readonly PlanPhase[], in
     if (context.run.backgroundFailure) return { skipped: true as const };
     for (const step of steps) {
       try {
+        if (marksPrepared(step)) context.run.pipeline.prepared(context, phases, index);
         await runStep(context, phase, step);
       } catch (error) {
         return { error: toNodropError(error, "E_INSTANCE"), step };

@@ -1,7 +1,7 @@
 import type { DeployOptions, RunContext } from "./deploy-options.js";
 import { buildReport, type RunOutcome } from "./deploy-report.js";
 import { DeployRun } from "./deploy-run.js";
-import { type EarlyStart, abandonEarly, leftEarly, startEarly } from "./early-start.js";
+import { type EarlyStart, abandonEarly, leftEarly, marksPrepared } from "./early-start.js";
 import { NodropError, toNodropError } from "./errors.js";
 import { JournalListener } from "./journal-listener.js";
 import { planDeploy } from "./preflight.js";
@@ -112,19 +112,24 @@ async function afterSuccess(context: RunContext, outcome: RunOutcome): Promise<R
  */
 async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutcome> {
   const { run } = context;
+  // Batch hooks see each batch start and end as planned: no batch starts early around them.
+  if (hasBatchHooks(context)) run.pipeline.close();
   for (const [index, phase] of plan.phases.entries()) {
-    const early = takeEarly(run, index);
+    const early = run.pipeline.take(index);
     // A phase whose new processes started early starts none now: the early start waited for the
     // old processes to stop that the memory check counts on. Its steps end first (one it skipped
     // because a background step had failed leaves that failure for the check below).
     const earlyFailure = early ? await early.done : undefined;
     if (!early) await awaitOlderBackground(context, index);
     if (run.backgroundFailure) {
+      const later = run.pipeline.close();
       const failure = await settleBackground(context);
-      return withClauses(backgroundOutcome(failure, plan.phases.slice(index).map((p) => p.name)), await abandonEarly(context, plan.phases, early));
+      return withClauses(backgroundOutcome(failure, plan.phases.slice(index).map((p) => p.name)), await abandonAll(context, plan.phases, [...(early ? [early] : []), ...later]));
     }
     run.phaseIndex = index;
     run.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
+    // The phase after the next may start early now, if the next one has started its processes.
+    run.pipeline.advance(context, plan.phases);
     const phaseStart = performance.now();
     const endPhase = (ok: boolean) => run.phases.push({ name: phase.name, startMs: phaseStart - run.started, ms: performance.now() - phaseStart, ok });
     let current: PlanStep | undefined;
@@ -139,8 +144,7 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       }
       for (const step of phase.steps.slice(early && earlyFailure === undefined ? early.steps : 0)) {
         current = step;
-        // Batch hooks see each batch start and end as planned: no batch starts early around them.
-        if (step.kind === "route" && !hasBatchHooks(context)) run.early ??= startEarly(context, plan.phases, index + 1);
+        if (marksPrepared(step)) run.pipeline.prepared(context, plan.phases, index);
         await runStep(context, phase, step);
       }
       endPhase(true);
@@ -152,12 +156,13 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
         return { paused: { phase: error.phase, gate: error.gate } };
       }
       const failure = toNodropError(error, "E_INSTANCE");
+      // Nothing more starts early while recovery runs; what did is stopped after it.
+      const later = run.pipeline.close();
       // Recovery works on a settled fleet: no stop of an old slot still in progress.
       await settleBackground(context);
       const outcome = await afterFailure(context, phase, failure, `${phase.name}: ${current?.kind ?? (failure.code === "E_HOOK" ? "beforeBatch" : "?")}`);
       // With the lock taken over, the deploy that holds it now may already use a slot started early: left as it is.
-      const next = takeEarly(run, index + 1);
-      const abandoned = failure.code === "E_LOCK" ? await leftEarly(context, plan.phases, next) : await abandonEarly(context, plan.phases, next);
+      const abandoned = failure.code === "E_LOCK" ? await leftAll(context, plan.phases, later) : await abandonAll(context, plan.phases, later);
       endPhase(false);
       // A drain that failed in the background meanwhile is part of what the report must say.
       const drain = failedDrain(run);
@@ -185,11 +190,18 @@ async function afterBatchFailed(context: RunContext, plan: DeployPlan, index: nu
   return { error, step: `${phase.name}: afterBatch`, recovery: `${phase.name} finished on the new version; ${pool}; ${next}` };
 }
 
-/** The early start of phase `index`, handed over (the run keeps none once taken). */
-function takeEarly(run: RunContext["run"], index: number): EarlyStart | undefined {
-  const early = run.early?.phase === index ? run.early : undefined;
-  if (early) run.early = undefined;
-  return early;
+/** Stops what each early start left running, in phase order; the clauses for the report. */
+async function abandonAll(context: RunContext, phases: readonly PlanPhase[], starts: readonly EarlyStart[]): Promise<string[]> {
+  const clauses: string[] = [];
+  for (const early of starts) clauses.push(...(await abandonEarly(context, phases, early)));
+  return clauses;
+}
+
+/** Says what each early start left running for the deploy that took the lock over, stopping nothing. */
+async function leftAll(context: RunContext, phases: readonly PlanPhase[], starts: readonly EarlyStart[]): Promise<string[]> {
+  const clauses: string[] = [];
+  for (const early of starts) clauses.push(...(await leftEarly(context, phases, early)));
+  return clauses;
 }
 
 /** The outcome with more clauses in its recovery. */

@@ -384,10 +384,11 @@ export interface PlanPhase {
   readonly steps: readonly PlanStep[];
   readonly onFailure: FailurePolicy;
   /**
-   * Its leading steps on idle slots may start while the phase before it runs its first route (a
-   * surge's swap): nothing routes to those slots, and the next batch need not wait for the reload.
-   * A failure among them surfaces when this phase begins. One more phase's new processes then
-   * overlap with old ones, which preflight's memory check counts.
+   * Its leading steps on idle slots may start before its turn, once the phase before it has started
+   * its own new processes (while that one checks them and swaps): nothing routes to those slots, and
+   * the next batch need not wait for the check or the reload. A failure among them surfaces when
+   * this phase begins. One more phase's new processes then overlap with old ones, which preflight's
+   * memory check counts.
    */
   readonly prepareEarly?: boolean;
   /**

@@ -18,6 +18,8 @@ class SlotFleet {
   failStop = new Set<string>();
   /** A stop of one of these slots waits for its gate, then fails. */
   readonly gatedFailStop = new Map<string, Promise<void>>();
+  /** A health probe of one of these slots takes this many ms. */
+  readonly slowProbe = new Map<string, number>();
   /** A stop of one of these slots waits for its gate, then succeeds (logged as "stopped <slot>"). */
   readonly gatedStop = new Map<string, Promise<void>>();
   inspection: (id: string) => SlotInspection = () => ({ free: true, liveRssBytes: 50 * 2 ** 20, availableBytes: 8 * 2 ** 30 });
@@ -63,6 +65,8 @@ class SlotFleet {
   health(): HealthCheck {
     return {
       probe: async (instance) => {
+        const delay = this.slowProbe.get(`${instance.id}:${instance.port}`);
+        if (delay) await new Promise((resolve) => setTimeout(resolve, delay));
         const version = this.running.get(`${instance.id}:${instance.port}`);
         if (version === undefined) return { ok: false, version: undefined, detail: "connection refused" };
         return this.broken.has(`${instance.id}:${instance.port}`) ? { ok: false, version, detail: "status 503" } : { ok: true, version, detail: "status 200" };
@@ -195,8 +199,13 @@ describe("surge rolling through the engine", () => {
     expect(fleet.running.has("web-8012:9012")).toBe(false);
     expect(byId(report, "web-8012")).toMatchObject({ port: 8012, version: "v1", outcome: "reverted", inPool: true, idle: { port: 9012, running: false } });
     expect(byId(report, "web-8011")).toMatchObject({ port: 9011, version: "v2", outcome: "updated" });
-    expect(byId(report, "web-8013")).toMatchObject({ port: 8013, version: "v1", outcome: "not-reached" });
+    // Batch 3's new slot had started while batch 2's was checked (the pipeline): stopped again, nothing routed to it.
+    expect(byId(report, "web-8013")).toMatchObject({ port: 8013, version: "v1", inPool: true, idle: { port: 9013, running: false } });
+    expect(fleet.running.get("web-8013:8013")).toBe("v1");
+    expect(fleet.running.has("web-8013:9013")).toBe(false);
+    expect(proxy.applied.map((a) => a.routing.slots?.["web-8013"])).toEqual([8013]);
     expect(report.recovery).toContain("stopped the idle slots of web-8012 (port 9012)");
+    expect(report.recovery).toContain("batch 3/3, started early: stopped the idle slots of web-8013 (port 9013)");
   });
 
   it("an old slot that does not stop ends the deploy at the next batch, with its instance serving from its new slot", async () => {
@@ -227,8 +236,10 @@ describe("surge rolling through the engine", () => {
     expect(byId(report, "web-8012")).toMatchObject({ port: 8012, version: "v1", outcome: "not-reached", inPool: true });
   });
 
-  it("with prepareAhead, the next batch's new slot starts during the swap before it, and is swapped in only after it was checked", async () => {
-    const fleet = new SlotFleet(3, "v1");
+  it("with prepareAhead, a batch's new slot starts once the batch before it has started its own, before that one's swap ends, and is swapped in only after it was checked", async () => {
+    const fleet = new SlotFleet(4, "v1");
+    // Batch 1's new slot takes a while to pass its check.
+    fleet.slowProbe.set("web-8011:9011", 30);
     const log = fleet.calls;
     const proxy = new RecordingProxy();
     const apply = proxy.apply.bind(proxy);
@@ -243,15 +254,21 @@ describe("surge rolling through the engine", () => {
     const report = await deploy(options(fleet, proxy, "v2"));
     expect(report.ok).toBe(true);
     const at = (entry: string) => log.indexOf(entry);
-    // web-8012 (batch 2) starts while swap 1 runs; web-8013 (batch 3) while swap 2 runs.
-    expect(at("start web-8012:9012")).toBeGreaterThan(at("swap 1 begins"));
+    // One start at a time, each after the one before it, and before the swap of the batch before it
+    // ends: web-8012 (batch 2) before swap 1 ends, web-8013 (batch 3) before swap 2 ends.
+    expect(at("start web-8012:9012")).toBeGreaterThan(at("start web-8011:9011"));
     expect(at("start web-8012:9012")).toBeLessThan(at("swap 1 ends"));
-    expect(at("start web-8013:9013")).toBeGreaterThan(at("swap 2 begins"));
+    expect(at("start web-8013:9013")).toBeGreaterThan(at("start web-8012:9012"));
     expect(at("start web-8013:9013")).toBeLessThan(at("swap 2 ends"));
+    // Never more than two batches ahead of the one running: batch 4 waits for batch 1's phase to end.
+    expect(at("start web-8014:9014")).toBeGreaterThan(at("start web-8013:9013"));
+    expect(at("start web-8014:9014")).toBeGreaterThan(at("swap 1 ends"));
     // The first batch waits for nothing before it; every routing holds the whole fleet.
     expect(at("start web-8011:9011")).toBeLessThan(at("swap 1 begins"));
-    expect(proxy.applied.map((a) => servingInstances(a.routing).size)).toEqual([3, 3, 3]);
-    expect(report.phases.map((p) => p.ok)).toEqual([true, true, true]);
+    // Batch 2 starts while batch 1's new slot is checked, before batch 1's swap: the check holds nothing up.
+    expect(at("start web-8012:9012")).toBeLessThan(at("swap 1 begins"));
+    expect(proxy.applied.map((a) => servingInstances(a.routing).size)).toEqual([4, 4, 4, 4]);
+    expect(report.phases.map((p) => p.ok)).toEqual([true, true, true, true]);
   });
 
   it("with prepareAhead and memory for three batches only, batch 1's old slot that fails to stop (still resident) keeps batch 4 from starting early", async () => {
@@ -313,13 +330,39 @@ describe("surge rolling through the engine", () => {
     const report = await deploy(options(fleet, proxy, "v2"));
     expect(report.ok).toBe(false);
     expect(report.error).toMatchObject({ code: "E_HEALTHCHECK", instance: "web-8012", step: "batch 2/3: check" });
-    // Batch 1 swapped; batch 2 never did; batch 3 never started.
+    // Batch 1 swapped; batch 2 never did; batch 3's new slot, started while batch 2's was checked, was stopped again.
     expect(proxy.applied).toHaveLength(1);
     expect(fleet.running.has("web-8012:9012")).toBe(false);
     expect(fleet.running.get("web-8012:8012")).toBe("v1");
-    expect(fleet.calls.filter((c) => c.includes("web-8013"))).toEqual([]);
+    expect(fleet.calls.filter((c) => c.includes("web-8013"))).toEqual(["update web-8013:9013 v2", "start web-8013:9013", "stop web-8013:9013"]);
+    expect(fleet.running.get("web-8013:8013")).toBe("v1");
     expect(byId(report, "web-8011")).toMatchObject({ port: 9011, version: "v2", outcome: "updated" });
     expect(byId(report, "web-8012")).toMatchObject({ port: 8012, version: "v1", inPool: true });
+  });
+
+  it("a swap that fails with two batches started ahead of it stops both, and nothing more starts", async () => {
+    const fleet = new SlotFleet(4, "v1");
+    const proxy = new RecordingProxy();
+    // Batch 1's swap takes a while (batches 2 and 3 start meanwhile), then fails with the old routing in force.
+    proxy.apply = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      throw new NodropError("E_PROXY_RELOAD", "nginx -t failed on local", { routingInForce: "previous" });
+    };
+    const report = await deploy(options(fleet, proxy, "v2"));
+    expect(report.ok).toBe(false);
+    expect(report.error).toMatchObject({ code: "E_PROXY_RELOAD", step: "batch 1/4: route" });
+    for (const id of ["web-8012", "web-8013"]) {
+      const port = Number(id.slice(4));
+      expect(fleet.calls.filter((c) => c.includes(id))).toEqual([`update ${id}:${port + 1000} v2`, `start ${id}:${port + 1000}`, `stop ${id}:${port + 1000}`]);
+      expect(byId(report, id)).toMatchObject({ port, version: "v1", inPool: true, idle: { port: port + 1000, running: false } });
+    }
+    expect(report.recovery).toContain("batch 2/4, started early: stopped the idle slots of web-8012 (port 9012)");
+    expect(report.recovery).toContain("batch 3/4, started early: stopped the idle slots of web-8013 (port 9013)");
+    // Batch 4 is three ahead of batch 1: it never started.
+    expect(fleet.calls.filter((c) => c.includes("web-8014"))).toEqual([]);
+    // Batch 1's own new slot is left, as after any failed proxy change (nginx may still route to it), and the report says so.
+    expect(report.recovery).toContain("left web-8011 (port 9011) running");
+    expect([...fleet.running.keys()].sort()).toEqual(["web-8011:8011", "web-8011:9011", "web-8012:8012", "web-8013:8013", "web-8014:8014"]);
   });
 
   it("refuses before anything runs when an idle port is taken, naming the host and the port", async () => {
