@@ -51685,9 +51685,7 @@ function inspectSlotsCommand(pairs, address) {
   return [
     // ss's own exit status counts: one that fails (no -H, no permission) falls back to connecting.
     "if command -v ss >/dev/null 2>&1 && all=$(ss -Hltnp 2>/dev/null); then",
-    `  pids=$(printf '%s\\n' "$all" | awk '${PIDS_AWK}')`,
-    // pid, uid, resident KiB and name of every listener's process, then a separator, then ss's lines.
-    `  { if [ -n "$pids" ]; then ps -o pid=,uid=,rss=,comm= -p "$pids" 2>/dev/null; fi; echo '--'; printf '%s\\n' "$all"; } | awk -v pairs="${list2}" '${PAIRS_AWK}'`,
+    `  printf '%s\\n' "$all" | awk -v pairs="${list2}" '${PAIRS_AWK}'`,
     "else",
     "  echo noss",
     `  for pair in ${pairs.map((p) => `"${p.idlePort}"`).join(" ")}; do echo "slot $pair"; if command -v bash >/dev/null 2>&1 && ${tcp("$pair")}; then echo open; fi; done`,
@@ -51696,12 +51694,17 @@ function inspectSlotsCommand(pairs, address) {
     "exit 0"
   ].join("\n");
 }
-var PIDS_AWK = `{ s = $0; while (match(s, /pid=[0-9]+/)) { p = substr(s, RSTART + 4, RLENGTH - 4); if (!(p in seen)) { seen[p] = 1; out = out (out == "" ? "" : ",") p }; s = substr(s, RSTART + RLENGTH) } } END { print out }`;
 var PAIRS_AWK = [
   `function firstpid(text) { return match(text, /pid=[0-9]+/) ? substr(text, RSTART + 4, RLENGTH - 4) : "" }`,
-  `function owner(side, text,  p) { p = firstpid(text); if (p != "" && (p in uid)) print "owner", side, uid[p], comm[p] }`,
-  `$0 == "--" { inss = 1; next }`,
-  `!inss { if (NF >= 4) { uid[$1] = $2; rss[$1] = $3; name = $4; for (i = 5; i <= NF; i++) name = name " " $i; comm[$1] = name }; next }`,
+  // uid[p], name[p] and rss[p] from the process's status file, read once; nothing when it is gone.
+  `function status(p,  file, line, f) { if (p in read) return; read[p] = 1; file = "/proc/" p "/status";`,
+  `  while ((getline line < file) > 0) {`,
+  `    if (line ~ /^Name:/) name[p] = substr(line, index(line, "\\t") + 1);`,
+  `    else if (line ~ /^Uid:/) { split(line, f, /[ \\t]+/); uid[p] = f[3] }`,
+  `    else if (line ~ /^VmRSS:/) { split(line, f, /[ \\t]+/); rss[p] = f[2] }`,
+  `  }`,
+  `  close(file) }`,
+  `function owner(side, text,  p) { p = firstpid(text); if (p == "") return; status(p); if (p in uid) print "owner", side, uid[p], name[p] }`,
   `NF { n = split($4, a, ":"); port = a[n]; at[port] = at[port] $0 "\\n"; if (!(port in first)) first[port] = $0 }`,
   `END {`,
   `  n = split(pairs, p, " ");`,
@@ -51709,7 +51712,7 @@ var PAIRS_AWK = [
   `    idle = p[k]; live = p[k + 1]; print "slot", idle;`,
   `    m = split(at[idle], lines, "\\n"); for (j = 1; j <= m; j++) if (lines[j] != "") { split(lines[j], f, " "); print "listen", f[4], lines[j] }`,
   `    split("", counted); sum = 0; sized = 0; s = at[live];`,
-  `    while (match(s, /pid=[0-9]+/)) { q = substr(s, RSTART + 4, RLENGTH - 4); if (!(q in counted) && (q in rss)) { counted[q] = 1; sum += rss[q]; sized = 1 }; s = substr(s, RSTART + RLENGTH) }`,
+  `    while (match(s, /pid=[0-9]+/)) { q = substr(s, RSTART + 4, RLENGTH - 4); s = substr(s, RSTART + RLENGTH); if (q in counted) continue; counted[q] = 1; status(q); if (q in rss) { sum += rss[q]; sized = 1 } }`,
   `    if (sized) print "rss", sum;`,
   `    owner("idle", first[idle]); owner("live", first[live])`,
   `  }`,
@@ -52752,9 +52755,16 @@ function inForceClause(error2) {
   }
 }
 var SurgePipeline = class {
+  /** Early starts not yet taken over by their phase. */
   #started = /* @__PURE__ */ new Map();
+  /** Every phase that ever started early: none starts twice, taken over or not. */
+  #launched = /* @__PURE__ */ new Set();
   #prepared = /* @__PURE__ */ new Set();
   #open = true;
+  /** Whether early starts may still run their steps (closed: a phase failed, or batch hooks run). */
+  get open() {
+    return this.#open;
+  }
   /** The early start of phase `index`, handed over to it (the pipeline keeps none once taken). */
   take(index) {
     const early = this.#started.get(index);
@@ -52782,9 +52792,10 @@ var SurgePipeline = class {
     const { run: run3 } = context;
     for (let index = run3.phaseIndex + 1; index <= run3.phaseIndex + 2 && this.#open && !run3.backgroundFailure; index++) {
       if (!this.#prepared.has(index - 1)) return;
-      if (this.#started.has(index)) continue;
+      if (this.#launched.has(index)) continue;
       const early = startEarly(context, phases, index);
       if (!early) return;
+      this.#launched.add(index);
       this.#started.set(index, early);
     }
   }
@@ -52803,12 +52814,14 @@ function startEarly(context, phases, index) {
   if (!phase?.prepareEarly) return void 0;
   const steps = earlySteps(phase);
   if (steps.length === 0) return void 0;
+  const { run: run3 } = context;
   const done = (async () => {
     await awaitOlderBackground(context, index - 1);
-    if (context.run.backgroundFailure) return { skipped: true };
+    if (run3.backgroundFailure || !run3.pipeline.open) return { skipped: true };
     for (const step3 of steps) {
+      if (!run3.pipeline.open) return void 0;
       try {
-        if (marksPrepared(step3)) context.run.pipeline.prepared(context, phases, index);
+        if (marksPrepared(step3)) run3.pipeline.prepared(context, phases, index);
         await runStep(context, phase, step3);
       } catch (error2) {
         return { error: toNodropError(error2, "E_INSTANCE"), step: step3 };
@@ -53511,7 +53524,6 @@ async function runPhases(context, plan) {
     }
     run3.phaseIndex = index;
     run3.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
-    run3.pipeline.advance(context, plan.phases);
     const phaseStart = performance.now();
     const endPhase = (ok) => run3.phases.push({ name: phase.name, startMs: phaseStart - run3.started, ms: performance.now() - phaseStart, ok });
     let current;
@@ -53522,6 +53534,7 @@ async function runPhases(context, plan) {
         current = earlyFailure.step;
         throw earlyFailure.error;
       }
+      run3.pipeline.advance(context, plan.phases);
       for (const step3 of phase.steps.slice(early && earlyFailure === void 0 ? early.steps : 0)) {
         current = step3;
         if (marksPrepared(step3)) run3.pipeline.prepared(context, plan.phases, index);
@@ -53530,9 +53543,11 @@ async function runPhases(context, plan) {
       endPhase(true);
     } catch (error2) {
       if (error2 instanceof GatePaused) {
+        const later2 = run3.pipeline.close();
         await settleBackground(context);
+        const abandoned2 = await abandonAll(context, plan.phases, later2);
         endPhase(true);
-        return { paused: { phase: error2.phase, gate: error2.gate } };
+        return { paused: { phase: error2.phase, gate: error2.gate }, ...abandoned2.length > 0 ? { recovery: abandoned2.join("; ") } : {} };
       }
       const failure = toNodropError(error2, "E_INSTANCE");
       const later = run3.pipeline.close();

@@ -66,7 +66,7 @@ export interface KilledDeploy {
 
 /**
  * Starts `nodrop deploy --version V` as a child process and sends it SIGKILL as soon as the journal
- * has `k` records of this deploy. The file is watched (fs.watch) and polled every 5 ms besides; the
+ * has `k` records of this deploy (or, with `at`, as soon as it has the record `describeRecord` words so). The file is watched (fs.watch) and polled every 5 ms besides; the
  * count and the kill happen synchronously in the same callback. That is the granularity an external
  * kill has: the kill lands within a few milliseconds after record k, so when the engine writes the
  * next record less than that after it (a step's "ok" and the next step's "start" are often under a
@@ -75,12 +75,14 @@ export interface KilledDeploy {
  * Resolves once the process has exited and been reaped (a zombie's pid still answers kill -0, which
  * would keep its lock from looking stale).
  */
-export async function deployKilledAt(fleet: Fleet, options: { version: string; k: number; tag: string; timeoutMs?: number }): Promise<KilledDeploy> {
+export async function deployKilledAt(fleet: Fleet, options: { version: string; k: number; tag: string; timeoutMs?: number; at?: string }): Promise<KilledDeploy> {
   const file = journalFile(fleet);
   const offset = await stat(file).then((s) => s.size, () => 0);
   const fd = openSync(file, "a+");
   let seen = offset;
   let lines = 0;
+  let partial = "";
+  let reached = false;
   let recordsAtKill = -1;
   let killedAt = 0;
   const buffer = Buffer.alloc(64 * 1024);
@@ -93,9 +95,16 @@ export async function deployKilledAt(fleet: Fleet, options: { version: string; k
       const n = readSync(fd, buffer, 0, Math.min(buffer.length, size - seen), seen);
       if (n <= 0) break;
       for (let i = 0; i < n; i++) if (buffer[i] === 0x0a) lines++;
+      // With `at`, the record itself is looked for: concurrent steps (surge's pipeline) may write their records in either order.
+      if (options.at !== undefined) {
+        const text = partial + buffer.toString("utf8", 0, n);
+        const whole = text.split("\n");
+        partial = whole.pop() ?? "";
+        reached ||= parseJournal(whole.join("\n")).some((r) => describeRecord(r) === options.at);
+      }
       seen += n;
     }
-    if (lines >= options.k) {
+    if (options.at !== undefined ? reached : lines >= options.k) {
       child.kill("SIGKILL");
       killedAt = Date.now();
       recordsAtKill = lines;
@@ -126,7 +135,7 @@ export async function deployKilledAt(fleet: Fleet, options: { version: string; k
     return {
       recordsAtKill,
       records,
-      killLagMs: recordsAtKill >= 0 && records[options.k - 1] ? killedAt - Date.parse(records[options.k - 1]!.at) : Number.NaN,
+      killLagMs: killLag(records, recordsAtKill >= 0 ? (options.at === undefined ? options.k : recordsAtKill) : -1, killedAt),
       exit: { code: result.code, signal: result.signal },
       stdout: result.stdout,
       stderr: result.stderr,
@@ -136,6 +145,12 @@ export async function deployKilledAt(fleet: Fleet, options: { version: string; k
     clearInterval(poll);
     closeSync(fd);
   }
+}
+
+/** From the time stamp of the `n`-th record (1-based) to the kill; NaN when there was no kill. */
+function killLag(records: readonly JournalRecord[], n: number, killedAt: number): number {
+  const record = n > 0 ? records[n - 1] : undefined;
+  return record ? killedAt - Date.parse(record.at) : Number.NaN;
 }
 
 /** Processes (pid and command line) that carry `tag` in their environment, but not the app servers they started. */

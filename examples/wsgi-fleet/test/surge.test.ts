@@ -206,7 +206,7 @@ describe("surge rolling killed with -9 mid-deploy, then resume (real nginx + gun
     try {
       while (load.completed() < 16) await sleep(5);
       const tag = `surge-${k}-${to}`;
-      const killed = await deployKilledAt(fleet, { version: to, k, tag });
+      const killed = await deployKilledAt(fleet, { version: to, k, tag, at: record });
       expect(killed.exit.signal).toBe("SIGKILL");
       await waitForOrphans(tag);
       // The kill left batch 2's instance with both slots up: the old version and the new one.
@@ -246,7 +246,7 @@ describe("surge rolling killed with -9 mid-deploy, then resume (real nginx + gun
     const slow = slowRequests(fleet, 12, SLOW_MS, t0);
     await sleep(300);
     const tag = `surge-drain-${k}-${to}`;
-    const killed = await deployKilledAt(fleet, { version: to, k, tag });
+    const killed = await deployKilledAt(fleet, { version: to, k, tag, at: record });
     expect(killed.exit.signal).toBe("SIGKILL");
     await waitForOrphans(tag);
     const resumed = await runNodrop(["resume", "--config", fleet.configFile, "--json"]);

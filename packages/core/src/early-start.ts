@@ -28,9 +28,17 @@ export interface EarlyStart {
 
 /** The pipeline's state in a run: the early starts not yet taken over by their phase, and which phases have started their new processes. */
 export class SurgePipeline {
+  /** Early starts not yet taken over by their phase. */
   readonly #started = new Map<number, EarlyStart>();
+  /** Every phase that ever started early: none starts twice, taken over or not. */
+  readonly #launched = new Set<number>();
   readonly #prepared = new Set<number>();
   #open = true;
+
+  /** Whether early starts may still run their steps (closed: a phase failed, or batch hooks run). */
+  get open(): boolean {
+    return this.#open;
+  }
 
   /** The early start of phase `index`, handed over to it (the pipeline keeps none once taken). */
   take(index: number): EarlyStart | undefined {
@@ -62,9 +70,10 @@ export class SurgePipeline {
     const { run } = context;
     for (let index = run.phaseIndex + 1; index <= run.phaseIndex + 2 && this.#open && !run.backgroundFailure; index++) {
       if (!this.#prepared.has(index - 1)) return;
-      if (this.#started.has(index)) continue;
+      if (this.#launched.has(index)) continue;
       const early = startEarly(context, phases, index);
       if (!early) return;
+      this.#launched.add(index);
       this.#started.set(index, early);
     }
   }
@@ -95,13 +104,17 @@ function startEarly(context: RunContext, phases: readonly PlanPhase[], index: nu
   if (!phase?.prepareEarly) return undefined;
   const steps = earlySteps(phase);
   if (steps.length === 0) return undefined;
+  const { run } = context;
   const done = (async () => {
     await awaitOlderBackground(context, index - 1);
     // An old process that did not stop is still resident: starting more would pass the memory model.
-    if (context.run.backgroundFailure) return { skipped: true as const };
+    // A pipeline closed meanwhile (a phase failed, recovery runs) starts nothing.
+    if (run.backgroundFailure || !run.pipeline.open) return { skipped: true as const };
     for (const step of steps) {
+      // Closed between steps: what was started stays for abandonEarly to stop, nothing more runs.
+      if (!run.pipeline.open) return undefined;
       try {
-        if (marksPrepared(step)) context.run.pipeline.prepared(context, phases, index);
+        if (marksPrepared(step)) run.pipeline.prepared(context, phases, index);
         await runStep(context, phase, step);
       } catch (error) {
         return { error: toNodropError(error, "E_INSTANCE"), step };

@@ -128,8 +128,6 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
     }
     run.phaseIndex = index;
     run.emit({ type: "phase", phase: phase.name, index, total: plan.phases.length });
-    // The phase after the next may start early now, if the next one has started its processes.
-    run.pipeline.advance(context, plan.phases);
     const phaseStart = performance.now();
     const endPhase = (ok: boolean) => run.phases.push({ name: phase.name, startMs: phaseStart - run.started, ms: performance.now() - phaseStart, ok });
     let current: PlanStep | undefined;
@@ -142,6 +140,8 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
         current = earlyFailure.step;
         throw earlyFailure.error;
       }
+      // The phase after the next may start early now, if the next one has started its processes.
+      run.pipeline.advance(context, plan.phases);
       for (const step of phase.steps.slice(early && earlyFailure === undefined ? early.steps : 0)) {
         current = step;
         if (marksPrepared(step)) run.pipeline.prepared(context, plan.phases, index);
@@ -150,10 +150,13 @@ async function runPhases(context: RunContext, plan: DeployPlan): Promise<RunOutc
       endPhase(true);
     } catch (error) {
       if (error instanceof GatePaused) {
-        // Not a failure: the deploy stops where it is, serving, for a person to promote or abort.
+        // Not a failure: the deploy stops where it is, serving, for a person to promote or abort
+        // (no idle slot left running that nothing routes to: what started early is stopped).
+        const later = run.pipeline.close();
         await settleBackground(context);
+        const abandoned = await abandonAll(context, plan.phases, later);
         endPhase(true);
-        return { paused: { phase: error.phase, gate: error.gate } };
+        return { paused: { phase: error.phase, gate: error.gate }, ...(abandoned.length > 0 ? { recovery: abandoned.join("; ") } : {}) };
       }
       const failure = toNodropError(error, "E_INSTANCE");
       // Nothing more starts early while recovery runs; what did is stopped after it.

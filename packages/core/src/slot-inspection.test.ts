@@ -1,5 +1,8 @@
 import { execFile } from "node:child_process";
+import { mkdtemp, rm, symlink } from "node:fs/promises";
 import net from "node:net";
+import os from "node:os";
+import path from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { inspectSlotCommand, inspectSlotsCommand, listenerTakes, parseSlotInspection, parseSlotInspections } from "./slot-inspection.js";
@@ -104,6 +107,28 @@ describe("inspectSlotsCommand: several pairs in one command", () => {
       expect(seen.get(free)?.listenerOwner).toBeUndefined();
     } finally {
       await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+    }
+  });
+});
+
+describe("inspectSlotsCommand on a host with ss and awk only (no procps: a slim image)", () => {
+  it("still names each side's owner and sizes the live port's processes, from /proc", async () => {
+    const bin = await mkdtemp(path.join(os.tmpdir(), "nodrop-slim-"));
+    const which = promisify(execFile);
+    for (const tool of ["ss", "awk"]) await symlink((await which("bash", ["-c", `command -v ${tool}`])).stdout.trim(), path.join(bin, tool));
+    const servers = await Promise.all([0, 1].map(() => listening()));
+    const [taken, live] = servers.map((s) => (s.address() as net.AddressInfo).port) as [number, number];
+    try {
+      const bash = (await which("bash", ["-c", "command -v bash"])).stdout.trim();
+      const { stdout } = await which(bash, ["-c", inspectSlotsCommand([{ idlePort: taken, livePort: live }], "127.0.0.1")], { env: { PATH: bin } });
+      expect(stdout).not.toContain("noss");
+      const seen = parseSlotInspections(stdout, "127.0.0.1").get(taken);
+      expect(seen).toMatchObject({ free: false, listenerOwner: expect.stringMatching(new RegExp(`^${process.getuid!()}:\\S+$`)) });
+      expect(seen?.liveOwner).toBe(seen?.listenerOwner);
+      expect(seen?.liveRssBytes).toBeGreaterThan(1024 * 1024);
+    } finally {
+      await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+      await rm(bin, { recursive: true, force: true });
     }
   });
 });

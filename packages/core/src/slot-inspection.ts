@@ -11,12 +11,12 @@ export interface SlotPair {
  * The shell command that inspects idle slots on one host, before a deploy starts processes there:
  * for each pair, who listens on the idle port (ss), the resident size of the processes holding the
  * live port's socket (a gunicorn master and its workers) and who runs each side; then the host's
- * MemAvailable. One `ss -p` (it reads every process's descriptors, the costly part), one `ps` and
- * one awk serve every pair: a host busy serving pays for each process a command forks, and a
- * per-pair pipeline cost tenths of a second there. Without ss it falls back to connecting to each
- * idle port (bash's /dev/tcp), and sizes are then unknown. Each pair's lines follow a `slot <idle
- * port>` line. Ports are integers and the address an IP literal, checked here again because this
- * is a shell line.
+ * MemAvailable. One `ss -p` (it reads every process's descriptors, the costly part) and one awk,
+ * which reads each process's /proc/<pid>/status itself (no procps needed), serve every pair: a host
+ * busy serving pays for each process a command forks, and a per-pair pipeline cost tenths of a
+ * second there. Without ss it falls back to connecting to each idle port (bash's /dev/tcp), and
+ * sizes are then unknown. Each pair's lines follow a `slot <idle port>` line. Ports are integers
+ * and the address an IP literal, checked here again because this is a shell line.
  */
 export function inspectSlotsCommand(pairs: readonly SlotPair[], address: string): string {
   for (const { idlePort, livePort } of pairs) {
@@ -28,9 +28,7 @@ export function inspectSlotsCommand(pairs: readonly SlotPair[], address: string)
   return [
     // ss's own exit status counts: one that fails (no -H, no permission) falls back to connecting.
     "if command -v ss >/dev/null 2>&1 && all=$(ss -Hltnp 2>/dev/null); then",
-    `  pids=$(printf '%s\\n' "$all" | awk '${PIDS_AWK}')`,
-    // pid, uid, resident KiB and name of every listener's process, then a separator, then ss's lines.
-    `  { if [ -n "$pids" ]; then ps -o pid=,uid=,rss=,comm= -p "$pids" 2>/dev/null; fi; echo '--'; printf '%s\\n' "$all"; } | awk -v pairs="${list}" '${PAIRS_AWK}'`,
+    `  printf '%s\\n' "$all" | awk -v pairs="${list}" '${PAIRS_AWK}'`,
     "else",
     "  echo noss",
     `  for pair in ${pairs.map((p) => `"${p.idlePort}"`).join(" ")}; do echo "slot $pair"; if command -v bash >/dev/null 2>&1 && ${tcp("$pair")}; then echo open; fi; done`,
@@ -40,17 +38,21 @@ export function inspectSlotsCommand(pairs: readonly SlotPair[], address: string)
   ].join("\n");
 }
 
-// The pids that ss names (pid=N), comma-separated, each once. No single quote: it is inside one.
-const PIDS_AWK = `{ s = $0; while (match(s, /pid=[0-9]+/)) { p = substr(s, RSTART + 4, RLENGTH - 4); if (!(p in seen)) { seen[p] = 1; out = out (out == "" ? "" : ",") p }; s = substr(s, RSTART + RLENGTH) } } END { print out }`;
-
-// Reads ps's lines up to "--", then ss's, and prints each pair's block: "slot", its idle port's
-// "listen" lines, the live port's processes' summed "rss", and each side's first process's "owner"
-// (uid and name). A listener's local port is the last ":" field of ss's fourth column. No single quote.
+// Reads ss's lines and prints each pair's block: "slot", its idle port's "listen" lines, the live
+// port's processes' summed "rss" (KiB), and each side's first process's "owner" (effective uid and
+// name), all from /proc/<pid>/status. A listener's local port is the last ":" field of ss's fourth
+// column. POSIX awk (mawk, busybox): no single quote, since it is inside one.
 const PAIRS_AWK = [
   `function firstpid(text) { return match(text, /pid=[0-9]+/) ? substr(text, RSTART + 4, RLENGTH - 4) : "" }`,
-  `function owner(side, text,  p) { p = firstpid(text); if (p != "" && (p in uid)) print "owner", side, uid[p], comm[p] }`,
-  `$0 == "--" { inss = 1; next }`,
-  `!inss { if (NF >= 4) { uid[$1] = $2; rss[$1] = $3; name = $4; for (i = 5; i <= NF; i++) name = name " " $i; comm[$1] = name }; next }`,
+  // uid[p], name[p] and rss[p] from the process's status file, read once; nothing when it is gone.
+  `function status(p,  file, line, f) { if (p in read) return; read[p] = 1; file = "/proc/" p "/status";`,
+  `  while ((getline line < file) > 0) {`,
+  `    if (line ~ /^Name:/) name[p] = substr(line, index(line, "\\t") + 1);`,
+  `    else if (line ~ /^Uid:/) { split(line, f, /[ \\t]+/); uid[p] = f[3] }`,
+  `    else if (line ~ /^VmRSS:/) { split(line, f, /[ \\t]+/); rss[p] = f[2] }`,
+  `  }`,
+  `  close(file) }`,
+  `function owner(side, text,  p) { p = firstpid(text); if (p == "") return; status(p); if (p in uid) print "owner", side, uid[p], name[p] }`,
   `NF { n = split($4, a, ":"); port = a[n]; at[port] = at[port] $0 "\\n"; if (!(port in first)) first[port] = $0 }`,
   `END {`,
   `  n = split(pairs, p, " ");`,
@@ -58,7 +60,7 @@ const PAIRS_AWK = [
   `    idle = p[k]; live = p[k + 1]; print "slot", idle;`,
   `    m = split(at[idle], lines, "\\n"); for (j = 1; j <= m; j++) if (lines[j] != "") { split(lines[j], f, " "); print "listen", f[4], lines[j] }`,
   `    split("", counted); sum = 0; sized = 0; s = at[live];`,
-  `    while (match(s, /pid=[0-9]+/)) { q = substr(s, RSTART + 4, RLENGTH - 4); if (!(q in counted) && (q in rss)) { counted[q] = 1; sum += rss[q]; sized = 1 }; s = substr(s, RSTART + RLENGTH) }`,
+  `    while (match(s, /pid=[0-9]+/)) { q = substr(s, RSTART + 4, RLENGTH - 4); s = substr(s, RSTART + RLENGTH); if (q in counted) continue; counted[q] = 1; status(q); if (q in rss) { sum += rss[q]; sized = 1 } }`,
   `    if (sized) print "rss", sum;`,
   `    owner("idle", first[idle]); owner("live", first[live])`,
   `  }`,

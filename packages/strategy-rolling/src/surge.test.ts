@@ -365,6 +365,48 @@ describe("surge rolling through the engine", () => {
     expect([...fleet.running.keys()].sort()).toEqual(["web-8011:8011", "web-8011:9011", "web-8012:8012", "web-8013:8013", "web-8014:8014"]);
   });
 
+  it("an early start taken over by its phase before it reached its check runs once: no batch starts twice", async () => {
+    const fleet = new SlotFleet(5, "v1");
+    // Memory for three batches only: batch 4's early start waits for batch 1's old slot, which stops slowly.
+    fleet.inspection = () => ({ free: true, liveRssBytes: 300 * 2 ** 20, availableBytes: 1500 * 2 ** 20 });
+    let release = () => {};
+    fleet.gatedStop.set("web-8011:8011", new Promise<void>((resolve) => (release = resolve)));
+    const proxy = new RecordingProxy();
+    const apply = proxy.apply.bind(proxy);
+    // Released once batch 3 has swapped: by then batch 4's phase is next and takes its early start over, still waiting.
+    proxy.apply = async (routing, instances) => {
+      const result = await apply(routing, instances);
+      if (proxy.applied.length === 3) setTimeout(() => release(), 20);
+      return result;
+    };
+    const report = await deploy(options(fleet, proxy, "v2"));
+expect(report.ok).toBe(true);
+    for (const id of ["web-8011", "web-8012", "web-8013", "web-8014", "web-8015"]) {
+      const port = Number(id.slice(4)) + 1000;
+      expect(fleet.calls.filter((c) => c === `start ${id}:${port}`)).toHaveLength(1);
+      expect(fleet.calls.filter((c) => c.startsWith(`update ${id}:${port}`))).toHaveLength(1);
+    }
+    expect(proxy.applied.map((a) => servingInstances(a.routing).size)).toEqual([5, 5, 5, 5, 5]);
+  });
+
+  it("a batch that fails while a later batch's early start still waits for memory: that one starts nothing", async () => {
+    const fleet = new SlotFleet(4, "v1");
+    fleet.inspection = () => ({ free: true, liveRssBytes: 300 * 2 ** 20, availableBytes: 1400 * 2 ** 20 });
+    // Batch 4's early start waits for batch 1's old slot to stop; batch 3's new slot fails its check meanwhile.
+    let release = () => {};
+    fleet.gatedStop.set("web-8011:8011", new Promise<void>((resolve) => (release = resolve)));
+    const fallback = setTimeout(() => release(), 100);
+    fleet.broken.add("web-8013:9013");
+    const report = await deploy(options(fleet, new RecordingProxy(), "v2"));
+    clearTimeout(fallback);
+    expect(report.ok).toBe(false);
+    expect(report.error).toMatchObject({ code: "E_HEALTHCHECK", instance: "web-8013", step: "batch 3/4: check" });
+    // Released by recovery's wait for the background stop, batch 4's early start found the pipeline closed.
+    expect(fleet.calls.filter((c) => c.includes("web-8014"))).toEqual([]);
+    expect(fleet.running.has("web-8013:9013")).toBe(false);
+    expect(byId(report, "web-8014")).toMatchObject({ port: 8014, version: "v1", outcome: "not-reached", inPool: true });
+  });
+
   it("refuses before anything runs when an idle port is taken, naming the host and the port", async () => {
     const fleet = new SlotFleet(2, "v1");
     fleet.inspection = (id) => (id === "web-8012" ? { free: false, listener: "127.0.0.1:9012 (python3 4242)" } : { free: true });
