@@ -16,12 +16,10 @@ class SlotFleet {
   readonly calls: string[] = [];
   readonly broken = new Set<string>();
   failStop = new Set<string>();
-  /** A stop of one of these slots waits for its gate, then fails. */
-  readonly gatedFailStop = new Map<string, Promise<void>>();
+  /** A stop of one of these slots waits for its gate, then fails, or succeeds (logged as "stopped <slot>"). */
+  readonly gatedStops = new Map<string, { gate: Promise<void>; fail: boolean }>();
   /** A health probe of one of these slots takes this many ms. */
   readonly slowProbe = new Map<string, number>();
-  /** A stop of one of these slots waits for its gate, then succeeds (logged as "stopped <slot>"). */
-  readonly gatedStop = new Map<string, Promise<void>>();
   inspection: (id: string) => SlotInspection = () => ({ free: true, liveRssBytes: 50 * 2 ** 20, availableBytes: 8 * 2 ** 30 });
 
   constructor(count: number, version: string) {
@@ -32,22 +30,27 @@ class SlotFleet {
     }
   }
 
+  /** Makes the stop of `slot` wait until the function returned is called, then fail or succeed. */
+  gateStop(slot: string, outcome: "fails" | "succeeds"): () => void {
+    let release = () => {};
+    this.gatedStops.set(slot, { gate: new Promise<void>((resolve) => (release = resolve)), fail: outcome === "fails" });
+    return () => release();
+  }
+
+  /** Every live process 300 MiB, the host with `availableMiB` available (the memory tests' fleet). */
+  withMemory(availableMiB: number): void {
+    this.inspection = () => ({ free: true, liveRssBytes: 300 * 2 ** 20, availableBytes: availableMiB * 2 ** 20 });
+  }
+
   controls(): InstanceControl[] {
     return this.specs.map((spec) => ({
       spec,
       stop: async ({ port = spec.port }) => {
         this.calls.push(`stop ${spec.id}:${port}`);
-        const gate = this.gatedFailStop.get(`${spec.id}:${port}`);
-        if (gate) {
-          await gate;
-          throw new NodropError("E_INSTANCE", `stop of ${spec.id} on ${port} failed`, { instance: spec.id });
-        }
-        if (this.failStop.has(`${spec.id}:${port}`)) throw new NodropError("E_INSTANCE", `stop of ${spec.id} on ${port} failed`, { instance: spec.id });
-        const slow = this.gatedStop.get(`${spec.id}:${port}`);
-        if (slow) {
-          await slow;
-          this.calls.push(`stopped ${spec.id}:${port}`);
-        }
+        const gated = this.gatedStops.get(`${spec.id}:${port}`);
+        if (gated) await gated.gate;
+        if (gated?.fail || this.failStop.has(`${spec.id}:${port}`)) throw new NodropError("E_INSTANCE", `stop of ${spec.id} on ${port} failed`, { instance: spec.id });
+        if (gated) this.calls.push(`stopped ${spec.id}:${port}`);
         this.running.delete(`${spec.id}:${port}`);
       },
       update: async ({ version, port = spec.port }) => {
@@ -274,9 +277,8 @@ describe("surge rolling through the engine", () => {
   it("with prepareAhead and memory for three batches only, batch 1's old slot that fails to stop (still resident) keeps batch 4 from starting early", async () => {
     const fleet = new SlotFleet(4, "v1");
     // 300 MiB instances: three batches overlapping need 1328 MiB, all four 1628 MiB (see the refusal test below).
-    fleet.inspection = () => ({ free: true, liveRssBytes: 300 * 2 ** 20, availableBytes: 1400 * 2 ** 20 });
-    let release = () => {};
-    fleet.gatedFailStop.set("web-8011:8011", new Promise<void>((resolve) => (release = resolve)));
+    fleet.withMemory(1400);
+    const release = fleet.gateStop("web-8011:8011", "fails");
     const proxy = new RecordingProxy();
     const apply = proxy.apply.bind(proxy);
     // Batch 1's old slot fails to stop while batch 3 swaps: batch 4's early start waits for that stop.
@@ -300,8 +302,7 @@ describe("surge rolling through the engine", () => {
 
   it("with memory for the whole overlap, batch 4 starts while batch 1's old slot is still stopping: a slow stop holds nothing up", async () => {
     const fleet = new SlotFleet(4, "v1");
-    let release = () => {};
-    fleet.gatedStop.set("web-8011:8011", new Promise<void>((resolve) => (release = resolve)));
+    const release = fleet.gateStop("web-8011:8011", "succeeds");
     // Were batch 4 waiting for that stop, the stop would end first: released after 300 ms at the latest.
     const fallback = setTimeout(() => release(), 300);
     const proxy = new RecordingProxy();
@@ -368,9 +369,8 @@ describe("surge rolling through the engine", () => {
   it("an early start taken over by its phase before it reached its check runs once: no batch starts twice", async () => {
     const fleet = new SlotFleet(5, "v1");
     // Memory for three batches only: batch 4's early start waits for batch 1's old slot, which stops slowly.
-    fleet.inspection = () => ({ free: true, liveRssBytes: 300 * 2 ** 20, availableBytes: 1500 * 2 ** 20 });
-    let release = () => {};
-    fleet.gatedStop.set("web-8011:8011", new Promise<void>((resolve) => (release = resolve)));
+    fleet.withMemory(1500);
+    const release = fleet.gateStop("web-8011:8011", "succeeds");
     const proxy = new RecordingProxy();
     const apply = proxy.apply.bind(proxy);
     // Released once batch 3 has swapped: by then batch 4's phase is next and takes its early start over, still waiting.
@@ -391,10 +391,9 @@ expect(report.ok).toBe(true);
 
   it("a batch that fails while a later batch's early start still waits for memory: that one starts nothing", async () => {
     const fleet = new SlotFleet(4, "v1");
-    fleet.inspection = () => ({ free: true, liveRssBytes: 300 * 2 ** 20, availableBytes: 1400 * 2 ** 20 });
+    fleet.withMemory(1400);
     // Batch 4's early start waits for batch 1's old slot to stop; batch 3's new slot fails its check meanwhile.
-    let release = () => {};
-    fleet.gatedStop.set("web-8011:8011", new Promise<void>((resolve) => (release = resolve)));
+    const release = fleet.gateStop("web-8011:8011", "succeeds");
     const fallback = setTimeout(() => release(), 100);
     fleet.broken.add("web-8013:9013");
     const report = await deploy(options(fleet, new RecordingProxy(), "v2"));
@@ -421,7 +420,7 @@ expect(report.ok).toBe(true);
   it("refuses when a host lacks the memory for the overlap, and says by how much", async () => {
     const fleet = new SlotFleet(4, "v1");
     // 4 instances of 300 MiB, batches of 2: two batches overlap while the first one's old slots stop.
-    fleet.inspection = () => ({ free: true, liveRssBytes: 300 * 2 ** 20, availableBytes: 1100 * 2 ** 20 });
+    fleet.withMemory(1100);
     const proxy = new RecordingProxy();
     const report = await deploy(options(fleet, proxy, "v2", { batchSize: 2 }));
     expect(report.error?.code).toBe("E_PREFLIGHT");
