@@ -52403,7 +52403,7 @@ async function applyRouting(context, planned, why, phase, signal, background = f
       return { ...i.spec, port, version: run3.versionAt(i.spec.id, port), ...versions ? { versions } : {} };
     });
     const replaced = run3.possibleRoutings.map((r) => withSlots(r, options.instances.map((i) => i.spec), live));
-    if (backgroundDrain) await Promise.all(openDrains(run3).slice(0, -1).map((d) => d.done));
+    if (backgroundDrain) await Promise.all(openDrains(run3).slice(0, -DRAINS_WHILE_CHANGING).map((d) => d.done));
     let result;
     run3.routingAttempted(routing);
     try {
@@ -52425,6 +52425,7 @@ function proxyWarnings(warnings) {
   if (!Array.isArray(warnings) || warnings.length === 0) return {};
   return { warnings: warnings.slice(0, 5).map((w) => inertLine(w)) };
 }
+var DRAINS_WHILE_CHANGING = 2;
 function openDrains(run3) {
   return [...run3.draining].filter((d) => !d.settled);
 }
@@ -53341,14 +53342,7 @@ async function observeInstances(instances, health, options = {}) {
   return instances.map((i) => observed.get(i.spec.id));
 }
 async function planDeploy(options) {
-  const check = await options.proxy.check({ signal: options.signal, instances: options.instances.map((i) => i.spec) });
-  if (!check.ok) {
-    throw new NodropError("E_PROXY_SETUP", `proxy ${options.proxy.name} is not set up for nodrop:
-  ${check.details.join("\n  ")}`);
-  }
-  const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i])).values()];
-  await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
-  const read2 = await readRoutingInForce(options);
+  const read2 = await proxyAndHosts(options);
   const routing = read2.routing;
   const slotProblem = routing ? routingSlotProblem(routing, options.instances.map((i) => i.spec)) : void 0;
   if (slotProblem) throw new NodropError("E_PREFLIGHT", `refusing to deploy: on proxy ${options.proxy.name}, ${slotProblem}`);
@@ -53380,6 +53374,20 @@ async function planDeploy(options) {
   const clockNotes = await checkProxyClocks(options.proxy, plan, options.signal);
   const notes = [...slots.notes, ...clockNotes];
   return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing, others: read2.others, extraOverlap: slots.extraOverlap };
+}
+async function proxyAndHosts(options) {
+  const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i])).values()];
+  const [check, reached, read2] = await Promise.allSettled([
+    options.proxy.check({ signal: options.signal, instances: options.instances.map((i) => i.spec) }),
+    Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal }))),
+    readRoutingInForce(options)
+  ]);
+  if (check.status === "rejected") throw check.reason;
+  if (!check.value.ok) throw new NodropError("E_PROXY_SETUP", `proxy ${options.proxy.name} is not set up for nodrop:
+  ${check.value.details.join("\n  ")}`);
+  if (reached.status === "rejected") throw reached.reason;
+  if (read2.status === "rejected") throw read2.reason;
+  return read2.value;
 }
 async function inspectIdleSlots(options, observed) {
   const seen = /* @__PURE__ */ new Map();

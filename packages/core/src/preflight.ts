@@ -5,7 +5,7 @@ import { NodropError } from "./errors.js";
 import type { HealthCheck, InstanceControl, ObservedInstance, DeployPlan, PlanPhase, Routing, SlotInspection } from "./types.js";
 import { type ReleaseSetup, instanceHosts, releasePhase } from "./release.js";
 import { reachesInstance, routedPort, routingSlotProblem, validateRouting } from "./routing.js";
-import { readRoutingInForce } from "./proxy-reconcile.js";
+import { type RoutingRead, readRoutingInForce } from "./proxy-reconcile.js";
 import { checkIdleSlots, idleStarts } from "./slot-preflight.js";
 import { formatBytes } from "./upload.js";
 import { isSafeName } from "./template.js";
@@ -67,15 +67,7 @@ export async function observeInstances(
 
 /** Preflight and plan, touching nothing: what `nodrop plan` shows. */
 export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">): Promise<Preflight> {
-  const check = await options.proxy.check({ signal: options.signal, instances: options.instances.map((i) => i.spec) });
-  if (!check.ok) {
-    throw new NodropError("E_PROXY_SETUP", `proxy ${options.proxy.name} is not set up for nodrop:\n  ${check.details.join("\n  ")}`);
-  }
-  // Every host must be reachable (SSH host key, credentials) before the first proxy change. Once
-  // per host: a host's instances share its executor, and a busy host pays for every login shell.
-  const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i] as const)).values()];
-  await Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal })));
-  const read = await readRoutingInForce(options);
+  const read = await proxyAndHosts(options);
   const routing = read.routing;
   // The routing in force comes from a file on the proxy host: the slots it names must be the
   // instances' own ports before any probe or command uses them.
@@ -112,6 +104,27 @@ export async function planDeploy<O>(options: Omit<DeployOptions<O>, "onEvent">):
   const clockNotes = await checkProxyClocks(options.proxy, plan, options.signal);
   const notes = [...slots.notes, ...clockNotes];
   return { plan: notes.length > 0 ? { ...plan, notes: [...plan.notes, ...notes] } : plan, observed: seenObserved, routing, others: read.others, extraOverlap: slots.extraOverlap };
+}
+
+/**
+ * The proxy checked, every host reached and the routing in force read: three reads that touch
+ * nothing and need nothing of each other, so they go at once (over SSH, each is a login or a round
+ * trip to another host). A failure is reported in that order, whichever came first.
+ */
+async function proxyAndHosts(options: Omit<DeployOptions<unknown>, "onEvent">): Promise<RoutingRead> {
+  // Every host must be reachable (SSH host key, credentials) before the first proxy change. Once
+  // per host: a host's instances share its executor, and a busy host pays for every login shell.
+  const onePerHost = [...new Map(options.instances.map((i) => [i.spec.host, i] as const)).values()];
+  const [check, reached, read] = await Promise.allSettled([
+    options.proxy.check({ signal: options.signal, instances: options.instances.map((i) => i.spec) }),
+    Promise.all(onePerHost.map((instance) => instance.reach?.({ signal: options.signal }))),
+    readRoutingInForce(options),
+  ]);
+  if (check.status === "rejected") throw check.reason;
+  if (!check.value.ok) throw new NodropError("E_PROXY_SETUP", `proxy ${options.proxy.name} is not set up for nodrop:\n  ${check.value.details.join("\n  ")}`);
+  if (reached.status === "rejected") throw reached.reason;
+  if (read.status === "rejected") throw read.reason;
+  return read.value;
 }
 
 /** What each instance's host shows of its idle slot (one command per instance, per host in turn). */

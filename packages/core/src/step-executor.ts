@@ -75,9 +75,10 @@ export async function applyRouting(context: RunContext, planned: Routing, why: s
     });
     // What may have been in force before this change, each slot pinned down now (the live ports move with the swap).
     const replaced = run.possibleRoutings.map((r) => withSlots(r, options.instances.map((i) => i.spec), live));
-    // At most one older generation drains while this one starts: old generations must not pile up
-    // (each keeps its workers, and polling them costs the proxy host), even where nothing else waits for them.
-    if (backgroundDrain) await Promise.all(openDrains(run).slice(0, -1).map((d) => d.done));
+    // Old generations must not pile up (each keeps its workers, and polling them costs the proxy
+    // host), even where nothing else waits for them: a change starts once at most
+    // DRAINS_WHILE_CHANGING older ones still drain.
+    if (backgroundDrain) await Promise.all(openDrains(run).slice(0, -DRAINS_WHILE_CHANGING).map((d) => d.done));
     let result;
     run.routingAttempted(routing);
     try {
@@ -101,6 +102,14 @@ function proxyWarnings(warnings: unknown): { warnings?: string[] } {
   if (!Array.isArray(warnings) || warnings.length === 0) return {};
   return { warnings: warnings.slice(0, 5).map((w) => inertLine(w)) };
 }
+
+/**
+ * How many background drains a change may start beside. A drain lasts as long as the slowest
+ * request in flight at its change (500 ms ones in the bench's load): with one, each surge batch's
+ * swap waited for the drain of the swap two batches back, and the batches went at the pace of
+ * drains, not of starts. With two, at most three generations of old workers shut down at once.
+ */
+const DRAINS_WHILE_CHANGING = 2;
 
 /** Background drains still running, oldest first. */
 function openDrains(run: RunContext["run"]): PendingDrain[] {
