@@ -55283,29 +55283,17 @@ ${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within
         const wait = switchAt === void 0 ? 0 : switchAt + 50 - (Date.now() + clockOffset);
         if (wait > 0) await sleep(wait);
       };
-      const timeClose = async () => {
-        const closed2 = await oldGenerationClosed(oldPids);
-        if (closed2) switchTiming.noteClose(performance.now() - started);
-        return closed2;
-      };
+      const closed = await oldGenerationClosed(oldPids);
+      if (closed) switchTiming.noteClose(performance.now() - started);
+      const late = switchAt === void 0 ? void 0 : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : void 0, switchDelay);
+      const warnings = late === void 0 ? {} : { warnings: [late] };
       const change = generation;
-      const inBackground = (drainWith) => {
-        const drained = drainWith().then(
+      if (backgroundDrain && closed) {
+        const drained = drain().then(
           async (result) => (await clearUnconfirmed(change), result),
           async (error2) => Promise.reject(await settle("confirmed", error2, previousText, false))
         );
         drained.catch(() => void 0);
-        return drained;
-      };
-      if (backgroundDrain && switchAt === void 0) {
-        const drained = inBackground(async () => (await timeClose(), drain()));
-        return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained };
-      }
-      const closed = await timeClose();
-      const late = switchAt === void 0 ? void 0 : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : void 0, switchDelay);
-      const warnings = late === void 0 ? {} : { warnings: [late] };
-      if (backgroundDrain && closed) {
-        const drained = inBackground(drain);
         await waitSwitch();
         return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained, ...warnings };
       }

@@ -383,34 +383,20 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         const wait = switchAt === undefined ? 0 : switchAt + 50 - (Date.now() + clockOffset);
         if (wait > 0) await sleep(wait);
       };
-      // Every reload's close is timed (one `ps` more): the next switch is set from what this nginx needs.
-      const timeClose = async () => {
-        const closed = await oldGenerationClosed(oldPids);
-        if (closed) switchTiming.noteClose(performance.now() - started);
-        return closed;
-      };
+      // A timed switch holds only if the old generation closed before its instant: see that it did.
+      // Every reload is timed so (one `ps` more): the next switch is set from what this nginx needs.
+      const closed = await oldGenerationClosed(oldPids);
+      if (closed) switchTiming.noteClose(performance.now() - started);
+      const late = switchAt === undefined ? undefined : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : undefined, switchDelay);
+      const warnings = late === undefined ? {} : { warnings: [late] };
       const change = generation;
-      // The caller goes on while the old generation drains; a failed drain still says the new routing is in force.
-      const inBackground = (drainWith: () => Promise<{ drainMs: number; cut: number }>) => {
-        const drained = drainWith().then(
+      if (backgroundDrain && closed) {
+        // The caller goes on while the old generation drains; a failed drain still says the new routing is in force.
+        const drained = drain().then(
           async (result) => (await clearUnconfirmed(change), result),
           async (error: unknown) => Promise.reject(await settle("confirmed", error, previousText, false)),
         );
         drained.catch(() => undefined);
-        return drained;
-      };
-      if (backgroundDrain && switchAt === undefined) {
-        // No instant to keep: nothing the caller does next needs the old generation closed (the
-        // master's 100 ms overlap), only drained, and the drain waits for it anyway.
-        const drained = inBackground(async () => (await timeClose(), drain()));
-        return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained };
-      }
-      // A timed switch holds only if the old generation closed before its instant: see that it did.
-      const closed = await timeClose();
-      const late = switchAt === undefined ? undefined : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : undefined, switchDelay);
-      const warnings = late === undefined ? {} : { warnings: [late] };
-      if (backgroundDrain && closed) {
-        const drained = inBackground(drain);
         await waitSwitch();
         return { generation: String(generation), confirmMs, drainMs: 0, cut: 0, drained, ...warnings };
       }
