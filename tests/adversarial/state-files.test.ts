@@ -152,7 +152,7 @@ describe("state files on the proxy host, local executor (real nginx + gunicorn)"
     await resetState();
     await symlink(victimFile, journalFile);
     await hostile("proxy-host-file", "journal is a symlink (deploy)", async () => {
-      await expectRefused(deployArgs(fleet.configFile), /E_JOURNAL/, `${journalFile} is a symbolic link (to ${victimFile})`, "local", /cannot write the journal/);
+      await expectRefused(deployArgs(fleet.configFile), /E_JOURNAL/, `${journalFile} is a symbolic link (to ${victimFile})`, "local", /refusing the journal/);
       // The lock was released again.
       expect(existsSync(lockDir)).toBe(false);
     });
@@ -169,7 +169,7 @@ describe("state files on the proxy host, local executor (real nginx + gunicorn)"
     await resetState();
     await link(victimFile, journalFile);
     await hostile("proxy-host-file", "journal is a hard link", () =>
-      expectRefused(deployArgs(fleet.configFile), /E_JOURNAL/, `${journalFile} has 2 hard links`, "local", /cannot write the journal/),
+      expectRefused(deployArgs(fleet.configFile), /E_JOURNAL/, `${journalFile} has 2 hard links`, "local", /refusing the journal/),
     );
   });
 
@@ -213,7 +213,7 @@ describe("state files on the proxy host, local executor (real nginx + gunicorn)"
     await chown(stateDir, 0, 0);
     await chown(journalFile, NOBODY, NOBODY);
     await hostile("proxy-host-file", "journal owned by nobody (deploy)", () =>
-      expectRefused(deployArgs(fleet.configFile), /E_JOURNAL/, `${journalFile} is owned by uid ${NOBODY}`, "local", /cannot write the journal/),
+      expectRefused(deployArgs(fleet.configFile), /E_JOURNAL/, `${journalFile} is owned by uid ${NOBODY}`, "local", /refusing the journal/),
     );
     await chown(journalFile, 0, 0);
     await chmod(stateDir, 0o777);

@@ -1,9 +1,10 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { localExecutor } from "./executor.js";
+import { type ExecOptions, localExecutor } from "./executor.js";
 import { type JournalRecord, fileJournal, lastDeploy } from "./journal.js";
+import { shellQuote } from "./template.js";
 import { rejected } from "./test-support.js";
 
 const at = "2026-11-27T18:00:00.000Z";
@@ -71,6 +72,24 @@ describe("fileJournal", () => {
     }
     const strip = (file: string) => readFileSync(file, "utf8").replace(/"at":"[^"]+",/g, "");
     expect(strip(path.join(dir, "fast", "journal.jsonl"))).toBe(strip(path.join(dir, "shell", "journal.jsonl")));
+  });
+
+  it("a journal that is there but cannot be read is E_JOURNAL naming the file, never an empty journal", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "nodrop-journal-"));
+    const file = path.join(dir, "journal.jsonl");
+    // An unfinished deploy on record, in a file this uid may write to but not read.
+    writeFileSync(file, `${JSON.stringify({ at: "2026-12-01T00:00:00.000Z", ...entries[0] })}\n`, { mode: 0o200 });
+    const local = localExecutor();
+    // root reads it anyway: its commands run without the capabilities that pass over file modes, as any other deployer's do.
+    const asDeployer = process.geteuid?.() === 0 ? { name: "local", host: "local", exec: (command: string, options?: ExecOptions) => local.exec(`setpriv --inh-caps=-all --bounding-set=-dac_override,-dac_read_search -- bash -c ${shellQuote(command)}`, options) } : local;
+    const error = await rejected(fileJournal(asDeployer, file).read());
+    expect(error.code).toBe("E_JOURNAL");
+    expect(error.message).toContain(`cannot read the journal ${file} on local (`);
+    expect(error.message).toContain("Permission denied");
+    // Readable again, the same journal reads as what it holds; absent, as empty.
+    chmodSync(file, 0o600);
+    expect((await fileJournal(asDeployer, file).read()).map((r) => r.type)).toEqual(["deploy"]);
+    expect(await fileJournal(asDeployer, path.join(dir, "none.jsonl")).read()).toEqual([]);
   });
 
   it("a journal that cannot be written is E_JOURNAL naming the file", async () => {

@@ -60,8 +60,13 @@ export function fileJournal(executor: Executor, file: string): Journal {
       return next;
     },
     async read() {
-      const result = await executor.exec(`${guard}cat ${path} 2>/dev/null || true`);
+      // No journal is an empty one (a first deploy); one that is there but cannot be read is not:
+      // read as empty, it would hide a deploy that did not finish, or a canary paused at a gate.
+      const result = await executor.exec(`${guard}if [ -e ${path} ]; then cat -- ${path} || exit 1; fi`);
       if (result.code === REFUSED) throw stateRefusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
+      if (result.code !== 0) {
+        throw new NodropError("E_JOURNAL", `cannot read the journal ${file} on ${executor.host} (${result.stderr.trim().split("\n").at(-1) || `exit ${result.code}`}): it says whether the last deploy finished, so nothing goes on without it; make it readable, or move it aside to start a new one`);
+      }
       return parseJournal(result.stdout);
     },
   };

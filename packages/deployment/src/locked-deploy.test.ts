@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { type Executor, type JournalRecord, NodropError, lastDeploy, type Proxy, type Routing, type Strategy, localExecutor, singlePool } from "@nodrop/core";
+import { type Executor, type JournalRecord, NodropError, lastDeploy, type Proxy, type Routing, type Strategy, localExecutor, shellQuote, singlePool } from "@nodrop/core";
 import { rollingOptionsSchema, rollingStrategy } from "@nodrop/strategy-rolling";
 import { afterEach, describe, expect, it } from "vitest";
 import { canaryCommand, runCanaryCommand } from "./canary-commands.js";
@@ -123,8 +123,8 @@ describe("lockedDeploy", () => {
 });
 
 /** The fake fleet with a journal whose last deploy, of v2, is paused at the manual gate of "canary 25%" after passing "canary 10%". */
-async function pausedCanary() {
-  const deployment = await fakeDeployment(localExecutor());
+async function pausedCanary(proxyExecutor: Executor = localExecutor()) {
+  const deployment = await fakeDeployment(proxyExecutor);
   const { mkdir, writeFile } = await import("node:fs/promises");
   await mkdir(deployment.stateDir, { recursive: true, mode: 0o700 });
   const at = new Date().toISOString();
@@ -150,6 +150,23 @@ describe("a canary paused at a manual gate", () => {
     expect(error.code).toBe("E_CANARY");
     expect(error.message).toContain("the canary of v2 is paused at its gate in canary 25%");
     expect(error.message).toContain("deploy v3 after either");
+    expect(commands).toEqual([]);
+    expect(await readFile(journalFile, "utf8")).toBe(before);
+    expect(await deploymentLock(deployment).status()).toBeUndefined();
+  });
+
+  it("a journal that cannot be read (written to by this uid, not readable) refuses the deploy with E_JOURNAL naming it: never read as empty, which would deploy over the paused canary", async () => {
+    const local = localExecutor();
+    // root reads it anyway: its commands run without the capabilities that pass over file modes, as any other deployer's do.
+    const asDeployer: Executor = process.geteuid?.() === 0 ? { name: "local", host: "local", exec: (command, options) => local.exec(`setpriv --inh-caps=-all --bounding-set=-dac_override,-dac_read_search -- bash -c ${shellQuote(command)}`, options) } : local;
+    const { deployment, commands, journalFile } = await pausedCanary(asDeployer);
+    const { chmod, readFile } = await import("node:fs/promises");
+    const before = await readFile(journalFile, "utf8");
+    await chmod(journalFile, 0o200);
+    const error = (await lockedDeploy(deployment, { version: "v3" }).catch((e: unknown) => e)) as NodropError;
+    expect(error).toBeInstanceOf(NodropError);
+    expect(error.code).toBe("E_JOURNAL");
+    expect(error.message).toContain(`cannot read the journal ${journalFile} on local (`);
     expect(commands).toEqual([]);
     expect(await readFile(journalFile, "utf8")).toBe(before);
     expect(await deploymentLock(deployment).status()).toBeUndefined();

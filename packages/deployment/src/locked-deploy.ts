@@ -60,8 +60,8 @@ export async function lockedDeployAfter(deployment: LockedDeployment, deployId: 
 async function deployWith(deployment: LockedDeployment, journal: Journal, options: LockedDeployOptions, signal: AbortSignal): Promise<DeployReport> {
   const { hooks, ...rest } = deployment.options;
   const command = options.command ?? "deploy";
-  // An unreadable journal is the deploy's to report (its first record fails the same way).
-  const records = await journal.read().catch(() => []);
+  // Read under the lock: this is the read that counts. One that fails refuses the deploy before anything changes.
+  const records = await journal.read();
   refuseOverUnfinishedCanary(records, options);
   const stagedVersions = interruptedVersions(records);
   // Pruning keeps what `nodrop rollback` would go back to, also after a deploy of the version already running.
@@ -85,7 +85,7 @@ async function deployWith(deployment: LockedDeployment, journal: Journal, option
 /**
  * The gates a resume of the journal's last deploy (unfinished, same version) plans without: those
  * it passed, and with `promote` the one it is paused at. None for anything else, and none from a
- * journal that cannot be read (the deploy reports that itself).
+ * journal whose last deploy cannot be read (a hostile record: the deploy reports that itself).
  */
 function gatesToSkip(records: readonly JournalRecord[], options: LockedDeployOptions): string[] {
   let last;
