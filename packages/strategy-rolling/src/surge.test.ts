@@ -623,8 +623,9 @@ expect(report.ok).toBe(true);
       return apply(routing, instances, context);
     };
     // Nothing waits for these drains but the engine itself (keepOld: no old slot is stopped).
-    // Slow next to the batches (fake steps take no time): the third and fourth swaps come while two drain.
-    const finish = setInterval(() => proxy.drains.shift()?.finish(), 50);
+    // A drain ends only once three are open (or every swap is done): a limit of one would never get
+    // there and hang; no limit would let a swap start beside three.
+    const finish = setInterval(() => (proxy.drains.length >= 3 || proxy.applied.length === 4 ? proxy.drains.shift()?.finish() : undefined), 5);
     const report = await deploy(options(fleet, proxy, "v2", { keepOld: 60_000 })).finally(() => clearInterval(finish));
     expect(report.ok).toBe(true);
     expect(proxy.applied).toHaveLength(4);
