@@ -51096,6 +51096,7 @@ async function readConfigFile(file) {
 function sectionOptions(section2, ownKeys) {
   return Object.fromEntries(Object.entries(section2).filter(([key]) => !ownKeys.includes(key)));
 }
+var BASH_NO_STARTUP_FILES = ["--norc", "--noprofile"];
 function localExecutor(options = {}) {
   const maxOutput = options.maxOutputBytes ?? 1 << 20;
   return {
@@ -51141,7 +51142,7 @@ function localExecutor(options = {}) {
       const env = { ...process.env, ...options.env, ...execOptions.env };
       const started = performance.now();
       return new Promise((resolve3, reject) => {
-        const child2 = spawn2("bash", ["-c", command], {
+        const child2 = spawn2("bash", [...BASH_NO_STARTUP_FILES, "-c", command], {
           cwd: options.cwd,
           env: Object.fromEntries(Object.entries(env).filter(([name]) => !options.unsetEnv?.includes(name))),
           detached: true,
@@ -53989,8 +53990,11 @@ ${stateCheck(paths)}cat >> ${path33}`, { input: line, timeoutMs: 3e4 });
       return next;
     },
     async read() {
-      const result = await executor.exec(`${guard}cat ${path33} 2>/dev/null || true`);
+      const result = await executor.exec(`${guard}if [ -e ${path33} ]; then cat -- ${path33} || exit 1; fi`);
       if (result.code === REFUSED) throw refusal("E_JOURNAL", `the journal ${file}`, executor.host, result.stderr);
+      if (result.code !== 0) {
+        throw new NodropError("E_JOURNAL", `cannot read the journal ${file} on ${executor.host} (${result.stderr.trim().split("\n").at(-1) || `exit ${result.code}`}): it says whether the last deploy finished, so nothing goes on without it; make it readable, or move it aside to start a new one`);
+      }
       return parseJournal(result.stdout);
     }
   };
@@ -58369,7 +58373,7 @@ async function lockedDeployAfter(deployment, deployId, options) {
 async function deployWith(deployment, journal, options, signal) {
   const { hooks, ...rest } = deployment.options;
   const command = options.command ?? "deploy";
-  const records = await journal.read().catch(() => []);
+  const records = await journal.read();
   refuseOverUnfinishedCanary(records, options);
   const stagedVersions = interruptedVersions(records);
   const target = options.release ? rollbackTarget(records) : void 0;
@@ -58667,7 +58671,7 @@ async function run(command, options, context) {
   const timer = timeoutMs === void 0 ? void 0 : setTimeout(() => end(new NodropError("E_TIMEOUT", `command timed out after ${timeoutMs}ms on local: ${command}`)), timeoutMs);
   const onAbort = () => end(abortError(signal));
   signal?.addEventListener("abort", onAbort, { once: true });
-  const running = exec("setsid", ["bash", "-c", command], {
+  const running = exec("setsid", ["bash", ...BASH_NO_STARTUP_FILES, "-c", command], {
     cwd: context.cwd,
     // A hook's own variables (NODROP_*) on top; the secrets stay out (context.env has none).
     env: { ...context.env, ...options.env, [MARK]: id },

@@ -1,6 +1,6 @@
 // The action's executor on this machine's real bash and setsid: what it logs, what it kills, what
 // it keeps from the commands' environment.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { NodropError, sleep } from "@nodrop/core";
@@ -33,11 +33,21 @@ describe.runIf(process.platform === "linux")("actionsExecExecutor", () => {
     const executor = actionsExecExecutor();
     const shown = await logged(() => executor.exec("echo visible-output", { echo: true }));
     expect(shown.result).toMatchObject({ code: 0, stdout: "visible-output\n" });
-    expect(shown.log).toMatch(/^\[command\]\S*setsid bash -c echo visible-output$/m);
+    expect(shown.log).toMatch(/^\[command\]\S*setsid bash --norc --noprofile -c echo visible-output$/m);
     expect(shown.log).toContain("visible-output");
     const quiet = await logged(() => executor.exec("echo journal-secret; exit 3"));
     expect(quiet.result).toMatchObject({ code: 3, stdout: "journal-secret\n" });
     expect(quiet.log).toBe("");
+  });
+
+  it("reads no ~/.bashrc in a runner's clean environment (no SHLVL, stdin a socket: bash takes itself for sshd's)", async () => {
+    const home = mkdtempSync(path.join(os.tmpdir(), "nodrop-home-"));
+    const marker = path.join(home, "bashrc-ran");
+    writeFileSync(path.join(home, ".bashrc"), `echo sourced > ${marker}; echo from-bashrc`);
+    const result = await actionsExecExecutor({ env: { HOME: home }, unsetEnv: ["SHLVL", "BASH_ENV"] }).exec("echo only-this");
+    expect(result.stdout).toBe("only-this\n");
+    expect(existsSync(marker)).toBe(false);
+    rmSync(home, { recursive: true, force: true });
   });
 
   it("a timeout kills the command's whole process group, children included, and rejects with E_TIMEOUT", async () => {

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { readFile, readdir } from "node:fs/promises";
 import { StringDecoder } from "node:string_decoder";
 import { exec } from "@actions/exec";
-import { type ExecOptions, type ExecResult, type Executor, type LocalExecutorOptions, NodropError, abortError, localExecutor, sleep } from "@nodrop/core";
+import { BASH_NO_STARTUP_FILES, type ExecOptions, type ExecResult, type Executor, type LocalExecutorOptions, NodropError, abortError, localExecutor, sleep } from "@nodrop/core";
 
 // Each command carries this variable, so that its process group can be found among our children.
 const MARK = "NODROP_EXEC_ID";
@@ -22,7 +22,7 @@ export const RUNNER_SECRET_ENV = [
 
 /**
  * Runs commands on the runner through @actions/exec. The instances' own commands (`echo`) show in
- * the log as `[command]/usr/bin/setsid bash -c ...` with their output, as other actions' commands
+ * the log as `[command]/usr/bin/setsid bash --norc --noprofile -c ...` with their output, as other actions' commands
  * do; nodrop's own (the journal, the lock, nginx's checks) run silently, since they would flood the
  * log and the journal holds command errors. A command leads a process group of its own (setsid),
  * and a timeout or an abort kills that group, found through /proc: Linux runners only; elsewhere,
@@ -67,7 +67,7 @@ async function run(command: string, options: ExecOptions, context: RunContext): 
   const timer = timeoutMs === undefined ? undefined : setTimeout(() => end(new NodropError("E_TIMEOUT", `command timed out after ${timeoutMs}ms on local: ${command}`)), timeoutMs);
   const onAbort = () => end(abortError(signal));
   signal?.addEventListener("abort", onAbort, { once: true });
-  const running = exec("setsid", ["bash", "-c", command], {
+  const running = exec("setsid", ["bash", ...BASH_NO_STARTUP_FILES, "-c", command], {
     cwd: context.cwd,
     // A hook's own variables (NODROP_*) on top; the secrets stay out (context.env has none).
     env: { ...context.env, ...options.env, [MARK]: id },

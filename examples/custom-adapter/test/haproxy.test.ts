@@ -406,7 +406,7 @@ describe("haproxyProxy against real HAProxy and gunicorn", () => {
         expect(action.code).toBe(0);
         expect(action.stdout).toContain(`proxy @nodrop/example-custom-adapter: haproxy 0.1.0 from ${path.join(await realpath(exampleRoot), "dist", "index.js")}`);
         // Its local commands went through @actions/exec: the runner's log shows each one.
-        expect(action.stdout).toMatch(/^\[command\]\S*setsid bash -c \S*fleet\.sh/m);
+        expect(action.stdout).toMatch(/^\[command\]\S*setsid bash --norc --noprofile -c \S*fleet\.sh/m);
         const result = JSON.parse(action.outputs.result!) as DeployReport;
         expect(result.ok).toBe(true);
         expect(result.instances.map((i) => [i.id, i.from, i.version, i.inPool])).toEqual(IDS.map((id) => [id, to, from, true]));

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -21,6 +21,18 @@ async function untilExists(file: string): Promise<void> {
 
 describe("localExecutor", () => {
   const local = localExecutor();
+
+  it("reads no ~/.bashrc, even where bash takes itself for a remote shell's (stdin a socket, no SHLVL: a runner's clean environment)", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "nodrop-home-"));
+    const marker = path.join(home, "bashrc-ran");
+    writeFileSync(path.join(home, ".bashrc"), `echo sourced > ${marker}; echo from-bashrc`);
+    writeFileSync(path.join(home, ".bash_profile"), `echo sourced > ${marker}`);
+    const clean = localExecutor({ env: { HOME: home }, unsetEnv: ["SHLVL", "BASH_ENV"] });
+    const result = await clean.exec("echo only-this");
+    expect(result.stdout).toBe("only-this\n");
+    expect(existsSync(marker)).toBe(false);
+    rmSync(home, { recursive: true, force: true });
+  });
 
   it("names itself local", () => {
     expect(local.name).toBe("local");

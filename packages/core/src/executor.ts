@@ -67,6 +67,15 @@ export interface LocalExecutorOptions {
   maxOutputBytes?: number;
 }
 
+/**
+ * bash run with its standard input on a socket (node's pipes are socket pairs) and SHLVL below 2
+ * (a runner's or a service's clean environment) takes itself for a command from rshd or sshd and
+ * sources ~/.bashrc: whatever that does (pyenv's init rehashes behind a lock file, and waits out a
+ * stale one for a minute) would run before every nodrop command, and what it prints would mix with
+ * the output nodrop parses. No startup file is read; BASH_ENV, set on purpose, still is.
+ */
+export const BASH_NO_STARTUP_FILES = ["--norc", "--noprofile"] as const;
+
 /** Runs commands with bash on this machine. */
 export function localExecutor(options: LocalExecutorOptions = {}): Executor {
   const maxOutput = options.maxOutputBytes ?? 1 << 20;
@@ -118,7 +127,7 @@ export function localExecutor(options: LocalExecutorOptions = {}): Executor {
       const started = performance.now();
       return new Promise<ExecResult>((resolve, reject) => {
         // detached: the command leads its own process group, so a timeout ends its children too.
-        const child = spawn("bash", ["-c", command], {
+        const child = spawn("bash", [...BASH_NO_STARTUP_FILES, "-c", command], {
           cwd: options.cwd,
           env: Object.fromEntries(Object.entries(env).filter(([name]) => !options.unsetEnv?.includes(name))),
           detached: true,

@@ -7,7 +7,7 @@ export { loadConfig, validateConfig, checkConfig, readConfigFile, sortIssues, pl
 export type { NodropConfig, InstanceConfig, ConfigFile } from "./config.js";
 export { renderTemplate, checkTemplate, shellQuote, PLACEHOLDERS, SAFE_NAME, PLAIN_ABSOLUTE_PATH, isSafeName, describeValue, inertLine, placeholderProblem } from "./template.js";
 export type { Placeholder, TemplateValues, TemplateSources } from "./template.js";
-export { localExecutor, execOrThrow } from "./executor.js";
+export { localExecutor, execOrThrow, BASH_NO_STARTUP_FILES } from "./executor.js";
 export { uploadFile, throttledProgress, formatBytes } from "./upload.js";
 export type { UploadOptions } from "./upload.js";
 export { releasePhase, releaseAction, preparedHash, releasesToRemove } from "./release.js";
