@@ -53233,7 +53233,8 @@ function groupFailure(failed, ended) {
   return new NodropError(first.code, [`proxy ${failed.map((o) => o.label).join(", ")}: ${line}${tail}`, ...rest].join("\n"), { routingInForce: inForce, cause: first });
 }
 async function measureClockOffset(executor, options = {}) {
-  let best;
+  let atLeast = -Infinity;
+  let atMost = Infinity;
   for (let i = 0; i < (options.samples ?? 5); i++) {
     const sent = Date.now();
     const result = await executor.exec("date +%s%3N", { signal: options.signal, timeoutMs: 1e4 });
@@ -53242,18 +53243,18 @@ async function measureClockOffset(executor, options = {}) {
     if (result.code !== 0 || !Number.isSafeInteger(hostNow) || hostNow <= 0) {
       throw new NodropError("E_PREFLIGHT", `cannot read the clock on ${executor.host}: ${result.stderr.trim() || result.stdout.trim().slice(0, 80) || `exit ${result.code}`}`);
     }
-    const sample = { offsetMs: hostNow - (sent + received) / 2, errorMs: (received - sent) / 2 };
-    if (!best || sample.errorMs < best.errorMs) best = sample;
+    atLeast = Math.max(atLeast, hostNow - received);
+    atMost = Math.min(atMost, hostNow + 1 - sent);
   }
-  return best;
+  return { offsetMs: atLeast, errorMs: Math.max(atMost - atLeast, 0) };
 }
 var CLOCK_SPREAD_LIMIT_MS = 50;
-var CLOCK_ERROR_LIMIT_MS = 100;
+var CLOCK_ERROR_LIMIT_MS = 200;
 function clockSpreadProblem(offsets, limitMs = CLOCK_SPREAD_LIMIT_MS, errorLimitMs = CLOCK_ERROR_LIMIT_MS) {
   if (offsets.length < 2) return void 0;
   const coarse = offsets.filter((o) => o.clock.errorMs > errorLimitMs);
   if (coarse.length > 0) {
-    return `the proxy hosts' clocks cannot be compared closely enough for a switch at one instant (${formatOffsets(offsets)}): a round trip to ${coarse.map((o) => o.label).join(", ")} took more than ${2 * errorLimitMs}ms; deploy when the hosts answer faster`;
+    return `the proxy hosts' clocks cannot be compared closely enough for a switch at one instant (${formatOffsets(offsets)}): a round trip to ${coarse.map((o) => o.label).join(", ")} took more than ${errorLimitMs}ms every time; deploy when the hosts answer faster`;
   }
   const spread = Math.max(...offsets.map((o) => o.clock.offsetMs)) - Math.min(...offsets.map((o) => o.clock.offsetMs));
   if (spread <= limitMs) return void 0;

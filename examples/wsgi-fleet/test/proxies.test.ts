@@ -91,8 +91,12 @@ describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd
   it("half-split v2 -> v4 under load through both: one switch instant on both proxies, 0 failed, 0 regressions, 0 late old answers counted across both", async () => {
     const plan = await runNodrop(["plan", "--config", fleet.configFile, "--version", "v4", "--strategy", "half-split"]);
     expect(plan.code, plan.stderr).toBe(0);
-    // The offsets preflight measured, printed with the plan.
-    expect(plan.stdout).toMatch(/proxy clocks \(the switch is at one instant on all of them\): lb1 [+-]\d+ms ±\d+ms, lb2 [+-]\d+ms ±\d+ms, within 50ms/);
+    // The offsets preflight measured, printed with the plan. Both proxies' namespaces share this
+    // machine's clock: measured apart, the switch instants are that far apart, and a client of one
+    // proxy could get the old version after a client of the other got the new.
+    const clocks = /proxy clocks \(the switch is at one instant on all of them\): lb1 ([+-]\d+)ms ±\d+ms, lb2 ([+-]\d+)ms ±\d+ms, within 50ms/.exec(plan.stdout);
+    expect(clocks, plan.stdout).not.toBeNull();
+    expect(Math.abs(Number(clocks![1]) - Number(clocks![2])), clocks![0]).toBeLessThanOrEqual(5);
     // Every switch instant each proxy's file names while the deploy runs (the final routing has none).
     const seen = fleet.proxies.map(() => new Set<string>());
     let watching = true;

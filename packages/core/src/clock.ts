@@ -3,21 +3,36 @@ import type { Executor } from "./executor.js";
 import { isProxyGroup } from "./proxy-group.js";
 import type { DeployPlan, Proxy } from "./types.js";
 
-/** How far a host's clock is from this machine's, as one round trip can tell. */
+/** How far a host's clock is from this machine's, as a few round trips can tell. */
 export interface ClockOffset {
   /** The host's clock minus this machine's, in ms. */
   readonly offsetMs: number;
-  /** Half the round trip of the best sample: the true offset is within offsetMs ± errorMs. */
+  /**
+   * How far off the estimate may be: the true offset is within offsetMs ± errorMs (in fact between
+   * offsetMs and offsetMs + errorMs; see measureClockOffset).
+   */
   readonly errorMs: number;
 }
 
 /**
- * Measures a host's clock against this machine's (NTP's idea in one line): the host's reading
- * falls somewhere in the round trip of the command that took it, so the midpoint is the estimate
- * and half the round trip its error bound; of a few samples, the one with the shortest round trip.
+ * Measures a host's clock against this machine's. Each `date` the host runs reads its clock at
+ * some point of the command's round trip, so the true offset lies between the reading minus the
+ * time the answer came back and the reading minus the time the command was sent; a few samples
+ * narrow that to the intersection of their intervals.
+ *
+ * The estimate is the interval's lower end, not NTP's midpoint: a command's round trip is not
+ * symmetric. Before the host reads its clock, its side opens a session and starts a shell (over
+ * SSH: a channel, sshd's fork and exec), tens of milliseconds that vary with the host's load;
+ * after it, only the answer travels back. The midpoint carries half that start-up, a different
+ * amount for every sample (two hosts sharing one kernel clock came out 9 to 22 ms apart under
+ * load, enough for clients of one proxy to get the old version after clients of another got the
+ * new); the reading minus its arrival carries only the way back, and the sample with the fastest
+ * way back bounds it (0.7 ms apart at most in the same runs).
  */
 export async function measureClockOffset(executor: Executor, options: { samples?: number; signal?: AbortSignal | undefined } = {}): Promise<ClockOffset> {
-  let best: ClockOffset | undefined;
+  // The true offset is at least every sample's reading minus its arrival, at most its reading minus its sending.
+  let atLeast = -Infinity;
+  let atMost = Infinity;
   for (let i = 0; i < (options.samples ?? 5); i++) {
     const sent = Date.now();
     const result = await executor.exec("date +%s%3N", { signal: options.signal, timeoutMs: 10_000 });
@@ -26,30 +41,32 @@ export async function measureClockOffset(executor: Executor, options: { samples?
     if (result.code !== 0 || !Number.isSafeInteger(hostNow) || hostNow <= 0) {
       throw new NodropError("E_PREFLIGHT", `cannot read the clock on ${executor.host}: ${result.stderr.trim() || result.stdout.trim().slice(0, 80) || `exit ${result.code}`}`);
     }
-    const sample = { offsetMs: hostNow - (sent + received) / 2, errorMs: (received - sent) / 2 };
-    if (!best || sample.errorMs < best.errorMs) best = sample;
+    atLeast = Math.max(atLeast, hostNow - received);
+    // +1: the reading is in whole milliseconds, rounded down.
+    atMost = Math.min(atMost, hostNow + 1 - sent);
   }
-  return best!;
+  // Clocks that moved between samples (a step of NTP) leave no common interval: the widest bound then.
+  return { offsetMs: atLeast, errorMs: Math.max(atMost - atLeast, 0) };
 }
 
 /** Most two proxy hosts' clocks may differ by for one switch instant (docs/guides/several-proxies.md). */
 export const CLOCK_SPREAD_LIMIT_MS = 50;
 
-/** Widest error bound a clock measurement may have (a round trip of twice this is too slow to tell). */
-export const CLOCK_ERROR_LIMIT_MS = 100;
+/** Widest error bound a clock measurement may have (no round trip faster than this: too slow to tell). */
+export const CLOCK_ERROR_LIMIT_MS = 200;
 
 /**
  * Whether several hosts can switch at one instant: their measured offsets no further apart than
- * the limit. Each estimate carries the same kind of bias (a command's session is set up before the
- * host reads its clock, so the reading falls late in the round trip), which cancels between hosts
- * reached the same way; a measurement whose error bound is itself too wide cannot vouch for the
- * hosts and is refused too. Returns the refusal's text when they cannot.
+ * the limit. Each estimate carries the same kind of bias (the answer's way back), which cancels
+ * between hosts reached the same way; the error bounds are not summed, or identical clocks would be
+ * refused. A measurement whose error bound is itself too wide cannot vouch for the hosts and is
+ * refused too. Returns the refusal's text when they cannot.
  */
 export function clockSpreadProblem(offsets: readonly { label: string; clock: ClockOffset }[], limitMs = CLOCK_SPREAD_LIMIT_MS, errorLimitMs = CLOCK_ERROR_LIMIT_MS): string | undefined {
   if (offsets.length < 2) return undefined;
   const coarse = offsets.filter((o) => o.clock.errorMs > errorLimitMs);
   if (coarse.length > 0) {
-    return `the proxy hosts' clocks cannot be compared closely enough for a switch at one instant (${formatOffsets(offsets)}): a round trip to ${coarse.map((o) => o.label).join(", ")} took more than ${2 * errorLimitMs}ms; deploy when the hosts answer faster`;
+    return `the proxy hosts' clocks cannot be compared closely enough for a switch at one instant (${formatOffsets(offsets)}): a round trip to ${coarse.map((o) => o.label).join(", ")} took more than ${errorLimitMs}ms every time; deploy when the hosts answer faster`;
   }
   const spread = Math.max(...offsets.map((o) => o.clock.offsetMs)) - Math.min(...offsets.map((o) => o.clock.offsetMs));
   if (spread <= limitMs) return undefined;
