@@ -52072,6 +52072,12 @@ async function forEachPerHost(items, hostOf, limit, fn2) {
   );
   if (firstError) throw firstError.error;
 }
+async function allInOrder(promises3) {
+  const settled = await Promise.allSettled(promises3);
+  const failed = settled.find((s) => s.status === "rejected");
+  if (failed) throw failed.reason;
+  return settled.map((s) => s.value);
+}
 function replaceSteps(ids2) {
   return [
     { kind: "stop", instances: ids2 },
@@ -53233,20 +53239,28 @@ function groupFailure(failed, ended) {
   return new NodropError(first.code, [`proxy ${failed.map((o) => o.label).join(", ")}: ${line}${tail}`, ...rest].join("\n"), { routingInForce: inForce, cause: first });
 }
 async function measureClockOffset(executor, options = {}) {
+  const anchor = Date.now() - performance.now();
+  const now = () => anchor + performance.now();
   let atLeast = -Infinity;
   let atMost = Infinity;
-  for (let i = 0; i < (options.samples ?? 5); i++) {
-    const sent = Date.now();
+  const readings = [];
+  for (let i = 0; i < Math.max(options.samples ?? 5, 1); i++) {
+    const sent = now();
     const result = await executor.exec("date +%s%3N", { signal: options.signal, timeoutMs: 1e4 });
-    const received = Date.now();
+    const received = now();
     const hostNow = Number(result.stdout.trim());
     if (result.code !== 0 || !Number.isSafeInteger(hostNow) || hostNow <= 0) {
       throw new NodropError("E_PREFLIGHT", `cannot read the clock on ${executor.host}: ${result.stderr.trim() || result.stdout.trim().slice(0, 80) || `exit ${result.code}`}`);
     }
+    readings.push(hostNow - received);
     atLeast = Math.max(atLeast, hostNow - received);
     atMost = Math.min(atMost, hostNow + 1 - sent);
   }
-  return { offsetMs: atLeast, errorMs: Math.max(atMost - atLeast, 0) };
+  if (atMost < atLeast) {
+    const spread = Math.round(Math.max(...readings) - Math.min(...readings));
+    throw new NodropError("E_PREFLIGHT", `the clock on ${executor.host} moved by ${spread}ms while nodrop read it (${readings.length} readings in a row): deploy again once it is steady`);
+  }
+  return { offsetMs: atLeast, errorMs: atMost - atLeast };
 }
 var CLOCK_SPREAD_LIMIT_MS = 50;
 var CLOCK_ERROR_LIMIT_MS = 200;
@@ -55227,18 +55241,22 @@ ok=1`, void 0, text).catch(() => void 0);
     let generation;
     const started = performance.now();
     try {
-      previousText = await readText(signal);
+      const [text0, clock, before] = await allInOrder([
+        readText(signal),
+        routing.switchDefault ? measureClockOffset(executor, { samples: 1, signal }).catch((error2) => Promise.reject(new NodropError("E_PROXY_RELOAD", describeFailure(error2), { cause: error2 }))) : Promise.resolve(void 0),
+        workers(signal)
+      ]);
+      previousText = text0;
       const current = previousText === void 0 ? void 0 : parseRenderedConfig(previousText);
       generation = (current?.generation ?? 0) + 1;
       let switchAt;
       let switchDelay = 0;
-      let clockOffset = 0;
-      if (routing.switchDefault) {
-        const clock = await measureClockOffset(executor, { samples: 1, signal }).catch((error2) => {
-          throw new NodropError("E_PROXY_RELOAD", describeFailure(error2), { cause: error2 });
-        });
-        clockOffset = clock.offsetMs;
-        const hostNow = Math.round(Date.now() + clockOffset);
+      let aheadAtMost = 0;
+      let aheadAtLeast = 0;
+      if (routing.switchDefault && clock) {
+        aheadAtLeast = clock.offsetMs;
+        aheadAtMost = clock.offsetMs + clock.errorMs;
+        const hostNow = Math.round(Date.now() + aheadAtMost);
         switchDelay = givenSwitchAt === void 0 ? switchTiming.delayFor(routing.switchDefault.afterMs) : Math.round(givenSwitchAt - hostNow);
         const tooClose = givenSwitchAt === void 0 ? void 0 : switchTiming.givenInstantProblem(executor.host, switchDelay);
         if (tooClose) throw new NodropError("E_PROXY_RELOAD", tooClose, { routingInForce: "previous" });
@@ -55247,7 +55265,6 @@ ok=1`, void 0, text).catch(() => void 0);
       const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
       const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
       newText = text;
-      const before = await workers(signal);
       if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
       const oldPids = new Set(before.map((w) => w.pid));
       stage = "written";
@@ -55259,12 +55276,15 @@ ok=1`, void 0, text).catch(() => void 0);
         }
         throw new NodropError("E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
       }
-      const testStarted = performance.now();
-      const test = await run3(`${nginx} -t 2>&1`);
-      switchTiming.noteParse(performance.now() - testStarted);
+      const timedTest = async () => {
+        const testStarted = performance.now();
+        const result = await run3(`${nginx} -t 2>&1`);
+        switchTiming.noteParse(performance.now() - testStarted);
+        return result;
+      };
+      const [test, logOffset] = await allInOrder([timedTest(), errorLogSize()]);
       if (test.code !== 0) throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}
 ${lastLines(test.stdout)}`);
-      const logOffset = await errorLogSize();
       const t0 = performance.now();
       stage = "signalled";
       const reload = await run3(`${nginx} -s reload 2>&1`);
@@ -55285,12 +55305,12 @@ ${confirmation.emerg.slice(-5).join("\n")}` : ` (no new worker generation within
       inDoubt = void 0;
       const drain = () => drainGeneration(routing, instances, oldPids);
       const waitSwitch = async () => {
-        const wait = switchAt === void 0 ? 0 : switchAt + 50 - (Date.now() + clockOffset);
+        const wait = switchAt === void 0 ? 0 : switchAt + 50 - (Date.now() + aheadAtLeast);
         if (wait > 0) await sleep(wait);
       };
       const closed = await oldGenerationClosed(oldPids);
       if (closed) switchTiming.noteClose(performance.now() - started);
-      const late = switchAt === void 0 ? void 0 : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : void 0, switchDelay);
+      const late = switchAt === void 0 ? void 0 : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + aheadAtLeast : void 0, switchDelay);
       const warnings = late === void 0 ? {} : { warnings: [late] };
       const change = generation;
       if (backgroundDrain && closed) {

@@ -131,7 +131,8 @@ describe("two nginx proxies in front of one fleet (real nginx, gunicorn and sshd
     expect(offsets).not.toBeNull();
     const [one, two] = seen.map((s) => Date.parse([...s][0]!));
     expect(Math.abs(two! - one! - (Number(offsets![2]) - Number(offsets![1])))).toBeLessThanOrEqual(2);
-    expect(Math.abs(two! - one!)).toBeLessThanOrEqual(50);
+    // The one clock both namespaces share: the instants are as far apart in real time as in the files.
+    expect(Math.abs(two! - one!)).toBeLessThanOrEqual(5);
     expect(result.report?.instances.every((i) => i.version === "v4" && i.inPool)).toBe(true);
   });
 

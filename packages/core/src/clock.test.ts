@@ -7,8 +7,8 @@ import type { ExecResult, Executor } from "./executor.js";
 import { sleep } from "./duration.js";
 import { rejected } from "./test-support.js";
 
-/** A host `offsetMs` ahead whose commands take `startMs[i]` before the clock is read and `backMs` after. */
-function host(offsetMs: number, startMs: readonly number[], backMs: number, stdout?: string): Executor & { commands: string[] } {
+/** A host `offsetMs` ahead (per command, when a list) whose commands take `startMs[i]` before the clock is read and `backMs` after. */
+function host(offsetMs: number | readonly number[], startMs: readonly number[], backMs: number, stdout?: string): Executor & { commands: string[] } {
   const commands: string[] = [];
   return {
     name: "scripted",
@@ -16,9 +16,10 @@ function host(offsetMs: number, startMs: readonly number[], backMs: number, stdo
     commands,
     async exec(command: string): Promise<ExecResult> {
       const start = startMs[commands.length % startMs.length]!;
+      const offset = typeof offsetMs === "number" ? offsetMs : offsetMs[commands.length % offsetMs.length]!;
       commands.push(command);
       await sleep(start);
-      const reading = stdout ?? String(Date.now() + offsetMs);
+      const reading = stdout ?? String(Date.now() + offset);
       await sleep(backMs);
       return { code: 0, stdout: `${reading}\n`, stderr: "", durationMs: start + backMs };
     },
@@ -41,6 +42,20 @@ describe("measureClockOffset", () => {
   it("two hosts on one clock, one slower to start commands, come out within a few ms of each other (the midpoints would be 30 ms apart)", async () => {
     const [a, b] = await Promise.all([measureClockOffset(host(0, [40, 60], 1)), measureClockOffset(host(0, [100, 120], 1))]);
     expect(Math.abs(a.offsetMs - b.offsetMs)).toBeLessThanOrEqual(15);
+  });
+
+  it("one sample gives the interval of its own round trip", async () => {
+    const clock = await measureClockOffset(host(-250, [30], 1), { samples: 1 });
+    expect(clock.offsetMs).toBeGreaterThanOrEqual(-270);
+    expect(clock.offsetMs).toBeLessThanOrEqual(-250);
+    expect(clock.offsetMs + clock.errorMs).toBeGreaterThanOrEqual(-250);
+  });
+
+  it("a host whose clock is stepped while it is read (no offset fits every sample) is refused, saying how far it moved", async () => {
+    const error = await rejected(measureClockOffset(host([0, 0, 800, 800, 800], [20], 1)));
+    expect(error).toMatchObject({ code: "E_PREFLIGHT" });
+    expect(error.message).toMatch(/^the clock on lb1 moved by \d+ms while nodrop read it \(5 readings in a row\): deploy again once it is steady$/);
+    expect(Number(/moved by (\d+)ms/.exec(error.message)![1])).toBeGreaterThan(700);
   });
 
   it("a host that answers something other than milliseconds since the epoch is refused, naming it", async () => {

@@ -30,23 +30,33 @@ export interface ClockOffset {
  * way back bounds it (0.7 ms apart at most in the same runs).
  */
 export async function measureClockOffset(executor: Executor, options: { samples?: number; signal?: AbortSignal | undefined } = {}): Promise<ClockOffset> {
+  // This machine's time from one reading of its clock and the monotonic timer: a step of its own
+  // clock mid-measurement cannot skew it, and it has a fraction of a millisecond.
+  const anchor = Date.now() - performance.now();
+  const now = () => anchor + performance.now();
   // The true offset is at least every sample's reading minus its arrival, at most its reading minus its sending.
   let atLeast = -Infinity;
   let atMost = Infinity;
-  for (let i = 0; i < (options.samples ?? 5); i++) {
-    const sent = Date.now();
+  const readings: number[] = [];
+  for (let i = 0; i < Math.max(options.samples ?? 5, 1); i++) {
+    const sent = now();
     const result = await executor.exec("date +%s%3N", { signal: options.signal, timeoutMs: 10_000 });
-    const received = Date.now();
+    const received = now();
     const hostNow = Number(result.stdout.trim());
     if (result.code !== 0 || !Number.isSafeInteger(hostNow) || hostNow <= 0) {
       throw new NodropError("E_PREFLIGHT", `cannot read the clock on ${executor.host}: ${result.stderr.trim() || result.stdout.trim().slice(0, 80) || `exit ${result.code}`}`);
     }
+    readings.push(hostNow - received);
     atLeast = Math.max(atLeast, hostNow - received);
     // +1: the reading is in whole milliseconds, rounded down.
     atMost = Math.min(atMost, hostNow + 1 - sent);
   }
-  // Clocks that moved between samples (a step of NTP) leave no common interval: the widest bound then.
-  return { offsetMs: atLeast, errorMs: Math.max(atMost - atLeast, 0) };
+  // No offset fits every sample: the host's clock was stepped while it was read (NTP correcting it).
+  if (atMost < atLeast) {
+    const spread = Math.round(Math.max(...readings) - Math.min(...readings));
+    throw new NodropError("E_PREFLIGHT", `the clock on ${executor.host} moved by ${spread}ms while nodrop read it (${readings.length} readings in a row): deploy again once it is steady`);
+  }
+  return { offsetMs: atLeast, errorMs: atMost - atLeast };
 }
 
 /** Most two proxy hosts' clocks may differ by for one switch instant (docs/guides/several-proxies.md). */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { forEachLimit, forEachPerHost } from "./concurrency.js";
+import { allInOrder, forEachLimit, forEachPerHost } from "./concurrency.js";
 
 /** Runs items that each take a tick and records the most in flight, overall and per host. */
 async function observe(run: (fn: (item: { host: string; id: number }) => Promise<void>) => Promise<void>) {
@@ -40,5 +40,20 @@ describe("forEachPerHost", () => {
     const seen = await observe((fn) => forEachLimit(items, 2, fn));
     expect(seen.peakTotal).toBe(2);
     expect(seen.done).toHaveLength(12);
+  });
+});
+
+describe("allInOrder", () => {
+  const after = <T>(ms: number, value: T, fail = false) => new Promise<T>((resolve, reject) => setTimeout(() => (fail ? reject(new Error(String(value))) : resolve(value)), ms));
+
+  it("resolves with the values in the order given, whichever settled first", async () => {
+    expect(await allInOrder([after(30, "a"), after(1, 2), after(15, true)])).toEqual(["a", 2, true]);
+  });
+
+  it("rejects with the first failure in the order given, not the first to arrive, and only once all have settled", async () => {
+    let lastSettled = false;
+    const last = after(80, "c").then((v) => ((lastSettled = true), v));
+    await expect(allInOrder([after(1, "a"), after(40, "first", true), after(1, "second", true), last])).rejects.toThrow("first");
+    expect(lastSettled).toBe(true);
   });
 });

@@ -39,3 +39,15 @@ export async function forEachPerHost<T>(items: readonly T[], hostOf: (item: T) =
   );
   if (firstError) throw firstError.error;
 }
+
+/**
+ * Runs the promises at once (independent reads: over SSH, each is a round trip of its own) and
+ * resolves with their values once all have settled; when some reject, rejects with the first of
+ * those in the order given, so that which error a caller sees does not depend on which answered first.
+ */
+export async function allInOrder<T extends readonly unknown[]>(promises: { readonly [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (failed) throw failed.reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}

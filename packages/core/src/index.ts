@@ -27,7 +27,7 @@ export type { IdleSlotCheck } from "./slot-preflight.js";
 export type { OverlapBudget } from "./slot-preflight.js";
 export { inspectSlotCommand, inspectSlotsCommand, parseSlotInspection, parseSlotInspections, listenerTakes } from "./slot-inspection.js";
 export type { SlotPair } from "./slot-inspection.js";
-export { forEachLimit, forEachPerHost } from "./concurrency.js";
+export { allInOrder, forEachLimit, forEachPerHost } from "./concurrency.js";
 export { replaceSteps, checkBatchCapacity, surgeSteps, retireSteps, swapSlots, checkSpares, leftoverSlots, readySlots, oldSlotsPhase } from "./plan-helpers.js";
 export { deploy, planDeploy, observeInstances } from "./engine.js";
 export { deployLock } from "./lock.js";

@@ -15,6 +15,7 @@ import {
   addCounts,
   endpoint,
   distinctRoutings,
+  allInOrder,
   measureClockOffset,
   servedEndpoints,
   type schema,
@@ -312,20 +313,30 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
     // A switch instant is set from here: it must cover the write, `nginx -t` and the reload.
     const started = performance.now();
     try {
-      previousText = await readText(signal);
+      // Three reads at once (over SSH, a round trip each): the file, the host's clock for a timed
+      // switch (nginx's workers read that clock), and the workers the reload will replace.
+      const [text0, clock, before] = await allInOrder([
+        readText(signal),
+        routing.switchDefault ? measureClockOffset(executor, { samples: 1, signal }).catch((error: unknown) => Promise.reject(new NodropError("E_PROXY_RELOAD", describeFailure(error), { cause: error }))) : Promise.resolve(undefined),
+        workers(signal),
+      ] as const);
+      previousText = text0;
       const current = previousText === undefined ? undefined : parseRenderedConfig(previousText);
       generation = (current?.generation ?? 0) + 1;
-      // A timed switch runs on the proxy host's clock, which nginx's workers read.
       let switchAt: number | undefined;
       let switchDelay = 0;
-      let clockOffset = 0;
-      if (routing.switchDefault) {
-        const clock = await measureClockOffset(executor, { samples: 1, signal }).catch((error: unknown) => {
-          throw new NodropError("E_PROXY_RELOAD", describeFailure(error), { cause: error });
-        });
-        clockOffset = clock.offsetMs;
+      // The host's clock is Date.now() plus something between the offset's lower end (the reading
+      // minus its way back: about where a command's reading falls) and its upper end, a round trip
+      // later. The instant is set, and the time left before a given one judged, as if the host were
+      // ahead by the most; the wait for it to pass counts the least. The late-switch check dates
+      // the `ps` that saw the old generation closed the way the offset dated the `date`.
+      let aheadAtMost = 0;
+      let aheadAtLeast = 0;
+      if (routing.switchDefault && clock) {
+        aheadAtLeast = clock.offsetMs;
+        aheadAtMost = clock.offsetMs + clock.errorMs;
         // Whole milliseconds: $msec is compared with the instant digit by digit.
-        const hostNow = Math.round(Date.now() + clockOffset);
+        const hostNow = Math.round(Date.now() + aheadAtMost);
         // An instant the caller gave (proxies switching together) is already on this host's clock.
         switchDelay = givenSwitchAt === undefined ? switchTiming.delayFor(routing.switchDefault.afterMs) : Math.round(givenSwitchAt - hostNow);
         const tooClose = givenSwitchAt === undefined ? undefined : switchTiming.givenInstantProblem(executor.host, switchDelay);
@@ -335,7 +346,6 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       const nativeSticky = routing.affinity ? (await features(signal))?.stickyAndDrain === true : false;
       const text = renderNginxConfig({ name, routing, instances, generation, switchAt, nativeSticky, versionCookie: options.versionCookie ?? "nodrop_version" });
       newText = text;
-      const before = await workers(signal);
       if (before.length === 0) throw new NodropError("E_PROXY_RELOAD", `nginx on ${executor.host} has no worker processes; is it running?`);
       const oldPids = new Set(before.map((w) => w.pid));
 
@@ -351,12 +361,17 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
         throw new NodropError("E_PROXY_RELOAD", `cannot write ${configFile} on ${executor.host}: ${write.why}`);
       }
 
-      const testStarted = performance.now();
-      const test = await run(`${nginx} -t 2>&1`);
-      switchTiming.noteParse(performance.now() - testStarted);
+      // The error log's size beside the test: what the reload's refusal would add comes after it
+      // (and after the master's "reconfiguring" line, which `nginx -t` never writes).
+      const timedTest = async () => {
+        const testStarted = performance.now();
+        const result = await run(`${nginx} -t 2>&1`);
+        switchTiming.noteParse(performance.now() - testStarted);
+        return result;
+      };
+      const [test, logOffset] = await allInOrder([timedTest(), errorLogSize()] as const);
       if (test.code !== 0) throw new NodropError("E_PROXY_TEST", `nginx -t failed on ${executor.host}\n${lastLines(test.stdout)}`);
 
-      const logOffset = await errorLogSize();
       const t0 = performance.now();
       stage = "signalled";
       const reload = await run(`${nginx} -s reload 2>&1`);
@@ -380,14 +395,14 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       const drain = () => drainGeneration(routing, instances, oldPids);
       const waitSwitch = async () => {
         // The old generation stopped taking requests long before; return once the switch happened.
-        const wait = switchAt === undefined ? 0 : switchAt + 50 - (Date.now() + clockOffset);
+        const wait = switchAt === undefined ? 0 : switchAt + 50 - (Date.now() + aheadAtLeast);
         if (wait > 0) await sleep(wait);
       };
       // A timed switch holds only if the old generation closed before its instant: see that it did.
       // Every reload is timed so (one `ps` more): the next switch is set from what this nginx needs.
       const closed = await oldGenerationClosed(oldPids);
       if (closed) switchTiming.noteClose(performance.now() - started);
-      const late = switchAt === undefined ? undefined : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + clockOffset : undefined, switchDelay);
+      const late = switchAt === undefined ? undefined : lateSwitchWarning(executor.host, switchAt, closed ? Date.now() + aheadAtLeast : undefined, switchDelay);
       const warnings = late === undefined ? {} : { warnings: [late] };
       const change = generation;
       if (backgroundDrain && closed) {
