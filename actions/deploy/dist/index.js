@@ -53241,9 +53241,8 @@ function groupFailure(failed, ended) {
 async function measureClockOffset(executor, options = {}) {
   const anchor = Date.now() - performance.now();
   const now = () => anchor + performance.now();
-  let atLeast = -Infinity;
-  let atMost = Infinity;
   const readings = [];
+  let atMost = Infinity;
   for (let i = 0; i < Math.max(options.samples ?? 5, 1); i++) {
     const sent = now();
     const result = await executor.exec("date +%s%3N", { signal: options.signal, timeoutMs: 1e4 });
@@ -53253,9 +53252,9 @@ async function measureClockOffset(executor, options = {}) {
       throw new NodropError("E_PREFLIGHT", `cannot read the clock on ${executor.host}: ${result.stderr.trim() || result.stdout.trim().slice(0, 80) || `exit ${result.code}`}`);
     }
     readings.push(hostNow - received);
-    atLeast = Math.max(atLeast, hostNow - received);
     atMost = Math.min(atMost, hostNow + 1 - sent);
   }
+  const atLeast = Math.max(...readings);
   if (atMost < atLeast) {
     const spread = Math.round(Math.max(...readings) - Math.min(...readings));
     throw new NodropError("E_PREFLIGHT", `the clock on ${executor.host} moved by ${spread}ms while nodrop read it (${readings.length} readings in a row): deploy again once it is steady`);
@@ -55251,11 +55250,9 @@ ok=1`, void 0, text).catch(() => void 0);
       generation = (current?.generation ?? 0) + 1;
       let switchAt;
       let switchDelay = 0;
-      let aheadAtMost = 0;
-      let aheadAtLeast = 0;
+      const aheadAtLeast = clock?.offsetMs ?? 0;
+      const aheadAtMost = clock ? clock.offsetMs + clock.errorMs : 0;
       if (routing.switchDefault && clock) {
-        aheadAtLeast = clock.offsetMs;
-        aheadAtMost = clock.offsetMs + clock.errorMs;
         const hostNow = Math.round(Date.now() + aheadAtMost);
         switchDelay = givenSwitchAt === void 0 ? switchTiming.delayFor(routing.switchDefault.afterMs) : Math.round(givenSwitchAt - hostNow);
         const tooClose = givenSwitchAt === void 0 ? void 0 : switchTiming.givenInstantProblem(executor.host, switchDelay);

@@ -23,7 +23,7 @@ export interface ClockOffset {
  * The estimate is the interval's lower end, not NTP's midpoint: a command's round trip is not
  * symmetric. Before the host reads its clock, its side opens a session and starts a shell (over
  * SSH: a channel, sshd's fork and exec), tens of milliseconds that vary with the host's load;
- * after it, only the answer travels back. The midpoint carries half that start-up, a different
+ * after it, `date` exits and its answer travels back, a few milliseconds. The midpoint carries half that start-up, a different
  * amount for every sample (two hosts sharing one kernel clock came out 9 to 22 ms apart under
  * load, enough for clients of one proxy to get the old version after clients of another got the
  * new); the reading minus its arrival carries only the way back, and the sample with the fastest
@@ -35,9 +35,8 @@ export async function measureClockOffset(executor: Executor, options: { samples?
   const anchor = Date.now() - performance.now();
   const now = () => anchor + performance.now();
   // The true offset is at least every sample's reading minus its arrival, at most its reading minus its sending.
-  let atLeast = -Infinity;
-  let atMost = Infinity;
   const readings: number[] = [];
+  let atMost = Infinity;
   for (let i = 0; i < Math.max(options.samples ?? 5, 1); i++) {
     const sent = now();
     const result = await executor.exec("date +%s%3N", { signal: options.signal, timeoutMs: 10_000 });
@@ -47,10 +46,10 @@ export async function measureClockOffset(executor: Executor, options: { samples?
       throw new NodropError("E_PREFLIGHT", `cannot read the clock on ${executor.host}: ${result.stderr.trim() || result.stdout.trim().slice(0, 80) || `exit ${result.code}`}`);
     }
     readings.push(hostNow - received);
-    atLeast = Math.max(atLeast, hostNow - received);
     // +1: the reading is in whole milliseconds, rounded down.
     atMost = Math.min(atMost, hostNow + 1 - sent);
   }
+  const atLeast = Math.max(...readings);
   // No offset fits every sample: the host's clock was stepped while it was read (NTP correcting it).
   if (atMost < atLeast) {
     const spread = Math.round(Math.max(...readings) - Math.min(...readings));

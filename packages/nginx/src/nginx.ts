@@ -330,11 +330,9 @@ export function nginxProxy(options: NginxProxyOptions): Proxy {
       // later. The instant is set, and the time left before a given one judged, as if the host were
       // ahead by the most; the wait for it to pass counts the least. The late-switch check dates
       // the `ps` that saw the old generation closed the way the offset dated the `date`.
-      let aheadAtMost = 0;
-      let aheadAtLeast = 0;
+      const aheadAtLeast = clock?.offsetMs ?? 0;
+      const aheadAtMost = clock ? clock.offsetMs + clock.errorMs : 0;
       if (routing.switchDefault && clock) {
-        aheadAtLeast = clock.offsetMs;
-        aheadAtMost = clock.offsetMs + clock.errorMs;
         // Whole milliseconds: $msec is compared with the instant digit by digit.
         const hostNow = Math.round(Date.now() + aheadAtMost);
         // An instant the caller gave (proxies switching together) is already on this host's clock.
